@@ -1,0 +1,42 @@
+//! `juju:charm/context`: who the hook runs for, logging, and workload status.
+//!
+//! Invariants: the answers never change within a hook; a log line or status reaches the
+//! unit's event sink before the call returns.
+
+use crate::events::{LogLevel, WorkloadStatus};
+use crate::runtime::HookState;
+use crate::runtime::bindings::context::{self, Host};
+
+impl Host for HookState {
+    fn unit_name(&mut self) -> String {
+        self.unit.name().to_string()
+    }
+
+    fn application_name(&mut self) -> String {
+        self.unit.name().app().to_string()
+    }
+
+    fn hook_name(&mut self) -> String {
+        self.hook.name().to_owned()
+    }
+
+    fn log(&mut self, level: context::LogLevel, message: String) {
+        let level = match level {
+            context::LogLevel::Debug => LogLevel::Debug,
+            context::LogLevel::Info => LogLevel::Info,
+            context::LogLevel::Warning => LogLevel::Warning,
+            context::LogLevel::Error => LogLevel::Error,
+        };
+        self.unit.log(level, message);
+    }
+
+    fn status_set(&mut self, status: context::WorkloadStatus, message: String) {
+        let status = match status {
+            context::WorkloadStatus::Maintenance => WorkloadStatus::Maintenance,
+            context::WorkloadStatus::Waiting => WorkloadStatus::Waiting,
+            context::WorkloadStatus::Blocked => WorkloadStatus::Blocked,
+            context::WorkloadStatus::Active => WorkloadStatus::Active,
+        };
+        self.unit.set_workload_status(status, message);
+    }
+}

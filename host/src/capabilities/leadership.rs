@@ -1,0 +1,63 @@
+//! `juju:charm/leadership`: `is-leader`, the sandboxed `leader-get`, and the fenced,
+//! write-through `leader-set`.
+//!
+//! Invariants:
+//! - `is-leader` asks the unit's tracker at the moment of the call, so it can change
+//!   mid-hook in either direction, and never answers true past the guarantee.
+//! - Reads come from one snapshot, taken at the hook's first read and kept for the hook;
+//!   only this hook's own successful `leader-set` changes it.
+//! - `leader-set` writes the whole group under the unit's term in one engine call; on any
+//!   error nothing was written and the snapshot is unchanged.
+
+use crate::leadership::WriteError;
+use crate::runtime::HookState;
+use crate::runtime::bindings::leadership::{Host, LeadershipError};
+use crate::settings::{Settings, SettingsWrite};
+use crate::tracker::LeadershipUnknown;
+
+impl HookState {
+    /// The hook's snapshot, taken now if this is the first read.
+    fn snapshot(&mut self) -> Result<&Settings, LeadershipError> {
+        if self.snapshot.is_none() {
+            let app = self.unit.name().app();
+            let current = self.unit.engine().read_settings(app).map_err(|e| LeadershipError::Unknown(e.to_string()))?;
+            self.snapshot = Some((*current.values).clone());
+        }
+        Ok(self.snapshot.get_or_insert_default())
+    }
+}
+
+impl Host for HookState {
+    fn is_leader(&mut self) -> Result<bool, LeadershipError> {
+        self.unit.tracker().is_leader().map_err(|LeadershipUnknown::StoreFailed(e)| LeadershipError::Unknown(e))
+    }
+
+    fn leader_get(&mut self, key: String) -> Result<Option<String>, LeadershipError> {
+        Ok(self.snapshot()?.get(&key).cloned())
+    }
+
+    fn leader_get_all(&mut self) -> Result<Vec<(String, String)>, LeadershipError> {
+        Ok(self.snapshot()?.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    fn leader_set(&mut self, settings: Vec<(String, String)>) -> Result<(), LeadershipError> {
+        let Some(term) = self.unit.tracker().held_term() else {
+            return Err(LeadershipError::NotLeader);
+        };
+        if settings.is_empty() {
+            return Ok(());
+        }
+        self.unit.engine().write_settings(self.unit.name(), term, &settings).map_err(|err| match err {
+            WriteError::NotLeader { .. } => LeadershipError::NotLeader,
+            WriteError::Invalid(reason) => LeadershipError::Invalid(reason.to_string()),
+            WriteError::Store(reason) => LeadershipError::Unknown(reason),
+        })?;
+        if let Some(snapshot) = &mut self.snapshot {
+            // The engine accepted the group, so it is valid; apply it to the hook's view.
+            let write = SettingsWrite::validate(&settings, &Settings::new())
+                .map_err(|e| LeadershipError::Invalid(e.to_string()))?;
+            write.apply_to(snapshot);
+        }
+        Ok(())
+    }
+}

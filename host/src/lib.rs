@@ -1,0 +1,31 @@
+//! `charm-host`: runs WebAssembly charms and gives their units Juju-style application
+//! leadership.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! LeadershipEngine ──► LeadershipTracker ──► unit task (hook order) ──► HookRuntime
+//!  (leases, terms,      (claims, renews,      (install, leader-elected,   (fresh sandbox
+//!   fenced settings)     is-leader)            leader-settings-changed)    per hook)
+//!        ▲                                                                     │
+//!        └───────────── capabilities: is-leader, leader-get, leader-set ◄──────┘
+//! ```
+//!
+//! - [`leadership`]: the engine boundary and its in-memory implementation.
+//! - [`tracker`]: per-unit claims and the `is-leader` guarantee.
+//! - [`application`]: runs the units of one application and decides when hooks run.
+//! - [`runtime`]: loads charms and runs each hook in its own store and instance.
+//! - [`settings`], [`names`], [`hooks`], [`events`], [`unit`]: the shared vocabulary.
+//! - [`charm_build`]: builds a charm crate for `wasm32-wasip2`.
+
+pub mod application;
+mod capabilities;
+pub mod charm_build;
+pub mod events;
+pub mod hooks;
+pub mod leadership;
+pub mod names;
+pub mod runtime;
+pub mod settings;
+pub mod tracker;
+pub mod unit;

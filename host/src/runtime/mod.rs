@@ -1,0 +1,222 @@
+//! The wasm runtime: one engine and linker per host, one compiled [`Charm`] per charm, and
+//! a fresh store and instance for every hook.
+//!
+//! Invariants:
+//! - **Hook sandbox.** Every hook runs in a new `Store` with a new instance of the charm,
+//!   built from a pre-linked [`wasmtime::component::InstancePre`]; nothing survives a hook
+//!   but what it wrote to its data directory or through host functions.
+//! - **Bounded.** A hook is stopped at its deadline (epoch interruption makes running wasm
+//!   yield; a timeout drops the call), its memory cannot grow past the cap, and at most
+//!   `max_concurrent_hooks` hooks hold a pooled instance slot at once; others wait.
+//! - **Contained.** A guest error, trap, deadline or memory cap fails that hook only; the
+//!   host and other units carry on.
+
+pub(crate) mod bindings;
+mod cache;
+mod loader;
+mod sandbox;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+use crate::hooks::{HookError, HookKind, HookOutcome};
+use crate::unit::Unit;
+
+pub use cache::CompiledCache;
+pub use loader::{Charm, LoadError};
+pub use sandbox::HookState;
+
+/// Tick of the epoch clock: running wasm checks for its deadline this often.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Limits and places the runtime works with.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// How long one hook may run before it is stopped.
+    pub hook_deadline: Duration,
+    /// Largest linear memory one hook instance may have, in bytes.
+    pub memory_cap: usize,
+    /// How many hooks may run at once; the pooling allocator is sized for this many.
+    pub max_concurrent_hooks: u32,
+    /// Where compiled charms are cached; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            hook_deadline: Duration::from_secs(60),
+            memory_cap: 64 * 1024 * 1024,
+            max_concurrent_hooks: 64,
+            cache_dir: CompiledCache::default_dir(),
+        }
+    }
+}
+
+/// Why the runtime could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The configuration is unusable.
+    #[error("invalid runtime configuration: {0}")]
+    Config(String),
+    /// Wasmtime refused the engine or linker setup.
+    #[error("could not set up the wasm engine: {0}")]
+    Engine(String),
+}
+
+/// Compiles charms and runs their hooks.
+pub struct HookRuntime {
+    engine: Engine,
+    linker: Linker<HookState>,
+    config: RuntimeConfig,
+    cache: Option<CompiledCache>,
+    slots: Semaphore,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for HookRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookRuntime").field("config", &self.config).finish()
+    }
+}
+
+impl HookRuntime {
+    /// Builds the engine, the linker with every capability, and the epoch ticker.
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        if config.max_concurrent_hooks == 0 {
+            return Err(RuntimeError::Config("max_concurrent_hooks must be at least 1".into()));
+        }
+        if config.memory_cap < 64 * 1024 {
+            return Err(RuntimeError::Config("memory_cap must be at least one 64 KiB page".into()));
+        }
+        if config.hook_deadline.is_zero() {
+            return Err(RuntimeError::Config("hook_deadline must be positive".into()));
+        }
+        let slots = config.max_concurrent_hooks;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(8))
+            .total_memories(slots.saturating_mul(2))
+            .total_tables(slots.saturating_mul(4))
+            .total_stacks(slots)
+            .max_memory_size(config.memory_cap);
+        let mut wasm_config = Config::new();
+        wasm_config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm_config).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        bindings::Charm::add_to_linker::<_, HasSelf<HookState>>(&mut linker, |state| state)
+            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+
+        let cache = config.cache_dir.clone().map(|dir| CompiledCache::new(dir, &engine));
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Self { engine, linker, cache, slots: Semaphore::new(slots as usize), config, _ticker: ticker })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Runs `hook` of `charm` for `unit` in a fresh sandbox, records the outcome in the
+    /// unit's status and events, and returns it.
+    pub async fn run_hook(&self, charm: &Charm, unit: &Arc<Unit>, hook: HookKind) -> HookOutcome {
+        let outcome = self.run_hook_quietly(charm, unit, hook).await;
+        unit.record_hook(&outcome);
+        outcome
+    }
+
+    /// Runs a hook like [`Self::run_hook`] without recording it anywhere.
+    pub async fn run_hook_quietly(&self, charm: &Charm, unit: &Arc<Unit>, hook: HookKind) -> HookOutcome {
+        let Ok(_slot) = self.slots.acquire().await else {
+            let result = Err(HookError::Setup("the runtime is shutting down".into()));
+            return HookOutcome { hook, result, elapsed: Duration::ZERO };
+        };
+        let start = Instant::now();
+        let result = self.run_in_sandbox(charm, unit, hook).await;
+        HookOutcome { hook, result, elapsed: start.elapsed() }
+    }
+
+    async fn run_in_sandbox(&self, charm: &Charm, unit: &Arc<Unit>, hook: HookKind) -> Result<(), HookError> {
+        let state = HookState::new(unit.clone(), hook, self.config.memory_cap)
+            .map_err(|e| HookError::Setup(e.to_string()))?;
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| state.limiter());
+        store.epoch_deadline_async_yield_and_update(1);
+
+        let deadline = self.config.hook_deadline;
+        let call = async {
+            let instance = charm
+                .pre()
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| Failure::Setup(format!("{e:#}")))?;
+            let hooks = instance.juju_charm_hooks();
+            let result = match hook {
+                HookKind::Install => hooks.call_install(&mut store).await,
+                HookKind::LeaderElected => hooks.call_leader_elected(&mut store).await,
+                HookKind::LeaderSettingsChanged => hooks.call_leader_settings_changed(&mut store).await,
+                HookKind::LeaderDeposed => hooks.call_leader_deposed(&mut store).await,
+                HookKind::Stop => hooks.call_stop(&mut store).await,
+            };
+            result.map_err(Failure::Wasm)
+        };
+        let result = tokio::time::timeout(deadline, call).await;
+        let state = store.data();
+        match result {
+            Err(_elapsed) => Err(HookError::Deadline(deadline)),
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(message))) => Err(HookError::Charm(message)),
+            Ok(Err(Failure::Setup(message))) => Err(HookError::Setup(message)),
+            Ok(Err(Failure::Wasm(err))) => Err(state.explain_failure(&err)),
+        }
+    }
+}
+
+enum Failure {
+    Setup(String),
+    Wasm(wasmtime::Error),
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .map(|_| ())
+            .unwrap_or_else(|e| tracing::error!("could not start the epoch ticker: {e}; hooks will only stop at their deadline"));
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,218 @@
+//! The state of one hook's store: the unit it runs for, its WASI sandbox, its
+//! leader-settings snapshot and its memory limiter.
+//!
+//! Invariants: the WASI context has no environment, no arguments, no network access and
+//! exactly one preopened directory, the unit's data directory (read-write, as `/`); stdout
+//! and stderr are line-buffered into the unit's log. The snapshot, once taken, changes only
+//! by this hook's own successful `leader-set`.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::AsyncWrite;
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, Trap};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+
+use crate::events::LogLevel;
+use crate::hooks::{HookError, HookKind};
+use crate::settings::Settings;
+use crate::unit::Unit;
+
+/// Where the unit's data directory appears inside the sandbox.
+pub const GUEST_DATA_DIR: &str = "/";
+
+/// How much of a hook's last stderr output is kept to explain a trap.
+const STDERR_TAIL_BYTES: usize = 2048;
+
+/// Everything a hook's store holds.
+pub struct HookState {
+    pub(crate) unit: Arc<Unit>,
+    pub(crate) hook: HookKind,
+    pub(crate) snapshot: Option<Settings>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    stderr_tail: Arc<Mutex<String>>,
+}
+
+impl HookState {
+    /// A fresh sandbox for running `hook` of `unit`.
+    pub fn new(unit: Arc<Unit>, hook: HookKind, memory_cap: usize) -> std::io::Result<Self> {
+        let stderr_tail = Arc::new(Mutex::new(String::new()));
+        let mut builder = WasiCtx::builder();
+        builder
+            .stdout(UnitLog { unit: unit.clone(), level: LogLevel::Info, tail: None })
+            .stderr(UnitLog { unit: unit.clone(), level: LogLevel::Warning, tail: Some(stderr_tail.clone()) })
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .preopened_dir(unit.data_dir(), GUEST_DATA_DIR, FsPerms::ReadWrite)
+            .map_err(|e| std::io::Error::other(format!("cannot open {}: {e}", unit.data_dir().display())))?;
+        Ok(Self {
+            unit,
+            hook,
+            snapshot: None,
+            wasi: builder.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { cap: memory_cap, refused: None },
+            stderr_tail,
+        })
+    }
+
+    pub(crate) fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.limiter
+    }
+
+    /// Turns the error a wasm call ended with into the reason the hook failed.
+    pub(crate) fn explain_failure(&self, err: &wasmtime::Error) -> HookError {
+        if let Some(requested) = self.limiter.refused {
+            return HookError::MemoryCap { cap: self.limiter.cap, requested };
+        }
+        let reason = match err.downcast_ref::<Trap>() {
+            Some(Trap::UnreachableCodeReached) => {
+                let tail = self.stderr_tail.lock().map(|t| t.clone()).unwrap_or_default();
+                match tail.lines().rev().find(|l| l.contains("panicked at")) {
+                    Some(_) => format!("panicked: {}", panic_message(&tail)),
+                    None => "wasm `unreachable` executed (an abort or a panic)".to_owned(),
+                }
+            }
+            Some(trap) => trap.to_string(),
+            None => format!("{err:#}"),
+        };
+        HookError::Trap(reason)
+    }
+}
+
+/// The panic message in a Rust panic report: the lines after `panicked at FILE:LINE:COL:`.
+fn panic_message(stderr: &str) -> String {
+    let start = stderr.rfind("panicked at").unwrap_or(0);
+    let report = &stderr[start..];
+    let mut lines = report.lines();
+    let location = lines.next().unwrap_or_default().trim_start_matches("panicked at ").trim_end_matches(':');
+    let message: Vec<&str> = lines.take_while(|l| !l.starts_with("note:")).collect();
+    format!("{} (at {location})", message.join(" ").trim())
+}
+
+impl WasiView for HookState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Refuses memory growth past the cap and remembers that it did.
+struct MemoryLimiter {
+    cap: usize,
+    refused: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.cap {
+            self.refused = Some(desired);
+            return Err(wasmtime::Error::msg(format!("memory cap of {} bytes exceeded", self.cap)));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+/// A guest output stream that writes whole lines to the unit's log.
+#[derive(Clone)]
+struct UnitLog {
+    unit: Arc<Unit>,
+    level: LogLevel,
+    tail: Option<Arc<Mutex<String>>>,
+}
+
+impl IsTerminal for UnitLog {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for UnitLog {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(LineWriter { log: self.clone(), pending: Vec::new() })
+    }
+}
+
+/// Longest line kept whole; longer output is split.
+const MAX_LINE_BYTES: usize = 16 * 1024;
+
+struct LineWriter {
+    log: UnitLog,
+    pending: Vec<u8>,
+}
+
+impl LineWriter {
+    fn emit(&mut self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line).trim_end_matches('\r').to_owned();
+        if let Some(tail) = &self.log.tail
+            && let Ok(mut tail) = tail.lock()
+        {
+            tail.push_str(&text);
+            tail.push('\n');
+            if tail.len() > STDERR_TAIL_BYTES {
+                let mut cut = tail.len() - STDERR_TAIL_BYTES;
+                while !tail.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                tail.drain(..cut);
+            }
+        }
+        self.log.unit.log(self.log.level, text);
+    }
+}
+
+impl AsyncWrite for LineWriter {
+    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        self.pending.extend_from_slice(buf);
+        while let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=pos).collect();
+            self.emit(&line[..line.len() - 1]);
+        }
+        if self.pending.len() > MAX_LINE_BYTES {
+            let line = std::mem::take(&mut self.pending);
+            self.emit(&line);
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            self.emit(&line);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            self.emit(&line);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_panic_message() {
+        let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:10:5:\nboom: it broke\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(panic_message(stderr), "boom: it broke (at src/lib.rs:10:5)");
+    }
+}

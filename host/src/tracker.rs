@@ -1,0 +1,168 @@
+//! Per-unit leadership tracker: claims and renews the lease, and answers `is-leader`.
+//!
+//! Guarantees: [`LeadershipTracker::is_leader`] is true only while this unit holds a claim
+//! that is valid for at least the guarantee window from the moment of the call; the claim's
+//! validity is measured from a monotonic instant read *before* the engine was asked, so it
+//! never overestimates. When renewals fail, the answer turns false (or `Unknown`, if the
+//! store failed) no later than the window before the old claim runs out: fail safe.
+//!
+//! Non-guarantees: the tracker does not tell *which* unit leads, and it does not wait for a
+//! released lease; it learns of one on its next [`LeadershipTracker::refresh`].
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::leadership::{Claim, LeaseError, LeadershipEngine};
+use crate::names::UnitName;
+
+/// Default guarantee window: `is-leader` promises at least this much leadership.
+pub const DEFAULT_GUARANTEE_WINDOW: Duration = Duration::from_secs(30);
+
+/// What [`LeadershipTracker::is_leader`] can say.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeadershipUnknown {
+    /// The last renewal failed and the guarantee could not be verified.
+    #[error("leadership cannot be verified: {0}")]
+    StoreFailed(String),
+}
+
+/// What a [`LeadershipTracker::refresh`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// This unit holds the lease at `term`.
+    Leader {
+        /// The tenure's term.
+        term: u64,
+        /// True if this refresh started the tenure (the previous state was not this term).
+        new_term: bool,
+    },
+    /// Another unit holds the lease.
+    Minion,
+    /// The engine failed; the previous claim (if any) still counts until it runs out.
+    Failed,
+}
+
+#[derive(Debug, Default)]
+struct TrackerState {
+    claim: Option<Claim>,
+    last_error: Option<String>,
+}
+
+/// Claims leadership for one unit and keeps track of the guarantee it holds.
+pub struct LeadershipTracker {
+    unit: UnitName,
+    engine: Arc<dyn LeadershipEngine>,
+    window: Duration,
+    state: Mutex<TrackerState>,
+}
+
+impl std::fmt::Debug for LeadershipTracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeadershipTracker").field("unit", &self.unit).field("window", &self.window).finish()
+    }
+}
+
+impl LeadershipTracker {
+    /// A tracker for `unit` promising `window` of leadership whenever it answers true.
+    pub fn new(unit: UnitName, engine: Arc<dyn LeadershipEngine>, window: Duration) -> Self {
+        Self { unit, engine, window, state: Mutex::new(TrackerState::default()) }
+    }
+
+    /// The guarantee window.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// How long each claim asks for: twice the window, so a renewal every
+    /// [`Self::renew_interval`] keeps the guarantee without a gap.
+    pub fn claim_duration(&self) -> Duration {
+        self.window * 2
+    }
+
+    /// How often to call [`Self::refresh`].
+    pub fn renew_interval(&self) -> Duration {
+        self.window / 2
+    }
+
+    /// The engine this tracker claims from.
+    pub fn engine(&self) -> &Arc<dyn LeadershipEngine> {
+        &self.engine
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TrackerState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Claims or renews the lease once and records the result.
+    pub fn refresh(&self) -> Refresh {
+        let result = self.engine.claim(&self.unit, self.claim_duration());
+        let mut state = self.lock();
+        match result {
+            Ok(claim) => {
+                let new_term = state.claim.is_none_or(|c| c.term != claim.term);
+                state.claim = Some(claim);
+                state.last_error = None;
+                Refresh::Leader { term: claim.term, new_term }
+            }
+            Err(LeaseError::Denied { .. }) => {
+                state.claim = None;
+                state.last_error = None;
+                Refresh::Minion
+            }
+            Err(err) => {
+                state.last_error = Some(err.to_string());
+                Refresh::Failed
+            }
+        }
+    }
+
+    /// True only if this unit holds leadership guaranteed for the whole window from now.
+    pub fn is_leader(&self) -> Result<bool, LeadershipUnknown> {
+        let state = self.lock();
+        let guaranteed = state
+            .claim
+            .is_some_and(|c| c.valid_until.saturating_duration_since(Instant::now()) >= self.window);
+        match (&state.last_error, guaranteed) {
+            (_, true) => Ok(true),
+            (Some(err), false) => Err(LeadershipUnknown::StoreFailed(err.clone())),
+            (None, false) => Ok(false),
+        }
+    }
+
+    /// The term of the claim this unit holds now, if it still holds one (however little of
+    /// it is left): writes fenced by this term are refused by the engine once it lapses.
+    pub fn held_term(&self) -> Option<u64> {
+        self.lock().claim.filter(|c| c.valid_until > Instant::now()).map(|c| c.term)
+    }
+
+    /// Gives up leadership now, if held.
+    pub fn release(&self) -> Result<(), LeaseError> {
+        let mut state = self.lock();
+        state.claim = None;
+        self.engine.release(&self.unit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leadership::MemoryLeadership;
+
+    #[test]
+    fn leader_and_minion() {
+        let engine: Arc<dyn LeadershipEngine> = Arc::new(MemoryLeadership::new());
+        let window = Duration::from_secs(30);
+        let a = LeadershipTracker::new(UnitName::new("app/0").unwrap(), engine.clone(), window);
+        let b = LeadershipTracker::new(UnitName::new("app/1").unwrap(), engine, window);
+        assert_eq!(a.is_leader(), Ok(false), "nothing claimed yet");
+        assert!(matches!(a.refresh(), Refresh::Leader { new_term: true, .. }));
+        assert!(matches!(a.refresh(), Refresh::Leader { new_term: false, .. }));
+        assert_eq!(b.refresh(), Refresh::Minion);
+        assert_eq!(a.is_leader(), Ok(true));
+        assert_eq!(b.is_leader(), Ok(false));
+        assert!(a.held_term().is_some());
+        a.release().unwrap();
+        assert_eq!(a.is_leader(), Ok(false));
+        assert!(matches!(b.refresh(), Refresh::Leader { new_term: true, term: 2 }));
+    }
+}

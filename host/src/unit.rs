@@ -1,0 +1,125 @@
+//! A unit as the host sees it: its identity, data directory, leadership tracker, reported
+//! status and event sink. Shared by the unit's own task and every hook sandbox it starts.
+//!
+//! Invariants: a unit's data directory exists once [`Unit::new`] returns; its status is
+//! only changed by the charm (`status-set`) or by the host recording a hook's outcome.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::events::{Event, EventSink, LogLevel, WorkloadStatus};
+use crate::hooks::{HookKind, HookOutcome};
+use crate::leadership::LeadershipEngine;
+use crate::names::UnitName;
+use crate::tracker::LeadershipTracker;
+
+/// A unit's reported state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitStatus {
+    /// The workload status the charm last set.
+    pub workload: WorkloadStatus,
+    /// The message the charm last set.
+    pub message: String,
+    /// The last hook that ran.
+    pub last_hook: Option<HookKind>,
+    /// Why the last hook failed, if it did.
+    pub last_error: Option<String>,
+}
+
+impl Default for UnitStatus {
+    fn default() -> Self {
+        Self { workload: WorkloadStatus::Maintenance, message: String::new(), last_hook: None, last_error: None }
+    }
+}
+
+/// One unit of an application, as hooks and the host functions see it.
+pub struct Unit {
+    name: UnitName,
+    data_dir: PathBuf,
+    tracker: LeadershipTracker,
+    status: Mutex<UnitStatus>,
+    events: Arc<dyn EventSink>,
+}
+
+impl std::fmt::Debug for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unit").field("name", &self.name).field("data_dir", &self.data_dir).finish()
+    }
+}
+
+impl Unit {
+    /// A unit with its data directory at `data_dir` (created if missing).
+    pub fn new(
+        name: UnitName,
+        data_dir: PathBuf,
+        tracker: LeadershipTracker,
+        events: Arc<dyn EventSink>,
+    ) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&data_dir)?;
+        Ok(Self { name, data_dir, tracker, status: Mutex::new(UnitStatus::default()), events })
+    }
+
+    /// The unit's name.
+    pub fn name(&self) -> &UnitName {
+        &self.name
+    }
+
+    /// The one host directory the unit's hooks may see.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The unit's leadership tracker.
+    pub fn tracker(&self) -> &LeadershipTracker {
+        &self.tracker
+    }
+
+    /// The engine holding the unit's leases and settings.
+    pub fn engine(&self) -> &Arc<dyn LeadershipEngine> {
+        self.tracker.engine()
+    }
+
+    fn lock_status(&self) -> MutexGuard<'_, UnitStatus> {
+        self.status.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A copy of the unit's status.
+    pub fn status(&self) -> UnitStatus {
+        self.lock_status().clone()
+    }
+
+    /// Records the workload status a charm set.
+    pub fn set_workload_status(&self, status: WorkloadStatus, message: String) {
+        {
+            let mut current = self.lock_status();
+            current.workload = status;
+            current.message.clone_from(&message);
+        }
+        self.emit(Event::Status { unit: self.name.clone(), status, message });
+    }
+
+    /// Records a hook's outcome in the status and reports it.
+    pub fn record_hook(&self, outcome: &HookOutcome) {
+        {
+            let mut current = self.lock_status();
+            current.last_hook = Some(outcome.hook);
+            current.last_error = outcome.result.as_ref().err().map(|e| e.to_string());
+        }
+        self.emit(Event::Hook {
+            unit: self.name.clone(),
+            hook: outcome.hook,
+            result: outcome.result.clone(),
+            elapsed: outcome.elapsed,
+        });
+    }
+
+    /// Writes one line to the unit's log.
+    pub fn log(&self, level: LogLevel, message: String) {
+        self.emit(Event::Log { unit: self.name.clone(), level, message });
+    }
+
+    /// Reports an event about this unit.
+    pub fn emit(&self, event: Event) {
+        self.events.emit(event);
+    }
+}
