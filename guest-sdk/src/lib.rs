@@ -1,1 +1,271 @@
+//! # charm-sdk: write leadership-aware charms in Rust
+//!
+//! A charm is a Rust `cdylib` crate built with `cargo build --target wasm32-wasip2`. It
+//! depends on this crate alone, implements [`Charm`] (every hook defaults to doing
+//! nothing) and exports it with [`export_charm!`]. The host runs each hook in a fresh
+//! sandbox whose only filesystem is the unit's data directory, mounted at `/`.
+//!
+//! A complete charm:
+//!
+//! ```no_run
+//! use charm_sdk::{Charm, Result, WorkloadStatus};
+//!
+//! struct Hello;
+//!
+//! impl Charm for Hello {
+//!     fn leader_elected() -> Result<()> {
+//!         if charm_sdk::leader_get("greeting")?.is_none() {
+//!             charm_sdk::leader_set([("greeting", "hello from the leader")])?;
+//!         }
+//!         charm_sdk::status_set(WorkloadStatus::Active, "leading");
+//!         Ok(())
+//!     }
+//!
+//!     fn leader_settings_changed() -> Result<()> {
+//!         let greeting = charm_sdk::leader_get("greeting")?.unwrap_or_default();
+//!         charm_sdk::status_set(WorkloadStatus::Active, &greeting);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! charm_sdk::export_charm!(Hello);
+//! ```
+//!
+//! What the host promises, in short: [`is_leader`] is true only while this unit is leader
+//! and guaranteed to stay so for the guarantee window (30 s by default), evaluated at each
+//! call; [`leader_get`] reads one snapshot for the whole hook, plus the leader's own
+//! writes; [`leader_set`] writes a whole group atomically, leader only, and is durable
+//! before it returns. Minions then get `leader-settings-changed`.
 
+use std::collections::BTreeMap;
+use std::fmt;
+
+extern crate self as charm_sdk;
+
+pub use serde;
+
+#[doc(hidden)]
+pub use wit_bindgen as __wit_bindgen;
+
+/// Bindings generated from the `juju:charm` WIT contract. Prefer the functions at the
+/// crate root; these are here for what they do not cover.
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "charm",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_charm_world",
+        default_bindings_module: "charm_sdk::bindings",
+        runtime_path: "charm_sdk::__wit_bindgen::rt",
+    });
+}
+
+use bindings::juju::charm::{context, leadership};
+
+/// The result of a hook or of an SDK call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong in a hook. A hook that returns `Err` fails with the error's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The call needs leadership and this unit is not the leader.
+    NotLeader,
+    /// Leadership could not be verified; act as a minion.
+    Unknown(String),
+    /// The host rejected the arguments (e.g. a key with `=`); nothing was written.
+    Invalid(String),
+    /// Settings the leader should provide are missing or not valid yet. The usual answer is
+    /// to set a `waiting` status and succeed: `leader-settings-changed` follows once the
+    /// leader writes them. See [`Error::is_waiting_for_leader`].
+    WaitingForLeader(String),
+    /// A typed setting could not be encoded or decoded.
+    Encoding(String),
+    /// The charm's own failure.
+    Failed(String),
+}
+
+impl Error {
+    /// A [`Error::WaitingForLeader`] with the given reason.
+    pub fn waiting_for_leader(reason: impl Into<String>) -> Self {
+        Error::WaitingForLeader(reason.into())
+    }
+
+    /// True for [`Error::WaitingForLeader`].
+    pub fn is_waiting_for_leader(&self) -> bool {
+        matches!(self, Error::WaitingForLeader(_))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotLeader => f.write_str("this unit is not the leader"),
+            Error::Unknown(reason) => write!(f, "leadership cannot be verified: {reason}"),
+            Error::Invalid(reason) => write!(f, "invalid leader settings: {reason}"),
+            Error::WaitingForLeader(reason) => write!(f, "waiting for the leader: {reason}"),
+            Error::Encoding(reason) => write!(f, "cannot encode or decode a setting: {reason}"),
+            Error::Failed(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<leadership::LeadershipError> for Error {
+    fn from(err: leadership::LeadershipError) -> Self {
+        match err {
+            leadership::LeadershipError::NotLeader => Error::NotLeader,
+            leadership::LeadershipError::Unknown(reason) => Error::Unknown(reason),
+            leadership::LeadershipError::Invalid(reason) => Error::Invalid(reason),
+        }
+    }
+}
+
+impl From<String> for Error {
+    fn from(message: String) -> Self {
+        Error::Failed(message)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(message: &str) -> Self {
+        Error::Failed(message.to_owned())
+    }
+}
+
+/// The hooks of a charm. Each runs in its own fresh instance; keep state in leader
+/// settings or in files under `/`, not in statics.
+pub trait Charm {
+    /// Runs once, first, before any other hook of the unit.
+    fn install() -> Result<()> {
+        Ok(())
+    }
+    /// Runs at least once each time this unit becomes leader.
+    fn leader_elected() -> Result<()> {
+        Ok(())
+    }
+    /// Runs when this unit becomes a minion, and after the leader changes the settings.
+    fn leader_settings_changed() -> Result<()> {
+        Ok(())
+    }
+    /// Runs on a unit that was leader as soon as it can no longer guarantee leadership.
+    fn leader_deposed() -> Result<()> {
+        Ok(())
+    }
+    /// Runs when the unit is being removed.
+    fn stop() -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Exports a type implementing [`Charm`] as the component's hooks. Use it once per crate.
+#[macro_export]
+macro_rules! export_charm {
+    ($charm:ty) => {
+        const _: () = {
+            struct CharmSdkExport;
+            impl $crate::bindings::exports::juju::charm::hooks::Guest for CharmSdkExport {
+                fn install() -> ::core::result::Result<(), $crate::__String> {
+                    $crate::__finish(<$charm as $crate::Charm>::install())
+                }
+                fn leader_elected() -> ::core::result::Result<(), $crate::__String> {
+                    $crate::__finish(<$charm as $crate::Charm>::leader_elected())
+                }
+                fn leader_settings_changed() -> ::core::result::Result<(), $crate::__String> {
+                    $crate::__finish(<$charm as $crate::Charm>::leader_settings_changed())
+                }
+                fn leader_deposed() -> ::core::result::Result<(), $crate::__String> {
+                    $crate::__finish(<$charm as $crate::Charm>::leader_deposed())
+                }
+                fn stop() -> ::core::result::Result<(), $crate::__String> {
+                    $crate::__finish(<$charm as $crate::Charm>::stop())
+                }
+            }
+            $crate::bindings::__export_charm_world!(CharmSdkExport with_types_in $crate::bindings);
+        };
+    };
+}
+
+#[doc(hidden)]
+pub type __String = String;
+
+#[doc(hidden)]
+pub fn __finish(result: Result<()>) -> std::result::Result<(), String> {
+    result.map_err(|e| e.to_string())
+}
+
+/// True if this unit is leader and guaranteed to stay so for the guarantee window.
+pub fn is_leader() -> Result<bool> {
+    Ok(leadership::is_leader()?)
+}
+
+/// One leader setting from this hook's snapshot; `None` if the key is not set.
+pub fn leader_get(key: &str) -> Result<Option<String>> {
+    Ok(leadership::leader_get(key)?)
+}
+
+/// Every leader setting from this hook's snapshot.
+pub fn leader_get_all() -> Result<BTreeMap<String, String>> {
+    Ok(leadership::leader_get_all()?.into_iter().collect())
+}
+
+/// Writes a group of settings atomically (leader only). An empty value deletes its key.
+/// Write settings that belong together in one call, so minions never see half of them.
+pub fn leader_set<K, V>(settings: impl IntoIterator<Item = (K, V)>) -> Result<()>
+where
+    K: Into<String>,
+    V: Into<String>,
+{
+    let group: Vec<(String, String)> = settings.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+    Ok(leadership::leader_set(&group)?)
+}
+
+/// Reads a setting written by [`leader_set_json`] and decodes it as `T`.
+pub fn leader_get_json<T: serde::de::DeserializeOwned>(key: &str) -> Result<Option<T>> {
+    leader_get(key)?
+        .map(|text| serde_json::from_str(&text).map_err(|e| Error::Encoding(format!("{key}: {e}"))))
+        .transpose()
+}
+
+/// Writes `value` as JSON under `key` (leader only), atomically like [`leader_set`].
+pub fn leader_set_json<T: serde::Serialize + ?Sized>(key: &str, value: &T) -> Result<()> {
+    let text = serde_json::to_string(value).map_err(|e| Error::Encoding(format!("{key}: {e}")))?;
+    leader_set([(key, text)])
+}
+
+/// Severity of a log line.
+pub use context::LogLevel;
+/// The workload status a unit reports.
+pub use context::WorkloadStatus;
+
+/// Writes a line to the unit's log.
+pub fn log(level: LogLevel, message: &str) {
+    context::log(level, message);
+}
+
+/// Sets the unit's workload status; the last call of a hook wins.
+pub fn status_set(status: WorkloadStatus, message: &str) {
+    context::status_set(status, message);
+}
+
+/// This unit's name, e.g. `app/0`.
+pub fn unit_name() -> String {
+    context::unit_name()
+}
+
+/// This unit's application, e.g. `app`.
+pub fn application_name() -> String {
+    context::application_name()
+}
+
+/// The running hook's name, e.g. `leader-elected`.
+pub fn hook_name() -> String {
+    context::hook_name()
+}
+
+/// `bytes` cryptographically secure random bytes, hex-encoded: for generated secrets and ids.
+pub fn random_hex(bytes: usize) -> Result<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| Error::Failed(format!("no randomness available: {e}")))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
