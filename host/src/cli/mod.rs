@@ -1,0 +1,76 @@
+//! Command-line interface: argument definitions and dispatch to one module per command.
+
+mod output;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Runs WebAssembly charms with Juju-style application leadership.
+#[derive(Debug, Parser)]
+#[command(name = "charm-host", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run N units of one application in this process and show what their hooks do.
+    Run(RunArgs),
+}
+
+/// Options for `charm-host run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The charm: a `.wasm` component, or a charm crate directory (built for wasm32-wasip2 first).
+    pub charm: PathBuf,
+    /// How many units to run.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub units: u32,
+    /// The application's name (default: the charm's file or crate name).
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Stop after this long (e.g. `5s`, `2m`); default: run until Ctrl-C.
+    #[arg(long = "for", value_parser = parse_duration)]
+    pub run_for: Option<Duration>,
+    /// Print JSON Lines instead of a human-readable log.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// Options shared by every command that runs hooks.
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    /// `is-leader` is true only with at least this much leadership left.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub guarantee_window: Duration,
+    /// A hook running longer than this is stopped and fails.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub hook_deadline: Duration,
+    /// Largest memory one hook instance may use, in MiB.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub memory_cap_mib: u32,
+    /// Where compiled charms are cached (default: ~/.cache/charm-host).
+    #[arg(long, conflicts_with = "no_cache")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile the charm every time instead of caching it.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 500ms, 5s, 2m)"))
+}
+
+/// Runs the parsed command; the exit code is the command's own.
+pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run::run(args),
+    }
+}

@@ -1,0 +1,149 @@
+//! How `charm-host` prints: a readable live log, JSON Lines, and the final status.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use charm_host::events::{Event, EventSink};
+use charm_host::leadership::LeadershipEngine;
+use charm_host::names::AppName;
+use charm_host::settings::Settings;
+use charm_host::unit::Unit;
+use serde_json::json;
+
+/// Prints each event as one readable line, with the time since start.
+pub struct HumanLog {
+    start: Instant,
+}
+
+impl HumanLog {
+    pub fn new() -> Self {
+        Self { start: Instant::now() }
+    }
+}
+
+impl EventSink for HumanLog {
+    fn emit(&self, event: Event) {
+        let t = self.start.elapsed().as_secs_f64();
+        let line = match event {
+            Event::Hook { unit, hook, result, elapsed } => match result {
+                Ok(()) => format!("{t:8.3}s {unit:<12} hook {hook} ok ({:.2} ms)", elapsed.as_secs_f64() * 1e3),
+                Err(err) => format!("{t:8.3}s {unit:<12} hook {hook} FAILED ({:.2} ms): {err}", elapsed.as_secs_f64() * 1e3),
+            },
+            Event::Leadership { unit, leader: true, term } => {
+                format!("{t:8.3}s {unit:<12} is now the leader (term {})", term.unwrap_or_default())
+            }
+            Event::Leadership { unit, leader: false, .. } => format!("{t:8.3}s {unit:<12} is a minion"),
+            Event::Log { unit, level, message } => format!("{t:8.3}s {unit:<12} {}: {message}", level.name()),
+            Event::Status { unit, status, message } => {
+                format!("{t:8.3}s {unit:<12} status {}: {message}", status.name())
+            }
+        };
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    }
+}
+
+/// Prints each event as one JSON object per line.
+pub struct JsonLog;
+
+impl JsonLog {
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl EventSink for JsonLog {
+    fn emit(&self, event: Event) {
+        let value = match event {
+            Event::Hook { unit, hook, result, elapsed } => {
+                let ms = (elapsed.as_secs_f64() * 1e5).round() / 1e2;
+                match result {
+                    Ok(()) => json!({"type": "hook", "unit": unit.as_str(), "hook": hook.name(), "outcome": "ok", "ms": ms}),
+                    Err(err) => json!({"type": "hook", "unit": unit.as_str(), "hook": hook.name(), "outcome": "error",
+                        "error": err.to_string(), "ms": ms}),
+                }
+            }
+            Event::Leadership { unit, leader, term } => {
+                json!({"type": "leadership", "unit": unit.as_str(), "leader": leader, "term": term})
+            }
+            Event::Log { unit, level, message } => {
+                json!({"type": "log", "unit": unit.as_str(), "level": level.name(), "message": message})
+            }
+            Event::Status { unit, status, message } => {
+                json!({"type": "workload-status", "unit": unit.as_str(), "status": status.name(), "message": message})
+            }
+        };
+        let _ = writeln!(std::io::stdout().lock(), "{value}");
+    }
+}
+
+/// The state of an application at the end of a run.
+pub struct StatusReport {
+    app: AppName,
+    leader: Option<String>,
+    settings: Arc<Settings>,
+    units: Vec<UnitRow>,
+}
+
+struct UnitRow {
+    unit: String,
+    leader: bool,
+    status: &'static str,
+    message: String,
+    last_hook: Option<&'static str>,
+    error: Option<String>,
+}
+
+impl StatusReport {
+    /// Reads the leader, settings and every unit's status.
+    pub fn collect(app: &AppName, engine: &dyn LeadershipEngine, units: &[Arc<Unit>]) -> anyhow::Result<Self> {
+        let leader = engine.leader(app)?.map(|u| u.to_string());
+        let settings = engine.read_settings(app)?.values;
+        let units = units
+            .iter()
+            .map(|unit| {
+                let status = unit.status();
+                UnitRow {
+                    unit: unit.name().to_string(),
+                    leader: leader.as_deref() == Some(unit.name().as_str()),
+                    status: status.workload.name(),
+                    message: status.message,
+                    last_hook: status.last_hook.map(|h| h.name()),
+                    error: status.last_error,
+                }
+            })
+            .collect();
+        Ok(Self { app: app.clone(), leader, settings, units })
+    }
+
+    /// One JSON object: `{"type":"status", "application", "leader", "settings", "units"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let units: Vec<_> = self
+            .units
+            .iter()
+            .map(|u| {
+                json!({"unit": u.unit, "leader": u.leader, "status": u.status, "message": u.message,
+                    "last_hook": u.last_hook, "error": u.error})
+            })
+            .collect();
+        json!({"type": "status", "application": self.app.as_str(), "leader": self.leader,
+            "settings": *self.settings, "units": units})
+    }
+
+    /// A table of units followed by the leader settings.
+    pub fn to_table(&self) -> String {
+        let mut out = String::from("\nUNIT         LEADER  STATUS       MESSAGE\n");
+        for u in &self.units {
+            let message = match &u.error {
+                Some(err) => format!("{} [{} failed: {err}]", u.message, u.last_hook.unwrap_or("hook")),
+                None => u.message.clone(),
+            };
+            out.push_str(&format!("{:<12} {:<7} {:<12} {}\n", u.unit, if u.leader { "*" } else { "" }, u.status, message));
+        }
+        out.push_str(&format!("\nLeader settings of {} ({} keys):\n", self.app, self.settings.len()));
+        for (key, value) in self.settings.iter() {
+            out.push_str(&format!("  {key} = {value}\n"));
+        }
+        out
+    }
+}

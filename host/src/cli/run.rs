@@ -1,0 +1,90 @@
+//! `charm-host run`: N units of one application in this process, sharing one in-memory
+//! leadership engine, until `--for` elapses or Ctrl-C; then a status table (or a JSON
+//! status line).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use charm_host::application::{Application, ApplicationConfig};
+use charm_host::charm_build::build_charm;
+use charm_host::events::EventSink;
+use charm_host::leadership::{LeadershipEngine, MemoryLeadership};
+use charm_host::names::AppName;
+use charm_host::runtime::{HookRuntime, RuntimeConfig};
+
+use super::output::{HumanLog, JsonLog, StatusReport};
+use super::{RunArgs, RuntimeArgs};
+
+impl RuntimeArgs {
+    /// The runtime configuration these flags describe.
+    pub fn runtime_config(&self) -> RuntimeConfig {
+        let defaults = RuntimeConfig::default();
+        RuntimeConfig {
+            hook_deadline: self.hook_deadline,
+            memory_cap: self.memory_cap_mib as usize * 1024 * 1024,
+            cache_dir: if self.no_cache { None } else { self.cache_dir.clone().or(defaults.cache_dir) },
+            ..defaults
+        }
+    }
+}
+
+/// Resolves CHARM to a `.wasm` file, building a crate directory first.
+pub fn charm_wasm(charm: &Path) -> anyhow::Result<PathBuf> {
+    if charm.is_dir() {
+        eprintln!("building {} for wasm32-wasip2...", charm.display());
+        Ok(build_charm(charm)?)
+    } else if charm.exists() {
+        Ok(charm.to_owned())
+    } else {
+        anyhow::bail!("{}: no such file or directory", charm.display())
+    }
+}
+
+/// The application name `--app` gives, or one derived from the charm's name.
+fn app_name(given: Option<&str>, charm: &Path) -> anyhow::Result<AppName> {
+    if let Some(name) = given {
+        return Ok(AppName::new(name)?);
+    }
+    let stem = charm.file_stem().and_then(|s| s.to_str()).unwrap_or("app");
+    let derived: String = stem.to_ascii_lowercase().replace('_', "-");
+    AppName::new(&derived).or_else(|_| Ok(AppName::new("app")?))
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let app = app_name(args.app.as_deref(), &args.charm)?;
+    let wasm = charm_wasm(&args.charm)?;
+    let runtime = Arc::new(HookRuntime::new(args.runtime.runtime_config())?);
+    let charm = runtime.load_charm(&wasm)?;
+    let data_root = tempfile::Builder::new().prefix("charm-host-run-").tempdir().context("creating unit data directories")?;
+    let engine: Arc<dyn LeadershipEngine> = Arc::new(MemoryLeadership::new());
+    let events: Arc<dyn EventSink> = if args.json { Arc::new(JsonLog::new()) } else { Arc::new(HumanLog::new()) };
+    if !args.json {
+        let source = if charm.from_cache() { "from cache" } else { "compiled" };
+        eprintln!("loaded {} ({source} in {:.1?}); starting {} units of {app}", wasm.display(), charm.load_time(), args.units);
+    }
+    let config = ApplicationConfig {
+        app: app.clone(),
+        units: args.units,
+        guarantee_window: args.runtime.guarantee_window,
+        data_root: data_root.path().to_owned(),
+    };
+    let application = Application::new(runtime, charm, engine.clone(), events, &config)?;
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    tokio.block_on(application.run(async {
+        match args.run_for {
+            Some(duration) => tokio::time::sleep(duration).await,
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }));
+    let report = StatusReport::collect(&app, engine.as_ref(), application.units())?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
