@@ -1,0 +1,120 @@
+//! Test charm: every hook runs the commands in `/script` (one per line) and appends one
+//! result line per command to `/results`. Tests use it to probe host-function semantics and
+//! sandbox limits without a charm per case.
+//!
+//! Commands: `is-leader`, `get KEY`, `get-all`, `set K=V [K=V...]` (an `=` with nothing
+//! after it sets an empty value), `set-none` (an empty group), `pause` (create `/paused`,
+//! wait for `/resume`, remove both), `spin`, `alloc MIB`, `panic MESSAGE`, `fail MESSAGE`,
+//! `sleep MS`, `read PATH`, `env`, `status STATUS MESSAGE`, `print TEXT`, `eprint TEXT`.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+use charm_sdk::{Charm, Result, WorkloadStatus};
+
+fn run_script() -> Result<()> {
+    let script = std::fs::read_to_string("/script").unwrap_or_default();
+    for line in script.lines().filter(|l| !l.trim().is_empty()) {
+        let result = run_command(line)?;
+        let mut results = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open("/results")
+            .map_err(|e| format!("cannot open /results: {e}"))?;
+        writeln!(results, "{line} -> {result}").map_err(|e| format!("cannot write /results: {e}"))?;
+    }
+    Ok(())
+}
+
+fn run_command(line: &str) -> Result<String> {
+    let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
+    Ok(match command {
+        "is-leader" => format!("{:?}", charm_sdk::is_leader()),
+        "get" => format!("{:?}", charm_sdk::leader_get(rest)),
+        "get-all" => match charm_sdk::leader_get_all() {
+            Ok(all) => all.iter().fold(String::new(), |mut out, (k, v)| {
+                let _ = write!(out, "{k}={v};");
+                out
+            }),
+            Err(err) => format!("Err({err:?})"),
+        },
+        "set" => {
+            let group = rest.split(' ').map(|pair| pair.split_once('=').unwrap_or((pair, "")));
+            format!("{:?}", charm_sdk::leader_set(group))
+        }
+        "set-none" => format!("{:?}", charm_sdk::leader_set(Vec::<(String, String)>::new())),
+        "pause" => {
+            std::fs::write("/paused", b"").map_err(|e| e.to_string())?;
+            while std::fs::metadata("/resume").is_err() {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            let _ = std::fs::remove_file("/resume");
+            let _ = std::fs::remove_file("/paused");
+            "resumed".into()
+        }
+        "spin" => {
+            let mut x: u64 = 0;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        "alloc" => {
+            let mib: usize = rest.parse().map_err(|_| "alloc takes MiB")?;
+            let mut chunks = Vec::new();
+            for _ in 0..mib {
+                chunks.push(std::hint::black_box(vec![1u8; 1024 * 1024]));
+            }
+            format!("allocated {} MiB", chunks.len())
+        }
+        "panic" => panic!("{rest}"),
+        "fail" => return Err(rest.into()),
+        "sleep" => {
+            std::thread::sleep(std::time::Duration::from_millis(rest.parse().unwrap_or(0)));
+            "slept".into()
+        }
+        "read" => format!("{:?}", std::fs::read_to_string(rest).map_err(|e| e.kind())),
+        "env" => format!("vars={} args={}", std::env::vars().count(), std::env::args().count()),
+        "status" => {
+            let (status, message) = rest.split_once(' ').unwrap_or((rest, ""));
+            let status = match status {
+                "active" => WorkloadStatus::Active,
+                "waiting" => WorkloadStatus::Waiting,
+                "blocked" => WorkloadStatus::Blocked,
+                _ => WorkloadStatus::Maintenance,
+            };
+            charm_sdk::status_set(status, message);
+            "ok".into()
+        }
+        "print" => {
+            println!("{rest}");
+            "ok".into()
+        }
+        "eprint" => {
+            eprintln!("{rest}");
+            "ok".into()
+        }
+        other => format!("unknown command {other:?}"),
+    })
+}
+
+struct Probe;
+
+impl Charm for Probe {
+    fn install() -> Result<()> {
+        run_script()
+    }
+    fn leader_elected() -> Result<()> {
+        run_script()
+    }
+    fn leader_settings_changed() -> Result<()> {
+        run_script()
+    }
+    fn leader_deposed() -> Result<()> {
+        run_script()
+    }
+    fn stop() -> Result<()> {
+        run_script()
+    }
+}
+
+charm_sdk::export_charm!(Probe);

@@ -1,0 +1,94 @@
+//! Shared set-up for the host's integration tests: building test charms once, a runtime
+//! with test-sized limits, and units with scripts for the probe charm.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use charm_host::charm_build::build_charm;
+use charm_host::events::RecordingSink;
+use charm_host::leadership::{LeadershipEngine, MemoryLeadership};
+use charm_host::names::UnitName;
+use charm_host::runtime::{Charm, HookRuntime, RuntimeConfig};
+use charm_host::tracker::LeadershipTracker;
+use charm_host::unit::Unit;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_owned()
+}
+
+/// Builds a charm crate (relative to the workspace root) once per test process.
+pub fn charm_wasm(crate_dir: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<Vec<(String, PathBuf)>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
+    let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, path)) = built.iter().find(|(dir, _)| dir == crate_dir) {
+        return path.clone();
+    }
+    let path = build_charm(&workspace().join(crate_dir)).unwrap_or_else(|e| panic!("building {crate_dir}: {e}"));
+    built.push((crate_dir.to_owned(), path.clone()));
+    path
+}
+
+/// A runtime with a short deadline and a small memory cap, caching into `cache_dir`.
+pub fn runtime(cache_dir: Option<PathBuf>) -> Arc<HookRuntime> {
+    let config = RuntimeConfig {
+        hook_deadline: Duration::from_secs(2),
+        memory_cap: 16 * 1024 * 1024,
+        max_concurrent_hooks: 8,
+        cache_dir,
+    };
+    Arc::new(HookRuntime::new(config).expect("runtime"))
+}
+
+/// The probe charm, loaded without a cache.
+pub fn probe(runtime: &HookRuntime) -> Charm {
+    runtime.load_charm(&charm_wasm("tests/charms/probe")).expect("probe loads")
+}
+
+/// A unit of `name` whose data directory lives under `root`.
+pub fn unit(root: &Path, name: &str, engine: &Arc<dyn LeadershipEngine>, events: &Arc<RecordingSink>) -> Arc<Unit> {
+    let name = UnitName::new(name).expect("valid unit name");
+    let tracker = LeadershipTracker::new(name.clone(), engine.clone(), Duration::from_secs(30));
+    let data_dir = root.join(name.as_str().replace('/', "-"));
+    Arc::new(Unit::new(name, data_dir, tracker, events.clone()).expect("unit"))
+}
+
+/// An in-memory engine.
+pub fn engine() -> Arc<dyn LeadershipEngine> {
+    Arc::new(MemoryLeadership::new())
+}
+
+/// Writes the probe's script for the unit's next hook and clears old results.
+pub fn script(unit: &Unit, lines: &[&str]) {
+    std::fs::write(unit.data_dir().join("script"), lines.join("\n")).expect("write script");
+    let _ = std::fs::remove_file(unit.data_dir().join("results"));
+}
+
+/// The probe's result lines (the part after ` -> `).
+pub fn results(unit: &Unit) -> Vec<String> {
+    std::fs::read_to_string(unit.data_dir().join("results"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_once(" -> ").map_or(l, |(_, r)| r).to_owned())
+        .collect()
+}
+
+/// Waits (up to 10 s) for the probe to create `/paused`.
+pub async fn wait_paused(unit: &Unit) {
+    for _ in 0..5000 {
+        if unit.data_dir().join("paused").exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("{} never paused", unit.name());
+}
+
+/// Lets a paused probe go on.
+pub fn resume(unit: &Unit) {
+    std::fs::write(unit.data_dir().join("resume"), b"").expect("write resume");
+}
