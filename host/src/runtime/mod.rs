@@ -9,7 +9,9 @@
 //!   yield; a timeout drops the call), its memory cannot grow past the cap, and at most
 //!   `max_concurrent_hooks` hooks hold a pooled instance slot at once; others wait.
 //! - **Contained.** A guest error, trap, deadline or memory cap fails that hook only; the
-//!   host and other units carry on.
+//!   host and other units carry on. Drive hooks from a multi-threaded tokio runtime: a
+//!   spinning guest yields at every epoch tick, but it still keeps its worker busy until its
+//!   deadline.
 
 pub(crate) mod bindings;
 mod cache;
