@@ -132,13 +132,15 @@ impl StatusReport {
 
     /// A table of units followed by the leader settings.
     pub fn to_table(&self) -> String {
-        let mut out = String::from("\nUNIT         LEADER  STATUS       MESSAGE\n");
+        let width = self.units.iter().map(|u| u.unit.len()).max().unwrap_or(4).max(4);
+        let mut out = format!("\n{:<width$}  LEADER  {:<12} MESSAGE\n", "UNIT", "STATUS");
         for u in &self.units {
             let message = match &u.error {
                 Some(err) => format!("{} [{} failed: {err}]", u.message, u.last_hook.unwrap_or("hook")),
                 None => u.message.clone(),
             };
-            out.push_str(&format!("{:<12} {:<7} {:<12} {}\n", u.unit, if u.leader { "*" } else { "" }, u.status, message));
+            let leader = if u.leader { "*" } else { "" };
+            out.push_str(&format!("{:<width$}  {leader:<6}  {:<12} {message}\n", u.unit, u.status));
         }
         out.push_str(&format!("\nLeader settings of {} ({} keys):\n", self.app, self.settings.len()));
         for (key, value) in self.settings.iter() {

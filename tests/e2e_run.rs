@@ -1,0 +1,105 @@
+//! Black-box tests of the `charm-host` binary: they run it as a user would and read only
+//! what it prints.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_owned()
+}
+
+fn charm_host(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_charm-host"))
+        .args(args)
+        .arg("--cache-dir")
+        .arg(cache)
+        .current_dir(workspace())
+        .output()
+        .expect("charm-host runs")
+}
+
+fn json_lines(output: &Output) -> Vec<Value> {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect()
+}
+
+#[test]
+fn shared_settings_demo_elects_one_leader_and_shares_one_cluster_id() {
+    let cache = tempfile::tempdir().unwrap();
+    let output = charm_host(&["run", "example-charms/shared-settings", "--units", "3", "--for", "2s", "--json"], cache.path());
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let lines = json_lines(&output);
+
+    let status = lines.last().expect("a status line");
+    assert_eq!(status["type"], "status");
+    assert_eq!(status["application"], "shared-settings");
+    let leader = status["leader"].as_str().expect("a leader").to_owned();
+    let cluster_id = status["settings"]["cluster-id"].as_str().expect("a cluster id").to_owned();
+    let units = status["units"].as_array().unwrap();
+    assert_eq!(units.len(), 3);
+    for unit in units {
+        assert_eq!(unit["status"], "active", "{unit}");
+        assert_eq!(unit["message"], format!("member of {cluster_id}"), "{unit}");
+        assert_eq!(unit["leader"], unit["unit"] == leader.as_str(), "{unit}");
+    }
+
+    let hooks: Vec<(&str, &str, &str)> = lines
+        .iter()
+        .filter(|l| l["type"] == "hook")
+        .map(|l| (l["unit"].as_str().unwrap(), l["hook"].as_str().unwrap(), l["outcome"].as_str().unwrap()))
+        .collect();
+    assert!(hooks.iter().all(|(_, _, outcome)| *outcome == "ok"), "{hooks:?}");
+    let elected: Vec<_> = hooks.iter().filter(|(_, hook, _)| *hook == "leader-elected").collect();
+    assert_eq!(elected.len(), 1, "exactly one leader-elected: {hooks:?}");
+    assert_eq!(elected[0].0, leader);
+    for unit in ["shared-settings/0", "shared-settings/1", "shared-settings/2"] {
+        let mine: Vec<&str> = hooks.iter().filter(|(u, _, _)| *u == unit).map(|(_, h, _)| *h).collect();
+        assert_eq!(mine[0], "install", "install comes first on {unit}: {mine:?}");
+        if unit == leader {
+            assert!(!mine.contains(&"leader-settings-changed"), "the leader is not told of its own writes");
+        } else {
+            assert!(mine.contains(&"leader-settings-changed"), "{unit} runs leader-settings-changed: {mine:?}");
+        }
+    }
+
+    let leadership: Vec<_> = lines.iter().filter(|l| l["type"] == "leadership" && l["leader"] == true).collect();
+    assert_eq!(leadership.len(), 1, "one unit becomes leader");
+    assert_eq!(leadership[0]["unit"], leader.as_str());
+}
+
+#[test]
+fn readable_output_ends_with_a_status_table() {
+    let cache = tempfile::tempdir().unwrap();
+    let output = charm_host(&["run", "example-charms/shared-settings", "--units", "2", "--for", "1s", "--app", "db"], cache.path());
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("db/0") && stdout.contains("is now the leader"), "{stdout}");
+    assert!(stdout.contains("UNIT") && stdout.contains("cluster-id = cluster-"), "{stdout}");
+}
+
+#[test]
+fn load_errors_are_reported_before_any_unit_starts() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let not_wasm = dir.path().join("charm.wasm");
+    std::fs::write(&not_wasm, "#!/bin/sh\necho hello\n").unwrap();
+    let output = charm_host(&["run", not_wasm.to_str().unwrap(), "--for", "1s"], cache.path());
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is not a WebAssembly component"), "{stderr}");
+    assert!(output.stdout.is_empty(), "no unit ran: {}", String::from_utf8_lossy(&output.stdout));
+
+    let output = charm_host(&["run", "tests/charms/other-world", "--for", "1s"], cache.path());
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("does not implement the juju:charm/charm world"), "{stderr}");
+
+    let output = charm_host(&["run", "example-charms/shared-settings", "--app", "Bad_Name"], cache.path());
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid application name"));
+}
