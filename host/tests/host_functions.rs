@@ -2,128 +2,107 @@
 
 mod support;
 
-use std::sync::Arc;
 
-use charm_host::events::RecordingSink;
 use charm_host::hooks::HookKind;
 use charm_host::settings::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use support::*;
 
 #[tokio::test]
 async fn is_leader_reflects_the_tracker_at_each_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let (engine, events, runtime) = (engine(), Arc::new(RecordingSink::new()), runtime(None));
-    let charm = probe(&runtime);
-    let leader = unit(dir.path(), "app/0", &engine, &events);
-    let minion = unit(dir.path(), "app/1", &engine, &events);
+    let f = Fixture::new();
+    let leader = f.unit("app/0");
+    let minion = f.unit("app/1");
     leader.tracker().refresh();
     minion.tracker().refresh();
 
     script(&leader, &["is-leader", "pause", "is-leader"]);
     script(&minion, &["is-leader"]);
-    let hook = {
-        let (runtime, charm, leader) = (runtime.clone(), charm.clone(), leader.clone());
-        tokio::spawn(async move { runtime.run_hook(&charm, &leader, HookKind::Install).await })
-    };
+    let hook = f.spawn(&leader, HookKind::Install);
     wait_paused(&leader).await;
     leader.tracker().release().unwrap(); // leadership lost mid-hook
-    resume(&leader);
+    resume(&leader).await;
     assert_eq!(hook.await.unwrap().result, Ok(()));
     assert_eq!(results(&leader), ["Ok(true)", "resumed", "Ok(false)"], "truth at the moment of each call");
 
-    runtime.run_hook(&charm, &minion, HookKind::Install).await.result.unwrap();
+    f.run(&minion, HookKind::Install).await.result.unwrap();
     assert_eq!(results(&minion), ["Ok(false)"]);
 }
 
 #[tokio::test]
 async fn reads_come_from_one_snapshot_plus_own_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (engine, events, runtime) = (engine(), Arc::new(RecordingSink::new()), runtime(None));
-    let charm = probe(&runtime);
-    let leader = unit(dir.path(), "app/0", &engine, &events);
-    let minion = unit(dir.path(), "app/1", &engine, &events);
+    let f = Fixture::new();
+    let leader = f.unit("app/0");
+    let minion = f.unit("app/1");
     leader.tracker().refresh();
 
     script(&leader, &["set a=1 b=2"]);
-    runtime.run_hook(&charm, &leader, HookKind::LeaderElected).await.result.unwrap();
+    f.run(&leader, HookKind::LeaderElected).await.result.unwrap();
 
     // The minion takes its snapshot at its first read; the leader's later write is not seen.
     script(&minion, &["get a", "pause", "get a", "get-all"]);
-    let hook = {
-        let (runtime, charm, minion) = (runtime.clone(), charm.clone(), minion.clone());
-        tokio::spawn(async move { runtime.run_hook(&charm, &minion, HookKind::LeaderSettingsChanged).await })
-    };
+    let hook = f.spawn(&minion, HookKind::LeaderSettingsChanged);
     wait_paused(&minion).await;
     script(&leader, &["set a=changed b="]);
-    runtime.run_hook(&charm, &leader, HookKind::LeaderElected).await.result.unwrap();
-    resume(&minion);
+    f.run(&leader, HookKind::LeaderElected).await.result.unwrap();
+    resume(&minion).await;
     assert_eq!(hook.await.unwrap().result, Ok(()));
     assert_eq!(results(&minion), ["Ok(Some(\"1\"))", "resumed", "Ok(Some(\"1\"))", "a=1;b=2;"]);
 
     // A later hook sees the change.
     script(&minion, &["get-all"]);
-    runtime.run_hook(&charm, &minion, HookKind::LeaderSettingsChanged).await.result.unwrap();
+    f.run(&minion, HookKind::LeaderSettingsChanged).await.result.unwrap();
     assert_eq!(results(&minion), ["a=changed;"]);
 
     // The leader sees its own writes on top of its snapshot.
     script(&leader, &["get-all", "set c=3 a=", "get-all", "get c"]);
-    runtime.run_hook(&charm, &leader, HookKind::LeaderElected).await.result.unwrap();
+    f.run(&leader, HookKind::LeaderElected).await.result.unwrap();
     assert_eq!(results(&leader), ["a=changed;", "Ok(())", "c=3;", "Ok(Some(\"3\"))"]);
 }
 
 #[tokio::test]
 async fn leader_set_writes_through_before_returning() {
-    let dir = tempfile::tempdir().unwrap();
-    let (engine, events, runtime) = (engine(), Arc::new(RecordingSink::new()), runtime(None));
-    let charm = probe(&runtime);
-    let leader = unit(dir.path(), "app/0", &engine, &events);
+    let f = Fixture::new();
+    let leader = f.unit("app/0");
     leader.tracker().refresh();
-    let mut watch = engine.watch_settings(leader.name().app());
+    let mut watch = f.engine.watch_settings(leader.name().app());
 
     script(&leader, &["set x=1 y=2", "pause", "fail the hook fails after writing"]);
-    let hook = {
-        let (runtime, charm, leader) = (runtime.clone(), charm.clone(), leader.clone());
-        tokio::spawn(async move { runtime.run_hook(&charm, &leader, HookKind::Install).await })
-    };
+    let hook = f.spawn(&leader, HookKind::Install);
     wait_paused(&leader).await;
-    let stored = engine.read_settings(leader.name().app()).unwrap();
+    let stored = f.engine.read_settings(leader.name().app()).unwrap();
     assert_eq!(stored.values.get("x").map(String::as_str), Some("1"), "in the store mid-hook");
     assert!(watch.has_changed().unwrap(), "minions are notified mid-hook");
     watch.borrow_and_update();
-    resume(&leader);
+    resume(&leader).await;
     let outcome = hook.await.unwrap();
     assert!(outcome.result.is_err());
-    let stored = engine.read_settings(leader.name().app()).unwrap();
+    let stored = f.engine.read_settings(leader.name().app()).unwrap();
     assert_eq!(stored.values.len(), 2, "a failed hook keeps what leader-set wrote");
 
     // An empty group is a no-op for the leader; nothing changes and nobody is told.
     script(&leader, &["set-none"]);
-    runtime.run_hook(&charm, &leader, HookKind::Install).await.result.unwrap();
+    f.run(&leader, HookKind::Install).await.result.unwrap();
     assert_eq!(results(&leader), ["Ok(())"]);
     assert!(!watch.has_changed().unwrap());
 }
 
 #[tokio::test]
 async fn only_the_leader_may_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let (engine, events, runtime) = (engine(), Arc::new(RecordingSink::new()), runtime(None));
-    let charm = probe(&runtime);
-    let leader = unit(dir.path(), "app/0", &engine, &events);
-    let minion = unit(dir.path(), "app/1", &engine, &events);
+    let f = Fixture::new();
+    let leader = f.unit("app/0");
+    let minion = f.unit("app/1");
     leader.tracker().refresh();
     minion.tracker().refresh();
     script(&minion, &["set a=1", "set-none"]);
-    runtime.run_hook(&charm, &minion, HookKind::Install).await.result.unwrap();
+    f.run(&minion, HookKind::Install).await.result.unwrap();
     assert_eq!(results(&minion), ["Err(NotLeader)", "Err(NotLeader)"]);
-    assert!(engine.read_settings(minion.name().app()).unwrap().values.is_empty());
+    assert!(f.engine.read_settings(minion.name().app()).unwrap().values.is_empty());
 }
 
 #[tokio::test]
 async fn invalid_groups_write_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (engine, events, runtime) = (engine(), Arc::new(RecordingSink::new()), runtime(None));
-    let charm = probe(&runtime);
-    let leader = unit(dir.path(), "app/0", &engine, &events);
+    let f = Fixture::new();
+    let leader = f.unit("app/0");
     leader.tracker().refresh();
     let long_key = format!("set ok=1 {}=v", "k".repeat(MAX_KEY_BYTES + 1));
     let long_value = format!("set ok=1 big={}", "v".repeat(MAX_VALUE_BYTES + 1));
@@ -137,11 +116,11 @@ async fn invalid_groups_write_nothing() {
     ];
     for (command, reason) in cases {
         script(&leader, &[command, "get-all"]);
-        runtime.run_hook(&charm, &leader, HookKind::Install).await.result.unwrap();
+        f.run(&leader, HookKind::Install).await.result.unwrap();
         let results = results(&leader);
         assert!(results[0].starts_with("Err(Invalid(") && results[0].contains(reason), "{command:.40}: {results:?}");
         assert_eq!(results[1], "", "the hook's view is unchanged");
-        assert!(engine.read_settings(leader.name().app()).unwrap().values.is_empty(), "nothing written");
+        assert!(f.engine.read_settings(leader.name().app()).unwrap().values.is_empty(), "nothing written");
     }
 
     // A bucket that would exceed 1 MiB: sixteen 64 KiB values in one group.
@@ -149,7 +128,7 @@ async fn invalid_groups_write_nothing() {
     let group: Vec<String> = (0..16).map(|i| format!("k{i}={value}")).collect();
     let command = format!("set {}", group.join(" "));
     script(&leader, &[&command]);
-    runtime.run_hook(&charm, &leader, HookKind::Install).await.result.unwrap();
+    f.run(&leader, HookKind::Install).await.result.unwrap();
     assert!(results(&leader)[0].contains("limit is 1048576"), "{:.80}", results(&leader)[0]);
-    assert!(engine.read_settings(leader.name().app()).unwrap().values.is_empty());
+    assert!(f.engine.read_settings(leader.name().app()).unwrap().values.is_empty());
 }

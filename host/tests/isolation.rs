@@ -3,10 +3,9 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use charm_host::events::{Event, LogLevel, RecordingSink};
+use charm_host::events::{Event, LogLevel};
 use charm_host::hooks::{HookError, HookKind};
 use support::*;
 
@@ -14,9 +13,7 @@ use support::*;
 // tick, but on a single-threaded runtime it would still delay its neighbours' timers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misbehaving_hooks_fail_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let (engine, events, runtime) = (engine(), Arc::new(RecordingSink::new()), runtime(None));
-    let charm = probe(&runtime);
+    let f = Fixture::new();
     let cases: [(&str, &[&str]); 5] = [
         ("spin/0", &["spin"]),
         ("hog/0", &["alloc 64"]),
@@ -26,10 +23,9 @@ async fn misbehaving_hooks_fail_alone() {
     ];
     let mut hooks = Vec::new();
     for (name, lines) in cases {
-        let unit = unit(dir.path(), name, &engine, &events);
+        let unit = f.unit(name);
         script(&unit, lines);
-        let (runtime, charm) = (runtime.clone(), charm.clone());
-        hooks.push(tokio::spawn(async move { runtime.run_hook(&charm, &unit, HookKind::Install).await }));
+        hooks.push(f.spawn(&unit, HookKind::Install));
     }
     let mut outcomes = Vec::new();
     for hook in hooks {
@@ -46,20 +42,18 @@ async fn misbehaving_hooks_fail_alone() {
 
     // The runtime is still usable afterwards, and instance slots were returned.
     for i in 0..20 {
-        let unit = unit(dir.path(), &format!("after/{i}"), &engine, &events);
+        let unit = f.unit(&format!("after/{i}"));
         script(&unit, &["is-leader"]);
-        assert_eq!(runtime.run_hook(&charm, &unit, HookKind::Install).await.result, Ok(()));
+        assert_eq!(f.run(&unit, HookKind::Install).await.result, Ok(()));
     }
 }
 
 #[tokio::test]
 async fn a_charm_error_fails_the_hook_with_its_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let (engine, events, runtime) = (engine(), Arc::new(RecordingSink::new()), runtime(None));
-    let charm = probe(&runtime);
-    let unit = unit(dir.path(), "app/0", &engine, &events);
+    let f = Fixture::new();
+    let unit = f.unit("app/0");
     script(&unit, &["fail database not ready"]);
-    let outcome = runtime.run_hook(&charm, &unit, HookKind::Stop).await;
+    let outcome = f.run(&unit, HookKind::Stop).await;
     assert_eq!(outcome.result, Err(HookError::Charm("database not ready".into())));
     assert_eq!(unit.status().last_error.as_deref(), Some("database not ready"));
     assert_eq!(unit.status().last_hook, Some(HookKind::Stop));
@@ -67,14 +61,12 @@ async fn a_charm_error_fails_the_hook_with_its_message() {
 
 #[tokio::test]
 async fn the_sandbox_sees_only_the_unit_data_dir() {
-    let dir = tempfile::tempdir().unwrap();
-    let (engine, events, runtime) = (engine(), Arc::new(RecordingSink::new()), runtime(None));
-    let charm = probe(&runtime);
-    let unit = unit(dir.path(), "app/0", &engine, &events);
-    std::fs::write(dir.path().join("outside"), "secret").unwrap();
+    let f = Fixture::new();
+    let unit = f.unit("app/0");
+    std::fs::write(f.dir.path().join("outside"), "secret").unwrap();
     std::fs::write(unit.data_dir().join("inside"), "mine").unwrap();
     script(&unit, &["read /etc/passwd", "read ../outside", "read /../outside", "read inside", "read /inside", "env"]);
-    runtime.run_hook(&charm, &unit, HookKind::Install).await.result.unwrap();
+    f.run(&unit, HookKind::Install).await.result.unwrap();
     let results = results(&unit);
     assert!(results[0].starts_with("Err("), "host files are invisible: {}", results[0]);
     assert!(results[1].starts_with("Err("), "no escape upwards: {}", results[1]);
@@ -86,13 +78,11 @@ async fn the_sandbox_sees_only_the_unit_data_dir() {
 
 #[tokio::test]
 async fn stdout_stderr_and_log_reach_the_unit_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let (engine, events, runtime) = (engine(), Arc::new(RecordingSink::new()), runtime(None));
-    let charm = probe(&runtime);
-    let unit = unit(dir.path(), "app/0", &engine, &events);
+    let f = Fixture::new();
+    let unit = f.unit("app/0");
     script(&unit, &["print to stdout", "eprint to stderr", "status blocked need a relation"]);
-    runtime.run_hook(&charm, &unit, HookKind::Install).await.result.unwrap();
-    let logs: Vec<(LogLevel, String)> = events
+    f.run(&unit, HookKind::Install).await.result.unwrap();
+    let logs: Vec<(LogLevel, String)> = f.events
         .events()
         .into_iter()
         .filter_map(|e| match e {

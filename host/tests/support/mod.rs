@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use charm_host::charm_build::build_charm;
 use charm_host::events::RecordingSink;
+use charm_host::hooks::{HookKind, HookOutcome};
 use charm_host::leadership::{LeadershipEngine, MemoryLeadership};
 use charm_host::names::UnitName;
 use charm_host::runtime::{Charm, HookRuntime, RuntimeConfig};
@@ -88,7 +89,49 @@ pub async fn wait_paused(unit: &Unit) {
     panic!("{} never paused", unit.name());
 }
 
-/// Lets a paused probe go on.
-pub fn resume(unit: &Unit) {
+/// Lets a paused probe go on, and waits (up to 10 s) until it has.
+pub async fn resume(unit: &Unit) {
     std::fs::write(unit.data_dir().join("resume"), b"").expect("write resume");
+    for _ in 0..5000 {
+        if !unit.data_dir().join("resume").exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("{} never resumed", unit.name());
+}
+
+/// What most tests need: a temporary root for data directories, an in-memory engine, a
+/// recording sink, a test runtime and the probe charm.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub engine: Arc<dyn LeadershipEngine>,
+    pub events: Arc<RecordingSink>,
+    pub runtime: Arc<HookRuntime>,
+    pub charm: Charm,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let runtime = runtime(None);
+        let charm = probe(&runtime);
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self { dir, engine: engine(), events: Arc::new(RecordingSink::new()), runtime, charm }
+    }
+
+    /// A unit of this fixture's engine, with its data directory under the fixture's root.
+    pub fn unit(&self, name: &str) -> Arc<Unit> {
+        unit(self.dir.path(), name, &self.engine, &self.events)
+    }
+
+    /// Runs a hook of the probe to completion.
+    pub async fn run(&self, unit: &Arc<Unit>, hook: HookKind) -> HookOutcome {
+        self.runtime.run_hook(&self.charm, unit, hook).await
+    }
+
+    /// Starts a hook of the probe in the background.
+    pub fn spawn(&self, unit: &Arc<Unit>, hook: HookKind) -> tokio::task::JoinHandle<HookOutcome> {
+        let (runtime, charm, unit) = (self.runtime.clone(), self.charm.clone(), unit.clone());
+        tokio::spawn(async move { runtime.run_hook(&charm, &unit, hook).await })
+    }
 }

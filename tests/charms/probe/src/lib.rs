@@ -4,8 +4,9 @@
 //!
 //! Commands: `is-leader`, `get KEY`, `get-all`, `set K=V [K=V...]` (an `=` with nothing
 //! after it sets an empty value), `set-none` (an empty group), `pause` (create `/paused`,
-//! wait for `/resume`, remove both), `spin`, `alloc MIB`, `panic MESSAGE`, `fail MESSAGE`,
-//! `sleep MS`, `read PATH`, `env`, `status STATUS MESSAGE`, `print TEXT`, `eprint TEXT`.
+//! wait for `/resume`, remove `/paused` then `/resume`), `spin`, `alloc MIB`, `panic MESSAGE`, `fail MESSAGE`,
+//! `sleep MS`, `read PATH`, `env`, `status STATUS MESSAGE`, `print TEXT`, `eprint TEXT`;
+//! for benchmarks, `call-is-leader N` and `call-get N KEY` call the host N times.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -42,14 +43,26 @@ fn run_command(line: &str) -> Result<String> {
             let group = rest.split(' ').map(|pair| pair.split_once('=').unwrap_or((pair, "")));
             format!("{:?}", charm_sdk::leader_set(group))
         }
+        "call-is-leader" => {
+            let n: u32 = rest.parse().map_err(|_| "call-is-leader takes a count")?;
+            let leaders = (0..n).filter(|_| std::hint::black_box(charm_sdk::is_leader()) == Ok(true)).count();
+            format!("{leaders} of {n}")
+        }
+        "call-get" => {
+            let (n, key) = rest.split_once(' ').ok_or("call-get takes a count and a key")?;
+            let n: u32 = n.parse().map_err(|_| "call-get takes a count")?;
+            let found = (0..n).filter(|_| std::hint::black_box(charm_sdk::leader_get(key)).is_ok_and(|v| v.is_some())).count();
+            format!("{found} of {n}")
+        }
         "set-none" => format!("{:?}", charm_sdk::leader_set(Vec::<(String, String)>::new())),
         "pause" => {
             std::fs::write("/paused", b"").map_err(|e| e.to_string())?;
             while std::fs::metadata("/resume").is_err() {
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
-            let _ = std::fs::remove_file("/resume");
+            // `/paused` goes first: once `/resume` is gone, the test knows this pause is over.
             let _ = std::fs::remove_file("/paused");
+            let _ = std::fs::remove_file("/resume");
             "resumed".into()
         }
         "spin" => {

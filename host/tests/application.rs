@@ -1,0 +1,63 @@
+//! The order hooks run in, with the real probe charm and the in-memory engine.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use charm_host::application::{Application, ApplicationConfig};
+use charm_host::events::{Event, RecordingSink};
+use charm_host::hooks::HookKind;
+use charm_host::names::{AppName, UnitName};
+use support::*;
+
+fn hooks_of(events: &RecordingSink, unit: &str) -> Vec<HookKind> {
+    events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Hook { unit: u, hook, .. } if u.as_str() == unit => Some(hook),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_changes_during_a_minion_hook_coalesce_into_one_more_hook() {
+    let Fixture { dir, engine, events, runtime, charm } = Fixture::new();
+    let leader_name = UnitName::new("app/0").unwrap();
+    // app/0 holds the lease before the units start, so it is the leader.
+    let term = engine.claim(&leader_name, Duration::from_secs(60)).unwrap().term;
+    let config = ApplicationConfig {
+        app: AppName::new("app").unwrap(),
+        units: 2,
+        guarantee_window: Duration::from_secs(30),
+        data_root: dir.path().to_owned(),
+    };
+    let app = Arc::new(Application::new(runtime, charm, engine.clone(), events.clone(), &config).unwrap());
+    let minion = app.units()[1].clone();
+    script(&minion, &["pause"]);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let app = app.clone();
+        tokio::spawn(async move { app.run(async { let _ = stop_rx.await; }).await })
+    };
+
+    wait_paused(&minion).await; // install
+    resume(&minion).await;
+    wait_paused(&minion).await; // first leader-settings-changed, as a new minion
+    for i in 0..3 {
+        engine.write_settings(&leader_name, term, &[("n".into(), i.to_string())]).unwrap();
+    }
+    resume(&minion).await;
+    wait_paused(&minion).await; // exactly one more, for the three writes
+    resume(&minion).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!minion.data_dir().join("paused").exists(), "no further hook");
+    let _ = stop_tx.send(());
+    running.await.unwrap();
+
+    use HookKind::*;
+    assert_eq!(hooks_of(&events, "app/1"), [Install, LeaderSettingsChanged, LeaderSettingsChanged]);
+    assert_eq!(hooks_of(&events, "app/0"), [Install, LeaderElected], "the leader is not told of writes");
+}
