@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use charm_host::charm_build::build_charm;
 use charm_host::events::RecordingSink;
 use charm_host::hooks::HookKind;
-use charm_host::leadership::{LeadershipEngine, MemoryLeadership};
+use charm_host::leadership::{LeadershipStore, MemoryStore};
 use charm_host::names::UnitName;
 use charm_host::runtime::{Charm, HookRuntime, RuntimeConfig};
 use charm_host::tracker::LeadershipTracker;
@@ -53,10 +53,10 @@ fn main() -> anyhow::Result<()> {
     });
 
     let rt = runtime(None)?;
-    let engine: Arc<dyn LeadershipEngine> = Arc::new(MemoryLeadership::new());
+    let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
     let unit = |name: &str| {
         let name = UnitName::new(name).unwrap();
-        let tracker = LeadershipTracker::new(name.clone(), engine.clone(), Duration::from_secs(30));
+        let tracker = LeadershipTracker::new(name.clone(), store.clone(), Duration::from_secs(30));
         Arc::new(Unit::new(name.clone(), data.path().join(name.as_str().replace('/', "-")), tracker, Arc::new(RecordingSink::new())).unwrap())
     };
     let leader = unit("bench/0");
@@ -83,7 +83,7 @@ fn main() -> anyhow::Result<()> {
 
     // Per-call costs: a hook making `calls` calls minus one making none, divided by `calls`.
     let calls = if quick { 10_000 } else { 200_000 };
-    engine.write_settings(leader.name(), leader.tracker().held_term().unwrap(), &[("key".into(), "value".into())])?;
+    store.write_settings(leader.name(), leader.tracker().held_term().unwrap(), &[("key".into(), "value".into())])?;
     let per_call = |command: &str| {
         let script = |count: u32| format!("{command}").replace("{n}", &count.to_string());
         let time = |count: u32| {

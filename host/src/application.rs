@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 
 use crate::events::{Event, EventSink};
 use crate::hooks::HookKind;
-use crate::leadership::LeadershipEngine;
+use crate::leadership::LeadershipStore;
 use crate::names::{AppName, UnitName};
 use crate::runtime::{Charm, HookRuntime};
 use crate::tracker::{LeadershipTracker, Refresh};
@@ -69,7 +69,7 @@ enum Role {
     Minion,
 }
 
-/// The units of one application, sharing one engine and one compiled charm.
+/// The units of one application, sharing one store and one compiled charm.
 pub struct Application {
     runtime: Arc<HookRuntime>,
     charm: Charm,
@@ -81,7 +81,7 @@ impl Application {
     pub fn new(
         runtime: Arc<HookRuntime>,
         charm: Charm,
-        engine: Arc<dyn LeadershipEngine>,
+        store: Arc<dyn LeadershipStore>,
         events: Arc<dyn EventSink>,
         config: &ApplicationConfig,
     ) -> Result<Self, ApplicationError> {
@@ -95,7 +95,7 @@ impl Application {
             .map(|number| {
                 let name = UnitName::from_parts(config.app.clone(), number);
                 let data_dir = config.data_root.join(format!("{}-{number}", config.app));
-                let tracker = LeadershipTracker::new(name.clone(), engine.clone(), config.guarantee_window);
+                let tracker = LeadershipTracker::new(name.clone(), store.clone(), config.guarantee_window);
                 Unit::new(name.clone(), data_dir, tracker, events.clone())
                     .map(Arc::new)
                     .map_err(|source| ApplicationError::DataDir { unit: name, source })
@@ -129,7 +129,7 @@ async fn keep_claiming(unit: Arc<Unit>, role_tx: watch::Sender<Role>) {
         let role = match tracker.refresh() {
             Refresh::Leader { term, .. } => Role::Leader(term),
             Refresh::Minion => Role::Minion,
-            // The engine failed: keep acting as leader only while the guarantee lasts.
+            // The store failed: keep acting as leader only while the guarantee lasts.
             Refresh::Failed => match (*role_tx.borrow(), tracker.is_leader()) {
                 (Role::Leader(term), Ok(true)) => Role::Leader(term),
                 _ => Role::Minion,
@@ -152,7 +152,7 @@ async fn drive_unit(runtime: Arc<HookRuntime>, charm: Charm, unit: Arc<Unit>, mu
     if runtime.run_hook(&charm, &unit, HookKind::Install).await.result.is_err() {
         return;
     }
-    let mut settings_rx = unit.engine().watch_settings(unit.name().app());
+    let mut settings_rx = unit.store().watch_settings(unit.name().app());
     let mut acted_on = Role::Unknown;
     let mut settings_pending = false;
     loop {

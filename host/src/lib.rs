@@ -4,14 +4,14 @@
 //! Data flows one way:
 //!
 //! ```text
-//! LeadershipEngine ──► LeadershipTracker ──► unit task (hook order) ──► HookRuntime
+//! LeadershipStore ──► LeadershipTracker ──► unit task (hook order) ──► HookRuntime
 //!  (leases, terms,      (claims, renews,      (install, leader-elected,   (fresh sandbox
 //!   fenced settings)     is-leader)            leader-settings-changed)    per hook)
 //!        ▲                                                                     │
 //!        └───────────── capabilities: is-leader, leader-get, leader-set ◄──────┘
 //! ```
 //!
-//! - [`leadership`]: the engine boundary and its in-memory implementation.
+//! - [`leadership`]: the store boundary and its in-memory implementation.
 //! - [`tracker`]: per-unit claims and the `is-leader` guarantee.
 //! - [`application`]: runs the units of one application and decides when hooks run.
 //! - [`runtime`]: loads charms and runs each hook in its own store and instance.

@@ -10,9 +10,9 @@
 //! released lease; it learns of one on its next [`LeadershipTracker::refresh`].
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::leadership::{Claim, LeaseError, LeadershipEngine};
+use crate::leadership::{Claim, LeaseError, LeadershipStore};
 use crate::names::UnitName;
 
 /// Default guarantee window: `is-leader` promises at least this much leadership.
@@ -51,7 +51,7 @@ struct TrackerState {
 /// Claims leadership for one unit and keeps track of the guarantee it holds.
 pub struct LeadershipTracker {
     unit: UnitName,
-    engine: Arc<dyn LeadershipEngine>,
+    store: Arc<dyn LeadershipStore>,
     window: Duration,
     state: Mutex<TrackerState>,
 }
@@ -64,8 +64,8 @@ impl std::fmt::Debug for LeadershipTracker {
 
 impl LeadershipTracker {
     /// A tracker for `unit` promising `window` of leadership whenever it answers true.
-    pub fn new(unit: UnitName, engine: Arc<dyn LeadershipEngine>, window: Duration) -> Self {
-        Self { unit, engine, window, state: Mutex::new(TrackerState::default()) }
+    pub fn new(unit: UnitName, store: Arc<dyn LeadershipStore>, window: Duration) -> Self {
+        Self { unit, store, window, state: Mutex::new(TrackerState::default()) }
     }
 
     /// The guarantee window.
@@ -84,9 +84,9 @@ impl LeadershipTracker {
         self.window / 2
     }
 
-    /// The engine this tracker claims from.
-    pub fn engine(&self) -> &Arc<dyn LeadershipEngine> {
-        &self.engine
+    /// The store this tracker claims from.
+    pub fn store(&self) -> &Arc<dyn LeadershipStore> {
+        &self.store
     }
 
     fn lock(&self) -> MutexGuard<'_, TrackerState> {
@@ -95,7 +95,7 @@ impl LeadershipTracker {
 
     /// Claims or renews the lease once and records the result.
     pub fn refresh(&self) -> Refresh {
-        let result = self.engine.claim(&self.unit, self.claim_duration());
+        let result = self.store.claim(&self.unit, self.claim_duration());
         let mut state = self.lock();
         match result {
             Ok(claim) => {
@@ -121,7 +121,7 @@ impl LeadershipTracker {
         let state = self.lock();
         let guaranteed = state
             .claim
-            .is_some_and(|c| c.valid_until.saturating_duration_since(Instant::now()) >= self.window);
+            .is_some_and(|c| c.valid_until.saturating_since(self.store.clock().now()) >= self.window);
         match (&state.last_error, guaranteed) {
             (_, true) => Ok(true),
             (Some(err), false) => Err(LeadershipUnknown::StoreFailed(err.clone())),
@@ -132,28 +132,31 @@ impl LeadershipTracker {
     /// The term of the claim this unit holds now, if it still holds one (however little of
     /// it is left): writes fenced by this term are refused by the engine once it lapses.
     pub fn held_term(&self) -> Option<u64> {
-        self.lock().claim.filter(|c| c.valid_until > Instant::now()).map(|c| c.term)
+        let now = self.store.clock().now();
+        self.lock().claim.filter(|c| c.valid_until > now).map(|c| c.term)
     }
 
-    /// Gives up leadership now, if held.
+    /// Gives up leadership now, if held: the guarantee ends before the lease is revoked.
     pub fn release(&self) -> Result<(), LeaseError> {
-        let mut state = self.lock();
-        state.claim = None;
-        self.engine.release(&self.unit)
+        self.lock().claim = None;
+        match self.store.revoke(&self.unit) {
+            Err(LeaseError::NotHeld { .. }) => Ok(()),
+            other => other,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::leadership::MemoryLeadership;
+    use crate::leadership::MemoryStore;
 
     #[test]
     fn leader_and_minion() {
-        let engine: Arc<dyn LeadershipEngine> = Arc::new(MemoryLeadership::new());
+        let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
         let window = Duration::from_secs(30);
-        let a = LeadershipTracker::new(UnitName::new("app/0").unwrap(), engine.clone(), window);
-        let b = LeadershipTracker::new(UnitName::new("app/1").unwrap(), engine, window);
+        let a = LeadershipTracker::new(UnitName::new("app/0").unwrap(), store.clone(), window);
+        let b = LeadershipTracker::new(UnitName::new("app/1").unwrap(), store, window);
         assert_eq!(a.is_leader(), Ok(false), "nothing claimed yet");
         assert!(matches!(a.refresh(), Refresh::Leader { new_term: true, .. }));
         assert!(matches!(a.refresh(), Refresh::Leader { new_term: false, .. }));

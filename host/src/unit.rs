@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::events::{Event, EventSink, LogLevel, WorkloadStatus};
 use crate::hooks::{HookKind, HookOutcome};
-use crate::leadership::LeadershipEngine;
+use crate::leadership::LeadershipStore;
 use crate::names::UnitName;
 use crate::tracker::LeadershipTracker;
 
@@ -74,9 +74,9 @@ impl Unit {
         &self.tracker
     }
 
-    /// The engine holding the unit's leases and settings.
-    pub fn engine(&self) -> &Arc<dyn LeadershipEngine> {
-        self.tracker.engine()
+    /// The store holding the unit's leases and settings.
+    pub fn store(&self) -> &Arc<dyn LeadershipStore> {
+        self.tracker.store()
     }
 
     fn lock_status(&self) -> MutexGuard<'_, UnitStatus> {

@@ -1,4 +1,4 @@
-//! The order hooks run in, with the real probe charm and the in-memory engine.
+//! The order hooks run in, with the real probe charm and the in-memory store.
 
 mod support;
 
@@ -24,17 +24,17 @@ fn hooks_of(events: &RecordingSink, unit: &str) -> Vec<HookKind> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_changes_during_a_minion_hook_coalesce_into_one_more_hook() {
-    let Fixture { dir, engine, events, runtime, charm } = Fixture::new();
+    let Fixture { dir, store, events, runtime, charm } = Fixture::new();
     let leader_name = UnitName::new("app/0").unwrap();
     // app/0 holds the lease before the units start, so it is the leader.
-    let term = engine.claim(&leader_name, Duration::from_secs(60)).unwrap().term;
+    let term = store.claim(&leader_name, Duration::from_secs(60)).unwrap().term;
     let config = ApplicationConfig {
         app: AppName::new("app").unwrap(),
         units: 2,
         guarantee_window: Duration::from_secs(30),
         data_root: dir.path().to_owned(),
     };
-    let app = Arc::new(Application::new(runtime, charm, engine.clone(), events.clone(), &config).unwrap());
+    let app = Arc::new(Application::new(runtime, charm, store.clone(), events.clone(), &config).unwrap());
     let minion = app.units()[1].clone();
     script(&minion, &["pause"]);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -47,7 +47,7 @@ async fn settings_changes_during_a_minion_hook_coalesce_into_one_more_hook() {
     resume(&minion).await;
     wait_paused(&minion).await; // first leader-settings-changed, as a new minion
     for i in 0..3 {
-        engine.write_settings(&leader_name, term, &[("n".into(), i.to_string())]).unwrap();
+        store.write_settings(&leader_name, term, &[("n".into(), i.to_string())]).unwrap();
     }
     resume(&minion).await;
     wait_paused(&minion).await; // exactly one more, for the three writes

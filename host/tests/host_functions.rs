@@ -64,19 +64,19 @@ async fn leader_set_writes_through_before_returning() {
     let f = Fixture::new();
     let leader = f.unit("app/0");
     leader.tracker().refresh();
-    let mut watch = f.engine.watch_settings(leader.name().app());
+    let mut watch = f.store.watch_settings(leader.name().app());
 
     script(&leader, &["set x=1 y=2", "pause", "fail the hook fails after writing"]);
     let hook = f.spawn(&leader, HookKind::Install);
     wait_paused(&leader).await;
-    let stored = f.engine.read_settings(leader.name().app()).unwrap();
+    let stored = f.store.read_settings(leader.name().app()).unwrap();
     assert_eq!(stored.values.get("x").map(String::as_str), Some("1"), "in the store mid-hook");
     assert!(watch.has_changed().unwrap(), "minions are notified mid-hook");
     watch.borrow_and_update();
     resume(&leader).await;
     let outcome = hook.await.unwrap();
     assert!(outcome.result.is_err());
-    let stored = f.engine.read_settings(leader.name().app()).unwrap();
+    let stored = f.store.read_settings(leader.name().app()).unwrap();
     assert_eq!(stored.values.len(), 2, "a failed hook keeps what leader-set wrote");
 
     // An empty group is a no-op for the leader; nothing changes and nobody is told.
@@ -96,7 +96,7 @@ async fn only_the_leader_may_write() {
     script(&minion, &["set a=1", "set-none"]);
     f.run(&minion, HookKind::Install).await.result.unwrap();
     assert_eq!(results(&minion), ["Err(NotLeader)", "Err(NotLeader)"]);
-    assert!(f.engine.read_settings(minion.name().app()).unwrap().values.is_empty());
+    assert!(f.store.read_settings(minion.name().app()).unwrap().values.is_empty());
 }
 
 #[tokio::test]
@@ -120,7 +120,7 @@ async fn invalid_groups_write_nothing() {
         let results = results(&leader);
         assert!(results[0].starts_with("Err(Invalid(") && results[0].contains(reason), "{command:.40}: {results:?}");
         assert_eq!(results[1], "", "the hook's view is unchanged");
-        assert!(f.engine.read_settings(leader.name().app()).unwrap().values.is_empty(), "nothing written");
+        assert!(f.store.read_settings(leader.name().app()).unwrap().values.is_empty(), "nothing written");
     }
 
     // A bucket that would exceed 1 MiB: sixteen 64 KiB values in one group.
@@ -130,5 +130,5 @@ async fn invalid_groups_write_nothing() {
     script(&leader, &[&command]);
     f.run(&leader, HookKind::Install).await.result.unwrap();
     assert!(results(&leader)[0].contains("limit is 1048576"), "{:.80}", results(&leader)[0]);
-    assert!(f.engine.read_settings(leader.name().app()).unwrap().values.is_empty());
+    assert!(f.store.read_settings(leader.name().app()).unwrap().values.is_empty());
 }

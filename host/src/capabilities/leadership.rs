@@ -6,7 +6,7 @@
 //!   mid-hook in either direction, and never answers true past the guarantee.
 //! - Reads come from one snapshot, taken at the hook's first read and kept for the hook;
 //!   only this hook's own successful `leader-set` changes it.
-//! - `leader-set` writes the whole group under the unit's term in one engine call; on any
+//! - `leader-set` writes the whole group under the unit's term in one store call; on any
 //!   error nothing was written and the snapshot is unchanged.
 
 use crate::leadership::WriteError;
@@ -20,7 +20,7 @@ impl HookState {
     fn snapshot(&mut self) -> Result<&Settings, LeadershipError> {
         if self.snapshot.is_none() {
             let app = self.unit.name().app();
-            let current = self.unit.engine().read_settings(app).map_err(|e| LeadershipError::Unknown(e.to_string()))?;
+            let current = self.unit.store().read_settings(app).map_err(|e| LeadershipError::Unknown(e.to_string()))?;
             self.snapshot = Some((*current.values).clone());
         }
         Ok(self.snapshot.get_or_insert_default())
@@ -47,13 +47,13 @@ impl Host for HookState {
         if settings.is_empty() {
             return Ok(());
         }
-        self.unit.engine().write_settings(self.unit.name(), term, &settings).map_err(|err| match err {
+        self.unit.store().write_settings(self.unit.name(), term, &settings).map_err(|err| match err {
             WriteError::NotLeader { .. } => LeadershipError::NotLeader,
             WriteError::Invalid(reason) => LeadershipError::Invalid(reason.to_string()),
             WriteError::Store(reason) => LeadershipError::Unknown(reason),
         })?;
         if let Some(snapshot) = &mut self.snapshot {
-            // The engine accepted the group, so it is valid; apply it to the hook's view.
+            // The store accepted the group, so it is valid; apply it to the hook's view.
             let write = SettingsWrite::validate(&settings, &Settings::new())
                 .map_err(|e| LeadershipError::Invalid(e.to_string()))?;
             write.apply_to(snapshot);

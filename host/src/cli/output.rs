@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use charm_host::events::{Event, EventSink};
-use charm_host::leadership::LeadershipEngine;
+use charm_host::leadership::LeadershipStore;
 use charm_host::names::AppName;
 use charm_host::settings::Settings;
 use charm_host::unit::Unit;
@@ -96,9 +96,9 @@ struct UnitRow {
 
 impl StatusReport {
     /// Reads the leader, settings and every unit's status.
-    pub fn collect(app: &AppName, engine: &dyn LeadershipEngine, units: &[Arc<Unit>]) -> anyhow::Result<Self> {
-        let leader = engine.leader(app)?.map(|u| u.to_string());
-        let settings = engine.read_settings(app)?.values;
+    pub fn collect(app: &AppName, store: &dyn LeadershipStore, units: &[Arc<Unit>]) -> anyhow::Result<Self> {
+        let leader = store.lease(app)?.map(|l| l.holder.to_string());
+        let settings = store.read_settings(app)?.values;
         let units = units
             .iter()
             .map(|unit| {

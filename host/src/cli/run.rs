@@ -1,5 +1,5 @@
 //! `charm-host run`: N units of one application in this process, sharing one in-memory
-//! leadership engine, until `--for` elapses or Ctrl-C; then a status table (or a JSON
+//! leadership store, until `--for` elapses or Ctrl-C; then a status table (or a JSON
 //! status line).
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use charm_host::application::{Application, ApplicationConfig};
 use charm_host::charm_build::build_charm;
 use charm_host::events::EventSink;
-use charm_host::leadership::{LeadershipEngine, MemoryLeadership};
+use charm_host::leadership::{LeadershipStore, MemoryStore};
 use charm_host::names::AppName;
 use charm_host::runtime::{HookRuntime, RuntimeConfig};
 
@@ -58,7 +58,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = Arc::new(HookRuntime::new(args.runtime.runtime_config())?);
     let charm = runtime.load_charm(&wasm)?;
     let data_root = tempfile::Builder::new().prefix("charm-host-run-").tempdir().context("creating unit data directories")?;
-    let engine: Arc<dyn LeadershipEngine> = Arc::new(MemoryLeadership::new());
+    let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
     let events: Arc<dyn EventSink> = if args.json { Arc::new(JsonLog::new()) } else { Arc::new(HumanLog::new()) };
     if !args.json {
         let source = if charm.from_cache() { "from cache" } else { "compiled" };
@@ -70,7 +70,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         guarantee_window: args.runtime.guarantee_window,
         data_root: data_root.path().to_owned(),
     };
-    let application = Application::new(runtime, charm, engine.clone(), events, &config)?;
+    let application = Application::new(runtime, charm, store.clone(), events, &config)?;
     // Poll timers and I/O more often than tokio's default, so that a guest spinning until its
 // deadline (it yields at every epoch tick) delays its neighbours' timers as little as possible.
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(7).build()?;
@@ -82,7 +82,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }));
-    let report = StatusReport::collect(&app, engine.as_ref(), application.units())?;
+    let report = StatusReport::collect(&app, store.as_ref(), application.units())?;
     if args.json {
         println!("{}", report.to_json());
     } else {

@@ -1,113 +1,140 @@
-//! An in-memory [`LeadershipEngine`]: the fastest, for tests and for applications whose
-//! units all live in one process and need no state after exit.
+//! An in-memory [`LeadershipStore`]: the fastest, for tests and for applications whose units
+//! all live in one process and need no state after it exits.
 //!
-//! Invariants: one mutex guards every application's lease, term counter and bucket, so a
-//! claim, a release and a fenced write are each a single critical section; expiry is judged
-//! by `Instant::now()` read inside that section.
+//! Invariants: one mutex guards every application's lease record, pins and bucket, so each
+//! operation is a single critical section; the store clock is read inside it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{Claim, LeaseError, LeadershipEngine, WriteError, validate_duration};
+use super::rules::{self, LeaseRecord};
+use super::watchers::Watchers;
+use super::{Claim, Clock, Lease, LeaseError, LeadershipStore, MonotonicClock, WriteError, validate_entity};
 use crate::names::{AppName, UnitName};
 use crate::settings::{Settings, SettingsSnapshot, SettingsWrite};
 
 /// Leases and settings held in this process's memory.
-#[derive(Debug, Default)]
-pub struct MemoryLeadership {
+pub struct MemoryStore {
+    clock: Arc<dyn Clock>,
     apps: Mutex<HashMap<AppName, AppState>>,
+    watchers: Watchers,
 }
 
-#[derive(Debug)]
-struct Lease {
-    holder: UnitName,
-    term: u64,
-    expires: Instant,
-}
-
-#[derive(Debug)]
-struct AppState {
-    lease: Option<Lease>,
-    last_term: u64,
-    settings: SettingsSnapshot,
-    version_tx: watch::Sender<u64>,
-}
-
-impl Default for AppState {
-    fn default() -> Self {
-        Self {
-            lease: None,
-            last_term: 0,
-            settings: SettingsSnapshot::default(),
-            version_tx: watch::channel(0).0,
-        }
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
     }
+}
+
+#[derive(Debug, Default)]
+struct AppState {
+    lease: Option<LeaseRecord>,
+    pins: BTreeSet<String>,
+    settings: SettingsSnapshot,
 }
 
 impl AppState {
-    /// The lease if it is held and unexpired at `now`.
-    fn live_lease(&self, now: Instant) -> Option<&Lease> {
-        self.lease.as_ref().filter(|l| l.expires > now)
+    fn pinned(&self) -> bool {
+        !self.pins.is_empty()
     }
 }
 
-impl MemoryLeadership {
-    /// An engine with no leases and empty buckets.
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store on the machine's monotonic clock.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_clock(Arc::new(MonotonicClock))
+    }
+
+    /// An empty store judging expiry by `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self { clock, apps: Mutex::new(HashMap::new()), watchers: Watchers::default() }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<AppName, AppState>> {
-        // A panic while holding the lock cannot leave a half-applied write (each critical
-        // section mutates only after all checks), so a poisoned lock is safe to reuse.
+        // Every critical section mutates only after all its checks, so a panic cannot leave
+        // a half-applied change behind and a poisoned lock is safe to reuse.
         self.apps.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-impl LeadershipEngine for MemoryLeadership {
-    fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
-        validate_duration(duration)?;
-        let start = Instant::now();
-        let mut apps = self.lock();
-        let app = apps.entry(unit.app().clone()).or_default();
-        let now = Instant::now();
-        let valid_until = start + duration;
-        match app.live_lease(now) {
-            Some(lease) if &lease.holder != unit => Err(LeaseError::Denied {
-                app: unit.app().clone(),
-                holder: lease.holder.clone(),
-            }),
-            Some(_) => {
-                let lease = app.lease.as_mut().ok_or_else(|| LeaseError::Store("lease vanished".into()))?;
-                lease.expires = lease.expires.max(valid_until);
-                Ok(Claim { term: lease.term, valid_until })
-            }
-            None => {
-                app.last_term += 1;
-                let term = app.last_term;
-                app.lease = Some(Lease { holder: unit.clone(), term, expires: valid_until });
-                Ok(Claim { term, valid_until })
-            }
-        }
+impl LeadershipStore for MemoryStore {
+    fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
-    fn release(&self, unit: &UnitName) -> Result<(), LeaseError> {
+    fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
+        let start = self.clock.now();
         let mut apps = self.lock();
-        if let Some(app) = apps.get_mut(unit.app()) {
-            if app.lease.as_ref().is_some_and(|l| &l.holder == unit) {
-                app.lease = None;
-            }
+        let app = apps.entry(unit.app().clone()).or_default();
+        let (claim, record) = rules::claim(app.lease.as_ref(), app.pinned(), unit, duration, start, self.clock.now())?;
+        let new_holder = app.lease.as_ref().is_none_or(|r| r.term != record.term);
+        app.lease = Some(record);
+        drop(apps);
+        if new_holder {
+            self.watchers.leases_changed();
+        }
+        Ok(claim)
+    }
+
+    fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError> {
+        let mut apps = self.lock();
+        let Some(app) = apps.get_mut(unit.app()) else { return Ok(()) };
+        if let Some(record) = rules::revoke(app.lease.as_ref(), app.pinned(), unit, self.clock.now())? {
+            app.lease = Some(record);
+            drop(apps);
+            self.watchers.leases_changed();
         }
         Ok(())
     }
 
-    fn leader(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError> {
-        let apps = self.lock();
-        let now = Instant::now();
-        Ok(apps.get(app).and_then(|a| a.live_lease(now)).map(|l| l.holder.clone()))
+    fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
+        validate_entity(entity)?;
+        let inserted = self.lock().entry(app.clone()).or_default().pins.insert(entity.to_owned());
+        if inserted {
+            self.watchers.leases_changed();
+        }
+        Ok(())
+    }
+
+    fn unpin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
+        validate_entity(entity)?;
+        let removed = self.lock().get_mut(app).is_some_and(|a| a.pins.remove(entity));
+        if removed {
+            self.watchers.leases_changed();
+        }
+        Ok(())
+    }
+
+    fn pins(&self) -> Result<BTreeMap<AppName, Vec<String>>, LeaseError> {
+        Ok(self
+            .lock()
+            .iter()
+            .filter(|(_, a)| a.pinned())
+            .map(|(name, a)| (name.clone(), a.pins.iter().cloned().collect()))
+            .collect())
+    }
+
+    fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError> {
+        let now = self.clock.now();
+        Ok(self.lock().get(app).and_then(|a| a.lease.as_ref()?.live(a.pinned(), now)))
+    }
+
+    fn leaders(&self) -> Result<BTreeMap<AppName, UnitName>, LeaseError> {
+        let now = self.clock.now();
+        Ok(self
+            .lock()
+            .iter()
+            .filter_map(|(name, a)| Some((name.clone(), a.lease.as_ref()?.live(a.pinned(), now)?.holder)))
+            .collect())
     }
 
     fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError> {
@@ -122,12 +149,7 @@ impl LeadershipEngine for MemoryLeadership {
     ) -> Result<SettingsSnapshot, WriteError> {
         let mut apps = self.lock();
         let app = apps.entry(writer.app().clone()).or_default();
-        let holds = app
-            .live_lease(Instant::now())
-            .is_some_and(|l| &l.holder == writer && l.term == term);
-        if !holds {
-            return Err(WriteError::NotLeader { app: writer.app().clone(), unit: writer.clone(), term });
-        }
+        rules::check_fence(app.lease.as_ref(), app.pinned(), writer, term, self.clock.now())?;
         let write = SettingsWrite::validate(group, &app.settings.values)?;
         if write.is_noop_on(&app.settings.values) {
             return Ok(app.settings.clone());
@@ -135,64 +157,18 @@ impl LeadershipEngine for MemoryLeadership {
         let mut values: Settings = (*app.settings.values).clone();
         write.apply_to(&mut values);
         app.settings = SettingsSnapshot { version: app.settings.version + 1, values: Arc::new(values) };
-        app.version_tx.send_replace(app.settings.version);
-        Ok(app.settings.clone())
+        let snapshot = app.settings.clone();
+        drop(apps);
+        self.watchers.settings_changed(writer.app(), snapshot.version);
+        Ok(snapshot)
     }
 
     fn watch_settings(&self, app: &AppName) -> watch::Receiver<u64> {
-        self.lock().entry(app.clone()).or_default().version_tx.subscribe()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn unit(name: &str) -> UnitName {
-        UnitName::new(name).unwrap()
+        let current = self.lock().get(app).map_or(0, |a| a.settings.version);
+        self.watchers.settings(app, current)
     }
 
-    const LEASE: Duration = Duration::from_secs(60);
-
-    #[test]
-    fn one_holder_and_rising_terms() {
-        let engine = MemoryLeadership::new();
-        let first = engine.claim(&unit("app/0"), LEASE).unwrap();
-        assert!(matches!(engine.claim(&unit("app/1"), LEASE), Err(LeaseError::Denied { .. })));
-        let again = engine.claim(&unit("app/0"), LEASE).unwrap();
-        assert_eq!(first.term, again.term, "an extension keeps the term");
-        engine.release(&unit("app/1")).unwrap();
-        assert_eq!(engine.leader(&unit("app/0").app().clone()).unwrap(), Some(unit("app/0")));
-        engine.release(&unit("app/0")).unwrap();
-        let next = engine.claim(&unit("app/1"), LEASE).unwrap();
-        assert!(next.term > first.term);
-        // Another application is independent.
-        assert!(engine.claim(&unit("other/0"), LEASE).is_ok());
-    }
-
-    #[test]
-    fn writes_are_fenced_by_term() {
-        let engine = MemoryLeadership::new();
-        let old = engine.claim(&unit("app/0"), LEASE).unwrap();
-        let set = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
-        let snap = engine.write_settings(&unit("app/0"), old.term, &set("a", "1")).unwrap();
-        assert_eq!(snap.version, 1);
-        engine.release(&unit("app/0")).unwrap();
-        let new = engine.claim(&unit("app/1"), LEASE).unwrap();
-        let stale = engine.write_settings(&unit("app/0"), old.term, &set("a", "2"));
-        assert!(matches!(stale, Err(WriteError::NotLeader { .. })));
-        let minion = engine.write_settings(&unit("app/0"), new.term, &set("a", "2"));
-        assert!(matches!(minion, Err(WriteError::NotLeader { .. })));
-        let noop = engine.write_settings(&unit("app/1"), new.term, &set("a", "1")).unwrap();
-        assert_eq!(noop.version, 1, "a write that changes nothing keeps the version");
-        assert_eq!(engine.read_settings(unit("app/0").app()).unwrap().values.get("a").unwrap(), "1");
-    }
-
-    #[test]
-    fn rejects_durations_out_of_range() {
-        let engine = MemoryLeadership::new();
-        for bad in [Duration::ZERO, Duration::from_millis(999), Duration::from_secs(301)] {
-            assert!(matches!(engine.claim(&unit("app/0"), bad), Err(LeaseError::InvalidDuration(_))));
-        }
+    fn watch_leases(&self) -> watch::Receiver<u64> {
+        self.watchers.leases()
     }
 }

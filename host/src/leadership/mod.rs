@@ -1,39 +1,70 @@
-//! The leadership engine boundary: leases with terms, and fenced leader-settings writes.
+//! The leadership engine: leases with terms and pins, and fenced leader-settings writes,
+//! behind one store boundary ([`LeadershipStore`]) with an in-memory and a SQLite backend.
 //!
-//! A [`LeadershipEngine`] owns, per application, at most one lease and one settings bucket.
-//! Every implementation guarantees:
+//! Every store guarantees, for each application:
 //! - **At most one holder.** A claim is granted only if nobody holds the lease or it has
-//!   expired, and extended only for its current holder.
-//! - **A claim holds from the start of the call.** A granted claim of `duration` is valid
-//!   until at least `start + duration`, `start` being read before the engine is asked, so
-//!   a caller that measures its guarantee the same way never overestimates it.
+//!   expired, extended only for its holder, denied otherwise. Expiry is judged by the
+//!   store's [`Clock`] alone, read inside the same atomic step as the decision.
+//! - **A claim holds from the start of the call.** A claim of `duration` is valid until at
+//!   least `start + duration`, `start` being the store clock read *before* the store is
+//!   asked; a caller measuring its guarantee from the same reading never overestimates it.
 //! - **Terms only go up.** Each new holder gets a term greater than every earlier term of
-//!   the application; an extension keeps the term.
-//! - **Writes are fenced.** A settings write names the writer's term and is applied only if
-//!   that term still holds the lease, checked atomically with the write; the whole group is
-//!   applied or none of it.
+//!   the application, also across restarts of the store; an extension keeps the term.
+//! - **Pins stop expiry.** A pinned lease does not expire, whichever entity pinned it;
+//!   expiry resumes after the last pin is removed.
+//! - **Writes are fenced.** A settings write carries the writer's term and is applied only
+//!   if that term still holds the lease, checked atomically with the write; the whole group
+//!   is applied or none of it, and an acknowledged write is durable (per the store).
 //!
-//! Non-guarantees: the engine says nothing about *when* a waiting unit will get the lease,
-//! and readers of settings may see any version not older than the last one they saw.
+//! Non-guarantees: nothing about *when* a waiting unit gets the lease, nor about how soon a
+//! watcher hears of a change (in-process: at once; across processes: within a poll).
 
+pub mod clock;
 pub mod memory;
+pub mod simulation;
+pub mod sqlite;
+mod rules;
+mod waiting;
+mod watchers;
 
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::names::{AppName, UnitName};
 use crate::settings::{InvalidSettings, SettingsSnapshot};
 
-pub use memory::MemoryLeadership;
+pub use clock::{Clock, ManualClock, MonotonicClock, Timestamp};
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+pub use waiting::{LeadershipToken, wait_until_released};
+
+/// Accepted lease durations.
+pub const LEASE_DURATION_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(300);
 
 /// A granted or extended claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claim {
     /// The holder's term: the same for every extension of one tenure.
     pub term: u64,
-    /// The lease is guaranteed to this unit until at least this instant.
-    pub valid_until: Instant,
+    /// The lease is guaranteed to the claimant until at least this instant (store clock).
+    pub valid_until: Timestamp,
+}
+
+/// An application's current lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The unit holding it.
+    pub holder: UnitName,
+    /// The holder's term.
+    pub term: u64,
+    /// When it expires unless extended or pinned (store clock).
+    pub expires: Timestamp,
+    /// True while at least one entity pins it.
+    pub pinned: bool,
 }
 
 /// Why a lease operation did not succeed.
@@ -47,11 +78,25 @@ pub enum LeaseError {
         /// The unit holding the lease.
         holder: UnitName,
     },
-    /// The requested duration is outside the accepted range.
+    /// The unit asked to give up a lease another unit holds.
+    #[error("{unit} does not hold the leadership of {app}")]
+    NotHeld {
+        /// The application.
+        app: AppName,
+        /// The unit that asked.
+        unit: UnitName,
+    },
+    /// The requested duration is outside [`LEASE_DURATION_RANGE`].
     #[error("lease duration {0:?} is outside the accepted range of 1s to 5min")]
     InvalidDuration(Duration),
+    /// A pin entity is empty, too long, or has control characters.
+    #[error("invalid pin entity {0:?}: it must be 1 to 256 printable characters")]
+    InvalidEntity(String),
+    /// A wait was cancelled by its caller.
+    #[error("waiting for leadership to be released was cancelled")]
+    Cancelled,
     /// The store could not be reached or failed.
-    #[error("leadership store unavailable: {0}")]
+    #[error("leadership store failed: {0}")]
     Store(String),
 }
 
@@ -72,32 +117,44 @@ pub enum WriteError {
     #[error(transparent)]
     Invalid(#[from] InvalidSettings),
     /// The store could not be reached or failed.
-    #[error("leadership store unavailable: {0}")]
+    #[error("leadership store failed: {0}")]
     Store(String),
 }
 
-/// Accepted lease durations.
-pub const LEASE_DURATION_RANGE: std::ops::RangeInclusive<Duration> =
-    Duration::from_secs(1)..=Duration::from_secs(300);
+/// Leases, pins and leader settings for every application it serves. See the module docs
+/// for what every implementation guarantees.
+pub trait LeadershipStore: Send + Sync + 'static {
+    /// The clock that decides expiry.
+    fn clock(&self) -> &Arc<dyn Clock>;
 
-/// Leases and leader settings for every application it serves. See the module docs for
-/// what every implementation guarantees.
-pub trait LeadershipEngine: Send + Sync + 'static {
     /// Claims or extends the lease of `unit`'s application for `duration`.
     fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError>;
 
-    /// Gives up the lease if `unit` holds it; does nothing otherwise.
-    fn release(&self, unit: &UnitName) -> Result<(), LeaseError>;
+    /// Gives up `unit`'s lease: ok if it held it or nobody does; [`LeaseError::NotHeld`] if
+    /// another unit holds it.
+    fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError>;
 
-    /// The unit holding `app`'s unexpired lease, if any.
-    fn leader(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError>;
+    /// Pins `app`'s lease on behalf of `entity` (idempotent).
+    fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError>;
 
-    /// The current contents of `app`'s settings bucket.
+    /// Removes `entity`'s pin of `app`'s lease (idempotent).
+    fn unpin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError>;
+
+    /// Every pinned application with the entities pinning it, sorted.
+    fn pins(&self) -> Result<BTreeMap<AppName, Vec<String>>, LeaseError>;
+
+    /// `app`'s lease, if it is held and unexpired (or pinned).
+    fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError>;
+
+    /// Every application's current leader.
+    fn leaders(&self) -> Result<BTreeMap<AppName, UnitName>, LeaseError>;
+
+    /// The contents of `app`'s settings bucket.
     fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError>;
 
     /// Validates and applies `group` to the writer's application bucket if `term` still
-    /// holds its lease, atomically; returns the bucket after the write. A group that changes
-    /// nothing leaves the version as it was.
+    /// holds its lease, atomically; returns the bucket after the write. A group that
+    /// changes nothing leaves the version as it was.
     fn write_settings(
         &self,
         writer: &UnitName,
@@ -107,13 +164,21 @@ pub trait LeadershipEngine: Send + Sync + 'static {
 
     /// A receiver that sees `app`'s settings version each time it changes.
     fn watch_settings(&self, app: &AppName) -> watch::Receiver<u64>;
+
+    /// A receiver that sees a counter move each time any lease changes hands or is
+    /// pinned or unpinned (not when one merely expires: sleep on the clock for that).
+    fn watch_leases(&self) -> watch::Receiver<u64>;
 }
 
 /// Checks a requested lease duration against [`LEASE_DURATION_RANGE`].
 pub fn validate_duration(duration: Duration) -> Result<(), LeaseError> {
-    if LEASE_DURATION_RANGE.contains(&duration) {
-        Ok(())
-    } else {
-        Err(LeaseError::InvalidDuration(duration))
+    if LEASE_DURATION_RANGE.contains(&duration) { Ok(()) } else { Err(LeaseError::InvalidDuration(duration)) }
+}
+
+/// Checks a pin entity: 1 to 256 bytes, no control characters.
+pub fn validate_entity(entity: &str) -> Result<(), LeaseError> {
+    if entity.is_empty() || entity.len() > 256 || entity.chars().any(char::is_control) {
+        return Err(LeaseError::InvalidEntity(entity.to_owned()));
     }
+    Ok(())
 }

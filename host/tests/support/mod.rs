@@ -10,7 +10,7 @@ use std::time::Duration;
 use charm_host::charm_build::build_charm;
 use charm_host::events::RecordingSink;
 use charm_host::hooks::{HookKind, HookOutcome};
-use charm_host::leadership::{LeadershipEngine, MemoryLeadership};
+use charm_host::leadership::{LeadershipStore, MemoryStore};
 use charm_host::names::UnitName;
 use charm_host::runtime::{Charm, HookRuntime, RuntimeConfig};
 use charm_host::tracker::LeadershipTracker;
@@ -51,16 +51,16 @@ pub fn probe(runtime: &HookRuntime) -> Charm {
 }
 
 /// A unit of `name` whose data directory lives under `root`.
-pub fn unit(root: &Path, name: &str, engine: &Arc<dyn LeadershipEngine>, events: &Arc<RecordingSink>) -> Arc<Unit> {
+pub fn unit(root: &Path, name: &str, store: &Arc<dyn LeadershipStore>, events: &Arc<RecordingSink>) -> Arc<Unit> {
     let name = UnitName::new(name).expect("valid unit name");
-    let tracker = LeadershipTracker::new(name.clone(), engine.clone(), Duration::from_secs(30));
+    let tracker = LeadershipTracker::new(name.clone(), store.clone(), Duration::from_secs(30));
     let data_dir = root.join(name.as_str().replace('/', "-"));
     Arc::new(Unit::new(name, data_dir, tracker, events.clone()).expect("unit"))
 }
 
-/// An in-memory engine.
-pub fn engine() -> Arc<dyn LeadershipEngine> {
-    Arc::new(MemoryLeadership::new())
+/// An in-memory store.
+pub fn store() -> Arc<dyn LeadershipStore> {
+    Arc::new(MemoryStore::new())
 }
 
 /// Writes the probe's script for the unit's next hook and clears old results.
@@ -101,11 +101,11 @@ pub async fn resume(unit: &Unit) {
     panic!("{} never resumed", unit.name());
 }
 
-/// What most tests need: a temporary root for data directories, an in-memory engine, a
+/// What most tests need: a temporary root for data directories, an in-memory store, a
 /// recording sink, a test runtime and the probe charm.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
-    pub engine: Arc<dyn LeadershipEngine>,
+    pub store: Arc<dyn LeadershipStore>,
     pub events: Arc<RecordingSink>,
     pub runtime: Arc<HookRuntime>,
     pub charm: Charm,
@@ -116,12 +116,12 @@ impl Fixture {
         let runtime = runtime(None);
         let charm = probe(&runtime);
         let dir = tempfile::tempdir().expect("tempdir");
-        Self { dir, engine: engine(), events: Arc::new(RecordingSink::new()), runtime, charm }
+        Self { dir, store: store(), events: Arc::new(RecordingSink::new()), runtime, charm }
     }
 
-    /// A unit of this fixture's engine, with its data directory under the fixture's root.
+    /// A unit of this fixture's store, with its data directory under the fixture's root.
     pub fn unit(&self, name: &str) -> Arc<Unit> {
-        unit(self.dir.path(), name, &self.engine, &self.events)
+        unit(self.dir.path(), name, &self.store, &self.events)
     }
 
     /// Runs a hook of the probe to completion.

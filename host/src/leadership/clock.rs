@@ -1,0 +1,135 @@
+//! The clock that decides lease expiry.
+//!
+//! Invariants: a [`Clock`] never goes backwards. [`MonotonicClock`] reads the system-wide
+//! `CLOCK_MONOTONIC`, so every process on one machine reads the same timeline and a lease
+//! expiry written by one process means the same instant to another (it restarts at boot;
+//! stores that persist expiries must detect a reboot). [`ManualClock`] moves only when a
+//! test advances it, and wakes every sleeper whose deadline it passes.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// An instant on a clock's timeline, in nanoseconds since the clock's origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    /// The instant `nanos` nanoseconds after the origin.
+    pub const fn from_nanos(nanos: u64) -> Self {
+        Self(nanos)
+    }
+
+    /// Nanoseconds since the origin.
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// How long after `earlier` this is; zero if it is not after.
+    pub fn saturating_since(self, earlier: Timestamp) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl std::ops::Add<Duration> for Timestamp {
+    type Output = Timestamp;
+    fn add(self, rhs: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(u64::try_from(rhs.as_nanos()).unwrap_or(u64::MAX)))
+    }
+}
+
+/// A boxed future, as [`Clock::sleep_until`] returns.
+pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A source of monotonic time that leases are judged by.
+pub trait Clock: Send + Sync + 'static {
+    /// The current instant.
+    fn now(&self) -> Timestamp;
+    /// Completes once [`Clock::now`] has reached `deadline`.
+    fn sleep_until(&self, deadline: Timestamp) -> Sleep;
+}
+
+/// The machine's `CLOCK_MONOTONIC`, shared by every process on it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MonotonicClock;
+
+impl Clock for MonotonicClock {
+    fn now(&self) -> Timestamp {
+        let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        Timestamp((ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64))
+    }
+
+    fn sleep_until(&self, deadline: Timestamp) -> Sleep {
+        let wait = deadline.saturating_since(self.now());
+        Box::pin(tokio::time::sleep(wait))
+    }
+}
+
+/// A clock that only moves when told to, for tests: no test sleeps to let a lease expire.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: Mutex<Timestamp>,
+    ticks: watch::Sender<Timestamp>,
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new(Timestamp::from_nanos(1_000_000_000))
+    }
+}
+
+impl ManualClock {
+    /// A clock standing at `start`.
+    pub fn new(start: Timestamp) -> Self {
+        Self { now: Mutex::new(start), ticks: watch::channel(start).0 }
+    }
+
+    /// Moves the clock forward by `by` and wakes sleepers whose deadline has come.
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.now.lock().unwrap_or_else(|p| p.into_inner());
+        *now = *now + by;
+        self.ticks.send_replace(*now);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sleep_until(&self, deadline: Timestamp) -> Sleep {
+        let mut ticks = self.ticks.subscribe();
+        Box::pin(async move {
+            // The sender lives as long as the clock; if it is gone, nobody can advance it.
+            let _ = ticks.wait_for(|now| *now >= deadline).await;
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotonic_clock_moves_forward() {
+        let clock = MonotonicClock;
+        let a = clock.now();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(clock.now().saturating_since(a) >= Duration::from_millis(2));
+    }
+
+    #[tokio::test]
+    async fn manual_clock_wakes_sleepers_when_advanced() {
+        let clock = std::sync::Arc::new(ManualClock::default());
+        let deadline = clock.now() + Duration::from_secs(10);
+        let sleeper = tokio::spawn(clock.sleep_until(deadline));
+        clock.advance(Duration::from_secs(9));
+        tokio::task::yield_now().await;
+        assert!(!sleeper.is_finished());
+        clock.advance(Duration::from_secs(1));
+        sleeper.await.unwrap();
+    }
+}

@@ -1,0 +1,495 @@
+//! A durable [`LeadershipStore`] in one SQLite file, the embedded default for anything
+//! that keeps state. Several processes on one machine may open the same file.
+//!
+//! Invariants:
+//! - Every operation that decides something (claim, revoke, pin, unpin, fenced write) is
+//!   one `BEGIN IMMEDIATE` transaction that reads, decides by [`rules`](super::rules) and
+//!   writes; SQLite's write lock makes it atomic across threads and processes, and
+//!   `busy_timeout` makes contenders wait rather than fail.
+//! - Expiries are stored as readings of the store clock (`CLOCK_MONOTONIC`, the same for
+//!   every process on the machine) with the machine's boot id. On opening a file last used
+//!   in another boot, every held lease is given its full duration again from now: nobody is
+//!   granted a lease a holder may still believe valid.
+//! - A lease's row outlives its tenure (with no holder), so terms only go up across
+//!   restarts. Settings and their version change in the same transaction.
+//! - Durability: WAL journal; with [`Durability::Full`] (the default) every commit is
+//!   fsynced before the call returns, so an acknowledged write survives power loss too.
+//! - Other processes' changes reach this process's watchers within one poll interval.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use tokio::sync::watch;
+
+use super::rules::{self, LeaseRecord};
+use super::watchers::Watchers;
+use super::{Claim, Clock, Lease, LeaseError, LeadershipStore, MonotonicClock, Timestamp, WriteError, validate_entity};
+use crate::names::{AppName, UnitName};
+use crate::settings::{Settings, SettingsSnapshot, SettingsWrite};
+
+/// How hard a commit is pushed to disk before the call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync on every commit (`synchronous=FULL`): survives power loss.
+    Full,
+    /// fsync at checkpoints only (`synchronous=NORMAL`): survives a process crash; the last
+    /// commits may be lost on power loss.
+    Normal,
+}
+
+/// How a [`SqliteStore`] is opened.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Commit durability.
+    pub durability: Durability,
+    /// How often other processes' commits are looked for, for watchers.
+    pub poll_interval: Duration,
+    /// The machine's boot id; `None` reads `/proc/sys/kernel/random/boot_id`.
+    pub boot_id: Option<String>,
+    /// How long to wait for another process's write lock before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Full,
+            poll_interval: Duration::from_millis(20),
+            boot_id: None,
+            busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a SQLite store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// SQLite refused the file or the schema.
+    #[error("cannot open the leadership store {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer version of this program.
+    #[error("the leadership store {path} has schema version {found}; this program knows version {SCHEMA_VERSION}")]
+    Schema {
+        /// The database file.
+        path: PathBuf,
+        /// The version found.
+        found: i64,
+    },
+    /// The boot id could not be read.
+    #[error("cannot read the machine's boot id: {0}")]
+    BootId(std::io::Error),
+    /// The thread that watches for other processes' commits could not start.
+    #[error("cannot start the store's change poller: {0}")]
+    Poller(std::io::Error),
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value ANY NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    app TEXT PRIMARY KEY,
+    holder TEXT,
+    term INTEGER NOT NULL,
+    expires_ns INTEGER NOT NULL,
+    duration_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pins (app TEXT NOT NULL, entity TEXT NOT NULL, PRIMARY KEY (app, entity)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS settings (
+    app TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (app, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS settings_versions (app TEXT PRIMARY KEY, version INTEGER NOT NULL);
+";
+
+struct Shared {
+    conn: Mutex<Connection>,
+    watchers: Watchers,
+}
+
+/// Leases, pins and settings in a SQLite file.
+pub struct SqliteStore {
+    clock: Arc<dyn Clock>,
+    shared: Arc<Shared>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl From<rusqlite::Error> for LeaseError {
+    fn from(err: rusqlite::Error) -> Self {
+        LeaseError::Store(err.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for WriteError {
+    fn from(err: rusqlite::Error) -> Self {
+        WriteError::Store(err.to_string())
+    }
+}
+
+fn ns(t: Timestamp) -> i64 {
+    i64::try_from(t.as_nanos()).unwrap_or(i64::MAX)
+}
+
+fn ts(nanos: i64) -> Timestamp {
+    Timestamp::from_nanos(u64::try_from(nanos).unwrap_or(0))
+}
+
+fn unit_from_db(text: String) -> rusqlite::Result<UnitName> {
+    UnitName::new(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn app_from_db(text: String) -> rusqlite::Result<AppName> {
+    AppName::new(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` on the machine's monotonic clock.
+    pub fn open(path: &Path) -> Result<Self, OpenError> {
+        Self::open_with(path, Arc::new(MonotonicClock), SqliteOptions::default())
+    }
+
+    /// Opens the store at `path` judging expiry by `clock`.
+    pub fn open_with(path: &Path, clock: Arc<dyn Clock>, options: SqliteOptions) -> Result<Self, OpenError> {
+        let boot_id = match options.boot_id.clone() {
+            Some(id) => id,
+            None => std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|s| s.trim().to_owned())
+                .map_err(OpenError::BootId)?,
+        };
+        let sqlite = |source| OpenError::Sqlite { path: path.to_owned(), source };
+        let conn = open_connection(path, &options).map_err(sqlite)?;
+        conn.execute_batch(SCHEMA).map_err(sqlite)?;
+        let found: Option<i64> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .optional()
+            .map_err(sqlite)?;
+        match found {
+            Some(SCHEMA_VERSION) => {}
+            Some(found) => return Err(OpenError::Schema { path: path.to_owned(), found }),
+            None => {
+                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])
+                    .map_err(sqlite)?;
+            }
+        }
+        let mut conn = conn;
+        adopt_boot(&mut conn, &boot_id, clock.now()).map_err(sqlite)?;
+        let shared = Arc::new(Shared { conn: Mutex::new(conn), watchers: Watchers::default() });
+        let poll_conn = open_connection(path, &options).map_err(sqlite)?;
+        start_poller(poll_conn, options.poll_interval, Arc::downgrade(&shared)).map_err(OpenError::Poller)?;
+        Ok(Self { clock, shared, path: path.to_owned() })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.shared.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committing only if it succeeds.
+    fn write_tx<T, E: From<rusqlite::Error>>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    /// Runs `f` in one read transaction, so it sees a single committed state.
+    fn read_tx<T, E: From<rusqlite::Error>>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let value = f(&tx)?;
+        tx.finish()?;
+        Ok(value)
+    }
+}
+
+fn open_connection(path: &Path, options: &SqliteOptions) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(options.busy_timeout)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let synchronous = match options.durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    Ok(conn)
+}
+
+/// Makes the file's expiries mean something on this boot: after a reboot, every held lease
+/// runs for its full duration from now.
+fn adopt_boot(conn: &mut Connection, boot_id: &str, now: Timestamp) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let recorded: Option<String> =
+        tx.query_row("SELECT value FROM meta WHERE key = 'boot_id'", [], |r| r.get(0)).optional()?;
+    if recorded.as_deref() != Some(boot_id) {
+        tx.execute("UPDATE leases SET expires_ns = ?1 + duration_ns WHERE holder IS NOT NULL", [ns(now)])?;
+        tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('boot_id', ?1)", [boot_id])?;
+    }
+    tx.commit()
+}
+
+fn read_lease(tx: &Transaction<'_>, app: &AppName) -> rusqlite::Result<(Option<LeaseRecord>, bool)> {
+    let record = tx
+        .prepare_cached("SELECT holder, term, expires_ns FROM leases WHERE app = ?1")?
+        .query_row([app.as_str()], |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+        .optional()?;
+    let record = match record {
+        Some((holder, term, expires)) => Some(LeaseRecord {
+            holder: holder.map(unit_from_db).transpose()?,
+            term: u64::try_from(term).unwrap_or(0),
+            expires: ts(expires),
+        }),
+        None => None,
+    };
+    let pinned = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM pins WHERE app = ?1)")?
+        .query_row([app.as_str()], |r| r.get(0))?;
+    Ok((record, pinned))
+}
+
+fn write_lease(tx: &Transaction<'_>, app: &AppName, record: &LeaseRecord, duration: Duration) -> rusqlite::Result<()> {
+    let duration_ns = i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX);
+    tx.prepare_cached(
+        "INSERT INTO leases (app, holder, term, expires_ns, duration_ns) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (app) DO UPDATE SET holder = ?2, term = ?3, expires_ns = ?4,
+             duration_ns = CASE WHEN ?5 > 0 THEN ?5 ELSE duration_ns END",
+    )?
+    .execute(params![
+        app.as_str(),
+        record.holder.as_ref().map(UnitName::as_str),
+        i64::try_from(record.term).unwrap_or(i64::MAX),
+        ns(record.expires),
+        duration_ns
+    ])?;
+    Ok(())
+}
+
+fn bump_lease_generation(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES ('lease_generation', 1)
+         ON CONFLICT (key) DO UPDATE SET value = value + 1",
+    )?
+    .execute([])?;
+    Ok(())
+}
+
+fn read_bucket(tx: &Transaction<'_>, app: &AppName) -> rusqlite::Result<SettingsSnapshot> {
+    let version: i64 = tx
+        .prepare_cached("SELECT version FROM settings_versions WHERE app = ?1")?
+        .query_row([app.as_str()], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let mut stmt = tx.prepare_cached("SELECT key, value FROM settings WHERE app = ?1")?;
+    let values = stmt
+        .query_map([app.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<Settings>>()?;
+    Ok(SettingsSnapshot { version: u64::try_from(version).unwrap_or(0), values: Arc::new(values) })
+}
+
+impl LeadershipStore for SqliteStore {
+    fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
+        super::validate_duration(duration)?;
+        let start = self.clock.now();
+        let (claim, new_holder) = self.write_tx(|tx| {
+            let (record, pinned) = read_lease(tx, unit.app())?;
+            let (claim, new) = rules::claim(record.as_ref(), pinned, unit, duration, start, self.clock.now())?;
+            let new_holder = record.as_ref().is_none_or(|r| r.term != new.term);
+            write_lease(tx, unit.app(), &new, duration)?;
+            if new_holder {
+                bump_lease_generation(tx)?;
+            }
+            Ok::<_, LeaseError>((claim, new_holder))
+        })?;
+        if new_holder {
+            self.shared.watchers.leases_changed();
+        }
+        Ok(claim)
+    }
+
+    fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError> {
+        let changed = self.write_tx(|tx| {
+            let (record, pinned) = read_lease(tx, unit.app())?;
+            let Some(new) = rules::revoke(record.as_ref(), pinned, unit, self.clock.now())? else {
+                return Ok::<_, LeaseError>(false);
+            };
+            write_lease(tx, unit.app(), &new, Duration::ZERO)?;
+            bump_lease_generation(tx)?;
+            Ok(true)
+        })?;
+        if changed {
+            self.shared.watchers.leases_changed();
+        }
+        Ok(())
+    }
+
+    fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
+        validate_entity(entity)?;
+        let inserted = self.write_tx(|tx| {
+            let n = tx.execute("INSERT OR IGNORE INTO pins (app, entity) VALUES (?1, ?2)", [app.as_str(), entity])?;
+            if n > 0 {
+                bump_lease_generation(tx)?;
+            }
+            Ok::<_, LeaseError>(n > 0)
+        })?;
+        if inserted {
+            self.shared.watchers.leases_changed();
+        }
+        Ok(())
+    }
+
+    fn unpin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
+        validate_entity(entity)?;
+        let removed = self.write_tx(|tx| {
+            let n = tx.execute("DELETE FROM pins WHERE app = ?1 AND entity = ?2", [app.as_str(), entity])?;
+            if n > 0 {
+                bump_lease_generation(tx)?;
+            }
+            Ok::<_, LeaseError>(n > 0)
+        })?;
+        if removed {
+            self.shared.watchers.leases_changed();
+        }
+        Ok(())
+    }
+
+    fn pins(&self) -> Result<BTreeMap<AppName, Vec<String>>, LeaseError> {
+        self.read_tx(|tx| {
+            let mut stmt = tx.prepare_cached("SELECT app, entity FROM pins ORDER BY app, entity")?;
+            let rows = stmt.query_map([], |r| Ok((app_from_db(r.get(0)?)?, r.get::<_, String>(1)?)))?;
+            let mut pins: BTreeMap<AppName, Vec<String>> = BTreeMap::new();
+            for row in rows {
+                let (app, entity) = row?;
+                pins.entry(app).or_default().push(entity);
+            }
+            Ok(pins)
+        })
+    }
+
+    fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError> {
+        let now = self.clock.now();
+        self.read_tx(|tx| {
+            let (record, pinned) = read_lease(tx, app)?;
+            Ok(record.and_then(|r| r.live(pinned, now)))
+        })
+    }
+
+    fn leaders(&self) -> Result<BTreeMap<AppName, UnitName>, LeaseError> {
+        let now = ns(self.clock.now());
+        self.read_tx(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT app, holder FROM leases WHERE holder IS NOT NULL
+                 AND (expires_ns > ?1 OR EXISTS (SELECT 1 FROM pins WHERE pins.app = leases.app))",
+            )?;
+            let rows = stmt.query_map([now], |r| Ok((app_from_db(r.get(0)?)?, unit_from_db(r.get(1)?)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError> {
+        self.read_tx(|tx| Ok(read_bucket(tx, app)?))
+    }
+
+    fn write_settings(
+        &self,
+        writer: &UnitName,
+        term: u64,
+        group: &[(String, String)],
+    ) -> Result<SettingsSnapshot, WriteError> {
+        let app = writer.app();
+        let (snapshot, changed) = self.write_tx(|tx| {
+            let (record, pinned) = read_lease(tx, app)?;
+            rules::check_fence(record.as_ref(), pinned, writer, term, self.clock.now())?;
+            let current = read_bucket(tx, app)?;
+            let write = SettingsWrite::validate(group, &current.values)?;
+            if write.is_noop_on(&current.values) {
+                return Ok::<_, WriteError>((current, false));
+            }
+            for (key, value) in write.changes() {
+                match value {
+                    Some(value) => tx
+                        .prepare_cached("INSERT OR REPLACE INTO settings (app, key, value) VALUES (?1, ?2, ?3)")?
+                        .execute([app.as_str(), key, value])?,
+                    None => tx
+                        .prepare_cached("DELETE FROM settings WHERE app = ?1 AND key = ?2")?
+                        .execute([app.as_str(), key])?,
+                };
+            }
+            let version = current.version + 1;
+            tx.prepare_cached("INSERT OR REPLACE INTO settings_versions (app, version) VALUES (?1, ?2)")?
+                .execute(params![app.as_str(), i64::try_from(version).unwrap_or(i64::MAX)])?;
+            let mut values = (*current.values).clone();
+            write.apply_to(&mut values);
+            Ok((SettingsSnapshot { version, values: Arc::new(values) }, true))
+        })?;
+        if changed {
+            self.shared.watchers.settings_changed(app, snapshot.version);
+        }
+        Ok(snapshot)
+    }
+
+    fn watch_settings(&self, app: &AppName) -> watch::Receiver<u64> {
+        let current = self.read_settings(app).map_or(0, |s| s.version);
+        self.shared.watchers.settings(app, current)
+    }
+
+    fn watch_leases(&self) -> watch::Receiver<u64> {
+        self.shared.watchers.leases()
+    }
+}
+
+/// Watches the file for other processes' commits and tells this process's watchers.
+/// The thread ends within one interval of the store being dropped.
+fn start_poller(conn: Connection, interval: Duration, shared: Weak<Shared>) -> std::io::Result<()> {
+    std::thread::Builder::new().name("sqlite-store-poller".into()).spawn(move || {
+        let mut last_data_version: i64 = -1;
+        let mut last_generation: i64 = 0;
+        loop {
+            std::thread::sleep(interval);
+            let Some(shared) = shared.upgrade() else { return };
+            let Ok(data_version) = conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)) else {
+                continue;
+            };
+            if data_version == last_data_version {
+                continue;
+            }
+            last_data_version = data_version;
+            let generation = conn
+                .query_row("SELECT value FROM meta WHERE key = 'lease_generation'", [], |r| r.get::<_, i64>(0))
+                .unwrap_or(0);
+            if generation != last_generation {
+                last_generation = generation;
+                shared.watchers.leases_changed();
+            }
+            for app in shared.watchers.watched_apps() {
+                let version = conn
+                    .query_row("SELECT version FROM settings_versions WHERE app = ?1", [app.as_str()], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .unwrap_or(0);
+                shared.watchers.settings_changed(&app, u64::try_from(version).unwrap_or(0));
+            }
+        }
+    })?;
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! Built on any [`LeadershipStore`]: waiting until an application has no leader, and
+//! tokens that check a unit's leadership later.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use super::{LeaseError, LeadershipStore};
+use crate::names::{AppName, UnitName};
+
+/// Completes once `app` has no leader (released, revoked or expired), or fails with
+/// [`LeaseError::Cancelled`] as soon as `cancel` completes. A pinned lease never expires,
+/// so only a revoke or an unpin followed by expiry ends the wait.
+pub async fn wait_until_released(
+    store: &dyn LeadershipStore,
+    app: &AppName,
+    cancel: impl Future<Output = ()>,
+) -> Result<(), LeaseError> {
+    let mut changes = store.watch_leases();
+    tokio::pin!(cancel);
+    loop {
+        changes.borrow_and_update();
+        let Some(lease) = store.lease(app)? else { return Ok(()) };
+        let expiry = if lease.pinned {
+            Box::pin(std::future::pending())
+        } else {
+            store.clock().sleep_until(lease.expires)
+        };
+        tokio::select! {
+            biased;
+            () = &mut cancel => return Err(LeaseError::Cancelled),
+            changed = changes.changed() => {
+                changed.map_err(|_| LeaseError::Store("the store was closed".into()))?;
+            }
+            () = expiry => {}
+        }
+    }
+}
+
+/// A unit's leadership as of when the token was taken. It does not prove leadership by
+/// existing: [`LeadershipToken::check`] does, each time it is called.
+#[derive(Clone)]
+pub struct LeadershipToken {
+    store: Arc<dyn LeadershipStore>,
+    unit: UnitName,
+    term: Option<u64>,
+}
+
+impl std::fmt::Debug for LeadershipToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeadershipToken").field("unit", &self.unit).field("term", &self.term).finish()
+    }
+}
+
+impl LeadershipToken {
+    /// A token for `unit`'s leadership of its application, at the term it holds now.
+    pub fn new(store: Arc<dyn LeadershipStore>, unit: UnitName) -> Result<Self, LeaseError> {
+        let term = store.lease(unit.app())?.filter(|l| l.holder == unit).map(|l| l.term);
+        Ok(Self { store, unit, term })
+    }
+
+    /// The term the token was taken at, if the unit was leader then.
+    pub fn term(&self) -> Option<u64> {
+        self.term
+    }
+
+    /// Ok while the unit still holds the lease at the token's term; fails once it has
+    /// moved, even if it later came back to the same unit.
+    pub fn check(&self) -> Result<(), LeaseError> {
+        let not_held = || LeaseError::NotHeld { app: self.unit.app().clone(), unit: self.unit.clone() };
+        let lease = self.store.lease(self.unit.app())?.ok_or_else(not_held)?;
+        if lease.holder == self.unit && Some(lease.term) == self.term { Ok(()) } else { Err(not_held()) }
+    }
+}
