@@ -1,0 +1,324 @@
+//! Every lease-engine case, run against both stores on a manual clock (no test sleeps to
+//! let a lease expire).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use charm_host::leadership::sqlite::SqliteOptions;
+use charm_host::leadership::{
+    Clock, LeaseError, LeadershipStore, LeadershipToken, ManualClock, MemoryStore, SqliteStore, WriteError,
+    wait_until_released,
+};
+use charm_host::names::{AppName, UnitName};
+
+const SECOND: Duration = Duration::from_secs(1);
+const LEASE: Duration = Duration::from_secs(10);
+
+/// A store under test, with its clock and whatever keeps it alive.
+struct Subject {
+    store: Arc<dyn LeadershipStore>,
+    clock: Arc<ManualClock>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn memory() -> Subject {
+    let clock = Arc::new(ManualClock::default());
+    Subject { store: Arc::new(MemoryStore::with_clock(clock.clone())), clock, _dir: None }
+}
+
+fn sqlite_options(boot: &str) -> SqliteOptions {
+    SqliteOptions { boot_id: Some(boot.into()), poll_interval: Duration::from_millis(5), ..SqliteOptions::default() }
+}
+
+fn sqlite() -> Subject {
+    let clock = Arc::new(ManualClock::default());
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_with(&dir.path().join("state.db"), clock.clone(), sqlite_options("boot-1")).unwrap();
+    Subject { store: Arc::new(store), clock, _dir: Some(dir) }
+}
+
+fn unit(name: &str) -> UnitName {
+    UnitName::new(name).unwrap()
+}
+
+fn app(name: &str) -> AppName {
+    AppName::new(name).unwrap()
+}
+
+fn group(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Generates one test per store for each case function.
+macro_rules! for_each_store {
+    ($($case:ident),* $(,)?) => {
+        mod memory_store {
+            $( #[tokio::test] async fn $case() { super::$case(super::memory()).await } )*
+        }
+        mod sqlite_store {
+            $( #[tokio::test] async fn $case() { super::$case(super::sqlite()).await } )*
+        }
+    };
+}
+
+for_each_store!(
+    claim_extend_and_deny,
+    expiry_is_exact,
+    revoke_by_holder_other_and_nobody,
+    pins_stop_expiry_until_the_last_unpin,
+    pins_and_leaders_are_listed,
+    waiters_are_released_on_expiry_and_on_revoke,
+    a_cancelled_wait_ends_at_once,
+    tokens_fail_once_the_lease_moves,
+    writes_are_fenced_by_term,
+    bad_arguments_get_clear_errors,
+    watchers_hear_of_changes,
+);
+
+async fn claim_extend_and_deny(s: Subject) {
+    let start = s.clock.now();
+    let claim = s.store.claim(&unit("a/0"), LEASE).unwrap();
+    assert_eq!(claim.term, 1);
+    assert_eq!(claim.valid_until, start + LEASE, "valid from the start of the call");
+    match s.store.claim(&unit("a/1"), LEASE) {
+        Err(LeaseError::Denied { holder, .. }) => assert_eq!(holder, unit("a/0")),
+        other => panic!("expected a denial, got {other:?}"),
+    }
+    s.clock.advance(5 * SECOND);
+    let extended = s.store.claim(&unit("a/0"), LEASE).unwrap();
+    assert_eq!(extended.term, 1, "an extension keeps the term");
+    assert_eq!(s.store.lease(&app("a")).unwrap().unwrap().expires, start + 15 * SECOND);
+    // A shorter extension never shortens what was promised.
+    s.store.claim(&unit("a/0"), SECOND).unwrap();
+    assert_eq!(s.store.lease(&app("a")).unwrap().unwrap().expires, start + 15 * SECOND);
+    // Applications are independent.
+    assert_eq!(s.store.claim(&unit("b/7"), LEASE).unwrap().term, 1);
+}
+
+async fn expiry_is_exact(s: Subject) {
+    let claim = s.store.claim(&unit("a/0"), LEASE).unwrap();
+    s.clock.advance(LEASE - Duration::from_nanos(1));
+    assert!(matches!(s.store.claim(&unit("a/1"), LEASE), Err(LeaseError::Denied { .. })), "1 ns before expiry");
+    assert!(s.store.lease(&app("a")).unwrap().is_some());
+    s.clock.advance(Duration::from_nanos(1));
+    assert_eq!(s.clock.now(), claim.valid_until);
+    assert!(s.store.lease(&app("a")).unwrap().is_none(), "expired at exactly valid_until");
+    let next = s.store.claim(&unit("a/1"), LEASE).unwrap();
+    assert_eq!(next.term, 2, "a new holder gets a higher term");
+    // The old holder coming back is a new tenure too.
+    s.clock.advance(LEASE);
+    assert_eq!(s.store.claim(&unit("a/0"), LEASE).unwrap().term, 3);
+}
+
+async fn revoke_by_holder_other_and_nobody(s: Subject) {
+    s.store.revoke(&unit("a/0")).unwrap(); // no lease at all: ok
+    s.store.claim(&unit("a/0"), LEASE).unwrap();
+    match s.store.revoke(&unit("a/1")) {
+        Err(LeaseError::NotHeld { unit: u, .. }) => assert_eq!(u, unit("a/1")),
+        other => panic!("another unit's revoke must fail: {other:?}"),
+    }
+    assert!(s.store.lease(&app("a")).unwrap().is_some(), "a failed revoke changes nothing");
+    s.store.revoke(&unit("a/0")).unwrap();
+    assert!(s.store.lease(&app("a")).unwrap().is_none());
+    s.store.revoke(&unit("a/0")).unwrap(); // again: nobody holds it, ok
+    assert_eq!(s.store.claim(&unit("a/1"), LEASE).unwrap().term, 2, "granted at once, next term");
+}
+
+async fn pins_stop_expiry_until_the_last_unpin(s: Subject) {
+    for order in [["upgrade", "backup"], ["backup", "upgrade"]] {
+        let holder = unit("a/0");
+        s.store.claim(&holder, LEASE).unwrap();
+        s.store.pin(&app("a"), "upgrade").unwrap();
+        s.store.pin(&app("a"), "backup").unwrap();
+        s.store.pin(&app("a"), "backup").unwrap(); // idempotent
+        s.clock.advance(Duration::from_secs(3600));
+        assert!(matches!(s.store.claim(&unit("a/1"), LEASE), Err(LeaseError::Denied { .. })), "pinned: no expiry");
+        assert!(s.store.lease(&app("a")).unwrap().unwrap().pinned);
+        s.store.unpin(&app("a"), order[0]).unwrap();
+        assert!(s.store.lease(&app("a")).unwrap().is_some(), "one pin left");
+        s.store.unpin(&app("a"), order[1]).unwrap();
+        s.store.unpin(&app("a"), order[1]).unwrap(); // idempotent
+        assert!(s.store.lease(&app("a")).unwrap().is_none(), "expiry resumes after the last unpin");
+        s.store.claim(&unit("a/1"), LEASE).unwrap();
+        s.store.revoke(&unit("a/1")).unwrap();
+    }
+}
+
+async fn pins_and_leaders_are_listed(s: Subject) {
+    s.store.claim(&unit("a/0"), LEASE).unwrap();
+    s.store.claim(&unit("b/3"), 2 * LEASE).unwrap();
+    s.store.pin(&app("b"), "upgrade").unwrap();
+    s.store.pin(&app("c"), "z").unwrap();
+    s.store.pin(&app("c"), "a").unwrap();
+    let leaders = s.store.leaders().unwrap();
+    assert_eq!(leaders.get(&app("a")), Some(&unit("a/0")));
+    assert_eq!(leaders.get(&app("b")), Some(&unit("b/3")));
+    assert_eq!(leaders.len(), 2);
+    let pins = s.store.pins().unwrap();
+    assert_eq!(pins[&app("b")], ["upgrade"]);
+    assert_eq!(pins[&app("c")], ["a", "z"]);
+    s.clock.advance(3 * LEASE);
+    let leaders = s.store.leaders().unwrap();
+    assert_eq!(leaders.keys().collect::<Vec<_>>(), [&app("b")], "a expired, b is pinned");
+}
+
+async fn waiters_are_released_on_expiry_and_on_revoke(s: Subject) {
+    let waiters = |n: usize| {
+        (0..n)
+            .map(|_| {
+                let store = s.store.clone();
+                tokio::spawn(async move { wait_until_released(store.as_ref(), &app("a"), std::future::pending()).await })
+            })
+            .collect::<Vec<_>>()
+    };
+    // No leader: the wait ends at once.
+    wait_until_released(s.store.as_ref(), &app("a"), std::future::pending()).await.unwrap();
+
+    s.store.claim(&unit("a/0"), LEASE).unwrap();
+    let on_expiry = waiters(3);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(on_expiry.iter().all(|w| !w.is_finished()));
+    s.clock.advance(LEASE / 2);
+    s.store.claim(&unit("a/0"), LEASE).unwrap(); // extended: waiters keep waiting
+    s.clock.advance(LEASE / 2);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(on_expiry.iter().all(|w| !w.is_finished()), "an extension keeps waiters waiting");
+    s.clock.advance(LEASE);
+    for waiter in on_expiry {
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
+    }
+
+    s.store.claim(&unit("a/1"), LEASE).unwrap();
+    let on_revoke = waiters(3);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s.store.revoke(&unit("a/1")).unwrap();
+    for waiter in on_revoke {
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
+    }
+}
+
+async fn a_cancelled_wait_ends_at_once(s: Subject) {
+    s.store.claim(&unit("a/0"), LEASE).unwrap();
+    let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
+    let store = s.store.clone();
+    let waiter = tokio::spawn(async move {
+        wait_until_released(store.as_ref(), &app("a"), async {
+            let _ = cancelled.await;
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    cancel.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+    assert_eq!(result, Err(LeaseError::Cancelled));
+    assert!(s.store.lease(&app("a")).unwrap().is_some(), "cancelling changes nothing");
+}
+
+async fn tokens_fail_once_the_lease_moves(s: Subject) {
+    s.store.claim(&unit("a/0"), LEASE).unwrap();
+    let token = LeadershipToken::new(s.store.clone(), unit("a/0")).unwrap();
+    let minion_token = LeadershipToken::new(s.store.clone(), unit("a/1")).unwrap();
+    assert_eq!(token.term(), Some(1));
+    token.check().unwrap();
+    assert!(minion_token.check().is_err());
+    s.clock.advance(LEASE);
+    assert!(token.check().is_err(), "expired");
+    s.store.claim(&unit("a/1"), LEASE).unwrap();
+    assert!(token.check().is_err(), "moved");
+    s.store.revoke(&unit("a/1")).unwrap();
+    s.store.claim(&unit("a/0"), LEASE).unwrap();
+    assert!(token.check().is_err(), "back with the same unit, but a later term");
+}
+
+async fn writes_are_fenced_by_term(s: Subject) {
+    let old = s.store.claim(&unit("a/0"), LEASE).unwrap();
+    let snap = s.store.write_settings(&unit("a/0"), old.term, &group(&[("k", "1"), ("j", "x")])).unwrap();
+    assert_eq!(snap.version, 1);
+    s.clock.advance(LEASE);
+    let expired = s.store.write_settings(&unit("a/0"), old.term, &group(&[("k", "2")]));
+    assert!(matches!(expired, Err(WriteError::NotLeader { .. })), "an expired term may not write");
+    let new = s.store.claim(&unit("a/1"), LEASE).unwrap();
+    let stale = s.store.write_settings(&unit("a/0"), old.term, &group(&[("k", "2")]));
+    assert!(matches!(stale, Err(WriteError::NotLeader { term: 1, .. })), "stale term");
+    let wrong_unit = s.store.write_settings(&unit("a/0"), new.term, &group(&[("k", "2")]));
+    assert!(matches!(wrong_unit, Err(WriteError::NotLeader { .. })), "current term, wrong unit");
+    let snap = s.store.write_settings(&unit("a/1"), new.term, &group(&[("k", "2"), ("j", "")])).unwrap();
+    assert_eq!(snap.version, 2);
+    assert_eq!(*snap.values, [("k".to_string(), "2".to_string())].into());
+    let noop = s.store.write_settings(&unit("a/1"), new.term, &group(&[("k", "2")])).unwrap();
+    assert_eq!(noop.version, 2, "a write that changes nothing keeps the version");
+    let invalid = s.store.write_settings(&unit("a/1"), new.term, &group(&[("k", "3"), ("bad key", "v")]));
+    assert!(matches!(invalid, Err(WriteError::Invalid(_))));
+    assert_eq!(s.store.read_settings(&app("a")).unwrap(), snap, "nothing of an invalid group is written");
+}
+
+async fn bad_arguments_get_clear_errors(s: Subject) {
+    for bad in [Duration::ZERO, Duration::from_millis(999), Duration::from_secs(301)] {
+        let err = s.store.claim(&unit("a/0"), bad).unwrap_err();
+        assert_eq!(err, LeaseError::InvalidDuration(bad));
+        assert!(err.to_string().contains("1s to 5min"));
+    }
+    assert!(s.store.claim(&unit("a/0"), Duration::from_secs(300)).is_ok());
+    for bad in ["", "tab\there", &"e".repeat(257)] {
+        assert!(matches!(s.store.pin(&app("a"), bad), Err(LeaseError::InvalidEntity(_))));
+        assert!(matches!(s.store.unpin(&app("a"), bad), Err(LeaseError::InvalidEntity(_))));
+    }
+    let err = UnitName::new("a/x").unwrap_err().to_string();
+    assert!(err.contains("application/number"), "{err}");
+}
+
+async fn watchers_hear_of_changes(s: Subject) {
+    let mut leases = s.store.watch_leases();
+    let mut settings = s.store.watch_settings(&app("a"));
+    let claim = s.store.claim(&unit("a/0"), LEASE).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), leases.changed()).await.unwrap().unwrap();
+    s.store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), settings.changed()).await.unwrap().unwrap();
+    assert_eq!(*settings.borrow_and_update(), 1);
+}
+
+// SQLite only: what survives a restart of the process or of the machine.
+
+#[tokio::test]
+async fn sqlite_keeps_terms_leases_and_settings_across_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let clock = Arc::new(ManualClock::default());
+    let open = |boot: &str| -> Arc<dyn LeadershipStore> {
+        Arc::new(SqliteStore::open_with(&path, clock.clone(), sqlite_options(boot)).unwrap())
+    };
+    let store = open("boot-1");
+    let claim = store.claim(&unit("a/0"), LEASE).unwrap();
+    store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).unwrap();
+    drop(store);
+
+    // Same boot: the holder may still believe in its lease, so nobody else gets it.
+    let store = open("boot-1");
+    assert!(matches!(store.claim(&unit("a/1"), LEASE), Err(LeaseError::Denied { .. })));
+    assert_eq!(store.read_settings(&app("a")).unwrap().values.get("k").map(String::as_str), Some("v"));
+    clock.advance(LEASE);
+    assert_eq!(store.claim(&unit("a/1"), LEASE).unwrap().term, 2);
+    drop(store);
+
+    // A reboot: readings of the old boot's clock mean nothing, so the lease is kept for a
+    // full duration from now (here the manual clock even stands still).
+    let store = open("boot-2");
+    assert!(matches!(store.claim(&unit("a/0"), LEASE), Err(LeaseError::Denied { .. })));
+    clock.advance(LEASE - Duration::from_nanos(1));
+    assert!(store.lease(&app("a")).unwrap().is_some());
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(store.claim(&unit("a/0"), LEASE).unwrap().term, 3, "terms keep rising across restarts");
+    assert_eq!(store.read_settings(&app("a")).unwrap().version, 1);
+}
+
+#[tokio::test]
+async fn sqlite_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("UPDATE meta SET value = 99 WHERE key = 'schema'", []).unwrap();
+    drop(conn);
+    let err = SqliteStore::open(&path).unwrap_err().to_string();
+    assert!(err.contains("schema version 99"), "{err}");
+}
