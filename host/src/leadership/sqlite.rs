@@ -86,9 +86,6 @@ pub enum OpenError {
     /// The boot id could not be read.
     #[error("cannot read the machine's boot id: {0}")]
     BootId(std::io::Error),
-    /// The thread that watches for other processes' commits could not start.
-    #[error("cannot start the store's change poller: {0}")]
-    Poller(std::io::Error),
 }
 
 const SCHEMA_VERSION: i64 = 1;
@@ -119,6 +116,9 @@ pub struct SqliteStore {
     clock: Arc<dyn Clock>,
     shared: Arc<Shared>,
     path: PathBuf,
+    options: SqliteOptions,
+    /// Started on the first watch: stores nobody watches need no thread.
+    poller: std::sync::Once,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -187,9 +187,19 @@ impl SqliteStore {
         let mut conn = conn;
         adopt_boot(&mut conn, &boot_id, clock.now()).map_err(sqlite)?;
         let shared = Arc::new(Shared { conn: Mutex::new(conn), watchers: Watchers::default() });
-        let poll_conn = open_connection(path, &options).map_err(sqlite)?;
-        start_poller(poll_conn, options.poll_interval, Arc::downgrade(&shared)).map_err(OpenError::Poller)?;
-        Ok(Self { clock, shared, path: path.to_owned() })
+        Ok(Self { clock, shared, path: path.to_owned(), options, poller: std::sync::Once::new() })
+    }
+
+    /// Starts watching for other processes' commits, once.
+    fn ensure_poller(&self) {
+        self.poller.call_once(|| {
+            let started = open_connection(&self.path, &self.options)
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|conn| start_poller(conn, self.options.poll_interval, Arc::downgrade(&self.shared)));
+            if let Err(err) = started {
+                tracing::warn!(path = %self.path.display(), "other processes' changes will go unnoticed: {err}");
+            }
+        });
     }
 
     /// The database file.
@@ -449,11 +459,13 @@ impl LeadershipStore for SqliteStore {
     }
 
     fn watch_settings(&self, app: &AppName) -> watch::Receiver<u64> {
+        self.ensure_poller();
         let current = self.read_settings(app).map_or(0, |s| s.version);
         self.shared.watchers.settings(app, current)
     }
 
     fn watch_leases(&self) -> watch::Receiver<u64> {
+        self.ensure_poller();
         self.shared.watchers.leases()
     }
 }
