@@ -1,0 +1,107 @@
+//! Several OS processes share one SQLite file and contend for the same application's lease.
+//! Each process is this test binary run again as a worker (`lease_worker`, which does
+//! nothing unless `LEASE_WORKER_UNIT` is set); each prints what it believed and when, on the
+//! machine-wide monotonic clock they all share, and the parent checks the beliefs.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use charm_host::leadership::{Clock, LeaseError, LeadershipStore, MonotonicClock, SqliteStore};
+use charm_host::names::{AppName, UnitName};
+
+const WORKERS: u32 = 3;
+const RUN_FOR: Duration = Duration::from_secs(3);
+
+#[test]
+fn processes_sharing_one_file_never_lead_at_once_and_lose_no_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    let children: Vec<_> = (0..WORKERS)
+        .map(|n| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "lease_worker", "--nocapture", "--test-threads=1"])
+                .env("LEASE_WORKER_UNIT", format!("app/{n}"))
+                .env("LEASE_WORKER_DB", &db)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut tenures: Vec<(String, u64, u64, u64)> = Vec::new(); // unit, term, from, until
+    let mut writes: Vec<u64> = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "a worker failed");
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            // The harness may print `test lease_worker ... ` before a worker's first line.
+            let line = ["TENURE", "WROTE"].iter().find_map(|m| line.find(m).map(|i| &line[i..])).unwrap_or("");
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                ["TENURE", unit, term, from, until] => {
+                    tenures.push((unit.to_string(), term.parse().unwrap(), from.parse().unwrap(), until.parse().unwrap()))
+                }
+                ["WROTE", version] => writes.push(version.parse().unwrap()),
+                _ => {}
+            }
+        }
+    }
+    tenures.sort_by_key(|t| t.2);
+    let holders: std::collections::BTreeSet<&str> = tenures.iter().map(|t| t.0.as_str()).collect();
+    assert!(tenures.len() >= 3 && holders.len() >= 2, "the lease should change hands: {tenures:?}");
+    for pair in tenures.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(a.3 <= b.2, "{} believed it led until {} but {} believed it from {}", a.0, a.3, b.0, b.2);
+        assert!(b.1 > a.1, "terms must rise with each tenure: {a:?} then {b:?}");
+    }
+    writes.sort();
+    let store = SqliteStore::open(&db).unwrap();
+    let final_version = store.read_settings(&AppName::new("app").unwrap()).unwrap().version;
+    assert!(!writes.is_empty());
+    assert_eq!(writes, (1..=final_version).collect::<Vec<_>>(), "every acknowledged write, none lost, none twice");
+}
+
+/// The worker: claim, hold for a while with renewals and fenced writes, revoke, repeat.
+#[test]
+fn lease_worker() {
+    let (Ok(unit), Ok(db)) = (std::env::var("LEASE_WORKER_UNIT"), std::env::var("LEASE_WORKER_DB")) else {
+        return; // run as part of the suite: nothing to do
+    };
+    let unit = UnitName::new(&unit).unwrap();
+    let store = SqliteStore::open(Path::new(&db)).unwrap();
+    let clock = MonotonicClock;
+    let end = clock.now() + RUN_FOR;
+    let mut seq = 0u64;
+    let mut rng = unit.number() as u64 * 7919 + 17;
+    let mut next = move || {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (rng >> 33) % 100
+    };
+    while clock.now() < end {
+        let claim = match store.claim(&unit, Duration::from_secs(1)) {
+            Ok(claim) => claim,
+            Err(LeaseError::Denied { .. }) => {
+                std::thread::sleep(Duration::from_millis(2 + next() / 10));
+                continue;
+            }
+            Err(err) => panic!("claim failed: {err}"),
+        };
+        let from = clock.now();
+        let mut valid_until = claim.valid_until;
+        let hold_until = from + Duration::from_millis(50 + next() * 3);
+        while clock.now() < hold_until {
+            seq += 1;
+            let value = format!("{unit}:{}:{seq}", claim.term);
+            match store.write_settings(&unit, claim.term, &[("last".into(), value)]) {
+                Ok(snapshot) => println!("WROTE {}", snapshot.version),
+                Err(err) => panic!("a fenced write by the holder failed: {err}"),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            valid_until = store.claim(&unit, Duration::from_secs(1)).unwrap().valid_until;
+        }
+        let until = clock.now().min(valid_until);
+        println!("TENURE {unit} {} {} {}", claim.term, from.as_nanos(), until.as_nanos());
+        store.revoke(&unit).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
