@@ -103,3 +103,25 @@ fn load_errors_are_reported_before_any_unit_starts() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("invalid application name"));
 }
+
+#[test]
+fn state_dir_keeps_settings_and_raises_the_term_across_runs() {
+    let cache = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let state_arg = state.path().to_str().unwrap();
+    let run = || {
+        let output = charm_host(
+            &["run", "example-charms/shared-settings", "--units", "2", "--for", "1s", "--json", "--state", state_arg],
+            cache.path(),
+        );
+        assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+        json_lines(&output).pop().expect("a status line")
+    };
+    let first = run();
+    let second = run();
+    assert_eq!(first["settings"], second["settings"], "the same leader settings");
+    assert!(first["settings"]["cluster-id"].is_string());
+    let (t1, t2) = (first["term"].as_u64().unwrap(), second["term"].as_u64().unwrap());
+    assert!(t2 > t1, "a higher term on the second run: {t1} then {t2}");
+    assert!(state.path().join("state.db").is_file());
+}

@@ -110,6 +110,7 @@ impl Application {
     }
 
     /// Runs every unit until `shutdown` completes; hooks still running then are stopped.
+    /// Leadership stays held (until it expires) unless [`Self::release_leadership`] follows.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         let mut tasks = JoinSet::new();
         for unit in &self.units {
@@ -119,6 +120,16 @@ impl Application {
         }
         shutdown.await;
         tasks.shutdown().await;
+    }
+
+    /// Every unit gives up the leadership it holds, so that a successor (in this process or
+    /// a later run on the same store) need not wait for the lease to expire.
+    pub fn release_leadership(&self) {
+        for unit in &self.units {
+            if let Err(err) = unit.tracker().release() {
+                tracing::warn!(unit = %unit.name(), "could not give up leadership: {err}");
+            }
+        }
     }
 }
 
@@ -135,7 +146,8 @@ async fn keep_claiming(unit: Arc<Unit>, role_tx: watch::Sender<Role>) {
                 _ => Role::Minion,
             },
         };
-        let previous = role_tx.send_replace(role);
+        let previous = *role_tx.borrow();
+        role_tx.send_if_modified(|current| std::mem::replace(current, role) != role);
         if previous != role {
             let (leader, term) = match role {
                 Role::Leader(term) => (true, Some(term)),
@@ -161,7 +173,6 @@ async fn drive_unit(runtime: Arc<HookRuntime>, charm: Charm, unit: Arc<Unit>, mu
             acted_on = role;
             match role {
                 Role::Leader(term) => {
-                    settings_rx.borrow_and_update();
                     settings_pending = false;
                     if unit.tracker().held_term() == Some(term) {
                         runtime.run_hook(&charm, &unit, HookKind::LeaderElected).await;
@@ -173,21 +184,26 @@ async fn drive_unit(runtime: Arc<HookRuntime>, charm: Charm, unit: Arc<Unit>, mu
             continue;
         }
         match role {
-            Role::Minion if settings_pending || settings_rx.has_changed().unwrap_or(false) => {
+            Role::Minion if settings_pending => {
+                // Everything announced so far is in the snapshot this hook will read.
                 settings_rx.borrow_and_update();
                 settings_pending = false;
                 runtime.run_hook(&charm, &unit, HookKind::LeaderSettingsChanged).await;
                 continue;
             }
             // The leader is not told of settings changes (they are its own writes).
-            Role::Leader(_) => {
-                settings_rx.borrow_and_update();
-            }
+            Role::Leader(_) => settings_pending = false,
             _ => {}
         }
         tokio::select! {
             changed = role_rx.changed() => if changed.is_err() { return },
-            changed = settings_rx.changed() => if changed.is_err() { return },
+            changed = settings_rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // Any number of changes since the last hook make one more hook.
+                settings_pending = true;
+            }
         }
     }
 }

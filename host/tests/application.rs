@@ -23,7 +23,7 @@ fn hooks_of(events: &RecordingSink, unit: &str) -> Vec<HookKind> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settings_changes_during_a_minion_hook_coalesce_into_one_more_hook() {
+async fn settings_changes_coalesce_into_one_more_minion_hook() {
     let Fixture { dir, store, events, runtime, charm } = Fixture::new();
     let leader_name = UnitName::new("app/0").unwrap();
     // app/0 holds the lease before the units start, so it is the leader.
@@ -54,10 +54,17 @@ async fn settings_changes_during_a_minion_hook_coalesce_into_one_more_hook() {
     resume(&minion).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!minion.data_dir().join("paused").exists(), "no further hook");
+
+    // A change while the minion is idle wakes it once too.
+    store.write_settings(&leader_name, term, &[("n".into(), "idle".into())]).unwrap();
+    wait_paused(&minion).await;
+    resume(&minion).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!minion.data_dir().join("paused").exists(), "no further hook");
     let _ = stop_tx.send(());
     running.await.unwrap();
 
     use HookKind::*;
-    assert_eq!(hooks_of(&events, "app/1"), [Install, LeaderSettingsChanged, LeaderSettingsChanged]);
+    assert_eq!(hooks_of(&events, "app/1"), [Install, LeaderSettingsChanged, LeaderSettingsChanged, LeaderSettingsChanged]);
     assert_eq!(hooks_of(&events, "app/0"), [Install, LeaderElected], "the leader is not told of writes");
 }

@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Print JSON Lines instead of a human-readable log.
     #[arg(long)]
     pub json: bool,
+    /// Keep leases, terms, settings and unit data in DIR (a SQLite store) across runs;
+    /// default: in memory, gone at exit.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

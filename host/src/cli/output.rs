@@ -81,6 +81,7 @@ impl EventSink for JsonLog {
 pub struct StatusReport {
     app: AppName,
     leader: Option<String>,
+    term: Option<u64>,
     settings: Arc<Settings>,
     units: Vec<UnitRow>,
 }
@@ -97,7 +98,9 @@ struct UnitRow {
 impl StatusReport {
     /// Reads the leader, settings and every unit's status.
     pub fn collect(app: &AppName, store: &dyn LeadershipStore, units: &[Arc<Unit>]) -> anyhow::Result<Self> {
-        let leader = store.lease(app)?.map(|l| l.holder.to_string());
+        let lease = store.lease(app)?;
+        let leader = lease.as_ref().map(|l| l.holder.to_string());
+        let term = lease.map(|l| l.term);
         let settings = store.read_settings(app)?.values;
         let units = units
             .iter()
@@ -113,10 +116,10 @@ impl StatusReport {
                 }
             })
             .collect();
-        Ok(Self { app: app.clone(), leader, settings, units })
+        Ok(Self { app: app.clone(), leader, term, settings, units })
     }
 
-    /// One JSON object: `{"type":"status", "application", "leader", "settings", "units"}`.
+    /// One JSON object: `{"type":"status", "application", "leader", "term", "settings", "units"}`.
     pub fn to_json(&self) -> serde_json::Value {
         let units: Vec<_> = self
             .units
@@ -126,7 +129,7 @@ impl StatusReport {
                     "last_hook": u.last_hook, "error": u.error})
             })
             .collect();
-        json!({"type": "status", "application": self.app.as_str(), "leader": self.leader,
+        json!({"type": "status", "application": self.app.as_str(), "leader": self.leader, "term": self.term,
             "settings": *self.settings, "units": units})
     }
 
@@ -141,6 +144,9 @@ impl StatusReport {
             };
             let leader = if u.leader { "*" } else { "" };
             out.push_str(&format!("{:<width$}  {leader:<6}  {:<12} {message}\n", u.unit, u.status));
+        }
+        if let Some(term) = self.term {
+            out.push_str(&format!("\nLeader term: {term}\n"));
         }
         out.push_str(&format!("\nLeader settings of {} ({} keys):\n", self.app, self.settings.len()));
         for (key, value) in self.settings.iter() {

@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use charm_host::application::{Application, ApplicationConfig};
 use charm_host::charm_build::build_charm;
 use charm_host::events::EventSink;
-use charm_host::leadership::{LeadershipStore, MemoryStore};
+use charm_host::leadership::{LeadershipStore, MemoryStore, SqliteStore};
 use charm_host::names::AppName;
 use charm_host::runtime::{HookRuntime, RuntimeConfig};
 
@@ -52,13 +52,45 @@ fn app_name(given: Option<&str>, charm: &Path) -> anyhow::Result<AppName> {
     AppName::new(&derived).or_else(|_| Ok(AppName::new("app")?))
 }
 
+/// Where a run keeps its state: a SQLite store and unit data in `dir`, or memory and a
+/// temporary directory.
+pub fn open_state(dir: Option<&Path>) -> anyhow::Result<(Arc<dyn LeadershipStore>, DataRoot)> {
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating the state directory {}", dir.display()))?;
+            let store = SqliteStore::open(&dir.join("state.db"))?;
+            Ok((Arc::new(store), DataRoot::Kept(dir.join("units"))))
+        }
+        None => {
+            let tmp = tempfile::Builder::new().prefix("charm-host-run-").tempdir().context("creating unit data directories")?;
+            Ok((Arc::new(MemoryStore::new()), DataRoot::Temporary(tmp)))
+        }
+    }
+}
+
+/// The directory units' data directories live in.
+pub enum DataRoot {
+    /// Under `--state DIR`, kept.
+    Kept(PathBuf),
+    /// A temporary directory, removed on drop.
+    Temporary(tempfile::TempDir),
+}
+
+impl DataRoot {
+    pub fn path(&self) -> &Path {
+        match self {
+            DataRoot::Kept(path) => path,
+            DataRoot::Temporary(dir) => dir.path(),
+        }
+    }
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let app = app_name(args.app.as_deref(), &args.charm)?;
     let wasm = charm_wasm(&args.charm)?;
     let runtime = Arc::new(HookRuntime::new(args.runtime.runtime_config())?);
     let charm = runtime.load_charm(&wasm)?;
-    let data_root = tempfile::Builder::new().prefix("charm-host-run-").tempdir().context("creating unit data directories")?;
-    let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
+    let (store, data_root) = open_state(args.state.as_deref())?;
     let events: Arc<dyn EventSink> = if args.json { Arc::new(JsonLog::new()) } else { Arc::new(HumanLog::new()) };
     if !args.json {
         let source = if charm.from_cache() { "from cache" } else { "compiled" };
@@ -83,6 +115,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }));
     let report = StatusReport::collect(&app, store.as_ref(), application.units())?;
+    application.release_leadership();
     if args.json {
         println!("{}", report.to_json());
     } else {

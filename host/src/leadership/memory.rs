@@ -164,8 +164,7 @@ impl LeadershipStore for MemoryStore {
     }
 
     fn watch_settings(&self, app: &AppName) -> watch::Receiver<u64> {
-        let current = self.lock().get(app).map_or(0, |a| a.settings.version);
-        self.watchers.settings(app, current)
+        self.watchers.settings(app, || self.lock().get(app).map_or(0, |a| a.settings.version))
     }
 
     fn watch_leases(&self) -> watch::Receiver<u64> {

@@ -460,8 +460,7 @@ impl LeadershipStore for SqliteStore {
 
     fn watch_settings(&self, app: &AppName) -> watch::Receiver<u64> {
         self.ensure_poller();
-        let current = self.read_settings(app).map_or(0, |s| s.version);
-        self.shared.watchers.settings(app, current)
+        self.shared.watchers.settings(app, || self.read_settings(app).map_or(0, |s| s.version))
     }
 
     fn watch_leases(&self) -> watch::Receiver<u64> {

@@ -24,9 +24,12 @@ impl Default for Watchers {
 }
 
 impl Watchers {
-    /// A receiver of `app`'s settings version, starting from `current`.
-    pub fn settings(&self, app: &AppName, current: u64) -> watch::Receiver<u64> {
+    /// A receiver of `app`'s settings version, starting from the version `read_current`
+    /// returns. It runs while no change can be announced, so a write that commits around
+    /// the subscription is either in that version or announced to the new receiver.
+    pub fn settings(&self, app: &AppName, read_current: impl FnOnce() -> u64) -> watch::Receiver<u64> {
         let mut map = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        let current = read_current();
         let sender = map.entry(app.clone()).or_insert_with(|| watch::channel(current).0);
         sender.send_if_modified(|v| raise(v, current));
         sender.subscribe()
