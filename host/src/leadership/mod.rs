@@ -18,6 +18,13 @@
 //!
 //! Non-guarantees: nothing about *when* a waiting unit gets the lease, nor about how soon a
 //! watcher hears of a change (in-process: at once; across processes: within a poll).
+//!
+//! The boundary is drawn at these atomic decisions, not at reads and writes of rows, so a
+//! distributed store can implement it with its own primitives and no home-made consensus:
+//! on etcd, a lease key per application bound to an etcd lease (its TTL is the store
+//! clock), a claim as one transaction comparing that key's revision, the term as a counter
+//! key raised in the same transaction, and a fenced write as a transaction whose guard
+//! compares the lease key's value and term before putting the settings.
 
 pub mod clock;
 pub mod memory;
