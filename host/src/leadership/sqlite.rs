@@ -220,6 +220,22 @@ impl SqliteStore {
         Ok(value)
     }
 
+    /// Runs the pin statement `sql` for (`app`, `entity`), announcing a change if it made one.
+    fn change_pin(&self, app: &AppName, entity: &str, sql: &str) -> Result<(), LeaseError> {
+        validate_entity(entity)?;
+        let changed = self.write_tx(|tx| {
+            let changed = tx.prepare_cached(sql)?.execute([app.as_str(), entity])? > 0;
+            if changed {
+                bump_lease_generation(tx)?;
+            }
+            Ok::<_, LeaseError>(changed)
+        })?;
+        if changed {
+            self.shared.watchers.leases_changed();
+        }
+        Ok(())
+    }
+
     /// Runs `f` in one read transaction, so it sees a single committed state.
     fn read_tx<T, E: From<rusqlite::Error>>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
         let mut conn = self.conn();
@@ -354,33 +370,11 @@ impl LeadershipStore for SqliteStore {
     }
 
     fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
-        validate_entity(entity)?;
-        let inserted = self.write_tx(|tx| {
-            let n = tx.execute("INSERT OR IGNORE INTO pins (app, entity) VALUES (?1, ?2)", [app.as_str(), entity])?;
-            if n > 0 {
-                bump_lease_generation(tx)?;
-            }
-            Ok::<_, LeaseError>(n > 0)
-        })?;
-        if inserted {
-            self.shared.watchers.leases_changed();
-        }
-        Ok(())
+        self.change_pin(app, entity, "INSERT OR IGNORE INTO pins (app, entity) VALUES (?1, ?2)")
     }
 
     fn unpin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
-        validate_entity(entity)?;
-        let removed = self.write_tx(|tx| {
-            let n = tx.execute("DELETE FROM pins WHERE app = ?1 AND entity = ?2", [app.as_str(), entity])?;
-            if n > 0 {
-                bump_lease_generation(tx)?;
-            }
-            Ok::<_, LeaseError>(n > 0)
-        })?;
-        if removed {
-            self.shared.watchers.leases_changed();
-        }
-        Ok(())
+        self.change_pin(app, entity, "DELETE FROM pins WHERE app = ?1 AND entity = ?2")
     }
 
     fn pins(&self) -> Result<BTreeMap<AppName, Vec<String>>, LeaseError> {
