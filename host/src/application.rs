@@ -1,32 +1,25 @@
-//! Runs the units of one application in this process: for each unit, a claim loop that
-//! keeps its leadership tracker fresh, and a unit task that decides which hook runs next.
+//! Runs the units of one application in this process, each with its own
+//! [`agent`](crate::agent), sharing one store, one runtime and one compiled charm.
 //!
-//! Hook order per unit (the guarantees charms rely on):
-//! - `install` runs first and alone; nothing leadership-related runs before it succeeds
-//!   (a unit whose `install` failed runs nothing more).
-//! - Then `leader-elected` if the unit is leader, else `leader-settings-changed`.
-//! - `leader-elected` runs once per tenure (term), and only if the unit still holds that
-//!   term when the hook would start; a stale one is dropped.
-//! - `leader-settings-changed` runs each time the unit becomes a minion, and after the
-//!   leader changes the settings; changes while a hook runs coalesce into one more hook.
-//!   The leader is not told of settings changes.
-//!
-//! Claims run on their own task, so a long hook never delays a renewal.
+//! Invariants: every unit's agent runs on its own task; [`RunningApplication::stop`] stops
+//! them all gracefully (deposed, stop, revoke) and waits for them; a unit that is
+//! [`killed`](RunningApplication::kill) stops at once without giving up its lease, like a
+//! crashed agent.
 
-use std::future::Future;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
-use crate::events::{Event, EventSink};
-use crate::hooks::HookKind;
+use crate::agent::{self, AgentCommand, AgentConfig, Backoff};
+use crate::events::EventSink;
 use crate::leadership::LeadershipStore;
 use crate::names::{AppName, UnitName};
 use crate::runtime::{Charm, HookRuntime};
-use crate::tracker::{LeadershipTracker, Refresh};
+use crate::tracker::LeadershipTracker;
 use crate::unit::Unit;
 
 /// How one application's units are set up.
@@ -38,11 +31,14 @@ pub struct ApplicationConfig {
     pub units: u32,
     /// The `is-leader` guarantee window.
     pub guarantee_window: Duration,
-    /// Each unit's data directory is `data_root/<app>-<number>`.
+    /// Unit `app/N` keeps its charm data in `data_root/app-N/data` and its agent state in
+    /// `data_root/app-N/agent.json`.
     pub data_root: PathBuf,
+    /// Retry timing for failed hooks.
+    pub backoff: Backoff,
 }
 
-/// Why an application could not be set up.
+/// Why an application could not be set up or controlled.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplicationError {
     /// A unit's data directory could not be created.
@@ -56,28 +52,26 @@ pub enum ApplicationError {
     /// The configuration is unusable.
     #[error("invalid application configuration: {0}")]
     Config(String),
+    /// No running unit has that name.
+    #[error("no running unit {0}")]
+    NoSuchUnit(UnitName),
 }
 
-/// The leadership state a unit's hooks act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    /// No claim has been answered yet.
-    Unknown,
-    /// Leader at this term, with the guarantee window ahead.
-    Leader(u64),
-    /// Not leader, or leadership cannot be guaranteed.
-    Minion,
-}
+/// The accepted guarantee windows.
+pub const GUARANTEE_WINDOW_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(500)..=Duration::from_secs(150);
 
-/// The units of one application, sharing one store and one compiled charm.
+/// The units of one application.
 pub struct Application {
     runtime: Arc<HookRuntime>,
     charm: Charm,
     units: Vec<Arc<Unit>>,
+    state_files: Vec<PathBuf>,
+    backoff: Backoff,
 }
 
 impl Application {
-    /// Creates the units (and their data directories); nothing runs until [`Self::run`].
+    /// Creates the units (and their directories); nothing runs until [`Self::start`].
     pub fn new(
         runtime: Arc<HookRuntime>,
         charm: Charm,
@@ -85,23 +79,24 @@ impl Application {
         events: Arc<dyn EventSink>,
         config: &ApplicationConfig,
     ) -> Result<Self, ApplicationError> {
-        if config.guarantee_window < Duration::from_millis(500) || config.guarantee_window > Duration::from_secs(150) {
+        if !GUARANTEE_WINDOW_RANGE.contains(&config.guarantee_window) {
             return Err(ApplicationError::Config(format!(
                 "the guarantee window must be between 500ms and 150s, not {:?}",
                 config.guarantee_window
             )));
         }
-        let units = (0..config.units)
-            .map(|number| {
-                let name = UnitName::from_parts(config.app.clone(), number);
-                let data_dir = config.data_root.join(format!("{}-{number}", config.app));
-                let tracker = LeadershipTracker::new(name.clone(), store.clone(), config.guarantee_window);
-                Unit::new(name.clone(), data_dir, tracker, events.clone())
-                    .map(Arc::new)
-                    .map_err(|source| ApplicationError::DataDir { unit: name, source })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self { runtime, charm, units })
+        let mut units = Vec::new();
+        let mut state_files = Vec::new();
+        for number in 0..config.units {
+            let name = UnitName::from_parts(config.app.clone(), number);
+            let dir = config.data_root.join(format!("{}-{number}", config.app));
+            let tracker = LeadershipTracker::new(name.clone(), store.clone(), config.guarantee_window);
+            let unit = Unit::new(name.clone(), dir.join("data"), tracker, events.clone())
+                .map_err(|source| ApplicationError::DataDir { unit: name, source })?;
+            units.push(Arc::new(unit));
+            state_files.push(dir.join("agent.json"));
+        }
+        Ok(Self { runtime, charm, units, state_files, backoff: config.backoff })
     }
 
     /// The units, in order of their numbers.
@@ -109,101 +104,77 @@ impl Application {
         &self.units
     }
 
-    /// Runs every unit until `shutdown` completes; hooks still running then are stopped.
-    /// Leadership stays held (until it expires) unless [`Self::release_leadership`] follows.
-    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
-        let mut tasks = JoinSet::new();
-        for unit in &self.units {
-            let (role_tx, role_rx) = watch::channel(Role::Unknown);
-            tasks.spawn(keep_claiming(unit.clone(), role_tx));
-            tasks.spawn(drive_unit(self.runtime.clone(), self.charm.clone(), unit.clone(), role_rx));
-        }
-        shutdown.await;
-        tasks.shutdown().await;
+    /// Starts every unit's agent.
+    pub fn start(&self) -> RunningApplication {
+        let agents = self
+            .units
+            .iter()
+            .zip(&self.state_files)
+            .map(|(unit, state_file)| {
+                let (commands, receiver) = mpsc::channel(8);
+                let config = AgentConfig { backoff: self.backoff, state_file: Some(state_file.clone()) };
+                let task = tokio::spawn(agent::run_unit(
+                    self.runtime.clone(),
+                    self.charm.clone(),
+                    unit.clone(),
+                    config,
+                    receiver,
+                ));
+                (unit.name().clone(), RunningAgent { commands, task })
+            })
+            .collect();
+        RunningApplication { agents }
+    }
+}
+
+struct RunningAgent {
+    commands: mpsc::Sender<AgentCommand>,
+    task: JoinHandle<Result<(), agent::LocalStateError>>,
+}
+
+/// The agents of a started application.
+pub struct RunningApplication {
+    agents: HashMap<UnitName, RunningAgent>,
+}
+
+impl RunningApplication {
+    /// Sends `command` to `unit`'s agent.
+    pub async fn command(&self, unit: &UnitName, command: AgentCommand) -> Result<(), ApplicationError> {
+        let agent = self.agents.get(unit).ok_or_else(|| ApplicationError::NoSuchUnit(unit.clone()))?;
+        agent.commands.send(command).await.map_err(|_| ApplicationError::NoSuchUnit(unit.clone()))
     }
 
-    /// Every unit gives up the leadership it holds, so that a successor (in this process or
-    /// a later run on the same store) need not wait for the lease to expire.
-    pub fn release_leadership(&self) {
-        for unit in &self.units {
-            if let Err(err) = unit.tracker().release() {
-                tracing::warn!(unit = %unit.name(), "could not give up leadership: {err}");
-            }
+    /// Stops `unit` gracefully and waits for it.
+    pub async fn stop_unit(&mut self, unit: &UnitName) -> Result<(), ApplicationError> {
+        let agent = self.agents.remove(unit).ok_or_else(|| ApplicationError::NoSuchUnit(unit.clone()))?;
+        let _ = agent.commands.send(AgentCommand::Stop).await;
+        finish(unit, agent.task).await;
+        Ok(())
+    }
+
+    /// Kills `unit` at once, as a crash would: its lease is left to expire.
+    pub fn kill(&mut self, unit: &UnitName) -> Result<(), ApplicationError> {
+        let agent = self.agents.remove(unit).ok_or_else(|| ApplicationError::NoSuchUnit(unit.clone()))?;
+        agent.task.abort();
+        Ok(())
+    }
+
+    /// Stops every unit gracefully, in parallel, and waits for all of them.
+    pub async fn stop(self) {
+        for agent in self.agents.values() {
+            let _ = agent.commands.send(AgentCommand::Stop).await;
+        }
+        for (unit, agent) in self.agents {
+            finish(&unit, agent.task).await;
         }
     }
 }
 
-/// Refreshes the unit's claim every renew interval and publishes its role.
-async fn keep_claiming(unit: Arc<Unit>, role_tx: watch::Sender<Role>) {
-    let tracker = unit.tracker();
-    loop {
-        let role = match tracker.refresh() {
-            Refresh::Leader { term, .. } => Role::Leader(term),
-            Refresh::Minion => Role::Minion,
-            // The store failed: keep acting as leader only while the guarantee lasts.
-            Refresh::Failed => match (*role_tx.borrow(), tracker.is_leader()) {
-                (Role::Leader(term), Ok(true)) => Role::Leader(term),
-                _ => Role::Minion,
-            },
-        };
-        let previous = *role_tx.borrow();
-        role_tx.send_if_modified(|current| std::mem::replace(current, role) != role);
-        if previous != role {
-            let (leader, term) = match role {
-                Role::Leader(term) => (true, Some(term)),
-                _ => (false, None),
-            };
-            unit.emit(Event::Leadership { unit: unit.name().clone(), leader, term });
-        }
-        tokio::time::sleep(tracker.renew_interval()).await;
-    }
-}
-
-/// Runs the unit's hooks in the order the module docs give.
-async fn drive_unit(runtime: Arc<HookRuntime>, charm: Charm, unit: Arc<Unit>, mut role_rx: watch::Receiver<Role>) {
-    if runtime.run_hook(&charm, &unit, HookKind::Install).await.result.is_err() {
-        return;
-    }
-    let mut settings_rx = unit.store().watch_settings(unit.name().app());
-    let mut acted_on = Role::Unknown;
-    let mut settings_pending = false;
-    loop {
-        let role = *role_rx.borrow_and_update();
-        if role != acted_on {
-            acted_on = role;
-            match role {
-                Role::Leader(term) => {
-                    settings_pending = false;
-                    if unit.tracker().held_term() == Some(term) {
-                        runtime.run_hook(&charm, &unit, HookKind::LeaderElected).await;
-                    }
-                }
-                Role::Minion => settings_pending = true,
-                Role::Unknown => {}
-            }
-            continue;
-        }
-        match role {
-            Role::Minion if settings_pending => {
-                // Everything announced so far is in the snapshot this hook will read.
-                settings_rx.borrow_and_update();
-                settings_pending = false;
-                runtime.run_hook(&charm, &unit, HookKind::LeaderSettingsChanged).await;
-                continue;
-            }
-            // The leader is not told of settings changes (they are its own writes).
-            Role::Leader(_) => settings_pending = false,
-            _ => {}
-        }
-        tokio::select! {
-            changed = role_rx.changed() => if changed.is_err() { return },
-            changed = settings_rx.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                // Any number of changes since the last hook make one more hook.
-                settings_pending = true;
-            }
-        }
+async fn finish(unit: &UnitName, task: JoinHandle<Result<(), agent::LocalStateError>>) {
+    match task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!(%unit, "agent failed: {err}"),
+        Err(err) if err.is_cancelled() => {}
+        Err(err) => tracing::error!(%unit, "agent panicked: {err}"),
     }
 }

@@ -18,6 +18,7 @@
 //! - [`settings`], [`names`], [`hooks`], [`events`], [`unit`]: the shared vocabulary.
 //! - [`charm_build`]: builds a charm crate for `wasm32-wasip2`.
 
+pub mod agent;
 pub mod application;
 mod capabilities;
 pub mod charm_build;

@@ -136,6 +136,21 @@ impl LeadershipTracker {
         self.lock().claim.filter(|c| c.valid_until > now).map(|c| c.term)
     }
 
+    /// The instant after which this unit can no longer guarantee the window: the end of
+    /// its claim minus the window. `None` without a claim.
+    pub fn guarantee_deadline(&self) -> Option<super::leadership::Timestamp> {
+        let window = self.window;
+        self.lock().claim.map(|c| {
+            super::leadership::Timestamp::from_nanos(c.valid_until.as_nanos().saturating_sub(window.as_nanos() as u64))
+        })
+    }
+
+    /// Stops answering as leader at once, without revoking the lease: the lease then keeps
+    /// every other unit out until it expires. Returns the claim it had.
+    pub fn abandon(&self) -> Option<crate::leadership::Claim> {
+        self.lock().claim.take()
+    }
+
     /// Gives up leadership now, if held: the guarantee ends before the lease is revoked.
     pub fn release(&self) -> Result<(), LeaseError> {
         self.lock().claim = None;

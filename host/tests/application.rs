@@ -33,15 +33,12 @@ async fn settings_changes_coalesce_into_one_more_minion_hook() {
         units: 2,
         guarantee_window: Duration::from_secs(30),
         data_root: dir.path().to_owned(),
+        backoff: Default::default(),
     };
     let app = Arc::new(Application::new(runtime, charm, store.clone(), events.clone(), &config).unwrap());
     let minion = app.units()[1].clone();
     script(&minion, &["pause"]);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = {
-        let app = app.clone();
-        tokio::spawn(async move { app.run(async { let _ = stop_rx.await; }).await })
-    };
+    let running = app.start();
 
     wait_paused(&minion).await; // install
     resume(&minion).await;
@@ -61,10 +58,10 @@ async fn settings_changes_coalesce_into_one_more_minion_hook() {
     resume(&minion).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!minion.data_dir().join("paused").exists(), "no further hook");
-    let _ = stop_tx.send(());
-    running.await.unwrap();
+    script(&minion, &[]);
+    running.stop().await;
 
     use HookKind::*;
-    assert_eq!(hooks_of(&events, "app/1"), [Install, LeaderSettingsChanged, LeaderSettingsChanged, LeaderSettingsChanged]);
-    assert_eq!(hooks_of(&events, "app/0"), [Install, LeaderElected], "the leader is not told of writes");
+    assert_eq!(hooks_of(&events, "app/1"), [Install, LeaderSettingsChanged, LeaderSettingsChanged, LeaderSettingsChanged, Stop]);
+    assert_eq!(hooks_of(&events, "app/0"), [Install, LeaderElected, LeaderDeposed, Stop], "the leader is not told of writes");
 }

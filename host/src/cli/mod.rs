@@ -40,6 +40,15 @@ pub struct RunArgs {
     /// Print JSON Lines instead of a human-readable log.
     #[arg(long)]
     pub json: bool,
+    /// Crash a unit's agent at a time from the start, e.g. `app/0@5s` (repeatable).
+    #[arg(long, value_name = "UNIT@TIME")]
+    pub kill: Vec<String>,
+    /// Stop a unit gracefully at a time from the start, e.g. `app/0@5s` (repeatable).
+    #[arg(long, value_name = "UNIT@TIME")]
+    pub stop: Vec<String>,
+    /// Make the current leader step down at this time from the start (repeatable).
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub step_down: Vec<Duration>,
     /// Keep leases, terms, settings and unit data in DIR (a SQLite store) across runs;
     /// default: in memory, gone at exit.
     #[arg(long, value_name = "DIR")]

@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use charm_host::application::{Application, ApplicationConfig};
+use charm_host::agent::{AgentCommand, Backoff};
+use charm_host::application::{Application, ApplicationConfig, RunningApplication};
 use charm_host::charm_build::build_charm;
 use charm_host::events::EventSink;
 use charm_host::leadership::{LeadershipStore, MemoryStore, SqliteStore};
-use charm_host::names::AppName;
+use charm_host::names::{AppName, UnitName};
 use charm_host::runtime::{HookRuntime, RuntimeConfig};
 
 use super::output::{HumanLog, JsonLog, StatusReport};
@@ -101,25 +102,91 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         units: args.units,
         guarantee_window: args.runtime.guarantee_window,
         data_root: data_root.path().to_owned(),
+        backoff: Backoff::default(),
     };
     let application = Application::new(runtime, charm, store.clone(), events, &config)?;
+    let mut actions = args.scheduled_actions(&app)?;
+    actions.sort_by_key(|(at, _)| *at);
     // Poll timers and I/O more often than tokio's default, so that a guest spinning until its
-// deadline (it yields at every epoch tick) delays its neighbours' timers as little as possible.
+    // deadline (it yields at every epoch tick) delays its neighbours' timers as little as possible.
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(7).build()?;
-    tokio.block_on(application.run(async {
-        match args.run_for {
-            Some(duration) => tokio::time::sleep(duration).await,
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
+    let report = tokio.block_on(async {
+        let start = tokio::time::Instant::now();
+        let mut running = application.start();
+        let until_end = async {
+            match args.run_for {
+                Some(duration) => tokio::time::sleep_until(start + duration).await,
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        tokio::pin!(until_end);
+        for (at, action) in actions {
+            tokio::select! {
+                () = &mut until_end => break,
+                () = tokio::time::sleep_until(start + at) => {}
+            }
+            if let Err(err) = perform(&mut running, store.as_ref(), &app, action.clone()).await {
+                eprintln!("{action:?} at {at:?}: {err}");
             }
         }
-    }));
-    let report = StatusReport::collect(&app, store.as_ref(), application.units())?;
-    application.release_leadership();
+        until_end.await;
+        let report = StatusReport::collect(&app, store.as_ref(), application.units());
+        running.stop().await;
+        report
+    })?;
     if args.json {
         println!("{}", report.to_json());
     } else {
         print!("{}", report.to_table());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Something `--kill`, `--stop` or `--step-down` asks for during a run.
+#[derive(Debug, Clone)]
+pub enum RunAction {
+    /// Crash the unit's agent: its lease must expire.
+    Kill(UnitName),
+    /// Stop the unit gracefully.
+    Stop(UnitName),
+    /// The current leader steps down.
+    StepDown,
+}
+
+impl RunArgs {
+    /// The actions the flags schedule, with their times from the start of the run.
+    fn scheduled_actions(&self, app: &AppName) -> anyhow::Result<Vec<(std::time::Duration, RunAction)>> {
+        let mut actions = Vec::new();
+        for (flag, list) in [("--kill", &self.kill), ("--stop", &self.stop)] {
+            for spec in list {
+                let (unit, at) = spec.split_once('@').with_context(|| format!("{flag} {spec}: expected UNIT@TIME, e.g. {app}/0@5s"))?;
+                let unit = UnitName::new(unit)?;
+                anyhow::ensure!(unit.app() == app, "{flag} {spec}: {unit} is not a unit of {app}");
+                anyhow::ensure!(unit.number() < self.units, "{flag} {spec}: there are only {} units", self.units);
+                let at = humantime::parse_duration(at).with_context(|| format!("{flag} {spec}: bad time"))?;
+                actions.push((at, if flag == "--kill" { RunAction::Kill(unit) } else { RunAction::Stop(unit) }));
+            }
+        }
+        actions.extend(self.step_down.iter().map(|at| (*at, RunAction::StepDown)));
+        Ok(actions)
+    }
+}
+
+async fn perform(
+    running: &mut RunningApplication,
+    store: &dyn LeadershipStore,
+    app: &AppName,
+    action: RunAction,
+) -> anyhow::Result<()> {
+    match action {
+        RunAction::Kill(unit) => running.kill(&unit)?,
+        RunAction::Stop(unit) => running.stop_unit(&unit).await?,
+        RunAction::StepDown => {
+            let leader = store.lease(app)?.context("there is no leader to step down")?.holder;
+            running.command(&leader, AgentCommand::StepDown).await?;
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,381 @@
+//! The hook queue of one unit: which hook runs next, as a pure state machine.
+//!
+//! It is told what happened (leadership gained at a term, lost, settings changed, stop
+//! requested, a hook finished) and answers what to run next. Guarantees:
+//! - `install` runs first; nothing else runs until it has succeeded (only `stop` may
+//!   come first, and then nothing follows).
+//! - `leader-deposed` runs as soon as the unit loses leadership it had, before anything
+//!   else; `stop` follows it on a graceful stop; nothing leadership-related runs after a
+//!   stop is requested.
+//! - `leader-elected` runs once per tenure (term) that this unit has not yet been told of
+//!   (it survives restarts through [`LocalState`]); `leader-settings-changed` runs when the
+//!   unit becomes a minion and after settings change, any burst making one hook.
+//! - Every leadership hook carries the term it was queued under; it is dropped, not run,
+//!   if that term is stale when it would start.
+//! - A failed hook stays queued and is retried after a capped exponential backoff; other
+//!   queued events are kept meanwhile. During a stop, nothing is retried.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hooks::HookKind;
+use crate::leadership::Timestamp;
+
+/// What a unit remembers across restarts of its agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalState {
+    /// `install` has succeeded.
+    pub installed: bool,
+    /// The last term this unit ran `leader-elected` for successfully.
+    pub last_elected_term: Option<u64>,
+    /// The settings version the last successful `leader-settings-changed` saw.
+    pub settings_version_seen: Option<u64>,
+}
+
+/// Retry timing for failed hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay before the first retry.
+    pub base: Duration,
+    /// Longest delay between retries.
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { base: Duration::from_secs(1), cap: Duration::from_secs(60) }
+    }
+}
+
+impl Backoff {
+    /// The delay before retry number `attempt` (1 for the first retry).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.cap)
+    }
+}
+
+/// A hook to run now, with the term it was queued under (for leadership hooks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuedHook {
+    /// The hook.
+    pub hook: HookKind,
+    /// The term it belongs to: the tenure gained (`leader-elected`) or lost (`leader-deposed`).
+    pub term: Option<u64>,
+}
+
+/// What the queue says to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Run this hook, then report it with [`HookQueue::finished`].
+    Run(QueuedHook),
+    /// A failed hook is waiting for its retry at this instant.
+    WaitUntil(Timestamp),
+    /// Nothing to do until something happens.
+    Idle,
+    /// The stop sequence is complete: the unit may give up leadership and exit.
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    hook: HookKind,
+    attempts: u32,
+    not_before: Timestamp,
+}
+
+/// One unit's queue. See the module docs.
+#[derive(Debug)]
+pub struct HookQueue {
+    local: LocalState,
+    backoff: Backoff,
+    /// The tenure the unit holds now, as last told.
+    leader: Option<u64>,
+    /// Told at least once whether the unit leads.
+    role_known: bool,
+    elected: Option<u64>,
+    deposed: Option<u64>,
+    settings: bool,
+    stop_requested: bool,
+    stop_done: bool,
+    retry: Option<Retry>,
+    /// The settings version announced most recently.
+    settings_version: Option<u64>,
+    /// Hooks dropped as stale, for reporting.
+    dropped: Vec<QueuedHook>,
+}
+
+impl HookQueue {
+    /// A queue for a unit that remembers `local`.
+    pub fn new(local: LocalState, backoff: Backoff) -> Self {
+        Self {
+            local,
+            backoff,
+            leader: None,
+            role_known: false,
+            elected: None,
+            deposed: None,
+            settings: false,
+            stop_requested: false,
+            stop_done: false,
+            retry: None,
+            settings_version: None,
+            dropped: Vec::new(),
+        }
+    }
+
+    /// What the unit remembers now; persist it after every hook.
+    pub fn local_state(&self) -> &LocalState {
+        &self.local
+    }
+
+    /// The unit holds leadership at `term`.
+    pub fn on_leader(&mut self, term: u64) {
+        if self.leader == Some(term) {
+            return;
+        }
+        // Back in the lead before an older tenure's deposed hook ran: that hook is stale.
+        if let Some(old) = self.deposed.take_if(|old| *old < term) {
+            self.dropped.push(QueuedHook { hook: HookKind::LeaderDeposed, term: Some(old) });
+        }
+        self.leader = Some(term);
+        self.role_known = true;
+        self.settings = false;
+        if self.local.last_elected_term != Some(term) {
+            self.elected = Some(term);
+        }
+    }
+
+    /// The unit does not hold leadership (or cannot guarantee it any more).
+    pub fn on_minion(&mut self) {
+        let was_known = self.role_known;
+        self.role_known = true;
+        if let Some(term) = self.leader.take() {
+            if self.elected.take().is_some() {
+                self.dropped.push(QueuedHook { hook: HookKind::LeaderElected, term: Some(term) });
+            }
+            self.deposed = Some(term);
+            self.settings = true;
+        } else if !was_known {
+            // First news after (re)start: tell the minion unless it saw these settings before.
+            self.settings = self.settings_version.is_none() || self.settings_version != self.local.settings_version_seen;
+        }
+    }
+
+    /// The leader settings reached `version`.
+    pub fn on_settings(&mut self, version: u64) {
+        let changed = self.settings_version.is_some_and(|v| v != version);
+        self.settings_version = Some(version);
+        if self.leader.is_none() && self.role_known && changed {
+            self.settings = true;
+        }
+    }
+
+    /// A graceful stop was requested: if leader, the caller also stops claiming and calls
+    /// [`Self::on_minion`], so `leader-deposed` runs before `stop`.
+    pub fn on_stop(&mut self) {
+        self.stop_requested = true;
+    }
+
+    /// Hooks dropped as stale since the last call.
+    pub fn take_dropped(&mut self) -> Vec<QueuedHook> {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// What to do at `now`, given the term this unit can still prove it holds.
+    pub fn next(&mut self, now: Timestamp, held_term: Option<u64>) -> Next {
+        if self.stop_done {
+            return Next::Stopped;
+        }
+        let candidate = if !self.local.installed {
+            if self.stop_requested {
+                self.stop_done = true;
+                return Next::Stopped;
+            }
+            Some(QueuedHook { hook: HookKind::Install, term: None })
+        } else if let Some(term) = self.deposed {
+            Some(QueuedHook { hook: HookKind::LeaderDeposed, term: Some(term) })
+        } else if self.stop_requested {
+            Some(QueuedHook { hook: HookKind::Stop, term: None })
+        } else if let Some(term) = self.elected {
+            if held_term != Some(term) {
+                self.elected = None;
+                self.dropped.push(QueuedHook { hook: HookKind::LeaderElected, term: Some(term) });
+                return self.next(now, held_term);
+            }
+            Some(QueuedHook { hook: HookKind::LeaderElected, term: Some(term) })
+        } else if self.settings && self.leader.is_none() && self.role_known {
+            Some(QueuedHook { hook: HookKind::LeaderSettingsChanged, term: None })
+        } else {
+            None
+        };
+        let Some(queued) = candidate else { return Next::Idle };
+        match self.retry {
+            Some(retry) if retry.hook == queued.hook && now < retry.not_before && !self.stop_requested => {
+                Next::WaitUntil(retry.not_before)
+            }
+            _ => {
+                // The hook covers everything announced so far; later news queues it again.
+                match queued.hook {
+                    HookKind::LeaderSettingsChanged => self.settings = false,
+                    HookKind::LeaderElected => self.elected = None,
+                    HookKind::LeaderDeposed => self.deposed = None,
+                    HookKind::Install | HookKind::Stop => {}
+                }
+                Next::Run(queued)
+            }
+        }
+    }
+
+    /// Reports how the hook [`Self::next`] returned went. `settings_version` is the version
+    /// announced when the hook started (what a `leader-settings-changed` saw).
+    pub fn finished(&mut self, queued: QueuedHook, ok: bool, now: Timestamp, settings_version: Option<u64>) {
+        if ok || self.stop_requested {
+            if self.retry.is_some_and(|r| r.hook == queued.hook) {
+                self.retry = None;
+            }
+        } else {
+            let attempts = self.retry.filter(|r| r.hook == queued.hook).map_or(1, |r| r.attempts + 1);
+            self.retry = Some(Retry { hook: queued.hook, attempts, not_before: now + self.backoff.delay(attempts) });
+            match queued.hook {
+                HookKind::LeaderSettingsChanged => self.settings = true,
+                HookKind::LeaderElected => self.elected = self.elected.or(queued.term),
+                HookKind::LeaderDeposed => self.deposed = self.deposed.or(queued.term),
+                HookKind::Install | HookKind::Stop => {}
+            }
+            return;
+        }
+        match queued.hook {
+            HookKind::Install if ok => self.local.installed = true,
+            HookKind::LeaderElected if ok => self.local.last_elected_term = queued.term,
+            HookKind::LeaderSettingsChanged if ok => self.local.settings_version_seen = settings_version,
+            HookKind::Stop => self.stop_done = true,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use HookKind::*;
+
+    fn at(s: u64) -> Timestamp {
+        Timestamp::from_nanos(s * 1_000_000_000)
+    }
+
+    fn run(q: &mut HookQueue, now: Timestamp, held: Option<u64>, ok: bool, version: Option<u64>) -> Option<HookKind> {
+        match q.next(now, held) {
+            Next::Run(h) => {
+                q.finished(h, ok, now, version);
+                Some(h.hook)
+            }
+            _ => None,
+        }
+    }
+
+    fn drain(q: &mut HookQueue, now: Timestamp, held: Option<u64>) -> Vec<HookKind> {
+        std::iter::from_fn(|| run(q, now, held, true, Some(0))).take(20).collect()
+    }
+
+    #[test]
+    fn fresh_leader_and_minion() {
+        let mut leader = HookQueue::new(LocalState::default(), Backoff::default());
+        leader.on_settings(0);
+        leader.on_leader(1);
+        assert_eq!(drain(&mut leader, at(0), Some(1)), [Install, LeaderElected]);
+        let mut minion = HookQueue::new(LocalState::default(), Backoff::default());
+        minion.on_settings(0);
+        minion.on_minion();
+        assert_eq!(drain(&mut minion, at(0), None), [Install, LeaderSettingsChanged]);
+        // Settings changes: one hook per burst, none for the leader.
+        minion.on_settings(1);
+        minion.on_settings(2);
+        leader.on_settings(2);
+        assert_eq!(drain(&mut minion, at(0), None), [LeaderSettingsChanged]);
+        assert_eq!(drain(&mut leader, at(0), Some(1)), []);
+    }
+
+    #[test]
+    fn nothing_before_install_and_a_change_during_a_hook_queues_one_more() {
+        let mut q = HookQueue::new(LocalState::default(), Backoff::default());
+        q.on_settings(0);
+        q.on_minion();
+        assert_eq!(q.next(at(0), None), Next::Run(QueuedHook { hook: Install, term: None }));
+        q.on_settings(1); // during install
+        q.finished(QueuedHook { hook: Install, term: None }, true, at(0), Some(0));
+        let Next::Run(lsc) = q.next(at(0), None) else { panic!() };
+        q.on_settings(2);
+        q.on_settings(3);
+        q.finished(lsc, true, at(0), Some(1));
+        assert_eq!(drain(&mut q, at(0), None), [LeaderSettingsChanged]);
+        assert_eq!(q.local_state().settings_version_seen, Some(0));
+    }
+
+    #[test]
+    fn deposed_runs_first_and_stale_elected_is_dropped() {
+        let mut q = HookQueue::new(LocalState { installed: true, ..LocalState::default() }, Backoff::default());
+        q.on_settings(0);
+        q.on_leader(1);
+        // Lost before leader-elected could start: dropped, and deposed runs instead.
+        q.on_minion();
+        assert_eq!(drain(&mut q, at(0), None), [LeaderDeposed, LeaderSettingsChanged]);
+        assert_eq!(q.take_dropped(), [QueuedHook { hook: LeaderElected, term: Some(1) }]);
+        // Elected at term 2, but the tracker no longer holds term 2 when the hook would start.
+        q.on_leader(2);
+        assert_eq!(drain(&mut q, at(0), None), []);
+        assert_eq!(q.take_dropped(), [QueuedHook { hook: LeaderElected, term: Some(2) }]);
+    }
+
+    #[test]
+    fn graceful_stop_runs_deposed_then_stop() {
+        let mut q = HookQueue::new(LocalState::default(), Backoff::default());
+        q.on_settings(0);
+        q.on_leader(3);
+        assert_eq!(drain(&mut q, at(0), Some(3)), [Install, LeaderElected]);
+        q.on_stop();
+        q.on_minion();
+        assert_eq!(drain(&mut q, at(0), None), [LeaderDeposed, Stop]);
+        assert_eq!(q.next(at(0), None), Next::Stopped);
+    }
+
+    #[test]
+    fn failed_hooks_retry_with_capped_backoff() {
+        let backoff = Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(4) };
+        let mut q = HookQueue::new(LocalState::default(), backoff);
+        q.on_settings(0);
+        q.on_minion();
+        let mut now = at(100);
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            assert_eq!(run(&mut q, now, None, false, None), Some(Install));
+            let Next::WaitUntil(until) = q.next(now, None) else { panic!("backing off") };
+            waits.push(until.saturating_since(now).as_secs());
+            now = until;
+        }
+        assert_eq!(waits, [1, 2, 4, 4, 4]);
+        q.on_settings(1); // queued events are kept meanwhile
+        assert_eq!(drain(&mut q, now, None), [Install, LeaderSettingsChanged]);
+    }
+
+    #[test]
+    fn a_restart_remembers() {
+        let local = LocalState { installed: true, last_elected_term: Some(4), settings_version_seen: Some(7) };
+        // Still leader at the same term: no second install or leader-elected.
+        let mut q = HookQueue::new(local.clone(), Backoff::default());
+        q.on_settings(7);
+        q.on_leader(4);
+        assert_eq!(drain(&mut q, at(0), Some(4)), []);
+        // A minion whose settings did not change while it was down: nothing.
+        let mut q = HookQueue::new(local.clone(), Backoff::default());
+        q.on_settings(7);
+        q.on_minion();
+        assert_eq!(drain(&mut q, at(0), None), []);
+        // ...and one whose settings changed: one leader-settings-changed.
+        let mut q = HookQueue::new(local, Backoff::default());
+        q.on_settings(9);
+        q.on_minion();
+        assert_eq!(drain(&mut q, at(0), None), [LeaderSettingsChanged]);
+    }
+}
