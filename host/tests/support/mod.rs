@@ -135,3 +135,67 @@ impl Fixture {
         tokio::spawn(async move { runtime.run_hook(&charm, &unit, hook).await })
     }
 }
+
+/// A store that passes everything through, except that claims by the units in `failing`
+/// fail as if the store were unreachable.
+pub struct FaultyStore {
+    pub inner: Arc<dyn LeadershipStore>,
+    pub failing: Mutex<Vec<UnitName>>,
+}
+
+impl FaultyStore {
+    pub fn new(inner: Arc<dyn LeadershipStore>) -> Arc<Self> {
+        Arc::new(Self { inner, failing: Mutex::new(Vec::new()) })
+    }
+
+    /// Makes `unit`'s claims fail from now on.
+    pub fn fail_claims_of(&self, unit: &UnitName) {
+        self.failing.lock().unwrap().push(unit.clone());
+    }
+}
+
+use charm_host::leadership::{Claim, Clock, Lease, LeaseError, WriteError};
+use charm_host::names::AppName;
+use charm_host::settings::SettingsSnapshot;
+
+impl LeadershipStore for FaultyStore {
+    fn clock(&self) -> &Arc<dyn Clock> {
+        self.inner.clock()
+    }
+    fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
+        if self.failing.lock().unwrap().contains(unit) {
+            return Err(LeaseError::Store("injected failure".into()));
+        }
+        self.inner.claim(unit, duration)
+    }
+    fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError> {
+        self.inner.revoke(unit)
+    }
+    fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
+        self.inner.pin(app, entity)
+    }
+    fn unpin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
+        self.inner.unpin(app, entity)
+    }
+    fn pins(&self) -> Result<std::collections::BTreeMap<AppName, Vec<String>>, LeaseError> {
+        self.inner.pins()
+    }
+    fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError> {
+        self.inner.lease(app)
+    }
+    fn leaders(&self) -> Result<std::collections::BTreeMap<AppName, UnitName>, LeaseError> {
+        self.inner.leaders()
+    }
+    fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError> {
+        self.inner.read_settings(app)
+    }
+    fn write_settings(&self, writer: &UnitName, term: u64, group: &[(String, String)]) -> Result<SettingsSnapshot, WriteError> {
+        self.inner.write_settings(writer, term, group)
+    }
+    fn watch_settings(&self, app: &AppName) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.watch_settings(app)
+    }
+    fn watch_leases(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.watch_leases()
+    }
+}
