@@ -7,7 +7,6 @@
 //! crashed agent.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use crate::events::EventSink;
 use crate::leadership::LeadershipStore;
 use crate::names::{AppName, UnitName};
 use crate::runtime::{Charm, HookRuntime};
+use crate::state_dir::StateDir;
 use crate::tracker::LeadershipTracker;
 use crate::unit::Unit;
 
@@ -31,9 +31,8 @@ pub struct ApplicationConfig {
     pub units: u32,
     /// The `is-leader` guarantee window.
     pub guarantee_window: Duration,
-    /// Unit `app/N` keeps its charm data in `data_root/app-N/data` and its agent state in
-    /// `data_root/app-N/agent.json`.
-    pub data_root: PathBuf,
+    /// Where units keep their data, agent state and status.
+    pub state_dir: StateDir,
     /// Retry timing for failed hooks.
     pub backoff: Backoff,
 }
@@ -66,7 +65,7 @@ pub struct Application {
     runtime: Arc<HookRuntime>,
     charm: Charm,
     units: Vec<Arc<Unit>>,
-    state_files: Vec<PathBuf>,
+    state_dir: StateDir,
     backoff: Backoff,
 }
 
@@ -85,18 +84,16 @@ impl Application {
                 config.guarantee_window
             )));
         }
-        let mut units = Vec::new();
-        let mut state_files = Vec::new();
-        for number in 0..config.units {
-            let name = UnitName::from_parts(config.app.clone(), number);
-            let dir = config.data_root.join(format!("{}-{number}", config.app));
-            let tracker = LeadershipTracker::new(name.clone(), store.clone(), config.guarantee_window);
-            let unit = Unit::new(name.clone(), dir.join("data"), tracker, events.clone())
-                .map_err(|source| ApplicationError::DataDir { unit: name, source })?;
-            units.push(Arc::new(unit));
-            state_files.push(dir.join("agent.json"));
-        }
-        Ok(Self { runtime, charm, units, state_files, backoff: config.backoff })
+        let units = (0..config.units)
+            .map(|number| {
+                let name = UnitName::from_parts(config.app.clone(), number);
+                let tracker = LeadershipTracker::new(name.clone(), store.clone(), config.guarantee_window);
+                Unit::new(name.clone(), config.state_dir.data_dir(&name), tracker, events.clone())
+                    .map(Arc::new)
+                    .map_err(|source| ApplicationError::DataDir { unit: name, source })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { runtime, charm, units, state_dir: config.state_dir.clone(), backoff: config.backoff })
     }
 
     /// The units, in order of their numbers.
@@ -109,10 +106,13 @@ impl Application {
         let agents = self
             .units
             .iter()
-            .zip(&self.state_files)
-            .map(|(unit, state_file)| {
+            .map(|unit| {
                 let (commands, receiver) = mpsc::channel(8);
-                let config = AgentConfig { backoff: self.backoff, state_file: Some(state_file.clone()) };
+                let config = AgentConfig {
+                    backoff: self.backoff,
+                    state_file: Some(self.state_dir.agent_state(unit.name())),
+                    status_file: Some(self.state_dir.status_file(unit.name())),
+                };
                 let task = tokio::spawn(agent::run_unit(
                     self.runtime.clone(),
                     self.charm.clone(),

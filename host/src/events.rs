@@ -35,7 +35,8 @@ impl LogLevel {
 }
 
 /// The workload status a charm reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum WorkloadStatus {
     /// The unit is being set up.
     Maintenance,

@@ -5,7 +5,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// One of the hooks of the `juju:charm/hooks` interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum HookKind {
     /// Runs once, first.
     Install,

@@ -14,7 +14,7 @@ use crate::names::UnitName;
 use crate::tracker::LeadershipTracker;
 
 /// A unit's reported state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UnitStatus {
     /// The workload status the charm last set.
     pub workload: WorkloadStatus,

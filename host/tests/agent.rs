@@ -50,6 +50,7 @@ impl Agents {
         let config = AgentConfig {
             backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(4) },
             state_file: Some(base.join("agent.json")),
+            status_file: None,
         };
         let (commands, receiver) = mpsc::channel(4);
         let task = tokio::spawn(agent::run_unit(self.runtime.clone(), self.charm.clone(), unit.clone(), config, receiver));

@@ -32,7 +32,7 @@ async fn settings_changes_coalesce_into_one_more_minion_hook() {
         app: AppName::new("app").unwrap(),
         units: 2,
         guarantee_window: Duration::from_secs(30),
-        data_root: dir.path().to_owned(),
+        state_dir: charm_host::state_dir::StateDir::new(dir.path()),
         backoff: Default::default(),
     };
     let app = Arc::new(Application::new(runtime, charm, store.clone(), events.clone(), &config).unwrap());

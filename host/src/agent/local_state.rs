@@ -38,10 +38,15 @@ pub fn load(path: &Path) -> Result<LocalState, LocalStateError> {
 
 /// Replaces the state at `path`.
 pub fn save(path: &Path, state: &LocalState) -> Result<(), LocalStateError> {
+    save_json(path, state)
+}
+
+/// Replaces the file at `path` with `value` as JSON, atomically.
+pub fn save_json(path: &Path, value: &impl serde::Serialize) -> Result<(), LocalStateError> {
     let io = |source| LocalStateError::Io { path: path.to_owned(), source };
     let tmp = path.with_extension("json.tmp");
     let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    let bytes = serde_json::to_vec_pretty(state).map_err(|e| io(std::io::Error::other(e)))?;
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| io(std::io::Error::other(e)))?;
     file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }

@@ -43,6 +43,8 @@ pub struct AgentConfig {
     pub backoff: Backoff,
     /// Where the unit's local state is kept across restarts; `None` keeps it in memory.
     pub state_file: Option<PathBuf>,
+    /// Where the unit's status is written after every hook, for `charm-host status`.
+    pub status_file: Option<PathBuf>,
 }
 
 /// What an operator (or the embedding program) can ask of a running agent.
@@ -125,6 +127,11 @@ pub async fn run_unit(
                 queue.finished(queued, outcome.result.is_ok(), clock.now(), Some(version));
                 if let Some(path) = &config.state_file {
                     local_state::save(path, queue.local_state())?;
+                }
+                if let Some(path) = &config.status_file
+                    && let Err(err) = local_state::save_json(path, &unit.status())
+                {
+                    unit.log(LogLevel::Warning, format!("could not record the unit's status: {err}"));
                 }
                 if queued.hook == HookKind::LeaderDeposed && revoke_after_deposed {
                     revoke_after_deposed = false;

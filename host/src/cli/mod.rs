@@ -1,7 +1,10 @@
 //! Command-line interface: argument definitions and dispatch to one module per command.
 
+mod agent;
 mod output;
 mod run;
+mod status;
+mod tools;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +24,81 @@ pub struct Cli {
 enum Command {
     /// Run N units of one application in this process and show what their hooks do.
     Run(RunArgs),
+    /// Run one unit as a long-lived agent on a shared state directory.
+    Agent(AgentArgs),
+    /// Show applications, leaders, terms, settings, pins and units of a state directory.
+    Status(StatusArgs),
+    /// Ask a unit's agent whether the unit is leader (prints True or False).
+    IsLeader(ToolArgs),
+    /// Read leader settings through a unit's agent: one KEY, or all with no key or `-`.
+    LeaderGet {
+        #[command(flatten)]
+        target: ToolArgs,
+        /// The key to read; omit it (or give `-`) for every setting.
+        key: Option<String>,
+    },
+    /// Write leader settings through the leader's agent: KEY=VALUE... (an empty value deletes).
+    LeaderSet {
+        #[command(flatten)]
+        target: ToolArgs,
+        /// KEY=VALUE pairs, written as one atomic group.
+        #[arg(required = true)]
+        pairs: Vec<String>,
+    },
+}
+
+/// Options for `charm-host agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The charm: a `.wasm` component or a charm crate directory.
+    pub charm: PathBuf,
+    /// The unit this agent runs, e.g. `app/0`.
+    #[arg(long)]
+    pub unit: String,
+    /// The state directory shared by the application's agents.
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+    /// Print JSON Lines instead of a human-readable log.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// Options for `charm-host status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The state directory.
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Output formats of the hook tools, as Juju's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Plain values (`True`/`False`; raw strings; `key: value` lines).
+    Smart,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// Which unit's agent a hook tool asks.
+#[derive(Debug, Args)]
+pub struct ToolArgs {
+    /// The unit, e.g. `app/0`.
+    #[arg(long)]
+    pub unit: String,
+    /// The state directory its agent runs on.
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Smart)]
+    pub format: Format,
 }
 
 /// Options for `charm-host run`.
@@ -85,5 +163,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Agent(args) => agent::agent(args),
+        Command::Status(args) => status::status(args),
+        Command::IsLeader(target) => Ok(tools::is_leader(target)),
+        Command::LeaderGet { target, key } => Ok(tools::leader_get(target, key)),
+        Command::LeaderSet { target, pairs } => Ok(tools::leader_set(target, pairs)),
     }
 }

@@ -14,6 +14,7 @@ use charm_host::events::EventSink;
 use charm_host::leadership::{LeadershipStore, MemoryStore, SqliteStore};
 use charm_host::names::{AppName, UnitName};
 use charm_host::runtime::{HookRuntime, RuntimeConfig};
+use charm_host::state_dir::StateDir;
 
 use super::output::{HumanLog, JsonLog, StatusReport};
 use super::{RunArgs, RuntimeArgs};
@@ -59,8 +60,8 @@ pub fn open_state(dir: Option<&Path>) -> anyhow::Result<(Arc<dyn LeadershipStore
     match dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating the state directory {}", dir.display()))?;
-            let store = SqliteStore::open(&dir.join("state.db"))?;
-            Ok((Arc::new(store), DataRoot::Kept(dir.join("units"))))
+            let store = SqliteStore::open(&StateDir::new(dir).store())?;
+            Ok((Arc::new(store), DataRoot::Kept(dir.to_owned())))
         }
         None => {
             let tmp = tempfile::Builder::new().prefix("charm-host-run-").tempdir().context("creating unit data directories")?;
@@ -69,7 +70,7 @@ pub fn open_state(dir: Option<&Path>) -> anyhow::Result<(Arc<dyn LeadershipStore
     }
 }
 
-/// The directory units' data directories live in.
+/// The state directory of a run.
 pub enum DataRoot {
     /// Under `--state DIR`, kept.
     Kept(PathBuf),
@@ -101,7 +102,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         app: app.clone(),
         units: args.units,
         guarantee_window: args.runtime.guarantee_window,
-        data_root: data_root.path().to_owned(),
+        state_dir: StateDir::new(data_root.path()),
         backoff: Backoff::default(),
     };
     let application = Application::new(runtime, charm, store.clone(), events, &config)?;

@@ -1,0 +1,69 @@
+//! `charm-host agent`: one unit as a long-lived process on a shared state directory.
+//! SIGTERM or SIGINT is a graceful stop (leader-deposed if leader, stop, revoke); SIGKILL
+//! is a crash, after which the unit's lease expires.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use charm_host::agent::{self, AgentCommand, AgentConfig, Backoff};
+use charm_host::events::EventSink;
+use charm_host::hook_tools;
+use charm_host::leadership::SqliteStore;
+use charm_host::names::UnitName;
+use charm_host::runtime::HookRuntime;
+use charm_host::state_dir::StateDir;
+use charm_host::tracker::LeadershipTracker;
+use charm_host::unit::Unit;
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::AgentArgs;
+use super::output::{HumanLog, JsonLog};
+use super::run::charm_wasm;
+
+pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let unit_name = UnitName::new(&args.unit)?;
+    let state = StateDir::new(&args.state);
+    std::fs::create_dir_all(state.unit_dir(&unit_name))
+        .with_context(|| format!("creating {}", state.unit_dir(&unit_name).display()))?;
+    let wasm = charm_wasm(&args.charm)?;
+    let runtime = Arc::new(HookRuntime::new(args.runtime.runtime_config())?);
+    let charm = runtime.load_charm(&wasm)?;
+    let store = Arc::new(SqliteStore::open(&state.store())?);
+    let events: Arc<dyn EventSink> = if args.json { Arc::new(JsonLog::new()) } else { Arc::new(HumanLog::new()) };
+    let tracker = LeadershipTracker::new(unit_name.clone(), store, args.runtime.guarantee_window);
+    let unit = Arc::new(Unit::new(unit_name.clone(), state.data_dir(&unit_name), tracker, events)?);
+    let config = AgentConfig {
+        backoff: Backoff::default(),
+        state_file: Some(state.agent_state(&unit_name)),
+        status_file: Some(state.status_file(&unit_name)),
+    };
+
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(7).build()?;
+    tokio.block_on(async {
+        let socket = state.socket(&unit_name);
+        if hook_tools::call(&socket, &hook_tools::ToolRequest::IsLeader).await.is_ok() {
+            anyhow::bail!("an agent for {unit_name} already runs on {}", socket.display());
+        }
+        let _ = std::fs::remove_file(&socket);
+        let listener = tokio::net::UnixListener::bind(&socket)
+            .with_context(|| format!("listening on {}", socket.display()))?;
+        let tools = tokio::spawn(hook_tools::serve(listener, unit.clone()));
+
+        let (commands, receiver) = tokio::sync::mpsc::channel(4);
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            let _ = commands.send(AgentCommand::Stop).await;
+        });
+        let result = agent::run_unit(runtime, charm, unit, config, receiver).await;
+        tools.abort();
+        let _ = std::fs::remove_file(&socket);
+        result?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

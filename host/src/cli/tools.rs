@@ -1,0 +1,132 @@
+//! `charm-host is-leader | leader-get | leader-set`: hook tools for scripts and cron jobs,
+//! answered by the unit's running agent without waiting behind its hooks. Output formats
+//! and exit codes follow Juju's tools: 0 on success, 1 when the answer is unknown or the
+//! unit is not the leader, 2 on usage errors.
+
+use std::collections::HashSet;
+use std::process::ExitCode;
+
+use charm_host::hook_tools::{self, ToolErrorKind, ToolRequest, ToolResponse};
+use charm_host::names::UnitName;
+use charm_host::state_dir::StateDir;
+
+use super::{Format, ToolArgs};
+
+const USAGE: u8 = 2;
+
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+fn ask(target: &ToolArgs, request: ToolRequest) -> Result<ToolResponse, ExitCode> {
+    let unit = UnitName::new(&target.unit).map_err(|e| fail(USAGE, e))?;
+    let socket = StateDir::new(&target.state).socket(&unit);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| fail(1, e))?;
+    match runtime.block_on(hook_tools::call(&socket, &request)) {
+        Ok(ToolResponse::Error { kind, message }) => Err(fail(if kind == ToolErrorKind::Invalid { USAGE } else { 1 }, message)),
+        Ok(response) => Ok(response),
+        Err(err) => Err(fail(1, err)),
+    }
+}
+
+/// `is-leader`: `True`/`False` (smart) or `true`/`false` (json, yaml).
+pub fn is_leader(target: ToolArgs) -> ExitCode {
+    match ask(&target, ToolRequest::IsLeader) {
+        Ok(ToolResponse::Leader(leader)) => {
+            match target.format {
+                Format::Smart => println!("{}", if leader { "True" } else { "False" }),
+                Format::Json | Format::Yaml => println!("{leader}"),
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(other) => fail(1, format!("unexpected answer {other:?}")),
+        Err(code) => code,
+    }
+}
+
+/// `leader-get [KEY|-]`: one raw value (nothing when absent; `null` in json/yaml), or all.
+pub fn leader_get(target: ToolArgs, key: Option<String>) -> ExitCode {
+    let key = key.filter(|k| k != "-");
+    match ask(&target, ToolRequest::LeaderGet { key }) {
+        Ok(ToolResponse::Value(value)) => {
+            match (target.format, value) {
+                (Format::Smart, Some(value)) => println!("{value}"),
+                (Format::Smart, None) => {}
+                (Format::Json, value) => println!("{}", serde_json::json!(value)),
+                (Format::Yaml, Some(value)) => println!("{}", yaml_scalar(&value)),
+                (Format::Yaml, None) => println!("null"),
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(ToolResponse::Settings(settings)) => {
+            match target.format {
+                Format::Json => {
+                    let map: serde_json::Map<String, serde_json::Value> =
+                        settings.into_iter().map(|(k, v)| (k, v.into())).collect();
+                    println!("{}", serde_json::Value::Object(map));
+                }
+                Format::Smart | Format::Yaml if settings.is_empty() => {
+                    if target.format == Format::Yaml {
+                        println!("{{}}");
+                    }
+                }
+                Format::Smart | Format::Yaml => {
+                    for (key, value) in settings {
+                        println!("{}: {}", yaml_scalar(&key), yaml_scalar(&value));
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(other) => fail(1, format!("unexpected answer {other:?}")),
+        Err(code) => code,
+    }
+}
+
+/// `leader-set K=V...`: one atomic group; an empty value deletes its key.
+pub fn leader_set(target: ToolArgs, pairs: Vec<String>) -> ExitCode {
+    let mut seen = HashSet::new();
+    let mut settings = Vec::new();
+    for pair in &pairs {
+        let Some((key, value)) = pair.split_once('=') else {
+            return fail(USAGE, format!("expected \"key=value\", got {pair:?}"));
+        };
+        if !seen.insert(key) {
+            return fail(USAGE, format!("key {key:?} specified more than once"));
+        }
+        settings.push((key.to_owned(), value.to_owned()));
+    }
+    match ask(&target, ToolRequest::LeaderSet { settings }) {
+        Ok(ToolResponse::Done) => ExitCode::SUCCESS,
+        Ok(other) => fail(1, format!("unexpected answer {other:?}")),
+        Err(code) => code,
+    }
+}
+
+/// A string as a YAML scalar: plain when that reads back as the same string, else quoted
+/// (a JSON string is a valid YAML double-quoted scalar).
+fn yaml_scalar(text: &str) -> String {
+    let plain_safe = !text.is_empty()
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || "_./-".contains(c))
+        && !text.starts_with(['-', '.'])
+        && text.parse::<f64>().is_err()
+        && !matches!(
+            text.to_ascii_lowercase().as_str(),
+            "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "y" | "n" | "~"
+        );
+    if plain_safe { text.to_owned() } else { serde_json::json!(text).to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::yaml_scalar;
+
+    #[test]
+    fn yaml_scalars_quote_what_would_not_read_back() {
+        assert_eq!(yaml_scalar("cluster-1a2b"), "cluster-1a2b");
+        for quoted in ["", "true", "No", "123", "1e5", "a b", "a: b", "-x", "null", "é"] {
+            assert!(yaml_scalar(quoted).starts_with('"'), "{quoted:?}");
+        }
+    }
+}
