@@ -1,0 +1,208 @@
+//! Black-box tests of `charm-host agent` processes sharing a state directory, and of the
+//! hook tools that talk to them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_charm-host");
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_owned()
+}
+
+/// Agents started by a test; all are killed when it ends, however it ends.
+struct Agents {
+    state: tempfile::TempDir,
+    cache: tempfile::TempDir,
+    children: Vec<(String, Child)>,
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Agents {
+    fn new() -> Self {
+        Self { state: tempfile::tempdir().unwrap(), cache: tempfile::tempdir().unwrap(), children: Vec::new() }
+    }
+
+    fn state(&self) -> &str {
+        self.state.path().to_str().unwrap()
+    }
+
+    /// Starts an agent for `unit` of the charm crate `charm` with a 2 s guarantee window.
+    fn start(&mut self, charm: &str, unit: &str) {
+        let log = std::fs::File::create(self.state.path().join(format!("{}.log", unit.replace('/', "-")))).unwrap();
+        let child = Command::new(BIN)
+            .args(["agent", charm, "--unit", unit, "--state", self.state(), "--guarantee-window", "2s", "--json"])
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .current_dir(workspace())
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.children.push((unit.to_owned(), child));
+    }
+
+    fn signal(&mut self, unit: &str, signal: &str) {
+        let (_, child) = self.children.iter_mut().find(|(u, _)| u == unit).unwrap();
+        let status = Command::new("kill").args(["-s", signal, &child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        if signal == "KILL" {
+            let _ = child.wait();
+        }
+    }
+
+    fn wait_exit(&mut self, unit: &str) -> std::process::ExitStatus {
+        let (_, child) = self.children.iter_mut().find(|(u, _)| u == unit).unwrap();
+        child.wait().unwrap()
+    }
+
+    fn tool(&self, args: &[&str]) -> Output {
+        Command::new(BIN).args(args).args(["--state", self.state()]).output().unwrap()
+    }
+
+    fn is_leader(&self, unit: &str) -> Option<bool> {
+        let out = self.tool(&["is-leader", "--unit", unit]);
+        match (out.status.code(), String::from_utf8_lossy(&out.stdout).trim()) {
+            (Some(0), "True") => Some(true),
+            (Some(0), "False") => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Waits up to `limit` for `unit` to answer `is-leader` with `want`; returns when.
+    fn wait_leader(&self, unit: &str, want: bool, limit: Duration) -> Instant {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.is_leader(unit) == Some(want) {
+                return Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{unit} did not answer is-leader={want} within {limit:?}");
+    }
+
+    fn hooks(&self, unit: &str) -> Vec<String> {
+        let log = std::fs::read_to_string(self.state.path().join(format!("{}.log", unit.replace('/', "-")))).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["type"] == "hook")
+            .map(|v| v["hook"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn hook_tools_answer_in_every_format_with_juju_exit_codes() {
+    let mut agents = Agents::new();
+    agents.start("example-charms/shared-settings", "db/0");
+    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    agents.start("example-charms/shared-settings", "db/1");
+    agents.wait_leader("db/1", false, Duration::from_secs(60));
+
+    let tool = |args: &[&str]| agents.tool(args);
+    let out = tool(&["is-leader", "--unit", "db/0", "--format", "json"]);
+    assert_eq!((out.status.code(), stdout(&out).trim()), (Some(0), "true"));
+    let out = tool(&["is-leader", "--unit", "db/1", "--format", "yaml"]);
+    assert_eq!((out.status.code(), stdout(&out).trim()), (Some(0), "false"));
+
+    let out = tool(&["leader-set", "--unit", "db/0", "greeting=hello world", "eq=a=b"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tool(&["leader-get", "--unit", "db/1", "greeting"]);
+    assert_eq!(stdout(&out), "hello world\n", "raw value");
+    assert_eq!(stdout(&tool(&["leader-get", "--unit", "db/1", "eq"])), "a=b\n", "split at the first '='");
+    assert_eq!(stdout(&tool(&["leader-get", "--unit", "db/1", "missing"])), "", "nothing when absent");
+    assert_eq!(stdout(&tool(&["leader-get", "--unit", "db/1", "--format", "json", "missing"])), "null\n");
+    assert_eq!(stdout(&tool(&["leader-get", "--unit", "db/1", "--format", "yaml", "missing"])), "null\n");
+    assert_eq!(stdout(&tool(&["leader-get", "--unit", "db/1", "--format", "json", "greeting"])), "\"hello world\"\n");
+    let all: serde_json::Value = serde_json::from_str(&stdout(&tool(&["leader-get", "--unit", "db/1", "--format", "json", "-"]))).unwrap();
+    assert_eq!(all["greeting"], "hello world");
+    assert!(all["cluster-id"].as_str().unwrap().starts_with("cluster-"));
+    let yaml = stdout(&tool(&["leader-get", "--unit", "db/1"]));
+    assert!(yaml.contains("greeting: \"hello world\"\n") && yaml.contains("eq: \"a=b\"\n"), "{yaml}");
+
+    // Deleting with an empty value.
+    assert_eq!(tool(&["leader-set", "--unit", "db/0", "eq="]).status.code(), Some(0));
+    assert_eq!(stdout(&tool(&["leader-get", "--unit", "db/1", "eq"])), "");
+
+    // Errors: a minion is not the leader (1); usage errors (2); no agent (1).
+    let out = tool(&["leader-set", "--unit", "db/1", "a=b"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not the leader"));
+    for bad in [&["a"][..], &["a=1", "a=2"], &["bad key=1"]] {
+        let mut args = vec!["leader-set", "--unit", "db/0"];
+        args.extend_from_slice(bad);
+        assert_eq!(tool(&args).status.code(), Some(2), "{bad:?}");
+    }
+    assert_eq!(tool(&["leader-set", "--unit", "db/0"]).status.code(), Some(2), "no pairs");
+    assert_eq!(tool(&["is-leader", "--unit", "db/9"]).status.code(), Some(1), "no agent runs for db/9");
+
+    let status: serde_json::Value = serde_json::from_str(&stdout(&tool(&["status", "--json"]))).unwrap();
+    let app = &status["applications"][0];
+    assert_eq!(app["application"], "db");
+    assert_eq!(app["leader"], "db/0");
+    assert_eq!(app["units"].as_array().unwrap().len(), 2);
+    assert_eq!(app["settings"]["greeting"], "hello world");
+}
+
+#[test]
+fn tools_answer_while_a_hook_is_running() {
+    let mut agents = Agents::new();
+    let data = agents.state.path().join("units/probe-0/data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("script"), "sleep 4000").unwrap();
+    agents.start("tests/charms/probe", "probe/0");
+    // The agent claims leadership while its install sleeps; the tool does not wait for it.
+    agents.wait_leader("probe/0", true, Duration::from_secs(60));
+    let start = Instant::now();
+    assert_eq!(agents.is_leader("probe/0"), Some(true));
+    assert!(start.elapsed() < Duration::from_secs(2), "answered in {:?}", start.elapsed());
+    assert!(agents.hooks("probe/0").is_empty(), "install is still running");
+}
+
+#[test]
+fn sigterm_of_the_leader_hands_over_before_the_lease_would_expire() {
+    let mut agents = Agents::new();
+    agents.start("example-charms/shared-settings", "db/0");
+    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    agents.start("example-charms/shared-settings", "db/1");
+    agents.wait_leader("db/1", false, Duration::from_secs(60));
+    let stopped_at = Instant::now();
+    agents.signal("db/0", "TERM");
+    let elected = agents.wait_leader("db/1", true, Duration::from_secs(10));
+    // The lease is 4 s (twice the window); a graceful stop hands over long before that.
+    let handover = elected - stopped_at;
+    assert!(handover < Duration::from_millis(1500), "handover took {handover:?}");
+    assert!(agents.wait_exit("db/0").success());
+    assert_eq!(agents.hooks("db/0")[agents.hooks("db/0").len() - 2..], ["leader-deposed", "stop"]);
+}
+
+#[test]
+fn sigkill_of_the_leader_hands_over_only_after_expiry() {
+    let mut agents = Agents::new();
+    agents.start("example-charms/shared-settings", "db/0");
+    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    agents.start("example-charms/shared-settings", "db/1");
+    agents.wait_leader("db/1", false, Duration::from_secs(60));
+    agents.signal("db/0", "KILL");
+    let killed_at = Instant::now();
+    let elected = agents.wait_leader("db/1", true, Duration::from_secs(15));
+    // db/0 renewed its 4 s lease at most 1 s before it died, so it was valid for at least
+    // 3 more seconds: db/1 must not lead before then.
+    let gap = elected - killed_at;
+    assert!(gap >= Duration::from_millis(2900), "successor elected {gap:?} after the kill: before expiry");
+    assert!(gap < Duration::from_secs(6), "successor took {gap:?}");
+    assert!(!agents.hooks("db/0").contains(&"leader-deposed".to_owned()), "a killed agent runs nothing");
+}
