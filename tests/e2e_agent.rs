@@ -206,3 +206,38 @@ fn sigkill_of_the_leader_hands_over_only_after_expiry() {
     assert!(gap < Duration::from_secs(6), "successor took {gap:?}");
     assert!(!agents.hooks("db/0").contains(&"leader-deposed".to_owned()), "a killed agent runs nothing");
 }
+
+#[test]
+fn elect_hands_over_to_the_named_unit_and_step_down_to_any() {
+    let mut agents = Agents::new();
+    agents.start("example-charms/shared-settings", "db/0");
+    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    for unit in ["db/1", "db/2"] {
+        agents.start("example-charms/shared-settings", unit);
+        agents.wait_leader(unit, false, Duration::from_secs(60));
+    }
+    let out = agents.tool(&["elect", "db/2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains("db/2 leads db (term 2)"), "{}", stdout(&out));
+    assert_eq!(agents.is_leader("db/2"), Some(true));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agents.hooks("db/0").contains(&"leader-deposed".to_owned()));
+    assert!(!agents.hooks("db/1").contains(&"leader-elected".to_owned()), "only the named unit is elected");
+
+    // step-down on a minion is refused; on the leader, another unit takes over at once.
+    assert_eq!(agents.tool(&["step-down", "--unit", "db/1"]).status.code(), Some(1));
+    let asked = Instant::now();
+    assert_eq!(agents.tool(&["step-down", "--unit", "db/2"]).status.code(), Some(0));
+    let took_over = ["db/0", "db/1"].iter().any(|u| {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if agents.is_leader(u) == Some(true) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    });
+    assert!(took_over && asked.elapsed() < Duration::from_secs(4), "no successor after step-down");
+    assert_eq!(agents.tool(&["elect", "db/9"]).status.code(), Some(1), "no agent runs for db/9");
+}

@@ -1,5 +1,5 @@
 //! Hook tools for scripts and cron jobs: a unit agent answers `is-leader`, `leader-get` and
-//! `leader-set` on a local Unix socket, outside any hook.
+//! `leader-set` (and the operator's `step-down`) on a local Unix socket, outside any hook.
 //!
 //! Invariants: requests are served on their own task, never behind a running hook; the
 //! answers are the store's latest (scripts have no hook sandbox): `is-leader` is the
@@ -13,7 +13,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
 
+use crate::agent::AgentCommand;
 use crate::leadership::WriteError;
 use crate::unit::Unit;
 
@@ -36,6 +38,8 @@ pub enum ToolRequest {
         /// The group; an empty value deletes its key.
         settings: Vec<(String, String)>,
     },
+    /// Operator action: the unit, if leader, steps down (deposed hook, then revoke).
+    StepDown,
 }
 
 /// Why a request failed.
@@ -87,8 +91,8 @@ pub enum ToolCallError {
     Protocol(String),
 }
 
-/// Answers one request for `unit`.
-pub fn answer(unit: &Unit, request: ToolRequest) -> ToolResponse {
+/// Answers one request for `unit`; operator actions go to its agent through `agent`.
+pub async fn answer(unit: &Unit, agent: &mpsc::Sender<AgentCommand>, request: ToolRequest) -> ToolResponse {
     let error = |kind, message: String| ToolResponse::Error { kind, message };
     match request {
         ToolRequest::IsLeader => match unit.tracker().is_leader() {
@@ -116,28 +120,38 @@ pub fn answer(unit: &Unit, request: ToolRequest) -> ToolResponse {
                 Err(WriteError::Store(reason)) => error(ToolErrorKind::Unknown, reason),
             }
         }
+        ToolRequest::StepDown => {
+            if unit.tracker().held_term().is_none() {
+                return error(ToolErrorKind::NotLeader, "not the leader".into());
+            }
+            match agent.send(AgentCommand::StepDown).await {
+                Ok(()) => ToolResponse::Done,
+                Err(_) => error(ToolErrorKind::Unknown, "the agent is stopping".into()),
+            }
+        }
     }
 }
 
-/// Serves hook tools for `unit` on `listener` until the task is dropped.
-pub async fn serve(listener: UnixListener, unit: Arc<Unit>) {
+/// Serves hook tools for `unit` on `listener` until the task is dropped; operator actions
+/// are sent to the unit's agent through `agent`.
+pub async fn serve(listener: UnixListener, unit: Arc<Unit>, agent: mpsc::Sender<AgentCommand>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
-        let unit = unit.clone();
+        let (unit, agent) = (unit.clone(), agent.clone());
         tokio::spawn(async move {
-            if let Err(err) = serve_one(stream, &unit).await {
+            if let Err(err) = serve_one(stream, &unit, &agent).await {
                 tracing::debug!(unit = %unit.name(), "hook tool connection failed: {err}");
             }
         });
     }
 }
 
-async fn serve_one(stream: UnixStream, unit: &Unit) -> std::io::Result<()> {
+async fn serve_one(stream: UnixStream, unit: &Unit, agent: &mpsc::Sender<AgentCommand>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     BufReader::new(read.take(MAX_REQUEST_BYTES)).read_line(&mut line).await?;
     let response = match serde_json::from_str::<ToolRequest>(&line) {
-        Ok(request) => answer(unit, request),
+        Ok(request) => answer(unit, agent, request).await,
         Err(err) => ToolResponse::Error { kind: ToolErrorKind::Invalid, message: format!("bad request: {err}") },
     };
     let mut bytes = serde_json::to_vec(&response).map_err(std::io::Error::other)?;

@@ -104,7 +104,7 @@ impl LeadershipTracker {
                 state.last_error = None;
                 Refresh::Leader { term: claim.term, new_term }
             }
-            Err(LeaseError::Denied { .. }) => {
+            Err(LeaseError::Denied { .. } | LeaseError::Reserved { .. }) => {
                 state.claim = None;
                 state.last_error = None;
                 Refresh::Minion

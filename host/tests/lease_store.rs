@@ -73,7 +73,29 @@ for_each_store!(
     writes_are_fenced_by_term,
     bad_arguments_get_clear_errors,
     watchers_hear_of_changes,
+    a_reservation_directs_the_next_grant,
 );
+
+async fn a_reservation_directs_the_next_grant(s: Subject) {
+    s.store.claim(&unit("a/0"), LEASE).unwrap();
+    s.store.reserve(&unit("a/2"), 2 * LEASE).unwrap();
+    assert_eq!(s.store.claim(&unit("a/0"), LEASE).unwrap().term, 1, "the holder keeps extending");
+    s.store.revoke(&unit("a/0")).unwrap();
+    match s.store.claim(&unit("a/1"), LEASE) {
+        Err(LeaseError::Reserved { unit: reserved, .. }) => assert_eq!(reserved, unit("a/2")),
+        other => panic!("a free lease reserved for a/2 went to a/1: {other:?}"),
+    }
+    assert!(matches!(s.store.claim(&unit("a/0"), LEASE), Err(LeaseError::Reserved { .. })), "nor back to a/0");
+    assert_eq!(s.store.claim(&unit("a/2"), LEASE).unwrap().term, 2);
+    s.store.revoke(&unit("a/2")).unwrap();
+    assert_eq!(s.store.claim(&unit("a/1"), LEASE).unwrap().term, 3, "granted once, the reservation is spent");
+    // An unused reservation lapses.
+    s.store.revoke(&unit("a/1")).unwrap();
+    s.store.reserve(&unit("a/2"), LEASE).unwrap();
+    s.clock.advance(LEASE);
+    assert_eq!(s.store.claim(&unit("a/1"), LEASE).unwrap().term, 4);
+    assert!(matches!(s.store.reserve(&unit("a/2"), Duration::ZERO), Err(LeaseError::InvalidDuration(_))));
+}
 
 async fn claim_extend_and_deny(s: Subject) {
     let start = s.clock.now();

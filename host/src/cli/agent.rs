@@ -48,9 +48,8 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         let _ = std::fs::remove_file(&socket);
         let listener = tokio::net::UnixListener::bind(&socket)
             .with_context(|| format!("listening on {}", socket.display()))?;
-        let tools = tokio::spawn(hook_tools::serve(listener, unit.clone()));
-
         let (commands, receiver) = tokio::sync::mpsc::channel(4);
+        let tools = tokio::spawn(hook_tools::serve(listener, unit.clone(), commands.clone()));
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
         tokio::spawn(async move {

@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch to one module per command.
 
 mod agent;
+mod operator;
 mod output;
 mod run;
 mod status;
@@ -45,6 +46,23 @@ enum Command {
         #[arg(required = true)]
         pairs: Vec<String>,
     },
+    /// Operator action: the unit, if leader, steps down and another unit is elected.
+    StepDown(ToolArgs),
+    /// Operator action: hand leadership to UNIT directly (no other unit leads in between).
+    Elect(ElectArgs),
+}
+
+/// Options for `charm-host elect`.
+#[derive(Debug, Args)]
+pub struct ElectArgs {
+    /// The unit to make leader, e.g. `app/2`; its agent must be running.
+    pub unit: String,
+    /// The state directory the application's agents run on.
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+    /// How long the lease stays reserved for UNIT (and how long to wait for it).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub within: Duration,
 }
 
 /// Options for `charm-host agent`.
@@ -124,6 +142,9 @@ pub struct RunArgs {
     /// Stop a unit gracefully at a time from the start, e.g. `app/0@5s` (repeatable).
     #[arg(long, value_name = "UNIT@TIME")]
     pub stop: Vec<String>,
+    /// Hand leadership to a unit at a time from the start, e.g. `app/2@5s` (repeatable).
+    #[arg(long, value_name = "UNIT@TIME")]
+    pub elect: Vec<String>,
     /// Make the current leader step down at this time from the start (repeatable).
     #[arg(long, value_name = "TIME", value_parser = parse_duration)]
     pub step_down: Vec<Duration>,
@@ -168,5 +189,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::IsLeader(target) => Ok(tools::is_leader(target)),
         Command::LeaderGet { target, key } => Ok(tools::leader_get(target, key)),
         Command::LeaderSet { target, pairs } => Ok(tools::leader_set(target, pairs)),
+        Command::StepDown(target) => Ok(operator::step_down(target)),
+        Command::Elect(args) => operator::elect(args),
     }
 }

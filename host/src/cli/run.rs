@@ -145,7 +145,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Something `--kill`, `--stop` or `--step-down` asks for during a run.
+/// Something `--kill`, `--stop`, `--step-down` or `--elect` asks for during a run.
 #[derive(Debug, Clone)]
 pub enum RunAction {
     /// Crash the unit's agent: its lease must expire.
@@ -154,20 +154,26 @@ pub enum RunAction {
     Stop(UnitName),
     /// The current leader steps down.
     StepDown,
+    /// Directed handover to the unit.
+    Elect(UnitName),
 }
 
 impl RunArgs {
     /// The actions the flags schedule, with their times from the start of the run.
     fn scheduled_actions(&self, app: &AppName) -> anyhow::Result<Vec<(std::time::Duration, RunAction)>> {
         let mut actions = Vec::new();
-        for (flag, list) in [("--kill", &self.kill), ("--stop", &self.stop)] {
+        for (flag, list) in [("--kill", &self.kill), ("--stop", &self.stop), ("--elect", &self.elect)] {
             for spec in list {
                 let (unit, at) = spec.split_once('@').with_context(|| format!("{flag} {spec}: expected UNIT@TIME, e.g. {app}/0@5s"))?;
                 let unit = UnitName::new(unit)?;
                 anyhow::ensure!(unit.app() == app, "{flag} {spec}: {unit} is not a unit of {app}");
                 anyhow::ensure!(unit.number() < self.units, "{flag} {spec}: there are only {} units", self.units);
                 let at = humantime::parse_duration(at).with_context(|| format!("{flag} {spec}: bad time"))?;
-                actions.push((at, if flag == "--kill" { RunAction::Kill(unit) } else { RunAction::Stop(unit) }));
+                actions.push((at, match flag {
+                    "--kill" => RunAction::Kill(unit),
+                    "--stop" => RunAction::Stop(unit),
+                    _ => RunAction::Elect(unit),
+                }));
             }
         }
         actions.extend(self.step_down.iter().map(|at| (*at, RunAction::StepDown)));
@@ -187,6 +193,16 @@ async fn perform(
         RunAction::StepDown => {
             let leader = store.lease(app)?.context("there is no leader to step down")?.holder;
             running.command(&leader, AgentCommand::StepDown).await?;
+        }
+        RunAction::Elect(unit) => {
+            let lease = store.lease(app)?;
+            if lease.as_ref().is_some_and(|l| l.holder == unit) {
+                return Ok(());
+            }
+            store.reserve(&unit, std::time::Duration::from_secs(60))?;
+            if let Some(lease) = lease {
+                running.command(&lease.holder, AgentCommand::StepDown).await?;
+            }
         }
     }
     Ok(())

@@ -19,7 +19,8 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn ask(target: &ToolArgs, request: ToolRequest) -> Result<ToolResponse, ExitCode> {
+/// Sends `request` to the target unit's agent; an error is reported and becomes the exit code.
+pub(super) fn ask(target: &ToolArgs, request: ToolRequest) -> Result<ToolResponse, ExitCode> {
     let unit = UnitName::new(&target.unit).map_err(|e| fail(USAGE, e))?;
     let socket = StateDir::new(&target.state).socket(&unit);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| fail(1, e))?;

@@ -96,6 +96,15 @@ impl LeadershipStore for MemoryStore {
         Ok(())
     }
 
+    fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {
+        super::validate_duration(duration)?;
+        let until = self.clock.now() + duration;
+        let mut apps = self.lock();
+        let app = apps.entry(unit.app().clone()).or_default();
+        app.lease = Some(rules::reserve(app.lease.as_ref(), unit, until));
+        Ok(())
+    }
+
     fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
         validate_entity(entity)?;
         let inserted = self.lock().entry(app.clone()).or_default().pins.insert(entity.to_owned());

@@ -10,6 +10,8 @@
 //!   asked; a caller measuring its guarantee from the same reading never overestimates it.
 //! - **Terms only go up.** Each new holder gets a term greater than every earlier term of
 //!   the application, also across restarts of the store; an extension keeps the term.
+//! - **Reservations direct a handover.** While a reservation for a unit lasts, a free
+//!   lease is granted to that unit only.
 //! - **Pins stop expiry.** A pinned lease does not expire, whichever entity pinned it;
 //!   expiry resumes after the last pin is removed.
 //! - **Writes are fenced.** A settings write carries the writer's term and is applied only
@@ -96,6 +98,14 @@ pub enum LeaseError {
     /// The requested duration is outside [`LEASE_DURATION_RANGE`].
     #[error("lease duration {0:?} is outside the accepted range of 1s to 5min")]
     InvalidDuration(Duration),
+    /// The lease is free but reserved for another unit (a directed handover).
+    #[error("leadership of {app} is reserved for {unit}")]
+    Reserved {
+        /// The application.
+        app: AppName,
+        /// The unit it is reserved for.
+        unit: UnitName,
+    },
     /// A pin entity is empty, too long, or has control characters.
     #[error("invalid pin entity {0:?}: it must be 1 to 256 printable characters")]
     InvalidEntity(String),
@@ -140,6 +150,12 @@ pub trait LeadershipStore: Send + Sync + 'static {
     /// Gives up `unit`'s lease: ok if it held it or nobody does; [`LeaseError::NotHeld`] if
     /// another unit holds it.
     fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError>;
+
+    /// Reserves the next grant of `unit`'s application lease for `unit` alone, for `duration`
+    /// or until it is granted, whichever comes first; the current holder keeps its lease
+    /// until it releases it or it expires. A directed handover is: reserve, then the holder
+    /// steps down.
+    fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError>;
 
     /// Pins `app`'s lease on behalf of `entity` (idempotent).
     fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError>;

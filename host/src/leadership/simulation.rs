@@ -1,7 +1,7 @@
 //! A seeded fault simulator for [`LeadershipStore`] implementations, with a checker.
 //!
 //! A schedule is a random but reproducible (by seed) sequence of claims, renewals,
-//! revokes, pins, fenced writes, clock advances (some to an exact expiry, some far past
+//! revokes, reservations, pins, fenced writes, clock advances (some to an exact expiry, some far past
 //! every expiry), unit pauses
 //! longer than a lease, unit restarts, and store reopenings, over several applications and
 //! units. Each simulated unit keeps what a tracker would: its last granted claim.
@@ -115,6 +115,7 @@ const TRACE_LEN: usize = 40;
 #[derive(Debug, Default)]
 struct ModelApp {
     holder: Option<(UnitName, u64, super::Timestamp)>,
+    reserved: Option<(UnitName, super::Timestamp)>,
     last_term: u64,
     pins: BTreeSet<String>,
     settings: Settings,
@@ -223,7 +224,8 @@ impl Sim<'_> {
                 self.note("jump 10min".into());
                 Ok(())
             }
-            78..85 => self.pin_or_unpin(),
+            78..82 => self.pin_or_unpin(),
+            82..85 => self.reserve(),
             85..90 => {
                 if let Some(i) = self.pick_active_unit() {
                     let steps = self.rng.random_range(5..60u32);
@@ -274,7 +276,19 @@ impl Sim<'_> {
                 self.units[i].belief = Some(claim);
                 self.stats.extensions += 1;
             }
+            (None, Err(LeaseError::Reserved { unit: reported, .. })) => {
+                match model.reserved.as_ref().filter(|(_, until)| *until > now) {
+                    Some((reserved, _)) if *reserved == reported && *reserved != unit => self.stats.denials += 1,
+                    other => return Err(format!("claim by {unit} refused as reserved for {reported}, model {other:?}")),
+                }
+            }
             (None, Ok(claim)) => {
+                if let Some((reserved, _)) = model.reserved.as_ref().filter(|(_, until)| *until > now)
+                    && *reserved != unit
+                {
+                    return Err(format!("{unit} was granted a lease reserved for {reserved}"));
+                }
+                model.reserved = None;
                 if claim.term <= model.last_term {
                     return Err(format!("new tenure of {unit} got term {} after term {}", claim.term, model.last_term));
                 }
@@ -361,6 +375,19 @@ impl Sim<'_> {
                 return Err(format!("write by {unit} at term {term}: model says holds={holds} invalid={invalid}, store said {got:?}"))
             }
         }
+        Ok(())
+    }
+
+    fn reserve(&mut self) -> Result<(), String> {
+        let i = self.rng.random_range(0..self.units.len());
+        let unit = self.units[i].name.clone();
+        let duration = Duration::from_secs(DURATIONS_S[self.rng.random_range(0..DURATIONS_S.len())]);
+        let result = self.store.reserve(&unit, duration);
+        self.note(format!("reserve for {unit} {duration:?} -> {result:?}"));
+        result.map_err(|e| format!("reserve failed: {e}"))?;
+        let until = self.clock.now() + duration;
+        let model = self.apps.get_mut(unit.app()).ok_or("unknown app")?;
+        model.reserved = Some((unit, until));
         Ok(())
     }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::watch;
 
-use super::rules::{self, LeaseRecord};
+use super::rules::{self, LeaseRecord, Reservation};
 use super::watchers::Watchers;
 use super::{Claim, Clock, Lease, LeaseError, LeadershipStore, MonotonicClock, Timestamp, WriteError, validate_entity};
 use crate::names::{AppName, UnitName};
@@ -88,7 +88,7 @@ pub enum OpenError {
     BootId(std::io::Error),
 }
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value ANY NOT NULL) WITHOUT ROWID;
@@ -97,7 +97,9 @@ CREATE TABLE IF NOT EXISTS leases (
     holder TEXT,
     term INTEGER NOT NULL,
     expires_ns INTEGER NOT NULL,
-    duration_ns INTEGER NOT NULL
+    duration_ns INTEGER NOT NULL,
+    reserved_for TEXT,
+    reserved_until_ns INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS pins (app TEXT NOT NULL, entity TEXT NOT NULL, PRIMARY KEY (app, entity)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS settings (
@@ -176,6 +178,16 @@ impl SqliteStore {
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
             .optional()
             .map_err(sqlite)?;
+        if found == Some(1) {
+            // Version 2 added reservations for directed handovers.
+            conn.execute_batch(
+                "ALTER TABLE leases ADD COLUMN reserved_for TEXT;
+                 ALTER TABLE leases ADD COLUMN reserved_until_ns INTEGER NOT NULL DEFAULT 0;
+                 UPDATE meta SET value = 2 WHERE key = 'schema';",
+            )
+            .map_err(sqlite)?;
+        }
+        let found = if found == Some(1) { Some(SCHEMA_VERSION) } else { found };
         match found {
             Some(SCHEMA_VERSION) => {}
             Some(found) => return Err(OpenError::Schema { path: path.to_owned(), found }),
@@ -273,14 +285,26 @@ fn adopt_boot(conn: &mut Connection, boot_id: &str, now: Timestamp) -> rusqlite:
 
 fn read_lease(tx: &Transaction<'_>, app: &AppName) -> rusqlite::Result<(Option<LeaseRecord>, bool)> {
     let record = tx
-        .prepare_cached("SELECT holder, term, expires_ns FROM leases WHERE app = ?1")?
-        .query_row([app.as_str()], |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+        .prepare_cached("SELECT holder, term, expires_ns, reserved_for, reserved_until_ns FROM leases WHERE app = ?1")?
+        .query_row([app.as_str()], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })
         .optional()?;
     let record = match record {
-        Some((holder, term, expires)) => Some(LeaseRecord {
+        Some((holder, term, expires, reserved_for, reserved_until)) => Some(LeaseRecord {
             holder: holder.map(unit_from_db).transpose()?,
             term: u64::try_from(term).unwrap_or(0),
             expires: ts(expires),
+            reserved: reserved_for
+                .map(unit_from_db)
+                .transpose()?
+                .map(|unit| Reservation { unit, until: ts(reserved_until) }),
         }),
         None => None,
     };
@@ -293,16 +317,20 @@ fn read_lease(tx: &Transaction<'_>, app: &AppName) -> rusqlite::Result<(Option<L
 fn write_lease(tx: &Transaction<'_>, app: &AppName, record: &LeaseRecord, duration: Duration) -> rusqlite::Result<()> {
     let duration_ns = i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX);
     tx.prepare_cached(
-        "INSERT INTO leases (app, holder, term, expires_ns, duration_ns) VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO leases (app, holder, term, expires_ns, duration_ns, reserved_for, reserved_until_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (app) DO UPDATE SET holder = ?2, term = ?3, expires_ns = ?4,
-             duration_ns = CASE WHEN ?5 > 0 THEN ?5 ELSE duration_ns END",
+             duration_ns = CASE WHEN ?5 > 0 THEN ?5 ELSE duration_ns END,
+             reserved_for = ?6, reserved_until_ns = ?7",
     )?
     .execute(params![
         app.as_str(),
         record.holder.as_ref().map(UnitName::as_str),
         i64::try_from(record.term).unwrap_or(i64::MAX),
         ns(record.expires),
-        duration_ns
+        duration_ns,
+        record.reserved.as_ref().map(|r| r.unit.as_str()),
+        record.reserved.as_ref().map_or(0, |r| ns(r.until)),
     ])?;
     Ok(())
 }
@@ -367,6 +395,16 @@ impl LeadershipStore for SqliteStore {
             self.shared.watchers.leases_changed();
         }
         Ok(())
+    }
+
+    fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {
+        super::validate_duration(duration)?;
+        let until = self.clock.now() + duration;
+        self.write_tx(|tx| {
+            let (record, _) = read_lease(tx, unit.app())?;
+            write_lease(tx, unit.app(), &rules::reserve(record.as_ref(), unit, until), Duration::ZERO)?;
+            Ok::<_, LeaseError>(())
+        })
     }
 
     fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {

@@ -171,6 +171,9 @@ impl LeadershipStore for FaultyStore {
     fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError> {
         self.inner.revoke(unit)
     }
+    fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {
+        self.inner.reserve(unit, duration)
+    }
     fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
         self.inner.pin(app, entity)
     }
