@@ -1,5 +1,8 @@
 //! Where a unit's [`LocalState`] lives between runs of its agent: a small JSON file written
-//! atomically (temporary file, fsync, rename), so a crash leaves the old or the new state.
+//! atomically (temporary file, rename), so a crash leaves the old or the new state. Changes
+//! that must survive power loss too (install done, a tenure's `leader-elected` done) are
+//! fsynced; a newer settings version seen is not, since losing it costs one more
+//! `leader-settings-changed`, which the at-least-once promise allows.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,17 +39,25 @@ pub fn load(path: &Path) -> Result<LocalState, LocalStateError> {
     }
 }
 
-/// Replaces the state at `path`.
-pub fn save(path: &Path, state: &LocalState) -> Result<(), LocalStateError> {
-    save_json(path, state)
+/// Replaces the state at `path`, if it differs from `previous`; returns whether it wrote.
+pub fn save(path: &Path, state: &LocalState, previous: &LocalState) -> Result<bool, LocalStateError> {
+    if state == previous {
+        return Ok(false);
+    }
+    let durable = state.installed != previous.installed || state.last_elected_term != previous.last_elected_term;
+    save_json(path, state, durable)?;
+    Ok(true)
 }
 
-/// Replaces the file at `path` with `value` as JSON, atomically.
-pub fn save_json(path: &Path, value: &impl serde::Serialize) -> Result<(), LocalStateError> {
+/// Replaces the file at `path` with `value` as JSON, atomically; `durable` also fsyncs it.
+pub fn save_json(path: &Path, value: &impl serde::Serialize, durable: bool) -> Result<(), LocalStateError> {
     let io = |source| LocalStateError::Io { path: path.to_owned(), source };
     let tmp = path.with_extension("json.tmp");
     let mut file = std::fs::File::create(&tmp).map_err(io)?;
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| io(std::io::Error::other(e)))?;
-    file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(io)?;
+    file.write_all(&bytes).map_err(io)?;
+    if durable {
+        file.sync_all().map_err(io)?;
+    }
     std::fs::rename(&tmp, path).map_err(io)
 }

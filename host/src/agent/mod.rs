@@ -94,6 +94,7 @@ pub async fn run_unit(
     let claims = tokio::spawn(claim_loop(unit.clone(), role_tx, control_rx));
 
     let mut settings_rx = store.watch_settings(unit.name().app());
+    let mut saved = local.clone();
     let mut queue = HookQueue::new(local, config.backoff);
     queue.on_settings(*settings_rx.borrow_and_update());
     let mut acted_on = Role::Unknown;
@@ -125,11 +126,13 @@ pub async fn run_unit(
                 let version = *settings_rx.borrow();
                 let outcome = runtime.run_hook(&charm, &unit, queued.hook).await;
                 queue.finished(queued, outcome.result.is_ok(), clock.now(), Some(version));
-                if let Some(path) = &config.state_file {
-                    local_state::save(path, queue.local_state())?;
+                if let Some(path) = &config.state_file
+                    && local_state::save(path, queue.local_state(), &saved)?
+                {
+                    saved = queue.local_state().clone();
                 }
                 if let Some(path) = &config.status_file
-                    && let Err(err) = local_state::save_json(path, &unit.status())
+                    && let Err(err) = local_state::save_json(path, &unit.status(), false)
                 {
                     unit.log(LogLevel::Warning, format!("could not record the unit's status: {err}"));
                 }
