@@ -32,6 +32,16 @@ impl Agents {
         Self { state: tempfile::tempdir().unwrap(), cache: tempfile::tempdir().unwrap(), children: Vec::new() }
     }
 
+    /// shared-settings agents `db/0`, started first and leading, and `db/1`, a minion.
+    fn leader_and_minion() -> Self {
+        let mut agents = Self::new();
+        agents.start("example-charms/shared-settings", "db/0");
+        agents.wait_leader("db/0", true, Duration::from_secs(60));
+        agents.start("example-charms/shared-settings", "db/1");
+        agents.wait_leader("db/1", false, Duration::from_secs(60));
+        agents
+    }
+
     fn state(&self) -> &str {
         self.state.path().to_str().unwrap()
     }
@@ -106,11 +116,7 @@ fn stdout(out: &Output) -> String {
 
 #[test]
 fn hook_tools_answer_in_every_format_with_juju_exit_codes() {
-    let mut agents = Agents::new();
-    agents.start("example-charms/shared-settings", "db/0");
-    agents.wait_leader("db/0", true, Duration::from_secs(60));
-    agents.start("example-charms/shared-settings", "db/1");
-    agents.wait_leader("db/1", false, Duration::from_secs(60));
+    let mut agents = Agents::leader_and_minion();
 
     let tool = |args: &[&str]| agents.tool(args);
     let out = tool(&["is-leader", "--unit", "db/0", "--format", "json"]);
@@ -174,11 +180,7 @@ fn tools_answer_while_a_hook_is_running() {
 
 #[test]
 fn sigterm_of_the_leader_hands_over_before_the_lease_would_expire() {
-    let mut agents = Agents::new();
-    agents.start("example-charms/shared-settings", "db/0");
-    agents.wait_leader("db/0", true, Duration::from_secs(60));
-    agents.start("example-charms/shared-settings", "db/1");
-    agents.wait_leader("db/1", false, Duration::from_secs(60));
+    let mut agents = Agents::leader_and_minion();
     let stopped_at = Instant::now();
     agents.signal("db/0", "TERM");
     let elected = agents.wait_leader("db/1", true, Duration::from_secs(10));
@@ -191,11 +193,7 @@ fn sigterm_of_the_leader_hands_over_before_the_lease_would_expire() {
 
 #[test]
 fn sigkill_of_the_leader_hands_over_only_after_expiry() {
-    let mut agents = Agents::new();
-    agents.start("example-charms/shared-settings", "db/0");
-    agents.wait_leader("db/0", true, Duration::from_secs(60));
-    agents.start("example-charms/shared-settings", "db/1");
-    agents.wait_leader("db/1", false, Duration::from_secs(60));
+    let mut agents = Agents::leader_and_minion();
     agents.signal("db/0", "KILL");
     let killed_at = Instant::now();
     let elected = agents.wait_leader("db/1", true, Duration::from_secs(15));

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::events::{Event, LogLevel};
 use crate::hooks::HookKind;
-use crate::leadership::{Timestamp, wait_until_released};
+use crate::leadership::{Clock, Timestamp, wait_until_released};
 use crate::runtime::{Charm, HookRuntime};
 use crate::tracker::Refresh;
 use crate::unit::Unit;
@@ -146,12 +146,7 @@ pub async fn run_unit(
             Next::WaitUntil(at) => Some(at),
             Next::Idle => None,
         };
-        let retry = async {
-            match wait_until {
-                Some(at) => clock.sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let retry = sleep_until_or_forever(clock.as_ref(), wait_until);
         tokio::select! {
             changed = role_rx.changed() => if changed.is_err() { break },
             changed = settings_rx.changed() => {
@@ -191,6 +186,14 @@ pub async fn run_unit(
     Ok(())
 }
 
+/// Sleeps on `clock` until `at`, or forever without one.
+async fn sleep_until_or_forever(clock: &dyn Clock, at: Option<Timestamp>) {
+    match at {
+        Some(at) => clock.sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn release(unit: &Unit) {
     if let Err(err) = unit.tracker().release() {
         unit.log(LogLevel::Warning, format!("could not give up leadership: {err}"));
@@ -220,15 +223,9 @@ async fn claim_loop(unit: Arc<Unit>, role_tx: watch::Sender<Role>, mut control: 
         if let Some(until) = hold_off {
             tracker.abandon();
             publish(Role::Minion);
-            let sleep = async {
-                match until {
-                    Some(t) => clock.sleep_until(t).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 changed = control.changed() => if changed.is_err() { return },
-                () = sleep => {}
+                () = sleep_until_or_forever(clock.as_ref(), until) => {}
             }
             continue;
         }
