@@ -116,7 +116,7 @@ fn stdout(out: &Output) -> String {
 
 #[test]
 fn hook_tools_answer_in_every_format_with_juju_exit_codes() {
-    let mut agents = Agents::leader_and_minion();
+    let agents = Agents::leader_and_minion();
 
     let tool = |args: &[&str]| agents.tool(args);
     let out = tool(&["is-leader", "--unit", "db/0", "--format", "json"]);
