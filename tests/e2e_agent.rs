@@ -48,9 +48,15 @@ impl Agents {
 
     /// Starts an agent for `unit` of the charm crate `charm` with a 2 s guarantee window.
     fn start(&mut self, charm: &str, unit: &str) {
+        self.start_with(charm, unit, &[]);
+    }
+
+    /// Starts an agent like [`Self::start`], with more arguments.
+    fn start_with(&mut self, charm: &str, unit: &str, extra: &[&str]) {
         let log = std::fs::File::create(self.state.path().join(format!("{}.log", unit.replace('/', "-")))).unwrap();
         let child = Command::new(BIN)
             .args(["agent", charm, "--unit", unit, "--state", self.state(), "--guarantee-window", "2s", "--json"])
+            .args(extra)
             .arg("--cache-dir")
             .arg(self.cache.path())
             .current_dir(workspace())
@@ -238,4 +244,116 @@ fn elect_hands_over_to_the_named_unit_and_step_down_to_any() {
     });
     assert!(took_over && asked.elapsed() < Duration::from_secs(4), "no successor after step-down");
     assert_eq!(agents.tool(&["elect", "db/9"]).status.code(), Some(1), "no agent runs for db/9");
+}
+
+/// A leader-only service that appends `UNIT NANOS` to `file` every 20 ms while it runs.
+fn ticker(unit: &str, file: &Path) -> String {
+    format!("singleton=while true; do echo {unit} $(date +%s%N) >> {}; sleep 0.02; done", file.display())
+}
+
+/// The intervals during which each unit's service ran, from its lines in `file`: a unit's
+/// lines more than 300 ms apart belong to different runs.
+fn service_runs(file: &Path) -> Vec<(String, u128, u128)> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let mut lines: Vec<(String, u128)> = text
+        .lines()
+        .filter_map(|l| l.split_once(' ').and_then(|(u, t)| Some((u.to_owned(), t.trim().parse().ok()?))))
+        .collect();
+    lines.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut runs: Vec<(String, u128, u128)> = Vec::new();
+    for (unit, t) in lines {
+        match runs.last_mut() {
+            Some((u, _, end)) if *u == unit && t - *end < 300_000_000 => *end = t,
+            _ => runs.push((unit, t, t)),
+        }
+    }
+    runs.sort_by_key(|r| r.1);
+    runs
+}
+
+/// Asserts that no two units' service runs overlap, and returns the gaps between runs.
+fn assert_never_overlapping(file: &Path) -> Vec<Duration> {
+    let runs = service_runs(file);
+    for (i, a) in runs.iter().enumerate() {
+        for b in &runs[i + 1..] {
+            assert!(a.0 == b.0 || b.1 > a.2, "{} ran until {} but {} started at {}: {runs:?}", a.0, a.2, b.0, b.1);
+        }
+    }
+    runs.windows(2).map(|w| Duration::from_nanos((w[1].1 - w[0].2) as u64)).collect()
+}
+
+#[test]
+fn the_singleton_service_never_runs_on_two_units_at_once() {
+    let mut agents = Agents::new();
+    let file = agents.state.path().join("service.log");
+    for unit in ["db/0", "db/1", "db/2"] {
+        let service = ticker(unit, &file);
+        agents.start_with("example-charms/singleton-service", unit, &["--leader-service", &service, "--service-grace", "1s"]);
+        agents.wait_leader(unit, unit == "db/0", Duration::from_secs(60));
+    }
+    let leader = |agents: &Agents| {
+        ["db/0", "db/1", "db/2"].into_iter().find(|u| agents.is_leader(u) == Some(true)).map(str::to_owned)
+    };
+    let wait_new_leader = |agents: &Agents, old: &str, limit: Duration| {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(new) = leader(agents).filter(|l| l != old) {
+                return new;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("no new leader after {old}");
+    };
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Step-down.
+    assert_eq!(agents.tool(&["step-down", "--unit", "db/0"]).status.code(), Some(0));
+    let second = wait_new_leader(&agents, "db/0", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(1));
+    // Graceful stop of the leader.
+    agents.signal(&second, "TERM");
+    let third = wait_new_leader(&agents, &second, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(1));
+    // Crash of the leader: its service dies with it; the successor waits for expiry.
+    agents.signal(&third, "KILL");
+    let fourth = wait_new_leader(&agents, &third, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(1));
+
+    let gaps = assert_never_overlapping(&file);
+    let runs = service_runs(&file);
+    let order: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(order, ["db/0", second.as_str(), third.as_str(), fourth.as_str()], "{runs:?}");
+    assert!(gaps[0] < Duration::from_millis(1500) && gaps[1] < Duration::from_millis(1500), "graceful gaps {gaps:?}");
+    assert!(gaps[2] < Duration::from_secs(6), "after a crash the gap is the lease expiry: {gaps:?}");
+    let status: serde_json::Value = serde_json::from_str(&stdout(&agents.tool(&["status", "--json"]))).unwrap();
+    let units = status["applications"][0]["units"].as_array().unwrap().clone();
+    let running: Vec<_> = units.iter().filter(|u| u["services"][0]["running"] == true).collect();
+    assert_eq!(running.len(), 1, "{units:?}");
+    assert_eq!(units.iter().filter(|u| u["agent"] == "down").count(), 2, "one stopped, one killed: {units:?}");
+    assert_eq!(running[0]["unit"], fourth.as_str());
+    assert!(running[0]["services"][0]["pid"].is_u64());
+}
+
+#[test]
+fn a_hanging_hook_does_not_keep_a_leader_only_service_running() {
+    let mut agents = Agents::new();
+    let file = agents.state.path().join("service.log");
+    for unit in ["probe/0", "probe/1"] {
+        let data = agents.state.path().join(format!("units/{}/data", unit.replace('/', "-")));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("script-leader-elected"), "service-start singleton").unwrap();
+        std::fs::write(data.join("script-leader-deposed"), "sleep 100000").unwrap();
+        let service = ticker(unit, &file);
+        agents.start_with("tests/charms/probe", unit, &["--leader-service", &service, "--hook-deadline", "3s"]);
+        agents.wait_leader(unit, unit == "probe/0", Duration::from_secs(60));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(agents.tool(&["step-down", "--unit", "probe/0"]).status.code(), Some(0));
+    // The deposed hook hangs until its deadline; the host stopped the service before it.
+    agents.wait_leader("probe/1", true, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(1));
+    let gaps = assert_never_overlapping(&file);
+    let order: Vec<String> = service_runs(&file).into_iter().map(|r| r.0).collect();
+    assert_eq!(order, ["probe/0", "probe/1"]);
+    assert!(gaps[0] < Duration::from_secs(5), "the handover waits for the hung hook's deadline only: {gaps:?}");
 }

@@ -80,6 +80,8 @@ pub enum Error {
     WaitingForLeader(String),
     /// A typed setting could not be encoded or decoded.
     Encoding(String),
+    /// A service call failed: unknown name, or the process could not be started.
+    Service(String),
     /// The charm's own failure.
     Failed(String),
 }
@@ -104,6 +106,7 @@ impl fmt::Display for Error {
             Error::Invalid(reason) => write!(f, "invalid leader settings: {reason}"),
             Error::WaitingForLeader(reason) => write!(f, "waiting for the leader: {reason}"),
             Error::Encoding(reason) => write!(f, "cannot encode or decode a setting: {reason}"),
+            Error::Service(reason) => write!(f, "service: {reason}"),
             Error::Failed(reason) => f.write_str(reason),
         }
     }
@@ -261,6 +264,41 @@ pub fn application_name() -> String {
 /// The running hook's name, e.g. `leader-elected`.
 pub fn hook_name() -> String {
     context::hook_name()
+}
+
+/// Services the operator configured for this unit, started and stopped by name. A
+/// leader-only service starts only on the leader, and the host stops it by itself before
+/// the unit's leadership guarantee can lapse.
+pub mod services {
+    use super::{Error, Result};
+    use crate::bindings::juju::charm::services as wit;
+
+    pub use wit::ServiceStatus;
+
+    impl From<wit::ServiceError> for Error {
+        fn from(err: wit::ServiceError) -> Self {
+            match err {
+                wit::ServiceError::UnknownService(name) => Error::Service(format!("no service named {name:?} is configured")),
+                wit::ServiceError::NotLeader => Error::NotLeader,
+                wit::ServiceError::Failed(reason) => Error::Service(reason),
+            }
+        }
+    }
+
+    /// Starts the named service; starting a running one does nothing.
+    pub fn start(name: &str) -> Result<()> {
+        Ok(wit::start(name)?)
+    }
+
+    /// Asks the named service to stop (SIGTERM, then SIGKILL after the grace period).
+    pub fn stop(name: &str) -> Result<()> {
+        Ok(wit::stop(name)?)
+    }
+
+    /// The named service's status.
+    pub fn status(name: &str) -> Result<ServiceStatus> {
+        Ok(wit::status(name)?)
+    }
 }
 
 /// `bytes` cryptographically secure random bytes, hex-encoded: for generated secrets and ids.

@@ -59,6 +59,7 @@ fn application(setup: &Setup, units: u32, window: Duration, dir: &Path) -> (Appl
         guarantee_window: window,
         state_dir: StateDir::new(dir),
         backoff: Backoff::default(),
+        services: Default::default(),
     };
     let app = Application::new(setup.runtime.clone(), setup.charm.clone(), store.clone(), events.clone(), &config).unwrap();
     (app, events, store)

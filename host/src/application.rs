@@ -18,6 +18,7 @@ use crate::events::EventSink;
 use crate::leadership::LeadershipStore;
 use crate::names::{AppName, UnitName};
 use crate::runtime::{Charm, HookRuntime};
+use crate::services::ServiceConfig;
 use crate::state_dir::StateDir;
 use crate::tracker::LeadershipTracker;
 use crate::unit::Unit;
@@ -35,6 +36,8 @@ pub struct ApplicationConfig {
     pub state_dir: StateDir,
     /// Retry timing for failed hooks.
     pub backoff: Backoff,
+    /// The services every unit's charm may start, and their stop grace period.
+    pub services: (Vec<ServiceConfig>, Duration),
 }
 
 /// Why an application could not be set up or controlled.
@@ -89,7 +92,7 @@ impl Application {
                 let name = UnitName::from_parts(config.app.clone(), number);
                 let tracker = LeadershipTracker::new(name.clone(), store.clone(), config.guarantee_window);
                 Unit::new(name.clone(), config.state_dir.data_dir(&name), tracker, events.clone())
-                    .map(Arc::new)
+                    .map(|unit| Arc::new(unit.with_services(config.services.0.clone(), config.services.1)))
                     .map_err(|source| ApplicationError::DataDir { unit: name, source })
             })
             .collect::<Result<_, _>>()?;
@@ -120,7 +123,7 @@ impl Application {
                     config,
                     receiver,
                 ));
-                (unit.name().clone(), RunningAgent { commands, task })
+                (unit.name().clone(), RunningAgent { unit: unit.clone(), commands, task })
             })
             .collect();
         RunningApplication { agents }
@@ -128,6 +131,7 @@ impl Application {
 }
 
 struct RunningAgent {
+    unit: Arc<Unit>,
     commands: mpsc::Sender<AgentCommand>,
     task: JoinHandle<Result<(), agent::LocalStateError>>,
 }
@@ -152,10 +156,12 @@ impl RunningApplication {
         Ok(())
     }
 
-    /// Kills `unit` at once, as a crash would: its lease is left to expire.
+    /// Kills `unit` at once, as a crash would: its services die with it and its lease is
+    /// left to expire.
     pub fn kill(&mut self, unit: &UnitName) -> Result<(), ApplicationError> {
         let agent = self.agents.remove(unit).ok_or_else(|| ApplicationError::NoSuchUnit(unit.clone()))?;
         agent.task.abort();
+        agent.unit.services().kill_all();
         Ok(())
     }
 

@@ -28,6 +28,7 @@ pub mod hooks;
 pub mod leadership;
 pub mod names;
 pub mod runtime;
+pub mod services;
 pub mod settings;
 pub mod state_dir;
 pub mod tracker;

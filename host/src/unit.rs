@@ -1,16 +1,18 @@
-//! A unit as the host sees it: its identity, data directory, leadership tracker, reported
-//! status and event sink. Shared by the unit's own task and every hook sandbox it starts.
+//! A unit as the host sees it: its identity, data directory, leadership tracker, services,
+//! reported status and event sink. Shared by the unit's own task and every hook sandbox it starts.
 //!
 //! Invariants: a unit's data directory exists once [`Unit::new`] returns; its status is
 //! only changed by the charm (`status-set`) or by the host recording a hook's outcome.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use crate::events::{Event, EventSink, LogLevel, WorkloadStatus};
 use crate::hooks::{HookKind, HookOutcome};
 use crate::leadership::LeadershipStore;
 use crate::names::UnitName;
+use crate::services::{ServiceConfig, ServiceStatus, ServiceSupervisor};
 use crate::tracker::LeadershipTracker;
 
 /// A unit's reported state.
@@ -24,11 +26,20 @@ pub struct UnitStatus {
     pub last_hook: Option<HookKind>,
     /// Why the last hook failed, if it did.
     pub last_error: Option<String>,
+    /// The unit's services, as of when the status was read.
+    #[serde(default)]
+    pub services: Vec<ServiceStatus>,
 }
 
 impl Default for UnitStatus {
     fn default() -> Self {
-        Self { workload: WorkloadStatus::Maintenance, message: String::new(), last_hook: None, last_error: None }
+        Self {
+            workload: WorkloadStatus::Maintenance,
+            message: String::new(),
+            last_hook: None,
+            last_error: None,
+            services: Vec::new(),
+        }
     }
 }
 
@@ -39,6 +50,7 @@ pub struct Unit {
     tracker: LeadershipTracker,
     status: Mutex<UnitStatus>,
     events: Arc<dyn EventSink>,
+    services: ServiceSupervisor,
 }
 
 impl std::fmt::Debug for Unit {
@@ -56,7 +68,20 @@ impl Unit {
         events: Arc<dyn EventSink>,
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&data_dir)?;
-        Ok(Self { name, data_dir, tracker, status: Mutex::new(UnitStatus::default()), events })
+        let services = ServiceSupervisor::new(name.clone(), events.clone(), Vec::new(), Duration::ZERO);
+        Ok(Self { name, data_dir, tracker, status: Mutex::new(UnitStatus::default()), events, services })
+    }
+
+    /// Gives the unit the services the operator configured; a stop waits `grace` before
+    /// SIGKILL.
+    pub fn with_services(mut self, configs: Vec<ServiceConfig>, grace: Duration) -> Self {
+        self.services = ServiceSupervisor::new(self.name.clone(), self.events.clone(), configs, grace);
+        self
+    }
+
+    /// The unit's services.
+    pub fn services(&self) -> &ServiceSupervisor {
+        &self.services
     }
 
     /// The unit's name.
@@ -83,9 +108,11 @@ impl Unit {
         self.status.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A copy of the unit's status.
+    /// A copy of the unit's status, with its services' current state.
     pub fn status(&self) -> UnitStatus {
-        self.lock_status().clone()
+        let mut status = self.lock_status().clone();
+        status.services = self.services.statuses();
+        status
     }
 
     /// Records the workload status a charm set.

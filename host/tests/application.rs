@@ -34,6 +34,7 @@ async fn settings_changes_coalesce_into_one_more_minion_hook() {
         guarantee_window: Duration::from_secs(30),
         state_dir: charm_host::state_dir::StateDir::new(dir.path()),
         backoff: Default::default(),
+        services: Default::default(),
     };
     let app = Arc::new(Application::new(runtime, charm, store.clone(), events.clone(), &config).unwrap());
     let minion = app.units()[1].clone();

@@ -11,6 +11,9 @@
 //!   unit is still running then: hooks do not preempt each other).
 //! - Step-down and graceful stop run `leader-deposed` first and revoke the lease right
 //!   after it, so a successor is elected at once instead of after expiry.
+//! - Whenever the unit gives up or loses its guarantee, its leader-only services are
+//!   stopped first (SIGTERM, SIGKILL after at most half a window), before the lease can
+//!   pass to another unit.
 //!
 //! When the agent itself is dead (killed, frozen, or its machine gone), no hook of it can
 //! run: its lease simply expires after at most twice the window, and only then can another
@@ -174,6 +177,7 @@ pub async fn run_unit(
                 if let Role::Leader(term) = acted_on {
                     given_up = Some(term);
                     unit.tracker().abandon();
+                    unit.services().stop_leader_only(unit.tracker().window() / 2).await;
                     acted_on = Role::Minion;
                     queue.on_minion();
                     revoke_after_deposed = true;
@@ -182,6 +186,7 @@ pub async fn run_unit(
         }
     }
     claims.abort();
+    unit.services().stop_all().await;
     release(&unit);
     Ok(())
 }
@@ -205,7 +210,13 @@ async fn claim_loop(unit: Arc<Unit>, role_tx: watch::Sender<Role>, mut control: 
     let tracker = unit.tracker();
     let store = unit.store().clone();
     let clock = store.clock().clone();
-    let publish = |role: Role| {
+    // Publishes the role; on losing leadership, first stops the leader-only services (a
+    // full window before the lease can pass on, so half a window of grace is safe).
+    let publish = async |role: Role| {
+        let was_leader = matches!(*role_tx.borrow(), Role::Leader(_));
+        if was_leader && !matches!(role, Role::Leader(_)) {
+            unit.services().stop_leader_only(tracker.window() / 2).await;
+        }
         if role_tx.send_if_modified(|current| std::mem::replace(current, role) != role) {
             let (leader, term) = match role {
                 Role::Leader(term) => (true, Some(term)),
@@ -222,7 +233,7 @@ async fn claim_loop(unit: Arc<Unit>, role_tx: watch::Sender<Role>, mut control: 
         };
         if let Some(until) = hold_off {
             tracker.abandon();
-            publish(Role::Minion);
+            publish(Role::Minion).await;
             tokio::select! {
                 changed = control.changed() => if changed.is_err() { return },
                 () = sleep_until_or_forever(clock.as_ref(), until) => {}
@@ -238,7 +249,7 @@ async fn claim_loop(unit: Arc<Unit>, role_tx: watch::Sender<Role>, mut control: 
                 _ => Role::Minion,
             },
         };
-        publish(role);
+        publish(role).await;
         match role {
             Role::Leader(_) => {
                 let Some(deadline) = tracker.guarantee_deadline() else { continue };
@@ -252,7 +263,7 @@ async fn claim_loop(unit: Arc<Unit>, role_tx: watch::Sender<Role>, mut control: 
                     // Could not renew in time: depose now, while the lease still keeps
                     // everyone else out, and do not claim again until it has run out.
                     let claim = tracker.abandon();
-                    publish(Role::Minion);
+                    publish(Role::Minion).await;
                     if let Some(claim) = claim {
                         tokio::select! {
                             changed = control.changed() => if changed.is_err() { return },

@@ -4,3 +4,4 @@
 
 mod context;
 mod leadership;
+mod services;

@@ -32,7 +32,9 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let store = Arc::new(SqliteStore::open(&state.store())?);
     let events: Arc<dyn EventSink> = if args.json { Arc::new(JsonLog::new()) } else { Arc::new(HumanLog::new()) };
     let tracker = LeadershipTracker::new(unit_name.clone(), store, args.runtime.guarantee_window);
-    let unit = Arc::new(Unit::new(unit_name.clone(), state.data_dir(&unit_name), tracker, events)?);
+    let unit = Unit::new(unit_name.clone(), state.data_dir(&unit_name), tracker, events)?
+        .with_services(args.services.configs()?, args.services.service_grace);
+    let unit = Arc::new(unit);
     let config = AgentConfig {
         backoff: Backoff::default(),
         state_file: Some(state.agent_state(&unit_name)),

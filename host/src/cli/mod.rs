@@ -81,6 +81,8 @@ pub struct AgentArgs {
     pub json: bool,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub services: ServiceArgs,
 }
 
 /// Options for `charm-host status`.
@@ -154,6 +156,39 @@ pub struct RunArgs {
     pub state: Option<PathBuf>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub services: ServiceArgs,
+}
+
+/// Services the operator lets the charm start and stop by name.
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// A service the charm may run: NAME=COMMAND (run by `sh -c`; repeatable).
+    #[arg(long = "service", value_name = "NAME=COMMAND")]
+    pub services: Vec<String>,
+    /// A service that runs only while the unit leads; the host stops it before the
+    /// unit's leadership guarantee can lapse (repeatable).
+    #[arg(long = "leader-service", value_name = "NAME=COMMAND")]
+    pub leader_services: Vec<String>,
+    /// How long a stopping service gets between SIGTERM and SIGKILL (leader-only services
+    /// get at most half the guarantee window).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub service_grace: Duration,
+}
+
+impl ServiceArgs {
+    /// The configured services.
+    pub fn configs(&self) -> anyhow::Result<Vec<charm_host::services::ServiceConfig>> {
+        let plain = self.services.iter().map(|s| (s, false));
+        let leader = self.leader_services.iter().map(|s| (s, true));
+        let mut configs: Vec<charm_host::services::ServiceConfig> = Vec::new();
+        for (spec, leader_only) in plain.chain(leader) {
+            let config = charm_host::services::ServiceConfig::parse(spec, leader_only).map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(!configs.iter().any(|c| c.name == config.name), "service {} is given twice", config.name);
+            configs.push(config);
+        }
+        Ok(configs)
+    }
 }
 
 /// Options shared by every command that runs hooks.

@@ -104,6 +104,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         guarantee_window: args.runtime.guarantee_window,
         state_dir: StateDir::new(data_root.path()),
         backoff: Backoff::default(),
+        services: (args.services.configs()?, args.services.service_grace),
     };
     let application = Application::new(runtime, charm, store.clone(), events, &config)?;
     let mut actions = args.scheduled_actions(&app)?;

@@ -1,10 +1,13 @@
 //! `charm-host status --state DIR [--json]`: applications, leader, term, leader settings,
-//! pins, and units with their workload status, last hook and error.
+//! pins, and units with whether their agent runs, their workload status, last hook, error
+//! and services.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use charm_host::hook_tools;
 use charm_host::leadership::{LeadershipStore, SqliteStore};
 use charm_host::names::{AppName, UnitName};
 use charm_host::state_dir::StateDir;
@@ -26,6 +29,13 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         apps.entry(app).or_default();
     }
     let pins = store.pins()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // A unit whose agent does not answer is down: its recorded status may be stale.
+    let agent_up = |unit: &UnitName| {
+        let socket = state.socket(unit);
+        let call = hook_tools::call(&socket, &hook_tools::ToolRequest::IsLeader);
+        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(1), call).await }).is_ok_and(|r| r.is_ok())
+    };
     let mut report = Vec::new();
     for (app, units) in apps {
         let lease = store.lease(&app)?;
@@ -34,13 +44,24 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .into_iter()
             .map(|(unit, status)| {
                 let leader = lease.as_ref().is_some_and(|l| l.holder == unit);
+                let up = agent_up(&unit);
+                let mut services = status.as_ref().map(|s| s.services.clone()).unwrap_or_default();
+                if !up {
+                    // A stopped or crashed agent's services are gone with it.
+                    for service in &mut services {
+                        service.running = false;
+                        service.pid = None;
+                    }
+                }
                 json!({
                     "unit": unit.as_str(),
+                    "agent": if up { "running" } else { "down" },
                     "leader": leader,
                     "status": status.as_ref().map(|s| s.workload),
                     "message": status.as_ref().map(|s| s.message.clone()),
                     "last_hook": status.as_ref().and_then(|s| s.last_hook),
                     "error": status.as_ref().and_then(|s| s.last_error.clone()),
+                    "services": services,
                 })
             })
             .collect();
@@ -81,15 +102,26 @@ fn table(report: &[serde_json::Value]) -> String {
             text(&app["term"]),
             if pins.is_empty() { "none".into() } else { pins.join(", ") }
         ));
-        out.push_str(&format!("  {:<16} {:<7} {:<12} {:<26} MESSAGE\n", "UNIT", "LEADER", "STATUS", "LAST HOOK"));
+        out.push_str(&format!("  {:<16} {:<8} {:<7} {:<12} {:<26} MESSAGE\n", "UNIT", "AGENT", "LEADER", "STATUS", "LAST HOOK"));
         for unit in app["units"].as_array().into_iter().flatten() {
             let error = match &unit["error"] {
                 serde_json::Value::String(e) => format!(" [failed: {e}]"),
                 _ => String::new(),
             };
+            let services: Vec<String> = unit["services"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| match s["pid"].as_u64() {
+                    Some(pid) if s["running"] == true => format!(" [{} running, pid {pid}]", text(&s["name"])),
+                    _ => format!(" [{} stopped]", text(&s["name"])),
+                })
+                .collect();
+            let error = format!("{error}{}", services.concat());
             out.push_str(&format!(
-                "  {:<16} {:<7} {:<12} {:<26} {}{error}\n",
+                "  {:<16} {:<8} {:<7} {:<12} {:<26} {}{error}\n",
                 text(&unit["unit"]),
+                text(&unit["agent"]),
                 if unit["leader"] == true { "*" } else { "" },
                 text(&unit["status"]),
                 text(&unit["last_hook"]),

@@ -6,4 +6,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use juju::charm::{context, leadership};
+pub use juju::charm::{context, leadership, services};

@@ -55,7 +55,7 @@ pub enum LoadError {
         reason: String,
     },
     /// The component imports something this host does not provide.
-    #[error("{path} imports something this host does not provide ({detail}); charms may import juju:charm/context, juju:charm/leadership and WASI 0.2")]
+    #[error("{path} imports something this host does not provide ({detail}); charms may import juju:charm/context, juju:charm/leadership, juju:charm/services and WASI 0.2")]
     UnknownImport {
         /// The charm file.
         path: PathBuf,
@@ -164,10 +164,13 @@ impl HookRuntime {
     }
 }
 
+/// The charm interfaces the linker serves (every import of the `charm` world).
+const CHARM_IMPORTS: [&str; 3] = ["juju:charm/context", "juju:charm/leadership", "juju:charm/services"];
+
 /// True for the import families the linker serves: WASI and the charm's own interfaces.
 fn is_provided_family(import: &str) -> bool {
     let package = import.split_once('@').map_or(import, |(package, _version)| package);
-    package.starts_with("wasi:") || package == "juju:charm/context" || package == "juju:charm/leadership"
+    package.starts_with("wasi:") || CHARM_IMPORTS.contains(&package)
 }
 
 fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {

@@ -1,12 +1,13 @@
-//! Test charm: every hook runs the commands in `/script` (one per line) and appends one
-//! result line per command to `/results`. Tests use it to probe host-function semantics and
+//! Test charm: every hook runs the commands in `/script-<hook>` if it exists, else in
+//! `/script` (one per line), and appends one result line per command to `/results`. Tests use it to probe host-function semantics and
 //! sandbox limits without a charm per case.
 //!
 //! Commands: `is-leader`, `get KEY`, `get-all`, `set K=V [K=V...]` (an `=` with nothing
 //! after it sets an empty value), `set-none` (an empty group), `pause` (create `/paused`,
 //! wait for `/resume`, remove `/paused` then `/resume`), `spin`, `alloc MIB`, `panic MESSAGE`, `fail MESSAGE`,
 //! `sleep MS`, `read PATH`, `env`, `status STATUS MESSAGE`, `print TEXT`, `eprint TEXT`;
-//! for benchmarks, `call-is-leader N` and `call-get N KEY` call the host N times.
+//! `service-start NAME`, `service-stop NAME`; for benchmarks, `call-is-leader N` and
+//! `call-get N KEY` call the host N times.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -14,7 +15,9 @@ use std::io::Write as _;
 use charm_sdk::{Charm, Result, WorkloadStatus};
 
 fn run_script() -> Result<()> {
-    let script = std::fs::read_to_string("/script").unwrap_or_default();
+    // `/script-<hook>` if there is one, else `/script`.
+    let own = format!("/script-{}", charm_sdk::hook_name());
+    let script = std::fs::read_to_string(own).or_else(|_| std::fs::read_to_string("/script")).unwrap_or_default();
     for line in script.lines().filter(|l| !l.trim().is_empty()) {
         let result = run_command(line)?;
         let mut results = std::fs::OpenOptions::new()
@@ -54,6 +57,8 @@ fn run_command(line: &str) -> Result<String> {
             let found = (0..n).filter(|_| std::hint::black_box(charm_sdk::leader_get(key)).is_ok_and(|v| v.is_some())).count();
             format!("{found} of {n}")
         }
+        "service-start" => format!("{:?}", charm_sdk::services::start(rest)),
+        "service-stop" => format!("{:?}", charm_sdk::services::stop(rest)),
         "set-none" => format!("{:?}", charm_sdk::leader_set(Vec::<(String, String)>::new())),
         "pause" => {
             std::fs::write("/paused", b"").map_err(|e| e.to_string())?;

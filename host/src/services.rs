@@ -1,0 +1,311 @@
+//! Operator-configured services a charm may start and stop by name, and the host's
+//! guarantee that a leader-only service never outlives its unit's leadership.
+//!
+//! Invariants:
+//! - Only configured names can be started; a charm cannot name a command.
+//! - A leader-only service is started only while the unit's tracker guarantees
+//!   leadership, and the unit's agent stops it (SIGTERM to its process group, SIGKILL
+//!   after the grace period) as soon as the guarantee is given up, before the lease can
+//!   pass to another unit, whatever the hooks do.
+//! - Each service runs in its own process group with a parent-death signal (SIGKILL), so
+//!   an agent that dies takes its services with it. Commands should not detach from their
+//!   process group (a double-forked daemon escapes any supervisor).
+//! - Output goes to the unit's log, line by line.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::watch;
+
+use crate::events::{Event, EventSink, LogLevel};
+use crate::names::UnitName;
+
+/// One service the operator allows a unit's charm to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// The name the charm uses.
+    pub name: String,
+    /// The command, run by `sh -c`.
+    pub command: String,
+    /// Runs only while the unit is leader.
+    pub leader_only: bool,
+}
+
+impl ServiceConfig {
+    /// Parses `NAME=COMMAND`.
+    pub fn parse(spec: &str, leader_only: bool) -> Result<Self, String> {
+        let (name, command) = spec.split_once('=').ok_or_else(|| format!("expected NAME=COMMAND, got {spec:?}"))?;
+        let valid_name = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid_name {
+            return Err(format!("service name {name:?} must be letters, digits, '-' or '_'"));
+        }
+        if command.trim().is_empty() {
+            return Err(format!("service {name} has an empty command"));
+        }
+        Ok(Self { name: name.to_owned(), command: command.to_owned(), leader_only })
+    }
+}
+
+/// What the host knows of one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// Its name.
+    pub name: String,
+    /// Whether its process runs.
+    pub running: bool,
+    /// Its process id while it runs.
+    pub pid: Option<u32>,
+    /// Whether it runs only while the unit leads.
+    pub leader_only: bool,
+}
+
+/// Why a service call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// No such service is configured for the unit.
+    #[error("no service named {0:?} is configured for this unit")]
+    Unknown(String),
+    /// The service is leader-only and the unit is not the leader.
+    #[error("the service is leader-only and this unit is not the leader")]
+    NotLeader,
+    /// The process could not be started or signalled.
+    #[error("{0}")]
+    Failed(String),
+}
+
+struct Running {
+    pid: u32,
+    exited: watch::Receiver<bool>,
+}
+
+/// The services of one unit.
+pub struct ServiceSupervisor {
+    unit: UnitName,
+    events: Arc<dyn EventSink>,
+    configs: Vec<ServiceConfig>,
+    grace: Duration,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+impl std::fmt::Debug for ServiceSupervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceSupervisor").field("unit", &self.unit).field("configs", &self.configs).finish()
+    }
+}
+
+impl ServiceSupervisor {
+    /// A supervisor for `unit`'s `configs`; a stop waits `grace` before SIGKILL.
+    pub fn new(unit: UnitName, events: Arc<dyn EventSink>, configs: Vec<ServiceConfig>, grace: Duration) -> Self {
+        Self { unit, events, configs, grace, running: Mutex::new(HashMap::new()) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn config(&self, name: &str) -> Result<&ServiceConfig, ServiceError> {
+        self.configs.iter().find(|c| c.name == name).ok_or_else(|| ServiceError::Unknown(name.to_owned()))
+    }
+
+    fn log(&self, level: LogLevel, message: String) {
+        self.events.emit(Event::Log { unit: self.unit.clone(), level, message });
+    }
+
+    /// The pid of `name` if it runs.
+    fn running_pid(&self, name: &str) -> Option<u32> {
+        self.lock().get(name).filter(|r| !*r.exited.borrow()).map(|r| r.pid)
+    }
+
+    /// Starts `name` (doing nothing if it runs); `is_leader` is asked for leader-only ones.
+    /// Must be called within a tokio runtime.
+    pub fn start(&self, name: &str, is_leader: impl FnOnce() -> bool) -> Result<(), ServiceError> {
+        let config = self.config(name)?;
+        if config.leader_only && !is_leader() {
+            return Err(ServiceError::NotLeader);
+        }
+        let mut running = self.lock();
+        if running.get(name).is_some_and(|r| !*r.exited.borrow()) {
+            return Ok(());
+        }
+        let parent = rustix::process::getpid();
+        let mut command = tokio::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(&config.command)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // SAFETY: the closure only makes two system calls (prctl and getppid), which are
+        // async-signal-safe, and touches no memory shared with the parent.
+        unsafe {
+            command.pre_exec(move || {
+                rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+                // The parent may have died before the signal was armed.
+                if rustix::process::getppid() != Some(parent) {
+                    return Err(std::io::Error::other("the agent exited"));
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|e| ServiceError::Failed(format!("cannot start {name}: {e}")))?;
+        let pid = child.id().ok_or_else(|| ServiceError::Failed(format!("{name} exited at once")))?;
+        let (exited_tx, exited) = watch::channel(false);
+        running.insert(name.to_owned(), Running { pid, exited });
+        drop(running);
+        self.log(LogLevel::Info, format!("service {name} started (pid {pid})"));
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(pump(stdout, self.unit.clone(), self.events.clone(), name.to_owned(), LogLevel::Info));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(pump(stderr, self.unit.clone(), self.events.clone(), name.to_owned(), LogLevel::Warning));
+        }
+        let (unit, events, name) = (self.unit.clone(), self.events.clone(), name.to_owned());
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            exited_tx.send_replace(true);
+            let message = match status {
+                Ok(status) => format!("service {name} (pid {pid}) exited: {status}"),
+                Err(err) => format!("service {name} (pid {pid}) could not be waited for: {err}"),
+            };
+            events.emit(Event::Log { unit, level: LogLevel::Info, message });
+        });
+        Ok(())
+    }
+
+    /// Asks `name` to stop: SIGTERM now, SIGKILL after the grace period if it still runs.
+    /// Returns at once. Must be called within a tokio runtime.
+    pub fn request_stop(&self, name: &str) -> Result<(), ServiceError> {
+        self.config(name)?;
+        let Some((pid, exited)) = self.lock().get(name).map(|r| (r.pid, r.exited.clone())) else {
+            return Ok(());
+        };
+        signal_group(pid, Signal::TERM);
+        let grace = self.grace;
+        tokio::spawn(async move { kill_after(pid, exited, grace).await });
+        Ok(())
+    }
+
+    /// Stops every service that `filter` selects and waits until they have exited:
+    /// SIGTERM, then SIGKILL once `grace` has passed.
+    pub async fn stop_and_wait(&self, filter: impl Fn(&ServiceConfig) -> bool, grace: Duration) {
+        let targets: Vec<(String, u32, watch::Receiver<bool>)> = {
+            let running = self.lock();
+            self.configs
+                .iter()
+                .filter(|c| filter(c))
+                .filter_map(|c| running.get(&c.name).map(|r| (c.name.clone(), r.pid, r.exited.clone())))
+                .filter(|(_, _, exited)| !*exited.borrow())
+                .collect()
+        };
+        for (name, pid, _) in &targets {
+            self.log(LogLevel::Info, format!("stopping service {name} (pid {pid})"));
+            signal_group(*pid, Signal::TERM);
+        }
+        for (_, pid, exited) in targets {
+            kill_after(pid, exited, grace).await;
+        }
+    }
+
+    /// Stops the leader-only services and waits for them, within `grace` plus a SIGKILL.
+    pub async fn stop_leader_only(&self, grace: Duration) {
+        self.stop_and_wait(|c| c.leader_only, grace.min(self.grace)).await;
+    }
+
+    /// Stops every service and waits for them.
+    pub async fn stop_all(&self) {
+        self.stop_and_wait(|_| true, self.grace).await;
+    }
+
+    /// Kills every service at once (SIGKILL), as the death of the agent would.
+    pub fn kill_all(&self) {
+        for running in self.lock().values() {
+            signal_group(running.pid, Signal::KILL);
+        }
+    }
+
+    /// The status of `name`.
+    pub fn status(&self, name: &str) -> Result<ServiceStatus, ServiceError> {
+        let config = self.config(name)?;
+        let pid = self.running_pid(name);
+        Ok(ServiceStatus { name: name.to_owned(), running: pid.is_some(), pid, leader_only: config.leader_only })
+    }
+
+    /// The status of every configured service.
+    pub fn statuses(&self) -> Vec<ServiceStatus> {
+        self.configs.iter().filter_map(|c| self.status(&c.name).ok()).collect()
+    }
+}
+
+/// Signals the process group led by `pid` (each service leads its own group).
+fn signal_group(pid: u32, signal: Signal) {
+    if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        // ESRCH only means it is already gone.
+        let _ = rustix::process::kill_process_group(pid, signal);
+    }
+}
+
+/// Waits up to `grace` for the process to exit, then SIGKILLs its group and waits briefly.
+async fn kill_after(pid: u32, mut exited: watch::Receiver<bool>, grace: Duration) {
+    if tokio::time::timeout(grace, exited.wait_for(|e| *e)).await.is_err() {
+        signal_group(pid, Signal::KILL);
+        let _ = tokio::time::timeout(Duration::from_secs(5), exited.wait_for(|e| *e)).await;
+    }
+}
+
+async fn pump(stream: impl AsyncRead + Unpin, unit: UnitName, events: Arc<dyn EventSink>, name: String, level: LogLevel) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        events.emit(Event::Log { unit: unit.clone(), level, message: format!("[{name}] {line}") });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::RecordingSink;
+
+    fn supervisor(configs: Vec<ServiceConfig>) -> ServiceSupervisor {
+        ServiceSupervisor::new(UnitName::new("app/0").unwrap(), Arc::new(RecordingSink::new()), configs, Duration::from_millis(200))
+    }
+
+    #[test]
+    fn parses_specs() {
+        assert_eq!(
+            ServiceConfig::parse("web=python3 -m http.server", false).unwrap(),
+            ServiceConfig { name: "web".into(), command: "python3 -m http.server".into(), leader_only: false }
+        );
+        for bad in ["noequals", "=cmd", "bad name=x", "x=  "] {
+            assert!(ServiceConfig::parse(bad, true).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn starts_only_configured_names_and_leader_only_ones_only_when_leading() {
+        let s = supervisor(vec![ServiceConfig::parse("solo=sleep 30", true).unwrap()]);
+        assert_eq!(s.start("other", || true), Err(ServiceError::Unknown("other".into())));
+        assert_eq!(s.start("solo", || false), Err(ServiceError::NotLeader));
+        s.start("solo", || true).unwrap();
+        let pid = s.status("solo").unwrap().pid.expect("runs");
+        s.start("solo", || true).unwrap();
+        assert_eq!(s.status("solo").unwrap().pid, Some(pid), "starting a running service does nothing");
+        s.stop_leader_only(Duration::from_millis(100)).await;
+        assert!(!s.status("solo").unwrap().running);
+    }
+
+    #[tokio::test]
+    async fn a_service_ignoring_sigterm_is_killed_after_the_grace_period() {
+        let s = supervisor(vec![ServiceConfig::parse("stubborn=trap '' TERM; while true; do sleep 0.05; done", false).unwrap()]);
+        s.start("stubborn", || true).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let start = std::time::Instant::now();
+        s.stop_all().await;
+        assert!(!s.status("stubborn").unwrap().running);
+        assert!(start.elapsed() >= Duration::from_millis(200), "waited the grace period");
+    }
+}
