@@ -119,6 +119,10 @@ pub struct ToolArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Smart)]
     pub format: Format,
+    /// Give up (exit 1) if the agent has not answered by then; it never waits for hooks,
+    /// so only a frozen or overloaded agent takes long.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// Options for `charm-host run`.

@@ -24,10 +24,12 @@ pub(super) fn ask(target: &ToolArgs, request: ToolRequest) -> Result<ToolRespons
     let unit = UnitName::new(&target.unit).map_err(|e| fail(USAGE, e))?;
     let socket = StateDir::new(&target.state).socket(&unit);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| fail(1, e))?;
-    match runtime.block_on(hook_tools::call(&socket, &request)) {
-        Ok(ToolResponse::Error { kind, message }) => Err(fail(if kind == ToolErrorKind::Invalid { USAGE } else { 1 }, message)),
-        Ok(response) => Ok(response),
-        Err(err) => Err(fail(1, err)),
+    let call = async { tokio::time::timeout(target.timeout, hook_tools::call(&socket, &request)).await };
+    match runtime.block_on(call) {
+        Ok(Ok(ToolResponse::Error { kind, message })) => Err(fail(if kind == ToolErrorKind::Invalid { USAGE } else { 1 }, message)),
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(err)) => Err(fail(1, err)),
+        Err(_) => Err(fail(1, format!("{unit}'s agent did not answer within {:?} (is it frozen?)", target.timeout))),
     }
 }
 
