@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch to one module per command.
 
 mod agent;
+mod bench;
 mod operator;
 mod output;
 mod run;
@@ -50,6 +51,19 @@ enum Command {
     StepDown(ToolArgs),
     /// Operator action: hand leadership to UNIT directly (no other unit leads in between).
     Elect(ElectArgs),
+    /// Measure every performance figure against a baseline taken in the same run.
+    Bench(BenchArgs),
+}
+
+/// Options for `charm-host bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Fewer samples and smaller crowds: a smoke test, not a measurement.
+    #[arg(long)]
+    pub quick: bool,
+    /// Print one JSON object `{"figures":[...]}` instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options for `charm-host elect`.
@@ -230,5 +244,6 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::LeaderSet { target, pairs } => Ok(tools::leader_set(target, pairs)),
         Command::StepDown(target) => Ok(operator::step_down(target)),
         Command::Elect(args) => operator::elect(args),
+        Command::Bench(args) => bench::bench(args),
     }
 }

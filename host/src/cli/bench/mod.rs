@@ -1,0 +1,134 @@
+//! `charm-host bench [--quick] [--json]`: every performance figure of the project, each
+//! next to a baseline measured in the same run (so ratios hold on a noisy machine) and
+//! its target. Figures, never assertions: the command fails only if a measurement cannot
+//! be taken. Run it from a source checkout: it builds its fixture charms with cargo.
+
+mod agents;
+mod calls;
+mod lease;
+mod memory;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::BenchArgs;
+
+/// One measured figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    /// What was measured.
+    pub name: String,
+    /// The measurement.
+    pub value: f64,
+    /// Its unit (`us`, `ns`, `ms`, `ops/s`, `KiB`, ...).
+    pub unit: &'static str,
+    /// The baseline measured in the same run, in the same unit, if there is one.
+    pub baseline: Option<f64>,
+    /// How many times better than the baseline (baseline / value, or value / baseline for
+    /// rates), if there is a baseline.
+    pub ratio: Option<f64>,
+    /// The target, in words.
+    pub target: Option<String>,
+    /// Whether the target is met, if there is one.
+    pub met: Option<bool>,
+}
+
+impl Figure {
+    fn new(name: impl Into<String>, value: f64, unit: &'static str) -> Self {
+        Self { name: name.into(), value, unit, baseline: None, ratio: None, target: None, met: None }
+    }
+
+    /// Adds a baseline where smaller is better (times, sizes).
+    fn against(mut self, baseline: f64) -> Self {
+        self.baseline = Some(baseline);
+        self.ratio = Some(baseline / self.value);
+        self
+    }
+
+    /// Adds a target and whether it is met.
+    fn target(mut self, target: impl Into<String>, met: bool) -> Self {
+        self.target = Some(target.into());
+        self.met = Some(met);
+        self
+    }
+}
+
+/// Where fixture charms live, relative to the source checkout this binary was built from.
+fn source_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_owned).unwrap_or_default()
+}
+
+/// Builds a fixture charm crate from the source checkout.
+fn fixture(crate_dir: &str) -> anyhow::Result<PathBuf> {
+    let dir = source_dir().join(crate_dir);
+    anyhow::ensure!(dir.is_dir(), "{} is missing: run `charm-host bench` from a source checkout", dir.display());
+    Ok(charm_host::charm_build::build_charm(&dir)?)
+}
+
+fn median(samples: &mut [Duration]) -> Duration {
+    percentile(samples, 0.5)
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() - 1) as f64 * p).round() as usize]
+}
+
+pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let quick = args.quick;
+    let progress = |section: &str| {
+        if !args.json {
+            eprintln!("measuring {section}...");
+        }
+    };
+    let mut figures = Vec::new();
+    progress("hook dispatch and host calls");
+    figures.extend(calls::figures(quick)?);
+    progress("the lease engine");
+    figures.extend(lease::figures(quick)?);
+    progress("handovers and fan-out");
+    figures.extend(agents::figures(quick)?);
+    progress("memory per idle unit");
+    figures.extend(memory::figures(quick)?);
+    if args.json {
+        println!("{}", json!({ "figures": figures }));
+    } else {
+        print!("{}", table(&figures));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn number(value: f64) -> String {
+    if value >= 1000.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+fn table(figures: &[Figure]) -> String {
+    let width = figures.iter().map(|f| f.name.len()).max().unwrap_or(10);
+    let mut out = format!("{:<width$}  {:>14}  {:>14}  {:>8}  {:<24} {}\n", "figure", "value", "baseline", "ratio", "target", "met");
+    for f in figures {
+        let value = format!("{} {}", number(f.value), f.unit);
+        let baseline = f.baseline.map(|b| format!("{} {}", number(b), f.unit)).unwrap_or_default();
+        let ratio = f.ratio.map(|r| format!("{}x", number(r))).unwrap_or_default();
+        let met = match f.met {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "",
+        };
+        out.push_str(&format!(
+            "{:<width$}  {value:>14}  {baseline:>14}  {ratio:>8}  {:<24} {met}\n",
+            f.name,
+            f.target.as_deref().unwrap_or("")
+        ));
+    }
+    out
+}
