@@ -3,8 +3,8 @@
 //! ```text
 //! DIR/state.db                      leases, terms, pins, leader settings (SQLite)
 //! DIR/units/<app>-<n>/data/         the unit's charm data, the hooks' only filesystem
-//! DIR/units/<app>-<n>/agent.json    what the unit's agent remembers across restarts
-//! DIR/units/<app>-<n>/status.json   the unit's last reported status
+//! DIR/units/<app>-<n>/agent.{0,1}   what the unit's agent remembers across restarts
+//! DIR/units/<app>-<n>/status.{0,1}  the unit's last reported status
 //! DIR/units/<app>-<n>/agent.sock    where its agent answers hook tools
 //! ```
 
@@ -44,14 +44,14 @@ impl StateDir {
         self.unit_dir(unit).join("data")
     }
 
-    /// The unit agent's local state file.
+    /// The unit agent's local state (two slot files; see [`crate::agent::load_json`]).
     pub fn agent_state(&self, unit: &UnitName) -> PathBuf {
-        self.unit_dir(unit).join("agent.json")
+        self.unit_dir(unit).join("agent")
     }
 
-    /// The unit's last reported status.
+    /// The unit's last reported status (two slot files, like the agent state).
     pub fn status_file(&self, unit: &UnitName) -> PathBuf {
-        self.unit_dir(unit).join("status.json")
+        self.unit_dir(unit).join("status")
     }
 
     /// The unit agent's hook-tool socket.

@@ -1,42 +1,109 @@
-//! Where a unit's [`LocalState`] lives between runs of its agent: a small JSON file written
-//! atomically (temporary file, rename), so a crash leaves the old or the new state. Changes
-//! that must survive power loss too (install done, a tenure's `leader-elected` done) are
-//! fsynced; a newer settings version seen is not, since losing it costs one more
+//! Where a unit agent keeps what must outlive it: its [`LocalState`] and its last status.
+//!
+//! Each record is kept in two slot files beside the given path (`NAME.0`, `NAME.1`), each
+//! holding a sequence number, a SHA-256 of the content, and the content as JSON. A write
+//! overwrites the older slot in place, so a crash mid-write leaves the other slot intact and
+//! a reader takes the newest slot whose digest matches; and no file is created after the
+//! first two writes (creating files is what made per-hook persistence slow). Changes that
+//! must survive power loss too (install done, a tenure's `leader-elected` done) are fsynced;
+//! a newer settings version seen is not, since losing it costs one more
 //! `leader-settings-changed`, which the at-least-once promise allows.
 
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 
 use super::queue::LocalState;
 
-/// Why local state could not be read or written.
+/// Why a record could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalStateError {
-    /// The file could not be read or written.
+    /// A slot could not be read or written.
     #[error("unit state file {path}: {source}")]
     Io {
-        /// The file.
+        /// The slot file.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The file is not valid state.
-    #[error("unit state file {path} is corrupt: {source}")]
+    /// Both slots exist but neither holds a valid record.
+    #[error("unit state {path}.0/.1 is corrupt in both slots")]
     Corrupt {
-        /// The file.
+        /// The record's base path.
         path: PathBuf,
-        /// The parse error.
-        source: serde_json::Error,
     },
 }
 
-/// Reads the state at `path`; a missing file is a unit that never ran.
-pub fn load(path: &Path) -> Result<LocalState, LocalStateError> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| LocalStateError::Corrupt { path: path.to_owned(), source }),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(LocalState::default()),
-        Err(source) => Err(LocalStateError::Io { path: path.to_owned(), source }),
+fn slot(path: &Path, n: u8) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// A slot's sequence number and content, if it exists and its digest matches.
+fn read_slot(path: &Path) -> Result<Option<(u64, Vec<u8>)>, LocalStateError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(LocalStateError::Io { path: path.to_owned(), source }),
+    };
+    let mut parts = bytes.splitn(3, |&b| b == b'\n');
+    let (Some(seq), Some(digest), Some(content)) = (parts.next(), parts.next(), parts.next()) else {
+        return Ok(None);
+    };
+    let seq = std::str::from_utf8(seq).ok().and_then(|s| s.parse().ok());
+    let valid = hex(&Sha256::digest(content)).as_bytes() == digest;
+    Ok(seq.filter(|_| valid).map(|seq| (seq, content.to_vec())))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The newest valid record at `path`: `None` if it was never written.
+pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, LocalStateError> {
+    let slots = [read_slot(&slot(path, 0))?, read_slot(&slot(path, 1))?];
+    let exists = slot(path, 0).exists() || slot(path, 1).exists();
+    let newest = slots.into_iter().flatten().max_by_key(|(seq, _)| *seq);
+    match newest {
+        Some((_, content)) => serde_json::from_slice(&content).map(Some).map_err(|_| LocalStateError::Corrupt { path: path.to_owned() }),
+        None if exists => Err(LocalStateError::Corrupt { path: path.to_owned() }),
+        None => Ok(None),
     }
+}
+
+/// Writes `value` as the newest record at `path`; `durable` also fsyncs it.
+pub fn save_json(path: &Path, value: &impl Serialize, durable: bool) -> Result<(), LocalStateError> {
+    let slots = [read_slot(&slot(path, 0))?, read_slot(&slot(path, 1))?];
+    let seqs = slots.map(|s| s.map(|(seq, _)| seq));
+    let next = seqs.iter().flatten().max().map_or(1, |seq| seq + 1);
+    // Overwrite the older (or missing, or invalid) slot; the newer one stays intact.
+    let target = match seqs {
+        [Some(a), Some(b)] => u8::from(a > b),
+        [Some(_), None] => 1,
+        _ => 0,
+    };
+    let target = slot(path, target);
+    let io = |source| LocalStateError::Io { path: target.clone(), source };
+    let content = serde_json::to_vec_pretty(value).map_err(|e| io(std::io::Error::other(e)))?;
+    let mut record = format!("{next}\n{}\n", hex(&Sha256::digest(&content))).into_bytes();
+    record.extend_from_slice(&content);
+    let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&target).map_err(io)?;
+    file.write_all(&record).map_err(io)?;
+    let len = file.stream_position().map_err(io)?;
+    file.set_len(len).map_err(io)?;
+    if durable {
+        file.sync_all().map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Reads the state at `path`; never written is a unit that never ran.
+pub fn load(path: &Path) -> Result<LocalState, LocalStateError> {
+    Ok(load_json(path)?.unwrap_or_default())
 }
 
 /// Replaces the state at `path`, if it differs from `previous`; returns whether it wrote.
@@ -49,15 +116,32 @@ pub fn save(path: &Path, state: &LocalState, previous: &LocalState) -> Result<bo
     Ok(true)
 }
 
-/// Replaces the file at `path` with `value` as JSON, atomically; `durable` also fsyncs it.
-pub fn save_json(path: &Path, value: &impl serde::Serialize, durable: bool) -> Result<(), LocalStateError> {
-    let io = |source| LocalStateError::Io { path: path.to_owned(), source };
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| io(std::io::Error::other(e)))?;
-    file.write_all(&bytes).map_err(io)?;
-    if durable {
-        file.sync_all().map_err(io)?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn survives_a_torn_slot_and_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent");
+        assert_eq!(load(&path).unwrap(), LocalState::default());
+        for term in 1..=5 {
+            let state = LocalState { installed: true, last_elected_term: Some(term), settings_version_seen: None };
+            save_json(&path, &state, false).unwrap();
+            assert_eq!(load(&path).unwrap(), state);
+        }
+        // Tear the newest slot: the previous record is read.
+        let newest = if read_slot(&slot(&path, 0)).unwrap().unwrap().0 == 5 { slot(&path, 0) } else { slot(&path, 1) };
+        let bytes = std::fs::read(&newest).unwrap();
+        std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+        assert_eq!(load(&path).unwrap().last_elected_term, Some(4));
+        // The next write goes to the torn slot and becomes the newest.
+        let state = LocalState { installed: true, last_elected_term: Some(6), settings_version_seen: Some(1) };
+        save_json(&path, &state, true).unwrap();
+        assert_eq!(load(&path).unwrap(), state);
+        // Both slots torn: a clear error, not a fresh unit.
+        std::fs::write(slot(&path, 0), b"garbage").unwrap();
+        std::fs::write(slot(&path, 1), b"garbage").unwrap();
+        assert!(matches!(load(&path), Err(LocalStateError::Corrupt { .. })));
     }
-    std::fs::rename(&tmp, path).map_err(io)
 }

@@ -36,7 +36,7 @@ use crate::runtime::{Charm, HookRuntime};
 use crate::tracker::Refresh;
 use crate::unit::Unit;
 
-pub use local_state::{LocalStateError, load as load_local_state, save as save_local_state};
+pub use local_state::{LocalStateError, load_json, save_json};
 pub use queue::{Backoff, HookQueue, LocalState, Next, QueuedHook};
 
 /// How a unit agent behaves.
@@ -98,6 +98,7 @@ pub async fn run_unit(
 
     let mut settings_rx = store.watch_settings(unit.name().app());
     let mut saved = local.clone();
+    let mut saved_status = None;
     let mut queue = HookQueue::new(local, config.backoff);
     queue.on_settings(*settings_rx.borrow_and_update());
     let mut acted_on = Role::Unknown;
@@ -134,10 +135,14 @@ pub async fn run_unit(
                 {
                     saved = queue.local_state().clone();
                 }
+                let status = unit.status();
                 if let Some(path) = &config.status_file
-                    && let Err(err) = local_state::save_json(path, &unit.status(), false)
+                    && saved_status.as_ref() != Some(&status)
                 {
-                    unit.log(LogLevel::Warning, format!("could not record the unit's status: {err}"));
+                    match local_state::save_json(path, &status, false) {
+                        Ok(()) => saved_status = Some(status),
+                        Err(err) => unit.log(LogLevel::Warning, format!("could not record the unit's status: {err}")),
+                    }
                 }
                 if queued.hook == HookKind::LeaderDeposed && revoke_after_deposed {
                     revoke_after_deposed = false;

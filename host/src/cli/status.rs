@@ -22,7 +22,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let store = SqliteStore::open(&state.store())?;
     let mut apps: BTreeMap<AppName, Vec<(UnitName, Option<UnitStatus>)>> = BTreeMap::new();
     for unit in state.units().with_context(|| format!("listing units in {}", args.state.display()))? {
-        let status = std::fs::read(state.status_file(&unit)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let status: Option<UnitStatus> = charm_host::agent::load_json(&state.status_file(&unit)).ok().flatten();
         apps.entry(unit.app().clone()).or_default().push((unit, status));
     }
     for app in store.leaders()?.into_keys().chain(store.pins()?.into_keys()) {

@@ -15,30 +15,62 @@ use charm_host::state_dir::StateDir;
 
 use super::{Figure, fixture, median};
 
-/// Records when each hook *started* (its finish minus its duration).
-#[derive(Default)]
+/// Records when hooks *started* (their finish minus their duration): the first
+/// `leader-elected` and the number of `leader-settings-changed` that started after a mark.
+/// Cheap to ask, so that polling it does not slow the hooks being measured.
 struct HookStarts {
-    starts: Mutex<Vec<(HookKind, Instant)>>,
+    mark: Mutex<Instant>,
+    first_elected: Mutex<Option<Instant>>,
+    settings_changed: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for HookStarts {
+    fn default() -> Self {
+        Self { mark: Mutex::new(Instant::now()), first_elected: Mutex::new(None), settings_changed: Default::default() }
+    }
 }
 
 impl EventSink for HookStarts {
     fn emit(&self, event: Event) {
-        if let Event::Hook { hook, elapsed, .. } = event
-            && let Ok(mut starts) = self.starts.lock()
-        {
-            starts.push((hook, Instant::now() - elapsed));
+        let Event::Hook { hook, elapsed, .. } = event else { return };
+        let started = Instant::now() - elapsed;
+        if self.mark.lock().is_ok_and(|mark| started < *mark) {
+            return;
+        }
+        match hook {
+            HookKind::LeaderElected => {
+                if let Ok(mut first) = self.first_elected.lock() {
+                    first.get_or_insert(started);
+                }
+            }
+            HookKind::LeaderSettingsChanged => {
+                self.settings_changed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            _ => {}
         }
     }
 }
 
 impl HookStarts {
-    fn first_after(&self, hook: HookKind, after: Instant) -> Option<Instant> {
-        let starts = self.starts.lock().ok()?;
-        starts.iter().filter(|(h, t)| *h == hook && *t >= after).map(|(_, t)| *t).min()
+    /// Counts only hooks that start from now on.
+    fn set_mark(&self) -> Instant {
+        let now = Instant::now();
+        if let Ok(mut mark) = self.mark.lock() {
+            *mark = now;
+        }
+        if let Ok(mut first) = self.first_elected.lock() {
+            *first = None;
+        }
+        self.settings_changed.store(0, std::sync::atomic::Ordering::Relaxed);
+        now
     }
 
-    fn count_after(&self, hook: HookKind, after: Instant) -> usize {
-        self.starts.lock().map(|s| s.iter().filter(|(h, t)| *h == hook && *t >= after).count()).unwrap_or(0)
+    fn first_elected(&self) -> Option<Instant> {
+        self.first_elected.lock().ok().and_then(|f| *f)
+    }
+
+    fn settings_changed(&self) -> usize {
+        self.settings_changed.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -79,10 +111,9 @@ async fn wait_for(mut done: impl FnMut() -> bool, limit: Duration) -> anyhow::Re
 async fn handover(bench: &Bench, window: Duration, action: &str) -> anyhow::Result<Duration> {
     let dir = tempfile::tempdir()?;
     let (_app, mut running, events, store) = bench.start(3, window, dir.path())?;
-    let epoch = Instant::now();
-    wait_for(|| events.count_after(HookKind::LeaderSettingsChanged, epoch) >= 2, Duration::from_secs(60)).await?;
+    wait_for(|| events.settings_changed() >= 2, Duration::from_secs(60)).await?;
     let leader = store.lease(&bench.app)?.ok_or_else(|| anyhow::anyhow!("no leader"))?.holder;
-    let start = Instant::now();
+    let start = events.set_mark();
     match action {
         "stop" => running.stop_unit(&leader).await?,
         "step-down" => running.command(&leader, AgentCommand::StepDown).await?,
@@ -92,8 +123,8 @@ async fn handover(bench: &Bench, window: Duration, action: &str) -> anyhow::Resu
         }
         _ => running.kill(&leader)?,
     }
-    wait_for(|| events.first_after(HookKind::LeaderElected, start).is_some(), Duration::from_secs(60)).await?;
-    let elected = events.first_after(HookKind::LeaderElected, start).unwrap_or(start);
+    wait_for(|| events.first_elected().is_some(), Duration::from_secs(60)).await?;
+    let elected = events.first_elected().unwrap_or(start);
     running.stop().await;
     Ok(elected - start)
 }
@@ -102,18 +133,13 @@ async fn handover(bench: &Bench, window: Duration, action: &str) -> anyhow::Resu
 async fn fan_out(bench: &Bench, units: u32) -> anyhow::Result<Duration> {
     let dir = tempfile::tempdir()?;
     let (_app, running, events, store) = bench.start(units, Duration::from_secs(30), dir.path())?;
-    let epoch = Instant::now();
     let minions = units as usize - 1;
-    wait_for(|| events.count_after(HookKind::LeaderSettingsChanged, epoch) >= minions, Duration::from_secs(300)).await?;
+    wait_for(|| events.settings_changed() >= minions, Duration::from_secs(300)).await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let lease = store.lease(&bench.app)?.ok_or_else(|| anyhow::anyhow!("no leader"))?;
-    let start = Instant::now();
+    let start = events.set_mark();
     store.write_settings(&lease.holder, lease.term, &[("fan-out".into(), "1".into())])?;
-    let finished = || {
-        let starts = events.starts.lock().map(|s| s.iter().filter(|(h, t)| *h == HookKind::LeaderSettingsChanged && *t >= start).count());
-        starts.unwrap_or(0) >= minions
-    };
-    wait_for(finished, Duration::from_secs(300)).await?;
+    wait_for(|| events.settings_changed() >= minions, Duration::from_secs(300)).await?;
     let elapsed = start.elapsed();
     running.stop().await;
     Ok(elapsed)
