@@ -2,7 +2,8 @@
 //! [`agent`](crate::agent), sharing one store, one runtime and one compiled charm.
 //!
 //! Invariants: every unit's agent runs on its own task; [`RunningApplication::stop`] stops
-//! them all gracefully (deposed, stop, revoke) and waits for them; a unit that is
+//! them all gracefully (minions first, then the leader: deposed, stop, revoke) and waits
+//! for them; a unit that is
 //! [`killed`](RunningApplication::kill) stops at once without giving up its lease, like a
 //! crashed agent.
 
@@ -165,13 +166,29 @@ impl RunningApplication {
         Ok(())
     }
 
-    /// Stops every unit gracefully, in parallel, and waits for all of them.
-    pub async fn stop(self) {
-        for agent in self.agents.values() {
-            let _ = agent.commands.send(AgentCommand::Stop).await;
+    /// Stops every unit gracefully and waits for all of them: the minions first, in
+    /// parallel, then the leader, so that the leader's revoke does not elect a successor
+    /// that is about to stop too.
+    pub async fn stop(mut self) {
+        let leaders: Vec<UnitName> = self
+            .agents
+            .iter()
+            .filter(|(_, agent)| agent.unit.tracker().held_term().is_some())
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut last = Vec::new();
+        for name in leaders {
+            if let Some(agent) = self.agents.remove(&name) {
+                last.push((name, agent));
+            }
         }
-        for (unit, agent) in self.agents {
-            finish(&unit, agent.task).await;
+        for batch in [self.agents.into_iter().collect::<Vec<_>>(), last] {
+            for (_, agent) in &batch {
+                let _ = agent.commands.send(AgentCommand::Stop).await;
+            }
+            for (unit, agent) in batch {
+                finish(&unit, agent.task).await;
+            }
         }
     }
 }

@@ -9,7 +9,6 @@
 //! a newer settings version seen is not, since losing it costs one more
 //! `leader-settings-changed`, which the at-least-once promise allows.
 
-use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -75,30 +74,58 @@ pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, LocalSta
     }
 }
 
+/// Writes records at one path, keeping both slot files open: after the first two writes,
+/// a write is one positioned write and a truncation (plus an fsync when durable).
+#[derive(Debug)]
+pub struct RecordWriter {
+    path: PathBuf,
+    slots: [Option<std::fs::File>; 2],
+    next_seq: u64,
+    target: usize,
+}
+
+impl RecordWriter {
+    /// A writer continuing the records at `path`.
+    pub fn open(path: &Path) -> Result<Self, LocalStateError> {
+        let seqs = [read_slot(&slot(path, 0))?, read_slot(&slot(path, 1))?].map(|s| s.map(|(seq, _)| seq));
+        let next_seq = seqs.iter().flatten().max().map_or(1, |seq| seq + 1);
+        // Overwrite the older (or missing, or invalid) slot; the newer one stays intact.
+        let target = match seqs {
+            [Some(a), Some(b)] => usize::from(a > b),
+            [Some(_), None] => 1,
+            _ => 0,
+        };
+        Ok(Self { path: path.to_owned(), slots: [None, None], next_seq, target })
+    }
+
+    /// Writes `value` as the newest record; `durable` also fsyncs it.
+    pub fn write(&mut self, value: &impl Serialize, durable: bool) -> Result<(), LocalStateError> {
+        use std::os::unix::fs::FileExt;
+        let slot_path = slot(&self.path, self.target as u8);
+        let io = |source| LocalStateError::Io { path: slot_path.clone(), source };
+        let content = serde_json::to_vec_pretty(value).map_err(|e| io(std::io::Error::other(e)))?;
+        let mut record = format!("{}\n{}\n", self.next_seq, hex(&Sha256::digest(&content))).into_bytes();
+        record.extend_from_slice(&content);
+        let file = match &mut self.slots[self.target] {
+            Some(file) => file,
+            empty => empty.insert(
+                std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&slot_path).map_err(io)?,
+            ),
+        };
+        file.write_all_at(&record, 0).map_err(io)?;
+        file.set_len(record.len() as u64).map_err(io)?;
+        if durable {
+            file.sync_all().map_err(io)?;
+        }
+        self.next_seq += 1;
+        self.target = 1 - self.target;
+        Ok(())
+    }
+}
+
 /// Writes `value` as the newest record at `path`; `durable` also fsyncs it.
 pub fn save_json(path: &Path, value: &impl Serialize, durable: bool) -> Result<(), LocalStateError> {
-    let slots = [read_slot(&slot(path, 0))?, read_slot(&slot(path, 1))?];
-    let seqs = slots.map(|s| s.map(|(seq, _)| seq));
-    let next = seqs.iter().flatten().max().map_or(1, |seq| seq + 1);
-    // Overwrite the older (or missing, or invalid) slot; the newer one stays intact.
-    let target = match seqs {
-        [Some(a), Some(b)] => u8::from(a > b),
-        [Some(_), None] => 1,
-        _ => 0,
-    };
-    let target = slot(path, target);
-    let io = |source| LocalStateError::Io { path: target.clone(), source };
-    let content = serde_json::to_vec_pretty(value).map_err(|e| io(std::io::Error::other(e)))?;
-    let mut record = format!("{next}\n{}\n", hex(&Sha256::digest(&content))).into_bytes();
-    record.extend_from_slice(&content);
-    let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&target).map_err(io)?;
-    file.write_all(&record).map_err(io)?;
-    let len = file.stream_position().map_err(io)?;
-    file.set_len(len).map_err(io)?;
-    if durable {
-        file.sync_all().map_err(io)?;
-    }
-    Ok(())
+    RecordWriter::open(path)?.write(value, durable)
 }
 
 /// Reads the state at `path`; never written is a unit that never ran.
@@ -106,13 +133,14 @@ pub fn load(path: &Path) -> Result<LocalState, LocalStateError> {
     Ok(load_json(path)?.unwrap_or_default())
 }
 
-/// Replaces the state at `path`, if it differs from `previous`; returns whether it wrote.
-pub fn save(path: &Path, state: &LocalState, previous: &LocalState) -> Result<bool, LocalStateError> {
+/// Writes `state` if it differs from `previous`, durably when what changed must survive
+/// power loss; returns whether it wrote.
+pub fn save(writer: &mut RecordWriter, state: &LocalState, previous: &LocalState) -> Result<bool, LocalStateError> {
     if state == previous {
         return Ok(false);
     }
     let durable = state.installed != previous.installed || state.last_elected_term != previous.last_elected_term;
-    save_json(path, state, durable)?;
+    writer.write(state, durable)?;
     Ok(true)
 }
 

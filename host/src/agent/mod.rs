@@ -36,7 +36,7 @@ use crate::runtime::{Charm, HookRuntime};
 use crate::tracker::Refresh;
 use crate::unit::Unit;
 
-pub use local_state::{LocalStateError, load_json, save_json};
+pub use local_state::{LocalStateError, RecordWriter, load_json, save_json};
 pub use queue::{Backoff, HookQueue, LocalState, Next, QueuedHook};
 
 /// How a unit agent behaves.
@@ -99,6 +99,8 @@ pub async fn run_unit(
     let mut settings_rx = store.watch_settings(unit.name().app());
     let mut saved = local.clone();
     let mut saved_status = None;
+    let mut state_writer = config.state_file.as_deref().map(local_state::RecordWriter::open).transpose()?;
+    let mut status_writer = config.status_file.as_deref().map(local_state::RecordWriter::open).transpose()?;
     let mut queue = HookQueue::new(local, config.backoff);
     queue.on_settings(*settings_rx.borrow_and_update());
     let mut acted_on = Role::Unknown;
@@ -130,16 +132,16 @@ pub async fn run_unit(
                 let version = *settings_rx.borrow();
                 let outcome = runtime.run_hook(&charm, &unit, queued.hook).await;
                 queue.finished(queued, outcome.result.is_ok(), clock.now(), Some(version));
-                if let Some(path) = &config.state_file
-                    && local_state::save(path, queue.local_state(), &saved)?
+                if let Some(writer) = &mut state_writer
+                    && local_state::save(writer, queue.local_state(), &saved)?
                 {
                     saved = queue.local_state().clone();
                 }
                 let status = unit.status();
-                if let Some(path) = &config.status_file
+                if let Some(writer) = &mut status_writer
                     && saved_status.as_ref() != Some(&status)
                 {
-                    match local_state::save_json(path, &status, false) {
+                    match writer.write(&status, false) {
                         Ok(()) => saved_status = Some(status),
                         Err(err) => unit.log(LogLevel::Warning, format!("could not record the unit's status: {err}")),
                     }
@@ -155,15 +157,9 @@ pub async fn run_unit(
             Next::Idle => None,
         };
         let retry = sleep_until_or_forever(clock.as_ref(), wait_until);
+        // Commands first: a stop must win over news that would queue more hooks.
         tokio::select! {
-            changed = role_rx.changed() => if changed.is_err() { break },
-            changed = settings_rx.changed() => {
-                // `changed()` marks the version seen: hand it to the queue now.
-                if changed.is_ok() {
-                    queue.on_settings(*settings_rx.borrow_and_update());
-                }
-            }
-            () = retry => {}
+            biased;
             command = commands.recv(), if !stopping => {
                 let command = command.unwrap_or(AgentCommand::Stop);
                 let hold_off = match command {
@@ -188,6 +184,14 @@ pub async fn run_unit(
                     revoke_after_deposed = true;
                 }
             }
+            changed = role_rx.changed() => if changed.is_err() { break },
+            changed = settings_rx.changed() => {
+                // `changed()` marks the version seen: hand it to the queue now.
+                if changed.is_ok() {
+                    queue.on_settings(*settings_rx.borrow_and_update());
+                }
+            }
+            () = retry => {}
         }
     }
     claims.abort();

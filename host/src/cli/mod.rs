@@ -64,6 +64,9 @@ pub struct BenchArgs {
     /// Print one JSON object `{"figures":[...]}` instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Measure only these sections (repeatable): calls, lease, agents, memory.
+    #[arg(long, value_parser = ["calls", "lease", "agents", "memory"])]
+    pub only: Vec<String>,
 }
 
 /// Options for `charm-host elect`.

@@ -85,15 +85,25 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             eprintln!("measuring {section}...");
         }
     };
+    let wanted = |section: &str| args.only.is_empty() || args.only.iter().any(|s| s == section);
     let mut figures = Vec::new();
-    progress("hook dispatch and host calls");
-    figures.extend(calls::figures(quick)?);
-    progress("the lease engine");
-    figures.extend(lease::figures(quick)?);
-    progress("handovers and fan-out");
-    figures.extend(agents::figures(quick)?);
-    progress("memory per idle unit");
-    figures.extend(memory::figures(quick)?);
+    if wanted("memory") {
+        // First, before other sections leave freed memory behind for units to reuse.
+        progress("memory per idle unit");
+        figures.extend(memory::figures(quick)?);
+    }
+    if wanted("calls") {
+        progress("hook dispatch and host calls");
+        figures.extend(calls::figures(quick)?);
+    }
+    if wanted("lease") {
+        progress("the lease engine");
+        figures.extend(lease::figures(quick)?);
+    }
+    if wanted("agents") {
+        progress("handovers and fan-out");
+        figures.extend(agents::figures(quick)?);
+    }
     if args.json {
         println!("{}", json!({ "figures": figures }));
     } else {
