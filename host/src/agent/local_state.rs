@@ -74,12 +74,13 @@ pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, LocalSta
     }
 }
 
-/// Writes records at one path, keeping both slot files open: after the first two writes,
-/// a write is one positioned write and a truncation (plus an fsync when durable).
+/// Writes records at one path, remembering which slot to overwrite: after the first two
+/// writes, a write opens an existing file (no inode is created), writes and truncates it
+/// (plus an fsync when durable). Files are not kept open, so ten thousand units need no
+/// more file descriptors than one.
 #[derive(Debug)]
 pub struct RecordWriter {
     path: PathBuf,
-    slots: [Option<std::fs::File>; 2],
     next_seq: u64,
     target: usize,
 }
@@ -95,7 +96,7 @@ impl RecordWriter {
             [Some(_), None] => 1,
             _ => 0,
         };
-        Ok(Self { path: path.to_owned(), slots: [None, None], next_seq, target })
+        Ok(Self { path: path.to_owned(), next_seq, target })
     }
 
     /// Writes `value` as the newest record; `durable` also fsyncs it.
@@ -106,12 +107,7 @@ impl RecordWriter {
         let content = serde_json::to_vec_pretty(value).map_err(|e| io(std::io::Error::other(e)))?;
         let mut record = format!("{}\n{}\n", self.next_seq, hex(&Sha256::digest(&content))).into_bytes();
         record.extend_from_slice(&content);
-        let file = match &mut self.slots[self.target] {
-            Some(file) => file,
-            empty => empty.insert(
-                std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&slot_path).map_err(io)?,
-            ),
-        };
+        let file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&slot_path).map_err(io)?;
         file.write_all_at(&record, 0).map_err(io)?;
         file.set_len(record.len() as u64).map_err(io)?;
         if durable {

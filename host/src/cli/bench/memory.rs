@@ -1,5 +1,6 @@
 //! Host memory per idle unit: the resident-set growth of this process per unit, once a
-//! crowd of units has installed and settled.
+//! crowd of units has installed and settled. A first crowd warms the runtime up (its pooled
+//! instance slots stay resident once used), so the figure counts what each unit keeps.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +39,8 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
     let charm = runtime.load_charm(&wasm)?;
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut figures = Vec::new();
-    for units in if quick { vec![100u32, 1000] } else { vec![1000, 10_000] } {
+    let warm_up = RuntimeConfig::default().max_concurrent_hooks * 2;
+    for (index, units) in [warm_up].into_iter().chain(if quick { vec![100u32, 1000] } else { vec![1000, 10_000] }).enumerate() {
         let dir = tempfile::tempdir()?;
         let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
         let hooks = Arc::new(HookCount::default());
@@ -66,7 +68,9 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
             drop(app);
             Ok::<_, anyhow::Error>((after - before) / f64::from(units))
         })?;
-        figures.push(Figure::new(format!("host memory per idle unit, {units} units"), per_unit, "KiB").target("<= 64 KiB", per_unit <= 64.0));
+        if index > 0 {
+            figures.push(Figure::new(format!("host memory per idle unit, {units} units"), per_unit, "KiB").target("<= 64 KiB", per_unit <= 64.0));
+        }
     }
     Ok(figures)
 }
