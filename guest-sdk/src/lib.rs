@@ -36,6 +36,10 @@
 //! call; [`leader_get`] reads one snapshot for the whole hook, plus the leader's own
 //! writes; [`leader_set`] writes a whole group atomically, leader only, and is durable
 //! before it returns. Minions then get `leader-settings-changed`.
+//!
+//! [`services`] starts and stops the long-running services the operator configured for the
+//! unit, by name; a leader-only service runs only on the leader, and the host stops it
+//! before the unit's leadership guarantee can lapse.
 
 use std::collections::BTreeMap;
 use std::fmt;
