@@ -113,6 +113,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         println!("{}", json!({ "figures": figures }));
     } else {
         print!("{}", table(&figures));
+        if quick || cfg!(debug_assertions) {
+            println!("(a smoke run: use a release build without --quick for representative figures)");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
