@@ -9,6 +9,7 @@
 //! Non-guarantees: the tracker does not tell *which* unit leads, and it does not wait for a
 //! released lease; it learns of one on its next [`LeadershipTracker::refresh`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -54,6 +55,10 @@ pub struct LeadershipTracker {
     store: Arc<dyn LeadershipStore>,
     window: Duration,
     state: Mutex<TrackerState>,
+    /// The guarantee deadline of the current claim in clock nanoseconds, 0 without one: a
+    /// copy of what `state` implies, changed only under its lock, so that `is_leader`
+    /// (called from hooks, possibly in tight loops) answers without taking the lock.
+    guaranteed_until: AtomicU64,
 }
 
 impl std::fmt::Debug for LeadershipTracker {
@@ -65,7 +70,7 @@ impl std::fmt::Debug for LeadershipTracker {
 impl LeadershipTracker {
     /// A tracker for `unit` promising `window` of leadership whenever it answers true.
     pub fn new(unit: UnitName, store: Arc<dyn LeadershipStore>, window: Duration) -> Self {
-        Self { unit, store, window, state: Mutex::new(TrackerState::default()) }
+        Self { unit, store, window, state: Mutex::new(TrackerState::default()), guaranteed_until: AtomicU64::new(0) }
     }
 
     /// The guarantee window.
@@ -93,6 +98,13 @@ impl LeadershipTracker {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Replaces the claim (under the state lock) and its lock-free guarantee deadline.
+    fn set_claim(&self, state: &mut TrackerState, claim: Option<Claim>) -> Option<Claim> {
+        let deadline = claim.map_or(0, |c| c.valid_until.as_nanos().saturating_sub(self.window.as_nanos() as u64).max(1));
+        self.guaranteed_until.store(deadline, Ordering::Release);
+        std::mem::replace(&mut state.claim, claim)
+    }
+
     /// Claims or renews the lease once and records the result.
     pub fn refresh(&self) -> Refresh {
         let result = self.store.claim(&self.unit, self.claim_duration());
@@ -100,12 +112,12 @@ impl LeadershipTracker {
         match result {
             Ok(claim) => {
                 let new_term = state.claim.is_none_or(|c| c.term != claim.term);
-                state.claim = Some(claim);
+                self.set_claim(&mut state, Some(claim));
                 state.last_error = None;
                 Refresh::Leader { term: claim.term, new_term }
             }
             Err(LeaseError::Denied { .. } | LeaseError::Reserved { .. }) => {
-                state.claim = None;
+                self.set_claim(&mut state, None);
                 state.last_error = None;
                 Refresh::Minion
             }
@@ -118,14 +130,13 @@ impl LeadershipTracker {
 
     /// True only if this unit holds leadership guaranteed for the whole window from now.
     pub fn is_leader(&self) -> Result<bool, LeadershipUnknown> {
-        let state = self.lock();
-        let guaranteed = state
-            .claim
-            .is_some_and(|c| c.valid_until.saturating_since(self.store.clock().now()) >= self.window);
-        match (&state.last_error, guaranteed) {
-            (_, true) => Ok(true),
-            (Some(err), false) => Err(LeadershipUnknown::StoreFailed(err.clone())),
-            (None, false) => Ok(false),
+        let until = self.guaranteed_until.load(Ordering::Acquire);
+        if until != 0 && self.store.clock().now().as_nanos() <= until {
+            return Ok(true);
+        }
+        match &self.lock().last_error {
+            Some(err) => Err(LeadershipUnknown::StoreFailed(err.clone())),
+            None => Ok(false),
         }
     }
 
@@ -147,13 +158,14 @@ impl LeadershipTracker {
 
     /// Stops answering as leader at once, without revoking the lease: the lease then keeps
     /// every other unit out until it expires. Returns the claim it had.
-    pub fn abandon(&self) -> Option<crate::leadership::Claim> {
-        self.lock().claim.take()
+    pub fn abandon(&self) -> Option<Claim> {
+        let mut state = self.lock();
+        self.set_claim(&mut state, None)
     }
 
     /// Gives up leadership now, if held: the guarantee ends before the lease is revoked.
     pub fn release(&self) -> Result<(), LeaseError> {
-        self.lock().claim = None;
+        self.abandon();
         match self.store.revoke(&self.unit) {
             Err(LeaseError::NotHeld { .. }) => Ok(()),
             other => other,
