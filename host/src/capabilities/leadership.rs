@@ -9,6 +9,8 @@
 //! - `leader-set` writes the whole group under the unit's term in one store call; on any
 //!   error nothing was written and the snapshot is unchanged.
 
+use std::sync::Arc;
+
 use crate::leadership::WriteError;
 use crate::runtime::HookState;
 use crate::runtime::bindings::leadership::{Host, LeadershipError};
@@ -21,7 +23,8 @@ impl HookState {
         if self.snapshot.is_none() {
             let app = self.unit.name().app();
             let current = self.unit.store().read_settings(app).map_err(|e| LeadershipError::Unknown(e.to_string()))?;
-            self.snapshot = Some((*current.values).clone());
+            // Shared with the store's copy until this hook's own write changes it.
+            self.snapshot = Some(current.values);
         }
         Ok(self.snapshot.get_or_insert_default())
     }
@@ -56,7 +59,7 @@ impl Host for HookState {
             // The store accepted the group, so it is valid; apply it to the hook's view.
             let write = SettingsWrite::validate(&settings, &Settings::new())
                 .map_err(|e| LeadershipError::Invalid(e.to_string()))?;
-            write.apply_to(snapshot);
+            write.apply_to(Arc::make_mut(snapshot));
         }
         Ok(())
     }

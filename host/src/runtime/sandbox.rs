@@ -31,7 +31,7 @@ const STDERR_TAIL_BYTES: usize = 2048;
 pub struct HookState {
     pub(crate) unit: Arc<Unit>,
     pub(crate) hook: HookKind,
-    pub(crate) snapshot: Option<Settings>,
+    pub(crate) snapshot: Option<Arc<Settings>>,
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
