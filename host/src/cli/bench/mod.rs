@@ -87,16 +87,6 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let wanted = |section: &str| args.only.is_empty() || args.only.iter().any(|s| s == section);
     let mut figures = Vec::new();
-    if wanted("memory") {
-        progress("memory per idle unit");
-        if args.only == ["memory"] {
-            figures.extend(memory::figures(quick)?);
-        } else {
-            // In a process of its own: resident-set growth must not include what other
-            // sections left behind, and ten thousand units must not slow the other sections.
-            figures.extend(memory_in_child(quick)?);
-        }
-    }
     if wanted("calls") {
         progress("hook dispatch and host calls");
         figures.extend(calls::figures(quick)?);
@@ -108,6 +98,17 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if wanted("agents") {
         progress("handovers and fan-out");
         figures.extend(agents::figures(quick)?);
+    }
+    if wanted("memory") {
+        progress("memory per idle unit");
+        if args.only == ["memory"] {
+            figures.extend(memory::figures(quick)?);
+        } else {
+            // In a process of its own, and last: resident-set growth must not include what
+            // other sections left behind, and the kernel's clean-up after ten thousand
+            // units must not slow the other sections.
+            figures.extend(memory_in_child(quick)?);
+        }
     }
     if args.json {
         println!("{}", json!({ "figures": figures }));
