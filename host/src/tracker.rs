@@ -150,10 +150,8 @@ impl LeadershipTracker {
     /// The instant after which this unit can no longer guarantee the window: the end of
     /// its claim minus the window. `None` without a claim.
     pub fn guarantee_deadline(&self) -> Option<super::leadership::Timestamp> {
-        let window = self.window;
-        self.lock().claim.map(|c| {
-            super::leadership::Timestamp::from_nanos(c.valid_until.as_nanos().saturating_sub(window.as_nanos() as u64))
-        })
+        let deadline = self.guaranteed_until.load(Ordering::Acquire);
+        (deadline != 0).then(|| super::leadership::Timestamp::from_nanos(deadline))
     }
 
     /// Stops answering as leader at once, without revoking the lease: the lease then keeps
