@@ -106,20 +106,12 @@ pub async fn answer(unit: &Unit, agent: &mpsc::Sender<AgentCommand>, request: To
             },
             Err(err) => error(ToolErrorKind::Unknown, err.to_string()),
         },
-        ToolRequest::LeaderSet { settings } => {
-            let Some(term) = unit.tracker().held_term() else {
-                return error(ToolErrorKind::NotLeader, "not the leader".into());
-            };
-            if settings.is_empty() {
-                return ToolResponse::Done;
-            }
-            match unit.store().write_settings(unit.name(), term, &settings) {
-                Ok(_) => ToolResponse::Done,
-                Err(WriteError::NotLeader { .. }) => error(ToolErrorKind::NotLeader, "not the leader".into()),
-                Err(WriteError::Invalid(reason)) => error(ToolErrorKind::Invalid, reason.to_string()),
-                Err(WriteError::Store(reason)) => error(ToolErrorKind::Unknown, reason),
-            }
-        }
+        ToolRequest::LeaderSet { settings } => match unit.leader_set(&settings) {
+            Ok(()) => ToolResponse::Done,
+            Err(WriteError::NotLeader { .. }) => error(ToolErrorKind::NotLeader, "not the leader".into()),
+            Err(WriteError::Invalid(reason)) => error(ToolErrorKind::Invalid, reason.to_string()),
+            Err(WriteError::Store(reason)) => error(ToolErrorKind::Unknown, reason),
+        },
         ToolRequest::StepDown => {
             if unit.tracker().held_term().is_none() {
                 return error(ToolErrorKind::NotLeader, "not the leader".into());

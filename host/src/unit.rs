@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::events::{Event, EventSink, LogLevel, WorkloadStatus};
 use crate::hooks::{HookKind, HookOutcome};
-use crate::leadership::LeadershipStore;
+use crate::leadership::{LeadershipStore, WriteError};
 use crate::names::UnitName;
 use crate::services::{ServiceConfig, ServiceStatus, ServiceSupervisor};
 use crate::tracker::LeadershipTracker;
@@ -138,6 +138,18 @@ impl Unit {
             result: outcome.result.clone(),
             elapsed: outcome.elapsed,
         });
+    }
+
+    /// Writes a group of leader settings under the term this unit holds (the store refuses it
+    /// once that term has lost the lease); an empty group from the leader writes nothing.
+    /// Without a held term: [`WriteError::NotLeader`] with term 0 (no real term is 0).
+    pub fn leader_set(&self, group: &[(String, String)]) -> Result<(), WriteError> {
+        let not_leader = || WriteError::NotLeader { app: self.name.app().clone(), unit: self.name.clone(), term: 0 };
+        let term = self.tracker.held_term().ok_or_else(not_leader)?;
+        if !group.is_empty() {
+            self.store().write_settings(&self.name, term, group)?;
+        }
+        Ok(())
     }
 
     /// Writes one line to the unit's log.

@@ -44,18 +44,14 @@ impl Host for HookState {
     }
 
     fn leader_set(&mut self, settings: Vec<(String, String)>) -> Result<(), LeadershipError> {
-        let Some(term) = self.unit.tracker().held_term() else {
-            return Err(LeadershipError::NotLeader);
-        };
-        if settings.is_empty() {
-            return Ok(());
-        }
-        self.unit.store().write_settings(self.unit.name(), term, &settings).map_err(|err| match err {
+        self.unit.leader_set(&settings).map_err(|err| match err {
             WriteError::NotLeader { .. } => LeadershipError::NotLeader,
             WriteError::Invalid(reason) => LeadershipError::Invalid(reason.to_string()),
             WriteError::Store(reason) => LeadershipError::Unknown(reason),
         })?;
-        if let Some(snapshot) = &mut self.snapshot {
+        if let Some(snapshot) = &mut self.snapshot
+            && !settings.is_empty()
+        {
             // The store accepted the group, so it is valid; apply it to the hook's view.
             let write = SettingsWrite::validate(&settings, &Settings::new())
                 .map_err(|e| LeadershipError::Invalid(e.to_string()))?;
