@@ -110,6 +110,7 @@ impl HookRuntime {
             return Err(RuntimeError::Config("hook_deadline must be positive".into()));
         }
         let slots = config.max_concurrent_hooks;
+        let keep_resident = keep_resident();
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(slots)
             .total_core_instances(slots.saturating_mul(8))
@@ -117,8 +118,8 @@ impl HookRuntime {
             .total_tables(slots.saturating_mul(4))
             .total_stacks(slots)
             .max_memory_size(config.memory_cap)
-            .linear_memory_keep_resident(keep_resident())
-            .table_keep_resident(keep_resident())
+            .linear_memory_keep_resident(keep_resident)
+            .table_keep_resident(keep_resident)
             .pagemap_scan(wasmtime::Enabled::Auto);
         let mut wasm_config = Config::new();
         wasm_config
