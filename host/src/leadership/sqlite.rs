@@ -223,13 +223,23 @@ impl SqliteStore {
         self.shared.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committing only if it succeeds.
-    fn write_tx<T, E: From<rusqlite::Error>>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
+    /// Runs `f` in one transaction, committed only if `f` succeeds (rolled back otherwise).
+    fn transaction<T, E: From<rusqlite::Error>>(
+        &self,
+        behavior: TransactionBehavior,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.transaction_with_behavior(behavior)?;
         let value = f(&tx)?;
         tx.commit()?;
         Ok(value)
+    }
+
+    /// A `BEGIN IMMEDIATE` transaction: it takes the write lock first, so its reads and
+    /// writes are one atomic decision across threads and processes.
+    fn write_tx<T, E: From<rusqlite::Error>>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
+        self.transaction(TransactionBehavior::Immediate, f)
     }
 
     /// Runs the pin statement `sql` for (`app`, `entity`), announcing a change if it made one.
@@ -248,13 +258,9 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Runs `f` in one read transaction, so it sees a single committed state.
+    /// A read transaction: it sees a single committed state.
     fn read_tx<T, E: From<rusqlite::Error>>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        let value = f(&tx)?;
-        tx.finish()?;
-        Ok(value)
+        self.transaction(TransactionBehavior::Deferred, f)
     }
 }
 
