@@ -344,3 +344,34 @@ async fn sqlite_refuses_a_newer_schema() {
     let err = SqliteStore::open(&path).unwrap_err().to_string();
     assert!(err.contains("schema version 99"), "{err}");
 }
+
+#[tokio::test]
+async fn sqlite_upgrades_a_version_1_file_keeping_its_leases_and_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let clock = Arc::new(ManualClock::default());
+    let store = SqliteStore::open_with(&path, clock.clone(), sqlite_options("boot-1")).unwrap();
+    let claim = store.claim(&unit("a/0"), LEASE).unwrap();
+    store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).unwrap();
+    drop(store);
+    // Turn the file back into version 1, which had no reservations.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE leases DROP COLUMN reserved_for;
+         ALTER TABLE leases DROP COLUMN reserved_until_ns;
+         UPDATE meta SET value = 1 WHERE key = 'schema';",
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open_with(&path, clock.clone(), sqlite_options("boot-1")).unwrap();
+    assert_eq!(store.lease(&app("a")).unwrap().unwrap().term, claim.term, "the lease survives the upgrade");
+    assert_eq!(store.read_settings(&app("a")).unwrap().values.get("k").map(String::as_str), Some("v"));
+    store.reserve(&unit("a/2"), LEASE).unwrap();
+    store.revoke(&unit("a/0")).unwrap();
+    assert!(matches!(store.claim(&unit("a/1"), LEASE), Err(LeaseError::Reserved { .. })), "reservations work after it");
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 2);
+}
