@@ -6,14 +6,17 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use charm_host::hook_tools::{self, ToolRequest, ToolResponse};
+use charm_host::hook_tools::{ToolRequest, ToolResponse};
 use charm_host::leadership::{LeadershipStore, SqliteStore};
 use charm_host::names::UnitName;
 use charm_host::state_dir::StateDir;
 
 use super::ElectArgs;
 use super::ToolArgs;
-use super::tools::ask;
+use super::tools::{ask, call_agent};
+
+/// How long `elect` waits for an agent to answer.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `step-down --unit U`: the unit, if leader, runs `leader-deposed` and revokes its lease.
 pub fn step_down(target: ToolArgs) -> ExitCode {
@@ -28,8 +31,7 @@ pub fn elect(args: ElectArgs) -> anyhow::Result<ExitCode> {
     let unit = UnitName::new(&args.unit)?;
     let state = StateDir::new(&args.state);
     anyhow::ensure!(state.store().is_file(), "{} holds no state (no state.db)", args.state.display());
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let ask = |unit: &UnitName, request| runtime.block_on(hook_tools::call(&state.socket(unit), &request));
+    let ask = |unit: &UnitName, request| call_agent(&state, unit, &request, AGENT_TIMEOUT);
     ask(&unit, ToolRequest::IsLeader)
         .with_context(|| format!("{unit} must be running to be elected, or the handover would stall"))?;
     let store = SqliteStore::open(&state.store())?;

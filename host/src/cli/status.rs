@@ -29,12 +29,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         apps.entry(app).or_default();
     }
     let pins = store.pins()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // A unit whose agent does not answer is down: its recorded status may be stale.
     let agent_up = |unit: &UnitName| {
-        let socket = state.socket(unit);
-        let call = hook_tools::call(&socket, &hook_tools::ToolRequest::IsLeader);
-        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(1), call).await }).is_ok_and(|r| r.is_ok())
+        super::tools::call_agent(&state, unit, &hook_tools::ToolRequest::IsLeader, Duration::from_secs(1)).is_ok()
     };
     let mut report = Vec::new();
     for (app, units) in apps {

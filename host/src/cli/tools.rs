@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use charm_host::hook_tools::{self, ToolErrorKind, ToolRequest, ToolResponse};
 use charm_host::names::UnitName;
@@ -19,17 +20,30 @@ fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Sends `request` to `unit`'s agent under `state`, giving up after `timeout`: an agent never
+/// answers behind its hooks, so only a frozen or overloaded one takes long.
+pub(super) fn call_agent(
+    state: &StateDir,
+    unit: &UnitName,
+    request: &ToolRequest,
+    timeout: Duration,
+) -> anyhow::Result<ToolResponse> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let socket = state.socket(unit);
+    let call = async { tokio::time::timeout(timeout, hook_tools::call(&socket, request)).await };
+    match runtime.block_on(call) {
+        Ok(answer) => Ok(answer?),
+        Err(_) => anyhow::bail!("{unit}'s agent did not answer within {timeout:?} (is it frozen?)"),
+    }
+}
+
 /// Sends `request` to the target unit's agent; an error is reported and becomes the exit code.
 pub(super) fn ask(target: &ToolArgs, request: ToolRequest) -> Result<ToolResponse, ExitCode> {
     let unit = UnitName::new(&target.unit).map_err(|e| fail(USAGE, e))?;
-    let socket = StateDir::new(&target.state).socket(&unit);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| fail(1, e))?;
-    let call = async { tokio::time::timeout(target.timeout, hook_tools::call(&socket, &request)).await };
-    match runtime.block_on(call) {
-        Ok(Ok(ToolResponse::Error { kind, message })) => Err(fail(if kind == ToolErrorKind::Invalid { USAGE } else { 1 }, message)),
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(err)) => Err(fail(1, err)),
-        Err(_) => Err(fail(1, format!("{unit}'s agent did not answer within {:?} (is it frozen?)", target.timeout))),
+    match call_agent(&StateDir::new(&target.state), &unit, &request, target.timeout) {
+        Ok(ToolResponse::Error { kind, message }) => Err(fail(if kind == ToolErrorKind::Invalid { USAGE } else { 1 }, message)),
+        Ok(response) => Ok(response),
+        Err(err) => Err(fail(1, err)),
     }
 }
 
