@@ -178,7 +178,7 @@ pub async fn run_unit(
                 if let Role::Leader(term) = acted_on {
                     given_up = Some(term);
                     unit.tracker().abandon();
-                    unit.services().stop_leader_only(unit.tracker().window() / 2).await;
+                    stop_leader_services(&unit).await;
                     acted_on = Role::Minion;
                     queue.on_minion();
                     revoke_after_deposed = true;
@@ -200,6 +200,12 @@ pub async fn run_unit(
     Ok(())
 }
 
+/// Stops the unit's leader-only services, within half a guarantee window: the lease still
+/// keeps every other unit out for at least a window when the guarantee is given up.
+async fn stop_leader_services(unit: &Unit) {
+    unit.services().stop_leader_only(unit.tracker().window() / 2).await;
+}
+
 /// Sleeps on `clock` until `at`, or forever without one.
 async fn sleep_until_or_forever(clock: &dyn Clock, at: Option<Timestamp>) {
     match at {
@@ -219,12 +225,11 @@ async fn claim_loop(unit: Arc<Unit>, role_tx: watch::Sender<Role>, mut control: 
     let tracker = unit.tracker();
     let store = unit.store().clone();
     let clock = store.clock().clone();
-    // Publishes the role; on losing leadership, first stops the leader-only services (a
-    // full window before the lease can pass on, so half a window of grace is safe).
+    // Publishes the role; on losing leadership, first stops the leader-only services.
     let publish = async |role: Role| {
         let was_leader = matches!(*role_tx.borrow(), Role::Leader(_));
         if was_leader && !matches!(role, Role::Leader(_)) {
-            unit.services().stop_leader_only(tracker.window() / 2).await;
+            stop_leader_services(&unit).await;
         }
         if role_tx.send_if_modified(|current| std::mem::replace(current, role) != role) {
             let (leader, term) = match role {
