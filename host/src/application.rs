@@ -14,13 +14,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::agent::{self, AgentCommand, AgentConfig, Backoff};
+use crate::agent::{self, AgentCommand, AgentConfig, AgentError, Backoff};
 use crate::events::EventSink;
 use crate::leadership::LeadershipStore;
 use crate::names::{AppName, UnitName};
 use crate::runtime::{Charm, HookRuntime};
 use crate::services::ServiceConfig;
 use crate::state_dir::StateDir;
+use crate::timing;
 use crate::tracker::LeadershipTracker;
 use crate::unit::Unit;
 
@@ -39,6 +40,10 @@ pub struct ApplicationConfig {
     pub backoff: Backoff,
     /// The services every unit's charm may start, and their stop grace period.
     pub services: (Vec<ServiceConfig>, Duration),
+    /// On a stop, how long a running hook may go on before it is interrupted.
+    pub stop_grace: Duration,
+    /// Start even on a store that remembers less than the units do (see [`AgentConfig`]).
+    pub accept_new_store: bool,
 }
 
 /// Why an application could not be set up or controlled.
@@ -58,11 +63,15 @@ pub enum ApplicationError {
     /// No running unit has that name.
     #[error("no running unit {0}")]
     NoSuchUnit(UnitName),
+    /// A unit's agent cannot start.
+    #[error("{unit} cannot start: {source}")]
+    Agent {
+        /// The unit.
+        unit: UnitName,
+        /// Why.
+        source: AgentError,
+    },
 }
-
-/// The accepted guarantee windows.
-pub const GUARANTEE_WINDOW_RANGE: std::ops::RangeInclusive<Duration> =
-    Duration::from_millis(500)..=Duration::from_secs(150);
 
 /// The units of one application.
 pub struct Application {
@@ -71,6 +80,8 @@ pub struct Application {
     units: Vec<Arc<Unit>>,
     state_dir: StateDir,
     backoff: Backoff,
+    stop_grace: Duration,
+    accept_new_store: bool,
 }
 
 impl Application {
@@ -82,13 +93,10 @@ impl Application {
         events: Arc<dyn EventSink>,
         config: &ApplicationConfig,
     ) -> Result<Self, ApplicationError> {
-        if !GUARANTEE_WINDOW_RANGE.contains(&config.guarantee_window) {
-            return Err(ApplicationError::Config(format!(
-                "the guarantee window must be between 500ms and 150s, not {:?}",
-                config.guarantee_window
-            )));
-        }
-        let units = (0..config.units)
+        timing::GUARANTEE_WINDOW.check(config.guarantee_window).map_err(|e| ApplicationError::Config(e.to_string()))?;
+        timing::STOP_GRACE.check(config.stop_grace).map_err(|e| ApplicationError::Config(e.to_string()))?;
+        timing::SERVICE_GRACE.check(config.services.1).map_err(|e| ApplicationError::Config(e.to_string()))?;
+        let units: Vec<Arc<Unit>> = (0..config.units)
             .map(|number| {
                 let name = UnitName::from_parts(config.app.clone(), number);
                 let tracker = LeadershipTracker::new(name.clone(), store.clone(), config.guarantee_window);
@@ -97,7 +105,30 @@ impl Application {
                     .map_err(|source| ApplicationError::DataDir { unit: name, source })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { runtime, charm, units, state_dir: config.state_dir.clone(), backoff: config.backoff })
+        let application = Self {
+            runtime,
+            charm,
+            units,
+            state_dir: config.state_dir.clone(),
+            backoff: config.backoff,
+            stop_grace: config.stop_grace,
+            accept_new_store: config.accept_new_store,
+        };
+        for unit in &application.units {
+            agent::preflight(unit, &application.agent_config(unit))
+                .map_err(|source| ApplicationError::Agent { unit: unit.name().clone(), source })?;
+        }
+        Ok(application)
+    }
+
+    fn agent_config(&self, unit: &Unit) -> AgentConfig {
+        AgentConfig {
+            backoff: self.backoff,
+            state_file: Some(self.state_dir.agent_state(unit.name())),
+            status_file: Some(self.state_dir.status_file(unit.name())),
+            stop_grace: self.stop_grace,
+            accept_new_store: self.accept_new_store,
+        }
     }
 
     /// The units, in order of their numbers.
@@ -112,11 +143,7 @@ impl Application {
             .iter()
             .map(|unit| {
                 let (commands, receiver) = mpsc::channel(8);
-                let config = AgentConfig {
-                    backoff: self.backoff,
-                    state_file: Some(self.state_dir.agent_state(unit.name())),
-                    status_file: Some(self.state_dir.status_file(unit.name())),
-                };
+                let config = self.agent_config(unit);
                 let task = tokio::spawn(agent::run_unit(
                     self.runtime.clone(),
                     self.charm.clone(),
@@ -134,7 +161,7 @@ impl Application {
 struct RunningAgent {
     unit: Arc<Unit>,
     commands: mpsc::Sender<AgentCommand>,
-    task: JoinHandle<Result<(), agent::LocalStateError>>,
+    task: JoinHandle<Result<(), agent::AgentError>>,
 }
 
 /// The agents of a started application.
@@ -193,7 +220,7 @@ impl RunningApplication {
     }
 }
 
-async fn finish(unit: &UnitName, task: JoinHandle<Result<(), agent::LocalStateError>>) {
+async fn finish(unit: &UnitName, task: JoinHandle<Result<(), agent::AgentError>>) {
     match task.await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => tracing::error!(%unit, "agent failed: {err}"),

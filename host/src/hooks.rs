@@ -70,6 +70,9 @@ pub enum HookError {
     /// The hook ran past its deadline and was stopped.
     #[error("exceeded its deadline of {0:?} and was stopped")]
     Deadline(Duration),
+    /// The agent was stopping, and the hook was still running when its stop grace ran out.
+    #[error("interrupted: the unit was stopping and the hook ran past the stop grace of {0:?}")]
+    Interrupted(Duration),
     /// The hook tried to grow its memory past the cap.
     #[error("exceeded its memory cap of {cap} bytes (asked for {requested})")]
     MemoryCap {

@@ -31,5 +31,6 @@ pub mod runtime;
 pub mod services;
 pub mod settings;
 pub mod state_dir;
+pub mod timing;
 pub mod tracker;
 pub mod unit;

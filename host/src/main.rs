@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            if err.downcast_ref::<cli::UsageError>().is_some() { ExitCode::from(cli::USAGE_EXIT) } else { ExitCode::FAILURE }
         }
     }
 }

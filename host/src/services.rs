@@ -123,12 +123,16 @@ impl ServiceSupervisor {
 
     /// Starts `name` (doing nothing if it runs); `is_leader` is asked for leader-only ones.
     /// Must be called within a tokio runtime.
+    ///
+    /// Leadership is checked and the process started under the lock that
+    /// [`Self::stop_and_wait`] takes to see what runs: a stop that follows the loss of the
+    /// guarantee either sees this service or this call sees the guarantee gone.
     pub fn start(&self, name: &str, is_leader: impl FnOnce() -> bool) -> Result<(), ServiceError> {
         let config = self.config(name)?;
+        let mut running = self.lock();
         if config.leader_only && !is_leader() {
             return Err(ServiceError::NotLeader);
         }
-        let mut running = self.lock();
         if running.get(name).is_some_and(|r| !*r.exited.borrow()) {
             return Ok(());
         }
@@ -191,10 +195,11 @@ impl ServiceSupervisor {
         Ok(())
     }
 
-    /// Stops every service that `filter` selects and waits until they have exited:
-    /// SIGTERM, then SIGKILL once `grace` has passed.
+    /// Stops every service that `filter` selects and waits until they have exited: SIGTERM
+    /// to all, then SIGKILL to those still running once `grace` has passed, one deadline for
+    /// all of them; then at most [`KILL_WAIT`] for the kills to take effect.
     pub async fn stop_and_wait(&self, filter: impl Fn(&ServiceConfig) -> bool, grace: Duration) {
-        let targets: Vec<(String, u32, watch::Receiver<bool>)> = {
+        let mut targets: Vec<(String, u32, watch::Receiver<bool>)> = {
             let running = self.lock();
             self.configs
                 .iter()
@@ -207,8 +212,17 @@ impl ServiceSupervisor {
             self.log(LogLevel::Info, format!("stopping service {name} (pid {pid})"));
             signal_group(*pid, Signal::TERM);
         }
-        for (_, pid, exited) in targets {
-            kill_after(pid, exited, grace).await;
+        let deadline = tokio::time::Instant::now() + grace;
+        for (_, _, exited) in &mut targets {
+            let _ = tokio::time::timeout_at(deadline, exited.wait_for(|e| *e)).await;
+        }
+        let stubborn: Vec<_> = targets.into_iter().filter(|(_, _, exited)| !*exited.borrow()).collect();
+        for (_, pid, _) in &stubborn {
+            signal_group(*pid, Signal::KILL);
+        }
+        let deadline = tokio::time::Instant::now() + KILL_WAIT;
+        for (_, _, mut exited) in stubborn {
+            let _ = tokio::time::timeout_at(deadline, exited.wait_for(|e| *e)).await;
         }
     }
 
@@ -250,11 +264,14 @@ fn signal_group(pid: u32, signal: Signal) {
     }
 }
 
+/// How long a stop waits for SIGKILLed services to be reaped.
+pub const KILL_WAIT: Duration = Duration::from_secs(5);
+
 /// Waits up to `grace` for the process to exit, then SIGKILLs its group and waits briefly.
 async fn kill_after(pid: u32, mut exited: watch::Receiver<bool>, grace: Duration) {
     if tokio::time::timeout(grace, exited.wait_for(|e| *e)).await.is_err() {
         signal_group(pid, Signal::KILL);
-        let _ = tokio::time::timeout(Duration::from_secs(5), exited.wait_for(|e| *e)).await;
+        let _ = tokio::time::timeout(KILL_WAIT, exited.wait_for(|e| *e)).await;
     }
 }
 
@@ -296,6 +313,40 @@ mod tests {
         assert_eq!(s.status("solo").unwrap().pid, Some(pid), "starting a running service does nothing");
         s.stop_leader_only(Duration::from_millis(100)).await;
         assert!(!s.status("solo").unwrap().running);
+    }
+
+    /// Services that ignore SIGTERM are killed together at one deadline, not one grace
+    /// after another: their last ticks are close together, not a grace apart.
+    #[tokio::test]
+    async fn stubborn_services_share_one_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["a", "b", "c"];
+        let configs = names
+            .iter()
+            .map(|n| {
+                let file = dir.path().join(n);
+                let spec = format!("{n}=trap '' TERM; while true; do date +%s%N > {}.tmp; mv {0}.tmp {0}; sleep 0.02; done", file.display());
+                ServiceConfig::parse(&spec, true).unwrap()
+            })
+            .collect();
+        let grace = Duration::from_secs(2);
+        let s = ServiceSupervisor::new(UnitName::new("app/0").unwrap(), Arc::new(RecordingSink::new()), configs, grace);
+        for name in names {
+            s.start(name, || true).unwrap();
+        }
+        for name in names {
+            while !dir.path().join(name).exists() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        s.stop_leader_only(grace).await;
+        let last: Vec<u128> = names
+            .iter()
+            .map(|n| std::fs::read_to_string(dir.path().join(n)).unwrap().trim().parse().unwrap())
+            .collect();
+        assert!(names.iter().all(|n| !s.status(n).unwrap().running));
+        let spread = Duration::from_nanos((last.iter().max().unwrap() - last.iter().min().unwrap()) as u64);
+        assert!(spread < grace / 2, "killed one grace after another: last ticks {spread:?} apart");
     }
 
     #[tokio::test]

@@ -140,6 +140,11 @@ impl LeadershipTracker {
         }
     }
 
+    /// Why the last claim failed, while the store keeps failing (`None` once a claim succeeds).
+    pub fn store_error(&self) -> Option<String> {
+        self.lock().last_error.clone()
+    }
+
     /// The term of the claim this unit holds now, if it still holds one (however little of
     /// it is left): writes fenced by this term are refused by the engine once it lapses.
     pub fn held_term(&self) -> Option<u64> {

@@ -29,6 +29,10 @@ pub struct UnitStatus {
     /// The unit's services, as of when the status was read.
     #[serde(default)]
     pub services: Vec<ServiceStatus>,
+    /// Why the unit cannot verify its leadership (its claims fail), as of when the status
+    /// was read; `is-leader` answers "unknown" meanwhile.
+    #[serde(default)]
+    pub leadership_error: Option<String>,
 }
 
 impl Default for UnitStatus {
@@ -39,6 +43,7 @@ impl Default for UnitStatus {
             last_hook: None,
             last_error: None,
             services: Vec::new(),
+            leadership_error: None,
         }
     }
 }
@@ -108,10 +113,11 @@ impl Unit {
         self.status.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A copy of the unit's status, with its services' current state.
+    /// A copy of the unit's status, with its services' and its leadership's current state.
     pub fn status(&self) -> UnitStatus {
         let mut status = self.lock_status().clone();
         status.services = self.services.statuses();
+        status.leadership_error = self.tracker.store_error();
         status
     }
 

@@ -30,7 +30,7 @@ struct Agents {
 struct Running {
     unit: Arc<Unit>,
     commands: mpsc::Sender<AgentCommand>,
-    task: tokio::task::JoinHandle<Result<(), agent::LocalStateError>>,
+    task: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
 }
 
 impl Agents {
@@ -43,6 +43,11 @@ impl Agents {
     }
 
     fn start(&self, name: &str) -> Running {
+        self.start_on(name, self.runtime.clone(), self.charm.clone())
+    }
+
+    /// Starts `name` on `runtime` (for limits other than the test runtime's).
+    fn start_on(&self, name: &str, runtime: Arc<HookRuntime>, charm: Charm) -> Running {
         let name = UnitName::new(name).unwrap();
         let tracker = LeadershipTracker::new(name.clone(), self.store.clone(), WINDOW);
         let base = self.dir.path().join(name.as_str().replace('/', "-"));
@@ -51,9 +56,11 @@ impl Agents {
             backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(4) },
             state_file: Some(base.join("agent.json")),
             status_file: None,
+            stop_grace: Duration::from_secs(1),
+            ..Default::default()
         };
         let (commands, receiver) = mpsc::channel(4);
-        let task = tokio::spawn(agent::run_unit(self.runtime.clone(), self.charm.clone(), unit.clone(), config, receiver));
+        let task = tokio::spawn(agent::run_unit(runtime, charm, unit.clone(), config, receiver));
         Running { unit, commands, task }
     }
 
@@ -223,4 +230,183 @@ async fn a_failing_hook_is_retried_with_backoff_and_shows_its_error() {
     agents.settle("app/0", 4).await;
     assert_eq!(agents.hooks_of("app/0")[..4], [Install, Install, Install, LeaderElected]);
     assert_eq!(running.unit.status().last_error, None, "the error clears once it succeeds");
+}
+
+/// Waits (real time, up to 20 s) until `check` holds.
+async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..4000 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// A store whose claims fail, with nobody holding the lease: the claim loop must back off
+/// instead of claiming in a loop, and say why in the status and `is-leader`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_is_retried_with_backoff_and_shows_in_the_status() {
+    let faulty = std::sync::Mutex::new(None);
+    let agents = Agents::new(|inner| {
+        let store = FaultyStore::new(inner);
+        *faulty.lock().unwrap() = Some(store.clone());
+        store
+    });
+    let faulty = faulty.into_inner().unwrap().unwrap();
+    let app0 = UnitName::new("app/0").unwrap();
+    faulty.fail_claims_of(&app0);
+    let running = agents.start("app/0");
+    wait_for("the failure shows in the status", || running.unit.status().leadership_error.is_some()).await;
+    assert!(running.unit.status().leadership_error.unwrap().contains("injected failure"));
+    assert!(running.unit.tracker().is_leader().is_err(), "is-leader is unknown, not false");
+    agents.settle("app/0", 2).await;
+    assert_eq!(agents.hooks_of("app/0"), [Install, LeaderSettingsChanged], "a unit that cannot claim acts as a minion");
+
+    // Ten windows of store time: a loop would claim thousands of times (it did, at 100 %
+    // CPU); the backoff (a tenth of a window doubling to half a window) makes about 22.
+    let before = faulty.claims();
+    agents.advance(10 * WINDOW, WINDOW / 10).await;
+    let retries = faulty.claims() - before;
+    assert!(retries <= 40, "{retries} claims in ten windows: not backing off");
+    assert!(retries >= 1, "it keeps retrying");
+
+    faulty.heal();
+    for _ in 0..100 {
+        if agents.hooks_of("app/0").contains(&LeaderElected) {
+            break;
+        }
+        agents.advance(WINDOW / 2, WINDOW / 10).await;
+    }
+    agents.settle("app/0", 3).await;
+    assert_eq!(agents.hooks_of("app/0")[2..], [LeaderElected], "leads once the store works again");
+    assert_eq!(running.unit.status().leadership_error, None);
+    assert_eq!(running.unit.tracker().is_leader(), Ok(true));
+}
+
+/// The `leadership` events of every unit, as (unit, leader), in the order emitted, with the
+/// hook events, as one stream.
+fn leadership_stream(events: &[Event]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Leadership { unit, leader, .. } => Some((unit.to_string(), format!("leader={leader}"))),
+            Event::Hook { unit, hook, .. } => Some((unit.to_string(), hook.to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Across repeated step-downs, the event stream never shows two leaders: the old leader's
+/// `leader=false` comes before its `leader-deposed` and before the successor's `leader=true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_never_shows_two_leaders_across_handovers() {
+    let agents = Agents::new(|s| s);
+    let app0 = UnitName::new("app/0").unwrap();
+    agents.store.claim(&app0, Duration::from_secs(20)).unwrap();
+    let units = [agents.start("app/0"), agents.start("app/1")];
+    agents.settle("app/0", 2).await;
+    agents.settle("app/1", 2).await;
+    let app = app0.app().clone();
+    for round in 0..6 {
+        let leader = agents.store.lease(&app).unwrap().expect("a leader").holder;
+        let running = units.iter().find(|r| *r.unit.name() == leader).unwrap();
+        running.commands.send(AgentCommand::StepDown).await.unwrap();
+        let deposed_before = agents.hooks_of(leader.as_str()).iter().filter(|h| **h == LeaderDeposed).count();
+        wait_for("a successor leads", || {
+            agents.store.lease(&app).unwrap().is_some_and(|l| l.holder != leader)
+                && agents.hooks_of(leader.as_str()).iter().filter(|h| **h == LeaderDeposed).count() > deposed_before
+        })
+        .await;
+        wait_for("the successor's leader-elected", || {
+            agents.hooks().iter().filter(|(_, h)| *h == LeaderElected).count() > round + 1
+        })
+        .await;
+        // The step-down holds the old leader off for a claim duration: let it pass.
+        agents.advance(2 * WINDOW + Duration::from_secs(1), WINDOW).await;
+    }
+    let stream = leadership_stream(&agents.events.events());
+    let mut leaders: Vec<String> = Vec::new();
+    for (i, (unit, what)) in stream.iter().enumerate() {
+        match what.as_str() {
+            "leader=true" => {
+                assert!(leaders.is_empty(), "{unit} leads while {leaders:?} still does, at {i}: {stream:#?}");
+                leaders.push(unit.clone());
+            }
+            "leader=false" => leaders.retain(|l| l != unit),
+            "leader-deposed" => assert!(!leaders.contains(unit), "{unit} ran leader-deposed before leader=false: {stream:#?}"),
+            _ => {}
+        }
+    }
+}
+
+/// A hook that never ends does not hold up a stop: it is interrupted after the stop grace,
+/// and the stop's own hooks get no more than the grace each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_interrupts_a_runaway_hook_after_the_stop_grace() {
+    let agents = Agents::new(|s| s);
+    let patient = Arc::new(
+        HookRuntime::new(charm_host::runtime::RuntimeConfig {
+            hook_deadline: Duration::from_secs(3600),
+            memory_cap: 16 * 1024 * 1024,
+            max_concurrent_hooks: 4,
+            cache_dir: None,
+        })
+        .unwrap(),
+    );
+    let app0 = UnitName::new("app/0").unwrap();
+    agents.store.claim(&app0, Duration::from_secs(20)).unwrap();
+    let base = agents.dir.path().join("app-0/data");
+    std::fs::create_dir_all(&base).unwrap();
+    for hook in ["leader-elected", "leader-deposed", "stop"] {
+        std::fs::write(base.join(format!("script-{hook}")), "spin").unwrap();
+    }
+    let charm = probe(&patient);
+    let running = agents.start_on("app/0", patient, charm);
+    wait_for("leader-elected is running", || agents.hooks_of("app/0") == [Install]).await;
+    running.commands.send(AgentCommand::Stop).await.unwrap();
+    // Without the grace this would wait for the hour-long deadline.
+    tokio::time::timeout(Duration::from_secs(120), running.task).await.expect("the stop is bounded").unwrap().unwrap();
+    let results: Vec<(HookKind, Result<(), charm_host::hooks::HookError>)> = agents
+        .events
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Hook { hook, result, .. } => Some((hook, result)),
+            _ => None,
+        })
+        .collect();
+    use charm_host::hooks::HookError::{Deadline, Interrupted};
+    let grace = Duration::from_secs(1);
+    assert_eq!(
+        results,
+        [(Install, Ok(())), (LeaderElected, Err(Interrupted(grace))), (LeaderDeposed, Err(Deadline(grace))), (Stop, Err(Deadline(grace)))]
+    );
+    assert!(agents.store.lease(app0.app()).unwrap().is_none(), "leadership was given up");
+}
+
+/// An agent whose local state remembers a higher term than the store offers refuses to
+/// start (the store was lost), unless told to accept the new store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_refuses_a_store_that_forgot_its_terms() {
+    let agents = Agents::new(|s| s);
+    let app0 = UnitName::new("app/0").unwrap();
+    for _ in 0..3 {
+        agents.store.claim(&app0, Duration::from_secs(20)).unwrap();
+        agents.store.revoke(&app0).unwrap();
+    }
+    let first = agents.start("app/0");
+    agents.settle("app/0", 2).await;
+    first.commands.send(AgentCommand::Stop).await.unwrap();
+    first.task.await.unwrap().unwrap();
+
+    // The same unit directory on a new, empty store.
+    let fresh = Agents { dir: agents.dir, ..Agents::new(|s| s) };
+    let refused = fresh.start("app/0").task.await.unwrap();
+    match refused {
+        Err(agent::AgentError::StoreBehind { what: "term", remembered: 4, found: 0, .. }) => {}
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(fresh.hooks().is_empty(), "nothing ran");
+    assert_eq!(fresh.store.last_term(app0.app()).unwrap(), 0, "nothing was claimed");
 }

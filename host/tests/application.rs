@@ -35,6 +35,8 @@ async fn settings_changes_coalesce_into_one_more_minion_hook() {
         state_dir: charm_host::state_dir::StateDir::new(dir.path()),
         backoff: Default::default(),
         services: Default::default(),
+        stop_grace: charm_host::agent::DEFAULT_STOP_GRACE,
+        accept_new_store: false,
     };
     let app = Arc::new(Application::new(runtime, charm, store.clone(), events.clone(), &config).unwrap());
     let minion = app.units()[1].clone();

@@ -73,6 +73,8 @@ async fn only_one_live_unit_runs_maintenance_through_a_stop_and_a_crash() {
         state_dir: StateDir::new(dir.path()),
         backoff: Default::default(),
         services: Default::default(),
+        stop_grace: charm_host::agent::DEFAULT_STOP_GRACE,
+        accept_new_store: false,
     };
     let application = Application::new(runtime, charm, store.clone(), watcher.clone(), &config).unwrap();
     let mut running = application.start();

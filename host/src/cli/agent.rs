@@ -10,7 +10,6 @@ use charm_host::agent::{self, AgentCommand, AgentConfig, Backoff};
 use charm_host::events::EventSink;
 use charm_host::hook_tools;
 use charm_host::leadership::SqliteStore;
-use charm_host::names::UnitName;
 use charm_host::runtime::HookRuntime;
 use charm_host::state_dir::StateDir;
 use charm_host::tracker::LeadershipTracker;
@@ -22,7 +21,7 @@ use super::output::{HumanLog, JsonLog};
 use super::run::charm_wasm;
 
 pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let unit_name = UnitName::new(&args.unit)?;
+    let unit_name = args.unit.clone();
     let state = StateDir::new(&args.state);
     std::fs::create_dir_all(state.unit_dir(&unit_name))
         .with_context(|| format!("creating {}", state.unit_dir(&unit_name).display()))?;
@@ -39,6 +38,8 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
         backoff: Backoff::default(),
         state_file: Some(state.agent_state(&unit_name)),
         status_file: Some(state.status_file(&unit_name)),
+        stop_grace: args.runtime.stop_grace,
+        accept_new_store: args.runtime.accept_new_store,
     };
 
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(7).build()?;

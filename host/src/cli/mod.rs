@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use charm_host::names::UnitName;
+use charm_host::timing;
 use clap::{Args, Parser, Subcommand};
 
 /// Runs WebAssembly charms with Juju-style application leadership.
@@ -73,12 +75,13 @@ pub struct BenchArgs {
 #[derive(Debug, Args)]
 pub struct ElectArgs {
     /// The unit to make leader, e.g. `app/2`; its agent must be running.
-    pub unit: String,
+    #[arg(value_parser = unit_name)]
+    pub unit: UnitName,
     /// The state directory the application's agents run on.
     #[arg(long, value_name = "DIR")]
     pub state: PathBuf,
     /// How long the lease stays reserved for UNIT (and how long to wait for it).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = |s: &str| timing::parse(s, &timing::RESERVATION))]
     pub within: Duration,
 }
 
@@ -88,8 +91,8 @@ pub struct AgentArgs {
     /// The charm: a `.wasm` component or a charm crate directory.
     pub charm: PathBuf,
     /// The unit this agent runs, e.g. `app/0`.
-    #[arg(long)]
-    pub unit: String,
+    #[arg(long, value_parser = unit_name)]
+    pub unit: UnitName,
     /// The state directory shared by the application's agents.
     #[arg(long, value_name = "DIR")]
     pub state: PathBuf,
@@ -128,8 +131,8 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct ToolArgs {
     /// The unit, e.g. `app/0`.
-    #[arg(long)]
-    pub unit: String,
+    #[arg(long, value_parser = unit_name)]
+    pub unit: UnitName,
     /// The state directory its agent runs on.
     #[arg(long, value_name = "DIR")]
     pub state: PathBuf,
@@ -138,7 +141,7 @@ pub struct ToolArgs {
     pub format: Format,
     /// Give up (exit 1) if the agent has not answered by then; it never waits for hooks,
     /// so only a frozen or overloaded agent takes long.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = |s: &str| timing::parse(s, &timing::TOOL_TIMEOUT))]
     pub timeout: Duration,
 }
 
@@ -154,22 +157,22 @@ pub struct RunArgs {
     #[arg(long)]
     pub app: Option<String>,
     /// Stop after this long (e.g. `5s`, `2m`); default: run until Ctrl-C.
-    #[arg(long = "for", value_parser = parse_duration)]
+    #[arg(long = "for", value_parser = |s: &str| timing::parse(s, &timing::RUN_TIME))]
     pub run_for: Option<Duration>,
     /// Print JSON Lines instead of a human-readable log.
     #[arg(long)]
     pub json: bool,
     /// Crash a unit's agent at a time from the start, e.g. `app/0@5s` (repeatable).
-    #[arg(long, value_name = "UNIT@TIME")]
-    pub kill: Vec<String>,
+    #[arg(long, value_name = "UNIT@TIME", value_parser = unit_at)]
+    pub kill: Vec<UnitAt>,
     /// Stop a unit gracefully at a time from the start, e.g. `app/0@5s` (repeatable).
-    #[arg(long, value_name = "UNIT@TIME")]
-    pub stop: Vec<String>,
+    #[arg(long, value_name = "UNIT@TIME", value_parser = unit_at)]
+    pub stop: Vec<UnitAt>,
     /// Hand leadership to a unit at a time from the start, e.g. `app/2@5s` (repeatable).
-    #[arg(long, value_name = "UNIT@TIME")]
-    pub elect: Vec<String>,
+    #[arg(long, value_name = "UNIT@TIME", value_parser = unit_at)]
+    pub elect: Vec<UnitAt>,
     /// Make the current leader step down at this time from the start (repeatable).
-    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    #[arg(long, value_name = "TIME", value_parser = |s: &str| timing::parse(s, &timing::RUN_TIME))]
     pub step_down: Vec<Duration>,
     /// Keep leases, terms, settings and unit data in DIR (a SQLite store) across runs;
     /// default: in memory, gone at exit.
@@ -193,7 +196,7 @@ pub struct ServiceArgs {
     pub leader_services: Vec<String>,
     /// How long a stopping service gets between SIGTERM and SIGKILL (leader-only services
     /// get at most half the guarantee window).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = |s: &str| timing::parse(s, &timing::SERVICE_GRACE))]
     pub service_grace: Duration,
 }
 
@@ -216,11 +219,19 @@ impl ServiceArgs {
 #[derive(Debug, Args)]
 pub struct RuntimeArgs {
     /// `is-leader` is true only with at least this much leadership left.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = |s: &str| timing::parse(s, &timing::GUARANTEE_WINDOW))]
     pub guarantee_window: Duration,
     /// A hook running longer than this is stopped and fails.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = |s: &str| timing::parse(s, &timing::HOOK_DEADLINE))]
     pub hook_deadline: Duration,
+    /// On a stop, a hook already running gets this long before it is interrupted, and the
+    /// stop's own hooks (`leader-deposed`, `stop`) get at most this long each.
+    #[arg(long, default_value = "3s", value_parser = |s: &str| timing::parse(s, &timing::STOP_GRACE))]
+    pub stop_grace: Duration,
+    /// Start even if the state directory's store remembers lower terms or settings versions
+    /// than a unit does (it was lost or replaced); terms then start again.
+    #[arg(long)]
+    pub accept_new_store: bool,
     /// Largest memory one hook instance may use, in MiB.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub memory_cap_mib: u32,
@@ -232,9 +243,32 @@ pub struct RuntimeArgs {
     pub no_cache: bool,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 500ms, 5s, 2m)"))
+fn unit_name(text: &str) -> Result<UnitName, String> {
+    UnitName::new(text).map_err(|e| e.to_string())
 }
+
+/// `UNIT@TIME`: something to do to a unit at a time from the start of a run.
+#[derive(Debug, Clone)]
+pub struct UnitAt {
+    /// The unit.
+    pub unit: UnitName,
+    /// When, from the start of the run.
+    pub at: Duration,
+}
+
+fn unit_at(text: &str) -> Result<UnitAt, String> {
+    let (unit, at) = text.split_once('@').ok_or_else(|| format!("expected UNIT@TIME, e.g. app/0@5s, not {text:?}"))?;
+    Ok(UnitAt { unit: unit_name(unit)?, at: timing::parse(at, &timing::RUN_TIME)? })
+}
+
+/// A usage error found after parsing (arguments that contradict each other): exit code 2,
+/// like the parser's own.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The exit code for usage errors, as clap's and Juju's.
+pub const USAGE_EXIT: u8 = 2;
 
 /// Runs the parsed command; the exit code is the command's own.
 pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {

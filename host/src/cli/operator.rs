@@ -28,7 +28,7 @@ pub fn step_down(target: ToolArgs) -> ExitCode {
 
 /// `elect UNIT`: reserve the lease for UNIT, make the leader step down, wait for UNIT to lead.
 pub fn elect(args: ElectArgs) -> anyhow::Result<ExitCode> {
-    let unit = UnitName::new(&args.unit)?;
+    let unit = args.unit.clone();
     let state = StateDir::new(&args.state);
     anyhow::ensure!(state.store().is_file(), "{} holds no state (no state.db)", args.state.display());
     let ask = |unit: &UnitName, request| call_agent(&state, unit, &request, AGENT_TIMEOUT);

@@ -17,7 +17,7 @@ use charm_host::runtime::{HookRuntime, RuntimeConfig};
 use charm_host::state_dir::StateDir;
 
 use super::output::{HumanLog, JsonLog, StatusReport};
-use super::{RunArgs, RuntimeArgs};
+use super::{RunArgs, RuntimeArgs, UnitAt, UsageError};
 
 impl RuntimeArgs {
     /// The runtime configuration these flags describe.
@@ -88,7 +88,9 @@ impl DataRoot {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let app = app_name(args.app.as_deref(), &args.charm)?;
+    let app = app_name(args.app.as_deref(), &args.charm).map_err(|e| UsageError(format!("--app: {e}")))?;
+    let mut actions = args.scheduled_actions(&app)?;
+    actions.sort_by_key(|(at, _)| *at);
     let wasm = charm_wasm(&args.charm)?;
     let runtime = Arc::new(HookRuntime::new(args.runtime.runtime_config())?);
     let charm = runtime.load_charm(&wasm)?;
@@ -105,10 +107,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         state_dir: StateDir::new(data_root.path()),
         backoff: Backoff::default(),
         services: (args.services.configs()?, args.services.service_grace),
+        stop_grace: args.runtime.stop_grace,
+        accept_new_store: args.runtime.accept_new_store,
     };
     let application = Application::new(runtime, charm, store.clone(), events, &config)?;
-    let mut actions = args.scheduled_actions(&app)?;
-    actions.sort_by_key(|(at, _)| *at);
     // Poll timers and I/O more often than tokio's default, so that a guest spinning until its
     // deadline (it yields at every epoch tick) delays its neighbours' timers as little as possible.
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(7).build()?;
@@ -161,19 +163,20 @@ pub enum RunAction {
 
 impl RunArgs {
     /// The actions the flags schedule, with their times from the start of the run.
-    fn scheduled_actions(&self, app: &AppName) -> anyhow::Result<Vec<(std::time::Duration, RunAction)>> {
+    fn scheduled_actions(&self, app: &AppName) -> Result<Vec<(std::time::Duration, RunAction)>, UsageError> {
         let mut actions = Vec::new();
         for (flag, list) in [("--kill", &self.kill), ("--stop", &self.stop), ("--elect", &self.elect)] {
-            for spec in list {
-                let (unit, at) = spec.split_once('@').with_context(|| format!("{flag} {spec}: expected UNIT@TIME, e.g. {app}/0@5s"))?;
-                let unit = UnitName::new(unit)?;
-                anyhow::ensure!(unit.app() == app, "{flag} {spec}: {unit} is not a unit of {app}");
-                anyhow::ensure!(unit.number() < self.units, "{flag} {spec}: there are only {} units", self.units);
-                let at = humantime::parse_duration(at).with_context(|| format!("{flag} {spec}: bad time"))?;
-                actions.push((at, match flag {
-                    "--kill" => RunAction::Kill(unit),
-                    "--stop" => RunAction::Stop(unit),
-                    _ => RunAction::Elect(unit),
+            for UnitAt { unit, at } in list {
+                if unit.app() != app {
+                    return Err(UsageError(format!("{flag} {unit}@{at:?}: {unit} is not a unit of {app}")));
+                }
+                if unit.number() >= self.units {
+                    return Err(UsageError(format!("{flag} {unit}: there are only {} units", self.units)));
+                }
+                actions.push((*at, match flag {
+                    "--kill" => RunAction::Kill(unit.clone()),
+                    "--stop" => RunAction::Stop(unit.clone()),
+                    _ => RunAction::Elect(unit.clone()),
                 }));
             }
         }

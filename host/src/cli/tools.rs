@@ -39,8 +39,7 @@ pub(super) fn call_agent(
 
 /// Sends `request` to the target unit's agent; an error is reported and becomes the exit code.
 pub(super) fn ask(target: &ToolArgs, request: ToolRequest) -> Result<ToolResponse, ExitCode> {
-    let unit = UnitName::new(&target.unit).map_err(|e| fail(USAGE, e))?;
-    match call_agent(&StateDir::new(&target.state), &unit, &request, target.timeout) {
+    match call_agent(&StateDir::new(&target.state), &target.unit, &request, target.timeout) {
         Ok(ToolResponse::Error { kind, message }) => Err(fail(if kind == ToolErrorKind::Invalid { USAGE } else { 1 }, message)),
         Ok(response) => Ok(response),
         Err(err) => Err(fail(1, err)),

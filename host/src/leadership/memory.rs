@@ -137,6 +137,10 @@ impl LeadershipStore for MemoryStore {
         Ok(self.lock().get(app).and_then(|a| a.lease.as_ref()?.live(a.pinned(), now)))
     }
 
+    fn last_term(&self, app: &AppName) -> Result<u64, LeaseError> {
+        Ok(self.lock().get(app).and_then(|a| a.lease.as_ref()).map_or(0, |l| l.term))
+    }
+
     fn leaders(&self) -> Result<BTreeMap<AppName, UnitName>, LeaseError> {
         let now = self.clock.now();
         Ok(self

@@ -169,6 +169,10 @@ pub trait LeadershipStore: Send + Sync + 'static {
     /// `app`'s lease, if it is held and unexpired (or pinned).
     fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError>;
 
+    /// The highest term ever granted for `app`, held or not (0 if it never had a leader):
+    /// what an agent compares with the term it remembers, to notice a lost store.
+    fn last_term(&self, app: &AppName) -> Result<u64, LeaseError>;
+
     /// Every application's current leader.
     fn leaders(&self) -> Result<BTreeMap<AppName, UnitName>, LeaseError>;
 

@@ -442,6 +442,14 @@ impl LeadershipStore for SqliteStore {
         })
     }
 
+    fn last_term(&self, app: &AppName) -> Result<u64, LeaseError> {
+        self.read_tx(|tx| {
+            let term: Option<i64> =
+                tx.prepare_cached("SELECT term FROM leases WHERE app = ?1")?.query_row([app.as_str()], |r| r.get(0)).optional()?;
+            Ok(term.map_or(0, |t| u64::try_from(t).unwrap_or(0)))
+        })
+    }
+
     fn leaders(&self) -> Result<BTreeMap<AppName, UnitName>, LeaseError> {
         let now = ns(self.clock.now());
         self.read_tx(|tx| {

@@ -106,9 +106,7 @@ impl HookRuntime {
         if config.memory_cap < 64 * 1024 {
             return Err(RuntimeError::Config("memory_cap must be at least one 64 KiB page".into()));
         }
-        if config.hook_deadline.is_zero() {
-            return Err(RuntimeError::Config("hook_deadline must be positive".into()));
-        }
+        crate::timing::HOOK_DEADLINE.check(config.hook_deadline).map_err(|e| RuntimeError::Config(e.to_string()))?;
         let slots = config.max_concurrent_hooks;
         let keep_resident = keep_resident();
         let mut pool = PoolingAllocationConfig::default();
@@ -151,30 +149,39 @@ impl HookRuntime {
     /// Runs `hook` of `charm` for `unit` in a fresh sandbox, records the outcome in the
     /// unit's status and events, and returns it.
     pub async fn run_hook(&self, charm: &Charm, unit: &Arc<Unit>, hook: HookKind) -> HookOutcome {
-        let outcome = self.run_hook_quietly(charm, unit, hook).await;
+        self.run_hook_within(charm, unit, hook, self.config.hook_deadline).await
+    }
+
+    /// Runs a hook like [`Self::run_hook`], stopping it after `deadline` if that comes before
+    /// the configured hook deadline (a stopping unit's hooks get only its stop grace).
+    pub async fn run_hook_within(&self, charm: &Charm, unit: &Arc<Unit>, hook: HookKind, deadline: Duration) -> HookOutcome {
+        let outcome = self.run_quietly_within(charm, unit, hook, deadline.min(self.config.hook_deadline)).await;
         unit.record_hook(&outcome);
         outcome
     }
 
     /// Runs a hook like [`Self::run_hook`] without recording it anywhere.
     pub async fn run_hook_quietly(&self, charm: &Charm, unit: &Arc<Unit>, hook: HookKind) -> HookOutcome {
+        self.run_quietly_within(charm, unit, hook, self.config.hook_deadline).await
+    }
+
+    async fn run_quietly_within(&self, charm: &Charm, unit: &Arc<Unit>, hook: HookKind, deadline: Duration) -> HookOutcome {
         let Ok(_slot) = self.slots.acquire().await else {
             let result = Err(HookError::Setup("the runtime is shutting down".into()));
             return HookOutcome { hook, result, elapsed: Duration::ZERO };
         };
         let start = Instant::now();
-        let result = self.run_in_sandbox(charm, unit, hook).await;
+        let result = self.run_in_sandbox(charm, unit, hook, deadline).await;
         HookOutcome { hook, result, elapsed: start.elapsed() }
     }
 
-    async fn run_in_sandbox(&self, charm: &Charm, unit: &Arc<Unit>, hook: HookKind) -> Result<(), HookError> {
+    async fn run_in_sandbox(&self, charm: &Charm, unit: &Arc<Unit>, hook: HookKind, deadline: Duration) -> Result<(), HookError> {
         let state = HookState::new(unit.clone(), hook, self.config.memory_cap)
             .map_err(|e| HookError::Setup(e.to_string()))?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state.limiter());
         store.epoch_deadline_async_yield_and_update(1);
 
-        let deadline = self.config.hook_deadline;
         let call = async {
             let instance = charm
                 .pre()

@@ -141,16 +141,28 @@ impl Fixture {
 pub struct FaultyStore {
     pub inner: Arc<dyn LeadershipStore>,
     pub failing: Mutex<Vec<UnitName>>,
+    /// Every claim asked of this store, failed or not.
+    pub claims: std::sync::atomic::AtomicU64,
 }
 
 impl FaultyStore {
     pub fn new(inner: Arc<dyn LeadershipStore>) -> Arc<Self> {
-        Arc::new(Self { inner, failing: Mutex::new(Vec::new()) })
+        Arc::new(Self { inner, failing: Mutex::new(Vec::new()), claims: Default::default() })
     }
 
     /// Makes `unit`'s claims fail from now on.
     pub fn fail_claims_of(&self, unit: &UnitName) {
         self.failing.lock().unwrap().push(unit.clone());
+    }
+
+    /// Makes every claim succeed again.
+    pub fn heal(&self) {
+        self.failing.lock().unwrap().clear();
+    }
+
+    /// How many claims were asked so far.
+    pub fn claims(&self) -> u64 {
+        self.claims.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -163,6 +175,7 @@ impl LeadershipStore for FaultyStore {
         self.inner.clock()
     }
     fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
+        self.claims.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if self.failing.lock().unwrap().contains(unit) {
             return Err(LeaseError::Store("injected failure".into()));
         }
@@ -185,6 +198,9 @@ impl LeadershipStore for FaultyStore {
     }
     fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError> {
         self.inner.lease(app)
+    }
+    fn last_term(&self, app: &AppName) -> Result<u64, LeaseError> {
+        self.inner.last_term(app)
     }
     fn leaders(&self) -> Result<std::collections::BTreeMap<AppName, UnitName>, LeaseError> {
         self.inner.leaders()

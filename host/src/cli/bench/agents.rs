@@ -91,6 +91,8 @@ impl Bench {
             state_dir: StateDir::new(dir),
             backoff: Default::default(),
             services: Default::default(),
+            stop_grace: charm_host::agent::DEFAULT_STOP_GRACE,
+            accept_new_store: false,
         };
         let app = Application::new(self.runtime.clone(), self.charm.clone(), store.clone(), events.clone(), &config)?;
         let running = app.start();

@@ -51,6 +51,8 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
             state_dir: StateDir::new(dir.path()),
             backoff: Default::default(),
             services: Default::default(),
+            stop_grace: charm_host::agent::DEFAULT_STOP_GRACE,
+            accept_new_store: false,
         };
         let per_unit = tokio.block_on(async {
             let before = rss_kib()?;

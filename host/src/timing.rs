@@ -1,0 +1,98 @@
+//! Every duration an operator or an embedder can set, with the range it must lie in,
+//! checked in one place: the CLI's argument parsers and the library's constructors call the
+//! same [`DurationRange::check`], so a value out of range is refused at start, with the
+//! accepted range, before anything is created on disk.
+//!
+//! Why these bounds:
+//! - The guarantee window's claims last twice the window and must fit the store's lease
+//!   range ([`crate::leadership::LEASE_DURATION_RANGE`], 1 s to 5 min).
+//! - A hook deadline below 100 ms would fail every real hook; above an hour is a hang.
+//! - Grace periods bound how long a stop can take whatever a guest or a service does.
+//! - Times in a run (`--for`, `--kill UNIT@T`) are bounded so that adding them to a clock
+//!   reading cannot overflow.
+
+use std::time::Duration;
+
+/// The range one kind of duration must lie in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationRange {
+    /// What the duration is, for messages (e.g. "the guarantee window").
+    pub name: &'static str,
+    /// The shortest accepted value.
+    pub min: Duration,
+    /// The longest accepted value.
+    pub max: Duration,
+}
+
+/// A duration outside its [`DurationRange`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} must be between {} and {}, not {}", range.name, show(range.min), show(range.max), show(*value))]
+pub struct InvalidDuration {
+    /// The range it broke.
+    pub range: DurationRange,
+    /// The value given.
+    pub value: Duration,
+}
+
+fn show(duration: Duration) -> String {
+    if duration.is_zero() { "0s".into() } else { humantime::format_duration(duration).to_string() }
+}
+
+impl DurationRange {
+    /// `value` if it lies in the range.
+    pub fn check(&self, value: Duration) -> Result<Duration, InvalidDuration> {
+        if (self.min..=self.max).contains(&value) { Ok(value) } else { Err(InvalidDuration { range: *self, value }) }
+    }
+}
+
+const fn range(name: &'static str, min: Duration, max: Duration) -> DurationRange {
+    DurationRange { name, min, max }
+}
+
+/// `is-leader` promises at least this much leadership ahead (`--guarantee-window`).
+pub const GUARANTEE_WINDOW: DurationRange =
+    range("the guarantee window", Duration::from_millis(500), Duration::from_secs(150));
+
+/// How long one hook may run (`--hook-deadline`).
+pub const HOOK_DEADLINE: DurationRange = range("the hook deadline", Duration::from_millis(100), Duration::from_secs(3600));
+
+/// How long a hook already running when a stop is asked may go on before it is
+/// interrupted; the stop sequence's own hooks get at most this much each (`--stop-grace`).
+pub const STOP_GRACE: DurationRange = range("the stop grace", Duration::ZERO, Duration::from_secs(300));
+
+/// How long a stopping service gets between SIGTERM and SIGKILL (`--service-grace`).
+pub const SERVICE_GRACE: DurationRange = range("the service grace", Duration::ZERO, Duration::from_secs(300));
+
+/// How long a hook tool waits for its agent (`--timeout`).
+pub const TOOL_TIMEOUT: DurationRange = range("the tool timeout", Duration::from_millis(10), Duration::from_secs(3600));
+
+/// A time within a run (`--for`, and the times of `--kill`, `--stop`, `--elect`, `--step-down`).
+pub const RUN_TIME: DurationRange = range("a time in a run", Duration::ZERO, Duration::from_secs(366 * 24 * 3600));
+
+/// How long a directed handover's reservation lasts (`elect --within`): a lease duration.
+pub const RESERVATION: DurationRange = range("the reservation", Duration::from_secs(1), Duration::from_secs(300));
+
+/// Parses text such as `500ms`, `5s` or `2m` and checks it against `range`.
+pub fn parse(text: &str, range: &DurationRange) -> Result<Duration, String> {
+    let value = humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 500ms, 5s, 2m)"))?;
+    range.check(value).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_refuse_what_the_engine_cannot_honour() {
+        assert!(parse("200s", &GUARANTEE_WINDOW).unwrap_err().contains("between 500ms and 2m 30s"));
+        assert!(parse("0s", &GUARANTEE_WINDOW).is_err());
+        assert!(parse("1ns", &HOOK_DEADLINE).is_err());
+        assert!(parse("99999999years", &RUN_TIME).is_err(), "huge times are refused, not overflowed");
+        assert_eq!(parse("30s", &GUARANTEE_WINDOW), Ok(Duration::from_secs(30)));
+        assert_eq!(parse("0s", &STOP_GRACE), Ok(Duration::ZERO));
+        // Claims of twice any accepted window fit the store's lease range.
+        let lease = crate::leadership::LEASE_DURATION_RANGE;
+        assert!(lease.contains(&(GUARANTEE_WINDOW.min * 2)) && lease.contains(&(GUARANTEE_WINDOW.max * 2)));
+        assert!(lease.contains(&RESERVATION.min) && lease.contains(&RESERVATION.max));
+    }
+}
