@@ -1,26 +1,76 @@
 //! Hook tools for scripts and cron jobs: a unit agent answers `is-leader`, `leader-get` and
 //! `leader-set` (and the operator's `step-down`) on a local Unix socket, outside any hook.
 //!
-//! Invariants: requests are served on their own task, never behind a running hook; the
-//! answers are the store's latest (scripts have no hook sandbox): `is-leader` is the
-//! tracker's guarantee at the moment of the call, `leader-get` the committed settings,
-//! and `leader-set` a fenced write under the unit's current term. One request and one
-//! response per connection, each a line of JSON.
+//! Invariants:
+//! - Requests are served on their own task, never behind a running hook, and store calls
+//!   run off the async workers; the answers are the store's latest (scripts have no hook
+//!   sandbox): `is-leader` is the tracker's guarantee at the moment of the call,
+//!   `leader-get` the committed settings, and `leader-set` a fenced write under the unit's
+//!   current term. One request and one response per connection, each a line of JSON.
+//! - **Never applied after the caller gave up.** A request carries the instant (machine
+//!   monotonic clock) after which its caller stops waiting less a margin for the commit;
+//!   a request read after it is dropped unanswered, and a `leader-set` is written only if
+//!   the store decides it before then ([`crate::leadership::WriteError::TooLate`]).
+//!   A minion's `leader-set` is refused at once.
+//! - **Only this user (or root) is answered**: the peer's credentials are checked on
+//!   accept, and the socket file is 0600.
+//! - **Bounded.** At most [`ServerLimits::max_connections`] connections at once (a new one
+//!   evicts the oldest that is still sending its request), a request must arrive within
+//!   [`ServerLimits::read_deadline`], and buffered request bytes beyond a small allowance
+//!   per connection come from one shared budget, so abuse of the socket costs bounded
+//!   memory and file descriptors while real tools, which send at once, are answered.
 
+use std::collections::{HashSet, VecDeque};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::agent::AgentCommand;
-use crate::leadership::WriteError;
+use crate::leadership::{Clock, MonotonicClock, Timestamp, WriteError};
 use crate::unit::Unit;
 
 /// Longest request line read: a full bucket's worth of settings and some.
-const MAX_REQUEST_BYTES: u64 = 2 * 1024 * 1024;
+pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+
+/// What a client sends: a request and the instant it stops waiting for it to be applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The request.
+    pub request: ToolRequest,
+    /// Nanoseconds of the machine's monotonic clock after which the request must not be
+    /// applied (its caller gives up soon after); `None`: no deadline.
+    #[serde(default)]
+    pub apply_by_ns: Option<u64>,
+}
+
+/// Limits of the hook-tool server; see the module docs.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// How long a connection has to send its whole request.
+    pub read_deadline: Duration,
+    /// Request bytes each connection may buffer without drawing on the shared budget.
+    pub free_bytes_per_connection: usize,
+    /// Request bytes beyond the free allowance, across all connections.
+    pub shared_bytes: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 128,
+            read_deadline: Duration::from_secs(2),
+            free_bytes_per_connection: 16 * 1024,
+            shared_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
 
 /// A request to a unit agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,80 +139,330 @@ pub enum ToolCallError {
     /// The conversation broke off or was not understood.
     #[error("talking to the agent failed: {0}")]
     Protocol(String),
+    /// No answer came in time; the agent will not apply the request after this.
+    #[error("the agent did not answer within {0:?} (is it frozen or overloaded?)")]
+    Timeout(Duration),
 }
 
 /// Answers one request for `unit`; operator actions go to its agent through `agent`.
-pub async fn answer(unit: &Unit, agent: &mpsc::Sender<AgentCommand>, request: ToolRequest) -> ToolResponse {
+/// Store calls run on the blocking pool; `apply_by` bounds when a write may be applied.
+pub async fn answer(
+    unit: &Arc<Unit>,
+    agent: &mpsc::Sender<AgentCommand>,
+    request: ToolRequest,
+    apply_by: Option<Timestamp>,
+) -> ToolResponse {
     let error = |kind, message: String| ToolResponse::Error { kind, message };
     match request {
         ToolRequest::IsLeader => match unit.tracker().is_leader() {
             Ok(leader) => ToolResponse::Leader(leader),
             Err(err) => error(ToolErrorKind::Unknown, err.to_string()),
         },
-        ToolRequest::LeaderGet { key } => match unit.store().read_settings(unit.name().app()) {
-            Ok(snapshot) => match key {
-                Some(key) => ToolResponse::Value(snapshot.values.get(&key).cloned()),
-                None => ToolResponse::Settings(snapshot.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-            },
-            Err(err) => error(ToolErrorKind::Unknown, err.to_string()),
-        },
-        ToolRequest::LeaderSet { settings } => match unit.leader_set(&settings) {
-            Ok(()) => ToolResponse::Done,
-            Err(WriteError::NotLeader { .. }) => error(ToolErrorKind::NotLeader, "not the leader".into()),
-            Err(WriteError::Invalid(reason)) => error(ToolErrorKind::Invalid, reason.to_string()),
-            Err(WriteError::Store(reason)) => error(ToolErrorKind::Unknown, reason),
-        },
+        ToolRequest::LeaderGet { key } => {
+            let unit = unit.clone();
+            let read = tokio::task::spawn_blocking(move || unit.store().read_settings(unit.name().app())).await;
+            match read {
+                Ok(Ok(snapshot)) => match key {
+                    Some(key) => ToolResponse::Value(snapshot.values.get(&key).cloned()),
+                    None => ToolResponse::Settings(snapshot.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+                },
+                Ok(Err(err)) => error(ToolErrorKind::Unknown, err.to_string()),
+                Err(err) => error(ToolErrorKind::Unknown, err.to_string()),
+            }
+        }
+        ToolRequest::LeaderSet { settings } => {
+            // A minion is refused at once, without a trip to the store.
+            if unit.tracker().held_term().is_none() {
+                return error(ToolErrorKind::NotLeader, "not the leader".into());
+            }
+            let unit = unit.clone();
+            let write = tokio::task::spawn_blocking(move || unit.leader_set_by(&settings, apply_by)).await;
+            match write {
+                Ok(Ok(())) => ToolResponse::Done,
+                Ok(Err(WriteError::NotLeader { .. })) => error(ToolErrorKind::NotLeader, "not the leader".into()),
+                Ok(Err(WriteError::Invalid(reason))) => error(ToolErrorKind::Invalid, reason.to_string()),
+                Ok(Err(err @ (WriteError::Store(_) | WriteError::TooLate))) => error(ToolErrorKind::Unknown, err.to_string()),
+                Err(err) => error(ToolErrorKind::Unknown, err.to_string()),
+            }
+        }
         ToolRequest::StepDown => {
             if unit.tracker().held_term().is_none() {
                 return error(ToolErrorKind::NotLeader, "not the leader".into());
             }
-            match agent.send(AgentCommand::StepDown).await {
+            match agent.try_send(AgentCommand::StepDown) {
                 Ok(()) => ToolResponse::Done,
-                Err(_) => error(ToolErrorKind::Unknown, "the agent is stopping".into()),
+                Err(mpsc::error::TrySendError::Full(_)) => error(ToolErrorKind::Unknown, "the agent is busy with other commands".into()),
+                Err(mpsc::error::TrySendError::Closed(_)) => error(ToolErrorKind::Unknown, "the agent is stopping".into()),
             }
         }
     }
 }
 
-/// Serves hook tools for `unit` on `listener` until the task is dropped; operator actions
-/// are sent to the unit's agent through `agent`.
+/// Binds the hook-tool socket at `path`, readable and writable by this user only.
+pub fn listen(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves hook tools for `unit` on `listener` with the default [`ServerLimits`], until the
+/// task is dropped; operator actions are sent to the unit's agent through `agent`.
 pub async fn serve(listener: UnixListener, unit: Arc<Unit>, agent: mpsc::Sender<AgentCommand>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let (unit, agent) = (unit.clone(), agent.clone());
-        tokio::spawn(async move {
-            if let Err(err) = serve_one(stream, &unit, &agent).await {
-                tracing::debug!(unit = %unit.name(), "hook tool connection failed: {err}");
-            }
-        });
+    serve_with(listener, unit, agent, ServerLimits::default()).await
+}
+
+/// The connections being served, for the cap: ids in the order they came, and which of
+/// them are still sending their request.
+#[derive(Default)]
+struct Connections {
+    order: VecDeque<(u64, tokio::task::AbortHandle)>,
+    reading: HashSet<u64>,
+}
+
+/// Removes a connection from [`Connections`] when its task ends, however it ends.
+struct Registered {
+    id: u64,
+    connections: Arc<Mutex<Connections>>,
+}
+
+impl Registered {
+    fn done_reading(&self) {
+        lock(&self.connections).reading.remove(&self.id);
     }
 }
 
-async fn serve_one(stream: UnixStream, unit: &Unit, agent: &mpsc::Sender<AgentCommand>) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    BufReader::new(read.take(MAX_REQUEST_BYTES)).read_line(&mut line).await?;
-    let response = match serde_json::from_str::<ToolRequest>(&line) {
-        Ok(request) => answer(unit, agent, request).await,
-        Err(err) => ToolResponse::Error { kind: ToolErrorKind::Invalid, message: format!("bad request: {err}") },
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut connections = lock(&self.connections);
+        connections.reading.remove(&self.id);
+        connections.order.retain(|(id, _)| *id != self.id);
+    }
+}
+
+fn lock(connections: &Mutex<Connections>) -> std::sync::MutexGuard<'_, Connections> {
+    connections.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// [`serve`] with explicit limits.
+pub async fn serve_with(listener: UnixListener, unit: Arc<Unit>, agent: mpsc::Sender<AgentCommand>, limits: ServerLimits) {
+    let me = rustix::process::geteuid().as_raw();
+    let budget = Arc::new(Semaphore::new(limits.shared_bytes));
+    let connections = Arc::new(Mutex::new(Connections::default()));
+    let mut next_id: u64 = 0;
+    let mut accept_failures: u32 = 0;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                accept_failures = 0;
+                stream
+            }
+            Err(err) => {
+                // Out of descriptors or memory: back off instead of spinning on accept.
+                accept_failures = accept_failures.saturating_add(1);
+                let pause = Duration::from_millis(5).saturating_mul(accept_failures.min(20));
+                tracing::warn!(unit = %unit.name(), "hook tools: accept failed: {err}");
+                tokio::time::sleep(pause).await;
+                continue;
+            }
+        };
+        match stream.peer_cred() {
+            Ok(peer) if peer.uid() == me || peer.uid() == 0 => {}
+            Ok(peer) => {
+                tracing::warn!(unit = %unit.name(), uid = peer.uid(), "hook tools: refused a connection from another user");
+                let message = format!("permission denied: uid {} may not use this agent", peer.uid());
+                tokio::spawn(refuse(stream, message));
+                continue;
+            }
+            Err(_) => continue,
+        }
+        let id = next_id;
+        next_id += 1;
+        {
+            let mut live = lock(&connections);
+            if live.order.len() >= limits.max_connections {
+                // Make room: the oldest connection still sending its request goes first
+                // (a real tool sends its request at once).
+                let oldest = live.order.iter().position(|(id, _)| live.reading.contains(id));
+                match oldest {
+                    Some(index) => {
+                        if let Some((evicted, handle)) = live.order.remove(index) {
+                            live.reading.remove(&evicted);
+                            handle.abort();
+                        }
+                    }
+                    None => {
+                        drop(live);
+                        tokio::spawn(refuse(stream, "the agent is busy: too many requests at once".into()));
+                        continue;
+                    }
+                }
+            }
+        }
+        let registered = Registered { id, connections: connections.clone() };
+        let (unit, agent, budget) = (unit.clone(), agent.clone(), budget.clone());
+        let mut live = lock(&connections);
+        let task = tokio::spawn(async move {
+            if let Err(err) = serve_one(stream, &unit, &agent, &budget, limits, &registered).await {
+                tracing::debug!(unit = %unit.name(), "hook tool connection failed: {err}");
+            }
+            drop(registered);
+        });
+        live.order.push_back((id, task.abort_handle()));
+        live.reading.insert(id);
+    }
+}
+
+/// Answers a connection that will not be served with an error, and closes it.
+async fn refuse(mut stream: UnixStream, message: String) {
+    let response = ToolResponse::Error { kind: ToolErrorKind::Unknown, message };
+    if let Ok(mut bytes) = serde_json::to_vec(&response) {
+        bytes.push(b'\n');
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&bytes)).await;
+    }
+}
+
+/// Why a request could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the request did not arrive within {0:?}")]
+    Slow(Duration),
+    #[error("the request is longer than {MAX_REQUEST_BYTES} bytes")]
+    TooLong,
+    #[error("the agent is short of memory for requests; try again")]
+    Busy,
+}
+
+/// Reads one request line, within the read deadline and the memory budget.
+async fn read_request<'b>(
+    stream: &mut UnixStream,
+    budget: &'b Semaphore,
+    limits: ServerLimits,
+) -> Result<(Vec<u8>, Option<tokio::sync::SemaphorePermit<'b>>), ReadError> {
+    let deadline = tokio::time::Instant::now() + limits.read_deadline;
+    let mut line: Vec<u8> = Vec::new();
+    let mut permit: Option<tokio::sync::SemaphorePermit<'b>> = None;
+    let mut chunk = [0u8; 8192];
+    loop {
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await.map_err(|_| ReadError::Slow(limits.read_deadline))??;
+        let data = &chunk[..read];
+        let end = data.iter().position(|&b| b == b'\n');
+        let take = end.map_or(read, |i| i + 1);
+        if line.len() + take > MAX_REQUEST_BYTES {
+            return Err(ReadError::TooLong);
+        }
+        let wanted = (line.len() + take).saturating_sub(limits.free_bytes_per_connection);
+        let held = permit.as_ref().map_or(0, |p| p.num_permits());
+        if wanted > held {
+            let extra = u32::try_from(wanted - held).map_err(|_| ReadError::TooLong)?;
+            let more = budget.try_acquire_many(extra).map_err(|_| ReadError::Busy)?;
+            match &mut permit {
+                Some(permit) => permit.merge(more),
+                None => permit = Some(more),
+            }
+        }
+        line.extend_from_slice(&data[..take]);
+        if end.is_some() || read == 0 {
+            return Ok((line, permit));
+        }
+    }
+}
+
+async fn serve_one(
+    mut stream: UnixStream,
+    unit: &Arc<Unit>,
+    agent: &mpsc::Sender<AgentCommand>,
+    budget: &Semaphore,
+    limits: ServerLimits,
+    registered: &Registered,
+) -> std::io::Result<()> {
+    let response = match read_request(&mut stream, budget, limits).await {
+        Ok((line, permit)) => {
+            registered.done_reading();
+            let call = serde_json::from_slice::<ToolCall>(&line);
+            drop(permit);
+            match call {
+                Ok(call) => {
+                    let apply_by = call.apply_by_ns.map(Timestamp::from_nanos);
+                    if apply_by.is_some_and(|by| MonotonicClock.now() >= by) {
+                        // Its caller has given up: drop it unanswered, never apply it.
+                        tracing::info!(unit = %unit.name(), "hook tools: dropped a request whose caller gave up");
+                        return Ok(());
+                    }
+                    answer(unit, agent, call.request, apply_by).await
+                }
+                Err(err) => ToolResponse::Error { kind: ToolErrorKind::Invalid, message: format!("bad request: {err}") },
+            }
+        }
+        Err(err @ (ReadError::TooLong | ReadError::Busy)) => ToolResponse::Error { kind: ToolErrorKind::Unknown, message: err.to_string() },
+        Err(err) => return Err(std::io::Error::other(err.to_string())),
     };
     let mut bytes = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
-    write.write_all(&bytes).await?;
-    write.shutdown().await
+    stream.write_all(&bytes).await?;
+    stream.shutdown().await
 }
 
-/// Sends `request` to the agent listening at `socket` and returns its answer.
-pub async fn call(socket: &Path, request: &ToolRequest) -> Result<ToolResponse, ToolCallError> {
+/// The instant a request sent now with `timeout` must be applied by: the timeout less a
+/// margin (a quarter of it, at most a second) for the store to commit and the answer to
+/// come back.
+pub fn apply_by(timeout: Duration) -> Timestamp {
+    let margin = (timeout / 4).min(Duration::from_secs(1));
+    MonotonicClock.now() + timeout.saturating_sub(margin)
+}
+
+/// Sends `request` to the agent listening at `socket` and returns its answer, giving up
+/// after `timeout`; the agent does not apply the request once its caller has given up.
+pub async fn call(socket: &Path, request: &ToolRequest, timeout: Duration) -> Result<ToolResponse, ToolCallError> {
+    let call = ToolCall { request: request.clone(), apply_by_ns: Some(apply_by(timeout).as_nanos()) };
+    match tokio::time::timeout(timeout, exchange(socket, &call)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(ToolCallError::Timeout(timeout)),
+    }
+}
+
+async fn exchange(socket: &Path, call: &ToolCall) -> Result<ToolResponse, ToolCallError> {
     let protocol = |e: std::io::Error| ToolCallError::Protocol(e.to_string());
     let stream = UnixStream::connect(socket)
         .await
         .map_err(|source| ToolCallError::Connect { path: socket.display().to_string(), source })?;
     let (read, mut write) = stream.into_split();
-    let mut bytes = serde_json::to_vec(request).map_err(|e| ToolCallError::Protocol(e.to_string()))?;
+    let mut bytes = serde_json::to_vec(call).map_err(|e| ToolCallError::Protocol(e.to_string()))?;
     bytes.push(b'\n');
     write.write_all(&bytes).await.map_err(protocol)?;
     let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await.map_err(protocol)?;
+    BufReader::new(read.take(MAX_REQUEST_BYTES as u64)).read_line(&mut line).await.map_err(protocol)?;
+    if line.is_empty() {
+        return Err(ToolCallError::Protocol("the agent closed the connection without answering".into()));
+    }
     serde_json::from_str(&line).map_err(|e| ToolCallError::Protocol(format!("{e} in {line:?}")))
+}
+
+/// Why `leader-set` arguments were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgsError {
+    /// An argument has no `=`.
+    #[error("expected \"key=value\", got {0:?}")]
+    NotAPair(String),
+    /// A key is given twice.
+    #[error("key {0:?} specified more than once")]
+    Duplicate(String),
+}
+
+/// Parses `leader-set` arguments `KEY=VALUE...` into a group: split at the first `=`, an
+/// empty value deletes its key, a key given twice is refused. Key rules are the store's
+/// ([`crate::settings`]), checked when the group is written.
+pub fn parse_leader_set_args(args: &[String]) -> Result<Vec<(String, String)>, ArgsError> {
+    let mut seen = HashSet::new();
+    let mut group = Vec::with_capacity(args.len());
+    for arg in args {
+        let (key, value) = arg.split_once('=').ok_or_else(|| ArgsError::NotAPair(arg.clone()))?;
+        if !seen.insert(key) {
+            return Err(ArgsError::Duplicate(key.to_owned()));
+        }
+        group.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(group)
 }

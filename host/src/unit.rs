@@ -1,7 +1,7 @@
 //! A unit as the host sees it: its identity, data directory, leadership tracker, services,
 //! reported status and event sink. Shared by the unit's own task and every hook sandbox it starts.
 //!
-//! Invariants: a unit's data directory exists once [`Unit::new`] returns; its status is
+//! Invariants: a unit's data directory exists once [`Unit::new`] returns (created 0700); its status is
 //! only changed by the charm (`status-set`) or by the host recording a hook's outcome.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::events::{Event, EventSink, LogLevel, WorkloadStatus};
 use crate::hooks::{HookKind, HookOutcome};
-use crate::leadership::{LeadershipStore, WriteError};
+use crate::leadership::{LeadershipStore, Timestamp, WriteError};
 use crate::names::UnitName;
 use crate::services::{ServiceConfig, ServiceStatus, ServiceSupervisor};
 use crate::tracker::LeadershipTracker;
@@ -72,7 +72,8 @@ impl Unit {
         tracker: LeadershipTracker,
         events: Arc<dyn EventSink>,
     ) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&data_dir)?;
+        // Private whatever the umask: the charm keeps its secrets here.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(&data_dir)?;
         let services = ServiceSupervisor::new(name.clone(), events.clone(), Vec::new(), Duration::ZERO);
         Ok(Self { name, data_dir, tracker, status: Mutex::new(UnitStatus::default()), events, services })
     }
@@ -150,10 +151,16 @@ impl Unit {
     /// once that term has lost the lease); an empty group from the leader writes nothing.
     /// Without a held term: [`WriteError::NotLeader`] with term 0 (no real term is 0).
     pub fn leader_set(&self, group: &[(String, String)]) -> Result<(), WriteError> {
+        self.leader_set_by(group, None)
+    }
+
+    /// [`Self::leader_set`] for a caller who stops waiting at `apply_by` (machine monotonic
+    /// clock): the write is not applied unless the store decides it before then.
+    pub fn leader_set_by(&self, group: &[(String, String)], apply_by: Option<Timestamp>) -> Result<(), WriteError> {
         let not_leader = || WriteError::NotLeader { app: self.name.app().clone(), unit: self.name.clone(), term: 0 };
         let term = self.tracker.held_term().ok_or_else(not_leader)?;
         if !group.is_empty() {
-            self.store().write_settings(&self.name, term, group)?;
+            self.store().write_settings_by(&self.name, term, group, apply_by)?;
         }
         Ok(())
     }

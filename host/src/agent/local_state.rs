@@ -44,9 +44,9 @@ fn slot(path: &Path, n: u8) -> PathBuf {
 
 /// A slot's sequence number and content, if it exists and its digest matches.
 fn read_slot(path: &Path) -> Result<Option<(u64, Vec<u8>)>, LocalStateError> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+    let bytes = match crate::state_dir::read_private_file(path) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(None),
         Err(source) => return Err(LocalStateError::Io { path: path.to_owned(), source }),
     };
     let mut parts = bytes.splitn(3, |&b| b == b'\n');
@@ -65,7 +65,7 @@ fn hex(bytes: &[u8]) -> String {
 /// The newest valid record at `path`: `None` if it was never written.
 pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, LocalStateError> {
     let slots = [read_slot(&slot(path, 0))?, read_slot(&slot(path, 1))?];
-    let exists = slot(path, 0).exists() || slot(path, 1).exists();
+    let exists = [0, 1].iter().any(|&n| std::fs::symlink_metadata(slot(path, n)).is_ok());
     let newest = slots.into_iter().flatten().max_by_key(|(seq, _)| *seq);
     match newest {
         Some((_, content)) => serde_json::from_slice(&content).map(Some).map_err(|_| LocalStateError::Corrupt { path: path.to_owned() }),
@@ -107,7 +107,9 @@ impl RecordWriter {
         let content = serde_json::to_vec_pretty(value).map_err(|e| io(std::io::Error::other(e)))?;
         let mut record = format!("{}\n{}\n", self.next_seq, hex(&Sha256::digest(&content))).into_bytes();
         record.extend_from_slice(&content);
-        let file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&slot_path).map_err(io)?;
+        // 0600 and never through a link: a planted link must not redirect the write.
+        let file = crate::state_dir::open_private_file(&slot_path, std::fs::OpenOptions::new().create(true).write(true).truncate(false))
+            .map_err(io)?;
         file.write_all_at(&record, 0).map_err(io)?;
         file.set_len(record.len() as u64).map_err(io)?;
         if durable {

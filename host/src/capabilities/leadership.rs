@@ -48,6 +48,7 @@ impl Host for HookState {
             WriteError::NotLeader { .. } => LeadershipError::NotLeader,
             WriteError::Invalid(reason) => LeadershipError::Invalid(reason.to_string()),
             WriteError::Store(reason) => LeadershipError::Unknown(reason),
+            too_late @ WriteError::TooLate => LeadershipError::Unknown(too_late.to_string()),
         })?;
         if let Some(snapshot) = &mut self.snapshot
             && !settings.is_empty()

@@ -23,8 +23,9 @@ use super::run::charm_wasm;
 pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let unit_name = args.unit.clone();
     let state = StateDir::new(&args.state);
-    std::fs::create_dir_all(state.unit_dir(&unit_name))
-        .with_context(|| format!("creating {}", state.unit_dir(&unit_name).display()))?;
+    state.prepare_unit(&unit_name)?;
+    // Held until the process exits: no second agent can run this unit meanwhile.
+    let _lock = state.lock_unit(&unit_name)?;
     let wasm = charm_wasm(&args.charm)?;
     let runtime = Arc::new(HookRuntime::new(args.runtime.runtime_config())?);
     let charm = runtime.load_charm(&wasm)?;
@@ -44,13 +45,10 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
 
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(7).build()?;
     tokio.block_on(async {
+        // The lock proves no other agent uses the socket: a leftover one is ours to replace.
         let socket = state.socket(&unit_name);
-        if hook_tools::call(&socket, &hook_tools::ToolRequest::IsLeader).await.is_ok() {
-            anyhow::bail!("an agent for {unit_name} already runs on {}", socket.display());
-        }
         let _ = std::fs::remove_file(&socket);
-        let listener = tokio::net::UnixListener::bind(&socket)
-            .with_context(|| format!("listening on {}", socket.display()))?;
+        let listener = hook_tools::listen(&socket).with_context(|| format!("listening on {}", socket.display()))?;
         let (commands, receiver) = tokio::sync::mpsc::channel(4);
         let tools = tokio::spawn(hook_tools::serve(listener, unit.clone(), commands.clone()));
         let mut terminate = signal(SignalKind::terminate())?;

@@ -1,5 +1,15 @@
 //! Command-line interface: argument definitions and dispatch to one module per command.
 
+/// `println!` for command output: a closed stdout pipe ends the program quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::cli::output::write_stdout(&format!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!` for command output, like [`outln`].
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::output::write_stdout(&format!($($arg)*)) };
+}
+
 mod agent;
 mod bench;
 mod operator;

@@ -38,7 +38,7 @@ pub fn elect(args: ElectArgs) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     match store.lease(unit.app())? {
         Some(lease) if lease.holder == unit => {
-            println!("{unit} already leads {} (term {})", unit.app(), lease.term);
+            outln!("{unit} already leads {} (term {})", unit.app(), lease.term);
             return Ok(ExitCode::SUCCESS);
         }
         Some(lease) => {
@@ -53,7 +53,7 @@ pub fn elect(args: ElectArgs) -> anyhow::Result<ExitCode> {
     }
     while start.elapsed() < args.within {
         if let Some(lease) = store.lease(unit.app())?.filter(|l| l.holder == unit) {
-            println!("{unit} leads {} (term {}) after {:.1?}", unit.app(), lease.term, start.elapsed());
+            outln!("{unit} leads {} (term {}) after {:.1?}", unit.app(), lease.term, start.elapsed());
             return Ok(ExitCode::SUCCESS);
         }
         std::thread::sleep(Duration::from_millis(5));

@@ -1,4 +1,8 @@
 //! How `charm-host` prints: a readable live log, JSON Lines, and the final status.
+//!
+//! Text for people goes through [`for_terminal`]: strings a charm controls (log lines,
+//! status messages, errors, settings) could carry terminal escape sequences, so control
+//! characters are shown escaped. JSON output keeps every string exact (JSON escapes them).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -10,6 +14,36 @@ use charm_host::names::AppName;
 use charm_host::settings::Settings;
 use charm_host::unit::Unit;
 use serde_json::json;
+
+/// `text` with its control characters (escape sequences, newlines, ...) shown escaped, so
+/// that printing it cannot drive the terminal.
+pub fn for_terminal(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Writes `text` to stdout; a closed pipe (`status | head`) ends the program quietly
+/// instead of panicking, any other failure with an error.
+pub fn write_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(err) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if err.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write the output: {err}");
+        std::process::exit(1);
+    }
+}
 
 /// Prints each event as one readable line, with the time since start.
 pub struct HumanLog {
@@ -28,15 +62,19 @@ impl EventSink for HumanLog {
         let line = match event {
             Event::Hook { unit, hook, result, elapsed } => match result {
                 Ok(()) => format!("{t:8.3}s {unit:<12} hook {hook} ok ({:.2} ms)", elapsed.as_secs_f64() * 1e3),
-                Err(err) => format!("{t:8.3}s {unit:<12} hook {hook} FAILED ({:.2} ms): {err}", elapsed.as_secs_f64() * 1e3),
+                Err(err) => format!(
+                    "{t:8.3}s {unit:<12} hook {hook} FAILED ({:.2} ms): {}",
+                    elapsed.as_secs_f64() * 1e3,
+                    for_terminal(&err.to_string())
+                ),
             },
             Event::Leadership { unit, leader: true, term } => {
                 format!("{t:8.3}s {unit:<12} is now the leader (term {})", term.unwrap_or_default())
             }
             Event::Leadership { unit, leader: false, .. } => format!("{t:8.3}s {unit:<12} is a minion"),
-            Event::Log { unit, level, message } => format!("{t:8.3}s {unit:<12} {}: {message}", level.name()),
+            Event::Log { unit, level, message } => format!("{t:8.3}s {unit:<12} {}: {}", level.name(), for_terminal(&message)),
             Event::Status { unit, status, message } => {
-                format!("{t:8.3}s {unit:<12} status {}: {message}", status.name())
+                format!("{t:8.3}s {unit:<12} status {}: {}", status.name(), for_terminal(&message))
             }
         };
         let _ = writeln!(std::io::stdout().lock(), "{line}");
@@ -139,8 +177,8 @@ impl StatusReport {
         let mut out = format!("\n{:<width$}  LEADER  {:<12} MESSAGE\n", "UNIT", "STATUS");
         for u in &self.units {
             let message = match &u.error {
-                Some(err) => format!("{} [{} failed: {err}]", u.message, u.last_hook.unwrap_or("hook")),
-                None => u.message.clone(),
+                Some(err) => format!("{} [{} failed: {}]", for_terminal(&u.message), u.last_hook.unwrap_or("hook"), for_terminal(err)),
+                None => for_terminal(&u.message).into_owned(),
             };
             let leader = if u.leader { "*" } else { "" };
             out.push_str(&format!("{:<width$}  {leader:<6}  {:<12} {message}\n", u.unit, u.status));
@@ -150,7 +188,7 @@ impl StatusReport {
         }
         out.push_str(&format!("\nLeader settings of {} ({} keys):\n", self.app, self.settings.len()));
         for (key, value) in self.settings.iter() {
-            out.push_str(&format!("  {key} = {value}\n"));
+            out.push_str(&format!("  {} = {}\n", for_terminal(key), for_terminal(value)));
         }
         out
     }

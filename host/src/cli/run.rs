@@ -59,7 +59,7 @@ fn app_name(given: Option<&str>, charm: &Path) -> anyhow::Result<AppName> {
 pub fn open_state(dir: Option<&Path>) -> anyhow::Result<(Arc<dyn LeadershipStore>, DataRoot)> {
     match dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating the state directory {}", dir.display()))?;
+            StateDir::new(dir).prepare()?;
             let store = SqliteStore::open(&StateDir::new(dir).store())?;
             Ok((Arc::new(store), DataRoot::Kept(dir.to_owned())))
         }
@@ -95,6 +95,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let runtime = Arc::new(HookRuntime::new(args.runtime.runtime_config())?);
     let charm = runtime.load_charm(&wasm)?;
     let (store, data_root) = open_state(args.state.as_deref())?;
+    // Under --state, each unit's agent lock, as `charm-host agent` holds it: no agent may
+    // run one of these units meanwhile.
+    let mut _locks = Vec::new();
+    if let Some(dir) = &args.state {
+        let state = StateDir::new(dir);
+        for number in 0..args.units {
+            let unit = UnitName::from_parts(app.clone(), number);
+            state.prepare_unit(&unit)?;
+            _locks.push(state.lock_unit(&unit)?);
+        }
+    }
     let events: Arc<dyn EventSink> = if args.json { Arc::new(JsonLog::new()) } else { Arc::new(HumanLog::new()) };
     if !args.json {
         let source = if charm.from_cache() { "from cache" } else { "compiled" };
@@ -141,9 +152,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         report
     })?;
     if args.json {
-        println!("{}", report.to_json());
+        outln!("{}", report.to_json());
     } else {
-        print!("{}", report.to_table());
+        out!("{}", report.to_table());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,18 +8,25 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use charm_host::hook_tools;
-use charm_host::leadership::{LeadershipStore, SqliteStore};
+use charm_host::leadership::LeadershipStore;
+use charm_host::leadership::sqlite::OpenError;
+use charm_host::leadership::SqliteStore;
 use charm_host::names::{AppName, UnitName};
 use charm_host::state_dir::StateDir;
 use charm_host::unit::UnitStatus;
 use serde_json::json;
 
 use super::StatusArgs;
+use super::output::for_terminal;
 
 pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let state = StateDir::new(&args.state);
-    anyhow::ensure!(state.store().is_file(), "{} holds no state (no state.db)", args.state.display());
-    let store = SqliteStore::open(&state.store())?;
+    // Read-only: `status` never creates or changes a store.
+    let store = match SqliteStore::open_read_only(&state.store()) {
+        Ok(store) => store,
+        Err(OpenError::Empty { .. }) => anyhow::bail!("{} holds no state (no state.db)", args.state.display()),
+        Err(err) => return Err(err.into()),
+    };
     let mut apps: BTreeMap<AppName, Vec<(UnitName, Option<UnitStatus>)>> = BTreeMap::new();
     for unit in state.units().with_context(|| format!("listing units in {}", args.state.display()))? {
         let status: Option<UnitStatus> = charm_host::agent::load_json(&state.status_file(&unit)).ok().flatten();
@@ -58,6 +65,7 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                     "message": status.as_ref().map(|s| s.message.clone()),
                     "last_hook": status.as_ref().and_then(|s| s.last_hook),
                     "error": status.as_ref().and_then(|s| s.last_error.clone()),
+                    "leadership_error": status.as_ref().and_then(|s| s.leadership_error.clone()).filter(|_| up),
                     "services": services,
                 })
             })
@@ -73,16 +81,17 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         }));
     }
     if args.json {
-        println!("{}", json!({ "applications": report }));
+        outln!("{}", json!({ "applications": report }));
     } else {
-        print!("{}", table(&report));
+        out!("{}", table(&report));
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// A value as table text, with control characters escaped (see [`for_terminal`]).
 fn text(value: &serde_json::Value) -> String {
     match value {
-        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::String(s) => for_terminal(s).into_owned(),
         serde_json::Value::Null => "-".into(),
         other => other.to_string(),
     }
@@ -101,10 +110,13 @@ fn table(report: &[serde_json::Value]) -> String {
         ));
         out.push_str(&format!("  {:<16} {:<8} {:<7} {:<12} {:<26} MESSAGE\n", "UNIT", "AGENT", "LEADER", "STATUS", "LAST HOOK"));
         for unit in app["units"].as_array().into_iter().flatten() {
-            let error = match &unit["error"] {
-                serde_json::Value::String(e) => format!(" [failed: {e}]"),
+            let mut error = match &unit["error"] {
+                serde_json::Value::String(e) => format!(" [failed: {}]", for_terminal(e)),
                 _ => String::new(),
             };
+            if let serde_json::Value::String(e) = &unit["leadership_error"] {
+                error.push_str(&format!(" [leadership unknown: {}]", for_terminal(e)));
+            }
             let services: Vec<String> = unit["services"]
                 .as_array()
                 .into_iter()
@@ -127,7 +139,7 @@ fn table(report: &[serde_json::Value]) -> String {
         }
         out.push_str(&format!("  settings (version {}):\n", text(&app["settings_version"])));
         for (key, value) in app["settings"].as_object().into_iter().flatten() {
-            out.push_str(&format!("    {key} = {}\n", text(value)));
+            out.push_str(&format!("    {} = {}\n", for_terminal(key), text(value)));
         }
     }
     out

@@ -3,11 +3,10 @@
 //! and exit codes follow Juju's tools: 0 on success, 1 when the answer is unknown or the
 //! unit is not the leader, 2 on usage errors.
 
-use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use charm_host::hook_tools::{self, ToolErrorKind, ToolRequest, ToolResponse};
+use charm_host::hook_tools::{self, ToolCallError, ToolErrorKind, ToolRequest, ToolResponse};
 use charm_host::names::UnitName;
 use charm_host::state_dir::StateDir;
 
@@ -30,10 +29,10 @@ pub(super) fn call_agent(
 ) -> anyhow::Result<ToolResponse> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let socket = state.socket(unit);
-    let call = async { tokio::time::timeout(timeout, hook_tools::call(&socket, request)).await };
-    match runtime.block_on(call) {
-        Ok(answer) => Ok(answer?),
-        Err(_) => anyhow::bail!("{unit}'s agent did not answer within {timeout:?} (is it frozen?)"),
+    match runtime.block_on(hook_tools::call(&socket, request, timeout)) {
+        Ok(answer) => Ok(answer),
+        Err(ToolCallError::Timeout(_)) => anyhow::bail!("{unit}'s agent did not answer within {timeout:?} (is it frozen?)"),
+        Err(err) => Err(err.into()),
     }
 }
 
@@ -51,8 +50,8 @@ pub fn is_leader(target: ToolArgs) -> ExitCode {
     match ask(&target, ToolRequest::IsLeader) {
         Ok(ToolResponse::Leader(leader)) => {
             match target.format {
-                Format::Smart => println!("{}", if leader { "True" } else { "False" }),
-                Format::Json | Format::Yaml => println!("{leader}"),
+                Format::Smart => outln!("{}", if leader { "True" } else { "False" }),
+                Format::Json | Format::Yaml => outln!("{leader}"),
             }
             ExitCode::SUCCESS
         }
@@ -67,11 +66,11 @@ pub fn leader_get(target: ToolArgs, key: Option<String>) -> ExitCode {
     match ask(&target, ToolRequest::LeaderGet { key }) {
         Ok(ToolResponse::Value(value)) => {
             match (target.format, value) {
-                (Format::Smart, Some(value)) => println!("{value}"),
+                (Format::Smart, Some(value)) => outln!("{value}"),
                 (Format::Smart, None) => {}
-                (Format::Json, value) => println!("{}", serde_json::json!(value)),
-                (Format::Yaml, Some(value)) => println!("{}", yaml_scalar(&value)),
-                (Format::Yaml, None) => println!("null"),
+                (Format::Json, value) => outln!("{}", serde_json::json!(value)),
+                (Format::Yaml, Some(value)) => outln!("{}", yaml_scalar(&value)),
+                (Format::Yaml, None) => outln!("null"),
             }
             ExitCode::SUCCESS
         }
@@ -80,16 +79,16 @@ pub fn leader_get(target: ToolArgs, key: Option<String>) -> ExitCode {
                 Format::Json => {
                     let map: serde_json::Map<String, serde_json::Value> =
                         settings.into_iter().map(|(k, v)| (k, v.into())).collect();
-                    println!("{}", serde_json::Value::Object(map));
+                    outln!("{}", serde_json::Value::Object(map));
                 }
                 Format::Smart | Format::Yaml if settings.is_empty() => {
                     if target.format == Format::Yaml {
-                        println!("{{}}");
+                        outln!("{{}}");
                     }
                 }
                 Format::Smart | Format::Yaml => {
                     for (key, value) in settings {
-                        println!("{}: {}", yaml_scalar(&key), yaml_scalar(&value));
+                        outln!("{}: {}", yaml_scalar(&key), yaml_scalar(&value));
                     }
                 }
             }
@@ -102,17 +101,10 @@ pub fn leader_get(target: ToolArgs, key: Option<String>) -> ExitCode {
 
 /// `leader-set K=V...`: one atomic group; an empty value deletes its key.
 pub fn leader_set(target: ToolArgs, pairs: Vec<String>) -> ExitCode {
-    let mut seen = HashSet::new();
-    let mut settings = Vec::new();
-    for pair in &pairs {
-        let Some((key, value)) = pair.split_once('=') else {
-            return fail(USAGE, format!("expected \"key=value\", got {pair:?}"));
-        };
-        if !seen.insert(key) {
-            return fail(USAGE, format!("key {key:?} specified more than once"));
-        }
-        settings.push((key.to_owned(), value.to_owned()));
-    }
+    let settings = match hook_tools::parse_leader_set_args(&pairs) {
+        Ok(settings) => settings,
+        Err(err) => return fail(USAGE, err),
+    };
     match ask(&target, ToolRequest::LeaderSet { settings }) {
         Ok(ToolResponse::Done) => ExitCode::SUCCESS,
         Ok(other) => fail(1, format!("unexpected answer {other:?}")),

@@ -133,6 +133,10 @@ pub enum WriteError {
     /// The group broke a rule; see [`InvalidSettings`].
     #[error(transparent)]
     Invalid(#[from] InvalidSettings),
+    /// The caller's deadline passed before the write could be applied (its caller has
+    /// given up waiting): nothing was written.
+    #[error("the write's deadline passed before it could be applied; nothing was written")]
+    TooLate,
     /// The store could not be reached or failed.
     #[error("leadership store failed: {0}")]
     Store(String),
@@ -188,6 +192,22 @@ pub trait LeadershipStore: Send + Sync + 'static {
         term: u64,
         group: &[(String, String)],
     ) -> Result<SettingsSnapshot, WriteError>;
+
+    /// [`Self::write_settings`], refused with [`WriteError::TooLate`] unless it is decided
+    /// before `apply_by`, an instant of the machine's [`MonotonicClock`] (the caller stops
+    /// waiting then). Stores that may wait for a lock check after they have it.
+    fn write_settings_by(
+        &self,
+        writer: &UnitName,
+        term: u64,
+        group: &[(String, String)],
+        apply_by: Option<Timestamp>,
+    ) -> Result<SettingsSnapshot, WriteError> {
+        if apply_by.is_some_and(|by| MonotonicClock.now() >= by) {
+            return Err(WriteError::TooLate);
+        }
+        self.write_settings(writer, term, group)
+    }
 
     /// A receiver that sees `app`'s settings version each time it changes.
     fn watch_settings(&self, app: &AppName) -> watch::Receiver<u64>;

@@ -86,6 +86,53 @@ pub enum OpenError {
     /// The boot id could not be read.
     #[error("cannot read the machine's boot id: {0}")]
     BootId(std::io::Error),
+    /// The file could not be created or made private.
+    #[error("cannot create the leadership store {path}: {source}")]
+    File {
+        /// The database file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Opened read-only, the file holds no store (missing, empty, or never initialised).
+    #[error("{path} holds no leadership state")]
+    Empty {
+        /// The database file.
+        path: PathBuf,
+    },
+}
+
+fn current_boot_id(options: &SqliteOptions) -> Result<String, OpenError> {
+    match options.boot_id.clone() {
+        Some(id) => Ok(id),
+        None => std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_owned()).map_err(OpenError::BootId),
+    }
+}
+
+/// Creates the database file 0600 if it is missing (never through a link), and makes an
+/// existing one and its WAL files private if this user owns them.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let created = crate::state_dir::open_private_file(path, std::fs::OpenOptions::new().write(true).create_new(true));
+    match created {
+        Ok(_) => return Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(err) => return Err(err),
+    }
+    let me = rustix::process::geteuid().as_raw();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = PathBuf::from(name);
+        if let Ok(meta) = std::fs::symlink_metadata(&file)
+            && meta.is_file()
+            && meta.uid() == me
+            && meta.mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
 }
 
 const SCHEMA_VERSION: i64 = 2;
@@ -121,6 +168,9 @@ pub struct SqliteStore {
     options: SqliteOptions,
     /// Started on the first watch: stores nobody watches need no thread.
     poller: std::sync::Once,
+    /// Opened read-only on a file whose expiries belong to another boot (see
+    /// [`SqliteStore::open_read_only`]).
+    foreign_boot: bool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -164,23 +214,25 @@ impl SqliteStore {
     }
 
     /// Opens the store at `path` judging expiry by `clock`.
+    ///
+    /// Safe when several processes create and open a new file at once: the file is created
+    /// 0600 (leader settings hold secrets; SQLite gives its WAL files the same mode), the
+    /// switch to WAL is retried while another process holds the lock, and the schema is
+    /// created or migrated in one `BEGIN IMMEDIATE` transaction.
     pub fn open_with(path: &Path, clock: Arc<dyn Clock>, options: SqliteOptions) -> Result<Self, OpenError> {
-        let boot_id = match options.boot_id.clone() {
-            Some(id) => id,
-            None => std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .map(|s| s.trim().to_owned())
-                .map_err(OpenError::BootId)?,
-        };
+        let boot_id = current_boot_id(&options)?;
         let sqlite = |source| OpenError::Sqlite { path: path.to_owned(), source };
-        let conn = open_connection(path, &options).map_err(sqlite)?;
-        conn.execute_batch(SCHEMA).map_err(sqlite)?;
-        let found: Option<i64> = conn
+        create_private(path).map_err(|source| OpenError::File { path: path.to_owned(), source })?;
+        let mut conn = open_connection(path, &options).map_err(sqlite)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
+        tx.execute_batch(SCHEMA).map_err(sqlite)?;
+        let found: Option<i64> = tx
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
             .optional()
             .map_err(sqlite)?;
         if found == Some(1) {
             // Version 2 added reservations for directed handovers.
-            conn.execute_batch(
+            tx.execute_batch(
                 "ALTER TABLE leases ADD COLUMN reserved_for TEXT;
                  ALTER TABLE leases ADD COLUMN reserved_until_ns INTEGER NOT NULL DEFAULT 0;
                  UPDATE meta SET value = 2 WHERE key = 'schema';",
@@ -192,14 +244,53 @@ impl SqliteStore {
             Some(SCHEMA_VERSION) => {}
             Some(found) => return Err(OpenError::Schema { path: path.to_owned(), found }),
             None => {
-                conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])
+                tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])
                     .map_err(sqlite)?;
             }
         }
-        let mut conn = conn;
+        tx.commit().map_err(sqlite)?;
         adopt_boot(&mut conn, &boot_id, clock.now()).map_err(sqlite)?;
         let shared = Arc::new(Shared { conn: Mutex::new(conn), watchers: Watchers::default() });
-        Ok(Self { clock, shared, path: path.to_owned(), options, poller: std::sync::Once::new() })
+        Ok(Self { clock, shared, path: path.to_owned(), options, poller: std::sync::Once::new(), foreign_boot: false })
+    }
+
+    /// Opens an existing store for reading only, changing nothing in it (for `status`): no
+    /// schema is created, no boot is adopted. A file last used in another boot is read as
+    /// [`Self::open`] would leave it: every held lease runs for its full duration from now.
+    /// Writes through this store fail.
+    pub fn open_read_only(path: &Path) -> Result<Self, OpenError> {
+        let options = SqliteOptions::default();
+        let boot_id = current_boot_id(&options)?;
+        let sqlite = |source| OpenError::Sqlite { path: path.to_owned(), source };
+        let missing = std::fs::metadata(path).map(|m| m.len() == 0).unwrap_or(true);
+        if missing {
+            return Err(OpenError::Empty { path: path.to_owned() });
+        }
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
+        conn.busy_timeout(options.busy_timeout).map_err(sqlite)?;
+        let schema: Option<i64> = match conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)) {
+            Ok(version) => Some(version),
+            Err(rusqlite::Error::QueryReturnedNoRows) => None,
+            Err(rusqlite::Error::SqliteFailure(_, Some(message))) if message.contains("no such table") => None,
+            Err(err) => return Err(sqlite(err)),
+        };
+        match schema {
+            Some(SCHEMA_VERSION) => {}
+            Some(found) => return Err(OpenError::Schema { path: path.to_owned(), found }),
+            None => return Err(OpenError::Empty { path: path.to_owned() }),
+        }
+        let recorded: Option<String> =
+            conn.query_row("SELECT value FROM meta WHERE key = 'boot_id'", [], |r| r.get(0)).optional().map_err(sqlite)?;
+        let shared = Arc::new(Shared { conn: Mutex::new(conn), watchers: Watchers::default() });
+        Ok(Self {
+            clock: Arc::new(MonotonicClock),
+            shared,
+            path: path.to_owned(),
+            options,
+            poller: std::sync::Once::new(),
+            foreign_boot: recorded.as_deref() != Some(boot_id.as_str()),
+        })
     }
 
     /// Starts watching for other processes' commits, once.
@@ -267,13 +358,36 @@ impl SqliteStore {
 fn open_connection(path: &Path, options: &SqliteOptions) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(options.busy_timeout)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    use_wal(&conn, options.busy_timeout)?;
     let synchronous = match options.durability {
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", synchronous)?;
     Ok(conn)
+}
+
+/// Switches the file to WAL unless it already is. Changing the journal mode needs the
+/// exclusive lock and SQLite does not wait for it (no busy handler), so several processes
+/// opening a new file at once retry, with a backoff, for up to `patience`.
+fn use_wal(conn: &Connection, patience: Duration) -> rusqlite::Result<()> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let result = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+            .and_then(|mode| if mode.eq_ignore_ascii_case("wal") { Ok(()) } else { conn.pragma_update(None, "journal_mode", "WAL") });
+        match result {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                    && started.elapsed() < patience =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Makes the file's expiries mean something on this boot: after a reboot, every held lease
@@ -437,7 +551,16 @@ impl LeadershipStore for SqliteStore {
     fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError> {
         let now = self.clock.now();
         self.read_tx(|tx| {
-            let (record, pinned) = read_lease(tx, app)?;
+            let (mut record, pinned) = read_lease(tx, app)?;
+            if self.foreign_boot
+                && let Some(record) = record.as_mut().filter(|r| r.holder.is_some())
+            {
+                // As the next writer will adopt it: a full duration from now.
+                let duration: i64 = tx
+                    .prepare_cached("SELECT duration_ns FROM leases WHERE app = ?1")?
+                    .query_row([app.as_str()], |r| r.get(0))?;
+                record.expires = now + Duration::from_nanos(u64::try_from(duration).unwrap_or(0));
+            }
             Ok(record.and_then(|r| r.live(pinned, now)))
         })
     }
@@ -451,7 +574,8 @@ impl LeadershipStore for SqliteStore {
     }
 
     fn leaders(&self) -> Result<BTreeMap<AppName, UnitName>, LeaseError> {
-        let now = ns(self.clock.now());
+        // Read-only on another boot's file, every held lease still runs (see `lease`).
+        let now = if self.foreign_boot { i64::MIN } else { ns(self.clock.now()) };
         self.read_tx(|tx| {
             let mut stmt = tx.prepare_cached(
                 "SELECT app, holder FROM leases WHERE holder IS NOT NULL
@@ -472,8 +596,22 @@ impl LeadershipStore for SqliteStore {
         term: u64,
         group: &[(String, String)],
     ) -> Result<SettingsSnapshot, WriteError> {
+        self.write_settings_by(writer, term, group, None)
+    }
+
+    fn write_settings_by(
+        &self,
+        writer: &UnitName,
+        term: u64,
+        group: &[(String, String)],
+        apply_by: Option<Timestamp>,
+    ) -> Result<SettingsSnapshot, WriteError> {
         let app = writer.app();
         let (snapshot, changed) = self.write_tx(|tx| {
+            // Decided with the write lock held: waiting for it may have taken a while.
+            if apply_by.is_some_and(|by| MonotonicClock.now() >= by) {
+                return Err(WriteError::TooLate);
+            }
             let (record, pinned) = read_lease(tx, app)?;
             rules::check_fence(record.as_ref(), pinned, writer, term, self.clock.now())?;
             let current = read_bucket(tx, app)?;

@@ -111,11 +111,11 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if args.json {
-        println!("{}", json!({ "figures": figures }));
+        outln!("{}", json!({ "figures": figures }));
     } else {
-        print!("{}", table(&figures));
+        out!("{}", table(&figures));
         if quick || cfg!(debug_assertions) {
-            println!("(a smoke run: use a release build without --quick for representative figures)");
+            outln!("(a smoke run: use a release build without --quick for representative figures)");
         }
     }
     Ok(ExitCode::SUCCESS)
