@@ -1,124 +1,12 @@
 //! Black-box tests of `charm-host agent` processes sharing a state directory, and of the
 //! hook tools that talk to them.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod support;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_charm-host");
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_owned()
-}
-
-/// Agents started by a test; all are killed when it ends, however it ends.
-struct Agents {
-    state: tempfile::TempDir,
-    cache: tempfile::TempDir,
-    children: Vec<(String, Child)>,
-}
-
-impl Drop for Agents {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Agents {
-    fn new() -> Self {
-        Self { state: tempfile::tempdir().unwrap(), cache: tempfile::tempdir().unwrap(), children: Vec::new() }
-    }
-
-    /// shared-settings agents `db/0`, started first and leading, and `db/1`, a minion.
-    fn leader_and_minion() -> Self {
-        let mut agents = Self::new();
-        agents.start("example-charms/shared-settings", "db/0");
-        agents.wait_leader("db/0", true, Duration::from_secs(60));
-        agents.start("example-charms/shared-settings", "db/1");
-        agents.wait_leader("db/1", false, Duration::from_secs(60));
-        agents
-    }
-
-    fn state(&self) -> &str {
-        self.state.path().to_str().unwrap()
-    }
-
-    /// Starts an agent for `unit` of the charm crate `charm` with a 2 s guarantee window.
-    fn start(&mut self, charm: &str, unit: &str) {
-        self.start_with(charm, unit, &[]);
-    }
-
-    /// Starts an agent like [`Self::start`], with more arguments.
-    fn start_with(&mut self, charm: &str, unit: &str, extra: &[&str]) {
-        let log = std::fs::File::create(self.state.path().join(format!("{}.log", unit.replace('/', "-")))).unwrap();
-        let child = Command::new(BIN)
-            .args(["agent", charm, "--unit", unit, "--state", self.state(), "--guarantee-window", "2s", "--json"])
-            .args(extra)
-            .arg("--cache-dir")
-            .arg(self.cache.path())
-            .current_dir(workspace())
-            .stdout(log)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.children.push((unit.to_owned(), child));
-    }
-
-    fn signal(&mut self, unit: &str, signal: &str) {
-        let (_, child) = self.children.iter_mut().find(|(u, _)| u == unit).unwrap();
-        let status = Command::new("kill").args(["-s", signal, &child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-        if signal == "KILL" {
-            let _ = child.wait();
-        }
-    }
-
-    fn wait_exit(&mut self, unit: &str) -> std::process::ExitStatus {
-        let (_, child) = self.children.iter_mut().find(|(u, _)| u == unit).unwrap();
-        child.wait().unwrap()
-    }
-
-    fn tool(&self, args: &[&str]) -> Output {
-        Command::new(BIN).args(args).args(["--state", self.state()]).output().unwrap()
-    }
-
-    fn is_leader(&self, unit: &str) -> Option<bool> {
-        let out = self.tool(&["is-leader", "--unit", unit]);
-        match (out.status.code(), String::from_utf8_lossy(&out.stdout).trim()) {
-            (Some(0), "True") => Some(true),
-            (Some(0), "False") => Some(false),
-            _ => None,
-        }
-    }
-
-    /// Waits up to `limit` for `unit` to answer `is-leader` with `want`; returns when.
-    fn wait_leader(&self, unit: &str, want: bool, limit: Duration) -> Instant {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if self.is_leader(unit) == Some(want) {
-                return Instant::now();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("{unit} did not answer is-leader={want} within {limit:?}");
-    }
-
-    fn hooks(&self, unit: &str) -> Vec<String> {
-        let log = std::fs::read_to_string(self.state.path().join(format!("{}.log", unit.replace('/', "-")))).unwrap_or_default();
-        log.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["type"] == "hook")
-            .map(|v| v["hook"].as_str().unwrap_or_default().to_owned())
-            .collect()
-    }
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use support::*;
 
 #[test]
 fn hook_tools_answer_in_every_format_with_juju_exit_codes() {

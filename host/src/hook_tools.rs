@@ -31,6 +31,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::agent::AgentCommand;
+use crate::events::LogLevel;
 use crate::leadership::{Clock, MonotonicClock, Timestamp, WriteError};
 use crate::unit::Unit;
 
@@ -90,6 +91,18 @@ pub enum ToolRequest {
     },
     /// Operator action: the unit, if leader, steps down (deposed hook, then revoke).
     StepDown,
+}
+
+impl ToolRequest {
+    /// The tool's name, e.g. `leader-set`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ToolRequest::IsLeader => "is-leader",
+            ToolRequest::LeaderGet { .. } => "leader-get",
+            ToolRequest::LeaderSet { .. } => "leader-set",
+            ToolRequest::StepDown => "step-down",
+        }
+    }
 }
 
 /// Why a request failed.
@@ -388,7 +401,7 @@ async fn serve_one(
                     let apply_by = call.apply_by_ns.map(Timestamp::from_nanos);
                     if apply_by.is_some_and(|by| MonotonicClock.now() >= by) {
                         // Its caller has given up: drop it unanswered, never apply it.
-                        tracing::info!(unit = %unit.name(), "hook tools: dropped a request whose caller gave up");
+                        unit.log(LogLevel::Warning, format!("hook tools: dropped {} request: its caller gave up waiting before it was read", call.request.name()));
                         return Ok(());
                     }
                     answer(unit, agent, call.request, apply_by).await
@@ -431,10 +444,13 @@ async fn exchange(socket: &Path, call: &ToolCall) -> Result<ToolResponse, ToolCa
     let (read, mut write) = stream.into_split();
     let mut bytes = serde_json::to_vec(call).map_err(|e| ToolCallError::Protocol(e.to_string()))?;
     bytes.push(b'\n');
-    write.write_all(&bytes).await.map_err(protocol)?;
+    // An agent that refuses the request answers and closes without reading it: its answer
+    // is still there to read when the write fails.
+    let sent = write.write_all(&bytes).await;
     let mut line = String::new();
     BufReader::new(read.take(MAX_REQUEST_BYTES as u64)).read_line(&mut line).await.map_err(protocol)?;
     if line.is_empty() {
+        sent.map_err(protocol)?;
         return Err(ToolCallError::Protocol("the agent closed the connection without answering".into()));
     }
     serde_json::from_str(&line).map_err(|e| ToolCallError::Protocol(format!("{e} in {line:?}")))

@@ -1,0 +1,330 @@
+//! Black-box tests of what `charm-host` guarantees against faults and other local users:
+//! one agent per unit, a private state directory, a hook-tool socket that answers only its
+//! user and stays bounded under abuse, requests never applied after their caller gave up,
+//! a lost store refused, durations checked before anything is created, and read-only
+//! commands that change nothing. Tests run as root here; `nobody` plays the other user.
+
+mod support;
+
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+const NOBODY: u32 = 65534;
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).mode() & 0o7777
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Waits (up to a minute) for `check`.
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..3000 {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("never happened: {what}");
+}
+
+#[test]
+fn a_second_agent_for_a_unit_is_refused_even_without_its_socket() {
+    let mut agents = Agents::new();
+    agents.start("example-charms/shared-settings", "db/0");
+    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    let first = agents.pid("db/0");
+    // Today's guard was the socket: without it, a second agent took over.
+    std::fs::remove_file(agents.state.path().join("units/db-0/agent.sock")).unwrap();
+    let out = agents.agent_command("example-charms/shared-settings", "db/0", &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("another agent already runs db/0 as pid {first}")), "{}", stderr(&out));
+    let (_, child) = agents.children.iter_mut().find(|(u, _)| u == "db/0").unwrap();
+    assert!(child.try_wait().unwrap().is_none(), "the first agent still runs");
+}
+
+#[test]
+fn the_state_directory_is_private_whatever_the_umask() {
+    let mut agents = Agents::new();
+    let mut command = Command::new("sh");
+    let agent = agents.agent_command("example-charms/shared-settings", "db/0", &[]);
+    let args: Vec<String> = std::iter::once(agent.get_program()).chain(agent.get_args()).map(|a| a.to_string_lossy().into_owned()).collect();
+    command.arg("-c").arg("umask 000; exec \"$@\"").arg("sh").args(&args).current_dir(workspace());
+    agents.spawn("db/0", command);
+    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    let root = agents.state.path();
+    wait_for("the status record", || root.join("units/db-0/status.0").exists());
+    for dir in ["", "units", "units/db-0", "units/db-0/data"] {
+        assert_eq!(mode(&root.join(dir)), 0o700, "{dir}/");
+    }
+    for file in ["state.db", "state.db-wal", "state.db-shm", "units/db-0/agent.0", "units/db-0/status.0", "units/db-0/agent.lock", "units/db-0/agent.sock"] {
+        let path = root.join(file);
+        if path.exists() {
+            assert_eq!(mode(&path) & 0o077, 0, "{file} is open to others: {:o}", mode(&path));
+        }
+    }
+    assert!(root.join("units/db-0/agent.0").exists());
+
+    // Another user cannot read the secret through `status`.
+    let out = Command::new(BIN).args(["status", "--state", agents.state()]).uid(NOBODY).gid(NOBODY).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("cluster-"), "nobody read the settings");
+}
+
+#[test]
+fn a_state_directory_another_user_controls_is_refused() {
+    let agents = Agents::new();
+    let foreign = agents.state.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::os::unix::fs::chown(&foreign, Some(NOBODY), Some(NOBODY)).unwrap();
+    let open = agents.state.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for (dir, expected) in [(&foreign, "owned by uid 65534"), (&open, "writable by other users")] {
+        let out = Command::new(BIN)
+            .args(["agent", "example-charms/shared-settings", "--unit", "db/0", "--state"])
+            .arg(dir)
+            .current_dir(workspace())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains(expected), "{}", stderr(&out));
+        assert!(!dir.join("units").exists() && !dir.join("state.db").exists(), "nothing was created in {}", dir.display());
+    }
+}
+
+#[test]
+fn records_are_never_written_through_planted_links() {
+    let agents = Agents::new();
+    let victim = agents.logs.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // A link in place of each kind of record: the agent refuses to start, naming it.
+    for (unit, slot) in [("db/0", "status.0"), ("db/1", "agent.1")] {
+        let unit_dir = agents.state.path().join("units").join(unit.replace('/', "-"));
+        std::fs::create_dir_all(&unit_dir).unwrap();
+        std::os::unix::fs::symlink(&victim, unit_dir.join(slot)).unwrap();
+        let out = agents.agent_command("example-charms/shared-settings", unit, &[]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains(slot) && stderr(&out).contains("symbolic links"), "{}", stderr(&out));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious", "the link was not followed");
+    }
+}
+
+#[test]
+fn the_socket_answers_only_its_own_user() {
+    let mut agents = Agents::new();
+    agents.start("example-charms/shared-settings", "db/0");
+    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    // Open the way to the socket, as a careless operator might.
+    let root = agents.state.path();
+    for dir in ["", "units", "units/db-0"] {
+        std::fs::set_permissions(root.join(dir), std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    std::fs::set_permissions(root.join("units/db-0/agent.sock"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    for tool in [&["is-leader", "--unit", "db/0"][..], &["leader-set", "--unit", "db/0", "stolen=yes"], &["step-down", "--unit", "db/0"]] {
+        let out = Command::new(BIN).args(tool).args(["--state", agents.state()]).uid(NOBODY).gid(NOBODY).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{tool:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("permission denied: uid 65534"), "{tool:?}: {}", stderr(&out));
+    }
+    assert_eq!(agents.is_leader("db/0"), Some(true), "still the leader: the step-down was refused");
+    let out = agents.tool(&["leader-get", "--unit", "db/0", "stolen"]);
+    assert_eq!(stdout(&out), "", "the write was refused");
+}
+
+#[test]
+fn a_request_whose_caller_gave_up_is_never_applied() {
+    let mut agents = Agents::new();
+    agents.start_with("example-charms/shared-settings", "db/0", &["--guarantee-window", "30s"]);
+    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    let pid = agents.pid("db/0").to_string();
+    assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let out = agents.tool(&["leader-set", "--unit", "db/0", "--timeout", "1s", "late=1"]);
+    assert_eq!(out.status.code(), Some(1), "the caller gives up on a frozen agent");
+    assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    wait_for("the agent reports the dropped request", || {
+        agents.log("db/0").iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("dropped leader-set request")))
+    });
+    assert_eq!(stdout(&agents.tool(&["leader-get", "--unit", "db/0", "late"])), "", "never applied");
+    // Requests sent now are served as usual.
+    assert_eq!(agents.tool(&["leader-set", "--unit", "db/0", "on-time=1"]).status.code(), Some(0));
+    assert_eq!(stdout(&agents.tool(&["leader-get", "--unit", "db/0", "on-time"])), "1\n");
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn abuse_of_the_socket_costs_bounded_memory_and_real_tools_are_still_answered() {
+    let mut agents = Agents::new();
+    agents.start("example-charms/shared-settings", "db/0");
+    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    let pid = agents.pid("db/0");
+    let socket = agents.state.path().join("units/db-0/agent.sock");
+    let before = rss_kib(pid);
+
+    // 200 connections each sending most of a 2 MiB request, never finishing it.
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut half_sent = Vec::new();
+    for _ in 0..200 {
+        let Ok(mut stream) = UnixStream::connect(&socket) else { continue };
+        stream.set_write_timeout(Some(Duration::from_millis(50))).unwrap();
+        for _ in 0..30 {
+            if stream.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        half_sent.push(stream);
+    }
+    let peak = rss_kib(pid);
+    assert_eq!(agents.is_leader("db/0"), Some(true), "answered during the abuse");
+    assert!(peak < before + 64 * 1024, "memory grew from {before} KiB to {peak} KiB");
+
+    // Thousands of idle connections.
+    let mut idle = Vec::new();
+    for _ in 0..3000 {
+        match UnixStream::connect(&socket) {
+            Ok(stream) => idle.push(stream),
+            Err(_) => break,
+        }
+    }
+    assert!(idle.len() >= 1000, "only {} connections", idle.len());
+    assert_eq!(agents.is_leader("db/0"), Some(true), "answered with thousands of idle connections open");
+    assert_eq!(agents.tool(&["leader-set", "--unit", "db/0", "still=ok"]).status.code(), Some(0));
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    assert!(fds < 1000, "the agent holds {fds} descriptors");
+    drop(idle);
+    drop(half_sent);
+}
+
+#[test]
+fn an_agent_refuses_a_lost_store_unless_told_to_accept_it() {
+    let mut agents = Agents::new();
+    agents.start("example-charms/shared-settings", "db/0");
+    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    wait_for("leader-elected", || agents.hooks("db/0").contains(&"leader-elected".to_owned()));
+    agents.signal("db/0", "TERM");
+    assert!(agents.wait_exit("db/0").success());
+    for file in ["state.db", "state.db-wal", "state.db-shm"] {
+        let _ = std::fs::remove_file(agents.state.path().join(file));
+    }
+    let out = agents.agent_command("example-charms/shared-settings", "db/0", &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("remembers term 1, but the store's is 0"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--accept-new-store"), "{}", stderr(&out));
+
+    agents.start_with("example-charms/shared-settings", "db/0", &["--accept-new-store"]);
+    agents.wait_leader("db/0", true, Duration::from_secs(60));
+}
+
+#[test]
+fn durations_are_checked_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let cases: [&[&str]; 6] = [
+        &["agent", "example-charms/shared-settings", "--unit", "db/0", "--state", state, "--guarantee-window", "200s"],
+        &["agent", "example-charms/shared-settings", "--unit", "db/0", "--state", state, "--guarantee-window", "0s"],
+        &["agent", "example-charms/shared-settings", "--unit", "db/0", "--state", state, "--hook-deadline", "1ns"],
+        &["run", "example-charms/shared-settings", "--state", state, "--for", "99999999years"],
+        &["run", "example-charms/shared-settings", "--state", state, "--kill", "shared-settings/0@99999999years"],
+        &["run", "example-charms/shared-settings", "--state", state, "--kill", "other/0@1s"],
+    ];
+    for args in cases {
+        let out = Command::new(BIN).args(args).current_dir(workspace()).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(!stderr(&out).contains("panicked"), "{args:?}: {}", stderr(&out));
+        assert!(!Path::new(state).exists(), "{args:?} created the state directory");
+    }
+    let out = Command::new(BIN).args(cases[0]).output().unwrap();
+    assert!(stderr(&out).contains("between 500ms and 2m 30s"), "the accepted range is given: {}", stderr(&out));
+}
+
+#[test]
+fn status_changes_nothing_and_survives_a_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    std::fs::write(&db, b"").unwrap();
+    let out = Command::new(BIN).args(["status", "--state"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("holds no state"), "{}", stderr(&out));
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "status wrote into an empty state.db");
+
+    let mut agents = Agents::new();
+    agents.start("example-charms/shared-settings", "db/0");
+    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    agents.signal("db/0", "TERM");
+    assert!(agents.wait_exit("db/0").success());
+    let before = std::fs::read(agents.state.path().join("state.db")).unwrap();
+    // stdout is a pipe whose reader is gone: the write fails with EPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN).args(["status", "--state", agents.state()]).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(std::fs::read(agents.state.path().join("state.db")).unwrap(), before, "status changed the store");
+}
+
+#[test]
+fn charm_text_is_escaped_for_terminals_and_exact_in_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("units/probe-0/data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("script"), "status active \u{1b}[2Jred\nprint \u{1b}]0;title\u{7}").unwrap();
+    let run = |json: bool| {
+        let mut command = Command::new(BIN);
+        command.args(["run", "tests/charms/probe", "--units", "1", "--for", "1s", "--state"]).arg(dir.path());
+        if json {
+            command.arg("--json");
+        }
+        command.current_dir(workspace()).output().unwrap()
+    };
+    let human = run(false);
+    assert!(human.status.success(), "{}", stderr(&human));
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(!text.contains('\u{1b}') && !text.contains('\u{7}'), "raw escapes printed: {text:?}");
+    assert!(text.contains("\\u{1b}[2Jred"), "{text}");
+    let json = run(true);
+    let exact = String::from_utf8_lossy(&json.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|l| l["message"] == "\u{1b}[2Jred");
+    assert!(exact, "JSON keeps the message exact");
+    let status = Command::new(BIN).args(["status", "--state"]).arg(dir.path()).output().unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(!table.contains('\u{1b}') && table.contains("\\u{1b}[2Jred"), "{table}");
+}
+
+#[test]
+fn a_run_stops_a_runaway_hook_after_the_stop_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("units/probe-0/data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("script-leader-elected"), "spin").unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "tests/charms/probe", "--units", "1", "--for", "1s", "--json", "--hook-deadline", "1h", "--stop-grace", "1s", "--state"])
+        .arg(dir.path())
+        .current_dir(workspace())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let elected = lines.iter().find(|l| l["type"] == "hook" && l["hook"] == "leader-elected").expect("leader-elected reported");
+    assert!(elected["error"].as_str().unwrap().starts_with("interrupted"), "{elected}");
+    let hooks: Vec<&str> = lines.iter().filter(|l| l["type"] == "hook").map(|l| l["hook"].as_str().unwrap()).collect();
+    assert_eq!(hooks, ["install", "leader-elected", "leader-deposed", "stop"]);
+}
