@@ -482,3 +482,92 @@ pub fn parse_leader_set_args(args: &[String]) -> Result<Vec<(String, String)>, A
     }
     Ok(group)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn request() -> impl Strategy<Value = ToolRequest> {
+        prop_oneof![
+            Just(ToolRequest::IsLeader),
+            Just(ToolRequest::StepDown),
+            proptest::option::of(".{0,40}").prop_map(|key| ToolRequest::LeaderGet { key }),
+            proptest::collection::vec((".{0,20}", ".{0,40}"), 0..6).prop_map(|settings| ToolRequest::LeaderSet { settings }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever arrives, parsing gives a request or an error, never a panic.
+        #[test]
+        fn any_bytes_parse_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = serde_json::from_slice::<ToolCall>(&bytes);
+        }
+
+        /// Every request a client can send reads back as itself.
+        #[test]
+        fn calls_round_trip(request in request(), apply_by_ns in proptest::option::of(any::<u64>())) {
+            let call = ToolCall { request, apply_by_ns };
+            let bytes = serde_json::to_vec(&call).unwrap();
+            prop_assert!(!bytes.contains(&b'\n'), "one line per request");
+            prop_assert_eq!(serde_json::from_slice::<ToolCall>(&bytes).unwrap(), call);
+        }
+
+        /// Framing: the request is everything up to and including the first newline, read in
+        /// whatever pieces it arrives; nothing past the limit is kept.
+        #[test]
+        fn a_request_is_read_up_to_its_newline(
+            body in proptest::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 0..40_000),
+            tail in proptest::collection::vec(any::<u8>(), 0..100),
+            cut in 1usize..9000,
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (line, limits) = runtime.block_on(async {
+                let (mut client, mut server) = UnixStream::pair().unwrap();
+                let mut sent = body.clone();
+                sent.push(b'\n');
+                sent.extend_from_slice(&tail);
+                let writer = tokio::spawn(async move {
+                    for piece in sent.chunks(cut) {
+                        if client.write_all(piece).await.is_err() {
+                            break;
+                        }
+                    }
+                    client
+                });
+                let limits = ServerLimits { free_bytes_per_connection: 1024, shared_bytes: 16 * 1024, ..ServerLimits::default() };
+                let budget = Semaphore::new(limits.shared_bytes);
+                let line = read_request(&mut server, &budget, limits).await.map(|(line, _)| line);
+                drop(server);
+                let _ = writer.await;
+                (line, limits)
+            });
+            match line {
+                Ok(line) => {
+                    prop_assert_eq!(&line[..line.len() - 1], &body[..]);
+                    prop_assert_eq!(line.last(), Some(&b'\n'));
+                }
+                Err(ReadError::Busy) => prop_assert!(body.len() + 1 > limits.free_bytes_per_connection + limits.shared_bytes),
+                Err(err) => prop_assert!(false, "unexpected {err}"),
+            }
+        }
+
+        /// `leader-set` arguments: split at the first `=`, values may hold more `=`s.
+        #[test]
+        fn leader_set_args_split_at_the_first_equals(
+            pairs in proptest::collection::btree_map("[^=]{1,12}", ".{0,20}", 0..8),
+        ) {
+            let args: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let group = parse_leader_set_args(&args).unwrap();
+            prop_assert_eq!(group, pairs.into_iter().collect::<Vec<_>>());
+        }
+
+        /// An argument without `=`, or a key given twice, is refused.
+        #[test]
+        fn leader_set_args_refuse_bad_input(key in "[^=]{0,12}", value in ".{0,10}", other in ".{0,10}") {
+            prop_assert_eq!(parse_leader_set_args(&[key.clone()]), Err(ArgsError::NotAPair(key.clone())));
+            let twice = [format!("{key}={value}"), format!("{key}={other}")];
+            prop_assert_eq!(parse_leader_set_args(&twice), Err(ArgsError::Duplicate(key)));
+        }
+    }
+}

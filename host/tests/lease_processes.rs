@@ -1,13 +1,14 @@
-//! Several OS processes share one SQLite file and contend for the same application's lease.
-//! Each process is this test binary run again as a worker (`lease_worker`, which does
-//! nothing unless `LEASE_WORKER_UNIT` is set); each prints what it believed and when, on the
-//! machine-wide monotonic clock they all share, and the parent checks the beliefs.
+//! Several OS processes share one SQLite file: they create it together, and they contend for
+//! the same application's lease. Each process is this test binary run again as a worker
+//! (`lease_worker`, ignored in a normal run, told what to do by its environment); each
+//! prints what it believed and when, on the machine-wide monotonic clock they all share,
+//! and the parent checks the beliefs.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use charm_host::leadership::{Clock, LeaseError, LeadershipStore, MonotonicClock, SqliteStore};
+use charm_host::leadership::{Clock, LeaseError, LeadershipStore, MonotonicClock, SqliteStore, Timestamp, WriteError};
 use charm_host::names::{AppName, UnitName};
 
 const WORKERS: u32 = 3;
@@ -19,8 +20,7 @@ fn processes_sharing_one_file_never_lead_at_once_and_lose_no_write() {
     let db = dir.path().join("state.db");
     let children: Vec<_> = (0..WORKERS)
         .map(|n| {
-            Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "lease_worker", "--nocapture", "--test-threads=1"])
+            worker("contend")
                 .env("LEASE_WORKER_UNIT", format!("app/{n}"))
                 .env("LEASE_WORKER_DB", &db)
                 .stdout(std::process::Stdio::piped())
@@ -61,14 +61,69 @@ fn processes_sharing_one_file_never_lead_at_once_and_lose_no_write() {
     assert_eq!(writes, (1..=final_version).collect::<Vec<_>>(), "every acknowledged write, none lost, none twice");
 }
 
-/// The worker: claim, hold for a while with renewals and fenced writes, revoke, repeat.
+/// This test binary, run again as a worker doing `mode`.
+fn worker(mode: &str) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args(["--exact", "lease_worker", "--ignored", "--nocapture", "--test-threads=1"]).env("LEASE_WORKER_MODE", mode);
+    command
+}
+
+/// Several processes creating and opening one new file at the same instant all succeed
+/// (they used to fail now and then with "database is locked").
 #[test]
+fn processes_creating_one_store_together_all_open_it() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        let at = MonotonicClock.now() + Duration::from_millis(300);
+        let children: Vec<_> = (0..12)
+            .map(|_| {
+                worker("open")
+                    .env("LEASE_WORKER_DB", &db)
+                    .env("LEASE_WORKER_AT", at.as_nanos().to_string())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let output = child.wait_with_output().unwrap();
+            assert!(output.status.success(), "round {round}: a worker could not open the new store: {}", String::from_utf8_lossy(&output.stdout));
+        }
+        let store = SqliteStore::open(&db).unwrap();
+        assert_eq!(store.last_term(&AppName::new("app").unwrap()).unwrap(), 0);
+    }
+}
+
+/// The worker (ignored in a normal run; the tests above start it with its orders).
+#[test]
+#[ignore = "a worker process, started by the other tests of this file"]
 fn lease_worker() {
-    let (Ok(unit), Ok(db)) = (std::env::var("LEASE_WORKER_UNIT"), std::env::var("LEASE_WORKER_DB")) else {
-        return; // run as part of the suite: nothing to do
-    };
-    let unit = UnitName::new(&unit).unwrap();
-    let store = SqliteStore::open(Path::new(&db)).unwrap();
+    let mode = std::env::var("LEASE_WORKER_MODE").expect("LEASE_WORKER_MODE says what the worker does");
+    let db = std::env::var("LEASE_WORKER_DB").expect("LEASE_WORKER_DB names the store");
+    match mode.as_str() {
+        "open" => {
+            let at: u64 = std::env::var("LEASE_WORKER_AT").expect("LEASE_WORKER_AT").parse().unwrap();
+            let at = Timestamp::from_nanos(at);
+            while MonotonicClock.now() < at {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            if let Err(err) = SqliteStore::open(Path::new(&db)) {
+                panic!("opening a new store alongside others failed: {err}");
+            }
+        }
+        "contend" => contend(&std::env::var("LEASE_WORKER_UNIT").expect("LEASE_WORKER_UNIT"), &db),
+        other => panic!("unknown worker mode {other}"),
+    }
+}
+
+/// Claim, hold for a while with renewals and fenced writes, revoke, repeat. A worker that
+/// is descheduled past its 1 s lease finds its renewal denied or its write fenced: its
+/// tenure ends there, as a real holder's would.
+fn contend(unit: &str, db: &str) {
+    let unit = UnitName::new(unit).unwrap();
+    let store = SqliteStore::open(Path::new(db)).unwrap();
     let clock = MonotonicClock;
     let end = clock.now() + RUN_FOR;
     let mut seq = 0u64;
@@ -94,14 +149,22 @@ fn lease_worker() {
             let value = format!("{unit}:{}:{seq}", claim.term);
             match store.write_settings(&unit, claim.term, &[("last".into(), value)]) {
                 Ok(snapshot) => println!("WROTE {}", snapshot.version),
-                Err(err) => panic!("a fenced write by the holder failed: {err}"),
+                Err(WriteError::NotLeader { .. }) => break,
+                Err(err) => panic!("a fenced write failed: {err}"),
             }
             std::thread::sleep(Duration::from_millis(10));
-            valid_until = store.claim(&unit, Duration::from_secs(1)).unwrap().valid_until;
+            match store.claim(&unit, Duration::from_secs(1)) {
+                Ok(renewed) if renewed.term == claim.term => valid_until = renewed.valid_until,
+                Ok(_) | Err(LeaseError::Denied { .. }) => break,
+                Err(err) => panic!("renewal failed: {err}"),
+            }
         }
         let until = clock.now().min(valid_until);
         println!("TENURE {unit} {} {} {}", claim.term, from.as_nanos(), until.as_nanos());
-        store.revoke(&unit).unwrap();
+        match store.revoke(&unit) {
+            Ok(()) | Err(LeaseError::NotHeld { .. }) => {}
+            Err(err) => panic!("revoke failed: {err}"),
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
 }
