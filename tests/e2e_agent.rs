@@ -4,7 +4,10 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use charm_host::leadership::{Clock as _, LeadershipStore as _, MonotonicClock, SqliteStore};
+use charm_host::names::AppName;
 
 use support::*;
 
@@ -62,25 +65,35 @@ fn tools_answer_while_a_hook_is_running() {
     let mut agents = Agents::new();
     let data = agents.state.path().join("units/probe-0/data");
     std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("script"), "sleep 4000").unwrap();
-    agents.start("tests/charms/probe", "probe/0");
+    // An install that outlasts the test: the tool's answer must come while it runs.
+    std::fs::write(data.join("script"), "sleep 3600000").unwrap();
+    agents.start_with("tests/charms/probe", "probe/0", &["--hook-deadline", "1h"]);
     // The agent claims leadership while its install sleeps; the tool does not wait for it.
     agents.wait_leader("probe/0", true, Duration::from_secs(60));
-    let start = Instant::now();
     assert_eq!(agents.is_leader("probe/0"), Some(true));
-    assert!(start.elapsed() < Duration::from_secs(2), "answered in {:?}", start.elapsed());
     assert!(agents.hooks("probe/0").is_empty(), "install is still running");
+}
+
+/// The lease `db`'s leader holds now, as the store says (read-only).
+fn current_lease() -> impl Fn(&Agents) -> charm_host::leadership::Lease {
+    |agents| {
+        let store = SqliteStore::open_read_only(&agents.state.path().join("state.db")).unwrap();
+        store.lease(&AppName::new("db").unwrap()).unwrap().expect("a leader")
+    }
 }
 
 #[test]
 fn sigterm_of_the_leader_hands_over_before_the_lease_would_expire() {
-    let mut agents = Agents::leader_and_minion();
-    let stopped_at = Instant::now();
+    let mut agents = Agents::new();
+    // A long window: the old lease (twice the window) outlasts any slowness of the machine.
+    agents.start_with("example-charms/shared-settings", "db/0", &["--guarantee-window", "30s"]);
+    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    agents.start_with("example-charms/shared-settings", "db/1", &["--guarantee-window", "30s"]);
+    agents.wait_leader("db/1", false, Duration::from_secs(60));
+    let old = current_lease()(&agents);
     agents.signal("db/0", "TERM");
-    let elected = agents.wait_leader("db/1", true, Duration::from_secs(10));
-    // The lease is 4 s (twice the window); a graceful stop hands over long before that.
-    let handover = elected - stopped_at;
-    assert!(handover < Duration::from_millis(1500), "handover took {handover:?}");
+    agents.wait_leader("db/1", true, Duration::from_secs(60));
+    assert!(MonotonicClock.now() < old.expires, "the successor led before the old lease could have expired");
     assert!(agents.wait_exit("db/0").success());
     assert_eq!(agents.hooks("db/0")[agents.hooks("db/0").len() - 2..], ["leader-deposed", "stop"]);
 }
@@ -88,14 +101,11 @@ fn sigterm_of_the_leader_hands_over_before_the_lease_would_expire() {
 #[test]
 fn sigkill_of_the_leader_hands_over_only_after_expiry() {
     let mut agents = Agents::leader_and_minion();
+    // Any renewal after this reading only moves the expiry later.
+    let old = current_lease()(&agents);
     agents.signal("db/0", "KILL");
-    let killed_at = Instant::now();
-    let elected = agents.wait_leader("db/1", true, Duration::from_secs(15));
-    // db/0 renewed its 4 s lease at most 1 s before it died, so it was valid for at least
-    // 3 more seconds: db/1 must not lead before then.
-    let gap = elected - killed_at;
-    assert!(gap >= Duration::from_millis(2900), "successor elected {gap:?} after the kill: before expiry");
-    assert!(gap < Duration::from_secs(6), "successor took {gap:?}");
+    agents.wait_leader("db/1", true, Duration::from_secs(60));
+    assert!(MonotonicClock.now() >= old.expires, "the successor led before the dead leader's lease expired");
     assert!(!agents.hooks("db/0").contains(&"leader-deposed".to_owned()), "a killed agent runs nothing");
 }
 
@@ -112,25 +122,13 @@ fn elect_hands_over_to_the_named_unit_and_step_down_to_any() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout(&out).contains("db/2 leads db (term 2)"), "{}", stdout(&out));
     assert_eq!(agents.is_leader("db/2"), Some(true));
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(agents.hooks("db/0").contains(&"leader-deposed".to_owned()));
+    wait_for("db/0's leader-deposed", || agents.hooks("db/0").contains(&"leader-deposed".to_owned()));
     assert!(!agents.hooks("db/1").contains(&"leader-elected".to_owned()), "only the named unit is elected");
 
     // step-down on a minion is refused; on the leader, another unit takes over at once.
     assert_eq!(agents.tool(&["step-down", "--unit", "db/1"]).status.code(), Some(1));
-    let asked = Instant::now();
     assert_eq!(agents.tool(&["step-down", "--unit", "db/2"]).status.code(), Some(0));
-    let took_over = ["db/0", "db/1"].iter().any(|u| {
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if agents.is_leader(u) == Some(true) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    });
-    assert!(took_over && asked.elapsed() < Duration::from_secs(4), "no successor after step-down");
+    wait_for("a successor after step-down", || ["db/0", "db/1"].iter().any(|u| agents.is_leader(u) == Some(true)));
     assert_eq!(agents.tool(&["elect", "db/9"]).status.code(), Some(1), "no agent runs for db/9");
 }
 
@@ -139,34 +137,37 @@ fn ticker(unit: &str, file: &Path) -> String {
     format!("singleton=while true; do echo {unit} $(date +%s%N) >> {}; sleep 0.02; done", file.display())
 }
 
-/// The intervals during which each unit's service ran, from its lines in `file`: a unit's
-/// lines more than 300 ms apart belong to different runs.
+/// The runs of the services in `file`: each maximal stretch of lines (in time order) from
+/// one unit, as (unit, first, last). Two services running at once interleave their lines,
+/// which shows as more, shorter runs than handovers.
 fn service_runs(file: &Path) -> Vec<(String, u128, u128)> {
     let text = std::fs::read_to_string(file).unwrap_or_default();
     let mut lines: Vec<(String, u128)> = text
         .lines()
         .filter_map(|l| l.split_once(' ').and_then(|(u, t)| Some((u.to_owned(), t.trim().parse().ok()?))))
         .collect();
-    lines.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    lines.sort_by_key(|l| l.1);
     let mut runs: Vec<(String, u128, u128)> = Vec::new();
     for (unit, t) in lines {
         match runs.last_mut() {
-            Some((u, _, end)) if *u == unit && t - *end < 300_000_000 => *end = t,
+            Some((u, _, end)) if *u == unit => *end = t,
             _ => runs.push((unit, t, t)),
         }
     }
-    runs.sort_by_key(|r| r.1);
     runs
 }
 
-/// Asserts that no two units' service runs overlap, and returns the gaps between runs.
-fn assert_never_overlapping(file: &Path) -> Vec<Duration> {
+/// Waits until the latest lines in `file` are `unit`'s: its service runs now.
+fn wait_ticking(file: &Path, unit: &str) {
+    wait_for(&format!("{unit}'s service runs"), || service_runs(file).last().is_some_and(|r| r.0 == unit));
+}
+
+/// Asserts that the services ran one after another in `order` (two at once would show as
+/// more runs), and returns the gaps between runs.
+fn assert_ran_in_turn(file: &Path, order: &[&str]) -> Vec<Duration> {
     let runs = service_runs(file);
-    for (i, a) in runs.iter().enumerate() {
-        for b in &runs[i + 1..] {
-            assert!(a.0 == b.0 || b.1 > a.2, "{} ran until {} but {} started at {}: {runs:?}", a.0, a.2, b.0, b.1);
-        }
-    }
+    let units: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(units, order, "services ran at once or out of turn: {runs:?}");
     runs.windows(2).map(|w| Duration::from_nanos((w[1].1 - w[0].2) as u64)).collect()
 }
 
@@ -176,43 +177,38 @@ fn the_singleton_service_never_runs_on_two_units_at_once() {
     let file = agents.state.path().join("service.log");
     for unit in ["db/0", "db/1", "db/2"] {
         let service = ticker(unit, &file);
-        agents.start_with("example-charms/singleton-service", unit, &["--leader-service", &service, "--service-grace", "1s"]);
+        let extra = ["--leader-service", &service, "--service-grace", "1s", "--guarantee-window", "5s"];
+        agents.start_with("example-charms/singleton-service", unit, &extra);
         agents.wait_leader(unit, unit == "db/0", Duration::from_secs(60));
     }
     let leader = |agents: &Agents| {
         ["db/0", "db/1", "db/2"].into_iter().find(|u| agents.is_leader(u) == Some(true)).map(str::to_owned)
     };
-    let wait_new_leader = |agents: &Agents, old: &str, limit: Duration| {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Some(new) = leader(agents).filter(|l| l != old) {
-                return new;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("no new leader after {old}");
+    let wait_new_leader = |agents: &Agents, old: &str| {
+        let mut new = None;
+        wait_for(&format!("a new leader after {old}"), || {
+            new = leader(agents).filter(|l| l != old);
+            new.is_some()
+        });
+        let new = new.unwrap_or_default();
+        wait_ticking(&file, &new);
+        new
     };
-    std::thread::sleep(Duration::from_secs(1));
+    wait_ticking(&file, "db/0");
 
     // Step-down.
     assert_eq!(agents.tool(&["step-down", "--unit", "db/0"]).status.code(), Some(0));
-    let second = wait_new_leader(&agents, "db/0", Duration::from_secs(5));
-    std::thread::sleep(Duration::from_secs(1));
+    let second = wait_new_leader(&agents, "db/0");
     // Graceful stop of the leader.
     agents.signal(&second, "TERM");
-    let third = wait_new_leader(&agents, &second, Duration::from_secs(5));
-    std::thread::sleep(Duration::from_secs(1));
+    let third = wait_new_leader(&agents, &second);
     // Crash of the leader: its service dies with it; the successor waits for expiry.
     agents.signal(&third, "KILL");
-    let fourth = wait_new_leader(&agents, &third, Duration::from_secs(10));
-    std::thread::sleep(Duration::from_secs(1));
+    let fourth = wait_new_leader(&agents, &third);
 
-    let gaps = assert_never_overlapping(&file);
-    let runs = service_runs(&file);
-    let order: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
-    assert_eq!(order, ["db/0", second.as_str(), third.as_str(), fourth.as_str()], "{runs:?}");
-    assert!(gaps[0] < Duration::from_millis(1500) && gaps[1] < Duration::from_millis(1500), "graceful gaps {gaps:?}");
-    assert!(gaps[2] < Duration::from_secs(6), "after a crash the gap is the lease expiry: {gaps:?}");
+    let gaps = assert_ran_in_turn(&file, &["db/0", second.as_str(), third.as_str(), fourth.as_str()]);
+    // A graceful handover does not wait for the lease to expire; after a crash it must.
+    assert!(gaps[0] < gaps[2] && gaps[1] < gaps[2], "graceful gaps shorter than the crash's: {gaps:?}");
     let status: serde_json::Value = serde_json::from_str(&stdout(&agents.tool(&["status", "--json"]))).unwrap();
     let units = status["applications"][0]["units"].as_array().unwrap().clone();
     let running: Vec<_> = units.iter().filter(|u| u["services"][0]["running"] == true).collect();
@@ -235,13 +231,10 @@ fn a_hanging_hook_does_not_keep_a_leader_only_service_running() {
         agents.start_with("tests/charms/probe", unit, &["--leader-service", &service, "--hook-deadline", "3s"]);
         agents.wait_leader(unit, unit == "probe/0", Duration::from_secs(60));
     }
-    std::thread::sleep(Duration::from_secs(1));
+    wait_ticking(&file, "probe/0");
     assert_eq!(agents.tool(&["step-down", "--unit", "probe/0"]).status.code(), Some(0));
     // The deposed hook hangs until its deadline; the host stopped the service before it.
-    agents.wait_leader("probe/1", true, Duration::from_secs(10));
-    std::thread::sleep(Duration::from_secs(1));
-    let gaps = assert_never_overlapping(&file);
-    let order: Vec<String> = service_runs(&file).into_iter().map(|r| r.0).collect();
-    assert_eq!(order, ["probe/0", "probe/1"]);
-    assert!(gaps[0] < Duration::from_secs(5), "the handover waits for the hung hook's deadline only: {gaps:?}");
+    agents.wait_leader("probe/1", true, Duration::from_secs(60));
+    wait_ticking(&file, "probe/1");
+    assert_ran_in_turn(&file, &["probe/0", "probe/1"]);
 }

@@ -26,16 +26,6 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Waits (up to a minute) for `check`.
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..3000 {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("never happened: {what}");
-}
 
 #[test]
 fn a_second_agent_for_a_unit_is_refused_even_without_its_socket() {

@@ -56,6 +56,7 @@ pub struct Unit {
     status: Mutex<UnitStatus>,
     events: Arc<dyn EventSink>,
     services: ServiceSupervisor,
+    idle: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Unit {
@@ -75,7 +76,8 @@ impl Unit {
         // Private whatever the umask: the charm keeps its secrets here.
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(&data_dir)?;
         let services = ServiceSupervisor::new(name.clone(), events.clone(), Vec::new(), Duration::ZERO);
-        Ok(Self { name, data_dir, tracker, status: Mutex::new(UnitStatus::default()), events, services })
+        let idle = tokio::sync::watch::Sender::new(0);
+        Ok(Self { name, data_dir, tracker, status: Mutex::new(UnitStatus::default()), events, services, idle })
     }
 
     /// Gives the unit the services the operator configured; a stop waits `grace` before
@@ -163,6 +165,18 @@ impl Unit {
             self.store().write_settings_by(&self.name, term, group, apply_by)?;
         }
         Ok(())
+    }
+
+    /// Counts the times the unit's agent, knowing its role, found nothing to run and began
+    /// to wait for news: after news that would cause a hook, the count moving on means the
+    /// agent settled without running one (what tests of "nothing more ran" wait for).
+    pub fn settled(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.idle.subscribe()
+    }
+
+    /// Called by the agent each time it settles (see [`Self::settled`]).
+    pub(crate) fn mark_settled(&self) {
+        self.idle.send_modify(|count| *count = count.wrapping_add(1));
     }
 
     /// Writes one line to the unit's log.

@@ -198,9 +198,11 @@ async fn restarts_remember_install_leadership_and_settings_seen() {
 
     // The leader is still leader at the same term: no second install or leader-elected;
     // the minion saw these settings already: nothing.
-    let _leader = agents.start("app/0");
+    let leader = agents.start("app/0");
     let minion = agents.start("app/1");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once each restarted agent has settled, whatever its restart queued has run.
+    wait_settled(&leader.unit, 0).await;
+    wait_settled(&minion.unit, 0).await;
     assert_eq!(agents.hooks_of("app/0"), [Install, LeaderElected]);
     assert_eq!(agents.hooks_of("app/1"), [Install, LeaderSettingsChanged]);
 
@@ -220,6 +222,9 @@ async fn a_failing_hook_is_retried_with_backoff_and_shows_its_error() {
     script(&running.unit, &["fail not yet"]);
     agents.settle("app/0", 1).await;
     assert_eq!(running.unit.status().last_error.as_deref(), Some("not yet"));
+    // Settled after the failure: the retry waits, it did not run at once.
+    wait_settled(&running.unit, 0).await;
+    assert_eq!(agents.hooks_of("app/0"), [Install]);
     agents.advance(Duration::from_millis(900), Duration::from_millis(300)).await;
     assert_eq!(agents.hooks_of("app/0"), [Install], "not before the first backoff of 1 s");
     agents.advance(Duration::from_millis(100), Duration::from_millis(100)).await;
@@ -231,6 +236,7 @@ async fn a_failing_hook_is_retried_with_backoff_and_shows_its_error() {
     assert_eq!(agents.hooks_of("app/0")[..4], [Install, Install, Install, LeaderElected]);
     assert_eq!(running.unit.status().last_error, None, "the error clears once it succeeds");
 }
+
 
 /// Waits (real time, up to 20 s) until `check` holds.
 async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {

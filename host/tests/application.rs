@@ -51,15 +51,18 @@ async fn settings_changes_coalesce_into_one_more_minion_hook() {
     }
     resume(&minion).await;
     wait_paused(&minion).await; // exactly one more, for the three writes
+    let settled = *minion.settled().borrow();
     resume(&minion).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Settling without pausing again means no further hook was queued.
+    wait_settled(&minion, settled).await;
     assert!(!minion.data_dir().join("paused").exists(), "no further hook");
 
     // A change while the minion is idle wakes it once too.
     store.write_settings(&leader_name, term, &[("n".into(), "idle".into())]).unwrap();
     wait_paused(&minion).await;
+    let settled = *minion.settled().borrow();
     resume(&minion).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_settled(&minion, settled).await;
     assert!(!minion.data_dir().join("paused").exists(), "no further hook");
     script(&minion, &[]);
     running.stop().await;
@@ -68,3 +71,4 @@ async fn settings_changes_coalesce_into_one_more_minion_hook() {
     assert_eq!(hooks_of(&events, "app/1"), [Install, LeaderSettingsChanged, LeaderSettingsChanged, LeaderSettingsChanged, Stop]);
     assert_eq!(hooks_of(&events, "app/0"), [Install, LeaderElected, LeaderDeposed, Stop], "the leader is not told of writes");
 }
+

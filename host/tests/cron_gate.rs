@@ -79,27 +79,37 @@ async fn only_one_live_unit_runs_maintenance_through_a_stop_and_a_crash() {
     let application = Application::new(runtime, charm, store.clone(), watcher.clone(), &config).unwrap();
     let mut running = application.start();
 
-    let settle = || async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let leader = store.lease(&app).unwrap().map(|l| l.holder);
-        (leader, watcher.leaders_in_files())
+    // Waits until a unit other than `dead` leads and exactly its file says IS_LEADER=1.
+    let settle = |dead: Vec<UnitName>| {
+        let (store, watcher, app) = (store.clone(), watcher.clone(), app.clone());
+        async move {
+            for _ in 0..3000 {
+                let leader = store.lease(&app).unwrap().map(|l| l.holder).filter(|l| !dead.contains(l));
+                if let Some(leader) = leader
+                    && watcher.leaders_in_files() == [leader.clone()]
+                {
+                    return (Some(leader.clone()), vec![leader]);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (store.lease(&app).unwrap().map(|l| l.holder), watcher.leaders_in_files())
+        }
     };
-    let (first, files) = settle().await;
+    let (first, files) = settle(vec![]).await;
     let first = first.expect("a leader");
     assert_eq!(files, [first.clone()], "exactly the leader's file says IS_LEADER=1");
 
     running.stop_unit(&first).await.unwrap();
     watcher.dead.lock().unwrap().push(first.clone());
-    let (second, files) = settle().await;
+    let (second, files) = settle(vec![first.clone()]).await;
     let second = second.expect("a successor after the stop");
     assert_ne!(second, first);
     assert_eq!(files, [second.clone()]);
 
     running.kill(&second).unwrap();
     watcher.dead.lock().unwrap().push(second.clone());
-    // The crashed leader's lease (1 s: twice the window) must run out first.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (third, files) = settle().await;
+    // The crashed leader's lease (1 s: twice the window) runs out first.
+    let (third, files) = settle(vec![first.clone(), second.clone()]).await;
     let third = third.expect("a successor after the crash");
     assert!(third != first && third != second);
     assert_eq!(files, [third.clone()]);

@@ -184,6 +184,18 @@ async fn pins_and_leaders_are_listed(s: Subject) {
     assert_eq!(leaders.keys().collect::<Vec<_>>(), [&app("b")], "a expired, b is pinned");
 }
 
+/// Waits (real time, up to 20 s) until at least `started` sleeps were ever started on
+/// `clock` and `pending` of them are pending: the sleepers are blocked where expected.
+async fn asleep(clock: &ManualClock, started: u64, pending: usize) {
+    for _ in 0..4000 {
+        if clock.sleeps_started() >= started && clock.sleepers() >= pending {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("sleepers never blocked: {} started, {} pending", clock.sleeps_started(), clock.sleepers());
+}
+
 async fn waiters_are_released_on_expiry_and_on_revoke(s: Subject) {
     let waiters = |n: usize| {
         (0..n)
@@ -197,13 +209,17 @@ async fn waiters_are_released_on_expiry_and_on_revoke(s: Subject) {
     wait_until_released(s.store.as_ref(), &app("a"), std::future::pending()).await.unwrap();
 
     s.store.claim(&unit("a/0"), LEASE).unwrap();
+    let started = s.clock.sleeps_started();
     let on_expiry = waiters(3);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Each waiter read the lease and went to sleep until its expiry.
+    asleep(&s.clock, started + 3, 3).await;
     assert!(on_expiry.iter().all(|w| !w.is_finished()));
     s.clock.advance(LEASE / 2);
     s.store.claim(&unit("a/0"), LEASE).unwrap(); // extended: waiters keep waiting
+    let started = s.clock.sleeps_started();
     s.clock.advance(LEASE / 2);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // At the old expiry each waiter woke, read the extended lease and slept again.
+    asleep(&s.clock, started + 3, 3).await;
     assert!(on_expiry.iter().all(|w| !w.is_finished()), "an extension keeps waiters waiting");
     s.clock.advance(LEASE);
     for waiter in on_expiry {
@@ -211,8 +227,9 @@ async fn waiters_are_released_on_expiry_and_on_revoke(s: Subject) {
     }
 
     s.store.claim(&unit("a/1"), LEASE).unwrap();
+    let started = s.clock.sleeps_started();
     let on_revoke = waiters(3);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    asleep(&s.clock, started + 3, 3).await;
     s.store.revoke(&unit("a/1")).unwrap();
     for waiter in on_revoke {
         tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();

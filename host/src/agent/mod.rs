@@ -243,6 +243,9 @@ pub async fn run_unit(
             Next::WaitUntil(at) => Some(at),
             Next::Idle => None,
         };
+        if acted_on != Role::Unknown && !giving_up {
+            unit.mark_settled();
+        }
         let retry = sleep_until_or_forever(clock.as_ref(), wait_until);
         // Commands first: a stop must win over news that would queue more hooks.
         tokio::select! {

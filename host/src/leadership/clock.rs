@@ -73,6 +73,7 @@ impl Clock for MonotonicClock {
 pub struct ManualClock {
     now: Mutex<Timestamp>,
     ticks: watch::Sender<Timestamp>,
+    sleeps_started: std::sync::atomic::AtomicU64,
 }
 
 impl Default for ManualClock {
@@ -84,7 +85,18 @@ impl Default for ManualClock {
 impl ManualClock {
     /// A clock standing at `start`.
     pub fn new(start: Timestamp) -> Self {
-        Self { now: Mutex::new(start), ticks: watch::channel(start).0 }
+        Self { now: Mutex::new(start), ticks: watch::channel(start).0, sleeps_started: Default::default() }
+    }
+
+    /// How many sleeps on this clock are pending now. With [`Self::sleeps_started`], tests
+    /// wait for the event "every sleeper is blocked again" instead of sleeping for a while.
+    pub fn sleepers(&self) -> usize {
+        self.ticks.receiver_count()
+    }
+
+    /// How many sleeps were ever started on this clock.
+    pub fn sleeps_started(&self) -> u64 {
+        self.sleeps_started.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Moves the clock forward by `by` and wakes sleepers whose deadline has come.
@@ -102,6 +114,7 @@ impl Clock for ManualClock {
 
     fn sleep_until(&self, deadline: Timestamp) -> Sleep {
         let mut ticks = self.ticks.subscribe();
+        self.sleeps_started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Box::pin(async move {
             // The sender lives as long as the clock; if it is gone, nobody can advance it.
             let _ = ticks.wait_for(|now| *now >= deadline).await;

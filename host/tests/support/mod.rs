@@ -218,3 +218,13 @@ impl LeadershipStore for FaultyStore {
         self.inner.watch_leases()
     }
 }
+
+/// Waits (real time, up to 20 s) until `unit`'s agent has settled more than `after` times
+/// (see [`Unit::settled`]).
+pub async fn wait_settled(unit: &Unit, after: u64) {
+    let mut settled = unit.settled();
+    tokio::time::timeout(Duration::from_secs(20), settled.wait_for(|count| *count > after))
+        .await
+        .unwrap_or_else(|_| panic!("{} never settled", unit.name()))
+        .unwrap();
+}
