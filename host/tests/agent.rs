@@ -42,6 +42,18 @@ impl Agents {
         Self { dir: tempfile::tempdir().unwrap(), clock, store, events: Arc::new(RecordingSink::new()), runtime, charm }
     }
 
+    /// Agents on a store whose faults the test injects.
+    fn faulty() -> (Self, Arc<FaultyStore>) {
+        let faulty = std::sync::Mutex::new(None);
+        let agents = Self::new(|inner| {
+            let store = FaultyStore::new(inner);
+            *faulty.lock().unwrap_or_else(|p| p.into_inner()) = Some(store.clone());
+            store
+        });
+        let faulty = faulty.into_inner().unwrap_or_else(|p| p.into_inner()).expect("the store was wrapped");
+        (agents, faulty)
+    }
+
     fn start(&self, name: &str) -> Running {
         self.start_on(name, self.runtime.clone(), self.charm.clone())
     }
@@ -127,13 +139,7 @@ async fn fresh_two_unit_application_runs_hooks_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_cannot_renew_is_deposed_before_its_successor_is_elected() {
-    let faulty = std::sync::Mutex::new(None);
-    let agents = Agents::new(|inner| {
-        let store = FaultyStore::new(inner);
-        *faulty.lock().unwrap() = Some(store.clone());
-        store
-    });
-    let faulty = faulty.into_inner().unwrap().unwrap();
+    let (agents, faulty) = Agents::faulty();
     let app0 = UnitName::new("app/0").unwrap();
     agents.store.claim(&app0, Duration::from_secs(20)).unwrap();
     let _leader = agents.start("app/0");
@@ -253,13 +259,7 @@ async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
 /// instead of claiming in a loop, and say why in the status and `is-leader`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_store_is_retried_with_backoff_and_shows_in_the_status() {
-    let faulty = std::sync::Mutex::new(None);
-    let agents = Agents::new(|inner| {
-        let store = FaultyStore::new(inner);
-        *faulty.lock().unwrap() = Some(store.clone());
-        store
-    });
-    let faulty = faulty.into_inner().unwrap().unwrap();
+    let (agents, faulty) = Agents::faulty();
     let app0 = UnitName::new("app/0").unwrap();
     faulty.fail_claims_of(&app0);
     let running = agents.start("app/0");

@@ -22,6 +22,7 @@ use super::run::charm_wasm;
 
 pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let unit_name = args.unit.clone();
+    let services = args.services.configs()?;
     let state = StateDir::new(&args.state);
     state.prepare_unit(&unit_name)?;
     // Held until the process exits: no second agent can run this unit meanwhile.
@@ -33,7 +34,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let events: Arc<dyn EventSink> = if args.json { Arc::new(JsonLog::new()) } else { Arc::new(HumanLog::new()) };
     let tracker = LeadershipTracker::new(unit_name.clone(), store, args.runtime.guarantee_window);
     let unit = Unit::new(unit_name.clone(), state.data_dir(&unit_name), tracker, events)?
-        .with_services(args.services.configs()?, args.services.service_grace);
+        .with_services(services, args.services.service_grace);
     let unit = Arc::new(unit);
     let config = AgentConfig {
         backoff: Backoff::default(),

@@ -212,13 +212,15 @@ pub struct ServiceArgs {
 
 impl ServiceArgs {
     /// The configured services.
-    pub fn configs(&self) -> anyhow::Result<Vec<charm_host::services::ServiceConfig>> {
+    pub fn configs(&self) -> Result<Vec<charm_host::services::ServiceConfig>, UsageError> {
         let plain = self.services.iter().map(|s| (s, false));
         let leader = self.leader_services.iter().map(|s| (s, true));
         let mut configs: Vec<charm_host::services::ServiceConfig> = Vec::new();
         for (spec, leader_only) in plain.chain(leader) {
-            let config = charm_host::services::ServiceConfig::parse(spec, leader_only).map_err(anyhow::Error::msg)?;
-            anyhow::ensure!(!configs.iter().any(|c| c.name == config.name), "service {} is given twice", config.name);
+            let config = charm_host::services::ServiceConfig::parse(spec, leader_only).map_err(UsageError)?;
+            if configs.iter().any(|c| c.name == config.name) {
+                return Err(UsageError(format!("service {} is given twice", config.name)));
+            }
             configs.push(config);
         }
         Ok(configs)

@@ -91,6 +91,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let app = app_name(args.app.as_deref(), &args.charm).map_err(|e| UsageError(format!("--app: {e}")))?;
     let mut actions = args.scheduled_actions(&app)?;
     actions.sort_by_key(|(at, _)| *at);
+    let services = args.services.configs()?;
     let wasm = charm_wasm(&args.charm)?;
     let runtime = Arc::new(HookRuntime::new(args.runtime.runtime_config())?);
     let charm = runtime.load_charm(&wasm)?;
@@ -117,7 +118,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         guarantee_window: args.runtime.guarantee_window,
         state_dir: StateDir::new(data_root.path()),
         backoff: Backoff::default(),
-        services: (args.services.configs()?, args.services.service_grace),
+        services: (services, args.services.service_grace),
         stop_grace: args.runtime.stop_grace,
         accept_new_store: args.runtime.accept_new_store,
     };

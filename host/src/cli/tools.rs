@@ -12,7 +12,7 @@ use charm_host::state_dir::StateDir;
 
 use super::{Format, ToolArgs};
 
-const USAGE: u8 = 2;
+use super::USAGE_EXIT as USAGE;
 
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {message}");

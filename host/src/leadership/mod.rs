@@ -203,9 +203,7 @@ pub trait LeadershipStore: Send + Sync + 'static {
         group: &[(String, String)],
         apply_by: Option<Timestamp>,
     ) -> Result<SettingsSnapshot, WriteError> {
-        if apply_by.is_some_and(|by| MonotonicClock.now() >= by) {
-            return Err(WriteError::TooLate);
-        }
+        check_apply_by(apply_by)?;
         self.write_settings(writer, term, group)
     }
 
@@ -215,6 +213,11 @@ pub trait LeadershipStore: Send + Sync + 'static {
     /// A receiver that sees a counter move each time any lease changes hands or is
     /// pinned or unpinned (not when one merely expires: sleep on the clock for that).
     fn watch_leases(&self) -> watch::Receiver<u64>;
+}
+
+/// [`WriteError::TooLate`] once `apply_by` (machine monotonic clock) has passed.
+pub fn check_apply_by(apply_by: Option<Timestamp>) -> Result<(), WriteError> {
+    if apply_by.is_some_and(|by| MonotonicClock.now() >= by) { Err(WriteError::TooLate) } else { Ok(()) }
 }
 
 /// Checks a requested lease duration against [`LEASE_DURATION_RANGE`].

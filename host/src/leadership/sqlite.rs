@@ -609,9 +609,7 @@ impl LeadershipStore for SqliteStore {
         let app = writer.app();
         let (snapshot, changed) = self.write_tx(|tx| {
             // Decided with the write lock held: waiting for it may have taken a while.
-            if apply_by.is_some_and(|by| MonotonicClock.now() >= by) {
-                return Err(WriteError::TooLate);
-            }
+            super::check_apply_by(apply_by)?;
             let (record, pinned) = read_lease(tx, app)?;
             rules::check_fence(record.as_ref(), pinned, writer, term, self.clock.now())?;
             let current = read_bucket(tx, app)?;
