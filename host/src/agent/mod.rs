@@ -296,12 +296,15 @@ async fn run_until_stopped(
         tokio::select! {
             biased;
             outcome = &mut hook => return outcome,
-            command = commands.recv(), if pending.is_none() => {
+            // A stop supersedes a pending step-down (it gives up leadership too).
+            command = commands.recv(), if *pending != Some(AgentCommand::Stop) => {
                 let command = command.unwrap_or(AgentCommand::Stop);
                 if command == AgentCommand::Stop {
                     interrupt_at = Some(tokio::time::Instant::now() + grace);
                 }
-                *pending = Some(command);
+                if pending.is_none() || command == AgentCommand::Stop {
+                    *pending = Some(command);
+                }
             }
             () = interrupt => {
                 let outcome = HookOutcome { hook: kind, result: Err(HookError::Interrupted(grace)), elapsed: started.elapsed() };
