@@ -264,6 +264,7 @@ pub async fn serve_with(listener: UnixListener, unit: Arc<Unit>, agent: mpsc::Se
     let connections = Arc::new(Mutex::new(Connections::default()));
     let mut next_id: u64 = 0;
     let mut accept_failures: u32 = 0;
+    let refusing = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => {
@@ -284,7 +285,7 @@ pub async fn serve_with(listener: UnixListener, unit: Arc<Unit>, agent: mpsc::Se
             Ok(peer) => {
                 tracing::warn!(unit = %unit.name(), uid = peer.uid(), "hook tools: refused a connection from another user");
                 let message = format!("permission denied: uid {} may not use this agent", peer.uid());
-                tokio::spawn(refuse(stream, message));
+                refuse_soon(stream, message, &refusing);
                 continue;
             }
             Err(_) => continue,
@@ -306,7 +307,7 @@ pub async fn serve_with(listener: UnixListener, unit: Arc<Unit>, agent: mpsc::Se
                     }
                     None => {
                         drop(live);
-                        tokio::spawn(refuse(stream, "the agent is busy: too many requests at once".into()));
+                        refuse_soon(stream, "the agent is busy: too many requests at once".into(), &refusing);
                         continue;
                     }
                 }
@@ -326,7 +327,25 @@ pub async fn serve_with(listener: UnixListener, unit: Arc<Unit>, agent: mpsc::Se
     }
 }
 
-/// Answers a connection that will not be served with an error, and closes it.
+/// Refusals being written at once, at most; beyond that a refused connection is closed
+/// without a word, so a flood of refused connections holds no more descriptors.
+const MAX_REFUSALS: usize = 32;
+
+/// Answers a connection that will not be served with an error (within a second), and
+/// closes it; see [`MAX_REFUSALS`].
+fn refuse_soon(stream: UnixStream, message: String, in_flight: &Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    if in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSALS {
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    let in_flight = in_flight.clone();
+    tokio::spawn(async move {
+        refuse(stream, message).await;
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+    });
+}
+
 async fn refuse(mut stream: UnixStream, message: String) {
     let response = ToolResponse::Error { kind: ToolErrorKind::Unknown, message };
     if let Ok(mut bytes) = serde_json::to_vec(&response) {

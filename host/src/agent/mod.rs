@@ -219,7 +219,6 @@ pub async fn run_unit(
         for dropped in queue.take_dropped() {
             unit.log(LogLevel::Info, format!("dropped stale {} (term {:?})", dropped.hook, dropped.term));
         }
-        records.save_status(&unit);
         let next = if giving_up { Next::Idle } else { queue.next(clock.now(), unit.tracker().held_term()) };
         let wait_until = match next {
             Next::Run(queued) => {
@@ -258,7 +257,8 @@ pub async fn run_unit(
                     queue.on_settings(*settings_rx.borrow_and_update());
                 }
             }
-            _ = health_rx.changed() => {}
+            // The store started or stopped failing: the status says so.
+            _ = health_rx.changed() => records.save_status(&unit),
             () = retry => {}
         }
     }

@@ -119,6 +119,9 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(err) => return Err(err),
     }
+    if std::fs::symlink_metadata(path)?.file_type().is_symlink() {
+        return Err(std::io::Error::other("it is a symbolic link; refusing to follow it"));
+    }
     let me = rustix::process::geteuid().as_raw();
     for suffix in ["", "-wal", "-shm"] {
         let mut name = path.as_os_str().to_owned();
