@@ -224,8 +224,11 @@ async fn restarts_remember_install_leadership_and_settings_seen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_hook_is_retried_with_backoff_and_shows_its_error() {
     let agents = Agents::new(|s| s);
+    // The script is in place before the agent starts: its install must fail.
+    let data = agents.dir.path().join("app-0/data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("script"), "fail not yet").unwrap();
     let running = agents.start("app/0");
-    script(&running.unit, &["fail not yet"]);
     agents.settle("app/0", 1).await;
     assert_eq!(running.unit.status().last_error.as_deref(), Some("not yet"));
     // Settled after the failure: the retry waits, it did not run at once.
@@ -310,26 +313,40 @@ async fn the_event_stream_never_shows_two_leaders_across_handovers() {
     let agents = Agents::new(|s| s);
     let app0 = UnitName::new("app/0").unwrap();
     agents.store.claim(&app0, Duration::from_secs(20)).unwrap();
-    let units = [agents.start("app/0"), agents.start("app/1")];
-    agents.settle("app/0", 2).await;
-    agents.settle("app/1", 2).await;
+    // A unit that stepped down is held off for a claim duration, so with five units four
+    // step-downs in a row need no clock movement (advancing it races the renewals).
+    let units: Vec<Running> = (0..5).map(|n| agents.start(&format!("app/{n}"))).collect();
+    for n in 0..5 {
+        agents.settle(&format!("app/{n}"), 2).await;
+    }
     let app = app0.app().clone();
-    for round in 0..6 {
+    for round in 0..4 {
         let leader = agents.store.lease(&app).unwrap().expect("a leader").holder;
         let running = units.iter().find(|r| *r.unit.name() == leader).unwrap();
-        running.commands.send(AgentCommand::StepDown).await.unwrap();
+        wait_for("the leader's tracker holds the claim", || running.unit.tracker().held_term().is_some()).await;
         let deposed_before = agents.hooks_of(leader.as_str()).iter().filter(|h| **h == LeaderDeposed).count();
-        wait_for("a successor leads", || {
+        running.commands.send(AgentCommand::StepDown).await.unwrap();
+        let handed_over = || {
             agents.store.lease(&app).unwrap().is_some_and(|l| l.holder != leader)
                 && agents.hooks_of(leader.as_str()).iter().filter(|h| **h == LeaderDeposed).count() > deposed_before
-        })
-        .await;
+        };
+        for _ in 0..4000 {
+            if handed_over() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            handed_over(),
+            "round {round}: no handover from {leader}: lease {:?}, clock {:?}, events {:#?}",
+            agents.store.lease(&app).unwrap(),
+            agents.clock.now(),
+            leadership_stream(&agents.events.events())
+        );
         wait_for("the successor's leader-elected", || {
             agents.hooks().iter().filter(|(_, h)| *h == LeaderElected).count() > round + 1
         })
         .await;
-        // The step-down holds the old leader off for a claim duration: let it pass.
-        agents.advance(2 * WINDOW + Duration::from_secs(1), WINDOW).await;
     }
     let stream = leadership_stream(&agents.events.events());
     let mut leaders: Vec<String> = Vec::new();

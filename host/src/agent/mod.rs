@@ -200,7 +200,9 @@ pub async fn run_unit(
                 stopping = true;
                 queue.on_stop();
             }
-            let leading = matches!(acted_on, Role::Leader(_));
+            // Leading as far as the claim loop knows, even if its news has not reached
+            // the driver yet: a step-down must not be lost in that gap.
+            let leading = matches!(acted_on, Role::Leader(_)) || unit.tracker().held_term().is_some();
             if leading || command == AgentCommand::Stop {
                 let hold_off = match command {
                     AgentCommand::StepDown => Some(clock.now() + unit.tracker().claim_duration()),
