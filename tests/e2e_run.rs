@@ -125,3 +125,38 @@ fn state_dir_keeps_settings_and_raises_the_term_across_runs() {
     assert!(t2 > t1, "a higher term on the second run: {t1} then {t2}");
     assert!(state.path().join("state.db").is_file());
 }
+
+/// `run --json` through step-downs and directed handovers: every `leader: false` of the old
+/// leader comes before the successor's `leader: true`, and before the old leader's
+/// `leader-deposed` ends (it is emitted when the guarantee is given up).
+#[test]
+fn the_json_stream_never_shows_two_leaders() {
+    let cache = tempfile::tempdir().unwrap();
+    let output = charm_host(
+        &[
+            "run", "example-charms/shared-settings", "--units", "4", "--for", "5s", "--json", "--app", "db",
+            "--guarantee-window", "1s", "--step-down", "1s", "--elect", "db/3@2s", "--step-down", "3s", "--elect", "db/0@4s",
+        ],
+        cache.path(),
+    );
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let lines = json_lines(&output);
+    let mut leaders: Vec<&str> = Vec::new();
+    let mut tenures = 0;
+    for line in &lines {
+        let unit = line["unit"].as_str().unwrap_or_default();
+        match (line["type"].as_str(), line["leader"].as_bool(), line["hook"].as_str()) {
+            (Some("leadership"), Some(true), _) => {
+                assert!(leaders.is_empty(), "{unit} leads while {leaders:?} still does: {lines:#?}");
+                leaders.push(unit);
+                tenures += 1;
+            }
+            (Some("leadership"), Some(false), _) => leaders.retain(|l| *l != unit),
+            (Some("hook"), _, Some("leader-deposed")) => {
+                assert!(!leaders.contains(&unit), "{unit} finished leader-deposed before leader=false: {lines:#?}")
+            }
+            _ => {}
+        }
+    }
+    assert!(tenures >= 4, "four handovers happened: {tenures} tenures");
+}

@@ -318,3 +318,149 @@ fn a_run_stops_a_runaway_hook_after_the_stop_grace() {
     let hooks: Vec<&str> = lines.iter().filter(|l| l["type"] == "hook").map(|l| l["hook"].as_str().unwrap()).collect();
     assert_eq!(hooks, ["install", "leader-elected", "leader-deposed", "stop"]);
 }
+
+/// CPU time (user + system) a process has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let per_second = rustix::param::clock_ticks_per_second();
+    Duration::from_millis(ticks * 1000 / per_second)
+}
+
+/// A tmpfs of `size` mounted on a fresh directory for the test, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"]).arg(dir.path()).status();
+        assert!(status.is_ok_and(|s| s.success()), "cannot mount a tmpfs (tests run as root)");
+        Self { dir }
+    }
+
+    /// Fills it to the last byte.
+    fn fill(&self) {
+        let mut file = std::fs::File::create(self.dir.path().join("filler")).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.write_all(&[0u8; 512]);
+        for _ in 0..64 {
+            let _ = file.write_all(&[0u8]);
+        }
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.dir.path().join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_makes_leadership_unknown_without_spinning_and_tools_keep_answering() {
+    let disk = SmallDisk::mount("4M");
+    let mut agents = Agents::new();
+    let state = disk.dir.path().join("state");
+    let state_arg = state.to_str().unwrap().to_owned();
+    for unit in ["db/0", "db/1"] {
+        let mut command = Command::new(BIN);
+        command
+            .args(["agent", "example-charms/shared-settings", "--unit", unit, "--state", &state_arg, "--json"])
+            .args(["--guarantee-window", "2s", "--cache-dir"])
+            .arg(agents.cache.path())
+            .current_dir(workspace());
+        agents.spawn(unit, command);
+    }
+    let tool = |args: &[&str]| Command::new(BIN).args(args).args(["--state", &state_arg]).output().unwrap();
+    let is_leader = |unit: &str| stdout(&tool(&["is-leader", "--unit", unit])).trim() == "True";
+    wait_for("a leader", || is_leader("db/0") || is_leader("db/1"));
+    let leader = if is_leader("db/0") { "db/0" } else { "db/1" };
+    let minion = if leader == "db/0" { "db/1" } else { "db/0" };
+    wait_for("the minion's agent answers", || stdout(&tool(&["is-leader", "--unit", minion])).trim() == "False");
+
+    disk.fill();
+    // Grow the store's log until writes fail: the disk is full for SQLite too.
+    let big = format!("k={}", "x".repeat(60_000));
+    wait_for("a write refused for want of space", || !tool(&["leader-set", "--unit", leader, &big]).status.success());
+    let unknown = || {
+        ["db/0", "db/1"].iter().all(|u| {
+            let out = tool(&["is-leader", "--unit", u]);
+            out.status.code() == Some(1) && stderr(&out).contains("cannot be verified")
+        })
+    };
+    for _ in 0..3000 {
+        if unknown() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(unknown(), "leadership should be unknown on every unit: {}", stdout(&tool(&["status"])));
+    // Claims keep failing: the agents back off instead of spinning.
+    let pids = [agents.pid("db/0"), agents.pid("db/1")];
+    let before: Vec<Duration> = pids.iter().map(|p| cpu_time(*p)).collect();
+    let wall = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let elapsed = wall.elapsed();
+    for (pid, before) in pids.iter().zip(before) {
+        let used = cpu_time(*pid) - before;
+        assert!(used < elapsed / 4, "pid {pid} used {used:?} of CPU in {elapsed:?} on a failing store");
+    }
+    let status = stdout(&tool(&["status"]));
+    assert_eq!(status.matches("[leadership unknown:").count(), 2, "{status}");
+
+    // Space again: a unit leads again without a restart.
+    disk.free();
+    wait_for("a leader once the disk has space", || is_leader("db/0") || is_leader("db/1"));
+}
+
+#[test]
+fn a_kill_9_storm_never_runs_the_singleton_on_two_units() {
+    let mut agents = Agents::new();
+    let file = agents.logs.path().join("service.log");
+    let start = |agents: &mut Agents, unit: &str| {
+        let service = format!("singleton=while true; do echo {unit} $(date +%s%N) >> {}; sleep 0.01; done", file.display());
+        agents.start_with("example-charms/singleton-service", unit, &["--leader-service", &service, "--guarantee-window", "1s"]);
+    };
+    let units = ["db/0", "db/1", "db/2"];
+    for unit in units {
+        start(&mut agents, unit);
+    }
+    let last_ticker = || {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        text.lines().filter_map(|l| l.split_once(' ')).max_by_key(|(_, t)| t.trim().parse::<u128>().unwrap_or(0)).map(|(u, _)| u.to_owned())
+    };
+    let leader = |agents: &Agents| units.iter().find(|u| agents.is_leader(u) == Some(true)).map(|u| u.to_string());
+    let rounds = 6;
+    for _ in 0..rounds {
+        let mut current = None;
+        wait_for("a leader whose service runs", || {
+            current = leader(&agents).filter(|l| last_ticker().as_ref() == Some(l));
+            current.is_some()
+        });
+        let current = current.unwrap_or_default();
+        agents.signal(&current, "KILL");
+        agents.children.retain(|(u, _)| *u != current);
+        wait_for("a successor", || leader(&agents).is_some_and(|l| l != current));
+        start(&mut agents, &current);
+    }
+    wait_for("the last successor's service runs", || leader(&agents).is_some_and(|l| last_ticker().as_ref() == Some(&l)));
+    // One run of ticks per tenure: two services at once would interleave into more runs.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut ticks: Vec<(u128, &str)> = text.lines().filter_map(|l| l.split_once(' ').map(|(u, t)| (t.trim().parse().unwrap_or(0), u))).collect();
+    ticks.sort();
+    let mut runs: Vec<&str> = Vec::new();
+    for (_, unit) in ticks {
+        if runs.last() != Some(&unit) {
+            runs.push(unit);
+        }
+    }
+    assert_eq!(runs.len(), rounds + 1, "services ran at once: runs {runs:?}");
+}
