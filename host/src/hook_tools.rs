@@ -291,7 +291,7 @@ pub async fn serve_with(listener: UnixListener, unit: Arc<Unit>, agent: mpsc::Se
             Err(_) => continue,
         }
         let id = next_id;
-        next_id += 1;
+        next_id = next_id.wrapping_add(1);
         {
             let mut live = lock(&connections);
             if live.order.len() >= limits.max_connections {
