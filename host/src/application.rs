@@ -69,7 +69,7 @@ pub enum ApplicationError {
         /// The unit.
         unit: UnitName,
         /// Why.
-        source: AgentError,
+        source: Box<AgentError>,
     },
 }
 
@@ -116,7 +116,7 @@ impl Application {
         };
         for unit in &application.units {
             agent::preflight(unit, &application.agent_config(unit))
-                .map_err(|source| ApplicationError::Agent { unit: unit.name().clone(), source })?;
+                .map_err(|source| ApplicationError::Agent { unit: unit.name().clone(), source: Box::new(source) })?;
         }
         Ok(application)
     }

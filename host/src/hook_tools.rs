@@ -584,7 +584,7 @@ mod tests {
         /// An argument without `=`, or a key given twice, is refused.
         #[test]
         fn leader_set_args_refuse_bad_input(key in "[^=]{0,12}", value in ".{0,10}", other in ".{0,10}") {
-            prop_assert_eq!(parse_leader_set_args(&[key.clone()]), Err(ArgsError::NotAPair(key.clone())));
+            prop_assert_eq!(parse_leader_set_args(std::slice::from_ref(&key)), Err(ArgsError::NotAPair(key.clone())));
             let twice = [format!("{key}={value}"), format!("{key}={other}")];
             prop_assert_eq!(parse_leader_set_args(&twice), Err(ArgsError::Duplicate(key)));
         }
