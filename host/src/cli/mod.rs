@@ -43,20 +43,30 @@ enum Command {
     /// Show applications, leaders, terms, settings, pins and units of a state directory.
     Status(StatusArgs),
     /// Ask a unit's agent whether the unit is leader (prints True or False).
-    IsLeader(ToolArgs),
+    IsLeader {
+        #[command(flatten)]
+        target: ToolArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        /// None: like Juju's, the tool takes no arguments.
+        #[arg(hide = true, allow_hyphen_values = false)]
+        args: Vec<String>,
+    },
     /// Read leader settings through a unit's agent: one KEY, or all with no key or `-`.
     LeaderGet {
         #[command(flatten)]
         target: ToolArgs,
+        #[command(flatten)]
+        output: OutputArgs,
         /// The key to read; omit it (or give `-`) for every setting.
-        key: Option<String>,
+        #[arg(value_name = "KEY")]
+        args: Vec<String>,
     },
     /// Write leader settings through the leader's agent: KEY=VALUE... (an empty value deletes).
     LeaderSet {
         #[command(flatten)]
         target: ToolArgs,
-        /// KEY=VALUE pairs, written as one atomic group.
-        #[arg(required = true)]
+        /// KEY=VALUE pairs, written as one atomic group (none: a write that changes nothing).
         pairs: Vec<String>,
     },
     /// Operator action: the unit, if leader, steps down and another unit is elected.
@@ -126,17 +136,6 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-/// Output formats of the hook tools, as Juju's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// Plain values (`True`/`False`; raw strings; `key: value` lines).
-    Smart,
-    /// JSON.
-    Json,
-    /// YAML.
-    Yaml,
-}
-
 /// Which unit's agent a hook tool asks.
 #[derive(Debug, Args)]
 pub struct ToolArgs {
@@ -146,13 +145,21 @@ pub struct ToolArgs {
     /// The state directory its agent runs on.
     #[arg(long, value_name = "DIR")]
     pub state: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Smart)]
-    pub format: Format,
     /// Give up (exit 1) if the agent has not answered by then; it never waits for hooks,
     /// so only a frozen or overloaded agent takes long.
     #[arg(long, default_value = "5s", value_parser = |s: &str| timing::parse(s, &timing::TOOL_TIMEOUT))]
     pub timeout: Duration,
+}
+
+/// Juju's output options of `is-leader` and `leader-get`.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Specify output format (json|smart|yaml).
+    #[arg(long, default_value = "smart")]
+    pub format: String,
+    /// Specify an output file (relative to the current directory).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// Options for `charm-host run`.
@@ -288,8 +295,8 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Agent(args) => agent::agent(args),
         Command::Status(args) => status::status(args),
-        Command::IsLeader(target) => Ok(tools::is_leader(target)),
-        Command::LeaderGet { target, key } => Ok(tools::leader_get(target, key)),
+        Command::IsLeader { target, output, args } => Ok(tools::is_leader(target, output, args)),
+        Command::LeaderGet { target, output, args } => Ok(tools::leader_get(target, output, args)),
         Command::LeaderSet { target, pairs } => Ok(tools::leader_set(target, pairs)),
         Command::StepDown(target) => Ok(operator::step_down(target)),
         Command::Elect(args) => operator::elect(args),

@@ -13,14 +13,14 @@ use charm_host::state_dir::StateDir;
 
 use super::ElectArgs;
 use super::ToolArgs;
-use super::tools::{ask, call_agent};
+use super::tools::{act, call_agent};
 
 /// How long `elect` waits for an agent to answer.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `step-down --unit U`: the unit, if leader, runs `leader-deposed` and revokes its lease.
 pub fn step_down(target: ToolArgs) -> ExitCode {
-    match ask(&target, ToolRequest::StepDown) {
+    match act(&target, ToolRequest::StepDown) {
         Ok(_) => ExitCode::SUCCESS,
         Err(code) => code,
     }

@@ -1,8 +1,13 @@
 //! `charm-host is-leader | leader-get | leader-set`: hook tools for scripts and cron jobs,
-//! answered by the unit's running agent without waiting behind its hooks. Output formats
-//! and exit codes follow Juju's tools: 0 on success, 1 when the answer is unknown or the
-//! unit is not the leader, 2 on usage errors.
+//! answered by the unit's running agent without waiting behind its hooks.
+//!
+//! They behave as Juju's tools do (`docs/juju-compatibility.md` lists every rule and the
+//! few deliberate differences): output through Juju's `smart`, `yaml` and `json` formats or
+//! into `-o FILE`; errors as one `ERROR <message>` line on stderr; exit 0 on success, 1 when
+//! the answer is unknown or the write was refused, 2 on usage errors.
 
+use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,12 +15,12 @@ use charm_host::hook_tools::{self, ToolCallError, ToolErrorKind, ToolRequest, To
 use charm_host::names::UnitName;
 use charm_host::state_dir::StateDir;
 
-use super::{Format, ToolArgs};
-
 use super::USAGE_EXIT as USAGE;
+use super::{OutputArgs, ToolArgs};
 
+/// Reports an error as Juju's tools do, and returns the exit code.
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
+    eprintln!("ERROR {message}");
     ExitCode::from(code)
 }
 
@@ -36,79 +41,152 @@ pub(super) fn call_agent(
     }
 }
 
-/// Sends `request` to the target unit's agent; an error is reported and becomes the exit code.
-pub(super) fn ask(target: &ToolArgs, request: ToolRequest) -> Result<ToolResponse, ExitCode> {
+/// Sends `request` to the target unit's agent. A refusal becomes `Err((code, message))`,
+/// `what` prefixing the agent's own message as Juju's tools word it.
+fn ask(target: &ToolArgs, request: ToolRequest, what: &str) -> Result<ToolResponse, (u8, String)> {
     match call_agent(&StateDir::new(&target.state), &target.unit, &request, target.timeout) {
-        Ok(ToolResponse::Error { kind, message }) => Err(fail(if kind == ToolErrorKind::Invalid { USAGE } else { 1 }, message)),
+        Ok(ToolResponse::Error { kind: ToolErrorKind::NotLeader, message }) => Err((1, format!("{what}cannot write settings: {message}"))),
+        Ok(ToolResponse::Error { message, .. }) => Err((1, format!("{what}{message}"))),
         Ok(response) => Ok(response),
-        Err(err) => Err(fail(1, err)),
+        Err(err) => Err((1, format!("{err:#}"))),
     }
+}
+
+/// Sends `request` like [`ask`] for an operator action, printing any error.
+pub(super) fn act(target: &ToolArgs, request: ToolRequest) -> Result<ToolResponse, ExitCode> {
+    match call_agent(&StateDir::new(&target.state), &target.unit, &request, target.timeout) {
+        Ok(ToolResponse::Error { message, .. }) => Err(fail(1, message)),
+        Ok(response) => Ok(response),
+        Err(err) => Err(fail(1, format!("{err:#}"))),
+    }
+}
+
+/// Juju's output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Smart,
+    Json,
+    Yaml,
+}
+
+/// What a tool prints, before formatting.
+enum Value {
+    Bool(bool),
+    Text(Option<String>),
+    Map(Vec<(String, String)>),
+}
+
+impl Format {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "smart" => Ok(Format::Smart),
+            "json" => Ok(Format::Json),
+            "yaml" => Ok(Format::Yaml),
+            other => Err(format!("invalid value {other:?} for option --format: unknown format {other:?}")),
+        }
+    }
+
+    /// The bytes Juju's formatter prints for `value`: smart prints booleans as `True` and
+    /// strings raw, and nothing for an absent or empty string; yaml prints nothing for an
+    /// absent value; json prints `null` for it. Every non-empty output ends in a newline.
+    fn render(self, value: &Value) -> String {
+        let line = |text: String| if text.is_empty() { text } else { text + "\n" };
+        match (self, value) {
+            (Format::Smart, Value::Bool(b)) => line(if *b { "True" } else { "False" }.into()),
+            (Format::Json | Format::Yaml, Value::Bool(b)) => line(b.to_string()),
+            (Format::Smart, Value::Text(text)) => line(text.clone().unwrap_or_default()),
+            (Format::Yaml, Value::Text(None)) => String::new(),
+            (Format::Yaml, Value::Text(Some(text))) => line(yaml_scalar(text)),
+            (Format::Json, Value::Text(text)) => line(serde_json::json!(text).to_string()),
+            (Format::Json, Value::Map(map)) => {
+                let object: serde_json::Map<String, serde_json::Value> = map.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+                line(serde_json::Value::Object(object).to_string())
+            }
+            (Format::Smart | Format::Yaml, Value::Map(map)) if map.is_empty() => line("{}".into()),
+            (Format::Smart | Format::Yaml, Value::Map(map)) => {
+                map.iter().map(|(key, value)| format!("{}: {}\n", yaml_scalar(key), yaml_scalar(value))).collect()
+            }
+        }
+    }
+}
+
+/// Prints `value` in the format the options ask for, to stdout or to `-o FILE` (created or
+/// truncated even when there is nothing to write, as Juju does).
+fn print(output: &OutputArgs, format: Format, value: &Value) -> ExitCode {
+    let text = format.render(value);
+    match &output.output {
+        None => {
+            out!("{text}");
+            ExitCode::SUCCESS
+        }
+        Some(path) => match write_file(path, &text) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => fail(1, format!("{}: {err}", path.display())),
+        },
+    }
+}
+
+fn write_file(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// Go's `%q` of a list of strings, as Juju's messages print extra arguments: `["a" "b"]`.
+fn quoted_list(args: &[String]) -> String {
+    let items: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+    format!("[{}]", items.join(" "))
 }
 
 /// `is-leader`: `True`/`False` (smart) or `true`/`false` (json, yaml).
-pub fn is_leader(target: ToolArgs) -> ExitCode {
-    match ask(&target, ToolRequest::IsLeader) {
-        Ok(ToolResponse::Leader(leader)) => {
-            match target.format {
-                Format::Smart => outln!("{}", if leader { "True" } else { "False" }),
-                Format::Json | Format::Yaml => outln!("{leader}"),
-            }
-            ExitCode::SUCCESS
-        }
+pub fn is_leader(target: ToolArgs, output: OutputArgs, args: Vec<String>) -> ExitCode {
+    let format = match Format::parse(&output.format) {
+        Ok(format) => format,
+        Err(message) => return fail(USAGE, message),
+    };
+    if !args.is_empty() {
+        return fail(USAGE, format!("unrecognized args: {}", quoted_list(&args)));
+    }
+    match ask(&target, ToolRequest::IsLeader, "leadership status unknown: ") {
+        Ok(ToolResponse::Leader(leader)) => print(&output, format, &Value::Bool(leader)),
         Ok(other) => fail(1, format!("unexpected answer {other:?}")),
-        Err(code) => code,
+        Err((code, message)) => fail(code, message),
     }
 }
 
-/// `leader-get [KEY|-]`: one raw value (nothing when absent; `null` in json/yaml), or all.
-pub fn leader_get(target: ToolArgs, key: Option<String>) -> ExitCode {
-    let key = key.filter(|k| k != "-");
-    match ask(&target, ToolRequest::LeaderGet { key }) {
-        Ok(ToolResponse::Value(value)) => {
-            match (target.format, value) {
-                (Format::Smart, Some(value)) => outln!("{value}"),
-                (Format::Smart, None) => {}
-                (Format::Json, value) => outln!("{}", serde_json::json!(value)),
-                (Format::Yaml, Some(value)) => outln!("{}", yaml_scalar(&value)),
-                (Format::Yaml, None) => outln!("null"),
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(ToolResponse::Settings(settings)) => {
-            match target.format {
-                Format::Json => {
-                    let map: serde_json::Map<String, serde_json::Value> =
-                        settings.into_iter().map(|(k, v)| (k, v.into())).collect();
-                    outln!("{}", serde_json::Value::Object(map));
-                }
-                Format::Smart | Format::Yaml if settings.is_empty() => {
-                    if target.format == Format::Yaml {
-                        outln!("{{}}");
-                    }
-                }
-                Format::Smart | Format::Yaml => {
-                    for (key, value) in settings {
-                        outln!("{}: {}", yaml_scalar(&key), yaml_scalar(&value));
-                    }
-                }
-            }
-            ExitCode::SUCCESS
-        }
+/// `leader-get [KEY|-]`: one value (nothing when absent in smart and yaml, `null` in json),
+/// or every setting.
+pub fn leader_get(target: ToolArgs, output: OutputArgs, args: Vec<String>) -> ExitCode {
+    let format = match Format::parse(&output.format) {
+        Ok(format) => format,
+        Err(message) => return fail(USAGE, message),
+    };
+    let key = match args.first() {
+        Some(key) if key.contains('=') => return fail(USAGE, format!("invalid key {key:?}")),
+        Some(key) if key != "-" => Some(key.clone()),
+        _ => None,
+    };
+    if args.len() > 1 {
+        return fail(USAGE, format!("unrecognized args: {}", quoted_list(&args[1..])));
+    }
+    match ask(&target, ToolRequest::LeaderGet { key }, "cannot read leadership settings: ") {
+        Ok(ToolResponse::Value(value)) => print(&output, format, &Value::Text(value)),
+        Ok(ToolResponse::Settings(settings)) => print(&output, format, &Value::Map(settings)),
         Ok(other) => fail(1, format!("unexpected answer {other:?}")),
-        Err(code) => code,
+        Err((code, message)) => fail(code, message),
     }
 }
 
-/// `leader-set K=V...`: one atomic group; an empty value deletes its key.
+/// `leader-set K=V...`: one atomic group (parsed as Juju's `keyvalues`); an empty value
+/// deletes its key; no pairs at all is a write that changes nothing.
 pub fn leader_set(target: ToolArgs, pairs: Vec<String>) -> ExitCode {
     let settings = match hook_tools::parse_leader_set_args(&pairs) {
         Ok(settings) => settings,
         Err(err) => return fail(USAGE, err),
     };
-    match ask(&target, ToolRequest::LeaderSet { settings }) {
+    match ask(&target, ToolRequest::LeaderSet { settings }, "cannot write leadership settings: ") {
         Ok(ToolResponse::Done) => ExitCode::SUCCESS,
         Ok(other) => fail(1, format!("unexpected answer {other:?}")),
-        Err(code) => code,
+        Err((code, message)) => fail(code, message),
     }
 }
 
@@ -128,7 +206,7 @@ fn yaml_scalar(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::yaml_scalar;
+    use super::*;
 
     #[test]
     fn yaml_scalars_quote_what_would_not_read_back() {
@@ -136,5 +214,25 @@ mod tests {
         for quoted in ["", "true", "No", "123", "1e5", "a b", "a: b", "-x", "null", "é"] {
             assert!(yaml_scalar(quoted).starts_with('"'), "{quoted:?}");
         }
+    }
+
+    #[test]
+    fn formats_print_as_juju_s_formatters() {
+        let map = Value::Map(vec![("key".into(), "value".into()), ("sample".into(), "settings".into())]);
+        assert_eq!(Format::Smart.render(&map), "key: value\nsample: settings\n");
+        assert_eq!(Format::Yaml.render(&map), "key: value\nsample: settings\n");
+        assert_eq!(Format::Json.render(&map), "{\"key\":\"value\",\"sample\":\"settings\"}\n");
+        assert_eq!(Format::Smart.render(&Value::Map(vec![])), "{}\n");
+        assert_eq!(Format::Json.render(&Value::Map(vec![])), "{}\n");
+        assert_eq!(Format::Smart.render(&Value::Text(None)), "");
+        assert_eq!(Format::Yaml.render(&Value::Text(None)), "");
+        assert_eq!(Format::Json.render(&Value::Text(None)), "null\n");
+        assert_eq!(Format::Smart.render(&Value::Text(Some("value".into()))), "value\n");
+        assert_eq!(Format::Smart.render(&Value::Text(Some(String::new()))), "", "an empty string prints nothing");
+        assert_eq!(Format::Json.render(&Value::Text(Some("value".into()))), "\"value\"\n");
+        assert_eq!(Format::Smart.render(&Value::Bool(true)), "True\n");
+        assert_eq!(Format::Yaml.render(&Value::Bool(false)), "false\n");
+        assert_eq!(quoted_list(&["b".into(), "c".into()]), "[\"b\" \"c\"]");
+        assert_eq!(Format::parse("bad"), Err("invalid value \"bad\" for option --format: unknown format \"bad\"".into()));
     }
 }

@@ -1,0 +1,182 @@
+//! Juju's own expectations of its leadership tools, ported as black-box tests of ours. Each
+//! test names the Juju source it comes from (juju/juju's uniter hook tools, juju/utils'
+//! `keyvalues`, juju/cmd's output formatters and `cmd.Main`, the leadership tracker, the
+//! uniter's leadership operations and the lease manager); `docs/juju-compatibility.md`
+//! lists every behaviour with ours, and why where we differ on purpose. Facts were carried
+//! over; no Juju code or test text was copied.
+
+mod support;
+
+use charm_host::hook_tools::{ArgsError, parse_leader_set_args};
+use support::*;
+
+/// Runs a hook tool against `unit`'s agent: (exit code, stdout, stderr).
+fn run(agents: &Agents, tool: &str, unit: &str, args: &[&str]) -> (i32, String, String) {
+    let out = agents.tool(&[&[tool, "--unit", unit][..], args].concat());
+    (out.status.code().unwrap_or(-1), stdout(&out), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn ok(text: &str) -> (i32, String, String) {
+    (0, text.to_owned(), String::new())
+}
+
+fn error(code: i32, message: &str) -> (i32, String, String) {
+    (code, String::new(), format!("ERROR {message}\n"))
+}
+
+/// A leader `db/0` with settings `key=value`, `sample=settings` (besides the charm's own),
+/// and a minion `db/1`.
+fn application() -> Agents {
+    let agents = Agents::leader_and_minion();
+    assert_eq!(run(&agents, "leader-set", "db/0", &["key=value", "sample=settings"]).0, 0);
+    agents
+}
+
+/// juju/juju `worker/uniter/runner/jujuc/is-leader_test.go`, through juju/cmd's `Main`.
+#[test]
+fn is_leader_as_juju_tests_it() {
+    let agents = application();
+    assert_eq!(run(&agents, "is-leader", "db/0", &[]), ok("True\n"));
+    assert_eq!(run(&agents, "is-leader", "db/1", &[]), ok("False\n"));
+    for (format, leader, minion) in [("smart", "True\n", "False\n"), ("yaml", "true\n", "false\n"), ("json", "true\n", "false\n")] {
+        assert_eq!(run(&agents, "is-leader", "db/0", &["--format", format]), ok(leader), "{format}");
+        assert_eq!(run(&agents, "is-leader", "db/1", &["--format", format]), ok(minion), "{format}");
+    }
+    assert_eq!(run(&agents, "is-leader", "db/0", &["--format=json"]), ok("true\n"), "--format=FORMAT");
+    assert_eq!(run(&agents, "is-leader", "db/0", &["blah"]), error(2, "unrecognized args: [\"blah\"]"));
+    assert_eq!(
+        run(&agents, "is-leader", "db/0", &["--format", "bad"]),
+        error(2, "invalid value \"bad\" for option --format: unknown format \"bad\"")
+    );
+    assert_eq!(run(&agents, "is-leader", "db/0", &["--bogus"]), error(2, "option provided but not defined: --bogus"));
+}
+
+/// juju/juju `worker/uniter/runner/jujuc/leader-get_test.go` (settings `key=value`,
+/// `sample=settings`), through juju/cmd's formatters.
+#[test]
+fn leader_get_as_juju_tests_it() {
+    let agents = application();
+    for unit in ["db/0", "db/1"] {
+        for format in [&[][..], &["--format", "smart"]] {
+            assert_eq!(run(&agents, "leader-get", unit, &[format, &["unknown"]].concat()), ok(""), "absent: nothing");
+            assert_eq!(run(&agents, "leader-get", unit, &[format, &["key"]].concat()), ok("value\n"));
+        }
+        assert_eq!(run(&agents, "leader-get", unit, &["--format", "json", "unknown"]), ok("null\n"));
+        assert_eq!(run(&agents, "leader-get", unit, &["--format", "json", "key"]), ok("\"value\"\n"));
+        assert_eq!(run(&agents, "leader-get", unit, &["--format", "yaml", "unknown"]), ok(""), "yaml prints nothing for nil");
+        assert_eq!(run(&agents, "leader-get", unit, &["--format", "yaml", "key"]), ok("value\n"));
+        // All settings, with no key or `-`: a YAML map in smart and yaml, an object in json.
+        for all in [&[][..], &["-"]] {
+            for format in ["smart", "yaml"] {
+                let (code, out, err) = run(&agents, "leader-get", unit, &[&["--format", format][..], all].concat());
+                assert_eq!((code, err.as_str()), (0, ""));
+                assert!(out.contains("key: value\n") && out.contains("sample: settings\n"), "{format}: {out}");
+            }
+            let (code, out, _) = run(&agents, "leader-get", unit, &[&["--format", "json"][..], all].concat());
+            let map: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!((code, &map["key"], &map["sample"]), (0, &"value".into(), &"settings".into()));
+        }
+    }
+    assert_eq!(run(&agents, "leader-get", "db/1", &["x=x"]), error(2, "invalid key \"x=x\""));
+    assert_eq!(run(&agents, "leader-get", "db/1", &["x=y", "extra"]), error(2, "invalid key \"x=y\""), "the key is checked first");
+    assert_eq!(run(&agents, "leader-get", "db/1", &["a", "b"]), error(2, "unrecognized args: [\"b\"]"));
+    assert_eq!(
+        run(&agents, "leader-get", "db/1", &["--format", "bad"]),
+        error(2, "invalid value \"bad\" for option --format: unknown format \"bad\"")
+    );
+    // Options may follow the key.
+    assert_eq!(run(&agents, "leader-get", "db/1", &["key", "--format", "json"]), ok("\"value\"\n"));
+}
+
+/// juju/cmd `output_test.go`: `-o/--output FILE` writes what stdout would have held, and
+/// creates the file even when there is nothing to write.
+#[test]
+fn output_files_as_juju_writes_them() {
+    let agents = application();
+    let dir = tempfile::tempdir().unwrap();
+    let tool = |args: &[&str]| {
+        std::process::Command::new(BIN).args(args).args(["--state", agents.state()]).current_dir(dir.path()).output().unwrap()
+    };
+    let out = tool(&["is-leader", "--unit", "db/0", "--output", "leader"]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), ""));
+    assert_eq!(std::fs::read_to_string(dir.path().join("leader")).unwrap(), "True\n", "relative to the current directory");
+    let out = tool(&["leader-get", "--unit", "db/1", "-o", "value", "--format", "json", "key"]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), ""));
+    assert_eq!(std::fs::read_to_string(dir.path().join("value")).unwrap(), "\"value\"\n");
+    let out = tool(&["leader-get", "--unit", "db/1", "-o", "absent", "unknown"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(dir.path().join("absent")).unwrap(), "", "created though empty");
+}
+
+/// juju/juju `worker/uniter/runner/jujuc/leader-set_test.go` and the hook context's
+/// `WriteLeaderSettings` (`runner/context/leader_test.go`).
+#[test]
+fn leader_set_as_juju_tests_it() {
+    let agents = application();
+    assert_eq!(run(&agents, "leader-set", "db/0", &["foo=bar", "baz=qux"]), ok(""));
+    assert_eq!(run(&agents, "leader-get", "db/1", &["foo"]), ok("bar\n"));
+    assert_eq!(run(&agents, "leader-get", "db/1", &["baz"]), ok("qux\n"));
+    assert_eq!(run(&agents, "leader-set", "db/0", &[]), ok(""), "no arguments: an empty write succeeds");
+    assert_eq!(run(&agents, "leader-set", "db/0", &["nonsense"]), error(2, "expected \"key=value\", got \"nonsense\""));
+    assert_eq!(run(&agents, "leader-set", "db/0", &["=b"]), error(2, "expected \"key=value\", got \"=b\""));
+    assert_eq!(run(&agents, "leader-set", "db/0", &["a=1", "a=2"]), error(2, "key \"a\" specified more than once"));
+    assert_eq!(run(&agents, "leader-set", "db/0", &[" spaced = out "]), ok(""), "whitespace is trimmed");
+    assert_eq!(run(&agents, "leader-get", "db/1", &["spaced"]), ok("out\n"));
+    assert_eq!(run(&agents, "leader-set", "db/0", &["eq=a=b"]), ok(""));
+    assert_eq!(run(&agents, "leader-get", "db/1", &["eq"]), ok("a=b\n"), "split at the first =");
+    // A minion's write fails, worded as Juju's context words it, and writes nothing.
+    let refused = "cannot write leadership settings: cannot write settings: not the leader";
+    assert_eq!(run(&agents, "leader-set", "db/1", &["foo=minion"]), error(1, refused));
+    assert_eq!(run(&agents, "leader-set", "db/1", &[]), error(1, refused), "an empty write by a minion too");
+    assert_eq!(run(&agents, "leader-get", "db/1", &["foo"]), ok("bar\n"));
+    // juju/cmd: leader-set has no output options.
+    assert_eq!(run(&agents, "leader-set", "db/0", &["--format", "json", "a=b"]), error(2, "option provided but not defined: --format"));
+}
+
+/// juju/utils `keyvalues/keyvalues_test.go`, with empty values allowed as `leader-set`
+/// parses them.
+#[test]
+fn key_value_arguments_parse_as_juju_s_keyvalues() {
+    let parse = |args: &[&str]| parse_leader_set_args(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+    let group = |pairs: &[(&str, &str)]| Ok(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>());
+    assert_eq!(parse(&["key=value"]), group(&[("key", "value")]));
+    assert_eq!(parse(&[]), group(&[]));
+    assert_eq!(parse(&["key"]), Err(ArgsError::NotAPair("key".into())));
+    assert_eq!(parse(&["=value"]).unwrap_err().to_string(), "expected \"key=value\", got \"=value\"");
+    assert_eq!(parse(&["="]).unwrap_err().to_string(), "expected \"key=value\", got \"=\"");
+    assert_eq!(parse(&["key=value", "key=value"]).unwrap_err().to_string(), "key \"key\" specified more than once");
+    assert_eq!(parse(&["key=value", "key2=value", "key3=value"]), group(&[("key", "value"), ("key2", "value"), ("key3", "value")]));
+    assert_eq!(parse(&["key="]), group(&[("key", "")]));
+    assert_eq!(parse(&["key=value\n", "key2\t=\tvalue2"]), group(&[("key", "value"), ("key2", "value2")]));
+    assert_eq!(parse(&["key =value", "key\t=\tvalue2"]), Err(ArgsError::Duplicate("key".into())));
+    assert_eq!(parse(&["key=    "]), group(&[("key", "")]));
+    assert_eq!(parse(&["   =value"]).unwrap_err().to_string(), "expected \"key=value\", got \"=value\"");
+    assert_eq!(parse(&["key=value", "", "foo=bar"]), group(&[("key", "value"), ("foo", "bar")]));
+    assert_eq!(parse(&["key"]).unwrap_err().to_string(), "expected \"key=value\", got \"key\"");
+}
+
+/// juju/cmd `cmd_test.go`: `-h`/`--help` print usage on stdout and exit 0.
+#[test]
+fn help_goes_to_stdout_with_exit_0() {
+    for tool in ["is-leader", "leader-get", "leader-set"] {
+        for flag in ["-h", "--help"] {
+            let out = std::process::Command::new(BIN).args([tool, flag]).output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{tool} {flag}");
+            assert!(stdout(&out).contains("Usage:"), "{tool} {flag}: {}", stdout(&out));
+            assert!(out.stderr.is_empty());
+        }
+    }
+}
+
+/// juju/juju `worker/uniter/runner/jujuc/is-leader_test.go` (an `IsLeader` error) and the
+/// tracker's fail-safe answer: with no agent to ask, the answer is unknown, exit 1.
+#[test]
+fn an_unknown_answer_is_an_error_with_exit_1() {
+    let agents = Agents::new();
+    let (code, out, err) = run(&agents, "is-leader", "db/0", &[]);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(err.starts_with("ERROR ") && err.ends_with('\n') && err.lines().count() == 1, "{err}");
+    let (code, _, err) = run(&agents, "leader-get", "db/0", &["key"]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("ERROR "), "{err}");
+}
