@@ -180,3 +180,118 @@ fn an_unknown_answer_is_an_error_with_exit_1() {
     assert_eq!(code, 1);
     assert!(err.starts_with("ERROR "), "{err}");
 }
+
+mod lease_manager {
+    //! juju/juju `worker/lease/manager_*_test.go`, against our store boundary (the memory
+    //! store on a manual clock; `host/tests/lease_store.rs` runs the same rules on SQLite).
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use charm_host::leadership::{
+        LeaseError, LeadershipStore, LeadershipToken, ManualClock, MemoryStore, wait_until_released,
+    };
+    use charm_host::names::{AppName, UnitName};
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn store() -> (Arc<ManualClock>, Arc<dyn LeadershipStore>) {
+        let clock = Arc::new(ManualClock::default());
+        (clock.clone(), Arc::new(MemoryStore::with_clock(clock)))
+    }
+
+    fn unit(name: &str) -> UnitName {
+        UnitName::new(name).unwrap()
+    }
+
+    fn redis() -> AppName {
+        AppName::new("redis").unwrap()
+    }
+
+    /// manager_claim_test: a free lease is granted; the holder's claim extends it; another
+    /// unit's claim is denied and changes nothing.
+    #[test]
+    fn claims_grant_extend_and_deny() {
+        let (clock, store) = store();
+        let first = store.claim(&unit("redis/0"), MINUTE).unwrap();
+        clock.advance(Duration::from_secs(10));
+        let extended = store.claim(&unit("redis/0"), MINUTE).unwrap();
+        assert_eq!(extended.term, first.term, "an extension, not a new tenure");
+        assert!(extended.valid_until > first.valid_until);
+        let before = store.lease(&redis()).unwrap();
+        assert!(matches!(store.claim(&unit("redis/1"), MINUTE), Err(LeaseError::Denied { .. })));
+        assert_eq!(store.lease(&redis()).unwrap(), before, "a denied claim writes nothing");
+    }
+
+    /// manager_check_test: a token checks out for the holder only.
+    #[test]
+    fn tokens_check_the_holder() {
+        let (_, store) = store();
+        let absent = LeadershipToken::new(store.clone(), unit("redis/0")).unwrap();
+        assert!(matches!(absent.check(), Err(LeaseError::NotHeld { .. })), "no lease: not held");
+        store.claim(&unit("redis/0"), MINUTE).unwrap();
+        let holder = LeadershipToken::new(store.clone(), unit("redis/0")).unwrap();
+        holder.check().unwrap();
+        let other = LeadershipToken::new(store.clone(), unit("redis/99")).unwrap();
+        assert!(matches!(other.check(), Err(LeaseError::NotHeld { .. })));
+    }
+
+    /// manager_revoke_test: the holder may revoke; another unit may not; revoking a lease
+    /// nobody holds succeeds and does nothing.
+    #[test]
+    fn revokes() {
+        let (_, store) = store();
+        store.revoke(&unit("redis/0")).unwrap();
+        store.claim(&unit("redis/0"), MINUTE).unwrap();
+        assert!(matches!(store.revoke(&unit("redis/1")), Err(LeaseError::NotHeld { .. })));
+        assert!(store.lease(&redis()).unwrap().is_some(), "a refused revoke changes nothing");
+        store.revoke(&unit("redis/0")).unwrap();
+        assert_eq!(store.lease(&redis()).unwrap(), None);
+    }
+
+    /// manager_pin_test and manager_leases_test: pins by entity, listed per application;
+    /// leases listed as application -> holder.
+    #[test]
+    fn pins_and_leases_are_listed() {
+        let (_, store) = store();
+        store.claim(&unit("redis/0"), MINUTE).unwrap();
+        store.pin(&redis(), "machine-0").unwrap();
+        store.pin(&redis(), "machine-0").unwrap();
+        assert_eq!(store.pins().unwrap().get(&redis()).cloned(), Some(vec!["machine-0".to_owned()]));
+        assert_eq!(store.leaders().unwrap().get(&redis()), Some(&unit("redis/0")));
+        store.unpin(&redis(), "machine-0").unwrap();
+        assert!(store.pins().unwrap().is_empty());
+    }
+
+    /// manager_block_test: a wait on a lease nobody holds ends at once; on a held lease it
+    /// ends when the lease expires; several waiters all end; a cancelled wait says so.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waits_until_released() {
+        let (clock, store) = store();
+        wait_until_released(store.as_ref(), &redis(), std::future::pending()).await.unwrap();
+        store.claim(&unit("redis/0"), MINUTE).unwrap();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { wait_until_released(store.as_ref(), &redis(), std::future::pending()).await })
+            })
+            .collect();
+        clock.advance(MINUTE);
+        for waiter in waiters {
+            tokio::time::timeout(Duration::from_secs(20), waiter).await.unwrap().unwrap().unwrap();
+        }
+        store.claim(&unit("redis/1"), MINUTE).unwrap();
+        let cancelled = wait_until_released(store.as_ref(), &redis(), async {}).await;
+        assert_eq!(cancelled, Err(LeaseError::Cancelled));
+    }
+
+    /// manager_validation_test: names and durations are checked (ours by type: a unit or
+    /// application name that does not parse cannot be asked about at all).
+    #[test]
+    fn bad_names_and_durations_are_refused() {
+        let (_, store) = store();
+        assert!(UnitName::new("INVALID").is_err() && AppName::new("INVALID").is_err());
+        assert!(matches!(store.claim(&unit("redis/0"), Duration::from_millis(10)), Err(LeaseError::InvalidDuration(_))));
+        assert!(matches!(store.pin(&redis(), ""), Err(LeaseError::InvalidEntity(_))));
+    }
+}
