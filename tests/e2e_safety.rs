@@ -416,6 +416,9 @@ fn a_full_disk_makes_leadership_unknown_without_spinning_and_tools_keep_answerin
     let status = stdout(&tool(&["status"]));
     assert_eq!(status.matches("[leadership unknown:").count(), 2, "{status}");
 
+    for (unit, child) in &mut agents.children {
+        assert!(child.try_wait().unwrap().is_none(), "{unit}'s agent died on the full disk");
+    }
     // Space again: a unit leads again without a restart.
     disk.free();
     wait_for("a leader once the disk has space", || is_leader("db/0") || is_leader("db/1"));

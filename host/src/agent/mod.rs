@@ -232,7 +232,12 @@ pub async fn run_unit(
                     run_until_stopped(hook, &unit, queued.hook, &mut commands, &mut pending, config.stop_grace).await
                 };
                 queue.finished(queued, outcome.result.is_ok(), clock.now(), Some(version));
-                records.save_local(queue.local_state())?;
+                // A full or failing disk must not kill the unit: the state stays in memory and
+                // the write is retried after the next hook (at worst a restart repeats a hook,
+                // which the at-least-once promise allows).
+                if let Err(err) = records.save_local(queue.local_state()) {
+                    unit.log(LogLevel::Warning, format!("could not record the unit's state (will retry): {err}"));
+                }
                 records.save_status(&unit);
                 if queued.hook == HookKind::LeaderDeposed && revoke_after_deposed {
                     revoke_after_deposed = false;
