@@ -295,3 +295,112 @@ mod lease_manager {
         assert!(matches!(store.pin(&redis(), ""), Err(LeaseError::InvalidEntity(_))));
     }
 }
+
+mod uniter {
+    //! juju/juju `worker/uniter/leadership/resolver_test.go` and `operation/{leader,runhook}_test.go`,
+    //! against our hook queue (the unit's decisions, a pure state machine).
+
+    use charm_host::agent::{Backoff, HookQueue, LocalState, Next};
+    use charm_host::hooks::HookKind::{self, *};
+    use charm_host::leadership::Timestamp;
+
+    fn drain(queue: &mut HookQueue, held: Option<u64>) -> Vec<HookKind> {
+        let now = Timestamp::from_nanos(0);
+        let mut ran = Vec::new();
+        while let Next::Run(hook) = queue.next(now, held) {
+            queue.finished(hook, true, now, Some(0));
+            ran.push(hook.hook);
+            if ran.len() > 20 {
+                break;
+            }
+        }
+        ran
+    }
+
+    fn installed() -> HookQueue {
+        let mut queue = HookQueue::new(LocalState { installed: true, ..LocalState::default() }, Backoff::default());
+        queue.on_settings(0);
+        queue
+    }
+
+    /// Nothing runs before install; becoming leader queues leader-elected once.
+    #[test]
+    fn install_first_then_leader_elected_once() {
+        let mut queue = HookQueue::new(LocalState::default(), Backoff::default());
+        queue.on_settings(0);
+        queue.on_leader(1);
+        assert_eq!(drain(&mut queue, Some(1)), [Install, LeaderElected]);
+        queue.on_leader(1);
+        assert_eq!(drain(&mut queue, Some(1)), [], "accepting again while leader queues nothing");
+    }
+
+    /// A queued leader-elected is skipped when the unit no longer leads when it would run.
+    #[test]
+    fn a_stale_leader_elected_is_skipped() {
+        let mut queue = installed();
+        queue.on_leader(2);
+        assert_eq!(drain(&mut queue, None), [], "term 2 is no longer held when the hook would start");
+    }
+
+    /// Only minions run leader-settings-changed, and not once stopping.
+    #[test]
+    fn only_minions_hear_of_settings_and_not_while_stopping() {
+        let mut leader = installed();
+        leader.on_leader(1);
+        drain(&mut leader, Some(1));
+        leader.on_settings(1);
+        assert_eq!(drain(&mut leader, Some(1)), []);
+        let mut minion = installed();
+        minion.on_minion();
+        drain(&mut minion, None);
+        minion.on_settings(1);
+        assert_eq!(drain(&mut minion, None), [LeaderSettingsChanged]);
+        minion.on_stop();
+        minion.on_settings(2);
+        assert_eq!(drain(&mut minion, None), [Stop], "dying: no leader-settings-changed");
+    }
+
+    /// Juju runs no hook when it resigns; ours runs leader-deposed (a deliberate difference).
+    #[test]
+    fn resigning_runs_leader_deposed_here() {
+        let mut queue = installed();
+        queue.on_leader(1);
+        drain(&mut queue, Some(1));
+        queue.on_minion();
+        assert_eq!(drain(&mut queue, None), [LeaderDeposed, LeaderSettingsChanged]);
+    }
+}
+
+mod tracker {
+    //! juju/juju `worker/leadership/tracker_test.go`, against our tracker.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use charm_host::leadership::{Clock as _, LeadershipStore, ManualClock, MemoryStore};
+    use charm_host::names::UnitName;
+    use charm_host::tracker::{LeadershipTracker, Refresh};
+
+    const WINDOW: Duration = Duration::from_secs(30);
+
+    /// A claim asks for twice the guarantee; a denied claim makes a minion; the guarantee
+    /// (is-leader) follows the claim.
+    #[test]
+    fn claims_twice_the_guarantee_and_answers_by_it() {
+        let clock = Arc::new(ManualClock::default());
+        let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::with_clock(clock.clone()));
+        let leader = LeadershipTracker::new(UnitName::new("led-service/123").unwrap(), store.clone(), WINDOW);
+        let other = LeadershipTracker::new(UnitName::new("led-service/7").unwrap(), store.clone(), WINDOW);
+        let claimed_at = clock.now();
+        assert!(matches!(leader.refresh(), Refresh::Leader { new_term: true, .. }));
+        let lease = store.lease(&"led-service".parse().unwrap()).unwrap().unwrap();
+        assert_eq!(lease.expires, claimed_at + 2 * WINDOW, "claims are for twice the guarantee");
+        assert_eq!(leader.is_leader(), Ok(true));
+        assert_eq!(other.refresh(), Refresh::Minion, "denied: a minion");
+        assert_eq!(other.is_leader(), Ok(false));
+        // Without renewals the guarantee ends a window before the lease does.
+        clock.advance(WINDOW + Duration::from_secs(1));
+        assert_eq!(leader.is_leader(), Ok(false));
+        assert_eq!(other.refresh(), Refresh::Minion, "the lease still keeps the other unit out");
+    }
+}
