@@ -373,7 +373,7 @@ async fn read_request<'b>(
     budget: &'b Semaphore,
     limits: ServerLimits,
 ) -> Result<(Vec<u8>, Option<tokio::sync::SemaphorePermit<'b>>), ReadError> {
-    let deadline = tokio::time::Instant::now() + limits.read_deadline;
+    let deadline = crate::timing::deadline_after(limits.read_deadline);
     let mut line: Vec<u8> = Vec::new();
     let mut permit: Option<tokio::sync::SemaphorePermit<'b>> = None;
     let mut chunk = [0u8; 8192];

@@ -212,7 +212,7 @@ impl ServiceSupervisor {
             self.log(LogLevel::Info, format!("stopping service {name} (pid {pid})"));
             signal_group(*pid, Signal::TERM);
         }
-        let deadline = tokio::time::Instant::now() + grace;
+        let deadline = crate::timing::deadline_after(grace);
         for (_, _, exited) in &mut targets {
             let _ = tokio::time::timeout_at(deadline, exited.wait_for(|e| *e)).await;
         }

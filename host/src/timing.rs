@@ -72,6 +72,13 @@ pub const RUN_TIME: DurationRange = range("a time in a run", Duration::ZERO, Dur
 /// How long a directed handover's reservation lasts (`elect --within`): a lease duration.
 pub const RESERVATION: DurationRange = range("the reservation", Duration::from_secs(1), Duration::from_secs(300));
 
+/// The tokio instant `after` from now; a duration too long for the clock (an embedder's
+/// unchecked value) is cut to a year instead of overflowing.
+pub fn deadline_after(after: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(after).unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600))
+}
+
 /// Parses text such as `500ms`, `5s` or `2m` and checks it against `range`.
 pub fn parse(text: &str, range: &DurationRange) -> Result<Duration, String> {
     let value = humantime::parse_duration(text).map_err(|e| format!("{e} (write e.g. 500ms, 5s, 2m)"))?;

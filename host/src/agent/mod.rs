@@ -307,7 +307,7 @@ async fn run_until_stopped(
             command = commands.recv(), if *pending != Some(AgentCommand::Stop) => {
                 let command = command.unwrap_or(AgentCommand::Stop);
                 if command == AgentCommand::Stop {
-                    interrupt_at = Some(tokio::time::Instant::now() + grace);
+                    interrupt_at = Some(timing::deadline_after(grace));
                 }
                 if pending.is_none() || command == AgentCommand::Stop {
                     *pending = Some(command);
