@@ -48,8 +48,8 @@ enum Command {
         target: ToolArgs,
         #[command(flatten)]
         output: OutputArgs,
-        /// None: like Juju's, the tool takes no arguments.
-        #[arg(hide = true, allow_hyphen_values = false)]
+        /// Refused (Juju's `is-leader` takes no arguments): collected to say so as Juju does.
+        #[arg(hide = true)]
         args: Vec<String>,
     },
     /// Read leader settings through a unit's agent: one KEY, or all with no key or `-`.

@@ -48,7 +48,7 @@ fn ask(target: &ToolArgs, request: ToolRequest, what: &str) -> Result<ToolRespon
         Ok(ToolResponse::Error { kind: ToolErrorKind::NotLeader, message }) => Err((1, format!("{what}cannot write settings: {message}"))),
         Ok(ToolResponse::Error { message, .. }) => Err((1, format!("{what}{message}"))),
         Ok(response) => Ok(response),
-        Err(err) => Err((1, format!("{err:#}"))),
+        Err(err) => Err((1, err.to_string())),
     }
 }
 
@@ -57,7 +57,7 @@ pub(super) fn act(target: &ToolArgs, request: ToolRequest) -> Result<ToolRespons
     match call_agent(&StateDir::new(&target.state), &target.unit, &request, target.timeout) {
         Ok(ToolResponse::Error { message, .. }) => Err(fail(1, message)),
         Ok(response) => Ok(response),
-        Err(err) => Err(fail(1, format!("{err:#}"))),
+        Err(err) => Err(fail(1, err)),
     }
 }
 
