@@ -433,3 +433,28 @@ async fn an_agent_refuses_a_store_that_forgot_its_terms() {
     assert!(fresh.hooks().is_empty(), "nothing ran");
     assert_eq!(fresh.store.last_term(app0.app()).unwrap(), 0, "nothing was claimed");
 }
+
+/// A directed handover to a unit that stepped down a moment ago: the reservation ends its
+/// hold-off, so it leads at once instead of after a claim duration without a leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elect_ends_the_hold_off_of_a_unit_that_stepped_down() {
+    let agents = Agents::new(|s| s);
+    let app0 = UnitName::new("app/0").unwrap();
+    agents.store.claim(&app0, Duration::from_secs(20)).unwrap();
+    let units: Vec<Running> = (0..3).map(|n| agents.start(&format!("app/{n}"))).collect();
+    for n in 0..3 {
+        agents.settle(&format!("app/{n}"), 2).await;
+    }
+    let app = app0.app().clone();
+    wait_for("app/0 holds its claim", || units[0].unit.tracker().held_term().is_some()).await;
+    units[0].commands.send(AgentCommand::StepDown).await.unwrap();
+    wait_for("a successor", || agents.store.lease(&app).unwrap().is_some_and(|l| l.holder != app0)).await;
+    let successor = agents.store.lease(&app).unwrap().unwrap().holder;
+    let running = units.iter().find(|r| *r.unit.name() == successor).unwrap();
+    wait_for("the successor holds its claim", || running.unit.tracker().held_term().is_some()).await;
+    // elect app/0: reserve, then the leader steps down. No clock movement.
+    agents.store.reserve(&app0, Duration::from_secs(60)).unwrap();
+    running.commands.send(AgentCommand::StepDown).await.unwrap();
+    wait_for("app/0 leads again", || agents.store.lease(&app).unwrap().is_some_and(|l| l.holder == app0)).await;
+    wait_for("its leader-elected", || agents.hooks_of("app/0").iter().filter(|h| **h == LeaderElected).count() == 2).await;
+}

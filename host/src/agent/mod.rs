@@ -460,17 +460,32 @@ async fn claim_loop(
     };
     let retry_interval = (tracker.window() / 10).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut failures: u32 = 0;
+    let mut leases = unit.store().watch_leases();
+    // A step-down's hold-off that a directed handover to this unit has ended.
+    let mut hold_off_ended: Option<Timestamp> = None;
     loop {
         let hold_off = match *control.borrow_and_update() {
-            ClaimControl::HoldOff(until) if until.is_none_or(|t| clock.now() < t) => Some(until),
+            ClaimControl::HoldOff(until) if until.is_none_or(|t| clock.now() < t) && (until.is_none() || until != hold_off_ended) => {
+                Some(until)
+            }
             _ => None,
         };
         if let Some(until) = hold_off {
             tracker.abandon();
             publish(Role::Minion).await;
+            leases.borrow_and_update();
             tokio::select! {
                 changed = control.changed() => if changed.is_err() { return },
                 () = sleep_until_or_forever(clock.as_ref(), until) => {}
+                // `elect` of this unit: the lease is reserved for it, so it claims now (a
+                // stop's hold-off, with no end, is never cut short).
+                _ = leases.changed(), if until.is_some() => {
+                    let me = unit.name().clone();
+                    let reserved = off_thread(&unit, |unit| unit.store().reservation(unit.name().app())).await;
+                    if matches!(reserved, Some(Ok(Some(ref holder))) if *holder == me) {
+                        hold_off_ended = until;
+                    }
+                }
             }
             continue;
         }

@@ -105,6 +105,13 @@ impl LeadershipStore for MemoryStore {
         Ok(())
     }
 
+    fn reservation(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError> {
+        let now = self.clock.now();
+        let apps = self.lock();
+        let reserved = apps.get(app).and_then(|a| a.lease.as_ref()).and_then(|l| l.reserved.as_ref());
+        Ok(reserved.filter(|r| r.until > now).map(|r| r.unit.clone()))
+    }
+
     fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
         validate_entity(entity)?;
         let inserted = self.lock().entry(app.clone()).or_default().pins.insert(entity.to_owned());

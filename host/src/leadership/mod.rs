@@ -11,7 +11,8 @@
 //! - **Terms only go up.** Each new holder gets a term greater than every earlier term of
 //!   the application, also across restarts of the store; an extension keeps the term.
 //! - **Reservations direct a handover.** While a reservation for a unit lasts, a free
-//!   lease is granted to that unit only.
+//!   lease is granted to that unit only (and its agent claims at once, even if it stepped
+//!   down a moment ago).
 //! - **Pins stop expiry.** A pinned lease does not expire, whichever entity pinned it;
 //!   expiry resumes after the last pin is removed.
 //! - **Writes are fenced.** A settings write carries the writer's term and is applied only
@@ -160,6 +161,9 @@ pub trait LeadershipStore: Send + Sync + 'static {
     /// until it releases it or it expires. A directed handover is: reserve, then the holder
     /// steps down.
     fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError>;
+
+    /// The unit the next grant of `app`'s lease is reserved for, while the reservation lasts.
+    fn reservation(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError>;
 
     /// Pins `app`'s lease on behalf of `entity` (idempotent).
     fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError>;

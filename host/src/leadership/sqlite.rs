@@ -530,6 +530,14 @@ impl LeadershipStore for SqliteStore {
         })
     }
 
+    fn reservation(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError> {
+        let now = self.clock.now();
+        self.read_tx(|tx| {
+            let (record, _) = read_lease(tx, app)?;
+            Ok(record.and_then(|r| r.reserved).filter(|r| r.until > now).map(|r| r.unit))
+        })
+    }
+
     fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
         self.change_pin(app, entity, "INSERT OR IGNORE INTO pins (app, entity) VALUES (?1, ?2)")
     }

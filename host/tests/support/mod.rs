@@ -187,6 +187,9 @@ impl LeadershipStore for FaultyStore {
     fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {
         self.inner.reserve(unit, duration)
     }
+    fn reservation(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError> {
+        self.inner.reservation(app)
+    }
     fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
         self.inner.pin(app, entity)
     }
