@@ -112,9 +112,7 @@ fn sigkill_of_the_leader_hands_over_only_after_expiry() {
 
 #[test]
 fn elect_hands_over_to_the_named_unit_and_step_down_to_any() {
-    let mut agents = Agents::new();
-    agents.start("example-charms/shared-settings", "db/0");
-    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    let mut agents = Agents::leader();
     for unit in ["db/1", "db/2"] {
         agents.start("example-charms/shared-settings", unit);
         agents.wait_leader(unit, false, Duration::from_secs(60));

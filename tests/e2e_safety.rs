@@ -29,9 +29,7 @@ fn stderr(out: &std::process::Output) -> String {
 
 #[test]
 fn a_second_agent_for_a_unit_is_refused_even_without_its_socket() {
-    let mut agents = Agents::new();
-    agents.start("example-charms/shared-settings", "db/0");
-    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    let mut agents = Agents::leader();
     let first = agents.pid("db/0");
     // Today's guard was the socket: without it, a second agent took over.
     std::fs::remove_file(agents.state.path().join("units/db-0/agent.sock")).unwrap();
@@ -112,9 +110,7 @@ fn records_are_never_written_through_planted_links() {
 
 #[test]
 fn the_socket_answers_only_its_own_user() {
-    let mut agents = Agents::new();
-    agents.start("example-charms/shared-settings", "db/0");
-    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    let agents = Agents::leader();
     // Open the way to the socket, as a careless operator might.
     let root = agents.state.path();
     for dir in ["", "units", "units/db-0"] {
@@ -159,9 +155,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn abuse_of_the_socket_costs_bounded_memory_and_real_tools_are_still_answered() {
-    let mut agents = Agents::new();
-    agents.start("example-charms/shared-settings", "db/0");
-    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    let agents = Agents::leader();
     let pid = agents.pid("db/0");
     let socket = agents.state.path().join("units/db-0/agent.sock");
     let before = rss_kib(pid);
@@ -202,9 +196,7 @@ fn abuse_of_the_socket_costs_bounded_memory_and_real_tools_are_still_answered() 
 
 #[test]
 fn an_agent_refuses_a_lost_store_unless_told_to_accept_it() {
-    let mut agents = Agents::new();
-    agents.start("example-charms/shared-settings", "db/0");
-    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    let mut agents = Agents::leader();
     wait_for("leader-elected", || agents.hooks("db/0").contains(&"leader-elected".to_owned()));
     agents.signal("db/0", "TERM");
     assert!(agents.wait_exit("db/0").success());
@@ -253,9 +245,7 @@ fn status_changes_nothing_and_survives_a_closed_pipe() {
     assert!(stderr(&out).contains("holds no state"), "{}", stderr(&out));
     assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "status wrote into an empty state.db");
 
-    let mut agents = Agents::new();
-    agents.start("example-charms/shared-settings", "db/0");
-    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    let mut agents = Agents::leader();
     agents.signal("db/0", "TERM");
     assert!(agents.wait_exit("db/0").success());
     let before = std::fs::read(agents.state.path().join("state.db")).unwrap();

@@ -42,6 +42,17 @@ impl Agents {
         Self { dir: tempfile::tempdir().unwrap(), clock, store, events: Arc::new(RecordingSink::new()), runtime, charm }
     }
 
+    /// `app/0` (claimed for it first, so it leads) to `app/{count-1}`, each started and past
+    /// its first two hooks.
+    async fn start_settled(&self, count: u32) -> Vec<Running> {
+        self.store.claim(&UnitName::new("app/0").unwrap(), Duration::from_secs(20)).unwrap();
+        let units: Vec<Running> = (0..count).map(|n| self.start(&format!("app/{n}"))).collect();
+        for n in 0..count {
+            self.settle(&format!("app/{n}"), 2).await;
+        }
+        units
+    }
+
     /// Agents on a store whose faults the test injects.
     fn faulty() -> (Self, Arc<FaultyStore>) {
         let faulty = std::sync::Mutex::new(None);
@@ -312,13 +323,9 @@ fn leadership_stream(events: &[Event]) -> Vec<(String, String)> {
 async fn the_event_stream_never_shows_two_leaders_across_handovers() {
     let agents = Agents::new(|s| s);
     let app0 = UnitName::new("app/0").unwrap();
-    agents.store.claim(&app0, Duration::from_secs(20)).unwrap();
     // A unit that stepped down is held off for a claim duration, so with five units four
     // step-downs in a row need no clock movement (advancing it races the renewals).
-    let units: Vec<Running> = (0..5).map(|n| agents.start(&format!("app/{n}"))).collect();
-    for n in 0..5 {
-        agents.settle(&format!("app/{n}"), 2).await;
-    }
+    let units = agents.start_settled(5).await;
     let app = app0.app().clone();
     for round in 0..4 {
         let leader = agents.store.lease(&app).unwrap().expect("a leader").holder;
@@ -440,11 +447,7 @@ async fn an_agent_refuses_a_store_that_forgot_its_terms() {
 async fn elect_ends_the_hold_off_of_a_unit_that_stepped_down() {
     let agents = Agents::new(|s| s);
     let app0 = UnitName::new("app/0").unwrap();
-    agents.store.claim(&app0, Duration::from_secs(20)).unwrap();
-    let units: Vec<Running> = (0..3).map(|n| agents.start(&format!("app/{n}"))).collect();
-    for n in 0..3 {
-        agents.settle(&format!("app/{n}"), 2).await;
-    }
+    let units = agents.start_settled(3).await;
     let app = app0.app().clone();
     wait_for("app/0 holds its claim", || units[0].unit.tracker().held_term().is_some()).await;
     units[0].commands.send(AgentCommand::StepDown).await.unwrap();

@@ -41,11 +41,17 @@ impl Agents {
         }
     }
 
-    /// shared-settings agents `db/0`, started first and leading, and `db/1`, a minion.
-    pub fn leader_and_minion() -> Self {
+    /// A shared-settings agent `db/0`, started and leading.
+    pub fn leader() -> Self {
         let mut agents = Self::new();
         agents.start("example-charms/shared-settings", "db/0");
         agents.wait_leader("db/0", true, Duration::from_secs(60));
+        agents
+    }
+
+    /// shared-settings agents `db/0`, started first and leading, and `db/1`, a minion.
+    pub fn leader_and_minion() -> Self {
+        let mut agents = Self::leader();
         agents.start("example-charms/shared-settings", "db/1");
         agents.wait_leader("db/1", false, Duration::from_secs(60));
         agents
