@@ -348,10 +348,16 @@ fn refuse_soon(stream: UnixStream, message: String, in_flight: &Arc<std::sync::a
 
 async fn refuse(mut stream: UnixStream, message: String) {
     let response = ToolResponse::Error { kind: ToolErrorKind::Unknown, message };
-    if let Ok(mut bytes) = serde_json::to_vec(&response) {
-        bytes.push(b'\n');
+    if let Ok(bytes) = json_line(&response) {
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&bytes)).await;
     }
+}
+
+/// One message of the protocol: JSON on one line.
+fn json_line(message: &impl Serialize) -> std::io::Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec(message).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    Ok(bytes)
 }
 
 /// Why a request could not be read.
@@ -431,9 +437,7 @@ async fn serve_one(
         Err(err @ (ReadError::TooLong | ReadError::Busy)) => ToolResponse::Error { kind: ToolErrorKind::Unknown, message: err.to_string() },
         Err(err) => return Err(std::io::Error::other(err.to_string())),
     };
-    let mut bytes = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
-    bytes.push(b'\n');
-    stream.write_all(&bytes).await?;
+    stream.write_all(&json_line(&response)?).await?;
     stream.shutdown().await
 }
 
@@ -461,8 +465,7 @@ async fn exchange(socket: &Path, call: &ToolCall) -> Result<ToolResponse, ToolCa
         .await
         .map_err(|source| ToolCallError::Connect { path: socket.display().to_string(), source })?;
     let (read, mut write) = stream.into_split();
-    let mut bytes = serde_json::to_vec(call).map_err(|e| ToolCallError::Protocol(e.to_string()))?;
-    bytes.push(b'\n');
+    let bytes = json_line(call).map_err(protocol)?;
     // An agent that refuses the request answers and closes without reading it: its answer
     // is still there to read when the write fails.
     let sent = write.write_all(&bytes).await;
