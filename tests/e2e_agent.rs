@@ -79,7 +79,7 @@ fn tools_answer_while_a_hook_is_running() {
 fn current_lease() -> impl Fn(&Agents) -> charm_host::leadership::Lease {
     |agents| {
         let store = SqliteStore::open_read_only(&agents.state.path().join("state.db")).unwrap();
-        store.lease(&AppName::new("db").unwrap()).unwrap().expect("a leader")
+        support::block_on(store.lease(&AppName::new("db").unwrap())).unwrap().expect("a leader")
     }
 }
 

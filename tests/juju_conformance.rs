@@ -210,57 +210,57 @@ mod lease_manager {
 
     /// manager_claim_test: a free lease is granted; the holder's claim extends it; another
     /// unit's claim is denied and changes nothing.
-    #[test]
-    fn claims_grant_extend_and_deny() {
+    #[tokio::test]
+    async fn claims_grant_extend_and_deny() {
         let (clock, store) = store();
-        let first = store.claim(&unit("redis/0"), MINUTE).unwrap();
+        let first = store.claim(&unit("redis/0"), MINUTE).await.unwrap();
         clock.advance(Duration::from_secs(10));
-        let extended = store.claim(&unit("redis/0"), MINUTE).unwrap();
+        let extended = store.claim(&unit("redis/0"), MINUTE).await.unwrap();
         assert_eq!(extended.term, first.term, "an extension, not a new tenure");
         assert!(extended.valid_until > first.valid_until);
-        let before = store.lease(&redis()).unwrap();
-        assert!(matches!(store.claim(&unit("redis/1"), MINUTE), Err(LeaseError::Denied { .. })));
-        assert_eq!(store.lease(&redis()).unwrap(), before, "a denied claim writes nothing");
+        let before = store.lease(&redis()).await.unwrap();
+        assert!(matches!(store.claim(&unit("redis/1"), MINUTE).await, Err(LeaseError::Denied { .. })));
+        assert_eq!(store.lease(&redis()).await.unwrap(), before, "a denied claim writes nothing");
     }
 
     /// manager_check_test: a token checks out for the holder only.
-    #[test]
-    fn tokens_check_the_holder() {
+    #[tokio::test]
+    async fn tokens_check_the_holder() {
         let (_, store) = store();
-        let absent = LeadershipToken::new(store.clone(), unit("redis/0")).unwrap();
-        assert!(matches!(absent.check(), Err(LeaseError::NotHeld { .. })), "no lease: not held");
-        store.claim(&unit("redis/0"), MINUTE).unwrap();
-        let holder = LeadershipToken::new(store.clone(), unit("redis/0")).unwrap();
-        holder.check().unwrap();
-        let other = LeadershipToken::new(store.clone(), unit("redis/99")).unwrap();
-        assert!(matches!(other.check(), Err(LeaseError::NotHeld { .. })));
+        let absent = LeadershipToken::new(store.clone(), unit("redis/0")).await.unwrap();
+        assert!(matches!(absent.check().await, Err(LeaseError::NotHeld { .. })), "no lease: not held");
+        store.claim(&unit("redis/0"), MINUTE).await.unwrap();
+        let holder = LeadershipToken::new(store.clone(), unit("redis/0")).await.unwrap();
+        holder.check().await.unwrap();
+        let other = LeadershipToken::new(store.clone(), unit("redis/99")).await.unwrap();
+        assert!(matches!(other.check().await, Err(LeaseError::NotHeld { .. })));
     }
 
     /// manager_revoke_test: the holder may revoke; another unit may not; revoking a lease
     /// nobody holds succeeds and does nothing.
-    #[test]
-    fn revokes() {
+    #[tokio::test]
+    async fn revokes() {
         let (_, store) = store();
-        store.revoke(&unit("redis/0")).unwrap();
-        store.claim(&unit("redis/0"), MINUTE).unwrap();
-        assert!(matches!(store.revoke(&unit("redis/1")), Err(LeaseError::NotHeld { .. })));
-        assert!(store.lease(&redis()).unwrap().is_some(), "a refused revoke changes nothing");
-        store.revoke(&unit("redis/0")).unwrap();
-        assert_eq!(store.lease(&redis()).unwrap(), None);
+        store.revoke(&unit("redis/0")).await.unwrap();
+        store.claim(&unit("redis/0"), MINUTE).await.unwrap();
+        assert!(matches!(store.revoke(&unit("redis/1")).await, Err(LeaseError::NotHeld { .. })));
+        assert!(store.lease(&redis()).await.unwrap().is_some(), "a refused revoke changes nothing");
+        store.revoke(&unit("redis/0")).await.unwrap();
+        assert_eq!(store.lease(&redis()).await.unwrap(), None);
     }
 
     /// manager_pin_test and manager_leases_test: pins by entity, listed per application;
     /// leases listed as application -> holder.
-    #[test]
-    fn pins_and_leases_are_listed() {
+    #[tokio::test]
+    async fn pins_and_leases_are_listed() {
         let (_, store) = store();
-        store.claim(&unit("redis/0"), MINUTE).unwrap();
-        store.pin(&redis(), "machine-0").unwrap();
-        store.pin(&redis(), "machine-0").unwrap();
-        assert_eq!(store.pins().unwrap().get(&redis()).cloned(), Some(vec!["machine-0".to_owned()]));
-        assert_eq!(store.leaders().unwrap().get(&redis()), Some(&unit("redis/0")));
-        store.unpin(&redis(), "machine-0").unwrap();
-        assert!(store.pins().unwrap().is_empty());
+        store.claim(&unit("redis/0"), MINUTE).await.unwrap();
+        store.pin(&redis(), "machine-0").await.unwrap();
+        store.pin(&redis(), "machine-0").await.unwrap();
+        assert_eq!(store.pins().await.unwrap().get(&redis()).cloned(), Some(vec!["machine-0".to_owned()]));
+        assert_eq!(store.leaders().await.unwrap().get(&redis()), Some(&unit("redis/0")));
+        store.unpin(&redis(), "machine-0").await.unwrap();
+        assert!(store.pins().await.unwrap().is_empty());
     }
 
     /// manager_block_test: a wait on a lease nobody holds ends at once; on a held lease it
@@ -269,7 +269,7 @@ mod lease_manager {
     async fn waits_until_released() {
         let (clock, store) = store();
         wait_until_released(store.as_ref(), &redis(), std::future::pending()).await.unwrap();
-        store.claim(&unit("redis/0"), MINUTE).unwrap();
+        store.claim(&unit("redis/0"), MINUTE).await.unwrap();
         let waiters: Vec<_> = (0..3)
             .map(|_| {
                 let store = store.clone();
@@ -280,19 +280,19 @@ mod lease_manager {
         for waiter in waiters {
             tokio::time::timeout(Duration::from_secs(20), waiter).await.unwrap().unwrap().unwrap();
         }
-        store.claim(&unit("redis/1"), MINUTE).unwrap();
+        store.claim(&unit("redis/1"), MINUTE).await.unwrap();
         let cancelled = wait_until_released(store.as_ref(), &redis(), async {}).await;
         assert_eq!(cancelled, Err(LeaseError::Cancelled));
     }
 
     /// manager_validation_test: names and durations are checked (ours by type: a unit or
     /// application name that does not parse cannot be asked about at all).
-    #[test]
-    fn bad_names_and_durations_are_refused() {
+    #[tokio::test]
+    async fn bad_names_and_durations_are_refused() {
         let (_, store) = store();
         assert!(UnitName::new("INVALID").is_err() && AppName::new("INVALID").is_err());
-        assert!(matches!(store.claim(&unit("redis/0"), Duration::from_millis(10)), Err(LeaseError::InvalidDuration(_))));
-        assert!(matches!(store.pin(&redis(), ""), Err(LeaseError::InvalidEntity(_))));
+        assert!(matches!(store.claim(&unit("redis/0"), Duration::from_millis(10)).await, Err(LeaseError::InvalidDuration(_))));
+        assert!(matches!(store.pin(&redis(), "").await, Err(LeaseError::InvalidEntity(_))));
     }
 }
 
@@ -385,22 +385,22 @@ mod tracker {
 
     /// A claim asks for twice the guarantee; a denied claim makes a minion; the guarantee
     /// (is-leader) follows the claim.
-    #[test]
-    fn claims_twice_the_guarantee_and_answers_by_it() {
+    #[tokio::test]
+    async fn claims_twice_the_guarantee_and_answers_by_it() {
         let clock = Arc::new(ManualClock::default());
         let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::with_clock(clock.clone()));
         let leader = LeadershipTracker::new(UnitName::new("led-service/123").unwrap(), store.clone(), WINDOW);
         let other = LeadershipTracker::new(UnitName::new("led-service/7").unwrap(), store.clone(), WINDOW);
         let claimed_at = clock.now();
-        assert!(matches!(leader.refresh(), Refresh::Leader { new_term: true, .. }));
-        let lease = store.lease(&"led-service".parse().unwrap()).unwrap().unwrap();
+        assert!(matches!(leader.refresh().await, Refresh::Leader { new_term: true, .. }));
+        let lease = store.lease(&"led-service".parse().unwrap()).await.unwrap().unwrap();
         assert_eq!(lease.expires, claimed_at + 2 * WINDOW, "claims are for twice the guarantee");
         assert_eq!(leader.is_leader(), Ok(true));
-        assert_eq!(other.refresh(), Refresh::Minion, "denied: a minion");
+        assert_eq!(other.refresh().await, Refresh::Minion, "denied: a minion");
         assert_eq!(other.is_leader(), Ok(false));
         // Without renewals the guarantee ends a window before the lease does.
         clock.advance(WINDOW + Duration::from_secs(1));
         assert_eq!(leader.is_leader(), Ok(false));
-        assert_eq!(other.refresh(), Refresh::Minion, "the lease still keeps the other unit out");
+        assert_eq!(other.refresh().await, Refresh::Minion, "the lease still keeps the other unit out");
     }
 }

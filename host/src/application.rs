@@ -86,7 +86,7 @@ pub struct Application {
 
 impl Application {
     /// Creates the units (and their directories); nothing runs until [`Self::start`].
-    pub fn new(
+    pub async fn new(
         runtime: Arc<HookRuntime>,
         charm: Charm,
         store: Arc<dyn LeadershipStore>,
@@ -116,6 +116,7 @@ impl Application {
         };
         for unit in &application.units {
             agent::preflight(unit, &application.agent_config(unit))
+                .await
                 .map_err(|source| ApplicationError::Agent { unit: unit.name().clone(), source: Box::new(source) })?;
         }
         Ok(application)

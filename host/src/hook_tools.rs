@@ -158,7 +158,7 @@ pub enum ToolCallError {
 }
 
 /// Answers one request for `unit`; operator actions go to its agent through `agent`.
-/// Store calls run on the blocking pool; `apply_by` bounds when a write may be applied.
+/// `apply_by` bounds when a write may be applied.
 pub async fn answer(
     unit: &Arc<Unit>,
     agent: &mpsc::Sender<AgentCommand>,
@@ -172,14 +172,11 @@ pub async fn answer(
             Err(err) => error(ToolErrorKind::Unknown, err.to_string()),
         },
         ToolRequest::LeaderGet { key } => {
-            let unit = unit.clone();
-            let read = tokio::task::spawn_blocking(move || unit.store().read_settings(unit.name().app())).await;
-            match read {
-                Ok(Ok(snapshot)) => match key {
+            match unit.store().read_settings(unit.name().app()).await {
+                Ok(snapshot) => match key {
                     Some(key) => ToolResponse::Value(snapshot.values.get(&key).cloned()),
                     None => ToolResponse::Settings(snapshot.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
                 },
-                Ok(Err(err)) => error(ToolErrorKind::Unknown, err.to_string()),
                 Err(err) => error(ToolErrorKind::Unknown, err.to_string()),
             }
         }
@@ -188,14 +185,11 @@ pub async fn answer(
             if unit.tracker().held_term().is_none() {
                 return error(ToolErrorKind::NotLeader, "not the leader".into());
             }
-            let unit = unit.clone();
-            let write = tokio::task::spawn_blocking(move || unit.leader_set_by(&settings, apply_by)).await;
-            match write {
-                Ok(Ok(())) => ToolResponse::Done,
-                Ok(Err(WriteError::NotLeader { .. })) => error(ToolErrorKind::NotLeader, "not the leader".into()),
-                Ok(Err(WriteError::Invalid(reason))) => error(ToolErrorKind::Invalid, reason.to_string()),
-                Ok(Err(err @ (WriteError::Store(_) | WriteError::TooLate))) => error(ToolErrorKind::Unknown, err.to_string()),
-                Err(err) => error(ToolErrorKind::Unknown, err.to_string()),
+            match unit.leader_set_by(&settings, apply_by).await {
+                Ok(()) => ToolResponse::Done,
+                Err(WriteError::NotLeader { .. }) => error(ToolErrorKind::NotLeader, "not the leader".into()),
+                Err(WriteError::Invalid(reason)) => error(ToolErrorKind::Invalid, reason.to_string()),
+                Err(err @ (WriteError::Store(_) | WriteError::TooLate)) => error(ToolErrorKind::Unknown, err.to_string()),
             }
         }
         ToolRequest::StepDown => {

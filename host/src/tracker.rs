@@ -106,8 +106,8 @@ impl LeadershipTracker {
     }
 
     /// Claims or renews the lease once and records the result.
-    pub fn refresh(&self) -> Refresh {
-        let result = self.store.claim(&self.unit, self.claim_duration());
+    pub async fn refresh(&self) -> Refresh {
+        let result = self.store.claim(&self.unit, self.claim_duration()).await;
         let mut state = self.lock();
         match result {
             Ok(claim) => {
@@ -167,9 +167,9 @@ impl LeadershipTracker {
     }
 
     /// Gives up leadership now, if held: the guarantee ends before the lease is revoked.
-    pub fn release(&self) -> Result<(), LeaseError> {
+    pub async fn release(&self) -> Result<(), LeaseError> {
         self.abandon();
-        match self.store.revoke(&self.unit) {
+        match self.store.revoke(&self.unit).await {
             Err(LeaseError::NotHeld { .. }) => Ok(()),
             other => other,
         }
@@ -181,21 +181,21 @@ mod tests {
     use super::*;
     use crate::leadership::MemoryStore;
 
-    #[test]
-    fn leader_and_minion() {
+    #[tokio::test]
+    async fn leader_and_minion() {
         let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
         let window = Duration::from_secs(30);
         let a = LeadershipTracker::new(UnitName::new("app/0").unwrap(), store.clone(), window);
         let b = LeadershipTracker::new(UnitName::new("app/1").unwrap(), store, window);
         assert_eq!(a.is_leader(), Ok(false), "nothing claimed yet");
-        assert!(matches!(a.refresh(), Refresh::Leader { new_term: true, .. }));
-        assert!(matches!(a.refresh(), Refresh::Leader { new_term: false, .. }));
-        assert_eq!(b.refresh(), Refresh::Minion);
+        assert!(matches!(a.refresh().await, Refresh::Leader { new_term: true, .. }));
+        assert!(matches!(a.refresh().await, Refresh::Leader { new_term: false, .. }));
+        assert_eq!(b.refresh().await, Refresh::Minion);
         assert_eq!(a.is_leader(), Ok(true));
         assert_eq!(b.is_leader(), Ok(false));
         assert!(a.held_term().is_some());
-        a.release().unwrap();
+        a.release().await.unwrap();
         assert_eq!(a.is_leader(), Ok(false));
-        assert!(matches!(b.refresh(), Refresh::Leader { new_term: true, term: 2 }));
+        assert!(matches!(b.refresh().await, Refresh::Leader { new_term: true, term: 2 }));
     }
 }

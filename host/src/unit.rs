@@ -152,17 +152,17 @@ impl Unit {
     /// Writes a group of leader settings under the term this unit holds (the store refuses it
     /// once that term has lost the lease); an empty group from the leader writes nothing.
     /// Without a held term: [`WriteError::NotLeader`] with term 0 (no real term is 0).
-    pub fn leader_set(&self, group: &[(String, String)]) -> Result<(), WriteError> {
-        self.leader_set_by(group, None)
+    pub async fn leader_set(&self, group: &[(String, String)]) -> Result<(), WriteError> {
+        self.leader_set_by(group, None).await
     }
 
     /// [`Self::leader_set`] for a caller who stops waiting at `apply_by` (machine monotonic
     /// clock): the write is not applied unless the store decides it before then.
-    pub fn leader_set_by(&self, group: &[(String, String)], apply_by: Option<Timestamp>) -> Result<(), WriteError> {
+    pub async fn leader_set_by(&self, group: &[(String, String)], apply_by: Option<Timestamp>) -> Result<(), WriteError> {
         let not_leader = || WriteError::NotLeader { app: self.name.app().clone(), unit: self.name.clone(), term: 0 };
         let term = self.tracker.held_term().ok_or_else(not_leader)?;
         if !group.is_empty() {
-            self.store().write_settings_by(&self.name, term, group, apply_by)?;
+            self.store().write_settings_by(&self.name, term, group, apply_by).await?;
         }
         Ok(())
     }

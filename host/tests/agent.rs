@@ -45,7 +45,7 @@ impl Agents {
     /// `app/0` (claimed for it first, so it leads) to `app/{count-1}`, each started and past
     /// its first two hooks.
     async fn start_settled(&self, count: u32) -> Vec<Running> {
-        self.store.claim(&UnitName::new("app/0").unwrap(), Duration::from_secs(20)).unwrap();
+        self.store.claim(&UnitName::new("app/0").unwrap(), Duration::from_secs(20)).await.unwrap();
         let units: Vec<Running> = (0..count).map(|n| self.start(&format!("app/{n}"))).collect();
         for n in 0..count {
             self.settle(&format!("app/{n}"), 2).await;
@@ -132,7 +132,7 @@ use HookKind::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_two_unit_application_runs_hooks_in_order() {
     let agents = Agents::new(|s| s);
-    agents.store.claim(&UnitName::new("app/0").unwrap(), Duration::from_secs(20)).unwrap();
+    agents.store.claim(&UnitName::new("app/0").unwrap(), Duration::from_secs(20)).await.unwrap();
     let leader = agents.start("app/0");
     let minion = agents.start("app/1");
     agents.settle("app/0", 2).await;
@@ -145,14 +145,14 @@ async fn fresh_two_unit_application_runs_hooks_in_order() {
     }
     assert_eq!(agents.hooks_of("app/0"), [Install, LeaderElected, LeaderDeposed, Stop]);
     assert_eq!(agents.hooks_of("app/1")[2..], [Stop], "a minion's stop: no deposed");
-    assert!(agents.store.lease(&UnitName::new("app/0").unwrap().app().clone()).unwrap().is_none(), "revoked");
+    assert!(agents.store.lease(&UnitName::new("app/0").unwrap().app().clone()).await.unwrap().is_none(), "revoked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_cannot_renew_is_deposed_before_its_successor_is_elected() {
     let (agents, faulty) = Agents::faulty();
     let app0 = UnitName::new("app/0").unwrap();
-    agents.store.claim(&app0, Duration::from_secs(20)).unwrap();
+    agents.store.claim(&app0, Duration::from_secs(20)).await.unwrap();
     let _leader = agents.start("app/0");
     let _minion = agents.start("app/1");
     agents.settle("app/0", 2).await;
@@ -184,7 +184,7 @@ async fn a_leader_that_cannot_renew_is_deposed_before_its_successor_is_elected()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_down_hands_over_at_once() {
     let agents = Agents::new(|s| s);
-    agents.store.claim(&UnitName::new("app/0").unwrap(), Duration::from_secs(20)).unwrap();
+    agents.store.claim(&UnitName::new("app/0").unwrap(), Duration::from_secs(20)).await.unwrap();
     let leader = agents.start("app/0");
     let _minion = agents.start("app/1");
     agents.settle("app/0", 2).await;
@@ -195,14 +195,14 @@ async fn step_down_hands_over_at_once() {
     assert_eq!(agents.hooks_of("app/1")[2], LeaderElected);
     assert_eq!(agents.hooks_of("app/0")[2], LeaderDeposed);
     let app = UnitName::new("app/1").unwrap().app().clone();
-    assert_eq!(agents.store.lease(&app).unwrap().unwrap().holder.as_str(), "app/1");
+    assert_eq!(agents.store.lease(&app).await.unwrap().unwrap().holder.as_str(), "app/1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_remember_install_leadership_and_settings_seen() {
     let agents = Agents::new(|s| s);
     let app0 = UnitName::new("app/0").unwrap();
-    let term = agents.store.claim(&app0, Duration::from_secs(20)).unwrap().term;
+    let term = agents.store.claim(&app0, Duration::from_secs(20)).await.unwrap().term;
     let leader = agents.start("app/0");
     let minion = agents.start("app/1");
     agents.settle("app/0", 2).await;
@@ -226,7 +226,7 @@ async fn restarts_remember_install_leadership_and_settings_seen() {
     // Settings change while the minion is down: one leader-settings-changed on restart.
     minion.task.abort();
     let _ = minion.task.await;
-    agents.store.write_settings(&app0, term, &[("k".into(), "v".into())]).unwrap();
+    agents.store.write_settings(&app0, term, &[("k".into(), "v".into())]).await.unwrap();
     let _minion = agents.start("app/1");
     agents.settle("app/1", 3).await;
     assert_eq!(agents.hooks_of("app/1"), [Install, LeaderSettingsChanged, LeaderSettingsChanged]);
@@ -259,9 +259,9 @@ async fn a_failing_hook_is_retried_with_backoff_and_shows_its_error() {
 
 
 /// Waits (real time, up to 20 s) until `check` holds.
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     for _ in 0..4000 {
-        if check() {
+        if check().await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -277,7 +277,7 @@ async fn a_failing_store_is_retried_with_backoff_and_shows_in_the_status() {
     let app0 = UnitName::new("app/0").unwrap();
     faulty.fail_claims_of(&app0);
     let running = agents.start("app/0");
-    wait_for("the failure shows in the status", || running.unit.status().leadership_error.is_some()).await;
+    wait_for("the failure shows in the status", async || running.unit.status().leadership_error.is_some()).await;
     assert!(running.unit.status().leadership_error.unwrap().contains("injected failure"));
     assert!(running.unit.tracker().is_leader().is_err(), "is-leader is unknown, not false");
     agents.settle("app/0", 2).await;
@@ -328,29 +328,29 @@ async fn the_event_stream_never_shows_two_leaders_across_handovers() {
     let units = agents.start_settled(5).await;
     let app = app0.app().clone();
     for round in 0..4 {
-        let leader = agents.store.lease(&app).unwrap().expect("a leader").holder;
+        let leader = agents.store.lease(&app).await.unwrap().expect("a leader").holder;
         let running = units.iter().find(|r| *r.unit.name() == leader).unwrap();
-        wait_for("the leader's tracker holds the claim", || running.unit.tracker().held_term().is_some()).await;
+        wait_for("the leader's tracker holds the claim", async || running.unit.tracker().held_term().is_some()).await;
         let deposed_before = agents.hooks_of(leader.as_str()).iter().filter(|h| **h == LeaderDeposed).count();
         running.commands.send(AgentCommand::StepDown).await.unwrap();
-        let handed_over = || {
-            agents.store.lease(&app).unwrap().is_some_and(|l| l.holder != leader)
+        let handed_over = async || {
+            agents.store.lease(&app).await.unwrap().is_some_and(|l| l.holder != leader)
                 && agents.hooks_of(leader.as_str()).iter().filter(|h| **h == LeaderDeposed).count() > deposed_before
         };
         for _ in 0..4000 {
-            if handed_over() {
+            if handed_over().await {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(
-            handed_over(),
+            handed_over().await,
             "round {round}: no handover from {leader}: lease {:?}, clock {:?}, events {:#?}",
-            agents.store.lease(&app).unwrap(),
+            agents.store.lease(&app).await.unwrap(),
             agents.clock.now(),
             leadership_stream(&agents.events.events())
         );
-        wait_for("the successor's leader-elected", || {
+        wait_for("the successor's leader-elected", async || {
             agents.hooks().iter().filter(|(_, h)| *h == LeaderElected).count() > round + 1
         })
         .await;
@@ -385,7 +385,7 @@ async fn a_stop_interrupts_a_runaway_hook_after_the_stop_grace() {
         .unwrap(),
     );
     let app0 = UnitName::new("app/0").unwrap();
-    agents.store.claim(&app0, Duration::from_secs(20)).unwrap();
+    agents.store.claim(&app0, Duration::from_secs(20)).await.unwrap();
     let base = agents.dir.path().join("app-0/data");
     std::fs::create_dir_all(&base).unwrap();
     for hook in ["leader-elected", "leader-deposed", "stop"] {
@@ -393,7 +393,7 @@ async fn a_stop_interrupts_a_runaway_hook_after_the_stop_grace() {
     }
     let charm = probe(&patient);
     let running = agents.start_on("app/0", patient, charm);
-    wait_for("leader-elected is running", || agents.hooks_of("app/0") == [Install]).await;
+    wait_for("leader-elected is running", async || agents.hooks_of("app/0") == [Install]).await;
     running.commands.send(AgentCommand::Stop).await.unwrap();
     // Without the grace this would wait for the hour-long deadline.
     tokio::time::timeout(Duration::from_secs(120), running.task).await.expect("the stop is bounded").unwrap().unwrap();
@@ -412,7 +412,7 @@ async fn a_stop_interrupts_a_runaway_hook_after_the_stop_grace() {
         results,
         [(Install, Ok(())), (LeaderElected, Err(Interrupted(grace))), (LeaderDeposed, Err(Deadline(grace))), (Stop, Err(Deadline(grace)))]
     );
-    assert!(agents.store.lease(app0.app()).unwrap().is_none(), "leadership was given up");
+    assert!(agents.store.lease(app0.app()).await.unwrap().is_none(), "leadership was given up");
 }
 
 /// An agent whose local state remembers a higher term than the store offers refuses to
@@ -422,8 +422,8 @@ async fn an_agent_refuses_a_store_that_forgot_its_terms() {
     let agents = Agents::new(|s| s);
     let app0 = UnitName::new("app/0").unwrap();
     for _ in 0..3 {
-        agents.store.claim(&app0, Duration::from_secs(20)).unwrap();
-        agents.store.revoke(&app0).unwrap();
+        agents.store.claim(&app0, Duration::from_secs(20)).await.unwrap();
+        agents.store.revoke(&app0).await.unwrap();
     }
     let first = agents.start("app/0");
     agents.settle("app/0", 2).await;
@@ -438,7 +438,7 @@ async fn an_agent_refuses_a_store_that_forgot_its_terms() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert!(fresh.hooks().is_empty(), "nothing ran");
-    assert_eq!(fresh.store.last_term(app0.app()).unwrap(), 0, "nothing was claimed");
+    assert_eq!(fresh.store.last_term(app0.app()).await.unwrap(), 0, "nothing was claimed");
 }
 
 /// A directed handover to a unit that stepped down a moment ago: the reservation ends its
@@ -449,15 +449,15 @@ async fn elect_ends_the_hold_off_of_a_unit_that_stepped_down() {
     let app0 = UnitName::new("app/0").unwrap();
     let units = agents.start_settled(3).await;
     let app = app0.app().clone();
-    wait_for("app/0 holds its claim", || units[0].unit.tracker().held_term().is_some()).await;
+    wait_for("app/0 holds its claim", async || units[0].unit.tracker().held_term().is_some()).await;
     units[0].commands.send(AgentCommand::StepDown).await.unwrap();
-    wait_for("a successor", || agents.store.lease(&app).unwrap().is_some_and(|l| l.holder != app0)).await;
-    let successor = agents.store.lease(&app).unwrap().unwrap().holder;
+    wait_for("a successor", async || agents.store.lease(&app).await.unwrap().is_some_and(|l| l.holder != app0)).await;
+    let successor = agents.store.lease(&app).await.unwrap().unwrap().holder;
     let running = units.iter().find(|r| *r.unit.name() == successor).unwrap();
-    wait_for("the successor holds its claim", || running.unit.tracker().held_term().is_some()).await;
+    wait_for("the successor holds its claim", async || running.unit.tracker().held_term().is_some()).await;
     // elect app/0: reserve, then the leader steps down. No clock movement.
-    agents.store.reserve(&app0, Duration::from_secs(60)).unwrap();
+    agents.store.reserve(&app0, Duration::from_secs(60)).await.unwrap();
     running.commands.send(AgentCommand::StepDown).await.unwrap();
-    wait_for("app/0 leads again", || agents.store.lease(&app).unwrap().is_some_and(|l| l.holder == app0)).await;
-    wait_for("its leader-elected", || agents.hooks_of("app/0").iter().filter(|h| **h == LeaderElected).count() == 2).await;
+    wait_for("app/0 leads again", async || agents.store.lease(&app).await.unwrap().is_some_and(|l| l.holder == app0)).await;
+    wait_for("its leader-elected", async || agents.hooks_of("app/0").iter().filter(|h| **h == LeaderElected).count() == 2).await;
 }

@@ -27,7 +27,7 @@ async fn settings_changes_coalesce_into_one_more_minion_hook() {
     let Fixture { dir, store, events, runtime, charm } = Fixture::new();
     let leader_name = UnitName::new("app/0").unwrap();
     // app/0 holds the lease before the units start, so it is the leader.
-    let term = store.claim(&leader_name, Duration::from_secs(60)).unwrap().term;
+    let term = store.claim(&leader_name, Duration::from_secs(60)).await.unwrap().term;
     let config = ApplicationConfig {
         app: AppName::new("app").unwrap(),
         units: 2,
@@ -38,7 +38,7 @@ async fn settings_changes_coalesce_into_one_more_minion_hook() {
         stop_grace: charm_host::agent::DEFAULT_STOP_GRACE,
         accept_new_store: false,
     };
-    let app = Arc::new(Application::new(runtime, charm, store.clone(), events.clone(), &config).unwrap());
+    let app = Arc::new(Application::new(runtime, charm, store.clone(), events.clone(), &config).await.unwrap());
     let minion = app.units()[1].clone();
     script(&minion, &["pause"]);
     let running = app.start();
@@ -47,7 +47,7 @@ async fn settings_changes_coalesce_into_one_more_minion_hook() {
     resume(&minion).await;
     wait_paused(&minion).await; // first leader-settings-changed, as a new minion
     for i in 0..3 {
-        store.write_settings(&leader_name, term, &[("n".into(), i.to_string())]).unwrap();
+        store.write_settings(&leader_name, term, &[("n".into(), i.to_string())]).await.unwrap();
     }
     resume(&minion).await;
     wait_paused(&minion).await; // exactly one more, for the three writes
@@ -58,7 +58,7 @@ async fn settings_changes_coalesce_into_one_more_minion_hook() {
     assert!(!minion.data_dir().join("paused").exists(), "no further hook");
 
     // A change while the minion is idle wakes it once too.
-    store.write_settings(&leader_name, term, &[("n".into(), "idle".into())]).unwrap();
+    store.write_settings(&leader_name, term, &[("n".into(), "idle".into())]).await.unwrap();
     wait_paused(&minion).await;
     let settled = *minion.settled().borrow();
     resume(&minion).await;

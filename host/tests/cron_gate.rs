@@ -76,7 +76,7 @@ async fn only_one_live_unit_runs_maintenance_through_a_stop_and_a_crash() {
         stop_grace: charm_host::agent::DEFAULT_STOP_GRACE,
         accept_new_store: false,
     };
-    let application = Application::new(runtime, charm, store.clone(), watcher.clone(), &config).unwrap();
+    let application = Application::new(runtime, charm, store.clone(), watcher.clone(), &config).await.unwrap();
     let mut running = application.start();
 
     // Waits until a unit other than `dead` leads and exactly its file says IS_LEADER=1.
@@ -84,7 +84,7 @@ async fn only_one_live_unit_runs_maintenance_through_a_stop_and_a_crash() {
         let (store, watcher, app) = (store.clone(), watcher.clone(), app.clone());
         async move {
             for _ in 0..3000 {
-                let leader = store.lease(&app).unwrap().map(|l| l.holder).filter(|l| !dead.contains(l));
+                let leader = store.lease(&app).await.unwrap().map(|l| l.holder).filter(|l| !dead.contains(l));
                 if let Some(leader) = leader
                     && watcher.leaders_in_files() == [leader.clone()]
                 {
@@ -92,7 +92,7 @@ async fn only_one_live_unit_runs_maintenance_through_a_stop_and_a_crash() {
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            (store.lease(&app).unwrap().map(|l| l.holder), watcher.leaders_in_files())
+            (store.lease(&app).await.unwrap().map(|l| l.holder), watcher.leaders_in_files())
         }
     };
     let (first, files) = settle(vec![]).await;

@@ -14,8 +14,8 @@ use charm_host::names::{AppName, UnitName};
 const WORKERS: u32 = 3;
 const RUN_FOR: Duration = Duration::from_secs(3);
 
-#[test]
-fn processes_sharing_one_file_never_lead_at_once_and_lose_no_write() {
+#[tokio::test]
+async fn processes_sharing_one_file_never_lead_at_once_and_lose_no_write() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("state.db");
     let children: Vec<_> = (0..WORKERS)
@@ -56,7 +56,7 @@ fn processes_sharing_one_file_never_lead_at_once_and_lose_no_write() {
     }
     writes.sort();
     let store = SqliteStore::open(&db).unwrap();
-    let final_version = store.read_settings(&AppName::new("app").unwrap()).unwrap().version;
+    let final_version = store.read_settings(&AppName::new("app").unwrap()).await.unwrap().version;
     assert!(!writes.is_empty());
     assert_eq!(writes, (1..=final_version).collect::<Vec<_>>(), "every acknowledged write, none lost, none twice");
 }
@@ -70,8 +70,8 @@ fn worker(mode: &str) -> Command {
 
 /// Several processes creating and opening one new file at the same instant all succeed
 /// (they used to fail now and then with "database is locked").
-#[test]
-fn processes_creating_one_store_together_all_open_it() {
+#[tokio::test]
+async fn processes_creating_one_store_together_all_open_it() {
     for round in 0..5 {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("state.db");
@@ -92,14 +92,14 @@ fn processes_creating_one_store_together_all_open_it() {
             assert!(output.status.success(), "round {round}: a worker could not open the new store: {}", String::from_utf8_lossy(&output.stdout));
         }
         let store = SqliteStore::open(&db).unwrap();
-        assert_eq!(store.last_term(&AppName::new("app").unwrap()).unwrap(), 0);
+        assert_eq!(store.last_term(&AppName::new("app").unwrap()).await.unwrap(), 0);
     }
 }
 
 /// The worker (ignored in a normal run; the tests above start it with its orders).
-#[test]
+#[tokio::test]
 #[ignore = "a worker process, started by the other tests of this file"]
-fn lease_worker() {
+async fn lease_worker() {
     let mode = std::env::var("LEASE_WORKER_MODE").expect("LEASE_WORKER_MODE says what the worker does");
     let db = std::env::var("LEASE_WORKER_DB").expect("LEASE_WORKER_DB names the store");
     match mode.as_str() {
@@ -113,7 +113,7 @@ fn lease_worker() {
                 panic!("opening a new store alongside others failed: {err}");
             }
         }
-        "contend" => contend(&std::env::var("LEASE_WORKER_UNIT").expect("LEASE_WORKER_UNIT"), &db),
+        "contend" => contend(&std::env::var("LEASE_WORKER_UNIT").expect("LEASE_WORKER_UNIT"), &db).await,
         other => panic!("unknown worker mode {other}"),
     }
 }
@@ -121,7 +121,7 @@ fn lease_worker() {
 /// Claim, hold for a while with renewals and fenced writes, revoke, repeat. A worker that
 /// is descheduled past its 1 s lease finds its renewal denied or its write fenced: its
 /// tenure ends there, as a real holder's would.
-fn contend(unit: &str, db: &str) {
+async fn contend(unit: &str, db: &str) {
     let unit = UnitName::new(unit).unwrap();
     let store = SqliteStore::open(Path::new(db)).unwrap();
     let clock = MonotonicClock;
@@ -133,10 +133,10 @@ fn contend(unit: &str, db: &str) {
         (rng >> 33) % 100
     };
     while clock.now() < end {
-        let claim = match store.claim(&unit, Duration::from_secs(1)) {
+        let claim = match store.claim(&unit, Duration::from_secs(1)).await {
             Ok(claim) => claim,
             Err(LeaseError::Denied { .. }) => {
-                std::thread::sleep(Duration::from_millis(2 + next() / 10));
+                tokio::time::sleep(Duration::from_millis(2 + next() / 10)).await;
                 continue;
             }
             Err(err) => panic!("claim failed: {err}"),
@@ -147,13 +147,13 @@ fn contend(unit: &str, db: &str) {
         while clock.now() < hold_until {
             seq += 1;
             let value = format!("{unit}:{}:{seq}", claim.term);
-            match store.write_settings(&unit, claim.term, &[("last".into(), value)]) {
+            match store.write_settings(&unit, claim.term, &[("last".into(), value)]).await {
                 Ok(snapshot) => println!("WROTE {}", snapshot.version),
                 Err(WriteError::NotLeader { .. }) => break,
                 Err(err) => panic!("a fenced write failed: {err}"),
             }
-            std::thread::sleep(Duration::from_millis(10));
-            match store.claim(&unit, Duration::from_secs(1)) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            match store.claim(&unit, Duration::from_secs(1)).await {
                 Ok(renewed) if renewed.term == claim.term => valid_until = renewed.valid_until,
                 Ok(_) | Err(LeaseError::Denied { .. }) => break,
                 Err(err) => panic!("renewal failed: {err}"),
@@ -161,10 +161,10 @@ fn contend(unit: &str, db: &str) {
         }
         let until = clock.now().min(valid_until);
         println!("TENURE {unit} {} {} {}", claim.term, from.as_nanos(), until.as_nanos());
-        match store.revoke(&unit) {
+        match store.revoke(&unit).await {
             Ok(()) | Err(LeaseError::NotHeld { .. }) => {}
             Err(err) => panic!("revoke failed: {err}"),
         }
-        std::thread::sleep(Duration::from_millis(5));
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -24,8 +24,8 @@ fn report(store: &str, count: u64, stats: SimStats, elapsed: Duration) {
     );
 }
 
-#[test]
-fn memory_store_survives_random_schedules() {
+#[tokio::test]
+async fn memory_store_survives_random_schedules() {
     let (first, count) = schedules(2000);
     let config = SimConfig::default();
     let start = Instant::now();
@@ -36,7 +36,7 @@ fn memory_store_survives_random_schedules() {
         let mut open = |clock: &Arc<ManualClock>| {
             store.get_or_insert_with(|| Arc::new(MemoryStore::with_clock(clock.clone()))).clone()
         };
-        total += run_schedule(seed, &config, &mut open).unwrap_or_else(|failure| {
+        total += run_schedule(seed, &config, &mut open).await.unwrap_or_else(|failure| {
             panic!("{failure}\nreplay: LEASE_SIM_SEED={seed} LEASE_SIM_SCHEDULES=1 cargo test --test lease_simulator memory")
         });
     }
@@ -44,8 +44,8 @@ fn memory_store_survives_random_schedules() {
     assert!(total.grants > 0 && total.denials > 0 && total.writes_applied > 0 && total.writes_fenced > 0);
 }
 
-#[test]
-fn sqlite_store_survives_random_schedules_and_reopenings() {
+#[tokio::test]
+async fn sqlite_store_survives_random_schedules_and_reopenings() {
     let (first, count) = schedules(500);
     let config = SimConfig::default();
     let dir = tempfile::tempdir().unwrap();
@@ -63,7 +63,7 @@ fn sqlite_store_survives_random_schedules_and_reopenings() {
         let mut open = |clock: &Arc<ManualClock>| -> Arc<dyn LeadershipStore> {
             Arc::new(SqliteStore::open_with(&path, clock.clone(), options.clone()).expect("open the store"))
         };
-        total += run_schedule(seed, &config, &mut open).unwrap_or_else(|failure| {
+        total += run_schedule(seed, &config, &mut open).await.unwrap_or_else(|failure| {
             panic!("{failure}\nreplay: LEASE_SIM_SEED={seed} LEASE_SIM_SCHEDULES=1 cargo test --test lease_simulator sqlite")
         });
         let _ = std::fs::remove_file(&path);

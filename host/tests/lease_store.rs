@@ -77,110 +77,110 @@ for_each_store!(
 );
 
 async fn a_reservation_directs_the_next_grant(s: Subject) {
-    s.store.claim(&unit("a/0"), LEASE).unwrap();
-    s.store.reserve(&unit("a/2"), 2 * LEASE).unwrap();
-    assert_eq!(s.store.claim(&unit("a/0"), LEASE).unwrap().term, 1, "the holder keeps extending");
-    s.store.revoke(&unit("a/0")).unwrap();
-    match s.store.claim(&unit("a/1"), LEASE) {
+    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    s.store.reserve(&unit("a/2"), 2 * LEASE).await.unwrap();
+    assert_eq!(s.store.claim(&unit("a/0"), LEASE).await.unwrap().term, 1, "the holder keeps extending");
+    s.store.revoke(&unit("a/0")).await.unwrap();
+    match s.store.claim(&unit("a/1"), LEASE).await {
         Err(LeaseError::Reserved { unit: reserved, .. }) => assert_eq!(reserved, unit("a/2")),
         other => panic!("a free lease reserved for a/2 went to a/1: {other:?}"),
     }
-    assert!(matches!(s.store.claim(&unit("a/0"), LEASE), Err(LeaseError::Reserved { .. })), "nor back to a/0");
-    assert_eq!(s.store.claim(&unit("a/2"), LEASE).unwrap().term, 2);
-    s.store.revoke(&unit("a/2")).unwrap();
-    assert_eq!(s.store.claim(&unit("a/1"), LEASE).unwrap().term, 3, "granted once, the reservation is spent");
+    assert!(matches!(s.store.claim(&unit("a/0"), LEASE).await, Err(LeaseError::Reserved { .. })), "nor back to a/0");
+    assert_eq!(s.store.claim(&unit("a/2"), LEASE).await.unwrap().term, 2);
+    s.store.revoke(&unit("a/2")).await.unwrap();
+    assert_eq!(s.store.claim(&unit("a/1"), LEASE).await.unwrap().term, 3, "granted once, the reservation is spent");
     // An unused reservation lapses.
-    s.store.revoke(&unit("a/1")).unwrap();
-    s.store.reserve(&unit("a/2"), LEASE).unwrap();
+    s.store.revoke(&unit("a/1")).await.unwrap();
+    s.store.reserve(&unit("a/2"), LEASE).await.unwrap();
     s.clock.advance(LEASE);
-    assert_eq!(s.store.claim(&unit("a/1"), LEASE).unwrap().term, 4);
-    assert!(matches!(s.store.reserve(&unit("a/2"), Duration::ZERO), Err(LeaseError::InvalidDuration(_))));
+    assert_eq!(s.store.claim(&unit("a/1"), LEASE).await.unwrap().term, 4);
+    assert!(matches!(s.store.reserve(&unit("a/2"), Duration::ZERO).await, Err(LeaseError::InvalidDuration(_))));
 }
 
 async fn claim_extend_and_deny(s: Subject) {
     let start = s.clock.now();
-    let claim = s.store.claim(&unit("a/0"), LEASE).unwrap();
+    let claim = s.store.claim(&unit("a/0"), LEASE).await.unwrap();
     assert_eq!(claim.term, 1);
     assert_eq!(claim.valid_until, start + LEASE, "valid from the start of the call");
-    match s.store.claim(&unit("a/1"), LEASE) {
+    match s.store.claim(&unit("a/1"), LEASE).await {
         Err(LeaseError::Denied { holder, .. }) => assert_eq!(holder, unit("a/0")),
         other => panic!("expected a denial, got {other:?}"),
     }
     s.clock.advance(5 * SECOND);
-    let extended = s.store.claim(&unit("a/0"), LEASE).unwrap();
+    let extended = s.store.claim(&unit("a/0"), LEASE).await.unwrap();
     assert_eq!(extended.term, 1, "an extension keeps the term");
-    assert_eq!(s.store.lease(&app("a")).unwrap().unwrap().expires, start + 15 * SECOND);
+    assert_eq!(s.store.lease(&app("a")).await.unwrap().unwrap().expires, start + 15 * SECOND);
     // A shorter extension never shortens what was promised.
-    s.store.claim(&unit("a/0"), SECOND).unwrap();
-    assert_eq!(s.store.lease(&app("a")).unwrap().unwrap().expires, start + 15 * SECOND);
+    s.store.claim(&unit("a/0"), SECOND).await.unwrap();
+    assert_eq!(s.store.lease(&app("a")).await.unwrap().unwrap().expires, start + 15 * SECOND);
     // Applications are independent.
-    assert_eq!(s.store.claim(&unit("b/7"), LEASE).unwrap().term, 1);
+    assert_eq!(s.store.claim(&unit("b/7"), LEASE).await.unwrap().term, 1);
 }
 
 async fn expiry_is_exact(s: Subject) {
-    let claim = s.store.claim(&unit("a/0"), LEASE).unwrap();
+    let claim = s.store.claim(&unit("a/0"), LEASE).await.unwrap();
     s.clock.advance(LEASE - Duration::from_nanos(1));
-    assert!(matches!(s.store.claim(&unit("a/1"), LEASE), Err(LeaseError::Denied { .. })), "1 ns before expiry");
-    assert!(s.store.lease(&app("a")).unwrap().is_some());
+    assert!(matches!(s.store.claim(&unit("a/1"), LEASE).await, Err(LeaseError::Denied { .. })), "1 ns before expiry");
+    assert!(s.store.lease(&app("a")).await.unwrap().is_some());
     s.clock.advance(Duration::from_nanos(1));
     assert_eq!(s.clock.now(), claim.valid_until);
-    assert!(s.store.lease(&app("a")).unwrap().is_none(), "expired at exactly valid_until");
-    let next = s.store.claim(&unit("a/1"), LEASE).unwrap();
+    assert!(s.store.lease(&app("a")).await.unwrap().is_none(), "expired at exactly valid_until");
+    let next = s.store.claim(&unit("a/1"), LEASE).await.unwrap();
     assert_eq!(next.term, 2, "a new holder gets a higher term");
     // The old holder coming back is a new tenure too.
     s.clock.advance(LEASE);
-    assert_eq!(s.store.claim(&unit("a/0"), LEASE).unwrap().term, 3);
+    assert_eq!(s.store.claim(&unit("a/0"), LEASE).await.unwrap().term, 3);
 }
 
 async fn revoke_by_holder_other_and_nobody(s: Subject) {
-    s.store.revoke(&unit("a/0")).unwrap(); // no lease at all: ok
-    s.store.claim(&unit("a/0"), LEASE).unwrap();
-    match s.store.revoke(&unit("a/1")) {
+    s.store.revoke(&unit("a/0")).await.unwrap(); // no lease at all: ok
+    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    match s.store.revoke(&unit("a/1")).await {
         Err(LeaseError::NotHeld { unit: u, .. }) => assert_eq!(u, unit("a/1")),
         other => panic!("another unit's revoke must fail: {other:?}"),
     }
-    assert!(s.store.lease(&app("a")).unwrap().is_some(), "a failed revoke changes nothing");
-    s.store.revoke(&unit("a/0")).unwrap();
-    assert!(s.store.lease(&app("a")).unwrap().is_none());
-    s.store.revoke(&unit("a/0")).unwrap(); // again: nobody holds it, ok
-    assert_eq!(s.store.claim(&unit("a/1"), LEASE).unwrap().term, 2, "granted at once, next term");
+    assert!(s.store.lease(&app("a")).await.unwrap().is_some(), "a failed revoke changes nothing");
+    s.store.revoke(&unit("a/0")).await.unwrap();
+    assert!(s.store.lease(&app("a")).await.unwrap().is_none());
+    s.store.revoke(&unit("a/0")).await.unwrap(); // again: nobody holds it, ok
+    assert_eq!(s.store.claim(&unit("a/1"), LEASE).await.unwrap().term, 2, "granted at once, next term");
 }
 
 async fn pins_stop_expiry_until_the_last_unpin(s: Subject) {
     for order in [["upgrade", "backup"], ["backup", "upgrade"]] {
         let holder = unit("a/0");
-        s.store.claim(&holder, LEASE).unwrap();
-        s.store.pin(&app("a"), "upgrade").unwrap();
-        s.store.pin(&app("a"), "backup").unwrap();
-        s.store.pin(&app("a"), "backup").unwrap(); // idempotent
+        s.store.claim(&holder, LEASE).await.unwrap();
+        s.store.pin(&app("a"), "upgrade").await.unwrap();
+        s.store.pin(&app("a"), "backup").await.unwrap();
+        s.store.pin(&app("a"), "backup").await.unwrap(); // idempotent
         s.clock.advance(Duration::from_secs(3600));
-        assert!(matches!(s.store.claim(&unit("a/1"), LEASE), Err(LeaseError::Denied { .. })), "pinned: no expiry");
-        assert!(s.store.lease(&app("a")).unwrap().unwrap().pinned);
-        s.store.unpin(&app("a"), order[0]).unwrap();
-        assert!(s.store.lease(&app("a")).unwrap().is_some(), "one pin left");
-        s.store.unpin(&app("a"), order[1]).unwrap();
-        s.store.unpin(&app("a"), order[1]).unwrap(); // idempotent
-        assert!(s.store.lease(&app("a")).unwrap().is_none(), "expiry resumes after the last unpin");
-        s.store.claim(&unit("a/1"), LEASE).unwrap();
-        s.store.revoke(&unit("a/1")).unwrap();
+        assert!(matches!(s.store.claim(&unit("a/1"), LEASE).await, Err(LeaseError::Denied { .. })), "pinned: no expiry");
+        assert!(s.store.lease(&app("a")).await.unwrap().unwrap().pinned);
+        s.store.unpin(&app("a"), order[0]).await.unwrap();
+        assert!(s.store.lease(&app("a")).await.unwrap().is_some(), "one pin left");
+        s.store.unpin(&app("a"), order[1]).await.unwrap();
+        s.store.unpin(&app("a"), order[1]).await.unwrap(); // idempotent
+        assert!(s.store.lease(&app("a")).await.unwrap().is_none(), "expiry resumes after the last unpin");
+        s.store.claim(&unit("a/1"), LEASE).await.unwrap();
+        s.store.revoke(&unit("a/1")).await.unwrap();
     }
 }
 
 async fn pins_and_leaders_are_listed(s: Subject) {
-    s.store.claim(&unit("a/0"), LEASE).unwrap();
-    s.store.claim(&unit("b/3"), 2 * LEASE).unwrap();
-    s.store.pin(&app("b"), "upgrade").unwrap();
-    s.store.pin(&app("c"), "z").unwrap();
-    s.store.pin(&app("c"), "a").unwrap();
-    let leaders = s.store.leaders().unwrap();
+    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    s.store.claim(&unit("b/3"), 2 * LEASE).await.unwrap();
+    s.store.pin(&app("b"), "upgrade").await.unwrap();
+    s.store.pin(&app("c"), "z").await.unwrap();
+    s.store.pin(&app("c"), "a").await.unwrap();
+    let leaders = s.store.leaders().await.unwrap();
     assert_eq!(leaders.get(&app("a")), Some(&unit("a/0")));
     assert_eq!(leaders.get(&app("b")), Some(&unit("b/3")));
     assert_eq!(leaders.len(), 2);
-    let pins = s.store.pins().unwrap();
+    let pins = s.store.pins().await.unwrap();
     assert_eq!(pins[&app("b")], ["upgrade"]);
     assert_eq!(pins[&app("c")], ["a", "z"]);
     s.clock.advance(3 * LEASE);
-    let leaders = s.store.leaders().unwrap();
+    let leaders = s.store.leaders().await.unwrap();
     assert_eq!(leaders.keys().collect::<Vec<_>>(), [&app("b")], "a expired, b is pinned");
 }
 
@@ -208,14 +208,14 @@ async fn waiters_are_released_on_expiry_and_on_revoke(s: Subject) {
     // No leader: the wait ends at once.
     wait_until_released(s.store.as_ref(), &app("a"), std::future::pending()).await.unwrap();
 
-    s.store.claim(&unit("a/0"), LEASE).unwrap();
+    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
     let started = s.clock.sleeps_started();
     let on_expiry = waiters(3);
     // Each waiter read the lease and went to sleep until its expiry.
     asleep(&s.clock, started + 3, 3).await;
     assert!(on_expiry.iter().all(|w| !w.is_finished()));
     s.clock.advance(LEASE / 2);
-    s.store.claim(&unit("a/0"), LEASE).unwrap(); // extended: waiters keep waiting
+    s.store.claim(&unit("a/0"), LEASE).await.unwrap(); // extended: waiters keep waiting
     let started = s.clock.sleeps_started();
     s.clock.advance(LEASE / 2);
     // At the old expiry each waiter woke, read the extended lease and slept again.
@@ -226,18 +226,18 @@ async fn waiters_are_released_on_expiry_and_on_revoke(s: Subject) {
         tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
     }
 
-    s.store.claim(&unit("a/1"), LEASE).unwrap();
+    s.store.claim(&unit("a/1"), LEASE).await.unwrap();
     let started = s.clock.sleeps_started();
     let on_revoke = waiters(3);
     asleep(&s.clock, started + 3, 3).await;
-    s.store.revoke(&unit("a/1")).unwrap();
+    s.store.revoke(&unit("a/1")).await.unwrap();
     for waiter in on_revoke {
         tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
     }
 }
 
 async fn a_cancelled_wait_ends_at_once(s: Subject) {
-    s.store.claim(&unit("a/0"), LEASE).unwrap();
+    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
     let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
     let store = s.store.clone();
     let waiter = tokio::spawn(async move {
@@ -250,57 +250,57 @@ async fn a_cancelled_wait_ends_at_once(s: Subject) {
     cancel.send(()).unwrap();
     let result = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
     assert_eq!(result, Err(LeaseError::Cancelled));
-    assert!(s.store.lease(&app("a")).unwrap().is_some(), "cancelling changes nothing");
+    assert!(s.store.lease(&app("a")).await.unwrap().is_some(), "cancelling changes nothing");
 }
 
 async fn tokens_fail_once_the_lease_moves(s: Subject) {
-    s.store.claim(&unit("a/0"), LEASE).unwrap();
-    let token = LeadershipToken::new(s.store.clone(), unit("a/0")).unwrap();
-    let minion_token = LeadershipToken::new(s.store.clone(), unit("a/1")).unwrap();
+    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    let token = LeadershipToken::new(s.store.clone(), unit("a/0")).await.unwrap();
+    let minion_token = LeadershipToken::new(s.store.clone(), unit("a/1")).await.unwrap();
     assert_eq!(token.term(), Some(1));
-    token.check().unwrap();
-    assert!(minion_token.check().is_err());
+    token.check().await.unwrap();
+    assert!(minion_token.check().await.is_err());
     s.clock.advance(LEASE);
-    assert!(token.check().is_err(), "expired");
-    s.store.claim(&unit("a/1"), LEASE).unwrap();
-    assert!(token.check().is_err(), "moved");
-    s.store.revoke(&unit("a/1")).unwrap();
-    s.store.claim(&unit("a/0"), LEASE).unwrap();
-    assert!(token.check().is_err(), "back with the same unit, but a later term");
+    assert!(token.check().await.is_err(), "expired");
+    s.store.claim(&unit("a/1"), LEASE).await.unwrap();
+    assert!(token.check().await.is_err(), "moved");
+    s.store.revoke(&unit("a/1")).await.unwrap();
+    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    assert!(token.check().await.is_err(), "back with the same unit, but a later term");
 }
 
 async fn writes_are_fenced_by_term(s: Subject) {
-    let old = s.store.claim(&unit("a/0"), LEASE).unwrap();
-    let snap = s.store.write_settings(&unit("a/0"), old.term, &group(&[("k", "1"), ("j", "x")])).unwrap();
+    let old = s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    let snap = s.store.write_settings(&unit("a/0"), old.term, &group(&[("k", "1"), ("j", "x")])).await.unwrap();
     assert_eq!(snap.version, 1);
     s.clock.advance(LEASE);
-    let expired = s.store.write_settings(&unit("a/0"), old.term, &group(&[("k", "2")]));
+    let expired = s.store.write_settings(&unit("a/0"), old.term, &group(&[("k", "2")])).await;
     assert!(matches!(expired, Err(WriteError::NotLeader { .. })), "an expired term may not write");
-    let new = s.store.claim(&unit("a/1"), LEASE).unwrap();
-    let stale = s.store.write_settings(&unit("a/0"), old.term, &group(&[("k", "2")]));
+    let new = s.store.claim(&unit("a/1"), LEASE).await.unwrap();
+    let stale = s.store.write_settings(&unit("a/0"), old.term, &group(&[("k", "2")])).await;
     assert!(matches!(stale, Err(WriteError::NotLeader { term: 1, .. })), "stale term");
-    let wrong_unit = s.store.write_settings(&unit("a/0"), new.term, &group(&[("k", "2")]));
+    let wrong_unit = s.store.write_settings(&unit("a/0"), new.term, &group(&[("k", "2")])).await;
     assert!(matches!(wrong_unit, Err(WriteError::NotLeader { .. })), "current term, wrong unit");
-    let snap = s.store.write_settings(&unit("a/1"), new.term, &group(&[("k", "2"), ("j", "")])).unwrap();
+    let snap = s.store.write_settings(&unit("a/1"), new.term, &group(&[("k", "2"), ("j", "")])).await.unwrap();
     assert_eq!(snap.version, 2);
     assert_eq!(*snap.values, [("k".to_string(), "2".to_string())].into());
-    let noop = s.store.write_settings(&unit("a/1"), new.term, &group(&[("k", "2")])).unwrap();
+    let noop = s.store.write_settings(&unit("a/1"), new.term, &group(&[("k", "2")])).await.unwrap();
     assert_eq!(noop.version, 2, "a write that changes nothing keeps the version");
-    let invalid = s.store.write_settings(&unit("a/1"), new.term, &group(&[("k", "3"), ("bad key", "v")]));
+    let invalid = s.store.write_settings(&unit("a/1"), new.term, &group(&[("k", "3"), ("bad key", "v")])).await;
     assert!(matches!(invalid, Err(WriteError::Invalid(_))));
-    assert_eq!(s.store.read_settings(&app("a")).unwrap(), snap, "nothing of an invalid group is written");
+    assert_eq!(s.store.read_settings(&app("a")).await.unwrap(), snap, "nothing of an invalid group is written");
 }
 
 async fn bad_arguments_get_clear_errors(s: Subject) {
     for bad in [Duration::ZERO, Duration::from_millis(999), Duration::from_secs(301)] {
-        let err = s.store.claim(&unit("a/0"), bad).unwrap_err();
+        let err = s.store.claim(&unit("a/0"), bad).await.unwrap_err();
         assert_eq!(err, LeaseError::InvalidDuration(bad));
         assert!(err.to_string().contains("1s to 5min"));
     }
-    assert!(s.store.claim(&unit("a/0"), Duration::from_secs(300)).is_ok());
+    assert!(s.store.claim(&unit("a/0"), Duration::from_secs(300)).await.is_ok());
     for bad in ["", "tab\there", &"e".repeat(257)] {
-        assert!(matches!(s.store.pin(&app("a"), bad), Err(LeaseError::InvalidEntity(_))));
-        assert!(matches!(s.store.unpin(&app("a"), bad), Err(LeaseError::InvalidEntity(_))));
+        assert!(matches!(s.store.pin(&app("a"), bad).await, Err(LeaseError::InvalidEntity(_))));
+        assert!(matches!(s.store.unpin(&app("a"), bad).await, Err(LeaseError::InvalidEntity(_))));
     }
     let err = UnitName::new("a/x").unwrap_err().to_string();
     assert!(err.contains("application/number"), "{err}");
@@ -309,9 +309,9 @@ async fn bad_arguments_get_clear_errors(s: Subject) {
 async fn watchers_hear_of_changes(s: Subject) {
     let mut leases = s.store.watch_leases();
     let mut settings = s.store.watch_settings(&app("a"));
-    let claim = s.store.claim(&unit("a/0"), LEASE).unwrap();
+    let claim = s.store.claim(&unit("a/0"), LEASE).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), leases.changed()).await.unwrap().unwrap();
-    s.store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).unwrap();
+    s.store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), settings.changed()).await.unwrap().unwrap();
     assert_eq!(*settings.borrow_and_update(), 1);
 }
@@ -327,27 +327,27 @@ async fn sqlite_keeps_terms_leases_and_settings_across_reopening() {
         Arc::new(SqliteStore::open_with(&path, clock.clone(), sqlite_options(boot)).unwrap())
     };
     let store = open("boot-1");
-    let claim = store.claim(&unit("a/0"), LEASE).unwrap();
-    store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).unwrap();
+    let claim = store.claim(&unit("a/0"), LEASE).await.unwrap();
+    store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).await.unwrap();
     drop(store);
 
     // Same boot: the holder may still believe in its lease, so nobody else gets it.
     let store = open("boot-1");
-    assert!(matches!(store.claim(&unit("a/1"), LEASE), Err(LeaseError::Denied { .. })));
-    assert_eq!(store.read_settings(&app("a")).unwrap().values.get("k").map(String::as_str), Some("v"));
+    assert!(matches!(store.claim(&unit("a/1"), LEASE).await, Err(LeaseError::Denied { .. })));
+    assert_eq!(store.read_settings(&app("a")).await.unwrap().values.get("k").map(String::as_str), Some("v"));
     clock.advance(LEASE);
-    assert_eq!(store.claim(&unit("a/1"), LEASE).unwrap().term, 2);
+    assert_eq!(store.claim(&unit("a/1"), LEASE).await.unwrap().term, 2);
     drop(store);
 
     // A reboot: readings of the old boot's clock mean nothing, so the lease is kept for a
     // full duration from now (here the manual clock even stands still).
     let store = open("boot-2");
-    assert!(matches!(store.claim(&unit("a/0"), LEASE), Err(LeaseError::Denied { .. })));
+    assert!(matches!(store.claim(&unit("a/0"), LEASE).await, Err(LeaseError::Denied { .. })));
     clock.advance(LEASE - Duration::from_nanos(1));
-    assert!(store.lease(&app("a")).unwrap().is_some());
+    assert!(store.lease(&app("a")).await.unwrap().is_some());
     clock.advance(Duration::from_nanos(1));
-    assert_eq!(store.claim(&unit("a/0"), LEASE).unwrap().term, 3, "terms keep rising across restarts");
-    assert_eq!(store.read_settings(&app("a")).unwrap().version, 1);
+    assert_eq!(store.claim(&unit("a/0"), LEASE).await.unwrap().term, 3, "terms keep rising across restarts");
+    assert_eq!(store.read_settings(&app("a")).await.unwrap().version, 1);
 }
 
 #[tokio::test]
@@ -368,8 +368,8 @@ async fn sqlite_upgrades_a_version_1_file_keeping_its_leases_and_settings() {
     let path = dir.path().join("state.db");
     let clock = Arc::new(ManualClock::default());
     let store = SqliteStore::open_with(&path, clock.clone(), sqlite_options("boot-1")).unwrap();
-    let claim = store.claim(&unit("a/0"), LEASE).unwrap();
-    store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).unwrap();
+    let claim = store.claim(&unit("a/0"), LEASE).await.unwrap();
+    store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).await.unwrap();
     drop(store);
     // Turn the file back into version 1, which had no reservations.
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -382,11 +382,11 @@ async fn sqlite_upgrades_a_version_1_file_keeping_its_leases_and_settings() {
     drop(conn);
 
     let store = SqliteStore::open_with(&path, clock.clone(), sqlite_options("boot-1")).unwrap();
-    assert_eq!(store.lease(&app("a")).unwrap().unwrap().term, claim.term, "the lease survives the upgrade");
-    assert_eq!(store.read_settings(&app("a")).unwrap().values.get("k").map(String::as_str), Some("v"));
-    store.reserve(&unit("a/2"), LEASE).unwrap();
-    store.revoke(&unit("a/0")).unwrap();
-    assert!(matches!(store.claim(&unit("a/1"), LEASE), Err(LeaseError::Reserved { .. })), "reservations work after it");
+    assert_eq!(store.lease(&app("a")).await.unwrap().unwrap().term, claim.term, "the lease survives the upgrade");
+    assert_eq!(store.read_settings(&app("a")).await.unwrap().values.get("k").map(String::as_str), Some("v"));
+    store.reserve(&unit("a/2"), LEASE).await.unwrap();
+    store.revoke(&unit("a/0")).await.unwrap();
+    assert!(matches!(store.claim(&unit("a/1"), LEASE).await, Err(LeaseError::Reserved { .. })), "reservations work after it");
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).unwrap();

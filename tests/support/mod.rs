@@ -172,3 +172,8 @@ pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     }
     panic!("never happened: {what}");
 }
+
+/// Runs `work` to completion on a runtime of this thread: store calls from a plain `#[test]`.
+pub fn block_on<F: std::future::Future>(work: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime").block_on(work)
+}

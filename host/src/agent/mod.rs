@@ -163,7 +163,7 @@ pub async fn run_unit(
     config: AgentConfig,
     mut commands: mpsc::Receiver<AgentCommand>,
 ) -> Result<(), AgentError> {
-    let local = preflight(&unit, &config)?;
+    let local = preflight(&unit, &config).await?;
     let store = unit.store().clone();
     let clock = store.clock().clone();
     let (role_tx, mut role_rx) = watch::channel(Role::Unknown);
@@ -325,22 +325,22 @@ async fn run_until_stopped(
 /// What [`run_unit`] checks before it starts anything: the durations, the unit's local
 /// state, and that the store remembers at least what the unit does. Returns the local state
 /// to start from.
-pub fn preflight(unit: &Unit, config: &AgentConfig) -> Result<LocalState, AgentError> {
+pub async fn preflight(unit: &Unit, config: &AgentConfig) -> Result<LocalState, AgentError> {
     timing::STOP_GRACE.check(config.stop_grace)?;
     timing::GUARANTEE_WINDOW.check(unit.tracker().window())?;
     let mut local = match &config.state_file {
         Some(path) => local_state::load(path)?,
         None => LocalState::default(),
     };
-    check_store_remembers(unit, &mut local, config.accept_new_store)?;
+    check_store_remembers(unit, &mut local, config.accept_new_store).await?;
     Ok(local)
 }
 
 /// Checks that the store remembers at least what the unit does; see [`AgentError::StoreBehind`].
-fn check_store_remembers(unit: &Unit, local: &mut LocalState, accept_new_store: bool) -> Result<(), AgentError> {
+async fn check_store_remembers(unit: &Unit, local: &mut LocalState, accept_new_store: bool) -> Result<(), AgentError> {
     let app = unit.name().app();
-    let term = unit.store().last_term(app).map_err(|e| AgentError::Store(e.to_string()))?;
-    let version = unit.store().read_settings(app).map_err(|e: WriteError| AgentError::Store(e.to_string()))?.version;
+    let term = unit.store().last_term(app).await.map_err(|e| AgentError::Store(e.to_string()))?;
+    let version = unit.store().read_settings(app).await.map_err(|e: WriteError| AgentError::Store(e.to_string()))?.version;
     let checks = [("term", local.last_elected_term, term), ("leader settings version", local.settings_version_seen, version)];
     let Some((what, Some(remembered), found)) = checks.into_iter().find(|(_, mine, theirs)| mine.is_some_and(|m| m > *theirs))
     else {
@@ -414,15 +414,8 @@ async fn sleep_until_or_forever(clock: &dyn Clock, at: Option<Timestamp>) {
     }
 }
 
-/// Runs a store call of the unit on the blocking pool, off the async workers.
-async fn off_thread<T: Send + 'static>(unit: &Arc<Unit>, call: impl FnOnce(&Unit) -> T + Send + 'static) -> Option<T> {
-    let unit = unit.clone();
-    tokio::task::spawn_blocking(move || call(&unit)).await.ok()
-}
-
 async fn release(unit: &Arc<Unit>) {
-    let result = off_thread(unit, |unit| unit.tracker().release()).await;
-    if let Some(Err(err)) = result {
+    if let Err(err) = unit.tracker().release().await {
         unit.log(LogLevel::Warning, format!("could not give up leadership: {err}"));
     }
 }
@@ -481,15 +474,15 @@ async fn claim_loop(
                 // stop's hold-off, with no end, is never cut short).
                 _ = leases.changed(), if until.is_some() => {
                     let me = unit.name().clone();
-                    let reserved = off_thread(&unit, |unit| unit.store().reservation(unit.name().app())).await;
-                    if matches!(reserved, Some(Ok(Some(ref holder))) if *holder == me) {
+                    let reserved = unit.store().reservation(unit.name().app()).await;
+                    if matches!(reserved, Ok(Some(ref holder)) if *holder == me) {
                         hold_off_ended = until;
                     }
                 }
             }
             continue;
         }
-        let refresh = off_thread(&unit, |unit| unit.tracker().refresh()).await.unwrap_or(Refresh::Failed);
+        let refresh = tracker.refresh().await;
         health_tx.send_if_modified(|health| {
             let now = tracker.store_error();
             std::mem::replace(health, now.clone()) != now

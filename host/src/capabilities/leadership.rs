@@ -19,10 +19,10 @@ use crate::tracker::LeadershipUnknown;
 
 impl HookState {
     /// The hook's snapshot, taken now if this is the first read.
-    fn snapshot(&mut self) -> Result<&Settings, LeadershipError> {
+    async fn snapshot(&mut self) -> Result<&Settings, LeadershipError> {
         if self.snapshot.is_none() {
             let app = self.unit.name().app();
-            let current = self.unit.store().read_settings(app).map_err(|e| LeadershipError::Unknown(e.to_string()))?;
+            let current = self.unit.store().read_settings(app).await.map_err(|e| LeadershipError::Unknown(e.to_string()))?;
             // Shared with the store's copy until this hook's own write changes it.
             self.snapshot = Some(current.values);
         }
@@ -35,16 +35,16 @@ impl Host for HookState {
         self.unit.tracker().is_leader().map_err(|LeadershipUnknown::StoreFailed(e)| LeadershipError::Unknown(e))
     }
 
-    fn leader_get(&mut self, key: String) -> Result<Option<String>, LeadershipError> {
-        Ok(self.snapshot()?.get(&key).cloned())
+    async fn leader_get(&mut self, key: String) -> Result<Option<String>, LeadershipError> {
+        Ok(self.snapshot().await?.get(&key).cloned())
     }
 
-    fn leader_get_all(&mut self) -> Result<Vec<(String, String)>, LeadershipError> {
-        Ok(self.snapshot()?.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    async fn leader_get_all(&mut self) -> Result<Vec<(String, String)>, LeadershipError> {
+        Ok(self.snapshot().await?.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
-    fn leader_set(&mut self, settings: Vec<(String, String)>) -> Result<(), LeadershipError> {
-        self.unit.leader_set(&settings).map_err(|err| match err {
+    async fn leader_set(&mut self, settings: Vec<(String, String)>) -> Result<(), LeadershipError> {
+        self.unit.leader_set(&settings).await.map_err(|err| match err {
             WriteError::NotLeader { .. } => LeadershipError::NotLeader,
             WriteError::Invalid(reason) => LeadershipError::Invalid(reason.to_string()),
             WriteError::Store(reason) => LeadershipError::Unknown(reason),

@@ -86,8 +86,8 @@ pub struct BenchArgs {
     /// Print one JSON object `{"figures":[...]}` instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Measure only these sections (repeatable): calls, lease, agents, memory.
-    #[arg(long, value_parser = ["calls", "lease", "agents", "memory"])]
+    /// Measure only these sections (repeatable): calls, lease, renewals, agents, memory.
+    #[arg(long, value_parser = ["calls", "lease", "renewals", "agents", "memory"])]
     pub only: Vec<String>,
 }
 
@@ -289,17 +289,23 @@ pub struct UsageError(pub String);
 /// The exit code for usage errors, as clap's and Juju's.
 pub const USAGE_EXIT: u8 = 2;
 
+/// Runs `work` to completion on a runtime of the calling thread (for commands that make a
+/// few store or agent calls and end).
+pub fn block_on<F: std::future::Future>(work: F) -> anyhow::Result<F::Output> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(work))
+}
+
 /// Runs the parsed command; the exit code is the command's own.
 pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Agent(args) => agent::agent(args),
-        Command::Status(args) => status::status(args),
+        Command::Status(args) => block_on(status::status(args))?,
         Command::IsLeader { target, output, args } => Ok(tools::is_leader(target, output, args)),
         Command::LeaderGet { target, output, args } => Ok(tools::leader_get(target, output, args)),
         Command::LeaderSet { target, pairs } => Ok(tools::leader_set(target, pairs)),
         Command::StepDown(target) => Ok(operator::step_down(target)),
-        Command::Elect(args) => operator::elect(args),
+        Command::Elect(args) => block_on(operator::elect(args))?,
         Command::Bench(args) => bench::bench(args),
     }
 }

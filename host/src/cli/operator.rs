@@ -13,7 +13,7 @@ use charm_host::state_dir::StateDir;
 
 use super::ElectArgs;
 use super::ToolArgs;
-use super::tools::{act, call_agent};
+use super::tools::{act, ask_agent};
 
 /// How long `elect` waits for an agent to answer.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,36 +27,37 @@ pub fn step_down(target: ToolArgs) -> ExitCode {
 }
 
 /// `elect UNIT`: reserve the lease for UNIT, make the leader step down, wait for UNIT to lead.
-pub fn elect(args: ElectArgs) -> anyhow::Result<ExitCode> {
+pub async fn elect(args: ElectArgs) -> anyhow::Result<ExitCode> {
     let unit = args.unit.clone();
     let state = StateDir::new(&args.state);
     anyhow::ensure!(state.store().is_file(), "{} holds no state (no state.db)", args.state.display());
-    let ask = |unit: &UnitName, request| call_agent(&state, unit, &request, AGENT_TIMEOUT);
+    let ask = async |unit: &UnitName, request| ask_agent(&state, unit, &request, AGENT_TIMEOUT).await;
     ask(&unit, ToolRequest::IsLeader)
+        .await
         .with_context(|| format!("{unit} must be running to be elected, or the handover would stall"))?;
     let store = SqliteStore::open(&state.store())?;
     let start = Instant::now();
-    match store.lease(unit.app())? {
+    match store.lease(unit.app()).await? {
         Some(lease) if lease.holder == unit => {
             outln!("{unit} already leads {} (term {})", unit.app(), lease.term);
             return Ok(ExitCode::SUCCESS);
         }
         Some(lease) => {
-            store.reserve(&unit, args.within)?;
-            match ask(&lease.holder, ToolRequest::StepDown) {
+            store.reserve(&unit, args.within).await?;
+            match ask(&lease.holder, ToolRequest::StepDown).await {
                 Ok(ToolResponse::Done) => {}
                 Ok(other) => eprintln!("{} did not step down ({other:?}); {unit} leads once its lease ends", lease.holder),
                 Err(err) => eprintln!("{err}; {unit} leads once {}'s lease expires", lease.holder),
             }
         }
-        None => store.reserve(&unit, args.within)?,
+        None => store.reserve(&unit, args.within).await?,
     }
     while start.elapsed() < args.within {
-        if let Some(lease) = store.lease(unit.app())?.filter(|l| l.holder == unit) {
+        if let Some(lease) = store.lease(unit.app()).await?.filter(|l| l.holder == unit) {
             outln!("{unit} leads {} (term {}) after {:.1?}", unit.app(), lease.term, start.elapsed());
             return Ok(ExitCode::SUCCESS);
         }
-        std::thread::sleep(Duration::from_millis(5));
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     eprintln!("error: {unit} did not become leader within {:?}", args.within);
     Ok(ExitCode::from(1))

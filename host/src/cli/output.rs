@@ -135,11 +135,11 @@ struct UnitRow {
 
 impl StatusReport {
     /// Reads the leader, settings and every unit's status.
-    pub fn collect(app: &AppName, store: &dyn LeadershipStore, units: &[Arc<Unit>]) -> anyhow::Result<Self> {
-        let lease = store.lease(app)?;
+    pub async fn collect(app: &AppName, store: &dyn LeadershipStore, units: &[Arc<Unit>]) -> anyhow::Result<Self> {
+        let lease = store.lease(app).await?;
         let leader = lease.as_ref().map(|l| l.holder.to_string());
         let term = lease.map(|l| l.term);
-        let settings = store.read_settings(app)?.values;
+        let settings = store.read_settings(app).await?.values;
         let units = units
             .iter()
             .map(|unit| {

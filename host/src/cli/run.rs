@@ -122,11 +122,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         stop_grace: args.runtime.stop_grace,
         accept_new_store: args.runtime.accept_new_store,
     };
-    let application = Application::new(runtime, charm, store.clone(), events, &config)?;
     // Poll timers and I/O more often than tokio's default, so that a guest spinning until its
     // deadline (it yields at every epoch tick) delays its neighbours' timers as little as possible.
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(7).build()?;
     let report = tokio.block_on(async {
+        let application = Application::new(runtime, charm, store.clone(), events, &config).await?;
         let start = tokio::time::Instant::now();
         let mut running = application.start();
         let until_end = async {
@@ -148,7 +148,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
         until_end.await;
-        let report = StatusReport::collect(&app, store.as_ref(), application.units());
+        let report = StatusReport::collect(&app, store.as_ref(), application.units()).await;
         running.stop().await;
         report
     })?;
@@ -207,15 +207,15 @@ async fn perform(
         RunAction::Kill(unit) => running.kill(&unit)?,
         RunAction::Stop(unit) => running.stop_unit(&unit).await?,
         RunAction::StepDown => {
-            let leader = store.lease(app)?.context("there is no leader to step down")?.holder;
+            let leader = store.lease(app).await?.context("there is no leader to step down")?.holder;
             running.command(&leader, AgentCommand::StepDown).await?;
         }
         RunAction::Elect(unit) => {
-            let lease = store.lease(app)?;
+            let lease = store.lease(app).await?;
             if lease.as_ref().is_some_and(|l| l.holder == unit) {
                 return Ok(());
             }
-            store.reserve(&unit, std::time::Duration::from_secs(60))?;
+            store.reserve(&unit, std::time::Duration::from_secs(60)).await?;
             if let Some(lease) = lease {
                 running.command(&lease.holder, AgentCommand::StepDown).await?;
             }

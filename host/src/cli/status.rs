@@ -19,7 +19,7 @@ use serde_json::json;
 use super::StatusArgs;
 use super::output::for_terminal;
 
-pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let state = StateDir::new(&args.state);
     // Read-only: `status` never creates or changes a store.
     let store = match SqliteStore::open_read_only(&state.store()) {
@@ -32,23 +32,24 @@ pub fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let status: Option<UnitStatus> = charm_host::agent::load_json(&state.status_file(&unit)).ok().flatten();
         apps.entry(unit.app().clone()).or_default().push((unit, status));
     }
-    for app in store.leaders()?.into_keys().chain(store.pins()?.into_keys()) {
+    for app in store.leaders().await?.into_keys().chain(store.pins().await?.into_keys()) {
         apps.entry(app).or_default();
     }
-    let pins = store.pins()?;
-    // A unit whose agent does not answer is down: its recorded status may be stale.
-    let agent_up = |unit: &UnitName| {
-        super::tools::call_agent(&state, unit, &hook_tools::ToolRequest::IsLeader, Duration::from_secs(1)).is_ok()
-    };
+    let pins = store.pins().await?;
     let mut report = Vec::new();
     for (app, units) in apps {
-        let lease = store.lease(&app)?;
-        let settings = store.read_settings(&app)?;
-        let units: Vec<_> = units
+        let lease = store.lease(&app).await?;
+        let settings = store.read_settings(&app).await?;
+        let mut rows = Vec::new();
+        for (unit, status) in units {
+            // A unit whose agent does not answer is down: its recorded status may be stale.
+            let up = super::tools::ask_agent(&state, &unit, &hook_tools::ToolRequest::IsLeader, Duration::from_secs(1)).await.is_ok();
+            rows.push((unit, status, up));
+        }
+        let units: Vec<_> = rows
             .into_iter()
-            .map(|(unit, status)| {
+            .map(|(unit, status, up)| {
                 let leader = lease.as_ref().is_some_and(|l| l.holder == unit);
-                let up = agent_up(&unit);
                 let mut services = status.as_ref().map(|s| s.services.clone()).unwrap_or_default();
                 if !up {
                     // A stopped or crashed agent's services are gone with it.

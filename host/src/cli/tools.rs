@@ -32,9 +32,18 @@ pub(super) fn call_agent(
     request: &ToolRequest,
     timeout: Duration,
 ) -> anyhow::Result<ToolResponse> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    super::block_on(ask_agent(state, unit, request, timeout))?
+}
+
+/// [`call_agent`] inside a runtime.
+pub(super) async fn ask_agent(
+    state: &StateDir,
+    unit: &UnitName,
+    request: &ToolRequest,
+    timeout: Duration,
+) -> anyhow::Result<ToolResponse> {
     let socket = state.socket(unit);
-    match runtime.block_on(hook_tools::call(&socket, request, timeout)) {
+    match hook_tools::call(&socket, request, timeout).await {
         Ok(answer) => Ok(answer),
         Err(ToolCallError::Timeout(_)) => anyhow::bail!("{unit}'s agent did not answer within {timeout:?} (is it frozen?)"),
         Err(err) => Err(err.into()),

@@ -66,12 +66,13 @@ impl MemoryStore {
     }
 }
 
+#[async_trait::async_trait]
 impl LeadershipStore for MemoryStore {
     fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
 
-    fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
+    async fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
         let start = self.clock.now();
         let mut apps = self.lock();
         let app = apps.entry(unit.app().clone()).or_default();
@@ -85,7 +86,7 @@ impl LeadershipStore for MemoryStore {
         Ok(claim)
     }
 
-    fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError> {
+    async fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError> {
         let mut apps = self.lock();
         let Some(app) = apps.get_mut(unit.app()) else { return Ok(()) };
         if let Some(record) = rules::revoke(app.lease.as_ref(), app.pinned(), unit, self.clock.now())? {
@@ -96,7 +97,7 @@ impl LeadershipStore for MemoryStore {
         Ok(())
     }
 
-    fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {
+    async fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {
         super::validate_duration(duration)?;
         let until = self.clock.now() + duration;
         let mut apps = self.lock();
@@ -105,14 +106,14 @@ impl LeadershipStore for MemoryStore {
         Ok(())
     }
 
-    fn reservation(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError> {
+    async fn reservation(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError> {
         let now = self.clock.now();
         let apps = self.lock();
         let reserved = apps.get(app).and_then(|a| a.lease.as_ref()).and_then(|l| l.reserved.as_ref());
         Ok(reserved.filter(|r| r.until > now).map(|r| r.unit.clone()))
     }
 
-    fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
+    async fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
         validate_entity(entity)?;
         let inserted = self.lock().entry(app.clone()).or_default().pins.insert(entity.to_owned());
         if inserted {
@@ -121,7 +122,7 @@ impl LeadershipStore for MemoryStore {
         Ok(())
     }
 
-    fn unpin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
+    async fn unpin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
         validate_entity(entity)?;
         let removed = self.lock().get_mut(app).is_some_and(|a| a.pins.remove(entity));
         if removed {
@@ -130,7 +131,7 @@ impl LeadershipStore for MemoryStore {
         Ok(())
     }
 
-    fn pins(&self) -> Result<BTreeMap<AppName, Vec<String>>, LeaseError> {
+    async fn pins(&self) -> Result<BTreeMap<AppName, Vec<String>>, LeaseError> {
         Ok(self
             .lock()
             .iter()
@@ -139,16 +140,16 @@ impl LeadershipStore for MemoryStore {
             .collect())
     }
 
-    fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError> {
+    async fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError> {
         let now = self.clock.now();
         Ok(self.lock().get(app).and_then(|a| a.lease.as_ref()?.live(a.pinned(), now)))
     }
 
-    fn last_term(&self, app: &AppName) -> Result<u64, LeaseError> {
+    async fn last_term(&self, app: &AppName) -> Result<u64, LeaseError> {
         Ok(self.lock().get(app).and_then(|a| a.lease.as_ref()).map_or(0, |l| l.term))
     }
 
-    fn leaders(&self) -> Result<BTreeMap<AppName, UnitName>, LeaseError> {
+    async fn leaders(&self) -> Result<BTreeMap<AppName, UnitName>, LeaseError> {
         let now = self.clock.now();
         Ok(self
             .lock()
@@ -157,11 +158,11 @@ impl LeadershipStore for MemoryStore {
             .collect())
     }
 
-    fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError> {
+    async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError> {
         Ok(self.lock().get(app).map(|a| a.settings.clone()).unwrap_or_default())
     }
 
-    fn write_settings(
+    async fn write_settings(
         &self,
         writer: &UnitName,
         term: u64,

@@ -22,6 +22,17 @@
 //! Non-guarantees: nothing about *when* a waiting unit gets the lease, nor about how soon a
 //! watcher hears of a change (in-process: at once; across processes: within a poll).
 //!
+//! **The boundary is asynchronous** ([`async_trait`]): every operation that may wait (for a
+//! disk, a lock or a network) is awaited, so a slow call holds only the task that made it.
+//! One unit's `leader-set` waiting for an fsync or for another process's lock does not stall
+//! the renewals of the other units of the process, and a network store (etcd) lives behind
+//! the same trait with no runtime of its own and no thread per call. Each store chooses how
+//! to wait: the in-memory store never does, the SQLite store runs each call on tokio's
+//! blocking pool, a network store awaits its requests. Only the clock and the watch
+//! receivers are plain calls: they never wait. A caller that stops waiting (drops the
+//! future) may or may not have had its operation applied, as with any request to a store;
+//! a fenced write bounds that with its `apply_by` deadline.
+//!
 //! The boundary is drawn at these atomic decisions, not at reads and writes of rows, so a
 //! distributed store can implement it with its own primitives and no home-made consensus:
 //! on etcd, a lease key per application bound to an etcd lease (its TTL is the store
@@ -46,6 +57,8 @@ use tokio::sync::watch;
 use crate::names::{AppName, UnitName};
 use crate::settings::{InvalidSettings, SettingsSnapshot};
 
+/// Implementations of [`LeadershipStore`] put this attribute on their `impl` block.
+pub use async_trait::async_trait;
 pub use clock::{Clock, ManualClock, MonotonicClock, Timestamp};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
@@ -145,52 +158,53 @@ pub enum WriteError {
 
 /// Leases, pins and leader settings for every application it serves. See the module docs
 /// for what every implementation guarantees.
+#[async_trait]
 pub trait LeadershipStore: Send + Sync + 'static {
     /// The clock that decides expiry.
     fn clock(&self) -> &Arc<dyn Clock>;
 
     /// Claims or extends the lease of `unit`'s application for `duration`.
-    fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError>;
+    async fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError>;
 
     /// Gives up `unit`'s lease: ok if it held it or nobody does; [`LeaseError::NotHeld`] if
     /// another unit holds it.
-    fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError>;
+    async fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError>;
 
     /// Reserves the next grant of `unit`'s application lease for `unit` alone, for `duration`
     /// or until it is granted, whichever comes first; the current holder keeps its lease
     /// until it releases it or it expires. A directed handover is: reserve, then the holder
     /// steps down.
-    fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError>;
+    async fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError>;
 
     /// The unit the next grant of `app`'s lease is reserved for, while the reservation lasts.
-    fn reservation(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError>;
+    async fn reservation(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError>;
 
     /// Pins `app`'s lease on behalf of `entity` (idempotent).
-    fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError>;
+    async fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError>;
 
     /// Removes `entity`'s pin of `app`'s lease (idempotent).
-    fn unpin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError>;
+    async fn unpin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError>;
 
     /// Every pinned application with the entities pinning it, sorted.
-    fn pins(&self) -> Result<BTreeMap<AppName, Vec<String>>, LeaseError>;
+    async fn pins(&self) -> Result<BTreeMap<AppName, Vec<String>>, LeaseError>;
 
     /// `app`'s lease, if it is held and unexpired (or pinned).
-    fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError>;
+    async fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError>;
 
     /// The highest term ever granted for `app`, held or not (0 if it never had a leader):
     /// what an agent compares with the term it remembers, to notice a lost store.
-    fn last_term(&self, app: &AppName) -> Result<u64, LeaseError>;
+    async fn last_term(&self, app: &AppName) -> Result<u64, LeaseError>;
 
     /// Every application's current leader.
-    fn leaders(&self) -> Result<BTreeMap<AppName, UnitName>, LeaseError>;
+    async fn leaders(&self) -> Result<BTreeMap<AppName, UnitName>, LeaseError>;
 
     /// The contents of `app`'s settings bucket.
-    fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError>;
+    async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError>;
 
     /// Validates and applies `group` to the writer's application bucket if `term` still
     /// holds its lease, atomically; returns the bucket after the write. A group that
     /// changes nothing leaves the version as it was.
-    fn write_settings(
+    async fn write_settings(
         &self,
         writer: &UnitName,
         term: u64,
@@ -200,7 +214,7 @@ pub trait LeadershipStore: Send + Sync + 'static {
     /// [`Self::write_settings`], refused with [`WriteError::TooLate`] unless it is decided
     /// before `apply_by`, an instant of the machine's [`MonotonicClock`] (the caller stops
     /// waiting then). Stores that may wait for a lock check after they have it.
-    fn write_settings_by(
+    async fn write_settings_by(
         &self,
         writer: &UnitName,
         term: u64,
@@ -208,7 +222,7 @@ pub trait LeadershipStore: Send + Sync + 'static {
         apply_by: Option<Timestamp>,
     ) -> Result<SettingsSnapshot, WriteError> {
         check_apply_by(apply_by)?;
-        self.write_settings(writer, term, group)
+        self.write_settings(writer, term, group).await
     }
 
     /// A receiver that sees `app`'s settings version each time it changes.

@@ -148,7 +148,7 @@ struct Sim<'a> {
 }
 
 /// Runs one schedule against the store `open` returns; see the module docs.
-pub fn run_schedule<'a>(seed: u64, config: &SimConfig, open: &'a mut OpenStore<'a>) -> Result<SimStats, SimFailure> {
+pub async fn run_schedule<'a>(seed: u64, config: &SimConfig, open: &'a mut OpenStore<'a>) -> Result<SimStats, SimFailure> {
     let clock = Arc::new(ManualClock::default());
     let store = open(&clock);
     let mut apps = BTreeMap::new();
@@ -173,7 +173,11 @@ pub fn run_schedule<'a>(seed: u64, config: &SimConfig, open: &'a mut OpenStore<'
     };
     for step in 0..config.steps {
         sim.step = step;
-        sim.act().and_then(|()| sim.check()).map_err(|message| failure(seed, step, message, &sim.trace))?;
+        let result = match sim.act().await {
+            Ok(()) => sim.check().await,
+            Err(message) => Err(message),
+        };
+        result.map_err(|message| failure(seed, step, message, &sim.trace))?;
     }
     Ok(sim.stats)
 }
@@ -196,12 +200,12 @@ impl Sim<'_> {
         (!active.is_empty()).then(|| active[self.rng.random_range(0..active.len())])
     }
 
-    fn act(&mut self) -> Result<(), String> {
+    async fn act(&mut self) -> Result<(), String> {
         let roll = self.rng.random_range(0..100u32);
         match roll {
-            0..30 => self.claim(),
-            30..40 => self.revoke(),
-            40..60 => self.write(),
+            0..30 => self.claim().await,
+            30..40 => self.revoke().await,
+            40..60 => self.write().await,
             70..75 => {
                 // To the exact instant some unit's claim runs out: the expiry boundary.
                 let now = self.clock.now();
@@ -224,8 +228,8 @@ impl Sim<'_> {
                 self.note("jump 10min".into());
                 Ok(())
             }
-            78..82 => self.pin_or_unpin(),
-            82..85 => self.reserve(),
+            78..82 => self.pin_or_unpin().await,
+            82..85 => self.reserve().await,
             85..90 => {
                 if let Some(i) = self.pick_active_unit() {
                     let steps = self.rng.random_range(5..60u32);
@@ -247,16 +251,16 @@ impl Sim<'_> {
                 self.note("reopen store".into());
                 Ok(())
             }
-            _ => self.check_listings(),
+            _ => self.check_listings().await,
         }
     }
 
-    fn claim(&mut self) -> Result<(), String> {
+    async fn claim(&mut self) -> Result<(), String> {
         let Some(i) = self.pick_active_unit() else { return Ok(()) };
         let duration = Duration::from_secs(DURATIONS_S[self.rng.random_range(0..DURATIONS_S.len())]);
         let unit = self.units[i].name.clone();
         let now = self.clock.now();
-        let result = self.store.claim(&unit, duration);
+        let result = self.store.claim(&unit, duration).await;
         self.note(format!("claim {unit} {duration:?} -> {result:?}"));
         let model = self.apps.get_mut(unit.app()).ok_or("unknown app")?;
         match (model.live_holder(now).map(|(u, t)| (u.clone(), t)), result) {
@@ -305,11 +309,11 @@ impl Sim<'_> {
         Ok(())
     }
 
-    fn revoke(&mut self) -> Result<(), String> {
+    async fn revoke(&mut self) -> Result<(), String> {
         let Some(i) = self.pick_active_unit() else { return Ok(()) };
         let unit = self.units[i].name.clone();
         let now = self.clock.now();
-        let result = self.store.revoke(&unit);
+        let result = self.store.revoke(&unit).await;
         self.note(format!("revoke {unit} -> {result:?}"));
         let model = self.apps.get_mut(unit.app()).ok_or("unknown app")?;
         match (model.live_holder(now).map(|(u, _)| u.clone()), result) {
@@ -324,7 +328,7 @@ impl Sim<'_> {
         Ok(())
     }
 
-    fn write(&mut self) -> Result<(), String> {
+    async fn write(&mut self) -> Result<(), String> {
         let Some(i) = self.pick_active_unit() else { return Ok(()) };
         let unit = self.units[i].name.clone();
         let model_term = self.apps.get(unit.app()).map_or(0, |m| m.last_term);
@@ -345,7 +349,7 @@ impl Sim<'_> {
             group.push(("bad key".into(), "x".into()));
         }
         let now = self.clock.now();
-        let result = self.store.write_settings(&unit, term, &group);
+        let result = self.store.write_settings(&unit, term, &group).await;
         self.note(format!("write {unit} term {term} {group:?} -> {:?}", result.as_ref().map(|s| s.version)));
         let model = self.apps.get_mut(unit.app()).ok_or("unknown app")?;
         let holds = model.live_holder(now).is_some_and(|(u, t)| u == &unit && t == term);
@@ -378,11 +382,11 @@ impl Sim<'_> {
         Ok(())
     }
 
-    fn reserve(&mut self) -> Result<(), String> {
+    async fn reserve(&mut self) -> Result<(), String> {
         let i = self.rng.random_range(0..self.units.len());
         let unit = self.units[i].name.clone();
         let duration = Duration::from_secs(DURATIONS_S[self.rng.random_range(0..DURATIONS_S.len())]);
-        let result = self.store.reserve(&unit, duration);
+        let result = self.store.reserve(&unit, duration).await;
         self.note(format!("reserve for {unit} {duration:?} -> {result:?}"));
         result.map_err(|e| format!("reserve failed: {e}"))?;
         let until = self.clock.now() + duration;
@@ -391,12 +395,12 @@ impl Sim<'_> {
         Ok(())
     }
 
-    fn pin_or_unpin(&mut self) -> Result<(), String> {
+    async fn pin_or_unpin(&mut self) -> Result<(), String> {
         let apps: Vec<AppName> = self.apps.keys().cloned().collect();
         let app = apps[self.rng.random_range(0..apps.len())].clone();
         let entity = ENTITIES[self.rng.random_range(0..ENTITIES.len())];
         let pin = self.rng.random_bool(0.5);
-        let result = if pin { self.store.pin(&app, entity) } else { self.store.unpin(&app, entity) };
+        let result = if pin { self.store.pin(&app, entity).await } else { self.store.unpin(&app, entity).await };
         self.note(format!("{} {app} {entity} -> {result:?}", if pin { "pin" } else { "unpin" }));
         result.map_err(|e| format!("pin/unpin failed: {e}"))?;
         let model = self.apps.get_mut(&app).ok_or("unknown app")?;
@@ -408,9 +412,9 @@ impl Sim<'_> {
         Ok(())
     }
 
-    fn check_listings(&mut self) -> Result<(), String> {
+    async fn check_listings(&mut self) -> Result<(), String> {
         let now = self.clock.now();
-        let leaders = self.store.leaders().map_err(|e| e.to_string())?;
+        let leaders = self.store.leaders().await.map_err(|e| e.to_string())?;
         let expected: BTreeMap<AppName, UnitName> = self
             .apps
             .iter()
@@ -419,7 +423,7 @@ impl Sim<'_> {
         if leaders != expected {
             return Err(format!("leaders() = {leaders:?}, model {expected:?}"));
         }
-        let pins = self.store.pins().map_err(|e| e.to_string())?;
+        let pins = self.store.pins().await.map_err(|e| e.to_string())?;
         let expected: BTreeMap<AppName, Vec<String>> = self
             .apps
             .iter()
@@ -433,7 +437,7 @@ impl Sim<'_> {
     }
 
     /// The invariants of the module docs, at this instant.
-    fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), String> {
         let now = self.clock.now();
         for (app, model) in &self.apps {
             let believers: Vec<&UnitName> = self
@@ -451,12 +455,12 @@ impl Sim<'_> {
             {
                 return Err(format!("{believer} believes it leads {app}, but {holder} holds the lease"));
             }
-            let lease = self.store.lease(app).map_err(|e| e.to_string())?;
+            let lease = self.store.lease(app).await.map_err(|e| e.to_string())?;
             let store_view = lease.as_ref().map(|l| (&l.holder, l.term));
             if store_view != live {
                 return Err(format!("store lease of {app} is {store_view:?}, model {live:?}"));
             }
-            let settings = self.store.read_settings(app).map_err(|e| e.to_string())?;
+            let settings = self.store.read_settings(app).await.map_err(|e| e.to_string())?;
             if settings.version != model.version || *settings.values != model.settings {
                 return Err(format!("store settings of {app} are v{} {:?}, model v{} {:?} (a lost or stray write)",
                     settings.version, settings.values, model.version, model.settings));

@@ -163,8 +163,8 @@ struct Shared {
     watchers: Watchers,
 }
 
-/// Leases, pins and settings in a SQLite file.
-pub struct SqliteStore {
+/// The file and its connection; every call blocks its thread (see [`SqliteStore`]).
+struct SqliteFile {
     clock: Arc<dyn Clock>,
     shared: Arc<Shared>,
     path: PathBuf,
@@ -178,7 +178,7 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStore").field("path", &self.file.path).finish_non_exhaustive()
     }
 }
 
@@ -210,19 +210,10 @@ fn app_from_db(text: String) -> rusqlite::Result<AppName> {
     AppName::new(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the store at `path` on the machine's monotonic clock.
-    pub fn open(path: &Path) -> Result<Self, OpenError> {
-        Self::open_with(path, Arc::new(MonotonicClock), SqliteOptions::default())
-    }
-
-    /// Opens the store at `path` judging expiry by `clock`.
+impl SqliteFile {
+    /// See [`SqliteStore::open_with`].
     ///
-    /// Safe when several processes create and open a new file at once: the file is created
-    /// 0600 (leader settings hold secrets; SQLite gives its WAL files the same mode), the
-    /// switch to WAL is retried while another process holds the lock, and the schema is
-    /// created or migrated in one `BEGIN IMMEDIATE` transaction.
-    pub fn open_with(path: &Path, clock: Arc<dyn Clock>, options: SqliteOptions) -> Result<Self, OpenError> {
+    fn open_with(path: &Path, clock: Arc<dyn Clock>, options: SqliteOptions) -> Result<Self, OpenError> {
         let boot_id = current_boot_id(&options)?;
         let sqlite = |source| OpenError::Sqlite { path: path.to_owned(), source };
         create_private(path).map_err(|source| OpenError::File { path: path.to_owned(), source })?;
@@ -257,11 +248,8 @@ impl SqliteStore {
         Ok(Self { clock, shared, path: path.to_owned(), options, poller: std::sync::Once::new(), foreign_boot: false })
     }
 
-    /// Opens an existing store for reading only, changing nothing in it (for `status`): no
-    /// schema is created, no boot is adopted. A file last used in another boot is read as
-    /// [`Self::open`] would leave it: every held lease runs for its full duration from now.
-    /// Writes through this store fail.
-    pub fn open_read_only(path: &Path) -> Result<Self, OpenError> {
+    /// See [`SqliteStore::open_read_only`].
+    fn open_read_only(path: &Path) -> Result<Self, OpenError> {
         let options = SqliteOptions::default();
         let boot_id = current_boot_id(&options)?;
         let sqlite = |source| OpenError::Sqlite { path: path.to_owned(), source };
@@ -306,11 +294,6 @@ impl SqliteStore {
                 tracing::warn!(path = %self.path.display(), "other processes' changes will go unnoticed: {err}");
             }
         });
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -480,11 +463,170 @@ fn read_bucket(tx: &Transaction<'_>, app: &AppName) -> rusqlite::Result<Settings
     Ok(SettingsSnapshot { version: u64::try_from(version).unwrap_or(0), values: Arc::new(values) })
 }
 
-impl LeadershipStore for SqliteStore {
-    fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
+/// Leases, pins and settings in a SQLite file.
+///
+/// Every operation runs on tokio's blocking pool (inline when called outside a tokio
+/// runtime), so an `fsync` or a wait for another process's write lock never holds an async
+/// worker: the renewals of other units go on meanwhile. SQLite's write lock orders the
+/// writers, so a renewal waits for at most the one write holding it.
+pub struct SqliteStore {
+    file: Arc<SqliteFile>,
+}
+
+/// An error for a blocking call that could not finish (its thread panicked or the runtime
+/// is shutting down): nothing is known to have been decided.
+trait Unfinished {
+    fn unfinished(reason: String) -> Self;
+}
+
+impl Unfinished for LeaseError {
+    fn unfinished(reason: String) -> Self {
+        LeaseError::Store(reason)
+    }
+}
+
+impl Unfinished for WriteError {
+    fn unfinished(reason: String) -> Self {
+        WriteError::Store(reason)
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` on the machine's monotonic clock.
+    pub fn open(path: &Path) -> Result<Self, OpenError> {
+        Self::open_with(path, Arc::new(MonotonicClock), SqliteOptions::default())
     }
 
+    /// Opens the store at `path` judging expiry by `clock`.
+    ///
+    /// Safe when several processes create and open a new file at once: the file is created
+    /// 0600 (leader settings hold secrets; SQLite gives its WAL files the same mode), the
+    /// switch to WAL is retried while another process holds the lock, and the schema is
+    /// created or migrated in one `BEGIN IMMEDIATE` transaction.
+    pub fn open_with(path: &Path, clock: Arc<dyn Clock>, options: SqliteOptions) -> Result<Self, OpenError> {
+        Ok(Self { file: Arc::new(SqliteFile::open_with(path, clock, options)?) })
+    }
+
+    /// Opens an existing store for reading only, changing nothing in it (for `status`): no
+    /// schema is created, no boot is adopted. A file last used in another boot is read as
+    /// [`Self::open`] would leave it: every held lease runs for its full duration from now.
+    /// Writes through this store fail.
+    pub fn open_read_only(path: &Path) -> Result<Self, OpenError> {
+        Ok(Self { file: Arc::new(SqliteFile::open_read_only(path)?) })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.file.path
+    }
+
+    /// Runs `op` on the file off the async workers.
+    async fn blocking<T, E>(&self, op: impl FnOnce(&SqliteFile) -> Result<T, E> + Send + 'static) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: Unfinished + Send + 'static,
+    {
+        let file = self.file.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(tokio) => tokio
+                .spawn_blocking(move || op(&file))
+                .await
+                .unwrap_or_else(|err| Err(E::unfinished(format!("the store call did not finish: {err}")))),
+            Err(_) => op(&file),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl LeadershipStore for SqliteStore {
+    fn clock(&self) -> &Arc<dyn Clock> {
+        &self.file.clock
+    }
+
+    async fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
+        let unit = unit.clone();
+        self.blocking(move |file| file.claim(&unit, duration)).await
+    }
+
+    async fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError> {
+        let unit = unit.clone();
+        self.blocking(move |file| file.revoke(&unit)).await
+    }
+
+    async fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {
+        let unit = unit.clone();
+        self.blocking(move |file| file.reserve(&unit, duration)).await
+    }
+
+    async fn reservation(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError> {
+        let app = app.clone();
+        self.blocking(move |file| file.reservation(&app)).await
+    }
+
+    async fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
+        let (app, entity) = (app.clone(), entity.to_owned());
+        self.blocking(move |file| file.pin(&app, &entity)).await
+    }
+
+    async fn unpin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
+        let (app, entity) = (app.clone(), entity.to_owned());
+        self.blocking(move |file| file.unpin(&app, &entity)).await
+    }
+
+    async fn pins(&self) -> Result<BTreeMap<AppName, Vec<String>>, LeaseError> {
+        self.blocking(SqliteFile::pins).await
+    }
+
+    async fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError> {
+        let app = app.clone();
+        self.blocking(move |file| file.lease(&app)).await
+    }
+
+    async fn last_term(&self, app: &AppName) -> Result<u64, LeaseError> {
+        let app = app.clone();
+        self.blocking(move |file| file.last_term(&app)).await
+    }
+
+    async fn leaders(&self) -> Result<BTreeMap<AppName, UnitName>, LeaseError> {
+        self.blocking(SqliteFile::leaders).await
+    }
+
+    async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError> {
+        let app = app.clone();
+        self.blocking(move |file| file.read_settings(&app)).await
+    }
+
+    async fn write_settings(
+        &self,
+        writer: &UnitName,
+        term: u64,
+        group: &[(String, String)],
+    ) -> Result<SettingsSnapshot, WriteError> {
+        self.write_settings_by(writer, term, group, None).await
+    }
+
+    async fn write_settings_by(
+        &self,
+        writer: &UnitName,
+        term: u64,
+        group: &[(String, String)],
+        apply_by: Option<Timestamp>,
+    ) -> Result<SettingsSnapshot, WriteError> {
+        let (writer, group) = (writer.clone(), group.to_vec());
+        self.blocking(move |file| file.write_settings_by(&writer, term, &group, apply_by)).await
+    }
+
+    fn watch_settings(&self, app: &AppName) -> watch::Receiver<u64> {
+        self.file.watch_settings(app)
+    }
+
+    fn watch_leases(&self) -> watch::Receiver<u64> {
+        self.file.watch_leases()
+    }
+}
+
+/// The blocking operations, one per method of [`LeadershipStore`].
+impl SqliteFile {
     fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
         super::validate_duration(duration)?;
         let start = self.clock.now();
@@ -599,15 +741,6 @@ impl LeadershipStore for SqliteStore {
 
     fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError> {
         self.read_tx(|tx| Ok(read_bucket(tx, app)?))
-    }
-
-    fn write_settings(
-        &self,
-        writer: &UnitName,
-        term: u64,
-        group: &[(String, String)],
-    ) -> Result<SettingsSnapshot, WriteError> {
-        self.write_settings_by(writer, term, group, None)
     }
 
     fn write_settings_by(

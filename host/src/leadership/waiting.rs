@@ -19,7 +19,7 @@ pub async fn wait_until_released(
     tokio::pin!(cancel);
     loop {
         changes.borrow_and_update();
-        let Some(lease) = store.lease(app)? else { return Ok(()) };
+        let Some(lease) = store.lease(app).await? else { return Ok(()) };
         let expiry = if lease.pinned {
             Box::pin(std::future::pending())
         } else {
@@ -53,8 +53,8 @@ impl std::fmt::Debug for LeadershipToken {
 
 impl LeadershipToken {
     /// A token for `unit`'s leadership of its application, at the term it holds now.
-    pub fn new(store: Arc<dyn LeadershipStore>, unit: UnitName) -> Result<Self, LeaseError> {
-        let term = store.lease(unit.app())?.filter(|l| l.holder == unit).map(|l| l.term);
+    pub async fn new(store: Arc<dyn LeadershipStore>, unit: UnitName) -> Result<Self, LeaseError> {
+        let term = store.lease(unit.app()).await?.filter(|l| l.holder == unit).map(|l| l.term);
         Ok(Self { store, unit, term })
     }
 
@@ -65,9 +65,9 @@ impl LeadershipToken {
 
     /// Ok while the unit still holds the lease at the token's term; fails once it has
     /// moved, even if it later came back to the same unit.
-    pub fn check(&self) -> Result<(), LeaseError> {
+    pub async fn check(&self) -> Result<(), LeaseError> {
         let not_held = || LeaseError::NotHeld { app: self.unit.app().clone(), unit: self.unit.clone() };
-        let lease = self.store.lease(self.unit.app())?.ok_or_else(not_held)?;
+        let lease = self.store.lease(self.unit.app()).await?.ok_or_else(not_held)?;
         if lease.holder == self.unit && Some(lease.term) == self.term { Ok(()) } else { Err(not_held()) }
     }
 }

@@ -4,6 +4,13 @@ wasmtime::component::bindgen!({
     world: "charm",
     path: "../wit",
     exports: { default: async },
+    // The calls that reach the store are awaited, so a slow store holds only this hook;
+    // `is-leader` answers from the tracker and stays a plain call.
+    imports: {
+        "juju:charm/leadership.leader-get": async,
+        "juju:charm/leadership.leader-get-all": async,
+        "juju:charm/leadership.leader-set": async,
+    },
 });
 
 pub use juju::charm::{context, leadership, services};

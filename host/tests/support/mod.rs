@@ -170,49 +170,50 @@ use charm_host::leadership::{Claim, Clock, Lease, LeaseError, WriteError};
 use charm_host::names::AppName;
 use charm_host::settings::SettingsSnapshot;
 
+#[charm_host::leadership::async_trait]
 impl LeadershipStore for FaultyStore {
     fn clock(&self) -> &Arc<dyn Clock> {
         self.inner.clock()
     }
-    fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
+    async fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
         self.claims.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if self.failing.lock().unwrap().contains(unit) {
             return Err(LeaseError::Store("injected failure".into()));
         }
-        self.inner.claim(unit, duration)
+        self.inner.claim(unit, duration).await
     }
-    fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError> {
-        self.inner.revoke(unit)
+    async fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError> {
+        self.inner.revoke(unit).await
     }
-    fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {
-        self.inner.reserve(unit, duration)
+    async fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {
+        self.inner.reserve(unit, duration).await
     }
-    fn reservation(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError> {
-        self.inner.reservation(app)
+    async fn reservation(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError> {
+        self.inner.reservation(app).await
     }
-    fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
-        self.inner.pin(app, entity)
+    async fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
+        self.inner.pin(app, entity).await
     }
-    fn unpin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
-        self.inner.unpin(app, entity)
+    async fn unpin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
+        self.inner.unpin(app, entity).await
     }
-    fn pins(&self) -> Result<std::collections::BTreeMap<AppName, Vec<String>>, LeaseError> {
-        self.inner.pins()
+    async fn pins(&self) -> Result<std::collections::BTreeMap<AppName, Vec<String>>, LeaseError> {
+        self.inner.pins().await
     }
-    fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError> {
-        self.inner.lease(app)
+    async fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError> {
+        self.inner.lease(app).await
     }
-    fn last_term(&self, app: &AppName) -> Result<u64, LeaseError> {
-        self.inner.last_term(app)
+    async fn last_term(&self, app: &AppName) -> Result<u64, LeaseError> {
+        self.inner.last_term(app).await
     }
-    fn leaders(&self) -> Result<std::collections::BTreeMap<AppName, UnitName>, LeaseError> {
-        self.inner.leaders()
+    async fn leaders(&self) -> Result<std::collections::BTreeMap<AppName, UnitName>, LeaseError> {
+        self.inner.leaders().await
     }
-    fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError> {
-        self.inner.read_settings(app)
+    async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError> {
+        self.inner.read_settings(app).await
     }
-    fn write_settings(&self, writer: &UnitName, term: u64, group: &[(String, String)]) -> Result<SettingsSnapshot, WriteError> {
-        self.inner.write_settings(writer, term, group)
+    async fn write_settings(&self, writer: &UnitName, term: u64, group: &[(String, String)]) -> Result<SettingsSnapshot, WriteError> {
+        self.inner.write_settings(writer, term, group).await
     }
     fn watch_settings(&self, app: &AppName) -> tokio::sync::watch::Receiver<u64> {
         self.inner.watch_settings(app)

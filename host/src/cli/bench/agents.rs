@@ -81,7 +81,7 @@ struct Bench {
 }
 
 impl Bench {
-    fn start(&self, units: u32, window: Duration, dir: &std::path::Path) -> anyhow::Result<(Application, RunningApplication, Arc<HookStarts>, Arc<dyn LeadershipStore>)> {
+    async fn start(&self, units: u32, window: Duration, dir: &std::path::Path) -> anyhow::Result<(Application, RunningApplication, Arc<HookStarts>, Arc<dyn LeadershipStore>)> {
         let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
         let events = Arc::new(HookStarts::default());
         let config = ApplicationConfig {
@@ -94,7 +94,7 @@ impl Bench {
             stop_grace: charm_host::agent::DEFAULT_STOP_GRACE,
             accept_new_store: false,
         };
-        let app = Application::new(self.runtime.clone(), self.charm.clone(), store.clone(), events.clone(), &config)?;
+        let app = Application::new(self.runtime.clone(), self.charm.clone(), store.clone(), events.clone(), &config).await?;
         let running = app.start();
         Ok((app, running, events, store))
     }
@@ -112,15 +112,15 @@ async fn wait_for(mut done: impl FnMut() -> bool, limit: Duration) -> anyhow::Re
 /// Time from the action until another unit's `leader-elected` starts, in a 3-unit app.
 async fn handover(bench: &Bench, window: Duration, action: &str) -> anyhow::Result<Duration> {
     let dir = tempfile::tempdir()?;
-    let (_app, mut running, events, store) = bench.start(3, window, dir.path())?;
+    let (_app, mut running, events, store) = bench.start(3, window, dir.path()).await?;
     wait_for(|| events.settings_changed() >= 2, Duration::from_secs(60)).await?;
-    let leader = store.lease(&bench.app)?.ok_or_else(|| anyhow::anyhow!("no leader"))?.holder;
+    let leader = store.lease(&bench.app).await?.ok_or_else(|| anyhow::anyhow!("no leader"))?.holder;
     let start = events.set_mark();
     match action {
         "stop" => running.stop_unit(&leader).await?,
         "step-down" => running.command(&leader, AgentCommand::StepDown).await?,
         "elect" => {
-            store.reserve(&UnitName::from_parts(bench.app.clone(), (leader.number() + 1) % 3), Duration::from_secs(60))?;
+            store.reserve(&UnitName::from_parts(bench.app.clone(), (leader.number() + 1) % 3), Duration::from_secs(60)).await?;
             running.command(&leader, AgentCommand::StepDown).await?;
         }
         _ => running.kill(&leader)?,
@@ -135,15 +135,15 @@ async fn handover(bench: &Bench, window: Duration, action: &str) -> anyhow::Resu
 /// has finished its hook.
 async fn fan_out(bench: &Bench, units: u32, rounds: u32) -> anyhow::Result<Duration> {
     let dir = tempfile::tempdir()?;
-    let (_app, running, events, store) = bench.start(units, Duration::from_secs(30), dir.path())?;
+    let (_app, running, events, store) = bench.start(units, Duration::from_secs(30), dir.path()).await?;
     let minions = units as usize - 1;
     wait_for(|| events.settings_changed() >= minions, Duration::from_secs(300)).await?;
-    let lease = store.lease(&bench.app)?.ok_or_else(|| anyhow::anyhow!("no leader"))?;
+    let lease = store.lease(&bench.app).await?.ok_or_else(|| anyhow::anyhow!("no leader"))?;
     let mut samples = Vec::new();
     for round in 0..rounds {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let start = events.set_mark();
-        store.write_settings(&lease.holder, lease.term, &[("fan-out".into(), round.to_string())])?;
+        store.write_settings(&lease.holder, lease.term, &[("fan-out".into(), round.to_string())]).await?;
         wait_for(|| events.settings_changed() >= minions, Duration::from_secs(300)).await?;
         samples.push(start.elapsed());
     }

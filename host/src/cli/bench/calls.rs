@@ -28,9 +28,9 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
     let name = UnitName::new("bench/0")?;
     let tracker = LeadershipTracker::new(name.clone(), store.clone(), Duration::from_secs(30));
     let unit = Arc::new(Unit::new(name.clone(), data.path().join("bench-0"), tracker, Arc::new(RecordingSink::new()))?);
-    unit.tracker().refresh();
+    tokio.block_on(unit.tracker().refresh());
     let term = unit.tracker().held_term().ok_or_else(|| anyhow::anyhow!("the bench unit did not become leader"))?;
-    store.write_settings(&name, term, &[("key".into(), "value".into())])?;
+    tokio.block_on(store.write_settings(&name, term, &[("key".into(), "value".into())]))?;
 
     let run = |charm: &Charm, hook| -> anyhow::Result<Duration> {
         let start = Instant::now();

@@ -23,33 +23,35 @@ fn rate(n: u64, mut op: impl FnMut(u64) -> anyhow::Result<()>) -> anyhow::Result
 
 /// One grant (revoke + claim), one extend and one check per application, round-robin over
 /// 100 applications: operations per second over the mix.
-fn claim_extend_check(store: &dyn LeadershipStore, n: u64) -> anyhow::Result<f64> {
+async fn claim_extend_check(store: &dyn LeadershipStore, n: u64) -> anyhow::Result<f64> {
     let apps: Vec<AppName> = (0..100).map(|i| AppName::new(&format!("app{i}"))).collect::<Result<_, _>>()?;
     let units: Vec<UnitName> = apps.iter().map(|a| UnitName::from_parts(a.clone(), 0)).collect();
     let start = Instant::now();
     for i in 0..n as usize {
         let (app, unit) = (&apps[i % 100], &units[i % 100]);
-        store.revoke(unit)?;
-        store.claim(unit, LEASE)?;
-        store.claim(unit, LEASE)?;
-        anyhow::ensure!(store.lease(app)?.is_some(), "lost the lease");
+        store.revoke(unit).await?;
+        store.claim(unit, LEASE).await?;
+        store.claim(unit, LEASE).await?;
+        anyhow::ensure!(store.lease(app).await?.is_some(), "lost the lease");
     }
     Ok(4.0 * n as f64 / start.elapsed().as_secs_f64())
 }
 
-fn fenced_writes(store: &dyn LeadershipStore, n: u64) -> anyhow::Result<f64> {
+async fn fenced_writes(store: &dyn LeadershipStore, n: u64) -> anyhow::Result<f64> {
     let unit = UnitName::new("writer/0")?;
-    let term = store.claim(&unit, LEASE)?.term;
-    rate(n, |i| {
-        store.write_settings(&unit, term, &[("key".into(), i.to_string())])?;
-        Ok(())
-    })
+    let term = store.claim(&unit, LEASE).await?.term;
+    let start = Instant::now();
+    for i in 0..n {
+        store.write_settings(&unit, term, &[("key".into(), i.to_string())]).await?;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
 }
 
 pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
     let scale = if quick { 1 } else { 10 };
     let dir = tempfile::tempdir()?;
-    let memory = claim_extend_check(&MemoryStore::new(), 50_000 * scale)?;
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let memory = tokio.block_on(claim_extend_check(&MemoryStore::new(), 50_000 * scale))?;
     let mut figures = vec![
         Figure::new("lease engine, memory: claim+extend+check", memory, "ops/s").target(">= 1000000 ops/s", memory >= 1e6),
     ];
@@ -57,8 +59,8 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
         let options = SqliteOptions { durability, ..SqliteOptions::default() };
         let store = SqliteStore::open_with(&dir.path().join(format!("{durability:?}.db")), Arc::new(MonotonicClock), options)?;
         let n = if durability == Durability::Full { 100 * scale } else { 1000 * scale };
-        let mix = claim_extend_check(&store, n)?;
-        let writes = fenced_writes(&store, 4 * n)?;
+        let mix = tokio.block_on(claim_extend_check(&store, n))?;
+        let writes = tokio.block_on(fenced_writes(&store, 4 * n))?;
         let name = if durability == Durability::Full { "synchronous=FULL, the default" } else { "synchronous=NORMAL" };
         figures.push(Figure::new(format!("lease engine, SQLite {name}: claim+extend+check"), mix, "ops/s"));
         figures.push(Figure::new(format!("lease engine, SQLite {name}: fenced writes"), writes, "ops/s"));
@@ -68,7 +70,7 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
     let sim = rate(schedules, |seed| {
         let mut store: Option<Arc<dyn LeadershipStore>> = None;
         let mut open = |clock: &Arc<ManualClock>| store.get_or_insert_with(|| Arc::new(MemoryStore::with_clock(clock.clone()))).clone();
-        run_schedule(seed, &config, &mut open).map(|_| ()).map_err(anyhow::Error::from)
+        tokio.block_on(run_schedule(seed, &config, &mut open)).map(|_| ()).map_err(anyhow::Error::from)
     })?;
     figures.push(Figure::new(format!("simulator, memory store ({}-step schedules)", config.steps), sim, "schedules/s"));
     Ok(figures)

@@ -56,7 +56,7 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
         };
         let per_unit = tokio.block_on(async {
             let before = rss_kib()?;
-            let app = Application::new(runtime.clone(), charm.clone(), store, hooks.clone(), &config)?;
+            let app = Application::new(runtime.clone(), charm.clone(), store, hooks.clone(), &config).await?;
             let running = app.start();
             // Every unit runs install and one leadership hook; then it idles.
             let start = Instant::now();

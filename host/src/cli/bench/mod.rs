@@ -7,6 +7,7 @@ mod agents;
 mod calls;
 mod lease;
 mod memory;
+mod renewals;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -94,6 +95,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if wanted("lease") {
         progress("the lease engine");
         figures.extend(lease::figures(quick)?);
+    }
+    if wanted("renewals") {
+        progress("renewals during a leader-set storm");
+        figures.extend(renewals::figures(quick)?);
     }
     if wanted("agents") {
         progress("handovers and fan-out");
