@@ -1,9 +1,14 @@
-//! Every lease-engine case, run against both stores on a manual clock (no test sleeps to
-//! let a lease expire).
+//! Every lease-engine case, run against both embedded stores on a manual clock (no test
+//! sleeps to let a lease expire), and each case that needs no clock movement against a real
+//! etcd too (`etcd_store.rs` has the etcd cases with real expiry).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+#[path = "../../tests/support/etcd.rs"]
+mod etcd;
+
+use charm_host::leadership::etcd::{EtcdOptions, EtcdStore};
 use charm_host::leadership::sqlite::SqliteOptions;
 use charm_host::leadership::{
     Clock, LeaseError, LeadershipStore, LeadershipToken, ManualClock, MemoryStore, SqliteStore, WriteError,
@@ -17,13 +22,16 @@ const LEASE: Duration = Duration::from_secs(10);
 /// A store under test, with its clock and whatever keeps it alive.
 struct Subject {
     store: Arc<dyn LeadershipStore>,
+    /// The clock the store judges expiry by; an etcd store's is the server's, so cases that
+    /// move this clock do not run on etcd.
     clock: Arc<ManualClock>,
     _dir: Option<tempfile::TempDir>,
+    _etcd: Option<etcd::EtcdCluster>,
 }
 
 fn memory() -> Subject {
     let clock = Arc::new(ManualClock::default());
-    Subject { store: Arc::new(MemoryStore::with_clock(clock.clone())), clock, _dir: None }
+    Subject { store: Arc::new(MemoryStore::with_clock(clock.clone())), clock, _dir: None, _etcd: None }
 }
 
 fn sqlite_options(boot: &str) -> SqliteOptions {
@@ -34,7 +42,13 @@ fn sqlite() -> Subject {
     let clock = Arc::new(ManualClock::default());
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open_with(&dir.path().join("state.db"), clock.clone(), sqlite_options("boot-1")).unwrap();
-    Subject { store: Arc::new(store), clock, _dir: Some(dir) }
+    Subject { store: Arc::new(store), clock, _dir: Some(dir), _etcd: None }
+}
+
+async fn real_etcd() -> Subject {
+    let cluster = etcd::EtcdCluster::start(1);
+    let store = EtcdStore::connect(&EtcdOptions::from_url(&cluster.url()).unwrap()).await.unwrap();
+    Subject { store: Arc::new(store), clock: Arc::new(ManualClock::default()), _dir: None, _etcd: Some(cluster) }
 }
 
 fn unit(name: &str) -> UnitName {
@@ -53,26 +67,41 @@ fn group(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 macro_rules! for_each_store {
     ($($case:ident),* $(,)?) => {
         mod memory_store {
-            $( #[tokio::test] async fn $case() { super::$case(super::memory()).await } )*
+            $( #[tokio::test] async fn $case() { crate::$case(crate::memory()).await } )*
         }
         mod sqlite_store {
-            $( #[tokio::test] async fn $case() { super::$case(super::sqlite()).await } )*
+            $( #[tokio::test] async fn $case() { crate::$case(crate::sqlite()).await } )*
         }
     };
 }
 
+/// Generates one test per store, etcd included, for each case that needs no clock movement.
+macro_rules! for_each_store_and_etcd {
+    ($($case:ident),* $(,)?) => {
+        mod any_store {
+            for_each_store!($($case),*);
+            mod etcd_store {
+                $( #[tokio::test] async fn $case() { crate::$case(crate::real_etcd().await).await } )*
+            }
+        }
+    };
+}
+
+for_each_store_and_etcd!(
+    revoke_by_holder_other_and_nobody,
+    a_cancelled_wait_ends_at_once,
+    bad_arguments_get_clear_errors,
+    watchers_hear_of_changes,
+);
+
 for_each_store!(
     claim_extend_and_deny,
     expiry_is_exact,
-    revoke_by_holder_other_and_nobody,
     pins_stop_expiry_until_the_last_unpin,
     pins_and_leaders_are_listed,
     waiters_are_released_on_expiry_and_on_revoke,
-    a_cancelled_wait_ends_at_once,
     tokens_fail_once_the_lease_moves,
     writes_are_fenced_by_term,
-    bad_arguments_get_clear_errors,
-    watchers_hear_of_changes,
     a_reservation_directs_the_next_grant,
 );
 

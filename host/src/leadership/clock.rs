@@ -4,7 +4,8 @@
 //! `CLOCK_MONOTONIC`, so every process on one machine reads the same timeline and a lease
 //! expiry written by one process means the same instant to another (it restarts at boot;
 //! stores that persist expiries must detect a reboot). [`ManualClock`] moves only when a
-//! test advances it, and wakes every sleeper whose deadline it passes.
+//! test advances it, and wakes every sleeper whose deadline it passes. [`BootClock`] also
+//! counts time a machine spends suspended.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -65,6 +66,37 @@ impl Clock for MonotonicClock {
     fn sleep_until(&self, deadline: Timestamp) -> Sleep {
         let wait = deadline.saturating_since(self.now());
         Box::pin(tokio::time::sleep(wait))
+    }
+}
+
+/// The machine's `CLOCK_BOOTTIME`: like [`MonotonicClock`], but it keeps counting while the
+/// machine is suspended, so a holder that wakes from a suspend sees its guarantee gone
+/// instead of believing it still leads. The clock of stores whose expiry another machine
+/// decides (etcd): only this host's readings are compared with each other.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BootClock;
+
+/// The longest a [`BootClock`] sleep waits before looking at the clock again: timers count
+/// on `CLOCK_MONOTONIC`, which stops during a suspend, so a sleep across one would end late.
+const BOOT_SLEEP_CHUNK: Duration = Duration::from_secs(1);
+
+impl Clock for BootClock {
+    fn now(&self) -> Timestamp {
+        let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+        Timestamp((ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64))
+    }
+
+    fn sleep_until(&self, deadline: Timestamp) -> Sleep {
+        let clock = *self;
+        Box::pin(async move {
+            loop {
+                let wait = deadline.saturating_since(clock.now());
+                if wait.is_zero() {
+                    return;
+                }
+                tokio::time::sleep(wait.min(BOOT_SLEEP_CHUNK)).await;
+            }
+        })
     }
 }
 

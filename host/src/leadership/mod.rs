@@ -1,5 +1,6 @@
 //! The leadership engine: leases with terms and pins, and fenced leader-settings writes,
-//! behind one store boundary ([`LeadershipStore`]) with an in-memory and a SQLite backend.
+//! behind one store boundary ([`LeadershipStore`]) with an in-memory, a SQLite and an etcd
+//! backend.
 //!
 //! Every store guarantees, for each application:
 //! - **At most one holder.** A claim is granted only if nobody holds the lease or it has
@@ -41,6 +42,7 @@
 //! compares the lease key's value and term before putting the settings.
 
 pub mod clock;
+pub mod etcd;
 pub mod memory;
 pub mod simulation;
 pub mod sqlite;
@@ -59,7 +61,8 @@ use crate::settings::{InvalidSettings, SettingsSnapshot};
 
 /// Implementations of [`LeadershipStore`] put this attribute on their `impl` block.
 pub use async_trait::async_trait;
-pub use clock::{Clock, ManualClock, MonotonicClock, Timestamp};
+pub use clock::{BootClock, Clock, ManualClock, MonotonicClock, Timestamp};
+pub use etcd::EtcdStore;
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 pub use waiting::{LeadershipToken, wait_until_released};

@@ -1,0 +1,154 @@
+//! The key layout under a store's prefix, and how each value is encoded.
+//!
+//! | key                     | value                                  | etcd lease            |
+//! |-------------------------|----------------------------------------|-----------------------|
+//! | `P/meta`                | `{"store":"charm-host","schema":1}`    | none                  |
+//! | `P/lease/APP`           | `{"holder":UNIT,"term":N,"ttl":SECS}`  | the tenure's, unless pinned |
+//! | `P/term/APP`            | the highest term granted, in decimal   | none (never deleted)  |
+//! | `P/reserved/APP`        | the unit a directed handover is for    | the reservation's     |
+//! | `P/pins/APP`            | JSON array of pinning entities, sorted | none                  |
+//! | `P/settings/APP`        | `{"version":N,"values":{K:V,...}}`     | none                  |
+//! | `P/version/APP`         | the settings version, in decimal       | none                  |
+//!
+//! Application names never contain `/` (see [`AppName`]), so each kind of key is one
+//! prefix range: listing leaders or pins reads one range, and a watch of `P/` sees all.
+
+use serde::{Deserialize, Serialize};
+
+use crate::names::{AppName, UnitName};
+use crate::settings::Settings;
+
+/// The value of `P/meta`: what tells a charm-host store from other data under a prefix.
+pub(super) const META: &str = r#"{"store":"charm-host","schema":1}"#;
+
+/// The kinds of key of one application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Lease,
+    Term,
+    Reserved,
+    Pins,
+    Settings,
+    Version,
+}
+
+impl Kind {
+    fn segment(self) -> &'static str {
+        match self {
+            Kind::Lease => "lease",
+            Kind::Term => "term",
+            Kind::Reserved => "reserved",
+            Kind::Pins => "pins",
+            Kind::Settings => "settings",
+            Kind::Version => "version",
+        }
+    }
+}
+
+/// Builds and parses the keys under one prefix.
+#[derive(Debug, Clone)]
+pub(super) struct Layout {
+    prefix: String,
+}
+
+impl Layout {
+    /// `prefix` is `/`-rooted with no trailing `/` (as [`super::EtcdOptions`] checks).
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_owned() }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn meta(&self) -> String {
+        format!("{}/meta", self.prefix)
+    }
+
+    /// Everything under the prefix (for the watch).
+    pub fn all(&self) -> String {
+        format!("{}/", self.prefix)
+    }
+
+    /// The range holding every key of `kind`.
+    pub fn range(&self, kind: Kind) -> String {
+        format!("{}/{}/", self.prefix, kind.segment())
+    }
+
+    pub fn key(&self, kind: Kind, app: &AppName) -> String {
+        format!("{}/{}/{app}", self.prefix, kind.segment())
+    }
+
+    /// The kind and application a key names, if it is one of ours.
+    pub fn parse(&self, key: &[u8]) -> Option<(Kind, AppName)> {
+        let key = std::str::from_utf8(key).ok()?.strip_prefix(&self.prefix)?.strip_prefix('/')?;
+        let (segment, app) = key.split_once('/')?;
+        let kind = [Kind::Lease, Kind::Term, Kind::Reserved, Kind::Pins, Kind::Settings, Kind::Version]
+            .into_iter()
+            .find(|k| k.segment() == segment)?;
+        Some((kind, AppName::new(app).ok()?))
+    }
+}
+
+/// The value of a lease key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct LeaseValue {
+    pub holder: String,
+    pub term: u64,
+    /// The TTL of the tenure's etcd lease, in seconds, as granted.
+    pub ttl: i64,
+}
+
+impl LeaseValue {
+    pub fn new(holder: &UnitName, term: u64, ttl: i64) -> Self {
+        Self { holder: holder.to_string(), term, ttl }
+    }
+
+    /// The holder, checked.
+    pub fn holder(&self, key: &[u8]) -> Result<UnitName, String> {
+        UnitName::new(&self.holder).map_err(|e| corrupt(key, e))
+    }
+}
+
+/// The value of a settings key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct SettingsValue {
+    pub version: u64,
+    pub values: Settings,
+}
+
+/// Why a stored value could not be read: the data under the prefix is not what this
+/// program wrote.
+pub(super) fn corrupt(key: &[u8], what: impl std::fmt::Display) -> String {
+    format!("etcd key {} holds a value this program cannot read: {what}", String::from_utf8_lossy(key))
+}
+
+pub(super) fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(value).map_err(|e| corrupt(key, e))
+}
+
+pub(super) fn decode_number(key: &[u8], value: &[u8]) -> Result<u64, String> {
+    std::str::from_utf8(value).ok().and_then(|s| s.parse().ok()).ok_or_else(|| corrupt(key, "not a number"))
+}
+
+pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising these plain structs cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_back_to_their_kind_and_application() {
+        let layout = Layout::new("/ch");
+        let app = AppName::new("db").unwrap();
+        for kind in [Kind::Lease, Kind::Term, Kind::Reserved, Kind::Pins, Kind::Settings, Kind::Version] {
+            assert_eq!(layout.parse(layout.key(kind, &app).as_bytes()), Some((kind, app.clone())));
+        }
+        assert_eq!(layout.parse(b"/ch/meta"), None);
+        assert_eq!(layout.parse(b"/other/lease/db"), None);
+        assert_eq!(layout.parse(b"/ch/lease/Not-An-App"), None);
+    }
+}

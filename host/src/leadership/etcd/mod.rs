@@ -1,0 +1,712 @@
+//! A [`LeadershipStore`] on an etcd v3 cluster, for agents on several machines that share
+//! nothing else. The server alone decides expiry: no client clock ever judges whether a
+//! lease ran out.
+//!
+//! Which etcd primitive carries each guarantee (keys in [`keys`]):
+//! - **At most one holder**: a tenure is the key `P/lease/APP`, bound to an etcd lease
+//!   whose TTL is the claim's duration. A grant is one transaction whose guard is
+//!   `create_revision(P/lease/APP) == 0` (nobody holds it); the server deletes the key when
+//!   the etcd lease expires or is revoked, and only then can the next grant succeed. An
+//!   extension is a keep-alive of the tenure's etcd lease: while that lease lives, its key
+//!   cannot have been deleted, so nobody else can hold the application.
+//! - **A claim holds from the start of the call**: the holder reads its own
+//!   [`BootClock`] before sending the grant or keep-alive and promises itself `start + TTL`;
+//!   the server's countdown starts later, when it receives the request. `CLOCK_BOOTTIME`
+//!   keeps counting across a suspend, so a suspended holder wakes with no guarantee.
+//! - **Terms only go up**: `P/term/APP` is raised in the grant's transaction (guarded by its
+//!   mod revision) and never deleted; etcd keeps it across restarts of every member.
+//! - **Reservations**: `P/reserved/APP` names the unit, bound to an etcd lease of the
+//!   reservation's duration; a grant to anyone else is refused while it exists, and the
+//!   grant to that unit deletes it in the same transaction.
+//! - **Pins**: `P/pins/APP` lists the entities; pinning re-puts the lease key without an etcd
+//!   lease (a plain put detaches it), so the server cannot expire it. **Different from the
+//!   embedded stores:** removing the last pin binds the key to a fresh etcd lease of the
+//!   tenure's TTL, so expiry resumes a full TTL after the unpin (the embedded stores keep
+//!   the original expiry); and a pin cannot revive a lease that already expired, because its
+//!   key is gone.
+//! - **Fenced writes**: one transaction guarded by `create_revision(P/lease/APP)` as read
+//!   with the holder and term (the same tenure still holds the lease) and by the settings
+//!   key's mod revision (nothing else changed the bucket); it puts the whole bucket and its
+//!   version, so the group is applied whole or not at all. etcd acknowledges after the raft
+//!   quorum has the entry on disk.
+//! - **Reads** are linearizable (etcd's default; never `serializable`).
+//! - **Watches**: one watch of the whole prefix, resumed from the last revision seen after a
+//!   broken stream (member failover) and re-listed after compaction.
+//!
+//! A failed or ambiguous request (a timeout after sending, a member lost mid-call) returns
+//! [`LeaseError::Store`] or [`WriteError::Store`]: the caller does not know whether it was
+//! applied, and every operation is safe to retry. A grant that was applied is found by the
+//! next claim as this unit's own tenure and extended; an etcd lease granted for a
+//! transaction that never applied expires on its own. A fenced write is not sent once its
+//! `apply_by` deadline has passed, and its request is cancelled at that deadline; one the
+//! server had already accepted may still be applied, a margin before the caller gives up.
+
+mod connect;
+mod keys;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
+use tokio::sync::watch as channel;
+
+use self::keys::{Kind, Layout, LeaseValue, SettingsValue};
+use super::watchers::Watchers;
+use super::{
+    BootClock, Claim, Clock, Lease, LeaseError, LeadershipStore, Timestamp, WriteError, validate_duration,
+    validate_entity,
+};
+use crate::names::{AppName, UnitName};
+use crate::settings::{SettingsSnapshot, SettingsWrite};
+
+pub use connect::{ConnectError, DEFAULT_PREFIX, EtcdOptions, EtcdTls, check_server_version};
+
+/// How many times an operation re-reads and retries when its transaction's guard fails
+/// because another writer got there first.
+const CONTENTION_RETRIES: usize = 8;
+
+/// Leases, pins and settings in an etcd cluster.
+pub struct EtcdStore {
+    client: Client,
+    layout: Layout,
+    clock: Arc<dyn Clock>,
+    request_timeout: Duration,
+    watchers: Arc<Watchers>,
+    /// Settings versions as last seen (read at connect, then kept by the watch).
+    versions: Arc<Mutex<BTreeMap<AppName, u64>>>,
+    server_version: String,
+    endpoints: String,
+    watch: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        self.watch.abort();
+    }
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore").field("endpoints", &self.endpoints).field("prefix", &self.layout.prefix()).finish()
+    }
+}
+
+/// One key as read: absent keys have revisions 0.
+#[derive(Debug, Clone, Default)]
+struct Read {
+    value: Option<Vec<u8>>,
+    create_revision: i64,
+    mod_revision: i64,
+    lease: i64,
+}
+
+/// An application's lease state, read at one revision.
+#[derive(Debug)]
+struct AppLease {
+    lease: Read,
+    term: Read,
+    reserved: Read,
+    pins: Read,
+}
+
+fn etcd_failed(err: etcd_client::Error) -> String {
+    match err {
+        etcd_client::Error::GRpcStatus(status) => format!("etcd: {} ({:?})", status.message(), status.code()),
+        other => format!("etcd: {other}"),
+    }
+}
+
+impl EtcdStore {
+    /// Connects, checks the server's version and the prefix, and starts watching. Fails
+    /// fast (within the connect and request timeouts) if no member answers or the cluster
+    /// has no leader. Must be called inside a tokio runtime, which runs the watch.
+    pub async fn connect(options: &EtcdOptions) -> Result<Self, ConnectError> {
+        let endpoints = options.endpoint_list();
+        let unreachable = |reason: String| ConnectError::Unreachable { endpoints: endpoints.clone(), reason };
+        let client_options = options.client_options()?;
+        let deadline = options.connect_timeout + options.request_timeout;
+        let connected = tokio::time::timeout(deadline, Client::connect(&options.endpoints, Some(client_options))).await;
+        let mut client = match connected {
+            Ok(Ok(client)) => client,
+            Ok(Err(err)) => return Err(unreachable(etcd_failed(err))),
+            Err(_) => return Err(unreachable(format!("no answer within {deadline:?}"))),
+        };
+        let status = match tokio::time::timeout(deadline, client.status()).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(err)) => return Err(unreachable(etcd_failed(err))),
+            Err(_) => return Err(unreachable(format!("no answer within {deadline:?}"))),
+        };
+        let server_version = status.version().to_owned();
+        if let Err(problem) = check_server_version(&server_version) {
+            if !options.allow_unsafe_server {
+                return Err(ConnectError::UnsafeServer(problem));
+            }
+            tracing::warn!("{problem}; connecting anyway, as asked");
+        }
+        let layout = Layout::new(&options.prefix);
+        let prefix_error = |reason: String| ConnectError::Prefix { prefix: options.prefix.clone(), reason };
+        claim_prefix(&mut client, &layout, deadline).await.map_err(|e| match e {
+            PrefixProblem::Foreign(reason) => prefix_error(reason),
+            PrefixProblem::Failed(reason) => unreachable(reason),
+        })?;
+        let watchers = Arc::new(Watchers::default());
+        let versions = Arc::new(Mutex::new(BTreeMap::new()));
+        let from = watch::load_versions(&mut client, &layout, &versions, deadline).await.map_err(unreachable)?;
+        let watch = tokio::spawn(watch::run(client.clone(), layout.clone(), watchers.clone(), versions.clone(), from + 1));
+        Ok(Self {
+            client,
+            layout,
+            clock: Arc::new(BootClock),
+            request_timeout: options.request_timeout,
+            watchers,
+            versions,
+            server_version,
+            endpoints,
+            watch,
+        })
+    }
+
+    /// The version the server reported at connect.
+    pub fn server_version(&self) -> &str {
+        &self.server_version
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        self.layout.prefix()
+    }
+
+    /// Runs one request with the store's deadline.
+    async fn request<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, String> {
+        match tokio::time::timeout(self.request_timeout, call).await {
+            Ok(result) => result.map_err(etcd_failed),
+            Err(_) => Err(format!("etcd did not answer within {:?}", self.request_timeout)),
+        }
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, String> {
+        let mut client = self.client.clone();
+        self.request(client.txn(txn)).await
+    }
+
+    /// Reads `keys` in one transaction: one revision, linearizable.
+    async fn read(&self, keys: &[String]) -> Result<Vec<Read>, String> {
+        let ops: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
+        let response = self.txn(Txn::new().and_then(ops)).await?;
+        let mut reads = Vec::new();
+        for op in response.op_responses() {
+            let TxnOpResponse::Get(get) = op else { return Err("etcd answered a read with something else".into()) };
+            reads.push(get.kvs().first().map_or_else(Read::default, |kv| Read {
+                value: Some(kv.value().to_vec()),
+                create_revision: kv.create_revision(),
+                mod_revision: kv.mod_revision(),
+                lease: kv.lease(),
+            }));
+        }
+        if reads.len() != keys.len() {
+            return Err("etcd answered a read with too few results".into());
+        }
+        Ok(reads)
+    }
+
+    async fn read_lease_state(&self, app: &AppName) -> Result<AppLease, LeaseError> {
+        let keys = [Kind::Lease, Kind::Term, Kind::Reserved, Kind::Pins].map(|k| self.layout.key(k, app));
+        let mut reads = self.read(&keys).await.map_err(LeaseError::Store)?.into_iter();
+        let mut next = || reads.next().unwrap_or_default();
+        Ok(AppLease { lease: next(), term: next(), reserved: next(), pins: next() })
+    }
+
+    fn lease_value(&self, app: &AppName, read: &Read) -> Result<Option<(LeaseValue, UnitName)>, String> {
+        let key = self.layout.key(Kind::Lease, app);
+        let Some(value) = &read.value else { return Ok(None) };
+        let lease: LeaseValue = keys::decode(key.as_bytes(), value)?;
+        let holder = lease.holder(key.as_bytes())?;
+        Ok(Some((lease, holder)))
+    }
+
+    fn pins_of(&self, app: &AppName, read: &Read) -> Result<Vec<String>, String> {
+        match &read.value {
+            Some(value) => keys::decode(self.layout.key(Kind::Pins, app).as_bytes(), value),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Grants an etcd lease of `ttl` seconds: its id and the TTL the server chose.
+    async fn grant(&self, ttl: i64) -> Result<(i64, i64), String> {
+        let mut client = self.client.clone();
+        let granted = self.request(client.lease_grant(ttl, None)).await?;
+        if !granted.error().is_empty() {
+            return Err(format!("etcd refused a lease: {}", granted.error()));
+        }
+        Ok((granted.id(), granted.ttl()))
+    }
+
+    /// Revokes an etcd lease that holds nothing any more (cleanup: failures only wait for
+    /// its TTL).
+    async fn discard(&self, id: i64) {
+        let mut client = self.client.clone();
+        if let Err(err) = self.request(client.lease_revoke(id)).await {
+            tracing::debug!(lease = id, "could not revoke an unused etcd lease (it expires by itself): {err}");
+        }
+    }
+
+    /// Renews an etcd lease once: false if the server no longer has it.
+    async fn keep_alive(&self, id: i64) -> Result<bool, String> {
+        let mut client = self.client.clone();
+        match tokio::time::timeout(self.request_timeout, client.lease_keep_alive(id)).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => Ok(false),
+            Ok(Err(etcd_client::Error::GRpcStatus(status))) if status.code() == tonic::Code::NotFound => Ok(false),
+            Ok(Err(err)) => Err(etcd_failed(err)),
+            Err(_) => Err(format!("etcd did not answer within {:?}", self.request_timeout)),
+        }
+    }
+
+    /// Grants `unit` a free lease; `Ok(None)` if the guard failed (someone changed the state).
+    async fn grant_tenure(&self, unit: &UnitName, state: &AppLease, duration: Duration) -> Result<Option<Claim>, LeaseError> {
+        let app = unit.app();
+        let term = match &state.term.value {
+            Some(value) => keys::decode_number(self.layout.key(Kind::Term, app).as_bytes(), value).map_err(LeaseError::Store)?,
+            None => 0,
+        };
+        let term = term.checked_add(1).ok_or_else(|| LeaseError::Store("the term counter is exhausted".into()))?;
+        let pinned = !self.pins_of(app, &state.pins).map_err(LeaseError::Store)?.is_empty();
+        let start = self.clock.now();
+        let (id, ttl) = self.grant(ttl_seconds(duration)).await.map_err(LeaseError::Store)?;
+        let (lease_key, term_key) = (self.layout.key(Kind::Lease, app), self.layout.key(Kind::Term, app));
+        let reserved_key = self.layout.key(Kind::Reserved, app);
+        let bound = if pinned { None } else { Some(PutOptions::new().with_lease(id)) };
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(lease_key.as_str(), CompareOp::Equal, 0),
+                Compare::mod_revision(term_key.as_str(), CompareOp::Equal, state.term.mod_revision),
+                Compare::mod_revision(reserved_key.as_str(), CompareOp::Equal, state.reserved.mod_revision),
+                Compare::mod_revision(self.layout.key(Kind::Pins, app), CompareOp::Equal, state.pins.mod_revision),
+            ])
+            .and_then([
+                TxnOp::put(lease_key.as_str(), keys::encode(&LeaseValue::new(unit, term, ttl)), bound),
+                TxnOp::put(term_key.as_str(), term.to_string(), None),
+                TxnOp::delete(reserved_key.as_str(), None),
+            ]);
+        let applied = self.txn(txn).await.map_err(LeaseError::Store)?.succeeded();
+        if !applied || pinned {
+            self.discard(id).await;
+        }
+        if !applied {
+            return Ok(None);
+        }
+        self.watchers.leases_changed();
+        let held_for = if pinned { duration } else { Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) };
+        Ok(Some(Claim { term, valid_until: start + held_for }))
+    }
+
+    /// Extends `unit`'s own tenure; `Ok(None)` if it ended meanwhile (read again).
+    async fn extend_tenure(
+        &self,
+        unit: &UnitName,
+        state: &AppLease,
+        lease: &LeaseValue,
+        duration: Duration,
+    ) -> Result<Option<Claim>, LeaseError> {
+        let start = self.clock.now();
+        if state.lease.lease == 0 {
+            // Pinned: the key has no etcd lease, nothing can expire it until it is unpinned,
+            // and the unpin gives it a whole TTL from then.
+            return Ok(Some(Claim { term: lease.term, valid_until: start + duration }));
+        }
+        let ttl = ttl_seconds(duration);
+        if lease.ttl == ttl {
+            return match self.keep_alive(state.lease.lease).await.map_err(LeaseError::Store)? {
+                true => Ok(Some(Claim { term: lease.term, valid_until: start + secs(ttl) })),
+                false => Ok(None),
+            };
+        }
+        // Another duration than the tenure's etcd lease has: move the key to a new lease of
+        // the new TTL within the same tenure (same create revision, same term).
+        let (id, granted) = self.grant(ttl).await.map_err(LeaseError::Store)?;
+        let lease_key = self.layout.key(Kind::Lease, unit.app());
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(lease_key.as_str(), CompareOp::Equal, state.lease.create_revision),
+                Compare::mod_revision(lease_key.as_str(), CompareOp::Equal, state.lease.mod_revision),
+            ])
+            .and_then([TxnOp::put(
+                lease_key.as_str(),
+                keys::encode(&LeaseValue::new(unit, lease.term, granted)),
+                Some(PutOptions::new().with_lease(id)),
+            )]);
+        let applied = self.txn(txn).await.map_err(LeaseError::Store)?.succeeded();
+        self.discard(if applied { state.lease.lease } else { id }).await;
+        Ok(applied.then(|| Claim { term: lease.term, valid_until: start + secs(granted) }))
+    }
+}
+
+/// A duration as whole etcd TTL seconds, rounded up (a claim never gets less than asked).
+fn ttl_seconds(duration: Duration) -> i64 {
+    let whole = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    i64::try_from(whole).unwrap_or(i64::MAX)
+}
+
+fn secs(ttl: i64) -> Duration {
+    Duration::from_secs(u64::try_from(ttl).unwrap_or(0))
+}
+
+enum PrefixProblem {
+    Foreign(String),
+    Failed(String),
+}
+
+/// Makes sure the prefix is a charm-host store, marking an empty one as ours.
+async fn claim_prefix(client: &mut Client, layout: &Layout, deadline: Duration) -> Result<(), PrefixProblem> {
+    let failed = |e: etcd_client::Error| PrefixProblem::Failed(etcd_failed(e));
+    let timed = |_| PrefixProblem::Failed(format!("no answer within {deadline:?}"));
+    let meta = layout.meta();
+    let txn = Txn::new()
+        .when([Compare::create_revision(meta.as_str(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::get(layout.all(), Some(GetOptions::new().with_prefix().with_keys_only().with_limit(1)))])
+        .or_else([TxnOp::get(meta.as_str(), None)]);
+    let response = tokio::time::timeout(deadline, client.txn(txn)).await.map_err(timed)?.map_err(failed)?;
+    let first = response.op_responses().into_iter().next();
+    let Some(TxnOpResponse::Get(get)) = first else { return Err(PrefixProblem::Failed("etcd answered oddly".into())) };
+    if response.succeeded() {
+        // No meta key: an empty prefix becomes ours; one holding other data is refused.
+        if !get.kvs().is_empty() {
+            return Err(PrefixProblem::Foreign("holds keys that are not a charm-host store's (no meta key)".into()));
+        }
+        let create = Txn::new()
+            .when([Compare::create_revision(meta.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(meta.as_str(), keys::META, None)]);
+        tokio::time::timeout(deadline, client.txn(create)).await.map_err(timed)?.map_err(failed)?;
+        return Ok(());
+    }
+    let value = get.kvs().first().map(|kv| kv.value().to_vec()).unwrap_or_default();
+    if value != keys::META.as_bytes() {
+        return Err(PrefixProblem::Foreign(format!(
+            "holds a store this program cannot read (meta {})",
+            String::from_utf8_lossy(&value)
+        )));
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl LeadershipStore for EtcdStore {
+    fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    async fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
+        validate_duration(duration)?;
+        let app = unit.app();
+        for _ in 0..CONTENTION_RETRIES {
+            let state = self.read_lease_state(app).await?;
+            let claimed = match self.lease_value(app, &state.lease).map_err(LeaseError::Store)? {
+                Some((_, holder)) if holder != *unit => return Err(LeaseError::Denied { app: app.clone(), holder }),
+                Some((lease, _)) => self.extend_tenure(unit, &state, &lease, duration).await?,
+                None => {
+                    if let Some(value) = &state.reserved.value {
+                        let reserved = String::from_utf8_lossy(value);
+                        if reserved != unit.as_str() {
+                            let reserved = UnitName::new(&reserved).map_err(|e| LeaseError::Store(e.to_string()))?;
+                            return Err(LeaseError::Reserved { app: app.clone(), unit: reserved });
+                        }
+                    }
+                    self.grant_tenure(unit, &state, duration).await?
+                }
+            };
+            if let Some(claim) = claimed {
+                return Ok(claim);
+            }
+        }
+        Err(LeaseError::Store(format!("the lease of {app} kept changing while {unit} claimed it; try again")))
+    }
+
+    async fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError> {
+        let app = unit.app();
+        for _ in 0..CONTENTION_RETRIES {
+            let state = self.read_lease_state(app).await?;
+            match self.lease_value(app, &state.lease).map_err(LeaseError::Store)? {
+                None => return Ok(()),
+                Some((_, holder)) if holder != *unit => {
+                    return Err(LeaseError::NotHeld { app: app.clone(), unit: unit.clone() });
+                }
+                Some(_) => {
+                    let lease_key = self.layout.key(Kind::Lease, app);
+                    let txn = Txn::new()
+                        .when([Compare::create_revision(lease_key.as_str(), CompareOp::Equal, state.lease.create_revision)])
+                        .and_then([TxnOp::delete(lease_key.as_str(), None)]);
+                    if self.txn(txn).await.map_err(LeaseError::Store)?.succeeded() {
+                        if state.lease.lease != 0 {
+                            self.discard(state.lease.lease).await;
+                        }
+                        self.watchers.leases_changed();
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Err(LeaseError::Store(format!("the lease of {app} kept changing while {unit} gave it up; try again")))
+    }
+
+    async fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {
+        validate_duration(duration)?;
+        let (id, _) = self.grant(ttl_seconds(duration)).await.map_err(LeaseError::Store)?;
+        let key = self.layout.key(Kind::Reserved, unit.app());
+        let put = Txn::new().and_then([TxnOp::put(key, unit.as_str(), Some(PutOptions::new().with_lease(id)))]);
+        self.txn(put).await.map_err(LeaseError::Store)?;
+        Ok(())
+    }
+
+    async fn reservation(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError> {
+        let read = self.read(&[self.layout.key(Kind::Reserved, app)]).await.map_err(LeaseError::Store)?;
+        match read.into_iter().next().and_then(|r| r.value) {
+            Some(value) => Ok(Some(UnitName::new(&String::from_utf8_lossy(&value)).map_err(|e| LeaseError::Store(e.to_string()))?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
+        validate_entity(entity)?;
+        self.change_pins(app, entity, true).await
+    }
+
+    async fn unpin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
+        validate_entity(entity)?;
+        self.change_pins(app, entity, false).await
+    }
+
+    async fn pins(&self) -> Result<BTreeMap<AppName, Vec<String>>, LeaseError> {
+        let mut pins = BTreeMap::new();
+        for (app, read) in self.list(Kind::Pins).await.map_err(LeaseError::Store)? {
+            let entities = self.pins_of(&app, &read).map_err(LeaseError::Store)?;
+            if !entities.is_empty() {
+                pins.insert(app, entities);
+            }
+        }
+        Ok(pins)
+    }
+
+    async fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError> {
+        let state = self.read_lease_state(app).await?;
+        let Some((value, holder)) = self.lease_value(app, &state.lease).map_err(LeaseError::Store)? else {
+            return Ok(None);
+        };
+        let pinned = !self.pins_of(app, &state.pins).map_err(LeaseError::Store)?.is_empty();
+        let now = self.clock.now();
+        let expires = if state.lease.lease == 0 {
+            now + secs(value.ttl)
+        } else {
+            // The server's remaining TTL (whole seconds, rounded down; -1 once it is gone) as
+            // a reading of this host's clock, rounded up: an estimate for waiting and
+            // display that is not before the real expiry. Nothing is decided by it.
+            let mut client = self.client.clone();
+            let left = self.request(client.lease_time_to_live(state.lease.lease, None)).await.map_err(LeaseError::Store)?;
+            if left.ttl() < 0 {
+                return Ok(None);
+            }
+            now + secs(left.ttl()) + Duration::from_secs(1)
+        };
+        Ok(Some(Lease { holder, term: value.term, expires, pinned }))
+    }
+
+    async fn last_term(&self, app: &AppName) -> Result<u64, LeaseError> {
+        let key = self.layout.key(Kind::Term, app);
+        let read = self.read(std::slice::from_ref(&key)).await.map_err(LeaseError::Store)?;
+        match read.into_iter().next().and_then(|r| r.value) {
+            Some(value) => keys::decode_number(key.as_bytes(), &value).map_err(LeaseError::Store),
+            None => Ok(0),
+        }
+    }
+
+    async fn leaders(&self) -> Result<BTreeMap<AppName, UnitName>, LeaseError> {
+        let mut leaders = BTreeMap::new();
+        for (app, read) in self.list(Kind::Lease).await.map_err(LeaseError::Store)? {
+            if let Some((_, holder)) = self.lease_value(&app, &read).map_err(LeaseError::Store)? {
+                leaders.insert(app, holder);
+            }
+        }
+        Ok(leaders)
+    }
+
+    async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError> {
+        let key = self.layout.key(Kind::Settings, app);
+        let read = self.read(std::slice::from_ref(&key)).await.map_err(WriteError::Store)?;
+        let read = read.into_iter().next().unwrap_or_default();
+        Ok(self.settings_value(&key, &read).map_err(WriteError::Store)?.into())
+    }
+
+    async fn write_settings(
+        &self,
+        writer: &UnitName,
+        term: u64,
+        group: &[(String, String)],
+    ) -> Result<SettingsSnapshot, WriteError> {
+        self.write_settings_by(writer, term, group, None).await
+    }
+
+    async fn write_settings_by(
+        &self,
+        writer: &UnitName,
+        term: u64,
+        group: &[(String, String)],
+        apply_by: Option<Timestamp>,
+    ) -> Result<SettingsSnapshot, WriteError> {
+        let app = writer.app();
+        let not_leader = || WriteError::NotLeader { app: app.clone(), unit: writer.clone(), term };
+        let (lease_key, settings_key) = (self.layout.key(Kind::Lease, app), self.layout.key(Kind::Settings, app));
+        for _ in 0..CONTENTION_RETRIES {
+            super::check_apply_by(apply_by)?;
+            let reads = self.read(&[lease_key.clone(), settings_key.clone()]).await.map_err(WriteError::Store)?;
+            let [lease, settings] = <[Read; 2]>::try_from(reads).map_err(|_| WriteError::Store("etcd answered oddly".into()))?;
+            match self.lease_value(app, &lease).map_err(WriteError::Store)? {
+                Some((value, holder)) if holder == *writer && value.term == term => {}
+                _ => return Err(not_leader()),
+            }
+            let current = self.settings_value(&settings_key, &settings).map_err(WriteError::Store)?;
+            let write = SettingsWrite::validate(group, &current.values)?;
+            if write.is_noop_on(&current.values) {
+                return Ok(current.into());
+            }
+            let mut next = SettingsValue { version: current.version + 1, values: current.values };
+            write.apply_to(&mut next.values);
+            let txn = Txn::new()
+                .when([
+                    Compare::create_revision(lease_key.as_str(), CompareOp::Equal, lease.create_revision),
+                    Compare::mod_revision(settings_key.as_str(), CompareOp::Equal, settings.mod_revision),
+                ])
+                .and_then([
+                    TxnOp::put(settings_key.as_str(), keys::encode(&next), None),
+                    TxnOp::put(self.layout.key(Kind::Version, app), next.version.to_string(), None),
+                ]);
+            super::check_apply_by(apply_by)?;
+            let sent = match apply_by {
+                // Cancelled at the caller's deadline, so that it is not applied after it if
+                // the server has not taken it yet.
+                Some(by) => {
+                    let left = by.saturating_since(super::MonotonicClock.now());
+                    match tokio::time::timeout(left, self.txn(txn)).await {
+                        Ok(result) => result,
+                        Err(_) => return Err(WriteError::TooLate),
+                    }
+                }
+                None => self.txn(txn).await,
+            };
+            if sent.map_err(WriteError::Store)?.succeeded() {
+                let version = next.version;
+                self.note_version(app, version);
+                return Ok(next.into());
+            }
+            // The lease or the bucket moved: read again (a lost lease then says so).
+        }
+        Err(WriteError::Store(format!("the settings of {app} kept changing while {writer} wrote; try again")))
+    }
+
+    fn watch_settings(&self, app: &AppName) -> channel::Receiver<u64> {
+        let versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        let current = versions.get(app).copied().unwrap_or(0);
+        drop(versions);
+        self.watchers.settings(app, || current)
+    }
+
+    fn watch_leases(&self) -> channel::Receiver<u64> {
+        self.watchers.leases()
+    }
+}
+
+impl From<SettingsValue> for SettingsSnapshot {
+    fn from(value: SettingsValue) -> Self {
+        SettingsSnapshot { version: value.version, values: Arc::new(value.values) }
+    }
+}
+
+impl EtcdStore {
+    fn settings_value(&self, key: &str, read: &Read) -> Result<SettingsValue, String> {
+        match &read.value {
+            Some(value) => keys::decode(key.as_bytes(), value),
+            None => Ok(SettingsValue::default()),
+        }
+    }
+
+    /// Records a settings version this process wrote and tells its watchers at once.
+    fn note_version(&self, app: &AppName, version: u64) {
+        watch::raise_version(&self.versions, app, version);
+        self.watchers.settings_changed(app, version);
+    }
+
+    /// Every key of `kind`, with the application it belongs to.
+    async fn list(&self, kind: Kind) -> Result<Vec<(AppName, Read)>, String> {
+        let mut client = self.client.clone();
+        let got = self.request(client.get(self.layout.range(kind), Some(GetOptions::new().with_prefix()))).await?;
+        Ok(got
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let (found, app) = self.layout.parse(kv.key())?;
+                (found == kind).then(|| {
+                    let read = Read {
+                        value: Some(kv.value().to_vec()),
+                        create_revision: kv.create_revision(),
+                        mod_revision: kv.mod_revision(),
+                        lease: kv.lease(),
+                    };
+                    (app, read)
+                })
+            })
+            .collect())
+    }
+
+    /// Adds (`pin`) or removes `entity`'s pin of `app`'s lease. The first pin detaches the
+    /// lease key from its etcd lease; removing the last binds it to a fresh one.
+    async fn change_pins(&self, app: &AppName, entity: &str, pin: bool) -> Result<(), LeaseError> {
+        let (lease_key, pins_key) = (self.layout.key(Kind::Lease, app), self.layout.key(Kind::Pins, app));
+        for _ in 0..CONTENTION_RETRIES {
+            let state = self.read_lease_state(app).await?;
+            let mut pins = self.pins_of(app, &state.pins).map_err(LeaseError::Store)?;
+            let present = pins.iter().any(|p| p == entity);
+            if present == pin {
+                return Ok(());
+            }
+            if pin {
+                pins.push(entity.to_owned());
+                pins.sort();
+            } else {
+                pins.retain(|p| p != entity);
+            }
+            let mut ops = vec![if pins.is_empty() {
+                TxnOp::delete(pins_key.as_str(), None)
+            } else {
+                TxnOp::put(pins_key.as_str(), keys::encode(&pins), None)
+            }];
+            let mut fresh = None;
+            if let Some((value, _)) = self.lease_value(app, &state.lease).map_err(LeaseError::Store)? {
+                if pin && state.lease.lease != 0 {
+                    ops.push(TxnOp::put(lease_key.as_str(), keys::encode(&value), None));
+                } else if !pin && pins.is_empty() && state.lease.lease == 0 {
+                    let (id, _) = self.grant(value.ttl).await.map_err(LeaseError::Store)?;
+                    fresh = Some(id);
+                    ops.push(TxnOp::put(lease_key.as_str(), keys::encode(&value), Some(PutOptions::new().with_lease(id))));
+                }
+            }
+            let txn = Txn::new()
+                .when([
+                    Compare::mod_revision(pins_key.as_str(), CompareOp::Equal, state.pins.mod_revision),
+                    Compare::mod_revision(lease_key.as_str(), CompareOp::Equal, state.lease.mod_revision),
+                ])
+                .and_then(ops);
+            let applied = self.txn(txn).await.map_err(LeaseError::Store)?.succeeded();
+            if applied {
+                self.watchers.leases_changed();
+                return Ok(());
+            }
+            if let Some(id) = fresh {
+                self.discard(id).await;
+            }
+        }
+        Err(LeaseError::Store(format!("the pins of {app} kept changing; try again")))
+    }
+}

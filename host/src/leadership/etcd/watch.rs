@@ -1,0 +1,118 @@
+//! The one watch of a store's prefix: it tells this process's watchers of every lease change
+//! (grants, revokes, pins and server-side expiry alike) and every settings version.
+//!
+//! Invariants: it resumes from the revision after the last event it handled, so a broken
+//! stream (a member lost, a failover) loses no event; when that revision was compacted it
+//! lists the versions again at a new revision and announces a lease change, so nothing
+//! waits forever on a change it missed. It retries with a backoff and ends only when the
+//! store is dropped (which aborts it).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+
+use super::keys::{self, Kind, Layout};
+use crate::leadership::watchers::Watchers;
+use crate::names::AppName;
+
+/// Raises the version recorded for `app` (versions never go down).
+pub(super) fn raise_version(versions: &Mutex<BTreeMap<AppName, u64>>, app: &AppName, version: u64) {
+    let mut versions = versions.lock().unwrap_or_else(|p| p.into_inner());
+    let entry = versions.entry(app.clone()).or_insert(0);
+    *entry = (*entry).max(version);
+}
+
+/// Reads every application's settings version; returns the revision it read at.
+pub(super) async fn load_versions(
+    client: &mut Client,
+    layout: &Layout,
+    versions: &Mutex<BTreeMap<AppName, u64>>,
+    deadline: Duration,
+) -> Result<i64, String> {
+    let read = client.get(layout.range(Kind::Version), Some(GetOptions::new().with_prefix()));
+    let got = match tokio::time::timeout(deadline, read).await {
+        Ok(result) => result.map_err(super::etcd_failed)?,
+        Err(_) => return Err(format!("no answer within {deadline:?}")),
+    };
+    for kv in got.kvs() {
+        if let Some((Kind::Version, app)) = layout.parse(kv.key()) {
+            raise_version(versions, &app, keys::decode_number(kv.key(), kv.value())?);
+        }
+    }
+    Ok(got.header().map_or(0, |h| h.revision()))
+}
+
+/// Watches the prefix from `from` for as long as the store lives.
+pub(super) async fn run(
+    client: Client,
+    layout: Layout,
+    watchers: Arc<Watchers>,
+    versions: Arc<Mutex<BTreeMap<AppName, u64>>>,
+    mut from: i64,
+) {
+    let mut failures: u32 = 0;
+    loop {
+        if failures > 0 {
+            let pause = Duration::from_millis(50).saturating_mul(1 << failures.min(7)).min(Duration::from_secs(5));
+            tokio::time::sleep(pause).await;
+        }
+        let mut watching = client.clone();
+        let options = WatchOptions::new().with_prefix().with_start_revision(from);
+        let mut stream = match watching.watch(layout.all(), Some(options)).await {
+            Ok(stream) => stream,
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                tracing::debug!("etcd watch could not start: {err}");
+                continue;
+            }
+        };
+        loop {
+            let response = match stream.message().await {
+                Ok(Some(response)) => response,
+                Ok(None) | Err(_) => break,
+            };
+            failures = 0;
+            if response.compact_revision() > 0 {
+                // Events were compacted away: read the state afresh and announce it.
+                let mut reading = client.clone();
+                match load_versions(&mut reading, &layout, &versions, Duration::from_secs(5)).await {
+                    Ok(revision) => from = revision + 1,
+                    Err(err) => tracing::debug!("etcd watch could not re-read after compaction: {err}"),
+                }
+                announce_all(&watchers, &versions);
+                break;
+            }
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                from = from.max(kv.mod_revision() + 1);
+                match layout.parse(kv.key()) {
+                    Some((Kind::Lease | Kind::Pins | Kind::Reserved, _)) => watchers.leases_changed(),
+                    Some((Kind::Version, app)) if event.event_type() == EventType::Put => {
+                        if let Ok(version) = keys::decode_number(kv.key(), kv.value()) {
+                            raise_version(&versions, &app, version);
+                            watchers.settings_changed(&app, version);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if response.canceled() {
+                break;
+            }
+        }
+        // The stream ended (a member went away, or the server cancelled the watch): resume.
+        failures = failures.saturating_add(1);
+    }
+}
+
+/// Tells every watcher to look again.
+fn announce_all(watchers: &Watchers, versions: &Mutex<BTreeMap<AppName, u64>>) {
+    let known: Vec<(AppName, u64)> =
+        versions.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(a, v)| (a.clone(), *v)).collect();
+    for (app, version) in known {
+        watchers.settings_changed(&app, version);
+    }
+    watchers.leases_changed();
+}

@@ -1,0 +1,234 @@
+//! `EtcdStore` against real etcd processes this test starts: the lease cases that need time
+//! to pass, with real server-side expiry of 1 s leases, and what survives a restart of etcd.
+//! (The cases that need no clock run on etcd in `lease_store.rs`.)
+//!
+//! Time: each case waits for the server to expire a lease, polling the store; no assertion
+//! is about how long anything took, only about order (before expiry, after expiry).
+
+#[path = "../../tests/support/etcd.rs"]
+mod etcd;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use charm_host::leadership::etcd::{ConnectError, EtcdOptions, EtcdStore, EtcdTls};
+use charm_host::leadership::{LeaseError, LeadershipStore, LeadershipToken, WriteError, wait_until_released};
+use charm_host::names::{AppName, UnitName};
+use etcd::EtcdCluster;
+
+const SHORT: Duration = Duration::from_secs(1);
+const LONG: Duration = Duration::from_secs(60);
+
+fn unit(name: &str) -> UnitName {
+    UnitName::new(name).unwrap()
+}
+
+fn app(name: &str) -> AppName {
+    AppName::new(name).unwrap()
+}
+
+fn group(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+async fn connect(cluster: &EtcdCluster) -> Arc<EtcdStore> {
+    Arc::new(EtcdStore::connect(&EtcdOptions::from_url(&cluster.url()).unwrap()).await.unwrap())
+}
+
+/// Polls (up to 20 s) until `app` has no leader: the server expired or revoked it.
+async fn until_free(store: &EtcdStore, app: &AppName) {
+    for _ in 0..2000 {
+        if store.lease(app).await.unwrap().is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the lease of {app} never expired");
+}
+
+#[tokio::test]
+async fn the_server_expires_a_lease_and_the_next_holder_gets_a_higher_term() {
+    let cluster = EtcdCluster::start(1);
+    let store = connect(&cluster).await;
+    let before = store.clock().now();
+    let claim = store.claim(&unit("a/0"), SHORT).await.unwrap();
+    let after = store.clock().now();
+    assert_eq!(claim.term, 1);
+    assert!(claim.valid_until >= before + SHORT && claim.valid_until <= after + SHORT, "valid from the start of the call");
+    assert!(matches!(store.claim(&unit("a/1"), SHORT).await, Err(LeaseError::Denied { .. })));
+    let extended = store.claim(&unit("a/0"), SHORT).await.unwrap();
+    assert_eq!(extended.term, 1, "an extension keeps the term");
+    until_free(&store, &app("a")).await;
+    assert!(store.clock().now() >= extended.valid_until, "never expired before the holder's guarantee ended");
+    assert_eq!(store.claim(&unit("a/1"), SHORT).await.unwrap().term, 2);
+    // A different duration moves the tenure to a new etcd lease, same term.
+    assert_eq!(store.claim(&unit("a/1"), LONG).await.unwrap().term, 2);
+    tokio::time::sleep(2 * SHORT).await;
+    assert_eq!(store.lease(&app("a")).await.unwrap().map(|l| l.term), Some(2), "held on the longer lease");
+}
+
+#[tokio::test]
+async fn writes_are_fenced_by_the_tenure_that_wrote() {
+    let cluster = EtcdCluster::start(1);
+    let store = connect(&cluster).await;
+    let old = store.claim(&unit("a/0"), SHORT).await.unwrap();
+    let written = store.write_settings(&unit("a/0"), old.term, &group(&[("k", "1"), ("j", "x")])).await.unwrap();
+    assert_eq!(written.version, 1);
+    until_free(&store, &app("a")).await;
+    let expired = store.write_settings(&unit("a/0"), old.term, &group(&[("k", "2")])).await;
+    assert!(matches!(expired, Err(WriteError::NotLeader { .. })), "an expired tenure may not write: {expired:?}");
+    let new = store.claim(&unit("a/1"), LONG).await.unwrap();
+    let stale = store.write_settings(&unit("a/0"), old.term, &group(&[("k", "2")])).await;
+    assert!(matches!(stale, Err(WriteError::NotLeader { term: 1, .. })));
+    let wrong_unit = store.write_settings(&unit("a/0"), new.term, &group(&[("k", "2")])).await;
+    assert!(matches!(wrong_unit, Err(WriteError::NotLeader { .. })));
+    let snap = store.write_settings(&unit("a/1"), new.term, &group(&[("k", "2"), ("j", "")])).await.unwrap();
+    assert_eq!((snap.version, (*snap.values).clone()), (2, [("k".to_string(), "2".to_string())].into()));
+    let noop = store.write_settings(&unit("a/1"), new.term, &group(&[("k", "2")])).await.unwrap();
+    assert_eq!(noop.version, 2, "a write that changes nothing keeps the version");
+    let invalid = store.write_settings(&unit("a/1"), new.term, &group(&[("k", "3"), ("bad key", "v")])).await;
+    assert!(matches!(invalid, Err(WriteError::Invalid(_))));
+    assert_eq!(store.read_settings(&app("a")).await.unwrap(), snap, "nothing of an invalid group is written");
+}
+
+#[tokio::test]
+async fn a_reservation_directs_the_next_grant_until_it_lapses() {
+    let cluster = EtcdCluster::start(1);
+    let store = connect(&cluster).await;
+    store.claim(&unit("a/0"), LONG).await.unwrap();
+    store.reserve(&unit("a/2"), LONG).await.unwrap();
+    assert_eq!(store.reservation(&app("a")).await.unwrap(), Some(unit("a/2")));
+    store.revoke(&unit("a/0")).await.unwrap();
+    assert!(matches!(store.claim(&unit("a/1"), LONG).await, Err(LeaseError::Reserved { .. })));
+    assert_eq!(store.claim(&unit("a/2"), LONG).await.unwrap().term, 2);
+    assert_eq!(store.reservation(&app("a")).await.unwrap(), None, "granted once, the reservation is spent");
+    store.revoke(&unit("a/2")).await.unwrap();
+    store.reserve(&unit("a/2"), SHORT).await.unwrap();
+    assert!(matches!(store.claim(&unit("a/1"), LONG).await, Err(LeaseError::Reserved { .. })));
+    for _ in 0..2000 {
+        if store.reservation(&app("a")).await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.claim(&unit("a/1"), LONG).await.unwrap().term, 3, "an unused reservation lapses");
+}
+
+#[tokio::test]
+async fn a_pin_stops_expiry_and_the_last_unpin_gives_a_fresh_ttl() {
+    let cluster = EtcdCluster::start(1);
+    let store = connect(&cluster).await;
+    store.claim(&unit("a/0"), SHORT).await.unwrap();
+    store.pin(&app("a"), "upgrade").await.unwrap();
+    store.pin(&app("a"), "backup").await.unwrap();
+    store.pin(&app("a"), "backup").await.unwrap();
+    assert_eq!(store.pins().await.unwrap()[&app("a")], ["backup", "upgrade"]);
+    tokio::time::sleep(3 * SHORT).await;
+    assert!(matches!(store.claim(&unit("a/1"), SHORT).await, Err(LeaseError::Denied { .. })), "pinned: no expiry");
+    assert!(store.lease(&app("a")).await.unwrap().unwrap().pinned);
+    assert_eq!(store.claim(&unit("a/0"), SHORT).await.unwrap().term, 1, "the holder extends while pinned");
+    store.unpin(&app("a"), "upgrade").await.unwrap();
+    tokio::time::sleep(2 * SHORT).await;
+    assert!(store.lease(&app("a")).await.unwrap().is_some(), "one pin left");
+    let unpinned = store.clock().now();
+    store.unpin(&app("a"), "backup").await.unwrap();
+    store.unpin(&app("a"), "backup").await.unwrap();
+    assert!(store.pins().await.unwrap().is_empty());
+    until_free(&store, &app("a")).await;
+    assert!(store.clock().now() >= unpinned + SHORT, "expiry resumes a whole TTL after the last unpin");
+    assert_eq!(store.claim(&unit("a/1"), SHORT).await.unwrap().term, 2);
+}
+
+#[tokio::test]
+async fn waiters_and_tokens_see_a_lease_expire() {
+    let cluster = EtcdCluster::start(1);
+    let store = connect(&cluster).await;
+    let claim = store.claim(&unit("a/0"), SHORT).await.unwrap();
+    let token = LeadershipToken::new(store.clone(), unit("a/0")).await.unwrap();
+    token.check().await.unwrap();
+    let waiting = store.clone();
+    let waiter = tokio::spawn(async move { wait_until_released(waiting.as_ref(), &app("a"), std::future::pending()).await });
+    tokio::time::timeout(Duration::from_secs(20), waiter).await.unwrap().unwrap().unwrap();
+    assert!(store.clock().now() >= claim.valid_until, "released only after the guarantee");
+    assert!(token.check().await.is_err(), "expired");
+}
+
+#[tokio::test]
+async fn terms_and_settings_survive_a_restart_of_etcd() {
+    let mut cluster = EtcdCluster::start(1);
+    {
+        let store = connect(&cluster).await;
+        let claim = store.claim(&unit("a/0"), LONG).await.unwrap();
+        store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).await.unwrap();
+        store.revoke(&unit("a/0")).await.unwrap();
+        assert_eq!(store.claim(&unit("a/1"), LONG).await.unwrap().term, 2);
+        store.revoke(&unit("a/1")).await.unwrap();
+    }
+    cluster.restart(0);
+    cluster.wait_healthy();
+    let store = connect(&cluster).await;
+    assert_eq!(store.last_term(&app("a")).await.unwrap(), 2);
+    assert_eq!(store.claim(&unit("a/0"), LONG).await.unwrap().term, 3, "terms only go up across a restart");
+    let settings = store.read_settings(&app("a")).await.unwrap();
+    assert_eq!((settings.version, settings.values.get("k").cloned()), (1, Some("v".to_string())));
+    // The watch sees the store's versions from connect on.
+    assert_eq!(*store.watch_settings(&app("a")).borrow(), 1);
+}
+
+#[tokio::test]
+async fn a_dead_etcd_makes_calls_fail_within_the_request_timeout() {
+    let mut cluster = EtcdCluster::start(1);
+    let mut options = EtcdOptions::from_url(&cluster.url()).unwrap();
+    options.request_timeout = Duration::from_millis(500);
+    let store = EtcdStore::connect(&options).await.unwrap();
+    let claim = store.claim(&unit("a/0"), LONG).await.unwrap();
+    cluster.kill(0);
+    let started = std::time::Instant::now();
+    let renewal = store.claim(&unit("a/0"), LONG).await;
+    assert!(matches!(renewal, Err(LeaseError::Store(_))), "{renewal:?}");
+    let write = store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).await;
+    assert!(matches!(write, Err(WriteError::Store(_))), "{write:?}");
+    // Bounded, not hung: generous for a loaded machine, far below any guarantee window.
+    assert!(started.elapsed() < Duration::from_secs(20), "store calls hung for {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn bad_connections_get_clear_errors() {
+    // Nothing listens on a port just freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut options = EtcdOptions::from_url(&format!("etcd://127.0.0.1:{port}")).unwrap();
+    options.connect_timeout = Duration::from_millis(500);
+    options.request_timeout = Duration::from_millis(500);
+    match EtcdStore::connect(&options).await {
+        Err(err @ ConnectError::Unreachable { .. }) => assert!(err.to_string().contains(&port.to_string()), "{err}"),
+        other => panic!("expected unreachable, got {other:?}"),
+    }
+
+    let cluster = EtcdCluster::start(1);
+    // A prefix holding someone else's keys is refused, and left as it was.
+    let mut options = EtcdOptions::from_url(&cluster.url_with_prefix("theirs")).unwrap();
+    let mut client = etcd_client_for(&cluster).await;
+    client.put("/theirs/config", "x", None).await.unwrap();
+    match EtcdStore::connect(&options).await {
+        Err(err @ ConnectError::Prefix { .. }) => assert!(err.to_string().contains("/theirs"), "{err}"),
+        other => panic!("expected a prefix error, got {other:?}"),
+    }
+    assert_eq!(client.get("/theirs/meta", None).await.unwrap().kvs().len(), 0, "nothing written");
+
+    // A CA file that is not a certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("ca.pem");
+    std::fs::write(&bad, "not a certificate").unwrap();
+    options.tls = Some(EtcdTls::new(Some(bad.clone()), None));
+    match EtcdStore::connect(&options).await {
+        Err(err @ ConnectError::Tls { .. }) => assert!(err.to_string().contains("ca.pem"), "{err}"),
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+    options.tls = Some(EtcdTls::new(Some(dir.path().join("missing.pem")), None));
+    assert!(matches!(EtcdStore::connect(&options).await, Err(ConnectError::Tls { .. })));
+}
+
+async fn etcd_client_for(cluster: &EtcdCluster) -> etcd_client::Client {
+    let endpoint = format!("127.0.0.1:{}", cluster.members[0].client_port);
+    etcd_client::Client::connect([endpoint], None).await.unwrap()
+}

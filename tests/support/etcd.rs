@@ -1,0 +1,147 @@
+//! Real etcd servers for tests: members on loopback with free ports, data in a temp dir,
+//! started from the etcd binary the `etcd-bin-vendored` dev-dependency carries and killed by
+//! pid when dropped. A missing binary fails the test; nothing here skips.
+//!
+//! Fast timings (`--heartbeat-interval 10 --election-timeout 100`) make the smallest lease
+//! TTL 1 s and elections quick; `--unsafe-no-fsync` only trades durability across power
+//! loss, which no test needs (a killed process's writes are in the page cache).
+
+#![allow(dead_code)]
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One member of a test cluster.
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    child: Option<Child>,
+}
+
+/// A cluster of real etcd processes.
+pub struct EtcdCluster {
+    pub members: Vec<Member>,
+    token: String,
+    dir: tempfile::TempDir,
+    binary: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+impl EtcdCluster {
+    /// Starts `size` members and waits until the cluster has a leader.
+    pub fn start(size: usize) -> Self {
+        let binary = etcd_bin_vendored::etcd_bin_path().expect("an etcd binary for this platform").to_owned();
+        assert!(binary.is_file(), "no etcd binary at {}", binary.display());
+        let token = format!("t{}-{}", std::process::id(), free_port());
+        let members = (0..size)
+            .map(|i| Member { name: format!("m{i}"), client_port: free_port(), peer_port: free_port(), child: None })
+            .collect();
+        let mut cluster = Self { members, token, dir: tempfile::tempdir().expect("a temp dir"), binary };
+        for i in 0..size {
+            cluster.spawn(i, "new");
+        }
+        cluster.wait_healthy();
+        cluster
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port)).collect::<Vec<_>>().join(",")
+    }
+
+    fn spawn(&mut self, i: usize, state: &str) {
+        let initial = self.initial_cluster();
+        let data = self.dir.path().join(&self.members[i].name);
+        let member = &mut self.members[i];
+        let client = format!("http://127.0.0.1:{}", member.client_port);
+        let peer = format!("http://127.0.0.1:{}", member.peer_port);
+        let child = Command::new(&self.binary)
+            .args(["--name", &member.name, "--data-dir"])
+            .arg(&data)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &initial, "--initial-cluster-state", state])
+            .args(["--initial-cluster-token", &self.token])
+            .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
+            .args(["--unsafe-no-fsync", "--logger", "zap", "--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start etcd from {}: {e}", self.binary.display()));
+        member.child = Some(child);
+    }
+
+    /// `etcd://` URL of every member, under a prefix unique to this cluster.
+    pub fn url(&self) -> String {
+        self.url_with_prefix("test")
+    }
+
+    pub fn url_with_prefix(&self, prefix: &str) -> String {
+        let hosts: Vec<String> = self.members.iter().map(|m| format!("127.0.0.1:{}", m.client_port)).collect();
+        format!("etcd://{}/{prefix}", hosts.join(","))
+    }
+
+    /// True once member `i` answers `/health` with a leader.
+    pub fn healthy(&self, i: usize) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.members[i].client_port)) else { return false };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        if stream.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.contains("\"health\":\"true\"")
+    }
+
+    /// Waits (up to 30 s) until every running member is healthy.
+    pub fn wait_healthy(&self) {
+        let start = Instant::now();
+        loop {
+            let running: Vec<usize> = (0..self.members.len()).filter(|&i| self.members[i].child.is_some()).collect();
+            if running.iter().all(|&i| self.healthy(i)) {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "etcd did not become healthy within 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`, `CONT`, `TERM`) to member `i`.
+    pub fn signal(&self, i: usize, signal: &str) {
+        let child = self.members[i].child.as_ref().expect("the member runs");
+        let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Kills member `i` (SIGKILL) and reaps it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data directory.
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.spawn(i, "existing");
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            if let Some(child) = &self.members[i].child {
+                // A stopped member must be continued to die promptly on SIGKILL's reaping.
+                let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
+            }
+            self.kill(i);
+        }
+    }
+}
