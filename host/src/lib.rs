@@ -11,8 +11,9 @@
 //!        └───────────── capabilities: is-leader, leader-get, leader-set ◄──────┘
 //! ```
 //!
-//! - [`leadership`]: the store boundary and its in-memory implementation.
-//! - [`tracker`]: per-unit claims and the `is-leader` guarantee.
+//! - [`leadership`]: the store boundary and its in-memory, SQLite and etcd stores.
+//! - [`tracker`]: per-unit claims and the `is-leader` guarantee; [`tenure_record`]: what a
+//!   unit believed, and when.
 //! - [`application`]: runs the units of one application and decides when hooks run.
 //! - [`runtime`]: loads charms and runs each hook in its own store and instance.
 //! - [`settings`], [`names`], [`hooks`], [`events`], [`unit`]: the shared vocabulary.
@@ -31,6 +32,7 @@ pub mod runtime;
 pub mod services;
 pub mod settings;
 pub mod state_dir;
+pub mod tenure_record;
 pub mod timing;
 pub mod tracker;
 pub mod unit;

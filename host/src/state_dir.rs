@@ -169,6 +169,11 @@ impl StateDir {
         self.unit_dir(unit).join("status")
     }
 
+    /// The unit's record of the tenures it believed in (see [`crate::tenure_record`]).
+    pub fn tenure_record(&self, unit: &UnitName) -> PathBuf {
+        self.unit_dir(unit).join("tenures.jsonl")
+    }
+
     /// The unit agent's hook-tool socket.
     pub fn socket(&self, unit: &UnitName) -> PathBuf {
         self.unit_dir(unit).join("agent.sock")

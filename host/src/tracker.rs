@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::leadership::{Claim, LeaseError, LeadershipStore};
+use crate::leadership::{Claim, LeaseError, LeadershipStore, Timestamp};
+use crate::tenure_record::TenureRecord;
 use crate::names::UnitName;
 
 /// Default guarantee window: `is-leader` promises at least this much leadership.
@@ -59,6 +60,8 @@ pub struct LeadershipTracker {
     /// copy of what `state` implies, changed only under its lock, so that `is_leader`
     /// (called from hooks, possibly in tight loops) answers without taking the lock.
     guaranteed_until: AtomicU64,
+    /// Where the tenures this unit believed in are recorded, if anywhere.
+    record: Option<TenureRecord>,
 }
 
 impl std::fmt::Debug for LeadershipTracker {
@@ -70,7 +73,20 @@ impl std::fmt::Debug for LeadershipTracker {
 impl LeadershipTracker {
     /// A tracker for `unit` promising `window` of leadership whenever it answers true.
     pub fn new(unit: UnitName, store: Arc<dyn LeadershipStore>, window: Duration) -> Self {
-        Self { unit, store, window, state: Mutex::new(TrackerState::default()), guaranteed_until: AtomicU64::new(0) }
+        Self {
+            unit,
+            store,
+            window,
+            state: Mutex::new(TrackerState::default()),
+            guaranteed_until: AtomicU64::new(0),
+            record: None,
+        }
+    }
+
+    /// Records every tenure this unit believes in (see [`TenureRecord`]).
+    pub fn with_record(mut self, record: TenureRecord) -> Self {
+        self.record = Some(record);
+        self
     }
 
     /// The guarantee window.
@@ -98,9 +114,26 @@ impl LeadershipTracker {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Replaces the claim (under the state lock) and its lock-free guarantee deadline.
+    /// Replaces the claim (under the state lock) and its lock-free guarantee deadline. The
+    /// record hears of a start before `is-leader` can say so, and of an end before anyone
+    /// can act on it (the caller revokes after this returns).
     fn set_claim(&self, state: &mut TrackerState, claim: Option<Claim>) -> Option<Claim> {
         let deadline = claim.map_or(0, |c| c.valid_until.as_nanos().saturating_sub(self.window.as_nanos() as u64).max(1));
+        if let Some(record) = &self.record {
+            let now = self.store.clock().now();
+            let until = Timestamp::from_nanos(deadline);
+            match (state.claim, claim) {
+                (Some(old), Some(new)) if old.term == new.term => record.renewed(new.term, until),
+                (old, new) => {
+                    if let Some(old) = old {
+                        record.ended(old.term, now);
+                    }
+                    if let Some(new) = new {
+                        record.started(new.term, now, until);
+                    }
+                }
+            }
+        }
         self.guaranteed_until.store(deadline, Ordering::Release);
         std::mem::replace(&mut state.claim, claim)
     }

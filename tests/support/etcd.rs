@@ -99,6 +99,21 @@ impl EtcdCluster {
         answer.contains("\"health\":\"true\"")
     }
 
+    /// How many gRPC requests member `i` has handled so far (etcd's own
+    /// `grpc_server_handled_total`, summed).
+    pub fn handled_requests(&self, i: usize) -> std::io::Result<u64> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.members[i].client_port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text)?;
+        Ok(text
+            .lines()
+            .filter(|l| l.starts_with("grpc_server_handled_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64)
+    }
+
     /// Waits (up to 30 s) until every running member is healthy.
     pub fn wait_healthy(&self) {
         let start = Instant::now();

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -9,9 +9,9 @@ use anyhow::Context as _;
 use charm_host::agent::{self, AgentCommand, AgentConfig, Backoff};
 use charm_host::events::EventSink;
 use charm_host::hook_tools;
-use charm_host::leadership::SqliteStore;
 use charm_host::runtime::HookRuntime;
 use charm_host::state_dir::StateDir;
+use charm_host::tenure_record::TenureRecord;
 use charm_host::tracker::LeadershipTracker;
 use charm_host::unit::Unit;
 use tokio::signal::unix::{SignalKind, signal};
@@ -30,12 +30,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let wasm = charm_wasm(&args.charm)?;
     let runtime = Arc::new(HookRuntime::new(args.runtime.runtime_config())?);
     let charm = runtime.load_charm(&wasm)?;
-    let store = Arc::new(SqliteStore::open(&state.store())?);
     let events: Arc<dyn EventSink> = if args.json { Arc::new(JsonLog::new()) } else { Arc::new(HumanLog::new()) };
-    let tracker = LeadershipTracker::new(unit_name.clone(), store, args.runtime.guarantee_window);
-    let unit = Unit::new(unit_name.clone(), state.data_dir(&unit_name), tracker, events)?
-        .with_services(services, args.services.service_grace);
-    let unit = Arc::new(unit);
     let config = AgentConfig {
         backoff: Backoff::default(),
         state_file: Some(state.agent_state(&unit_name)),
@@ -46,6 +41,13 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
 
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(7).build()?;
     tokio.block_on(async {
+        let opened = args.store.open(&state, args.runtime.guarantee_window).await?;
+        tracing::info!(unit = %unit_name, "leadership store: {}", opened.description);
+        let tracker = LeadershipTracker::new(unit_name.clone(), opened.store, args.runtime.guarantee_window)
+            .with_record(TenureRecord::new(state.tenure_record(&unit_name)));
+        let unit = Unit::new(unit_name.clone(), state.data_dir(&unit_name), tracker, events)?
+            .with_services(services, args.services.service_grace);
+        let unit = Arc::new(unit);
         // The lock proves no other agent uses the socket: a leftover one is ours to replace.
         let socket = state.socket(&unit_name);
         let _ = std::fs::remove_file(&socket);

@@ -16,6 +16,7 @@ mod operator;
 mod output;
 mod run;
 mod status;
+mod store;
 mod tools;
 
 use std::path::PathBuf;
@@ -86,8 +87,9 @@ pub struct BenchArgs {
     /// Print one JSON object `{"figures":[...]}` instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Measure only these sections (repeatable): calls, lease, renewals, agents, memory.
-    #[arg(long, value_parser = ["calls", "lease", "renewals", "agents", "memory"])]
+    /// Measure only these sections (repeatable): calls, lease, renewals, etcd, processes,
+    /// agents, memory.
+    #[arg(long, value_parser = ["calls", "lease", "renewals", "etcd", "processes", "agents", "memory"])]
     pub only: Vec<String>,
 }
 
@@ -97,9 +99,11 @@ pub struct ElectArgs {
     /// The unit to make leader, e.g. `app/2`; its agent must be running.
     #[arg(value_parser = unit_name)]
     pub unit: UnitName,
-    /// The state directory the application's agents run on.
+    /// The state directory the application's agents run on (UNIT's, with --store).
     #[arg(long, value_name = "DIR")]
     pub state: PathBuf,
+    #[command(flatten)]
+    pub store: store::StoreArgs,
     /// How long the lease stays reserved for UNIT (and how long to wait for it).
     #[arg(long, default_value = "60s", value_parser = |s: &str| timing::parse(s, &timing::RESERVATION))]
     pub within: Duration,
@@ -113,9 +117,12 @@ pub struct AgentArgs {
     /// The unit this agent runs, e.g. `app/0`.
     #[arg(long, value_parser = unit_name)]
     pub unit: UnitName,
-    /// The state directory shared by the application's agents.
+    /// The unit's local state: its data, socket and records (and, without --store, the
+    /// SQLite store shared by the application's agents on this machine).
     #[arg(long, value_name = "DIR")]
     pub state: PathBuf,
+    #[command(flatten)]
+    pub store: store::StoreArgs,
     /// Print JSON Lines instead of a human-readable log.
     #[arg(long)]
     pub json: bool,
@@ -128,9 +135,11 @@ pub struct AgentArgs {
 /// Options for `charm-host status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The state directory.
+    /// The state directory: its units, and (without --store) its SQLite store.
     #[arg(long, value_name = "DIR")]
     pub state: PathBuf,
+    #[command(flatten)]
+    pub store: store::StoreArgs,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -195,6 +204,8 @@ pub struct RunArgs {
     /// default: in memory, gone at exit.
     #[arg(long, value_name = "DIR")]
     pub state: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: store::StoreArgs,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     #[command(flatten)]

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use charm_host::hook_tools::{ToolRequest, ToolResponse};
-use charm_host::leadership::{LeadershipStore, SqliteStore};
 use charm_host::names::UnitName;
 use charm_host::state_dir::StateDir;
 
@@ -30,12 +29,14 @@ pub fn step_down(target: ToolArgs) -> ExitCode {
 pub async fn elect(args: ElectArgs) -> anyhow::Result<ExitCode> {
     let unit = args.unit.clone();
     let state = StateDir::new(&args.state);
-    anyhow::ensure!(state.store().is_file(), "{} holds no state (no state.db)", args.state.display());
+    if args.store.store.is_none() {
+        anyhow::ensure!(state.store().is_file(), "{} holds no state (no state.db)", args.state.display());
+    }
     let ask = async |unit: &UnitName, request| ask_agent(&state, unit, &request, AGENT_TIMEOUT).await;
     ask(&unit, ToolRequest::IsLeader)
         .await
         .with_context(|| format!("{unit} must be running to be elected, or the handover would stall"))?;
-    let store = SqliteStore::open(&state.store())?;
+    let store = args.store.open(&state, charm_host::tracker::DEFAULT_GUARANTEE_WINDOW).await?.store;
     let start = Instant::now();
     match store.lease(unit.app()).await? {
         Some(lease) if lease.holder == unit => {

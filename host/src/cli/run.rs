@@ -11,7 +11,7 @@ use charm_host::agent::{AgentCommand, Backoff};
 use charm_host::application::{Application, ApplicationConfig, RunningApplication};
 use charm_host::charm_build::build_charm;
 use charm_host::events::EventSink;
-use charm_host::leadership::{LeadershipStore, MemoryStore, SqliteStore};
+use charm_host::leadership::{LeadershipStore, MemoryStore};
 use charm_host::names::{AppName, UnitName};
 use charm_host::runtime::{HookRuntime, RuntimeConfig};
 use charm_host::state_dir::StateDir;
@@ -54,20 +54,26 @@ fn app_name(given: Option<&str>, charm: &Path) -> anyhow::Result<AppName> {
     AppName::new(&derived).or_else(|_| Ok(AppName::new("app")?))
 }
 
-/// Where a run keeps its state: a SQLite store and unit data in `dir`, or memory and a
-/// temporary directory.
-pub fn open_state(dir: Option<&Path>) -> anyhow::Result<(Arc<dyn LeadershipStore>, DataRoot)> {
+/// Where a run keeps unit data: `dir`, or a temporary directory.
+pub fn data_root(dir: Option<&Path>) -> anyhow::Result<DataRoot> {
     match dir {
         Some(dir) => {
             StateDir::new(dir).prepare()?;
-            let store = SqliteStore::open(&StateDir::new(dir).store())?;
-            Ok((Arc::new(store), DataRoot::Kept(dir.to_owned())))
+            Ok(DataRoot::Kept(dir.to_owned()))
         }
         None => {
             let tmp = tempfile::Builder::new().prefix("charm-host-run-").tempdir().context("creating unit data directories")?;
-            Ok((Arc::new(MemoryStore::new()), DataRoot::Temporary(tmp)))
+            Ok(DataRoot::Temporary(tmp))
         }
     }
+}
+
+/// A run's store: etcd with `--store`, else SQLite in `--state DIR`, else memory.
+async fn open_store(args: &RunArgs, data: &DataRoot) -> anyhow::Result<Arc<dyn LeadershipStore>> {
+    if args.store.store.is_none() && args.state.is_none() {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    Ok(args.store.open(&StateDir::new(data.path()), args.runtime.guarantee_window).await?.store)
 }
 
 /// The state directory of a run.
@@ -95,7 +101,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let wasm = charm_wasm(&args.charm)?;
     let runtime = Arc::new(HookRuntime::new(args.runtime.runtime_config())?);
     let charm = runtime.load_charm(&wasm)?;
-    let (store, data_root) = open_state(args.state.as_deref())?;
+    let data_root = data_root(args.state.as_deref())?;
     // Under --state, each unit's agent lock, as `charm-host agent` holds it: no agent may
     // run one of these units meanwhile.
     let mut _locks = Vec::new();
@@ -126,6 +132,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // deadline (it yields at every epoch tick) delays its neighbours' timers as little as possible.
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(7).build()?;
     let report = tokio.block_on(async {
+        let store = open_store(&args, &data_root).await?;
         let application = Application::new(runtime, charm, store.clone(), events, &config).await?;
         let start = tokio::time::Instant::now();
         let mut running = application.start();

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -17,15 +18,22 @@ use charm_host::unit::UnitStatus;
 use serde_json::json;
 
 use super::StatusArgs;
+use super::store::StoreArgs;
 use super::output::for_terminal;
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let state = StateDir::new(&args.state);
-    // Read-only: `status` never creates or changes a store.
-    let store = match SqliteStore::open_read_only(&state.store()) {
-        Ok(store) => store,
-        Err(OpenError::Empty { .. }) => anyhow::bail!("{} holds no state (no state.db)", args.state.display()),
-        Err(err) => return Err(err.into()),
+    // Read-only: `status` never creates or changes a SQLite store.
+    let (store, store_description): (Arc<dyn LeadershipStore>, String) = match args.store.etcd(Duration::from_secs(2))? {
+        Some(options) => {
+            let opened = StoreArgs::open_etcd(&options).await?;
+            (opened.store, opened.description)
+        }
+        None => match SqliteStore::open_read_only(&state.store()) {
+            Ok(store) => (Arc::new(store), format!("sqlite {}", state.store().display())),
+            Err(OpenError::Empty { .. }) => anyhow::bail!("{} holds no state (no state.db)", args.state.display()),
+            Err(err) => return Err(err.into()),
+        },
     };
     let mut apps: BTreeMap<AppName, Vec<(UnitName, Option<UnitStatus>)>> = BTreeMap::new();
     for unit in state.units().with_context(|| format!("listing units in {}", args.state.display()))? {
@@ -82,8 +90,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         }));
     }
     if args.json {
-        outln!("{}", json!({ "applications": report }));
+        outln!("{}", json!({ "store": store_description, "applications": report }));
     } else {
+        outln!("store: {}", for_terminal(&store_description));
         out!("{}", table(&report));
     }
     Ok(ExitCode::SUCCESS)

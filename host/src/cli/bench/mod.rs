@@ -5,8 +5,10 @@
 
 mod agents;
 mod calls;
+mod etcd;
 mod lease;
 mod memory;
+mod processes;
 mod renewals;
 
 use std::path::{Path, PathBuf};
@@ -99,6 +101,14 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if wanted("renewals") {
         progress("renewals during a leader-set storm");
         figures.extend(renewals::figures(quick)?);
+    }
+    if wanted("etcd") {
+        progress("the etcd store");
+        figures.extend(etcd::figures(quick)?);
+    }
+    if wanted("processes") {
+        progress("handovers between agent processes");
+        figures.extend(processes::figures(quick)?);
     }
     if wanted("agents") {
         progress("handovers and fan-out");

@@ -1,0 +1,85 @@
+//! The etcd store on a local single-member etcd (started here, from the vendored binary):
+//! claim, extension and fenced-write latency, each next to a bare etcd-client transaction
+//! round trip measured in the same run, and the renewal traffic of one held lease.
+
+use std::time::{Duration, Instant};
+
+use charm_host::leadership::etcd::{EtcdOptions, EtcdStore};
+use charm_host::leadership::LeadershipStore as _;
+use charm_host::names::{AppName, UnitName};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+
+use super::{Figure, median};
+
+#[path = "../../../../tests/support/etcd.rs"]
+pub(super) mod server;
+
+pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
+    let cluster = server::EtcdCluster::start(1);
+    let n = if quick { 50 } else { 500 };
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    tokio.block_on(async {
+        let store = EtcdStore::connect(&EtcdOptions::from_url(&cluster.url())?).await?;
+        let endpoint = format!("127.0.0.1:{}", cluster.members[0].client_port);
+        let mut client = etcd_client::Client::connect([endpoint], None).await?;
+        // The baseline: one guarded put in a transaction, as a fenced write is at best.
+        let mut bare = Vec::new();
+        for i in 0..n {
+            let txn = Txn::new()
+                .when([Compare::mod_revision("/bench/k", CompareOp::Greater, -1)])
+                .and_then([TxnOp::put("/bench/k", i.to_string(), None)]);
+            let start = Instant::now();
+            client.txn(txn).await?;
+            bare.push(start.elapsed());
+        }
+        let bare = median(&mut bare);
+        let mut grants = Vec::new();
+        for i in 0..n {
+            let unit = UnitName::from_parts(AppName::new(&format!("grant{i}"))?, 0);
+            let start = Instant::now();
+            store.claim(&unit, Duration::from_secs(60)).await?;
+            grants.push(start.elapsed());
+        }
+        let writer = UnitName::new("writer/0")?;
+        let term = store.claim(&writer, Duration::from_secs(60)).await?.term;
+        let mut extensions = Vec::new();
+        let mut writes = Vec::new();
+        for i in 0..n {
+            let start = Instant::now();
+            store.claim(&writer, Duration::from_secs(60)).await?;
+            extensions.push(start.elapsed());
+            let start = Instant::now();
+            store.write_settings(&writer, term, &[("key".into(), i.to_string())]).await?;
+            writes.push(start.elapsed());
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let mut figures = Vec::new();
+        for (name, mut samples) in [("claim of a free lease", grants), ("extension", extensions), ("fenced write", writes)] {
+            let value = ms(median(&mut samples));
+            figures.push(
+                Figure::new(format!("etcd store: {name}, p50 (against a bare etcd-client txn)"), value, "ms")
+                    .against(ms(bare))
+                    .target("<= 1.3x the bare txn", value <= 1.3 * ms(bare)),
+            );
+        }
+        figures.push(renewal_traffic(&store, &cluster, if quick { 2 } else { 6 }).await?);
+        Ok(figures)
+    })
+}
+
+/// Requests per second the server handles for one unit renewing its lease as an agent does
+/// (every renew interval, here half of a 2 s window), read off etcd's own metrics.
+async fn renewal_traffic(store: &EtcdStore, cluster: &server::EtcdCluster, seconds: u64) -> anyhow::Result<Figure> {
+    let unit = UnitName::new("renewer/0")?;
+    let window = Duration::from_secs(2);
+    store.claim(&unit, window * 2).await?;
+    let before = cluster.handled_requests(0)?;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(window / 2).await;
+        store.claim(&unit, window * 2).await?;
+    }
+    let handled = cluster.handled_requests(0)?.saturating_sub(before);
+    let per_second = handled as f64 / start.elapsed().as_secs_f64();
+    Ok(Figure::new("etcd store: renewal traffic of one held lease (2 s window, renewed every 1 s)", per_second, "requests/s"))
+}

@@ -1,0 +1,103 @@
+//! `--store` and its TLS and auth flags: which leadership store a command uses. Without
+//! `--store`, the SQLite file in the state directory (agents on one machine); with
+//! `--store etcd://...`, an etcd cluster (agents on any number of machines, which then share
+//! nothing else: each keeps its unit data and socket in its own `--state DIR`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use charm_host::leadership::etcd::{EtcdOptions, EtcdStore, EtcdTls};
+use charm_host::leadership::{LeadershipStore, SqliteStore};
+use charm_host::state_dir::StateDir;
+use clap::Args;
+
+use super::UsageError;
+
+/// Which leadership store to use.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Share leadership through etcd: `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]` (default
+    /// prefix `/charm-host`). Without it: the SQLite store in the state directory.
+    #[arg(long, value_name = "URL", value_parser = |s: &str| EtcdOptions::from_url(s).map_err(|e| e.to_string()))]
+    pub store: Option<EtcdOptions>,
+    /// etcd over TLS, checking the members' certificates against this CA (PEM).
+    #[arg(long, value_name = "FILE", requires = "store")]
+    pub etcd_ca: Option<PathBuf>,
+    /// A client certificate for etcd (PEM), with --etcd-key.
+    #[arg(long, value_name = "FILE", requires_all = ["store", "etcd_key"])]
+    pub etcd_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM), with --etcd-cert.
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// An etcd user, with --etcd-password-file.
+    #[arg(long, value_name = "NAME", requires_all = ["store", "etcd_password_file"])]
+    pub etcd_user: Option<String>,
+    /// A file holding the etcd user's password (its first line).
+    #[arg(long, value_name = "FILE", requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
+    /// Connect to an etcd version with a known lease-safety bug (with a warning) instead of
+    /// refusing it.
+    #[arg(long, requires = "store")]
+    pub allow_unsafe_etcd: bool,
+}
+
+/// The store a command opened, and how to name it.
+pub struct OpenedStore {
+    pub store: Arc<dyn LeadershipStore>,
+    /// `sqlite PATH` or `etcd URL (server VERSION)`.
+    pub description: String,
+}
+
+impl StoreArgs {
+    /// The etcd options these flags give, if `--store` is set, with requests timing out
+    /// after at most `request_timeout`.
+    pub fn etcd(&self, request_timeout: Duration) -> anyhow::Result<Option<EtcdOptions>> {
+        let Some(options) = &self.store else { return Ok(None) };
+        let mut options = options.clone();
+        options.request_timeout = options.request_timeout.min(request_timeout);
+        options.connect_timeout = options.connect_timeout.min(request_timeout);
+        if self.etcd_ca.is_some() || self.etcd_cert.is_some() {
+            let identity = self.etcd_cert.clone().zip(self.etcd_key.clone());
+            options.tls = Some(EtcdTls::new(self.etcd_ca.clone(), identity));
+        }
+        if let (Some(user), Some(file)) = (&self.etcd_user, &self.etcd_password_file) {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading --etcd-password-file {}", file.display()))?;
+            let password = text.lines().next().unwrap_or_default().to_owned();
+            if password.is_empty() {
+                return Err(UsageError(format!("--etcd-password-file {} is empty", file.display())).into());
+            }
+            options.user = Some((user.clone(), password));
+        }
+        options.allow_unsafe_server = self.allow_unsafe_etcd;
+        Ok(Some(options))
+    }
+
+    /// Opens the store for units promising `guarantee_window`: etcd if `--store` is set
+    /// (inside a tokio runtime), else the SQLite file in `state`, created if missing. etcd
+    /// requests time out within half the renew interval (a quarter of the window), so a hung
+    /// renewal is retried before the guarantee runs out.
+    pub async fn open(&self, state: &StateDir, guarantee_window: Duration) -> anyhow::Result<OpenedStore> {
+        match self.etcd(guarantee_window / 4)? {
+            Some(options) => Self::open_etcd(&options).await,
+            None => {
+                let path = state.store();
+                let store = SqliteStore::open(&path)?;
+                Ok(OpenedStore { store: Arc::new(store), description: format!("sqlite {}", path.display()) })
+            }
+        }
+    }
+
+    /// Opens the etcd store `options` name.
+    pub async fn open_etcd(options: &EtcdOptions) -> anyhow::Result<OpenedStore> {
+        let store = EtcdStore::connect(options).await?;
+        let description = format!(
+            "etcd etcd://{}{} (server {})",
+            options.endpoints.join(","),
+            store.prefix(),
+            store.server_version()
+        );
+        Ok(OpenedStore { store: Arc::new(store), description })
+    }
+}

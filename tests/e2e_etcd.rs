@@ -1,0 +1,377 @@
+//! Three agents as separate processes, each with its own state directory (three
+//! "machines" that share nothing but etcd), on a real three-member etcd cluster the test
+//! starts. Faults: SIGTERM, SIGKILL and SIGSTOP of the leader agent, the leader cut off
+//! from etcd through proxies the test controls, and the etcd leader member killed and
+//! stopped. After every run a checker merges each agent's tenure record (what it believed,
+//! on the machine's one `CLOCK_BOOTTIME`) and the acknowledged writes: tenures never
+//! overlap, terms rise from one holder to the next, every acknowledged write is in the
+//! store, and a deposed leader's late write is refused.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use support::etcd::EtcdCluster;
+use support::proxy::Proxy;
+use support::{BIN, wait_for, workspace};
+
+const WINDOW: &str = "2s";
+const WINDOW_NS: u64 = 2_000_000_000;
+
+/// One agent on its own "machine".
+struct Machine {
+    unit: String,
+    state: tempfile::TempDir,
+    log: PathBuf,
+    child: Option<Child>,
+    /// Its way to each etcd member, when the test may cut it off.
+    proxies: Vec<Proxy>,
+}
+
+struct Machines {
+    etcd: EtcdCluster,
+    cache: tempfile::TempDir,
+    logs: tempfile::TempDir,
+    machines: Vec<Machine>,
+    /// Keys of writes `leader-set` acknowledged.
+    acknowledged: Vec<String>,
+}
+
+impl Drop for Machines {
+    fn drop(&mut self) {
+        for machine in &mut self.machines {
+            if let Some(child) = &mut machine.child {
+                let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+impl Machines {
+    /// A three-member cluster and `units` agents of `db`, each reaching etcd through
+    /// proxies if `proxied`.
+    fn start(units: usize, proxied: bool) -> Self {
+        let etcd = EtcdCluster::start(3);
+        let mut all = Self {
+            etcd,
+            cache: tempfile::tempdir().unwrap(),
+            logs: tempfile::tempdir().unwrap(),
+            machines: Vec::new(),
+            acknowledged: Vec::new(),
+        };
+        for n in 0..units {
+            let unit = format!("db/{n}");
+            let proxies =
+                if proxied { all.etcd.members.iter().map(|m| Proxy::start(m.client_port)).collect() } else { Vec::new() };
+            let log = all.logs.path().join(format!("db-{n}.log"));
+            all.machines.push(Machine { unit, state: tempfile::tempdir().unwrap(), log, child: None, proxies });
+            all.launch(n);
+        }
+        all
+    }
+
+    fn url(&self, n: usize) -> String {
+        let machine = &self.machines[n];
+        if machine.proxies.is_empty() {
+            return self.etcd.url();
+        }
+        let hosts: Vec<String> = machine.proxies.iter().map(|p| format!("127.0.0.1:{}", p.port)).collect();
+        format!("etcd://{}/test", hosts.join(","))
+    }
+
+    fn launch(&mut self, n: usize) {
+        let url = self.url(n);
+        let machine = &mut self.machines[n];
+        let log = std::fs::File::create(&machine.log).unwrap();
+        let child = Command::new(BIN)
+            .args(["agent", "example-charms/shared-settings", "--unit", &machine.unit, "--json"])
+            .arg("--state")
+            .arg(machine.state.path())
+            .args(["--store", &url, "--guarantee-window", WINDOW])
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .current_dir(workspace())
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        machine.child = Some(child);
+    }
+
+    fn tool(&self, n: usize, args: &[&str]) -> Output {
+        let machine = &self.machines[n];
+        Command::new(BIN).args(args).args(["--unit", &machine.unit]).arg("--state").arg(machine.state.path()).output().unwrap()
+    }
+
+    fn is_leader(&self, n: usize) -> Option<bool> {
+        let out = self.tool(n, &["is-leader"]);
+        match (out.status.code(), String::from_utf8_lossy(&out.stdout).trim()) {
+            (Some(0), "True") => Some(true),
+            (Some(0), "False") => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Waits until exactly one of the running agents `among` answers `is-leader` True.
+    fn wait_one_leader(&self, among: &[usize]) -> usize {
+        let mut leader = None;
+        wait_for("exactly one leader", || {
+            let leaders: Vec<usize> = among.iter().copied().filter(|&n| self.is_leader(n) == Some(true)).collect();
+            leader = leaders.first().copied();
+            leaders.len() == 1
+        });
+        leader.unwrap()
+    }
+
+    fn signal(&mut self, n: usize, signal: &str) {
+        let child = self.machines[n].child.as_mut().unwrap();
+        let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        if signal == "KILL" {
+            let _ = child.wait();
+            self.machines[n].child = None;
+        }
+    }
+
+    fn wait_exit(&mut self, n: usize) {
+        if let Some(mut child) = self.machines[n].child.take() {
+            assert!(child.wait().unwrap().success(), "{} exited with an error", self.machines[n].unit);
+        }
+    }
+
+    fn hooks(&self, n: usize) -> Vec<String> {
+        std::fs::read_to_string(&self.machines[n].log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["type"] == "hook")
+            .map(|v| v["hook"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// `leader-set KEY=n` through agent `n`; remembered when acknowledged.
+    fn write(&mut self, n: usize, key: &str) -> bool {
+        let out = self.tool(n, &["leader-set", &format!("{key}={n}")]);
+        if out.status.success() {
+            self.acknowledged.push(key.to_owned());
+        }
+        out.status.success()
+    }
+
+    /// The tenures every agent believed in, checked against each other; every acknowledged
+    /// write is in the store.
+    fn check(&self) -> Vec<Tenure> {
+        let mut tenures: Vec<Tenure> = Vec::new();
+        for machine in &self.machines {
+            tenures.extend(read_tenures(machine));
+        }
+        tenures.sort_by_key(|t| t.from);
+        for pair in tenures.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            assert!(a.end() <= b.from, "{} believed it led (term {}) until {} but {} believed it (term {}) from {}", a.unit, a.term, a.end(), b.unit, b.term, b.from);
+            // A unit that deposed itself may find its own tenure still live (etcd gives every
+            // lease its full TTL again at each etcd leader change) and lead again at that term.
+            assert!(b.term > a.term || (b.term == a.term && b.unit == a.unit), "terms must rise: {a:?} then {b:?}");
+        }
+        let status = Command::new(BIN)
+            .args(["status", "--json", "--store", &self.etcd.url()])
+            .arg("--state")
+            .arg(self.machines[0].state.path())
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "status failed: {}", String::from_utf8_lossy(&status.stderr));
+        let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        let app = report["applications"].as_array().unwrap().iter().find(|a| a["application"] == "db").cloned().unwrap();
+        for key in &self.acknowledged {
+            assert!(app["settings"].get(key).is_some(), "the acknowledged write {key} is lost: {}", app["settings"]);
+        }
+        tenures
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Tenure {
+    unit: String,
+    term: u64,
+    from: u64,
+    until: u64,
+    ended: Option<u64>,
+}
+
+impl Tenure {
+    /// When the belief ended: its recorded end, or after a crash its last guarantee.
+    fn end(&self) -> u64 {
+        self.ended.map_or(self.until, |e| e.min(self.until))
+    }
+}
+
+/// One agent's tenure record (see `charm_host::tenure_record`), merged per term.
+fn read_tenures(machine: &Machine) -> Vec<Tenure> {
+    let unit = machine.unit.as_str();
+    let number = unit.rsplit('/').next().unwrap();
+    let path = machine.state.path().join(format!("units/db-{number}/tenures.jsonl"));
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut tenures: Vec<Tenure> = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {line:?}: {e}", path.display()));
+        let term = v["term"].as_u64().unwrap();
+        if let Some(from) = v["from_ns"].as_u64() {
+            tenures.push(Tenure { unit: unit.to_owned(), term, from, until: v["until_ns"].as_u64().unwrap(), ended: None });
+            continue;
+        }
+        let tenure = tenures.iter_mut().rev().find(|t| t.term == term).unwrap_or_else(|| panic!("{unit}: term {term} has no start"));
+        if let Some(until) = v["until_ns"].as_u64() {
+            tenure.until = tenure.until.max(until);
+        }
+        if let Some(ended) = v["ended_ns"].as_u64() {
+            tenure.ended = Some(ended);
+        }
+    }
+    tenures
+}
+
+/// The last tenure of `unit` in `tenures`.
+fn last_of<'a>(tenures: &'a [Tenure], unit: &str) -> &'a Tenure {
+    tenures.iter().rev().find(|t| t.unit == unit).unwrap_or_else(|| panic!("{unit} never led"))
+}
+
+#[test]
+fn sigterm_of_the_leader_hands_over_before_its_lease_could_expire() {
+    let mut m = Machines::start(3, false);
+    let leader = m.wait_one_leader(&[0, 1, 2]);
+    assert!(m.write(leader, "before"));
+    m.signal(leader, "TERM");
+    m.wait_exit(leader);
+    let rest: Vec<usize> = (0..3).filter(|&n| n != leader).collect();
+    let next = m.wait_one_leader(&rest);
+    assert!(m.write(next, "after"));
+    let tenures = m.check();
+    let (old, new) = (last_of(&tenures, &m.machines[leader].unit), last_of(&tenures, &m.machines[next].unit));
+    assert!(old.ended.is_some(), "a graceful stop records its end");
+    assert!(new.from < old.until + WINDOW_NS, "the successor led before the old lease could have expired");
+    assert_eq!(m.hooks(leader)[m.hooks(leader).len() - 2..], ["leader-deposed", "stop"]);
+}
+
+#[test]
+fn sigkill_of_the_leader_hands_over_only_after_its_lease_expired() {
+    let mut m = Machines::start(3, false);
+    let leader = m.wait_one_leader(&[0, 1, 2]);
+    m.signal(leader, "KILL");
+    let rest: Vec<usize> = (0..3).filter(|&n| n != leader).collect();
+    let next = m.wait_one_leader(&rest);
+    let tenures = m.check();
+    let (old, new) = (last_of(&tenures, &m.machines[leader].unit), last_of(&tenures, &m.machines[next].unit));
+    // The server expired the lease no earlier than the holder's own start + TTL, which is
+    // at least its last guarantee plus the window.
+    assert!(new.from >= old.until + WINDOW_NS, "the successor led before the dead leader's lease expired");
+    assert!(!m.hooks(leader).contains(&"leader-deposed".to_owned()), "a killed agent runs nothing");
+}
+
+#[test]
+fn a_leader_stopped_past_its_lease_deposes_itself_and_its_late_write_is_refused() {
+    let mut m = Machines::start(3, false);
+    let leader = m.wait_one_leader(&[0, 1, 2]);
+    m.signal(leader, "STOP");
+    let rest: Vec<usize> = (0..3).filter(|&n| n != leader).collect();
+    let next = m.wait_one_leader(&rest);
+    assert!(m.write(next, "by-successor"));
+    m.signal(leader, "CONT");
+    // Its first answer after waking is already false: the guarantee is read off the clock.
+    assert!(!m.write(leader, "late"), "a deposed leader's late leader-set must be refused");
+    wait_for("the old leader runs leader-deposed", || m.hooks(leader).contains(&"leader-deposed".to_owned()));
+    assert_eq!(m.is_leader(leader), Some(false));
+    m.check();
+    let status = m.tool(next, &["leader-get", "late"]);
+    assert_eq!(String::from_utf8_lossy(&status.stdout).trim(), "", "the refused write is not in the store");
+}
+
+#[test]
+fn a_leader_cut_off_from_etcd_deposes_itself_before_another_leads() {
+    let mut m = Machines::start(3, true);
+    let leader = m.wait_one_leader(&[0, 1, 2]);
+    for proxy in &m.machines[leader].proxies {
+        proxy.cut();
+    }
+    let rest: Vec<usize> = (0..3).filter(|&n| n != leader).collect();
+    let next = m.wait_one_leader(&rest);
+    assert!(m.write(next, "while-cut"));
+    // The cut-off leader says it cannot tell (or no), never yes, and has deposed itself.
+    assert_ne!(m.is_leader(leader), Some(true));
+    wait_for("the cut-off leader runs leader-deposed", || m.hooks(leader).contains(&"leader-deposed".to_owned()));
+    assert!(!m.write(leader, "from-the-cut-off"), "a cut-off leader cannot write");
+    let tenures = m.check();
+    let (old, new) = (last_of(&tenures, &m.machines[leader].unit), last_of(&tenures, &m.machines[next].unit));
+    assert!(old.end() <= new.from);
+    // Healed, it comes back as a minion and hears of the write made meanwhile.
+    for proxy in &m.machines[leader].proxies {
+        proxy.heal();
+    }
+    wait_for("the healed unit answers again", || m.is_leader(leader) == Some(false));
+    wait_for("the healed unit sees the write made while it was cut off", || {
+        String::from_utf8_lossy(&m.tool(leader, &["leader-get", "while-cut"]).stdout).trim() == next.to_string()
+    });
+    m.check();
+}
+
+/// The etcd member that leads the cluster, by asking each member.
+fn etcd_leader(cluster: &EtcdCluster, running: &[usize]) -> usize {
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    tokio.block_on(async {
+        for _ in 0..500 {
+            for &i in running {
+                let endpoint = format!("127.0.0.1:{}", cluster.members[i].client_port);
+                let Ok(mut client) = etcd_client::Client::connect([endpoint], None).await else { continue };
+                let Ok(status) = client.status().await else { continue };
+                if status.header().is_some_and(|h| h.member_id() == status.leader()) {
+                    return i;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no etcd member leads");
+    })
+}
+
+#[test]
+fn the_etcd_leader_member_killed_and_stopped_loses_no_acknowledged_write() {
+    let mut m = Machines::start(3, false);
+    let mut writes = 0;
+    let mut write_through_leader = |m: &mut Machines| {
+        for n in 0..3 {
+            if m.is_leader(n) == Some(true) {
+                writes += 1;
+                m.write(n, &format!("w{writes}"));
+            }
+        }
+    };
+    m.wait_one_leader(&[0, 1, 2]);
+    for _ in 0..5 {
+        write_through_leader(&mut m);
+    }
+    let first = etcd_leader(&m.etcd, &[0, 1, 2]);
+    m.etcd.kill(first);
+    for _ in 0..20 {
+        write_through_leader(&mut m);
+    }
+    // Back to three members, then the (new) etcd leader freezes: the other two elect
+    // another and go on.
+    m.etcd.restart(first);
+    m.etcd.wait_healthy();
+    let second = etcd_leader(&m.etcd, &[0, 1, 2]);
+    m.etcd.signal(second, "STOP");
+    for _ in 0..20 {
+        write_through_leader(&mut m);
+    }
+    m.etcd.signal(second, "CONT");
+    m.etcd.wait_healthy();
+    m.wait_one_leader(&[0, 1, 2]);
+    for _ in 0..5 {
+        write_through_leader(&mut m);
+    }
+    assert!(m.acknowledged.len() >= 5, "some writes were acknowledged: {:?}", m.acknowledged);
+    m.check();
+}
