@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use super::rules::{self, LeaseRecord};
 use super::watchers::Watchers;
-use super::{Claim, Clock, Lease, LeaseError, LeadershipStore, MonotonicClock, WriteError, validate_entity};
+use super::{Claim, Clock, Lease, LeaseError, LeadershipStore, MonotonicClock, Timestamp, WriteError, validate_entity};
 use crate::names::{AppName, UnitName};
 use crate::settings::{Settings, SettingsSnapshot, SettingsWrite};
 
@@ -162,12 +162,14 @@ impl LeadershipStore for MemoryStore {
         Ok(self.lock().get(app).map(|a| a.settings.clone()).unwrap_or_default())
     }
 
-    async fn write_settings(
+    async fn write_settings_by(
         &self,
         writer: &UnitName,
         term: u64,
         group: &[(String, String)],
+        apply_by: Option<Timestamp>,
     ) -> Result<SettingsSnapshot, WriteError> {
+        super::check_apply_by(apply_by)?;
         let mut apps = self.lock();
         let app = apps.entry(writer.app().clone()).or_default();
         rules::check_fence(app.lease.as_ref(), app.pinned(), writer, term, self.clock.now())?;

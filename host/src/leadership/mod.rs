@@ -21,7 +21,8 @@
 //!   is applied or none of it, and an acknowledged write is durable (per the store).
 //!
 //! Non-guarantees: nothing about *when* a waiting unit gets the lease, nor about how soon a
-//! watcher hears of a change (in-process: at once; across processes: within a poll).
+//! watcher hears of a change (in-process: at once; other processes on SQLite: within a
+//! poll; on etcd: as its watch delivers).
 //!
 //! **The boundary is asynchronous** ([`async_trait`]): every operation that may wait (for a
 //! disk, a lock or a network) is awaited, so a slow call holds only the task that made it.
@@ -35,11 +36,10 @@
 //! a fenced write bounds that with its `apply_by` deadline.
 //!
 //! The boundary is drawn at these atomic decisions, not at reads and writes of rows, so a
-//! distributed store can implement it with its own primitives and no home-made consensus:
-//! on etcd, a lease key per application bound to an etcd lease (its TTL is the store
-//! clock), a claim as one transaction comparing that key's revision, the term as a counter
-//! key raised in the same transaction, and a fenced write as a transaction whose guard
-//! compares the lease key's value and term before putting the settings.
+//! distributed store implements it with its own primitives and no home-made consensus:
+//! [`etcd`] decides every one in an etcd transaction and lets the server expire leases,
+//! the holder measuring its guarantee on its own clock. Where etcd's rules differ (a pin
+//! cannot revive an expired lease; the last unpin restarts the TTL), its module says so.
 
 pub mod clock;
 pub mod etcd;
@@ -212,7 +212,9 @@ pub trait LeadershipStore: Send + Sync + 'static {
         writer: &UnitName,
         term: u64,
         group: &[(String, String)],
-    ) -> Result<SettingsSnapshot, WriteError>;
+    ) -> Result<SettingsSnapshot, WriteError> {
+        self.write_settings_by(writer, term, group, None).await
+    }
 
     /// [`Self::write_settings`], refused with [`WriteError::TooLate`] unless it is decided
     /// before `apply_by`, an instant of the machine's [`MonotonicClock`] (the caller stops
@@ -223,10 +225,7 @@ pub trait LeadershipStore: Send + Sync + 'static {
         term: u64,
         group: &[(String, String)],
         apply_by: Option<Timestamp>,
-    ) -> Result<SettingsSnapshot, WriteError> {
-        check_apply_by(apply_by)?;
-        self.write_settings(writer, term, group).await
-    }
+    ) -> Result<SettingsSnapshot, WriteError>;
 
     /// A receiver that sees `app`'s settings version each time it changes.
     fn watch_settings(&self, app: &AppName) -> watch::Receiver<u64>;

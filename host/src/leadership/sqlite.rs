@@ -596,15 +596,6 @@ impl LeadershipStore for SqliteStore {
         self.blocking(move |file| file.read_settings(&app)).await
     }
 
-    async fn write_settings(
-        &self,
-        writer: &UnitName,
-        term: u64,
-        group: &[(String, String)],
-    ) -> Result<SettingsSnapshot, WriteError> {
-        self.write_settings_by(writer, term, group, None).await
-    }
-
     async fn write_settings_by(
         &self,
         writer: &UnitName,

@@ -212,8 +212,14 @@ impl LeadershipStore for FaultyStore {
     async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError> {
         self.inner.read_settings(app).await
     }
-    async fn write_settings(&self, writer: &UnitName, term: u64, group: &[(String, String)]) -> Result<SettingsSnapshot, WriteError> {
-        self.inner.write_settings(writer, term, group).await
+    async fn write_settings_by(
+        &self,
+        writer: &UnitName,
+        term: u64,
+        group: &[(String, String)],
+        apply_by: Option<charm_host::leadership::Timestamp>,
+    ) -> Result<SettingsSnapshot, WriteError> {
+        self.inner.write_settings_by(writer, term, group, apply_by).await
     }
     fn watch_settings(&self, app: &AppName) -> tokio::sync::watch::Receiver<u64> {
         self.inner.watch_settings(app)

@@ -540,15 +540,6 @@ impl LeadershipStore for EtcdStore {
         Ok(self.settings_value(&key, &read).map_err(WriteError::Store)?.into())
     }
 
-    async fn write_settings(
-        &self,
-        writer: &UnitName,
-        term: u64,
-        group: &[(String, String)],
-    ) -> Result<SettingsSnapshot, WriteError> {
-        self.write_settings_by(writer, term, group, None).await
-    }
-
     async fn write_settings_by(
         &self,
         writer: &UnitName,
