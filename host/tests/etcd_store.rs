@@ -232,3 +232,25 @@ async fn etcd_client_for(cluster: &EtcdCluster) -> etcd_client::Client {
     let endpoint = format!("127.0.0.1:{}", cluster.members[0].client_port);
     etcd_client::Client::connect([endpoint], None).await.unwrap()
 }
+
+#[tokio::test]
+async fn writes_from_two_processes_never_lose_each_other() {
+    // Two stores stand for two agents' processes; each remembers the bucket as it last
+    // wrote it, and that memory is stale once the other writes.
+    let cluster = EtcdCluster::start(1);
+    let (a, b) = (connect(&cluster).await, connect(&cluster).await);
+    let first = a.claim(&unit("a/0"), LONG).await.unwrap();
+    a.write_settings(&unit("a/0"), first.term, &group(&[("from-a", "1")])).await.unwrap();
+    a.revoke(&unit("a/0")).await.unwrap();
+    let second = b.claim(&unit("a/1"), LONG).await.unwrap();
+    b.write_settings(&unit("a/1"), second.term, &group(&[("from-b", "2")])).await.unwrap();
+    b.revoke(&unit("a/1")).await.unwrap();
+    let third = a.claim(&unit("a/0"), LONG).await.unwrap();
+    let after = a.write_settings(&unit("a/0"), third.term, &group(&[("from-a", "3")])).await.unwrap();
+    assert_eq!(after.version, 3);
+    assert_eq!(after.values.get("from-b").map(String::as_str), Some("2"), "b's write survives a's stale memory");
+    assert_eq!(b.read_settings(&app("a")).await.unwrap(), after);
+    // A write under the first, long gone tenure is refused even though a remembered it.
+    let stale = a.write_settings(&unit("a/0"), first.term, &group(&[("late", "x")])).await;
+    assert!(matches!(stale, Err(WriteError::NotLeader { .. })), "{stale:?}");
+}

@@ -79,6 +79,17 @@ pub struct EtcdStore {
     server_version: String,
     endpoints: String,
     watch: tokio::task::JoinHandle<()>,
+    hints: Mutex<Hints>,
+}
+
+/// What lets a fenced write go in one round trip; only ever a guess that a transaction's
+/// guard checks.
+#[derive(Debug, Default)]
+struct Hints {
+    /// Each unit's tenure as last granted or seen here: term, create revision of its key.
+    tenures: BTreeMap<UnitName, (u64, i64)>,
+    /// Each bucket this process last wrote or read: its mod revision and contents.
+    buckets: BTreeMap<AppName, (i64, SettingsValue)>,
 }
 
 impl Drop for EtcdStore {
@@ -165,6 +176,7 @@ impl EtcdStore {
             server_version,
             endpoints,
             watch,
+            hints: Mutex::new(Hints::default()),
         })
     }
 
@@ -293,13 +305,16 @@ impl EtcdStore {
                 TxnOp::put(term_key.as_str(), term.to_string(), None),
                 TxnOp::delete(reserved_key.as_str(), None),
             ]);
-        let applied = self.txn(txn).await.map_err(LeaseError::Store)?.succeeded();
+        let response = self.txn(txn).await.map_err(LeaseError::Store)?;
+        let applied = response.succeeded();
         if !applied || pinned {
             self.discard(id).await;
         }
         if !applied {
             return Ok(None);
         }
+        // The key was created by this transaction: its create revision is the response's.
+        self.remember_tenure(unit, term, response.header().map_or(0, |h| h.revision()));
         self.watchers.leases_changed();
         let held_for = if pinned { duration } else { Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) };
         Ok(Some(Claim { term, valid_until: start + held_for }))
@@ -314,6 +329,7 @@ impl EtcdStore {
         duration: Duration,
     ) -> Result<Option<Claim>, LeaseError> {
         let start = self.clock.now();
+        self.remember_tenure(unit, lease.term, state.lease.create_revision);
         if state.lease.lease == 0 {
             // Pinned: the key has no etcd lease, nothing can expire it until it is unpinned,
             // and the unpin gives it a whole TTL from then.
@@ -441,6 +457,7 @@ impl LeadershipStore for EtcdStore {
                         .when([Compare::create_revision(lease_key.as_str(), CompareOp::Equal, state.lease.create_revision)])
                         .and_then([TxnOp::delete(lease_key.as_str(), None)]);
                     if self.txn(txn).await.map_err(LeaseError::Store)?.succeeded() {
+                        self.forget_tenure(unit);
                         if state.lease.lease != 0 {
                             self.discard(state.lease.lease).await;
                         }
@@ -548,6 +565,18 @@ impl LeadershipStore for EtcdStore {
         apply_by: Option<Timestamp>,
     ) -> Result<SettingsSnapshot, WriteError> {
         let app = writer.app();
+        // One round trip when this process knows the writer's tenure and the bucket: the
+        // guard proves both still hold, and a stale hint only fails it. Anything the hint
+        // cannot decide for sure (an invalid or empty change) is decided on a fresh read.
+        if let Some((created, (modified, bucket))) = self.write_hints(writer, term) {
+            super::check_apply_by(apply_by)?;
+            if let Ok(write) = SettingsWrite::validate(group, &bucket.values)
+                && !write.is_noop_on(&bucket.values)
+                && let Some(done) = self.send_write(app, &write, created, modified, bucket, apply_by).await?
+            {
+                return Ok(done);
+            }
+        }
         let not_leader = || WriteError::NotLeader { app: app.clone(), unit: writer.clone(), term };
         let (lease_key, settings_key) = (self.layout.key(Kind::Lease, app), self.layout.key(Kind::Settings, app));
         for _ in 0..CONTENTION_RETRIES {
@@ -558,39 +587,15 @@ impl LeadershipStore for EtcdStore {
                 Some((value, holder)) if holder == *writer && value.term == term => {}
                 _ => return Err(not_leader()),
             }
+            self.remember_tenure(writer, term, lease.create_revision);
             let current = self.settings_value(&settings_key, &settings).map_err(WriteError::Store)?;
             let write = SettingsWrite::validate(group, &current.values)?;
             if write.is_noop_on(&current.values) {
+                self.remember_bucket(app, settings.mod_revision, &current);
                 return Ok(current.into());
             }
-            let mut next = SettingsValue { version: current.version + 1, values: current.values };
-            write.apply_to(&mut next.values);
-            let txn = Txn::new()
-                .when([
-                    Compare::create_revision(lease_key.as_str(), CompareOp::Equal, lease.create_revision),
-                    Compare::mod_revision(settings_key.as_str(), CompareOp::Equal, settings.mod_revision),
-                ])
-                .and_then([
-                    TxnOp::put(settings_key.as_str(), keys::encode(&next), None),
-                    TxnOp::put(self.layout.key(Kind::Version, app), next.version.to_string(), None),
-                ]);
-            super::check_apply_by(apply_by)?;
-            let sent = match apply_by {
-                // Cancelled at the caller's deadline, so that it is not applied after it if
-                // the server has not taken it yet.
-                Some(by) => {
-                    let left = by.saturating_since(super::MonotonicClock.now());
-                    match tokio::time::timeout(left, self.txn(txn)).await {
-                        Ok(result) => result,
-                        Err(_) => return Err(WriteError::TooLate),
-                    }
-                }
-                None => self.txn(txn).await,
-            };
-            if sent.map_err(WriteError::Store)?.succeeded() {
-                let version = next.version;
-                self.note_version(app, version);
-                return Ok(next.into());
+            if let Some(done) = self.send_write(app, &write, lease.create_revision, settings.mod_revision, current, apply_by).await? {
+                return Ok(done);
             }
             // The lease or the bucket moved: read again (a lost lease then says so).
         }
@@ -616,6 +621,72 @@ impl From<SettingsValue> for SettingsSnapshot {
 }
 
 impl EtcdStore {
+    /// Applies `write` to `current` in one transaction guarded by the writer's tenure
+    /// (`created`: its lease key's create revision) and the bucket's mod revision;
+    /// `Ok(None)` if the guard failed. Not sent once `apply_by` has passed, and cancelled
+    /// then if still unanswered.
+    async fn send_write(
+        &self,
+        app: &AppName,
+        write: &SettingsWrite,
+        created: i64,
+        modified: i64,
+        current: SettingsValue,
+        apply_by: Option<Timestamp>,
+    ) -> Result<Option<SettingsSnapshot>, WriteError> {
+        let (lease_key, settings_key) = (self.layout.key(Kind::Lease, app), self.layout.key(Kind::Settings, app));
+        let mut next = SettingsValue { version: current.version + 1, values: current.values };
+        write.apply_to(&mut next.values);
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(lease_key.as_str(), CompareOp::Equal, created),
+                Compare::mod_revision(settings_key.as_str(), CompareOp::Equal, modified),
+            ])
+            .and_then([
+                TxnOp::put(settings_key.as_str(), keys::encode(&next), None),
+                TxnOp::put(self.layout.key(Kind::Version, app), next.version.to_string(), None),
+            ]);
+        super::check_apply_by(apply_by)?;
+        let sent = match apply_by {
+            Some(by) => {
+                let left = by.saturating_since(super::MonotonicClock.now());
+                match tokio::time::timeout(left, self.txn(txn)).await {
+                    Ok(result) => result,
+                    Err(_) => return Err(WriteError::TooLate),
+                }
+            }
+            None => self.txn(txn).await,
+        };
+        let response = sent.map_err(WriteError::Store)?;
+        if !response.succeeded() {
+            return Ok(None);
+        }
+        let revision = response.header().map_or(0, |h| h.revision());
+        self.remember_bucket(app, revision, &next);
+        self.note_version(app, next.version);
+        Ok(Some(next.into()))
+    }
+
+    /// The writer's tenure (create revision of its lease key) and the bucket (mod revision
+    /// and contents) as this process last saw them, if it knows both.
+    fn write_hints(&self, writer: &UnitName, term: u64) -> Option<(i64, (i64, SettingsValue))> {
+        let created = self.hints.lock().unwrap_or_else(|p| p.into_inner()).tenures.get(writer).filter(|t| t.0 == term)?.1;
+        let bucket = self.hints.lock().unwrap_or_else(|p| p.into_inner()).buckets.get(writer.app())?.clone();
+        Some((created, bucket))
+    }
+
+    fn remember_tenure(&self, unit: &UnitName, term: u64, created: i64) {
+        self.hints.lock().unwrap_or_else(|p| p.into_inner()).tenures.insert(unit.clone(), (term, created));
+    }
+
+    fn forget_tenure(&self, unit: &UnitName) {
+        self.hints.lock().unwrap_or_else(|p| p.into_inner()).tenures.remove(unit);
+    }
+
+    fn remember_bucket(&self, app: &AppName, modified: i64, bucket: &SettingsValue) {
+        self.hints.lock().unwrap_or_else(|p| p.into_inner()).buckets.insert(app.clone(), (modified, bucket.clone()));
+    }
+
     fn settings_value(&self, key: &str, read: &Read) -> Result<SettingsValue, String> {
         match &read.value {
             Some(value) => keys::decode(key.as_bytes(), value),
