@@ -3,8 +3,9 @@
 //! pid when dropped. A missing binary fails the test; nothing here skips.
 //!
 //! Fast timings (`--heartbeat-interval 10 --election-timeout 100`) make the smallest lease
-//! TTL 1 s and elections quick; `--unsafe-no-fsync` only trades durability across power
-//! loss, which no test needs (a killed process's writes are in the page cache).
+//! TTL 1 s and elections quick; tests add `--unsafe-no-fsync`, which only trades durability
+//! across power loss that no test needs (a killed process's writes are in the page cache);
+//! benchmarks keep fsync.
 
 #![allow(dead_code)]
 
@@ -28,6 +29,8 @@ pub struct EtcdCluster {
     token: String,
     dir: tempfile::TempDir,
     binary: PathBuf,
+    /// Whether members fsync (benchmarks) or not (tests).
+    durable: bool,
 }
 
 fn free_port() -> u16 {
@@ -35,15 +38,25 @@ fn free_port() -> u16 {
 }
 
 impl EtcdCluster {
-    /// Starts `size` members and waits until the cluster has a leader.
+    /// Starts `size` members without fsync (for tests) and waits until the cluster has a
+    /// leader.
     pub fn start(size: usize) -> Self {
+        Self::launch(size, false)
+    }
+
+    /// Starts `size` members that fsync as a production server does (for benchmarks).
+    pub fn start_durable(size: usize) -> Self {
+        Self::launch(size, true)
+    }
+
+    fn launch(size: usize, durable: bool) -> Self {
         let binary = etcd_bin_vendored::etcd_bin_path().expect("an etcd binary for this platform").to_owned();
         assert!(binary.is_file(), "no etcd binary at {}", binary.display());
         let token = format!("t{}-{}", std::process::id(), free_port());
         let members = (0..size)
             .map(|i| Member { name: format!("m{i}"), client_port: free_port(), peer_port: free_port(), child: None })
             .collect();
-        let mut cluster = Self { members, token, dir: tempfile::tempdir().expect("a temp dir"), binary };
+        let mut cluster = Self { members, token, dir: tempfile::tempdir().expect("a temp dir"), binary, durable };
         for i in 0..size {
             cluster.spawn(i, "new");
         }
@@ -61,7 +74,11 @@ impl EtcdCluster {
         let member = &mut self.members[i];
         let client = format!("http://127.0.0.1:{}", member.client_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if !self.durable {
+            command.arg("--unsafe-no-fsync");
+        }
+        let child = command
             .args(["--name", &member.name, "--data-dir"])
             .arg(&data)
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
@@ -69,7 +86,7 @@ impl EtcdCluster {
             .args(["--initial-cluster", &initial, "--initial-cluster-state", state])
             .args(["--initial-cluster-token", &self.token])
             .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
-            .args(["--unsafe-no-fsync", "--logger", "zap", "--log-level", "error"])
+            .args(["--logger", "zap", "--log-level", "error"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

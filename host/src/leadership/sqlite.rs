@@ -14,7 +14,9 @@
 //!   restarts. Settings and their version change in the same transaction.
 //! - Durability: WAL journal; with [`Durability::Full`] (the default) every commit is
 //!   fsynced before the call returns, so an acknowledged write survives power loss too.
-//! - Other processes' changes reach this process's watchers within one poll interval.
+//! - Other processes' changes reach this process's watchers at once (inotify on the
+//!   database's directory wakes the poller at each commit), and within one poll interval
+//!   at the latest.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -289,7 +291,10 @@ impl SqliteFile {
         self.poller.call_once(|| {
             let started = open_connection(&self.path, &self.options)
                 .map_err(|e| std::io::Error::other(e.to_string()))
-                .and_then(|conn| start_poller(conn, self.options.poll_interval, Arc::downgrade(&self.shared)));
+                .and_then(|conn| {
+                    let signal = CommitSignal::watch(&self.path);
+                    start_poller(conn, signal, self.options.poll_interval, Arc::downgrade(&self.shared))
+                });
             if let Err(err) = started {
                 tracing::warn!(path = %self.path.display(), "other processes' changes will go unnoticed: {err}");
             }
@@ -786,14 +791,53 @@ impl SqliteFile {
     }
 }
 
+/// Wakes the poller as soon as a file next to the database changes (every commit writes
+/// the WAL), so that other processes' commits are seen at once rather than within a poll
+/// interval; the interval stays the longest wait, and the only one where inotify is missing.
+struct CommitSignal {
+    inotify: Option<rustix::fd::OwnedFd>,
+}
+
+impl CommitSignal {
+    fn watch(db: &Path) -> Self {
+        use rustix::fs::inotify;
+        let dir = match db.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        let inotify = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK).ok().filter(|fd| {
+            let flags = inotify::WatchFlags::MODIFY | inotify::WatchFlags::CREATE | inotify::WatchFlags::MOVED_TO;
+            inotify::add_watch(fd, &dir, flags).is_ok()
+        });
+        Self { inotify }
+    }
+
+    /// Returns when the directory changed or `interval` passed.
+    fn wait(&self, interval: Duration) {
+        let Some(fd) = &self.inotify else { return std::thread::sleep(interval) };
+        let timeout = rustix::event::Timespec {
+            tv_sec: i64::try_from(interval.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(interval.subsec_nanos()),
+        };
+        let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+        if rustix::event::poll(&mut fds, Some(&timeout)).is_err() {
+            return std::thread::sleep(interval);
+        }
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut events = rustix::fs::inotify::Reader::new(fd, &mut buf);
+        // Non-blocking: drains what is queued, then stops at EAGAIN.
+        while events.next().is_ok() {}
+    }
+}
+
 /// Watches the file for other processes' commits and tells this process's watchers.
 /// The thread ends within one interval of the store being dropped.
-fn start_poller(conn: Connection, interval: Duration, shared: Weak<Shared>) -> std::io::Result<()> {
+fn start_poller(conn: Connection, signal: CommitSignal, interval: Duration, shared: Weak<Shared>) -> std::io::Result<()> {
     std::thread::Builder::new().name("sqlite-store-poller".into()).spawn(move || {
         let mut last_data_version: i64 = -1;
         let mut last_generation: i64 = 0;
         loop {
-            std::thread::sleep(interval);
+            signal.wait(interval);
             let Some(shared) = shared.upgrade() else { return };
             let Ok(data_version) = conn.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)) else {
                 continue;

@@ -15,7 +15,7 @@ use super::{Figure, median};
 pub(super) mod server;
 
 pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
-    let cluster = server::EtcdCluster::start(1);
+    let cluster = server::EtcdCluster::start_durable(1);
     let n = if quick { 50 } else { 500 };
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     tokio.block_on(async {

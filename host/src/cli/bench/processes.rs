@@ -127,7 +127,7 @@ fn handover(wasm: &Path, cache: &Path, store: Option<&str>, clock: &dyn Clock, s
 pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
     let wasm = fixture("example-charms/shared-settings")?;
     let cache = tempfile::tempdir()?;
-    let cluster = EtcdCluster::start(1);
+    let cluster = EtcdCluster::start_durable(1);
     let url = cluster.url();
     let rounds = if quick { 2 } else { 7 };
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
