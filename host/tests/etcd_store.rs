@@ -61,10 +61,15 @@ async fn the_server_expires_a_lease_and_the_next_holder_gets_a_higher_term() {
     until_free(&store, &app("a")).await;
     assert!(store.clock().now() >= extended.valid_until, "never expired before the holder's guarantee ended");
     assert_eq!(store.claim(&unit("a/1"), SHORT).await.unwrap().term, 2);
-    // A different duration moves the tenure to a new etcd lease, same term.
+    // A longer duration moves the tenure to a new etcd lease, same term.
     assert_eq!(store.claim(&unit("a/1"), LONG).await.unwrap().term, 2);
     tokio::time::sleep(2 * SHORT).await;
     assert_eq!(store.lease(&app("a")).await.unwrap().map(|l| l.term), Some(2), "held on the longer lease");
+    // A shorter one never shortens what the longer claim promised.
+    let promised = store.claim(&unit("a/1"), SHORT).await.unwrap();
+    assert!(promised.valid_until >= store.clock().now() + (LONG - SHORT), "the promise stays the longer one");
+    tokio::time::sleep(3 * SHORT).await;
+    assert_eq!(store.lease(&app("a")).await.unwrap().map(|l| l.term), Some(2), "still held after the short duration");
 }
 
 #[tokio::test]

@@ -336,14 +336,17 @@ impl EtcdStore {
             return Ok(Some(Claim { term: lease.term, valid_until: start + duration }));
         }
         let ttl = ttl_seconds(duration);
-        if lease.ttl == ttl {
+        if ttl <= lease.ttl {
+            // A renewal restarts the etcd lease's whole TTL, which is at least what was asked:
+            // a shorter extension never shortens what an earlier claim promised.
             return match self.keep_alive(state.lease.lease).await.map_err(LeaseError::Store)? {
-                true => Ok(Some(Claim { term: lease.term, valid_until: start + secs(ttl) })),
+                true => Ok(Some(Claim { term: lease.term, valid_until: start + secs(lease.ttl) })),
                 false => Ok(None),
             };
         }
-        // Another duration than the tenure's etcd lease has: move the key to a new lease of
-        // the new TTL within the same tenure (same create revision, same term).
+        // Longer than the tenure's etcd lease: move the key to a new lease of the new TTL
+        // within the same tenure (same create revision, same term). The new lease outlives
+        // the old one, so no earlier promise is shortened.
         let (id, granted) = self.grant(ttl).await.map_err(LeaseError::Store)?;
         let lease_key = self.layout.key(Kind::Lease, unit.app());
         let txn = Txn::new()
