@@ -1,12 +1,18 @@
-//! The seeded fault simulator against both stores. `LEASE_SIM_SCHEDULES` sets how many
-//! schedules each store runs (default 2000 in memory, 500 on SQLite; raise it to 100000
-//! for a soak) and `LEASE_SIM_SEED` the first seed. A failure prints its seed.
+//! The seeded fault simulator against every store: the embedded ones on a manual clock, and
+//! etcd (a real server this test starts) in real time with etcd's rules, a reduced run.
+//! `LEASE_SIM_SCHEDULES` sets how many schedules each store runs (default 2000 in memory,
+//! 500 on SQLite, 3 on etcd; raise it for a soak) and `LEASE_SIM_SEED` the first seed. A
+//! failure prints its seed.
+
+#[path = "../../tests/support/etcd.rs"]
+mod etcd;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use charm_host::leadership::simulation::{SimConfig, SimStats, run_schedule};
 use charm_host::leadership::sqlite::{Durability, SqliteOptions};
+use charm_host::leadership::etcd::{EtcdOptions, EtcdStore};
 use charm_host::leadership::{LeadershipStore, ManualClock, MemoryStore, SqliteStore};
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -70,4 +76,24 @@ async fn sqlite_store_survives_random_schedules_and_reopenings() {
     }
     report("sqlite", count, total, start.elapsed());
     assert!(total.reopenings > 0 && total.writes_fenced > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_store_survives_real_time_schedules() {
+    let (first, count) = schedules(3);
+    let cluster = etcd::EtcdCluster::start(1);
+    let config = SimConfig::real_time_etcd(40);
+    let start = Instant::now();
+    let mut total = SimStats::default();
+    for seed in first..first + count {
+        // A prefix of its own per schedule: each starts from an empty store.
+        let options = EtcdOptions::from_url(&cluster.url_with_prefix(&format!("sim-{seed}"))).unwrap();
+        let store: Arc<dyn LeadershipStore> = Arc::new(EtcdStore::connect(&options).await.unwrap());
+        let mut open = |_: &Arc<ManualClock>| store.clone();
+        total += run_schedule(seed, &config, &mut open).await.unwrap_or_else(|failure| {
+            panic!("{failure}\nreplay: LEASE_SIM_SEED={seed} LEASE_SIM_SCHEDULES=1 cargo test --test lease_simulator etcd")
+        });
+    }
+    report("etcd", count, total, start.elapsed());
+    assert!(total.grants > 0 && total.writes_applied > 0, "the run did something: {total:?}");
 }

@@ -17,6 +17,14 @@
 //! - **no lost write**: the store's bucket and version equal the model's, across reopenings.
 //!
 //! A failure names its seed, so `run_schedule` with that seed replays it step by step.
+//!
+//! Two timings ([`SimTiming`]). On a **manual clock** the store shares, time jumps and expiry
+//! is exact: the embedded stores. On **the store's own clock** (etcd: the server decides
+//! expiry), advances are real sleeps and a lease ends somewhere between its holder's
+//! guarantee and that plus a slack; in that window the model accepts either answer and
+//! follows the store, and everything else is checked as strictly. [`StoreRules`] names the
+//! rules where etcd differs: a pin cannot revive an expired lease, and removing the last pin
+//! restarts the lease's whole TTL.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -26,9 +34,35 @@ use std::time::Duration;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-use super::{Claim, Clock, LeaseError, LeadershipStore, ManualClock, WriteError};
+use super::{Claim, Clock, LeaseError, LeadershipStore, ManualClock, Timestamp, WriteError};
 use crate::names::{AppName, UnitName};
 use crate::settings::Settings;
+
+/// How a schedule's time passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimTiming {
+    /// On a manual clock the store judges expiry by: advances are instant, expiry exact.
+    Manual,
+    /// On the store's own clock: advances sleep (at most `max_advance` each), and a lease
+    /// ends between its promised end and that plus `slack` (the server's expiry sweep).
+    Real {
+        /// How late after a lease's promised end the server may still hold it.
+        slack: Duration,
+        /// The longest single advance.
+        max_advance: Duration,
+    },
+}
+
+/// The store rules where stores legitimately differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreRules {
+    /// Memory and SQLite: a pin keeps even an expired tenure alive until the last unpin,
+    /// which restores its old expiry.
+    Embedded,
+    /// etcd: a pin keeps a live tenure alive (an expired one is gone); the last unpin starts
+    /// a whole TTL from then.
+    Etcd,
+}
 
 /// The shape of the schedules to run.
 #[derive(Debug, Clone)]
@@ -39,11 +73,38 @@ pub struct SimConfig {
     pub units_per_app: u32,
     /// Steps per schedule.
     pub steps: u32,
+    /// Lease and reservation durations to pick from, in seconds.
+    pub durations_s: Vec<u64>,
+    /// How time passes.
+    pub timing: SimTiming,
+    /// Which rules the model follows.
+    pub rules: StoreRules,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        Self { apps: 2, units_per_app: 3, steps: 200 }
+        Self {
+            apps: 2,
+            units_per_app: 3,
+            steps: 200,
+            durations_s: vec![1, 5, 10, 30, 60],
+            timing: SimTiming::Manual,
+            rules: StoreRules::Embedded,
+        }
+    }
+}
+
+impl SimConfig {
+    /// A short run for a store on a real clock with etcd's rules (durations of 1-2 s).
+    pub fn real_time_etcd(steps: u32) -> Self {
+        Self {
+            apps: 1,
+            units_per_app: 3,
+            steps,
+            durations_s: vec![1, 2],
+            timing: SimTiming::Real { slack: Duration::from_secs(2), max_advance: Duration::from_millis(1500) },
+            rules: StoreRules::Etcd,
+        }
     }
 }
 
@@ -103,19 +164,58 @@ impl std::error::Error for SimFailure {}
 
 /// Opens the store under test on the given clock. Called once at the start of a schedule
 /// and again at every simulated reopening; a persistent store must come back with every
-/// acknowledged change (an in-memory one may hand out the same instance again).
+/// acknowledged change (an in-memory one may hand out the same instance again). A store
+/// on its own clock ignores the manual one.
 pub type OpenStore<'a> = dyn FnMut(&Arc<ManualClock>) -> Arc<dyn LeadershipStore> + 'a;
 
 const KEYS: [&str; 4] = ["a", "b", "c", "d"];
 const ENTITIES: [&str; 2] = ["upgrade", "backup"];
-const DURATIONS_S: [u64; 5] = [1, 5, 10, 30, 60];
 const TRACE_LEN: usize = 40;
+
+/// When a lease (or reservation) ends: surely not before `lo`, surely by `hi`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ends {
+    lo: Timestamp,
+    hi: Timestamp,
+}
+
+/// What the model can say of something that expires, over an interval of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alive {
+    Yes,
+    No,
+    /// In its expiry window: the store may answer either way.
+    Unsure,
+}
+
+impl Ends {
+    /// Alive throughout `[from, to]`, gone throughout it, or unsure.
+    fn over(self, from: Timestamp, to: Timestamp) -> Alive {
+        if to < self.lo {
+            Alive::Yes
+        } else if from >= self.hi {
+            Alive::No
+        } else {
+            Alive::Unsure
+        }
+    }
+}
+
+/// The model's tenure of one application.
+#[derive(Debug, Clone)]
+struct Tenure {
+    unit: UnitName,
+    term: u64,
+    ends: Ends,
+    /// The TTL the store's lease runs with (etcd: restarted whole by the last unpin).
+    ttl: Duration,
+}
 
 /// The reference model of one application.
 #[derive(Debug, Default)]
 struct ModelApp {
-    holder: Option<(UnitName, u64, super::Timestamp)>,
-    reserved: Option<(UnitName, super::Timestamp)>,
+    holder: Option<Tenure>,
+    reserved: Option<(UnitName, Ends)>,
     last_term: u64,
     pins: BTreeSet<String>,
     settings: Settings,
@@ -123,9 +223,25 @@ struct ModelApp {
 }
 
 impl ModelApp {
-    fn live_holder(&self, now: super::Timestamp) -> Option<(&UnitName, u64)> {
-        let (unit, term, expires) = self.holder.as_ref()?;
-        (!self.pins.is_empty() || *expires > now).then_some((unit, *term))
+    /// Whether the tenure holds over `[from, to]`; pinned tenures do not expire.
+    fn holds(&self, from: Timestamp, to: Timestamp) -> Option<(&Tenure, Alive)> {
+        let tenure = self.holder.as_ref()?;
+        let alive = if self.pins.is_empty() { tenure.ends.over(from, to) } else { Alive::Yes };
+        Some((tenure, alive))
+    }
+
+    /// The tenure surely live over `[from, to]`, `Err` if the model cannot tell.
+    fn live(&self, from: Timestamp, to: Timestamp) -> Result<Option<&Tenure>, ()> {
+        match self.holds(from, to) {
+            None | Some((_, Alive::No)) => Ok(None),
+            Some((tenure, Alive::Yes)) => Ok(Some(tenure)),
+            Some((_, Alive::Unsure)) => Err(()),
+        }
+    }
+
+    fn reservation(&self, from: Timestamp, to: Timestamp) -> Option<(&UnitName, Alive)> {
+        let (unit, ends) = self.reserved.as_ref()?;
+        Some((unit, ends.over(from, to)))
     }
 }
 
@@ -138,6 +254,7 @@ struct SimUnit {
 struct Sim<'a> {
     rng: Xoshiro256PlusPlus,
     clock: Arc<ManualClock>,
+    config: SimConfig,
     store: Arc<dyn LeadershipStore>,
     open: &'a mut OpenStore<'a>,
     apps: BTreeMap<AppName, ModelApp>,
@@ -160,9 +277,13 @@ pub async fn run_schedule<'a>(seed: u64, config: &SimConfig, open: &'a mut OpenS
         }
         apps.insert(app, ModelApp::default());
     }
+    if config.durations_s.is_empty() {
+        return Err(failure(seed, 0, "no durations to pick from".into(), &[]));
+    }
     let mut sim = Sim {
         rng: Xoshiro256PlusPlus::seed_from_u64(seed),
         clock,
+        config: config.clone(),
         store,
         open,
         apps,
@@ -187,11 +308,45 @@ fn failure(seed: u64, step: u32, message: String, trace: &[String]) -> SimFailur
 }
 
 impl Sim<'_> {
+    /// The instant by the clock that decides expiry.
+    fn now(&self) -> Timestamp {
+        match self.config.timing {
+            SimTiming::Manual => self.clock.now(),
+            SimTiming::Real { .. } => self.store.clock().now(),
+        }
+    }
+
+    fn slack(&self) -> Duration {
+        match self.config.timing {
+            SimTiming::Manual => Duration::ZERO,
+            SimTiming::Real { slack, .. } => slack,
+        }
+    }
+
+    /// When something started in `[before, after]` and lasting `duration` ends.
+    fn ends(&self, before: Timestamp, after: Timestamp, duration: Duration) -> Ends {
+        Ends { lo: before + duration, hi: after + duration + self.slack() }
+    }
+
+    /// Lets `by` pass: at once on a manual clock, asleep (bounded) on a real one.
+    async fn advance(&mut self, by: Duration) {
+        match self.config.timing {
+            SimTiming::Manual => self.clock.advance(by),
+            SimTiming::Real { max_advance, .. } => tokio::time::sleep(by.min(max_advance)).await,
+        }
+    }
+
+    fn duration(&mut self) -> Duration {
+        let choices = &self.config.durations_s;
+        Duration::from_secs(choices[self.rng.random_range(0..choices.len())])
+    }
+
     fn note(&mut self, line: String) {
         if self.trace.len() == TRACE_LEN {
             self.trace.remove(0);
         }
-        self.trace.push(format!("[{}] t={}ms {line}", self.step, self.clock.now().as_nanos() / 1_000_000));
+        let ms = self.now().as_nanos() / 1_000_000;
+        self.trace.push(format!("[{}] t={ms}ms {line}", self.step));
     }
 
     fn pick_active_unit(&mut self) -> Option<usize> {
@@ -208,24 +363,24 @@ impl Sim<'_> {
             40..60 => self.write().await,
             70..75 => {
                 // To the exact instant some unit's claim runs out: the expiry boundary.
-                let now = self.clock.now();
+                let now = self.now();
                 let ends: Vec<_> = self.units.iter().filter_map(|u| u.belief).map(|c| c.valid_until).filter(|&t| t > now).collect();
                 if !ends.is_empty() {
                     let end = ends[self.rng.random_range(0..ends.len())];
-                    self.clock.advance(end.saturating_since(now));
+                    self.advance(end.saturating_since(now)).await;
                     self.note("advance to an expiry".into());
                 }
                 Ok(())
             }
             60..70 => {
                 let ms = self.rng.random_range(0..3000u64);
-                self.clock.advance(Duration::from_millis(ms));
+                self.advance(Duration::from_millis(ms)).await;
                 self.note(format!("advance {ms}ms"));
                 Ok(())
             }
             75..78 => {
-                self.clock.advance(Duration::from_secs(600));
-                self.note("jump 10min".into());
+                self.advance(Duration::from_secs(600)).await;
+                self.note("jump 10min (or as far as a real clock may)".into());
                 Ok(())
             }
             78..82 => self.pin_or_unpin().await,
@@ -257,50 +412,68 @@ impl Sim<'_> {
 
     async fn claim(&mut self) -> Result<(), String> {
         let Some(i) = self.pick_active_unit() else { return Ok(()) };
-        let duration = Duration::from_secs(DURATIONS_S[self.rng.random_range(0..DURATIONS_S.len())]);
+        let duration = self.duration();
         let unit = self.units[i].name.clone();
-        let now = self.clock.now();
+        let before = self.now();
         let result = self.store.claim(&unit, duration).await;
+        let after = self.now();
         self.note(format!("claim {unit} {duration:?} -> {result:?}"));
+        let slack = self.slack();
+        let (manual, rules) = (self.config.timing == SimTiming::Manual, self.config.rules);
         let model = self.apps.get_mut(unit.app()).ok_or("unknown app")?;
-        match (model.live_holder(now).map(|(u, t)| (u.clone(), t)), result) {
-            (Some((holder, _)), Err(LeaseError::Denied { holder: reported, .. })) if holder != unit => {
-                if reported != holder {
-                    return Err(format!("denial names {reported}, the model's holder is {holder}"));
+        let held = model.holds(before, after).map(|(t, alive)| (t.clone(), alive));
+        let reserved = model.reservation(before, after).map(|(u, alive)| (u.clone(), alive));
+        match (held, result) {
+            (Some((tenure, Alive::Yes | Alive::Unsure)), Err(LeaseError::Denied { holder, .. })) if tenure.unit != unit => {
+                if holder != tenure.unit {
+                    return Err(format!("denial names {holder}, the model's holder is {}", tenure.unit));
                 }
                 self.stats.denials += 1;
             }
-            (Some((holder, term)), Ok(claim)) if holder == unit => {
-                if claim.term != term {
-                    return Err(format!("extension of {unit} changed the term {term} -> {}", claim.term));
+            (Some((tenure, Alive::Yes | Alive::Unsure)), Ok(claim)) if tenure.unit == unit && claim.term == tenure.term => {
+                // An extension: it never shortens what was promised. etcd renews the
+                // tenure's lease (whole TTL, at least the duration asked).
+                let ttl = if rules == StoreRules::Etcd { duration.max(tenure.ttl) } else { duration };
+                let promised = if manual { before + duration } else { before + duration.min(ttl) };
+                if claim.valid_until < promised || claim.valid_until > after + ttl {
+                    return Err(format!("extension valid until {:?}, expected {promised:?}..{:?}", claim.valid_until, after + ttl));
                 }
-                if let Some((_, _, expires)) = model.holder.as_mut() {
-                    *expires = (*expires).max(now + duration);
+                if let Some(held) = model.holder.as_mut() {
+                    // The store's promise is the model's lower bound: a store that promised
+                    // more than its lease holds is caught granting it to another too early.
+                    held.ends = Ends { lo: held.ends.lo.max(claim.valid_until), hi: held.ends.hi.max(after + ttl + slack) };
+                    held.ttl = ttl;
                 }
                 self.units[i].belief = Some(claim);
                 self.stats.extensions += 1;
             }
-            (None, Err(LeaseError::Reserved { unit: reported, .. })) => {
-                match model.reserved.as_ref().filter(|(_, until)| *until > now) {
-                    Some((reserved, _)) if *reserved == reported && *reserved != unit => self.stats.denials += 1,
+            (None | Some((_, Alive::No | Alive::Unsure)), Err(LeaseError::Reserved { unit: reported, .. })) => {
+                match reserved {
+                    Some((reserved, Alive::Yes | Alive::Unsure)) if reserved == reported && reserved != unit => self.stats.denials += 1,
                     other => return Err(format!("claim by {unit} refused as reserved for {reported}, model {other:?}")),
                 }
             }
-            (None, Ok(claim)) => {
-                if let Some((reserved, _)) = model.reserved.as_ref().filter(|(_, until)| *until > now)
+            (None | Some((_, Alive::No | Alive::Unsure)), Ok(claim)) => {
+                if let Some((reserved, Alive::Yes)) = &reserved
                     && *reserved != unit
                 {
                     return Err(format!("{unit} was granted a lease reserved for {reserved}"));
                 }
-                model.reserved = None;
                 if claim.term <= model.last_term {
                     return Err(format!("new tenure of {unit} got term {} after term {}", claim.term, model.last_term));
                 }
-                if claim.valid_until != now + duration {
-                    return Err(format!("claim valid until {:?}, expected {:?}", claim.valid_until, now + duration));
+                let valid = if manual {
+                    claim.valid_until == before + duration
+                } else {
+                    claim.valid_until >= before + duration && claim.valid_until <= after + duration
+                };
+                if !valid {
+                    return Err(format!("claim valid until {:?}, expected from {:?}", claim.valid_until, before + duration));
                 }
+                model.reserved = None;
                 model.last_term = claim.term;
-                model.holder = Some((unit.clone(), claim.term, now + duration));
+                let ends = Ends { lo: claim.valid_until, hi: after + duration + slack };
+                model.holder = Some(Tenure { unit: unit.clone(), term: claim.term, ends, ttl: duration });
                 self.units[i].belief = Some(claim);
                 self.stats.grants += 1;
             }
@@ -312,17 +485,24 @@ impl Sim<'_> {
     async fn revoke(&mut self) -> Result<(), String> {
         let Some(i) = self.pick_active_unit() else { return Ok(()) };
         let unit = self.units[i].name.clone();
-        let now = self.clock.now();
+        let before = self.now();
         let result = self.store.revoke(&unit).await;
+        let after = self.now();
         self.note(format!("revoke {unit} -> {result:?}"));
         let model = self.apps.get_mut(unit.app()).ok_or("unknown app")?;
-        match (model.live_holder(now).map(|(u, _)| u.clone()), result) {
-            (Some(holder), Ok(())) if holder == unit => {
+        let held = model.holds(before, after).map(|(t, alive)| (t.unit.clone(), alive));
+        match (held, result) {
+            (Some((holder, Alive::Yes | Alive::Unsure)), Ok(())) if holder == unit => {
                 model.holder = None;
                 self.units[i].belief = None;
             }
-            (Some(holder), Err(LeaseError::NotHeld { .. })) if holder != unit => {}
-            (None, Ok(())) => self.units[i].belief = None,
+            (Some((holder, Alive::Yes | Alive::Unsure)), Err(LeaseError::NotHeld { .. })) if holder != unit => {}
+            (None | Some((_, Alive::No)), Ok(())) => self.units[i].belief = None,
+            (Some((_, Alive::Unsure)), Ok(())) => {
+                // The store had it expired already.
+                model.holder = None;
+                self.units[i].belief = None;
+            }
             (expected, got) => return Err(format!("revoke by {unit}: model holder {expected:?}, store said {got:?}")),
         }
         Ok(())
@@ -348,15 +528,19 @@ impl Sim<'_> {
         if invalid {
             group.push(("bad key".into(), "x".into()));
         }
-        let now = self.clock.now();
+        let before = self.now();
         let result = self.store.write_settings(&unit, term, &group).await;
+        let after = self.now();
         self.note(format!("write {unit} term {term} {group:?} -> {:?}", result.as_ref().map(|s| s.version)));
         let model = self.apps.get_mut(unit.app()).ok_or("unknown app")?;
-        let holds = model.live_holder(now).is_some_and(|(u, t)| u == &unit && t == term);
+        let holds = match model.holds(before, after) {
+            Some((t, alive)) if t.unit == unit && t.term == term => alive,
+            _ => Alive::No,
+        };
         match (holds, invalid, result) {
-            (false, _, Err(WriteError::NotLeader { .. })) => self.stats.writes_fenced += 1,
-            (true, true, Err(WriteError::Invalid(_))) => {}
-            (true, false, Ok(snapshot)) => {
+            (Alive::No | Alive::Unsure, _, Err(WriteError::NotLeader { .. })) => self.stats.writes_fenced += 1,
+            (Alive::Yes | Alive::Unsure, true, Err(WriteError::Invalid(_))) => {}
+            (Alive::Yes | Alive::Unsure, false, Ok(snapshot)) => {
                 let mut after = model.settings.clone();
                 for (key, value) in &group {
                     if value.is_empty() {
@@ -376,7 +560,7 @@ impl Sim<'_> {
                 self.stats.writes_applied += 1;
             }
             (holds, invalid, got) => {
-                return Err(format!("write by {unit} at term {term}: model says holds={holds} invalid={invalid}, store said {got:?}"))
+                return Err(format!("write by {unit} at term {term}: model says holds={holds:?} invalid={invalid}, store said {got:?}"))
             }
         }
         Ok(())
@@ -385,13 +569,15 @@ impl Sim<'_> {
     async fn reserve(&mut self) -> Result<(), String> {
         let i = self.rng.random_range(0..self.units.len());
         let unit = self.units[i].name.clone();
-        let duration = Duration::from_secs(DURATIONS_S[self.rng.random_range(0..DURATIONS_S.len())]);
+        let duration = self.duration();
+        let before = self.now();
         let result = self.store.reserve(&unit, duration).await;
+        let after = self.now();
         self.note(format!("reserve for {unit} {duration:?} -> {result:?}"));
         result.map_err(|e| format!("reserve failed: {e}"))?;
-        let until = self.clock.now() + duration;
+        let ends = self.ends(before, after, duration);
         let model = self.apps.get_mut(unit.app()).ok_or("unknown app")?;
-        model.reserved = Some((unit, until));
+        model.reserved = Some((unit, ends));
         Ok(())
     }
 
@@ -400,28 +586,54 @@ impl Sim<'_> {
         let app = apps[self.rng.random_range(0..apps.len())].clone();
         let entity = ENTITIES[self.rng.random_range(0..ENTITIES.len())];
         let pin = self.rng.random_bool(0.5);
+        let before = self.now();
         let result = if pin { self.store.pin(&app, entity).await } else { self.store.unpin(&app, entity).await };
+        let after = self.now();
         self.note(format!("{} {app} {entity} -> {result:?}", if pin { "pin" } else { "unpin" }));
         result.map_err(|e| format!("pin/unpin failed: {e}"))?;
+        let slack = self.slack();
+        let rules = self.config.rules;
+        let observed = if rules == StoreRules::Etcd && pin { Some(self.store.lease(&app).await.map_err(|e| e.to_string())?) } else { None };
         let model = self.apps.get_mut(&app).ok_or("unknown app")?;
+        let was_pinned = !model.pins.is_empty();
         if pin {
+            if let Some(observed) = observed
+                && !was_pinned
+            {
+                // etcd: the pin kept the tenure if it was still live then, else it is gone.
+                let alive = model.holds(before, after).map(|(t, alive)| (t.unit.clone(), t.term, alive));
+                match (alive, observed) {
+                    (Some((unit, term, Alive::Yes | Alive::Unsure)), Some(lease)) if lease.holder == unit && lease.term == term => {}
+                    (Some((_, _, Alive::No | Alive::Unsure)), None) | (None, None) => model.holder = None,
+                    (expected, got) => return Err(format!("after a pin of {app}: model {expected:?}, store {got:?}")),
+                }
+            }
             model.pins.insert(entity.to_owned());
         } else {
             model.pins.remove(entity);
+            if rules == StoreRules::Etcd && was_pinned && model.pins.is_empty()
+                && let Some(tenure) = model.holder.as_mut()
+            {
+                // etcd: the last unpin gives the tenure a whole TTL from now.
+                tenure.ends = Ends { lo: before + tenure.ttl, hi: after + tenure.ttl + slack };
+            }
         }
         Ok(())
     }
 
     async fn check_listings(&mut self) -> Result<(), String> {
-        let now = self.clock.now();
+        let before = self.now();
         let leaders = self.store.leaders().await.map_err(|e| e.to_string())?;
-        let expected: BTreeMap<AppName, UnitName> = self
-            .apps
-            .iter()
-            .filter_map(|(app, m)| Some((app.clone(), m.live_holder(now)?.0.clone())))
-            .collect();
-        if leaders != expected {
-            return Err(format!("leaders() = {leaders:?}, model {expected:?}"));
+        let after = self.now();
+        for (app, model) in &self.apps {
+            let Ok(live) = model.live(before, after) else { continue };
+            let expected = live.map(|t| &t.unit);
+            if leaders.get(app) != expected {
+                return Err(format!("leaders() says {:?} leads {app}, model {expected:?}", leaders.get(app)));
+            }
+        }
+        if let Some(stray) = leaders.keys().find(|app| !self.apps.contains_key(*app)) {
+            return Err(format!("leaders() lists {stray}, which no unit ever claimed"));
         }
         let pins = self.store.pins().await.map_err(|e| e.to_string())?;
         let expected: BTreeMap<AppName, Vec<String>> = self
@@ -438,27 +650,32 @@ impl Sim<'_> {
 
     /// The invariants of the module docs, at this instant.
     async fn check(&self) -> Result<(), String> {
-        let now = self.clock.now();
         for (app, model) in &self.apps {
-            let believers: Vec<&UnitName> = self
+            let before = self.now();
+            let believers: Vec<&SimUnit> = self
                 .units
                 .iter()
-                .filter(|u| u.name.app() == app && u.belief.is_some_and(|c| c.valid_until > now))
-                .map(|u| &u.name)
+                .filter(|u| u.name.app() == app && u.belief.is_some_and(|c| c.valid_until > before))
                 .collect();
             if believers.len() > 1 {
-                return Err(format!("two leaders of {app} at once: {believers:?}"));
+                let names: Vec<&UnitName> = believers.iter().map(|u| &u.name).collect();
+                return Err(format!("two leaders of {app} at once: {names:?}"));
             }
-            let live = model.live_holder(now);
-            if let (Some(believer), Some((holder, _))) = (believers.first(), live)
-                && *believer != holder
-            {
-                return Err(format!("{believer} believes it leads {app}, but {holder} holds the lease"));
+            if let Some(believer) = believers.first() {
+                // A belief never outlasts the tenure it came from.
+                match model.holds(before, before) {
+                    Some((tenure, Alive::Yes | Alive::Unsure)) if tenure.unit == believer.name => {}
+                    other => return Err(format!("{} believes it leads {app}, model {other:?}", believer.name)),
+                }
             }
             let lease = self.store.lease(app).await.map_err(|e| e.to_string())?;
-            let store_view = lease.as_ref().map(|l| (&l.holder, l.term));
-            if store_view != live {
-                return Err(format!("store lease of {app} is {store_view:?}, model {live:?}"));
+            let after = self.now();
+            if let Ok(live) = model.live(before, after) {
+                let store_view = lease.as_ref().map(|l| (&l.holder, l.term));
+                let model_view = live.map(|t| (&t.unit, t.term));
+                if store_view != model_view {
+                    return Err(format!("store lease of {app} is {store_view:?}, model {model_view:?}"));
+                }
             }
             let settings = self.store.read_settings(app).await.map_err(|e| e.to_string())?;
             if settings.version != model.version || *settings.values != model.settings {
@@ -469,3 +686,4 @@ impl Sim<'_> {
         Ok(())
     }
 }
+
