@@ -161,6 +161,22 @@ impl LeadershipTracker {
         }
     }
 
+    /// [`Self::refresh`], given up at the current guarantee deadline (if one is ahead) if
+    /// the store has not answered by then: a leader whose renewal hangs deposes itself in time, while the
+    /// lease still keeps everyone else out. The store may or may not have applied a claim
+    /// given up this way; either way the unit no longer counts on it.
+    pub async fn refresh_in_time(&self) -> Refresh {
+        let clock = self.store.clock().clone();
+        let Some(deadline) = self.guarantee_deadline().filter(|d| clock.now() < *d) else { return self.refresh().await };
+        tokio::select! {
+            refresh = self.refresh() => refresh,
+            () = clock.sleep_until(deadline) => {
+                self.lock().last_error = Some("the store did not answer before the guarantee deadline".into());
+                Refresh::Failed
+            }
+        }
+    }
+
     /// True only if this unit holds leadership guaranteed for the whole window from now.
     pub fn is_leader(&self) -> Result<bool, LeadershipUnknown> {
         let until = self.guaranteed_until.load(Ordering::Acquire);

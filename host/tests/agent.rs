@@ -304,6 +304,29 @@ async fn a_failing_store_is_retried_with_backoff_and_shows_in_the_status() {
     assert_eq!(running.unit.tracker().is_leader(), Ok(true));
 }
 
+/// A leader whose renewal never gets an answer (lost in a partition) deposes itself at its
+/// guarantee deadline: `leader-deposed` runs while its lease still keeps everyone else out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_renewal_hangs_deposes_itself_at_its_guarantee_deadline() {
+    let (agents, faulty) = Agents::faulty();
+    let app0 = UnitName::new("app/0").unwrap();
+    let running = agents.start_settled(1).await;
+    wait_for("app/0 holds its claim", async || running[0].unit.tracker().held_term().is_some()).await;
+    let lease = agents.store.lease(app0.app()).await.unwrap().expect("app/0 leads");
+    faulty.hang_claims_of(&app0);
+    let deposed = async || agents.hooks_of("app/0").contains(&LeaderDeposed);
+    for _ in 0..200 {
+        if deposed().await {
+            break;
+        }
+        agents.advance(WINDOW / 10, WINDOW / 10).await;
+    }
+    assert!(deposed().await, "a hung renewal must not keep the unit leading: {:?}", agents.hooks_of("app/0"));
+    assert!(agents.clock.now() < lease.expires, "deposed before the lease it held could pass");
+    agents.advance(WINDOW / 10, WINDOW / 10).await;
+    assert!(running[0].unit.tracker().is_leader().is_err(), "past its deadline, is-leader says unknown");
+}
+
 /// The `leadership` events of every unit, as (unit, leader), in the order emitted, with the
 /// hook events, as one stream.
 fn leadership_stream(events: &[Event]) -> Vec<(String, String)> {

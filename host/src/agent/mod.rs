@@ -482,7 +482,7 @@ async fn claim_loop(
             }
             continue;
         }
-        let refresh = tracker.refresh().await;
+        let refresh = tracker.refresh_in_time().await;
         health_tx.send_if_modified(|health| {
             let now = tracker.store_error();
             std::mem::replace(health, now.clone()) != now

@@ -141,13 +141,15 @@ impl Fixture {
 pub struct FaultyStore {
     pub inner: Arc<dyn LeadershipStore>,
     pub failing: Mutex<Vec<UnitName>>,
+    /// Units whose claims never get an answer (a request lost in a partition).
+    pub hanging: Mutex<Vec<UnitName>>,
     /// Every claim asked of this store, failed or not.
     pub claims: std::sync::atomic::AtomicU64,
 }
 
 impl FaultyStore {
     pub fn new(inner: Arc<dyn LeadershipStore>) -> Arc<Self> {
-        Arc::new(Self { inner, failing: Mutex::new(Vec::new()), claims: Default::default() })
+        Arc::new(Self { inner, failing: Mutex::new(Vec::new()), hanging: Mutex::new(Vec::new()), claims: Default::default() })
     }
 
     /// Makes `unit`'s claims fail from now on.
@@ -155,9 +157,15 @@ impl FaultyStore {
         self.failing.lock().unwrap().push(unit.clone());
     }
 
+    /// Makes `unit`'s claims hang from now on.
+    pub fn hang_claims_of(&self, unit: &UnitName) {
+        self.hanging.lock().unwrap().push(unit.clone());
+    }
+
     /// Makes every claim succeed again.
     pub fn heal(&self) {
         self.failing.lock().unwrap().clear();
+        self.hanging.lock().unwrap().clear();
     }
 
     /// How many claims were asked so far.
@@ -179,6 +187,9 @@ impl LeadershipStore for FaultyStore {
         self.claims.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if self.failing.lock().unwrap().contains(unit) {
             return Err(LeaseError::Store("injected failure".into()));
+        }
+        if self.hanging.lock().unwrap().contains(unit) {
+            std::future::pending::<()>().await;
         }
         self.inner.claim(unit, duration).await
     }
