@@ -30,6 +30,10 @@ struct Machine {
     proxies: Vec<Proxy>,
 }
 
+/// One scenario at a time: each runs three etcd members and three agents, which is all a
+/// loaded 2-core machine should time at once.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Machines {
     etcd: EtcdCluster,
     cache: tempfile::TempDir,
@@ -37,6 +41,8 @@ struct Machines {
     machines: Vec<Machine>,
     /// Keys of writes `leader-set` acknowledged.
     acknowledged: Vec<String>,
+    /// Released last, once everything above is gone.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Drop for Machines {
@@ -55,6 +61,7 @@ impl Machines {
     /// A three-member cluster and `units` agents of `db`, each reaching etcd through
     /// proxies if `proxied`.
     fn start(units: usize, proxied: bool) -> Self {
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let etcd = EtcdCluster::start(3);
         let mut all = Self {
             etcd,
@@ -62,6 +69,7 @@ impl Machines {
             logs: tempfile::tempdir().unwrap(),
             machines: Vec::new(),
             acknowledged: Vec::new(),
+            _turn: turn,
         };
         for n in 0..units {
             let unit = format!("db/{n}");

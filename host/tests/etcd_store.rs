@@ -259,3 +259,40 @@ async fn writes_from_two_processes_never_lose_each_other() {
     let stale = a.write_settings(&unit("a/0"), first.term, &group(&[("late", "x")])).await;
     assert!(matches!(stale, Err(WriteError::NotLeader { .. })), "{stale:?}");
 }
+
+#[tokio::test]
+async fn tls_with_a_client_certificate_and_then_a_user_and_password() {
+    let certs = etcd::TestCertificates::generate();
+    let cluster = EtcdCluster::start_tls(&certs);
+    let mut options = EtcdOptions::from_url(&cluster.url()).unwrap();
+    options.connect_timeout = Duration::from_secs(1);
+    options.request_timeout = Duration::from_secs(1);
+    assert!(matches!(EtcdStore::connect(&options).await, Err(ConnectError::Unreachable { .. })), "plain text is refused");
+    // The server's certificate is checked against the CA given, not the system's roots.
+    options.tls = Some(EtcdTls::new(None, Some((certs.path("client.pem"), certs.path("client.key")))));
+    assert!(matches!(EtcdStore::connect(&options).await, Err(ConnectError::Unreachable { .. })), "an unknown CA is refused");
+    options.tls = Some(EtcdTls::new(Some(certs.path("ca.pem")), None));
+    assert!(EtcdStore::connect(&options).await.is_err(), "the server asks for a client certificate");
+    options.tls = Some(EtcdTls::new(Some(certs.path("ca.pem")), Some((certs.path("client.pem"), certs.path("client.key")))));
+    let store = EtcdStore::connect(&options).await.unwrap();
+    assert_eq!(store.claim(&unit("a/0"), LONG).await.unwrap().term, 1);
+
+    // Authentication on: a user is needed, and its password checked.
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(std::fs::read(certs.path("ca.pem")).unwrap()))
+        .identity(etcd_client::Identity::from_pem(
+            std::fs::read(certs.path("client.pem")).unwrap(),
+            std::fs::read(certs.path("client.key")).unwrap(),
+        ));
+    let endpoint = format!("127.0.0.1:{}", cluster.members[0].client_port);
+    let mut admin = etcd_client::Client::connect([endpoint], Some(etcd_client::ConnectOptions::new().with_tls(tls))).await.unwrap();
+    admin.user_add("root", "s3cret", None).await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.auth_enable().await.unwrap();
+    drop(store);
+    options.user = Some(("root".into(), "wrong".into()));
+    assert!(EtcdStore::connect(&options).await.is_err(), "a wrong password is refused");
+    options.user = Some(("root".into(), "s3cret".into()));
+    let store = EtcdStore::connect(&options).await.unwrap();
+    assert_eq!(store.last_term(&app("a")).await.unwrap(), 1);
+}

@@ -20,7 +20,41 @@ pub struct Member {
     pub name: String,
     pub client_port: u16,
     pub peer_port: u16,
+    /// Plain HTTP `/health` and `/metrics`, also when clients must use TLS.
+    pub metrics_port: u16,
     child: Option<Child>,
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with `openssl`.
+pub struct TestCertificates {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCertificates {
+    pub fn generate() -> Self {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(dir.path()).output().expect("openssl (scripts/setup installs it)");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca"]);
+        for (name, ext) in [
+            ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            std::fs::write(dir.path().join(format!("{name}.ext")), ext).unwrap();
+            run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN={name}")]);
+            run(&[
+                "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", &format!("{name}.pem"), "-days", "2", "-extfile", &format!("{name}.ext"),
+            ]);
+        }
+        Self { dir }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
 }
 
 /// A cluster of real etcd processes.
@@ -31,6 +65,8 @@ pub struct EtcdCluster {
     binary: PathBuf,
     /// Whether members fsync (benchmarks) or not (tests).
     durable: bool,
+    /// Clients must use TLS with a certificate signed by this CA (server and client files).
+    tls: Option<PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -41,22 +77,48 @@ impl EtcdCluster {
     /// Starts `size` members without fsync (for tests) and waits until the cluster has a
     /// leader.
     pub fn start(size: usize) -> Self {
-        Self::launch(size, false)
+        Self::launch(size, false, None)
     }
 
     /// Starts `size` members that fsync as a production server does (for benchmarks).
     pub fn start_durable(size: usize) -> Self {
-        Self::launch(size, true)
+        Self::launch(size, true, None)
     }
 
-    fn launch(size: usize, durable: bool) -> Self {
+    /// Starts one member that serves clients over TLS only and asks for a client
+    /// certificate signed by the test CA.
+    pub fn start_tls(certificates: &TestCertificates) -> Self {
+        Self::launch(1, false, Some(certificates.dir.path().to_owned()))
+    }
+
+    /// Starts a cluster on fresh ports, again (up to three times) if a member cannot start:
+    /// a port found free may be taken by another process before etcd binds it.
+    fn launch(size: usize, durable: bool, tls: Option<PathBuf>) -> Self {
+        let mut last_logs = String::new();
+        for _ in 0..3 {
+            let cluster = Self::launch_once(size, durable, tls.clone());
+            if cluster.healthy_within(Duration::from_secs(15)) {
+                return cluster;
+            }
+            last_logs = cluster.logs();
+        }
+        panic!("etcd did not start on three sets of ports; its logs:\n{last_logs}");
+    }
+
+    fn launch_once(size: usize, durable: bool, tls: Option<PathBuf>) -> Self {
         let binary = etcd_bin_vendored::etcd_bin_path().expect("an etcd binary for this platform").to_owned();
         assert!(binary.is_file(), "no etcd binary at {}", binary.display());
         let token = format!("t{}-{}", std::process::id(), free_port());
         let members = (0..size)
-            .map(|i| Member { name: format!("m{i}"), client_port: free_port(), peer_port: free_port(), child: None })
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                metrics_port: free_port(),
+                child: None,
+            })
             .collect();
-        let mut cluster = Self { members, token, dir: tempfile::tempdir().expect("a temp dir"), binary, durable };
+        let mut cluster = Self { members, token, dir: tempfile::tempdir().expect("a temp dir"), binary, durable, tls };
         for i in 0..size {
             cluster.spawn(i, "new");
         }
@@ -72,12 +134,19 @@ impl EtcdCluster {
         let initial = self.initial_cluster();
         let data = self.dir.path().join(&self.members[i].name);
         let member = &mut self.members[i];
-        let client = format!("http://127.0.0.1:{}", member.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", member.client_port);
+        let metrics = format!("http://127.0.0.1:{}", member.metrics_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
         let mut command = Command::new(&self.binary);
         if !self.durable {
             command.arg("--unsafe-no-fsync");
         }
+        if let Some(certs) = &self.tls {
+            command.arg("--cert-file").arg(certs.join("server.pem")).arg("--key-file").arg(certs.join("server.key"));
+            command.arg("--trusted-ca-file").arg(certs.join("ca.pem")).arg("--client-cert-auth");
+        }
+        command.args(["--listen-metrics-urls", &metrics]);
         let child = command
             .args(["--name", &member.name, "--data-dir"])
             .arg(&data)
@@ -88,7 +157,7 @@ impl EtcdCluster {
             .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
             .args(["--logger", "zap", "--log-level", "error"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join(format!("{}.log", member.name))).expect("a member log"))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start etcd from {}: {e}", self.binary.display()));
         member.child = Some(child);
@@ -106,7 +175,7 @@ impl EtcdCluster {
 
     /// True once member `i` answers `/health` with a leader.
     pub fn healthy(&self, i: usize) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.members[i].client_port)) else { return false };
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.members[i].metrics_port)) else { return false };
         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
         if stream.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
             return false;
@@ -119,7 +188,7 @@ impl EtcdCluster {
     /// How many gRPC requests member `i` has handled so far (etcd's own
     /// `grpc_server_handled_total`, summed).
     pub fn handled_requests(&self, i: usize) -> std::io::Result<u64> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.members[i].client_port))?;
+        let mut stream = TcpStream::connect(("127.0.0.1", self.members[i].metrics_port))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
         let mut text = String::new();
@@ -133,15 +202,34 @@ impl EtcdCluster {
 
     /// Waits (up to 30 s) until every running member is healthy.
     pub fn wait_healthy(&self) {
+        assert!(self.healthy_within(Duration::from_secs(30)), "etcd did not become healthy within 30 s:\n{}", self.logs());
+    }
+
+    /// Whether every running member is healthy within `limit`.
+    fn healthy_within(&self, limit: Duration) -> bool {
         let start = Instant::now();
         loop {
             let running: Vec<usize> = (0..self.members.len()).filter(|&i| self.members[i].child.is_some()).collect();
             if running.iter().all(|&i| self.healthy(i)) {
-                return;
+                return true;
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "etcd did not become healthy within 30 s");
+            if start.elapsed() > limit {
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Every member's log (errors only).
+    pub fn logs(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| {
+                let log = std::fs::read_to_string(self.dir.path().join(format!("{}.log", m.name))).unwrap_or_default();
+                format!("--- {}\n{}", m.name, log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Sends `signal` (`KILL`, `STOP`, `CONT`, `TERM`) to member `i`.
