@@ -383,3 +383,73 @@ fn the_etcd_leader_member_killed_and_stopped_loses_no_acknowledged_write() {
     assert!(m.acknowledged.len() >= 5, "some writes were acknowledged: {:?}", m.acknowledged);
     m.check();
 }
+
+#[test]
+fn elect_on_one_machine_hands_over_from_a_leader_on_another() {
+    let mut m = Machines::start(2, false);
+    let leader = m.wait_one_leader(&[0, 1]);
+    let target = 1 - leader;
+    let out = Command::new(BIN)
+        .args(["elect", &m.machines[target].unit, "--store", &m.etcd.url()])
+        .arg("--state")
+        .arg(m.machines[target].state.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "elect failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(m.wait_one_leader(&[0, 1]), target);
+    wait_for("the old leader ran leader-deposed", || m.hooks(leader).contains(&"leader-deposed".to_owned()));
+    assert!(m.write(target, "after-elect"));
+    let tenures = m.check();
+    let (old, new) = (last_of(&tenures, &m.machines[leader].unit), last_of(&tenures, &m.machines[target].unit));
+    assert!(old.ended.is_some() && new.from < old.until + WINDOW_NS, "handed over, not expired");
+}
+
+#[test]
+fn bad_store_urls_and_unreachable_clusters_get_clear_errors() {
+    let state = tempfile::tempdir().unwrap();
+    let agent = |store: &str| {
+        Command::new(BIN)
+            .args(["agent", "example-charms/shared-settings", "--unit", "db/0", "--store", store])
+            .arg("--state")
+            .arg(state.path())
+            .current_dir(workspace())
+            .output()
+            .unwrap()
+    };
+    let out = agent("http://127.0.0.1:2379");
+    assert_eq!(out.status.code(), Some(2), "a bad URL is a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("etcd://"), "{}", String::from_utf8_lossy(&out.stderr));
+    // Nothing listens on a port just freed: the agent says so and exits, it does not hang.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = agent(&format!("etcd://127.0.0.1:{port}"));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot reach etcd") && stderr.contains(&port.to_string()), "{stderr}");
+    let out = Command::new(BIN)
+        .args(["status", "--store", &format!("etcd://127.0.0.1:{port}")])
+        .arg("--state")
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach etcd"));
+}
+
+#[test]
+fn run_shares_one_application_through_etcd() {
+    let etcd = EtcdCluster::start(1);
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "example-charms/shared-settings", "--units", "3", "--for", "3s", "--json", "--guarantee-window", "2s"])
+        .args(["--store", &etcd.url()])
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .current_dir(workspace())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let last: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["type"], "status");
+    assert!(last["leader"].is_string(), "one unit leads: {last}");
+    assert!(last["settings"]["cluster-id"].is_string(), "the leader's settings are in etcd: {last}");
+}

@@ -172,6 +172,9 @@ pub async fn run_unit(
     let mut claims = AbortOnDrop(tokio::spawn(claim_loop(unit.clone(), role_tx, control_rx, health_tx)));
 
     let mut settings_rx = store.watch_settings(unit.name().app());
+    // A reservation for another unit while this one leads is a directed handover wherever
+    // it was asked for (`elect` on another machine): this unit steps down for it.
+    let mut leases_rx = store.watch_leases();
     let mut records = Records::open(&config, &local)?;
     let mut queue = HookQueue::new(local, config.backoff);
     queue.on_settings(*settings_rx.borrow_and_update());
@@ -266,6 +269,13 @@ pub async fn run_unit(
             }
             // The store started or stopped failing: the status says so.
             _ = health_rx.changed() => records.save_status(&unit),
+            _ = leases_rx.changed(), if matches!(acted_on, Role::Leader(_)) && !stopping && !giving_up => {
+                let reserved = store.reservation(unit.name().app()).await;
+                if matches!(&reserved, Ok(Some(other)) if other != unit.name()) && pending.is_none() {
+                    unit.log(LogLevel::Info, "the lease is reserved for another unit: stepping down for it".into());
+                    pending = Some(AgentCommand::StepDown);
+                }
+            }
             () = retry => {}
         }
     }

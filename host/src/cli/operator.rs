@@ -1,12 +1,13 @@
 //! Operator actions on a state directory's agents: `step-down` (the leader gives up; another
-//! unit is elected) and `elect UNIT` (a directed handover: the lease is reserved for UNIT,
-//! then the leader steps down, so only UNIT can take it and no other unit leads between).
+//! unit is elected) and `elect UNIT` (a directed handover: the lease is reserved for UNIT;
+//! the leader's agent, on this machine or another, sees the reservation and steps down, so
+//! only UNIT can take it and no other unit leads between).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use charm_host::hook_tools::{ToolRequest, ToolResponse};
+use charm_host::hook_tools::ToolRequest;
 use charm_host::names::UnitName;
 use charm_host::state_dir::StateDir;
 
@@ -38,21 +39,12 @@ pub async fn elect(args: ElectArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{unit} must be running to be elected, or the handover would stall"))?;
     let store = args.store.open(&state, charm_host::tracker::DEFAULT_GUARANTEE_WINDOW).await?.store;
     let start = Instant::now();
-    match store.lease(unit.app()).await? {
-        Some(lease) if lease.holder == unit => {
-            outln!("{unit} already leads {} (term {})", unit.app(), lease.term);
-            return Ok(ExitCode::SUCCESS);
-        }
-        Some(lease) => {
-            store.reserve(&unit, args.within).await?;
-            match ask(&lease.holder, ToolRequest::StepDown).await {
-                Ok(ToolResponse::Done) => {}
-                Ok(other) => eprintln!("{} did not step down ({other:?}); {unit} leads once its lease ends", lease.holder),
-                Err(err) => eprintln!("{err}; {unit} leads once {}'s lease expires", lease.holder),
-            }
-        }
-        None => store.reserve(&unit, args.within).await?,
+    if let Some(lease) = store.lease(unit.app()).await?.filter(|l| l.holder == unit) {
+        outln!("{unit} already leads {} (term {})", unit.app(), lease.term);
+        return Ok(ExitCode::SUCCESS);
     }
+    // The leader's agent, wherever it runs, sees the reservation and steps down for UNIT.
+    store.reserve(&unit, args.within).await?;
     while start.elapsed() < args.within {
         if let Some(lease) = store.lease(unit.app()).await?.filter(|l| l.holder == unit) {
             outln!("{unit} leads {} (term {}) after {:.1?}", unit.app(), lease.term, start.elapsed());

@@ -218,13 +218,9 @@ async fn perform(
             running.command(&leader, AgentCommand::StepDown).await?;
         }
         RunAction::Elect(unit) => {
-            let lease = store.lease(app).await?;
-            if lease.as_ref().is_some_and(|l| l.holder == unit) {
-                return Ok(());
-            }
-            store.reserve(&unit, std::time::Duration::from_secs(60)).await?;
-            if let Some(lease) = lease {
-                running.command(&lease.holder, AgentCommand::StepDown).await?;
+            // The leader's agent steps down for the unit the lease is reserved for.
+            if store.lease(app).await?.is_none_or(|l| l.holder != unit) {
+                store.reserve(&unit, std::time::Duration::from_secs(60)).await?;
             }
         }
     }

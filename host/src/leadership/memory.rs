@@ -103,6 +103,8 @@ impl LeadershipStore for MemoryStore {
         let mut apps = self.lock();
         let app = apps.entry(unit.app().clone()).or_default();
         app.lease = Some(rules::reserve(app.lease.as_ref(), unit, until));
+        drop(apps);
+        self.watchers.leases_changed();
         Ok(())
     }
 

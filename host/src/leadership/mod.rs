@@ -13,7 +13,7 @@
 //!   the application, also across restarts of the store; an extension keeps the term.
 //! - **Reservations direct a handover.** While a reservation for a unit lasts, a free
 //!   lease is granted to that unit only (and its agent claims at once, even if it stepped
-//!   down a moment ago).
+//!   down a moment ago); the holder's agent, hearing of it, steps down for that unit.
 //! - **Pins stop expiry.** A pinned lease does not expire, whichever entity pinned it;
 //!   expiry resumes after the last pin is removed.
 //! - **Writes are fenced.** A settings write carries the writer's term and is applied only
@@ -230,8 +230,8 @@ pub trait LeadershipStore: Send + Sync + 'static {
     /// A receiver that sees `app`'s settings version each time it changes.
     fn watch_settings(&self, app: &AppName) -> watch::Receiver<u64>;
 
-    /// A receiver that sees a counter move each time any lease changes hands or is
-    /// pinned or unpinned (not when one merely expires: sleep on the clock for that).
+    /// A receiver that sees a counter move each time any lease changes hands, is pinned or
+    /// unpinned, or is reserved (not when one merely expires: sleep on the clock for that).
     fn watch_leases(&self) -> watch::Receiver<u64>;
 }
 

@@ -664,8 +664,11 @@ impl SqliteFile {
         self.write_tx(|tx| {
             let (record, _) = read_lease(tx, unit.app())?;
             write_lease(tx, unit.app(), &rules::reserve(record.as_ref(), unit, until), Duration::ZERO)?;
+            bump_lease_generation(tx)?;
             Ok::<_, LeaseError>(())
-        })
+        })?;
+        self.shared.watchers.leases_changed();
+        Ok(())
     }
 
     fn reservation(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError> {

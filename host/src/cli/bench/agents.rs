@@ -119,10 +119,8 @@ async fn handover(bench: &Bench, window: Duration, action: &str) -> anyhow::Resu
     match action {
         "stop" => running.stop_unit(&leader).await?,
         "step-down" => running.command(&leader, AgentCommand::StepDown).await?,
-        "elect" => {
-            store.reserve(&UnitName::from_parts(bench.app.clone(), (leader.number() + 1) % 3), Duration::from_secs(60)).await?;
-            running.command(&leader, AgentCommand::StepDown).await?;
-        }
+        // The leader's agent steps down for the unit the lease is reserved for.
+        "elect" => store.reserve(&UnitName::from_parts(bench.app.clone(), (leader.number() + 1) % 3), Duration::from_secs(60)).await?,
         _ => running.kill(&leader)?,
     }
     wait_for(|| events.first_elected().is_some(), Duration::from_secs(60)).await?;
