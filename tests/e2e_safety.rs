@@ -375,6 +375,11 @@ fn a_full_disk_makes_leadership_unknown_without_spinning_and_tools_keep_answerin
     let leader = if is_leader("db/0") { "db/0" } else { "db/1" };
     let minion = if leader == "db/0" { "db/1" } else { "db/0" };
     wait_for("the minion's agent answers", || stdout(&tool(&["is-leader", "--unit", minion])).trim() == "False");
+    // Both units past their first hooks before the disk fills: a status that cannot be
+    // saved afterwards stays at its last save, which must be a settled one.
+    for unit in ["db/0", "db/1"] {
+        wait_for("the unit's first hooks", || agents.hooks(unit).len() >= 2);
+    }
 
     disk.fill();
     // Grow the store's log until writes fail: the disk is full for SQLite too.

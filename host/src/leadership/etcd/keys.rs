@@ -3,7 +3,7 @@
 //! | key                     | value                                  | etcd lease            |
 //! |-------------------------|----------------------------------------|-----------------------|
 //! | `P/meta`                | `{"store":"charm-host","schema":1}`    | none                  |
-//! | `P/lease/APP`           | `{"holder":UNIT,"term":N,"ttl":SECS}`  | the tenure's, unless pinned |
+//! | `P/lease/APP`           | `{"holder":UNIT,"term":N,"ttl":SECS,"lease":ID}` | the tenure's (`ID`), unless pinned |
 //! | `P/term/APP`            | the highest term granted, in decimal   | none (never deleted)  |
 //! | `P/reserved/APP`        | the unit a directed handover is for    | the reservation's     |
 //! | `P/pins/APP`            | JSON array of pinning entities, sorted | none                  |
@@ -97,11 +97,15 @@ pub(super) struct LeaseValue {
     pub term: u64,
     /// The TTL of the tenure's etcd lease, in seconds, as granted.
     pub ttl: i64,
+    /// The tenure's etcd lease (0 if none yet: granted while pinned). While pinned, the key
+    /// is detached from it, and the last unpin binds the key to it again if it still lives.
+    #[serde(default)]
+    pub lease: i64,
 }
 
 impl LeaseValue {
-    pub fn new(holder: &UnitName, term: u64, ttl: i64) -> Self {
-        Self { holder: holder.to_string(), term, ttl }
+    pub fn new(holder: &UnitName, term: u64, ttl: i64, lease: i64) -> Self {
+        Self { holder: holder.to_string(), term, ttl, lease }
     }
 
     /// The holder, checked.

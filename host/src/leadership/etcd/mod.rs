@@ -86,8 +86,8 @@ pub struct EtcdStore {
 /// guard checks.
 #[derive(Debug, Default)]
 struct Hints {
-    /// Each unit's tenure as last granted or seen here: term, create revision of its key.
-    tenures: BTreeMap<UnitName, (u64, i64)>,
+    /// Each unit's tenure as last granted or seen here.
+    tenures: BTreeMap<UnitName, TenureHint>,
     /// Each bucket this process last wrote or read: its mod revision and contents.
     buckets: BTreeMap<AppName, (i64, SettingsValue)>,
 }
@@ -102,6 +102,17 @@ impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdStore").field("endpoints", &self.endpoints).field("prefix", &self.layout.prefix()).finish()
     }
+}
+
+/// A tenure as this process last saw it.
+#[derive(Debug, Clone, Copy)]
+struct TenureHint {
+    term: u64,
+    /// The create revision of its lease key: what a fenced write's guard compares.
+    created: i64,
+    /// The tenure's etcd lease and its TTL, when the key is bound to it: renewing that lease
+    /// is an extension (see [`EtcdStore::claim`]).
+    renew: Option<(i64, i64)>,
 }
 
 /// One key as read: absent keys have revisions 0.
@@ -301,7 +312,7 @@ impl EtcdStore {
                 Compare::mod_revision(self.layout.key(Kind::Pins, app), CompareOp::Equal, state.pins.mod_revision),
             ])
             .and_then([
-                TxnOp::put(lease_key.as_str(), keys::encode(&LeaseValue::new(unit, term, ttl)), bound),
+                TxnOp::put(lease_key.as_str(), keys::encode(&LeaseValue::new(unit, term, ttl, if pinned { 0 } else { id })), bound),
                 TxnOp::put(term_key.as_str(), term.to_string(), None),
                 TxnOp::delete(reserved_key.as_str(), None),
             ]);
@@ -314,7 +325,8 @@ impl EtcdStore {
             return Ok(None);
         }
         // The key was created by this transaction: its create revision is the response's.
-        self.remember_tenure(unit, term, response.header().map_or(0, |h| h.revision()));
+        let created = response.header().map_or(0, |h| h.revision());
+        self.remember_tenure(unit, TenureHint { term, created, renew: (!pinned).then_some((id, ttl)) });
         self.watchers.leases_changed();
         let held_for = if pinned { duration } else { Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) };
         Ok(Some(Claim { term, valid_until: start + held_for }))
@@ -329,7 +341,8 @@ impl EtcdStore {
         duration: Duration,
     ) -> Result<Option<Claim>, LeaseError> {
         let start = self.clock.now();
-        self.remember_tenure(unit, lease.term, state.lease.create_revision);
+        let renew = (state.lease.lease != 0).then_some((state.lease.lease, lease.ttl));
+        self.remember_tenure(unit, TenureHint { term: lease.term, created: state.lease.create_revision, renew });
         if state.lease.lease == 0 {
             // Pinned: the key has no etcd lease, nothing can expire it until it is unpinned,
             // and the unpin gives it a whole TTL from then.
@@ -356,11 +369,15 @@ impl EtcdStore {
             ])
             .and_then([TxnOp::put(
                 lease_key.as_str(),
-                keys::encode(&LeaseValue::new(unit, lease.term, granted)),
+                keys::encode(&LeaseValue::new(unit, lease.term, granted, id)),
                 Some(PutOptions::new().with_lease(id)),
             )]);
         let applied = self.txn(txn).await.map_err(LeaseError::Store)?.succeeded();
         self.discard(if applied { state.lease.lease } else { id }).await;
+        if applied {
+            let created = state.lease.create_revision;
+            self.remember_tenure(unit, TenureHint { term: lease.term, created, renew: Some((id, granted)) });
+        }
         Ok(applied.then(|| Claim { term: lease.term, valid_until: start + secs(granted) }))
     }
 }
@@ -419,9 +436,22 @@ impl LeadershipStore for EtcdStore {
         &self.clock
     }
 
+    /// An extension is one keep-alive of the tenure's etcd lease when this process knows it:
+    /// while that lease lives, its key is bound to it or pinned (detached, and bound to it
+    /// again by the last unpin while it lives), and it is gone only by a revoke of that very
+    /// lease, so nobody else can hold the application until at least `start + TTL`.
     async fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
         validate_duration(duration)?;
         let app = unit.app();
+        if let Some(TenureHint { term, renew: Some((lease, ttl)), .. }) = self.tenure_hint(unit)
+            && ttl_seconds(duration) <= ttl
+        {
+            let start = self.clock.now();
+            if self.keep_alive(lease).await.map_err(LeaseError::Store)? {
+                return Ok(Claim { term, valid_until: start + secs(ttl) });
+            }
+            self.forget_tenure(unit);
+        }
         for _ in 0..CONTENTION_RETRIES {
             let state = self.read_lease_state(app).await?;
             let claimed = match self.lease_value(app, &state.lease).map_err(LeaseError::Store)? {
@@ -454,16 +484,29 @@ impl LeadershipStore for EtcdStore {
                 Some((_, holder)) if holder != *unit => {
                     return Err(LeaseError::NotHeld { app: app.clone(), unit: unit.clone() });
                 }
-                Some(_) => {
+                Some((value, _)) => {
+                    // The tenure's etcd lease goes first: revoking it deletes a key bound to
+                    // it in the same step, and once it is gone no keep-alive can extend the
+                    // tenure. A pinned (detached) key is then deleted by a guarded delete.
+                    self.forget_tenure(unit);
+                    let own = if state.lease.lease != 0 { state.lease.lease } else { value.lease };
+                    if own != 0 {
+                        let mut client = self.client.clone();
+                        match self.request(client.lease_revoke(own)).await {
+                            Ok(_) => {}
+                            Err(err) if err.contains("NotFound") || err.contains("not found") => {}
+                            Err(err) => return Err(LeaseError::Store(err)),
+                        }
+                    }
+                    if state.lease.lease != 0 {
+                        self.watchers.leases_changed();
+                        return Ok(());
+                    }
                     let lease_key = self.layout.key(Kind::Lease, app);
                     let txn = Txn::new()
                         .when([Compare::create_revision(lease_key.as_str(), CompareOp::Equal, state.lease.create_revision)])
                         .and_then([TxnOp::delete(lease_key.as_str(), None)]);
                     if self.txn(txn).await.map_err(LeaseError::Store)?.succeeded() {
-                        self.forget_tenure(unit);
-                        if state.lease.lease != 0 {
-                            self.discard(state.lease.lease).await;
-                        }
                         self.watchers.leases_changed();
                         return Ok(());
                     }
@@ -590,7 +633,11 @@ impl LeadershipStore for EtcdStore {
                 Some((value, holder)) if holder == *writer && value.term == term => {}
                 _ => return Err(not_leader()),
             }
-            self.remember_tenure(writer, term, lease.create_revision);
+            let renew = match self.lease_value(app, &lease).map_err(WriteError::Store)? {
+                Some((value, _)) if lease.lease != 0 => Some((lease.lease, value.ttl)),
+                _ => None,
+            };
+            self.remember_tenure(writer, TenureHint { term, created: lease.create_revision, renew });
             let current = self.settings_value(&settings_key, &settings).map_err(WriteError::Store)?;
             let write = SettingsWrite::validate(group, &current.values)?;
             if write.is_noop_on(&current.values) {
@@ -673,13 +720,17 @@ impl EtcdStore {
     /// The writer's tenure (create revision of its lease key) and the bucket (mod revision
     /// and contents) as this process last saw them, if it knows both.
     fn write_hints(&self, writer: &UnitName, term: u64) -> Option<(i64, (i64, SettingsValue))> {
-        let created = self.hints.lock().unwrap_or_else(|p| p.into_inner()).tenures.get(writer).filter(|t| t.0 == term)?.1;
+        let created = self.tenure_hint(writer).filter(|t| t.term == term)?.created;
         let bucket = self.hints.lock().unwrap_or_else(|p| p.into_inner()).buckets.get(writer.app())?.clone();
         Some((created, bucket))
     }
 
-    fn remember_tenure(&self, unit: &UnitName, term: u64, created: i64) {
-        self.hints.lock().unwrap_or_else(|p| p.into_inner()).tenures.insert(unit.clone(), (term, created));
+    fn tenure_hint(&self, unit: &UnitName) -> Option<TenureHint> {
+        self.hints.lock().unwrap_or_else(|p| p.into_inner()).tenures.get(unit).copied()
+    }
+
+    fn remember_tenure(&self, unit: &UnitName, hint: TenureHint) {
+        self.hints.lock().unwrap_or_else(|p| p.into_inner()).tenures.insert(unit.clone(), hint);
     }
 
     fn forget_tenure(&self, unit: &UnitName) {
@@ -752,8 +803,17 @@ impl EtcdStore {
                 if pin && state.lease.lease != 0 {
                     ops.push(TxnOp::put(lease_key.as_str(), keys::encode(&value), None));
                 } else if !pin && pins.is_empty() && state.lease.lease == 0 {
-                    let (id, _) = self.grant(value.ttl).await.map_err(LeaseError::Store)?;
-                    fresh = Some(id);
+                    // Back onto the tenure's own etcd lease while it lives (renewed now: a
+                    // whole TTL from the unpin), so that its holder's renewals keep meaning
+                    // what they meant; onto a fresh one if it is gone.
+                    let own = value.lease != 0 && self.keep_alive(value.lease).await.map_err(LeaseError::Store)?;
+                    let (id, value) = if own {
+                        (value.lease, value)
+                    } else {
+                        let (id, _) = self.grant(value.ttl).await.map_err(LeaseError::Store)?;
+                        fresh = Some(id);
+                        (id, LeaseValue { lease: id, ..value })
+                    };
                     ops.push(TxnOp::put(lease_key.as_str(), keys::encode(&value), Some(PutOptions::new().with_lease(id))));
                 }
             }
