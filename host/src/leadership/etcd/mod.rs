@@ -74,8 +74,9 @@ pub struct EtcdStore {
     clock: Arc<dyn Clock>,
     request_timeout: Duration,
     watchers: Arc<Watchers>,
-    /// Settings versions as last seen (read at connect, then kept by the watch).
-    versions: Arc<Mutex<BTreeMap<AppName, u64>>>,
+    /// Settings versions and existing leases as last seen (read at connect, then kept by
+    /// the watch).
+    seen: Arc<Mutex<watch::Seen>>,
     server_version: String,
     endpoints: String,
     watch: tokio::task::JoinHandle<()>,
@@ -174,16 +175,16 @@ impl EtcdStore {
             PrefixProblem::Failed(reason) => unreachable(reason),
         })?;
         let watchers = Arc::new(Watchers::default());
-        let versions = Arc::new(Mutex::new(BTreeMap::new()));
-        let from = watch::load_versions(&mut client, &layout, &versions, deadline).await.map_err(unreachable)?;
-        let watch = tokio::spawn(watch::run(client.clone(), layout.clone(), watchers.clone(), versions.clone(), from + 1));
+        let seen = Arc::new(Mutex::new(watch::Seen::default()));
+        let from = watch::load(&mut client, &layout, &seen, deadline).await.map_err(unreachable)?;
+        let watch = tokio::spawn(watch::run(client.clone(), layout.clone(), watchers.clone(), seen.clone(), from + 1));
         Ok(Self {
             client,
             layout,
             clock: Arc::new(BootClock),
             request_timeout: options.request_timeout,
             watchers,
-            versions,
+            seen,
             server_version,
             endpoints,
             watch,
@@ -291,7 +292,15 @@ impl EtcdStore {
     }
 
     /// Grants `unit` a free lease; `Ok(None)` if the guard failed (someone changed the state).
-    async fn grant_tenure(&self, unit: &UnitName, state: &AppLease, duration: Duration) -> Result<Option<Claim>, LeaseError> {
+    /// `granted` is an etcd lease already granted for it (with the clock read before asking),
+    /// else one is granted now.
+    async fn grant_tenure(
+        &self,
+        unit: &UnitName,
+        state: &AppLease,
+        duration: Duration,
+        granted: Option<(Timestamp, i64, i64)>,
+    ) -> Result<Option<Claim>, LeaseError> {
         let app = unit.app();
         let term = match &state.term.value {
             Some(value) => keys::decode_number(self.layout.key(Kind::Term, app).as_bytes(), value).map_err(LeaseError::Store)?,
@@ -299,8 +308,14 @@ impl EtcdStore {
         };
         let term = term.checked_add(1).ok_or_else(|| LeaseError::Store("the term counter is exhausted".into()))?;
         let pinned = !self.pins_of(app, &state.pins).map_err(LeaseError::Store)?.is_empty();
-        let start = self.clock.now();
-        let (id, ttl) = self.grant(ttl_seconds(duration)).await.map_err(LeaseError::Store)?;
+        let (start, id, ttl) = match granted {
+            Some(granted) => granted,
+            None => {
+                let start = self.clock.now();
+                let (id, ttl) = self.grant(ttl_seconds(duration)).await.map_err(LeaseError::Store)?;
+                (start, id, ttl)
+            }
+        };
         let (lease_key, term_key) = (self.layout.key(Kind::Lease, app), self.layout.key(Kind::Term, app));
         let reserved_key = self.layout.key(Kind::Reserved, app);
         let bound = if pinned { None } else { Some(PutOptions::new().with_lease(id)) };
@@ -452,20 +467,45 @@ impl LeadershipStore for EtcdStore {
             }
             self.forget_tenure(unit);
         }
-        for _ in 0..CONTENTION_RETRIES {
-            let state = self.read_lease_state(app).await?;
-            let claimed = match self.lease_value(app, &state.lease).map_err(LeaseError::Store)? {
+        for attempt in 0..CONTENTION_RETRIES {
+            // When the watch saw no lease key, the read and the grant a new tenure needs go
+            // out together (the grant is wasted, and revoked, if the read finds a holder).
+            let free = attempt == 0 && !self.seen.lock().unwrap_or_else(|p| p.into_inner()).held.contains(app);
+            let (state, mut granted) = if free {
+                let start = self.clock.now();
+                let (state, grant) = tokio::join!(self.read_lease_state(app), self.grant(ttl_seconds(duration)));
+                let granted = grant.ok().map(|(id, ttl)| (start, id, ttl));
+                match state {
+                    Ok(state) => (state, granted),
+                    Err(err) => {
+                        if let Some((_, id, _)) = granted {
+                            self.discard(id).await;
+                        }
+                        return Err(err);
+                    }
+                }
+            } else {
+                (self.read_lease_state(app).await?, None)
+            };
+            let value = self.lease_value(app, &state.lease).map_err(LeaseError::Store);
+            let reserved_for_another = match (&value, &state.reserved.value) {
+                (Ok(None), Some(reserved)) if String::from_utf8_lossy(reserved) != unit.as_str() => {
+                    Some(UnitName::new(&String::from_utf8_lossy(reserved)).map_err(|e| LeaseError::Store(e.to_string())))
+                }
+                _ => None,
+            };
+            if let Some((_, id, _)) = granted.filter(|_| !matches!(value, Ok(None)) || reserved_for_another.is_some()) {
+                self.discard(id).await;
+                granted = None;
+            }
+            let claimed = match value? {
                 Some((_, holder)) if holder != *unit => return Err(LeaseError::Denied { app: app.clone(), holder }),
                 Some((lease, _)) => self.extend_tenure(unit, &state, &lease, duration).await?,
                 None => {
-                    if let Some(value) = &state.reserved.value {
-                        let reserved = String::from_utf8_lossy(value);
-                        if reserved != unit.as_str() {
-                            let reserved = UnitName::new(&reserved).map_err(|e| LeaseError::Store(e.to_string()))?;
-                            return Err(LeaseError::Reserved { app: app.clone(), unit: reserved });
-                        }
+                    if let Some(reserved) = reserved_for_another {
+                        return Err(LeaseError::Reserved { app: app.clone(), unit: reserved? });
                     }
-                    self.grant_tenure(unit, &state, duration).await?
+                    self.grant_tenure(unit, &state, duration, granted).await?
                 }
             };
             if let Some(claim) = claimed {
@@ -653,9 +693,9 @@ impl LeadershipStore for EtcdStore {
     }
 
     fn watch_settings(&self, app: &AppName) -> channel::Receiver<u64> {
-        let versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
-        let current = versions.get(app).copied().unwrap_or(0);
-        drop(versions);
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let current = seen.versions.get(app).copied().unwrap_or(0);
+        drop(seen);
         self.watchers.settings(app, || current)
     }
 
@@ -750,7 +790,7 @@ impl EtcdStore {
 
     /// Records a settings version this process wrote and tells its watchers at once.
     fn note_version(&self, app: &AppName, version: u64) {
-        watch::raise_version(&self.versions, app, version);
+        watch::raise_version(&self.seen, app, version);
         self.watchers.settings_changed(app, version);
     }
 

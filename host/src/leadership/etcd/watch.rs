@@ -18,29 +18,45 @@ use crate::leadership::watchers::Watchers;
 use crate::names::AppName;
 
 /// Raises the version recorded for `app` (versions never go down).
-pub(super) fn raise_version(versions: &Mutex<BTreeMap<AppName, u64>>, app: &AppName, version: u64) {
-    let mut versions = versions.lock().unwrap_or_else(|p| p.into_inner());
-    let entry = versions.entry(app.clone()).or_insert(0);
+pub(super) fn raise_version(seen: &Mutex<Seen>, app: &AppName, version: u64) {
+    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    let entry = seen.versions.entry(app.clone()).or_insert(0);
     *entry = (*entry).max(version);
 }
 
-/// Reads every application's settings version; returns the revision it read at.
-pub(super) async fn load_versions(
-    client: &mut Client,
-    layout: &Layout,
-    versions: &Mutex<BTreeMap<AppName, u64>>,
-    deadline: Duration,
-) -> Result<i64, String> {
-    let read = client.get(layout.range(Kind::Version), Some(GetOptions::new().with_prefix()));
-    let got = match tokio::time::timeout(deadline, read).await {
+/// What the watch keeps of the store: each application's settings version, and which
+/// applications have a lease key (held, or pinned). Hints only: decisions read the store.
+#[derive(Debug, Default)]
+pub(super) struct Seen {
+    pub versions: BTreeMap<AppName, u64>,
+    pub held: std::collections::BTreeSet<AppName>,
+}
+
+/// Reads every application's settings version and which leases exist, at one revision;
+/// returns that revision.
+pub(super) async fn load(client: &mut Client, layout: &Layout, seen: &Mutex<Seen>, deadline: Duration) -> Result<i64, String> {
+    let txn = etcd_client::Txn::new().and_then([
+        etcd_client::TxnOp::get(layout.range(Kind::Version), Some(GetOptions::new().with_prefix())),
+        etcd_client::TxnOp::get(layout.range(Kind::Lease), Some(GetOptions::new().with_prefix().with_keys_only())),
+    ]);
+    let got = match tokio::time::timeout(deadline, client.txn(txn)).await {
         Ok(result) => result.map_err(super::etcd_failed)?,
         Err(_) => return Err(format!("no answer within {deadline:?}")),
     };
-    for kv in got.kvs() {
-        if let Some((Kind::Version, app)) = layout.parse(kv.key()) {
-            raise_version(versions, &app, keys::decode_number(kv.key(), kv.value())?);
+    let mut held = std::collections::BTreeSet::new();
+    for op in got.op_responses() {
+        let etcd_client::TxnOpResponse::Get(get) = op else { continue };
+        for kv in get.kvs() {
+            match layout.parse(kv.key()) {
+                Some((Kind::Version, app)) => raise_version(seen, &app, keys::decode_number(kv.key(), kv.value())?),
+                Some((Kind::Lease, app)) => {
+                    held.insert(app);
+                }
+                _ => {}
+            }
         }
     }
+    seen.lock().unwrap_or_else(|p| p.into_inner()).held = held;
     Ok(got.header().map_or(0, |h| h.revision()))
 }
 
@@ -49,7 +65,7 @@ pub(super) async fn run(
     client: Client,
     layout: Layout,
     watchers: Arc<Watchers>,
-    versions: Arc<Mutex<BTreeMap<AppName, u64>>>,
+    seen: Arc<Mutex<Seen>>,
     mut from: i64,
 ) {
     let mut failures: u32 = 0;
@@ -77,21 +93,31 @@ pub(super) async fn run(
             if response.compact_revision() > 0 {
                 // Events were compacted away: read the state afresh and announce it.
                 let mut reading = client.clone();
-                match load_versions(&mut reading, &layout, &versions, Duration::from_secs(5)).await {
+                match load(&mut reading, &layout, &seen, Duration::from_secs(5)).await {
                     Ok(revision) => from = revision + 1,
                     Err(err) => tracing::debug!("etcd watch could not re-read after compaction: {err}"),
                 }
-                announce_all(&watchers, &versions);
+                announce_all(&watchers, &seen);
                 break;
             }
             for event in response.events() {
                 let Some(kv) = event.kv() else { continue };
                 from = from.max(kv.mod_revision() + 1);
                 match layout.parse(kv.key()) {
-                    Some((Kind::Lease | Kind::Pins | Kind::Reserved, _)) => watchers.leases_changed(),
+                    Some((Kind::Lease, app)) => {
+                        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                        if event.event_type() == EventType::Put {
+                            seen.held.insert(app);
+                        } else {
+                            seen.held.remove(&app);
+                        }
+                        drop(seen);
+                        watchers.leases_changed();
+                    }
+                    Some((Kind::Pins | Kind::Reserved, _)) => watchers.leases_changed(),
                     Some((Kind::Version, app)) if event.event_type() == EventType::Put => {
                         if let Ok(version) = keys::decode_number(kv.key(), kv.value()) {
-                            raise_version(&versions, &app, version);
+                            raise_version(&seen, &app, version);
                             watchers.settings_changed(&app, version);
                         }
                     }
@@ -108,9 +134,9 @@ pub(super) async fn run(
 }
 
 /// Tells every watcher to look again.
-fn announce_all(watchers: &Watchers, versions: &Mutex<BTreeMap<AppName, u64>>) {
+fn announce_all(watchers: &Watchers, seen: &Mutex<Seen>) {
     let known: Vec<(AppName, u64)> =
-        versions.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(a, v)| (a.clone(), *v)).collect();
+        seen.lock().unwrap_or_else(|p| p.into_inner()).versions.iter().map(|(a, v)| (a.clone(), *v)).collect();
     for (app, version) in known {
         watchers.settings_changed(&app, version);
     }
