@@ -389,6 +389,7 @@ fn elect_on_one_machine_hands_over_from_a_leader_on_another() {
     let mut m = Machines::start(2, false);
     let leader = m.wait_one_leader(&[0, 1]);
     let target = 1 - leader;
+    wait_for("the target's agent answers", || m.is_leader(target) == Some(false));
     let out = Command::new(BIN)
         .args(["elect", &m.machines[target].unit, "--store", &m.etcd.url()])
         .arg("--state")
