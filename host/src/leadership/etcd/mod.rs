@@ -33,6 +33,13 @@
 //! - **Watches**: one watch of the whole prefix, resumed from the last revision seen after a
 //!   broken stream (member failover) and re-listed after compaction.
 //!
+//! **One round trip each, in the common case.** An extension is one keep-alive of the
+//! tenure's etcd lease (remembered from the grant). A fenced write is one transaction whose
+//! guards use the tenure and bucket revisions this process last saw. A claim of a lease the
+//! watch saw free is one transaction guarded by the term, reservation and pins revisions the
+//! watch keeps, bound to a spare etcd lease granted ahead. All of these are hints: a stale
+//! one fails a guard (or a keep-alive), and the operation then reads and decides afresh.
+//!
 //! A failed or ambiguous request (a timeout after sending, a member lost mid-call) returns
 //! [`LeaseError::Store`] or [`WriteError::Store`]: the caller does not know whether it was
 //! applied, and every operation is safe to retry. A grant that was applied is found by the
@@ -298,6 +305,26 @@ impl EtcdStore {
         }
     }
 
+    /// The lease state of `unit`'s application as the watch last saw it, if that says the
+    /// lease is free and not reserved for another unit.
+    fn mirrored_state(&self, unit: &UnitName) -> Option<AppLease> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let key = |kind| {
+            let slot = watch::mirrored(kind)?;
+            Some(seen.keys.get(&(unit.app().clone(), slot)).map_or_else(Read::default, |(revision, value)| Read {
+                value: Some(value.clone()),
+                create_revision: 0,
+                mod_revision: *revision,
+                lease: 0,
+            }))
+        };
+        let (term, reserved, pins) = (key(Kind::Term)?, key(Kind::Reserved)?, key(Kind::Pins)?);
+        if reserved.value.as_ref().is_some_and(|r| r.as_slice() != unit.as_str().as_bytes()) {
+            return None;
+        }
+        Some(AppLease { lease: Read::default(), term, reserved, pins })
+    }
+
     /// The spare lease, if it has `ttl` and is still fresh; a stale one is revoked.
     fn take_spare(&self, ttl: i64) -> Option<Spare> {
         let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take()?;
@@ -519,7 +546,21 @@ impl LeadershipStore for EtcdStore {
             // When the watch saw no lease key, the read and the grant a new tenure needs go
             // out together (the grant is wasted, and revoked, if the read finds a holder).
             let free = attempt == 0 && !self.seen.lock().unwrap_or_else(|p| p.into_inner()).held.contains(app);
-            let (state, mut granted) = if free {
+            // Free, and grantable to this unit as far as the watch knows: the transaction's
+            // guards alone check that, with no read first (a failed guard reads next time).
+            let mirrored = if free { self.mirrored_state(unit) } else { None };
+            let (state, mut granted) = if let Some(state) = mirrored {
+                let spare = self.take_spare(ttl_seconds(duration));
+                let start = self.clock.now();
+                let granted = match spare {
+                    Some(spare) => Some((spare.start, spare.id, spare.ttl)),
+                    None => {
+                        let (id, ttl) = self.grant(ttl_seconds(duration)).await.map_err(LeaseError::Store)?;
+                        Some((start, id, ttl))
+                    }
+                };
+                (state, granted)
+            } else if free {
                 let spare = self.take_spare(ttl_seconds(duration));
                 let start = self.clock.now();
                 let grant = async {

@@ -30,6 +30,19 @@ pub(super) fn raise_version(seen: &Mutex<Seen>, app: &AppName, version: u64) {
 pub(super) struct Seen {
     pub versions: BTreeMap<AppName, u64>,
     pub held: std::collections::BTreeSet<AppName>,
+    /// The term, reservation and pins keys as last seen (mod revision, value): what a claim
+    /// of a free lease guards its transaction with before reading anything.
+    pub keys: BTreeMap<(AppName, u8), (i64, Vec<u8>)>,
+}
+
+/// The kinds of key [`Seen::keys`] keeps.
+pub(super) fn mirrored(kind: Kind) -> Option<u8> {
+    match kind {
+        Kind::Term => Some(0),
+        Kind::Reserved => Some(1),
+        Kind::Pins => Some(2),
+        _ => None,
+    }
 }
 
 /// Reads every application's settings version and which leases exist, at one revision;
@@ -38,12 +51,16 @@ pub(super) async fn load(client: &mut Client, layout: &Layout, seen: &Mutex<Seen
     let txn = etcd_client::Txn::new().and_then([
         etcd_client::TxnOp::get(layout.range(Kind::Version), Some(GetOptions::new().with_prefix())),
         etcd_client::TxnOp::get(layout.range(Kind::Lease), Some(GetOptions::new().with_prefix().with_keys_only())),
+        etcd_client::TxnOp::get(layout.range(Kind::Term), Some(GetOptions::new().with_prefix())),
+        etcd_client::TxnOp::get(layout.range(Kind::Reserved), Some(GetOptions::new().with_prefix())),
+        etcd_client::TxnOp::get(layout.range(Kind::Pins), Some(GetOptions::new().with_prefix())),
     ]);
     let got = match tokio::time::timeout(deadline, client.txn(txn)).await {
         Ok(result) => result.map_err(super::etcd_failed)?,
         Err(_) => return Err(format!("no answer within {deadline:?}")),
     };
     let mut held = std::collections::BTreeSet::new();
+    let mut mirror = BTreeMap::new();
     for op in got.op_responses() {
         let etcd_client::TxnOpResponse::Get(get) = op else { continue };
         for kv in get.kvs() {
@@ -52,11 +69,18 @@ pub(super) async fn load(client: &mut Client, layout: &Layout, seen: &Mutex<Seen
                 Some((Kind::Lease, app)) => {
                     held.insert(app);
                 }
-                _ => {}
+                Some((kind, app)) => {
+                    if let Some(slot) = mirrored(kind) {
+                        mirror.insert((app, slot), (kv.mod_revision(), kv.value().to_vec()));
+                    }
+                }
+                None => {}
             }
         }
     }
-    seen.lock().unwrap_or_else(|p| p.into_inner()).held = held;
+    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    seen.held = held;
+    seen.keys = mirror;
     Ok(got.header().map_or(0, |h| h.revision()))
 }
 
@@ -114,7 +138,19 @@ pub(super) async fn run(
                         drop(seen);
                         watchers.leases_changed();
                     }
-                    Some((Kind::Pins | Kind::Reserved, _)) => watchers.leases_changed(),
+                    Some((kind @ (Kind::Pins | Kind::Reserved | Kind::Term), app)) => {
+                        if let Some(slot) = mirrored(kind) {
+                            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                            if event.event_type() == EventType::Put {
+                                seen.keys.insert((app, slot), (kv.mod_revision(), kv.value().to_vec()));
+                            } else {
+                                seen.keys.remove(&(app, slot));
+                            }
+                        }
+                        if kind != Kind::Term {
+                            watchers.leases_changed();
+                        }
+                    }
                     Some((Kind::Version, app)) if event.event_type() == EventType::Put => {
                         if let Ok(version) = keys::decode_number(kv.key(), kv.value()) {
                             raise_version(&seen, &app, version);
