@@ -2,6 +2,7 @@
 //! claim, extension and fenced-write latency, each next to a bare etcd-client transaction
 //! round trip measured in the same run, and the renewal traffic of one held lease.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use charm_host::leadership::etcd::{EtcdOptions, EtcdStore};
@@ -19,7 +20,7 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
     let n = if quick { 50 } else { 500 };
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     tokio.block_on(async {
-        let store = EtcdStore::connect(&EtcdOptions::from_url(&cluster.url())?).await?;
+        let store = Arc::new(EtcdStore::connect(&EtcdOptions::from_url(&cluster.url())?).await?);
         let endpoint = format!("127.0.0.1:{}", cluster.members[0].client_port);
         let mut client = etcd_client::Client::connect([endpoint], None).await?;
         // The baseline: one guarded put in a transaction, as a fenced write is at best.
@@ -75,9 +76,67 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
                     .target("<= 1.3x the bare txn", value <= 1.3 * baseline),
             );
         }
+        figures.extend(throughput(&store, &client, if quick { Duration::from_millis(500) } else { Duration::from_secs(2) }).await?);
         figures.push(renewal_traffic(&store, &cluster, if quick { 2 } else { 6 }).await?);
         Ok(figures)
     })
+}
+
+/// Operations per second of 32 concurrent callers (each its own application) for `run_for`:
+/// extensions and fenced writes, against bare guarded transactions by as many callers.
+async fn throughput(store: &Arc<EtcdStore>, client: &etcd_client::Client, run_for: Duration) -> anyhow::Result<Vec<Figure>> {
+    const CALLERS: u32 = 32;
+    let mut leaders = Vec::new();
+    for i in 0..CALLERS {
+        let unit = UnitName::from_parts(AppName::new(&format!("busy{i}"))?, 0);
+        let term = store.claim(&unit, Duration::from_secs(60)).await?.term;
+        leaders.push((unit, term));
+    }
+    let mut rates = Vec::new();
+    for kind in ["bare", "extensions", "fenced writes"] {
+        let until = Instant::now() + run_for;
+        let start = Instant::now();
+        let mut callers = tokio::task::JoinSet::new();
+        for (i, (unit, term)) in leaders.iter().cloned().enumerate() {
+            let (store, mut client) = (store.clone(), client.clone());
+            callers.spawn(async move {
+                let mut done = 0u64;
+                while Instant::now() < until {
+                    match kind {
+                        "bare" => {
+                            let key = format!("/bench/busy{i}");
+                            let txn = Txn::new()
+                                .when([Compare::mod_revision(key.as_str(), CompareOp::Greater, -1)])
+                                .and_then([TxnOp::put(key.as_str(), done.to_string(), None)]);
+                            client.txn(txn).await?;
+                        }
+                        "extensions" => {
+                            store.claim(&unit, Duration::from_secs(60)).await?;
+                        }
+                        _ => {
+                            store.write_settings(&unit, term, &[("key".into(), done.to_string())]).await?;
+                        }
+                    }
+                    done += 1;
+                }
+                anyhow::Ok(done)
+            });
+        }
+        let mut total = 0;
+        while let Some(done) = callers.join_next().await {
+            total += done??;
+        }
+        rates.push(total as f64 / start.elapsed().as_secs_f64());
+    }
+    let bare = rates[0];
+    Ok([("extensions", rates[1]), ("fenced writes", rates[2])]
+        .into_iter()
+        .map(|(name, value)| {
+            Figure::new(format!("etcd store: {name} by {CALLERS} concurrent units (against bare txns by as many callers)"), value, "ops/s")
+                .against_rate(bare)
+                .target(">= the bare txns' rate / 1.3", value >= bare / 1.3)
+        })
+        .collect())
 }
 
 /// Requests per second the server handles for one unit renewing its lease as an agent does

@@ -52,6 +52,13 @@ impl Figure {
         self
     }
 
+    /// Adds a baseline where larger is better (rates).
+    fn against_rate(mut self, baseline: f64) -> Self {
+        self.baseline = Some(baseline);
+        self.ratio = Some(self.value / baseline);
+        self
+    }
+
     /// Adds a target and whether it is met.
     fn target(mut self, target: impl Into<String>, met: bool) -> Self {
         self.target = Some(target.into());
