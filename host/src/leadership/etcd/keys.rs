@@ -8,7 +8,10 @@
 //! | `P/reserved/APP`        | the unit a directed handover is for    | the reservation's     |
 //! | `P/pins/APP`            | JSON array of pinning entities, sorted | none                  |
 //! | `P/settings/APP`        | `{"version":N,"values":{K:V,...}}`     | none                  |
-//! | `P/version/APP`         | the settings version, in decimal       | none                  |
+//!
+//! A settings key is put only by a write that changes the bucket, and never deleted, so etcd's
+//! own count of its puts (`version` of the key) is the settings version: the watch and the
+//! listing at connect read it without decoding any bucket.
 //!
 //! Application names never contain `/` (see [`AppName`]), so each kind of key is one
 //! prefix range: listing leaders or pins reads one range, and a watch of `P/` sees all.
@@ -29,7 +32,6 @@ pub(super) enum Kind {
     Reserved,
     Pins,
     Settings,
-    Version,
 }
 
 impl Kind {
@@ -40,7 +42,6 @@ impl Kind {
             Kind::Reserved => "reserved",
             Kind::Pins => "pins",
             Kind::Settings => "settings",
-            Kind::Version => "version",
         }
     }
 }
@@ -83,7 +84,7 @@ impl Layout {
     pub fn parse(&self, key: &[u8]) -> Option<(Kind, AppName)> {
         let key = std::str::from_utf8(key).ok()?.strip_prefix(&self.prefix)?.strip_prefix('/')?;
         let (segment, app) = key.split_once('/')?;
-        let kind = [Kind::Lease, Kind::Term, Kind::Reserved, Kind::Pins, Kind::Settings, Kind::Version]
+        let kind = [Kind::Lease, Kind::Term, Kind::Reserved, Kind::Pins, Kind::Settings]
             .into_iter()
             .find(|k| k.segment() == segment)?;
         Some((kind, AppName::new(app).ok()?))
@@ -148,7 +149,7 @@ mod tests {
     fn keys_parse_back_to_their_kind_and_application() {
         let layout = Layout::new("/ch");
         let app = AppName::new("db").unwrap();
-        for kind in [Kind::Lease, Kind::Term, Kind::Reserved, Kind::Pins, Kind::Settings, Kind::Version] {
+        for kind in [Kind::Lease, Kind::Term, Kind::Reserved, Kind::Pins, Kind::Settings] {
             assert_eq!(layout.parse(layout.key(kind, &app).as_bytes()), Some((kind, app.clone())));
         }
         assert_eq!(layout.parse(b"/ch/meta"), None);

@@ -26,9 +26,9 @@
 //!   key is gone.
 //! - **Fenced writes**: one transaction guarded by `create_revision(P/lease/APP)` as read
 //!   with the holder and term (the same tenure still holds the lease) and by the settings
-//!   key's mod revision (nothing else changed the bucket); it puts the whole bucket and its
-//!   version, so the group is applied whole or not at all. etcd acknowledges after the raft
-//!   quorum has the entry on disk.
+//!   key's mod revision (nothing else changed the bucket); it puts the whole bucket (with its
+//!   version) as one key, so the group is applied whole or not at all. etcd acknowledges
+//!   after the raft quorum has the entry on disk.
 //! - **Reads** are linearizable (etcd's default; never `serializable`).
 //! - **Watches**: one watch of the whole prefix, resumed from the last revision seen after a
 //!   broken stream (member failover) and re-listed after compaction.
@@ -829,10 +829,7 @@ impl EtcdStore {
                 Compare::create_revision(lease_key.as_str(), CompareOp::Equal, created),
                 Compare::mod_revision(settings_key.as_str(), CompareOp::Equal, modified),
             ])
-            .and_then([
-                TxnOp::put(settings_key.as_str(), keys::encode(&next), None),
-                TxnOp::put(self.layout.key(Kind::Version, app), next.version.to_string(), None),
-            ]);
+            .and_then([TxnOp::put(settings_key.as_str(), keys::encode(&next), None)]);
         super::check_apply_by(apply_by)?;
         let sent = match apply_by {
             Some(by) => {

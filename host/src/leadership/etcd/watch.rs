@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 
-use super::keys::{self, Kind, Layout};
+use super::keys::{Kind, Layout};
 use crate::leadership::watchers::Watchers;
 use crate::names::AppName;
 
@@ -49,7 +49,8 @@ pub(super) fn mirrored(kind: Kind) -> Option<u8> {
 /// returns that revision.
 pub(super) async fn load(client: &mut Client, layout: &Layout, seen: &Mutex<Seen>, deadline: Duration) -> Result<i64, String> {
     let txn = etcd_client::Txn::new().and_then([
-        etcd_client::TxnOp::get(layout.range(Kind::Version), Some(GetOptions::new().with_prefix())),
+        // Keys only: a settings key's put count is its version (see `keys`).
+        etcd_client::TxnOp::get(layout.range(Kind::Settings), Some(GetOptions::new().with_prefix().with_keys_only())),
         etcd_client::TxnOp::get(layout.range(Kind::Lease), Some(GetOptions::new().with_prefix().with_keys_only())),
         etcd_client::TxnOp::get(layout.range(Kind::Term), Some(GetOptions::new().with_prefix())),
         etcd_client::TxnOp::get(layout.range(Kind::Reserved), Some(GetOptions::new().with_prefix())),
@@ -65,7 +66,7 @@ pub(super) async fn load(client: &mut Client, layout: &Layout, seen: &Mutex<Seen
         let etcd_client::TxnOpResponse::Get(get) = op else { continue };
         for kv in get.kvs() {
             match layout.parse(kv.key()) {
-                Some((Kind::Version, app)) => raise_version(seen, &app, keys::decode_number(kv.key(), kv.value())?),
+                Some((Kind::Settings, app)) => raise_version(seen, &app, u64::try_from(kv.version()).unwrap_or(0)),
                 Some((Kind::Lease, app)) => {
                     held.insert(app);
                 }
@@ -151,11 +152,10 @@ pub(super) async fn run(
                             watchers.leases_changed();
                         }
                     }
-                    Some((Kind::Version, app)) if event.event_type() == EventType::Put => {
-                        if let Ok(version) = keys::decode_number(kv.key(), kv.value()) {
-                            raise_version(&seen, &app, version);
-                            watchers.settings_changed(&app, version);
-                        }
+                    Some((Kind::Settings, app)) if event.event_type() == EventType::Put => {
+                        let version = u64::try_from(kv.version()).unwrap_or(0);
+                        raise_version(&seen, &app, version);
+                        watchers.settings_changed(&app, version);
                     }
                     _ => {}
                 }
