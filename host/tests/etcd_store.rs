@@ -296,3 +296,24 @@ async fn tls_with_a_client_certificate_and_then_a_user_and_password() {
     let store = EtcdStore::connect(&options).await.unwrap();
     assert_eq!(store.last_term(&app("a")).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn another_process_hears_of_settings_and_lease_changes_through_the_watch() {
+    let cluster = EtcdCluster::start(1);
+    let (writer, watcher) = (connect(&cluster).await, connect(&cluster).await);
+    let mut settings = watcher.watch_settings(&app("a"));
+    let mut leases = watcher.watch_leases();
+    let claim = writer.claim(&unit("a/0"), LONG).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), leases.changed()).await.unwrap().unwrap();
+    writer.write_settings(&unit("a/0"), claim.term, &group(&[("k", "1")])).await.unwrap();
+    writer.write_settings(&unit("a/0"), claim.term, &group(&[("k", "2")])).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), settings.wait_for(|v| *v == 2)).await.unwrap().unwrap();
+    // Another application's writes are not this watcher's business, and its watch still works.
+    let other = writer.claim(&unit("b/0"), LONG).await.unwrap();
+    writer.write_settings(&unit("b/0"), other.term, &group(&[("k", "1")])).await.unwrap();
+    writer.write_settings(&unit("a/0"), claim.term, &group(&[("k", "3")])).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), settings.wait_for(|v| *v == 3)).await.unwrap().unwrap();
+    // A watcher that subscribes later starts from the version it can see.
+    let late = connect(&cluster).await;
+    assert_eq!(*late.watch_settings(&app("a")).borrow(), 3);
+}

@@ -90,6 +90,10 @@ pub struct EtcdStore {
     hints: Mutex<Hints>,
     /// An etcd lease granted ahead for the next new tenure.
     spare: Arc<Mutex<Option<Spare>>>,
+    /// The revision the versions were read at on connect: where settings watches start.
+    loaded_at: i64,
+    /// The settings watch of each application this process watches.
+    settings_watches: Mutex<BTreeMap<AppName, tokio::task::JoinHandle<()>>>,
 }
 
 /// An etcd lease granted ahead of the next new tenure, so that claiming a free lease is one
@@ -121,6 +125,9 @@ struct Hints {
 impl Drop for EtcdStore {
     fn drop(&mut self) {
         self.watch.abort();
+        for watch in self.settings_watches.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            watch.abort();
+        }
     }
 }
 
@@ -202,7 +209,8 @@ impl EtcdStore {
         let watchers = Arc::new(Watchers::default());
         let seen = Arc::new(Mutex::new(watch::Seen::default()));
         let from = watch::load(&mut client, &layout, &seen, deadline).await.map_err(unreachable)?;
-        let watch = tokio::spawn(watch::run(client.clone(), layout.clone(), watchers.clone(), seen.clone(), from + 1));
+        let watched = watch::Watched::Leases;
+        let watch = tokio::spawn(watch::run(client.clone(), layout.clone(), watched, watchers.clone(), seen.clone(), from + 1));
         Ok(Self {
             client,
             layout,
@@ -215,6 +223,8 @@ impl EtcdStore {
             watch,
             hints: Mutex::new(Hints::default()),
             spare: Arc::new(Mutex::new(None)),
+            loaded_at: from,
+            settings_watches: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -790,6 +800,20 @@ impl LeadershipStore for EtcdStore {
     }
 
     fn watch_settings(&self, app: &AppName) -> channel::Receiver<u64> {
+        // Watched from the revision the versions were read at, so no write since is missed.
+        let mut watches = self.settings_watches.lock().unwrap_or_else(|p| p.into_inner());
+        if !watches.contains_key(app) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(tokio) => {
+                    let watched = watch::Watched::Settings(app.clone());
+                    let (client, layout, watchers, seen) =
+                        (self.client.clone(), self.layout.clone(), self.watchers.clone(), self.seen.clone());
+                    watches.insert(app.clone(), tokio.spawn(watch::run(client, layout, watched, watchers, seen, self.loaded_at + 1)));
+                }
+                Err(_) => tracing::warn!(%app, "watch_settings outside a tokio runtime: other processes' writes go unnoticed"),
+            }
+        }
+        drop(watches);
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let current = seen.versions.get(app).copied().unwrap_or(0);
         drop(seen);

@@ -1,5 +1,7 @@
-//! The one watch of a store's prefix: it tells this process's watchers of every lease change
-//! (grants, revokes, pins and server-side expiry alike) and every settings version.
+//! The watches of a store: one of every application's lease, pins and reservation keys,
+//! which tells this process's watchers of every lease change (grants, revokes, pins and
+//! server-side expiry alike), and one per application whose settings this process watches
+//! (so an agent hears only its own application's writes, however many share the store).
 //!
 //! Invariants: it resumes from the revision after the last event it handled, so a broken
 //! stream (a member lost, a failover) loses no event; when that revision was compacted it
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 
-use super::keys::{Kind, Layout};
+use super::keys::{self, Kind, Layout};
 use crate::leadership::watchers::Watchers;
 use crate::names::AppName;
 
@@ -85,10 +87,37 @@ pub(super) async fn load(client: &mut Client, layout: &Layout, seen: &Mutex<Seen
     Ok(got.header().map_or(0, |h| h.revision()))
 }
 
-/// Watches the prefix from `from` for as long as the store lives.
+/// What one watch covers.
+#[derive(Debug, Clone)]
+pub(super) enum Watched {
+    /// Every lease, pins and reservation key (and the meta key between them).
+    Leases,
+    /// One application's settings key.
+    Settings(AppName),
+}
+
+impl Watched {
+    fn options(&self, layout: &Layout, from: i64) -> (String, WatchOptions) {
+        let options = WatchOptions::new().with_start_revision(from);
+        match self {
+            // `P/lease/` up to the end of the `P/reserved/` range: lease, meta, pins, reserved.
+            Watched::Leases => {
+                let mut end = layout.range(Kind::Reserved).into_bytes();
+                if let Some(last) = end.last_mut() {
+                    *last += 1;
+                }
+                (layout.range(Kind::Lease), options.with_range(end))
+            }
+            Watched::Settings(app) => (layout.key(Kind::Settings, app), options),
+        }
+    }
+}
+
+/// Runs the watch of `what` from revision `from` for as long as the store lives.
 pub(super) async fn run(
     client: Client,
     layout: Layout,
+    what: Watched,
     watchers: Arc<Watchers>,
     seen: Arc<Mutex<Seen>>,
     mut from: i64,
@@ -100,8 +129,8 @@ pub(super) async fn run(
             tokio::time::sleep(pause).await;
         }
         let mut watching = client.clone();
-        let options = WatchOptions::new().with_prefix().with_start_revision(from);
-        let mut stream = match watching.watch(layout.all(), Some(options)).await {
+        let (key, options) = what.options(&layout, from);
+        let mut stream = match watching.watch(key, Some(options)).await {
             Ok(stream) => stream,
             Err(err) => {
                 failures = failures.saturating_add(1);
@@ -132,6 +161,14 @@ pub(super) async fn run(
                     Some((Kind::Lease, app)) => {
                         let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
                         if event.event_type() == EventType::Put {
+                            // A new tenure's key and its term were put by one transaction:
+                            // the term key's mod revision is the key's, its value the term.
+                            if kv.version() == 1
+                                && let Ok(value) = keys::decode::<keys::LeaseValue>(kv.key(), kv.value())
+                                && let Some(slot) = mirrored(Kind::Term)
+                            {
+                                seen.keys.insert((app.clone(), slot), (kv.mod_revision(), value.term.to_string().into_bytes()));
+                            }
                             seen.held.insert(app);
                         } else {
                             seen.held.remove(&app);
