@@ -14,7 +14,8 @@
 //! listing at connect read it without decoding any bucket.
 //!
 //! Application names never contain `/` (see [`AppName`]), so each kind of key is one
-//! prefix range: listing leaders or pins reads one range, and a watch of `P/` sees all.
+//! prefix range: listing leaders or pins reads one range, and one watch from `P/lease/` to
+//! the end of `P/reserved/` sees every lease, pin and reservation.
 
 use serde::{Deserialize, Serialize};
 

@@ -30,8 +30,10 @@
 //!   version) as one key, so the group is applied whole or not at all. etcd acknowledges
 //!   after the raft quorum has the entry on disk.
 //! - **Reads** are linearizable (etcd's default; never `serializable`).
-//! - **Watches**: one watch of the whole prefix, resumed from the last revision seen after a
-//!   broken stream (member failover) and re-listed after compaction.
+//! - **Watches**: one of the lease, pins and reservation keys, and one per application whose
+//!   settings this process watches (from the revision read at connect); each resumes from
+//!   the last revision seen after a broken stream (member failover) and re-lists after
+//!   compaction.
 //!
 //! **One round trip each, in the common case.** An extension is one keep-alive of the
 //! tenure's etcd lease (remembered from the grant). A fenced write is one transaction whose
