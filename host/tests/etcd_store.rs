@@ -65,9 +65,13 @@ async fn the_server_expires_a_lease_and_the_next_holder_gets_a_higher_term() {
     assert_eq!(store.claim(&unit("a/1"), LONG).await.unwrap().term, 2);
     tokio::time::sleep(2 * SHORT).await;
     assert_eq!(store.lease(&app("a")).await.unwrap().map(|l| l.term), Some(2), "held on the longer lease");
-    // A shorter one never shortens what the longer claim promised.
+    // A shorter one never shortens what the longer claim promised: neither through this
+    // store, which renews the lease it remembers, nor through one that reads the tenure first.
     let promised = store.claim(&unit("a/1"), SHORT).await.unwrap();
     assert!(promised.valid_until >= store.clock().now() + (LONG - SHORT), "the promise stays the longer one");
+    let reading = connect(&cluster).await;
+    let promised = reading.claim(&unit("a/1"), SHORT).await.unwrap();
+    assert!(promised.valid_until >= store.clock().now() + (LONG - SHORT), "read first, the promise stays the longer one");
     tokio::time::sleep(3 * SHORT).await;
     assert_eq!(store.lease(&app("a")).await.unwrap().map(|l| l.term), Some(2), "still held after the short duration");
 }
