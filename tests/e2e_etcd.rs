@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use support::etcd::EtcdCluster;
 use support::proxy::Proxy;
-use support::{BIN, wait_for, workspace};
+use support::{BIN, hooks_in, json_lines, leader_answer, wait_for, workspace};
 
 const WINDOW: &str = "2s";
 const WINDOW_NS: u64 = 2_000_000_000;
@@ -116,12 +116,7 @@ impl Machines {
     }
 
     fn is_leader(&self, n: usize) -> Option<bool> {
-        let out = self.tool(n, &["is-leader"]);
-        match (out.status.code(), String::from_utf8_lossy(&out.stdout).trim()) {
-            (Some(0), "True") => Some(true),
-            (Some(0), "False") => Some(false),
-            _ => None,
-        }
+        leader_answer(&self.tool(n, &["is-leader"]))
     }
 
     /// Waits until exactly one of the running agents `among` answers `is-leader` True.
@@ -152,13 +147,7 @@ impl Machines {
     }
 
     fn hooks(&self, n: usize) -> Vec<String> {
-        std::fs::read_to_string(&self.machines[n].log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["type"] == "hook")
-            .map(|v| v["hook"].as_str().unwrap_or_default().to_owned())
-            .collect()
+        hooks_in(&json_lines(&self.machines[n].log))
     }
 
     /// `leader-set KEY=n` through agent `n`; remembered when acknowledged.

@@ -108,8 +108,7 @@ impl Agents {
 
     /// The JSON lines `unit`'s agent printed so far.
     pub fn log(&self, unit: &str) -> Vec<serde_json::Value> {
-        let log = std::fs::read_to_string(self.log_path(unit)).unwrap_or_default();
-        log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).collect()
+        json_lines(&self.log_path(unit))
     }
 
     pub fn signal(&mut self, unit: &str, signal: &str) {
@@ -131,12 +130,7 @@ impl Agents {
     }
 
     pub fn is_leader(&self, unit: &str) -> Option<bool> {
-        let out = self.tool(&["is-leader", "--unit", unit]);
-        match (out.status.code(), String::from_utf8_lossy(&out.stdout).trim()) {
-            (Some(0), "True") => Some(true),
-            (Some(0), "False") => Some(false),
-            _ => None,
-        }
+        leader_answer(&self.tool(&["is-leader", "--unit", unit]))
     }
 
     /// Waits up to `limit` for `unit` to answer `is-leader` with `want`; returns when.
@@ -152,11 +146,27 @@ impl Agents {
     }
 
     pub fn hooks(&self, unit: &str) -> Vec<String> {
-        self.log(unit)
-            .into_iter()
-            .filter(|v| v["type"] == "hook")
-            .map(|v| v["hook"].as_str().unwrap_or_default().to_owned())
-            .collect()
+        hooks_in(&self.log(unit))
+    }
+}
+
+/// The JSON lines of an agent's log file so far.
+pub fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).collect()
+}
+
+/// The hooks a JSON log shows finished, in order.
+pub fn hooks_in(log: &[serde_json::Value]) -> Vec<String> {
+    log.iter().filter(|v| v["type"] == "hook").map(|v| v["hook"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
+/// What an `is-leader` run answered: `None` if it could not tell (or failed).
+pub fn leader_answer(out: &Output) -> Option<bool> {
+    match (out.status.code(), String::from_utf8_lossy(&out.stdout).trim()) {
+        (Some(0), "True") => Some(true),
+        (Some(0), "False") => Some(false),
+        _ => None,
     }
 }
 

@@ -308,13 +308,34 @@ impl EtcdStore {
         Ok((granted.id(), granted.ttl()))
     }
 
+    /// Revokes an etcd lease; one the server no longer has (expired, revoked) is fine.
+    async fn revoke_lease(&self, id: i64) -> Result<(), String> {
+        let mut client = self.client.clone();
+        match tokio::time::timeout(self.request_timeout, client.lease_revoke(id)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(etcd_client::Error::GRpcStatus(status))) if status.code() == tonic::Code::NotFound => Ok(()),
+            Ok(Err(err)) => Err(etcd_failed(err)),
+            Err(_) => Err(format!("etcd did not answer within {:?}", self.request_timeout)),
+        }
+    }
+
     /// Revokes an etcd lease that holds nothing any more (cleanup: failures only wait for
     /// its TTL).
     async fn discard(&self, id: i64) {
-        let mut client = self.client.clone();
-        if let Err(err) = self.request(client.lease_revoke(id)).await {
+        if let Err(err) = self.revoke_lease(id).await {
             tracing::debug!(lease = id, "could not revoke an unused etcd lease (it expires by itself): {err}");
         }
+    }
+
+    /// An etcd lease of `ttl` seconds for a new tenure, with the clock read before it was
+    /// granted: the fresh spare if there is one, else one granted now.
+    async fn lease_for_tenure(&self, ttl: i64) -> Result<(Timestamp, i64, i64), String> {
+        if let Some(spare) = self.take_spare(ttl) {
+            return Ok((spare.start, spare.id, spare.ttl));
+        }
+        let start = self.clock.now();
+        let (id, granted) = self.grant(ttl).await?;
+        Ok((start, id, granted))
     }
 
     /// The lease state of `unit`'s application as the watch last saw it, if that says the
@@ -561,40 +582,23 @@ impl LeadershipStore for EtcdStore {
             // Free, and grantable to this unit as far as the watch knows: the transaction's
             // guards alone check that, with no read first (a failed guard reads next time).
             let mirrored = if free { self.mirrored_state(unit) } else { None };
-            let (state, mut granted) = if let Some(state) = mirrored {
-                let spare = self.take_spare(ttl_seconds(duration));
-                let start = self.clock.now();
-                let granted = match spare {
-                    Some(spare) => Some((spare.start, spare.id, spare.ttl)),
-                    None => {
-                        let (id, ttl) = self.grant(ttl_seconds(duration)).await.map_err(LeaseError::Store)?;
-                        Some((start, id, ttl))
-                    }
-                };
-                (state, granted)
-            } else if free {
-                let spare = self.take_spare(ttl_seconds(duration));
-                let start = self.clock.now();
-                let grant = async {
-                    match spare {
-                        Some(spare) => Ok((spare.id, spare.ttl)),
-                        None => self.grant(ttl_seconds(duration)).await,
-                    }
-                };
-                let (state, grant) = tokio::join!(self.read_lease_state(app), grant);
-                let start = spare.map_or(start, |s| s.start);
-                let granted = grant.ok().map(|(id, ttl)| (start, id, ttl));
-                match state {
-                    Ok(state) => (state, granted),
-                    Err(err) => {
-                        if let Some((_, id, _)) = granted {
-                            self.discard(id).await;
+            let ttl = ttl_seconds(duration);
+            let (state, mut granted) = match (free, mirrored) {
+                (_, Some(state)) => (state, Some(self.lease_for_tenure(ttl).await.map_err(LeaseError::Store)?)),
+                (true, None) => {
+                    let (state, granted) = tokio::join!(self.read_lease_state(app), self.lease_for_tenure(ttl));
+                    let granted = granted.ok();
+                    match state {
+                        Ok(state) => (state, granted),
+                        Err(err) => {
+                            if let Some((_, id, _)) = granted {
+                                self.discard(id).await;
+                            }
+                            return Err(err);
                         }
-                        return Err(err);
                     }
                 }
-            } else {
-                (self.read_lease_state(app).await?, None)
+                (false, None) => (self.read_lease_state(app).await?, None),
             };
             let value = self.lease_value(app, &state.lease).map_err(LeaseError::Store);
             let reserved_for_another = match (&value, &state.reserved.value) {
@@ -640,12 +644,7 @@ impl LeadershipStore for EtcdStore {
                     self.forget_tenure(unit);
                     let own = if state.lease.lease != 0 { state.lease.lease } else { value.lease };
                     if own != 0 {
-                        let mut client = self.client.clone();
-                        match self.request(client.lease_revoke(own)).await {
-                            Ok(_) => {}
-                            Err(err) if err.contains("NotFound") || err.contains("not found") => {}
-                            Err(err) => return Err(LeaseError::Store(err)),
-                        }
+                        self.revoke_lease(own).await.map_err(LeaseError::Store)?;
                     }
                     if state.lease.lease != 0 {
                         self.watchers.leases_changed();
