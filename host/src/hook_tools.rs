@@ -33,6 +33,7 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::agent::AgentCommand;
 use crate::events::LogLevel;
 use crate::leadership::{Clock, MonotonicClock, Timestamp, WriteError};
+use crate::tracker::LeadershipUnknown;
 use crate::unit::Unit;
 
 /// Longest request line read: a full bucket's worth of settings and some.
@@ -157,6 +158,53 @@ pub enum ToolCallError {
     Timeout(Duration),
 }
 
+/// A unit's hook tools as library calls: what its socket serves, for an embedder (the
+/// answers are the store's latest, as for a script; there is no hook snapshot).
+#[derive(Clone)]
+pub struct UnitTools {
+    unit: Arc<Unit>,
+}
+
+impl std::fmt::Debug for UnitTools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnitTools").field("unit", self.unit.name()).finish()
+    }
+}
+
+impl UnitTools {
+    pub(crate) fn new(unit: Arc<Unit>) -> Self {
+        Self { unit }
+    }
+
+    /// `is-leader`: true only with the guarantee window ahead; an error when leadership
+    /// cannot be verified.
+    pub fn is_leader(&self) -> Result<bool, LeadershipUnknown> {
+        self.unit.tracker().is_leader()
+    }
+
+    /// `leader-get KEY`.
+    pub async fn leader_get(&self, key: &str) -> Result<Option<String>, WriteError> {
+        Ok(self.unit.store().read_settings(self.unit.name().app()).await?.values.get(key).cloned())
+    }
+
+    /// `leader-get` of every setting, sorted by key.
+    pub async fn leader_get_all(&self) -> Result<Vec<(String, String)>, WriteError> {
+        let snapshot = self.unit.store().read_settings(self.unit.name().app()).await?;
+        Ok(snapshot.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    /// `leader-set`: one group, fenced by the unit's term, in the store before it returns.
+    /// A minion is refused at once, without a trip to the store.
+    pub async fn leader_set(&self, group: &[(String, String)]) -> Result<(), WriteError> {
+        self.leader_set_by(group, None).await
+    }
+
+    /// [`Self::leader_set`], applied only if the store decides it before `apply_by`.
+    pub async fn leader_set_by(&self, group: &[(String, String)], apply_by: Option<Timestamp>) -> Result<(), WriteError> {
+        self.unit.tracker().leader_set_by(group, apply_by).await
+    }
+}
+
 /// Answers one request for `unit`; operator actions go to its agent through `agent`.
 /// `apply_by` bounds when a write may be applied.
 pub async fn answer(
@@ -166,32 +214,26 @@ pub async fn answer(
     apply_by: Option<Timestamp>,
 ) -> ToolResponse {
     let error = |kind, message: String| ToolResponse::Error { kind, message };
+    let tools = UnitTools::new(unit.clone());
     match request {
-        ToolRequest::IsLeader => match unit.tracker().is_leader() {
+        ToolRequest::IsLeader => match tools.is_leader() {
             Ok(leader) => ToolResponse::Leader(leader),
             Err(err) => error(ToolErrorKind::Unknown, err.to_string()),
         },
-        ToolRequest::LeaderGet { key } => {
-            match unit.store().read_settings(unit.name().app()).await {
-                Ok(snapshot) => match key {
-                    Some(key) => ToolResponse::Value(snapshot.values.get(&key).cloned()),
-                    None => ToolResponse::Settings(snapshot.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-                },
-                Err(err) => error(ToolErrorKind::Unknown, err.to_string()),
-            }
-        }
-        ToolRequest::LeaderSet { settings } => {
-            // A minion is refused at once, without a trip to the store.
-            if unit.tracker().held_term().is_none() {
-                return error(ToolErrorKind::NotLeader, "not the leader".into());
-            }
-            match unit.leader_set_by(&settings, apply_by).await {
-                Ok(()) => ToolResponse::Done,
-                Err(WriteError::NotLeader { .. }) => error(ToolErrorKind::NotLeader, "not the leader".into()),
-                Err(WriteError::Invalid(reason)) => error(ToolErrorKind::Invalid, reason.to_string()),
-                Err(err @ (WriteError::Store(_) | WriteError::TooLate)) => error(ToolErrorKind::Unknown, err.to_string()),
-            }
-        }
+        ToolRequest::LeaderGet { key: Some(key) } => match tools.leader_get(&key).await {
+            Ok(value) => ToolResponse::Value(value),
+            Err(err) => error(ToolErrorKind::Unknown, err.to_string()),
+        },
+        ToolRequest::LeaderGet { key: None } => match tools.leader_get_all().await {
+            Ok(settings) => ToolResponse::Settings(settings),
+            Err(err) => error(ToolErrorKind::Unknown, err.to_string()),
+        },
+        ToolRequest::LeaderSet { settings } => match tools.leader_set_by(&settings, apply_by).await {
+            Ok(()) => ToolResponse::Done,
+            Err(WriteError::NotLeader { .. }) => error(ToolErrorKind::NotLeader, "not the leader".into()),
+            Err(WriteError::Invalid(reason)) => error(ToolErrorKind::Invalid, reason.to_string()),
+            Err(err @ (WriteError::Store(_) | WriteError::TooLate)) => error(ToolErrorKind::Unknown, err.to_string()),
+        },
         ToolRequest::StepDown => {
             if unit.tracker().held_term().is_none() {
                 return error(ToolErrorKind::NotLeader, "not the leader".into());

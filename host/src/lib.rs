@@ -19,6 +19,8 @@
 //! - [`settings`], [`names`], [`hooks`], [`events`], [`unit`]: the shared vocabulary.
 //! - [`charm_build`]: builds a charm crate for `wasm32-wasip2`.
 
+mod embedding;
+pub mod handover;
 pub mod agent;
 pub mod application;
 mod capabilities;
@@ -36,3 +38,10 @@ pub mod tenure_record;
 pub mod timing;
 pub mod tracker;
 pub mod unit;
+
+pub use embedding::{AgentHandle, ApplicationHandle, DEFAULT_EVENT_CAPACITY, EventStream, Host, HostBuilder, HostError};
+pub use events::{Event, EventSink};
+pub use hook_tools::UnitTools;
+pub use hooks::HookKind;
+pub use names::{AppName, UnitName};
+pub use runtime::Charm;

@@ -72,6 +72,44 @@ pub const RUN_TIME: DurationRange = range("a time in a run", Duration::ZERO, Dur
 /// How long a directed handover's reservation lasts (`elect --within`): a lease duration.
 pub const RESERVATION: DurationRange = range("the reservation", Duration::from_secs(1), Duration::from_secs(300));
 
+// Leadership timing, every figure derived from the guarantee window W: a claim lasts 2W,
+// so a renewal every W/2 keeps the guarantee without a gap, and a leader whose renewals
+// fail is still covered for W after it stops answering as leader (its guarantee deadline).
+
+/// How long each claim asks for: twice the window.
+pub fn claim_duration(window: Duration) -> Duration {
+    window.saturating_mul(2)
+}
+
+/// How often a leader renews (and a minion looks again): half the window.
+pub fn renew_interval(window: Duration) -> Duration {
+    window / 2
+}
+
+/// How soon a failed claim is first retried: a tenth of the window, within 100 ms to 5 s.
+pub fn claim_retry_interval(window: Duration) -> Duration {
+    (window / 10).clamp(Duration::from_millis(100), Duration::from_secs(5))
+}
+
+/// The delay before retry number `attempt` (from 1) of a claim or a hook: `base` doubling up
+/// to `cap` (never below `base`).
+pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+    base.saturating_mul(factor).min(cap.max(base))
+}
+
+/// How long leader-only services get to stop when the guarantee is given up: half the
+/// window, so they are gone while the lease still keeps every other unit out.
+pub fn leader_services_stop(window: Duration) -> Duration {
+    window / 2
+}
+
+/// How long one request to a network store may take: a quarter of the window (half the
+/// renew interval), so a hung renewal is retried before the guarantee runs out.
+pub fn store_request_timeout(window: Duration) -> Duration {
+    window / 4
+}
+
 /// The tokio instant `after` from now; a duration too long for the clock (an embedder's
 /// unchecked value) is cut to a year instead of overflowing.
 pub fn deadline_after(after: Duration) -> tokio::time::Instant {

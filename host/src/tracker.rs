@@ -6,6 +6,10 @@
 //! never overestimates. When renewals fail, the answer turns false (or `Unknown`, if the
 //! store failed) no later than the window before the old claim runs out: fail safe.
 //!
+//! **One owner.** Only the unit's role source (the agent's claim loop) calls the methods that
+//! change the claim ([`LeadershipTracker::refresh`], [`LeadershipTracker::abandon`],
+//! [`LeadershipTracker::release`]); hook sandboxes, hook tools and status read it.
+//!
 //! Non-guarantees: the tracker does not tell *which* unit leads, and it does not wait for a
 //! released lease; it learns of one on its next [`LeadershipTracker::refresh`].
 
@@ -13,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::leadership::{Claim, LeaseError, LeadershipStore, Timestamp};
+use crate::leadership::{Claim, LeaseError, LeadershipStore, Timestamp, WriteError};
 use crate::tenure_record::TenureRecord;
 use crate::names::UnitName;
 
@@ -89,6 +93,11 @@ impl LeadershipTracker {
         self
     }
 
+    /// The unit this tracker claims for.
+    pub fn unit(&self) -> &UnitName {
+        &self.unit
+    }
+
     /// The guarantee window.
     pub fn window(&self) -> Duration {
         self.window
@@ -97,12 +106,12 @@ impl LeadershipTracker {
     /// How long each claim asks for: twice the window, so a renewal every
     /// [`Self::renew_interval`] keeps the guarantee without a gap.
     pub fn claim_duration(&self) -> Duration {
-        self.window * 2
+        crate::timing::claim_duration(self.window)
     }
 
     /// How often to call [`Self::refresh`].
     pub fn renew_interval(&self) -> Duration {
-        self.window / 2
+        crate::timing::renew_interval(self.window)
     }
 
     /// The store this tracker claims from.
@@ -213,6 +222,20 @@ impl LeadershipTracker {
     pub fn abandon(&self) -> Option<Claim> {
         let mut state = self.lock();
         self.set_claim(&mut state, None)
+    }
+
+    /// Writes a group of leader settings under the term this unit holds (the store refuses
+    /// it once that term has lost the lease); an empty group from the leader writes nothing.
+    /// A caller who stops waiting at `apply_by` (machine monotonic clock) gets the write
+    /// applied only if the store decides it before then. Without a held term:
+    /// [`WriteError::NotLeader`] with term 0 (no real term is 0).
+    pub async fn leader_set_by(&self, group: &[(String, String)], apply_by: Option<Timestamp>) -> Result<(), WriteError> {
+        let not_leader = || WriteError::NotLeader { app: self.unit.app().clone(), unit: self.unit.clone(), term: 0 };
+        let term = self.held_term().ok_or_else(not_leader)?;
+        if !group.is_empty() {
+            self.store.write_settings_by(&self.unit, term, group, apply_by).await?;
+        }
+        Ok(())
     }
 
     /// Gives up leadership now, if held: the guarantee ends before the lease is revoked.

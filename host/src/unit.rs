@@ -1,5 +1,7 @@
-//! A unit as the host sees it: its identity, data directory, leadership tracker, services,
-//! reported status and event sink. Shared by the unit's own task and every hook sandbox it starts.
+//! A unit as the host sees it, split into the parts each layer needs: its identity and data
+//! directory, its leadership [`LeadershipTracker`] (owned by the unit's role source; every
+//! other part only reads it), its [`ServiceSupervisor`], and its [`UnitReporter`] (reported
+//! status and events). A hook sandbox gets one part per capability, never the whole unit.
 //!
 //! Invariants: a unit's data directory exists once [`Unit::new`] returns (created 0700); its status is
 //! only changed by the charm (`status-set`) or by the host recording a hook's outcome.
@@ -10,7 +12,7 @@ use std::time::Duration;
 
 use crate::events::{Event, EventSink, LogLevel, WorkloadStatus};
 use crate::hooks::{HookKind, HookOutcome};
-use crate::leadership::{LeadershipStore, Timestamp, WriteError};
+use crate::leadership::{LeadershipStore, WriteError};
 use crate::names::UnitName;
 use crate::services::{ServiceConfig, ServiceStatus, ServiceSupervisor};
 use crate::tracker::LeadershipTracker;
@@ -48,80 +50,45 @@ impl Default for UnitStatus {
     }
 }
 
-/// One unit of an application, as hooks and the host functions see it.
-pub struct Unit {
+/// Where a unit reports what happens to it: its status as the charm and the host set it, its
+/// events, and a count of the times its agent settled. Shared by the unit's agent, its hook
+/// sandboxes (`status-set`, logs) and its services.
+pub struct UnitReporter {
     name: UnitName,
-    data_dir: PathBuf,
-    tracker: LeadershipTracker,
     status: Mutex<UnitStatus>,
     events: Arc<dyn EventSink>,
-    services: ServiceSupervisor,
     idle: tokio::sync::watch::Sender<u64>,
 }
 
-impl std::fmt::Debug for Unit {
+impl std::fmt::Debug for UnitReporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Unit").field("name", &self.name).field("data_dir", &self.data_dir).finish()
+        f.debug_struct("UnitReporter").field("name", &self.name).finish()
     }
 }
 
-impl Unit {
-    /// A unit with its data directory at `data_dir` (created if missing).
-    pub fn new(
-        name: UnitName,
-        data_dir: PathBuf,
-        tracker: LeadershipTracker,
-        events: Arc<dyn EventSink>,
-    ) -> std::io::Result<Self> {
-        // Private whatever the umask: the charm keeps its secrets here.
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(&data_dir)?;
-        let services = ServiceSupervisor::new(name.clone(), events.clone(), Vec::new(), Duration::ZERO);
-        let idle = tokio::sync::watch::Sender::new(0);
-        Ok(Self { name, data_dir, tracker, status: Mutex::new(UnitStatus::default()), events, services, idle })
+impl UnitReporter {
+    /// A reporter for `name` sending its events to `events`.
+    pub fn new(name: UnitName, events: Arc<dyn EventSink>) -> Self {
+        Self { name, status: Mutex::new(UnitStatus::default()), events, idle: tokio::sync::watch::Sender::new(0) }
     }
 
-    /// Gives the unit the services the operator configured; a stop waits `grace` before
-    /// SIGKILL.
-    pub fn with_services(mut self, configs: Vec<ServiceConfig>, grace: Duration) -> Self {
-        self.services = ServiceSupervisor::new(self.name.clone(), self.events.clone(), configs, grace);
-        self
-    }
-
-    /// The unit's services.
-    pub fn services(&self) -> &ServiceSupervisor {
-        &self.services
-    }
-
-    /// The unit's name.
+    /// The unit reported on.
     pub fn name(&self) -> &UnitName {
         &self.name
     }
 
-    /// The one host directory the unit's hooks may see.
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
-
-    /// The unit's leadership tracker.
-    pub fn tracker(&self) -> &LeadershipTracker {
-        &self.tracker
-    }
-
-    /// The store holding the unit's leases and settings.
-    pub fn store(&self) -> &Arc<dyn LeadershipStore> {
-        self.tracker.store()
+    /// The sink the unit's events go to.
+    pub fn events(&self) -> &Arc<dyn EventSink> {
+        &self.events
     }
 
     fn lock_status(&self) -> MutexGuard<'_, UnitStatus> {
         self.status.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A copy of the unit's status, with its services' and its leadership's current state.
-    pub fn status(&self) -> UnitStatus {
-        let mut status = self.lock_status().clone();
-        status.services = self.services.statuses();
-        status.leadership_error = self.tracker.store_error();
-        status
+    /// The status as the charm and the host last set it (without services or leadership).
+    pub fn recorded_status(&self) -> UnitStatus {
+        self.lock_status().clone()
     }
 
     /// Records the workload status a charm set.
@@ -149,36 +116,6 @@ impl Unit {
         });
     }
 
-    /// Writes a group of leader settings under the term this unit holds (the store refuses it
-    /// once that term has lost the lease); an empty group from the leader writes nothing.
-    /// Without a held term: [`WriteError::NotLeader`] with term 0 (no real term is 0).
-    pub async fn leader_set(&self, group: &[(String, String)]) -> Result<(), WriteError> {
-        self.leader_set_by(group, None).await
-    }
-
-    /// [`Self::leader_set`] for a caller who stops waiting at `apply_by` (machine monotonic
-    /// clock): the write is not applied unless the store decides it before then.
-    pub async fn leader_set_by(&self, group: &[(String, String)], apply_by: Option<Timestamp>) -> Result<(), WriteError> {
-        let not_leader = || WriteError::NotLeader { app: self.name.app().clone(), unit: self.name.clone(), term: 0 };
-        let term = self.tracker.held_term().ok_or_else(not_leader)?;
-        if !group.is_empty() {
-            self.store().write_settings_by(&self.name, term, group, apply_by).await?;
-        }
-        Ok(())
-    }
-
-    /// Counts the times the unit's agent, knowing its role, found nothing to run and began
-    /// to wait for news: after news that would cause a hook, the count moving on means the
-    /// agent settled without running one (what tests of "nothing more ran" wait for).
-    pub fn settled(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.idle.subscribe()
-    }
-
-    /// Called by the agent each time it settles (see [`Self::settled`]).
-    pub(crate) fn mark_settled(&self) {
-        self.idle.send_modify(|count| *count = count.wrapping_add(1));
-    }
-
     /// Writes one line to the unit's log.
     pub fn log(&self, level: LogLevel, message: String) {
         self.emit(Event::Log { unit: self.name.clone(), level, message });
@@ -187,5 +124,115 @@ impl Unit {
     /// Reports an event about this unit.
     pub fn emit(&self, event: Event) {
         self.events.emit(event);
+    }
+
+    /// See [`Unit::settled`].
+    pub fn settled(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.idle.subscribe()
+    }
+
+    /// Called by the agent each time it settles (see [`Unit::settled`]).
+    pub(crate) fn mark_settled(&self) {
+        self.idle.send_modify(|count| *count = count.wrapping_add(1));
+    }
+}
+
+/// One unit of an application: its identity, data directory, and the parts the layers use.
+pub struct Unit {
+    name: UnitName,
+    data_dir: PathBuf,
+    tracker: Arc<LeadershipTracker>,
+    services: Arc<ServiceSupervisor>,
+    reporter: Arc<UnitReporter>,
+}
+
+impl std::fmt::Debug for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unit").field("name", &self.name).field("data_dir", &self.data_dir).finish()
+    }
+}
+
+impl Unit {
+    /// A unit with its data directory at `data_dir` (created if missing).
+    pub fn new(
+        name: UnitName,
+        data_dir: PathBuf,
+        tracker: LeadershipTracker,
+        events: Arc<dyn EventSink>,
+    ) -> std::io::Result<Self> {
+        // Private whatever the umask: the charm keeps its secrets here.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(&data_dir)?;
+        let reporter = Arc::new(UnitReporter::new(name.clone(), events));
+        let services = Arc::new(ServiceSupervisor::new(name.clone(), reporter.events().clone(), Vec::new(), Duration::ZERO));
+        Ok(Self { name, data_dir, tracker: Arc::new(tracker), services, reporter })
+    }
+
+    /// Gives the unit the services the operator configured; a stop waits `grace` before
+    /// SIGKILL.
+    pub fn with_services(mut self, configs: Vec<ServiceConfig>, grace: Duration) -> Self {
+        self.services = Arc::new(ServiceSupervisor::new(self.name.clone(), self.reporter.events().clone(), configs, grace));
+        self
+    }
+
+    /// The unit's services.
+    pub fn services(&self) -> &Arc<ServiceSupervisor> {
+        &self.services
+    }
+
+    /// The unit's name.
+    pub fn name(&self) -> &UnitName {
+        &self.name
+    }
+
+    /// The one host directory the unit's hooks may see.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The unit's leadership tracker. Only the unit's role source (its agent's claim loop)
+    /// claims, renews or gives up through it; everything else reads it.
+    pub fn tracker(&self) -> &Arc<LeadershipTracker> {
+        &self.tracker
+    }
+
+    /// Where the unit's status and events are reported.
+    pub fn reporter(&self) -> &Arc<UnitReporter> {
+        &self.reporter
+    }
+
+    /// The store holding the unit's leases and settings.
+    pub fn store(&self) -> &Arc<dyn LeadershipStore> {
+        self.tracker.store()
+    }
+
+    /// A copy of the unit's status, with its services' and its leadership's current state.
+    pub fn status(&self) -> UnitStatus {
+        let mut status = self.reporter.recorded_status();
+        status.services = self.services.statuses();
+        status.leadership_error = self.tracker.store_error();
+        status
+    }
+
+    /// Writes a group of leader settings under the term this unit holds; see
+    /// [`LeadershipTracker::leader_set_by`].
+    pub async fn leader_set(&self, group: &[(String, String)]) -> Result<(), WriteError> {
+        self.tracker.leader_set_by(group, None).await
+    }
+
+    /// Counts the times the unit's agent, knowing its role, found nothing to run and began
+    /// to wait for news: after news that would cause a hook, the count moving on means the
+    /// agent settled without running one (what tests of "nothing more ran" wait for).
+    pub fn settled(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reporter.settled()
+    }
+
+    /// Writes one line to the unit's log.
+    pub fn log(&self, level: LogLevel, message: String) {
+        self.reporter.log(level, message);
+    }
+
+    /// Reports an event about this unit.
+    pub fn emit(&self, event: Event) {
+        self.reporter.emit(event);
     }
 }

@@ -51,8 +51,7 @@ impl Default for Backoff {
 impl Backoff {
     /// The delay before retry number `attempt` (1 for the first retry).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
-        self.base.saturating_mul(factor).min(self.cap)
+        crate::timing::backoff(self.base, self.cap, attempt)
     }
 }
 

@@ -3,17 +3,26 @@
 //! Invariants: the answers never change within a hook; a log line or status reaches the
 //! unit's event sink before the call returns.
 
-use crate::events::{LogLevel, WorkloadStatus};
-use crate::runtime::HookState;
-use crate::runtime::bindings::context::{self, Host};
+use std::sync::Arc;
 
-impl Host for HookState {
+use crate::events::{LogLevel, WorkloadStatus};
+use crate::hooks::HookKind;
+use crate::runtime::bindings::context::{self, Host};
+use crate::unit::UnitReporter;
+
+/// What `juju:charm/context` sees: the hook it runs and where the unit reports.
+pub(crate) struct ContextView {
+    pub(crate) reporter: Arc<UnitReporter>,
+    pub(crate) hook: HookKind,
+}
+
+impl Host for ContextView {
     fn unit_name(&mut self) -> String {
-        self.unit.name().to_string()
+        self.reporter.name().to_string()
     }
 
     fn application_name(&mut self) -> String {
-        self.unit.name().app().to_string()
+        self.reporter.name().app().to_string()
     }
 
     fn hook_name(&mut self) -> String {
@@ -27,7 +36,7 @@ impl Host for HookState {
             context::LogLevel::Warning => LogLevel::Warning,
             context::LogLevel::Error => LogLevel::Error,
         };
-        self.unit.log(level, message);
+        self.reporter.log(level, message);
     }
 
     fn status_set(&mut self, status: context::WorkloadStatus, message: String) {
@@ -37,6 +46,6 @@ impl Host for HookState {
             context::WorkloadStatus::Blocked => WorkloadStatus::Blocked,
             context::WorkloadStatus::Active => WorkloadStatus::Active,
         };
-        self.unit.set_workload_status(status, message);
+        self.reporter.set_workload_status(status, message);
     }
 }

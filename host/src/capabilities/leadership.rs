@@ -12,17 +12,23 @@
 use std::sync::Arc;
 
 use crate::leadership::WriteError;
-use crate::runtime::HookState;
 use crate::runtime::bindings::leadership::{Host, LeadershipError};
 use crate::settings::{Settings, SettingsWrite};
-use crate::tracker::LeadershipUnknown;
+use crate::tracker::{LeadershipTracker, LeadershipUnknown};
 
-impl HookState {
+/// What `juju:charm/leadership` sees: the unit's tracker (it never changes the claim) and
+/// the hook's settings snapshot.
+pub(crate) struct LeadershipView {
+    pub(crate) tracker: Arc<LeadershipTracker>,
+    pub(crate) snapshot: Option<Arc<Settings>>,
+}
+
+impl LeadershipView {
     /// The hook's snapshot, taken now if this is the first read.
     async fn snapshot(&mut self) -> Result<&Settings, LeadershipError> {
         if self.snapshot.is_none() {
-            let app = self.unit.name().app();
-            let current = self.unit.store().read_settings(app).await.map_err(|e| LeadershipError::Unknown(e.to_string()))?;
+            let app = self.tracker.unit().app();
+            let current = self.tracker.store().read_settings(app).await.map_err(|e| LeadershipError::Unknown(e.to_string()))?;
             // Shared with the store's copy until this hook's own write changes it.
             self.snapshot = Some(current.values);
         }
@@ -30,9 +36,9 @@ impl HookState {
     }
 }
 
-impl Host for HookState {
+impl Host for LeadershipView {
     fn is_leader(&mut self) -> Result<bool, LeadershipError> {
-        self.unit.tracker().is_leader().map_err(|LeadershipUnknown::StoreFailed(e)| LeadershipError::Unknown(e))
+        self.tracker.is_leader().map_err(|LeadershipUnknown::StoreFailed(e)| LeadershipError::Unknown(e))
     }
 
     async fn leader_get(&mut self, key: String) -> Result<Option<String>, LeadershipError> {
@@ -44,7 +50,7 @@ impl Host for HookState {
     }
 
     async fn leader_set(&mut self, settings: Vec<(String, String)>) -> Result<(), LeadershipError> {
-        self.unit.leader_set(&settings).await.map_err(|err| match err {
+        self.tracker.leader_set_by(&settings, None).await.map_err(|err| match err {
             WriteError::NotLeader { .. } => LeadershipError::NotLeader,
             WriteError::Invalid(reason) => LeadershipError::Invalid(reason.to_string()),
             WriteError::Store(reason) => LeadershipError::Unknown(reason),

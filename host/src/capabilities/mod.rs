@@ -1,7 +1,19 @@
-//! Host functions a charm imports, one capability per module. Each implements the
-//! generated `Host` trait for [`HookState`](crate::runtime::HookState), so all of them are
-//! added to the runtime's single linker at once.
+//! Host functions a charm imports, one capability per module. Each capability has its own
+//! view of the unit (the way wasmtime-wasi gives each interface its view): a small struct
+//! holding only the parts of the unit that interface may reach, kept in the hook's
+//! [`HookState`](crate::runtime::HookState) and handed to the linker per interface.
+//!
+//! - [`context`]: the unit's name, the hook's name, logging and `status-set`; it sees the
+//!   unit's [`UnitReporter`](crate::unit::UnitReporter) only.
+//! - [`leadership`]: `is-leader`, `leader-get` and `leader-set`; it sees the unit's
+//!   tracker (read-only) and the hook's settings snapshot.
+//! - [`services`]: the configured services; it sees the unit's supervisor, and the tracker
+//!   to check leadership for leader-only services.
 
-mod context;
-mod leadership;
-mod services;
+pub(crate) mod context;
+pub(crate) mod leadership;
+pub(crate) mod services;
+
+pub(crate) use context::ContextView;
+pub(crate) use leadership::LeadershipView;
+pub(crate) use services::ServicesView;

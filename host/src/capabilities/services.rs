@@ -4,9 +4,18 @@
 //! while the unit's tracker guarantees leadership at the moment of the call; stopping returns
 //! at once (SIGTERM now, SIGKILL after the grace period).
 
-use crate::runtime::HookState;
+use std::sync::Arc;
+
 use crate::runtime::bindings::services::{Host, ServiceError, ServiceStatus};
-use crate::services::ServiceError as SupervisorError;
+use crate::services::{ServiceError as SupervisorError, ServiceSupervisor};
+use crate::tracker::LeadershipTracker;
+
+/// What `juju:charm/services` sees: the unit's supervisor, and its tracker to check
+/// leadership when a leader-only service is started.
+pub(crate) struct ServicesView {
+    pub(crate) supervisor: Arc<ServiceSupervisor>,
+    pub(crate) tracker: Arc<LeadershipTracker>,
+}
 
 fn convert(err: SupervisorError) -> ServiceError {
     match err {
@@ -16,18 +25,18 @@ fn convert(err: SupervisorError) -> ServiceError {
     }
 }
 
-impl Host for HookState {
+impl Host for ServicesView {
     fn start(&mut self, name: String) -> Result<(), ServiceError> {
-        let tracker = self.unit.tracker();
-        self.unit.services().start(&name, || tracker.is_leader() == Ok(true)).map_err(convert)
+        let tracker = &self.tracker;
+        self.supervisor.start(&name, || tracker.is_leader() == Ok(true)).map_err(convert)
     }
 
     fn stop(&mut self, name: String) -> Result<(), ServiceError> {
-        self.unit.services().request_stop(&name).map_err(convert)
+        self.supervisor.request_stop(&name).map_err(convert)
     }
 
     fn status(&mut self, name: String) -> Result<ServiceStatus, ServiceError> {
-        let status = self.unit.services().status(&name).map_err(convert)?;
+        let status = self.supervisor.status(&name).map_err(convert)?;
         Ok(ServiceStatus { name: status.name, running: status.running, pid: status.pid, leader_only: status.leader_only })
     }
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use charm_host::handover::{self, HandoverError, Requested};
 use charm_host::hook_tools::ToolRequest;
 use charm_host::names::UnitName;
 use charm_host::state_dir::StateDir;
@@ -39,19 +40,20 @@ pub async fn elect(args: ElectArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{unit} must be running to be elected, or the handover would stall"))?;
     let store = args.store.open(&state, charm_host::tracker::DEFAULT_GUARANTEE_WINDOW).await?.store;
     let start = Instant::now();
-    if let Some(lease) = store.lease(unit.app()).await?.filter(|l| l.holder == unit) {
-        outln!("{unit} already leads {} (term {})", unit.app(), lease.term);
+    // The leader's agent, wherever it runs, sees the reservation and steps down for UNIT.
+    if let Requested::AlreadyLeads { term } = handover::request(store.as_ref(), &unit, args.within).await? {
+        outln!("{unit} already leads {} (term {term})", unit.app());
         return Ok(ExitCode::SUCCESS);
     }
-    // The leader's agent, wherever it runs, sees the reservation and steps down for UNIT.
-    store.reserve(&unit, args.within).await?;
-    while start.elapsed() < args.within {
-        if let Some(lease) = store.lease(unit.app()).await?.filter(|l| l.holder == unit) {
-            outln!("{unit} leads {} (term {}) after {:.1?}", unit.app(), lease.term, start.elapsed());
-            return Ok(ExitCode::SUCCESS);
+    match handover::wait_until_leads(store.as_ref(), &unit, args.within).await {
+        Ok(term) => {
+            outln!("{unit} leads {} (term {term}) after {:.1?}", unit.app(), start.elapsed());
+            Ok(ExitCode::SUCCESS)
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        Err(HandoverError::TimedOut { .. }) => {
+            eprintln!("error: {unit} did not become leader within {:?}", args.within);
+            Ok(ExitCode::from(1))
+        }
+        Err(err) => Err(err.into()),
     }
-    eprintln!("error: {unit} did not become leader within {:?}", args.within);
-    Ok(ExitCode::from(1))
 }

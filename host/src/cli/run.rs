@@ -20,6 +20,18 @@ use super::output::{HumanLog, JsonLog, StatusReport};
 use super::{RunArgs, RuntimeArgs, UnitAt, UsageError};
 
 impl RuntimeArgs {
+    /// A host builder with these flags' settings.
+    pub fn host_builder(&self) -> charm_host::HostBuilder {
+        let config = self.runtime_config();
+        charm_host::Host::builder()
+            .guarantee_window(self.guarantee_window)
+            .hook_deadline(config.hook_deadline)
+            .memory_cap(config.memory_cap)
+            .cache_dir(config.cache_dir)
+            .stop_grace(self.stop_grace)
+            .accept_new_store(self.accept_new_store)
+    }
+
     /// The runtime configuration these flags describe.
     pub fn runtime_config(&self) -> RuntimeConfig {
         let defaults = RuntimeConfig::default();
@@ -204,6 +216,9 @@ impl RunArgs {
     }
 }
 
+/// How long `--elect`'s reservation lasts.
+const ELECT_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn perform(
     running: &mut RunningApplication,
     store: &dyn LeadershipStore,
@@ -218,10 +233,8 @@ async fn perform(
             running.command(&leader, AgentCommand::StepDown).await?;
         }
         RunAction::Elect(unit) => {
-            // The leader's agent steps down for the unit the lease is reserved for.
-            if store.lease(app).await?.is_none_or(|l| l.holder != unit) {
-                store.reserve(&unit, std::time::Duration::from_secs(60)).await?;
-            }
+            // Not waited for: the run goes on while the leader steps down for the unit.
+            charm_host::handover::request(store, &unit, ELECT_WITHIN).await?;
         }
     }
     Ok(())

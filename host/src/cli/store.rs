@@ -79,7 +79,7 @@ impl StoreArgs {
     /// requests time out within half the renew interval (a quarter of the window), so a hung
     /// renewal is retried before the guarantee runs out.
     pub async fn open(&self, state: &StateDir, guarantee_window: Duration) -> anyhow::Result<OpenedStore> {
-        match self.etcd(guarantee_window / 4)? {
+        match self.etcd(charm_host::timing::store_request_timeout(guarantee_window))? {
             Some(options) => Self::open_etcd(&options).await,
             None => {
                 let path = state.store();

@@ -26,6 +26,7 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
+use crate::capabilities::{ContextView, LeadershipView, ServicesView};
 use crate::hooks::{HookError, HookKind, HookOutcome};
 use crate::unit::Unit;
 
@@ -126,10 +127,16 @@ impl HookRuntime {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm_config).map_err(|e| RuntimeError::Engine(e.to_string()))?;
 
-        let mut linker = Linker::new(&engine);
+        let mut linker: Linker<HookState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Engine(e.to_string()))?;
-        bindings::Charm::add_to_linker::<_, HasSelf<HookState>>(&mut linker, |state| state)
-            .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        // Each capability gets its own view of the unit, not the whole hook state.
+        let engine_error = |e: wasmtime::Error| RuntimeError::Engine(e.to_string());
+        bindings::context::add_to_linker::<_, HasSelf<ContextView>>(&mut linker, |state| &mut state.context)
+            .map_err(engine_error)?;
+        bindings::leadership::add_to_linker::<_, HasSelf<LeadershipView>>(&mut linker, |state| &mut state.leadership)
+            .map_err(engine_error)?;
+        bindings::services::add_to_linker::<_, HasSelf<ServicesView>>(&mut linker, |state| &mut state.services)
+            .map_err(engine_error)?;
 
         let cache = config.cache_dir.clone().map(|dir| CompiledCache::new(dir, &engine));
         let ticker = EpochTicker::start(engine.clone());
@@ -148,24 +155,24 @@ impl HookRuntime {
 
     /// Runs `hook` of `charm` for `unit` in a fresh sandbox, records the outcome in the
     /// unit's status and events, and returns it.
-    pub async fn run_hook(&self, charm: &Charm, unit: &Arc<Unit>, hook: HookKind) -> HookOutcome {
+    pub async fn run_hook(&self, charm: &Charm, unit: &Unit, hook: HookKind) -> HookOutcome {
         self.run_hook_within(charm, unit, hook, self.config.hook_deadline).await
     }
 
     /// Runs a hook like [`Self::run_hook`], stopping it after `deadline` if that comes before
     /// the configured hook deadline (a stopping unit's hooks get only its stop grace).
-    pub async fn run_hook_within(&self, charm: &Charm, unit: &Arc<Unit>, hook: HookKind, deadline: Duration) -> HookOutcome {
+    pub async fn run_hook_within(&self, charm: &Charm, unit: &Unit, hook: HookKind, deadline: Duration) -> HookOutcome {
         let outcome = self.run_quietly_within(charm, unit, hook, deadline.min(self.config.hook_deadline)).await;
-        unit.record_hook(&outcome);
+        unit.reporter().record_hook(&outcome);
         outcome
     }
 
     /// Runs a hook like [`Self::run_hook`] without recording it anywhere.
-    pub async fn run_hook_quietly(&self, charm: &Charm, unit: &Arc<Unit>, hook: HookKind) -> HookOutcome {
+    pub async fn run_hook_quietly(&self, charm: &Charm, unit: &Unit, hook: HookKind) -> HookOutcome {
         self.run_quietly_within(charm, unit, hook, self.config.hook_deadline).await
     }
 
-    async fn run_quietly_within(&self, charm: &Charm, unit: &Arc<Unit>, hook: HookKind, deadline: Duration) -> HookOutcome {
+    async fn run_quietly_within(&self, charm: &Charm, unit: &Unit, hook: HookKind, deadline: Duration) -> HookOutcome {
         let Ok(_slot) = self.slots.acquire().await else {
             let result = Err(HookError::Setup("the runtime is shutting down".into()));
             return HookOutcome { hook, result, elapsed: Duration::ZERO };
@@ -175,8 +182,8 @@ impl HookRuntime {
         HookOutcome { hook, result, elapsed: start.elapsed() }
     }
 
-    async fn run_in_sandbox(&self, charm: &Charm, unit: &Arc<Unit>, hook: HookKind, deadline: Duration) -> Result<(), HookError> {
-        let state = HookState::new(unit.clone(), hook, self.config.memory_cap)
+    async fn run_in_sandbox(&self, charm: &Charm, unit: &Unit, hook: HookKind, deadline: Duration) -> Result<(), HookError> {
+        let state = HookState::new(unit, hook, self.config.memory_cap)
             .map_err(|e| HookError::Setup(e.to_string()))?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state.limiter());

@@ -1,5 +1,5 @@
-//! The state of one hook's store: the unit it runs for, its WASI sandbox, its
-//! leader-settings snapshot and its memory limiter.
+//! The state of one hook's store: one view of the unit per capability (see
+//! [`crate::capabilities`]), its WASI sandbox and its memory limiter.
 //!
 //! Invariants: the WASI context has no environment, no arguments, no network access and
 //! exactly one preopened directory, the unit's data directory (read-write, as `/`); stdout
@@ -18,8 +18,8 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use crate::events::LogLevel;
 use crate::hooks::{HookError, HookKind};
-use crate::settings::Settings;
-use crate::unit::Unit;
+use crate::capabilities::{ContextView, LeadershipView, ServicesView};
+use crate::unit::{Unit, UnitReporter};
 
 /// Where the unit's data directory appears inside the sandbox.
 pub const GUEST_DATA_DIR: &str = "/";
@@ -29,9 +29,9 @@ const STDERR_TAIL_BYTES: usize = 2048;
 
 /// Everything a hook's store holds.
 pub struct HookState {
-    pub(crate) unit: Arc<Unit>,
-    pub(crate) hook: HookKind,
-    pub(crate) snapshot: Option<Arc<Settings>>,
+    pub(crate) context: ContextView,
+    pub(crate) leadership: LeadershipView,
+    pub(crate) services: ServicesView,
     wasi: WasiCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
@@ -40,21 +40,22 @@ pub struct HookState {
 
 impl HookState {
     /// A fresh sandbox for running `hook` of `unit`.
-    pub fn new(unit: Arc<Unit>, hook: HookKind, memory_cap: usize) -> std::io::Result<Self> {
+    pub(crate) fn new(unit: &Unit, hook: HookKind, memory_cap: usize) -> std::io::Result<Self> {
         let stderr_tail = Arc::new(Mutex::new(String::new()));
+        let reporter = unit.reporter();
         let mut builder = WasiCtx::builder();
         builder
-            .stdout(UnitLog { unit: unit.clone(), level: LogLevel::Info, tail: None })
-            .stderr(UnitLog { unit: unit.clone(), level: LogLevel::Warning, tail: Some(stderr_tail.clone()) })
+            .stdout(UnitLog { reporter: reporter.clone(), level: LogLevel::Info, tail: None })
+            .stderr(UnitLog { reporter: reporter.clone(), level: LogLevel::Warning, tail: Some(stderr_tail.clone()) })
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .preopened_dir(unit.data_dir(), GUEST_DATA_DIR, FsPerms::ReadWrite)
             .map_err(|e| std::io::Error::other(format!("cannot open {}: {e}", unit.data_dir().display())))?;
         Ok(Self {
-            unit,
-            hook,
-            snapshot: None,
+            context: ContextView { reporter: reporter.clone(), hook },
+            leadership: LeadershipView { tracker: unit.tracker().clone(), snapshot: None },
+            services: ServicesView { supervisor: unit.services().clone(), tracker: unit.tracker().clone() },
             wasi: builder.build(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter { cap: memory_cap, refused: None },
@@ -125,7 +126,7 @@ impl ResourceLimiter for MemoryLimiter {
 /// A guest output stream that writes whole lines to the unit's log.
 #[derive(Clone)]
 struct UnitLog {
-    unit: Arc<Unit>,
+    reporter: Arc<UnitReporter>,
     level: LogLevel,
     tail: Option<Arc<Mutex<String>>>,
 }
@@ -166,7 +167,7 @@ impl LineWriter {
                 tail.drain(..cut);
             }
         }
-        self.log.unit.log(self.log.level, text);
+        self.log.reporter.log(self.log.level, text);
     }
 }
 

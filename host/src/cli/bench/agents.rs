@@ -120,7 +120,10 @@ async fn handover(bench: &Bench, window: Duration, action: &str) -> anyhow::Resu
         "stop" => running.stop_unit(&leader).await?,
         "step-down" => running.command(&leader, AgentCommand::StepDown).await?,
         // The leader's agent steps down for the unit the lease is reserved for.
-        "elect" => store.reserve(&UnitName::from_parts(bench.app.clone(), (leader.number() + 1) % 3), Duration::from_secs(60)).await?,
+        "elect" => {
+            let successor = UnitName::from_parts(bench.app.clone(), (leader.number() + 1) % 3);
+            charm_host::handover::request(store.as_ref(), &successor, Duration::from_secs(60)).await?;
+        }
         _ => running.kill(&leader)?,
     }
     wait_for(|| events.first_elected().is_some(), Duration::from_secs(60)).await?;

@@ -1,0 +1,178 @@
+//! The hook driver of one unit: it turns the roles its [`RoleSource`] publishes, the
+//! settings versions the store announces and the commands it is given into hooks, in the
+//! order its [`HookQueue`] decides, and runs them.
+//!
+//! Invariants:
+//! - It never changes the unit's leadership: a step-down or a stop is a request to the role
+//!   source, answered once the new role is published, so no hook runs on a stale role.
+//! - Commands come before news: a stop wins over anything that would queue more hooks, and
+//!   a stop that arrives during a hook gives the hook the stop grace, then interrupts it.
+//! - After every hook the local state and status are recorded ([`Records`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::AgentCommand;
+use super::queue::{HookQueue, Next};
+use super::records::Records;
+use super::role::{Role, RoleSource};
+use crate::events::LogLevel;
+use crate::hooks::{HookError, HookKind, HookOutcome};
+use crate::leadership::{Clock, Timestamp};
+use crate::runtime::{Charm, HookRuntime};
+use crate::timing;
+use crate::unit::Unit;
+
+pub(super) struct HookDriver {
+    pub(super) runtime: Arc<HookRuntime>,
+    pub(super) charm: Charm,
+    pub(super) unit: Arc<Unit>,
+    pub(super) queue: HookQueue,
+    pub(super) records: Records,
+    pub(super) stop_grace: Duration,
+}
+
+impl HookDriver {
+    /// Runs hooks until the stop sequence is done, then stops the unit's services and ends
+    /// its role source (which gives up the lease).
+    pub(super) async fn run(mut self, roles: RoleSource, mut commands: mpsc::Receiver<AgentCommand>) {
+        let unit = self.unit.clone();
+        let store = unit.store().clone();
+        let clock = store.clock().clone();
+        let mut settings = store.watch_settings(unit.name().app());
+        self.queue.on_settings(*settings.borrow_and_update());
+        let mut role_rx = roles.roles.clone();
+        let mut health = roles.health.clone();
+        let mut acted_on = Role::Unknown;
+        let mut stopping = false;
+        let mut pending: Option<AgentCommand> = None;
+        loop {
+            let role = *role_rx.borrow_and_update();
+            if role != acted_on {
+                acted_on = role;
+                match role {
+                    Role::Leader(term) => self.queue.on_leader(term),
+                    Role::Minion => self.queue.on_minion(),
+                    Role::Unknown => {}
+                }
+            }
+            if settings.has_changed().unwrap_or(false) {
+                self.queue.on_settings(*settings.borrow_and_update());
+            }
+            if let Some(command) = pending.take() {
+                let hold_off = match command {
+                    AgentCommand::StepDown => Some(clock.now() + unit.tracker().claim_duration()),
+                    AgentCommand::Stop => {
+                        stopping = true;
+                        self.queue.on_stop();
+                        None
+                    }
+                };
+                // Answered once the role source has given up the guarantee (and stopped the
+                // leader-only services): the role read next says so, and `leader-deposed`
+                // then runs with `is-leader` false.
+                roles.give_up(hold_off).await;
+                continue;
+            }
+            for dropped in self.queue.take_dropped() {
+                unit.log(LogLevel::Info, format!("dropped stale {} (term {:?})", dropped.hook, dropped.term));
+            }
+            let wait_until = match self.queue.next(clock.now(), unit.tracker().held_term()) {
+                Next::Run(queued) => {
+                    let version = *settings.borrow();
+                    let outcome = if stopping {
+                        self.runtime.run_hook_within(&self.charm, &unit, queued.hook, self.stop_grace).await
+                    } else {
+                        let hook = self.runtime.run_hook(&self.charm, &unit, queued.hook);
+                        run_until_stopped(hook, &unit, queued.hook, &mut commands, &mut pending, self.stop_grace).await
+                    };
+                    self.queue.finished(queued, outcome.result.is_ok(), clock.now(), Some(version));
+                    self.records.save_local(self.queue.local_state(), &unit);
+                    self.records.save_status(&unit);
+                    if queued.hook == HookKind::LeaderDeposed {
+                        roles.deposed().await;
+                    }
+                    continue;
+                }
+                Next::Stopped => break,
+                Next::WaitUntil(at) => Some(at),
+                Next::Idle => None,
+            };
+            if acted_on != Role::Unknown {
+                unit.reporter().mark_settled();
+            }
+            let retry = sleep_until_or_forever(clock.as_ref(), wait_until);
+            // Commands first: a stop must win over news that would queue more hooks.
+            tokio::select! {
+                biased;
+                command = commands.recv(), if !stopping => pending = Some(command.unwrap_or(AgentCommand::Stop)),
+                changed = role_rx.changed() => if changed.is_err() { break },
+                changed = settings.changed() => {
+                    // `changed()` marks the version seen: hand it to the queue now.
+                    if changed.is_ok() {
+                        self.queue.on_settings(*settings.borrow_and_update());
+                    }
+                }
+                // The store started or stopped failing: the status says so.
+                _ = health.changed() => self.records.save_status(&unit),
+                () = retry => {}
+            }
+        }
+        unit.services().stop_all().await;
+        roles.finish().await;
+        self.records.save_status(&unit);
+    }
+}
+
+/// Runs `hook` to its end, taking commands meanwhile: a stop that arrives gives the hook
+/// `grace` more, then interrupts it (the hook's future is dropped; running wasm yields at
+/// every epoch tick, so it stops within one).
+async fn run_until_stopped(
+    hook: impl std::future::Future<Output = HookOutcome>,
+    unit: &Unit,
+    kind: HookKind,
+    commands: &mut mpsc::Receiver<AgentCommand>,
+    pending: &mut Option<AgentCommand>,
+    grace: Duration,
+) -> HookOutcome {
+    let started = std::time::Instant::now();
+    tokio::pin!(hook);
+    let mut interrupt_at: Option<tokio::time::Instant> = None;
+    loop {
+        let interrupt = async {
+            match interrupt_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            outcome = &mut hook => return outcome,
+            // A stop supersedes a pending step-down (it gives up leadership too).
+            command = commands.recv(), if *pending != Some(AgentCommand::Stop) => {
+                let command = command.unwrap_or(AgentCommand::Stop);
+                if command == AgentCommand::Stop {
+                    interrupt_at = Some(timing::deadline_after(grace));
+                }
+                if pending.is_none() || command == AgentCommand::Stop {
+                    *pending = Some(command);
+                }
+            }
+            () = interrupt => {
+                let outcome = HookOutcome { hook: kind, result: Err(HookError::Interrupted(grace)), elapsed: started.elapsed() };
+                unit.reporter().record_hook(&outcome);
+                return outcome;
+            }
+        }
+    }
+}
+
+/// Sleeps on `clock` until `at`, or forever without one.
+async fn sleep_until_or_forever(clock: &dyn Clock, at: Option<Timestamp>) {
+    match at {
+        Some(at) => clock.sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

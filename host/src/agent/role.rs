@@ -1,0 +1,365 @@
+//! The role source of one unit: the one owner of its [`LeadershipTracker`]. It alone claims,
+//! renews, gives up and revokes, and it publishes the unit's [`Role`] for the hook driver
+//! to act on. The driver never changes the tracker: it asks ([`RoleSource::give_up`],
+//! [`RoleSource::deposed`]) and reads the roles that follow.
+//!
+//! Invariants (timing on the store's clock; see the [agent](super) docs for the figures):
+//! - A role is published only after the tracker holds what it says, and a loss of
+//!   leadership is published only after the guarantee is given up and the leader-only
+//!   services are stopped, always before the lease can pass to another unit.
+//! - A request is answered only once its effect is published: when
+//!   [`RoleSource::give_up`] returns, the role says `Minion` (if the unit led) and no
+//!   claim is made before the hold-off ends, so the driver never acts on a stale role.
+//! - A lease given up by request is revoked only after `leader-deposed` has run
+//!   ([`RoleSource::deposed`]), or when the role source finishes.
+//! - A reservation of the lease for another unit while this one leads is a directed
+//!   handover wherever it was asked for: the role source steps down for it.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::events::{Event, LogLevel};
+use crate::leadership::{Clock, LeaseError, Timestamp, wait_until_released};
+use crate::services::ServiceSupervisor;
+use crate::timing;
+use crate::tracker::{LeadershipTracker, Refresh};
+use crate::unit::UnitReporter;
+
+/// What the role source says the unit is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// Not known yet (no claim has been answered).
+    Unknown,
+    /// The unit holds leadership at this term, with its guarantee.
+    Leader(u64),
+    /// The unit does not lead, or can no longer guarantee that it does.
+    Minion,
+}
+
+enum Request {
+    GiveUp { until: Option<Timestamp>, reply: oneshot::Sender<bool> },
+    Deposed { reply: oneshot::Sender<()> },
+}
+
+/// Aborts a task when dropped: a driver that is dropped (a crash of the unit) takes its
+/// role source with it, without a revoke.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The driver's side of a unit's role source: the roles it publishes, the health of its
+/// claims, and the requests the driver may make.
+pub(super) struct RoleSource {
+    /// The unit's role, as last published.
+    pub(super) roles: watch::Receiver<Role>,
+    /// Why claims fail, while they do.
+    pub(super) health: watch::Receiver<Option<String>>,
+    requests: mpsc::Sender<Request>,
+    task: AbortOnDrop,
+}
+
+impl RoleSource {
+    /// Starts claiming for the unit whose `tracker` this takes over.
+    pub(super) fn start(tracker: Arc<LeadershipTracker>, services: Arc<ServiceSupervisor>, reporter: Arc<UnitReporter>) -> Self {
+        let (roles_tx, roles) = watch::channel(Role::Unknown);
+        let (health_tx, health) = watch::channel(None);
+        let (requests, requests_rx) = mpsc::channel(4);
+        let claims = ClaimLoop {
+            clock: tracker.store().clock().clone(),
+            leases: tracker.store().watch_leases(),
+            leases_open: true,
+            tracker,
+            services,
+            reporter,
+            roles: roles_tx,
+            health: health_tx,
+            requests: requests_rx,
+            hold_off: None,
+            revoke_after_deposed: false,
+            failures: 0,
+        };
+        Self { roles, health, requests, task: AbortOnDrop(tokio::spawn(claims.run())) }
+    }
+
+    /// Gives up leadership, if the unit leads, and makes no claim before `until` (`None`:
+    /// never again, for a stop; a step-down's hold-off also ends when the lease is reserved
+    /// for this unit). Returns once that is published, true if the unit was leading (its
+    /// lease is then revoked after [`Self::deposed`]).
+    pub(super) async fn give_up(&self, until: Option<Timestamp>) -> bool {
+        let (reply, answer) = oneshot::channel();
+        if self.requests.send(Request::GiveUp { until, reply }).await.is_err() {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
+
+    /// Tells the role source that `leader-deposed` has run: a lease given up by request is
+    /// revoked now. Returns once it is.
+    pub(super) async fn deposed(&self) {
+        let (reply, answer) = oneshot::channel();
+        if self.requests.send(Request::Deposed { reply }).await.is_ok() {
+            let _ = answer.await;
+        }
+    }
+
+    /// Ends the role source: it finishes any claim in flight, then gives up the lease.
+    pub(super) async fn finish(self) {
+        let Self { requests, mut task, .. } = self;
+        drop(requests);
+        let _ = (&mut task.0).await;
+    }
+}
+
+/// Why claims are held off, and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HoldOff {
+    /// `None`: for good (a stop).
+    until: Option<Timestamp>,
+    /// A step-down's hold-off ends early when the lease is reserved for this unit (`elect`).
+    ends_on_reservation: bool,
+}
+
+/// What ended a wait.
+enum Wake {
+    Time,
+    Request(Option<Request>),
+    Leases,
+}
+
+struct ClaimLoop {
+    tracker: Arc<LeadershipTracker>,
+    services: Arc<ServiceSupervisor>,
+    reporter: Arc<UnitReporter>,
+    clock: Arc<dyn Clock>,
+    roles: watch::Sender<Role>,
+    health: watch::Sender<Option<String>>,
+    requests: mpsc::Receiver<Request>,
+    leases: watch::Receiver<u64>,
+    leases_open: bool,
+    hold_off: Option<HoldOff>,
+    revoke_after_deposed: bool,
+    failures: u32,
+}
+
+impl ClaimLoop {
+    async fn run(mut self) {
+        let window = self.tracker.window();
+        let retry_interval = timing::claim_retry_interval(window);
+        loop {
+            if let Some(hold_off) = self.hold_off {
+                if hold_off.until.is_some_and(|t| self.clock.now() >= t) {
+                    self.hold_off = None;
+                    continue;
+                }
+                self.leases.borrow_and_update();
+                match self.wait(hold_off.until, hold_off.ends_on_reservation).await {
+                    Wake::Request(None) => break,
+                    Wake::Request(Some(request)) => self.handle(request).await,
+                    Wake::Time => self.hold_off = None,
+                    Wake::Leases => {
+                        let reserved = self.tracker.store().reservation(self.tracker.unit().app()).await;
+                        if matches!(reserved, Ok(Some(ref unit)) if unit == self.tracker.unit()) {
+                            self.hold_off = None;
+                        }
+                    }
+                }
+                continue;
+            }
+            let refresh = self.tracker.refresh_in_time().await;
+            let tracker = &self.tracker;
+            self.health.send_if_modified(|health| {
+                let now = tracker.store_error();
+                std::mem::replace(health, now.clone()) != now
+            });
+            self.failures = if refresh == Refresh::Failed { self.failures.saturating_add(1) } else { 0 };
+            let role = match refresh {
+                Refresh::Leader { term, .. } => Role::Leader(term),
+                Refresh::Minion => Role::Minion,
+                Refresh::Failed => match *self.roles.borrow() {
+                    Role::Leader(term) if self.tracker.guarantee_deadline().is_some_and(|d| self.clock.now() < d) => Role::Leader(term),
+                    _ => Role::Minion,
+                },
+            };
+            self.publish(role).await;
+            let ended = match role {
+                Role::Leader(_) => self.lead(refresh, retry_interval).await,
+                Role::Minion | Role::Unknown => self.follow(retry_interval).await,
+            };
+            if ended {
+                break;
+            }
+        }
+        // The driver is done (after the stop's hooks): give up for good.
+        self.release().await;
+    }
+
+    /// Waits until the next renewal while leading, stepping down for a reservation of
+    /// another unit; deposes the unit at its guarantee deadline if renewals failed until
+    /// then. True if the driver is gone.
+    async fn lead(&mut self, refresh: Refresh, retry_interval: std::time::Duration) -> bool {
+        let Some(deadline) = self.tracker.guarantee_deadline() else { return false };
+        let next_try = if refresh == Refresh::Failed { retry_interval } else { self.tracker.renew_interval() };
+        let wake = (self.clock.now() + next_try).min(deadline);
+        loop {
+            match self.wait(Some(wake), true).await {
+                Wake::Request(None) => return true,
+                Wake::Request(Some(request)) => {
+                    self.handle(request).await;
+                    if self.hold_off.is_some() {
+                        return false;
+                    }
+                }
+                Wake::Time => break,
+                Wake::Leases => {
+                    let reserved = self.tracker.store().reservation(self.tracker.unit().app()).await;
+                    if matches!(&reserved, Ok(Some(other)) if other != self.tracker.unit()) {
+                        self.reporter.log(LogLevel::Info, "the lease is reserved for another unit: stepping down for it".into());
+                        let until = self.clock.now() + self.tracker.claim_duration();
+                        self.give_up(until_ending_on_reservation(until)).await;
+                        return false;
+                    }
+                }
+            }
+        }
+        if self.clock.now() >= deadline {
+            // Could not renew in time: depose now, while the lease still keeps everyone
+            // else out, and do not claim again until it has run out.
+            if let Some(claim) = self.tracker.abandon() {
+                self.hold_off = Some(HoldOff { until: Some(claim.valid_until), ends_on_reservation: false });
+            }
+            self.publish(Role::Minion).await;
+        }
+        false
+    }
+
+    /// Waits while another unit leads (or the store fails) until a claim is worth trying.
+    /// True if the driver is gone.
+    async fn follow(&mut self, retry_interval: std::time::Duration) -> bool {
+        // A failing store is retried with a backoff, never in a loop: waiting for a
+        // release would end at once when nobody holds the lease.
+        if self.failures > 0 {
+            let delay = timing::backoff(retry_interval, self.tracker.renew_interval(), self.failures);
+            return match self.wait(Some(self.clock.now() + delay), false).await {
+                Wake::Request(None) => true,
+                Wake::Request(Some(request)) => {
+                    self.handle(request).await;
+                    false
+                }
+                Wake::Time | Wake::Leases => false,
+            };
+        }
+        let retry = self.clock.sleep_until(self.clock.now() + self.tracker.renew_interval());
+        let store = self.tracker.store().clone();
+        let released = tokio::select! {
+            request = self.requests.recv() => match request {
+                None => return true,
+                Some(request) => {
+                    self.handle(request).await;
+                    return false;
+                }
+            },
+            released = wait_until_released(store.as_ref(), self.tracker.unit().app(), retry) => released,
+        };
+        if let Err(err) = released
+            && err != LeaseError::Cancelled
+        {
+            self.reporter.log(LogLevel::Warning, format!("cannot watch the lease: {err}"));
+            if let Wake::Request(request) = self.wait(Some(self.clock.now() + retry_interval), false).await {
+                match request {
+                    None => return true,
+                    Some(request) => self.handle(request).await,
+                }
+            }
+        }
+        false
+    }
+
+    /// Waits until `until` (forever without one), a request, or (with `leases`) a change of
+    /// any lease.
+    async fn wait(&mut self, until: Option<Timestamp>, leases: bool) -> Wake {
+        let sleep = async {
+            match until {
+                Some(at) => self.clock.sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            request = self.requests.recv() => Wake::Request(request),
+            () = sleep => Wake::Time,
+            changed = self.leases.changed(), if leases && self.leases_open => {
+                self.leases_open = changed.is_ok();
+                Wake::Leases
+            }
+        }
+    }
+
+    async fn handle(&mut self, request: Request) {
+        match request {
+            Request::GiveUp { until, reply } => {
+                let hold_off = match until {
+                    Some(until) => until_ending_on_reservation(until),
+                    None => HoldOff { until: None, ends_on_reservation: false },
+                };
+                let leading = self.give_up(hold_off).await;
+                let _ = reply.send(leading);
+            }
+            Request::Deposed { reply } => {
+                if std::mem::take(&mut self.revoke_after_deposed) {
+                    self.release().await;
+                }
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Gives up the guarantee (if held) and holds claims off; a stop's hold-off (for good)
+    /// is never shortened by a later step-down. True if the unit was leading; its lease is
+    /// then revoked after `leader-deposed`.
+    async fn give_up(&mut self, hold_off: HoldOff) -> bool {
+        let leading = matches!(*self.roles.borrow(), Role::Leader(_)) || self.tracker.held_term().is_some();
+        let stopping = hold_off.until.is_none();
+        if !leading && !stopping {
+            return false;
+        }
+        if self.hold_off.is_none_or(|current| current.until.is_some()) {
+            self.hold_off = Some(hold_off);
+        }
+        self.tracker.abandon();
+        self.publish(Role::Minion).await;
+        self.revoke_after_deposed |= leading;
+        leading
+    }
+
+    /// Publishes `role`; on losing leadership, first stops the leader-only services. The
+    /// event goes out before the role, so it precedes every hook the new role causes.
+    async fn publish(&self, role: Role) {
+        let current = *self.roles.borrow();
+        if current == role {
+            return;
+        }
+        if matches!(current, Role::Leader(_)) && !matches!(role, Role::Leader(_)) {
+            self.services.stop_leader_only(timing::leader_services_stop(self.tracker.window())).await;
+        }
+        let (leader, term) = match role {
+            Role::Leader(term) => (true, Some(term)),
+            _ => (false, None),
+        };
+        self.reporter.emit(Event::Leadership { unit: self.tracker.unit().clone(), leader, term });
+        self.roles.send_replace(role);
+    }
+
+    async fn release(&self) {
+        if let Err(err) = self.tracker.release().await {
+            self.reporter.log(LogLevel::Warning, format!("could not give up leadership: {err}"));
+        }
+    }
+}
+
+fn until_ending_on_reservation(until: Timestamp) -> HoldOff {
+    HoldOff { until: Some(until), ends_on_reservation: true }
+}

@@ -1,0 +1,672 @@
+//! The embedding API: a [`Host`] built from a [`HostBuilder`] loads charms and starts
+//! applications ([`ApplicationHandle`]) or single unit agents ([`AgentHandle`]), and hands
+//! back handles to command and observe them. Everything else in the crate is what these
+//! are made of.
+//!
+//! Invariants:
+//! - **Checked at build.** Every duration is checked against its range
+//!   ([`crate::timing`]), and the caller must run inside a multi-threaded tokio runtime
+//!   (hooks run wasm on the runtime's workers, and a guest spinning until its deadline must
+//!   not stall the unit's leadership); anything else is a [`HostError`], never a panic.
+//! - **Observation never blocks a unit.** Events go to an optional synchronous
+//!   [`EventSink`] and to a bounded broadcast: a subscriber that falls behind misses the
+//!   oldest events (and is told how many), nothing grows without bound.
+//! - **Library calls, not plumbing.** Hook tools ([`UnitTools`]), step-down, directed
+//!   handover and graceful stop are methods; an [`AgentHandle`] also serves the unit's
+//!   hook-tool socket, so the CLI's tools work against an embedded agent.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+
+use crate::agent::{self, AgentCommand, AgentConfig, AgentError, Backoff};
+use crate::application::{Application, ApplicationConfig, ApplicationError, RunningApplication};
+use crate::events::{Event, EventSink};
+use crate::handover::{self, HandoverError};
+use crate::hook_tools::{self, UnitTools};
+use crate::leadership::etcd::{ConnectError, EtcdOptions, EtcdStore};
+use crate::leadership::sqlite::OpenError;
+use crate::leadership::{Lease, LeaseError, LeadershipStore, MemoryStore, SqliteStore};
+use crate::names::{AppName, UnitName};
+use crate::runtime::{Charm, HookRuntime, LoadError, RuntimeConfig, RuntimeError};
+use crate::services::ServiceConfig;
+use crate::state_dir::{StateDir, StateDirError};
+use crate::tenure_record::TenureRecord;
+use crate::timing::{self, InvalidDuration};
+use crate::tracker::{DEFAULT_GUARANTEE_WINDOW, LeadershipTracker};
+use crate::unit::{Unit, UnitStatus};
+
+/// Events kept for a subscriber that has not read them yet, unless set otherwise.
+pub const DEFAULT_EVENT_CAPACITY: usize = 4096;
+
+/// Why the host could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// Not called inside a tokio runtime.
+    #[error("charm-host must run inside a multi-threaded tokio runtime (none is running on this thread)")]
+    NoRuntime,
+    /// Called inside a current-thread tokio runtime.
+    #[error(
+        "charm-host needs a multi-threaded tokio runtime (this is a current-thread one): \
+         hooks run wasm on the runtime's workers, and claims must go on meanwhile"
+    )]
+    CurrentThreadRuntime,
+    /// A duration is out of its range.
+    #[error(transparent)]
+    InvalidDuration(#[from] InvalidDuration),
+    /// A setting is unusable.
+    #[error("invalid host configuration: {0}")]
+    Invalid(String),
+    /// The wasm runtime could not be set up.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// A charm could not be built or loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A charm crate could not be built.
+    #[error(transparent)]
+    Build(#[from] crate::charm_build::BuildError),
+    /// The state directory could not be prepared or locked.
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
+    /// The SQLite store could not be opened.
+    #[error(transparent)]
+    Sqlite(#[from] OpenError),
+    /// The etcd store could not be reached or refused.
+    #[error(transparent)]
+    Etcd(#[from] ConnectError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] LeaseError),
+    /// An application could not be set up or commanded.
+    #[error(transparent)]
+    Application(#[from] ApplicationError),
+    /// A unit's agent could not start.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    /// A directed handover failed.
+    #[error(transparent)]
+    Handover(#[from] HandoverError),
+    /// A file or socket could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Checks that the caller runs in a multi-threaded tokio runtime.
+fn check_runtime() -> Result<(), HostError> {
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| HostError::NoRuntime)?;
+    match handle.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => Err(HostError::CurrentThreadRuntime),
+        _ => Ok(()),
+    }
+}
+
+/// Which leadership store a host uses.
+#[derive(Clone)]
+enum StoreChoice {
+    Memory,
+    Sqlite,
+    Etcd(Box<EtcdOptions>),
+    Given(Arc<dyn LeadershipStore>),
+}
+
+/// Configures a [`Host`]; every setting has a default (see each method).
+#[must_use]
+pub struct HostBuilder {
+    runtime: RuntimeConfig,
+    store: StoreChoice,
+    state_dir: Option<PathBuf>,
+    guarantee_window: Duration,
+    stop_grace: Duration,
+    backoff: Backoff,
+    services: Vec<ServiceConfig>,
+    service_grace: Duration,
+    accept_new_store: bool,
+    sink: Option<Arc<dyn EventSink>>,
+    event_capacity: usize,
+}
+
+impl Default for HostBuilder {
+    fn default() -> Self {
+        Self {
+            runtime: RuntimeConfig::default(),
+            store: StoreChoice::Memory,
+            state_dir: None,
+            guarantee_window: DEFAULT_GUARANTEE_WINDOW,
+            stop_grace: agent::DEFAULT_STOP_GRACE,
+            backoff: Backoff::default(),
+            services: Vec::new(),
+            service_grace: crate::services::DEFAULT_SERVICE_GRACE,
+            accept_new_store: false,
+            sink: None,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
+        }
+    }
+}
+
+impl HostBuilder {
+    /// The `is-leader` guarantee window (default 30 s; see [`timing::GUARANTEE_WINDOW`]).
+    pub fn guarantee_window(mut self, window: Duration) -> Self {
+        self.guarantee_window = window;
+        self
+    }
+
+    /// How long one hook may run (default 60 s).
+    pub fn hook_deadline(mut self, deadline: Duration) -> Self {
+        self.runtime.hook_deadline = deadline;
+        self
+    }
+
+    /// The largest linear memory of one hook instance, in bytes (default 64 MiB).
+    pub fn memory_cap(mut self, bytes: usize) -> Self {
+        self.runtime.memory_cap = bytes;
+        self
+    }
+
+    /// How many hooks may run at once across the host (default 64).
+    pub fn max_concurrent_hooks(mut self, hooks: u32) -> Self {
+        self.runtime.max_concurrent_hooks = hooks;
+        self
+    }
+
+    /// Where compiled charms are cached (default `~/.cache/charm-host`); `None` compiles
+    /// every time.
+    pub fn cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.runtime.cache_dir = dir;
+        self
+    }
+
+    /// On a stop, how long a running hook may go on before it is interrupted (default 3 s).
+    pub fn stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = grace;
+        self
+    }
+
+    /// Retry timing of failed hooks (default 1 s doubling to 60 s).
+    pub fn hook_backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.backoff = Backoff { base, cap };
+        self
+    }
+
+    /// The services every unit's charm may start, and how long a stopping one gets between
+    /// SIGTERM and SIGKILL (default: none).
+    pub fn services(mut self, services: Vec<ServiceConfig>, grace: Duration) -> Self {
+        self.services = services;
+        self.service_grace = grace;
+        self
+    }
+
+    /// Where units keep their data, agent state, status, records and sockets (default: a
+    /// temporary directory removed when the host is dropped).
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// Keep leadership in memory, for this process only (the default).
+    pub fn memory_store(mut self) -> Self {
+        self.store = StoreChoice::Memory;
+        self
+    }
+
+    /// Keep leadership in the SQLite file of the state directory, shared by the agents of
+    /// one machine.
+    pub fn sqlite_store(mut self) -> Self {
+        self.store = StoreChoice::Sqlite;
+        self
+    }
+
+    /// Share leadership through etcd, across machines.
+    pub fn etcd_store(mut self, options: EtcdOptions) -> Self {
+        self.store = StoreChoice::Etcd(Box::new(options));
+        self
+    }
+
+    /// Use a store the embedder opened (or implemented).
+    pub fn store(mut self, store: Arc<dyn LeadershipStore>) -> Self {
+        self.store = StoreChoice::Given(store);
+        self
+    }
+
+    /// Start even on a store that remembers less than a unit does (it was lost or
+    /// replaced); see [`AgentError::StoreBehind`].
+    pub fn accept_new_store(mut self, accept: bool) -> Self {
+        self.accept_new_store = accept;
+        self
+    }
+
+    /// Also send every event to `sink`, synchronously, from the unit's own task: it must
+    /// not block for long.
+    pub fn event_sink(mut self, sink: Arc<dyn EventSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// How many events a subscriber may fall behind by before it misses the oldest
+    /// (default [`DEFAULT_EVENT_CAPACITY`]).
+    pub fn event_capacity(mut self, events: usize) -> Self {
+        self.event_capacity = events;
+        self
+    }
+
+    /// Checks the settings, opens the store and builds the wasm runtime. Must be called
+    /// inside a multi-threaded tokio runtime.
+    pub async fn build(self) -> Result<Host, HostError> {
+        check_runtime()?;
+        timing::GUARANTEE_WINDOW.check(self.guarantee_window)?;
+        timing::STOP_GRACE.check(self.stop_grace)?;
+        timing::SERVICE_GRACE.check(self.service_grace)?;
+        if self.event_capacity == 0 {
+            return Err(HostError::Invalid("the event capacity must be at least 1".into()));
+        }
+        let (state, temporary) = match &self.state_dir {
+            Some(dir) => (StateDir::new(dir), None),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("charm-host-")
+                    .tempdir()
+                    .map_err(|source| HostError::Io { what: "creating a state directory".into(), source })?;
+                (StateDir::new(dir.path()), Some(dir))
+            }
+        };
+        state.prepare()?;
+        let store: Arc<dyn LeadershipStore> = match self.store.clone() {
+            StoreChoice::Memory => Arc::new(MemoryStore::new()),
+            StoreChoice::Sqlite => Arc::new(SqliteStore::open(&state.store())?),
+            StoreChoice::Etcd(options) => {
+                let mut options = *options;
+                let timeout = timing::store_request_timeout(self.guarantee_window);
+                options.request_timeout = options.request_timeout.min(timeout);
+                options.connect_timeout = options.connect_timeout.min(timeout);
+                Arc::new(EtcdStore::connect(&options).await?)
+            }
+            StoreChoice::Given(store) => store,
+        };
+        let runtime = Arc::new(HookRuntime::new(self.runtime.clone())?);
+        let (broadcast, _) = broadcast::channel(self.event_capacity);
+        let events = Arc::new(EventHub { sink: self.sink.clone(), broadcast });
+        Ok(Host { runtime, store, state, _temporary: temporary, events, settings: self })
+    }
+}
+
+/// Sends each event to the embedder's sink, if any, and to the subscribers.
+struct EventHub {
+    sink: Option<Arc<dyn EventSink>>,
+    broadcast: broadcast::Sender<Event>,
+}
+
+impl EventSink for EventHub {
+    fn emit(&self, event: Event) {
+        if self.broadcast.receiver_count() == 0 {
+            if let Some(sink) = &self.sink {
+                sink.emit(event);
+            }
+            return;
+        }
+        if let Some(sink) = &self.sink {
+            sink.emit(event.clone());
+        }
+        let _ = self.broadcast.send(event);
+    }
+}
+
+/// The events of every unit of a host, from when it subscribed; see [`Host::subscribe`].
+pub struct EventStream {
+    receiver: broadcast::Receiver<Event>,
+    missed: u64,
+}
+
+impl EventStream {
+    /// The next event, waiting for it; `None` once the host and all its units are gone.
+    /// Events this subscriber fell too far behind to keep are skipped and counted in
+    /// [`Self::missed`].
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            match self.receiver.recv().await {
+                Ok(event) => return Some(event),
+                Err(broadcast::error::RecvError::Lagged(missed)) => self.missed = self.missed.saturating_add(missed),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// The next event if one is waiting, without waiting.
+    pub fn try_next(&mut self) -> Option<Event> {
+        loop {
+            match self.receiver.try_recv() {
+                Ok(event) => return Some(event),
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => self.missed = self.missed.saturating_add(missed),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// How many events this subscriber missed because it fell behind.
+    pub fn missed(&self) -> u64 {
+        self.missed
+    }
+}
+
+/// Runs charms' units with Juju-style leadership, inside the embedder's tokio runtime.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), charm_host::HostError> {
+/// use charm_host::{AppName, Host};
+///
+/// let host = Host::builder().build().await?;
+/// let charm = host.load_charm("my-charm.wasm")?;
+/// let app = host.start_application(AppName::new("db").unwrap(), &charm, 3).await?;
+/// let leader = app.wait_for_leader().await?;
+/// println!("{leader} leads");
+/// app.stop().await;
+/// # Ok(()) }
+/// ```
+pub struct Host {
+    runtime: Arc<HookRuntime>,
+    store: Arc<dyn LeadershipStore>,
+    state: StateDir,
+    _temporary: Option<tempfile::TempDir>,
+    events: Arc<EventHub>,
+    settings: HostBuilder,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host").field("state_dir", &self.state.root()).finish()
+    }
+}
+
+impl Host {
+    /// A builder with every default: in-memory store, temporary state directory.
+    pub fn builder() -> HostBuilder {
+        HostBuilder::default()
+    }
+
+    /// Loads a charm: a `.wasm` component, or a charm crate directory (built for
+    /// `wasm32-wasip2` first, with `cargo`).
+    pub fn load_charm(&self, path: impl AsRef<Path>) -> Result<Charm, HostError> {
+        let path = path.as_ref();
+        let wasm = if path.is_dir() { crate::charm_build::build_charm(path)? } else { path.to_owned() };
+        Ok(self.runtime.load_charm(&wasm)?)
+    }
+
+    /// The leadership store every unit of this host uses.
+    pub fn store(&self) -> &Arc<dyn LeadershipStore> {
+        &self.store
+    }
+
+    /// Where units keep their data, state, records and sockets.
+    pub fn state_dir(&self) -> &Path {
+        self.state.root()
+    }
+
+    /// Every event of every unit from now on (see [`EventStream`]).
+    pub fn subscribe(&self) -> EventStream {
+        EventStream { receiver: self.events.broadcast.subscribe(), missed: 0 }
+    }
+
+    /// `app`'s current lease, if anyone holds it.
+    pub async fn leader(&self, app: &AppName) -> Result<Option<Lease>, HostError> {
+        Ok(self.store.lease(app).await?)
+    }
+
+    /// A directed handover to `unit`, wherever its agent runs: waits (at most `within`)
+    /// until it leads, and returns its term.
+    pub async fn elect(&self, unit: &UnitName, within: Duration) -> Result<u64, HostError> {
+        Ok(handover::elect(self.store.as_ref(), unit, within).await?)
+    }
+
+    fn agent_config(&self, unit: &UnitName) -> AgentConfig {
+        AgentConfig {
+            backoff: self.settings.backoff,
+            state_file: Some(self.state.agent_state(unit)),
+            status_file: Some(self.state.status_file(unit)),
+            stop_grace: self.settings.stop_grace,
+            accept_new_store: self.settings.accept_new_store,
+        }
+    }
+
+    /// Starts `units` units of `app` (numbered from 0) in this process, sharing this host's
+    /// store, runtime and `charm`.
+    pub async fn start_application(&self, app: AppName, charm: &Charm, units: u32) -> Result<ApplicationHandle, HostError> {
+        check_runtime()?;
+        if units == 0 {
+            return Err(HostError::Invalid("an application needs at least one unit".into()));
+        }
+        let config = ApplicationConfig {
+            app: app.clone(),
+            units,
+            guarantee_window: self.settings.guarantee_window,
+            state_dir: self.state.clone(),
+            backoff: self.settings.backoff,
+            services: (self.settings.services.clone(), self.settings.service_grace),
+            stop_grace: self.settings.stop_grace,
+            accept_new_store: self.settings.accept_new_store,
+        };
+        let events: Arc<dyn EventSink> = self.events.clone();
+        let application = Application::new(self.runtime.clone(), charm.clone(), self.store.clone(), events, &config).await?;
+        let running = application.start();
+        Ok(ApplicationHandle { app, application, running, store: self.store.clone() })
+    }
+
+    /// Starts one unit's agent, as `charm-host agent` does: it holds the unit's lock in the
+    /// state directory (no other agent may run the unit meanwhile), records its tenures, and
+    /// serves the hook-tool socket (`charm-host is-leader --unit U --state DIR` and the
+    /// other tools work against it).
+    pub async fn start_agent(&self, unit: UnitName, charm: &Charm) -> Result<AgentHandle, HostError> {
+        check_runtime()?;
+        self.state.prepare_unit(&unit)?;
+        let lock = self.state.lock_unit(&unit)?;
+        let tracker = LeadershipTracker::new(unit.clone(), self.store.clone(), self.settings.guarantee_window)
+            .with_record(TenureRecord::new(self.state.tenure_record(&unit)));
+        let events: Arc<dyn EventSink> = self.events.clone();
+        let agent_unit = Unit::new(unit.clone(), self.state.data_dir(&unit), tracker, events)
+            .map_err(|source| HostError::Io { what: format!("creating the data directory of {unit}"), source })?
+            .with_services(self.settings.services.clone(), self.settings.service_grace);
+        let agent_unit = Arc::new(agent_unit);
+        let config = self.agent_config(&unit);
+        // Checked before anything is served, so a refused start leaves no socket behind.
+        agent::preflight(&agent_unit, &config).await?;
+        // The lock proves no other agent uses the socket: a leftover one is ours to replace.
+        let socket = self.state.socket(&unit);
+        let _ = std::fs::remove_file(&socket);
+        let listener = hook_tools::listen(&socket)
+            .map_err(|source| HostError::Io { what: format!("listening on {}", socket.display()), source })?;
+        let (commands, receiver) = mpsc::channel(8);
+        let tools = AbortOnDrop(tokio::spawn(hook_tools::serve(listener, agent_unit.clone(), commands.clone())));
+        // The agent holds the unit's lock for as long as it runs, handle or not.
+        let run = agent::run_unit(self.runtime.clone(), charm.clone(), agent_unit.clone(), config, receiver);
+        let task = tokio::spawn(async move {
+            let _lock = lock;
+            run.await
+        });
+        Ok(AgentHandle { unit: agent_unit, commands, task, _tools: tools, socket })
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The running units of one application; see [`Host::start_application`]. Dropping it
+/// without [`Self::stop`] leaves the agents running until the runtime ends.
+pub struct ApplicationHandle {
+    app: AppName,
+    application: Application,
+    running: RunningApplication,
+    store: Arc<dyn LeadershipStore>,
+}
+
+impl ApplicationHandle {
+    /// The application.
+    pub fn app(&self) -> &AppName {
+        &self.app
+    }
+
+    /// Its units, in order of their numbers (stopped and killed ones included).
+    pub fn units(&self) -> Vec<UnitName> {
+        self.application.units().iter().map(|unit| unit.name().clone()).collect()
+    }
+
+    fn unit(&self, name: &UnitName) -> Result<&Arc<Unit>, HostError> {
+        self.application
+            .units()
+            .iter()
+            .find(|unit| unit.name() == name)
+            .ok_or_else(|| HostError::Application(ApplicationError::NoSuchUnit(name.clone())))
+    }
+
+    /// The application's current lease, if anyone holds it.
+    pub async fn leader(&self) -> Result<Option<Lease>, HostError> {
+        Ok(self.store.lease(&self.app).await?)
+    }
+
+    /// Waits until some unit leads, and returns it.
+    pub async fn wait_for_leader(&self) -> Result<UnitName, HostError> {
+        let mut changes = self.store.watch_leases();
+        loop {
+            changes.borrow_and_update();
+            if let Some(lease) = self.store.lease(&self.app).await? {
+                return Ok(lease.holder);
+            }
+            if changes.changed().await.is_err() {
+                return Err(HostError::Store(LeaseError::Store("the store was closed".into())));
+            }
+        }
+    }
+
+    /// A unit's status as its agent last recorded it.
+    pub fn status(&self, unit: &UnitName) -> Result<UnitStatus, HostError> {
+        Ok(self.unit(unit)?.status())
+    }
+
+    /// The hook tools of a unit: `is-leader`, `leader-get` and `leader-set` as a script
+    /// would call them, answered without waiting behind the unit's hooks.
+    pub fn tools(&self, unit: &UnitName) -> Result<UnitTools, HostError> {
+        Ok(UnitTools::new(self.unit(unit)?.clone()))
+    }
+
+    /// The current leader steps down (`leader-deposed`, then revoke); another unit is
+    /// elected. Returns the unit that stepped down.
+    pub async fn step_down(&self) -> Result<UnitName, HostError> {
+        let leader = self.leader().await?.ok_or_else(|| HostError::Invalid(format!("{} has no leader to step down", self.app)))?;
+        self.running.command(&leader.holder, AgentCommand::StepDown).await?;
+        Ok(leader.holder)
+    }
+
+    /// A directed handover to `unit`; waits (at most `within`) until it leads, and returns
+    /// its term.
+    pub async fn elect(&self, unit: &UnitName, within: Duration) -> Result<u64, HostError> {
+        self.unit(unit)?;
+        Ok(handover::elect(self.store.as_ref(), unit, within).await?)
+    }
+
+    /// Stops `unit` gracefully (deposed if leader, stop, revoke) and waits for it.
+    pub async fn stop_unit(&mut self, unit: &UnitName) -> Result<(), HostError> {
+        Ok(self.running.stop_unit(unit).await?)
+    }
+
+    /// Kills `unit` at once, as a crash would: its lease is left to expire.
+    pub fn kill_unit(&mut self, unit: &UnitName) -> Result<(), HostError> {
+        Ok(self.running.kill(unit)?)
+    }
+
+    /// Stops every unit gracefully (minions first, then the leader) and waits for them.
+    pub async fn stop(self) {
+        self.running.stop().await;
+    }
+}
+
+/// One unit's agent; see [`Host::start_agent`].
+pub struct AgentHandle {
+    unit: Arc<Unit>,
+    commands: mpsc::Sender<AgentCommand>,
+    task: tokio::task::JoinHandle<Result<(), AgentError>>,
+    _tools: AbortOnDrop,
+    socket: PathBuf,
+}
+
+impl AgentHandle {
+    /// The unit.
+    pub fn unit(&self) -> &UnitName {
+        self.unit.name()
+    }
+
+    /// The unit's status as its agent last recorded it.
+    pub fn status(&self) -> UnitStatus {
+        self.unit.status()
+    }
+
+    /// The unit's hook tools (see [`ApplicationHandle::tools`]).
+    pub fn tools(&self) -> UnitTools {
+        UnitTools::new(self.unit.clone())
+    }
+
+    /// The path of the unit's hook-tool socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The unit, if it leads, steps down (`leader-deposed`, then revoke).
+    pub async fn step_down(&self) -> Result<(), HostError> {
+        self.commands
+            .send(AgentCommand::StepDown)
+            .await
+            .map_err(|_| HostError::Application(ApplicationError::NoSuchUnit(self.unit.name().clone())))
+    }
+
+    /// A sender of commands to the agent, for code that stops it from elsewhere (a signal
+    /// handler, say): sending [`AgentCommand::Stop`] begins the graceful stop.
+    pub fn commands(&self) -> mpsc::Sender<AgentCommand> {
+        self.commands.clone()
+    }
+
+    /// Makes SIGTERM and SIGINT stop the agent gracefully, as `charm-host agent` does
+    /// (SIGKILL stays a crash, after which the unit's lease expires).
+    pub fn stop_on_signals(&self) -> Result<(), HostError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind| signal(kind).map_err(|source| HostError::Io { what: "listening for signals".into(), source });
+        let (mut terminate, mut interrupt) = (listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?);
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            let _ = commands.send(AgentCommand::Stop).await;
+        });
+        Ok(())
+    }
+
+    /// Stops the unit gracefully (deposed if leader, stop, revoke) and waits for it.
+    pub async fn stop(self) -> Result<(), HostError> {
+        let _ = self.commands.send(AgentCommand::Stop).await;
+        self.wait().await
+    }
+
+    /// Waits until the agent ends (after a stop sent through [`Self::commands`]), then
+    /// removes its socket.
+    pub async fn wait(self) -> Result<(), HostError> {
+        let Self { task, socket, _tools, .. } = self;
+        let result = task.await;
+        drop(_tools);
+        let _ = std::fs::remove_file(&socket);
+        match result {
+            Ok(outcome) => Ok(outcome?),
+            Err(err) => Err(HostError::Invalid(format!("the agent's task ended abnormally: {err}"))),
+        }
+    }
+}

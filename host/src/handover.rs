@@ -1,0 +1,105 @@
+//! Directed handover: leadership passes to a chosen unit with no other unit leading in
+//! between, on one machine or across many. This is the one implementation; the CLI's
+//! `elect` and `run --elect`, the bench and the embedding API all call it.
+//!
+//! How: the lease is **reserved** for the unit ([`LeadershipStore::reserve`]), so a free
+//! lease can be granted to it alone; the leader's agent, wherever it runs, hears of the
+//! reservation and steps down for it (`leader-deposed`, then revoke); the chosen unit's
+//! agent claims at once.
+//!
+//! Invariants: a unit that already leads is left alone (nothing is reserved); a wait for the
+//! handover ends by its deadline, on the store's clock, whatever the agents do.
+
+use std::time::Duration;
+
+use crate::leadership::{LeaseError, LeadershipStore};
+use crate::names::UnitName;
+use crate::timing;
+
+/// What [`request`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Requested {
+    /// The unit already leads, at this term: nothing was reserved.
+    AlreadyLeads {
+        /// Its term.
+        term: u64,
+    },
+    /// The lease is reserved for the unit; the leader's agent will step down for it.
+    Reserved,
+}
+
+/// Why a handover failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandoverError {
+    /// The store refused or failed.
+    #[error("cannot hand leadership to {unit}: {source}")]
+    Store {
+        /// The unit.
+        unit: UnitName,
+        /// Why.
+        source: LeaseError,
+    },
+    /// The reservation is outside [`timing::RESERVATION`].
+    #[error(transparent)]
+    InvalidDuration(#[from] timing::InvalidDuration),
+    /// The unit did not lead within the time given (its agent may not be running).
+    #[error("{unit} did not become leader within {within:?}")]
+    TimedOut {
+        /// The unit.
+        unit: UnitName,
+        /// How long was waited.
+        within: Duration,
+    },
+}
+
+/// Reserves the lease of `unit`'s application for `unit`, for `within`, unless it already
+/// leads; returns without waiting for the handover.
+pub async fn request(store: &dyn LeadershipStore, unit: &UnitName, within: Duration) -> Result<Requested, HandoverError> {
+    timing::RESERVATION.check(within)?;
+    let failed = |source| HandoverError::Store { unit: unit.clone(), source };
+    if let Some(lease) = store.lease(unit.app()).await.map_err(failed)?.filter(|l| l.holder == *unit) {
+        return Ok(Requested::AlreadyLeads { term: lease.term });
+    }
+    store.reserve(unit, within).await.map_err(failed)?;
+    Ok(Requested::Reserved)
+}
+
+/// Waits until `unit` holds its application's lease, for at most `within` (store clock);
+/// returns its term.
+pub async fn wait_until_leads(store: &dyn LeadershipStore, unit: &UnitName, within: Duration) -> Result<u64, HandoverError> {
+    let clock = store.clock().clone();
+    let deadline = clock.now() + within;
+    let mut changes = store.watch_leases();
+    let failed = |source| HandoverError::Store { unit: unit.clone(), source };
+    loop {
+        changes.borrow_and_update();
+        if let Some(lease) = store.lease(unit.app()).await.map_err(failed)?.filter(|l| l.holder == *unit) {
+            return Ok(lease.term);
+        }
+        if clock.now() >= deadline {
+            return Err(HandoverError::TimedOut { unit: unit.clone(), within });
+        }
+        // A watch may miss a grant made by another process between polls: look again
+        // at least every 100 ms.
+        let next_look = (clock.now() + Duration::from_millis(100)).min(deadline);
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    clock.sleep_until(next_look).await;
+                }
+            }
+            () = clock.sleep_until(next_look) => {}
+        }
+    }
+}
+
+/// A directed handover to `unit`, waited for: [`request`], then [`wait_until_leads`].
+/// Returns the unit's term.
+pub async fn elect(store: &dyn LeadershipStore, unit: &UnitName, within: Duration) -> Result<u64, HandoverError> {
+    match request(store, unit, within).await? {
+        Requested::AlreadyLeads { term } => Ok(term),
+        Requested::Reserved => wait_until_leads(store, unit, within).await,
+    }
+}
