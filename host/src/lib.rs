@@ -1,47 +1,120 @@
-//! `charm-host`: runs WebAssembly charms and gives their units Juju-style application
-//! leadership.
+//! `charm-host` runs WebAssembly charms and gives their units Juju-style application
+//! leadership: at most one leader per application at any time, on one machine or many;
+//! `is-leader` true only with the guarantee window ahead; leader settings written whole,
+//! fenced by the writer's term; hooks (`install`, `leader-elected`,
+//! `leader-settings-changed`, `leader-deposed`, `stop`) run at least once after the change
+//! they announce, each in a fresh sandbox.
+//!
+//! # Embedding it
+//!
+//! A [`Host`] loads charms and starts applications (all units in this process) or single
+//! unit agents (one per process, sharing a store with agents elsewhere):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use charm_host::{AppName, Event, Host};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let host = Host::builder().guarantee_window(Duration::from_secs(5)).build().await?;
+//!     let mut events = host.subscribe();
+//!     let charm = host.load_charm("my-charm.wasm")?; // or a charm crate directory
+//!     let app = host.start_application(AppName::new("db")?, &charm, 3).await?;
+//!     println!("{} leads", app.wait_for_leader().await?);
+//!     while let Some(event) = events.next().await {
+//!         if let Event::Hook { unit, hook, .. } = &event {
+//!             println!("{unit}: {hook}");
+//!         }
+//!         # break;
+//!     }
+//!     app.stop().await; // minions first, then the leader: deposed, stop, revoke
+//!     Ok(())
+//! }
+//! ```
+//!
+//! `cargo run -p charm-host --example embedded` runs a complete one. Requirements:
+//! - A multi-threaded tokio runtime (`#[tokio::main]` or `Builder::new_multi_thread`);
+//!   [`HostBuilder::build`] says so with [`HostError::CurrentThreadRuntime`] otherwise.
+//! - Stores: in memory (default), [SQLite](HostBuilder::sqlite_store) for the agents of
+//!   one machine, [etcd](HostBuilder::etcd_store) across machines, or
+//!   [your own](leadership::LeadershipStore).
+//! - The library alone: `charm-host = { default-features = false }` leaves out the
+//!   command line (`cli`).
+//!
+//! # How it is built
 //!
 //! Data flows one way:
 //!
 //! ```text
-//! LeadershipStore ──► LeadershipTracker ──► unit task (hook order) ──► HookRuntime
-//!  (leases, terms,      (claims, renews,      (install, leader-elected,   (fresh sandbox
-//!   fenced settings)     is-leader)            leader-settings-changed)    per hook)
-//!        ▲                                                                     │
-//!        └───────────── capabilities: is-leader, leader-get, leader-set ◄──────┘
+//! LeadershipStore ──► role source ──► hook driver ──► HookRuntime
+//!  (leases, terms,     (owns the       (hook order:    (fresh sandbox
+//!   fenced settings)    tracker)        install, ...)    per hook)
+//!        ▲                                                   │
+//!        └──── capabilities: is-leader, leader-get, leader-set ◄┘
 //! ```
 //!
 //! - [`leadership`]: the store boundary and its in-memory, SQLite and etcd stores.
-//! - [`tracker`]: per-unit claims and the `is-leader` guarantee; [`tenure_record`]: what a
-//!   unit believed, and when.
-//! - [`application`]: runs the units of one application and decides when hooks run.
-//! - [`runtime`]: loads charms and runs each hook in its own store and instance.
-//! - [`settings`], [`names`], [`hooks`], [`events`], [`unit`]: the shared vocabulary.
-//! - [`charm_build`]: builds a charm crate for `wasm32-wasip2`.
+//! - [`handover`]: directed handover (reserve, then the leader steps down).
+//! - [`hook_tools`]: `is-leader`, `leader-get`, `leader-set` for scripts, over a socket.
+//! - [`events`], [`hooks`], [`names`], [`settings`], [`services`], [`timing`]: the shared
+//!   vocabulary and the rules every path checks.
+//! - [`charm_build`]: builds a charm crate for `wasm32-wasip2`; [`state_dir`]: the layout of
+//!   a state directory.
+//! - Internal (public with the `internals` feature, for this repository's tests): `agent`
+//!   (role source, hook driver, hook queue, records), `application`, `tracker`, `unit`,
+//!   `tenure_record`, `runtime`, and the lease simulator.
 
-mod embedding;
-pub mod handover;
-pub mod agent;
-pub mod application;
+#![warn(missing_docs)]
+
+/// Declares a module that is internal to the crate, and public with the `internals`
+/// feature (for this repository's tests and bench).
+macro_rules! internal_mod {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[cfg(feature = "internals")]
+        pub mod $name;
+        $(#[$meta])*
+        #[cfg(not(feature = "internals"))]
+        #[allow(dead_code, unreachable_pub)]
+        pub(crate) mod $name;
+    };
+}
+
+internal_mod!(agent);
+internal_mod!(application);
 mod capabilities;
 pub mod charm_build;
+#[cfg(feature = "cli")]
+mod cli;
+mod embedding;
 pub mod events;
+pub mod handover;
 pub mod hook_tools;
 pub mod hooks;
 pub mod leadership;
 pub mod names;
-pub mod runtime;
+internal_mod!(runtime);
 pub mod services;
 pub mod settings;
 pub mod state_dir;
-pub mod tenure_record;
+internal_mod!(tenure_record);
 pub mod timing;
-pub mod tracker;
-pub mod unit;
+internal_mod!(tracker);
+internal_mod!(unit);
 
+pub use agent::{AgentCommand, AgentError};
+pub use application::ApplicationError;
 pub use embedding::{AgentHandle, ApplicationHandle, DEFAULT_EVENT_CAPACITY, EventStream, Host, HostBuilder, HostError};
 pub use events::{Event, EventSink};
 pub use hook_tools::UnitTools;
 pub use hooks::HookKind;
 pub use names::{AppName, UnitName};
-pub use runtime::Charm;
+pub use runtime::{Charm, LoadError, RuntimeConfig, RuntimeError};
+pub use tracker::{DEFAULT_GUARANTEE_WINDOW, LeadershipUnknown};
+pub use unit::UnitStatus;
+
+/// Runs the `charm-host` command with the process's arguments (feature `cli`).
+#[cfg(feature = "cli")]
+pub fn run_cli() -> std::process::ExitCode {
+    cli::run()
+}

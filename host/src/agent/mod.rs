@@ -65,7 +65,9 @@ use crate::runtime::{Charm, HookRuntime};
 use crate::timing::InvalidDuration;
 use crate::unit::Unit;
 
+#[allow(unused_imports)]
 pub use local_state::{LocalStateError, RecordWriter, load_json, save_json};
+#[allow(unused_imports)]
 pub use queue::{Backoff, HookQueue, LocalState, Next, QueuedHook};
 pub use records::preflight;
 

@@ -5,8 +5,8 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use charm_host::events::EventSink;
-use charm_host::state_dir::StateDir;
+use crate::events::EventSink;
+use crate::state_dir::StateDir;
 
 use super::AgentArgs;
 use super::output::{HumanLog, JsonLog};

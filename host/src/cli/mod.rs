@@ -1,4 +1,5 @@
-//! Command-line interface: argument definitions and dispatch to one module per command.
+//! The `charm-host` command (feature `cli`, on by default): argument definitions and
+//! dispatch to one module per command. Its one entry point is [`run`].
 
 /// `println!` for command output: a closed stdout pipe ends the program quietly.
 macro_rules! outln {
@@ -23,8 +24,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use charm_host::names::UnitName;
-use charm_host::timing;
+use crate::names::UnitName;
+use crate::timing;
 use clap::{Args, Parser, Subcommand};
 
 /// Runs WebAssembly charms with Juju-style application leadership.
@@ -230,12 +231,12 @@ pub struct ServiceArgs {
 
 impl ServiceArgs {
     /// The configured services.
-    pub fn configs(&self) -> Result<Vec<charm_host::services::ServiceConfig>, UsageError> {
+    pub fn configs(&self) -> Result<Vec<crate::services::ServiceConfig>, UsageError> {
         let plain = self.services.iter().map(|s| (s, false));
         let leader = self.leader_services.iter().map(|s| (s, true));
-        let mut configs: Vec<charm_host::services::ServiceConfig> = Vec::new();
+        let mut configs: Vec<crate::services::ServiceConfig> = Vec::new();
         for (spec, leader_only) in plain.chain(leader) {
-            let config = charm_host::services::ServiceConfig::parse(spec, leader_only).map_err(UsageError)?;
+            let config = crate::services::ServiceConfig::parse(spec, leader_only).map_err(UsageError)?;
             if configs.iter().any(|c| c.name == config.name) {
                 return Err(UsageError(format!("service {} is given twice", config.name)));
             }
@@ -306,8 +307,56 @@ pub fn block_on<F: std::future::Future>(work: F) -> anyhow::Result<F::Output> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(work))
 }
 
+/// The hook tools report usage errors as Juju's do: one `ERROR <message>` line, exit 2.
+const JUJU_TOOLS: [&str; 3] = ["is-leader", "leader-get", "leader-set"];
+
+/// Runs `charm-host` with the process's arguments and returns its exit code.
+pub fn run() -> ExitCode {
+    let args = match Cli::try_parse() {
+        Ok(args) => args,
+        Err(err) => {
+            let tool = std::env::args().nth(1).filter(|a| JUJU_TOOLS.contains(&a.as_str()));
+            let shown = matches!(err.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion);
+            match tool {
+                Some(_) if !shown => {
+                    eprintln!("ERROR {}", juju_usage_message(&err));
+                    return ExitCode::from(USAGE_EXIT);
+                }
+                _ => err.exit(),
+            }
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CHARM_HOST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match dispatch(args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if err.downcast_ref::<UsageError>().is_some() { ExitCode::from(USAGE_EXIT) } else { ExitCode::FAILURE }
+        }
+    }
+}
+
+/// A parse error worded as Juju's tools word it where they have a word for it.
+fn juju_usage_message(err: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if err.kind() == ErrorKind::UnknownArgument
+        && let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg)
+    {
+        let flag = arg.split('=').next().unwrap_or(arg);
+        return format!("option provided but not defined: {flag}");
+    }
+    let text = err.render().to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.strip_prefix("error: ").unwrap_or(first).to_owned()
+}
+
 /// Runs the parsed command; the exit code is the command's own.
-pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Agent(args) => agent::agent(args),

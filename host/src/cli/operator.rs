@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use charm_host::handover::{self, HandoverError, Requested};
-use charm_host::hook_tools::ToolRequest;
-use charm_host::names::UnitName;
-use charm_host::state_dir::StateDir;
+use crate::handover::{self, HandoverError, Requested};
+use crate::hook_tools::ToolRequest;
+use crate::names::UnitName;
+use crate::state_dir::StateDir;
 
 use super::ElectArgs;
 use super::ToolArgs;
@@ -38,7 +38,7 @@ pub async fn elect(args: ElectArgs) -> anyhow::Result<ExitCode> {
     ask(&unit, ToolRequest::IsLeader)
         .await
         .with_context(|| format!("{unit} must be running to be elected, or the handover would stall"))?;
-    let store = args.store.open(&state, charm_host::tracker::DEFAULT_GUARANTEE_WINDOW).await?.store;
+    let store = args.store.open(&state, crate::tracker::DEFAULT_GUARANTEE_WINDOW).await?.store;
     let start = Instant::now();
     // The leader's agent, wherever it runs, sees the reservation and steps down for UNIT.
     if let Requested::AlreadyLeads { term } = handover::request(store.as_ref(), &unit, args.within).await? {

@@ -8,11 +8,11 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use charm_host::events::{Event, EventSink};
-use charm_host::leadership::LeadershipStore;
-use charm_host::names::AppName;
-use charm_host::settings::Settings;
-use charm_host::unit::Unit;
+use crate::events::{Event, EventSink};
+use crate::leadership::LeadershipStore;
+use crate::names::AppName;
+use crate::settings::Settings;
+use crate::unit::Unit;
 use serde_json::json;
 
 /// `text` with its control characters (escape sequences, newlines, ...) shown escaped, so

@@ -7,23 +7,23 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use charm_host::agent::{AgentCommand, Backoff};
-use charm_host::application::{Application, ApplicationConfig, RunningApplication};
-use charm_host::charm_build::build_charm;
-use charm_host::events::EventSink;
-use charm_host::leadership::{LeadershipStore, MemoryStore};
-use charm_host::names::{AppName, UnitName};
-use charm_host::runtime::{HookRuntime, RuntimeConfig};
-use charm_host::state_dir::StateDir;
+use crate::agent::{AgentCommand, Backoff};
+use crate::application::{Application, ApplicationConfig, RunningApplication};
+use crate::charm_build::build_charm;
+use crate::events::EventSink;
+use crate::leadership::{LeadershipStore, MemoryStore};
+use crate::names::{AppName, UnitName};
+use crate::runtime::{HookRuntime, RuntimeConfig};
+use crate::state_dir::StateDir;
 
 use super::output::{HumanLog, JsonLog, StatusReport};
 use super::{RunArgs, RuntimeArgs, UnitAt, UsageError};
 
 impl RuntimeArgs {
     /// A host builder with these flags' settings.
-    pub fn host_builder(&self) -> charm_host::HostBuilder {
+    pub fn host_builder(&self) -> crate::HostBuilder {
         let config = self.runtime_config();
-        charm_host::Host::builder()
+        crate::Host::builder()
             .guarantee_window(self.guarantee_window)
             .hook_deadline(config.hook_deadline)
             .memory_cap(config.memory_cap)
@@ -234,7 +234,7 @@ async fn perform(
         }
         RunAction::Elect(unit) => {
             // Not waited for: the run goes on while the leader steps down for the unit.
-            charm_host::handover::request(store, &unit, ELECT_WITHIN).await?;
+            crate::handover::request(store, &unit, ELECT_WITHIN).await?;
         }
     }
     Ok(())

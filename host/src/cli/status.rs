@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use charm_host::hook_tools;
-use charm_host::leadership::LeadershipStore;
-use charm_host::leadership::sqlite::OpenError;
-use charm_host::leadership::SqliteStore;
-use charm_host::names::{AppName, UnitName};
-use charm_host::state_dir::StateDir;
-use charm_host::unit::UnitStatus;
+use crate::hook_tools;
+use crate::leadership::LeadershipStore;
+use crate::leadership::sqlite::OpenError;
+use crate::leadership::SqliteStore;
+use crate::names::{AppName, UnitName};
+use crate::state_dir::StateDir;
+use crate::unit::UnitStatus;
 use serde_json::json;
 
 use super::StatusArgs;
@@ -37,7 +37,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     };
     let mut apps: BTreeMap<AppName, Vec<(UnitName, Option<UnitStatus>)>> = BTreeMap::new();
     for unit in state.units().with_context(|| format!("listing units in {}", args.state.display()))? {
-        let status: Option<UnitStatus> = charm_host::agent::load_json(&state.status_file(&unit)).ok().flatten();
+        let status: Option<UnitStatus> = crate::agent::load_json(&state.status_file(&unit)).ok().flatten();
         apps.entry(unit.app().clone()).or_default().push((unit, status));
     }
     for app in store.leaders().await?.into_keys().chain(store.pins().await?.into_keys()) {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use charm_host::leadership::etcd::{EtcdOptions, EtcdStore, EtcdTls};
-use charm_host::leadership::{LeadershipStore, SqliteStore};
-use charm_host::state_dir::StateDir;
+use crate::leadership::etcd::{EtcdOptions, EtcdStore, EtcdTls};
+use crate::leadership::{LeadershipStore, SqliteStore};
+use crate::state_dir::StateDir;
 use clap::Args;
 
 use super::UsageError;
@@ -79,7 +79,7 @@ impl StoreArgs {
     /// requests time out within half the renew interval (a quarter of the window), so a hung
     /// renewal is retried before the guarantee runs out.
     pub async fn open(&self, state: &StateDir, guarantee_window: Duration) -> anyhow::Result<OpenedStore> {
-        match self.etcd(charm_host::timing::store_request_timeout(guarantee_window))? {
+        match self.etcd(crate::timing::store_request_timeout(guarantee_window))? {
             Some(options) => Self::open_etcd(&options).await,
             None => {
                 let path = state.store();

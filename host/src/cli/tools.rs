@@ -11,9 +11,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use charm_host::hook_tools::{self, ToolCallError, ToolErrorKind, ToolRequest, ToolResponse};
-use charm_host::names::UnitName;
-use charm_host::state_dir::StateDir;
+use crate::hook_tools::{self, ToolCallError, ToolErrorKind, ToolRequest, ToolResponse};
+use crate::names::UnitName;
+use crate::state_dir::StateDir;
 
 use super::USAGE_EXIT as USAGE;
 use super::{OutputArgs, ToolArgs};

@@ -44,6 +44,7 @@
 pub mod clock;
 pub mod etcd;
 pub mod memory;
+#[cfg(feature = "simulation")]
 pub mod simulation;
 pub mod sqlite;
 mod rules;

@@ -32,7 +32,7 @@ use crate::unit::Unit;
 
 pub use cache::CompiledCache;
 pub use loader::{Charm, LoadError};
-pub use sandbox::HookState;
+pub(crate) use sandbox::HookState;
 
 /// Bytes of each pooled memory and table slot that are reset in place on reuse instead of
 /// being returned to the kernel with madvise. With `PAGEMAP_SCAN` (Linux 6.7+) only the
@@ -149,7 +149,7 @@ impl HookRuntime {
     }
 
     /// The wasmtime engine.
-    pub fn engine(&self) -> &Engine {
+    pub(crate) fn engine(&self) -> &Engine {
         &self.engine
     }
 

@@ -28,7 +28,7 @@ pub const GUEST_DATA_DIR: &str = "/";
 const STDERR_TAIL_BYTES: usize = 2048;
 
 /// Everything a hook's store holds.
-pub struct HookState {
+pub(crate) struct HookState {
     pub(crate) context: ContextView,
     pub(crate) leadership: LeadershipView,
     pub(crate) services: ServicesView,

@@ -4,14 +4,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use charm_host::agent::AgentCommand;
-use charm_host::application::{Application, ApplicationConfig, RunningApplication};
-use charm_host::events::{Event, EventSink};
-use charm_host::hooks::HookKind;
-use charm_host::leadership::{LeadershipStore, MemoryStore};
-use charm_host::names::{AppName, UnitName};
-use charm_host::runtime::{Charm, HookRuntime, RuntimeConfig};
-use charm_host::state_dir::StateDir;
+use crate::agent::AgentCommand;
+use crate::application::{Application, ApplicationConfig, RunningApplication};
+use crate::events::{Event, EventSink};
+use crate::hooks::HookKind;
+use crate::leadership::{LeadershipStore, MemoryStore};
+use crate::names::{AppName, UnitName};
+use crate::runtime::{Charm, HookRuntime, RuntimeConfig};
+use crate::state_dir::StateDir;
 
 use super::{Figure, fixture, median};
 
@@ -91,7 +91,7 @@ impl Bench {
             state_dir: StateDir::new(dir),
             backoff: Default::default(),
             services: Default::default(),
-            stop_grace: charm_host::agent::DEFAULT_STOP_GRACE,
+            stop_grace: crate::agent::DEFAULT_STOP_GRACE,
             accept_new_store: false,
         };
         let app = Application::new(self.runtime.clone(), self.charm.clone(), store.clone(), events.clone(), &config).await?;
@@ -122,7 +122,7 @@ async fn handover(bench: &Bench, window: Duration, action: &str) -> anyhow::Resu
         // The leader's agent steps down for the unit the lease is reserved for.
         "elect" => {
             let successor = UnitName::from_parts(bench.app.clone(), (leader.number() + 1) % 3);
-            charm_host::handover::request(store.as_ref(), &successor, Duration::from_secs(60)).await?;
+            crate::handover::request(store.as_ref(), &successor, Duration::from_secs(60)).await?;
         }
         _ => running.kill(&leader)?,
     }

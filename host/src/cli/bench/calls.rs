@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use charm_host::events::RecordingSink;
-use charm_host::hooks::HookKind;
-use charm_host::leadership::{LeadershipStore, MemoryStore};
-use charm_host::names::UnitName;
-use charm_host::runtime::{Charm, HookRuntime, RuntimeConfig};
-use charm_host::tracker::LeadershipTracker;
-use charm_host::unit::Unit;
+use crate::events::RecordingSink;
+use crate::hooks::HookKind;
+use crate::leadership::{LeadershipStore, MemoryStore};
+use crate::names::UnitName;
+use crate::runtime::{Charm, HookRuntime, RuntimeConfig};
+use crate::tracker::LeadershipTracker;
+use crate::unit::Unit;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::Store;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};

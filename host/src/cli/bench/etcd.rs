@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use charm_host::leadership::etcd::{EtcdOptions, EtcdStore};
-use charm_host::leadership::LeadershipStore as _;
-use charm_host::names::{AppName, UnitName};
+use crate::leadership::etcd::{EtcdOptions, EtcdStore};
+use crate::leadership::LeadershipStore as _;
+use crate::names::{AppName, UnitName};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
 use super::{Figure, median};

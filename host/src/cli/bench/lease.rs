@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use charm_host::leadership::simulation::{SimConfig, run_schedule};
-use charm_host::leadership::sqlite::{Durability, SqliteOptions};
-use charm_host::leadership::{LeadershipStore, ManualClock, MemoryStore, MonotonicClock, SqliteStore};
-use charm_host::names::{AppName, UnitName};
+use crate::leadership::simulation::{SimConfig, run_schedule};
+use crate::leadership::sqlite::{Durability, SqliteOptions};
+use crate::leadership::{LeadershipStore, ManualClock, MemoryStore, MonotonicClock, SqliteStore};
+use crate::names::{AppName, UnitName};
 
 use super::Figure;
 

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use charm_host::application::{Application, ApplicationConfig};
-use charm_host::events::{Event, EventSink};
-use charm_host::leadership::{LeadershipStore, MemoryStore};
-use charm_host::names::AppName;
-use charm_host::runtime::{HookRuntime, RuntimeConfig};
-use charm_host::state_dir::StateDir;
+use crate::application::{Application, ApplicationConfig};
+use crate::events::{Event, EventSink};
+use crate::leadership::{LeadershipStore, MemoryStore};
+use crate::names::AppName;
+use crate::runtime::{HookRuntime, RuntimeConfig};
+use crate::state_dir::StateDir;
 
 use super::{Figure, fixture};
 
@@ -51,7 +51,7 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
             state_dir: StateDir::new(dir.path()),
             backoff: Default::default(),
             services: Default::default(),
-            stop_grace: charm_host::agent::DEFAULT_STOP_GRACE,
+            stop_grace: crate::agent::DEFAULT_STOP_GRACE,
             accept_new_store: false,
         };
         let per_unit = tokio.block_on(async {

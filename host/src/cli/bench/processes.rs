@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use charm_host::leadership::{BootClock, Clock, MonotonicClock, Timestamp};
+use crate::leadership::{BootClock, Clock, MonotonicClock, Timestamp};
 
 use super::etcd::server::EtcdCluster;
 use super::{Figure, fixture, median};

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use charm_host::events::RecordingSink;
-use charm_host::hooks::HookKind;
-use charm_host::leadership::sqlite::{Durability, SqliteOptions};
-use charm_host::leadership::{LeadershipStore, MonotonicClock, SqliteStore};
-use charm_host::names::{AppName, UnitName};
-use charm_host::runtime::{HookRuntime, RuntimeConfig};
-use charm_host::tracker::{LeadershipTracker, Refresh};
-use charm_host::unit::Unit;
+use crate::events::RecordingSink;
+use crate::hooks::HookKind;
+use crate::leadership::sqlite::{Durability, SqliteOptions};
+use crate::leadership::{LeadershipStore, MonotonicClock, SqliteStore};
+use crate::names::{AppName, UnitName};
+use crate::runtime::{HookRuntime, RuntimeConfig};
+use crate::tracker::{LeadershipTracker, Refresh};
+use crate::unit::Unit;
 
 use super::{Figure, fixture, percentile};
 
