@@ -325,7 +325,8 @@ pub struct EventStream {
 }
 
 impl EventStream {
-    /// The next event, waiting for it; `None` once the host and all its units are gone.
+    /// The next event, waiting for it; `None` once the host and all its units are gone
+    /// (handles and [`UnitTools`] keep their units).
     /// Events this subscriber fell too far behind to keep are skipped and counted in
     /// [`Self::missed`].
     pub async fn next(&mut self) -> Option<Event> {

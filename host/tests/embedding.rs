@@ -12,6 +12,17 @@ fn position(events: &[Event], wanted: impl Fn(&Event) -> bool) -> Option<usize> 
     events.iter().position(wanted)
 }
 
+/// One line per event, for failure messages.
+fn summary(events: &[Event]) -> String {
+    let line = |e: &Event| match e {
+        Event::Hook { unit, hook, result, .. } => format!("{unit} hook {hook} {result:?}"),
+        Event::Leadership { unit, leader, term } => format!("{unit} leader={leader} term={term:?}"),
+        Event::Log { unit, message, .. } => format!("{unit} log {message}"),
+        Event::Status { unit, status, .. } => format!("{unit} status {status:?}"),
+    };
+    events.iter().map(line).collect::<Vec<_>>().join("\n")
+}
+
 #[tokio::test]
 async fn a_current_thread_runtime_is_refused_with_a_clear_error() {
     let err = Host::builder().build().await.expect_err("a current-thread runtime cannot run units");
@@ -43,13 +54,19 @@ async fn an_embedded_application_leads_hands_over_and_stops() {
     tools.leader_set(&[("k".into(), "v".into())]).await.expect("the leader writes");
     assert_eq!(app.tools(&leader).unwrap().leader_get("k").await.unwrap().as_deref(), Some("v"));
 
+    // The leader has been told it leads (so it owes a leader-deposed when it gives up).
+    while app.status(&leader).unwrap().last_hook != Some(HookKind::LeaderElected) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let successor = UnitName::from_parts(app.app().clone(), (leader.number() + 1) % 3);
     let term = app.elect(&successor, Duration::from_secs(30)).await.expect("handover");
     assert_eq!(app.leader().await.unwrap().map(|l| (l.holder, l.term)), Some((successor.clone(), term)));
     let minion_tools = app.tools(&successor).unwrap();
     assert_eq!(minion_tools.leader_get("k").await.unwrap().as_deref(), Some("v"), "settings survive the handover");
     app.stop().await;
-    drop(host);
+    // The stream ends once nothing can emit any more: the host, and every unit (a unit's
+    // tools keep it).
+    drop((tools, minion_tools, host));
 
     let mut seen = Vec::new();
     while let Some(event) = events.next().await {
@@ -58,10 +75,10 @@ async fn an_embedded_application_leads_hands_over_and_stops() {
     assert_eq!(events.missed(), 0);
     // The old leader's leader-deposed finished before the successor led.
     let deposed = position(&seen, |e| matches!(e, Event::Hook { unit, hook: HookKind::LeaderDeposed, .. } if *unit == leader))
-        .expect("the old leader was deposed");
+        .unwrap_or_else(|| panic!("the old leader {leader} was deposed: {}", summary(&seen)));
     let elected = position(&seen, |e| matches!(e, Event::Leadership { unit, leader: true, .. } if *unit == successor))
         .expect("the successor led");
-    assert!(deposed < elected, "deposed at {deposed}, successor led at {elected}: {seen:#?}");
+    assert!(deposed < elected, "deposed at {deposed}, successor led at {elected}: {}", summary(&seen));
     let stops = seen.iter().filter(|e| matches!(e, Event::Hook { hook: HookKind::Stop, .. })).count();
     assert_eq!(stops, 3, "every unit ran stop");
 }
@@ -80,4 +97,37 @@ async fn a_subscriber_that_falls_behind_misses_the_oldest_events_and_is_told() {
     }
     assert!(kept <= 4, "at most the capacity is kept: {kept}");
     assert!(events.missed() > 0, "the subscriber is told it missed events");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handover_while_the_leader_installs_does_not_wait_for_its_lease_to_expire() {
+    // A 30 s window: the leader's lease lasts 60 s, far longer than the handover may take.
+    let host = Host::builder().cache_dir(None).build().await.expect("host");
+    let state = charm_host::state_dir::StateDir::new(host.state_dir());
+    let app_name = AppName::new("app").unwrap();
+    let units: Vec<UnitName> = (0..3).map(|n| UnitName::from_parts(app_name.clone(), n)).collect();
+    for unit in &units {
+        // Every unit's install pauses until it is let go.
+        let data = state.data_dir(unit);
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("script"), "pause").unwrap();
+    }
+    let charm = host.load_charm(support::charm_wasm("tests/charms/probe")).expect("probe loads");
+    let app = host.start_application(app_name, &charm, 3).await.expect("started");
+    let leader = app.wait_for_leader().await.expect("a leader");
+    let successor = UnitName::from_parts(app.app().clone(), (leader.number() + 1) % 3);
+    // The leader gives up for the successor while its install is still paused: its driver
+    // never hears that it led, so no leader-deposed is owed, and the lease must be released.
+    charm_host::handover::request(host.store().as_ref(), &successor, Duration::from_secs(30)).await.unwrap();
+    while app.leader().await.unwrap().is_some_and(|l| l.holder == leader) && !app.tools(&leader).unwrap().is_leader().is_ok_and(|l| !l) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for unit in &units {
+        // Later hooks run straight through.
+        let _ = std::fs::remove_file(state.data_dir(unit).join("script"));
+        std::fs::write(state.data_dir(unit).join("resume"), b"").unwrap();
+    }
+    let term = app.elect(&successor, Duration::from_secs(20)).await.expect("the successor leads well before the old lease expires");
+    assert_eq!(term, 2);
+    app.stop().await;
 }

@@ -54,7 +54,15 @@ impl HookDriver {
                 acted_on = role;
                 match role {
                     Role::Leader(term) => self.queue.on_leader(term),
-                    Role::Minion => self.queue.on_minion(),
+                    Role::Minion => {
+                        self.queue.on_minion();
+                        // A tenure this driver never saw (it began and ended during a
+                        // hook) owes no `leader-deposed`: a lease given up by request is
+                        // released now rather than left to expire.
+                        if !self.queue.deposed_pending() {
+                            roles.deposed().await;
+                        }
+                    }
                     Role::Unknown => {}
                 }
             }

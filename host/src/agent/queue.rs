@@ -177,6 +177,11 @@ impl HookQueue {
         self.stop_requested = true;
     }
 
+    /// True while a `leader-deposed` is owed (the unit lost leadership it was told of).
+    pub fn deposed_pending(&self) -> bool {
+        self.deposed.is_some()
+    }
+
     /// Hooks dropped as stale since the last call.
     pub fn take_dropped(&mut self) -> Vec<QueuedHook> {
         std::mem::take(&mut self.dropped)

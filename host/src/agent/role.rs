@@ -98,8 +98,8 @@ impl RoleSource {
         answer.await.unwrap_or(false)
     }
 
-    /// Tells the role source that `leader-deposed` has run: a lease given up by request is
-    /// revoked now. Returns once it is.
+    /// Tells the role source that `leader-deposed` has run, or that none is owed: a lease
+    /// given up by request is revoked now. Returns once it is.
     pub(super) async fn deposed(&self) {
         let (reply, answer) = oneshot::channel();
         if self.requests.send(Request::Deposed { reply }).await.is_ok() {
