@@ -159,6 +159,17 @@ struct Read {
     lease: i64,
 }
 
+impl Read {
+    fn of(kv: &etcd_client::KeyValue) -> Self {
+        Read {
+            value: Some(kv.value().to_vec()),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+            lease: kv.lease(),
+        }
+    }
+}
+
 /// An application's lease state, read at one revision.
 #[derive(Debug)]
 struct AppLease {
@@ -166,6 +177,31 @@ struct AppLease {
     term: Read,
     reserved: Read,
     pins: Read,
+}
+
+/// Runs one etcd call within `deadline`; the outer error says it did not answer in time,
+/// the inner result is etcd's own.
+async fn within<T>(
+    deadline: Duration,
+    call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<Result<T, etcd_client::Error>, String> {
+    tokio::time::timeout(deadline, call).await.map_err(|_| format!("etcd did not answer within {deadline:?}"))
+}
+
+/// True for etcd's answer about a lease it does not have (expired or revoked).
+fn lease_not_found(err: &etcd_client::Error) -> bool {
+    matches!(err, etcd_client::Error::GRpcStatus(status) if status.code() == tonic::Code::NotFound)
+}
+
+/// Revokes an etcd lease that holds nothing any more, within `deadline`; a failure only
+/// leaves it to expire by itself.
+async fn revoke_quietly(mut client: Client, id: i64, deadline: Duration) {
+    match within(deadline, client.lease_revoke(id)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) if lease_not_found(&err) => {}
+        Ok(Err(err)) => tracing::debug!(lease = id, "could not revoke an unused etcd lease (it expires by itself): {}", etcd_failed(err)),
+        Err(err) => tracing::debug!(lease = id, "could not revoke an unused etcd lease (it expires by itself): {err}"),
+    }
 }
 
 fn etcd_failed(err: etcd_client::Error) -> String {
@@ -184,17 +220,9 @@ impl EtcdStore {
         let unreachable = |reason: String| ConnectError::Unreachable { endpoints: endpoints.clone(), reason };
         let client_options = options.client_options()?;
         let deadline = options.connect_timeout + options.request_timeout;
-        let connected = tokio::time::timeout(deadline, Client::connect(&options.endpoints, Some(client_options))).await;
-        let mut client = match connected {
-            Ok(Ok(client)) => client,
-            Ok(Err(err)) => return Err(unreachable(etcd_failed(err))),
-            Err(_) => return Err(unreachable(format!("no answer within {deadline:?}"))),
-        };
-        let status = match tokio::time::timeout(deadline, client.status()).await {
-            Ok(Ok(status)) => status,
-            Ok(Err(err)) => return Err(unreachable(etcd_failed(err))),
-            Err(_) => return Err(unreachable(format!("no answer within {deadline:?}"))),
-        };
+        let connected = within(deadline, Client::connect(&options.endpoints, Some(client_options))).await;
+        let mut client = connected.map_err(unreachable)?.map_err(|err| unreachable(etcd_failed(err)))?;
+        let status = within(deadline, client.status()).await.map_err(unreachable)?.map_err(|err| unreachable(etcd_failed(err)))?;
         let server_version = status.version().to_owned();
         if let Err(problem) = check_server_version(&server_version) {
             if !options.allow_unsafe_server {
@@ -245,10 +273,7 @@ impl EtcdStore {
         &self,
         call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, String> {
-        match tokio::time::timeout(self.request_timeout, call).await {
-            Ok(result) => result.map_err(etcd_failed),
-            Err(_) => Err(format!("etcd did not answer within {:?}", self.request_timeout)),
-        }
+        within(self.request_timeout, call).await?.map_err(etcd_failed)
     }
 
     async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, String> {
@@ -263,12 +288,7 @@ impl EtcdStore {
         let mut reads = Vec::new();
         for op in response.op_responses() {
             let TxnOpResponse::Get(get) = op else { return Err("etcd answered a read with something else".into()) };
-            reads.push(get.kvs().first().map_or_else(Read::default, |kv| Read {
-                value: Some(kv.value().to_vec()),
-                create_revision: kv.create_revision(),
-                mod_revision: kv.mod_revision(),
-                lease: kv.lease(),
-            }));
+            reads.push(get.kvs().first().map_or_else(Read::default, Read::of));
         }
         if reads.len() != keys.len() {
             return Err("etcd answered a read with too few results".into());
@@ -311,20 +331,17 @@ impl EtcdStore {
     /// Revokes an etcd lease; one the server no longer has (expired, revoked) is fine.
     async fn revoke_lease(&self, id: i64) -> Result<(), String> {
         let mut client = self.client.clone();
-        match tokio::time::timeout(self.request_timeout, client.lease_revoke(id)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(etcd_client::Error::GRpcStatus(status))) if status.code() == tonic::Code::NotFound => Ok(()),
-            Ok(Err(err)) => Err(etcd_failed(err)),
-            Err(_) => Err(format!("etcd did not answer within {:?}", self.request_timeout)),
+        match within(self.request_timeout, client.lease_revoke(id)).await? {
+            Ok(_) => Ok(()),
+            Err(err) if lease_not_found(&err) => Ok(()),
+            Err(err) => Err(etcd_failed(err)),
         }
     }
 
     /// Revokes an etcd lease that holds nothing any more (cleanup: failures only wait for
     /// its TTL).
     async fn discard(&self, id: i64) {
-        if let Err(err) = self.revoke_lease(id).await {
-            tracing::debug!(lease = id, "could not revoke an unused etcd lease (it expires by itself): {err}");
-        }
+        revoke_quietly(self.client.clone(), id, self.request_timeout).await;
     }
 
     /// An etcd lease of `ttl` seconds for a new tenure, with the clock read before it was
@@ -365,10 +382,7 @@ impl EtcdStore {
         if fresh && spare.asked == ttl {
             return Some(spare);
         }
-        let mut client = self.client.clone();
-        tokio::spawn(async move {
-            let _ = client.lease_revoke(spare.id).await;
-        });
+        tokio::spawn(revoke_quietly(self.client.clone(), spare.id, self.request_timeout));
         None
     }
 
@@ -377,11 +391,11 @@ impl EtcdStore {
         let (mut client, slot, clock, timeout) = (self.client.clone(), self.spare.clone(), self.clock.clone(), self.request_timeout);
         tokio::spawn(async move {
             let start = clock.now();
-            let Ok(Ok(granted)) = tokio::time::timeout(timeout, client.lease_grant(ttl, None)).await else { return };
+            let Ok(Ok(granted)) = within(timeout, client.lease_grant(ttl, None)).await else { return };
             let spare = Spare { id: granted.id(), asked: ttl, ttl: granted.ttl(), start };
             let previous = slot.lock().unwrap_or_else(|p| p.into_inner()).replace(spare);
             if let Some(previous) = previous {
-                let _ = client.lease_revoke(previous.id).await;
+                revoke_quietly(client, previous.id, timeout).await;
             }
         });
     }
@@ -389,12 +403,11 @@ impl EtcdStore {
     /// Renews an etcd lease once: false if the server no longer has it.
     async fn keep_alive(&self, id: i64) -> Result<bool, String> {
         let mut client = self.client.clone();
-        match tokio::time::timeout(self.request_timeout, client.lease_keep_alive(id)).await {
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(etcd_client::Error::LeaseKeepAliveError(_))) => Ok(false),
-            Ok(Err(etcd_client::Error::GRpcStatus(status))) if status.code() == tonic::Code::NotFound => Ok(false),
-            Ok(Err(err)) => Err(etcd_failed(err)),
-            Err(_) => Err(format!("etcd did not answer within {:?}", self.request_timeout)),
+        match within(self.request_timeout, client.lease_keep_alive(id)).await? {
+            Ok(_) => Ok(true),
+            Err(etcd_client::Error::LeaseKeepAliveError(_)) => Ok(false),
+            Err(err) if lease_not_found(&err) => Ok(false),
+            Err(err) => Err(etcd_failed(err)),
         }
     }
 
@@ -417,11 +430,7 @@ impl EtcdStore {
         let pinned = !self.pins_of(app, &state.pins).map_err(LeaseError::Store)?.is_empty();
         let (start, id, ttl) = match granted {
             Some(granted) => granted,
-            None => {
-                let start = self.clock.now();
-                let (id, ttl) = self.grant(ttl_seconds(duration)).await.map_err(LeaseError::Store)?;
-                (start, id, ttl)
-            }
+            None => self.lease_for_tenure(ttl_seconds(duration)).await.map_err(LeaseError::Store)?,
         };
         let (lease_key, term_key) = (self.layout.key(Kind::Lease, app), self.layout.key(Kind::Term, app));
         let reserved_key = self.layout.key(Kind::Reserved, app);
@@ -523,13 +532,13 @@ enum PrefixProblem {
 /// Makes sure the prefix is a charm-host store, marking an empty one as ours.
 async fn claim_prefix(client: &mut Client, layout: &Layout, deadline: Duration) -> Result<(), PrefixProblem> {
     let failed = |e: etcd_client::Error| PrefixProblem::Failed(etcd_failed(e));
-    let timed = |_| PrefixProblem::Failed(format!("no answer within {deadline:?}"));
+    let timed = PrefixProblem::Failed;
     let meta = layout.meta();
     let txn = Txn::new()
         .when([Compare::create_revision(meta.as_str(), CompareOp::Equal, 0)])
         .and_then([TxnOp::get(layout.all(), Some(GetOptions::new().with_prefix().with_keys_only().with_limit(1)))])
         .or_else([TxnOp::get(meta.as_str(), None)]);
-    let response = tokio::time::timeout(deadline, client.txn(txn)).await.map_err(timed)?.map_err(failed)?;
+    let response = within(deadline, client.txn(txn)).await.map_err(timed)?.map_err(failed)?;
     let first = response.op_responses().into_iter().next();
     let Some(TxnOpResponse::Get(get)) = first else { return Err(PrefixProblem::Failed("etcd answered oddly".into())) };
     if response.succeeded() {
@@ -540,7 +549,7 @@ async fn claim_prefix(client: &mut Client, layout: &Layout, deadline: Duration) 
         let create = Txn::new()
             .when([Compare::create_revision(meta.as_str(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(meta.as_str(), keys::META, None)]);
-        tokio::time::timeout(deadline, client.txn(create)).await.map_err(timed)?.map_err(failed)?;
+        within(deadline, client.txn(create)).await.map_err(timed)?.map_err(failed)?;
         return Ok(());
     }
     let value = get.kvs().first().map(|kv| kv.value().to_vec()).unwrap_or_default();
@@ -777,13 +786,11 @@ impl LeadershipStore for EtcdStore {
             super::check_apply_by(apply_by)?;
             let reads = self.read(&[lease_key.clone(), settings_key.clone()]).await.map_err(WriteError::Store)?;
             let [lease, settings] = <[Read; 2]>::try_from(reads).map_err(|_| WriteError::Store("etcd answered oddly".into()))?;
-            match self.lease_value(app, &lease).map_err(WriteError::Store)? {
-                Some((value, holder)) if holder == *writer && value.term == term => {}
-                _ => return Err(not_leader()),
-            }
             let renew = match self.lease_value(app, &lease).map_err(WriteError::Store)? {
-                Some((value, _)) if lease.lease != 0 => Some((lease.lease, value.ttl)),
-                _ => None,
+                Some((value, holder)) if holder == *writer && value.term == term => {
+                    (lease.lease != 0).then_some((lease.lease, value.ttl))
+                }
+                _ => return Err(not_leader()),
             };
             self.remember_tenure(writer, TenureHint { term, created: lease.create_revision, renew });
             let current = self.settings_value(&settings_key, &settings).map_err(WriteError::Store)?;
@@ -879,9 +886,9 @@ impl EtcdStore {
     /// The writer's tenure (create revision of its lease key) and the bucket (mod revision
     /// and contents) as this process last saw them, if it knows both.
     fn write_hints(&self, writer: &UnitName, term: u64) -> Option<(i64, (i64, SettingsValue))> {
-        let created = self.tenure_hint(writer).filter(|t| t.term == term)?.created;
-        let bucket = self.hints.lock().unwrap_or_else(|p| p.into_inner()).buckets.get(writer.app())?.clone();
-        Some((created, bucket))
+        let hints = self.hints.lock().unwrap_or_else(|p| p.into_inner());
+        let created = hints.tenures.get(writer).filter(|t| t.term == term)?.created;
+        Some((created, hints.buckets.get(writer.app())?.clone()))
     }
 
     fn tenure_hint(&self, unit: &UnitName) -> Option<TenureHint> {
@@ -922,15 +929,7 @@ impl EtcdStore {
             .iter()
             .filter_map(|kv| {
                 let (found, app) = self.layout.parse(kv.key())?;
-                (found == kind).then(|| {
-                    let read = Read {
-                        value: Some(kv.value().to_vec()),
-                        create_revision: kv.create_revision(),
-                        mod_revision: kv.mod_revision(),
-                        lease: kv.lease(),
-                    };
-                    (app, read)
-                })
+                (found == kind).then(|| (app, Read::of(kv)))
             })
             .collect())
     }

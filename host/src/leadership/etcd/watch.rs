@@ -58,10 +58,7 @@ pub(super) async fn load(client: &mut Client, layout: &Layout, seen: &Mutex<Seen
         etcd_client::TxnOp::get(layout.range(Kind::Reserved), Some(GetOptions::new().with_prefix())),
         etcd_client::TxnOp::get(layout.range(Kind::Pins), Some(GetOptions::new().with_prefix())),
     ]);
-    let got = match tokio::time::timeout(deadline, client.txn(txn)).await {
-        Ok(result) => result.map_err(super::etcd_failed)?,
-        Err(_) => return Err(format!("no answer within {deadline:?}")),
-    };
+    let got = super::within(deadline, client.txn(txn)).await?.map_err(super::etcd_failed)?;
     let mut held = std::collections::BTreeSet::new();
     let mut mirror = BTreeMap::new();
     for op in got.op_responses() {
@@ -125,7 +122,7 @@ pub(super) async fn run(
     let mut failures: u32 = 0;
     loop {
         if failures > 0 {
-            let pause = Duration::from_millis(50).saturating_mul(1 << failures.min(7)).min(Duration::from_secs(5));
+            let pause = crate::timing::backoff(Duration::from_millis(100), Duration::from_secs(5), failures);
             tokio::time::sleep(pause).await;
         }
         let mut watching = client.clone();
