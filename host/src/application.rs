@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::agent::{self, AgentCommand, AgentConfig, AgentError, Backoff};
+use crate::agent::{self, AgentCommand, AgentConfig, AgentError, Backoff, LocalState};
 use crate::events::EventSink;
 use crate::leadership::LeadershipStore;
 use crate::names::{AppName, UnitName};
@@ -73,15 +73,28 @@ pub enum ApplicationError {
     },
 }
 
+impl ApplicationConfig {
+    /// The agent configuration of `unit`: its records in the state directory.
+    pub fn agent_config(&self, unit: &UnitName) -> AgentConfig {
+        AgentConfig {
+            backoff: self.backoff,
+            state_file: Some(self.state_dir.agent_state(unit)),
+            status_file: Some(self.state_dir.status_file(unit)),
+            stop_grace: self.stop_grace,
+            accept_new_store: self.accept_new_store,
+        }
+    }
+}
+
 /// The units of one application.
 pub struct Application {
     runtime: Arc<HookRuntime>,
     charm: Charm,
     units: Vec<Arc<Unit>>,
-    state_dir: StateDir,
-    backoff: Backoff,
-    stop_grace: Duration,
-    accept_new_store: bool,
+    config: ApplicationConfig,
+    /// Each unit's local state as its preflight (in [`Application::new`]) returned it, until
+    /// [`Application::start`] hands it to the unit's agent.
+    checked: std::sync::Mutex<Vec<Option<LocalState>>>,
 }
 
 impl Application {
@@ -105,31 +118,14 @@ impl Application {
                     .map_err(|source| ApplicationError::DataDir { unit: name, source })
             })
             .collect::<Result<_, _>>()?;
-        let application = Self {
-            runtime,
-            charm,
-            units,
-            state_dir: config.state_dir.clone(),
-            backoff: config.backoff,
-            stop_grace: config.stop_grace,
-            accept_new_store: config.accept_new_store,
-        };
-        for unit in &application.units {
-            agent::preflight(unit, &application.agent_config(unit))
+        let mut checked = Vec::with_capacity(units.len());
+        for unit in &units {
+            let local = agent::preflight(unit, &config.agent_config(unit.name()))
                 .await
                 .map_err(|source| ApplicationError::Agent { unit: unit.name().clone(), source: Box::new(source) })?;
+            checked.push(Some(local));
         }
-        Ok(application)
-    }
-
-    fn agent_config(&self, unit: &Unit) -> AgentConfig {
-        AgentConfig {
-            backoff: self.backoff,
-            state_file: Some(self.state_dir.agent_state(unit.name())),
-            status_file: Some(self.state_dir.status_file(unit.name())),
-            stop_grace: self.stop_grace,
-            accept_new_store: self.accept_new_store,
-        }
+        Ok(Self { runtime, charm, units, config: config.clone(), checked: std::sync::Mutex::new(checked) })
     }
 
     /// The units, in order of their numbers.
@@ -137,19 +133,23 @@ impl Application {
         &self.units
     }
 
-    /// Starts every unit's agent.
+    /// Starts every unit's agent (a second start checks each unit again).
     pub fn start(&self) -> RunningApplication {
+        let mut checked = std::mem::take(&mut *self.checked.lock().unwrap_or_else(|p| p.into_inner()));
+        checked.resize(self.units.len(), None);
         let agents = self
             .units
             .iter()
-            .map(|unit| {
+            .zip(checked)
+            .map(|(unit, checked)| {
                 let (commands, receiver) = mpsc::channel(8);
-                let config = self.agent_config(unit);
-                let task = tokio::spawn(agent::run_unit(
+                let config = self.config.agent_config(unit.name());
+                let task = tokio::spawn(agent::run_checked_unit(
                     self.runtime.clone(),
                     self.charm.clone(),
                     unit.clone(),
                     config,
+                    checked,
                     receiver,
                 ));
                 (unit.name().clone(), RunningAgent { unit: unit.clone(), commands, task })

@@ -21,14 +21,14 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
-use crate::agent::{self, AgentCommand, AgentConfig, AgentError, Backoff};
+use crate::agent::{self, AgentCommand, AgentError, Backoff};
 use crate::application::{Application, ApplicationConfig, ApplicationError, RunningApplication};
 use crate::events::{Event, EventSink};
 use crate::handover::{self, HandoverError};
 use crate::hook_tools::{self, UnitTools};
 use crate::leadership::etcd::{ConnectError, EtcdOptions, EtcdStore};
 use crate::leadership::sqlite::OpenError;
-use crate::leadership::{Lease, LeaseError, LeadershipStore, MemoryStore, SqliteStore};
+use crate::leadership::{Lease, LeaseError, LeadershipStore, MemoryStore, SqliteStore, wait_for_lease};
 use crate::names::{AppName, UnitName};
 use crate::runtime::{Charm, HookRuntime, LoadError, RuntimeConfig, RuntimeError};
 use crate::services::ServiceConfig;
@@ -110,7 +110,6 @@ fn check_runtime() -> Result<(), HostError> {
 }
 
 /// Which leadership store a host uses.
-#[derive(Clone)]
 enum StoreChoice {
     Memory,
     Sqlite,
@@ -278,7 +277,7 @@ impl HostBuilder {
             }
         };
         state.prepare()?;
-        let store: Arc<dyn LeadershipStore> = match self.store.clone() {
+        let store: Arc<dyn LeadershipStore> = match self.store {
             StoreChoice::Memory => Arc::new(MemoryStore::new()),
             StoreChoice::Sqlite => Arc::new(SqliteStore::open(&state.store())?),
             StoreChoice::Etcd(options) => {
@@ -290,10 +289,17 @@ impl HostBuilder {
             }
             StoreChoice::Given(store) => store,
         };
-        let runtime = Arc::new(HookRuntime::new(self.runtime.clone())?);
+        let runtime = Arc::new(HookRuntime::new(self.runtime)?);
         let (broadcast, _) = broadcast::channel(self.event_capacity);
-        let events = Arc::new(EventHub { sink: self.sink.clone(), broadcast });
-        Ok(Host { runtime, store, state, _temporary: temporary, events, settings: self })
+        let events = Arc::new(EventHub { sink: self.sink, broadcast });
+        let units = UnitSettings {
+            guarantee_window: self.guarantee_window,
+            backoff: self.backoff,
+            services: (self.services, self.service_grace),
+            stop_grace: self.stop_grace,
+            accept_new_store: self.accept_new_store,
+        };
+        Ok(Host { runtime, store, state, _temporary: temporary, events, units })
     }
 }
 
@@ -376,7 +382,16 @@ pub struct Host {
     state: StateDir,
     _temporary: Option<tempfile::TempDir>,
     events: Arc<EventHub>,
-    settings: HostBuilder,
+    units: UnitSettings,
+}
+
+/// What every unit of a host is set up with.
+struct UnitSettings {
+    guarantee_window: Duration,
+    backoff: Backoff,
+    services: (Vec<ServiceConfig>, Duration),
+    stop_grace: Duration,
+    accept_new_store: bool,
 }
 
 impl std::fmt::Debug for Host {
@@ -425,13 +440,17 @@ impl Host {
         Ok(handover::elect(self.store.as_ref(), unit, within).await?)
     }
 
-    fn agent_config(&self, unit: &UnitName) -> AgentConfig {
-        AgentConfig {
-            backoff: self.settings.backoff,
-            state_file: Some(self.state.agent_state(unit)),
-            status_file: Some(self.state.status_file(unit)),
-            stop_grace: self.settings.stop_grace,
-            accept_new_store: self.settings.accept_new_store,
+    /// The configuration of `units` units of `app` on this host.
+    fn application_config(&self, app: AppName, units: u32) -> ApplicationConfig {
+        ApplicationConfig {
+            app,
+            units,
+            guarantee_window: self.units.guarantee_window,
+            state_dir: self.state.clone(),
+            backoff: self.units.backoff,
+            services: self.units.services.clone(),
+            stop_grace: self.units.stop_grace,
+            accept_new_store: self.units.accept_new_store,
         }
     }
 
@@ -442,16 +461,7 @@ impl Host {
         if units == 0 {
             return Err(HostError::Invalid("an application needs at least one unit".into()));
         }
-        let config = ApplicationConfig {
-            app: app.clone(),
-            units,
-            guarantee_window: self.settings.guarantee_window,
-            state_dir: self.state.clone(),
-            backoff: self.settings.backoff,
-            services: (self.settings.services.clone(), self.settings.service_grace),
-            stop_grace: self.settings.stop_grace,
-            accept_new_store: self.settings.accept_new_store,
-        };
+        let config = self.application_config(app.clone(), units);
         let events: Arc<dyn EventSink> = self.events.clone();
         let application = Application::new(self.runtime.clone(), charm.clone(), self.store.clone(), events, &config).await?;
         let running = application.start();
@@ -466,16 +476,16 @@ impl Host {
         check_runtime()?;
         self.state.prepare_unit(&unit)?;
         let lock = self.state.lock_unit(&unit)?;
-        let tracker = LeadershipTracker::new(unit.clone(), self.store.clone(), self.settings.guarantee_window)
+        let tracker = LeadershipTracker::new(unit.clone(), self.store.clone(), self.units.guarantee_window)
             .with_record(TenureRecord::new(self.state.tenure_record(&unit)));
         let events: Arc<dyn EventSink> = self.events.clone();
         let agent_unit = Unit::new(unit.clone(), self.state.data_dir(&unit), tracker, events)
             .map_err(|source| HostError::Io { what: format!("creating the data directory of {unit}"), source })?
-            .with_services(self.settings.services.clone(), self.settings.service_grace);
+            .with_services(self.units.services.0.clone(), self.units.services.1);
         let agent_unit = Arc::new(agent_unit);
-        let config = self.agent_config(&unit);
+        let config = self.application_config(unit.app().clone(), 1).agent_config(&unit);
         // Checked before anything is served, so a refused start leaves no socket behind.
-        agent::preflight(&agent_unit, &config).await?;
+        let checked = agent::preflight(&agent_unit, &config).await?;
         // The lock proves no other agent uses the socket: a leftover one is ours to replace.
         let socket = self.state.socket(&unit);
         let _ = std::fs::remove_file(&socket);
@@ -484,7 +494,7 @@ impl Host {
         let (commands, receiver) = mpsc::channel(8);
         let tools = AbortOnDrop(tokio::spawn(hook_tools::serve(listener, agent_unit.clone(), commands.clone())));
         // The agent holds the unit's lock for as long as it runs, handle or not.
-        let run = agent::run_unit(self.runtime.clone(), charm.clone(), agent_unit.clone(), config, receiver);
+        let run = agent::run_checked_unit(self.runtime.clone(), charm.clone(), agent_unit.clone(), config, Some(checked), receiver);
         let task = tokio::spawn(async move {
             let _lock = lock;
             run.await
@@ -537,16 +547,8 @@ impl ApplicationHandle {
 
     /// Waits until some unit leads, and returns it.
     pub async fn wait_for_leader(&self) -> Result<UnitName, HostError> {
-        let mut changes = self.store.watch_leases();
-        loop {
-            changes.borrow_and_update();
-            if let Some(lease) = self.store.lease(&self.app).await? {
-                return Ok(lease.holder);
-            }
-            if changes.changed().await.is_err() {
-                return Err(HostError::Store(LeaseError::Store("the store was closed".into())));
-            }
-        }
+        let lease = wait_for_lease(self.store.as_ref(), &self.app, None, |_| true).await?;
+        lease.map(|l| l.holder).ok_or_else(|| HostError::Store(LeaseError::Store("the wait for a leader ended".into())))
     }
 
     /// A unit's status as its agent last recorded it.

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use crate::leadership::{LeaseError, LeadershipStore};
+use crate::leadership::{LeaseError, LeadershipStore, wait_for_lease};
 use crate::names::UnitName;
 use crate::timing;
 
@@ -69,29 +69,11 @@ pub async fn request(store: &dyn LeadershipStore, unit: &UnitName, within: Durat
 /// Waits until `unit` holds its application's lease, for at most `within` (store clock);
 /// returns its term.
 pub async fn wait_until_leads(store: &dyn LeadershipStore, unit: &UnitName, within: Duration) -> Result<u64, HandoverError> {
-    let clock = store.clock().clone();
-    let deadline = clock.now() + within;
-    let mut changes = store.watch_leases();
+    let deadline = store.clock().now() + within;
     let failed = |source| HandoverError::Store { unit: unit.clone(), source };
-    loop {
-        changes.borrow_and_update();
-        if let Some(lease) = store.lease(unit.app()).await.map_err(failed)?.filter(|l| l.holder == *unit) {
-            return Ok(lease.term);
-        }
-        if clock.now() >= deadline {
-            return Err(HandoverError::TimedOut { unit: unit.clone(), within });
-        }
-        // A watch may miss a grant made by another process between polls: look again
-        // at least every 100 ms.
-        let next_look = (clock.now() + Duration::from_millis(100)).min(deadline);
-        tokio::select! {
-            changed = changes.changed() => {
-                if changed.is_err() {
-                    clock.sleep_until(next_look).await;
-                }
-            }
-            () = clock.sleep_until(next_look) => {}
-        }
+    match wait_for_lease(store, unit.app(), Some(deadline), |lease| lease.holder == *unit).await.map_err(failed)? {
+        Some(lease) => Ok(lease.term),
+        None => Err(HandoverError::TimedOut { unit: unit.clone(), within }),
     }
 }
 

@@ -70,18 +70,17 @@ impl HookDriver {
                 self.queue.on_settings(*settings.borrow_and_update());
             }
             if let Some(command) = pending.take() {
-                let hold_off = match command {
-                    AgentCommand::StepDown => Some(clock.now() + unit.tracker().claim_duration()),
-                    AgentCommand::Stop => {
-                        stopping = true;
-                        self.queue.on_stop();
-                        None
-                    }
-                };
                 // Answered once the role source has given up the guarantee (and stopped the
                 // leader-only services): the role read next says so, and `leader-deposed`
                 // then runs with `is-leader` false.
-                roles.give_up(hold_off).await;
+                match command {
+                    AgentCommand::StepDown => roles.step_down().await,
+                    AgentCommand::Stop => {
+                        stopping = true;
+                        self.queue.on_stop();
+                        roles.stop().await;
+                    }
+                }
                 continue;
             }
             for dropped in self.queue.take_dropped() {

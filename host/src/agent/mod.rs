@@ -153,7 +153,23 @@ pub async fn run_unit(
     config: AgentConfig,
     commands: mpsc::Receiver<AgentCommand>,
 ) -> Result<(), AgentError> {
-    let local = preflight(&unit, &config).await?;
+    run_checked_unit(runtime, charm, unit, config, None, commands).await
+}
+
+/// [`run_unit`] for a unit whose [`preflight`] already ran and returned `checked` (`None`:
+/// run it now).
+pub(crate) async fn run_checked_unit(
+    runtime: Arc<HookRuntime>,
+    charm: Charm,
+    unit: Arc<Unit>,
+    config: AgentConfig,
+    checked: Option<LocalState>,
+    commands: mpsc::Receiver<AgentCommand>,
+) -> Result<(), AgentError> {
+    let local = match checked {
+        Some(local) => local,
+        None => preflight(&unit, &config).await?,
+    };
     let records = records::Records::open(&config, &local)?;
     let roles = role::RoleSource::start(unit.tracker().clone(), unit.services().clone(), unit.reporter().clone());
     let queue = HookQueue::new(local, config.backoff);

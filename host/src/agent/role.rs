@@ -1,15 +1,18 @@
 //! The role source of one unit: the one owner of its [`LeadershipTracker`]. It alone claims,
 //! renews, gives up and revokes, and it publishes the unit's [`Role`] for the hook driver
-//! to act on. The driver never changes the tracker: it asks ([`RoleSource::give_up`],
-//! [`RoleSource::deposed`]) and reads the roles that follow.
+//! to act on. The driver never changes the tracker: it asks ([`RoleSource::step_down`],
+//! [`RoleSource::stop`], [`RoleSource::deposed`]) and reads the roles that follow.
 //!
 //! Invariants (timing on the store's clock; see the [agent](super) docs for the figures):
 //! - A role is published only after the tracker holds what it says, and a loss of
 //!   leadership is published only after the guarantee is given up and the leader-only
 //!   services are stopped, always before the lease can pass to another unit.
 //! - A request is answered only once its effect is published: when
-//!   [`RoleSource::give_up`] returns, the role says `Minion` (if the unit led) and no
-//!   claim is made before the hold-off ends, so the driver never acts on a stale role.
+//!   [`RoleSource::step_down`] or [`RoleSource::stop`] returns, the role says `Minion` (if
+//!   the unit led) and no claim is made before the hold-off ends, so the driver never acts
+//!   on a stale role.
+//! - A step-down holds claims off for one claim duration (ended early by a reservation of
+//!   the lease for this unit, `elect`); a stop, for good.
 //! - A lease given up by request is revoked only after `leader-deposed` has run
 //!   ([`RoleSource::deposed`]), or when the role source finishes.
 //! - A reservation of the lease for another unit while this one leads is a directed
@@ -21,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::events::{Event, LogLevel};
 use crate::leadership::{Clock, LeaseError, Timestamp, wait_until_released};
+use crate::names::UnitName;
 use crate::services::ServiceSupervisor;
 use crate::timing;
 use crate::tracker::{LeadershipTracker, Refresh};
@@ -37,8 +41,15 @@ pub(super) enum Role {
     Minion,
 }
 
+/// Why leadership is given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GiveUp {
+    StepDown,
+    Stop,
+}
+
 enum Request {
-    GiveUp { until: Option<Timestamp>, reply: oneshot::Sender<bool> },
+    GiveUp { why: GiveUp, reply: oneshot::Sender<()> },
     Deposed { reply: oneshot::Sender<()> },
 }
 
@@ -86,16 +97,24 @@ impl RoleSource {
         Self { roles, health, requests, task: AbortOnDrop(tokio::spawn(claims.run())) }
     }
 
-    /// Gives up leadership, if the unit leads, and makes no claim before `until` (`None`:
-    /// never again, for a stop; a step-down's hold-off also ends when the lease is reserved
-    /// for this unit). Returns once that is published, true if the unit was leading (its
-    /// lease is then revoked after [`Self::deposed`]).
-    pub(super) async fn give_up(&self, until: Option<Timestamp>) -> bool {
+    /// Gives up leadership if the unit leads, and makes no claim for one claim duration
+    /// (or until the lease is reserved for this unit). Returns once that is published.
+    pub(super) async fn step_down(&self) {
+        self.give_up(GiveUp::StepDown).await;
+    }
+
+    /// Gives up leadership if the unit leads, and never claims again. Returns once that is
+    /// published.
+    pub(super) async fn stop(&self) {
+        self.give_up(GiveUp::Stop).await;
+    }
+
+    /// A lease given up this way is revoked after [`Self::deposed`].
+    async fn give_up(&self, why: GiveUp) {
         let (reply, answer) = oneshot::channel();
-        if self.requests.send(Request::GiveUp { until, reply }).await.is_err() {
-            return false;
+        if self.requests.send(Request::GiveUp { why, reply }).await.is_ok() {
+            let _ = answer.await;
         }
-        answer.await.unwrap_or(false)
     }
 
     /// Tells the role source that `leader-deposed` has run, or that none is owed: a lease
@@ -162,8 +181,7 @@ impl ClaimLoop {
                     Wake::Request(Some(request)) => self.handle(request).await,
                     Wake::Time => self.hold_off = None,
                     Wake::Leases => {
-                        let reserved = self.tracker.store().reservation(self.tracker.unit().app()).await;
-                        if matches!(reserved, Ok(Some(ref unit)) if unit == self.tracker.unit()) {
+                        if self.reserved_for().await.as_ref() == Some(self.tracker.unit()) {
                             self.hold_off = None;
                         }
                     }
@@ -216,11 +234,9 @@ impl ClaimLoop {
                 }
                 Wake::Time => break,
                 Wake::Leases => {
-                    let reserved = self.tracker.store().reservation(self.tracker.unit().app()).await;
-                    if matches!(&reserved, Ok(Some(other)) if other != self.tracker.unit()) {
+                    if self.reserved_for().await.is_some_and(|other| other != *self.tracker.unit()) {
                         self.reporter.log(LogLevel::Info, "the lease is reserved for another unit: stepping down for it".into());
-                        let until = self.clock.now() + self.tracker.claim_duration();
-                        self.give_up(until_ending_on_reservation(until)).await;
+                        self.give_up(GiveUp::StepDown).await;
                         return false;
                     }
                 }
@@ -298,15 +314,16 @@ impl ClaimLoop {
         }
     }
 
+    /// The unit the lease is reserved for, if the store says so.
+    async fn reserved_for(&self) -> Option<UnitName> {
+        self.tracker.store().reservation(self.tracker.unit().app()).await.ok().flatten()
+    }
+
     async fn handle(&mut self, request: Request) {
         match request {
-            Request::GiveUp { until, reply } => {
-                let hold_off = match until {
-                    Some(until) => until_ending_on_reservation(until),
-                    None => HoldOff { until: None, ends_on_reservation: false },
-                };
-                let leading = self.give_up(hold_off).await;
-                let _ = reply.send(leading);
+            Request::GiveUp { why, reply } => {
+                self.give_up(why).await;
+                let _ = reply.send(());
             }
             Request::Deposed { reply } => {
                 if std::mem::take(&mut self.revoke_after_deposed) {
@@ -317,22 +334,25 @@ impl ClaimLoop {
         }
     }
 
-    /// Gives up the guarantee (if held) and holds claims off; a stop's hold-off (for good)
-    /// is never shortened by a later step-down. True if the unit was leading; its lease is
-    /// then revoked after `leader-deposed`.
-    async fn give_up(&mut self, hold_off: HoldOff) -> bool {
-        let leading = matches!(*self.roles.borrow(), Role::Leader(_)) || self.tracker.held_term().is_some();
-        let stopping = hold_off.until.is_none();
-        if !leading && !stopping {
-            return false;
-        }
+    /// Gives up the guarantee (if held) and holds claims off (a step-down of a minion does
+    /// nothing); a stop's hold-off (for good) is never shortened by a later step-down. If
+    /// the unit was leading, its lease is revoked after `leader-deposed`. The role published
+    /// is the tracker's state here: requests are handled between claims.
+    async fn give_up(&mut self, why: GiveUp) {
+        let leading = matches!(*self.roles.borrow(), Role::Leader(_));
+        let hold_off = match why {
+            GiveUp::StepDown if !leading => return,
+            GiveUp::StepDown => {
+                HoldOff { until: Some(self.clock.now() + self.tracker.claim_duration()), ends_on_reservation: true }
+            }
+            GiveUp::Stop => HoldOff { until: None, ends_on_reservation: false },
+        };
         if self.hold_off.is_none_or(|current| current.until.is_some()) {
             self.hold_off = Some(hold_off);
         }
         self.tracker.abandon();
         self.publish(Role::Minion).await;
         self.revoke_after_deposed |= leading;
-        leading
     }
 
     /// Publishes `role`; on losing leadership, first stops the leader-only services. The
@@ -358,8 +378,4 @@ impl ClaimLoop {
             self.reporter.log(LogLevel::Warning, format!("could not give up leadership: {err}"));
         }
     }
-}
-
-fn until_ending_on_reservation(until: Timestamp) -> HoldOff {
-    HoldOff { until: Some(until), ends_on_reservation: true }
 }

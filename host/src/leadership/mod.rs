@@ -66,7 +66,7 @@ pub use clock::{BootClock, Clock, ManualClock, MonotonicClock, Timestamp};
 pub use etcd::EtcdStore;
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
-pub use waiting::{LeadershipToken, wait_until_released};
+pub use waiting::{LeadershipToken, wait_for_lease, wait_until_released};
 
 /// Accepted lease durations.
 pub const LEASE_DURATION_RANGE: std::ops::RangeInclusive<Duration> =

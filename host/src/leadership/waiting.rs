@@ -1,10 +1,10 @@
-//! Built on any [`LeadershipStore`]: waiting until an application has no leader, and
-//! tokens that check a unit's leadership later.
+//! Built on any [`LeadershipStore`]: waiting until an application has no leader or a
+//! lease of a given kind, and tokens that check a unit's leadership later.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use super::{LeaseError, LeadershipStore};
+use super::{Lease, LeaseError, LeadershipStore, Timestamp};
 use crate::names::{AppName, UnitName};
 
 /// Completes once `app` has no leader (released, revoked or expired), or fails with
@@ -35,6 +35,41 @@ pub async fn wait_until_released(
         }
     }
 }
+
+/// Waits until `app`'s lease is held and `wanted` by the caller, and returns it; `Ok(None)`
+/// once `deadline` (store clock) passes first. Woken by the store's lease watch, and looks
+/// again at least every 100 ms in case a change by another process is announced late.
+pub async fn wait_for_lease(
+    store: &dyn LeadershipStore,
+    app: &AppName,
+    deadline: Option<Timestamp>,
+    wanted: impl Fn(&Lease) -> bool,
+) -> Result<Option<Lease>, LeaseError> {
+    let clock = store.clock().clone();
+    let mut changes = store.watch_leases();
+    loop {
+        changes.borrow_and_update();
+        if let Some(lease) = store.lease(app).await?.filter(|l| wanted(l)) {
+            return Ok(Some(lease));
+        }
+        if deadline.is_some_and(|d| clock.now() >= d) {
+            return Ok(None);
+        }
+        let next_look = clock.now() + LOOK_AGAIN;
+        let next_look = deadline.map_or(next_look, |d| next_look.min(d));
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    clock.sleep_until(next_look).await;
+                }
+            }
+            () = clock.sleep_until(next_look) => {}
+        }
+    }
+}
+
+/// How often [`wait_for_lease`] looks again without news.
+const LOOK_AGAIN: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A unit's leadership as of when the token was taken. It does not prove leadership by
 /// existing: [`LeadershipToken::check`] does, each time it is called.
