@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use charm_host::{AppName, Event, Host, UnitName};
+use charm_host::{AppName, Event, HookKind, Host, UnitName};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -20,6 +20,7 @@ async fn main() -> anyhow::Result<()> {
     // window so that the handover below is quick to watch.
     let host = Host::builder().guarantee_window(Duration::from_secs(2)).build().await?;
     let mut events = host.subscribe();
+    let mut elected = host.subscribe();
     let printer = tokio::spawn(async move {
         while let Some(event) = events.next().await {
             match event {
@@ -37,8 +38,13 @@ async fn main() -> anyhow::Result<()> {
     let leader = app.wait_for_leader().await?;
     println!("== {leader} leads demo");
 
-    // The leader's settings, read as a script would through the hook tools.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the leader's leader-elected has run, its settings are there: read them as a
+    // script would, through the hook tools.
+    while let Some(event) = elected.next().await {
+        if matches!(&event, Event::Hook { unit, hook: HookKind::LeaderElected, .. } if *unit == leader) {
+            break;
+        }
+    }
     println!("== settings: {:?}", app.tools(&leader)?.leader_get_all().await?);
 
     // A directed handover to the next unit: no other unit leads in between.

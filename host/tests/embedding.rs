@@ -5,11 +5,29 @@ mod support;
 
 use std::time::Duration;
 
-use charm_host::{AppName, Event, Host, HostError, HookKind, UnitName};
+use charm_host::{AppName, Event, EventStream, Host, HostError, HookKind, UnitName};
 
 /// The position of the first event matching `wanted`, if any.
 fn position(events: &[Event], wanted: impl Fn(&Event) -> bool) -> Option<usize> {
     events.iter().position(wanted)
+}
+
+/// Waits for the next event matching `wanted` (a minute at most: a guard against a hang,
+/// not a timing assertion).
+async fn wait_for_event(events: &mut EventStream, what: &str, wanted: impl Fn(&Event) -> bool) {
+    let found = async {
+        while let Some(event) = events.next().await {
+            if wanted(&event) {
+                return true;
+            }
+        }
+        false
+    };
+    match tokio::time::timeout(Duration::from_secs(60), found).await {
+        Ok(true) => {}
+        Ok(false) => panic!("the events ended before {what}"),
+        Err(_) => panic!("no event for {what} within a minute"),
+    }
 }
 
 /// One line per event, for failure messages.
@@ -40,24 +58,22 @@ async fn out_of_range_settings_are_refused_at_build() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedded_application_leads_hands_over_and_stops() {
-    let host = Host::builder().guarantee_window(Duration::from_secs(2)).cache_dir(None).build().await.expect("host");
+    let host = Host::builder().cache_dir(None).build().await.expect("host");
     let mut events = host.subscribe();
+    let mut waits = host.subscribe();
     let charm = host.load_charm(support::charm_wasm("tests/charms/probe")).expect("probe loads");
     let app = host.start_application(AppName::new("app").unwrap(), &charm, 3).await.expect("started");
     assert_eq!(app.units().len(), 3);
     let leader = app.wait_for_leader().await.expect("a leader");
+    // Told it leads (so it owes a leader-deposed when it gives up); its guarantee shows
+    // through its hook tools.
+    let elected = |e: &Event| matches!(e, Event::Hook { unit, hook: HookKind::LeaderElected, .. } if *unit == leader);
+    wait_for_event(&mut waits, "the leader's leader-elected", elected).await;
     let tools = app.tools(&leader).expect("a unit of the app");
-    // The leader's guarantee shows through its hook tools once its agent has it.
-    while tools.is_leader() != Ok(true) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    assert_eq!(tools.is_leader(), Ok(true));
     tools.leader_set(&[("k".into(), "v".into())]).await.expect("the leader writes");
     assert_eq!(app.tools(&leader).unwrap().leader_get("k").await.unwrap().as_deref(), Some("v"));
 
-    // The leader has been told it leads (so it owes a leader-deposed when it gives up).
-    while app.status(&leader).unwrap().last_hook != Some(HookKind::LeaderElected) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     let successor = UnitName::from_parts(app.app().clone(), (leader.number() + 1) % 3);
     let term = app.elect(&successor, Duration::from_secs(30)).await.expect("handover");
     assert_eq!(app.leader().await.unwrap().map(|l| (l.holder, l.term)), Some((successor.clone(), term)));
@@ -103,6 +119,7 @@ async fn a_subscriber_that_falls_behind_misses_the_oldest_events_and_is_told() {
 async fn a_handover_while_the_leader_installs_does_not_wait_for_its_lease_to_expire() {
     // A 30 s window: the leader's lease lasts 60 s, far longer than the handover may take.
     let host = Host::builder().cache_dir(None).build().await.expect("host");
+    let mut events = host.subscribe();
     let state = charm_host::state_dir::StateDir::new(host.state_dir());
     let app_name = AppName::new("app").unwrap();
     let units: Vec<UnitName> = (0..3).map(|n| UnitName::from_parts(app_name.clone(), n)).collect();
@@ -112,22 +129,29 @@ async fn a_handover_while_the_leader_installs_does_not_wait_for_its_lease_to_exp
         std::fs::create_dir_all(&data).unwrap();
         std::fs::write(data.join("script"), "pause").unwrap();
     }
+    // Nobody of the application may lead until every unit is inside its install: then the
+    // leader's tenure begins and ends while its driver runs a hook, and never reaches it.
+    let placeholder = UnitName::from_parts(app_name.clone(), 99);
+    host.store().claim(&placeholder, Duration::from_secs(60)).await.unwrap();
     let charm = host.load_charm(support::charm_wasm("tests/charms/probe")).expect("probe loads");
     let app = host.start_application(app_name, &charm, 3).await.expect("started");
+    for unit in &units {
+        support::wait_paused_in(&state.data_dir(unit)).await;
+    }
+    host.store().revoke(&placeholder).await.unwrap();
     let leader = app.wait_for_leader().await.expect("a leader");
     let successor = UnitName::from_parts(app.app().clone(), (leader.number() + 1) % 3);
-    // The leader gives up for the successor while its install is still paused: its driver
-    // never hears that it led, so no leader-deposed is owed, and the lease must be released.
+    // The leader gives up for the successor while its install is still paused: no
+    // leader-deposed is owed, and the lease must be released rather than left to expire.
     charm_host::handover::request(host.store().as_ref(), &successor, Duration::from_secs(30)).await.unwrap();
-    while app.leader().await.unwrap().is_some_and(|l| l.holder == leader) && !app.tools(&leader).unwrap().is_leader().is_ok_and(|l| !l) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let gave_up = |e: &Event| matches!(e, Event::Leadership { unit, leader: false, .. } if *unit == leader);
+    wait_for_event(&mut events, "the leader giving up", gave_up).await;
     for unit in &units {
         // Later hooks run straight through.
-        let _ = std::fs::remove_file(state.data_dir(unit).join("script"));
-        std::fs::write(state.data_dir(unit).join("resume"), b"").unwrap();
+        std::fs::remove_file(state.data_dir(unit).join("script")).unwrap();
+        support::resume_in(&state.data_dir(unit)).await;
     }
     let term = app.elect(&successor, Duration::from_secs(20)).await.expect("the successor leads well before the old lease expires");
-    assert_eq!(term, 2);
+    assert_eq!(term, 3, "the placeholder's term, the leader's, then the successor's");
     app.stop().await;
 }

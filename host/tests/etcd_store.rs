@@ -7,29 +7,20 @@
 
 #[path = "../../tests/support/etcd.rs"]
 mod etcd;
+mod support;
+
+use support::{app_name as app, group, unit_name as unit};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use charm_host::leadership::etcd::{ConnectError, EtcdOptions, EtcdStore, EtcdTls};
 use charm_host::leadership::{LeaseError, LeadershipStore, LeadershipToken, WriteError, wait_until_released};
-use charm_host::names::{AppName, UnitName};
+use charm_host::names::AppName;
 use etcd::EtcdCluster;
 
 const SHORT: Duration = Duration::from_secs(1);
 const LONG: Duration = Duration::from_secs(60);
-
-fn unit(name: &str) -> UnitName {
-    UnitName::new(name).unwrap()
-}
-
-fn app(name: &str) -> AppName {
-    AppName::new(name).unwrap()
-}
-
-fn group(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
 
 async fn connect(cluster: &EtcdCluster) -> Arc<EtcdStore> {
     Arc::new(EtcdStore::connect(&EtcdOptions::from_url(&cluster.url()).unwrap()).await.unwrap())

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 #[path = "../../tests/support/etcd.rs"]
 mod etcd;
+mod support;
+
+use support::{app_name as app, group, unit_name as unit};
 
 use charm_host::leadership::etcd::{EtcdOptions, EtcdStore};
 use charm_host::leadership::sqlite::SqliteOptions;
@@ -14,7 +17,7 @@ use charm_host::leadership::{
     Clock, LeaseError, LeadershipStore, LeadershipToken, ManualClock, MemoryStore, SqliteStore, WriteError,
     wait_until_released,
 };
-use charm_host::names::{AppName, UnitName};
+use charm_host::names::UnitName;
 
 const SECOND: Duration = Duration::from_secs(1);
 const LEASE: Duration = Duration::from_secs(10);
@@ -49,18 +52,6 @@ async fn real_etcd() -> Subject {
     let cluster = etcd::EtcdCluster::start(1);
     let store = EtcdStore::connect(&EtcdOptions::from_url(&cluster.url()).unwrap()).await.unwrap();
     Subject { store: Arc::new(store), clock: Arc::new(ManualClock::default()), _dir: None, _etcd: Some(cluster) }
-}
-
-fn unit(name: &str) -> UnitName {
-    UnitName::new(name).unwrap()
-}
-
-fn app(name: &str) -> AppName {
-    AppName::new(name).unwrap()
-}
-
-fn group(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 /// Generates one test per store for each case function.

@@ -90,7 +90,7 @@ pub struct BenchArgs {
     pub json: bool,
     /// Measure only these sections (repeatable): calls, lease, renewals, etcd, processes,
     /// agents, memory.
-    #[arg(long, value_parser = ["calls", "lease", "renewals", "etcd", "processes", "agents", "memory"])]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(bench::SECTION_NAMES))]
     pub only: Vec<String>,
 }
 

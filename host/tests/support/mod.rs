@@ -80,25 +80,50 @@ pub fn results(unit: &Unit) -> Vec<String> {
 
 /// Waits (up to 10 s) for the probe to create `/paused`.
 pub async fn wait_paused(unit: &Unit) {
+    wait_paused_in(unit.data_dir()).await
+}
+
+/// [`wait_paused`] for the probe whose data directory is `data_dir`.
+pub async fn wait_paused_in(data_dir: &Path) {
     for _ in 0..5000 {
-        if unit.data_dir().join("paused").exists() {
+        if data_dir.join("paused").exists() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    panic!("{} never paused", unit.name());
+    panic!("the probe in {} never paused", data_dir.display());
 }
 
 /// Lets a paused probe go on, and waits (up to 10 s) until it has.
 pub async fn resume(unit: &Unit) {
-    std::fs::write(unit.data_dir().join("resume"), b"").expect("write resume");
+    resume_in(unit.data_dir()).await
+}
+
+/// [`resume`] for the probe whose data directory is `data_dir`.
+pub async fn resume_in(data_dir: &Path) {
+    std::fs::write(data_dir.join("resume"), b"").expect("write resume");
     for _ in 0..5000 {
-        if !unit.data_dir().join("resume").exists() {
+        if !data_dir.join("resume").exists() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    panic!("{} never resumed", unit.name());
+    panic!("the probe in {} never resumed", data_dir.display());
+}
+
+/// A unit name that must be valid.
+pub fn unit_name(name: &str) -> UnitName {
+    UnitName::new(name).unwrap()
+}
+
+/// An application name that must be valid.
+pub fn app_name(name: &str) -> charm_host::names::AppName {
+    charm_host::names::AppName::new(name).unwrap()
+}
+
+/// A settings group from string pairs.
+pub fn group(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 /// What most tests need: a temporary root for data directories, an in-memory store, a
