@@ -166,10 +166,10 @@ impl Machines {
         for machine in &self.machines {
             tenures.extend(read_tenures(machine));
         }
-        tenures.sort_by_key(|t| t.from);
+        tenures.sort_by_key(|t| t.from_ns);
         for pair in tenures.windows(2) {
             let (a, b) = (&pair[0], &pair[1]);
-            assert!(a.end() <= b.from, "{} believed it led (term {}) until {} but {} believed it (term {}) from {}", a.unit, a.term, a.end(), b.unit, b.term, b.from);
+            assert!(a.end_ns() <= b.from_ns, "{} believed it led (term {}) until {} but {} believed it (term {}) from {}", a.unit, a.term, a.end_ns(), b.unit, b.term, b.from_ns);
             // A unit that deposed itself may find its own tenure still live (etcd gives every
             // lease its full TTL again at each etcd leader change) and lead again at that term.
             assert!(b.term > a.term || (b.term == a.term && b.unit == a.unit), "terms must rise: {a:?} then {b:?}");
@@ -190,45 +190,28 @@ impl Machines {
     }
 }
 
+/// One agent's tenure, as its record tells it.
 #[derive(Debug, Clone)]
 struct Tenure {
     unit: String,
-    term: u64,
-    from: u64,
-    until: u64,
-    ended: Option<u64>,
+    record: charm_host::tenure_record::Tenure,
 }
 
-impl Tenure {
-    /// When the belief ended: its recorded end, or after a crash its last guarantee.
-    fn end(&self) -> u64 {
-        self.ended.map_or(self.until, |e| e.min(self.until))
+impl std::ops::Deref for Tenure {
+    type Target = charm_host::tenure_record::Tenure;
+
+    fn deref(&self) -> &Self::Target {
+        &self.record
     }
 }
 
-/// One agent's tenure record (see `charm_host::tenure_record`), merged per term.
+/// One agent's tenure record (see `charm_host::tenure_record`).
 fn read_tenures(machine: &Machine) -> Vec<Tenure> {
     let unit = machine.unit.as_str();
     let number = unit.rsplit('/').next().unwrap();
     let path = machine.state.path().join(format!("units/db-{number}/tenures.jsonl"));
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let mut tenures: Vec<Tenure> = Vec::new();
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {line:?}: {e}", path.display()));
-        let term = v["term"].as_u64().unwrap();
-        if let Some(from) = v["from_ns"].as_u64() {
-            tenures.push(Tenure { unit: unit.to_owned(), term, from, until: v["until_ns"].as_u64().unwrap(), ended: None });
-            continue;
-        }
-        let tenure = tenures.iter_mut().rev().find(|t| t.term == term).unwrap_or_else(|| panic!("{unit}: term {term} has no start"));
-        if let Some(until) = v["until_ns"].as_u64() {
-            tenure.until = tenure.until.max(until);
-        }
-        if let Some(ended) = v["ended_ns"].as_u64() {
-            tenure.ended = Some(ended);
-        }
-    }
-    tenures
+    let records = charm_host::tenure_record::read(&path).unwrap_or_else(|e| panic!("{e}"));
+    records.into_iter().map(|record| Tenure { unit: unit.to_owned(), record }).collect()
 }
 
 /// The last tenure of `unit` in `tenures`.
@@ -248,8 +231,8 @@ fn sigterm_of_the_leader_hands_over_before_its_lease_could_expire() {
     assert!(m.write(next, "after"));
     let tenures = m.check();
     let (old, new) = (last_of(&tenures, &m.machines[leader].unit), last_of(&tenures, &m.machines[next].unit));
-    assert!(old.ended.is_some(), "a graceful stop records its end");
-    assert!(new.from < old.until + WINDOW_NS, "the successor led before the old lease could have expired");
+    assert!(old.ended_ns.is_some(), "a graceful stop records its end");
+    assert!(new.from_ns < old.until_ns + WINDOW_NS, "the successor led before the old lease could have expired");
     assert_eq!(m.hooks(leader)[m.hooks(leader).len() - 2..], ["leader-deposed", "stop"]);
 }
 
@@ -264,7 +247,7 @@ fn sigkill_of_the_leader_hands_over_only_after_its_lease_expired() {
     let (old, new) = (last_of(&tenures, &m.machines[leader].unit), last_of(&tenures, &m.machines[next].unit));
     // The server expired the lease no earlier than the holder's own start + TTL, which is
     // at least its last guarantee plus the window.
-    assert!(new.from >= old.until + WINDOW_NS, "the successor led before the dead leader's lease expired");
+    assert!(new.from_ns >= old.until_ns + WINDOW_NS, "the successor led before the dead leader's lease expired");
     assert!(!m.hooks(leader).contains(&"leader-deposed".to_owned()), "a killed agent runs nothing");
 }
 
@@ -302,7 +285,7 @@ fn a_leader_cut_off_from_etcd_deposes_itself_before_another_leads() {
     assert!(!m.write(leader, "from-the-cut-off"), "a cut-off leader cannot write");
     let tenures = m.check();
     let (old, new) = (last_of(&tenures, &m.machines[leader].unit), last_of(&tenures, &m.machines[next].unit));
-    assert!(old.end() <= new.from);
+    assert!(old.end_ns() <= new.from_ns);
     // Healed, it comes back as a minion and hears of the write made meanwhile.
     for proxy in &m.machines[leader].proxies {
         proxy.heal();
@@ -391,7 +374,7 @@ fn elect_on_one_machine_hands_over_from_a_leader_on_another() {
     assert!(m.write(target, "after-elect"));
     let tenures = m.check();
     let (old, new) = (last_of(&tenures, &m.machines[leader].unit), last_of(&tenures, &m.machines[target].unit));
-    assert!(old.ended.is_some() && new.from < old.until + WINDOW_NS, "handed over, not expired");
+    assert!(old.ended_ns.is_some() && new.from_ns < old.until_ns + WINDOW_NS, "handed over, not expired");
 }
 
 #[test]

@@ -281,10 +281,7 @@ impl HostBuilder {
             StoreChoice::Memory => Arc::new(MemoryStore::new()),
             StoreChoice::Sqlite => Arc::new(SqliteStore::open(&state.store())?),
             StoreChoice::Etcd(options) => {
-                let mut options = *options;
-                let timeout = timing::store_request_timeout(self.guarantee_window);
-                options.request_timeout = options.request_timeout.min(timeout);
-                options.connect_timeout = options.connect_timeout.min(timeout);
+                let options = options.with_deadlines_within(timing::store_request_timeout(self.guarantee_window));
                 Arc::new(EtcdStore::connect(&options).await?)
             }
             StoreChoice::Given(store) => store,

@@ -14,6 +14,7 @@
 //!
 //! Lines: `{"term":N,"from_ns":T,"until_ns":D}` (start), `{"term":N,"until_ns":D}` (renewal),
 //! `{"term":N,"ended_ns":T}` (end).
+//! [`read`] merges them back into one [`Tenure`] per term.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -21,6 +22,88 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::leadership::Timestamp;
+
+/// One tenure as a record tells it; times are store-clock nanoseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenure {
+    /// Its term.
+    pub term: u64,
+    /// When the unit began to believe it led.
+    pub from_ns: u64,
+    /// The latest guarantee deadline it recorded.
+    pub until_ns: u64,
+    /// When it stopped believing, if it recorded that (a crash records nothing).
+    pub ended_ns: Option<u64>,
+}
+
+impl Tenure {
+    /// When the belief ended: its recorded end, or (after a crash) its last guarantee,
+    /// whichever comes first.
+    pub fn end_ns(&self) -> u64 {
+        self.ended_ns.map_or(self.until_ns, |ended| ended.min(self.until_ns))
+    }
+}
+
+/// Why a record could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file could not be read.
+    #[error("cannot read the tenure record {path}: {source}")]
+    Io {
+        /// The record.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A complete line is not one this module writes.
+    #[error("{path}: line {number} is not a tenure record line: {line:?}")]
+    Malformed {
+        /// The record.
+        path: PathBuf,
+        /// Its line number, from 1.
+        number: usize,
+        /// The line.
+        line: String,
+    },
+}
+
+/// The line format, for reading.
+#[derive(serde::Deserialize)]
+struct Line {
+    term: u64,
+    from_ns: Option<u64>,
+    until_ns: Option<u64>,
+    ended_ns: Option<u64>,
+}
+
+/// The tenures recorded at `path` (not its rotated `.1`), in the order they started: none
+/// if there is no file yet. A last line without its newline is being written, and skipped.
+pub fn read(path: &Path) -> Result<Vec<Tenure>, ReadError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(ReadError::Io { path: path.to_owned(), source }),
+    };
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    let mut tenures: Vec<Tenure> = Vec::new();
+    for (index, text) in complete.lines().enumerate() {
+        let malformed = || ReadError::Malformed { path: path.to_owned(), number: index + 1, line: text.to_owned() };
+        let line: Line = serde_json::from_str(text).map_err(|_| malformed())?;
+        match (line.from_ns, line.until_ns) {
+            (Some(from_ns), Some(until_ns)) => tenures.push(Tenure { term: line.term, from_ns, until_ns, ended_ns: line.ended_ns }),
+            _ => {
+                let tenure = tenures.iter_mut().rev().find(|t| t.term == line.term).ok_or_else(malformed)?;
+                if let Some(until) = line.until_ns {
+                    tenure.until_ns = tenure.until_ns.max(until);
+                }
+                if line.ended_ns.is_some() {
+                    tenure.ended_ns = line.ended_ns;
+                }
+            }
+        }
+    }
+    Ok(tenures)
+}
 
 /// The size past which the record is rotated.
 pub const MAX_BYTES: u64 = 1 << 20;
@@ -81,5 +164,34 @@ impl TenureRecord {
             Some(f) => f.write_all(format!("{line}\n").as_bytes()),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_reads_back_as_its_tenures() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tenures.jsonl");
+        assert_eq!(read(&path).unwrap(), [], "no file yet: no tenures");
+        let record = TenureRecord::new(&path);
+        let at = Timestamp::from_nanos;
+        record.started(3, at(10), at(20));
+        record.renewed(3, at(30));
+        record.ended(3, at(25));
+        record.started(5, at(40), at(50));
+        let first = Tenure { term: 3, from_ns: 10, until_ns: 30, ended_ns: Some(25) };
+        let crashed = Tenure { term: 5, from_ns: 40, until_ns: 50, ended_ns: None };
+        assert_eq!(read(&path).unwrap(), [first.clone(), crashed.clone()]);
+        assert_eq!((first.end_ns(), crashed.end_ns()), (25, 50));
+
+        // A line still being written is not read; a renewal of a term never started is refused.
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(br#"{"term":5,"until"#).unwrap();
+        assert_eq!(read(&path).unwrap().len(), 2);
+        file.write_all(b"_ns\":60}\n{\"term\":9,\"until_ns\":1}\n").unwrap();
+        assert!(matches!(read(&path), Err(ReadError::Malformed { number: 6, .. })));
     }
 }

@@ -4,12 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use crate::hook_tools;
-use crate::leadership::LeadershipStore;
 use crate::leadership::sqlite::OpenError;
 use crate::leadership::SqliteStore;
 use crate::names::{AppName, UnitName};
@@ -18,19 +16,16 @@ use crate::unit::UnitStatus;
 use serde_json::json;
 
 use super::StatusArgs;
-use super::store::StoreArgs;
+use super::store::{OpenedStore, StoreArgs};
 use super::output::for_terminal;
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let state = StateDir::new(&args.state);
     // Read-only: `status` never creates or changes a SQLite store.
-    let (store, store_description): (Arc<dyn LeadershipStore>, String) = match args.store.etcd(Duration::from_secs(2))? {
-        Some(options) => {
-            let opened = StoreArgs::open_etcd(&options).await?;
-            (opened.store, opened.description)
-        }
+    let OpenedStore { store, description: store_description } = match args.store.etcd(Duration::from_secs(2))? {
+        Some(options) => StoreArgs::open_etcd(&options).await?,
         None => match SqliteStore::open_read_only(&state.store()) {
-            Ok(store) => (Arc::new(store), format!("sqlite {}", state.store().display())),
+            Ok(store) => OpenedStore::sqlite(store),
             Err(OpenError::Empty { .. }) => anyhow::bail!("{} holds no state (no state.db)", args.state.display()),
             Err(err) => return Err(err.into()),
         },

@@ -50,14 +50,20 @@ pub struct OpenedStore {
     pub description: String,
 }
 
+impl OpenedStore {
+    /// A SQLite store, named by its file.
+    pub fn sqlite(store: SqliteStore) -> Self {
+        let description = format!("sqlite {}", store.path().display());
+        Self { store: Arc::new(store), description }
+    }
+}
+
 impl StoreArgs {
     /// The etcd options these flags give, if `--store` is set, with requests timing out
     /// after at most `request_timeout`.
     pub fn etcd(&self, request_timeout: Duration) -> anyhow::Result<Option<EtcdOptions>> {
         let Some(options) = &self.store else { return Ok(None) };
-        let mut options = options.clone();
-        options.request_timeout = options.request_timeout.min(request_timeout);
-        options.connect_timeout = options.connect_timeout.min(request_timeout);
+        let mut options = options.clone().with_deadlines_within(request_timeout);
         if self.etcd_ca.is_some() || self.etcd_cert.is_some() {
             let identity = self.etcd_cert.clone().zip(self.etcd_key.clone());
             options.tls = Some(EtcdTls::new(self.etcd_ca.clone(), identity));
@@ -83,8 +89,7 @@ impl StoreArgs {
             Some(options) => Self::open_etcd(&options).await,
             None => {
                 let path = state.store();
-                let store = SqliteStore::open(&path)?;
-                Ok(OpenedStore { store: Arc::new(store), description: format!("sqlite {}", path.display()) })
+                Ok(OpenedStore::sqlite(SqliteStore::open(&path)?))
             }
         }
     }

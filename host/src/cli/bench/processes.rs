@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::leadership::{BootClock, Clock, MonotonicClock, Timestamp};
+use crate::tenure_record::{self, Tenure};
 
 use super::etcd::server::EtcdCluster;
 use super::{Figure, fixture, median};
@@ -30,29 +31,9 @@ impl Drop for Pair {
     }
 }
 
-/// The first tenure start after `after` in a record, and the last end or guarantee before it.
-#[derive(Debug, Default)]
-struct Record {
-    starts: Vec<u64>,
-    ends: Vec<u64>,
-    untils: Vec<u64>,
-}
-
-fn read_record(path: &Path) -> Record {
-    let mut record = Record::default();
-    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if let Some(from) = value["from_ns"].as_u64() {
-            record.starts.push(from);
-        }
-        if let Some(until) = value["until_ns"].as_u64() {
-            record.untils.push(until);
-        }
-        if let Some(ended) = value["ended_ns"].as_u64() {
-            record.ends.push(ended);
-        }
-    }
-    record
+/// The tenures `path` records so far (a record being written reads as what it has).
+fn tenures(path: &Path) -> Vec<Tenure> {
+    tenure_record::read(path).unwrap_or_default()
 }
 
 impl Pair {
@@ -81,7 +62,7 @@ impl Pair {
             pair.children.push(command.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?);
             pair.records.push(state.join(format!("units/bench-{n}/tenures.jsonl")));
             if n == 0 {
-                pair.wait(|p| !read_record(&p.records[0]).starts.is_empty(), "bench/0 to lead")?;
+                pair.wait(|p| !tenures(&p.records[0]).is_empty(), "bench/0 to lead")?;
             }
         }
         pair._dirs.push(shared);
@@ -112,12 +93,11 @@ fn handover(wasm: &Path, cache: &Path, store: Option<&str>, clock: &dyn Clock, s
     let pair = Pair::start(wasm, cache, store)?;
     let killed_at = clock.now();
     pair.signal(0, signal)?;
-    pair.wait(|p| !read_record(&p.records[1]).starts.is_empty(), "bench/1 to lead")?;
-    let old = read_record(&pair.records[0]);
-    let new = read_record(&pair.records[1]);
-    let from = *new.starts.first().ok_or_else(|| anyhow::anyhow!("no start recorded"))?;
+    pair.wait(|p| !tenures(&p.records[1]).is_empty(), "bench/1 to lead")?;
+    let from = tenures(&pair.records[1]).first().ok_or_else(|| anyhow::anyhow!("no start recorded"))?.from_ns;
     let since = if signal == "TERM" {
-        *old.ends.last().ok_or_else(|| anyhow::anyhow!("a graceful stop recorded no end"))?
+        let ended = tenures(&pair.records[0]).iter().rev().find_map(|t| t.ended_ns);
+        ended.ok_or_else(|| anyhow::anyhow!("a graceful stop recorded no end"))?
     } else {
         killed_at.as_nanos()
     };

@@ -130,6 +130,14 @@ impl EtcdOptions {
         })
     }
 
+    /// These options with no request or connect deadline longer than `limit` (the agents
+    /// use a quarter of the guarantee window: see [`crate::timing::store_request_timeout`]).
+    pub fn with_deadlines_within(mut self, limit: Duration) -> Self {
+        self.request_timeout = self.request_timeout.min(limit);
+        self.connect_timeout = self.connect_timeout.min(limit);
+        self
+    }
+
     pub(super) fn endpoint_list(&self) -> String {
         self.endpoints.join(",")
     }
