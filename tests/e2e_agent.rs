@@ -208,8 +208,14 @@ fn the_singleton_service_never_runs_on_two_units_at_once() {
     let gaps = assert_ran_in_turn(&file, &["db/0", second.as_str(), third.as_str(), fourth.as_str()]);
     // A graceful handover does not wait for the lease to expire; after a crash it must.
     assert!(gaps[0] < gaps[2] && gaps[1] < gaps[2], "graceful gaps shorter than the crash's: {gaps:?}");
-    let status: serde_json::Value = serde_json::from_str(&stdout(&agents.tool(&["status", "--json"]))).unwrap();
-    let units = status["applications"][0]["units"].as_array().unwrap().clone();
+    // The service ticks as soon as leader-elected starts it; the unit's status records it
+    // once that hook has finished.
+    let mut units = Vec::new();
+    wait_for(&format!("{fourth}'s status to show its service"), || {
+        let status: serde_json::Value = serde_json::from_str(&stdout(&agents.tool(&["status", "--json"]))).unwrap();
+        units = status["applications"][0]["units"].as_array().unwrap().clone();
+        units.iter().any(|u| u["unit"] == fourth.as_str() && u["services"][0]["running"] == true)
+    });
     let running: Vec<_> = units.iter().filter(|u| u["services"][0]["running"] == true).collect();
     assert_eq!(running.len(), 1, "{units:?}");
     assert_eq!(units.iter().filter(|u| u["agent"] == "down").count(), 2, "one stopped, one killed: {units:?}");
