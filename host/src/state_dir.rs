@@ -159,7 +159,7 @@ impl StateDir {
         self.unit_dir(unit).join("data")
     }
 
-    /// The unit agent's local state (two slot files; see [`crate::agent::load_json`]).
+    /// The unit agent's local state (two slot files, so a torn write never loses it).
     pub fn agent_state(&self, unit: &UnitName) -> PathBuf {
         self.unit_dir(unit).join("agent")
     }
@@ -169,7 +169,7 @@ impl StateDir {
         self.unit_dir(unit).join("status")
     }
 
-    /// The unit's record of the tenures it believed in (see [`crate::tenure_record`]).
+    /// The unit's record of the tenures it believed in (JSON lines: each start, renewal and end).
     pub fn tenure_record(&self, unit: &UnitName) -> PathBuf {
         self.unit_dir(unit).join("tenures.jsonl")
     }

@@ -24,7 +24,7 @@ use crate::names::UnitName;
 /// Default guarantee window: `is-leader` promises at least this much leadership.
 pub const DEFAULT_GUARANTEE_WINDOW: Duration = Duration::from_secs(30);
 
-/// What [`LeadershipTracker::is_leader`] can say.
+/// Why `is-leader` cannot answer: the unit's leadership cannot be verified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LeadershipUnknown {
     /// The last renewal failed and the guarantee could not be verified.

@@ -24,7 +24,7 @@
 //! watcher hears of a change (in-process: at once; other processes on SQLite: within a
 //! poll; on etcd: as its watch delivers).
 //!
-//! **The boundary is asynchronous** ([`async_trait`]): every operation that may wait (for a
+//! **The boundary is asynchronous** ([`async_trait`](macro@async_trait)): every operation that may wait (for a
 //! disk, a lock or a network) is awaited, so a slow call holds only the task that made it.
 //! One unit's `leader-set` waiting for an fsync or for another process's lock does not stall
 //! the renewals of the other units of the process, and a network store (etcd) lives behind

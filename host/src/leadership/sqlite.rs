@@ -3,7 +3,7 @@
 //!
 //! Invariants:
 //! - Every operation that decides something (claim, revoke, pin, unpin, fenced write) is
-//!   one `BEGIN IMMEDIATE` transaction that reads, decides by [`rules`](super::rules) and
+//!   one `BEGIN IMMEDIATE` transaction that reads, decides by the shared lease `rules` and
 //!   writes; SQLite's write lock makes it atomic across threads and processes, and
 //!   `busy_timeout` makes contenders wait rather than fail.
 //! - Expiries are stored as readings of the store clock (`CLOCK_MONOTONIC`, the same for

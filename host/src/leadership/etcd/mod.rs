@@ -2,7 +2,7 @@
 //! nothing else. The server alone decides expiry: no client clock ever judges whether a
 //! lease ran out.
 //!
-//! Which etcd primitive carries each guarantee (keys in [`keys`]):
+//! Which etcd primitive carries each guarantee (the key layout is in `keys.rs`):
 //! - **At most one holder**: a tenure is the key `P/lease/APP`, bound to an etcd lease
 //!   whose TTL is the claim's duration. A grant is one transaction whose guard is
 //!   `create_revision(P/lease/APP) == 0` (nobody holds it); the server deletes the key when
