@@ -312,3 +312,43 @@ async fn another_process_hears_of_settings_and_lease_changes_through_the_watch()
     let late = connect(&cluster).await;
     assert_eq!(*late.watch_settings(&app("a")).borrow(), 3);
 }
+
+/// Revokes the etcd lease `app`'s lease key is bound to, as a replaced etcd leader does
+/// after a pause (its revoke of a lease it thinks expired is forwarded and applied).
+async fn revoke_behind_the_holders_back(cluster: &EtcdCluster, app: &str) {
+    let mut client = etcd_client_for(cluster).await;
+    let got = client.get(format!("/test/lease/{app}"), None).await.unwrap();
+    let id = got.kvs().first().map(|kv| kv.lease()).expect("a lease key");
+    client.lease_revoke(id).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lease_revoked_behind_its_holders_back_keeps_others_out_until_the_holder_stops_counting_on_it() {
+    const TTL: Duration = Duration::from_secs(4);
+    let cluster = EtcdCluster::start(1);
+    let (holding, claiming) = (connect(&cluster).await, connect(&cluster).await);
+    holding.claim(&unit("r/0"), TTL).await.unwrap();
+    let counted_on = holding.claim(&unit("r/0"), TTL).await.unwrap().valid_until;
+    revoke_behind_the_holders_back(&cluster, "r").await;
+    // The key is gone, but the other process does not take the lease (nor report it free)
+    // while the holder may still count on its last renewal.
+    assert!(matches!(claiming.claim(&unit("r/1"), TTL).await, Err(LeaseError::Denied { holder, .. }) if holder == unit("r/0")));
+    let lease = claiming.lease(&app("r")).await.unwrap().expect("still reported held");
+    assert_eq!((lease.holder, lease.term), (unit("r/0"), 1));
+    wait_until_released(claiming.as_ref(), &app("r"), std::future::pending()).await.unwrap();
+    let claim = claiming.claim(&unit("r/1"), TTL).await.unwrap();
+    assert!(claiming.clock().now() >= counted_on, "granted only once the holder's guarantee ran out");
+    assert_eq!(claim.term, 2);
+    // Nor does the holder keep counting on it: its next renewal finds the tenure gone.
+    assert!(matches!(holding.claim(&unit("r/0"), TTL).await, Err(LeaseError::Denied { .. })));
+
+    // The holder itself may claim again at once: nobody else counted on the tenure.
+    holding.claim(&unit("s/0"), TTL).await.unwrap();
+    revoke_behind_the_holders_back(&cluster, "s").await;
+    assert_eq!(holding.claim(&unit("s/0"), TTL).await.unwrap().term, 2);
+    assert!(matches!(claiming.claim(&unit("s/1"), TTL).await, Err(LeaseError::Denied { .. })));
+
+    // A tenure given up by its holder passes at once.
+    holding.revoke(&unit("s/0")).await.unwrap();
+    assert_eq!(claiming.claim(&unit("s/1"), TTL).await.unwrap().term, 3, "no wait after a release");
+}

@@ -156,9 +156,9 @@ impl EtcdCluster {
             .args(["--initial-cluster", &initial, "--initial-cluster-state", state])
             .args(["--initial-cluster-token", &self.token])
             .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
-            .args(["--logger", "zap", "--log-level", "error"])
+            .args(["--logger", "zap", "--log-level", &std::env::var("TEST_ETCD_LOG_LEVEL").unwrap_or_else(|_| "error".into())])
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.path().join(format!("{}.log", member.name))).expect("a member log"))
+            .stderr(member_log(&self.dir, &self.token, &member.name))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start etcd from {}: {e}", self.binary.display()));
         member.child = Some(child);
@@ -265,4 +265,18 @@ impl Drop for EtcdCluster {
             self.kill(i);
         }
     }
+}
+
+/// A member's log, appended to across restarts: in the cluster's directory, or under
+/// `$TEST_ETCD_LOG_DIR/<token>/` when that is set (to read the logs of a failed run).
+fn member_log(dir: &tempfile::TempDir, token: &str, name: &str) -> std::fs::File {
+    let path = match std::env::var_os("TEST_ETCD_LOG_DIR") {
+        Some(root) => {
+            let root = std::path::PathBuf::from(root).join(token);
+            std::fs::create_dir_all(&root).expect("the log directory");
+            root.join(format!("{name}.log"))
+        }
+        None => dir.path().join(format!("{name}.log")),
+    };
+    std::fs::OpenOptions::new().create(true).append(true).open(path).expect("a member log")
 }

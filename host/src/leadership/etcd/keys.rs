@@ -4,7 +4,8 @@
 //! |-------------------------|----------------------------------------|-----------------------|
 //! | `P/meta`                | `{"store":"charm-host","schema":1}`    | none                  |
 //! | `P/lease/APP`           | `{"holder":UNIT,"term":N,"ttl":SECS,"lease":ID}` | the tenure's (`ID`), unless pinned |
-//! | `P/term/APP`            | the highest term granted, in decimal   | none (never deleted)  |
+//! | `P/term/APP`            | `{"term":N,"holder":UNIT,"ttl":SECS}`: the last tenure granted | none (never deleted)  |
+//! | `P/released/APP`        | the last term its holder gave up, in decimal | none (never deleted)  |
 //! | `P/reserved/APP`        | the unit a directed handover is for    | the reservation's     |
 //! | `P/pins/APP`            | JSON array of pinning entities, sorted | none                  |
 //! | `P/settings/APP`        | `{"version":N,"values":{K:V,...}}`     | none                  |
@@ -12,6 +13,9 @@
 //! A settings key is put only by a write that changes the bucket, and never deleted, so etcd's
 //! own count of its puts (`version` of the key) is the settings version: the watch and the
 //! listing at connect read it without decoding any bucket.
+//!
+//! A term key written before it named its holder and TTL holds the bare term in decimal; it
+//! still reads (see [`TermValue::decode`]).
 //!
 //! Application names never contain `/` (see [`AppName`]), so each kind of key is one
 //! prefix range: listing leaders or pins reads one range, and one watch from `P/lease/` to
@@ -30,16 +34,21 @@ pub(super) const META: &str = r#"{"store":"charm-host","schema":1}"#;
 pub(super) enum Kind {
     Lease,
     Term,
+    Released,
     Reserved,
     Pins,
     Settings,
 }
+
+/// Every kind, for parsing.
+const KINDS: [Kind; 6] = [Kind::Lease, Kind::Term, Kind::Released, Kind::Reserved, Kind::Pins, Kind::Settings];
 
 impl Kind {
     fn segment(self) -> &'static str {
         match self {
             Kind::Lease => "lease",
             Kind::Term => "term",
+            Kind::Released => "released",
             Kind::Reserved => "reserved",
             Kind::Pins => "pins",
             Kind::Settings => "settings",
@@ -85,9 +94,7 @@ impl Layout {
     pub fn parse(&self, key: &[u8]) -> Option<(Kind, AppName)> {
         let key = std::str::from_utf8(key).ok()?.strip_prefix(&self.prefix)?.strip_prefix('/')?;
         let (segment, app) = key.split_once('/')?;
-        let kind = [Kind::Lease, Kind::Term, Kind::Reserved, Kind::Pins, Kind::Settings]
-            .into_iter()
-            .find(|k| k.segment() == segment)?;
+        let kind = KINDS.into_iter().find(|k| k.segment() == segment)?;
         Some((kind, AppName::new(app).ok()?))
     }
 }
@@ -113,6 +120,34 @@ impl LeaseValue {
     /// The holder, checked.
     pub fn holder(&self, key: &[u8]) -> Result<UnitName, String> {
         UnitName::new(&self.holder).map_err(|e| corrupt(key, e))
+    }
+}
+
+/// The value of a term key: the last tenure granted. It outlives the tenure's lease key,
+/// so a claimant that never saw that key still knows whose tenure ended and how long its
+/// holder may have counted on it (the longest TTL it was granted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct TermValue {
+    pub term: u64,
+    /// `None` in a term key written before it named the holder.
+    #[serde(default)]
+    pub holder: Option<String>,
+    /// The longest TTL of the tenure's etcd leases, in seconds; `None` as for `holder`.
+    #[serde(default)]
+    pub ttl: Option<i64>,
+}
+
+impl TermValue {
+    pub fn new(holder: &UnitName, term: u64, ttl: i64) -> Self {
+        Self { term, holder: Some(holder.to_string()), ttl: Some(ttl) }
+    }
+
+    /// A term key's value: JSON, or (as first written) the bare term in decimal.
+    pub fn decode(key: &[u8], value: &[u8]) -> Result<Self, String> {
+        match decode_number(key, value) {
+            Ok(term) => Ok(Self { term, holder: None, ttl: None }),
+            Err(_) => decode(key, value),
+        }
     }
 }
 
@@ -150,7 +185,7 @@ mod tests {
     fn keys_parse_back_to_their_kind_and_application() {
         let layout = Layout::new("/ch");
         let app = AppName::new("db").unwrap();
-        for kind in [Kind::Lease, Kind::Term, Kind::Reserved, Kind::Pins, Kind::Settings] {
+        for kind in KINDS {
             assert_eq!(layout.parse(layout.key(kind, &app).as_bytes()), Some((kind, app.clone())));
         }
         assert_eq!(layout.parse(b"/ch/meta"), None);

@@ -1,20 +1,34 @@
 //! A [`LeadershipStore`] on an etcd v3 cluster, for agents on several machines that share
-//! nothing else. The server alone decides expiry: no client clock ever judges whether a
-//! lease ran out.
+//! nothing else. The server decides expiry; a client clock only ever makes a claimant wait
+//! longer (see **Tenures that end behind their holder's back**).
 //!
 //! Which etcd primitive carries each guarantee (the key layout is in `keys.rs`):
 //! - **At most one holder**: a tenure is the key `P/lease/APP`, bound to an etcd lease
 //!   whose TTL is the claim's duration. A grant is one transaction whose guard is
 //!   `create_revision(P/lease/APP) == 0` (nobody holds it); the server deletes the key when
 //!   the etcd lease expires or is revoked, and only then can the next grant succeed. An
-//!   extension is a keep-alive of the tenure's etcd lease: while that lease lives, its key
-//!   cannot have been deleted, so nobody else can hold the application.
+//!   extension is a keep-alive of the tenure's etcd lease followed by a transaction that
+//!   puts the key again, unchanged, guarded by the tenure and its binding to that lease: it
+//!   proves that the key still stood after the renewal.
+//! - **Tenures that end behind their holder's back**: etcd's leader renews leases in memory,
+//!   and a leader that was paused and replaced revokes the leases it thinks expired before
+//!   it notices it was replaced (its "still active" shortcut skips the leadership check);
+//!   the revoke is forwarded to the new leader and applied, so a key can vanish while its
+//!   holder, renewing through the new leader, still counts on it (seen here with etcd 3.7.2).
+//!   So a claimant does not take a lease whose last tenure ended without its holder giving
+//!   it up until that tenure's TTL has passed since the last put of its key it saw, or since
+//!   it found the key gone if it did not see every put: the holder counted on no renewal
+//!   longer than that. A holder that gives its tenure up records the term in
+//!   `P/released/APP` in the transaction that deletes the key, and its successor does not
+//!   wait. Until then, [`EtcdStore::lease`] reports the old holder and claims are
+//!   [`LeaseError::Denied`]; the old holder itself may claim again at once.
 //! - **A claim holds from the start of the call**: the holder reads its own
 //!   [`BootClock`] before sending the grant or keep-alive and promises itself `start + TTL`;
 //!   the server's countdown starts later, when it receives the request. `CLOCK_BOOTTIME`
 //!   keeps counting across a suspend, so a suspended holder wakes with no guarantee.
 //! - **Terms only go up**: `P/term/APP` is raised in the grant's transaction (guarded by its
-//!   mod revision) and never deleted; etcd keeps it across restarts of every member.
+//!   mod revision) and never deleted; etcd keeps it across restarts of every member. It
+//!   also names the tenure's holder and its longest TTL, for the rule above.
 //! - **Reservations**: `P/reserved/APP` names the unit, bound to an etcd lease of the
 //!   reservation's duration; a grant to anyone else is refused while it exists, and the
 //!   grant to that unit deletes it in the same transaction.
@@ -35,11 +49,11 @@
 //!   the last revision seen after a broken stream (member failover) and re-lists after
 //!   compaction.
 //!
-//! **One round trip each, in the common case.** An extension is one keep-alive of the
-//! tenure's etcd lease (remembered from the grant). A fenced write is one transaction whose
+//! **Few round trips, in the common case.** An extension is one keep-alive of the tenure's
+//! etcd lease (remembered from the grant) and one transaction. A fenced write is one transaction whose
 //! guards use the tenure and bucket revisions this process last saw. A claim of a lease the
 //! watch saw free is one transaction guarded by the term, reservation and pins revisions the
-//! watch keeps, bound to a spare etcd lease granted ahead. All of these are hints: a stale
+//! watch keeps, bound to a spare etcd lease granted ahead. Those are hints: a stale
 //! one fails a guard (or a keep-alive), and the operation then reads and decides afresh.
 //!
 //! A failed or ambiguous request (a timeout after sending, a member lost mid-call) returns
@@ -61,7 +75,7 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::watch as channel;
 
-use self::keys::{Kind, Layout, LeaseValue, SettingsValue};
+use self::keys::{Kind, Layout, LeaseValue, SettingsValue, TermValue};
 use super::watchers::Watchers;
 use super::{
     BootClock, Claim, Clock, Lease, LeaseError, LeadershipStore, Timestamp, WriteError, validate_duration,
@@ -175,8 +189,24 @@ impl Read {
 struct AppLease {
     lease: Read,
     term: Read,
+    released: Read,
     reserved: Read,
     pins: Read,
+    /// An instant before the state was read, and one after (for a mirrored state: both
+    /// when it was looked at).
+    asked_at: Timestamp,
+    read_at: Timestamp,
+}
+
+/// A lease whose key is gone but whose holder may still count on it: its tenure ended
+/// without being given up (expired, or revoked behind its holder's back), and its last
+/// renewal was seen less than its TTL ago.
+#[derive(Debug, Clone)]
+struct Vacancy {
+    holder: UnitName,
+    term: u64,
+    /// When nobody can count on it any more (this host's clock).
+    until: Timestamp,
 }
 
 /// Runs one etcd call within `deadline`; the outer error says it did not answer in time,
@@ -238,13 +268,15 @@ impl EtcdStore {
         })?;
         let watchers = Arc::new(Watchers::default());
         let seen = Arc::new(Mutex::new(watch::Seen::default()));
-        let from = watch::load(&mut client, &layout, &seen, deadline).await.map_err(unreachable)?;
+        let clock: Arc<dyn Clock> = Arc::new(BootClock);
+        let from = watch::load(&mut client, &layout, &seen, clock.as_ref(), deadline).await.map_err(unreachable)?;
         let watched = watch::Watched::Leases;
-        let watch = tokio::spawn(watch::run(client.clone(), layout.clone(), watched, watchers.clone(), seen.clone(), from + 1));
+        let watch =
+            tokio::spawn(watch::run(client.clone(), layout.clone(), watched, watchers.clone(), seen.clone(), clock.clone(), from + 1));
         Ok(Self {
             client,
             layout,
-            clock: Arc::new(BootClock),
+            clock,
             request_timeout: options.request_timeout,
             watchers,
             seen,
@@ -297,10 +329,12 @@ impl EtcdStore {
     }
 
     async fn read_lease_state(&self, app: &AppName) -> Result<AppLease, LeaseError> {
-        let keys = [Kind::Lease, Kind::Term, Kind::Reserved, Kind::Pins].map(|k| self.layout.key(k, app));
+        let keys = [Kind::Lease, Kind::Term, Kind::Released, Kind::Reserved, Kind::Pins].map(|k| self.layout.key(k, app));
+        let asked_at = self.clock.now();
         let mut reads = self.read(&keys).await.map_err(LeaseError::Store)?.into_iter();
+        let read_at = self.clock.now();
         let mut next = || reads.next().unwrap_or_default();
-        Ok(AppLease { lease: next(), term: next(), reserved: next(), pins: next() })
+        Ok(AppLease { lease: next(), term: next(), released: next(), reserved: next(), pins: next(), asked_at, read_at })
     }
 
     fn lease_value(&self, app: &AppName, read: &Read) -> Result<Option<(LeaseValue, UnitName)>, String> {
@@ -326,16 +360,6 @@ impl EtcdStore {
             return Err(format!("etcd refused a lease: {}", granted.error()));
         }
         Ok((granted.id(), granted.ttl()))
-    }
-
-    /// Revokes an etcd lease; one the server no longer has (expired, revoked) is fine.
-    async fn revoke_lease(&self, id: i64) -> Result<(), String> {
-        let mut client = self.client.clone();
-        match within(self.request_timeout, client.lease_revoke(id)).await? {
-            Ok(_) => Ok(()),
-            Err(err) if lease_not_found(&err) => Ok(()),
-            Err(err) => Err(etcd_failed(err)),
-        }
     }
 
     /// Revokes an etcd lease that holds nothing any more (cleanup: failures only wait for
@@ -368,11 +392,13 @@ impl EtcdStore {
                 lease: 0,
             }))
         };
-        let (term, reserved, pins) = (key(Kind::Term)?, key(Kind::Reserved)?, key(Kind::Pins)?);
+        let (term, released) = (key(Kind::Term)?, key(Kind::Released)?);
+        let (reserved, pins) = (key(Kind::Reserved)?, key(Kind::Pins)?);
         if reserved.value.as_ref().is_some_and(|r| r.as_slice() != unit.as_str().as_bytes()) {
             return None;
         }
-        Some(AppLease { lease: Read::default(), term, reserved, pins })
+        let now = self.clock.now();
+        Some(AppLease { lease: Read::default(), term, released, reserved, pins, asked_at: now, read_at: now })
     }
 
     /// The spare lease, if it has `ttl` and is still fresh; a stale one is revoked.
@@ -422,10 +448,7 @@ impl EtcdStore {
         granted: Option<(Timestamp, i64, i64)>,
     ) -> Result<Option<Claim>, LeaseError> {
         let app = unit.app();
-        let term = match &state.term.value {
-            Some(value) => keys::decode_number(self.layout.key(Kind::Term, app).as_bytes(), value).map_err(LeaseError::Store)?,
-            None => 0,
-        };
+        let term = self.last_tenure(app, &state.term).map_err(LeaseError::Store)?.map_or(0, |last| last.term);
         let term = term.checked_add(1).ok_or_else(|| LeaseError::Store("the term counter is exhausted".into()))?;
         let pinned = !self.pins_of(app, &state.pins).map_err(LeaseError::Store)?.is_empty();
         let (start, id, ttl) = match granted {
@@ -444,7 +467,7 @@ impl EtcdStore {
             ])
             .and_then([
                 TxnOp::put(lease_key.as_str(), keys::encode(&LeaseValue::new(unit, term, ttl, if pinned { 0 } else { id })), bound),
-                TxnOp::put(term_key.as_str(), term.to_string(), None),
+                TxnOp::put(term_key.as_str(), keys::encode(&TermValue::new(unit, term, ttl)), None),
                 TxnOp::delete(reserved_key.as_str(), None),
             ]);
         let response = self.txn(txn).await.map_err(LeaseError::Store)?;
@@ -473,44 +496,104 @@ impl EtcdStore {
         duration: Duration,
     ) -> Result<Option<Claim>, LeaseError> {
         let start = self.clock.now();
+        let created = state.lease.create_revision;
         let renew = (state.lease.lease != 0).then_some((state.lease.lease, lease.ttl));
-        self.remember_tenure(unit, TenureHint { term: lease.term, created: state.lease.create_revision, renew });
+        self.remember_tenure(unit, TenureHint { term: lease.term, created, renew });
         if state.lease.lease == 0 {
-            // Pinned: the key has no etcd lease, nothing can expire it until it is unpinned,
-            // and the unpin gives it a whole TTL from then.
-            return Ok(Some(Claim { term: lease.term, valid_until: start + duration }));
+            // Pinned when read: nothing can expire the key until it is unpinned, after the
+            // read, and the unpin gives it a whole TTL from then (and is a put of the key
+            // that successors count from).
+            return Ok(Some(Claim { term: lease.term, valid_until: state.asked_at + duration }));
         }
         let ttl = ttl_seconds(duration);
         if ttl <= lease.ttl {
             // A renewal restarts the etcd lease's whole TTL, which is at least what was asked:
             // a shorter extension never shortens what an earlier claim promised.
-            return match self.keep_alive(state.lease.lease).await.map_err(LeaseError::Store)? {
+            return match self.renew(unit.app(), created, state.lease.lease).await.map_err(LeaseError::Store)? {
                 true => Ok(Some(Claim { term: lease.term, valid_until: start + secs(lease.ttl) })),
                 false => Ok(None),
             };
         }
         // Longer than the tenure's etcd lease: move the key to a new lease of the new TTL
-        // within the same tenure (same create revision, same term). The new lease outlives
-        // the old one, so no earlier promise is shortened.
+        // within the same tenure (same create revision, same term), and record the longer
+        // TTL with the term. The new lease outlives the old one, so no earlier promise is
+        // shortened.
         let (id, granted) = self.grant(ttl).await.map_err(LeaseError::Store)?;
-        let lease_key = self.layout.key(Kind::Lease, unit.app());
+        let (lease_key, term_key) = (self.layout.key(Kind::Lease, unit.app()), self.layout.key(Kind::Term, unit.app()));
         let txn = Txn::new()
             .when([
-                Compare::create_revision(lease_key.as_str(), CompareOp::Equal, state.lease.create_revision),
+                Compare::create_revision(lease_key.as_str(), CompareOp::Equal, created),
                 Compare::mod_revision(lease_key.as_str(), CompareOp::Equal, state.lease.mod_revision),
             ])
-            .and_then([TxnOp::put(
-                lease_key.as_str(),
-                keys::encode(&LeaseValue::new(unit, lease.term, granted, id)),
-                Some(PutOptions::new().with_lease(id)),
-            )]);
+            .and_then([
+                TxnOp::put(
+                    lease_key.as_str(),
+                    keys::encode(&LeaseValue::new(unit, lease.term, granted, id)),
+                    Some(PutOptions::new().with_lease(id)),
+                ),
+                TxnOp::put(term_key.as_str(), keys::encode(&TermValue::new(unit, lease.term, granted)), None),
+            ]);
         let applied = self.txn(txn).await.map_err(LeaseError::Store)?.succeeded();
         self.discard(if applied { state.lease.lease } else { id }).await;
         if applied {
-            let created = state.lease.create_revision;
             self.remember_tenure(unit, TenureHint { term: lease.term, created, renew: Some((id, granted)) });
         }
         Ok(applied.then(|| Claim { term: lease.term, valid_until: start + secs(granted) }))
+    }
+
+    /// Renews the tenure's etcd lease `id`, then proves that its key still stood after the
+    /// renewal: one transaction, guarded by the tenure (`created`) and the key's binding to
+    /// `id`, puts the key again unchanged. False if either is gone.
+    ///
+    /// The keep-alive alone is not proof: etcd answers it from its leader's memory, and a
+    /// leader that was paused (and replaced) answers, and revokes leases it thinks expired,
+    /// before it notices that it was replaced; a revoke proposed so is forwarded to the new
+    /// leader and applied, deleting a key whose holder still counts on it. The put is what
+    /// successors count from instead (see [`Self::vacancy`]).
+    async fn renew(&self, app: &AppName, created: i64, id: i64) -> Result<bool, String> {
+        if !self.keep_alive(id).await? {
+            return Ok(false);
+        }
+        let key = self.layout.key(Kind::Lease, app);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, created), Compare::lease(key.as_str(), CompareOp::Equal, id)])
+            .and_then([TxnOp::put(key.as_str(), Vec::new(), Some(PutOptions::new().with_ignore_value().with_ignore_lease()))]);
+        Ok(self.txn(txn).await?.succeeded())
+    }
+
+    /// The last tenure granted for `app`, from its term key (`None` before the first).
+    fn last_tenure(&self, app: &AppName, read: &Read) -> Result<Option<TermValue>, String> {
+        let Some(value) = &read.value else { return Ok(None) };
+        TermValue::decode(self.layout.key(Kind::Term, app).as_bytes(), value).map(Some)
+    }
+
+    /// Whether `state`, which has no lease key, still keeps `claimant` out: the last tenure
+    /// ended without its holder giving it up (expired, or revoked behind its back), and its
+    /// holder may still count on it. A holder counts on a renewal only once the key has been
+    /// put after it ([`Self::renew`]), and for at most the tenure's TTL from before the
+    /// renewal, so it can count on nothing past the TTL from any instant at which this
+    /// process had seen the tenure's last put: the watch's last sighting, once it has seen
+    /// the key deleted, and else the instant the state was read (the key gone by then). Its
+    /// own holder, and any unit after a term key from before this rule, are kept out by
+    /// nothing.
+    fn vacancy(&self, app: &AppName, state: &AppLease, claimant: Option<&UnitName>) -> Result<Option<Vacancy>, String> {
+        let Some(last) = self.last_tenure(app, &state.term)? else { return Ok(None) };
+        let released = match &state.released.value {
+            Some(value) => keys::decode_number(self.layout.key(Kind::Released, app).as_bytes(), value)?,
+            None => 0,
+        };
+        let (Some(holder), Some(ttl)) = (&last.holder, last.ttl) else { return Ok(None) };
+        if released >= last.term || claimant.is_some_and(|c| c.as_str() == holder) {
+            return Ok(None);
+        }
+        let holder = UnitName::new(holder).map_err(|e| keys::corrupt(self.layout.key(Kind::Term, app).as_bytes(), e))?;
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).tenures.get(app).copied();
+        let since = match seen {
+            Some(seen) if seen.term == last.term && seen.ended => seen.at.min(state.read_at),
+            _ => state.read_at,
+        };
+        let until = since + secs(ttl);
+        Ok((self.clock.now() < until).then_some(Vacancy { holder, term: last.term, until }))
     }
 }
 
@@ -568,18 +651,18 @@ impl LeadershipStore for EtcdStore {
         &self.clock
     }
 
-    /// An extension is one keep-alive of the tenure's etcd lease when this process knows it:
-    /// while that lease lives, its key is bound to it or pinned (detached, and bound to it
-    /// again by the last unpin while it lives), and it is gone only by a revoke of that very
-    /// lease, so nobody else can hold the application until at least `start + TTL`.
+    /// An extension is a renewal of the tenure's etcd lease when this process knows it
+    /// (`renew`): once the key is proven standing after the keep-alive, nobody else
+    /// can hold the application until at least `start + TTL` (see the module's rule for
+    /// tenures that end behind their holder's back).
     async fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
         validate_duration(duration)?;
         let app = unit.app();
-        if let Some(TenureHint { term, renew: Some((lease, ttl)), .. }) = self.tenure_hint(unit)
+        if let Some(TenureHint { term, created, renew: Some((lease, ttl)) }) = self.tenure_hint(unit)
             && ttl_seconds(duration) <= ttl
         {
             let start = self.clock.now();
-            if self.keep_alive(lease).await.map_err(LeaseError::Store)? {
+            if self.renew(app, created, lease).await.map_err(LeaseError::Store)? {
                 return Ok(Claim { term, valid_until: start + secs(ttl) });
             }
             self.forget_tenure(unit);
@@ -627,6 +710,12 @@ impl LeadershipStore for EtcdStore {
                     if let Some(reserved) = reserved_for_another {
                         return Err(LeaseError::Reserved { app: app.clone(), unit: reserved? });
                     }
+                    if let Some(vacancy) = self.vacancy(app, &state, Some(unit)).map_err(LeaseError::Store)? {
+                        if let Some((_, id, _)) = granted {
+                            self.discard(id).await;
+                        }
+                        return Err(LeaseError::Denied { app: app.clone(), holder: vacancy.holder });
+                    }
                     self.grant_tenure(unit, &state, duration, granted).await?
                 }
             };
@@ -637,8 +726,13 @@ impl LeadershipStore for EtcdStore {
         Err(LeaseError::Store(format!("the lease of {app} kept changing while {unit} claimed it; try again")))
     }
 
+    /// The holder gives its tenure up (having stopped counting on it): one transaction,
+    /// guarded by the tenure, deletes the key and records the term as released, so that the
+    /// next claimant need not wait for the holder's last renewal to run out (see
+    /// `vacancy`); the tenure's etcd lease is revoked after.
     async fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError> {
         let app = unit.app();
+        let (lease_key, released_key) = (self.layout.key(Kind::Lease, app), self.layout.key(Kind::Released, app));
         for _ in 0..CONTENTION_RETRIES {
             let state = self.read_lease_state(app).await?;
             match self.lease_value(app, &state.lease).map_err(LeaseError::Store)? {
@@ -647,23 +741,19 @@ impl LeadershipStore for EtcdStore {
                     return Err(LeaseError::NotHeld { app: app.clone(), unit: unit.clone() });
                 }
                 Some((value, _)) => {
-                    // The tenure's etcd lease goes first: revoking it deletes a key bound to
-                    // it in the same step, and once it is gone no keep-alive can extend the
-                    // tenure. A pinned (detached) key is then deleted by a guarded delete.
                     self.forget_tenure(unit);
-                    let own = if state.lease.lease != 0 { state.lease.lease } else { value.lease };
-                    if own != 0 {
-                        self.revoke_lease(own).await.map_err(LeaseError::Store)?;
-                    }
-                    if state.lease.lease != 0 {
-                        self.watchers.leases_changed();
-                        return Ok(());
-                    }
-                    let lease_key = self.layout.key(Kind::Lease, app);
                     let txn = Txn::new()
                         .when([Compare::create_revision(lease_key.as_str(), CompareOp::Equal, state.lease.create_revision)])
-                        .and_then([TxnOp::delete(lease_key.as_str(), None)]);
+                        .and_then([
+                            TxnOp::delete(lease_key.as_str(), None),
+                            TxnOp::put(released_key.as_str(), value.term.to_string(), None),
+                        ]);
                     if self.txn(txn).await.map_err(LeaseError::Store)?.succeeded() {
+                        // Bound to nothing now (a pinned key was detached from it).
+                        let own = if state.lease.lease != 0 { state.lease.lease } else { value.lease };
+                        if own != 0 {
+                            self.discard(own).await;
+                        }
                         self.watchers.leases_changed();
                         return Ok(());
                     }
@@ -711,10 +801,13 @@ impl LeadershipStore for EtcdStore {
         Ok(pins)
     }
 
+    /// A tenure that ended without being given up is reported held by its holder until
+    /// nobody can claim it but that holder (see `vacancy`).
     async fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError> {
         let state = self.read_lease_state(app).await?;
         let Some((value, holder)) = self.lease_value(app, &state.lease).map_err(LeaseError::Store)? else {
-            return Ok(None);
+            let vacancy = self.vacancy(app, &state, None).map_err(LeaseError::Store)?;
+            return Ok(vacancy.map(|v| Lease { holder: v.holder, term: v.term, expires: v.until, pinned: false }));
         };
         let pinned = !self.pins_of(app, &state.pins).map_err(LeaseError::Store)?.is_empty();
         let now = self.clock.now();
@@ -735,12 +828,9 @@ impl LeadershipStore for EtcdStore {
     }
 
     async fn last_term(&self, app: &AppName) -> Result<u64, LeaseError> {
-        let key = self.layout.key(Kind::Term, app);
-        let read = self.read(std::slice::from_ref(&key)).await.map_err(LeaseError::Store)?;
-        match read.into_iter().next().and_then(|r| r.value) {
-            Some(value) => keys::decode_number(key.as_bytes(), &value).map_err(LeaseError::Store),
-            None => Ok(0),
-        }
+        let read = self.read(&[self.layout.key(Kind::Term, app)]).await.map_err(LeaseError::Store)?;
+        let last = self.last_tenure(app, &read.into_iter().next().unwrap_or_default()).map_err(LeaseError::Store)?;
+        Ok(last.map_or(0, |last| last.term))
     }
 
     async fn leaders(&self) -> Result<BTreeMap<AppName, UnitName>, LeaseError> {
@@ -816,7 +906,8 @@ impl LeadershipStore for EtcdStore {
                     let watched = watch::Watched::Settings(app.clone());
                     let (client, layout, watchers, seen) =
                         (self.client.clone(), self.layout.clone(), self.watchers.clone(), self.seen.clone());
-                    watches.insert(app.clone(), tokio.spawn(watch::run(client, layout, watched, watchers, seen, self.loaded_at + 1)));
+                    let run = watch::run(client, layout, watched, watchers, seen, self.clock.clone(), self.loaded_at + 1);
+                    watches.insert(app.clone(), tokio.spawn(run));
                 }
                 Err(_) => tracing::warn!(%app, "watch_settings outside a tokio runtime: other processes' writes go unnoticed"),
             }

@@ -17,6 +17,7 @@ use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 
 use super::keys::{self, Kind, Layout};
 use crate::leadership::watchers::Watchers;
+use crate::leadership::{Clock, Timestamp};
 use crate::names::AppName;
 
 /// Raises the version recorded for `app` (versions never go down).
@@ -26,15 +27,31 @@ pub(super) fn raise_version(seen: &Mutex<Seen>, app: &AppName, version: u64) {
     *entry = (*entry).max(version);
 }
 
-/// What the watch keeps of the store: each application's settings version, and which
-/// applications have a lease key (held, or pinned). Hints only: decisions read the store.
+/// What the watch keeps of the store: each application's settings version, which
+/// applications have a lease key (held, or pinned), and when each last tenure was last seen
+/// standing. Hints only (decisions read the store), except [`Seen::tenures`], which bounds
+/// how long the holder of a tenure that ended behind its back may still count on it.
 #[derive(Debug, Default)]
 pub(super) struct Seen {
     pub versions: BTreeMap<AppName, u64>,
     pub held: std::collections::BTreeSet<AppName>,
-    /// The term, reservation and pins keys as last seen (mod revision, value): what a claim
-    /// of a free lease guards its transaction with before reading anything.
+    /// The term, released, reservation and pins keys as last seen (mod revision, value):
+    /// what a claim of a free lease guards its transaction with before reading anything.
     pub keys: BTreeMap<(AppName, u8), (i64, Vec<u8>)>,
+    pub tenures: BTreeMap<AppName, SeenTenure>,
+}
+
+/// An application's latest tenure as this process saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SeenTenure {
+    pub term: u64,
+    /// The instant this process last saw its lease key put (granted, or proven standing by a
+    /// renewal), or found it present or gone when it listed the store: later than every put
+    /// of it it had seen.
+    pub at: Timestamp,
+    /// Whether the watch delivered the key's deletion: then `at` is after the last put of
+    /// the tenure, the one its holder's last renewal made.
+    pub ended: bool,
 }
 
 /// The kinds of key [`Seen::keys`] keeps.
@@ -43,31 +60,56 @@ pub(super) fn mirrored(kind: Kind) -> Option<u8> {
         Kind::Term => Some(0),
         Kind::Reserved => Some(1),
         Kind::Pins => Some(2),
+        Kind::Released => Some(3),
         _ => None,
     }
 }
 
 /// Reads every application's settings version and which leases exist, at one revision;
 /// returns that revision.
-pub(super) async fn load(client: &mut Client, layout: &Layout, seen: &Mutex<Seen>, deadline: Duration) -> Result<i64, String> {
+pub(super) async fn load(
+    client: &mut Client,
+    layout: &Layout,
+    seen: &Mutex<Seen>,
+    clock: &dyn Clock,
+    deadline: Duration,
+) -> Result<i64, String> {
     let txn = etcd_client::Txn::new().and_then([
         // Keys only: a settings key's put count is its version (see `keys`).
         etcd_client::TxnOp::get(layout.range(Kind::Settings), Some(GetOptions::new().with_prefix().with_keys_only())),
-        etcd_client::TxnOp::get(layout.range(Kind::Lease), Some(GetOptions::new().with_prefix().with_keys_only())),
+        etcd_client::TxnOp::get(layout.range(Kind::Lease), Some(GetOptions::new().with_prefix())),
         etcd_client::TxnOp::get(layout.range(Kind::Term), Some(GetOptions::new().with_prefix())),
+        etcd_client::TxnOp::get(layout.range(Kind::Released), Some(GetOptions::new().with_prefix())),
         etcd_client::TxnOp::get(layout.range(Kind::Reserved), Some(GetOptions::new().with_prefix())),
         etcd_client::TxnOp::get(layout.range(Kind::Pins), Some(GetOptions::new().with_prefix())),
     ]);
     let got = super::within(deadline, client.txn(txn)).await?.map_err(super::etcd_failed)?;
+    // After the answer: every tenure listed (standing, or gone) was last put before this.
+    let at = clock.now();
     let mut held = std::collections::BTreeSet::new();
     let mut mirror = BTreeMap::new();
+    let mut tenures = BTreeMap::new();
     for op in got.op_responses() {
         let etcd_client::TxnOpResponse::Get(get) = op else { continue };
         for kv in get.kvs() {
             match layout.parse(kv.key()) {
                 Some((Kind::Settings, app)) => raise_version(seen, &app, u64::try_from(kv.version()).unwrap_or(0)),
                 Some((Kind::Lease, app)) => {
+                    if let Ok(value) = keys::decode::<keys::LeaseValue>(kv.key(), kv.value()) {
+                        tenures.insert(app.clone(), SeenTenure { term: value.term, at, ended: false });
+                    }
                     held.insert(app);
+                }
+                Some((kind @ Kind::Term, app)) => {
+                    // The lease keys were listed first (answers come in order): no lease key, gone.
+                    if !held.contains(&app)
+                        && let Ok(value) = keys::TermValue::decode(kv.key(), kv.value())
+                    {
+                        tenures.insert(app.clone(), SeenTenure { term: value.term, at, ended: true });
+                    }
+                    if let Some(slot) = mirrored(kind) {
+                        mirror.insert((app, slot), (kv.mod_revision(), kv.value().to_vec()));
+                    }
                 }
                 Some((kind, app)) => {
                     if let Some(slot) = mirrored(kind) {
@@ -81,6 +123,7 @@ pub(super) async fn load(client: &mut Client, layout: &Layout, seen: &Mutex<Seen
     let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
     seen.held = held;
     seen.keys = mirror;
+    seen.tenures = tenures;
     Ok(got.header().map_or(0, |h| h.revision()))
 }
 
@@ -117,6 +160,7 @@ pub(super) async fn run(
     what: Watched,
     watchers: Arc<Watchers>,
     seen: Arc<Mutex<Seen>>,
+    clock: Arc<dyn Clock>,
     mut from: i64,
 ) {
     let mut failures: u32 = 0;
@@ -144,7 +188,7 @@ pub(super) async fn run(
             if response.compact_revision() > 0 {
                 // Events were compacted away: read the state afresh and announce it.
                 let mut reading = client.clone();
-                match load(&mut reading, &layout, &seen, Duration::from_secs(5)).await {
+                match load(&mut reading, &layout, &seen, clock.as_ref(), Duration::from_secs(5)).await {
                     Ok(revision) => from = revision + 1,
                     Err(err) => tracing::debug!("etcd watch could not re-read after compaction: {err}"),
                 }
@@ -156,24 +200,31 @@ pub(super) async fn run(
                 from = from.max(kv.mod_revision() + 1);
                 match layout.parse(kv.key()) {
                     Some((Kind::Lease, app)) => {
+                        let at = clock.now();
                         let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
                         if event.event_type() == EventType::Put {
-                            // A new tenure's key and its term were put by one transaction:
-                            // the term key's mod revision is the key's, its value the term.
-                            if kv.version() == 1
-                                && let Ok(value) = keys::decode::<keys::LeaseValue>(kv.key(), kv.value())
-                                && let Some(slot) = mirrored(Kind::Term)
-                            {
-                                seen.keys.insert((app.clone(), slot), (kv.mod_revision(), value.term.to_string().into_bytes()));
+                            if let Ok(value) = keys::decode::<keys::LeaseValue>(kv.key(), kv.value()) {
+                                // A new tenure's key and its term key were put by one
+                                // transaction: the term key's mod revision is the key's.
+                                if kv.version() == 1
+                                    && let (Ok(holder), Some(slot)) = (value.holder(kv.key()), mirrored(Kind::Term))
+                                {
+                                    let term = keys::encode(&keys::TermValue::new(&holder, value.term, value.ttl));
+                                    seen.keys.insert((app.clone(), slot), (kv.mod_revision(), term));
+                                }
+                                seen.tenures.insert(app.clone(), SeenTenure { term: value.term, at, ended: false });
                             }
                             seen.held.insert(app);
                         } else {
+                            if let Some(tenure) = seen.tenures.get_mut(&app) {
+                                tenure.ended = true;
+                            }
                             seen.held.remove(&app);
                         }
                         drop(seen);
                         watchers.leases_changed();
                     }
-                    Some((kind @ (Kind::Pins | Kind::Reserved | Kind::Term), app)) => {
+                    Some((kind @ (Kind::Pins | Kind::Reserved | Kind::Released), app)) => {
                         if let Some(slot) = mirrored(kind) {
                             let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
                             if event.event_type() == EventType::Put {
@@ -182,9 +233,7 @@ pub(super) async fn run(
                                 seen.keys.remove(&(app, slot));
                             }
                         }
-                        if kind != Kind::Term {
-                            watchers.leases_changed();
-                        }
+                        watchers.leases_changed();
                     }
                     Some((Kind::Settings, app)) if event.event_type() == EventType::Put => {
                         let version = u64::try_from(kv.version()).unwrap_or(0);
