@@ -545,7 +545,7 @@ impl ApplicationHandle {
     /// Waits until some unit leads, and returns it.
     pub async fn wait_for_leader(&self) -> Result<UnitName, HostError> {
         let lease = wait_for_lease(self.store.as_ref(), &self.app, None, |_| true).await?;
-        lease.map(|l| l.holder).ok_or_else(|| HostError::Store(LeaseError::Store("the wait for a leader ended".into())))
+        lease.map(|l| l.holder).ok_or_else(|| HostError::Store(LeaseError::Store(crate::leadership::StoreError::failed("the wait for a leader ended"))))
     }
 
     /// A unit's status as its agent last recorded it.

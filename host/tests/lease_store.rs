@@ -14,7 +14,7 @@ use support::{app_name as app, group, unit_name as unit};
 use charm_host::leadership::etcd::{EtcdOptions, EtcdStore};
 use charm_host::leadership::sqlite::SqliteOptions;
 use charm_host::leadership::{
-    Clock, LeaseError, LeadershipStore, LeadershipToken, ManualClock, MemoryStore, SqliteStore, WriteError,
+    Clock, LeaseError, LeadershipStore, LeadershipToken, ManualClock, MemoryStore, SqliteStore, StoreFailure, WriteError,
     wait_until_released,
 };
 use charm_host::names::UnitName;
@@ -368,6 +368,26 @@ async fn sqlite_keeps_terms_leases_and_settings_across_reopening() {
     clock.advance(Duration::from_nanos(1));
     assert_eq!(store.claim(&unit("a/0"), LEASE).await.unwrap().term, 3, "terms keep rising across restarts");
     assert_eq!(store.read_settings(&app("a")).await.unwrap().version, 1);
+}
+
+#[tokio::test]
+async fn sqlite_failures_say_what_kind_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let options = SqliteOptions { busy_timeout: Duration::from_millis(50), ..sqlite_options("boot-1") };
+    let store = SqliteStore::open_with(&path, Arc::new(ManualClock::default()), options).unwrap();
+    // Another process holds the write lock past the busy timeout: busy, and nothing lost.
+    let mut other = rusqlite::Connection::open(&path).unwrap();
+    let lock = other.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive).unwrap();
+    match store.claim(&unit("a/0"), LEASE).await {
+        Err(LeaseError::Store(err)) => {
+            assert_eq!(err.kind(), StoreFailure::Busy, "{err}");
+            assert!(err.cause().is_some_and(|c| c.is::<rusqlite::Error>()), "the cause is kept: {err}");
+        }
+        other => panic!("expected a busy store, got {other:?}"),
+    }
+    drop(lock);
+    assert_eq!(store.claim(&unit("a/0"), LEASE).await.unwrap().term, 1, "claims once the lock is free");
 }
 
 #[tokio::test]

@@ -53,7 +53,7 @@ impl Host for LeadershipView {
         self.tracker.leader_set_by(&settings, None).await.map_err(|err| match err {
             WriteError::NotLeader { .. } => LeadershipError::NotLeader,
             WriteError::Invalid(reason) => LeadershipError::Invalid(reason.to_string()),
-            WriteError::Store(reason) => LeadershipError::Unknown(reason),
+            WriteError::Store(reason) => LeadershipError::Unknown(reason.to_string()),
             too_late @ WriteError::TooLate => LeadershipError::Unknown(too_late.to_string()),
         })?;
         if let Some(snapshot) = &mut self.snapshot

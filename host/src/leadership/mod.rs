@@ -130,10 +130,84 @@ pub enum LeaseError {
     /// A wait was cancelled by its caller.
     #[error("waiting for leadership to be released was cancelled")]
     Cancelled,
-    /// The store could not be reached or failed.
+    /// The store could not be reached or failed; see [`StoreError::kind`].
     #[error("leadership store failed: {0}")]
-    Store(String),
+    Store(StoreError),
 }
+
+/// What kind of failure a store reported: what a caller can do about it differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreFailure {
+    /// The store could not be reached or did not answer in time. A request may or may not
+    /// have been applied; every operation is safe to retry.
+    Unreachable,
+    /// The store is there but busy: another writer holds its lock, a quota is reached, or
+    /// the state kept changing under the operation. Retry later.
+    Busy,
+    /// The store holds data this program cannot read. Retrying does not help.
+    Corrupt,
+    /// The store refused or failed for another reason.
+    Failed,
+}
+
+/// A store's failure: its kind, a message that includes the cause, and the cause itself
+/// where the store had one (a `rusqlite::Error`, an `etcd_client::Error`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StoreError {
+    kind: StoreFailure,
+    message: String,
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    /// A failure of `kind` described by `message`.
+    pub fn new(kind: StoreFailure, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), cause: None }
+    }
+
+    /// A failure of `kind` caused by `cause`; the message is `context: cause`.
+    pub fn caused_by(kind: StoreFailure, context: &str, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self { kind, message: format!("{context}: {cause}"), cause: Some(Arc::new(cause)) }
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> StoreFailure {
+        self.kind
+    }
+
+    /// The error the store failed with, if any (its text is part of the message already,
+    /// so it is not [`std::error::Error::source`]).
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.cause.as_deref()
+    }
+
+    pub(crate) fn unreachable(message: impl Into<String>) -> Self {
+        Self::new(StoreFailure::Unreachable, message)
+    }
+
+    pub(crate) fn busy(message: impl Into<String>) -> Self {
+        Self::new(StoreFailure::Busy, message)
+    }
+
+    pub(crate) fn corrupt(message: impl Into<String>) -> Self {
+        Self::new(StoreFailure::Corrupt, message)
+    }
+
+    pub(crate) fn failed(message: impl Into<String>) -> Self {
+        Self::new(StoreFailure::Failed, message)
+    }
+}
+
+/// Equal when of the same kind with the same message (causes are not comparable).
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.message == other.message
+    }
+}
+
+impl Eq for StoreError {}
 
 /// Why a fenced settings write was refused. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -155,9 +229,9 @@ pub enum WriteError {
     /// given up waiting): nothing was written.
     #[error("the write's deadline passed before it could be applied; nothing was written")]
     TooLate,
-    /// The store could not be reached or failed.
+    /// The store could not be reached or failed; see [`StoreError::kind`].
     #[error("leadership store failed: {0}")]
-    Store(String),
+    Store(StoreError),
 }
 
 /// Leases, pins and leader settings for every application it serves. See the module docs

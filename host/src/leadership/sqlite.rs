@@ -28,7 +28,10 @@ use tokio::sync::watch;
 
 use super::rules::{self, LeaseRecord, Reservation};
 use super::watchers::Watchers;
-use super::{Claim, Clock, Lease, LeaseError, LeadershipStore, MonotonicClock, Timestamp, WriteError, validate_entity};
+use super::{
+    Claim, Clock, Lease, LeaseError, LeadershipStore, MonotonicClock, StoreError, StoreFailure, Timestamp, WriteError,
+    validate_entity,
+};
 use crate::names::{AppName, UnitName};
 use crate::settings::{Settings, SettingsSnapshot, SettingsWrite};
 
@@ -184,15 +187,35 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// SQLite's error, with its kind: a lock another connection holds past the busy timeout is
+/// busy, a damaged file or one that is not a database corrupt, a file that cannot be opened
+/// (or a full disk) unreachable.
+fn store_error(err: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    let kind = match &err {
+        rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreFailure::Busy,
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreFailure::Corrupt,
+            ErrorCode::CannotOpen | ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::PermissionDenied => {
+                StoreFailure::Unreachable
+            }
+            _ => StoreFailure::Failed,
+        },
+        rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => StoreFailure::Corrupt,
+        _ => StoreFailure::Failed,
+    };
+    StoreError::caused_by(kind, "SQLite", err)
+}
+
 impl From<rusqlite::Error> for LeaseError {
     fn from(err: rusqlite::Error) -> Self {
-        LeaseError::Store(err.to_string())
+        LeaseError::Store(store_error(err))
     }
 }
 
 impl From<rusqlite::Error> for WriteError {
     fn from(err: rusqlite::Error) -> Self {
-        WriteError::Store(err.to_string())
+        WriteError::Store(store_error(err))
     }
 }
 
@@ -486,13 +509,13 @@ trait Unfinished {
 
 impl Unfinished for LeaseError {
     fn unfinished(reason: String) -> Self {
-        LeaseError::Store(reason)
+        LeaseError::Store(StoreError::failed(reason))
     }
 }
 
 impl Unfinished for WriteError {
     fn unfinished(reason: String) -> Self {
-        WriteError::Store(reason)
+        WriteError::Store(StoreError::failed(reason))
     }
 }
 

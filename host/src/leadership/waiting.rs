@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use super::{Lease, LeaseError, LeadershipStore, Timestamp};
+use super::{Lease, LeaseError, LeadershipStore, StoreError, Timestamp};
 use crate::names::{AppName, UnitName};
 
 /// Completes once `app` has no leader (released, revoked or expired), or fails with
@@ -29,7 +29,7 @@ pub async fn wait_until_released(
             biased;
             () = &mut cancel => return Err(LeaseError::Cancelled),
             changed = changes.changed() => {
-                changed.map_err(|_| LeaseError::Store("the store was closed".into()))?;
+                changed.map_err(|_| LeaseError::Store(StoreError::failed("the store was closed")))?;
             }
             () = expiry => {}
         }

@@ -199,7 +199,7 @@ impl FaultyStore {
     }
 }
 
-use charm_host::leadership::{Claim, Clock, Lease, LeaseError, WriteError};
+use charm_host::leadership::{Claim, Clock, Lease, LeaseError, StoreError, StoreFailure, WriteError};
 use charm_host::names::AppName;
 use charm_host::settings::SettingsSnapshot;
 
@@ -211,7 +211,7 @@ impl LeadershipStore for FaultyStore {
     async fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
         self.claims.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if self.failing.lock().unwrap().contains(unit) {
-            return Err(LeaseError::Store("injected failure".into()));
+            return Err(LeaseError::Store(StoreError::new(StoreFailure::Unreachable, "injected failure")));
         }
         if self.hanging.lock().unwrap().contains(unit) {
             std::future::pending::<()>().await;

@@ -23,6 +23,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::leadership::StoreError;
 use crate::names::{AppName, UnitName};
 use crate::settings::Settings;
 
@@ -118,7 +119,7 @@ impl LeaseValue {
     }
 
     /// The holder, checked.
-    pub fn holder(&self, key: &[u8]) -> Result<UnitName, String> {
+    pub fn holder(&self, key: &[u8]) -> Result<UnitName, StoreError> {
         UnitName::new(&self.holder).map_err(|e| corrupt(key, e))
     }
 }
@@ -143,7 +144,7 @@ impl TermValue {
     }
 
     /// A term key's value: JSON, or (as first written) the bare term in decimal.
-    pub fn decode(key: &[u8], value: &[u8]) -> Result<Self, String> {
+    pub fn decode(key: &[u8], value: &[u8]) -> Result<Self, StoreError> {
         match decode_number(key, value) {
             Ok(term) => Ok(Self { term, holder: None, ttl: None }),
             Err(_) => decode(key, value),
@@ -160,15 +161,15 @@ pub(super) struct SettingsValue {
 
 /// Why a stored value could not be read: the data under the prefix is not what this
 /// program wrote.
-pub(super) fn corrupt(key: &[u8], what: impl std::fmt::Display) -> String {
-    format!("etcd key {} holds a value this program cannot read: {what}", String::from_utf8_lossy(key))
+pub(super) fn corrupt(key: &[u8], what: impl std::fmt::Display) -> StoreError {
+    StoreError::corrupt(format!("etcd key {} holds a value this program cannot read: {what}", String::from_utf8_lossy(key)))
 }
 
-pub(super) fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Result<T, String> {
+pub(super) fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(value).map_err(|e| corrupt(key, e))
 }
 
-pub(super) fn decode_number(key: &[u8], value: &[u8]) -> Result<u64, String> {
+pub(super) fn decode_number(key: &[u8], value: &[u8]) -> Result<u64, StoreError> {
     std::str::from_utf8(value).ok().and_then(|s| s.parse().ok()).ok_or_else(|| corrupt(key, "not a number"))
 }
 

@@ -78,7 +78,7 @@ use tokio::sync::watch as channel;
 use self::keys::{Kind, Layout, LeaseValue, SettingsValue, TermValue};
 use super::watchers::Watchers;
 use super::{
-    BootClock, Claim, Clock, Lease, LeaseError, LeadershipStore, Timestamp, WriteError, validate_duration,
+    BootClock, Claim, Clock, Lease, LeaseError, LeadershipStore, StoreError, StoreFailure, Timestamp, WriteError, validate_duration,
     validate_entity,
 };
 use crate::names::{AppName, UnitName};
@@ -214,8 +214,8 @@ struct Vacancy {
 async fn within<T>(
     deadline: Duration,
     call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<Result<T, etcd_client::Error>, String> {
-    tokio::time::timeout(deadline, call).await.map_err(|_| format!("etcd did not answer within {deadline:?}"))
+) -> Result<Result<T, etcd_client::Error>, StoreError> {
+    tokio::time::timeout(deadline, call).await.map_err(|_| StoreError::unreachable(format!("etcd did not answer within {deadline:?}")))
 }
 
 /// True for etcd's answer about a lease it does not have (expired or revoked).
@@ -234,10 +234,33 @@ async fn revoke_quietly(mut client: Client, id: i64, deadline: Duration) {
     }
 }
 
-fn etcd_failed(err: etcd_client::Error) -> String {
+/// etcd's error, with its kind: a member that cannot be reached (a failed connection) or
+/// timed out is unreachable, an exhausted quota busy, lost data corrupt, anything else a
+/// failure.
+fn etcd_failed(err: etcd_client::Error) -> StoreError {
+    use tonic::Code;
+    let kind = match &err {
+        etcd_client::Error::GRpcStatus(status) => match status.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => StoreFailure::Unreachable,
+            // Made by the client from a failed connection (the server's own carry no source).
+            Code::Unknown if std::error::Error::source(status).is_some() => StoreFailure::Unreachable,
+            Code::ResourceExhausted => StoreFailure::Busy,
+            Code::DataLoss => StoreFailure::Corrupt,
+            _ => StoreFailure::Failed,
+        },
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => StoreFailure::Unreachable,
+        _ => StoreFailure::Failed,
+    };
+    let context = match &err {
+        etcd_client::Error::GRpcStatus(status) => match std::error::Error::source(status) {
+            Some(source) => format!("etcd: {} ({:?}): {source}", status.message(), status.code()),
+            None => format!("etcd: {} ({:?})", status.message(), status.code()),
+        },
+        _ => "etcd".to_owned(),
+    };
     match err {
-        etcd_client::Error::GRpcStatus(status) => format!("etcd: {} ({:?})", status.message(), status.code()),
-        other => format!("etcd: {other}"),
+        etcd_client::Error::GRpcStatus(_) => StoreError::new(kind, context),
+        other => StoreError::caused_by(kind, &context, other),
     }
 }
 
@@ -247,7 +270,7 @@ impl EtcdStore {
     /// has no leader. Must be called inside a tokio runtime, which runs the watch.
     pub async fn connect(options: &EtcdOptions) -> Result<Self, ConnectError> {
         let endpoints = options.endpoint_list();
-        let unreachable = |reason: String| ConnectError::Unreachable { endpoints: endpoints.clone(), reason };
+        let unreachable = |reason: StoreError| ConnectError::Unreachable { endpoints: endpoints.clone(), reason: reason.to_string() };
         let client_options = options.client_options()?;
         let deadline = options.connect_timeout + options.request_timeout;
         let connected = within(deadline, Client::connect(&options.endpoints, Some(client_options))).await;
@@ -304,26 +327,26 @@ impl EtcdStore {
     async fn request<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, String> {
+    ) -> Result<T, StoreError> {
         within(self.request_timeout, call).await?.map_err(etcd_failed)
     }
 
-    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, String> {
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, StoreError> {
         let mut client = self.client.clone();
         self.request(client.txn(txn)).await
     }
 
     /// Reads `keys` in one transaction: one revision, linearizable.
-    async fn read(&self, keys: &[String]) -> Result<Vec<Read>, String> {
+    async fn read(&self, keys: &[String]) -> Result<Vec<Read>, StoreError> {
         let ops: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
         let response = self.txn(Txn::new().and_then(ops)).await?;
         let mut reads = Vec::new();
         for op in response.op_responses() {
-            let TxnOpResponse::Get(get) = op else { return Err("etcd answered a read with something else".into()) };
+            let TxnOpResponse::Get(get) = op else { return Err(StoreError::failed("etcd answered a read with something else")) };
             reads.push(get.kvs().first().map_or_else(Read::default, Read::of));
         }
         if reads.len() != keys.len() {
-            return Err("etcd answered a read with too few results".into());
+            return Err(StoreError::failed("etcd answered a read with too few results"));
         }
         Ok(reads)
     }
@@ -337,7 +360,7 @@ impl EtcdStore {
         Ok(AppLease { lease: next(), term: next(), released: next(), reserved: next(), pins: next(), asked_at, read_at })
     }
 
-    fn lease_value(&self, app: &AppName, read: &Read) -> Result<Option<(LeaseValue, UnitName)>, String> {
+    fn lease_value(&self, app: &AppName, read: &Read) -> Result<Option<(LeaseValue, UnitName)>, StoreError> {
         let key = self.layout.key(Kind::Lease, app);
         let Some(value) = &read.value else { return Ok(None) };
         let lease: LeaseValue = keys::decode(key.as_bytes(), value)?;
@@ -345,7 +368,7 @@ impl EtcdStore {
         Ok(Some((lease, holder)))
     }
 
-    fn pins_of(&self, app: &AppName, read: &Read) -> Result<Vec<String>, String> {
+    fn pins_of(&self, app: &AppName, read: &Read) -> Result<Vec<String>, StoreError> {
         match &read.value {
             Some(value) => keys::decode(self.layout.key(Kind::Pins, app).as_bytes(), value),
             None => Ok(Vec::new()),
@@ -353,11 +376,11 @@ impl EtcdStore {
     }
 
     /// Grants an etcd lease of `ttl` seconds: its id and the TTL the server chose.
-    async fn grant(&self, ttl: i64) -> Result<(i64, i64), String> {
+    async fn grant(&self, ttl: i64) -> Result<(i64, i64), StoreError> {
         let mut client = self.client.clone();
         let granted = self.request(client.lease_grant(ttl, None)).await?;
         if !granted.error().is_empty() {
-            return Err(format!("etcd refused a lease: {}", granted.error()));
+            return Err(StoreError::failed(format!("etcd refused a lease: {}", granted.error())));
         }
         Ok((granted.id(), granted.ttl()))
     }
@@ -370,7 +393,7 @@ impl EtcdStore {
 
     /// An etcd lease of `ttl` seconds for a new tenure, with the clock read before it was
     /// granted: the fresh spare if there is one, else one granted now.
-    async fn lease_for_tenure(&self, ttl: i64) -> Result<(Timestamp, i64, i64), String> {
+    async fn lease_for_tenure(&self, ttl: i64) -> Result<(Timestamp, i64, i64), StoreError> {
         if let Some(spare) = self.take_spare(ttl) {
             return Ok((spare.start, spare.id, spare.ttl));
         }
@@ -427,7 +450,7 @@ impl EtcdStore {
     }
 
     /// Renews an etcd lease once: false if the server no longer has it.
-    async fn keep_alive(&self, id: i64) -> Result<bool, String> {
+    async fn keep_alive(&self, id: i64) -> Result<bool, StoreError> {
         let mut client = self.client.clone();
         match within(self.request_timeout, client.lease_keep_alive(id)).await? {
             Ok(_) => Ok(true),
@@ -449,7 +472,7 @@ impl EtcdStore {
     ) -> Result<Option<Claim>, LeaseError> {
         let app = unit.app();
         let term = self.last_tenure(app, &state.term).map_err(LeaseError::Store)?.map_or(0, |last| last.term);
-        let term = term.checked_add(1).ok_or_else(|| LeaseError::Store("the term counter is exhausted".into()))?;
+        let term = term.checked_add(1).ok_or_else(|| LeaseError::Store(StoreError::failed("the term counter is exhausted")))?;
         let pinned = !self.pins_of(app, &state.pins).map_err(LeaseError::Store)?.is_empty();
         let (start, id, ttl) = match granted {
             Some(granted) => granted,
@@ -550,7 +573,7 @@ impl EtcdStore {
     /// before it notices that it was replaced; a revoke proposed so is forwarded to the new
     /// leader and applied, deleting a key whose holder still counts on it. The put is what
     /// successors count from instead (see [`Self::vacancy`]).
-    async fn renew(&self, app: &AppName, created: i64, id: i64) -> Result<bool, String> {
+    async fn renew(&self, app: &AppName, created: i64, id: i64) -> Result<bool, StoreError> {
         if !self.keep_alive(id).await? {
             return Ok(false);
         }
@@ -562,7 +585,7 @@ impl EtcdStore {
     }
 
     /// The last tenure granted for `app`, from its term key (`None` before the first).
-    fn last_tenure(&self, app: &AppName, read: &Read) -> Result<Option<TermValue>, String> {
+    fn last_tenure(&self, app: &AppName, read: &Read) -> Result<Option<TermValue>, StoreError> {
         let Some(value) = &read.value else { return Ok(None) };
         TermValue::decode(self.layout.key(Kind::Term, app).as_bytes(), value).map(Some)
     }
@@ -576,7 +599,7 @@ impl EtcdStore {
     /// the key deleted, and else the instant the state was read (the key gone by then). Its
     /// own holder, and any unit after a term key from before this rule, are kept out by
     /// nothing.
-    fn vacancy(&self, app: &AppName, state: &AppLease, claimant: Option<&UnitName>) -> Result<Option<Vacancy>, String> {
+    fn vacancy(&self, app: &AppName, state: &AppLease, claimant: Option<&UnitName>) -> Result<Option<Vacancy>, StoreError> {
         let Some(last) = self.last_tenure(app, &state.term)? else { return Ok(None) };
         let released = match &state.released.value {
             Some(value) => keys::decode_number(self.layout.key(Kind::Released, app).as_bytes(), value)?,
@@ -609,7 +632,7 @@ fn secs(ttl: i64) -> Duration {
 
 enum PrefixProblem {
     Foreign(String),
-    Failed(String),
+    Failed(StoreError),
 }
 
 /// Makes sure the prefix is a charm-host store, marking an empty one as ours.
@@ -623,7 +646,7 @@ async fn claim_prefix(client: &mut Client, layout: &Layout, deadline: Duration) 
         .or_else([TxnOp::get(meta.as_str(), None)]);
     let response = within(deadline, client.txn(txn)).await.map_err(timed)?.map_err(failed)?;
     let first = response.op_responses().into_iter().next();
-    let Some(TxnOpResponse::Get(get)) = first else { return Err(PrefixProblem::Failed("etcd answered oddly".into())) };
+    let Some(TxnOpResponse::Get(get)) = first else { return Err(PrefixProblem::Failed(StoreError::failed("etcd answered oddly"))) };
     if response.succeeded() {
         // No meta key: an empty prefix becomes ours; one holding other data is refused.
         if !get.kvs().is_empty() {
@@ -695,7 +718,9 @@ impl LeadershipStore for EtcdStore {
             let value = self.lease_value(app, &state.lease).map_err(LeaseError::Store);
             let reserved_for_another = match (&value, &state.reserved.value) {
                 (Ok(None), Some(reserved)) if String::from_utf8_lossy(reserved) != unit.as_str() => {
-                    Some(UnitName::new(&String::from_utf8_lossy(reserved)).map_err(|e| LeaseError::Store(e.to_string())))
+                    Some(UnitName::new(&String::from_utf8_lossy(reserved)).map_err(|e| {
+                        LeaseError::Store(keys::corrupt(self.layout.key(Kind::Reserved, app).as_bytes(), e))
+                    }))
                 }
                 _ => None,
             };
@@ -723,7 +748,7 @@ impl LeadershipStore for EtcdStore {
                 return Ok(claim);
             }
         }
-        Err(LeaseError::Store(format!("the lease of {app} kept changing while {unit} claimed it; try again")))
+        Err(LeaseError::Store(StoreError::busy(format!("the lease of {app} kept changing while {unit} claimed it; try again"))))
     }
 
     /// The holder gives its tenure up (having stopped counting on it): one transaction,
@@ -760,7 +785,7 @@ impl LeadershipStore for EtcdStore {
                 }
             }
         }
-        Err(LeaseError::Store(format!("the lease of {app} kept changing while {unit} gave it up; try again")))
+        Err(LeaseError::Store(StoreError::busy(format!("the lease of {app} kept changing while {unit} gave it up; try again"))))
     }
 
     async fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {
@@ -775,7 +800,9 @@ impl LeadershipStore for EtcdStore {
     async fn reservation(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError> {
         let read = self.read(&[self.layout.key(Kind::Reserved, app)]).await.map_err(LeaseError::Store)?;
         match read.into_iter().next().and_then(|r| r.value) {
-            Some(value) => Ok(Some(UnitName::new(&String::from_utf8_lossy(&value)).map_err(|e| LeaseError::Store(e.to_string()))?)),
+            Some(value) => Ok(Some(UnitName::new(&String::from_utf8_lossy(&value)).map_err(|e| {
+                LeaseError::Store(keys::corrupt(self.layout.key(Kind::Reserved, app).as_bytes(), e))
+            })?)),
             None => Ok(None),
         }
     }
@@ -875,7 +902,7 @@ impl LeadershipStore for EtcdStore {
         for _ in 0..CONTENTION_RETRIES {
             super::check_apply_by(apply_by)?;
             let reads = self.read(&[lease_key.clone(), settings_key.clone()]).await.map_err(WriteError::Store)?;
-            let [lease, settings] = <[Read; 2]>::try_from(reads).map_err(|_| WriteError::Store("etcd answered oddly".into()))?;
+            let [lease, settings] = <[Read; 2]>::try_from(reads).map_err(|_| WriteError::Store(StoreError::failed("etcd answered oddly")))?;
             let renew = match self.lease_value(app, &lease).map_err(WriteError::Store)? {
                 Some((value, holder)) if holder == *writer && value.term == term => {
                     (lease.lease != 0).then_some((lease.lease, value.ttl))
@@ -894,7 +921,7 @@ impl LeadershipStore for EtcdStore {
             }
             // The lease or the bucket moved: read again (a lost lease then says so).
         }
-        Err(WriteError::Store(format!("the settings of {app} kept changing while {writer} wrote; try again")))
+        Err(WriteError::Store(StoreError::busy(format!("the settings of {app} kept changing while {writer} wrote; try again"))))
     }
 
     fn watch_settings(&self, app: &AppName) -> channel::Receiver<u64> {
@@ -998,7 +1025,7 @@ impl EtcdStore {
         self.hints.lock().unwrap_or_else(|p| p.into_inner()).buckets.insert(app.clone(), (modified, bucket.clone()));
     }
 
-    fn settings_value(&self, key: &str, read: &Read) -> Result<SettingsValue, String> {
+    fn settings_value(&self, key: &str, read: &Read) -> Result<SettingsValue, StoreError> {
         match &read.value {
             Some(value) => keys::decode(key.as_bytes(), value),
             None => Ok(SettingsValue::default()),
@@ -1012,7 +1039,7 @@ impl EtcdStore {
     }
 
     /// Every key of `kind`, with the application it belongs to.
-    async fn list(&self, kind: Kind) -> Result<Vec<(AppName, Read)>, String> {
+    async fn list(&self, kind: Kind) -> Result<Vec<(AppName, Read)>, StoreError> {
         let mut client = self.client.clone();
         let got = self.request(client.get(self.layout.range(kind), Some(GetOptions::new().with_prefix()))).await?;
         Ok(got
@@ -1081,6 +1108,6 @@ impl EtcdStore {
                 self.discard(id).await;
             }
         }
-        Err(LeaseError::Store(format!("the pins of {app} kept changing; try again")))
+        Err(LeaseError::Store(StoreError::busy(format!("the pins of {app} kept changing; try again"))))
     }
 }

@@ -17,7 +17,7 @@ use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 
 use super::keys::{self, Kind, Layout};
 use crate::leadership::watchers::Watchers;
-use crate::leadership::{Clock, Timestamp};
+use crate::leadership::{Clock, StoreError, Timestamp};
 use crate::names::AppName;
 
 /// Raises the version recorded for `app` (versions never go down).
@@ -73,7 +73,7 @@ pub(super) async fn load(
     seen: &Mutex<Seen>,
     clock: &dyn Clock,
     deadline: Duration,
-) -> Result<i64, String> {
+) -> Result<i64, StoreError> {
     let txn = etcd_client::Txn::new().and_then([
         // Keys only: a settings key's put count is its version (see `keys`).
         etcd_client::TxnOp::get(layout.range(Kind::Settings), Some(GetOptions::new().with_prefix().with_keys_only())),
