@@ -38,8 +38,8 @@ pub enum HandoverError {
     Store {
         /// The unit.
         unit: UnitName,
-        /// Why.
-        source: LeaseError,
+        /// Why (boxed: it is large, and this error travels inside others).
+        source: Box<LeaseError>,
     },
     /// The reservation is outside [`timing::RESERVATION`].
     #[error(transparent)]
@@ -58,7 +58,7 @@ pub enum HandoverError {
 /// leads; returns without waiting for the handover.
 pub async fn request(store: &dyn LeadershipStore, unit: &UnitName, within: Duration) -> Result<Requested, HandoverError> {
     timing::RESERVATION.check(within)?;
-    let failed = |source| HandoverError::Store { unit: unit.clone(), source };
+    let failed = |source| HandoverError::Store { unit: unit.clone(), source: Box::new(source) };
     if let Some(lease) = store.lease(unit.app()).await.map_err(failed)?.filter(|l| l.holder == *unit) {
         return Ok(Requested::AlreadyLeads { term: lease.term });
     }
@@ -70,7 +70,7 @@ pub async fn request(store: &dyn LeadershipStore, unit: &UnitName, within: Durat
 /// returns its term.
 pub async fn wait_until_leads(store: &dyn LeadershipStore, unit: &UnitName, within: Duration) -> Result<u64, HandoverError> {
     let deadline = store.clock().now() + within;
-    let failed = |source| HandoverError::Store { unit: unit.clone(), source };
+    let failed = |source| HandoverError::Store { unit: unit.clone(), source: Box::new(source) };
     match wait_for_lease(store, unit.app(), Some(deadline), |lease| lease.holder == *unit).await.map_err(failed)? {
         Some(lease) => Ok(lease.term),
         None => Err(HandoverError::TimedOut { unit: unit.clone(), within }),

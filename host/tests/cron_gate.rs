@@ -97,14 +97,14 @@ async fn only_one_live_unit_runs_maintenance_through_a_stop_and_a_crash() {
     };
     let (first, files) = settle(vec![]).await;
     let first = first.expect("a leader");
-    assert_eq!(files, [first.clone()], "exactly the leader's file says IS_LEADER=1");
+    assert_eq!(files, std::slice::from_ref(&first), "exactly the leader's file says IS_LEADER=1");
 
     running.stop_unit(&first).await.unwrap();
     watcher.dead.lock().unwrap().push(first.clone());
     let (second, files) = settle(vec![first.clone()]).await;
     let second = second.expect("a successor after the stop");
     assert_ne!(second, first);
-    assert_eq!(files, [second.clone()]);
+    assert_eq!(files, std::slice::from_ref(&second));
 
     running.kill(&second).unwrap();
     watcher.dead.lock().unwrap().push(second.clone());
@@ -112,7 +112,7 @@ async fn only_one_live_unit_runs_maintenance_through_a_stop_and_a_crash() {
     let (third, files) = settle(vec![first.clone(), second.clone()]).await;
     let third = third.expect("a successor after the crash");
     assert!(third != first && third != second);
-    assert_eq!(files, [third.clone()]);
+    assert_eq!(files, std::slice::from_ref(&third));
     running.stop().await;
 
     assert!(watcher.violations.lock().unwrap().is_empty(), "{:?}", watcher.violations.lock().unwrap());

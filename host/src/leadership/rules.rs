@@ -28,7 +28,7 @@ impl LeaseRecord {
     /// The live lease this record describes at `now`, if any.
     pub fn live(&self, pinned: bool, now: super::Timestamp) -> Option<Lease> {
         let holder = self.holder.clone()?;
-        (pinned || self.expires > now).then(|| Lease { holder, term: self.term, expires: self.expires, pinned })
+        (pinned || self.expires > now).then_some(Lease { holder, term: self.term, expires: self.expires, pinned })
     }
 }
 

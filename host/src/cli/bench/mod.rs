@@ -88,9 +88,12 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[((samples.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Measures one section (`quick` for a smoke run).
+type Measure = fn(bool) -> anyhow::Result<Vec<Figure>>;
+
 /// The sections measured in this process, in order: name (for `--only`), what it measures,
 /// and how. `memory` comes last, apart (see [`bench`]).
-const SECTIONS: [(&str, &str, fn(bool) -> anyhow::Result<Vec<Figure>>); 6] = [
+const SECTIONS: [(&str, &str, Measure); 6] = [
     ("calls", "hook dispatch and host calls", calls::figures),
     ("lease", "the lease engine", lease::figures),
     ("renewals", "renewals during a leader-set storm", renewals::figures),
