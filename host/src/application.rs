@@ -25,8 +25,10 @@ use crate::timing;
 use crate::tracker::LeadershipTracker;
 use crate::unit::Unit;
 
-/// How one application's units are set up.
+/// How one application's units are set up: [`ApplicationConfig::new`] with the defaults,
+/// changed with the `with_` methods.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ApplicationConfig {
     /// The application's name.
     pub app: AppName,
@@ -74,6 +76,52 @@ pub enum ApplicationError {
 }
 
 impl ApplicationConfig {
+    /// `units` units of `app` keeping their state under `state_dir`, with the default
+    /// guarantee window, hook backoff and stop grace, no services, and a store that must
+    /// remember what the units do.
+    pub fn new(app: AppName, units: u32, state_dir: StateDir) -> Self {
+        Self {
+            app,
+            units,
+            guarantee_window: timing::DEFAULT_GUARANTEE_WINDOW,
+            state_dir,
+            backoff: Backoff::default(),
+            services: (Vec::new(), timing::DEFAULT_SERVICE_GRACE),
+            stop_grace: timing::DEFAULT_STOP_GRACE,
+            accept_new_store: false,
+        }
+    }
+
+    /// With this guarantee window.
+    pub fn with_guarantee_window(mut self, window: Duration) -> Self {
+        self.guarantee_window = window;
+        self
+    }
+
+    /// With this retry timing for failed hooks.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// With these services, and this long between SIGTERM and SIGKILL when one stops.
+    pub fn with_services(mut self, services: Vec<ServiceConfig>, grace: Duration) -> Self {
+        self.services = (services, grace);
+        self
+    }
+
+    /// With this stop grace.
+    pub fn with_stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = grace;
+        self
+    }
+
+    /// Starting even on a store that remembers less than the units do (see [`AgentConfig`]).
+    pub fn accepting_new_store(mut self, accept: bool) -> Self {
+        self.accept_new_store = accept;
+        self
+    }
+
     /// The agent configuration of `unit`: its records in the state directory.
     pub fn agent_config(&self, unit: &UnitName) -> AgentConfig {
         AgentConfig {

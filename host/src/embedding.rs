@@ -34,8 +34,8 @@ use crate::runtime::{Charm, HookRuntime, LoadError, RuntimeConfig, RuntimeError}
 use crate::services::ServiceConfig;
 use crate::state_dir::{StateDir, StateDirError};
 use crate::tenure_record::TenureRecord;
-use crate::timing::{self, InvalidDuration};
-use crate::tracker::{DEFAULT_GUARANTEE_WINDOW, LeadershipTracker};
+use crate::timing::{self, DEFAULT_GUARANTEE_WINDOW, InvalidDuration};
+use crate::tracker::LeadershipTracker;
 use crate::unit::{Unit, UnitStatus};
 
 /// Events kept for a subscriber that has not read them yet, unless set otherwise.
@@ -140,10 +140,10 @@ impl Default for HostBuilder {
             store: StoreChoice::Memory,
             state_dir: None,
             guarantee_window: DEFAULT_GUARANTEE_WINDOW,
-            stop_grace: agent::DEFAULT_STOP_GRACE,
+            stop_grace: timing::DEFAULT_STOP_GRACE,
             backoff: Backoff::default(),
             services: Vec::new(),
-            service_grace: crate::services::DEFAULT_SERVICE_GRACE,
+            service_grace: timing::DEFAULT_SERVICE_GRACE,
             accept_new_store: false,
             sink: None,
             event_capacity: DEFAULT_EVENT_CAPACITY,
@@ -439,16 +439,13 @@ impl Host {
 
     /// The configuration of `units` units of `app` on this host.
     fn application_config(&self, app: AppName, units: u32) -> ApplicationConfig {
-        ApplicationConfig {
-            app,
-            units,
-            guarantee_window: self.units.guarantee_window,
-            state_dir: self.state.clone(),
-            backoff: self.units.backoff,
-            services: self.units.services.clone(),
-            stop_grace: self.units.stop_grace,
-            accept_new_store: self.units.accept_new_store,
-        }
+        let (services, grace) = self.units.services.clone();
+        ApplicationConfig::new(app, units, self.state.clone())
+            .with_guarantee_window(self.units.guarantee_window)
+            .with_backoff(self.units.backoff)
+            .with_services(services, grace)
+            .with_stop_grace(self.units.stop_grace)
+            .accepting_new_store(self.units.accept_new_store)
     }
 
     /// Starts `units` units of `app` (numbered from 0) in this process, sharing this host's

@@ -110,7 +110,8 @@ pub use hook_tools::UnitTools;
 pub use hooks::HookKind;
 pub use names::{AppName, UnitName};
 pub use runtime::{Charm, LoadError, RuntimeConfig, RuntimeError};
-pub use tracker::{DEFAULT_GUARANTEE_WINDOW, LeadershipUnknown};
+pub use timing::DEFAULT_GUARANTEE_WINDOW;
+pub use tracker::LeadershipUnknown;
 pub use unit::UnitStatus;
 
 /// Runs the `charm-host` command with the process's arguments (feature `cli`).

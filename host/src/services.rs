@@ -83,9 +83,6 @@ struct Running {
     exited: watch::Receiver<bool>,
 }
 
-/// How long a stopping service gets between SIGTERM and SIGKILL, unless set otherwise.
-pub const DEFAULT_SERVICE_GRACE: Duration = Duration::from_secs(5);
-
 /// The services of one unit.
 pub struct ServiceSupervisor {
     unit: UnitName,

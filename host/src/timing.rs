@@ -66,6 +66,28 @@ pub const SERVICE_GRACE: DurationRange = range("the service grace", Duration::ZE
 /// How long a hook tool waits for its agent (`--timeout`).
 pub const TOOL_TIMEOUT: DurationRange = range("the tool timeout", Duration::from_millis(10), Duration::from_secs(3600));
 
+// The defaults of the settings above, used by the library's configurations and by the CLI
+// alike (each lies in its range: see the tests).
+
+/// The default guarantee window.
+pub const DEFAULT_GUARANTEE_WINDOW: Duration = Duration::from_secs(30);
+
+/// The default hook deadline.
+pub const DEFAULT_HOOK_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The default stop grace.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// The default service grace.
+pub const DEFAULT_SERVICE_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a hook tool (or `elect`, asking an agent) waits for its agent by default.
+pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a directed handover's reservation lasts by default (and how long `elect`
+/// waits for it).
+pub const DEFAULT_RESERVATION: Duration = Duration::from_secs(60);
+
 /// A time within a run (`--for`, and the times of `--kill`, `--stop`, `--elect`, `--step-down`).
 pub const RUN_TIME: DurationRange = range("a time in a run", Duration::ZERO, Duration::from_secs(366 * 24 * 3600));
 
@@ -126,6 +148,20 @@ pub fn parse(text: &str, range: &DurationRange) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_default_lies_in_its_range() {
+        for (range, default) in [
+            (GUARANTEE_WINDOW, DEFAULT_GUARANTEE_WINDOW),
+            (HOOK_DEADLINE, DEFAULT_HOOK_DEADLINE),
+            (STOP_GRACE, DEFAULT_STOP_GRACE),
+            (SERVICE_GRACE, DEFAULT_SERVICE_GRACE),
+            (TOOL_TIMEOUT, DEFAULT_TOOL_TIMEOUT),
+            (RESERVATION, DEFAULT_RESERVATION),
+        ] {
+            assert_eq!(range.check(default), Ok(default), "{}", range.name);
+        }
+    }
 
     #[test]
     fn ranges_refuse_what_the_engine_cannot_honour() {

@@ -21,9 +21,6 @@ use crate::leadership::{Claim, LeaseError, LeadershipStore, Timestamp, WriteErro
 use crate::tenure_record::TenureRecord;
 use crate::names::UnitName;
 
-/// Default guarantee window: `is-leader` promises at least this much leadership.
-pub const DEFAULT_GUARANTEE_WINDOW: Duration = Duration::from_secs(30);
-
 /// Why `is-leader` cannot answer: the unit's leadership cannot be verified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LeadershipUnknown {

@@ -75,13 +75,10 @@ impl Agents {
         let tracker = LeadershipTracker::new(name.clone(), self.store.clone(), WINDOW);
         let base = self.dir.path().join(name.as_str().replace('/', "-"));
         let unit = Arc::new(Unit::new(name, base.join("data"), tracker, self.events.clone()).unwrap());
-        let config = AgentConfig {
-            backoff: Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(4) },
-            state_file: Some(base.join("agent.json")),
-            status_file: None,
-            stop_grace: Duration::from_secs(1),
-            ..Default::default()
-        };
+        let config = AgentConfig::default()
+            .with_backoff(Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(4) })
+            .with_state_file(base.join("agent.json"))
+            .with_stop_grace(Duration::from_secs(1));
         let (commands, receiver) = mpsc::channel(4);
         let task = tokio::spawn(agent::run_unit(runtime, charm, unit.clone(), config, receiver));
         Running { unit, commands, task }
@@ -399,12 +396,13 @@ async fn the_event_stream_never_shows_two_leaders_across_handovers() {
 async fn a_stop_interrupts_a_runaway_hook_after_the_stop_grace() {
     let agents = Agents::new(|s| s);
     let patient = Arc::new(
-        HookRuntime::new(charm_host::runtime::RuntimeConfig {
-            hook_deadline: Duration::from_secs(3600),
-            memory_cap: 16 * 1024 * 1024,
-            max_concurrent_hooks: 4,
-            cache_dir: None,
-        })
+        HookRuntime::new(
+            charm_host::RuntimeConfig::default()
+                .with_hook_deadline(Duration::from_secs(3600))
+                .with_memory_cap(16 * 1024 * 1024)
+                .with_max_concurrent_hooks(4)
+                .with_cache_dir(None),
+        )
         .unwrap(),
     );
     let app0 = UnitName::new("app/0").unwrap();

@@ -28,16 +28,8 @@ async fn settings_changes_coalesce_into_one_more_minion_hook() {
     let leader_name = UnitName::new("app/0").unwrap();
     // app/0 holds the lease before the units start, so it is the leader.
     let term = store.claim(&leader_name, Duration::from_secs(60)).await.unwrap().term;
-    let config = ApplicationConfig {
-        app: AppName::new("app").unwrap(),
-        units: 2,
-        guarantee_window: Duration::from_secs(30),
-        state_dir: charm_host::state_dir::StateDir::new(dir.path()),
-        backoff: Default::default(),
-        services: Default::default(),
-        stop_grace: charm_host::agent::DEFAULT_STOP_GRACE,
-        accept_new_store: false,
-    };
+    let config = ApplicationConfig::new(AppName::new("app").unwrap(), 2, charm_host::state_dir::StateDir::new(dir.path()))
+        .with_guarantee_window(Duration::from_secs(30));
     let app = Arc::new(Application::new(runtime, charm, store.clone(), events.clone(), &config).await.unwrap());
     let minion = app.units()[1].clone();
     script(&minion, &["pause"]);

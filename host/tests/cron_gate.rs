@@ -66,16 +66,8 @@ async fn only_one_live_unit_runs_maintenance_through_a_stop_and_a_crash() {
         leaders_seen: Mutex::new(Vec::new()),
     });
     let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
-    let config = ApplicationConfig {
-        app: app.clone(),
-        units: 3,
-        guarantee_window: Duration::from_millis(500),
-        state_dir: StateDir::new(dir.path()),
-        backoff: Default::default(),
-        services: Default::default(),
-        stop_grace: charm_host::agent::DEFAULT_STOP_GRACE,
-        accept_new_store: false,
-    };
+    let config =
+        ApplicationConfig::new(app.clone(), 3, StateDir::new(dir.path())).with_guarantee_window(Duration::from_millis(500));
     let application = Application::new(runtime, charm, store.clone(), watcher.clone(), &config).await.unwrap();
     let mut running = application.start();
 

@@ -71,11 +71,9 @@ pub use local_state::{LocalStateError, RecordWriter, load_json, save_json};
 pub use queue::{Backoff, HookQueue, LocalState, Next, QueuedHook};
 pub use records::preflight;
 
-/// The stop grace when none is given.
-pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(3);
-
-/// How a unit agent behaves.
+/// How a unit agent behaves: the defaults, changed with the `with_` methods.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AgentConfig {
     /// Retry timing for failed hooks.
     pub backoff: Backoff,
@@ -91,13 +89,45 @@ pub struct AgentConfig {
     pub accept_new_store: bool,
 }
 
+impl AgentConfig {
+    /// With this retry timing for failed hooks.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Keeping the unit's local state in `file` across restarts.
+    pub fn with_state_file(mut self, file: PathBuf) -> Self {
+        self.state_file = Some(file);
+        self
+    }
+
+    /// Writing the unit's status to `file` after every hook.
+    pub fn with_status_file(mut self, file: PathBuf) -> Self {
+        self.status_file = Some(file);
+        self
+    }
+
+    /// With this stop grace (see [`crate::timing::STOP_GRACE`]).
+    pub fn with_stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = grace;
+        self
+    }
+
+    /// Starting even on a store that remembers less than this unit does.
+    pub fn accepting_new_store(mut self, accept: bool) -> Self {
+        self.accept_new_store = accept;
+        self
+    }
+}
+
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
             backoff: Backoff::default(),
             state_file: None,
             status_file: None,
-            stop_grace: DEFAULT_STOP_GRACE,
+            stop_grace: crate::timing::DEFAULT_STOP_GRACE,
             accept_new_store: false,
         }
     }

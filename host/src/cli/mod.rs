@@ -106,7 +106,7 @@ pub struct ElectArgs {
     #[command(flatten)]
     pub store: store::StoreArgs,
     /// How long the lease stays reserved for UNIT (and how long to wait for it).
-    #[arg(long, default_value = "60s", value_parser = |s: &str| timing::parse(s, &timing::RESERVATION))]
+    #[arg(long, default_value = shown(timing::DEFAULT_RESERVATION), value_parser = |s: &str| timing::parse(s, &timing::RESERVATION))]
     pub within: Duration,
 }
 
@@ -157,7 +157,7 @@ pub struct ToolArgs {
     pub state: PathBuf,
     /// Give up (exit 1) if the agent has not answered by then; it never waits for hooks,
     /// so only a frozen or overloaded agent takes long.
-    #[arg(long, default_value = "5s", value_parser = |s: &str| timing::parse(s, &timing::TOOL_TIMEOUT))]
+    #[arg(long, default_value = shown(timing::DEFAULT_TOOL_TIMEOUT), value_parser = |s: &str| timing::parse(s, &timing::TOOL_TIMEOUT))]
     pub timeout: Duration,
 }
 
@@ -225,7 +225,7 @@ pub struct ServiceArgs {
     pub leader_services: Vec<String>,
     /// How long a stopping service gets between SIGTERM and SIGKILL (leader-only services
     /// get at most half the guarantee window).
-    #[arg(long, default_value = "5s", value_parser = |s: &str| timing::parse(s, &timing::SERVICE_GRACE))]
+    #[arg(long, default_value = shown(timing::DEFAULT_SERVICE_GRACE), value_parser = |s: &str| timing::parse(s, &timing::SERVICE_GRACE))]
     pub service_grace: Duration,
 }
 
@@ -250,21 +250,21 @@ impl ServiceArgs {
 #[derive(Debug, Args)]
 pub struct RuntimeArgs {
     /// `is-leader` is true only with at least this much leadership left.
-    #[arg(long, default_value = "30s", value_parser = |s: &str| timing::parse(s, &timing::GUARANTEE_WINDOW))]
+    #[arg(long, default_value = shown(timing::DEFAULT_GUARANTEE_WINDOW), value_parser = |s: &str| timing::parse(s, &timing::GUARANTEE_WINDOW))]
     pub guarantee_window: Duration,
     /// A hook running longer than this is stopped and fails.
-    #[arg(long, default_value = "60s", value_parser = |s: &str| timing::parse(s, &timing::HOOK_DEADLINE))]
+    #[arg(long, default_value = shown(timing::DEFAULT_HOOK_DEADLINE), value_parser = |s: &str| timing::parse(s, &timing::HOOK_DEADLINE))]
     pub hook_deadline: Duration,
     /// On a stop, a hook already running gets this long before it is interrupted, and the
     /// stop's own hooks (`leader-deposed`, `stop`) get at most this long each.
-    #[arg(long, default_value = "3s", value_parser = |s: &str| timing::parse(s, &timing::STOP_GRACE))]
+    #[arg(long, default_value = shown(timing::DEFAULT_STOP_GRACE), value_parser = |s: &str| timing::parse(s, &timing::STOP_GRACE))]
     pub stop_grace: Duration,
     /// Start even if the state directory's store remembers lower terms or settings versions
     /// than a unit does (it was lost or replaced); terms then start again.
     #[arg(long)]
     pub accept_new_store: bool,
     /// Largest memory one hook instance may use, in MiB.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, default_value_t = DEFAULT_MEMORY_CAP_MIB, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub memory_cap_mib: u32,
     /// Where compiled charms are cached (default: ~/.cache/charm-host).
     #[arg(long, conflicts_with = "no_cache")]
@@ -273,6 +273,15 @@ pub struct RuntimeArgs {
     #[arg(long)]
     pub no_cache: bool,
 }
+
+/// A library default as the command line writes it (`30s`, `1m`): the CLI's defaults are
+/// the library's.
+fn shown(default: Duration) -> String {
+    humantime::format_duration(default).to_string()
+}
+
+/// [`crate::RuntimeConfig::DEFAULT_MEMORY_CAP`] in MiB.
+const DEFAULT_MEMORY_CAP_MIB: u32 = (crate::RuntimeConfig::DEFAULT_MEMORY_CAP >> 20) as u32;
 
 fn unit_name(text: &str) -> Result<UnitName, String> {
     UnitName::new(text).map_err(|e| e.to_string())

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use crate::agent::{AgentCommand, Backoff};
+use crate::agent::AgentCommand;
 use crate::application::{Application, ApplicationConfig, RunningApplication};
 use crate::charm_build::build_charm;
 use crate::events::EventSink;
@@ -35,12 +35,11 @@ impl RuntimeArgs {
     /// The runtime configuration these flags describe.
     pub fn runtime_config(&self) -> RuntimeConfig {
         let defaults = RuntimeConfig::default();
-        RuntimeConfig {
-            hook_deadline: self.hook_deadline,
-            memory_cap: self.memory_cap_mib as usize * 1024 * 1024,
-            cache_dir: if self.no_cache { None } else { self.cache_dir.clone().or(defaults.cache_dir) },
-            ..defaults
-        }
+        let cache_dir = if self.no_cache { None } else { self.cache_dir.clone().or(defaults.cache_dir.clone()) };
+        defaults
+            .with_hook_deadline(self.hook_deadline)
+            .with_memory_cap(self.memory_cap_mib as usize * 1024 * 1024)
+            .with_cache_dir(cache_dir)
     }
 }
 
@@ -130,16 +129,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let source = if charm.from_cache() { "from cache" } else { "compiled" };
         eprintln!("loaded {} ({source} in {:.1?}); starting {} units of {app}", wasm.display(), charm.load_time(), args.units);
     }
-    let config = ApplicationConfig {
-        app: app.clone(),
-        units: args.units,
-        guarantee_window: args.runtime.guarantee_window,
-        state_dir: StateDir::new(data_root.path()),
-        backoff: Backoff::default(),
-        services: (services, args.services.service_grace),
-        stop_grace: args.runtime.stop_grace,
-        accept_new_store: args.runtime.accept_new_store,
-    };
+    let config = ApplicationConfig::new(app.clone(), args.units, StateDir::new(data_root.path()))
+        .with_guarantee_window(args.runtime.guarantee_window)
+        .with_services(services, args.services.service_grace)
+        .with_stop_grace(args.runtime.stop_grace)
+        .accepting_new_store(args.runtime.accept_new_store);
     // Poll timers and I/O more often than tokio's default, so that a guest spinning until its
     // deadline (it yields at every epoch tick) delays its neighbours' timers as little as possible.
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(7).build()?;
@@ -216,9 +210,6 @@ impl RunArgs {
     }
 }
 
-/// How long `--elect`'s reservation lasts.
-const ELECT_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
-
 async fn perform(
     running: &mut RunningApplication,
     store: &dyn LeadershipStore,
@@ -234,7 +225,7 @@ async fn perform(
         }
         RunAction::Elect(unit) => {
             // Not waited for: the run goes on while the leader steps down for the unit.
-            crate::handover::request(store, &unit, ELECT_WITHIN).await?;
+            crate::handover::request(store, &unit, crate::timing::DEFAULT_RESERVATION).await?;
         }
     }
     Ok(())

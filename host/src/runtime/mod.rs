@@ -47,8 +47,16 @@ fn keep_resident() -> usize {
 /// Tick of the epoch clock: running wasm checks for its deadline this often.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-/// Limits and places the runtime works with.
+/// Limits and places the runtime works with: the defaults, changed with the `with_`
+/// methods.
+///
+/// ```
+/// # use std::time::Duration;
+/// let config = charm_host::RuntimeConfig::default().with_hook_deadline(Duration::from_secs(10)).with_cache_dir(None);
+/// assert_eq!(config.memory_cap, charm_host::RuntimeConfig::DEFAULT_MEMORY_CAP);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RuntimeConfig {
     /// How long one hook may run before it is stopped.
     pub hook_deadline: Duration,
@@ -63,11 +71,42 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
-            hook_deadline: Duration::from_secs(60),
-            memory_cap: 64 * 1024 * 1024,
-            max_concurrent_hooks: 64,
+            hook_deadline: crate::timing::DEFAULT_HOOK_DEADLINE,
+            memory_cap: Self::DEFAULT_MEMORY_CAP,
+            max_concurrent_hooks: Self::DEFAULT_MAX_CONCURRENT_HOOKS,
             cache_dir: CompiledCache::default_dir(),
         }
+    }
+}
+
+impl RuntimeConfig {
+    /// The default memory cap of one hook instance: 64 MiB.
+    pub const DEFAULT_MEMORY_CAP: usize = 64 * 1024 * 1024;
+    /// How many hooks may run at once by default.
+    pub const DEFAULT_MAX_CONCURRENT_HOOKS: u32 = 64;
+
+    /// With this hook deadline (see [`crate::timing::HOOK_DEADLINE`]).
+    pub fn with_hook_deadline(mut self, deadline: Duration) -> Self {
+        self.hook_deadline = deadline;
+        self
+    }
+
+    /// With this memory cap per hook instance, in bytes.
+    pub fn with_memory_cap(mut self, bytes: usize) -> Self {
+        self.memory_cap = bytes;
+        self
+    }
+
+    /// With room for this many hooks at once.
+    pub fn with_max_concurrent_hooks(mut self, hooks: u32) -> Self {
+        self.max_concurrent_hooks = hooks;
+        self
+    }
+
+    /// With compiled charms cached in `dir` (`None`: compiled every time).
+    pub fn with_cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache_dir = dir;
+        self
     }
 }
 

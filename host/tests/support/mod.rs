@@ -36,12 +36,11 @@ pub fn charm_wasm(crate_dir: &str) -> PathBuf {
 
 /// A runtime with a short deadline and a small memory cap, caching into `cache_dir`.
 pub fn runtime(cache_dir: Option<PathBuf>) -> Arc<HookRuntime> {
-    let config = RuntimeConfig {
-        hook_deadline: Duration::from_secs(2),
-        memory_cap: 16 * 1024 * 1024,
-        max_concurrent_hooks: 8,
-        cache_dir,
-    };
+    let config = RuntimeConfig::default()
+        .with_hook_deadline(Duration::from_secs(2))
+        .with_memory_cap(16 * 1024 * 1024)
+        .with_max_concurrent_hooks(8)
+        .with_cache_dir(cache_dir);
     Arc::new(HookRuntime::new(config).expect("runtime"))
 }
 

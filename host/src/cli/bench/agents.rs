@@ -84,16 +84,7 @@ impl Bench {
     async fn start(&self, units: u32, window: Duration, dir: &std::path::Path) -> anyhow::Result<(Application, RunningApplication, Arc<HookStarts>, Arc<dyn LeadershipStore>)> {
         let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
         let events = Arc::new(HookStarts::default());
-        let config = ApplicationConfig {
-            app: self.app.clone(),
-            units,
-            guarantee_window: window,
-            state_dir: StateDir::new(dir),
-            backoff: Default::default(),
-            services: Default::default(),
-            stop_grace: crate::agent::DEFAULT_STOP_GRACE,
-            accept_new_store: false,
-        };
+        let config = ApplicationConfig::new(self.app.clone(), units, StateDir::new(dir)).with_guarantee_window(window);
         let app = Application::new(self.runtime.clone(), self.charm.clone(), store.clone(), events.clone(), &config).await?;
         let running = app.start();
         Ok((app, running, events, store))

@@ -44,16 +44,7 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
         let dir = tempfile::tempdir()?;
         let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
         let hooks = Arc::new(HookCount::default());
-        let config = ApplicationConfig {
-            app: AppName::new("crowd")?,
-            units,
-            guarantee_window: Duration::from_secs(30),
-            state_dir: StateDir::new(dir.path()),
-            backoff: Default::default(),
-            services: Default::default(),
-            stop_grace: crate::agent::DEFAULT_STOP_GRACE,
-            accept_new_store: false,
-        };
+        let config = ApplicationConfig::new(AppName::new("crowd")?, units, StateDir::new(dir.path()));
         let per_unit = tokio.block_on(async {
             let before = rss_kib()?;
             let app = Application::new(runtime.clone(), charm.clone(), store, hooks.clone(), &config).await?;
