@@ -18,6 +18,7 @@ use crate::agent::{self, AgentCommand, AgentConfig, AgentError, Backoff, LocalSt
 use crate::events::EventSink;
 use crate::leadership::LeadershipStore;
 use crate::names::{AppName, UnitName};
+use crate::report::{AgentState, UnitReport};
 use crate::runtime::{Charm, HookRuntime};
 use crate::services::ServiceConfig;
 use crate::state_dir::StateDir;
@@ -176,6 +177,17 @@ impl Application {
         Ok(Self { runtime, charm, units, config: config.clone(), checked: std::sync::Mutex::new(checked) })
     }
 
+    /// Every unit as a report shows it, its agent running as `running` says.
+    pub fn unit_reports(&self, running: &RunningApplication) -> Vec<UnitReport> {
+        self.units
+            .iter()
+            .map(|unit| {
+                let agent = if running.is_running(unit.name()) { AgentState::Running } else { AgentState::Down };
+                UnitReport::new(unit.name().clone(), Some(unit.status()), agent)
+            })
+            .collect()
+    }
+
     /// The units, in order of their numbers.
     pub fn units(&self) -> &[Arc<Unit>] {
         &self.units
@@ -223,6 +235,12 @@ impl RunningApplication {
     pub async fn command(&self, unit: &UnitName, command: AgentCommand) -> Result<(), ApplicationError> {
         let agent = self.agents.get(unit).ok_or_else(|| ApplicationError::NoSuchUnit(unit.clone()))?;
         agent.commands.send(command).await.map_err(|_| ApplicationError::NoSuchUnit(unit.clone()))
+    }
+
+    /// Whether `unit`'s agent still runs (it was neither stopped nor killed, and has not
+    /// ended by itself).
+    pub fn is_running(&self, unit: &UnitName) -> bool {
+        self.agents.get(unit).is_some_and(|agent| !agent.task.is_finished())
     }
 
     /// Stops `unit` gracefully and waits for it.

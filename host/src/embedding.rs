@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
+use crate::report::{ApplicationReport, ReportError};
 use crate::agent::{self, AgentCommand, AgentError, Backoff};
 use crate::application::{Application, ApplicationConfig, ApplicationError, RunningApplication};
 use crate::events::{Event, EventSink};
@@ -90,6 +91,9 @@ pub enum HostError {
     /// A directed handover failed.
     #[error(transparent)]
     Handover(#[from] HandoverError),
+    /// A report could not be read.
+    #[error(transparent)]
+    Report(#[from] ReportError),
     /// A file or socket could not be set up.
     #[error("{what}: {source}")]
     Io {
@@ -543,6 +547,13 @@ impl ApplicationHandle {
     pub async fn wait_for_leader(&self) -> Result<UnitName, HostError> {
         let lease = wait_for_lease(self.store.as_ref(), &self.app, None, |_| true).await?;
         lease.map(|l| l.holder).ok_or_else(|| HostError::Store(LeaseError::Store(crate::leadership::StoreError::failed("the wait for a leader ended"))))
+    }
+
+    /// The application as `charm-host status` shows it: leader, term, pins, settings and
+    /// every unit (whether its agent runs, its status, services and errors).
+    pub async fn report(&self) -> Result<ApplicationReport, HostError> {
+        let units = self.application.unit_reports(&self.running);
+        Ok(ApplicationReport::collect(&self.app, self.store.as_ref(), units).await?)
     }
 
     /// A unit's status as its agent last recorded it.

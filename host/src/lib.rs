@@ -93,6 +93,7 @@ pub mod hook_tools;
 pub mod hooks;
 pub mod leadership;
 pub mod names;
+pub mod report;
 internal_mod!(runtime);
 pub mod services;
 pub mod settings;

@@ -79,6 +79,12 @@ async fn an_embedded_application_leads_hands_over_and_stops() {
     assert_eq!(app.leader().await.unwrap().map(|l| (l.holder, l.term)), Some((successor.clone(), term)));
     let minion_tools = app.tools(&successor).unwrap();
     assert_eq!(minion_tools.leader_get("k").await.unwrap().as_deref(), Some("v"), "settings survive the handover");
+    // The report `charm-host status` prints: one leader, every agent running, the settings.
+    let report = app.report().await.expect("a report");
+    assert_eq!((report.leader.as_ref(), report.term), (Some(&successor), Some(term)));
+    assert_eq!(report.units.iter().filter(|u| u.leader).map(|u| &u.unit).collect::<Vec<_>>(), [&successor]);
+    assert!(report.units.iter().all(|u| u.agent == charm_host::report::AgentState::Running));
+    assert_eq!(report.settings.get("k").map(String::as_str), Some("v"));
     app.stop().await;
     // The stream ends once nothing can emit any more: the host, and every unit (a unit's
     // tools keep it).

@@ -5,32 +5,12 @@
 //! characters are shown escaped. JSON output keeps every string exact (JSON escapes them).
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::events::{Event, EventSink};
-use crate::leadership::LeadershipStore;
-use crate::names::AppName;
-use crate::settings::Settings;
-use crate::unit::Unit;
 use serde_json::json;
 
-/// `text` with its control characters (escape sequences, newlines, ...) shown escaped, so
-/// that printing it cannot drive the terminal.
-pub fn for_terminal(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
+pub(crate) use crate::report::for_terminal;
 
 /// Writes `text` to stdout; a closed pipe (`status | head`) ends the program quietly
 /// instead of panicking, any other failure with an error.
@@ -112,84 +92,5 @@ impl EventSink for JsonLog {
             }
         };
         let _ = writeln!(std::io::stdout().lock(), "{value}");
-    }
-}
-
-/// The state of an application at the end of a run.
-pub struct StatusReport {
-    app: AppName,
-    leader: Option<String>,
-    term: Option<u64>,
-    settings: Arc<Settings>,
-    units: Vec<UnitRow>,
-}
-
-struct UnitRow {
-    unit: String,
-    leader: bool,
-    status: &'static str,
-    message: String,
-    last_hook: Option<&'static str>,
-    error: Option<String>,
-}
-
-impl StatusReport {
-    /// Reads the leader, settings and every unit's status.
-    pub async fn collect(app: &AppName, store: &dyn LeadershipStore, units: &[Arc<Unit>]) -> anyhow::Result<Self> {
-        let lease = store.lease(app).await?;
-        let leader = lease.as_ref().map(|l| l.holder.to_string());
-        let term = lease.map(|l| l.term);
-        let settings = store.read_settings(app).await?.values;
-        let units = units
-            .iter()
-            .map(|unit| {
-                let status = unit.status();
-                UnitRow {
-                    unit: unit.name().to_string(),
-                    leader: leader.as_deref() == Some(unit.name().as_str()),
-                    status: status.workload.name(),
-                    message: status.message,
-                    last_hook: status.last_hook.map(|h| h.name()),
-                    error: status.last_error,
-                }
-            })
-            .collect();
-        Ok(Self { app: app.clone(), leader, term, settings, units })
-    }
-
-    /// One JSON object: `{"type":"status", "application", "leader", "term", "settings", "units"}`.
-    pub fn to_json(&self) -> serde_json::Value {
-        let units: Vec<_> = self
-            .units
-            .iter()
-            .map(|u| {
-                json!({"unit": u.unit, "leader": u.leader, "status": u.status, "message": u.message,
-                    "last_hook": u.last_hook, "error": u.error})
-            })
-            .collect();
-        json!({"type": "status", "application": self.app.as_str(), "leader": self.leader, "term": self.term,
-            "settings": *self.settings, "units": units})
-    }
-
-    /// A table of units followed by the leader settings.
-    pub fn to_table(&self) -> String {
-        let width = self.units.iter().map(|u| u.unit.len()).max().unwrap_or(4).max(4);
-        let mut out = format!("\n{:<width$}  LEADER  {:<12} MESSAGE\n", "UNIT", "STATUS");
-        for u in &self.units {
-            let message = match &u.error {
-                Some(err) => format!("{} [{} failed: {}]", for_terminal(&u.message), u.last_hook.unwrap_or("hook"), for_terminal(err)),
-                None => for_terminal(&u.message).into_owned(),
-            };
-            let leader = if u.leader { "*" } else { "" };
-            out.push_str(&format!("{:<width$}  {leader:<6}  {:<12} {message}\n", u.unit, u.status));
-        }
-        if let Some(term) = self.term {
-            out.push_str(&format!("\nLeader term: {term}\n"));
-        }
-        out.push_str(&format!("\nLeader settings of {} ({} keys):\n", self.app, self.settings.len()));
-        for (key, value) in self.settings.iter() {
-            out.push_str(&format!("  {} = {}\n", for_terminal(key), for_terminal(value)));
-        }
-        out
     }
 }

@@ -13,10 +13,11 @@ use crate::charm_build::build_charm;
 use crate::events::EventSink;
 use crate::leadership::{LeadershipStore, MemoryStore};
 use crate::names::{AppName, UnitName};
+use crate::report::ApplicationReport;
 use crate::runtime::{HookRuntime, RuntimeConfig};
 use crate::state_dir::StateDir;
 
-use super::output::{HumanLog, JsonLog, StatusReport};
+use super::output::{HumanLog, JsonLog};
 use super::{RunArgs, RuntimeArgs, UnitAt, UsageError};
 
 impl RuntimeArgs {
@@ -161,14 +162,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
         until_end.await;
-        let report = StatusReport::collect(&app, store.as_ref(), application.units()).await;
+        let units = application.unit_reports(&running);
+        let report = ApplicationReport::collect(&app, store.as_ref(), units).await.map_err(anyhow::Error::from);
         running.stop().await;
         report
     })?;
     if args.json {
-        outln!("{}", report.to_json());
+        outln!("{}", report.to_json_line());
     } else {
-        out!("{}", report.to_table());
+        out!("\n{}", report.to_table());
     }
     Ok(ExitCode::SUCCESS)
 }

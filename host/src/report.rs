@@ -1,0 +1,267 @@
+//! What an operator sees of an application: its leader and term, pins, leader settings and
+//! each unit's agent, status, last hook, errors and services. One type, one schema: `charm-host
+//! status --json` prints a [`StoreReport`], `charm-host run --json` ends with an
+//! [`ApplicationReport`] tagged `"type": "status"`, and both print the same table.
+//!
+//! Invariants: a report is read from the store at one moment per application (lease, pins,
+//! settings), and a unit whose agent is down shows no running service (its services died
+//! with it, whatever its last recorded status said).
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hooks::HookKind;
+use crate::leadership::{LeaseError, LeadershipStore, WriteError};
+use crate::events::WorkloadStatus;
+use crate::names::{AppName, UnitName};
+use crate::services::ServiceStatus;
+use crate::settings::Settings;
+use crate::unit::UnitStatus;
+
+/// Every application of a store, as `charm-host status --json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreReport {
+    /// Which store: a SQLite file or etcd endpoints and prefix.
+    pub store: String,
+    /// Each application, by name.
+    pub applications: Vec<ApplicationReport>,
+}
+
+/// One application.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationReport {
+    /// Its name.
+    pub application: AppName,
+    /// The unit holding its lease, if any.
+    pub leader: Option<UnitName>,
+    /// The leader's term.
+    pub term: Option<u64>,
+    /// What pins its lease.
+    pub pins: Vec<String>,
+    /// The version of its leader settings.
+    pub settings_version: u64,
+    /// Its leader settings.
+    pub settings: Settings,
+    /// Its units.
+    pub units: Vec<UnitReport>,
+}
+
+/// Whether a unit's agent runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentState {
+    /// It answers.
+    Running,
+    /// It does not answer (stopped or crashed): its recorded status may be stale.
+    Down,
+}
+
+/// One unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitReport {
+    /// Its name.
+    pub unit: UnitName,
+    /// Whether its agent runs.
+    pub agent: AgentState,
+    /// Whether it holds the lease.
+    pub leader: bool,
+    /// The workload status its charm last set (none recorded yet: `None`).
+    pub status: Option<WorkloadStatus>,
+    /// The message its charm last set.
+    pub message: Option<String>,
+    /// The last hook that ran.
+    pub last_hook: Option<HookKind>,
+    /// Why the last hook failed, if it did.
+    pub error: Option<String>,
+    /// Why it cannot verify its leadership, while its agent runs.
+    pub leadership_error: Option<String>,
+    /// Its services.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// Why a report could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The lease or pins could not be read.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    /// The settings could not be read.
+    #[error(transparent)]
+    Settings(#[from] WriteError),
+}
+
+impl UnitReport {
+    /// A unit as its last recorded status (if any) says, its agent `agent`.
+    pub fn new(unit: UnitName, status: Option<UnitStatus>, agent: AgentState) -> Self {
+        let up = agent == AgentState::Running;
+        let mut services = status.as_ref().map(|s| s.services.clone()).unwrap_or_default();
+        if !up {
+            for service in &mut services {
+                service.running = false;
+                service.pid = None;
+            }
+        }
+        Self {
+            unit,
+            agent,
+            leader: false,
+            status: status.as_ref().map(|s| s.workload),
+            message: status.as_ref().map(|s| s.message.clone()),
+            last_hook: status.as_ref().and_then(|s| s.last_hook),
+            error: status.as_ref().and_then(|s| s.last_error.clone()),
+            leadership_error: status.and_then(|s| s.leadership_error).filter(|_| up),
+            services,
+        }
+    }
+}
+
+impl ApplicationReport {
+    /// Reads `app`'s lease, pins and settings from `store`, around `units`.
+    pub async fn collect(app: &AppName, store: &dyn LeadershipStore, mut units: Vec<UnitReport>) -> Result<Self, ReportError> {
+        let lease = store.lease(app).await?;
+        let pins = store.pins().await?.remove(app).unwrap_or_default();
+        let settings = store.read_settings(app).await?;
+        for unit in &mut units {
+            unit.leader = lease.as_ref().is_some_and(|l| l.holder == unit.unit);
+        }
+        Ok(Self {
+            application: app.clone(),
+            leader: lease.as_ref().map(|l| l.holder.clone()),
+            term: lease.map(|l| l.term),
+            pins,
+            settings_version: settings.version,
+            settings: (*settings.values).clone(),
+            units,
+        })
+    }
+
+    /// The `run --json` line: `{"type": "status", ...}` and this report's fields, in order.
+    pub fn to_json_line(&self) -> String {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            r#type: &'static str,
+            #[serde(flatten)]
+            report: &'a ApplicationReport,
+        }
+        // Plain data with string keys: serialising it cannot fail.
+        serde_json::to_string(&Line { r#type: "status", report: self }).unwrap_or_default()
+    }
+
+    /// The table `status` and `run` print: a line for the application, one per unit, then
+    /// the settings. Text from charms has its control characters escaped.
+    pub fn to_table(&self) -> String {
+        let shown = |text: Option<&str>| text.map_or_else(|| "-".to_owned(), |t| for_terminal(t).into_owned());
+        let pins = if self.pins.is_empty() { "none".to_owned() } else { self.pins.iter().map(|p| for_terminal(p)).collect::<Vec<_>>().join(", ") };
+        let mut out = format!(
+            "application {}: leader {} (term {}), pins: {pins}\n",
+            self.application,
+            shown(self.leader.as_ref().map(UnitName::as_str)),
+            self.term.map_or_else(|| "-".to_owned(), |t| t.to_string()),
+        );
+        let width = self.units.iter().map(|u| u.unit.as_str().len()).max().unwrap_or(0).max(16);
+        let _ = writeln!(out, "  {:<width$} {:<8} {:<7} {:<12} {:<26} MESSAGE", "UNIT", "AGENT", "LEADER", "STATUS", "LAST HOOK");
+        for unit in &self.units {
+            let mut notes = String::new();
+            if let Some(error) = &unit.error {
+                let _ = write!(notes, " [failed: {}]", for_terminal(error));
+            }
+            if let Some(error) = &unit.leadership_error {
+                let _ = write!(notes, " [leadership unknown: {}]", for_terminal(error));
+            }
+            for service in &unit.services {
+                let _ = match (service.running, service.pid) {
+                    (true, Some(pid)) => write!(notes, " [{} running, pid {pid}]", for_terminal(&service.name)),
+                    _ => write!(notes, " [{} stopped]", for_terminal(&service.name)),
+                };
+            }
+            let _ = writeln!(
+                out,
+                "  {:<width$} {:<8} {:<7} {:<12} {:<26} {}{notes}",
+                unit.unit.as_str(),
+                match unit.agent {
+                    AgentState::Running => "running",
+                    AgentState::Down => "down",
+                },
+                if unit.leader { "*" } else { "" },
+                unit.status.map_or("-", |s| s.name()),
+                unit.last_hook.map_or("-", |h| h.name()),
+                shown(unit.message.as_deref()),
+            );
+        }
+        let _ = writeln!(out, "  settings (version {}):", self.settings_version);
+        for (key, value) in &self.settings {
+            let _ = writeln!(out, "    {} = {}", for_terminal(key), for_terminal(value));
+        }
+        out
+    }
+}
+
+/// `text` with its control characters (escape sequences, newlines, ...) shown escaped, so
+/// that printing it cannot drive the terminal.
+pub(crate) fn for_terminal(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> ApplicationReport {
+        let status = UnitStatus {
+            workload: WorkloadStatus::Active,
+            message: "up\u{1b}[2J".into(),
+            last_hook: Some(HookKind::LeaderElected),
+            services: vec![ServiceStatus { name: "db".into(), running: true, pid: Some(7), leader_only: true }],
+            ..UnitStatus::default()
+        };
+        let unit = |n: &str| UnitName::new(n).unwrap();
+        ApplicationReport {
+            application: AppName::new("app").unwrap(),
+            leader: Some(unit("app/0")),
+            term: Some(3),
+            pins: vec![],
+            settings_version: 2,
+            settings: Settings::from([("k".to_owned(), "v".to_owned())]),
+            units: vec![
+                UnitReport { leader: true, ..UnitReport::new(unit("app/0"), Some(status.clone()), AgentState::Running) },
+                UnitReport::new(unit("app/1"), Some(status), AgentState::Down),
+            ],
+        }
+    }
+
+    #[test]
+    fn run_and_status_print_one_schema() {
+        let report = report();
+        let line: serde_json::Value = serde_json::from_str(&report.to_json_line()).unwrap();
+        assert_eq!(line["type"], "status");
+        let mut fields = line.as_object().unwrap().clone();
+        fields.remove("type");
+        let store = StoreReport { store: "memory".into(), applications: vec![report.clone()] };
+        let status: serde_json::Value = serde_json::to_value(&store).unwrap();
+        assert_eq!(serde_json::Value::Object(fields), status["applications"][0], "the same fields, the same values");
+        let back: StoreReport = serde_json::from_value(status).unwrap();
+        assert_eq!(back, store, "it reads back");
+    }
+
+    #[test]
+    fn a_down_agent_runs_no_service_and_the_table_escapes_charm_text() {
+        let report = report();
+        assert!(report.units[0].services[0].running);
+        assert!(!report.units[1].services[0].running && report.units[1].services[0].pid.is_none());
+        let table = report.to_table();
+        assert!(!table.contains('\u{1b}'), "{table}");
+        assert!(table.contains("[db running, pid 7]") && table.contains("[db stopped]"), "{table}");
+    }
+}
