@@ -12,6 +12,7 @@ macro_rules! out {
 }
 
 mod agent;
+#[cfg(feature = "bench")]
 mod bench;
 mod operator;
 mod output;
@@ -75,11 +76,14 @@ enum Command {
     StepDown(ToolArgs),
     /// Operator action: hand leadership to UNIT directly (no other unit leads in between).
     Elect(ElectArgs),
-    /// Measure every performance figure against a baseline taken in the same run.
+    /// Measure every performance figure against a baseline taken in the same run (only in
+    /// `charm-host-bench`, built with the `bench` feature).
+    #[cfg(feature = "bench")]
     Bench(BenchArgs),
 }
 
-/// Options for `charm-host bench`.
+/// Options for `charm-host-bench bench`.
+#[cfg(feature = "bench")]
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Fewer samples and smaller crowds: a smoke test, not a measurement.
@@ -375,6 +379,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::LeaderSet { target, pairs } => Ok(tools::leader_set(target, pairs)),
         Command::StepDown(target) => Ok(operator::step_down(target)),
         Command::Elect(args) => block_on(operator::elect(args))?,
+        #[cfg(feature = "bench")]
         Command::Bench(args) => bench::bench(args),
     }
 }

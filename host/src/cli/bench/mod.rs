@@ -1,4 +1,4 @@
-//! `charm-host bench [--quick] [--json]`: every performance figure of the project, each
+//! `charm-host-bench bench [--quick] [--json]` (feature `bench`): every performance figure of the project, each
 //! next to a baseline measured in the same run (so ratios hold on a noisy machine) and
 //! its target. Figures, never assertions: the command fails only if a measurement cannot
 //! be taken. Run it from a source checkout: it builds its fixture charms with cargo.
@@ -75,7 +75,7 @@ fn source_dir() -> PathBuf {
 /// Builds a fixture charm crate from the source checkout.
 fn fixture(crate_dir: &str) -> anyhow::Result<PathBuf> {
     let dir = source_dir().join(crate_dir);
-    anyhow::ensure!(dir.is_dir(), "{} is missing: run `charm-host bench` from a source checkout", dir.display());
+    anyhow::ensure!(dir.is_dir(), "{} is missing: run `charm-host-bench bench` from a source checkout", dir.display());
     Ok(crate::charm_build::build_charm(&dir)?)
 }
 
@@ -142,7 +142,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs the memory section in a fresh `charm-host bench --only memory --json`.
+/// Runs the memory section in a fresh `charm-host-bench bench --only memory --json`.
 fn memory_in_child(quick: bool) -> anyhow::Result<Vec<Figure>> {
     let mut command = std::process::Command::new(std::env::current_exe()?);
     command.args(["bench", "--only", "memory", "--json"]);
