@@ -39,7 +39,10 @@
 //!   one machine, [etcd](HostBuilder::etcd_store) across machines, or
 //!   [your own](leadership::LeadershipStore).
 //! - The library alone: `charm-host = { default-features = false }` leaves out the
-//!   command line (`cli`).
+//!   command line (`cli`); the benchmark is a separate binary (`bench`).
+//! - Observing: [`ApplicationHandle::report`] is what `charm-host status` shows
+//!   ([`report`]); store failures say their kind ([`leadership::StoreFailure`]: unreachable,
+//!   busy, corrupt) and keep their cause.
 //!
 //! # How it is built
 //!
@@ -55,6 +58,8 @@
 //!
 //! - [`leadership`]: the store boundary and its in-memory, SQLite and etcd stores.
 //! - [`handover`]: directed handover (reserve, then the leader steps down).
+//! - [`report`]: the status of an application as operators see it (one schema for `status`
+//!   and `run`).
 //! - [`hook_tools`]: `is-leader`, `leader-get`, `leader-set` for scripts, over a socket.
 //! - [`events`], [`hooks`], [`names`], [`settings`], [`services`], [`timing`]: the shared
 //!   vocabulary and the rules every path checks.

@@ -7,15 +7,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use crate::agent::AgentCommand;
-use crate::application::{Application, ApplicationConfig, RunningApplication};
 use crate::charm_build::build_charm;
 use crate::events::EventSink;
 use crate::leadership::{LeadershipStore, MemoryStore};
 use crate::names::{AppName, UnitName};
-use crate::report::ApplicationReport;
-use crate::runtime::{HookRuntime, RuntimeConfig};
+use crate::runtime::RuntimeConfig;
 use crate::state_dir::StateDir;
+use crate::{ApplicationHandle, Host};
 
 use super::output::{HumanLog, JsonLog};
 use super::{RunArgs, RuntimeArgs, UnitAt, UsageError};
@@ -111,8 +109,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     actions.sort_by_key(|(at, _)| *at);
     let services = args.services.configs()?;
     let wasm = charm_wasm(&args.charm)?;
-    let runtime = Arc::new(HookRuntime::new(args.runtime.runtime_config())?);
-    let charm = runtime.load_charm(&wasm)?;
     let data_root = data_root(args.state.as_deref())?;
     // Under --state, each unit's agent lock, as `charm-host agent` holds it: no agent may
     // run one of these units meanwhile.
@@ -126,23 +122,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let events: Arc<dyn EventSink> = if args.json { Arc::new(JsonLog::new()) } else { Arc::new(HumanLog::new()) };
-    if !args.json {
-        let source = if charm.from_cache() { "from cache" } else { "compiled" };
-        eprintln!("loaded {} ({source} in {:.1?}); starting {} units of {app}", wasm.display(), charm.load_time(), args.units);
-    }
-    let config = ApplicationConfig::new(app.clone(), args.units, StateDir::new(data_root.path()))
-        .with_guarantee_window(args.runtime.guarantee_window)
-        .with_services(services, args.services.service_grace)
-        .with_stop_grace(args.runtime.stop_grace)
-        .accepting_new_store(args.runtime.accept_new_store);
     // Poll timers and I/O more often than tokio's default, so that a guest spinning until its
     // deadline (it yields at every epoch tick) delays its neighbours' timers as little as possible.
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(7).build()?;
     let report = tokio.block_on(async {
         let store = open_store(&args, &data_root).await?;
-        let application = Application::new(runtime, charm, store.clone(), events, &config).await?;
+        let host = args
+            .runtime
+            .host_builder()
+            .state_dir(data_root.path())
+            .store(store)
+            .services(services, args.services.service_grace)
+            .event_sink(events)
+            .build()
+            .await?;
+        let charm = host.load_charm(&wasm)?;
+        if !args.json {
+            let source = if charm.from_cache() { "from cache" } else { "compiled" };
+            eprintln!("loaded {} ({source} in {:.1?}); starting {} units of {app}", wasm.display(), charm.load_time(), args.units);
+        }
         let start = tokio::time::Instant::now();
-        let mut running = application.start();
+        let mut application = host.start_application(app.clone(), &charm, args.units).await?;
         let until_end = async {
             match args.run_for {
                 Some(duration) => tokio::time::sleep_until(start + duration).await,
@@ -157,15 +157,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 () = &mut until_end => break,
                 () = tokio::time::sleep_until(start + at) => {}
             }
-            if let Err(err) = perform(&mut running, store.as_ref(), &app, action.clone()).await {
+            if let Err(err) = perform(&mut application, &host, action.clone()).await {
                 eprintln!("{action:?} at {at:?}: {err}");
             }
         }
         until_end.await;
-        let units = application.unit_reports(&running);
-        let report = ApplicationReport::collect(&app, store.as_ref(), units).await.map_err(anyhow::Error::from);
-        running.stop().await;
-        report
+        let report = application.report().await;
+        application.stop().await;
+        anyhow::Ok(report?)
     })?;
     if args.json {
         outln!("{}", report.to_json_line());
@@ -212,22 +211,16 @@ impl RunArgs {
     }
 }
 
-async fn perform(
-    running: &mut RunningApplication,
-    store: &dyn LeadershipStore,
-    app: &AppName,
-    action: RunAction,
-) -> anyhow::Result<()> {
+async fn perform(application: &mut ApplicationHandle, host: &Host, action: RunAction) -> anyhow::Result<()> {
     match action {
-        RunAction::Kill(unit) => running.kill(&unit)?,
-        RunAction::Stop(unit) => running.stop_unit(&unit).await?,
+        RunAction::Kill(unit) => application.kill_unit(&unit)?,
+        RunAction::Stop(unit) => application.stop_unit(&unit).await?,
         RunAction::StepDown => {
-            let leader = store.lease(app).await?.context("there is no leader to step down")?.holder;
-            running.command(&leader, AgentCommand::StepDown).await?;
+            application.step_down().await?;
         }
         RunAction::Elect(unit) => {
             // Not waited for: the run goes on while the leader steps down for the unit.
-            crate::handover::request(store, &unit, crate::timing::DEFAULT_RESERVATION).await?;
+            crate::handover::request(host.store().as_ref(), &unit, crate::timing::DEFAULT_RESERVATION).await?;
         }
     }
     Ok(())
