@@ -847,7 +847,10 @@ impl LeadershipStore for EtcdStore {
             let mut client = self.client.clone();
             let left = self.request(client.lease_time_to_live(state.lease.lease, None)).await.map_err(LeaseError::Store)?;
             if left.ttl() < 0 {
-                return Ok(None);
+                // Expired, its key not yet deleted: once it is, the vacancy rule holds others
+                // out for the TTL from the last renewal seen; until the watch has seen the
+                // deletion, from now.
+                return Ok(Some(Lease { holder, term: value.term, expires: state.read_at + secs(value.ttl), pinned }));
             }
             now + secs(left.ttl()) + Duration::from_secs(1)
         };
