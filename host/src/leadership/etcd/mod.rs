@@ -612,6 +612,10 @@ impl EtcdStore {
         let holder = UnitName::new(holder).map_err(|e| keys::corrupt(self.layout.key(Kind::Term, app).as_bytes(), e))?;
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).tenures.get(app).copied();
         let since = match seen {
+            // The watch has seen a later tenure since `state` was taken (a mirrored state the
+            // watch moved past): `state` is stale, and the grant it would guard fails on the
+            // term key; nothing to hold anyone out for.
+            Some(seen) if seen.term > last.term => return Ok(None),
             Some(seen) if seen.term == last.term && seen.ended => seen.at.min(state.read_at),
             _ => state.read_at,
         };
