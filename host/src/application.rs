@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::agent::{self, AgentCommand, AgentConfig, AgentError, Backoff, LocalState};
+use crate::agent::{self, AgentCommand, AgentConfig, AgentError, LocalState};
 use crate::events::EventSink;
 use crate::leadership::LeadershipStore;
 use crate::names::{AppName, UnitName};
@@ -39,14 +39,10 @@ pub struct ApplicationConfig {
     pub guarantee_window: Duration,
     /// Where units keep their data, agent state and status.
     pub state_dir: StateDir,
-    /// Retry timing for failed hooks.
-    pub backoff: Backoff,
     /// The services every unit's charm may start, and their stop grace period.
     pub services: (Vec<ServiceConfig>, Duration),
-    /// On a stop, how long a running hook may go on before it is interrupted.
-    pub stop_grace: Duration,
-    /// Start even on a store that remembers less than the units do (see [`AgentConfig`]).
-    pub accept_new_store: bool,
+    /// How each unit's agent behaves (its record files are the state directory's).
+    pub agent: AgentConfig,
 }
 
 /// Why an application could not be set up or controlled.
@@ -78,18 +74,15 @@ pub enum ApplicationError {
 
 impl ApplicationConfig {
     /// `units` units of `app` keeping their state under `state_dir`, with the default
-    /// guarantee window, hook backoff and stop grace, no services, and a store that must
-    /// remember what the units do.
+    /// guarantee window, no services, and agents as [`AgentConfig::default`] sets them up.
     pub fn new(app: AppName, units: u32, state_dir: StateDir) -> Self {
         Self {
             app,
             units,
             guarantee_window: timing::DEFAULT_GUARANTEE_WINDOW,
             state_dir,
-            backoff: Backoff::default(),
             services: (Vec::new(), timing::DEFAULT_SERVICE_GRACE),
-            stop_grace: timing::DEFAULT_STOP_GRACE,
-            accept_new_store: false,
+            agent: AgentConfig::default(),
         }
     }
 
@@ -99,39 +92,21 @@ impl ApplicationConfig {
         self
     }
 
-    /// With this retry timing for failed hooks.
-    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
     /// With these services, and this long between SIGTERM and SIGKILL when one stops.
     pub fn with_services(mut self, services: Vec<ServiceConfig>, grace: Duration) -> Self {
         self.services = (services, grace);
         self
     }
 
-    /// With this stop grace.
-    pub fn with_stop_grace(mut self, grace: Duration) -> Self {
-        self.stop_grace = grace;
-        self
-    }
-
-    /// Starting even on a store that remembers less than the units do (see [`AgentConfig`]).
-    pub fn accepting_new_store(mut self, accept: bool) -> Self {
-        self.accept_new_store = accept;
+    /// With agents set up so (their record files are set by [`Self::agent_config`]).
+    pub fn with_agent(mut self, agent: AgentConfig) -> Self {
+        self.agent = agent;
         self
     }
 
     /// The agent configuration of `unit`: its records in the state directory.
     pub fn agent_config(&self, unit: &UnitName) -> AgentConfig {
-        AgentConfig {
-            backoff: self.backoff,
-            state_file: Some(self.state_dir.agent_state(unit)),
-            status_file: Some(self.state_dir.status_file(unit)),
-            stop_grace: self.stop_grace,
-            accept_new_store: self.accept_new_store,
-        }
+        self.agent.clone().with_state_file(self.state_dir.agent_state(unit)).with_status_file(self.state_dir.status_file(unit))
     }
 }
 
@@ -156,7 +131,7 @@ impl Application {
         config: &ApplicationConfig,
     ) -> Result<Self, ApplicationError> {
         timing::GUARANTEE_WINDOW.check(config.guarantee_window).map_err(|e| ApplicationError::Config(e.to_string()))?;
-        timing::STOP_GRACE.check(config.stop_grace).map_err(|e| ApplicationError::Config(e.to_string()))?;
+        timing::STOP_GRACE.check(config.agent.stop_grace).map_err(|e| ApplicationError::Config(e.to_string()))?;
         timing::SERVICE_GRACE.check(config.services.1).map_err(|e| ApplicationError::Config(e.to_string()))?;
         let units: Vec<Arc<Unit>> = (0..config.units)
             .map(|number| {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::report::{ApplicationReport, ReportError};
-use crate::agent::{self, AgentCommand, AgentError, Backoff};
+use crate::agent::{self, AgentCommand, AgentConfig, AgentError, Backoff};
 use crate::application::{Application, ApplicationConfig, ApplicationError, RunningApplication};
 use crate::events::{Event, EventSink};
 use crate::handover::{self, HandoverError};
@@ -128,11 +128,9 @@ pub struct HostBuilder {
     store: StoreChoice,
     state_dir: Option<PathBuf>,
     guarantee_window: Duration,
-    stop_grace: Duration,
-    backoff: Backoff,
+    agent: AgentConfig,
     services: Vec<ServiceConfig>,
     service_grace: Duration,
-    accept_new_store: bool,
     sink: Option<Arc<dyn EventSink>>,
     event_capacity: usize,
 }
@@ -144,11 +142,9 @@ impl Default for HostBuilder {
             store: StoreChoice::Memory,
             state_dir: None,
             guarantee_window: DEFAULT_GUARANTEE_WINDOW,
-            stop_grace: timing::DEFAULT_STOP_GRACE,
-            backoff: Backoff::default(),
+            agent: AgentConfig::default(),
             services: Vec::new(),
             service_grace: timing::DEFAULT_SERVICE_GRACE,
-            accept_new_store: false,
             sink: None,
             event_capacity: DEFAULT_EVENT_CAPACITY,
         }
@@ -189,13 +185,13 @@ impl HostBuilder {
 
     /// On a stop, how long a running hook may go on before it is interrupted (default 3 s).
     pub fn stop_grace(mut self, grace: Duration) -> Self {
-        self.stop_grace = grace;
+        self.agent.stop_grace = grace;
         self
     }
 
     /// Retry timing of failed hooks (default 1 s doubling to 60 s).
     pub fn hook_backoff(mut self, base: Duration, cap: Duration) -> Self {
-        self.backoff = Backoff { base, cap };
+        self.agent.backoff = Backoff { base, cap };
         self
     }
 
@@ -242,7 +238,7 @@ impl HostBuilder {
     /// Start even on a store that remembers less than a unit does (it was lost or
     /// replaced); see [`AgentError::StoreBehind`].
     pub fn accept_new_store(mut self, accept: bool) -> Self {
-        self.accept_new_store = accept;
+        self.agent.accept_new_store = accept;
         self
     }
 
@@ -265,7 +261,7 @@ impl HostBuilder {
     pub async fn build(self) -> Result<Host, HostError> {
         check_runtime()?;
         timing::GUARANTEE_WINDOW.check(self.guarantee_window)?;
-        timing::STOP_GRACE.check(self.stop_grace)?;
+        timing::STOP_GRACE.check(self.agent.stop_grace)?;
         timing::SERVICE_GRACE.check(self.service_grace)?;
         if self.event_capacity == 0 {
             return Err(HostError::Invalid("the event capacity must be at least 1".into()));
@@ -295,10 +291,8 @@ impl HostBuilder {
         let events = Arc::new(EventHub { sink: self.sink, broadcast });
         let units = UnitSettings {
             guarantee_window: self.guarantee_window,
-            backoff: self.backoff,
             services: (self.services, self.service_grace),
-            stop_grace: self.stop_grace,
-            accept_new_store: self.accept_new_store,
+            agent: self.agent,
         };
         Ok(Host { runtime, store, state, _temporary: temporary, events, units })
     }
@@ -389,10 +383,8 @@ pub struct Host {
 /// What every unit of a host is set up with.
 struct UnitSettings {
     guarantee_window: Duration,
-    backoff: Backoff,
     services: (Vec<ServiceConfig>, Duration),
-    stop_grace: Duration,
-    accept_new_store: bool,
+    agent: AgentConfig,
 }
 
 impl std::fmt::Debug for Host {
@@ -446,10 +438,8 @@ impl Host {
         let (services, grace) = self.units.services.clone();
         ApplicationConfig::new(app, units, self.state.clone())
             .with_guarantee_window(self.units.guarantee_window)
-            .with_backoff(self.units.backoff)
             .with_services(services, grace)
-            .with_stop_grace(self.units.stop_grace)
-            .accepting_new_store(self.units.accept_new_store)
+            .with_agent(self.units.agent.clone())
     }
 
     /// Starts `units` units of `app` (numbered from 0) in this process, sharing this host's
