@@ -47,6 +47,7 @@ pub struct ApplicationConfig {
 
 /// Why an application could not be set up or controlled.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ApplicationError {
     /// A unit's data directory could not be created.
     #[error("cannot create the data directory of {unit}: {source}")]

@@ -13,6 +13,7 @@ pub const CHARM_TARGET: &str = "wasm32-wasip2";
 
 /// Why a charm crate could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BuildError {
     /// The directory has no `Cargo.toml`.
     #[error("{0} is not a charm crate: it has no Cargo.toml")]

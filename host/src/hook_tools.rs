@@ -141,6 +141,7 @@ pub enum ToolResponse {
 
 /// Why a client call failed before an answer arrived.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ToolCallError {
     /// Nothing listens on the socket (no agent runs for that unit).
     #[error("cannot reach the agent at {path}: {source} (is `charm-host agent` running for this unit?)")]

@@ -60,6 +60,7 @@ impl FromStr for HookKind {
 
 /// Why a hook failed. The host and every other unit are unaffected by any of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum HookError {
     /// The charm returned `Err(message)`.
     #[error("{0}")]

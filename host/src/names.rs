@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 /// Why a name was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NameError {
     /// The application name is malformed.
     #[error("invalid application name {name:?}: {reason}")]

@@ -82,6 +82,7 @@ pub struct UnitReport {
 
 /// Why a report could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReportError {
     /// The lease or pins could not be read.
     #[error(transparent)]

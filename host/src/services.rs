@@ -66,6 +66,7 @@ pub struct ServiceStatus {
 
 /// Why a service call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServiceError {
     /// No such service is configured for the unit.
     #[error("no service named {0:?} is configured for this unit")]

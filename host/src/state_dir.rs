@@ -28,6 +28,7 @@ use crate::names::UnitName;
 
 /// Why a state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StateDirError {
     /// A file or directory could not be created, read or changed.
     #[error("{path}: {source}")]

@@ -46,6 +46,7 @@ impl Tenure {
 
 /// Why a record could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReadError {
     /// The file could not be read.
     #[error("cannot read the tenure record {path}: {source}")]

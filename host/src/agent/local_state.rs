@@ -19,6 +19,7 @@ use super::queue::LocalState;
 
 /// Why a record could not be read or written.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LocalStateError {
     /// A slot could not be read or written.
     #[error("unit state file {path}: {source}")]

@@ -135,6 +135,7 @@ impl Default for AgentConfig {
 
 /// Why an agent could not start or could not go on.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AgentError {
     /// The unit's local state could not be read or written.
     #[error(transparent)]

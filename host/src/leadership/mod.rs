@@ -96,6 +96,7 @@ pub struct Lease {
 
 /// Why a lease operation did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LeaseError {
     /// Another unit holds the lease.
     #[error("leadership of {app} is held by {holder}")]
@@ -211,6 +212,7 @@ impl Eq for StoreError {}
 
 /// Why a fenced settings write was refused. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum WriteError {
     /// The writer's term does not hold the lease (any more).
     #[error("{unit} is not the leader of {app} at term {term}")]

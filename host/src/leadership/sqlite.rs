@@ -71,6 +71,7 @@ impl Default for SqliteOptions {
 
 /// Why a SQLite store could not be opened.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// SQLite refused the file or the schema.
     #[error("cannot open the leadership store {path}: {source}")]

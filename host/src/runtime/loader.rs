@@ -21,6 +21,7 @@ pub const HOOKS_EXPORT: &str = "juju:charm/hooks@0.1.0";
 
 /// Why a charm could not be loaded. Each names the file and the problem.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// The file could not be read.
     #[error("cannot read charm {path}: {source}")]

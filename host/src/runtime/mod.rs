@@ -112,6 +112,7 @@ impl RuntimeConfig {
 
 /// Why the runtime could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RuntimeError {
     /// The configuration is unusable.
     #[error("invalid runtime configuration: {0}")]
@@ -187,7 +188,8 @@ impl HookRuntime {
         &self.config
     }
 
-    /// The wasmtime engine.
+    /// The wasmtime engine (for the bench's baseline host functions).
+    #[cfg(feature = "bench")]
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
     }
