@@ -1,62 +1,8 @@
 //! The hooks a charm can implement, and the outcome of running one.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
-/// One of the hooks of the `juju:charm/hooks` interface.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HookKind {
-    /// Runs once, first.
-    Install,
-    /// The unit has become leader.
-    LeaderElected,
-    /// The unit is a minion, or the leader changed the settings.
-    LeaderSettingsChanged,
-    /// The unit can no longer guarantee the leadership it had.
-    LeaderDeposed,
-    /// The unit is being removed.
-    Stop,
-}
-
-impl HookKind {
-    /// Every hook, in the order the WIT interface lists them.
-    pub const ALL: [HookKind; 5] = [
-        HookKind::Install,
-        HookKind::LeaderElected,
-        HookKind::LeaderSettingsChanged,
-        HookKind::LeaderDeposed,
-        HookKind::Stop,
-    ];
-
-    /// The hook's name as charms and logs spell it, e.g. `leader-elected`.
-    pub fn name(self) -> &'static str {
-        match self {
-            HookKind::Install => "install",
-            HookKind::LeaderElected => "leader-elected",
-            HookKind::LeaderSettingsChanged => "leader-settings-changed",
-            HookKind::LeaderDeposed => "leader-deposed",
-            HookKind::Stop => "stop",
-        }
-    }
-}
-
-impl fmt::Display for HookKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for HookKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        HookKind::ALL
-            .into_iter()
-            .find(|h| h.name() == s)
-            .ok_or_else(|| format!("unknown hook {s:?}"))
-    }
-}
+pub use charm_rules::HookKind;
 
 /// Why a hook failed. The host and every other unit are unaffected by any of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,17 +42,4 @@ pub struct HookOutcome {
     pub result: Result<(), HookError>,
     /// Wall time from sandbox creation to teardown.
     pub elapsed: Duration,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        for hook in HookKind::ALL {
-            assert_eq!(hook.name().parse::<HookKind>().unwrap(), hook);
-        }
-        assert!("config-changed".parse::<HookKind>().is_err());
-    }
 }

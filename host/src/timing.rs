@@ -114,11 +114,8 @@ pub fn claim_retry_interval(window: Duration) -> Duration {
 }
 
 /// The delay before retry number `attempt` (from 1) of a claim or a hook: `base` doubling up
-/// to `cap` (never below `base`).
-pub fn backoff(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
-    base.saturating_mul(factor).min(cap.max(base))
-}
+/// to `cap` (never below `base`). One rule with the charm test harness (`charm-rules`).
+pub use charm_rules::backoff;
 
 /// How long leader-only services get to stop when the guarantee is given up: half the
 /// window, so they are gone while the lease still keeps every other unit out.

@@ -14,33 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// An instant on a clock's timeline, in nanoseconds since the clock's origin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Timestamp(u64);
-
-impl Timestamp {
-    /// The instant `nanos` nanoseconds after the origin.
-    pub const fn from_nanos(nanos: u64) -> Self {
-        Self(nanos)
-    }
-
-    /// Nanoseconds since the origin.
-    pub const fn as_nanos(self) -> u64 {
-        self.0
-    }
-
-    /// How long after `earlier` this is; zero if it is not after.
-    pub fn saturating_since(self, earlier: Timestamp) -> Duration {
-        Duration::from_nanos(self.0.saturating_sub(earlier.0))
-    }
-}
-
-impl std::ops::Add<Duration> for Timestamp {
-    type Output = Timestamp;
-    fn add(self, rhs: Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(u64::try_from(rhs.as_nanos()).unwrap_or(u64::MAX)))
-    }
-}
+pub use charm_rules::Timestamp;
 
 /// A boxed future, as [`Clock::sleep_until`] returns.
 pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -60,7 +34,7 @@ pub struct MonotonicClock;
 impl Clock for MonotonicClock {
     fn now(&self) -> Timestamp {
         let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-        Timestamp((ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64))
+        Timestamp::from_nanos((ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64))
     }
 
     fn sleep_until(&self, deadline: Timestamp) -> Sleep {
@@ -83,7 +57,7 @@ const BOOT_SLEEP_CHUNK: Duration = Duration::from_secs(1);
 impl Clock for BootClock {
     fn now(&self) -> Timestamp {
         let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-        Timestamp((ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64))
+        Timestamp::from_nanos((ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64))
     }
 
     fn sleep_until(&self, deadline: Timestamp) -> Sleep {

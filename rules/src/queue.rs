@@ -17,13 +17,12 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::hooks::HookKind;
-use crate::leadership::Timestamp;
+use crate::time::Timestamp;
 
 /// What a unit remembers across restarts of its agent.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LocalState {
     /// `install` has succeeded.
     pub installed: bool,
@@ -51,7 +50,7 @@ impl Default for Backoff {
 impl Backoff {
     /// The delay before retry number `attempt` (1 for the first retry).
     pub fn delay(&self, attempt: u32) -> Duration {
-        crate::timing::backoff(self.base, self.cap, attempt)
+        crate::time::backoff(self.base, self.cap, attempt)
     }
 }
 
