@@ -300,7 +300,7 @@ mod uniter {
     //! juju/juju `worker/uniter/leadership/resolver_test.go` and `operation/{leader,runhook}_test.go`,
     //! against our hook queue (the unit's decisions, a pure state machine).
 
-    use charm_host::agent::queue::{Backoff, HookQueue, LocalState, Next};
+    use charm_host::agent::{Backoff, HookQueue, LocalState, Next};
     use charm_host::hooks::HookKind::{self, *};
     use charm_host::leadership::Timestamp;
 

@@ -66,10 +66,10 @@ use crate::unit::Unit;
 
 #[allow(unused_imports)]
 pub use local_state::{LocalStateError, RecordWriter, load_json, save_json};
-#[allow(unused_imports)]
 /// The hook queue: one rule with the charm test harness (`charm-rules`).
 pub use charm_rules::queue;
-pub use queue::{Backoff, HookQueue, LocalState};
+#[allow(unused_imports)]
+pub use queue::{Backoff, HookQueue, LocalState, Next, QueuedHook};
 pub use records::preflight;
 
 /// How a unit agent behaves: the defaults, changed with the `with_` methods.
