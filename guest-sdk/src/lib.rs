@@ -40,9 +40,20 @@
 //! [`services`] starts and stops the long-running services the operator configured for the
 //! unit, by name; a leader-only service runs only on the leader, and the host stops it
 //! before the unit's leadership guarantee can lapse.
+//!
+//! [`data_dir`] is the unit's data directory, which persists between hooks.
+//!
+//! A charm tests itself with a plain `cargo test`, natively and without a host:
+//! [`testing`] runs its hooks on test units and applications that follow the host's own
+//! rules (see `docs/testing.md`).
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
+
+mod host;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 extern crate self as charm_sdk;
 
@@ -61,6 +72,7 @@ pub mod bindings {
         export_macro_name: "__export_charm_world",
         default_bindings_module: "charm_sdk::bindings",
         runtime_path: "charm_sdk::__wit_bindgen::rt",
+        additional_derives: [PartialEq, Eq],
     });
 }
 
@@ -203,17 +215,17 @@ pub fn __finish(result: Result<()>) -> std::result::Result<(), String> {
 
 /// True if this unit is leader and guaranteed to stay so for the guarantee window.
 pub fn is_leader() -> Result<bool> {
-    Ok(leadership::is_leader()?)
+    host::is_leader()
 }
 
 /// One leader setting from this hook's snapshot; `None` if the key is not set.
 pub fn leader_get(key: &str) -> Result<Option<String>> {
-    Ok(leadership::leader_get(key)?)
+    host::leader_get(key)
 }
 
 /// Every leader setting from this hook's snapshot.
 pub fn leader_get_all() -> Result<BTreeMap<String, String>> {
-    Ok(leadership::leader_get_all()?.into_iter().collect())
+    Ok(host::leader_get_all()?.into_iter().collect())
 }
 
 /// Writes a group of settings atomically (leader only). An empty value deletes its key.
@@ -224,7 +236,7 @@ where
     V: Into<String>,
 {
     let group: Vec<(String, String)> = settings.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
-    Ok(leadership::leader_set(&group)?)
+    host::leader_set(&group)
 }
 
 /// Reads a setting written by [`leader_set_json`] and decodes it as `T`.
@@ -247,27 +259,27 @@ pub use context::WorkloadStatus;
 
 /// Writes a line to the unit's log.
 pub fn log(level: LogLevel, message: &str) {
-    context::log(level, message);
+    host::log(level, message);
 }
 
 /// Sets the unit's workload status; the last call of a hook wins.
 pub fn status_set(status: WorkloadStatus, message: &str) {
-    context::status_set(status, message);
+    host::status_set(status, message);
 }
 
 /// This unit's name, e.g. `app/0`.
 pub fn unit_name() -> String {
-    context::unit_name()
+    host::unit_name()
 }
 
 /// This unit's application, e.g. `app`.
 pub fn application_name() -> String {
-    context::application_name()
+    host::application_name()
 }
 
 /// The running hook's name, e.g. `leader-elected`.
 pub fn hook_name() -> String {
-    context::hook_name()
+    host::hook_name()
 }
 
 /// Services the operator configured for this unit, started and stopped by name. A
@@ -291,23 +303,32 @@ pub mod services {
 
     /// Starts the named service; starting a running one does nothing.
     pub fn start(name: &str) -> Result<()> {
-        Ok(wit::start(name)?)
+        crate::host::service_start(name)
     }
 
     /// Asks the named service to stop (SIGTERM, then SIGKILL after the grace period).
     pub fn stop(name: &str) -> Result<()> {
-        Ok(wit::stop(name)?)
+        crate::host::service_stop(name)
     }
 
     /// The named service's status.
     pub fn status(name: &str) -> Result<ServiceStatus> {
-        Ok(wit::status(name)?)
+        crate::host::service_status(name)
     }
 }
 
 /// `bytes` cryptographically secure random bytes, hex-encoded: for generated secrets and ids.
+/// (In [`testing`], the bytes come from the test unit's seed instead: repeatable, not secret.)
 pub fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).map_err(|e| Error::Failed(format!("no randomness available: {e}")))?;
+    host::random_fill(&mut buf)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The unit's data directory, which persists between its hooks: `/` in the component (the
+/// host mounts the directory as the sandbox's only filesystem), and the test unit's own
+/// temporary directory in [`testing`]. Build paths from it (`data_dir().join("etc")`)
+/// rather than from `/`, so the charm's native tests stay inside their directory.
+pub fn data_dir() -> PathBuf {
+    host::data_dir()
 }

@@ -9,6 +9,7 @@
 //! - [`queue`]: which hook runs next on a unit (install first, deposed before anything,
 //!   one `leader-settings-changed` per burst, stale leadership hooks dropped, failed hooks
 //!   retried with [`backoff`]);
+//! - [`names`]: which application and unit names are valid;
 //! - [`HookKind`], [`Timestamp`]: the hooks by name, and instants on a monotonic timeline.
 //!
 //! It has no dependencies (`serde` derives are behind the `serde` feature).
@@ -25,6 +26,7 @@
 //! ```
 
 pub mod hooks;
+pub mod names;
 pub mod queue;
 pub mod settings;
 pub mod time;

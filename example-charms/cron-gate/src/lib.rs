@@ -2,7 +2,7 @@
 //! on the leader.
 //!
 //! On `install`, `leader-elected`, `leader-settings-changed` and `leader-deposed` the charm
-//! (re)writes `/etc/cron.d/<app>-maintenance` in its unit data directory. The file is
+//! (re)writes `etc/cron.d/<app>-maintenance` in its unit data directory. The file is
 //! identical on every unit except one line, `IS_LEADER=1` on the leader and `IS_LEADER=0`
 //! elsewhere, and its job line runs the maintenance command only when `IS_LEADER` is 1,
 //! so whoever logs into any unit sees what runs where. The file is replaced atomically and
@@ -27,16 +27,17 @@ fn crontab(app: &str, leader: bool) -> String {
 /// Writes the crontab if it changed, atomically (write a temporary file, then rename).
 fn write_crontab(leader: bool) -> Result<()> {
     let app = charm_sdk::application_name();
-    let path = format!("/etc/cron.d/{app}-maintenance");
+    let dir = charm_sdk::data_dir().join("etc/cron.d");
+    let path = dir.join(format!("{app}-maintenance"));
     let content = crontab(&app, leader);
     if std::fs::read_to_string(&path).is_ok_and(|current| current == content) {
         return Ok(());
     }
-    std::fs::create_dir_all("/etc/cron.d").map_err(|e| format!("cannot create /etc/cron.d: {e}"))?;
-    let tmp = format!("{path}.tmp");
-    std::fs::write(&tmp, &content).map_err(|e| format!("cannot write {tmp}: {e}"))?;
-    std::fs::rename(&tmp, &path).map_err(|e| format!("cannot replace {path}: {e}"))?;
-    charm_sdk::log(LogLevel::Info, &format!("{path}: IS_LEADER={}", u8::from(leader)));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &content).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
+    charm_sdk::log(LogLevel::Info, &format!("{}: IS_LEADER={}", path.display(), u8::from(leader)));
     let message = if leader { "maintenance runs here" } else { "maintenance runs on the leader" };
     charm_sdk::status_set(WorkloadStatus::Active, message);
     Ok(())
@@ -69,3 +70,6 @@ impl Charm for CronGate {
 
 charm_sdk::export_charm!(CronGate);
 
+
+#[cfg(test)]
+mod tests;

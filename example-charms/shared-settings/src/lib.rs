@@ -86,3 +86,6 @@ impl Charm for SharedSettingsCharm {
 }
 
 charm_sdk::export_charm!(SharedSettingsCharm);
+
+#[cfg(test)]
+mod tests;

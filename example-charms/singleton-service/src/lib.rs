@@ -68,3 +68,6 @@ fn stop_quietly() -> Result<()> {
 }
 
 charm_sdk::export_charm!(SingletonService);
+
+#[cfg(test)]
+mod tests;

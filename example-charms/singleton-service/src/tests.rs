@@ -1,0 +1,58 @@
+//! The charm's own tests, natively with `cargo test` (see docs/testing.md).
+
+use charm_sdk::WorkloadStatus;
+use charm_sdk::testing::{App, CallKind, Change, Hook, Unit};
+
+use super::{SERVICE, SingletonService};
+
+fn running(unit: &Unit) -> bool {
+    unit.service(SERVICE).is_some_and(|s| s.running)
+}
+
+#[test]
+fn the_leader_starts_the_service_and_says_so() {
+    let unit = Unit::new("solo/0").with_service(SERVICE, true).leader();
+    let run = unit.run::<SingletonService>(Hook::LeaderElected);
+    assert_eq!(run.result, Ok(()));
+    let pid = unit.service(SERVICE).and_then(|s| s.pid).expect("running");
+    assert_eq!(unit.status(), Some((WorkloadStatus::Active, format!("{SERVICE} running (pid {pid})"))));
+}
+
+#[test]
+fn an_unconfigured_service_blocks_the_unit_without_failing() {
+    let unit = Unit::new("solo/0").leader();
+    let run = unit.run::<SingletonService>(Hook::LeaderElected);
+    assert_eq!(run.result, Ok(()));
+    assert_eq!(run.status().map(|(s, _)| s), Some(WorkloadStatus::Blocked));
+}
+
+#[test]
+fn leadership_lost_before_the_start_leaves_the_unit_on_standby() {
+    let unit = Unit::new("solo/0").with_service(SERVICE, true).leader();
+    unit.before(CallKind::ServiceStart, Change::LoseLeadership);
+    let run = unit.run::<SingletonService>(Hook::LeaderElected);
+    assert_eq!(run.result, Ok(()));
+    assert!(!running(&unit));
+    assert_eq!(unit.status(), Some((WorkloadStatus::Active, format!("standby: {SERVICE} runs on the leader"))));
+}
+
+#[test]
+fn the_service_follows_the_leader_and_never_runs_twice() {
+    let mut app = App::<SingletonService>::new("solo", 3).with_service(SERVICE, true);
+    for step in 0..12 {
+        match step % 3 {
+            0 => app.elect((step / 3) % 3),
+            1 => app.depose(),
+            _ => app.elect((step + 1) % 3),
+        }
+        app.settle();
+        let where_running: Vec<usize> = (0..3).filter(|&i| running(app.unit(i))).collect();
+        assert_eq!(where_running, app.leader().into_iter().collect::<Vec<_>>(), "step {step}");
+    }
+    // A graceful stop of the leader: deposed, then stop; the service is down.
+    let leader = app.leader().expect("a leader");
+    app.stop(leader);
+    app.settle();
+    assert_eq!(app.hooks(leader).last(), Some(&Hook::Stop));
+    assert!(!running(app.unit(leader)));
+}
