@@ -103,6 +103,33 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The event as one JSON object, as `charm-host run --json` prints it (one per line):
+    /// `type` is `hook`, `leadership`, `log` or `workload-status`, and `unit` names the unit.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Event::Hook { unit, hook, result, elapsed } => {
+                let ms = (elapsed.as_secs_f64() * 1e5).round() / 1e2;
+                match result {
+                    Ok(()) => json!({"type": "hook", "unit": unit.as_str(), "hook": hook.name(), "outcome": "ok", "ms": ms}),
+                    Err(err) => json!({"type": "hook", "unit": unit.as_str(), "hook": hook.name(), "outcome": "error",
+                        "error": err.to_string(), "ms": ms}),
+                }
+            }
+            Event::Leadership { unit, leader, term } => {
+                json!({"type": "leadership", "unit": unit.as_str(), "leader": leader, "term": term})
+            }
+            Event::Log { unit, level, message } => {
+                json!({"type": "log", "unit": unit.as_str(), "level": level.name(), "message": message})
+            }
+            Event::Status { unit, status, message } => {
+                json!({"type": "workload-status", "unit": unit.as_str(), "status": status.name(), "message": message})
+            }
+        }
+    }
+}
+
 /// Receives the events of every unit it is given to.
 pub trait EventSink: Send + Sync + 'static {
     /// Called once for each event.

@@ -104,6 +104,8 @@ pub mod services;
 pub mod settings;
 pub mod state_dir;
 internal_mod!(tenure_record);
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod timing;
 internal_mod!(tracker);
 internal_mod!(unit);

@@ -8,7 +8,6 @@ use std::io::Write;
 use std::time::Instant;
 
 use crate::events::{Event, EventSink};
-use serde_json::json;
 
 pub(crate) use crate::report::for_terminal;
 
@@ -72,25 +71,6 @@ impl JsonLog {
 
 impl EventSink for JsonLog {
     fn emit(&self, event: Event) {
-        let value = match event {
-            Event::Hook { unit, hook, result, elapsed } => {
-                let ms = (elapsed.as_secs_f64() * 1e5).round() / 1e2;
-                match result {
-                    Ok(()) => json!({"type": "hook", "unit": unit.as_str(), "hook": hook.name(), "outcome": "ok", "ms": ms}),
-                    Err(err) => json!({"type": "hook", "unit": unit.as_str(), "hook": hook.name(), "outcome": "error",
-                        "error": err.to_string(), "ms": ms}),
-                }
-            }
-            Event::Leadership { unit, leader, term } => {
-                json!({"type": "leadership", "unit": unit.as_str(), "leader": leader, "term": term})
-            }
-            Event::Log { unit, level, message } => {
-                json!({"type": "log", "unit": unit.as_str(), "level": level.name(), "message": message})
-            }
-            Event::Status { unit, status, message } => {
-                json!({"type": "workload-status", "unit": unit.as_str(), "status": status.name(), "message": message})
-            }
-        };
-        let _ = writeln!(std::io::stdout().lock(), "{value}");
+        let _ = writeln!(std::io::stdout().lock(), "{}", event.to_json());
     }
 }

@@ -7,9 +7,10 @@
 //! test advances it, and wakes every sleeper whose deadline it passes. [`BootClock`] also
 //! counts time a machine spends suspended.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -75,11 +76,15 @@ impl Clock for BootClock {
 }
 
 /// A clock that only moves when told to, for tests: no test sleeps to let a lease expire.
+/// It knows the deadlines of its pending sleeps ([`Self::next_deadline`]), so a test can
+/// move time from one to the next and let everything due at each run.
 #[derive(Debug)]
 pub struct ManualClock {
     now: Mutex<Timestamp>,
     ticks: watch::Sender<Timestamp>,
     sleeps_started: std::sync::atomic::AtomicU64,
+    /// Pending sleeps by deadline (how many wait for each).
+    deadlines: Arc<Mutex<BTreeMap<Timestamp, usize>>>,
 }
 
 impl Default for ManualClock {
@@ -88,10 +93,50 @@ impl Default for ManualClock {
     }
 }
 
+/// A pending sleep's entry in [`ManualClock::deadlines`], removed when the sleep ends or is
+/// dropped.
+struct PendingDeadline {
+    deadlines: Arc<Mutex<BTreeMap<Timestamp, usize>>>,
+    at: Timestamp,
+}
+
+impl Drop for PendingDeadline {
+    fn drop(&mut self) {
+        let mut deadlines = self.deadlines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = deadlines.get_mut(&self.at) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                deadlines.remove(&self.at);
+            }
+        }
+    }
+}
+
 impl ManualClock {
     /// A clock standing at `start`.
     pub fn new(start: Timestamp) -> Self {
-        Self { now: Mutex::new(start), ticks: watch::channel(start).0, sleeps_started: Default::default() }
+        Self {
+            now: Mutex::new(start),
+            ticks: watch::channel(start).0,
+            sleeps_started: Default::default(),
+            deadlines: Default::default(),
+        }
+    }
+
+    /// The earliest deadline a pending sleep waits for that has not come yet, if any:
+    /// where time must move next for anything waiting on this clock to happen.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let now = self.now();
+        let deadlines = self.deadlines.lock().unwrap_or_else(|p| p.into_inner());
+        deadlines.range(now..).map(|(at, _)| *at).find(|at| *at > now)
+    }
+
+    /// Moves the clock forward to `at` (nothing if it is already there or past).
+    pub fn advance_to(&self, at: Timestamp) {
+        let by = at.saturating_since(self.now());
+        if !by.is_zero() {
+            self.advance(by);
+        }
     }
 
     /// How many sleeps on this clock are pending now. With [`Self::sleeps_started`], tests
@@ -121,7 +166,10 @@ impl Clock for ManualClock {
     fn sleep_until(&self, deadline: Timestamp) -> Sleep {
         let mut ticks = self.ticks.subscribe();
         self.sleeps_started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *self.deadlines.lock().unwrap_or_else(|p| p.into_inner()).entry(deadline).or_default() += 1;
+        let pending = PendingDeadline { deadlines: self.deadlines.clone(), at: deadline };
         Box::pin(async move {
+            let _pending = pending;
             // The sender lives as long as the clock; if it is gone, nobody can advance it.
             let _ = ticks.wait_for(|now| *now >= deadline).await;
         })
@@ -150,5 +198,20 @@ mod tests {
         assert!(!sleeper.is_finished());
         clock.advance(Duration::from_secs(1));
         sleeper.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn manual_clock_knows_the_next_deadline() {
+        let clock = ManualClock::default();
+        let start = clock.now();
+        assert_eq!(clock.next_deadline(), None);
+        let late = clock.sleep_until(start + Duration::from_secs(20));
+        let early = clock.sleep_until(start + Duration::from_secs(5));
+        assert_eq!(clock.next_deadline(), Some(start + Duration::from_secs(5)));
+        drop(early);
+        assert_eq!(clock.next_deadline(), Some(start + Duration::from_secs(20)));
+        clock.advance_to(start + Duration::from_secs(20));
+        late.await;
+        assert_eq!(clock.next_deadline(), None, "an ended sleep is no longer pending");
     }
 }

@@ -1,0 +1,610 @@
+//! # `TestApp`: the real charm on the real host, N units, in virtual time
+//!
+//! A [`TestApp`] runs a charm's `.wasm` (or builds its crate first) on N unit agents of one
+//! application: the host's own agents, hook runtime, lease engine and in-memory store, all
+//! on one [`ManualClock`]. Nothing runs until the test takes a step; time moves only when
+//! the test moves it; and every step returns once nothing more can happen without the
+//! clock moving, with no real sleeps. After every step the leadership invariants are
+//! checked, and a violation fails the test with the timeline so far.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use charm_host::HookKind;
+//! use charm_host::testing::TestApp;
+//!
+//! let mut app = TestApp::builder("example-charms/shared-settings").units(3).build()?;
+//! app.settle(); // the agents start: one claims the lease, every unit installs
+//! let first = app.leader().expect("a leader");
+//! let settings = app.settings();
+//!
+//! app.crash(first); // frozen: its lease is left to expire
+//! app.advance(Duration::from_secs(120)); // two lease durations, renewals included
+//! let next = app.leader().expect("a successor");
+//! assert_ne!(next, first);
+//! assert_eq!(app.settings(), settings, "the successor kept the settings");
+//! assert_eq!(app.hooks(next).last(), Some(&HookKind::LeaderElected));
+//! # Ok::<(), charm_host::testing::TestAppError>(())
+//! ```
+//!
+//! Steps: [`settle`](TestApp::settle), [`advance`](TestApp::advance),
+//! [`elect`](TestApp::elect), [`step_down`](TestApp::step_down), [`stop`](TestApp::stop),
+//! [`crash`](TestApp::crash), [`restart`](TestApp::restart),
+//! [`partition`](TestApp::partition) / [`heal`](TestApp::heal),
+//! [`set_settings`](TestApp::set_settings). Observations: hooks per unit, statuses, logs,
+//! settings, leader and term, and the [`timeline`](TestApp::timeline) of events with their
+//! virtual time (as JSON Lines: [`TestApp::timeline_json`]).
+//!
+//! Invariants checked after every step (see [`invariants`]): at most one unit can vouch
+//! for leadership, terms never go back, every acknowledged write was made under the term
+//! that held the lease, and the settings are exactly what the acknowledged writes made.
+
+mod idle;
+pub mod invariants;
+mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::agent::{self, AgentCommand, AgentConfig, Backoff};
+use crate::events::{Event, EventSink, LogLevel, WorkloadStatus};
+use crate::hooks::{HookError, HookKind};
+use crate::leadership::{Clock, LeadershipStore, ManualClock, MemoryStore, Timestamp};
+use crate::names::{AppName, NameError, UnitName};
+use crate::runtime::{Charm, HookRuntime, RuntimeConfig};
+use crate::settings::Settings;
+use crate::tracker::LeadershipTracker;
+use crate::unit::{Unit, UnitStatus};
+use idle::IdleRuntime;
+pub use store::AcknowledgedWrite;
+use store::{Ledger, UnitStore};
+
+/// Why a test application could not be built or a step could not be taken.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TestAppError {
+    /// The charm could not be built or loaded.
+    #[error("cannot load the charm {path}: {reason}")]
+    Charm {
+        /// The crate directory or `.wasm` given.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A name or setting was not valid.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// The test asked for something the application cannot do now.
+    #[error("{0}")]
+    Step(String),
+    /// The runtime, a directory or an agent could not be set up.
+    #[error("cannot set up the test application: {0}")]
+    Setup(String),
+}
+
+/// One event of the timeline, with the virtual time since the application was built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimedEvent {
+    /// Virtual time since the application was built.
+    pub at: Duration,
+    /// The event.
+    pub event: Event,
+}
+
+impl TimedEvent {
+    /// The event as `charm-host run --json` prints it, with `at_ms`, its virtual time.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut value = self.event.to_json();
+        if let Some(object) = value.as_object_mut() {
+            object.insert("at_ms".into(), serde_json::json!(self.at.as_millis() as u64));
+        }
+        value
+    }
+}
+
+/// Records every event with the virtual time it happened at.
+struct Timeline {
+    clock: Arc<ManualClock>,
+    start: Timestamp,
+    events: Mutex<Vec<TimedEvent>>,
+}
+
+impl EventSink for Timeline {
+    fn emit(&self, event: Event) {
+        let at = self.clock.now().saturating_since(self.start);
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).push(TimedEvent { at, event });
+    }
+}
+
+/// How a [`TestApp`] is built: see [`TestApp::builder`].
+#[derive(Debug, Clone)]
+pub struct TestAppBuilder {
+    charm: PathBuf,
+    app: String,
+    units: u32,
+    window: Duration,
+    backoff: Backoff,
+    hook_deadline: Duration,
+}
+
+impl TestAppBuilder {
+    /// The application's name (default `app`).
+    pub fn app_name(mut self, name: &str) -> Self {
+        self.app = name.to_owned();
+        self
+    }
+
+    /// How many units (default 3).
+    pub fn units(mut self, units: u32) -> Self {
+        self.units = units;
+        self
+    }
+
+    /// The guarantee window (default 30 s, as in production): a claim lasts twice it.
+    pub fn guarantee_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Retry timing of failed hooks (default 1 s doubling to 60 s, as in production).
+    pub fn hook_backoff(mut self, base: Duration, cap: Duration) -> Self {
+        self.backoff = Backoff { base, cap };
+        self
+    }
+
+    /// The hook deadline (default 60 s; measured in real time, not virtual).
+    pub fn hook_deadline(mut self, deadline: Duration) -> Self {
+        self.hook_deadline = deadline;
+        self
+    }
+
+    /// Loads the charm and prepares the units; no agent runs until the first step.
+    pub fn build(self) -> Result<TestApp, TestAppError> {
+        let setup = |e: &dyn std::fmt::Display| TestAppError::Setup(e.to_string());
+        if self.units == 0 {
+            return Err(TestAppError::Step("an application needs at least one unit".into()));
+        }
+        crate::timing::GUARANTEE_WINDOW.check(self.window).map_err(|e| setup(&e))?;
+        let app = AppName::new(&self.app)?;
+        let runtime = IdleRuntime::new().map_err(|e| setup(&e))?;
+        let charm_failed = |reason: String| TestAppError::Charm { path: self.charm.clone(), reason };
+        let wasm = if self.charm.is_dir() {
+            crate::charm_build::build_charm(&self.charm).map_err(|e| charm_failed(e.to_string()))?
+        } else {
+            self.charm.clone()
+        };
+        let config = RuntimeConfig::default().with_hook_deadline(self.hook_deadline);
+        let hooks = Arc::new(HookRuntime::new(config).map_err(|e| setup(&e))?);
+        let charm = hooks.load_charm(&wasm).map_err(|e| charm_failed(e.to_string()))?;
+        let clock = Arc::new(ManualClock::default());
+        let dir = tempfile::Builder::new().prefix("charm-test-app-").tempdir().map_err(|e| setup(&e))?;
+        let timeline = Arc::new(Timeline { clock: clock.clone(), start: clock.now(), events: Mutex::default() });
+        let store: Arc<dyn LeadershipStore> = runtime.block_on(async { Arc::new(MemoryStore::with_clock(clock.clone())) });
+        let ledger = Arc::new(Ledger::default());
+        let units = (0..self.units)
+            .map(|n| {
+                let name = UnitName::from_parts(app.clone(), n);
+                let view = Arc::new(UnitStore::new(store.clone(), ledger.clone()));
+                TestUnit { name, view, agent: None, last: None, crashed: false, stopped: false }
+            })
+            .collect();
+        Ok(TestApp {
+            runtime,
+            hooks,
+            charm,
+            clock,
+            store,
+            ledger,
+            timeline,
+            dir,
+            app,
+            window: self.window,
+            backoff: self.backoff,
+            units,
+            started: false,
+            checks: invariants::Checks::default(),
+            user_invariants: Vec::new(),
+        })
+    }
+}
+
+/// A running agent of a test unit.
+struct RunningAgent {
+    unit: Arc<Unit>,
+    commands: mpsc::Sender<AgentCommand>,
+    task: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
+}
+
+/// One unit of the test application.
+struct TestUnit {
+    name: UnitName,
+    view: Arc<UnitStore>,
+    agent: Option<RunningAgent>,
+    /// The unit of its latest agent, kept after a crash: a frozen agent's tracker still
+    /// believes what it believed.
+    last: Option<Arc<Unit>>,
+    crashed: bool,
+    stopped: bool,
+}
+
+/// A user invariant: a name and a check that says what is wrong.
+type UserInvariant = (String, Box<dyn Fn(&TestApp) -> Result<(), String>>);
+
+/// N units of one application running a real charm on the real host, in virtual time.
+/// See the [module docs](self).
+pub struct TestApp {
+    runtime: IdleRuntime,
+    hooks: Arc<HookRuntime>,
+    charm: Charm,
+    clock: Arc<ManualClock>,
+    store: Arc<dyn LeadershipStore>,
+    ledger: Arc<Ledger>,
+    timeline: Arc<Timeline>,
+    dir: tempfile::TempDir,
+    app: AppName,
+    window: Duration,
+    backoff: Backoff,
+    units: Vec<TestUnit>,
+    started: bool,
+    checks: invariants::Checks,
+    user_invariants: Vec<UserInvariant>,
+}
+
+impl std::fmt::Debug for TestApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestApp").field("app", &self.app).field("units", &self.units.len()).finish()
+    }
+}
+
+impl TestApp {
+    /// A test application of `charm`: a charm crate directory (built for `wasm32-wasip2`
+    /// with cargo) or a `.wasm` component.
+    pub fn builder(charm: impl AsRef<Path>) -> TestAppBuilder {
+        TestAppBuilder {
+            charm: charm.as_ref().to_owned(),
+            app: "app".into(),
+            units: 3,
+            window: crate::timing::DEFAULT_GUARANTEE_WINDOW,
+            backoff: Backoff::default(),
+            hook_deadline: crate::timing::DEFAULT_HOOK_DEADLINE,
+        }
+    }
+
+    // ----- steps -----
+
+    /// Runs until nothing more can happen without the clock moving (starting the agents
+    /// at the first step), then checks the invariants.
+    pub fn settle(&mut self) {
+        self.ensure_started();
+        self.runtime.wait_idle();
+        self.check_invariants();
+    }
+
+    /// Moves the clock on by `by`, stopping at every deadline on the way (renewals, expiries,
+    /// retries), each time letting everything due run and checking the invariants.
+    pub fn advance(&mut self, by: Duration) {
+        self.settle();
+        let target = self.clock.now() + by;
+        while let Some(next) = self.clock.next_deadline().filter(|at| *at <= target) {
+            self.clock.advance_to(next);
+            self.settle();
+        }
+        self.clock.advance_to(target);
+        self.settle();
+    }
+
+    /// A directed handover to unit `i` (as `charm-host elect`): the lease is reserved for
+    /// it and the leader steps down for it. Returns its term once it leads; an error if it
+    /// does not lead after settling (its agent is down, or a crashed leader's lease must
+    /// expire first: [`Self::advance`]).
+    pub fn elect(&mut self, i: usize) -> Result<u64, TestAppError> {
+        self.settle();
+        let unit = self.unit(i)?.name.clone();
+        let within = self.window * 4;
+        let store = self.store.clone();
+        self.runtime
+            .block_on(async { crate::handover::request(store.as_ref(), &unit, within).await })
+            .map_err(|e| TestAppError::Step(e.to_string()))?;
+        self.settle();
+        match self.lease() {
+            Some((leader, term)) if leader == i => Ok(term),
+            _ => Err(TestAppError::Step(format!("{unit} does not lead yet; the lease is reserved for it"))),
+        }
+    }
+
+    /// The leader steps down (`leader-deposed`, then revoke); another unit is elected.
+    pub fn step_down(&mut self) -> Result<(), TestAppError> {
+        self.settle();
+        let leader = self.leader().ok_or_else(|| TestAppError::Step("no unit leads".into()))?;
+        self.command(leader, AgentCommand::StepDown)?;
+        self.settle();
+        Ok(())
+    }
+
+    /// Stops unit `i` gracefully (`leader-deposed` if it leads, `stop`, revoke) and waits
+    /// until its agent has ended.
+    pub fn stop(&mut self, i: usize) -> Result<(), TestAppError> {
+        self.settle();
+        self.command(i, AgentCommand::Stop)?;
+        self.settle();
+        let unit = self.unit_mut(i)?;
+        unit.stopped = true;
+        if let Some(agent) = unit.agent.take() {
+            let result = self.runtime.block_on(agent.task);
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(TestAppError::Step(format!("{} ended with an error: {e}", self.units[i].name))),
+                Err(e) => return Err(TestAppError::Step(format!("{} did not stop: {e}", self.units[i].name))),
+            }
+        }
+        self.settle();
+        Ok(())
+    }
+
+    /// Unit `i`'s agent crashes: it stops at once, runs nothing more, and its lease is not
+    /// revoked (it expires).
+    pub fn crash(&mut self, i: usize) -> Result<(), TestAppError> {
+        self.settle();
+        let unit = self.unit_mut(i)?;
+        if let Some(agent) = unit.agent.take() {
+            agent.task.abort();
+        }
+        unit.crashed = true;
+        self.settle();
+        Ok(())
+    }
+
+    /// Starts unit `i`'s agent again after a crash or a stop: a fresh process, with the
+    /// unit's data directory and local state as they were.
+    pub fn restart(&mut self, i: usize) -> Result<(), TestAppError> {
+        self.settle();
+        if self.unit(i)?.agent.is_some() {
+            return Err(TestAppError::Step(format!("{} is running", self.units[i].name)));
+        }
+        self.start_agent(i)?;
+        let unit = self.unit_mut(i)?;
+        unit.crashed = false;
+        unit.stopped = false;
+        self.settle();
+        Ok(())
+    }
+
+    /// Unit `i` can no longer reach the store: its claims, reads and writes fail.
+    pub fn partition(&mut self, i: usize) -> Result<(), TestAppError> {
+        self.unit(i)?.view.set_partitioned(true);
+        self.settle();
+        Ok(())
+    }
+
+    /// Unit `i` reaches the store again.
+    pub fn heal(&mut self, i: usize) -> Result<(), TestAppError> {
+        self.unit(i)?.view.set_partitioned(false);
+        self.settle();
+        Ok(())
+    }
+
+    /// Writes a group of settings through the leader's hook tools, as an operator's
+    /// `charm-host leader-set` does.
+    pub fn set_settings<K: Into<String>, V: Into<String>>(
+        &mut self,
+        group: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<(), TestAppError> {
+        self.settle();
+        let group: Vec<(String, String)> = group.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let leader = self.leader().ok_or_else(|| TestAppError::Step("no unit leads".into()))?;
+        let unit = self.running(leader)?.unit.clone();
+        self.runtime.block_on(unit.leader_set(&group)).map_err(|e| TestAppError::Step(e.to_string()))?;
+        self.settle();
+        Ok(())
+    }
+
+    /// Adds an invariant, checked after every step from now on: `check` says what is wrong.
+    pub fn invariant(&mut self, name: &str, check: impl Fn(&TestApp) -> Result<(), String> + 'static) {
+        self.user_invariants.push((name.to_owned(), Box::new(check)));
+        self.check_invariants();
+    }
+
+    // ----- observations -----
+
+    /// How many units the application has.
+    pub fn len(&self) -> usize {
+        self.units.len()
+    }
+
+    /// False: an application has at least one unit.
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+
+    /// The unit that holds the lease now, if any (it may have crashed).
+    pub fn leader(&self) -> Option<usize> {
+        self.lease().map(|(leader, _)| leader)
+    }
+
+    /// The term of the current lease, if one is held.
+    pub fn term(&self) -> Option<u64> {
+        self.lease().map(|(_, term)| term)
+    }
+
+    /// Virtual time since the application was built.
+    pub fn elapsed(&self) -> Duration {
+        self.clock.now().saturating_since(self.timeline.start)
+    }
+
+    /// The application's settings now.
+    pub fn settings(&self) -> Settings {
+        let store = self.store.clone();
+        let app = self.app.clone();
+        self.runtime
+            .block_on(async move { store.read_settings(&app).await })
+            .map(|snapshot| (*snapshot.values).clone())
+            .unwrap_or_default()
+    }
+
+    /// Every event so far, in order, with its virtual time.
+    pub fn timeline(&self) -> Vec<TimedEvent> {
+        self.timeline.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The timeline as JSON Lines: the objects `charm-host run --json` prints, with `at_ms`.
+    pub fn timeline_json(&self) -> String {
+        self.timeline().iter().map(|e| format!("{}\n", e.to_json())).collect()
+    }
+
+    /// The hooks unit `i` finished, in order.
+    pub fn hooks(&self, i: usize) -> Vec<HookKind> {
+        self.hook_results(i).into_iter().map(|(hook, _)| hook).collect()
+    }
+
+    /// The hooks unit `i` finished, in order, with how each ended.
+    pub fn hook_results(&self, i: usize) -> Vec<(HookKind, Result<(), HookError>)> {
+        let Some(name) = self.units.get(i).map(|u| u.name.clone()) else { return Vec::new() };
+        self.timeline()
+            .into_iter()
+            .filter_map(|e| match e.event {
+                Event::Hook { unit, hook, result, .. } if unit == name => Some((hook, result)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The statuses unit `i`'s hooks set, in order.
+    pub fn statuses(&self, i: usize) -> Vec<(WorkloadStatus, String)> {
+        self.unit_events(i, |event| match event {
+            Event::Status { status, message, .. } => Some((status, message)),
+            _ => None,
+        })
+    }
+
+    /// The lines unit `i` logged, in order.
+    pub fn logs(&self, i: usize) -> Vec<(LogLevel, String)> {
+        self.unit_events(i, |event| match event {
+            Event::Log { level, message, .. } => Some((level, message)),
+            _ => None,
+        })
+    }
+
+    /// Unit `i`'s status as its agent last recorded it (`None` while its agent is down).
+    pub fn status(&self, i: usize) -> Option<UnitStatus> {
+        self.units.get(i)?.agent.as_ref().map(|agent| agent.unit.status())
+    }
+
+    /// True while unit `i`'s tracker would answer `is-leader` true (after a crash, the
+    /// frozen agent's: it believes what it believed until its guarantee runs out).
+    pub fn believes_it_leads(&self, i: usize) -> bool {
+        self.units.get(i).and_then(|u| u.last.as_ref()).is_some_and(|unit| unit.tracker().is_leader() == Ok(true))
+    }
+
+    /// Every write the store acknowledged, in order.
+    pub fn acknowledged_writes(&self) -> Vec<AcknowledgedWrite> {
+        self.ledger.writes()
+    }
+
+    /// Unit `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        let name = self.units.get(i).map_or_else(|| format!("unit-{i}"), |u| u.name.as_str().replace('/', "-"));
+        self.dir.path().join(name).join("data")
+    }
+
+    // ----- internals -----
+
+    fn unit(&self, i: usize) -> Result<&TestUnit, TestAppError> {
+        let count = self.units.len();
+        self.units.get(i).ok_or_else(|| TestAppError::Step(format!("no unit {i}: the application has {count}")))
+    }
+
+    fn unit_mut(&mut self, i: usize) -> Result<&mut TestUnit, TestAppError> {
+        let count = self.units.len();
+        self.units.get_mut(i).ok_or_else(|| TestAppError::Step(format!("no unit {i}: the application has {count}")))
+    }
+
+    fn running(&self, i: usize) -> Result<&RunningAgent, TestAppError> {
+        let unit = self.unit(i)?;
+        unit.agent.as_ref().ok_or_else(|| TestAppError::Step(format!("{}'s agent is not running", unit.name)))
+    }
+
+    fn unit_events<T>(&self, i: usize, pick: impl Fn(Event) -> Option<T>) -> Vec<T> {
+        let Some(name) = self.units.get(i).map(|u| u.name.clone()) else { return Vec::new() };
+        self.timeline().into_iter().filter(|e| event_unit(&e.event) == &name).filter_map(|e| pick(e.event)).collect()
+    }
+
+    fn command(&mut self, i: usize, command: AgentCommand) -> Result<(), TestAppError> {
+        let commands = self.running(i)?.commands.clone();
+        self.runtime.block_on(commands.send(command)).map_err(|_| TestAppError::Step("the agent has ended".into()))
+    }
+
+    /// The lease as (unit index, term).
+    fn lease(&self) -> Option<(usize, u64)> {
+        let store = self.store.clone();
+        let app = self.app.clone();
+        let lease = self.runtime.block_on(async move { store.lease(&app).await }).ok().flatten()?;
+        let index = self.units.iter().position(|u| u.name == lease.holder)?;
+        Some((index, lease.term))
+    }
+
+    fn ensure_started(&mut self) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        for i in 0..self.units.len() {
+            if let Err(e) = self.start_agent(i) {
+                panic!("TestApp: {e}");
+            }
+        }
+    }
+
+    fn start_agent(&mut self, i: usize) -> Result<(), TestAppError> {
+        let setup = |e: &dyn std::fmt::Display| TestAppError::Setup(e.to_string());
+        let base = self.dir.path().join(self.unit(i)?.name.as_str().replace('/', "-"));
+        let test_unit = self.unit(i)?;
+        let tracker = LeadershipTracker::new(test_unit.name.clone(), test_unit.view.clone(), self.window);
+        let events: Arc<dyn EventSink> = self.timeline.clone();
+        let unit = Arc::new(Unit::new(test_unit.name.clone(), base.join("data"), tracker, events).map_err(|e| setup(&e))?);
+        let config = AgentConfig::default().with_backoff(self.backoff).with_state_file(base.join("agent.json"));
+        let (commands, receiver) = mpsc::channel(8);
+        let run = agent::run_unit(self.hooks.clone(), self.charm.clone(), unit.clone(), config, receiver);
+        let task = self.runtime.handle().spawn(run);
+        let test_unit = self.unit_mut(i)?;
+        test_unit.last = Some(unit.clone());
+        test_unit.agent = Some(RunningAgent { unit, commands, task });
+        Ok(())
+    }
+
+    fn check_invariants(&mut self) {
+        let mut checks = std::mem::take(&mut self.checks);
+        let mut failures = checks.check(self);
+        self.checks = checks;
+        for (name, check) in &self.user_invariants {
+            if let Err(why) = check(self) {
+                failures.push(format!("{name}: {why}"));
+            }
+        }
+        if !failures.is_empty() {
+            panic!(
+                "TestApp: invariant violated at {:?} of virtual time:\n  {}\ntimeline:\n{}",
+                self.elapsed(),
+                failures.join("\n  "),
+                self.timeline_json()
+            );
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        for unit in &mut self.units {
+            if let Some(agent) = unit.agent.take() {
+                agent.task.abort();
+            }
+        }
+    }
+}
+
+fn event_unit(event: &Event) -> &UnitName {
+    match event {
+        Event::Hook { unit, .. } | Event::Leadership { unit, .. } | Event::Log { unit, .. } | Event::Status { unit, .. } => unit,
+    }
+}

@@ -1,0 +1,119 @@
+//! TestApp: the real shared-settings component on three agents in virtual time.
+
+use std::time::Duration;
+
+use charm_host::HookKind::*;
+use charm_host::events::WorkloadStatus;
+use charm_host::testing::TestApp;
+
+fn shared_settings() -> TestApp {
+    let charm = concat!(env!("CARGO_MANIFEST_DIR"), "/../example-charms/shared-settings");
+    TestApp::builder(charm).app_name("db").units(3).build().expect("the charm builds and loads")
+}
+
+#[test]
+fn nothing_runs_until_the_first_step() {
+    let mut app = shared_settings();
+    assert!(app.timeline().is_empty());
+    app.settle();
+    let leader = app.leader().expect("one unit claimed the lease");
+    assert_eq!(app.hooks(leader), [Install, LeaderElected]);
+    for minion in (0..3).filter(|&i| i != leader) {
+        assert_eq!(app.hooks(minion)[0], Install);
+        assert_eq!(app.statuses(minion).last().map(|(s, _)| *s), Some(WorkloadStatus::Active), "unit {minion}");
+    }
+    assert_eq!(app.elapsed(), Duration::ZERO, "settling does not move the clock");
+}
+
+#[test]
+fn the_leader_crashes_and_the_successor_keeps_the_settings_across_two_expiries() {
+    let mut app = shared_settings();
+    app.settle();
+    let first = app.leader().unwrap();
+    let settings = app.settings();
+    assert_eq!(settings.len(), 2);
+
+    app.crash(first).unwrap();
+    app.advance(Duration::from_secs(120));
+    let second = app.leader().expect("a successor after the lease expired");
+    assert_ne!(second, first);
+    assert_eq!(app.hooks(second).last(), Some(&LeaderElected));
+
+    app.crash(second).unwrap();
+    app.advance(Duration::from_secs(120));
+    let third = app.leader().expect("a third leader");
+    assert!(third != first && third != second);
+    assert_eq!(app.settings(), settings, "nobody rewrote the settings");
+    assert!(app.acknowledged_writes().len() == 1, "{:?}", app.acknowledged_writes());
+    assert!(app.elapsed() >= Duration::from_secs(240));
+
+    // The crashed units come back as minions and keep their cluster.
+    app.restart(first).unwrap();
+    assert!(!app.believes_it_leads(first));
+    assert!(app.statuses(first).last().is_some_and(|(s, _)| *s == WorkloadStatus::Active));
+}
+
+#[test]
+fn renewals_keep_a_leader_through_an_hour() {
+    let mut app = shared_settings();
+    app.settle();
+    let leader = app.leader().unwrap();
+    let term = app.term();
+    app.advance(Duration::from_secs(3600));
+    assert_eq!(app.leader(), Some(leader));
+    assert_eq!(app.term(), term, "one tenure, renewed");
+    assert_eq!(app.hooks(leader), [Install, LeaderElected], "no hook ran without news");
+}
+
+#[test]
+fn a_partitioned_leader_is_deposed_before_its_successor_is_elected() {
+    let mut app = shared_settings();
+    app.settle();
+    let first = app.leader().unwrap();
+    app.partition(first).unwrap();
+    app.advance(Duration::from_secs(90));
+    let second = app.leader().expect("a successor");
+    assert_ne!(second, first);
+    let timeline = app.timeline();
+    let position = |unit: usize, hook| {
+        let name = format!("db/{unit}");
+        timeline
+            .iter()
+            .position(|e| matches!(&e.event, charm_host::Event::Hook { unit, hook: h, .. } if unit.as_str() == name && *h == hook))
+            .unwrap_or_else(|| panic!("{name} never finished {hook}"))
+    };
+    assert!(position(first, LeaderDeposed) < position(second, LeaderElected));
+    app.heal(first).unwrap();
+    app.advance(Duration::from_secs(5));
+    assert_eq!(app.leader(), Some(second));
+    assert!(!app.believes_it_leads(first));
+}
+
+#[test]
+fn directed_handover_and_step_down() {
+    let mut app = shared_settings();
+    app.settle();
+    let first = app.leader().unwrap();
+    let target = (first + 1) % 3;
+    let term = app.elect(target).unwrap();
+    assert_eq!(app.leader(), Some(target));
+    assert!(term > 1);
+    assert_eq!(app.hooks(first)[2], LeaderDeposed);
+    app.step_down().unwrap();
+    let next = app.leader().expect("another unit leads at once");
+    assert_ne!(next, target);
+    assert_eq!(app.elapsed(), Duration::ZERO, "no expiry was waited for");
+}
+
+#[test]
+fn the_timeline_is_json_lines_with_virtual_time() {
+    let mut app = shared_settings();
+    app.settle();
+    app.advance(Duration::from_secs(1));
+    app.set_settings([("extra", "1")]).unwrap();
+    let lines: Vec<serde_json::Value> =
+        app.timeline_json().lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    assert!(lines.iter().any(|l| l["type"] == "hook" && l["hook"] == "leader-elected" && l["at_ms"] == 0));
+    assert!(lines.iter().any(|l| l["type"] == "hook" && l["hook"] == "leader-settings-changed" && l["at_ms"] == 1000));
+    assert_eq!(app.settings()["extra"], "1");
+}
