@@ -14,6 +14,7 @@ use crate::events::{Event, EventSink, LogLevel, WorkloadStatus};
 use crate::hooks::{HookKind, HookOutcome};
 use crate::leadership::{LeadershipStore, WriteError};
 use crate::names::UnitName;
+use crate::runtime::GuestEnvironment;
 use crate::services::{ServiceConfig, ServiceStatus, ServiceSupervisor};
 use crate::tracker::LeadershipTracker;
 
@@ -144,6 +145,9 @@ pub struct Unit {
     tracker: Arc<LeadershipTracker>,
     services: Arc<ServiceSupervisor>,
     reporter: Arc<UnitReporter>,
+    /// Clocks and randomness for its sandboxes when a test decides them (`None`: the
+    /// machine's).
+    guest_environment: Option<GuestEnvironment>,
 }
 
 impl std::fmt::Debug for Unit {
@@ -164,7 +168,19 @@ impl Unit {
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(&data_dir)?;
         let reporter = Arc::new(UnitReporter::new(name.clone(), events));
         let services = Arc::new(ServiceSupervisor::new(name.clone(), reporter.events().clone(), Vec::new(), Duration::ZERO));
-        Ok(Self { name, data_dir, tracker: Arc::new(tracker), services, reporter })
+        Ok(Self { name, data_dir, tracker: Arc::new(tracker), services, reporter, guest_environment: None })
+    }
+
+    /// Gives the unit's sandboxes `environment`'s clocks and seeded randomness instead of the
+    /// machine's (for tests in virtual time).
+    pub fn with_guest_environment(mut self, environment: GuestEnvironment) -> Self {
+        self.guest_environment = Some(environment);
+        self
+    }
+
+    /// The clocks and randomness its sandboxes get, when not the machine's.
+    pub(crate) fn guest_environment(&self) -> Option<&GuestEnvironment> {
+        self.guest_environment.as_ref()
     }
 
     /// Gives the unit the services the operator configured; a stop waits `grace` before

@@ -117,3 +117,72 @@ fn the_timeline_is_json_lines_with_virtual_time() {
     assert!(lines.iter().any(|l| l["type"] == "hook" && l["hook"] == "leader-settings-changed" && l["at_ms"] == 1000));
     assert_eq!(app.settings()["extra"], "1");
 }
+
+/// The probe charm, with `script` in every unit's data directory.
+fn probe(units: u32, seed: u64, script: &str) -> TestApp {
+    let charm = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/charms/probe");
+    let app = TestApp::builder(charm).units(units).seed(seed).build().expect("the probe builds and loads");
+    for i in 0..app.len() {
+        std::fs::create_dir_all(app.data_dir(i)).unwrap();
+        std::fs::write(app.data_dir(i).join("script"), script).unwrap();
+    }
+    app
+}
+
+fn results(app: &TestApp, i: usize) -> Vec<String> {
+    std::fs::read_to_string(app.data_dir(i).join("results")).unwrap_or_default().lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn guests_read_virtual_clocks_and_seeded_randomness() {
+    let mut app = probe(1, 7, "time\nrandom");
+    app.settle();
+    app.advance(Duration::from_secs(3600));
+    app.step_down().unwrap(); // the only unit: deposed now, elected again after the hold-off
+    app.settle();
+    let lines = results(&app, 0);
+    let start = charm_host::testing::WALL_CLOCK_START.as_secs();
+    assert_eq!(lines[0], format!("time -> {start}"), "{lines:?}");
+    let later: Vec<_> = lines.iter().filter(|l| l.starts_with("time -> ")).skip(2).collect();
+    assert!(later.iter().all(|l| **l == format!("time -> {}", start + 3600)), "{lines:?}");
+
+    let mut again = probe(1, 7, "time\nrandom");
+    again.settle();
+    assert_eq!(results(&again, 0)[..2], lines[..2], "the same seed, the same bytes");
+    let mut other = probe(1, 8, "time\nrandom");
+    other.settle();
+    assert_ne!(results(&other, 0)[1], lines[1], "another seed, other bytes");
+}
+
+#[test]
+fn a_failing_hook_is_retried_after_1_s_then_2_s_of_virtual_time() {
+    let mut app = probe(1, 0, "fail boom");
+    app.settle();
+    assert_eq!(app.hooks(0), [Install]);
+    app.advance(Duration::from_millis(999));
+    assert_eq!(app.hooks(0).len(), 1);
+    app.advance(Duration::from_millis(1));
+    assert_eq!(app.hooks(0).len(), 2, "retried after 1 s");
+    app.advance(Duration::from_millis(1999));
+    assert_eq!(app.hooks(0).len(), 2);
+    app.advance(Duration::from_millis(1));
+    assert_eq!(app.hooks(0).len(), 3, "then after 2 s");
+    let at: Vec<u128> = app
+        .timeline()
+        .iter()
+        .filter(|e| matches!(e.event, charm_host::Event::Hook { .. }))
+        .map(|e| e.at.as_millis())
+        .collect();
+    assert_eq!(at, [0, 1000, 3000]);
+}
+
+#[test]
+#[should_panic(expected = "invariant violated")]
+fn a_user_invariant_fails_the_step_that_breaks_it() {
+    let mut app = shared_settings();
+    app.invariant("nobody leads", |app| match app.leader() {
+        Some(i) => Err(format!("unit {i} leads")),
+        None => Ok(()),
+    });
+    app.settle();
+}

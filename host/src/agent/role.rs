@@ -269,6 +269,20 @@ impl ClaimLoop {
                 Wake::Time | Wake::Leases => false,
             };
         }
+        // A free lease reserved for another unit refuses this unit's claims until that unit
+        // claims it (a change of the lease) or the reservation ends (unannounced): wait for
+        // either, instead of claiming again at once, in a loop.
+        if self.reserved_for().await.is_some_and(|other| other != *self.tracker.unit()) {
+            self.leases.borrow_and_update();
+            return match self.wait(Some(self.clock.now() + retry_interval), true).await {
+                Wake::Request(None) => true,
+                Wake::Request(Some(request)) => {
+                    self.handle(request).await;
+                    false
+                }
+                Wake::Time | Wake::Leases => false,
+            };
+        }
         let retry = self.clock.sleep_until(self.clock.now() + self.tracker.renew_interval());
         let store = self.tracker.store().clone();
         let released = tokio::select! {

@@ -15,6 +15,7 @@
 
 pub(crate) mod bindings;
 mod cache;
+mod guest_env;
 mod loader;
 mod sandbox;
 
@@ -31,6 +32,7 @@ use crate::hooks::{HookError, HookKind, HookOutcome};
 use crate::unit::Unit;
 
 pub use cache::CompiledCache;
+pub use guest_env::GuestEnvironment;
 pub use loader::{Charm, LoadError};
 pub(crate) use sandbox::HookState;
 
@@ -206,6 +208,11 @@ impl HookRuntime {
         let outcome = self.run_quietly_within(charm, unit, hook, deadline.min(self.config.hook_deadline)).await;
         unit.reporter().record_hook(&outcome);
         outcome
+    }
+
+    /// How many hooks run now (each holds one of the runtime's instance slots).
+    pub fn hooks_running(&self) -> usize {
+        (self.config.max_concurrent_hooks as usize).saturating_sub(self.slots.available_permits())
     }
 
     /// Runs a hook like [`Self::run_hook`] without recording it anywhere.

@@ -44,6 +44,10 @@ impl HookState {
         let stderr_tail = Arc::new(Mutex::new(String::new()));
         let reporter = unit.reporter();
         let mut builder = WasiCtx::builder();
+        // First: the preopened directory takes the blocking mode set before it.
+        if let Some(environment) = unit.guest_environment() {
+            environment.apply(&mut builder);
+        }
         builder
             .stdout(UnitLog { reporter: reporter.clone(), level: LogLevel::Info, tail: None })
             .stderr(UnitLog { reporter: reporter.clone(), level: LogLevel::Warning, tail: Some(stderr_tail.clone()) })

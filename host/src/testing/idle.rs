@@ -5,16 +5,21 @@
 //! worker's park and unpark callbacks report.
 //!
 //! Invariant: [`IdleRuntime::wait_idle`] returns only when the worker has parked (found no
-//! task to run) with nothing in the runtime's injection queue, and no unpark happened while
-//! it looked. Work only arrives from the test's own calls (which go through this runtime,
-//! so they are queued before the wait begins) or from a timer of the virtual clock, which
-//! moves only when the test moves it; so once idle, it stays idle until the test acts.
-//! (Real-time tokio timers are outside that promise: the host's hook deadline and stop
-//! grace are measured in real time.)
+//! task to run) with nothing in the runtime's injection queue, no unpark happened while it
+//! looked, and the caller's `busy` check says nothing is in flight off the worker (a hook
+//! whose file I/O runs on tokio's blocking pool leaves the worker parked meanwhile: the
+//! caller counts running hooks). Work only arrives from the test's own calls (queued before
+//! the wait begins), from work in flight, or from a timer of the virtual clock, which moves
+//! only when the test moves it; so once idle, it stays idle until the test acts. (A
+//! real-time tokio timer, like the host's hook deadline and stop grace, is work in flight
+//! only while a hook runs.)
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+
+/// How long a wait for work in flight goes before it looks again.
+const BUSY_RECHECK: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Whether the worker is parked, and how often it woke.
 #[derive(Debug, Default)]
@@ -66,8 +71,8 @@ impl IdleRuntime {
         self.runtime.handle()
     }
 
-    /// Blocks until the worker is idle (see the module docs).
-    pub(crate) fn wait_idle(&self) {
+    /// Blocks until the worker is idle and `busy` is false (see the module docs).
+    pub(crate) fn wait_idle(&self, busy: impl Fn() -> bool) {
         loop {
             let parked = self.parking.parked.lock().unwrap_or_else(|p| p.into_inner());
             let parked = match self.parking.changed.wait_while(parked, |parked| !*parked) {
@@ -75,6 +80,14 @@ impl IdleRuntime {
                 Err(poisoned) => poisoned.into_inner(),
             };
             let unparks = self.parking.unparks.load(Ordering::SeqCst);
+            if busy() {
+                // In flight off the worker: its end wakes the worker. The timeout only
+                // bounds a wake missed between the check and the wait.
+                let _ = self.parking.changed.wait_timeout_while(parked, BUSY_RECHECK, |_| {
+                    self.parking.unparks.load(Ordering::SeqCst) == unparks
+                });
+                continue;
+            }
             drop(parked);
             if self.runtime.handle().metrics().global_queue_depth() > 0 {
                 // Queued from outside the worker: it wakes for it.
@@ -86,6 +99,7 @@ impl IdleRuntime {
             if still_parked
                 && self.parking.unparks.load(Ordering::SeqCst) == unparks
                 && self.runtime.handle().metrics().global_queue_depth() == 0
+                && !busy()
             {
                 return;
             }

@@ -53,7 +53,7 @@ use crate::events::{Event, EventSink, LogLevel, WorkloadStatus};
 use crate::hooks::{HookError, HookKind};
 use crate::leadership::{Clock, LeadershipStore, ManualClock, MemoryStore, Timestamp};
 use crate::names::{AppName, NameError, UnitName};
-use crate::runtime::{Charm, HookRuntime, RuntimeConfig};
+use crate::runtime::{Charm, GuestEnvironment, HookRuntime, RuntimeConfig};
 use crate::settings::Settings;
 use crate::tracker::LeadershipTracker;
 use crate::unit::{Unit, UnitStatus};
@@ -127,9 +127,21 @@ pub struct TestAppBuilder {
     window: Duration,
     backoff: Backoff,
     hook_deadline: Duration,
+    seed: u64,
 }
 
+/// The wall time every test application's guests read when it is built:
+/// 2026-01-01T00:00:00Z.
+pub const WALL_CLOCK_START: Duration = Duration::from_secs(1_767_225_600);
+
 impl TestAppBuilder {
+    /// The seed of every unit's guest randomness (default 0): the same seed gives every
+    /// hook the same random bytes.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
     /// The application's name (default `app`).
     pub fn app_name(mut self, name: &str) -> Self {
         self.app = name.to_owned();
@@ -187,7 +199,9 @@ impl TestAppBuilder {
             .map(|n| {
                 let name = UnitName::from_parts(app.clone(), n);
                 let view = Arc::new(UnitStore::new(store.clone(), ledger.clone()));
-                TestUnit { name, view, agent: None, last: None, crashed: false, stopped: false }
+                let seed = self.seed ^ u64::from(n).wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let guest = GuestEnvironment::new(clock.clone(), WALL_CLOCK_START, seed);
+                TestUnit { name, view, guest, agent: None, last: None, crashed: false, stopped: false }
             })
             .collect();
         Ok(TestApp {
@@ -221,6 +235,8 @@ struct RunningAgent {
 struct TestUnit {
     name: UnitName,
     view: Arc<UnitStore>,
+    /// Its guests' clocks and randomness, kept across restarts.
+    guest: GuestEnvironment,
     agent: Option<RunningAgent>,
     /// The unit of its latest agent, kept after a crash: a frozen agent's tracker still
     /// believes what it believed.
@@ -269,6 +285,7 @@ impl TestApp {
             window: crate::timing::DEFAULT_GUARANTEE_WINDOW,
             backoff: Backoff::default(),
             hook_deadline: crate::timing::DEFAULT_HOOK_DEADLINE,
+            seed: 0,
         }
     }
 
@@ -278,7 +295,8 @@ impl TestApp {
     /// at the first step), then checks the invariants.
     pub fn settle(&mut self) {
         self.ensure_started();
-        self.runtime.wait_idle();
+        let hooks = self.hooks.clone();
+        self.runtime.wait_idle(|| hooks.hooks_running() > 0);
         self.check_invariants();
     }
 
@@ -562,7 +580,8 @@ impl TestApp {
         let test_unit = self.unit(i)?;
         let tracker = LeadershipTracker::new(test_unit.name.clone(), test_unit.view.clone(), self.window);
         let events: Arc<dyn EventSink> = self.timeline.clone();
-        let unit = Arc::new(Unit::new(test_unit.name.clone(), base.join("data"), tracker, events).map_err(|e| setup(&e))?);
+        let unit = Unit::new(test_unit.name.clone(), base.join("data"), tracker, events).map_err(|e| setup(&e))?;
+        let unit = Arc::new(unit.with_guest_environment(test_unit.guest.clone()));
         let config = AgentConfig::default().with_backoff(self.backoff).with_state_file(base.join("agent.json"));
         let (commands, receiver) = mpsc::channel(8);
         let run = agent::run_unit(self.hooks.clone(), self.charm.clone(), unit.clone(), config, receiver);

@@ -5,7 +5,8 @@
 //! Commands: `is-leader`, `get KEY`, `get-all`, `set K=V [K=V...]` (an `=` with nothing
 //! after it sets an empty value), `set-none` (an empty group), `pause` (create `/paused`,
 //! wait for `/resume`, remove `/paused` then `/resume`), `spin`, `alloc MIB`, `panic MESSAGE`, `fail MESSAGE`,
-//! `sleep MS`, `read PATH`, `env`, `status STATUS MESSAGE`, `print TEXT`, `eprint TEXT`;
+//! `sleep MS`, `read PATH`, `env`, `time` (wall-clock seconds), `random` (8 random bytes),
+//! `status STATUS MESSAGE`, `print TEXT`, `eprint TEXT`;
 //! `service-start NAME`, `service-stop NAME`; for benchmarks, `call-is-leader N` and
 //! `call-get N KEY` call the host N times.
 
@@ -92,6 +93,11 @@ fn run_command(line: &str) -> Result<String> {
         }
         "read" => format!("{:?}", std::fs::read_to_string(rest).map_err(|e| e.kind())),
         "env" => format!("vars={} args={}", std::env::vars().count(), std::env::args().count()),
+        "time" => match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(since) => format!("{}", since.as_secs()),
+            Err(e) => format!("Err({e})"),
+        },
+        "random" => charm_sdk::random_hex(8)?,
         "status" => {
             let (status, message) = rest.split_once(' ').unwrap_or((rest, ""));
             let status = match status {
