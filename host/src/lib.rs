@@ -65,6 +65,8 @@
 //!   vocabulary and the rules every path checks.
 //! - [`charm_build`]: builds a charm crate for `wasm32-wasip2`; [`state_dir`]: the layout of
 //!   a state directory.
+//! - `testing` (feature `testing`): `TestApp`, a charm's real component on N agents in
+//!   virtual time, for charm authors' tests (see `docs/testing.md`).
 //! - Internal (public with the `internals` feature, for this repository's tests): `agent`
 //!   (role source, hook driver, hook queue, records), `application`, `tracker`, `unit`,
 //!   `tenure_record`, `runtime`, and the lease simulator.

@@ -186,3 +186,34 @@ fn a_user_invariant_fails_the_step_that_breaks_it() {
     });
     app.settle();
 }
+
+#[test]
+fn random_schedules_keep_the_invariants() {
+    let charm = concat!(env!("CARGO_MANIFEST_DIR"), "/../example-charms/shared-settings");
+    let steps = TestApp::builder(charm).units(3).explore(6, 40, |_| Ok(()));
+    assert_eq!(steps, 6 * 40);
+}
+
+#[test]
+fn a_failing_exploration_names_its_seed_and_the_replay_command() {
+    let charm = concat!(env!("CARGO_MANIFEST_DIR"), "/../example-charms/shared-settings");
+    let builder = TestApp::builder(charm).units(3);
+    let failure = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        builder.explore(50, 40, |app| if app.term().unwrap_or(0) >= 3 { Err("a third term".into()) } else { Ok(()) })
+    }))
+    .expect_err("some schedule reaches a third term");
+    let message = failure.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(message.contains("exploration failed with seed"), "{message}");
+    assert!(message.contains("a third term"), "{message}");
+    assert!(message.contains("replay: CHARM_TEST_SEED="), "{message}");
+    assert!(message.contains("--exact a_failing_exploration_names_its_seed_and_the_replay_command"), "{message}");
+    // The seed printed replays the same failure.
+    let seed: u64 = message.split("seed ").nth(1).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).unwrap();
+    let steps = charm_host::testing::explore::schedule(seed, 3, 40);
+    let mut app = builder.clone().build().unwrap();
+    let failed_at = steps.iter().position(|step| {
+        let _ = app.apply(*step);
+        app.term().unwrap_or(0) >= 3
+    });
+    assert!(failed_at.is_some(), "seed {seed} replays to a third term");
+}

@@ -49,3 +49,36 @@ fn after_every_handover_exactly_one_crontab_runs_the_job() {
         assert_eq!(lines, expected, "leader {leader}");
     }
 }
+
+/// The real component on the host's agents, in virtual time.
+mod on_the_host {
+    use std::time::Duration;
+
+    use charm_host::testing::TestApp;
+
+    fn is_leader_line(app: &TestApp, i: usize) -> String {
+        let path = app.data_dir(i).join("etc/cron.d/web-maintenance");
+        let crontab = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        crontab.lines().find(|l| l.starts_with("IS_LEADER=")).unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn a_crashed_leaders_crontab_is_corrected_when_it_restarts() {
+        let mut app = TestApp::builder(env!("CARGO_MANIFEST_DIR")).app_name("web").units(3).build().unwrap();
+        app.settle();
+        let first = app.leader().unwrap();
+        assert_eq!(is_leader_line(&app, first), "IS_LEADER=1");
+
+        app.crash(first).unwrap();
+        app.advance(Duration::from_secs(120));
+        let second = app.leader().unwrap();
+        assert_eq!(is_leader_line(&app, second), "IS_LEADER=1");
+        // A dead agent runs no hook: its file still says 1 (see docs/cron-gate.md).
+        assert_eq!(is_leader_line(&app, first), "IS_LEADER=1");
+
+        app.restart(first).unwrap();
+        assert_eq!(is_leader_line(&app, first), "IS_LEADER=0", "rewritten by the restarted minion");
+        let leaders = (0..3).filter(|&i| is_leader_line(&app, i) == "IS_LEADER=1").count();
+        assert_eq!(leaders, 1);
+    }
+}

@@ -92,3 +92,53 @@ fn a_hundred_hooks_of_handovers_keep_one_cluster() {
     assert!(hooks >= 100, "{hooks} hooks");
     assert_eq!(app.history().iter().filter(|(_, run)| !run.writes.is_empty()).count(), 1, "written once");
 }
+
+/// The real component on the host's agents, in virtual time.
+mod on_the_host {
+    use std::time::Duration;
+
+    use charm_host::HookKind;
+    use charm_host::events::WorkloadStatus;
+    use charm_host::testing::TestApp;
+
+    use super::{CLUSTER_ID, SECRET};
+
+    fn app() -> TestApp {
+        TestApp::builder(env!("CARGO_MANIFEST_DIR")).app_name("db").units(3).build().expect("the charm builds")
+    }
+
+    #[test]
+    fn the_leader_crashes_and_the_successor_keeps_the_settings() {
+        let mut app = app();
+        app.settle();
+        let first = app.leader().expect("a leader");
+        let settings = app.settings();
+        assert!(settings[CLUSTER_ID].starts_with("cluster-") && settings[SECRET].len() == 32);
+
+        app.crash(first).unwrap();
+        app.advance(Duration::from_secs(120));
+        let second = app.leader().expect("a successor once the lease expired");
+        assert_ne!(second, first);
+        assert_eq!(app.hooks(second).last(), Some(&HookKind::LeaderElected));
+        assert_eq!(app.settings(), settings);
+        assert_eq!(app.acknowledged_writes().len(), 1, "written once, by the first leader");
+        let member = format!("member of {}", settings[CLUSTER_ID]);
+        for i in (0..3).filter(|&i| i != first) {
+            assert_eq!(app.statuses(i).last(), Some(&(WorkloadStatus::Active, member.clone())), "unit {i}");
+        }
+    }
+
+    #[test]
+    fn random_schedules_keep_one_cluster() {
+        let builder = TestApp::builder(env!("CARGO_MANIFEST_DIR")).app_name("db").units(3);
+        builder.explore(8, 30, |app| {
+            let Some(cluster) = app.settings().get(CLUSTER_ID).cloned() else { return Ok(()) };
+            let writes = app.acknowledged_writes();
+            let first = writes.first().and_then(|w| w.group.iter().find(|(k, _)| k == CLUSTER_ID)).map(|(_, v)| v);
+            match first {
+                Some(first) if *first == cluster => Ok(()),
+                other => Err(format!("the cluster is {cluster}, first written as {other:?} ({} writes)", writes.len())),
+            }
+        });
+    }
+}

@@ -56,3 +56,24 @@ fn the_service_follows_the_leader_and_never_runs_twice() {
     assert_eq!(app.hooks(leader).last(), Some(&Hook::Stop));
     assert!(!running(app.unit(leader)));
 }
+
+/// The real component on the host's agents, in virtual time.
+mod on_the_host {
+    use charm_host::events::WorkloadStatus;
+    use charm_host::testing::TestApp;
+
+    #[test]
+    fn without_the_operators_service_the_leader_is_blocked_and_nothing_retries() {
+        let mut app = TestApp::builder(env!("CARGO_MANIFEST_DIR")).app_name("solo").units(2).build().unwrap();
+        app.settle();
+        let first = app.leader().unwrap();
+        assert_eq!(app.statuses(first).last().map(|(s, _)| *s), Some(WorkloadStatus::Blocked));
+        app.step_down().unwrap();
+        let second = app.leader().unwrap();
+        assert_ne!(second, first);
+        assert_eq!(app.statuses(second).last().map(|(s, _)| *s), Some(WorkloadStatus::Blocked));
+        for i in 0..2 {
+            assert!(app.hook_results(i).iter().all(|(_, result)| result.is_ok()), "{:?}", app.hook_results(i));
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! The invariants a [`TestApp`](super::TestApp) checks after every step.
+//! The invariants a [`TestApp`] checks after every step.
 //!
 //! - **One leader**: at most one unit's tracker vouches for leadership (`is-leader` true),
 //!   counting units whose agent crashed (a frozen agent still believes what it believed).

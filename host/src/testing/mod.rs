@@ -36,8 +36,16 @@
 //!
 //! Invariants checked after every step (see [`invariants`]): at most one unit can vouch
 //! for leadership, terms never go back, every acknowledged write was made under the term
-//! that held the lease, and the settings are exactly what the acknowledged writes made.
+//! that held the lease, and the settings are exactly what the acknowledged writes made;
+//! plus the test's own ([`TestApp::invariant`]). [`TestAppBuilder::explore`] runs seeded
+//! random schedules of steps and reports a failing seed with the command that replays it.
+//!
+//! Guests read the virtual clock (WASI wall and monotonic clocks; the wall clock starts at
+//! [`WALL_CLOCK_START`]) and seeded randomness. What is still real time: the hook deadline
+//! and the stop grace (a hook that loops forever is stopped after the real deadline), and a
+//! guest's own sleeps.
 
+pub mod explore;
 mod idle;
 pub mod invariants;
 mod store;
@@ -58,6 +66,7 @@ use crate::settings::Settings;
 use crate::tracker::LeadershipTracker;
 use crate::unit::{Unit, UnitStatus};
 use idle::IdleRuntime;
+pub use explore::Step;
 pub use store::AcknowledgedWrite;
 use store::{Ledger, UnitStore};
 
