@@ -62,7 +62,15 @@ impl WorkloadStatus {
 
 /// Something that happened to a unit.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Event {
+    /// A hook started (in its fresh sandbox); [`Event::Hook`] follows when it ends.
+    HookStarted {
+        /// The unit.
+        unit: UnitName,
+        /// The hook.
+        hook: HookKind,
+    },
     /// A hook finished.
     Hook {
         /// The unit.
@@ -104,11 +112,24 @@ pub enum Event {
 }
 
 impl Event {
+    /// The unit the event is about.
+    pub fn unit(&self) -> &UnitName {
+        match self {
+            Event::HookStarted { unit, .. }
+            | Event::Hook { unit, .. }
+            | Event::Leadership { unit, .. }
+            | Event::Log { unit, .. }
+            | Event::Status { unit, .. } => unit,
+        }
+    }
+
     /// The event as one JSON object, as `charm-host run --json` prints it (one per line):
-    /// `type` is `hook`, `leadership`, `log` or `workload-status`, and `unit` names the unit.
+    /// `type` is `hook-started`, `hook`, `leadership`, `log` or `workload-status`, and `unit`
+    /// names the unit.
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::json;
         match self {
+            Event::HookStarted { unit, hook } => json!({"type": "hook-started", "unit": unit.as_str(), "hook": hook.name()}),
             Event::Hook { unit, hook, result, elapsed } => {
                 let ms = (elapsed.as_secs_f64() * 1e5).round() / 1e2;
                 match result {
@@ -143,6 +164,7 @@ pub struct TracingSink;
 impl EventSink for TracingSink {
     fn emit(&self, event: Event) {
         match event {
+            Event::HookStarted { unit, hook } => tracing::debug!(%unit, %hook, "hook started"),
             Event::Hook { unit, hook, result: Ok(()), elapsed } => {
                 tracing::info!(%unit, %hook, ?elapsed, "hook ok")
             }

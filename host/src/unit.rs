@@ -102,6 +102,11 @@ impl UnitReporter {
         self.emit(Event::Status { unit: self.name.clone(), status, message });
     }
 
+    /// Reports that a hook starts.
+    pub fn hook_started(&self, hook: HookKind) {
+        self.emit(Event::HookStarted { unit: self.name.clone(), hook });
+    }
+
     /// Records a hook's outcome in the status and reports it.
     pub fn record_hook(&self, outcome: &HookOutcome) {
         {

@@ -37,6 +37,7 @@ fn summary(events: &[Event]) -> String {
         Event::Leadership { unit, leader, term } => format!("{unit} leader={leader} term={term:?}"),
         Event::Log { unit, message, .. } => format!("{unit} log {message}"),
         Event::Status { unit, status, .. } => format!("{unit} status {status:?}"),
+        other => format!("{other:?}"),
     };
     events.iter().map(line).collect::<Vec<_>>().join("\n")
 }

@@ -74,15 +74,7 @@ fn a_partitioned_leader_is_deposed_before_its_successor_is_elected() {
     app.advance(Duration::from_secs(90));
     let second = app.leader().expect("a successor");
     assert_ne!(second, first);
-    let timeline = app.timeline();
-    let position = |unit: usize, hook| {
-        let name = format!("db/{unit}");
-        timeline
-            .iter()
-            .position(|e| matches!(&e.event, charm_host::Event::Hook { unit, hook: h, .. } if unit.as_str() == name && *h == hook))
-            .unwrap_or_else(|| panic!("{name} never finished {hook}"))
-    };
-    assert!(position(first, LeaderDeposed) < position(second, LeaderElected));
+    app.assert_finished_before_started(first, LeaderDeposed, second, LeaderElected);
     app.heal(first).unwrap();
     app.advance(Duration::from_secs(5));
     assert_eq!(app.leader(), Some(second));
@@ -99,6 +91,7 @@ fn directed_handover_and_step_down() {
     assert_eq!(app.leader(), Some(target));
     assert!(term > 1);
     assert_eq!(app.hooks(first)[2], LeaderDeposed);
+    app.assert_finished_before_started(first, LeaderDeposed, target, LeaderElected);
     app.step_down().unwrap();
     let next = app.leader().expect("another unit leads at once");
     assert_ne!(next, target);
@@ -216,4 +209,15 @@ fn a_failing_exploration_names_its_seed_and_the_replay_command() {
         app.term().unwrap_or(0) >= 3
     });
     assert!(failed_at.is_some(), "seed {seed} replays to a third term");
+}
+
+#[test]
+#[should_panic(expected = "to finish before")]
+fn the_order_assertion_fails_on_the_wrong_order() {
+    let mut app = shared_settings();
+    app.settle();
+    let first = app.leader().unwrap();
+    let target = (first + 1) % 3;
+    app.elect(target).unwrap();
+    app.assert_finished_before_started(target, LeaderElected, first, LeaderDeposed);
 }

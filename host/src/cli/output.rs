@@ -39,6 +39,8 @@ impl EventSink for HumanLog {
     fn emit(&self, event: Event) {
         let t = self.start.elapsed().as_secs_f64();
         let line = match event {
+            // The live log shows hooks as they end, with how long they took.
+            Event::HookStarted { .. } => return,
             Event::Hook { unit, hook, result, elapsed } => match result {
                 Ok(()) => format!("{t:8.3}s {unit:<12} hook {hook} ok ({:.2} ms)", elapsed.as_secs_f64() * 1e3),
                 Err(err) => format!(

@@ -205,6 +205,7 @@ impl HookRuntime {
     /// Runs a hook like [`Self::run_hook`], stopping it after `deadline` if that comes before
     /// the configured hook deadline (a stopping unit's hooks get only its stop grace).
     pub async fn run_hook_within(&self, charm: &Charm, unit: &Unit, hook: HookKind, deadline: Duration) -> HookOutcome {
+        unit.reporter().hook_started(hook);
         let outcome = self.run_quietly_within(charm, unit, hook, deadline.min(self.config.hook_deadline)).await;
         unit.reporter().record_hook(&outcome);
         outcome

@@ -497,6 +497,37 @@ impl TestApp {
             .collect()
     }
 
+    /// Asserts that unit `a`'s latest `first` hook had finished before unit `b`'s latest
+    /// `then` hook started: e.g. `(0, LeaderDeposed)` before `(2, LeaderElected)`, the old
+    /// leader's deposed hook over before the new leader's elected hook began.
+    ///
+    /// # Panics
+    /// If either never ran or they ran in another order, with the timeline.
+    #[track_caller]
+    pub fn assert_finished_before_started(&self, a: usize, first: HookKind, b: usize, then: HookKind) {
+        let timeline = self.timeline();
+        let (name_a, name_b) = (self.unit_name(a), self.unit_name(b));
+        let last = |unit: &UnitName, hook: HookKind, started: bool| {
+            timeline.iter().rposition(|e| match &e.event {
+                Event::HookStarted { unit: u, hook: h } => started && u == unit && *h == hook,
+                Event::Hook { unit: u, hook: h, .. } => !started && u == unit && *h == hook,
+                _ => false,
+            })
+        };
+        let finished = last(&name_a, first, false);
+        let started_again = last(&name_a, first, true);
+        let began = last(&name_b, then, true);
+        let in_order = match (finished, started_again, began) {
+            (Some(finished), Some(started_again), Some(began)) => started_again < finished && finished < began,
+            _ => false,
+        };
+        assert!(
+            in_order,
+            "expected {name_a}'s {first} to finish before {name_b}'s {then} started; timeline:\n{}",
+            self.timeline_json()
+        );
+    }
+
     /// The statuses unit `i`'s hooks set, in order.
     pub fn statuses(&self, i: usize) -> Vec<(WorkloadStatus, String)> {
         self.unit_events(i, |event| match event {
@@ -537,6 +568,13 @@ impl TestApp {
 
     // ----- internals -----
 
+    fn unit_name(&self, i: usize) -> UnitName {
+        match self.units.get(i) {
+            Some(unit) => unit.name.clone(),
+            None => panic!("TestApp: no unit {i}: the application has {}", self.units.len()),
+        }
+    }
+
     fn unit(&self, i: usize) -> Result<&TestUnit, TestAppError> {
         let count = self.units.len();
         self.units.get(i).ok_or_else(|| TestAppError::Step(format!("no unit {i}: the application has {count}")))
@@ -554,7 +592,7 @@ impl TestApp {
 
     fn unit_events<T>(&self, i: usize, pick: impl Fn(Event) -> Option<T>) -> Vec<T> {
         let Some(name) = self.units.get(i).map(|u| u.name.clone()) else { return Vec::new() };
-        self.timeline().into_iter().filter(|e| event_unit(&e.event) == &name).filter_map(|e| pick(e.event)).collect()
+        self.timeline().into_iter().filter(|e| e.event.unit() == &name).filter_map(|e| pick(e.event)).collect()
     }
 
     fn command(&mut self, i: usize, command: AgentCommand) -> Result<(), TestAppError> {
@@ -628,11 +666,5 @@ impl Drop for TestApp {
                 agent.task.abort();
             }
         }
-    }
-}
-
-fn event_unit(event: &Event) -> &UnitName {
-    match event {
-        Event::Hook { unit, .. } | Event::Leadership { unit, .. } | Event::Log { unit, .. } | Event::Status { unit, .. } => unit,
     }
 }
