@@ -260,28 +260,14 @@ impl ClaimLoop {
         // release would end at once when nobody holds the lease.
         if self.failures > 0 {
             let delay = timing::backoff(retry_interval, self.tracker.renew_interval(), self.failures);
-            return match self.wait(Some(self.clock.now() + delay), false).await {
-                Wake::Request(None) => true,
-                Wake::Request(Some(request)) => {
-                    self.handle(request).await;
-                    false
-                }
-                Wake::Time | Wake::Leases => false,
-            };
+            return self.pause(self.clock.now() + delay, false).await;
         }
         // A free lease reserved for another unit refuses this unit's claims until that unit
         // claims it (a change of the lease) or the reservation ends (unannounced): wait for
         // either, instead of claiming again at once, in a loop.
         if self.reserved_for().await.is_some_and(|other| other != *self.tracker.unit()) {
             self.leases.borrow_and_update();
-            return match self.wait(Some(self.clock.now() + retry_interval), true).await {
-                Wake::Request(None) => true,
-                Wake::Request(Some(request)) => {
-                    self.handle(request).await;
-                    false
-                }
-                Wake::Time | Wake::Leases => false,
-            };
+            return self.pause(self.clock.now() + retry_interval, true).await;
         }
         let retry = self.clock.sleep_until(self.clock.now() + self.tracker.renew_interval());
         let store = self.tracker.store().clone();
@@ -299,12 +285,7 @@ impl ClaimLoop {
             && err != LeaseError::Cancelled
         {
             self.reporter.log(LogLevel::Warning, format!("cannot watch the lease: {err}"));
-            if let Wake::Request(request) = self.wait(Some(self.clock.now() + retry_interval), false).await {
-                match request {
-                    None => return true,
-                    Some(request) => self.handle(request).await,
-                }
-            }
+            return self.pause(self.clock.now() + retry_interval, false).await;
         }
         false
     }
@@ -325,6 +306,19 @@ impl ClaimLoop {
                 self.leases_open = changed.is_ok();
                 Wake::Leases
             }
+        }
+    }
+
+    /// Waits as [`Self::wait`] does (until `until`, or a change of any lease with
+    /// `leases`), handling a request that ends the wait. True if the driver is gone.
+    async fn pause(&mut self, until: Timestamp, leases: bool) -> bool {
+        match self.wait(Some(until), leases).await {
+            Wake::Request(None) => true,
+            Wake::Request(Some(request)) => {
+                self.handle(request).await;
+                false
+            }
+            Wake::Time | Wake::Leases => false,
         }
     }
 
