@@ -56,7 +56,7 @@ fn scripted(unit: &str, script: &str) -> Unit {
 #[test]
 fn outside_a_hook_calls_fail_with_the_reason() {
     let err = charm_sdk::is_leader().unwrap_err();
-    assert!(matches!(&err, Error::Unknown(why) if why.contains("outside a hook")), "{err}");
+    assert!(matches!(&err, Error::Failed(why) if why.contains("outside a hook")), "{err}");
     assert!(charm_sdk::leader_set([("k", "v")]).is_err());
     let panic = std::panic::catch_unwind(charm_sdk::unit_name).unwrap_err();
     let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();

@@ -145,6 +145,17 @@ fn guests_read_virtual_clocks_and_seeded_randomness() {
     let mut other = probe(1, 8, "time\nrandom");
     other.settle();
     assert_ne!(results(&other, 0)[1], lines[1], "another seed, other bytes");
+
+    // Every hook of every unit draws its own bytes.
+    let mut two = probe(2, 7, "random");
+    two.settle();
+    two.step_down().unwrap();
+    let mut draws: Vec<String> = (0..2).flat_map(|i| results(&two, i)).collect();
+    let count = draws.len();
+    assert!(count >= 5, "{draws:?}");
+    draws.sort();
+    draws.dedup();
+    assert_eq!(draws.len(), count, "no two hooks drew the same bytes");
 }
 
 #[test]

@@ -66,7 +66,7 @@ fn the_leader_crashes_and_the_successor_keeps_the_settings() {
     for i in 0..3 {
         assert_eq!(member_of(app.unit(i).status()), cluster, "unit {i}");
     }
-    // Unit 0's lease lapses without a word from it; unit 2 is elected.
+    // Unit 0's leadership lapses (it runs leader-deposed); unit 2 is elected.
     app.depose();
     app.elect(2);
     let runs = app.settle();

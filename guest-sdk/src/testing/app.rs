@@ -4,8 +4,8 @@
 //! queue was last told, a virtual clock for retry backoff, and the history of hooks run.
 //!
 //! Invariants: nothing runs until [`App::settle`]; a queue hears of leadership and of the
-//! settings version before each round of hooks and after each hook, in the host's order
-//! (settings first, then the unit's role); each round runs at most one hook per unit,
+//! settings version before each round of hooks and after each hook (the settings version,
+//! then the unit's role: the queue's answer does not depend on the order); each round runs at most one hook per unit,
 //! units owing a `leader-deposed` first, so an old leader's deposed hook runs before a
 //! new leader's elected one when both are due; time moves only by [`App::advance`].
 

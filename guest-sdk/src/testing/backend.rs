@@ -50,7 +50,7 @@ fn with<T>(f: impl FnOnce(&mut UnitState) -> T) -> Option<T> {
 }
 
 fn fallible<T>(f: impl FnOnce(&mut UnitState) -> Result<T>) -> Result<T> {
-    with(f).unwrap_or_else(|| Err(Error::Unknown(OUTSIDE_A_HOOK.to_owned())))
+    with(f).unwrap_or_else(|| Err(Error::Failed(OUTSIDE_A_HOOK.to_owned())))
 }
 
 fn infallible<T>(f: impl FnOnce(&mut UnitState) -> T) -> T {

@@ -308,8 +308,8 @@ impl Unit {
         self
     }
 
-    /// The application's settings start as `settings` (validated as a `leader-set` would
-    /// be), at version 1.
+    /// Writes `settings` to the application's settings before any hook runs (validated as
+    /// a `leader-set` would be; a group that changes something counts as one version).
     ///
     /// # Panics
     /// If the group is not valid, with the host's reason.

@@ -262,11 +262,12 @@ impl ClaimLoop {
             let delay = timing::backoff(retry_interval, self.tracker.renew_interval(), self.failures);
             return self.pause(self.clock.now() + delay, false).await;
         }
-        // A free lease reserved for another unit refuses this unit's claims until that unit
-        // claims it (a change of the lease) or the reservation ends (unannounced): wait for
-        // either, instead of claiming again at once, in a loop.
+        // While the lease is reserved for another unit, this unit's claims are refused until
+        // that unit claims it (a change of the lease) or the reservation ends (unannounced):
+        // wait for either, instead of claiming again at once, in a loop. (Marked seen first,
+        // so a change during the look at the reservation still ends the wait.)
+        self.leases.borrow_and_update();
         if self.reserved_for().await.is_some_and(|other| other != *self.tracker.unit()) {
-            self.leases.borrow_and_update();
             return self.pause(self.clock.now() + retry_interval, true).await;
         }
         let retry = self.clock.sleep_until(self.clock.now() + self.tracker.renew_interval());

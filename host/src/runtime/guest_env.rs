@@ -49,7 +49,7 @@ impl GuestEnvironment {
     /// Gives the next hook's sandbox these clocks and its own seeded random streams.
     pub(crate) fn apply(&self, builder: &mut WasiCtxBuilder) {
         let hook = self.hooks.fetch_add(1, Ordering::SeqCst);
-        let stream = self.seed ^ hook.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let stream = mix(mix(self.seed) ^ hook);
         builder
             // File I/O on the calling thread, not tokio's blocking pool: a test's runtime
             // then sees a hook that reads a file as busy, not idle.
@@ -90,4 +90,13 @@ impl HostWallClock for GuestWall {
     fn now(&self) -> Duration {
         self.wall_at_start.saturating_add(self.clock.now().saturating_since(self.start))
     }
+}
+
+/// SplitMix64's finaliser: distinct inputs give unrelated outputs, so (seed, hook) pairs do
+/// not collide the way a plain XOR of them would.
+pub(crate) fn mix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }

@@ -33,6 +33,11 @@ use crate::unit::Unit;
 
 pub use cache::CompiledCache;
 pub use guest_env::GuestEnvironment;
+
+/// The guest seed of unit `unit` of an application seeded with `seed`.
+pub(crate) fn guest_seed(seed: u64, unit: u64) -> u64 {
+    guest_env::mix(guest_env::mix(seed) ^ unit)
+}
 pub use loader::{Charm, LoadError};
 pub(crate) use sandbox::HookState;
 
@@ -205,8 +210,7 @@ impl HookRuntime {
     /// Runs a hook like [`Self::run_hook`], stopping it after `deadline` if that comes before
     /// the configured hook deadline (a stopping unit's hooks get only its stop grace).
     pub async fn run_hook_within(&self, charm: &Charm, unit: &Unit, hook: HookKind, deadline: Duration) -> HookOutcome {
-        unit.reporter().hook_started(hook);
-        let outcome = self.run_quietly_within(charm, unit, hook, deadline.min(self.config.hook_deadline)).await;
+        let outcome = self.run_within(charm, unit, hook, deadline.min(self.config.hook_deadline), true).await;
         unit.reporter().record_hook(&outcome);
         outcome
     }
@@ -218,14 +222,18 @@ impl HookRuntime {
 
     /// Runs a hook like [`Self::run_hook`] without recording it anywhere.
     pub async fn run_hook_quietly(&self, charm: &Charm, unit: &Unit, hook: HookKind) -> HookOutcome {
-        self.run_quietly_within(charm, unit, hook, self.config.hook_deadline).await
+        self.run_within(charm, unit, hook, self.config.hook_deadline, false).await
     }
 
-    async fn run_quietly_within(&self, charm: &Charm, unit: &Unit, hook: HookKind, deadline: Duration) -> HookOutcome {
+    /// Runs `hook` once it has an instance slot, reporting its start (`announce`) then.
+    async fn run_within(&self, charm: &Charm, unit: &Unit, hook: HookKind, deadline: Duration, announce: bool) -> HookOutcome {
         let Ok(_slot) = self.slots.acquire().await else {
             let result = Err(HookError::Setup("the runtime is shutting down".into()));
             return HookOutcome { hook, result, elapsed: Duration::ZERO };
         };
+        if announce {
+            unit.reporter().hook_started(hook);
+        }
         let start = Instant::now();
         let result = self.run_in_sandbox(charm, unit, hook, deadline).await;
         HookOutcome { hook, result, elapsed: start.elapsed() }

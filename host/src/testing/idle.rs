@@ -7,35 +7,46 @@
 //! Invariant: [`IdleRuntime::wait_idle`] returns only when the worker has parked (found no
 //! task to run) with nothing in the runtime's injection queue, no unpark happened while it
 //! looked, and the caller's `busy` check says nothing is in flight off the worker (a hook
-//! whose file I/O runs on tokio's blocking pool leaves the worker parked meanwhile: the
-//! caller counts running hooks). Work only arrives from the test's own calls (queued before
+//! waiting for a guest's real-time sleep, or for a file operation on tokio's blocking pool,
+//! leaves the worker parked meanwhile: the caller counts running hooks). Work only arrives from the test's own calls (queued before
 //! the wait begins), from work in flight, or from a timer of the virtual clock, which moves
 //! only when the test moves it; so once idle, it stays idle until the test acts. (A
 //! real-time tokio timer, like the host's hook deadline and stop grace, is work in flight
 //! only while a hook runs.)
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-/// How long a wait for work in flight goes before it looks again.
-const BUSY_RECHECK: std::time::Duration = std::time::Duration::from_millis(5);
+/// How long a wait goes before it looks again (and at the time it has taken).
+const IDLE_RECHECK: Duration = Duration::from_millis(5);
 
-/// Whether the worker is parked, and how often it woke.
+/// Whether the worker is parked, and how often it woke, under one lock.
 #[derive(Debug, Default)]
 struct Parking {
-    parked: Mutex<bool>,
+    state: Mutex<ParkState>,
     changed: Condvar,
-    unparks: AtomicU64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct ParkState {
+    parked: bool,
+    unparks: u64,
 }
 
 impl Parking {
     fn set(&self, parked: bool) {
+        let mut state = self.lock();
+        state.parked = parked;
         if !parked {
-            self.unparks.fetch_add(1, Ordering::SeqCst);
+            state.unparks = state.unparks.wrapping_add(1);
         }
-        *self.parked.lock().unwrap_or_else(|p| p.into_inner()) = parked;
+        drop(state);
         self.changed.notify_all();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ParkState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -72,36 +83,41 @@ impl IdleRuntime {
     }
 
     /// Blocks until the worker is idle and `busy` is false (see the module docs).
-    pub(crate) fn wait_idle(&self, busy: impl Fn() -> bool) {
+    ///
+    /// # Panics
+    /// If that takes longer than `patience` (real time): something keeps the worker busy
+    /// at one instant of the virtual clock, a loop that would otherwise hang the test.
+    pub(crate) fn wait_idle(&self, busy: impl Fn() -> bool, patience: Duration) -> Result<(), Duration> {
+        let started = Instant::now();
         loop {
-            let parked = self.parking.parked.lock().unwrap_or_else(|p| p.into_inner());
-            let parked = match self.parking.changed.wait_while(parked, |parked| !*parked) {
-                Ok(guard) => guard,
+            let waited = started.elapsed();
+            if waited > patience {
+                return Err(waited);
+            }
+            let state = self.parking.lock();
+            let (state, _) = match self.parking.changed.wait_timeout_while(state, IDLE_RECHECK, |s| !s.parked) {
+                Ok(woken) => woken,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            let unparks = self.parking.unparks.load(Ordering::SeqCst);
+            let seen = *state;
+            if !seen.parked {
+                continue;
+            }
             if busy() {
                 // In flight off the worker: its end wakes the worker. The timeout only
                 // bounds a wake missed between the check and the wait.
-                let _ = self.parking.changed.wait_timeout_while(parked, BUSY_RECHECK, |_| {
-                    self.parking.unparks.load(Ordering::SeqCst) == unparks
-                });
+                let _ = self.parking.changed.wait_timeout_while(state, IDLE_RECHECK, |s| *s == seen);
                 continue;
             }
-            drop(parked);
+            drop(state);
             if self.runtime.handle().metrics().global_queue_depth() > 0 {
                 // Queued from outside the worker: it wakes for it.
                 std::thread::yield_now();
                 continue;
             }
             std::thread::yield_now();
-            let still_parked = *self.parking.parked.lock().unwrap_or_else(|p| p.into_inner());
-            if still_parked
-                && self.parking.unparks.load(Ordering::SeqCst) == unparks
-                && self.runtime.handle().metrics().global_queue_depth() == 0
-                && !busy()
-            {
-                return;
+            if *self.parking.lock() == seen && self.runtime.handle().metrics().global_queue_depth() == 0 && !busy() {
+                return Ok(());
             }
         }
     }

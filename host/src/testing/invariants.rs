@@ -4,7 +4,8 @@
 //!   counting units whose agent crashed (a frozen agent still believes what it believed).
 //! - **Terms only rise**: the lease's term is never lower than one seen before.
 //! - **No stale-term write**: every write the store acknowledged was made by the unit that
-//!   held the lease, under that lease's term, just before it.
+//!   held the lease, under that lease's term, just before it (a second look at the store's
+//!   own fence, from outside it).
 //! - **No acknowledged write lost**: the settings are exactly what applying every
 //!   acknowledged write in order makes, and their versions rise one by one.
 

@@ -139,6 +139,9 @@ pub struct TestAppBuilder {
     seed: u64,
 }
 
+/// How much longer than the hook deadline a settle may take before it is called a hang.
+const SETTLE_SLACK: Duration = Duration::from_secs(30);
+
 /// The wall time every test application's guests read when it is built:
 /// 2026-01-01T00:00:00Z.
 pub const WALL_CLOCK_START: Duration = Duration::from_secs(1_767_225_600);
@@ -208,9 +211,9 @@ impl TestAppBuilder {
             .map(|n| {
                 let name = UnitName::from_parts(app.clone(), n);
                 let view = Arc::new(UnitStore::new(store.clone(), ledger.clone()));
-                let seed = self.seed ^ u64::from(n).wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let seed = crate::runtime::guest_seed(self.seed, u64::from(n));
                 let guest = GuestEnvironment::new(clock.clone(), WALL_CLOCK_START, seed);
-                TestUnit { name, view, guest, agent: None, last: None, crashed: false, stopped: false }
+                TestUnit { name, view, guest, agent: None, last: None }
             })
             .collect();
         Ok(TestApp {
@@ -225,6 +228,7 @@ impl TestAppBuilder {
             app,
             window: self.window,
             backoff: self.backoff,
+            hook_deadline: self.hook_deadline,
             units,
             started: false,
             checks: invariants::Checks::default(),
@@ -250,8 +254,6 @@ struct TestUnit {
     /// The unit of its latest agent, kept after a crash: a frozen agent's tracker still
     /// believes what it believed.
     last: Option<Arc<Unit>>,
-    crashed: bool,
-    stopped: bool,
 }
 
 /// A user invariant: a name and a check that says what is wrong.
@@ -271,6 +273,7 @@ pub struct TestApp {
     app: AppName,
     window: Duration,
     backoff: Backoff,
+    hook_deadline: Duration,
     units: Vec<TestUnit>,
     started: bool,
     checks: invariants::Checks,
@@ -305,7 +308,16 @@ impl TestApp {
     pub fn settle(&mut self) {
         self.ensure_started();
         let hooks = self.hooks.clone();
-        self.runtime.wait_idle(|| hooks.hooks_running() > 0);
+        // A hook may run up to its (real-time) deadline; anything longer is a busy loop.
+        let patience = self.hook_deadline.saturating_add(SETTLE_SLACK);
+        if let Err(waited) = self.runtime.wait_idle(|| hooks.hooks_running() > 0, patience) {
+            panic!(
+                "TestApp: still busy after {waited:?} of real time at {:?} of virtual time (a loop that never \
+                 waits for the clock?); timeline:\n{}",
+                self.elapsed(),
+                self.timeline_json()
+            );
+        }
         self.check_invariants();
     }
 
@@ -323,13 +335,14 @@ impl TestApp {
     }
 
     /// A directed handover to unit `i` (as `charm-host elect`): the lease is reserved for
-    /// it and the leader steps down for it. Returns its term once it leads; an error if it
-    /// does not lead after settling (its agent is down, or a crashed leader's lease must
-    /// expire first: [`Self::advance`]).
+    /// it (for four windows, at most the 300 s a reservation may last) and the leader steps down for it. Returns its term once it
+    /// leads; refused if `i`'s agent is down; an error if it does not lead after settling (a
+    /// crashed leader's lease must expire first: [`Self::advance`]).
     pub fn elect(&mut self, i: usize) -> Result<u64, TestAppError> {
         self.settle();
-        let unit = self.unit(i)?.name.clone();
-        let within = self.window * 4;
+        let unit = self.running(i)?.unit.name().clone();
+        // Long enough for a crashed leader's lease to run out, within the allowed range.
+        let within = (self.window * 4).clamp(crate::timing::RESERVATION.min, crate::timing::RESERVATION.max);
         let store = self.store.clone();
         self.runtime
             .block_on(async { crate::handover::request(store.as_ref(), &unit, within).await })
@@ -354,46 +367,40 @@ impl TestApp {
     /// until its agent has ended.
     pub fn stop(&mut self, i: usize) -> Result<(), TestAppError> {
         self.settle();
-        self.command(i, AgentCommand::Stop)?;
+        self.running(i)?;
+        let Some(agent) = self.unit_mut(i)?.agent.take() else { return Ok(()) };
+        let name = agent.unit.name().clone();
+        let sent = self.runtime.block_on(agent.commands.send(AgentCommand::Stop));
+        let ended = self.runtime.block_on(agent.task);
         self.settle();
-        let unit = self.unit_mut(i)?;
-        unit.stopped = true;
-        if let Some(agent) = unit.agent.take() {
-            let result = self.runtime.block_on(agent.task);
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(TestAppError::Step(format!("{} ended with an error: {e}", self.units[i].name))),
-                Err(e) => return Err(TestAppError::Step(format!("{} did not stop: {e}", self.units[i].name))),
-            }
+        match (sent, ended) {
+            (Ok(()), Ok(Ok(()))) => Ok(()),
+            (Err(_), _) => Err(TestAppError::Step(format!("{name}'s agent had already ended"))),
+            (_, Ok(Err(e))) => Err(TestAppError::Step(format!("{name}'s agent ended with an error: {e}"))),
+            (_, Err(e)) => Err(TestAppError::Step(format!("{name}'s agent did not stop: {e}"))),
         }
-        self.settle();
-        Ok(())
     }
 
     /// Unit `i`'s agent crashes: it stops at once, runs nothing more, and its lease is not
     /// revoked (it expires).
     pub fn crash(&mut self, i: usize) -> Result<(), TestAppError> {
         self.settle();
-        let unit = self.unit_mut(i)?;
-        if let Some(agent) = unit.agent.take() {
+        if let Some(agent) = self.unit_mut(i)?.agent.take() {
             agent.task.abort();
         }
-        unit.crashed = true;
         self.settle();
         Ok(())
     }
 
     /// Starts unit `i`'s agent again after a crash or a stop: a fresh process, with the
-    /// unit's data directory and local state as they were.
+    /// unit's data directory and local state as they were. Refused if the agent's checks at
+    /// start fail (its store cannot be reached: as `charm-host agent`, it does not start).
     pub fn restart(&mut self, i: usize) -> Result<(), TestAppError> {
         self.settle();
         if self.unit(i)?.agent.is_some() {
             return Err(TestAppError::Step(format!("{} is running", self.units[i].name)));
         }
         self.start_agent(i)?;
-        let unit = self.unit_mut(i)?;
-        unit.crashed = false;
-        unit.stopped = false;
         self.settle();
         Ok(())
     }
@@ -497,9 +504,10 @@ impl TestApp {
             .collect()
     }
 
-    /// Asserts that unit `a`'s latest `first` hook had finished before unit `b`'s latest
-    /// `then` hook started: e.g. `(0, LeaderDeposed)` before `(2, LeaderElected)`, the old
-    /// leader's deposed hook over before the new leader's elected hook began.
+    /// Asserts that unit `a`'s latest `first` hook had finished before unit `b`'s first
+    /// `then` hook since it began started: e.g. `(0, LeaderDeposed)` before
+    /// `(2, LeaderElected)`, the old leader's deposed hook over before the new leader's
+    /// elected hook began.
     ///
     /// # Panics
     /// If either never ran or they ran in another order, with the timeline.
@@ -507,20 +515,20 @@ impl TestApp {
     pub fn assert_finished_before_started(&self, a: usize, first: HookKind, b: usize, then: HookKind) {
         let timeline = self.timeline();
         let (name_a, name_b) = (self.unit_name(a), self.unit_name(b));
-        let last = |unit: &UnitName, hook: HookKind, started: bool| {
-            timeline.iter().rposition(|e| match &e.event {
-                Event::HookStarted { unit: u, hook: h } => started && u == unit && *h == hook,
-                Event::Hook { unit: u, hook: h, .. } => !started && u == unit && *h == hook,
-                _ => false,
-            })
-        };
-        let finished = last(&name_a, first, false);
-        let started_again = last(&name_a, first, true);
-        let began = last(&name_b, then, true);
-        let in_order = match (finished, started_again, began) {
-            (Some(finished), Some(started_again), Some(began)) => started_again < finished && finished < began,
+        let is = |e: &TimedEvent, unit: &UnitName, hook: HookKind, started: bool| match &e.event {
+            Event::HookStarted { unit: u, hook: h } => started && u == unit && *h == hook,
+            Event::Hook { unit: u, hook: h, .. } => !started && u == unit && *h == hook,
             _ => false,
         };
+        let last = |unit: &UnitName, hook, started| timeline.iter().rposition(|e| is(e, unit, hook, started));
+        let next = |after: usize, unit: &UnitName, hook, started| {
+            timeline.iter().skip(after + 1).position(|e| is(e, unit, hook, started)).map(|p| p + after + 1)
+        };
+        // a's latest run of `first`, and the first start of b's `then` after it began.
+        let started = last(&name_a, first, true);
+        let finished = started.and_then(|s| next(s, &name_a, first, false));
+        let began = started.and_then(|s| next(s, &name_b, then, true));
+        let in_order = matches!((finished, began), (Some(finished), Some(began)) if finished < began);
         assert!(
             in_order,
             "expected {name_a}'s {first} to finish before {name_b}'s {then} started; timeline:\n{}",
@@ -630,8 +638,14 @@ impl TestApp {
         let unit = Unit::new(test_unit.name.clone(), base.join("data"), tracker, events).map_err(|e| setup(&e))?;
         let unit = Arc::new(unit.with_guest_environment(test_unit.guest.clone()));
         let config = AgentConfig::default().with_backoff(self.backoff).with_state_file(base.join("agent.json"));
+        // The agent's checks at start, first: an agent that cannot start (its store cannot be
+        // reached, say) is a refused step, not an agent that dies.
+        let checked = self
+            .runtime
+            .block_on(agent::preflight(&unit, &config))
+            .map_err(|e| TestAppError::Step(format!("{}'s agent cannot start: {e}", unit.name())))?;
         let (commands, receiver) = mpsc::channel(8);
-        let run = agent::run_unit(self.hooks.clone(), self.charm.clone(), unit.clone(), config, receiver);
+        let run = agent::run_checked_unit(self.hooks.clone(), self.charm.clone(), unit.clone(), config, Some(checked), receiver);
         let task = self.runtime.handle().spawn(run);
         let test_unit = self.unit_mut(i)?;
         test_unit.last = Some(unit.clone());
@@ -643,6 +657,20 @@ impl TestApp {
         let mut checks = std::mem::take(&mut self.checks);
         let mut failures = checks.check(self);
         self.checks = checks;
+        // Agents end only when stopped (or crashed) by the test: one that ended by itself
+        // failed, and its unit would otherwise just go quiet.
+        for unit in &mut self.units {
+            if unit.agent.as_ref().is_some_and(|a| a.task.is_finished())
+                && let Some(agent) = unit.agent.take()
+            {
+                let outcome = match self.runtime.block_on(agent.task) {
+                    Ok(Ok(())) => "ended without being stopped".to_owned(),
+                    Ok(Err(e)) => format!("failed: {e}"),
+                    Err(e) => format!("panicked: {e}"),
+                };
+                failures.push(format!("{}'s agent {outcome}", unit.name));
+            }
+        }
         for (name, check) in &self.user_invariants {
             if let Err(why) = check(self) {
                 failures.push(format!("{name}: {why}"));
