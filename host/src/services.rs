@@ -11,6 +11,9 @@
 //!   an agent that dies takes its services with it. Commands should not detach from their
 //!   process group (a double-forked daemon escapes any supervisor).
 //! - Output goes to the unit's log, line by line.
+//! - A [simulated](ServiceSupervisor::simulated) supervisor (for tests in virtual time)
+//!   keeps every rule above but starts no process: a service gets a made-up pid and exits
+//!   the moment it is signalled, so its timing is exact.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -82,6 +85,8 @@ pub enum ServiceError {
 struct Running {
     pid: u32,
     exited: watch::Receiver<bool>,
+    /// For a simulated process: what makes it exit when it is signalled.
+    simulated: Option<watch::Sender<bool>>,
 }
 
 /// The services of one unit.
@@ -91,6 +96,8 @@ pub struct ServiceSupervisor {
     configs: Vec<ServiceConfig>,
     grace: Duration,
     running: Mutex<HashMap<String, Running>>,
+    /// The next made-up pid, for a simulated supervisor; `None` for real processes.
+    simulated_pids: Option<std::sync::atomic::AtomicU32>,
 }
 
 impl std::fmt::Debug for ServiceSupervisor {
@@ -102,7 +109,25 @@ impl std::fmt::Debug for ServiceSupervisor {
 impl ServiceSupervisor {
     /// A supervisor for `unit`'s `configs`; a stop waits `grace` before SIGKILL.
     pub fn new(unit: UnitName, events: Arc<dyn EventSink>, configs: Vec<ServiceConfig>, grace: Duration) -> Self {
-        Self { unit, events, configs, grace, running: Mutex::new(HashMap::new()) }
+        Self { unit, events, configs, grace, running: Mutex::new(HashMap::new()), simulated_pids: None }
+    }
+
+    /// A supervisor like [`Self::new`] whose services are simulated: no process starts; a
+    /// started service gets a made-up pid and exits as soon as it is signalled.
+    pub fn simulated(unit: UnitName, events: Arc<dyn EventSink>, configs: Vec<ServiceConfig>, grace: Duration) -> Self {
+        Self { simulated_pids: Some(std::sync::atomic::AtomicU32::new(10_000)), ..Self::new(unit, events, configs, grace) }
+    }
+
+    /// Sends `signal` to the service whose process is `running`: a simulated one exits.
+    fn signal(&self, running: &Running, signal: Signal) {
+        match &running.simulated {
+            Some(exit) => {
+                if !exit.send_replace(true) {
+                    self.log(LogLevel::Info, format!("service (pid {}) exited: {signal:?}", running.pid));
+                }
+            }
+            None => signal_group(running.pid, signal),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Running>> {
@@ -137,6 +162,14 @@ impl ServiceSupervisor {
         if running.get(name).is_some_and(|r| !*r.exited.borrow()) {
             return Ok(());
         }
+        if let Some(pids) = &self.simulated_pids {
+            let pid = pids.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (exit, exited) = watch::channel(false);
+            running.insert(name.to_owned(), Running { pid, exited, simulated: Some(exit) });
+            drop(running);
+            self.log(LogLevel::Info, format!("service {name} started (pid {pid}, simulated)"));
+            return Ok(());
+        }
         let parent = rustix::process::getpid();
         let mut command = tokio::process::Command::new("sh");
         command
@@ -161,7 +194,7 @@ impl ServiceSupervisor {
         let mut child = command.spawn().map_err(|e| ServiceError::Failed(format!("cannot start {name}: {e}")))?;
         let pid = child.id().ok_or_else(|| ServiceError::Failed(format!("{name} exited at once")))?;
         let (exited_tx, exited) = watch::channel(false);
-        running.insert(name.to_owned(), Running { pid, exited });
+        running.insert(name.to_owned(), Running { pid, exited, simulated: None });
         drop(running);
         self.log(LogLevel::Info, format!("service {name} started (pid {pid})"));
         if let Some(stdout) = child.stdout.take() {
@@ -187,10 +220,15 @@ impl ServiceSupervisor {
     /// Returns at once. Must be called within a tokio runtime.
     pub fn request_stop(&self, name: &str) -> Result<(), ServiceError> {
         self.config(name)?;
-        let Some((pid, exited)) = self.lock().get(name).map(|r| (r.pid, r.exited.clone())) else {
+        let Some((pid, exited, simulated)) = self.lock().get(name).map(|r| {
+            self.signal(r, Signal::TERM);
+            (r.pid, r.exited.clone(), r.simulated.is_some())
+        }) else {
             return Ok(());
         };
-        signal_group(pid, Signal::TERM);
+        if simulated {
+            return Ok(());
+        }
         let grace = self.grace;
         tokio::spawn(async move { kill_after(pid, exited, grace).await });
         Ok(())
@@ -202,22 +240,28 @@ impl ServiceSupervisor {
     pub async fn stop_and_wait(&self, filter: impl Fn(&ServiceConfig) -> bool, grace: Duration) {
         let mut targets: Vec<(String, u32, watch::Receiver<bool>)> = {
             let running = self.lock();
-            self.configs
+            let targets: Vec<_> = self
+                .configs
                 .iter()
                 .filter(|c| filter(c))
-                .filter_map(|c| running.get(&c.name).map(|r| (c.name.clone(), r.pid, r.exited.clone())))
-                .filter(|(_, _, exited)| !*exited.borrow())
-                .collect()
+                .filter_map(|c| running.get(&c.name).map(|r| (c.name.clone(), r)))
+                .filter(|(_, r)| !*r.exited.borrow())
+                .collect();
+            for (name, r) in &targets {
+                self.log(LogLevel::Info, format!("stopping service {name} (pid {})", r.pid));
+                self.signal(r, Signal::TERM);
+            }
+            targets.into_iter().map(|(name, r)| (name, r.pid, r.exited.clone())).collect()
         };
-        for (name, pid, _) in &targets {
-            self.log(LogLevel::Info, format!("stopping service {name} (pid {pid})"));
-            signal_group(*pid, Signal::TERM);
-        }
         let deadline = crate::timing::deadline_after(grace);
         for (_, _, exited) in &mut targets {
             let _ = tokio::time::timeout_at(deadline, exited.wait_for(|e| *e)).await;
         }
         let stubborn: Vec<_> = targets.into_iter().filter(|(_, _, exited)| !*exited.borrow()).collect();
+        // A simulated service exits when signalled, and its made-up pid is nobody's to kill.
+        if self.simulated_pids.is_some() {
+            return;
+        }
         for (_, pid, _) in &stubborn {
             signal_group(*pid, Signal::KILL);
         }
@@ -240,7 +284,7 @@ impl ServiceSupervisor {
     /// Kills every service at once (SIGKILL), as the death of the agent would.
     pub fn kill_all(&self) {
         for running in self.lock().values() {
-            signal_group(running.pid, Signal::KILL);
+            self.signal(running, Signal::KILL);
         }
     }
 

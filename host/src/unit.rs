@@ -195,6 +195,13 @@ impl Unit {
         self
     }
 
+    /// Gives the unit simulated services (see [`ServiceSupervisor::simulated`]), for tests.
+    pub fn with_simulated_services(mut self, configs: Vec<ServiceConfig>) -> Self {
+        let events = self.reporter.events().clone();
+        self.services = Arc::new(ServiceSupervisor::simulated(self.name.clone(), events, configs, Duration::ZERO));
+        self
+    }
+
     /// The unit's services.
     pub fn services(&self) -> &Arc<ServiceSupervisor> {
         &self.services

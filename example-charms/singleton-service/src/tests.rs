@@ -59,12 +59,61 @@ fn the_service_follows_the_leader_and_never_runs_twice() {
 
 /// The real component on the host's agents, in virtual time.
 mod on_the_host {
+    use std::time::Duration;
+
     use charm_host::events::WorkloadStatus;
     use charm_host::testing::TestApp;
 
+    use super::SERVICE;
+
+    fn app(units: u32) -> charm_host::testing::TestAppBuilder {
+        TestApp::builder(env!("CARGO_MANIFEST_DIR")).app_name("solo").units(units)
+    }
+
+    fn running(app: &TestApp, i: usize) -> bool {
+        app.service(i, SERVICE).is_some_and(|s| s.running)
+    }
+
+    #[test]
+    fn the_service_follows_the_leader_through_handover_crash_and_partition() {
+        let mut app = app(3).service(SERVICE, true).build().unwrap();
+        app.settle();
+        let first = app.leader().unwrap();
+        assert!(running(&app, first));
+        let pid = app.service(first, SERVICE).and_then(|s| s.pid).unwrap();
+        let running_status = (WorkloadStatus::Active, format!("{SERVICE} running (pid {pid})"));
+        assert_eq!(app.statuses(first).last(), Some(&running_status));
+
+        // A directed handover: the old leader's service stops before the new one's starts.
+        let second = (first + 1) % 3;
+        app.elect(second).unwrap();
+        assert!(!running(&app, first) && running(&app, second));
+
+        // A crash: the service dies with its agent; the next leader starts its own after
+        // the lease has expired.
+        app.crash(second).unwrap();
+        app.advance(Duration::from_secs(120));
+        let third = app.leader().unwrap();
+        assert_ne!(third, second);
+        assert!(running(&app, third));
+
+        // A partition: the leader stops its service before its guarantee lapses.
+        app.partition(third).unwrap();
+        app.advance(Duration::from_secs(120));
+        assert!(!running(&app, third));
+        assert!((0..3).filter(|&i| running(&app, i)).count() == 1, "the singleton moved");
+    }
+
+    #[test]
+    fn random_schedules_never_run_the_singleton_twice() {
+        // The invariant "a leader-only service runs on at most one unit" is checked after
+        // every step of every schedule.
+        app(3).service(SERVICE, true).explore(6, 30, |_| Ok(()));
+    }
+
     #[test]
     fn without_the_operators_service_the_leader_is_blocked_and_nothing_retries() {
-        let mut app = TestApp::builder(env!("CARGO_MANIFEST_DIR")).app_name("solo").units(2).build().unwrap();
+        let mut app = app(2).build().unwrap();
         app.settle();
         let first = app.leader().unwrap();
         assert_eq!(app.statuses(first).last().map(|(s, _)| *s), Some(WorkloadStatus::Blocked));

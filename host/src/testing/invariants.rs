@@ -8,6 +8,7 @@
 //!   own fence, from outside it).
 //! - **No acknowledged write lost**: the settings are exactly what applying every
 //!   acknowledged write in order makes, and their versions rise one by one.
+//! - **One singleton**: a leader-only service runs on at most one unit.
 
 use crate::settings::{Settings, SettingsWrite};
 
@@ -30,6 +31,15 @@ impl Checks {
             (0..app.len()).filter(|&i| app.believes_it_leads(i)).map(|i| app.units[i].name.to_string()).collect();
         if vouching.len() > 1 {
             failures.push(format!("one leader: {} all vouch for leadership", vouching.join(", ")));
+        }
+        for service in app.services.iter().filter(|s| s.leader_only) {
+            let running: Vec<String> = (0..app.len())
+                .filter(|&i| app.service(i, &service.name).is_some_and(|s| s.running))
+                .map(|i| app.units[i].name.to_string())
+                .collect();
+            if running.len() > 1 {
+                failures.push(format!("one singleton: leader-only {} runs on {}", service.name, running.join(", ")));
+            }
         }
         if let Some(term) = app.term() {
             if term < self.highest_term {

@@ -36,14 +36,15 @@
 //!
 //! Invariants checked after every step (see [`invariants`]): at most one unit can vouch
 //! for leadership, terms never go back, every acknowledged write was made under the term
-//! that held the lease, and the settings are exactly what the acknowledged writes made;
-//! plus the test's own ([`TestApp::invariant`]). [`TestAppBuilder::explore`] runs seeded
+//! that held the lease, the settings are exactly what the acknowledged writes made, and a
+//! leader-only service runs on at most one unit; plus the test's own ([`TestApp::invariant`]). [`TestAppBuilder::explore`] runs seeded
 //! random schedules of steps and reports a failing seed with the command that replays it.
 //!
 //! Guests read the virtual clock (WASI wall and monotonic clocks; the wall clock starts at
 //! [`WALL_CLOCK_START`]) and seeded randomness. What is still real time: the hook deadline
 //! and the stop grace (a hook that loops forever is stopped after the real deadline), and a
-//! guest's own sleeps.
+//! guest's own sleeps. Services ([`TestAppBuilder::service`]) are simulated, with exact
+//! timing: a started service gets a made-up pid and exits the moment it is signalled.
 
 pub mod explore;
 mod idle;
@@ -62,6 +63,7 @@ use crate::hooks::{HookError, HookKind};
 use crate::leadership::{Clock, LeadershipStore, ManualClock, MemoryStore, Timestamp};
 use crate::names::{AppName, NameError, UnitName};
 use crate::runtime::{Charm, GuestEnvironment, HookRuntime, RuntimeConfig};
+use crate::services::{ServiceConfig, ServiceStatus};
 use crate::settings::Settings;
 use crate::tracker::LeadershipTracker;
 use crate::unit::{Unit, UnitStatus};
@@ -137,6 +139,7 @@ pub struct TestAppBuilder {
     backoff: Backoff,
     hook_deadline: Duration,
     seed: u64,
+    services: Vec<ServiceConfig>,
 }
 
 /// How much longer than the hook deadline a settle may take before it is called a hang.
@@ -147,6 +150,14 @@ const SETTLE_SLACK: Duration = Duration::from_secs(30);
 pub const WALL_CLOCK_START: Duration = Duration::from_secs(1_767_225_600);
 
 impl TestAppBuilder {
+    /// Every unit has a service `name` (as the operator's `--service`, or `--leader-service`
+    /// with `leader_only`), simulated: it gets a made-up pid when the charm starts it and
+    /// exits the moment it is signalled, so its timing is exact.
+    pub fn service(mut self, name: &str, leader_only: bool) -> Self {
+        self.services.push(ServiceConfig { name: name.to_owned(), command: "(simulated)".into(), leader_only });
+        self
+    }
+
     /// The seed of every unit's guest randomness (default 0): the same seed gives every
     /// hook the same random bytes.
     pub fn seed(mut self, seed: u64) -> Self {
@@ -229,6 +240,7 @@ impl TestAppBuilder {
             window: self.window,
             backoff: self.backoff,
             hook_deadline: self.hook_deadline,
+            services: self.services,
             units,
             started: false,
             checks: invariants::Checks::default(),
@@ -274,6 +286,7 @@ pub struct TestApp {
     window: Duration,
     backoff: Backoff,
     hook_deadline: Duration,
+    services: Vec<ServiceConfig>,
     units: Vec<TestUnit>,
     started: bool,
     checks: invariants::Checks,
@@ -298,6 +311,7 @@ impl TestApp {
             backoff: Backoff::default(),
             hook_deadline: crate::timing::DEFAULT_HOOK_DEADLINE,
             seed: 0,
+            services: Vec::new(),
         }
     }
 
@@ -387,6 +401,8 @@ impl TestApp {
         self.settle();
         if let Some(agent) = self.unit_mut(i)?.agent.take() {
             agent.task.abort();
+            // Its services die with it (their parent-death signal).
+            agent.unit.services().kill_all();
         }
         self.settle();
         Ok(())
@@ -563,6 +579,12 @@ impl TestApp {
         self.units.get(i).and_then(|u| u.last.as_ref()).is_some_and(|unit| unit.tracker().is_leader() == Ok(true))
     }
 
+    /// A configured service of unit `i`, as its supervisor sees it now (`None` if no such
+    /// service is configured or the unit never ran).
+    pub fn service(&self, i: usize, name: &str) -> Option<ServiceStatus> {
+        self.units.get(i)?.last.as_ref()?.services().status(name).ok()
+    }
+
     /// Every write the store acknowledged, in order.
     pub fn acknowledged_writes(&self) -> Vec<AcknowledgedWrite> {
         self.ledger.writes()
@@ -636,7 +658,9 @@ impl TestApp {
         let tracker = LeadershipTracker::new(test_unit.name.clone(), test_unit.view.clone(), self.window);
         let events: Arc<dyn EventSink> = self.timeline.clone();
         let unit = Unit::new(test_unit.name.clone(), base.join("data"), tracker, events).map_err(|e| setup(&e))?;
-        let unit = Arc::new(unit.with_guest_environment(test_unit.guest.clone()));
+        let unit = Arc::new(
+            unit.with_guest_environment(test_unit.guest.clone()).with_simulated_services(self.services.clone()),
+        );
         let config = AgentConfig::default().with_backoff(self.backoff).with_state_file(base.join("agent.json"));
         // The agent's checks at start, first: an agent that cannot start (its store cannot be
         // reached, say) is a refused step, not an agent that dies.
