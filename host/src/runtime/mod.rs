@@ -33,13 +33,13 @@ use crate::unit::Unit;
 
 pub use cache::CompiledCache;
 pub use guest_env::GuestEnvironment;
+pub use loader::{Charm, LoadError};
+pub(crate) use sandbox::HookState;
 
 /// The guest seed of unit `unit` of an application seeded with `seed`.
 pub(crate) fn guest_seed(seed: u64, unit: u64) -> u64 {
     guest_env::mix(guest_env::mix(seed) ^ unit)
 }
-pub use loader::{Charm, LoadError};
-pub(crate) use sandbox::HookState;
 
 /// Bytes of each pooled memory and table slot that are reset in place on reuse instead of
 /// being returned to the kernel with madvise. With `PAGEMAP_SCAN` (Linux 6.7+) only the
