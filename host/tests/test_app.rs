@@ -232,3 +232,32 @@ fn the_order_assertion_fails_on_the_wrong_order() {
     app.elect(target).unwrap();
     app.assert_finished_before_started(target, LeaderElected, first, LeaderDeposed);
 }
+
+#[test]
+fn a_hook_that_sleeps_past_its_deadline_overruns_it_in_virtual_time() {
+    let charm = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/charms/probe");
+    let mut app = TestApp::builder(charm).units(1).hook_deadline(Duration::from_secs(60)).build().unwrap();
+    std::fs::create_dir_all(app.data_dir(0)).unwrap();
+    std::fs::write(app.data_dir(0).join("script-install"), "sleep 90000\ntime").unwrap();
+    app.settle();
+    assert!(app.hooks(0).is_empty(), "install sleeps in virtual time: {:?}", app.hooks(0));
+    app.advance(Duration::from_secs(59));
+    assert!(app.hooks(0).is_empty());
+    app.advance(Duration::from_secs(1));
+    let results = app.hook_results(0);
+    assert!(matches!(results.as_slice(), [(Install, Err(charm_host::hooks::HookError::Deadline(_)))]), "{results:?}");
+    // Retried after 1 s; a sleep shorter than the deadline ends when the clock passes it.
+    std::fs::write(app.data_dir(0).join("script-install"), "sleep 30000\ntime").unwrap();
+    app.advance(Duration::from_secs(1));
+    assert_eq!(app.hook_results(0).len(), 1, "the retry sleeps");
+    app.advance(Duration::from_secs(30));
+    assert!(matches!(app.hook_results(0).get(1), Some((Install, Ok(())))), "{:?}", app.hook_results(0));
+    let at: Vec<u128> = app.timeline().iter().filter(|e| matches!(e.event, charm_host::Event::Hook { .. })).map(|e| e.at.as_millis()).collect();
+    assert_eq!(at[..2], [60_000, 91_000], "the deadline at 60 s; the retry from 61 s slept 30 s");
+    let line = results_line(&app, "time -> ");
+    assert_eq!(line, format!("time -> {}", charm_host::testing::WALL_CLOCK_START.as_secs() + 91));
+}
+
+fn results_line(app: &TestApp, prefix: &str) -> String {
+    results(app, 0).into_iter().find(|l| l.starts_with(prefix)).unwrap_or_default()
+}

@@ -5,12 +5,12 @@
 //! blocking pool), so a test that waits for its runtime to be idle sees them.
 //!
 //! Invariants: the guest's monotonic clock reads the host clock's instants, so it never
-//! goes back; its wall clock is a fixed instant plus the time the host clock has moved
+//! goes back, and its sleeps end when the host clock reaches them (see `guest_clock`); its wall clock is a fixed instant plus the time the host clock has moved
 //! since the environment was made; every hook of the unit draws from its own seeded stream
 //! (seed, hook number), so a replay with the same seed gives every hook the same bytes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::SeedableRng;
@@ -30,6 +30,8 @@ pub struct GuestEnvironment {
     wall_at_start: Duration,
     seed: u64,
     hooks: Arc<AtomicU64>,
+    /// Guest waits on the clock in progress (see [`Self::waiting_on_clock`]).
+    waits: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for GuestEnvironment {
@@ -43,7 +45,22 @@ impl GuestEnvironment {
     /// Unix epoch) now, and randomness seeded with `seed`.
     pub fn new(clock: Arc<dyn Clock>, wall_at_start: Duration, seed: u64) -> Self {
         let start = clock.now();
-        Self { clock, start, wall_at_start, seed, hooks: Arc::default() }
+        Self { clock, start, wall_at_start, seed, hooks: Arc::default(), waits: Arc::default() }
+    }
+
+    /// The clock its guests read and sleep on.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// How many of its guests' waits on the clock (a sleep, a timeout) are in progress:
+    /// a hook that only waits for the clock to move waits for the test, not for work.
+    pub fn waiting_on_clock(&self) -> usize {
+        self.waits.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn waits(&self) -> &Arc<AtomicUsize> {
+        &self.waits
     }
 
     /// Gives the next hook's sandbox these clocks and its own seeded random streams.

@@ -15,6 +15,7 @@
 
 pub(crate) mod bindings;
 mod cache;
+mod guest_clock;
 mod guest_env;
 mod loader;
 mod sandbox;
@@ -176,6 +177,8 @@ impl HookRuntime {
 
         let mut linker: Linker<HookState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        // Its monotonic clock, in virtual time for units whose test decides it.
+        guest_clock::add_to_linker(&mut linker).map_err(|e| RuntimeError::Engine(e.to_string()))?;
         // Each capability gets its own view of the unit, not the whole hook state.
         let engine_error = |e: wasmtime::Error| RuntimeError::Engine(e.to_string());
         bindings::context::add_to_linker::<_, HasSelf<ContextView>>(&mut linker, |state| &mut state.context)
@@ -262,14 +265,28 @@ impl HookRuntime {
             };
             result.map_err(Failure::Wasm)
         };
-        let result = tokio::time::timeout(deadline, call).await;
+        // The deadline in real time, and on the guest's clock when a test decides it (a hook
+        // that sleeps past it in virtual time overruns it there).
+        let virtual_deadline = async {
+            match unit.guest_environment() {
+                Some(environment) => {
+                    let clock = environment.clock();
+                    clock.sleep_until(clock.now() + deadline).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let result = tokio::select! {
+            result = tokio::time::timeout(deadline, call) => result.ok(),
+            () = virtual_deadline => None,
+        };
         let state = store.data();
         match result {
-            Err(_elapsed) => Err(HookError::Deadline(deadline)),
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(message))) => Err(HookError::Charm(message)),
-            Ok(Err(Failure::Setup(message))) => Err(HookError::Setup(message)),
-            Ok(Err(Failure::Wasm(err))) => Err(state.explain_failure(&err)),
+            None => Err(HookError::Deadline(deadline)),
+            Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(message))) => Err(HookError::Charm(message)),
+            Some(Err(Failure::Setup(message))) => Err(HookError::Setup(message)),
+            Some(Err(Failure::Wasm(err))) => Err(state.explain_failure(&err)),
         }
     }
 }

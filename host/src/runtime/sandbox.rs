@@ -20,6 +20,7 @@ use crate::events::LogLevel;
 use crate::hooks::{HookError, HookKind};
 use crate::capabilities::{ContextView, LeadershipView, ServicesView};
 use crate::unit::{Unit, UnitReporter};
+use super::GuestEnvironment;
 
 /// Where the unit's data directory appears inside the sandbox.
 pub const GUEST_DATA_DIR: &str = "/";
@@ -36,6 +37,8 @@ pub(crate) struct HookState {
     table: ResourceTable,
     limiter: MemoryLimiter,
     stderr_tail: Arc<Mutex<String>>,
+    /// The unit's guest clocks and randomness, when a test decides them.
+    guest: Option<GuestEnvironment>,
 }
 
 impl HookState {
@@ -64,7 +67,18 @@ impl HookState {
             table: ResourceTable::new(),
             limiter: MemoryLimiter { cap: memory_cap, refused: None },
             stderr_tail,
+            guest: unit.guest_environment().cloned(),
         })
+    }
+
+    /// The unit's guest environment, when a test decides its clocks.
+    pub(crate) fn guest_environment(&self) -> Option<&GuestEnvironment> {
+        self.guest.as_ref()
+    }
+
+    /// The WASI context and the resource table, both at once.
+    pub(crate) fn wasi_and_table(&mut self) -> (&mut WasiCtx, &mut ResourceTable) {
+        (&mut self.wasi, &mut self.table)
     }
 
     pub(crate) fn limiter(&mut self) -> &mut dyn ResourceLimiter {

@@ -41,9 +41,10 @@
 //! random schedules of steps and reports a failing seed with the command that replays it.
 //!
 //! Guests read the virtual clock (WASI wall and monotonic clocks; the wall clock starts at
-//! [`WALL_CLOCK_START`]) and seeded randomness. What is still real time: the hook deadline
-//! and the stop grace (a hook that loops forever is stopped after the real deadline), and a
-//! guest's own sleeps. Services ([`TestAppBuilder::service`]) are simulated, with exact
+//! [`WALL_CLOCK_START`]), sleep on it, and draw seeded randomness; the hook deadline is
+//! kept on it too (a hook that sleeps past its deadline fails when the clock passes it). What
+//! is still real time: the stop grace, and the deadline of a hook that computes without
+//! waiting (a loop is stopped after the real deadline). Services ([`TestAppBuilder::service`]) are simulated, with exact
 //! timing: a started service gets a made-up pid and exits the moment it is signalled.
 
 pub mod explore;
@@ -189,7 +190,8 @@ impl TestAppBuilder {
         self
     }
 
-    /// The hook deadline (default 60 s; measured in real time, not virtual).
+    /// The hook deadline (default 60 s), kept on the virtual clock (a hook that sleeps past
+    /// it) and in real time (a hook that computes past it).
     pub fn hook_deadline(mut self, deadline: Duration) -> Self {
         self.hook_deadline = deadline;
         self
@@ -322,9 +324,13 @@ impl TestApp {
     pub fn settle(&mut self) {
         self.ensure_started();
         let hooks = self.hooks.clone();
+        let guests: Vec<GuestEnvironment> = self.units.iter().map(|u| u.guest.clone()).collect();
+        // Busy while a hook runs that is not just waiting for the clock to move (a guest's
+        // sleep or timeout in virtual time).
+        let busy = || hooks.hooks_running() > guests.iter().map(GuestEnvironment::waiting_on_clock).sum::<usize>();
         // A hook may run up to its (real-time) deadline; anything longer is a busy loop.
         let patience = self.hook_deadline.saturating_add(SETTLE_SLACK);
-        if let Err(waited) = self.runtime.wait_idle(|| hooks.hooks_running() > 0, patience) {
+        if let Err(waited) = self.runtime.wait_idle(busy, patience) {
             panic!(
                 "TestApp: still busy after {waited:?} of real time at {:?} of virtual time (a loop that never \
                  waits for the clock?); timeline:\n{}",
