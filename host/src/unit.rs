@@ -14,6 +14,7 @@ use crate::events::{Event, EventSink, LogLevel, WorkloadStatus};
 use crate::hooks::{HookKind, HookOutcome};
 use crate::leadership::{LeadershipStore, WriteError};
 use crate::names::UnitName;
+use crate::capabilities::call_log::HostCallLog;
 use crate::runtime::GuestEnvironment;
 use crate::services::{ServiceConfig, ServiceStatus, ServiceSupervisor};
 use crate::tracker::LeadershipTracker;
@@ -153,6 +154,8 @@ pub struct Unit {
     /// Clocks and randomness for its sandboxes when a test decides them (`None`: the
     /// machine's).
     guest_environment: Option<GuestEnvironment>,
+    /// Where its hooks' host calls are recorded, when a test asks.
+    call_log: Option<Arc<HostCallLog>>,
 }
 
 impl std::fmt::Debug for Unit {
@@ -173,7 +176,7 @@ impl Unit {
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(&data_dir)?;
         let reporter = Arc::new(UnitReporter::new(name.clone(), events));
         let services = Arc::new(ServiceSupervisor::new(name.clone(), reporter.events().clone(), Vec::new(), Duration::ZERO));
-        Ok(Self { name, data_dir, tracker: Arc::new(tracker), services, reporter, guest_environment: None })
+        Ok(Self { name, data_dir, tracker: Arc::new(tracker), services, reporter, guest_environment: None, call_log: None })
     }
 
     /// Gives the unit's sandboxes `environment`'s clocks and seeded randomness instead of the
@@ -181,6 +184,17 @@ impl Unit {
     pub fn with_guest_environment(mut self, environment: GuestEnvironment) -> Self {
         self.guest_environment = Some(environment);
         self
+    }
+
+    /// Records every host call of its hooks, with its answer, in `log` (for tests).
+    pub fn with_call_log(mut self, log: Arc<HostCallLog>) -> Self {
+        self.call_log = Some(log);
+        self
+    }
+
+    /// Where its hooks' host calls are recorded, if anywhere.
+    pub(crate) fn call_log(&self) -> Option<&Arc<HostCallLog>> {
+        self.call_log.as_ref()
     }
 
     /// The clocks and randomness its sandboxes get, when not the machine's.

@@ -261,3 +261,23 @@ fn a_hook_that_sleeps_past_its_deadline_overruns_it_in_virtual_time() {
 fn results_line(app: &TestApp, prefix: &str) -> String {
     results(app, 0).into_iter().find(|l| l.starts_with(prefix)).unwrap_or_default()
 }
+
+#[test]
+fn every_host_call_is_recorded_with_its_answer() {
+    let mut app = shared_settings();
+    app.settle();
+    let leader = app.leader().unwrap();
+    let calls = app.calls(leader);
+    let elected: Vec<(String, String)> =
+        calls.iter().filter(|c| c.hook == LeaderElected).map(|c| (c.call.clone(), c.answer.clone())).collect();
+    assert_eq!(elected[0], ("is-leader".to_owned(), "Ok(true)".to_owned()), "{elected:?}");
+    // The leader already wrote the settings in its install (it led from the start).
+    let writes: Vec<_> = calls.iter().filter(|c| c.call.starts_with("leader-set ")).collect();
+    assert_eq!(writes.len(), 1, "{calls:?}");
+    assert_eq!((writes[0].hook, writes[0].answer.as_str()), (Install, "Ok(())"));
+    assert!(writes[0].call.starts_with("leader-set [(\"cluster-id\""), "{:?}", writes[0]);
+    let minion = (leader + 1) % 3;
+    let minion_calls = app.calls(minion);
+    assert!(minion_calls.iter().any(|c| c.call == "is-leader" && c.answer == "Ok(false)"), "{minion_calls:?}");
+    assert!(minion_calls.iter().any(|c| c.call.starts_with("status-set active")), "{minion_calls:?}");
+}

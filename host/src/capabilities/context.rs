@@ -10,23 +10,32 @@ use crate::hooks::HookKind;
 use crate::runtime::bindings::context::{self, Host};
 use crate::unit::UnitReporter;
 
+use super::CallRecorder;
+
 /// What `juju:charm/context` sees: the hook it runs and where the unit reports.
 pub(crate) struct ContextView {
     pub(crate) reporter: Arc<UnitReporter>,
     pub(crate) hook: HookKind,
+    pub(crate) calls: CallRecorder,
 }
 
 impl Host for ContextView {
     fn unit_name(&mut self) -> String {
-        self.reporter.name().to_string()
+        let name = self.reporter.name().to_string();
+        self.calls.note(|| "unit-name".into(), &name);
+        name
     }
 
     fn application_name(&mut self) -> String {
-        self.reporter.name().app().to_string()
+        let app = self.reporter.name().app().to_string();
+        self.calls.note(|| "application-name".into(), &app);
+        app
     }
 
     fn hook_name(&mut self) -> String {
-        self.hook.name().to_owned()
+        let hook = self.hook.name().to_owned();
+        self.calls.note(|| "hook-name".into(), &hook);
+        hook
     }
 
     fn log(&mut self, level: context::LogLevel, message: String) {
@@ -36,6 +45,7 @@ impl Host for ContextView {
             context::LogLevel::Warning => LogLevel::Warning,
             context::LogLevel::Error => LogLevel::Error,
         };
+        self.calls.note(|| format!("log {} {message:?}", level.name()), &());
         self.reporter.log(level, message);
     }
 
@@ -46,6 +56,7 @@ impl Host for ContextView {
             context::WorkloadStatus::Blocked => WorkloadStatus::Blocked,
             context::WorkloadStatus::Active => WorkloadStatus::Active,
         };
+        self.calls.note(|| format!("status-set {} {message:?}", status.name()), &());
         self.reporter.set_workload_status(status, message);
     }
 }

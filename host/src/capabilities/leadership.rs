@@ -16,11 +16,14 @@ use crate::runtime::bindings::leadership::{Host, LeadershipError};
 use crate::settings::{Settings, SettingsWrite};
 use crate::tracker::{LeadershipTracker, LeadershipUnknown};
 
+use super::CallRecorder;
+
 /// What `juju:charm/leadership` sees: the unit's tracker (it never changes the claim) and
 /// the hook's settings snapshot.
 pub(crate) struct LeadershipView {
     pub(crate) tracker: Arc<LeadershipTracker>,
     pub(crate) snapshot: Option<Arc<Settings>>,
+    pub(crate) calls: CallRecorder,
 }
 
 impl LeadershipView {
@@ -38,19 +41,33 @@ impl LeadershipView {
 
 impl Host for LeadershipView {
     fn is_leader(&mut self) -> Result<bool, LeadershipError> {
-        self.tracker.is_leader().map_err(|LeadershipUnknown::StoreFailed(e)| LeadershipError::Unknown(e))
+        let answer = self.tracker.is_leader().map_err(|LeadershipUnknown::StoreFailed(e)| LeadershipError::Unknown(e));
+        self.calls.note(|| "is-leader".into(), &answer);
+        answer
     }
 
     async fn leader_get(&mut self, key: String) -> Result<Option<String>, LeadershipError> {
-        Ok(self.snapshot().await?.get(&key).cloned())
+        let answer = self.snapshot().await.map(|s| s.get(&key).cloned());
+        self.calls.note(|| format!("leader-get {key:?}"), &answer);
+        answer
     }
 
     async fn leader_get_all(&mut self) -> Result<Vec<(String, String)>, LeadershipError> {
-        Ok(self.snapshot().await?.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        let answer = self.snapshot().await.map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>());
+        self.calls.note(|| "leader-get-all".into(), &answer);
+        answer
     }
 
     async fn leader_set(&mut self, settings: Vec<(String, String)>) -> Result<(), LeadershipError> {
-        self.tracker.leader_set_by(&settings, None).await.map_err(|err| match err {
+        let answer = self.write(&settings).await;
+        self.calls.note(|| format!("leader-set {settings:?}"), &answer);
+        answer
+    }
+}
+
+impl LeadershipView {
+    async fn write(&mut self, settings: &[(String, String)]) -> Result<(), LeadershipError> {
+        self.tracker.leader_set_by(settings, None).await.map_err(|err| match err {
             WriteError::NotLeader { .. } => LeadershipError::NotLeader,
             WriteError::Invalid(reason) => LeadershipError::Invalid(reason.to_string()),
             WriteError::Store(reason) => LeadershipError::Unknown(reason.to_string()),
@@ -60,7 +77,7 @@ impl Host for LeadershipView {
             && !settings.is_empty()
         {
             // The store accepted the group, so it is valid; apply it to the hook's view.
-            let write = SettingsWrite::validate(&settings, &Settings::new())
+            let write = SettingsWrite::validate(settings, &Settings::new())
                 .map_err(|e| LeadershipError::Invalid(e.to_string()))?;
             write.apply_to(Arc::make_mut(snapshot));
         }

@@ -9,11 +9,14 @@
 //!   tracker (read-only) and the hook's settings snapshot.
 //! - [`services`]: the configured services; it sees the unit's supervisor, and the tracker
 //!   to check leadership for leader-only services.
+//! - [`call_log`]: each view records its calls with their answers when a test asks.
 
+pub mod call_log;
 pub(crate) mod context;
 pub(crate) mod leadership;
 pub(crate) mod services;
 
+pub(crate) use call_log::CallRecorder;
 pub(crate) use context::ContextView;
 pub(crate) use leadership::LeadershipView;
 pub(crate) use services::ServicesView;

@@ -10,11 +10,14 @@ use crate::runtime::bindings::services::{Host, ServiceError, ServiceStatus};
 use crate::services::{ServiceError as SupervisorError, ServiceSupervisor};
 use crate::tracker::LeadershipTracker;
 
+use super::CallRecorder;
+
 /// What `juju:charm/services` sees: the unit's supervisor, and its tracker to check
 /// leadership when a leader-only service is started.
 pub(crate) struct ServicesView {
     pub(crate) supervisor: Arc<ServiceSupervisor>,
     pub(crate) tracker: Arc<LeadershipTracker>,
+    pub(crate) calls: CallRecorder,
 }
 
 fn convert(err: SupervisorError) -> ServiceError {
@@ -28,15 +31,25 @@ fn convert(err: SupervisorError) -> ServiceError {
 impl Host for ServicesView {
     fn start(&mut self, name: String) -> Result<(), ServiceError> {
         let tracker = &self.tracker;
-        self.supervisor.start(&name, || tracker.is_leader() == Ok(true)).map_err(convert)
+        let answer = self.supervisor.start(&name, || tracker.is_leader() == Ok(true)).map_err(convert);
+        self.calls.note(|| format!("services.start {name:?}"), &answer);
+        answer
     }
 
     fn stop(&mut self, name: String) -> Result<(), ServiceError> {
-        self.supervisor.request_stop(&name).map_err(convert)
+        let answer = self.supervisor.request_stop(&name).map_err(convert);
+        self.calls.note(|| format!("services.stop {name:?}"), &answer);
+        answer
     }
 
     fn status(&mut self, name: String) -> Result<ServiceStatus, ServiceError> {
-        let status = self.supervisor.status(&name).map_err(convert)?;
-        Ok(ServiceStatus { name: status.name, running: status.running, pid: status.pid, leader_only: status.leader_only })
+        let answer = self.supervisor.status(&name).map_err(convert).map(|status| ServiceStatus {
+            name: status.name,
+            running: status.running,
+            pid: status.pid,
+            leader_only: status.leader_only,
+        });
+        self.calls.note(|| format!("services.status {name:?}"), &answer);
+        answer
     }
 }

@@ -18,7 +18,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use crate::events::LogLevel;
 use crate::hooks::{HookError, HookKind};
-use crate::capabilities::{ContextView, LeadershipView, ServicesView};
+use crate::capabilities::{CallRecorder, ContextView, LeadershipView, ServicesView};
 use crate::unit::{Unit, UnitReporter};
 use super::GuestEnvironment;
 
@@ -51,6 +51,7 @@ impl HookState {
         if let Some(environment) = unit.guest_environment() {
             environment.apply(&mut builder);
         }
+        let calls = CallRecorder { hook, log: unit.call_log().cloned() };
         builder
             .stdout(UnitLog { reporter: reporter.clone(), level: LogLevel::Info, tail: None })
             .stderr(UnitLog { reporter: reporter.clone(), level: LogLevel::Warning, tail: Some(stderr_tail.clone()) })
@@ -60,9 +61,9 @@ impl HookState {
             .preopened_dir(unit.data_dir(), GUEST_DATA_DIR, FsPerms::ReadWrite)
             .map_err(|e| std::io::Error::other(format!("cannot open {}: {e}", unit.data_dir().display())))?;
         Ok(Self {
-            context: ContextView { reporter: reporter.clone(), hook },
-            leadership: LeadershipView { tracker: unit.tracker().clone(), snapshot: None },
-            services: ServicesView { supervisor: unit.services().clone(), tracker: unit.tracker().clone() },
+            context: ContextView { reporter: reporter.clone(), hook, calls: calls.clone() },
+            leadership: LeadershipView { tracker: unit.tracker().clone(), snapshot: None, calls: calls.clone() },
+            services: ServicesView { supervisor: unit.services().clone(), tracker: unit.tracker().clone(), calls },
             wasi: builder.build(),
             table: ResourceTable::new(),
             limiter: MemoryLimiter { cap: memory_cap, refused: None },

@@ -31,8 +31,9 @@
 //! [`crash`](TestApp::crash), [`restart`](TestApp::restart),
 //! [`partition`](TestApp::partition) / [`heal`](TestApp::heal),
 //! [`set_settings`](TestApp::set_settings). Observations: hooks per unit, statuses, logs,
-//! settings, leader and term, and the [`timeline`](TestApp::timeline) of events with their
-//! virtual time (as JSON Lines: [`TestApp::timeline_json`]).
+//! settings, leader and term, every host call with its answer ([`TestApp::calls`]), and the
+//! [`timeline`](TestApp::timeline) of events with their virtual time (as JSON Lines:
+//! [`TestApp::timeline_json`]).
 //!
 //! Invariants checked after every step (see [`invariants`]): at most one unit can vouch
 //! for leadership, terms never go back, every acknowledged write was made under the term
@@ -69,6 +70,7 @@ use crate::settings::Settings;
 use crate::tracker::LeadershipTracker;
 use crate::unit::{Unit, UnitStatus};
 use idle::IdleRuntime;
+pub use crate::capabilities::call_log::{HostCall, HostCallLog};
 pub use explore::Step;
 pub use store::AcknowledgedWrite;
 use store::{Ledger, UnitStore};
@@ -226,7 +228,7 @@ impl TestAppBuilder {
                 let view = Arc::new(UnitStore::new(store.clone(), ledger.clone()));
                 let seed = crate::runtime::guest_seed(self.seed, u64::from(n));
                 let guest = GuestEnvironment::new(clock.clone(), WALL_CLOCK_START, seed);
-                TestUnit { name, view, guest, agent: None, last: None }
+                TestUnit { name, view, guest, calls: Arc::default(), agent: None, last: None }
             })
             .collect();
         Ok(TestApp {
@@ -264,6 +266,8 @@ struct TestUnit {
     view: Arc<UnitStore>,
     /// Its guests' clocks and randomness, kept across restarts.
     guest: GuestEnvironment,
+    /// Every host call its hooks made, across restarts.
+    calls: Arc<HostCallLog>,
     agent: Option<RunningAgent>,
     /// The unit of its latest agent, kept after a crash: a frozen agent's tracker still
     /// believes what it believed.
@@ -585,6 +589,12 @@ impl TestApp {
         self.units.get(i).and_then(|u| u.last.as_ref()).is_some_and(|unit| unit.tracker().is_leader() == Ok(true))
     }
 
+    /// Every host call unit `i`'s hooks made (`is-leader`, `leader-get`, `status-set`, ...),
+    /// in order, each with the hook that made it and its answer.
+    pub fn calls(&self, i: usize) -> Vec<HostCall> {
+        self.units.get(i).map(|u| u.calls.calls()).unwrap_or_default()
+    }
+
     /// A configured service of unit `i`, as its supervisor sees it now (`None` if no such
     /// service is configured or the unit never ran).
     pub fn service(&self, i: usize, name: &str) -> Option<ServiceStatus> {
@@ -665,7 +675,9 @@ impl TestApp {
         let events: Arc<dyn EventSink> = self.timeline.clone();
         let unit = Unit::new(test_unit.name.clone(), base.join("data"), tracker, events).map_err(|e| setup(&e))?;
         let unit = Arc::new(
-            unit.with_guest_environment(test_unit.guest.clone()).with_simulated_services(self.services.clone()),
+            unit.with_guest_environment(test_unit.guest.clone())
+                .with_simulated_services(self.services.clone())
+                .with_call_log(test_unit.calls.clone()),
         );
         let config = AgentConfig::default().with_backoff(self.backoff).with_state_file(base.join("agent.json"));
         // The agent's checks at start, first: an agent that cannot start (its store cannot be
