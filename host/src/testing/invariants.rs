@@ -47,8 +47,9 @@ impl Checks {
             }
             self.highest_term = self.highest_term.max(term);
         }
-        let writes = app.acknowledged_writes();
-        for write in writes.iter().skip(self.writes_seen) {
+        // Only the writes since the last step: each is checked once, as it is applied.
+        let writes = app.ledger.writes_since(self.writes_seen);
+        for write in &writes {
             let fenced = write.lease_before.as_ref().is_some_and(|l| l.holder == write.writer && l.term == write.term);
             if !fenced {
                 failures.push(format!(
@@ -72,7 +73,7 @@ impl Checks {
                 Err(e) => failures.push(format!("the store acknowledged an invalid write ({e}): {:?}", write.group)),
             }
         }
-        self.writes_seen = writes.len();
+        self.writes_seen += writes.len();
         let settings = app.settings();
         if settings != self.expected {
             failures.push(format!(

@@ -520,14 +520,10 @@ impl TestApp {
 
     /// The hooks unit `i` finished, in order, with how each ended.
     pub fn hook_results(&self, i: usize) -> Vec<(HookKind, Result<(), HookError>)> {
-        let Some(name) = self.units.get(i).map(|u| u.name.clone()) else { return Vec::new() };
-        self.timeline()
-            .into_iter()
-            .filter_map(|e| match e.event {
-                Event::Hook { unit, hook, result, .. } if unit == name => Some((hook, result)),
-                _ => None,
-            })
-            .collect()
+        self.unit_events(i, |event| match event {
+            Event::Hook { hook, result, .. } => Some((hook, result)),
+            _ => None,
+        })
     }
 
     /// Asserts that unit `a`'s latest `first` hook had finished before unit `b`'s first

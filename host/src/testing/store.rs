@@ -44,7 +44,12 @@ pub(crate) struct Ledger {
 
 impl Ledger {
     pub(crate) fn writes(&self) -> Vec<AcknowledgedWrite> {
-        self.writes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.writes_since(0)
+    }
+
+    /// The writes after the first `seen`.
+    pub(crate) fn writes_since(&self, seen: usize) -> Vec<AcknowledgedWrite> {
+        self.writes.lock().unwrap_or_else(|p| p.into_inner()).get(seen..).map(<[_]>::to_vec).unwrap_or_default()
     }
 
     fn record(&self, write: AcknowledgedWrite) {
