@@ -421,8 +421,21 @@ fn run_shares_one_application_through_etcd() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let last: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let elected: Vec<&serde_json::Value> = lines.iter().filter(|e| e["type"] == "leadership" && e["leader"] == true).collect();
+    assert_eq!(elected.len(), 1, "one unit led: {elected:?}");
+    let last = lines.last().unwrap();
     assert_eq!(last["type"], "status");
-    assert!(last["leader"].is_string(), "one unit leads: {last}");
+    assert!(last["leader"].is_null(), "the leader gave its lease up at the stop: {last}");
+    assert!(last["units"].as_array().unwrap().iter().all(|u| u["agent"] == "stopped"), "each unit ended stopped: {last}");
     assert!(last["settings"]["cluster-id"].is_string(), "the leader's settings are in etcd: {last}");
+    // The tenure is in etcd's history, ended by the stop.
+    let out = Command::new(BIN).args(["history", "--json", "--store", &etcd.url()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let history: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tenures = history["tenures"].as_array().unwrap();
+    assert_eq!(tenures.len(), 1, "{history}");
+    assert_eq!(tenures[0]["unit"], elected[0]["unit"]);
+    assert_eq!((&tenures[0]["term"], &tenures[0]["how"]), (&elected[0]["term"], &serde_json::json!("stop")), "{history}");
 }

@@ -38,15 +38,32 @@ fn shared_settings_demo_elects_one_leader_and_shares_one_cluster_id() {
     let status = lines.last().expect("a status line");
     assert_eq!(status["type"], "status");
     assert_eq!(status["application"], "shared-settings");
-    let leader = status["leader"].as_str().expect("a leader").to_owned();
+    let elected: Vec<_> = lines.iter().filter(|l| l["type"] == "leadership" && l["leader"] == true).collect();
+    assert_eq!(elected.len(), 1, "one unit becomes leader");
+    let leader = elected[0]["unit"].as_str().unwrap().to_owned();
     let cluster_id = status["settings"]["cluster-id"].as_str().expect("a cluster id").to_owned();
+    // The final status is how the run ended: every unit stopped, the lease given up.
+    assert!(status["leader"].is_null() && status["term"].is_null(), "{status}");
     let units = status["units"].as_array().unwrap();
     assert_eq!(units.len(), 3);
     for unit in units {
         assert_eq!(unit["status"], "active", "{unit}");
         assert_eq!(unit["message"], format!("member of {cluster_id}"), "{unit}");
-        assert_eq!(unit["leader"], unit["unit"] == leader.as_str(), "{unit}");
+        assert_eq!((&unit["agent"], &unit["leader"]), (&Value::from("stopped"), &Value::from(false)), "{unit}");
     }
+    // Every event says when (RFC 3339, UTC) and under which term: the leader's hooks carry
+    // its term from its election until it gives it up at the stop, the minions' none.
+    let term = &elected[0]["term"];
+    assert_eq!(term, 1);
+    for line in &lines[..lines.len() - 1] {
+        let at = line["at"].as_str().unwrap_or_else(|| panic!("no time: {line}"));
+        assert!(at.ends_with('Z') && humantime::parse_rfc3339(at).is_ok(), "{line}");
+        assert!(line.get("term").is_some(), "{line}");
+    }
+    let leader_hooks: Vec<&Value> = lines.iter().filter(|l| l["type"] == "hook" && l["unit"] == leader.as_str()).collect();
+    let elected_hook = leader_hooks.iter().find(|l| l["hook"] == "leader-elected").unwrap();
+    assert_eq!(&elected_hook["term"], term, "{elected_hook}");
+    assert!(lines.iter().filter(|l| l["type"] == "hook" && l["unit"] != leader.as_str()).all(|l| l["term"].is_null()));
 
     let hooks: Vec<(&str, &str, &str)> = lines
         .iter()
@@ -66,10 +83,32 @@ fn shared_settings_demo_elects_one_leader_and_shares_one_cluster_id() {
             assert!(mine.contains(&"leader-settings-changed"), "{unit} runs leader-settings-changed: {mine:?}");
         }
     }
+}
 
-    let leadership: Vec<_> = lines.iter().filter(|l| l["type"] == "leadership" && l["leader"] == true).collect();
-    assert_eq!(leadership.len(), 1, "one unit becomes leader");
-    assert_eq!(leadership[0]["unit"], leader.as_str());
+/// `--kill` crashes an agent: the stream says so (with the term it held), and the final
+/// status shows that unit crashed and its lease still held until it expires.
+#[test]
+fn a_killed_leader_appears_as_a_crash_and_ends_crashed() {
+    let cache = tempfile::tempdir().unwrap();
+    let output = charm_host(
+        &["run", "example-charms/shared-settings", "--units", "2", "--for", "2s", "--json", "--app", "db", "--kill", "db/0@1s"],
+        cache.path(),
+    );
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let lines = json_lines(&output);
+    let crashes: Vec<&Value> = lines.iter().filter(|l| l["type"] == "crashed").collect();
+    assert_eq!(crashes.len(), 1, "{crashes:?}");
+    assert_eq!(crashes[0]["unit"], "db/0");
+    let led = lines.iter().any(|l| l["type"] == "leadership" && l["unit"] == "db/0" && l["leader"] == true);
+    assert_eq!(!crashes[0]["term"].is_null(), led, "the term it held, if it led: {:?}", crashes[0]);
+    assert!(!lines.iter().skip_while(|l| l["type"] != "crashed").any(|l| l["unit"] == "db/0" && l["type"] == "hook"), "no hook after");
+    let status = lines.last().unwrap();
+    let agents: Vec<(&str, &str)> =
+        status["units"].as_array().unwrap().iter().map(|u| (u["unit"].as_str().unwrap(), u["agent"].as_str().unwrap())).collect();
+    assert_eq!(agents, [("db/0", "crashed"), ("db/1", "stopped")]);
+    if led {
+        assert_eq!(status["leader"], "db/0", "a crashed leader's lease is left to expire (30 s): {status}");
+    }
 }
 
 #[test]
@@ -121,9 +160,20 @@ fn state_dir_keeps_settings_and_raises_the_term_across_runs() {
     let second = run();
     assert_eq!(first["settings"], second["settings"], "the same leader settings");
     assert!(first["settings"]["cluster-id"].is_string());
-    let (t1, t2) = (first["term"].as_u64().unwrap(), second["term"].as_u64().unwrap());
-    assert!(t2 > t1, "a higher term on the second run: {t1} then {t2}");
     assert!(state.path().join("state.db").is_file());
+    // The history in the state directory: one tenure per run, each given up at its stop,
+    // the second at a higher term.
+    let history_of = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_charm-host")).arg("history").args(args).output().unwrap();
+    let output = history_of(&["--state", state_arg, "--json"]);
+    assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
+    let history: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let tenures = history["tenures"].as_array().unwrap();
+    let terms: Vec<(u64, &str)> = tenures.iter().map(|t| (t["term"].as_u64().unwrap(), t["how"].as_str().unwrap())).collect();
+    assert_eq!(terms, [(2, "stop"), (1, "stop")], "newest first: {history}");
+    assert!(tenures[0]["gap_before_seconds"].as_f64().is_some_and(|gap| gap >= 0.0), "the gap between the runs: {history}");
+    let output = history_of(&["--state", state_arg, "--app", "shared-settings"]);
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("application shared-settings") && table.contains("GAP BEFORE") && table.contains(" stop "), "{table}");
 }
 
 /// `run --json` through step-downs and directed handovers: every `leader: false` of the old

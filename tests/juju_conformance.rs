@@ -189,7 +189,7 @@ mod lease_manager {
     use std::time::Duration;
 
     use charm_host::leadership::{
-        LeaseError, LeadershipStore, LeadershipToken, ManualClock, MemoryStore, wait_until_released,
+        LeaseError, LeadershipStore, LeadershipToken, ManualClock, MemoryStore, Release, wait_until_released,
     };
     use charm_host::names::{AppName, UnitName};
 
@@ -241,11 +241,11 @@ mod lease_manager {
     #[tokio::test]
     async fn revokes() {
         let (_, store) = store();
-        store.revoke(&unit("redis/0")).await.unwrap();
+        store.revoke(&unit("redis/0"), Release::StepDown).await.unwrap();
         store.claim(&unit("redis/0"), MINUTE).await.unwrap();
-        assert!(matches!(store.revoke(&unit("redis/1")).await, Err(LeaseError::NotHeld { .. })));
+        assert!(matches!(store.revoke(&unit("redis/1"), Release::StepDown).await, Err(LeaseError::NotHeld { .. })));
         assert!(store.lease(&redis()).await.unwrap().is_some(), "a refused revoke changes nothing");
-        store.revoke(&unit("redis/0")).await.unwrap();
+        store.revoke(&unit("redis/0"), Release::StepDown).await.unwrap();
         assert_eq!(store.lease(&redis()).await.unwrap(), None);
     }
 

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use charm_host::{AppName, Event, HookKind, Host, UnitName};
+use charm_host::{AppName, EventKind, HookKind, Host, UnitName};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -23,11 +23,12 @@ async fn main() -> anyhow::Result<()> {
     let mut elected = host.subscribe();
     let printer = tokio::spawn(async move {
         while let Some(event) = events.next().await {
-            match event {
-                Event::Leadership { unit, leader: true, term } => println!("{unit}: leads (term {})", term.unwrap_or_default()),
-                Event::Leadership { unit, leader: false, .. } => println!("{unit}: minion"),
-                Event::Hook { unit, hook, result, .. } => println!("{unit}: {hook} {}", if result.is_ok() { "ok" } else { "failed" }),
-                Event::Log { unit, message, .. } => println!("{unit}: log: {message}"),
+            let (at, unit) = (event.at_rfc3339(), &event.unit);
+            match event.kind {
+                EventKind::Leadership { leader: true } => println!("{at} {unit}: leads (term {})", event.term.unwrap_or_default()),
+                EventKind::Leadership { leader: false } => println!("{at} {unit}: minion"),
+                EventKind::Hook { hook, result, .. } => println!("{at} {unit}: {hook} {}", if result.is_ok() { "ok" } else { "failed" }),
+                EventKind::Log { message, .. } => println!("{at} {unit}: log: {message}"),
                 _ => {}
             }
         }
@@ -41,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
     // Once the leader's leader-elected has run, its settings are there: read them as a
     // script would, through the hook tools.
     while let Some(event) = elected.next().await {
-        if matches!(&event, Event::Hook { unit, hook: HookKind::LeaderElected, .. } if *unit == leader) {
+        if event.unit == leader && matches!(event.kind, EventKind::Hook { hook: HookKind::LeaderElected, .. }) {
             break;
         }
     }

@@ -158,8 +158,7 @@ impl Application {
         self.units
             .iter()
             .map(|unit| {
-                let agent = if running.is_running(unit.name()) { AgentState::Running } else { AgentState::Down };
-                UnitReport::new(unit.name().clone(), Some(unit.status()), agent)
+                UnitReport::new(unit.name().clone(), Some(unit.status()), running.state(unit.name()))
             })
             .collect()
     }
@@ -191,7 +190,7 @@ impl Application {
                 (unit.name().clone(), RunningAgent { unit: unit.clone(), commands, task })
             })
             .collect();
-        RunningApplication { agents }
+        RunningApplication { agents, ended: HashMap::new() }
     }
 }
 
@@ -204,6 +203,8 @@ struct RunningAgent {
 /// The agents of a started application.
 pub struct RunningApplication {
     agents: HashMap<UnitName, RunningAgent>,
+    /// How each agent that is no longer running ended (stopped or killed).
+    ended: HashMap<UnitName, AgentState>,
 }
 
 impl RunningApplication {
@@ -219,11 +220,23 @@ impl RunningApplication {
         self.agents.get(unit).is_some_and(|agent| !agent.task.is_finished())
     }
 
+    /// Whether `unit`'s agent runs, or how it ended: [`AgentState::Stopped`] or
+    /// [`AgentState::Crashed`] when stopped or killed here, [`AgentState::Down`] if it ended
+    /// by itself.
+    pub fn state(&self, unit: &UnitName) -> AgentState {
+        match self.ended.get(unit) {
+            Some(ended) => *ended,
+            None if self.is_running(unit) => AgentState::Running,
+            None => AgentState::Down,
+        }
+    }
+
     /// Stops `unit` gracefully and waits for it.
     pub async fn stop_unit(&mut self, unit: &UnitName) -> Result<(), ApplicationError> {
         let agent = self.agents.remove(unit).ok_or_else(|| ApplicationError::NoSuchUnit(unit.clone()))?;
         let _ = agent.commands.send(AgentCommand::Stop).await;
         finish(unit, agent.task).await;
+        self.ended.insert(unit.clone(), AgentState::Stopped);
         Ok(())
     }
 
@@ -232,14 +245,15 @@ impl RunningApplication {
     pub fn kill(&mut self, unit: &UnitName) -> Result<(), ApplicationError> {
         let agent = self.agents.remove(unit).ok_or_else(|| ApplicationError::NoSuchUnit(unit.clone()))?;
         agent.task.abort();
-        agent.unit.services().kill_all();
+        agent.unit.agent_killed();
+        self.ended.insert(unit.clone(), AgentState::Crashed);
         Ok(())
     }
 
     /// Stops every unit gracefully and waits for all of them: the minions first, in
     /// parallel, then the leader, so that the leader's revoke does not elect a successor
     /// that is about to stop too.
-    pub async fn stop(mut self) {
+    pub async fn stop(&mut self) {
         let leaders: Vec<UnitName> = self
             .agents
             .iter()
@@ -252,12 +266,13 @@ impl RunningApplication {
                 last.push((name, agent));
             }
         }
-        for batch in [self.agents.into_iter().collect::<Vec<_>>(), last] {
+        for batch in [self.agents.drain().collect::<Vec<_>>(), last] {
             for (_, agent) in &batch {
                 let _ = agent.commands.send(AgentCommand::Stop).await;
             }
             for (unit, agent) in batch {
                 finish(&unit, agent.task).await;
+                self.ended.insert(unit, AgentState::Stopped);
             }
         }
     }

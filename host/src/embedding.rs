@@ -583,8 +583,17 @@ impl ApplicationHandle {
     }
 
     /// Stops every unit gracefully (minions first, then the leader) and waits for them.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.running.stop().await;
+    }
+
+    /// [`Self::stop`], then the application as it ended: each unit's agent
+    /// [stopped](crate::report::AgentState::Stopped) or
+    /// [crashed](crate::report::AgentState::Crashed) (killed), and the lease as the store
+    /// has it then (none after a graceful stop; a killed leader's until it expires).
+    pub async fn stop_and_report(mut self) -> Result<ApplicationReport, HostError> {
+        self.running.stop().await;
+        self.report().await
     }
 }
 

@@ -4,7 +4,7 @@
 //! Invariants: events of one unit are emitted in the order they happened; a sink must not
 //! block for long, since it is called from the unit's own task.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::hooks::{HookError, HookKind};
 use crate::names::UnitName;
@@ -60,21 +60,33 @@ impl WorkloadStatus {
     }
 }
 
-/// Something that happened to a unit.
+/// Something that happened to a unit: when, to which unit, under which term, and what.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub enum Event {
-    /// A hook started (in its fresh sandbox); [`Event::Hook`] follows when it ends.
+pub struct Event {
+    /// When it happened: the wall clock (virtual in a `TestApp`), as the unit's store clock
+    /// sees it ([`crate::leadership::Clock::wall_time`]).
+    pub at: SystemTime,
+    /// The unit.
+    pub unit: UnitName,
+    /// The term of the tenure the unit held when it happened; `None` while it does not lead.
+    /// A [`EventKind::Leadership`] loss carries the term given up.
+    pub term: Option<u64>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened to a unit.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A hook started (in its fresh sandbox); [`EventKind::Hook`] follows when it ends.
     HookStarted {
-        /// The unit.
-        unit: UnitName,
         /// The hook.
         hook: HookKind,
     },
     /// A hook finished.
     Hook {
-        /// The unit.
-        unit: UnitName,
         /// The hook.
         hook: HookKind,
         /// Ok, or why it failed.
@@ -82,19 +94,14 @@ pub enum Event {
         /// How long it took.
         elapsed: Duration,
     },
-    /// The unit became leader (`leader: true`, with its term) or stopped being leader.
+    /// The unit became leader (`leader: true`, the event's term is the new tenure's) or
+    /// stopped being leader (the event's term is the one given up).
     Leadership {
-        /// The unit.
-        unit: UnitName,
         /// Whether it now holds leadership.
         leader: bool,
-        /// The term of the new tenure, when `leader` is true.
-        term: Option<u64>,
     },
     /// The charm logged a line, or wrote one to stdout (info) or stderr (warning).
     Log {
-        /// The unit.
-        unit: UnitName,
         /// Its severity.
         level: LogLevel,
         /// The line, without its newline.
@@ -102,52 +109,59 @@ pub enum Event {
     },
     /// The charm set its workload status.
     Status {
-        /// The unit.
-        unit: UnitName,
         /// The new status.
         status: WorkloadStatus,
         /// The new message.
         message: String,
     },
+    /// The unit's agent was killed, as a crash would (`run --kill`,
+    /// `ApplicationHandle::kill_unit`): no hook ran, its lease is left to expire and its
+    /// services died with it.
+    Crashed,
 }
 
 impl Event {
+    /// An event about `unit` at `at`.
+    pub(crate) fn new(at: SystemTime, unit: UnitName, term: Option<u64>, kind: EventKind) -> Self {
+        Self { at, unit, term, kind }
+    }
+
     /// The unit the event is about.
     pub fn unit(&self) -> &UnitName {
-        match self {
-            Event::HookStarted { unit, .. }
-            | Event::Hook { unit, .. }
-            | Event::Leadership { unit, .. }
-            | Event::Log { unit, .. }
-            | Event::Status { unit, .. } => unit,
-        }
+        &self.unit
+    }
+
+    /// [`Self::at`] in RFC 3339, UTC, to the millisecond: `2026-12-02T18:14:40.123Z`.
+    pub fn at_rfc3339(&self) -> String {
+        humantime::format_rfc3339_millis(self.at).to_string()
     }
 
     /// The event as one JSON object, as `charm-host run --json` prints it (one per line):
-    /// `type` is `hook-started`, `hook`, `leadership`, `log` or `workload-status`, and `unit`
-    /// names the unit.
+    /// `type` is `hook-started`, `hook`, `leadership`, `log`, `workload-status` or `crashed`;
+    /// every object has `at` (RFC 3339, UTC), `unit` and `term` (`null` while the unit does
+    /// not lead).
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::json;
-        match self {
-            Event::HookStarted { unit, hook } => json!({"type": "hook-started", "unit": unit.as_str(), "hook": hook.name()}),
-            Event::Hook { unit, hook, result, elapsed } => {
+        let mut value = match &self.kind {
+            EventKind::HookStarted { hook } => json!({"type": "hook-started", "hook": hook.name()}),
+            EventKind::Hook { hook, result, elapsed } => {
                 let ms = (elapsed.as_secs_f64() * 1e5).round() / 1e2;
                 match result {
-                    Ok(()) => json!({"type": "hook", "unit": unit.as_str(), "hook": hook.name(), "outcome": "ok", "ms": ms}),
-                    Err(err) => json!({"type": "hook", "unit": unit.as_str(), "hook": hook.name(), "outcome": "error",
-                        "error": err.to_string(), "ms": ms}),
+                    Ok(()) => json!({"type": "hook", "hook": hook.name(), "outcome": "ok", "ms": ms}),
+                    Err(err) => json!({"type": "hook", "hook": hook.name(), "outcome": "error", "error": err.to_string(), "ms": ms}),
                 }
             }
-            Event::Leadership { unit, leader, term } => {
-                json!({"type": "leadership", "unit": unit.as_str(), "leader": leader, "term": term})
-            }
-            Event::Log { unit, level, message } => {
-                json!({"type": "log", "unit": unit.as_str(), "level": level.name(), "message": message})
-            }
-            Event::Status { unit, status, message } => {
-                json!({"type": "workload-status", "unit": unit.as_str(), "status": status.name(), "message": message})
-            }
+            EventKind::Leadership { leader } => json!({"type": "leadership", "leader": leader}),
+            EventKind::Log { level, message } => json!({"type": "log", "level": level.name(), "message": message}),
+            EventKind::Status { status, message } => json!({"type": "workload-status", "status": status.name(), "message": message}),
+            EventKind::Crashed => json!({"type": "crashed"}),
+        };
+        if let Some(object) = value.as_object_mut() {
+            object.insert("at".into(), json!(self.at_rfc3339()));
+            object.insert("unit".into(), json!(self.unit.as_str()));
+            object.insert("term".into(), json!(self.term));
         }
+        value
     }
 }
 
@@ -163,19 +177,17 @@ pub struct TracingSink;
 
 impl EventSink for TracingSink {
     fn emit(&self, event: Event) {
-        match event {
-            Event::HookStarted { unit, hook } => tracing::debug!(%unit, %hook, "hook started"),
-            Event::Hook { unit, hook, result: Ok(()), elapsed } => {
-                tracing::info!(%unit, %hook, ?elapsed, "hook ok")
+        let Event { unit, term, kind, .. } = event;
+        match kind {
+            EventKind::HookStarted { hook } => tracing::debug!(%unit, %hook, ?term, "hook started"),
+            EventKind::Hook { hook, result: Ok(()), elapsed } => tracing::info!(%unit, %hook, ?term, ?elapsed, "hook ok"),
+            EventKind::Hook { hook, result: Err(err), elapsed } => {
+                tracing::warn!(%unit, %hook, ?term, ?elapsed, error = %err, "hook failed")
             }
-            Event::Hook { unit, hook, result: Err(err), elapsed } => {
-                tracing::warn!(%unit, %hook, ?elapsed, error = %err, "hook failed")
-            }
-            Event::Leadership { unit, leader, term } => tracing::info!(%unit, leader, ?term, "leadership"),
-            Event::Log { unit, level, message } => tracing::info!(%unit, level = level.name(), "{message}"),
-            Event::Status { unit, status, message } => {
-                tracing::info!(%unit, status = status.name(), "{message}")
-            }
+            EventKind::Leadership { leader } => tracing::info!(%unit, leader, ?term, "leadership"),
+            EventKind::Log { level, message } => tracing::info!(%unit, level = level.name(), "{message}"),
+            EventKind::Status { status, message } => tracing::info!(%unit, status = status.name(), "{message}"),
+            EventKind::Crashed => tracing::warn!(%unit, ?term, "agent killed"),
         }
     }
 }

@@ -12,7 +12,7 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use charm_host::{AppName, Event, Host};
+//! use charm_host::{AppName, EventKind, Host};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,8 +22,8 @@
 //!     let app = host.start_application(AppName::new("db")?, &charm, 3).await?;
 //!     println!("{} leads", app.wait_for_leader().await?);
 //!     while let Some(event) = events.next().await {
-//!         if let Event::Hook { unit, hook, .. } = &event {
-//!             println!("{unit}: {hook}");
+//!         if let EventKind::Hook { hook, .. } = &event.kind {
+//!             println!("{} {}: {hook} (term {:?})", event.at_rfc3339(), event.unit, event.term);
 //!         }
 //!         # break;
 //!     }
@@ -115,7 +115,7 @@ internal_mod!(unit);
 pub use agent::{AgentCommand, AgentError};
 pub use application::ApplicationError;
 pub use embedding::{AgentHandle, ApplicationHandle, DEFAULT_EVENT_CAPACITY, EventStream, Host, HostBuilder, HostError};
-pub use events::{Event, EventSink};
+pub use events::{Event, EventKind, EventSink};
 pub use hook_tools::UnitTools;
 pub use hooks::HookKind;
 pub use names::{AppName, UnitName};

@@ -47,14 +47,31 @@ pub struct ApplicationReport {
     pub units: Vec<UnitReport>,
 }
 
-/// Whether a unit's agent runs.
+/// Whether a unit's agent runs, or how it ended where that is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum AgentState {
     /// It answers.
     Running,
     /// It does not answer (stopped or crashed): its recorded status may be stale.
     Down,
+    /// It was stopped gracefully in this process (deposed if it led, `stop`, revoke).
+    Stopped,
+    /// It was killed in this process, as a crash would end it: its lease was left to expire.
+    Crashed,
+}
+
+impl AgentState {
+    /// Lowercase name, e.g. `running`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AgentState::Running => "running",
+            AgentState::Down => "down",
+            AgentState::Stopped => "stopped",
+            AgentState::Crashed => "crashed",
+        }
+    }
 }
 
 /// One unit.
@@ -180,10 +197,7 @@ impl ApplicationReport {
                 out,
                 "  {:<width$} {:<8} {:<7} {:<12} {:<26} {}{notes}",
                 unit.unit.as_str(),
-                match unit.agent {
-                    AgentState::Running => "running",
-                    AgentState::Down => "down",
-                },
+                unit.agent.name(),
                 if unit.leader { "*" } else { "" },
                 unit.status.map_or("-", |s| s.name()),
                 unit.last_hook.map_or("-", |h| h.name()),

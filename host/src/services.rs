@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 
-use crate::events::{Event, EventSink, LogLevel};
+use crate::events::LogLevel;
+use crate::unit::UnitReporter;
 use crate::names::UnitName;
 
 /// One service the operator allows a unit's charm to run.
@@ -92,7 +93,8 @@ struct Running {
 /// The services of one unit.
 pub struct ServiceSupervisor {
     unit: UnitName,
-    events: Arc<dyn EventSink>,
+    /// Where its log lines go, as the unit's.
+    reporter: Arc<UnitReporter>,
     configs: Vec<ServiceConfig>,
     grace: Duration,
     running: Mutex<HashMap<String, Running>>,
@@ -107,15 +109,17 @@ impl std::fmt::Debug for ServiceSupervisor {
 }
 
 impl ServiceSupervisor {
-    /// A supervisor for `unit`'s `configs`; a stop waits `grace` before SIGKILL.
-    pub fn new(unit: UnitName, events: Arc<dyn EventSink>, configs: Vec<ServiceConfig>, grace: Duration) -> Self {
-        Self { unit, events, configs, grace, running: Mutex::new(HashMap::new()), simulated_pids: None }
+    /// A supervisor for the `configs` of the unit `reporter` reports on; a stop waits
+    /// `grace` before SIGKILL.
+    pub fn new(reporter: Arc<UnitReporter>, configs: Vec<ServiceConfig>, grace: Duration) -> Self {
+        let unit = reporter.name().clone();
+        Self { unit, reporter, configs, grace, running: Mutex::new(HashMap::new()), simulated_pids: None }
     }
 
     /// A supervisor like [`Self::new`] whose services are simulated: no process starts; a
     /// started service gets a made-up pid and exits as soon as it is signalled.
-    pub fn simulated(unit: UnitName, events: Arc<dyn EventSink>, configs: Vec<ServiceConfig>, grace: Duration) -> Self {
-        Self { simulated_pids: Some(std::sync::atomic::AtomicU32::new(10_000)), ..Self::new(unit, events, configs, grace) }
+    pub fn simulated(reporter: Arc<UnitReporter>, configs: Vec<ServiceConfig>, grace: Duration) -> Self {
+        Self { simulated_pids: Some(std::sync::atomic::AtomicU32::new(10_000)), ..Self::new(reporter, configs, grace) }
     }
 
     /// Sends `signal` to the service whose process is `running`: a simulated one exits.
@@ -139,7 +143,7 @@ impl ServiceSupervisor {
     }
 
     fn log(&self, level: LogLevel, message: String) {
-        self.events.emit(Event::Log { unit: self.unit.clone(), level, message });
+        self.reporter.log(level, message);
     }
 
     /// The pid of `name` if it runs.
@@ -198,12 +202,12 @@ impl ServiceSupervisor {
         drop(running);
         self.log(LogLevel::Info, format!("service {name} started (pid {pid})"));
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(pump(stdout, self.unit.clone(), self.events.clone(), name.to_owned(), LogLevel::Info));
+            tokio::spawn(pump(stdout, self.reporter.clone(), name.to_owned(), LogLevel::Info));
         }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(pump(stderr, self.unit.clone(), self.events.clone(), name.to_owned(), LogLevel::Warning));
+            tokio::spawn(pump(stderr, self.reporter.clone(), name.to_owned(), LogLevel::Warning));
         }
-        let (unit, events, name) = (self.unit.clone(), self.events.clone(), name.to_owned());
+        let (reporter, name) = (self.reporter.clone(), name.to_owned());
         tokio::spawn(async move {
             let status = child.wait().await;
             exited_tx.send_replace(true);
@@ -211,7 +215,7 @@ impl ServiceSupervisor {
                 Ok(status) => format!("service {name} (pid {pid}) exited: {status}"),
                 Err(err) => format!("service {name} (pid {pid}) could not be waited for: {err}"),
             };
-            events.emit(Event::Log { unit, level: LogLevel::Info, message });
+            reporter.log(LogLevel::Info, message);
         });
         Ok(())
     }
@@ -320,10 +324,10 @@ async fn kill_after(pid: u32, mut exited: watch::Receiver<bool>, grace: Duration
     }
 }
 
-async fn pump(stream: impl AsyncRead + Unpin, unit: UnitName, events: Arc<dyn EventSink>, name: String, level: LogLevel) {
+async fn pump(stream: impl AsyncRead + Unpin, reporter: Arc<UnitReporter>, name: String, level: LogLevel) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        events.emit(Event::Log { unit: unit.clone(), level, message: format!("[{name}] {line}") });
+        reporter.log(level, format!("[{name}] {line}"));
     }
 }
 
@@ -331,9 +335,14 @@ async fn pump(stream: impl AsyncRead + Unpin, unit: UnitName, events: Arc<dyn Ev
 mod tests {
     use super::*;
     use crate::events::RecordingSink;
+    use crate::leadership::MonotonicClock;
+
+    fn reporter() -> Arc<UnitReporter> {
+        Arc::new(UnitReporter::new(UnitName::new("app/0").unwrap(), Arc::new(RecordingSink::new()), Arc::new(MonotonicClock)))
+    }
 
     fn supervisor(configs: Vec<ServiceConfig>) -> ServiceSupervisor {
-        ServiceSupervisor::new(UnitName::new("app/0").unwrap(), Arc::new(RecordingSink::new()), configs, Duration::from_millis(200))
+        ServiceSupervisor::new(reporter(), configs, Duration::from_millis(200))
     }
 
     #[test]
@@ -375,7 +384,7 @@ mod tests {
             })
             .collect();
         let grace = Duration::from_secs(2);
-        let s = ServiceSupervisor::new(UnitName::new("app/0").unwrap(), Arc::new(RecordingSink::new()), configs, grace);
+        let s = ServiceSupervisor::new(reporter(), configs, grace);
         for name in names {
             s.start(name, || true).unwrap();
         }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::leadership::{Claim, LeaseError, LeadershipStore, Timestamp, WriteError};
+use crate::leadership::{Claim, LeaseError, LeadershipStore, Release, Timestamp, WriteError};
 use crate::tenure_record::TenureRecord;
 use crate::names::UnitName;
 
@@ -235,10 +235,11 @@ impl LeadershipTracker {
         Ok(())
     }
 
-    /// Gives up leadership now, if held: the guarantee ends before the lease is revoked.
-    pub async fn release(&self) -> Result<(), LeaseError> {
+    /// Gives up leadership now, if held, `why` (for the history): the guarantee ends before
+    /// the lease is revoked.
+    pub async fn release(&self, why: Release) -> Result<(), LeaseError> {
         self.abandon();
-        match self.store.revoke(&self.unit).await {
+        match self.store.revoke(&self.unit, why).await {
             Err(LeaseError::NotHeld { .. }) => Ok(()),
             other => other,
         }
@@ -263,7 +264,7 @@ mod tests {
         assert_eq!(a.is_leader(), Ok(true));
         assert_eq!(b.is_leader(), Ok(false));
         assert!(a.held_term().is_some());
-        a.release().await.unwrap();
+        a.release(Release::StepDown).await.unwrap();
         assert_eq!(a.is_leader(), Ok(false));
         assert!(matches!(b.refresh().await, Refresh::Leader { new_term: true, term: 2 }));
     }

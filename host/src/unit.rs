@@ -7,12 +7,13 @@
 //! only changed by the charm (`status-set`) or by the host recording a hook's outcome.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::events::{Event, EventSink, LogLevel, WorkloadStatus};
+use crate::events::{Event, EventKind, EventSink, LogLevel, WorkloadStatus};
 use crate::hooks::{HookKind, HookOutcome};
-use crate::leadership::{LeadershipStore, WriteError};
+use crate::leadership::{Clock, LeadershipStore, WriteError};
 use crate::names::UnitName;
 use crate::capabilities::call_log::HostCallLog;
 use crate::runtime::GuestEnvironment;
@@ -59,6 +60,10 @@ pub struct UnitReporter {
     name: UnitName,
     status: Mutex<UnitStatus>,
     events: Arc<dyn EventSink>,
+    /// What stamps its events' time.
+    clock: Arc<dyn Clock>,
+    /// The term the unit leads at, 0 while it does not (no real term is 0).
+    term: AtomicU64,
     idle: tokio::sync::watch::Sender<u64>,
 }
 
@@ -69,9 +74,17 @@ impl std::fmt::Debug for UnitReporter {
 }
 
 impl UnitReporter {
-    /// A reporter for `name` sending its events to `events`.
-    pub fn new(name: UnitName, events: Arc<dyn EventSink>) -> Self {
-        Self { name, status: Mutex::new(UnitStatus::default()), events, idle: tokio::sync::watch::Sender::new(0) }
+    /// A reporter for `name` sending its events to `events`, stamped with the wall time of
+    /// `clock` (the unit's store clock; see [`Clock::wall_time`]).
+    pub fn new(name: UnitName, events: Arc<dyn EventSink>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            name,
+            status: Mutex::new(UnitStatus::default()),
+            events,
+            clock,
+            term: AtomicU64::new(0),
+            idle: tokio::sync::watch::Sender::new(0),
+        }
     }
 
     /// The unit reported on.
@@ -100,12 +113,12 @@ impl UnitReporter {
             current.workload = status;
             current.message.clone_from(&message);
         }
-        self.emit(Event::Status { unit: self.name.clone(), status, message });
+        self.report(EventKind::Status { status, message });
     }
 
     /// Reports that a hook starts.
     pub fn hook_started(&self, hook: HookKind) {
-        self.emit(Event::HookStarted { unit: self.name.clone(), hook });
+        self.report(EventKind::HookStarted { hook });
     }
 
     /// Records a hook's outcome in the status and reports it.
@@ -115,22 +128,35 @@ impl UnitReporter {
             current.last_hook = Some(outcome.hook);
             current.last_error = outcome.result.as_ref().err().map(|e| e.to_string());
         }
-        self.emit(Event::Hook {
-            unit: self.name.clone(),
-            hook: outcome.hook,
-            result: outcome.result.clone(),
-            elapsed: outcome.elapsed,
-        });
+        self.report(EventKind::Hook { hook: outcome.hook, result: outcome.result.clone(), elapsed: outcome.elapsed });
     }
 
     /// Writes one line to the unit's log.
     pub fn log(&self, level: LogLevel, message: String) {
-        self.emit(Event::Log { unit: self.name.clone(), level, message });
+        self.report(EventKind::Log { level, message });
     }
 
-    /// Reports an event about this unit.
-    pub fn emit(&self, event: Event) {
-        self.events.emit(event);
+    /// Reports `kind` as happening to this unit now, under the term it leads at.
+    pub fn report(&self, kind: EventKind) {
+        let term = Some(self.term.load(Ordering::Acquire)).filter(|t| *t != 0);
+        let at = self.clock.wall_time(self.clock.now());
+        self.events.emit(Event::new(at, self.name.clone(), term, kind));
+    }
+
+    /// Reports a change of leadership: gaining `Some(term)` (the event carries the new
+    /// term, as every later one does) or giving it up (`None`: the event carries the term
+    /// given up, and later ones none).
+    pub(crate) fn report_leadership(&self, term: Option<u64>) {
+        match term {
+            Some(term) => {
+                self.term.store(term, Ordering::Release);
+                self.report(EventKind::Leadership { leader: true });
+            }
+            None => {
+                self.report(EventKind::Leadership { leader: false });
+                self.term.store(0, Ordering::Release);
+            }
+        }
     }
 
     /// See [`Unit::settled`].
@@ -174,8 +200,8 @@ impl Unit {
     ) -> std::io::Result<Self> {
         // Private whatever the umask: the charm keeps its secrets here.
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(&data_dir)?;
-        let reporter = Arc::new(UnitReporter::new(name.clone(), events));
-        let services = Arc::new(ServiceSupervisor::new(name.clone(), reporter.events().clone(), Vec::new(), Duration::ZERO));
+        let reporter = Arc::new(UnitReporter::new(name.clone(), events, tracker.store().clock().clone()));
+        let services = Arc::new(ServiceSupervisor::new(reporter.clone(), Vec::new(), Duration::ZERO));
         Ok(Self { name, data_dir, tracker: Arc::new(tracker), services, reporter, guest_environment: None, call_log: None })
     }
 
@@ -205,14 +231,13 @@ impl Unit {
     /// Gives the unit the services the operator configured; a stop waits `grace` before
     /// SIGKILL.
     pub fn with_services(mut self, configs: Vec<ServiceConfig>, grace: Duration) -> Self {
-        self.services = Arc::new(ServiceSupervisor::new(self.name.clone(), self.reporter.events().clone(), configs, grace));
+        self.services = Arc::new(ServiceSupervisor::new(self.reporter.clone(), configs, grace));
         self
     }
 
     /// Gives the unit simulated services (see [`ServiceSupervisor::simulated`]), for tests.
     pub fn with_simulated_services(mut self, configs: Vec<ServiceConfig>) -> Self {
-        let events = self.reporter.events().clone();
-        self.services = Arc::new(ServiceSupervisor::simulated(self.name.clone(), events, configs, Duration::ZERO));
+        self.services = Arc::new(ServiceSupervisor::simulated(self.reporter.clone(), configs, Duration::ZERO));
         self
     }
 
@@ -273,8 +298,16 @@ impl Unit {
         self.reporter.log(level, message);
     }
 
-    /// Reports an event about this unit.
-    pub fn emit(&self, event: Event) {
-        self.reporter.emit(event);
+    /// What follows the kill of the unit's agent (its task aborted, as a crash would end
+    /// it): its services die with it (their parent-death signal), and a
+    /// [`EventKind::Crashed`] event says so, with the term it held.
+    pub(crate) fn agent_killed(&self) {
+        self.services.kill_all();
+        self.reporter.report(EventKind::Crashed);
+    }
+
+    /// Reports `kind` as happening to this unit now.
+    pub fn report(&self, kind: EventKind) {
+        self.reporter.report(kind);
     }
 }

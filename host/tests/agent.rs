@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use charm_host::agent::{self, AgentCommand, AgentConfig, Backoff};
-use charm_host::events::{Event, RecordingSink};
+use charm_host::events::{Event, EventKind, RecordingSink};
 use charm_host::hooks::HookKind;
-use charm_host::leadership::{Clock, LeadershipStore, ManualClock, MemoryStore};
+use charm_host::leadership::{Clock, LeadershipStore, ManualClock, MemoryStore, Release};
 use charm_host::names::UnitName;
 use charm_host::runtime::{Charm, HookRuntime};
 use charm_host::tracker::LeadershipTracker;
@@ -89,8 +89,8 @@ impl Agents {
         self.events
             .events()
             .into_iter()
-            .filter_map(|e| match e {
-                Event::Hook { unit, hook, .. } => Some((unit.to_string(), hook)),
+            .filter_map(|e| match e.kind {
+                EventKind::Hook { hook, .. } => Some((e.unit.to_string(), hook)),
                 _ => None,
             })
             .collect()
@@ -329,9 +329,9 @@ async fn a_leader_whose_renewal_hangs_deposes_itself_at_its_guarantee_deadline()
 fn leadership_stream(events: &[Event]) -> Vec<(String, String)> {
     events
         .iter()
-        .filter_map(|e| match e {
-            Event::Leadership { unit, leader, .. } => Some((unit.to_string(), format!("leader={leader}"))),
-            Event::Hook { unit, hook, .. } => Some((unit.to_string(), hook.to_string())),
+        .filter_map(|e| match &e.kind {
+            EventKind::Leadership { leader } => Some((e.unit.to_string(), format!("leader={leader}"))),
+            EventKind::Hook { hook, .. } => Some((e.unit.to_string(), hook.to_string())),
             _ => None,
         })
         .collect()
@@ -422,8 +422,8 @@ async fn a_stop_interrupts_a_runaway_hook_after_the_stop_grace() {
         .events
         .events()
         .into_iter()
-        .filter_map(|e| match e {
-            Event::Hook { hook, result, .. } => Some((hook, result)),
+        .filter_map(|e| match e.kind {
+            EventKind::Hook { hook, result, .. } => Some((hook, result)),
             _ => None,
         })
         .collect();
@@ -444,7 +444,7 @@ async fn an_agent_refuses_a_store_that_forgot_its_terms() {
     let app0 = UnitName::new("app/0").unwrap();
     for _ in 0..3 {
         agents.store.claim(&app0, Duration::from_secs(20)).await.unwrap();
-        agents.store.revoke(&app0).await.unwrap();
+        agents.store.revoke(&app0, Release::StepDown).await.unwrap();
     }
     let first = agents.start("app/0");
     agents.settle("app/0", 2).await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use charm_host::application::{Application, ApplicationConfig};
-use charm_host::events::{Event, RecordingSink};
+use charm_host::events::{EventKind, RecordingSink};
 use charm_host::hooks::HookKind;
 use charm_host::names::{AppName, UnitName};
 use support::*;
@@ -15,8 +15,8 @@ fn hooks_of(events: &RecordingSink, unit: &str) -> Vec<HookKind> {
     events
         .events()
         .into_iter()
-        .filter_map(|e| match e {
-            Event::Hook { unit: u, hook, .. } if u.as_str() == unit => Some(hook),
+        .filter_map(|e| match e.kind {
+            EventKind::Hook { hook, .. } if e.unit.as_str() == unit => Some(hook),
             _ => None,
         })
         .collect()
@@ -33,7 +33,7 @@ async fn settings_changes_coalesce_into_one_more_minion_hook() {
     let app = Arc::new(Application::new(runtime, charm, store.clone(), events.clone(), &config).await.unwrap());
     let minion = app.units()[1].clone();
     script(&minion, &["pause"]);
-    let running = app.start();
+    let mut running = app.start();
 
     wait_paused(&minion).await; // install
     resume(&minion).await;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use charm_host::application::{Application, ApplicationConfig};
-use charm_host::events::{Event, EventSink};
+use charm_host::events::{Event, EventKind, EventSink};
 use charm_host::hooks::HookKind;
 use charm_host::leadership::{LeadershipStore, MemoryStore};
 use charm_host::names::{AppName, UnitName};
@@ -41,12 +41,13 @@ impl CrontabWatcher {
 
 impl EventSink for CrontabWatcher {
     fn emit(&self, event: Event) {
-        if let Event::Hook { unit, hook, .. } = event {
+        if let EventKind::Hook { hook, .. } = event.kind {
+            let unit = &event.unit;
             let leaders = self.leaders_in_files();
             if leaders.len() > 1 {
                 self.violations.lock().unwrap().push(format!("after {hook} on {unit}: {leaders:?} all say IS_LEADER=1"));
             }
-            self.leaders_seen.lock().unwrap().push((unit, hook, leaders));
+            self.leaders_seen.lock().unwrap().push((unit.clone(), hook, leaders));
         }
     }
 }

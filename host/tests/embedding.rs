@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use charm_host::{AppName, Event, EventStream, Host, HostError, HookKind, UnitName};
+use charm_host::{AppName, Event, EventKind, EventStream, Host, HostError, HookKind, UnitName};
 
 /// The position of the first event matching `wanted`, if any.
 fn position(events: &[Event], wanted: impl Fn(&Event) -> bool) -> Option<usize> {
@@ -32,12 +32,15 @@ async fn wait_for_event(events: &mut EventStream, what: &str, wanted: impl Fn(&E
 
 /// One line per event, for failure messages.
 fn summary(events: &[Event]) -> String {
-    let line = |e: &Event| match e {
-        Event::Hook { unit, hook, result, .. } => format!("{unit} hook {hook} {result:?}"),
-        Event::Leadership { unit, leader, term } => format!("{unit} leader={leader} term={term:?}"),
-        Event::Log { unit, message, .. } => format!("{unit} log {message}"),
-        Event::Status { unit, status, .. } => format!("{unit} status {status:?}"),
-        other => format!("{other:?}"),
+    let line = |e: &Event| {
+        let (unit, term) = (&e.unit, e.term);
+        match &e.kind {
+            EventKind::Hook { hook, result, .. } => format!("{unit} hook {hook} {result:?}"),
+            EventKind::Leadership { leader } => format!("{unit} leader={leader} term={term:?}"),
+            EventKind::Log { message, .. } => format!("{unit} log {message}"),
+            EventKind::Status { status, .. } => format!("{unit} status {status:?}"),
+            other => format!("{unit} {other:?}"),
+        }
     };
     events.iter().map(line).collect::<Vec<_>>().join("\n")
 }
@@ -68,7 +71,7 @@ async fn an_embedded_application_leads_hands_over_and_stops() {
     let leader = app.wait_for_leader().await.expect("a leader");
     // Told it leads (so it owes a leader-deposed when it gives up); its guarantee shows
     // through its hook tools.
-    let elected = |e: &Event| matches!(e, Event::Hook { unit, hook: HookKind::LeaderElected, .. } if *unit == leader);
+    let elected = |e: &Event| e.unit == leader && matches!(e.kind, EventKind::Hook { hook: HookKind::LeaderElected, .. });
     wait_for_event(&mut waits, "the leader's leader-elected", elected).await;
     let tools = app.tools(&leader).expect("a unit of the app");
     assert_eq!(tools.is_leader(), Ok(true));
@@ -97,12 +100,12 @@ async fn an_embedded_application_leads_hands_over_and_stops() {
     }
     assert_eq!(events.missed(), 0);
     // The old leader's leader-deposed finished before the successor led.
-    let deposed = position(&seen, |e| matches!(e, Event::Hook { unit, hook: HookKind::LeaderDeposed, .. } if *unit == leader))
+    let deposed = position(&seen, |e| e.unit == leader && matches!(e.kind, EventKind::Hook { hook: HookKind::LeaderDeposed, .. }))
         .unwrap_or_else(|| panic!("the old leader {leader} was deposed: {}", summary(&seen)));
-    let elected = position(&seen, |e| matches!(e, Event::Leadership { unit, leader: true, .. } if *unit == successor))
+    let elected = position(&seen, |e| e.unit == successor && e.kind == EventKind::Leadership { leader: true })
         .expect("the successor led");
     assert!(deposed < elected, "deposed at {deposed}, successor led at {elected}: {}", summary(&seen));
-    let stops = seen.iter().filter(|e| matches!(e, Event::Hook { hook: HookKind::Stop, .. })).count();
+    let stops = seen.iter().filter(|e| matches!(e.kind, EventKind::Hook { hook: HookKind::Stop, .. })).count();
     assert_eq!(stops, 3, "every unit ran stop");
 }
 
@@ -145,13 +148,13 @@ async fn a_handover_while_the_leader_installs_does_not_wait_for_its_lease_to_exp
     for unit in &units {
         support::wait_paused_in(&state.data_dir(unit)).await;
     }
-    host.store().revoke(&placeholder).await.unwrap();
+    host.store().revoke(&placeholder, charm_host::leadership::Release::StepDown).await.unwrap();
     let leader = app.wait_for_leader().await.expect("a leader");
     let successor = UnitName::from_parts(app.app().clone(), (leader.number() + 1) % 3);
     // The leader gives up for the successor while its install is still paused: no
     // leader-deposed is owed, and the lease must be released rather than left to expire.
     charm_host::handover::request(host.store().as_ref(), &successor, Duration::from_secs(30)).await.unwrap();
-    let gave_up = |e: &Event| matches!(e, Event::Leadership { unit, leader: false, .. } if *unit == leader);
+    let gave_up = |e: &Event| e.unit == leader && e.kind == EventKind::Leadership { leader: false };
     wait_for_event(&mut events, "the leader giving up", gave_up).await;
     for unit in &units {
         // Later hooks run straight through.

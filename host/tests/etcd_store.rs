@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use charm_host::leadership::etcd::{ConnectError, EtcdOptions, EtcdStore, EtcdTls};
-use charm_host::leadership::{LeaseError, LeadershipStore, LeadershipToken, StoreFailure, WriteError, wait_until_released};
+use charm_host::leadership::{LeaseError, LeadershipStore, Release, TenureEnd, LeadershipToken, StoreFailure, WriteError, wait_until_released};
 use charm_host::names::AppName;
 use etcd::EtcdCluster;
 
@@ -52,6 +52,15 @@ async fn the_server_expires_a_lease_and_the_next_holder_gets_a_higher_term() {
     until_free(&store, &app("a")).await;
     assert!(store.clock().now() >= extended.valid_until, "never expired before the holder's guarantee ended");
     assert_eq!(store.claim(&unit("a/1"), SHORT).await.unwrap().term, 2);
+    // The history says the first tenure ran out, before the second began.
+    let history = store.history(Some(&app("a")), 10).await.unwrap();
+    let ends: Vec<_> = history.iter().map(|t| (t.term, t.unit.to_string(), t.how)).collect();
+    assert_eq!(ends, [(2, "a/1".into(), None), (1, "a/0".into(), Some(TenureEnd::Expired))]);
+    assert!(history[1].ended.is_some_and(|ended| ended <= history[0].started), "{history:?}");
+    store.mark_lost_renewals(&unit("a/0"), 1).await.unwrap();
+    assert_eq!(store.history(Some(&app("a")), 1).await.unwrap().len(), 1, "at most the limit");
+    let how = store.history(Some(&app("a")), 10).await.unwrap()[1].how;
+    assert_eq!(how, Some(TenureEnd::LostRenewals), "its holder said its renewals failed");
     // A longer duration moves the tenure to a new etcd lease, same term.
     assert_eq!(store.claim(&unit("a/1"), LONG).await.unwrap().term, 2);
     tokio::time::sleep(2 * SHORT).await;
@@ -98,11 +107,11 @@ async fn a_reservation_directs_the_next_grant_until_it_lapses() {
     store.claim(&unit("a/0"), LONG).await.unwrap();
     store.reserve(&unit("a/2"), LONG).await.unwrap();
     assert_eq!(store.reservation(&app("a")).await.unwrap(), Some(unit("a/2")));
-    store.revoke(&unit("a/0")).await.unwrap();
+    store.revoke(&unit("a/0"), Release::StepDown).await.unwrap();
     assert!(matches!(store.claim(&unit("a/1"), LONG).await, Err(LeaseError::Reserved { .. })));
     assert_eq!(store.claim(&unit("a/2"), LONG).await.unwrap().term, 2);
     assert_eq!(store.reservation(&app("a")).await.unwrap(), None, "granted once, the reservation is spent");
-    store.revoke(&unit("a/2")).await.unwrap();
+    store.revoke(&unit("a/2"), Release::StepDown).await.unwrap();
     store.reserve(&unit("a/2"), SHORT).await.unwrap();
     assert!(matches!(store.claim(&unit("a/1"), LONG).await, Err(LeaseError::Reserved { .. })));
     for _ in 0..2000 {
@@ -160,9 +169,9 @@ async fn terms_and_settings_survive_a_restart_of_etcd() {
         let store = connect(&cluster).await;
         let claim = store.claim(&unit("a/0"), LONG).await.unwrap();
         store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).await.unwrap();
-        store.revoke(&unit("a/0")).await.unwrap();
+        store.revoke(&unit("a/0"), Release::StepDown).await.unwrap();
         assert_eq!(store.claim(&unit("a/1"), LONG).await.unwrap().term, 2);
-        store.revoke(&unit("a/1")).await.unwrap();
+        store.revoke(&unit("a/1"), Release::StepDown).await.unwrap();
     }
     cluster.restart(0);
     cluster.wait_healthy();
@@ -241,10 +250,10 @@ async fn writes_from_two_processes_never_lose_each_other() {
     let (a, b) = (connect(&cluster).await, connect(&cluster).await);
     let first = a.claim(&unit("a/0"), LONG).await.unwrap();
     a.write_settings(&unit("a/0"), first.term, &group(&[("from-a", "1")])).await.unwrap();
-    a.revoke(&unit("a/0")).await.unwrap();
+    a.revoke(&unit("a/0"), Release::StepDown).await.unwrap();
     let second = b.claim(&unit("a/1"), LONG).await.unwrap();
     b.write_settings(&unit("a/1"), second.term, &group(&[("from-b", "2")])).await.unwrap();
-    b.revoke(&unit("a/1")).await.unwrap();
+    b.revoke(&unit("a/1"), Release::StepDown).await.unwrap();
     let third = a.claim(&unit("a/0"), LONG).await.unwrap();
     let after = a.write_settings(&unit("a/0"), third.term, &group(&[("from-a", "3")])).await.unwrap();
     assert_eq!(after.version, 3);
@@ -349,6 +358,6 @@ async fn a_lease_revoked_behind_its_holders_back_keeps_others_out_until_the_hold
     assert!(matches!(claiming.claim(&unit("s/1"), TTL).await, Err(LeaseError::Denied { .. })));
 
     // A tenure given up by its holder passes at once.
-    holding.revoke(&unit("s/0")).await.unwrap();
+    holding.revoke(&unit("s/0"), Release::StepDown).await.unwrap();
     assert_eq!(claiming.claim(&unit("s/1"), TTL).await.unwrap().term, 3, "no wait after a release");
 }

@@ -19,7 +19,7 @@ async fn is_leader_reflects_the_tracker_at_each_call() {
     script(&minion, &["is-leader"]);
     let hook = f.spawn(&leader, HookKind::Install);
     wait_paused(&leader).await;
-    leader.tracker().release().await.unwrap(); // leadership lost mid-hook
+    leader.tracker().release(charm_host::leadership::Release::StepDown).await.unwrap(); // leadership lost mid-hook
     resume(&leader).await;
     assert_eq!(hook.await.unwrap().result, Ok(()));
     assert_eq!(results(&leader), ["Ok(true)", "resumed", "Ok(false)"], "truth at the moment of each call");

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use charm_host::events::{Event, LogLevel};
+use charm_host::events::{EventKind, LogLevel};
 use charm_host::hooks::{HookError, HookKind};
 use support::*;
 
@@ -85,8 +85,8 @@ async fn stdout_stderr_and_log_reach_the_unit_log() {
     let logs: Vec<(LogLevel, String)> = f.events
         .events()
         .into_iter()
-        .filter_map(|e| match e {
-            Event::Log { level, message, .. } => Some((level, message)),
+        .filter_map(|e| match e.kind {
+            EventKind::Log { level, message } => Some((level, message)),
             _ => None,
         })
         .collect();

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use charm_host::leadership::{Clock, LeaseError, LeadershipStore, MonotonicClock, SqliteStore, Timestamp, WriteError};
+use charm_host::leadership::{Clock, LeaseError, LeadershipStore, Release, MonotonicClock, SqliteStore, Timestamp, WriteError};
 use charm_host::names::{AppName, UnitName};
 
 const WORKERS: u32 = 3;
@@ -161,7 +161,7 @@ async fn contend(unit: &str, db: &str) {
         }
         let until = clock.now().min(valid_until);
         println!("TENURE {unit} {} {} {}", claim.term, from.as_nanos(), until.as_nanos());
-        match store.revoke(&unit).await {
+        match store.revoke(&unit, Release::StepDown).await {
             Ok(()) | Err(LeaseError::NotHeld { .. }) => {}
             Err(err) => panic!("revoke failed: {err}"),
         }

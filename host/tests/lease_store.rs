@@ -14,7 +14,7 @@ use support::{app_name as app, group, unit_name as unit};
 use charm_host::leadership::etcd::{EtcdOptions, EtcdStore};
 use charm_host::leadership::sqlite::SqliteOptions;
 use charm_host::leadership::{
-    Clock, LeaseError, LeadershipStore, LeadershipToken, ManualClock, MemoryStore, SqliteStore, StoreFailure, WriteError,
+    Clock, HISTORY_LIMIT, LeaseError, LeadershipStore, LeadershipToken, ManualClock, MemoryStore, Release, TenureEnd, SqliteStore, StoreFailure, WriteError,
     wait_until_released,
 };
 use charm_host::names::UnitName;
@@ -83,6 +83,8 @@ for_each_store_and_etcd!(
     a_cancelled_wait_ends_at_once,
     bad_arguments_get_clear_errors,
     watchers_hear_of_changes,
+    the_history_records_each_tenure_and_how_it_ended,
+    the_history_keeps_the_latest_tenures,
 );
 
 for_each_store!(
@@ -94,23 +96,94 @@ for_each_store!(
     tokens_fail_once_the_lease_moves,
     writes_are_fenced_by_term,
     a_reservation_directs_the_next_grant,
+    an_expired_tenure_ends_at_its_expiry,
 );
+
+/// Each tenure's (term, unit, how it ended), newest first.
+async fn ends(s: &Subject, app_name: &str) -> Vec<(u64, String, Option<TenureEnd>)> {
+    let history = s.store.history(Some(&app(app_name)), 100).await.unwrap();
+    history.iter().map(|t| (t.term, t.unit.to_string(), t.how)).collect()
+}
+
+async fn the_history_records_each_tenure_and_how_it_ended(s: Subject) {
+    assert_eq!(s.store.history(None, 10).await.unwrap(), [], "nothing yet");
+    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    s.store.revoke(&unit("a/0"), Release::StepDown).await.unwrap();
+    s.store.claim(&unit("a/1"), LEASE).await.unwrap();
+    s.store.revoke(&unit("a/1"), Release::Handover).await.unwrap();
+    s.store.revoke(&unit("a/1"), Release::Stop).await.unwrap(); // nothing held: no change
+    s.store.claim(&unit("a/2"), LEASE).await.unwrap();
+    s.store.claim(&unit("b/0"), LEASE).await.unwrap();
+    let expected = [(3, "a/2".to_owned(), None), (2, "a/1".into(), Some(TenureEnd::Handover)), (1, "a/0".into(), Some(TenureEnd::StepDown))];
+    assert_eq!(ends(&s, "a").await, expected, "an extension is no new tenure");
+    // Times run forward: each tenure ends no earlier than it started, and before the next.
+    let history = s.store.history(Some(&app("a")), 100).await.unwrap();
+    for pair in history.windows(2) {
+        let (newer, older) = (&pair[0], &pair[1]);
+        let ended = older.ended.expect("the older tenure ended");
+        assert!(older.started <= ended && ended <= newer.started, "{history:?}");
+    }
+    // Lost renewals rewrite only an expiry.
+    s.store.mark_lost_renewals(&unit("a/0"), 1).await.unwrap();
+    s.store.mark_lost_renewals(&unit("a/2"), 3).await.unwrap();
+    assert_eq!(ends(&s, "a").await, expected);
+    // Every application, newest first in each, at most the limit of each.
+    let latest: Vec<_> = s.store.history(None, 1).await.unwrap().into_iter().map(|t| (t.unit.to_string(), t.term)).collect();
+    assert_eq!(latest, [("a/2".to_owned(), 3), ("b/0".to_owned(), 1)]);
+    s.store.revoke(&unit("a/2"), Release::Stop).await.unwrap();
+    assert_eq!(ends(&s, "a").await[0], (3, "a/2".to_owned(), Some(TenureEnd::Stop)));
+}
+
+async fn the_history_keeps_the_latest_tenures(s: Subject) {
+    let extra = 3;
+    for n in 0..HISTORY_LIMIT + extra {
+        let unit = unit(&format!("a/{}", n % 2));
+        s.store.claim(&unit, LEASE).await.unwrap();
+        s.store.revoke(&unit, Release::StepDown).await.unwrap();
+    }
+    let history = s.store.history(Some(&app("a")), usize::MAX).await.unwrap();
+    assert_eq!(history.len() as u64, HISTORY_LIMIT, "bounded");
+    assert_eq!((history[0].term, history.last().unwrap().term), (HISTORY_LIMIT + extra, extra + 1), "the latest kept");
+    assert!(history.iter().all(|t| t.how == Some(TenureEnd::StepDown)), "ends kept with their tenures");
+}
+
+async fn an_expired_tenure_ends_at_its_expiry(s: Subject) {
+    let claim = s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    let expires = s.store.lease(&app("a")).await.unwrap().unwrap().expires;
+    assert!(expires >= claim.valid_until);
+    s.clock.advance(LEASE + SECOND);
+    s.store.claim(&unit("a/1"), LEASE).await.unwrap();
+    let history = s.store.history(Some(&app("a")), 10).await.unwrap();
+    assert_eq!(history[1].how, Some(TenureEnd::Expired));
+    assert_eq!(history[1].ended, Some(s.clock.wall_time(expires)), "at its expiry, on the wall");
+    assert_eq!(history[0].started, s.clock.wall_time(s.clock.now()));
+    assert_eq!(history[0].started.duration_since(history[1].ended.unwrap()).unwrap(), SECOND, "the gap without a leader");
+    s.store.mark_lost_renewals(&unit("a/1"), 1).await.unwrap();
+    assert_eq!(ends(&s, "a").await[1].2, Some(TenureEnd::Expired), "only its holder says why");
+    s.store.mark_lost_renewals(&unit("a/0"), 1).await.unwrap();
+    assert_eq!(ends(&s, "a").await[1].2, Some(TenureEnd::LostRenewals));
+    // The same unit after its own expiry: a new tenure, the old one expired.
+    s.clock.advance(LEASE + SECOND);
+    s.store.claim(&unit("a/1"), LEASE).await.unwrap();
+    assert_eq!(ends(&s, "a").await[..2], [(3, "a/1".to_owned(), None), (2, "a/1".to_owned(), Some(TenureEnd::Expired))]);
+}
 
 async fn a_reservation_directs_the_next_grant(s: Subject) {
     s.store.claim(&unit("a/0"), LEASE).await.unwrap();
     s.store.reserve(&unit("a/2"), 2 * LEASE).await.unwrap();
     assert_eq!(s.store.claim(&unit("a/0"), LEASE).await.unwrap().term, 1, "the holder keeps extending");
-    s.store.revoke(&unit("a/0")).await.unwrap();
+    s.store.revoke(&unit("a/0"), Release::StepDown).await.unwrap();
     match s.store.claim(&unit("a/1"), LEASE).await {
         Err(LeaseError::Reserved { unit: reserved, .. }) => assert_eq!(reserved, unit("a/2")),
         other => panic!("a free lease reserved for a/2 went to a/1: {other:?}"),
     }
     assert!(matches!(s.store.claim(&unit("a/0"), LEASE).await, Err(LeaseError::Reserved { .. })), "nor back to a/0");
     assert_eq!(s.store.claim(&unit("a/2"), LEASE).await.unwrap().term, 2);
-    s.store.revoke(&unit("a/2")).await.unwrap();
+    s.store.revoke(&unit("a/2"), Release::StepDown).await.unwrap();
     assert_eq!(s.store.claim(&unit("a/1"), LEASE).await.unwrap().term, 3, "granted once, the reservation is spent");
     // An unused reservation lapses.
-    s.store.revoke(&unit("a/1")).await.unwrap();
+    s.store.revoke(&unit("a/1"), Release::StepDown).await.unwrap();
     s.store.reserve(&unit("a/2"), LEASE).await.unwrap();
     s.clock.advance(LEASE);
     assert_eq!(s.store.claim(&unit("a/1"), LEASE).await.unwrap().term, 4);
@@ -153,16 +226,16 @@ async fn expiry_is_exact(s: Subject) {
 }
 
 async fn revoke_by_holder_other_and_nobody(s: Subject) {
-    s.store.revoke(&unit("a/0")).await.unwrap(); // no lease at all: ok
+    s.store.revoke(&unit("a/0"), Release::StepDown).await.unwrap(); // no lease at all: ok
     s.store.claim(&unit("a/0"), LEASE).await.unwrap();
-    match s.store.revoke(&unit("a/1")).await {
+    match s.store.revoke(&unit("a/1"), Release::StepDown).await {
         Err(LeaseError::NotHeld { unit: u, .. }) => assert_eq!(u, unit("a/1")),
         other => panic!("another unit's revoke must fail: {other:?}"),
     }
     assert!(s.store.lease(&app("a")).await.unwrap().is_some(), "a failed revoke changes nothing");
-    s.store.revoke(&unit("a/0")).await.unwrap();
+    s.store.revoke(&unit("a/0"), Release::StepDown).await.unwrap();
     assert!(s.store.lease(&app("a")).await.unwrap().is_none());
-    s.store.revoke(&unit("a/0")).await.unwrap(); // again: nobody holds it, ok
+    s.store.revoke(&unit("a/0"), Release::StepDown).await.unwrap(); // again: nobody holds it, ok
     assert_eq!(s.store.claim(&unit("a/1"), LEASE).await.unwrap().term, 2, "granted at once, next term");
 }
 
@@ -182,7 +255,7 @@ async fn pins_stop_expiry_until_the_last_unpin(s: Subject) {
         s.store.unpin(&app("a"), order[1]).await.unwrap(); // idempotent
         assert!(s.store.lease(&app("a")).await.unwrap().is_none(), "expiry resumes after the last unpin");
         s.store.claim(&unit("a/1"), LEASE).await.unwrap();
-        s.store.revoke(&unit("a/1")).await.unwrap();
+        s.store.revoke(&unit("a/1"), Release::StepDown).await.unwrap();
     }
 }
 
@@ -251,7 +324,7 @@ async fn waiters_are_released_on_expiry_and_on_revoke(s: Subject) {
     let started = s.clock.sleeps_started();
     let on_revoke = waiters(3);
     asleep(&s.clock, started + 3, 3).await;
-    s.store.revoke(&unit("a/1")).await.unwrap();
+    s.store.revoke(&unit("a/1"), Release::StepDown).await.unwrap();
     for waiter in on_revoke {
         tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
     }
@@ -285,7 +358,7 @@ async fn tokens_fail_once_the_lease_moves(s: Subject) {
     assert!(token.check().await.is_err(), "expired");
     s.store.claim(&unit("a/1"), LEASE).await.unwrap();
     assert!(token.check().await.is_err(), "moved");
-    s.store.revoke(&unit("a/1")).await.unwrap();
+    s.store.revoke(&unit("a/1"), Release::StepDown).await.unwrap();
     s.store.claim(&unit("a/0"), LEASE).await.unwrap();
     assert!(token.check().await.is_err(), "back with the same unit, but a later term");
 }
@@ -412,10 +485,11 @@ async fn sqlite_upgrades_a_version_1_file_keeping_its_leases_and_settings() {
     let claim = store.claim(&unit("a/0"), LEASE).await.unwrap();
     store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).await.unwrap();
     drop(store);
-    // Turn the file back into version 1, which had no reservations.
+    // Turn the file back into version 1, which had no reservations and no history.
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
-        "ALTER TABLE leases DROP COLUMN reserved_for;
+        "DROP TABLE tenures;
+         ALTER TABLE leases DROP COLUMN reserved_for;
          ALTER TABLE leases DROP COLUMN reserved_until_ns;
          UPDATE meta SET value = 1 WHERE key = 'schema';",
     )
@@ -426,10 +500,13 @@ async fn sqlite_upgrades_a_version_1_file_keeping_its_leases_and_settings() {
     assert_eq!(store.lease(&app("a")).await.unwrap().unwrap().term, claim.term, "the lease survives the upgrade");
     assert_eq!(store.read_settings(&app("a")).await.unwrap().values.get("k").map(String::as_str), Some("v"));
     store.reserve(&unit("a/2"), LEASE).await.unwrap();
-    store.revoke(&unit("a/0")).await.unwrap();
+    store.revoke(&unit("a/0"), Release::StepDown).await.unwrap();
     assert!(matches!(store.claim(&unit("a/1"), LEASE).await, Err(LeaseError::Reserved { .. })), "reservations work after it");
+    store.claim(&unit("a/2"), LEASE).await.unwrap();
+    let history: Vec<_> = store.history(None, 10).await.unwrap().into_iter().map(|t| (t.unit.to_string(), t.term)).collect();
+    assert_eq!(history, [("a/2".to_owned(), 2)], "the history starts with the upgrade");
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
 }

@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::events::{Event, LogLevel};
-use crate::leadership::{Clock, LeaseError, Timestamp, wait_until_released};
+use crate::events::LogLevel;
+use crate::leadership::{Clock, LeaseError, Release, Timestamp, wait_until_released};
 use crate::names::UnitName;
 use crate::services::ServiceSupervisor;
 use crate::timing;
@@ -45,7 +45,20 @@ pub(super) enum Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum GiveUp {
     StepDown,
+    /// A step-down for the unit the lease is reserved for.
+    Handover,
     Stop,
+}
+
+impl GiveUp {
+    /// How the tenure ends in the history.
+    fn release(self) -> Release {
+        match self {
+            GiveUp::StepDown => Release::StepDown,
+            GiveUp::Handover => Release::Handover,
+            GiveUp::Stop => Release::Stop,
+        }
+    }
 }
 
 enum Request {
@@ -91,7 +104,8 @@ impl RoleSource {
             health: health_tx,
             requests: requests_rx,
             hold_off: None,
-            revoke_after_deposed: false,
+            revoke_after_deposed: None,
+            lost_term: None,
             failures: 0,
         };
         Self { roles, health, requests, task: AbortOnDrop(tokio::spawn(claims.run())) }
@@ -161,7 +175,10 @@ struct ClaimLoop {
     leases: watch::Receiver<u64>,
     leases_open: bool,
     hold_off: Option<HoldOff>,
-    revoke_after_deposed: bool,
+    /// A lease given up by request, revoked (so) after `leader-deposed`.
+    revoke_after_deposed: Option<Release>,
+    /// A tenure lost because renewals failed, to tell the history once the store answers.
+    lost_term: Option<u64>,
     failures: u32,
 }
 
@@ -195,6 +212,13 @@ impl ClaimLoop {
                 std::mem::replace(health, now.clone()) != now
             });
             self.failures = if refresh == Refresh::Failed { self.failures.saturating_add(1) } else { 0 };
+            if let (Role::Leader(term), Refresh::Minion) = (*self.roles.borrow(), refresh) {
+                // The lease ran out under a unit that still ran (its renewals came too late).
+                self.lost_term = Some(term);
+            }
+            if refresh != Refresh::Failed {
+                self.report_lost_renewals().await;
+            }
             let role = match refresh {
                 Refresh::Leader { term, .. } => Role::Leader(term),
                 Refresh::Minion => Role::Minion,
@@ -213,7 +237,17 @@ impl ClaimLoop {
             }
         }
         // The driver is done (after the stop's hooks): give up for good.
-        self.release().await;
+        self.release(self.revoke_after_deposed.unwrap_or(Release::Stop)).await;
+    }
+
+    /// Tells the history that the tenure lost to failed renewals was lost so (once: a
+    /// failure is retried at the next answered claim).
+    async fn report_lost_renewals(&mut self) {
+        let Some(term) = self.lost_term else { return };
+        match self.tracker.store().mark_lost_renewals(self.tracker.unit(), term).await {
+            Ok(()) => self.lost_term = None,
+            Err(err) => tracing::debug!(unit = %self.tracker.unit(), term, "cannot record the lost renewals yet: {err}"),
+        }
     }
 
     /// Waits until the next renewal while leading, stepping down for a reservation of
@@ -236,7 +270,7 @@ impl ClaimLoop {
                 Wake::Leases => {
                     if self.reserved_for().await.is_some_and(|other| other != *self.tracker.unit()) {
                         self.reporter.log(LogLevel::Info, "the lease is reserved for another unit: stepping down for it".into());
-                        self.give_up(GiveUp::StepDown).await;
+                        self.give_up(GiveUp::Handover).await;
                         return false;
                     }
                 }
@@ -247,6 +281,7 @@ impl ClaimLoop {
             // else out, and do not claim again until it has run out.
             if let Some(claim) = self.tracker.abandon() {
                 self.hold_off = Some(HoldOff { until: Some(claim.valid_until), ends_on_reservation: false });
+                self.lost_term = Some(claim.term);
             }
             self.publish(Role::Minion).await;
         }
@@ -335,8 +370,8 @@ impl ClaimLoop {
                 let _ = reply.send(());
             }
             Request::Deposed { reply } => {
-                if std::mem::take(&mut self.revoke_after_deposed) {
-                    self.release().await;
+                if let Some(why) = self.revoke_after_deposed.take() {
+                    self.release(why).await;
                 }
                 let _ = reply.send(());
             }
@@ -350,8 +385,8 @@ impl ClaimLoop {
     async fn give_up(&mut self, why: GiveUp) {
         let leading = matches!(*self.roles.borrow(), Role::Leader(_));
         let hold_off = match why {
-            GiveUp::StepDown if !leading => return,
-            GiveUp::StepDown => {
+            GiveUp::StepDown | GiveUp::Handover if !leading => return,
+            GiveUp::StepDown | GiveUp::Handover => {
                 HoldOff { until: Some(self.clock.now() + self.tracker.claim_duration()), ends_on_reservation: true }
             }
             GiveUp::Stop => HoldOff { until: None, ends_on_reservation: false },
@@ -361,7 +396,9 @@ impl ClaimLoop {
         }
         self.tracker.abandon();
         self.publish(Role::Minion).await;
-        self.revoke_after_deposed |= leading;
+        if leading {
+            self.revoke_after_deposed = Some(why.release());
+        }
     }
 
     /// Publishes `role`; on losing leadership, first stops the leader-only services. The
@@ -374,16 +411,15 @@ impl ClaimLoop {
         if matches!(current, Role::Leader(_)) && !matches!(role, Role::Leader(_)) {
             self.services.stop_leader_only(timing::leader_services_stop(self.tracker.window())).await;
         }
-        let (leader, term) = match role {
-            Role::Leader(term) => (true, Some(term)),
-            _ => (false, None),
-        };
-        self.reporter.emit(Event::Leadership { unit: self.tracker.unit().clone(), leader, term });
+        self.reporter.report_leadership(match role {
+            Role::Leader(term) => Some(term),
+            _ => None,
+        });
         self.roles.send_replace(role);
     }
 
-    async fn release(&self) {
-        if let Err(err) = self.tracker.release().await {
+    async fn release(&self, why: Release) {
+        if let Err(err) = self.tracker.release(why).await {
             self.reporter.log(LogLevel::Warning, format!("could not give up leadership: {err}"));
         }
     }

@@ -14,6 +14,7 @@ macro_rules! out {
 mod agent;
 #[cfg(feature = "bench")]
 mod bench;
+mod history;
 mod operator;
 mod output;
 mod run;
@@ -45,6 +46,9 @@ enum Command {
     Agent(AgentArgs),
     /// Show applications, leaders, terms, settings, pins and units of a state directory.
     Status(StatusArgs),
+    /// Show each application's tenures, newest first: who led, when, how it ended, and the
+    /// leaderless gap before each.
+    History(HistoryArgs),
     /// Ask a unit's agent whether the unit is leader (prints True or False).
     IsLeader {
         #[command(flatten)]
@@ -146,6 +150,25 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub store: store::StoreArgs,
     /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options for `charm-host history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The state directory whose SQLite store to read (without --store).
+    #[arg(long, value_name = "DIR", required_unless_present = "store")]
+    pub state: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: store::StoreArgs,
+    /// Only this application's tenures.
+    #[arg(long, value_name = "APP")]
+    pub app: Option<String>,
+    /// At most this many tenures of each application, the newest (the store keeps 1000).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+    /// Print one JSON object: `{"store": ..., "tenures": [...]}`.
     #[arg(long)]
     pub json: bool,
 }
@@ -374,6 +397,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Agent(args) => agent::agent(args),
         Command::Status(args) => block_on(status::status(args))?,
+        Command::History(args) => block_on(history::history(args))?,
         Command::IsLeader { target, output, args } => Ok(tools::is_leader(target, output, args)),
         Command::LeaderGet { target, output, args } => Ok(tools::leader_get(target, output, args)),
         Command::LeaderSet { target, pairs } => Ok(tools::leader_set(target, pairs)),

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventKind, EventSink};
 
 pub(crate) use crate::report::for_terminal;
 
@@ -38,10 +38,11 @@ impl HumanLog {
 impl EventSink for HumanLog {
     fn emit(&self, event: Event) {
         let t = self.start.elapsed().as_secs_f64();
-        let line = match event {
+        let unit = &event.unit;
+        let line = match event.kind {
             // The live log shows hooks as they end, with how long they took.
-            Event::HookStarted { .. } => return,
-            Event::Hook { unit, hook, result, elapsed } => match result {
+            EventKind::HookStarted { .. } => return,
+            EventKind::Hook { hook, result, elapsed } => match result {
                 Ok(()) => format!("{t:8.3}s {unit:<12} hook {hook} ok ({:.2} ms)", elapsed.as_secs_f64() * 1e3),
                 Err(err) => format!(
                     "{t:8.3}s {unit:<12} hook {hook} FAILED ({:.2} ms): {}",
@@ -49,14 +50,18 @@ impl EventSink for HumanLog {
                     for_terminal(&err.to_string())
                 ),
             },
-            Event::Leadership { unit, leader: true, term } => {
-                format!("{t:8.3}s {unit:<12} is now the leader (term {})", term.unwrap_or_default())
+            EventKind::Leadership { leader: true } => {
+                format!("{t:8.3}s {unit:<12} is now the leader (term {})", event.term.unwrap_or_default())
             }
-            Event::Leadership { unit, leader: false, .. } => format!("{t:8.3}s {unit:<12} is a minion"),
-            Event::Log { unit, level, message } => format!("{t:8.3}s {unit:<12} {}: {}", level.name(), for_terminal(&message)),
-            Event::Status { unit, status, message } => {
+            EventKind::Leadership { leader: false } => match event.term {
+                Some(term) => format!("{t:8.3}s {unit:<12} is a minion (gave up term {term})"),
+                None => format!("{t:8.3}s {unit:<12} is a minion"),
+            },
+            EventKind::Log { level, message } => format!("{t:8.3}s {unit:<12} {}: {}", level.name(), for_terminal(&message)),
+            EventKind::Status { status, message } => {
                 format!("{t:8.3}s {unit:<12} status {}: {}", status.name(), for_terminal(&message))
             }
+            EventKind::Crashed => format!("{t:8.3}s {unit:<12} CRASHED (agent killed; its lease is left to expire)"),
         };
         let _ = writeln!(std::io::stdout().lock(), "{line}");
     }

@@ -1,6 +1,6 @@
 //! `charm-host run`: N units of one application in this process, sharing one in-memory
-//! leadership store, until `--for` elapses or Ctrl-C; then a status table (or a JSON
-//! status line).
+//! leadership store, until `--for` elapses or Ctrl-C; then every unit is stopped and a
+//! status table (or a JSON status line) shows how each ended.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -162,9 +162,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
         until_end.await;
-        let report = application.report().await;
-        application.stop().await;
-        anyhow::Ok(report?)
+        // The final status is taken after the stop: it shows how each unit ended.
+        anyhow::Ok(application.stop_and_report().await?)
     })?;
     if args.json {
         outln!("{}", report.to_json_line());

@@ -8,28 +8,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use crate::hook_tools;
-use crate::leadership::sqlite::OpenError;
-use crate::leadership::SqliteStore;
 use crate::names::{AppName, UnitName};
 use crate::state_dir::StateDir;
 use crate::report::{AgentState, ApplicationReport, StoreReport, UnitReport};
 use crate::unit::UnitStatus;
 
 use super::StatusArgs;
-use super::store::{OpenedStore, StoreArgs};
+use super::store::OpenedStore;
 use super::output::for_terminal;
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let state = StateDir::new(&args.state);
-    // Read-only: `status` never creates or changes a SQLite store.
-    let OpenedStore { store, description: store_description } = match args.store.etcd(Duration::from_secs(2))? {
-        Some(options) => StoreArgs::open_etcd(&options).await?,
-        None => match SqliteStore::open_read_only(&state.store()) {
-            Ok(store) => OpenedStore::sqlite(store),
-            Err(OpenError::Empty { .. }) => anyhow::bail!("{} holds no state (no state.db)", args.state.display()),
-            Err(err) => return Err(err.into()),
-        },
-    };
+    let OpenedStore { store, description: store_description } = args.store.open_read_only(Some(&args.state)).await?;
     let mut apps: BTreeMap<AppName, Vec<(UnitName, Option<UnitStatus>)>> = BTreeMap::new();
     for unit in state.units().with_context(|| format!("listing units in {}", args.state.display()))? {
         let status: Option<UnitStatus> = crate::agent::load_json(&state.status_file(&unit)).ok().flatten();

@@ -3,12 +3,13 @@
 //! `--store etcd://...`, an etcd cluster (agents on any number of machines, which then share
 //! nothing else: each keeps its unit data and socket in its own `--state DIR`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use crate::leadership::etcd::{EtcdOptions, EtcdStore, EtcdTls};
+use crate::leadership::sqlite::OpenError;
 use crate::leadership::{LeadershipStore, SqliteStore};
 use crate::state_dir::StateDir;
 use clap::Args;
@@ -91,6 +92,20 @@ impl StoreArgs {
                 let path = state.store();
                 Ok(OpenedStore::sqlite(SqliteStore::open(&path)?))
             }
+        }
+    }
+
+    /// Opens the store for a command that only reads (`status`, `history`): etcd if
+    /// `--store` is set, else the SQLite file in `state`, which is never created or changed.
+    pub async fn open_read_only(&self, state: Option<&Path>) -> anyhow::Result<OpenedStore> {
+        if let Some(options) = self.etcd(Duration::from_secs(2))? {
+            return Self::open_etcd(&options).await;
+        }
+        let Some(state) = state else { return Err(UsageError("give --state DIR or --store URL".into()).into()) };
+        match SqliteStore::open_read_only(&StateDir::new(state).store()) {
+            Ok(store) => Ok(OpenedStore::sqlite(store)),
+            Err(OpenError::Empty { .. }) => anyhow::bail!("{} holds no state (no state.db)", state.display()),
+            Err(err) => Err(err.into()),
         }
     }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
@@ -26,7 +26,25 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
     /// Completes once [`Clock::now`] has reached `deadline`.
     fn sleep_until(&self, deadline: Timestamp) -> Sleep;
+
+    /// The wall-clock time of `at`, an instant of this clock: what events and the
+    /// leadership history show. The machine's clocks map it through the realtime clock read
+    /// now (so a wall-clock step moves it, never the lease decisions); a [`ManualClock`]
+    /// through [`MANUAL_WALL_START`].
+    fn wall_time(&self, at: Timestamp) -> SystemTime {
+        let now = self.now();
+        let wall = SystemTime::now();
+        if at <= now {
+            wall.checked_sub(now.saturating_since(at)).unwrap_or(UNIX_EPOCH)
+        } else {
+            wall.checked_add(at.saturating_since(now)).unwrap_or(wall)
+        }
+    }
 }
+
+/// The wall time a [`ManualClock`] reads at the instant it was created:
+/// 2026-01-01T00:00:00Z, so that virtual runs print the same times every time.
+pub const MANUAL_WALL_START: Duration = Duration::from_secs(1_767_225_600);
 
 /// The machine's `CLOCK_MONOTONIC`, shared by every process on it.
 #[derive(Debug, Default, Clone, Copy)]
@@ -80,6 +98,8 @@ impl Clock for BootClock {
 /// move time from one to the next and let everything due at each run.
 #[derive(Debug)]
 pub struct ManualClock {
+    /// Where it started: [`MANUAL_WALL_START`] on the wall.
+    start: Timestamp,
     now: Mutex<Timestamp>,
     ticks: watch::Sender<Timestamp>,
     sleeps_started: std::sync::atomic::AtomicU64,
@@ -116,6 +136,7 @@ impl ManualClock {
     /// A clock standing at `start`.
     pub fn new(start: Timestamp) -> Self {
         Self {
+            start,
             now: Mutex::new(start),
             ticks: watch::channel(start).0,
             sleeps_started: Default::default(),
@@ -161,6 +182,10 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         *self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wall_time(&self, at: Timestamp) -> SystemTime {
+        UNIX_EPOCH + MANUAL_WALL_START + at.saturating_since(self.start)
     }
 
     fn sleep_until(&self, deadline: Timestamp) -> Sleep {

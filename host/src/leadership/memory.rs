@@ -4,12 +4,13 @@
 //! Invariants: one mutex guards every application's lease record, pins and bucket, so each
 //! operation is a single critical section; the store clock is read inside it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::history::{self, Release, Tenure, TenureEnd};
 use super::rules::{self, LeaseRecord};
 use super::watchers::Watchers;
 use super::{Claim, Clock, Lease, LeaseError, LeadershipStore, MonotonicClock, Timestamp, WriteError, validate_entity};
@@ -34,6 +35,28 @@ struct AppState {
     lease: Option<LeaseRecord>,
     pins: BTreeSet<String>,
     settings: SettingsSnapshot,
+    /// Its tenures, oldest first (at most [`history::HISTORY_LIMIT`]).
+    history: VecDeque<Tenure>,
+}
+
+impl AppState {
+    /// Records the grant of `granted` over the lease record before it (see [`history`]).
+    fn record_grant(&mut self, previous: Option<&LeaseRecord>, granted: &LeaseRecord, clock: &dyn Clock) {
+        let Some(grant) = history::on_grant(previous, granted, clock) else { return };
+        if let Some((term, at)) = grant.expired
+            && let Some(tenure) = self.tenure(term)
+        {
+            tenure.end(at, TenureEnd::Expired);
+        }
+        self.history.push_back(grant.started);
+        while self.history.front().is_some_and(|t| t.term < grant.oldest_kept) {
+            self.history.pop_front();
+        }
+    }
+
+    fn tenure(&mut self, term: u64) -> Option<&mut Tenure> {
+        self.history.iter_mut().rev().find(|t| t.term == term)
+    }
 }
 
 impl AppState {
@@ -78,7 +101,8 @@ impl LeadershipStore for MemoryStore {
         let app = apps.entry(unit.app().clone()).or_default();
         let (claim, record) = rules::claim(app.lease.as_ref(), app.pinned(), unit, duration, start, self.clock.now())?;
         let new_holder = app.lease.as_ref().is_none_or(|r| r.term != record.term);
-        app.lease = Some(record);
+        let previous = app.lease.replace(record.clone());
+        app.record_grant(previous.as_ref(), &record, self.clock.as_ref());
         drop(apps);
         if new_holder {
             self.watchers.leases_changed();
@@ -86,13 +110,31 @@ impl LeadershipStore for MemoryStore {
         Ok(claim)
     }
 
-    async fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError> {
+    async fn revoke(&self, unit: &UnitName, why: Release) -> Result<(), LeaseError> {
         let mut apps = self.lock();
         let Some(app) = apps.get_mut(unit.app()) else { return Ok(()) };
         if let Some(record) = rules::revoke(app.lease.as_ref(), app.pinned(), unit, self.clock.now())? {
+            let at = self.clock.wall_time(self.clock.now());
+            if let Some(tenure) = app.tenure(record.term) {
+                tenure.end(at, why.into());
+            }
             app.lease = Some(record);
             drop(apps);
             self.watchers.leases_changed();
+        }
+        Ok(())
+    }
+
+    async fn history(&self, app: Option<&AppName>, limit: usize) -> Result<Vec<Tenure>, LeaseError> {
+        let apps = self.lock();
+        let mut names: Vec<&AppName> = apps.keys().filter(|name| app.is_none_or(|app| app == *name)).collect();
+        names.sort();
+        Ok(names.into_iter().flat_map(|name| apps[name].history.iter().rev().take(limit).cloned()).collect())
+    }
+
+    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<(), LeaseError> {
+        if let Some(tenure) = self.lock().get_mut(unit.app()).and_then(|app| app.tenure(term)).filter(|t| t.unit == *unit) {
+            tenure.mark_lost_renewals();
         }
         Ok(())
     }

@@ -16,6 +16,9 @@
 //!   down a moment ago); the holder's agent, hearing of it, steps down for that unit.
 //! - **Pins stop expiry.** A pinned lease does not expire, whichever entity pinned it;
 //!   expiry resumes after the last pin is removed.
+//! - **Every tenure is in the history** ([`history`]): started by its grant, ended by its
+//!   revoke (with why) or found expired by the next grant, in the same atomic step; the
+//!   latest [`HISTORY_LIMIT`] tenures of each application are kept.
 //! - **Writes are fenced.** A settings write carries the writer's term and is applied only
 //!   if that term still holds the lease, checked atomically with the write; the whole group
 //!   is applied or none of it, and an acknowledged write is durable (per the store).
@@ -43,6 +46,7 @@
 
 pub mod clock;
 pub mod etcd;
+pub mod history;
 pub mod memory;
 #[cfg(feature = "simulation")]
 pub mod simulation;
@@ -62,8 +66,9 @@ use crate::settings::{InvalidSettings, SettingsSnapshot};
 
 /// Implementations of [`LeadershipStore`] put this attribute on their `impl` block.
 pub use async_trait::async_trait;
-pub use clock::{BootClock, Clock, ManualClock, MonotonicClock, Timestamp};
+pub use clock::{BootClock, Clock, MANUAL_WALL_START, ManualClock, MonotonicClock, Timestamp};
 pub use etcd::EtcdStore;
+pub use history::{HISTORY_LIMIT, Release, Tenure, TenureEnd};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 pub use waiting::{LeadershipToken, wait_for_lease, wait_until_released};
@@ -247,8 +252,19 @@ pub trait LeadershipStore: Send + Sync + 'static {
     async fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError>;
 
     /// Gives up `unit`'s lease: ok if it held it or nobody does; [`LeaseError::NotHeld`] if
-    /// another unit holds it.
-    async fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError>;
+    /// another unit holds it. The tenure's [history](history) entry ends, `why`, in the same
+    /// atomic step.
+    async fn revoke(&self, unit: &UnitName, why: Release) -> Result<(), LeaseError>;
+
+    /// The tenures of `app` (of every application without one), newest first within each
+    /// application (applications by name), at most `limit` of each; see [`history`].
+    async fn history(&self, app: Option<&AppName>, limit: usize) -> Result<Vec<Tenure>, LeaseError>;
+
+    /// `unit`'s agent ran through the end of its tenure at `term` but could not renew it: if
+    /// that tenure's history entry ended as [`TenureEnd::Expired`], it now reads
+    /// [`TenureEnd::LostRenewals`]. Nothing else changes; a tenure still open or ended
+    /// otherwise is left as it is.
+    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<(), LeaseError>;
 
     /// Reserves the next grant of `unit`'s application lease for `unit` alone, for `duration`
     /// or until it is granted, whichever comes first; the current holder keeps its lease

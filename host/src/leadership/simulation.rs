@@ -488,7 +488,7 @@ impl Sim<'_> {
         let Some(i) = self.pick_active_unit() else { return Ok(()) };
         let unit = self.units[i].name.clone();
         let before = self.now();
-        let result = self.store.revoke(&unit).await;
+        let result = self.store.revoke(&unit, super::Release::StepDown).await;
         let after = self.now();
         self.note(format!("revoke {unit} -> {result:?}"));
         let model = self.apps.get_mut(unit.app()).ok_or("unknown app")?;

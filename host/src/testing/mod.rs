@@ -60,9 +60,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::agent::{self, AgentCommand, AgentConfig, Backoff};
-use crate::events::{Event, EventSink, LogLevel, WorkloadStatus};
+use crate::events::{Event, EventKind, EventSink, LogLevel, WorkloadStatus};
 use crate::hooks::{HookError, HookKind};
-use crate::leadership::{Clock, LeadershipStore, ManualClock, MemoryStore, Timestamp};
+use crate::leadership::{Clock, LeadershipStore, ManualClock, MemoryStore, Tenure, Timestamp};
 use crate::names::{AppName, NameError, UnitName};
 use crate::runtime::{Charm, GuestEnvironment, HookRuntime, RuntimeConfig};
 use crate::services::{ServiceConfig, ServiceStatus};
@@ -148,9 +148,10 @@ pub struct TestAppBuilder {
 /// How much longer than the hook deadline a settle may take before it is called a hang.
 const SETTLE_SLACK: Duration = Duration::from_secs(30);
 
-/// The wall time every test application's guests read when it is built:
-/// 2026-01-01T00:00:00Z.
-pub const WALL_CLOCK_START: Duration = Duration::from_secs(1_767_225_600);
+/// The wall time every test application's guests read when it is built, and its events'
+/// and history's times start from: 2026-01-01T00:00:00Z (its clock's
+/// [`MANUAL_WALL_START`](crate::leadership::MANUAL_WALL_START)).
+pub const WALL_CLOCK_START: Duration = crate::leadership::MANUAL_WALL_START;
 
 impl TestAppBuilder {
     /// Every unit has a service `name` (as the operator's `--service`, or `--leader-service`
@@ -411,8 +412,7 @@ impl TestApp {
         self.settle();
         if let Some(agent) = self.unit_mut(i)?.agent.take() {
             agent.task.abort();
-            // Its services die with it (their parent-death signal).
-            agent.unit.services().kill_all();
+            agent.unit.agent_killed();
         }
         self.settle();
         Ok(())
@@ -503,6 +503,14 @@ impl TestApp {
             .unwrap_or_default()
     }
 
+    /// The application's tenures as the store's history records them, newest first (times
+    /// on the virtual wall clock, from [`WALL_CLOCK_START`]).
+    pub fn history(&self) -> Vec<Tenure> {
+        let store = self.store.clone();
+        let app = self.app.clone();
+        self.runtime.block_on(async move { store.history(Some(&app), usize::MAX).await }).unwrap_or_default()
+    }
+
     /// Every event so far, in order, with its virtual time.
     pub fn timeline(&self) -> Vec<TimedEvent> {
         self.timeline.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -521,7 +529,7 @@ impl TestApp {
     /// The hooks unit `i` finished, in order, with how each ended.
     pub fn hook_results(&self, i: usize) -> Vec<(HookKind, Result<(), HookError>)> {
         self.unit_events(i, |event| match event {
-            Event::Hook { hook, result, .. } => Some((hook, result)),
+            EventKind::Hook { hook, result, .. } => Some((hook, result)),
             _ => None,
         })
     }
@@ -537,10 +545,13 @@ impl TestApp {
     pub fn assert_finished_before_started(&self, a: usize, first: HookKind, b: usize, then: HookKind) {
         let timeline = self.timeline();
         let (name_a, name_b) = (self.unit_name(a), self.unit_name(b));
-        let is = |e: &TimedEvent, unit: &UnitName, hook: HookKind, started: bool| match &e.event {
-            Event::HookStarted { unit: u, hook: h } => started && u == unit && *h == hook,
-            Event::Hook { unit: u, hook: h, .. } => !started && u == unit && *h == hook,
-            _ => false,
+        let is = |e: &TimedEvent, unit: &UnitName, hook: HookKind, started: bool| {
+            e.event.unit == *unit
+                && match &e.event.kind {
+                    EventKind::HookStarted { hook: h } => started && *h == hook,
+                    EventKind::Hook { hook: h, .. } => !started && *h == hook,
+                    _ => false,
+                }
         };
         let last = |unit: &UnitName, hook, started| timeline.iter().rposition(|e| is(e, unit, hook, started));
         let next = |after: usize, unit: &UnitName, hook, started| {
@@ -561,7 +572,7 @@ impl TestApp {
     /// The statuses unit `i`'s hooks set, in order.
     pub fn statuses(&self, i: usize) -> Vec<(WorkloadStatus, String)> {
         self.unit_events(i, |event| match event {
-            Event::Status { status, message, .. } => Some((status, message)),
+            EventKind::Status { status, message } => Some((status, message)),
             _ => None,
         })
     }
@@ -569,7 +580,7 @@ impl TestApp {
     /// The lines unit `i` logged, in order.
     pub fn logs(&self, i: usize) -> Vec<(LogLevel, String)> {
         self.unit_events(i, |event| match event {
-            Event::Log { level, message, .. } => Some((level, message)),
+            EventKind::Log { level, message } => Some((level, message)),
             _ => None,
         })
     }
@@ -632,9 +643,9 @@ impl TestApp {
         unit.agent.as_ref().ok_or_else(|| TestAppError::Step(format!("{}'s agent is not running", unit.name)))
     }
 
-    fn unit_events<T>(&self, i: usize, pick: impl Fn(Event) -> Option<T>) -> Vec<T> {
+    fn unit_events<T>(&self, i: usize, pick: impl Fn(EventKind) -> Option<T>) -> Vec<T> {
         let Some(name) = self.units.get(i).map(|u| u.name.clone()) else { return Vec::new() };
-        self.timeline().into_iter().filter(|e| e.event.unit() == &name).filter_map(|e| pick(e.event)).collect()
+        self.timeline().into_iter().filter(|e| e.event.unit == name).filter_map(|e| pick(e.event.kind)).collect()
     }
 
     fn command(&mut self, i: usize, command: AgentCommand) -> Result<(), TestAppError> {

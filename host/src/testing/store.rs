@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::leadership::{
-    Claim, Clock, Lease, LeaseError, LeadershipStore, StoreError, StoreFailure, Timestamp, WriteError,
+    Claim, Clock, Lease, LeaseError, LeadershipStore, Release, StoreError, StoreFailure, Tenure, Timestamp, WriteError,
 };
 use crate::names::{AppName, UnitName};
 use crate::settings::SettingsSnapshot;
@@ -99,9 +99,17 @@ impl LeadershipStore for UnitStore {
         self.lease_reachable()?;
         self.inner.claim(unit, duration).await
     }
-    async fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError> {
+    async fn revoke(&self, unit: &UnitName, why: Release) -> Result<(), LeaseError> {
         self.lease_reachable()?;
-        self.inner.revoke(unit).await
+        self.inner.revoke(unit, why).await
+    }
+    async fn history(&self, app: Option<&AppName>, limit: usize) -> Result<Vec<Tenure>, LeaseError> {
+        self.lease_reachable()?;
+        self.inner.history(app, limit).await
+    }
+    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<(), LeaseError> {
+        self.lease_reachable()?;
+        self.inner.mark_lost_renewals(unit, term).await
     }
     async fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {
         self.lease_reachable()?;

@@ -198,7 +198,7 @@ impl FaultyStore {
     }
 }
 
-use charm_host::leadership::{Claim, Clock, Lease, LeaseError, StoreError, StoreFailure, WriteError};
+use charm_host::leadership::{Claim, Clock, Lease, LeaseError, Release, StoreError, StoreFailure, Tenure, WriteError};
 use charm_host::names::AppName;
 use charm_host::settings::SettingsSnapshot;
 
@@ -217,8 +217,14 @@ impl LeadershipStore for FaultyStore {
         }
         self.inner.claim(unit, duration).await
     }
-    async fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError> {
-        self.inner.revoke(unit).await
+    async fn revoke(&self, unit: &UnitName, why: Release) -> Result<(), LeaseError> {
+        self.inner.revoke(unit, why).await
+    }
+    async fn history(&self, app: Option<&AppName>, limit: usize) -> Result<Vec<Tenure>, LeaseError> {
+        self.inner.history(app, limit).await
+    }
+    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<(), LeaseError> {
+        self.inner.mark_lost_renewals(unit, term).await
     }
     async fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {
         self.inner.reserve(unit, duration).await

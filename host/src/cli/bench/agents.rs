@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::agent::AgentCommand;
 use crate::application::{Application, ApplicationConfig, RunningApplication};
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventKind, EventSink};
 use crate::hooks::HookKind;
 use crate::leadership::{LeadershipStore, MemoryStore};
 use crate::names::{AppName, UnitName};
@@ -32,7 +32,7 @@ impl Default for HookStarts {
 
 impl EventSink for HookStarts {
     fn emit(&self, event: Event) {
-        let Event::Hook { hook, elapsed, .. } = event else { return };
+        let EventKind::Hook { hook, elapsed, .. } = event.kind else { return };
         let started = Instant::now() - elapsed;
         if self.mark.lock().is_ok_and(|mark| started < *mark) {
             return;
@@ -127,7 +127,7 @@ async fn handover(bench: &Bench, window: Duration, action: &str) -> anyhow::Resu
 /// has finished its hook.
 async fn fan_out(bench: &Bench, units: u32, rounds: u32) -> anyhow::Result<Duration> {
     let dir = tempfile::tempdir()?;
-    let (_app, running, events, store) = bench.start(units, Duration::from_secs(30), dir.path()).await?;
+    let (_app, mut running, events, store) = bench.start(units, Duration::from_secs(30), dir.path()).await?;
     let minions = units as usize - 1;
     wait_for(|| events.settings_changed() >= minions, Duration::from_secs(300)).await?;
     let lease = store.lease(&bench.app).await?.ok_or_else(|| anyhow::anyhow!("no leader"))?;

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::leadership::simulation::{SimConfig, run_schedule};
 use crate::leadership::sqlite::{Durability, SqliteOptions};
-use crate::leadership::{LeadershipStore, ManualClock, MemoryStore, MonotonicClock, SqliteStore};
+use crate::leadership::{LeadershipStore, ManualClock, Release, MemoryStore, MonotonicClock, SqliteStore};
 use crate::names::{AppName, UnitName};
 
 use super::Figure;
@@ -29,7 +29,7 @@ async fn claim_extend_check(store: &dyn LeadershipStore, n: u64) -> anyhow::Resu
     let start = Instant::now();
     for i in 0..n as usize {
         let (app, unit) = (&apps[i % 100], &units[i % 100]);
-        store.revoke(unit).await?;
+        store.revoke(unit, Release::StepDown).await?;
         store.claim(unit, LEASE).await?;
         store.claim(unit, LEASE).await?;
         anyhow::ensure!(store.lease(app).await?.is_some(), "lost the lease");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::application::{Application, ApplicationConfig};
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventKind, EventSink};
 use crate::leadership::{LeadershipStore, MemoryStore};
 use crate::names::AppName;
 use crate::runtime::{HookRuntime, RuntimeConfig};
@@ -20,7 +20,7 @@ struct HookCount(std::sync::atomic::AtomicUsize);
 
 impl EventSink for HookCount {
     fn emit(&self, event: Event) {
-        if matches!(event, Event::Hook { .. }) {
+        if matches!(event.kind, EventKind::Hook { .. }) {
             self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -48,7 +48,7 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
         let per_unit = tokio.block_on(async {
             let before = rss_kib()?;
             let app = Application::new(runtime.clone(), charm.clone(), store, hooks.clone(), &config).await?;
-            let running = app.start();
+            let mut running = app.start();
             // Every unit runs install and one leadership hook; then it idles.
             let start = Instant::now();
             while hooks.0.load(std::sync::atomic::Ordering::Relaxed) < 2 * units as usize {

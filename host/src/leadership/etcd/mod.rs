@@ -65,6 +65,7 @@
 //! server had already accepted may still be applied, a margin before the caller gives up.
 
 mod connect;
+mod history;
 mod keys;
 mod watch;
 
@@ -78,8 +79,8 @@ use tokio::sync::watch as channel;
 use self::keys::{Kind, Layout, LeaseValue, SettingsValue, TermValue};
 use super::watchers::Watchers;
 use super::{
-    BootClock, Claim, Clock, Lease, LeaseError, LeadershipStore, StoreError, StoreFailure, Timestamp, WriteError, validate_duration,
-    validate_entity,
+    BootClock, Claim, Clock, Lease, LeaseError, LeadershipStore, Release, StoreError, StoreFailure, Tenure, Timestamp, WriteError,
+    validate_duration, validate_entity,
 };
 use crate::names::{AppName, UnitName};
 use crate::settings::{SettingsSnapshot, SettingsWrite};
@@ -481,18 +482,24 @@ impl EtcdStore {
         let (lease_key, term_key) = (self.layout.key(Kind::Lease, app), self.layout.key(Kind::Term, app));
         let reserved_key = self.layout.key(Kind::Reserved, app);
         let bound = if pinned { None } else { Some(PutOptions::new().with_lease(id)) };
+        let expired = self.expired_tenure(app, state).map_err(LeaseError::Store)?;
+        let mut ops = vec![
+            TxnOp::put(lease_key.as_str(), keys::encode(&LeaseValue::new(unit, term, ttl, if pinned { 0 } else { id })), bound),
+            TxnOp::put(term_key.as_str(), keys::encode(&TermValue::new(unit, term, ttl)), None),
+            TxnOp::delete(reserved_key.as_str(), None),
+        ];
+        ops.extend(history::on_grant(&self.layout, unit, term, self.clock.wall_time(self.clock.now()), expired));
+        // The guards on the term and released keys (the tenure before, and how it ended) make
+        // the history's account of it part of what the transaction checks.
         let txn = Txn::new()
             .when([
                 Compare::create_revision(lease_key.as_str(), CompareOp::Equal, 0),
                 Compare::mod_revision(term_key.as_str(), CompareOp::Equal, state.term.mod_revision),
+                Compare::mod_revision(self.layout.key(Kind::Released, app), CompareOp::Equal, state.released.mod_revision),
                 Compare::mod_revision(reserved_key.as_str(), CompareOp::Equal, state.reserved.mod_revision),
                 Compare::mod_revision(self.layout.key(Kind::Pins, app), CompareOp::Equal, state.pins.mod_revision),
             ])
-            .and_then([
-                TxnOp::put(lease_key.as_str(), keys::encode(&LeaseValue::new(unit, term, ttl, if pinned { 0 } else { id })), bound),
-                TxnOp::put(term_key.as_str(), keys::encode(&TermValue::new(unit, term, ttl)), None),
-                TxnOp::delete(reserved_key.as_str(), None),
-            ]);
+            .and_then(ops);
         let response = self.txn(txn).await.map_err(LeaseError::Store)?;
         let applied = response.succeeded();
         if !applied || pinned {
@@ -590,6 +597,29 @@ impl EtcdStore {
         TermValue::decode(self.layout.key(Kind::Term, app).as_bytes(), value).map(Some)
     }
 
+    /// The tenure before a grant on `state` if it ran out (its holder never gave it up):
+    /// its term and end, the instant this process saw its key deleted or else found it gone.
+    fn expired_tenure(&self, app: &AppName, state: &AppLease) -> Result<Option<(u64, std::time::SystemTime)>, StoreError> {
+        let Some(last) = self.last_tenure(app, &state.term)? else { return Ok(None) };
+        if self.released_term(app, state)? >= last.term {
+            return Ok(None);
+        }
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).tenures.get(app).copied();
+        let at = match seen {
+            Some(seen) if seen.term == last.term && seen.ended => seen.at.min(state.read_at),
+            _ => state.read_at,
+        };
+        Ok(Some((last.term, self.clock.wall_time(at))))
+    }
+
+    /// The last term of `app` its holder gave up (0 if none).
+    fn released_term(&self, app: &AppName, state: &AppLease) -> Result<u64, StoreError> {
+        match &state.released.value {
+            Some(value) => keys::decode_number(self.layout.key(Kind::Released, app).as_bytes(), value),
+            None => Ok(0),
+        }
+    }
+
     /// Whether `state`, which has no lease key, still keeps `claimant` out: the last tenure
     /// ended without its holder giving it up (expired, or revoked behind its back), and its
     /// holder may still count on it. A holder counts on a renewal only once the key has been
@@ -601,10 +631,7 @@ impl EtcdStore {
     /// nothing.
     fn vacancy(&self, app: &AppName, state: &AppLease, claimant: Option<&UnitName>) -> Result<Option<Vacancy>, StoreError> {
         let Some(last) = self.last_tenure(app, &state.term)? else { return Ok(None) };
-        let released = match &state.released.value {
-            Some(value) => keys::decode_number(self.layout.key(Kind::Released, app).as_bytes(), value)?,
-            None => 0,
-        };
+        let released = self.released_term(app, state)?;
         let (Some(holder), Some(ttl)) = (&last.holder, last.ttl) else { return Ok(None) };
         if released >= last.term || claimant.is_some_and(|c| c.as_str() == holder) {
             return Ok(None);
@@ -759,7 +786,7 @@ impl LeadershipStore for EtcdStore {
     /// guarded by the tenure, deletes the key and records the term as released, so that the
     /// next claimant need not wait for the holder's last renewal to run out (see
     /// `vacancy`); the tenure's etcd lease is revoked after.
-    async fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError> {
+    async fn revoke(&self, unit: &UnitName, why: Release) -> Result<(), LeaseError> {
         let app = unit.app();
         let (lease_key, released_key) = (self.layout.key(Kind::Lease, app), self.layout.key(Kind::Released, app));
         for _ in 0..CONTENTION_RETRIES {
@@ -776,6 +803,7 @@ impl LeadershipStore for EtcdStore {
                         .and_then([
                             TxnOp::delete(lease_key.as_str(), None),
                             TxnOp::put(released_key.as_str(), value.term.to_string(), None),
+                            history::on_revoke(&self.layout, unit, value.term, self.clock.wall_time(self.clock.now()), why),
                         ]);
                     if self.txn(txn).await.map_err(LeaseError::Store)?.succeeded() {
                         // Bound to nothing now (a pinned key was detached from it).
@@ -790,6 +818,30 @@ impl LeadershipStore for EtcdStore {
             }
         }
         Err(LeaseError::Store(StoreError::busy(format!("the lease of {app} kept changing while {unit} gave it up; try again"))))
+    }
+
+    async fn history(&self, app: Option<&AppName>, limit: usize) -> Result<Vec<Tenure>, LeaseError> {
+        let response = self.txn(Txn::new().and_then(history::reads(&self.layout, app))).await.map_err(LeaseError::Store)?;
+        history::tenures(&self.layout, response.op_responses().as_slice(), limit).map_err(LeaseError::Store)
+    }
+
+    /// One read of the tenure's start and end, then a transaction guarded by the end's mod
+    /// revision (retried if another writer changed it meanwhile).
+    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<(), LeaseError> {
+        let keys = history::tenure_keys(&self.layout, unit, term);
+        for _ in 0..CONTENTION_RETRIES {
+            let [start, end] = <[Read; 2]>::try_from(self.read(&keys).await.map_err(LeaseError::Store)?)
+                .map_err(|_| LeaseError::Store(StoreError::failed("etcd answered a read with too few results")))?;
+            let ended = end.value.as_deref().map(|value| (keys[1].as_bytes(), value));
+            let Some(put) = history::lost_renewals(unit, start.value.as_deref(), ended).map_err(LeaseError::Store)? else {
+                return Ok(());
+            };
+            let txn = Txn::new().when([Compare::mod_revision(keys[1].as_str(), CompareOp::Equal, end.mod_revision)]).and_then([put]);
+            if self.txn(txn).await.map_err(LeaseError::Store)?.succeeded() {
+                return Ok(());
+            }
+        }
+        Err(LeaseError::Store(StoreError::busy(format!("the history of {} kept changing; try again", unit.app()))))
     }
 
     async fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {

@@ -29,8 +29,8 @@ use tokio::sync::watch;
 use super::rules::{self, LeaseRecord, Reservation};
 use super::watchers::Watchers;
 use super::{
-    Claim, Clock, Lease, LeaseError, LeadershipStore, MonotonicClock, StoreError, StoreFailure, Timestamp, WriteError,
-    validate_entity,
+    Claim, Clock, Lease, LeaseError, LeadershipStore, MonotonicClock, Release, StoreError, StoreFailure, Tenure, Timestamp,
+    WriteError, validate_entity,
 };
 use crate::names::{AppName, UnitName};
 use crate::settings::{Settings, SettingsSnapshot, SettingsWrite};
@@ -144,7 +144,10 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-const SCHEMA_VERSION: i64 = 2;
+mod history;
+
+/// 2 added reservations for directed handovers; 3, the leadership history (`tenures`).
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value ANY NOT NULL) WITHOUT ROWID;
@@ -246,20 +249,26 @@ impl SqliteFile {
         let mut conn = open_connection(path, &options).map_err(sqlite)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
         tx.execute_batch(SCHEMA).map_err(sqlite)?;
+        tx.execute_batch(history::SCHEMA).map_err(sqlite)?;
         let found: Option<i64> = tx
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
             .optional()
             .map_err(sqlite)?;
+        let mut found = found;
         if found == Some(1) {
-            // Version 2 added reservations for directed handovers.
             tx.execute_batch(
                 "ALTER TABLE leases ADD COLUMN reserved_for TEXT;
                  ALTER TABLE leases ADD COLUMN reserved_until_ns INTEGER NOT NULL DEFAULT 0;
                  UPDATE meta SET value = 2 WHERE key = 'schema';",
             )
             .map_err(sqlite)?;
+            found = Some(2);
         }
-        let found = if found == Some(1) { Some(SCHEMA_VERSION) } else { found };
+        if found == Some(2) {
+            // The history's table was created above; it starts empty.
+            tx.execute_batch("UPDATE meta SET value = 3 WHERE key = 'schema';").map_err(sqlite)?;
+            found = Some(3);
+        }
         match found {
             Some(SCHEMA_VERSION) => {}
             Some(found) => return Err(OpenError::Schema { path: path.to_owned(), found }),
@@ -293,7 +302,8 @@ impl SqliteFile {
             Err(err) => return Err(sqlite(err)),
         };
         match schema {
-            Some(SCHEMA_VERSION) => {}
+            // A file from before the history reads with none.
+            Some(SCHEMA_VERSION | 2) => {}
             Some(found) => return Err(OpenError::Schema { path: path.to_owned(), found }),
             None => return Err(OpenError::Empty { path: path.to_owned() }),
         }
@@ -577,9 +587,19 @@ impl LeadershipStore for SqliteStore {
         self.blocking(move |file| file.claim(&unit, duration)).await
     }
 
-    async fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError> {
+    async fn revoke(&self, unit: &UnitName, why: Release) -> Result<(), LeaseError> {
         let unit = unit.clone();
-        self.blocking(move |file| file.revoke(&unit)).await
+        self.blocking(move |file| file.revoke(&unit, why)).await
+    }
+
+    async fn history(&self, app: Option<&AppName>, limit: usize) -> Result<Vec<Tenure>, LeaseError> {
+        let app = app.cloned();
+        self.blocking(move |file| history::read(&file.conn(), app.as_ref(), limit)).await
+    }
+
+    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<(), LeaseError> {
+        let unit = unit.clone();
+        self.blocking(move |file| file.write_tx(|tx| history::mark_lost_renewals(tx, &unit, term).map_err(LeaseError::from))).await
     }
 
     async fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {
@@ -655,6 +675,9 @@ impl SqliteFile {
             let (claim, new) = rules::claim(record.as_ref(), pinned, unit, duration, start, self.clock.now())?;
             let new_holder = record.as_ref().is_none_or(|r| r.term != new.term);
             write_lease(tx, unit.app(), &new, duration)?;
+            if let Some(grant) = crate::leadership::history::on_grant(record.as_ref(), &new, self.clock.as_ref()) {
+                history::record_grant(tx, &grant)?;
+            }
             if new_holder {
                 bump_lease_generation(tx)?;
             }
@@ -666,13 +689,15 @@ impl SqliteFile {
         Ok(claim)
     }
 
-    fn revoke(&self, unit: &UnitName) -> Result<(), LeaseError> {
+    fn revoke(&self, unit: &UnitName, why: Release) -> Result<(), LeaseError> {
         let changed = self.write_tx(|tx| {
             let (record, pinned) = read_lease(tx, unit.app())?;
             let Some(new) = rules::revoke(record.as_ref(), pinned, unit, self.clock.now())? else {
                 return Ok::<_, LeaseError>(false);
             };
             write_lease(tx, unit.app(), &new, Duration::ZERO)?;
+            let at = crate::leadership::history::unix_nanos(self.clock.wall_time(self.clock.now()));
+            history::record_revoke(tx, unit, new.term, at, why)?;
             bump_lease_generation(tx)?;
             Ok(true)
         })?;
