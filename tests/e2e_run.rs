@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -119,6 +120,7 @@ fn readable_output_ends_with_a_status_table() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("db/0") && stdout.contains("is now the leader"), "{stdout}");
     assert!(stdout.contains("UNIT") && stdout.contains("cluster-id = cluster-"), "{stdout}");
+    assert!(stdout.contains("leader - (last: db/") && stdout.contains(", term 1, ended 20") && stdout.contains(" by stop)"), "{stdout}");
 }
 
 #[test]
@@ -211,4 +213,115 @@ fn the_json_stream_never_shows_two_leaders() {
     // Which actions take effect depends on timing (a unit that stepped down is held off for a
     // claim duration, so an elect naming it waits that out); the order above is the point.
     assert!(tenures >= 2, "handovers happened: {tenures} tenures");
+}
+
+/// The value of each series of metric `name` in a scrape, by its `unit` label.
+fn series_by_unit(scrape: &str, name: &str) -> Vec<(String, f64)> {
+    scrape
+        .lines()
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{'))
+        .filter_map(|rest| {
+            let (labels, value) = rest.split_once("} ")?;
+            let unit = labels.split(',').find_map(|l| l.strip_prefix("unit=\""))?.trim_end_matches('"');
+            Some((unit.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// `run --metrics-addr` serves Prometheus metrics over HTTP: scraped with a real client on
+/// loopback, exactly one unit reports leading after a directed handover, the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_exactly_one_leader_after_a_handover() {
+    use http_body_util::BodyExt as _;
+    use std::io::BufRead as _;
+
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_charm-host"))
+        .args(["run", "example-charms/shared-settings", "--units", "3", "--app", "db", "--for", "120s", "--json"])
+        // Two handovers, so that db/2 ends leading at a later term whoever led first.
+        .args(["--guarantee-window", "2s", "--elect", "db/0@1s", "--elect", "db/2@2s", "--metrics-addr", "127.0.0.1:0", "--cache-dir"])
+        .arg(cache.path())
+        .current_dir(workspace())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut url = None;
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if let Some(found) = line.strip_prefix("metrics: ") {
+            url = Some(found.to_owned());
+            break;
+        }
+    }
+    let url: hyper::Uri = url.expect("the run says where its metrics are").parse().unwrap();
+    assert_eq!(url.host(), Some("127.0.0.1"));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<http_body_util::Empty<hyper::body::Bytes>>();
+    let scrape = || async {
+        let response = client.get(url.clone()).await.expect("the metrics answer");
+        assert_eq!(response.status(), 200);
+        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+        String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    };
+    // Wait for the handover to show: db/2 leads at a later term, its leader-elected run
+    // (each scrape is an event we wait for; up to a minute on a loaded machine).
+    let mut text = String::new();
+    for _ in 0..600 {
+        text = scrape().await;
+        let elected = text.lines().any(|l| l.starts_with(r#"charm_host_hooks_total{app="db",unit="db/2",hook="leader-elected",outcome="ok"}"#));
+        let later = series_by_unit(&text, "charm_host_unit_term").iter().any(|(u, t)| u == "db/2" && *t >= 2.0);
+        if elected && later {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let leaders: Vec<(String, f64)> = series_by_unit(&text, "charm_host_unit_leader");
+    assert_eq!(leaders.len(), 3, "every unit reports: {text}");
+    let leading: Vec<&str> = leaders.iter().filter(|(_, v)| *v == 1.0).map(|(u, _)| u.as_str()).collect();
+    assert_eq!(leading, ["db/2"], "exactly one unit leads, the one elected:\n{text}");
+    let terms = series_by_unit(&text, "charm_host_unit_term");
+    assert!(terms.iter().any(|(u, t)| u == "db/2" && *t >= 2.0), "a later term than the first leader's: {terms:?}");
+    assert!(terms.iter().filter(|(u, _)| u != "db/2").all(|(_, t)| *t == 0.0), "{terms:?}");
+    let left = series_by_unit(&text, "charm_host_unit_guarantee_remaining_seconds");
+    assert!(left.iter().any(|(u, s)| u == "db/2" && *s > 0.0), "{left:?}");
+    assert!(text.contains(r#"hook="leader-deposed",outcome="ok"} 1"#), "the old leader was deposed:\n{text}");
+    for line in ["charm_host_units 3", "charm_host_store_healthy 1", r#"charm_host_leader_settings_version{app="db"} 1"#] {
+        assert!(text.lines().any(|l| l == line), "{line}:\n{text}");
+    }
+    assert!(text.lines().any(|l| l.starts_with(r#"charm_host_lease_claim_duration_seconds_count{app="db",kind="claim"}"#)), "{text}");
+}
+
+/// `--log-format json`: the host's own log (stderr) is one JSON object per line, with the
+/// unit and hook as fields; `text` names them too.
+#[test]
+fn the_host_log_is_json_lines_with_unit_and_hook_fields() {
+    let cache = tempfile::tempdir().unwrap();
+    let run = |format: &str| {
+        Command::new(env!("CARGO_BIN_EXE_charm-host"))
+            .args(["run", "example-charms/shared-settings", "--units", "2", "--for", "1s", "--app", "db", "--log-format", format])
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .env("CHARM_HOST_LOG", "info")
+            .current_dir(workspace())
+            .output()
+            .unwrap()
+    };
+    let output = run("json");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<Value> = stderr.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let installs: Vec<&Value> = lines.iter().filter(|l| l["message"] == "hook finished" && l["hook"] == "install").collect();
+    let units: Vec<&str> = installs.iter().map(|l| l["unit"].as_str().unwrap()).collect();
+    assert_eq!(units.len(), 2, "{stderr}");
+    assert!(units.contains(&"db/0") && units.contains(&"db/1"), "{units:?}");
+    assert!(installs.iter().all(|l| l["level"] == "INFO" && l["timestamp"].is_string()), "{installs:?}");
+    assert!(lines.iter().any(|l| l["message"] == "leads" && l["term"] == 1), "{stderr}");
+
+    let output = run("text");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.lines().any(|l| l.contains("hook finished") && l.contains("unit=db/0") && l.contains("hook=install")), "{stderr}");
 }

@@ -30,6 +30,7 @@ use crate::hook_tools::{self, UnitTools};
 use crate::leadership::etcd::{ConnectError, EtcdOptions, EtcdStore};
 use crate::leadership::sqlite::OpenError;
 use crate::leadership::{Lease, LeaseError, LeadershipStore, MemoryStore, SqliteStore, wait_for_lease};
+use crate::metrics::Metrics;
 use crate::names::{AppName, UnitName};
 use crate::runtime::{Charm, HookRuntime, LoadError, RuntimeConfig, RuntimeError};
 use crate::services::ServiceConfig;
@@ -288,24 +289,28 @@ impl HostBuilder {
         };
         let runtime = Arc::new(HookRuntime::new(self.runtime)?);
         let (broadcast, _) = broadcast::channel(self.event_capacity);
-        let events = Arc::new(EventHub { sink: self.sink, broadcast });
+        let metrics = Arc::new(Metrics::new());
+        let events = Arc::new(EventHub { sink: self.sink, broadcast, metrics: metrics.clone() });
         let units = UnitSettings {
             guarantee_window: self.guarantee_window,
             services: (self.services, self.service_grace),
-            agent: self.agent,
+            agent: self.agent.with_metrics(metrics.clone()),
         };
-        Ok(Host { runtime, store, state, _temporary: temporary, events, units })
+        Ok(Host { runtime, store, state, _temporary: temporary, events, units, metrics })
     }
 }
 
-/// Sends each event to the embedder's sink, if any, and to the subscribers.
+/// Counts each event in the metrics, and sends it to the embedder's sink, if any, and to
+/// the subscribers.
 struct EventHub {
     sink: Option<Arc<dyn EventSink>>,
     broadcast: broadcast::Sender<Event>,
+    metrics: Arc<Metrics>,
 }
 
 impl EventSink for EventHub {
     fn emit(&self, event: Event) {
+        self.metrics.observe(&event);
         if self.broadcast.receiver_count() == 0 {
             if let Some(sink) = &self.sink {
                 sink.emit(event);
@@ -378,6 +383,7 @@ pub struct Host {
     _temporary: Option<tempfile::TempDir>,
     events: Arc<EventHub>,
     units: UnitSettings,
+    metrics: Arc<Metrics>,
 }
 
 /// What every unit of a host is set up with.
@@ -415,6 +421,12 @@ impl Host {
     /// Where units keep their data, state, records and sockets.
     pub fn state_dir(&self) -> &Path {
         self.state.root()
+    }
+
+    /// The metrics of this host's units (see [`crate::metrics`]): encode them for a scrape,
+    /// or serve them with [`crate::metrics::serve`].
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Every event of every unit from now on (see [`EventStream`]).

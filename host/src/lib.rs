@@ -99,6 +99,7 @@ pub mod handover;
 pub mod hook_tools;
 pub mod hooks;
 pub mod leadership;
+pub mod metrics;
 pub mod names;
 pub mod report;
 internal_mod!(runtime);

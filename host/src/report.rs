@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::hooks::HookKind;
-use crate::leadership::{LeaseError, LeadershipStore, WriteError};
+use crate::leadership::{LeaseError, LeadershipStore, Tenure, WriteError};
 use crate::events::WorkloadStatus;
 use crate::names::{AppName, UnitName};
 use crate::services::ServiceStatus;
@@ -37,6 +37,10 @@ pub struct ApplicationReport {
     pub leader: Option<UnitName>,
     /// The leader's term.
     pub term: Option<u64>,
+    /// The latest tenure in the store's history: the leader's, since when it leads, or the
+    /// last one's, how and when it ended.
+    #[serde(default)]
+    pub latest_tenure: Option<Tenure>,
     /// What pins its lease.
     pub pins: Vec<String>,
     /// The version of its leader settings.
@@ -140,6 +144,7 @@ impl ApplicationReport {
         let lease = store.lease(app).await?;
         let pins = store.pins().await?.remove(app).unwrap_or_default();
         let settings = store.read_settings(app).await?;
+        let latest_tenure = store.history(Some(app), 1).await?.pop();
         for unit in &mut units {
             unit.leader = lease.as_ref().is_some_and(|l| l.holder == unit.unit);
         }
@@ -147,6 +152,7 @@ impl ApplicationReport {
             application: app.clone(),
             leader: lease.as_ref().map(|l| l.holder.clone()),
             term: lease.map(|l| l.term),
+            latest_tenure,
             pins,
             settings_version: settings.version,
             settings: (*settings.values).clone(),
@@ -171,12 +177,16 @@ impl ApplicationReport {
     pub fn to_table(&self) -> String {
         let shown = |text: Option<&str>| text.map_or_else(|| "-".to_owned(), |t| for_terminal(t).into_owned());
         let pins = if self.pins.is_empty() { "none".to_owned() } else { self.pins.iter().map(|p| for_terminal(p)).collect::<Vec<_>>().join(", ") };
-        let mut out = format!(
-            "application {}: leader {} (term {}), pins: {pins}\n",
-            self.application,
-            shown(self.leader.as_ref().map(UnitName::as_str)),
-            self.term.map_or_else(|| "-".to_owned(), |t| t.to_string()),
-        );
+        let time = |at| humantime::format_rfc3339_millis(at).to_string();
+        let leader = match (&self.leader, self.term, &self.latest_tenure) {
+            (Some(leader), Some(term), Some(t)) if t.term == term => format!("{leader} (term {term}, since {})", time(t.started)),
+            (Some(leader), term, _) => format!("{leader} (term {})", term.map_or_else(|| "-".to_owned(), |t| t.to_string())),
+            (None, _, Some(Tenure { unit, term, ended: Some(ended), how: Some(how), .. })) => {
+                format!("- (last: {unit}, term {term}, ended {} by {})", time(*ended), how.name())
+            }
+            (None, _, _) => "- (term -)".to_owned(),
+        };
+        let mut out = format!("application {}: leader {leader}, pins: {pins}\n", self.application);
         let width = self.units.iter().map(|u| u.unit.as_str().len()).max().unwrap_or(0).max(16);
         let _ = writeln!(out, "  {:<width$} {:<8} {:<7} {:<12} {:<26} MESSAGE", "UNIT", "AGENT", "LEADER", "STATUS", "LAST HOOK");
         for unit in &self.units {
@@ -246,6 +256,7 @@ mod tests {
             application: AppName::new("app").unwrap(),
             leader: Some(unit("app/0")),
             term: Some(3),
+            latest_tenure: Some(Tenure::started(unit("app/0"), 3, std::time::UNIX_EPOCH)),
             pins: vec![],
             settings_version: 2,
             settings: Settings::from([("k".to_owned(), "v".to_owned())]),
@@ -278,5 +289,6 @@ mod tests {
         let table = report.to_table();
         assert!(!table.contains('\u{1b}'), "{table}");
         assert!(table.contains("[db running, pid 7]") && table.contains("[db stopped]"), "{table}");
+        assert!(table.contains("leader app/0 (term 3, since 1970-01-01T00:00:00.000Z)"), "{table}");
     }
 }

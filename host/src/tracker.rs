@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::leadership::{Claim, LeaseError, LeadershipStore, Release, Timestamp, WriteError};
+use crate::metrics::Metrics;
 use crate::tenure_record::TenureRecord;
 use crate::names::UnitName;
 
@@ -63,6 +64,8 @@ pub struct LeadershipTracker {
     guaranteed_until: AtomicU64,
     /// Where the tenures this unit believed in are recorded, if anywhere.
     record: Option<TenureRecord>,
+    /// Where its claims are measured, once its agent runs with metrics.
+    metrics: std::sync::OnceLock<Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for LeadershipTracker {
@@ -81,6 +84,7 @@ impl LeadershipTracker {
             state: Mutex::new(TrackerState::default()),
             guaranteed_until: AtomicU64::new(0),
             record: None,
+            metrics: std::sync::OnceLock::new(),
         }
     }
 
@@ -144,9 +148,19 @@ impl LeadershipTracker {
         std::mem::replace(&mut state.claim, claim)
     }
 
+    /// Measures every claim from now on in `metrics` (the first given is kept).
+    pub(crate) fn measure_claims(&self, metrics: Arc<Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
     /// Claims or renews the lease once and records the result.
     pub async fn refresh(&self) -> Refresh {
+        let renewal = self.lock().claim.is_some();
+        let started = std::time::Instant::now();
         let result = self.store.claim(&self.unit, self.claim_duration()).await;
+        if let Some(metrics) = self.metrics.get() {
+            metrics.observe_claim(&self.unit, renewal, &result, started.elapsed());
+        }
         let mut state = self.lock();
         match result {
             Ok(claim) => {

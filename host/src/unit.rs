@@ -121,8 +121,15 @@ impl UnitReporter {
         self.report(EventKind::HookStarted { hook });
     }
 
-    /// Records a hook's outcome in the status and reports it.
+    /// Records a hook's outcome in the status, logs it (info; warning if it failed) and
+    /// reports it.
     pub fn record_hook(&self, outcome: &HookOutcome) {
+        let (unit, hook) = (&self.name, outcome.hook);
+        let ms = (outcome.elapsed.as_secs_f64() * 1e6).round() / 1e3;
+        match &outcome.result {
+            Ok(()) => tracing::info!(%unit, %hook, ms, "hook finished"),
+            Err(error) => tracing::warn!(%unit, %hook, ms, %error, "hook failed"),
+        }
         {
             let mut current = self.lock_status();
             current.last_hook = Some(outcome.hook);
@@ -147,12 +154,18 @@ impl UnitReporter {
     /// term, as every later one does) or giving it up (`None`: the event carries the term
     /// given up, and later ones none).
     pub(crate) fn report_leadership(&self, term: Option<u64>) {
+        let unit = &self.name;
         match term {
             Some(term) => {
+                tracing::info!(%unit, term, "leads");
                 self.term.store(term, Ordering::Release);
                 self.report(EventKind::Leadership { leader: true });
             }
             None => {
+                match self.term.load(Ordering::Acquire) {
+                    0 => tracing::debug!(%unit, "a minion"),
+                    given_up => tracing::info!(%unit, term = given_up, "no longer leads"),
+                }
                 self.report(EventKind::Leadership { leader: false });
                 self.term.store(0, Ordering::Release);
             }
@@ -302,6 +315,7 @@ impl Unit {
     /// it): its services die with it (their parent-death signal), and a
     /// [`EventKind::Crashed`] event says so, with the term it held.
     pub(crate) fn agent_killed(&self) {
+        tracing::warn!(unit = %self.name, "agent killed: its lease is left to expire");
         self.services.kill_all();
         self.reporter.report(EventKind::Crashed);
     }

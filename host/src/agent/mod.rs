@@ -59,6 +59,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::metrics::Metrics;
 use crate::names::UnitName;
 use crate::runtime::{Charm, HookRuntime};
 use crate::timing::InvalidDuration;
@@ -88,6 +89,9 @@ pub struct AgentConfig {
     /// Start even on a store that remembers less than this unit does (it was lost or
     /// replaced): the unit then forgets the terms and settings versions it remembered.
     pub accept_new_store: bool,
+    /// Where the unit's claims are measured and, while its agent runs, its state is read
+    /// for scrapes (see [`crate::metrics`]).
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl AgentConfig {
@@ -120,6 +124,12 @@ impl AgentConfig {
         self.accept_new_store = accept;
         self
     }
+
+    /// Measured in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
 }
 
 impl Default for AgentConfig {
@@ -130,6 +140,7 @@ impl Default for AgentConfig {
             status_file: None,
             stop_grace: crate::timing::DEFAULT_STOP_GRACE,
             accept_new_store: false,
+            metrics: None,
         }
     }
 }
@@ -203,6 +214,11 @@ pub(crate) async fn run_checked_unit(
         None => preflight(&unit, &config).await?,
     };
     let records = records::Records::open(&config, &local)?;
+    // Counted while this future runs: a stop ends it, a kill drops it.
+    let _running = config.metrics.as_ref().map(|metrics| {
+        unit.tracker().measure_claims(metrics.clone());
+        metrics.agent_running(&unit)
+    });
     let roles = role::RoleSource::start(unit.tracker().clone(), unit.services().clone(), unit.reporter().clone());
     let queue = HookQueue::new(local, config.backoff);
     let driver = driver::HookDriver { runtime, charm, unit, queue, records, stop_grace: config.stop_grace };

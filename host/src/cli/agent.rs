@@ -31,6 +31,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             .event_sink(events)
             .build()
             .await?;
+        let _metrics = args.runtime.serve_metrics(&host).await?;
         let charm = host.load_charm(&wasm)?;
         let agent = host.start_agent(args.unit.clone(), &charm).await?;
         agent.stop_on_signals()?;

@@ -36,6 +36,17 @@ use clap::{Args, Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How the host's own log (stderr; its level from `CHARM_HOST_LOG`, default `warn`) is
+    /// written: `text` lines, or `json`, one object per line with `unit` and `hook` fields.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// The format of the host's own log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -299,6 +310,10 @@ pub struct RuntimeArgs {
     /// Compile the charm every time instead of caching it.
     #[arg(long)]
     pub no_cache: bool,
+    /// Serve Prometheus metrics on HOST:PORT at `/metrics` (unauthenticated: bind it to
+    /// loopback or a private network). Port 0 picks a free one; the address is printed.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
 }
 
 /// A library default as the command line writes it (`30s`, `1m`): the CLI's defaults are
@@ -362,12 +377,16 @@ pub fn run() -> ExitCode {
             }
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CHARM_HOST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHARM_HOST_LOG").unwrap_or_else(|_| "warn".into());
+    // Colours only on a terminal: a log written to a file or a pipe stays plain text.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colours);
+    match args.log_format {
+        LogFormat::Text => log.init(),
+        // The event's fields (`unit`, `hook`, ...) at the top level of each line; a line
+        // logged while a hook runs has its `unit` and `hook` under `span`.
+        LogFormat::Json => log.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
+    }
     match dispatch(args) {
         Ok(code) => code,
         Err(err) => {

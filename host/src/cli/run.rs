@@ -19,6 +19,16 @@ use super::output::{HumanLog, JsonLog};
 use super::{RunArgs, RuntimeArgs, UnitAt, UsageError};
 
 impl RuntimeArgs {
+    /// Serves `host`'s metrics on `--metrics-addr`, if given, until the returned task is
+    /// dropped; says where on stderr.
+    pub async fn serve_metrics(&self, host: &Host) -> anyhow::Result<Option<crate::metrics::ServeTask>> {
+        let Some(addr) = &self.metrics_addr else { return Ok(None) };
+        let listener = tokio::net::TcpListener::bind(addr.as_str()).await.with_context(|| format!("--metrics-addr {addr}"))?;
+        let bound = listener.local_addr().with_context(|| format!("--metrics-addr {addr}"))?;
+        eprintln!("metrics: http://{bound}/metrics");
+        Ok(Some(crate::metrics::ServeTask::spawn(listener, host.metrics().clone())))
+    }
+
     /// A host builder with these flags' settings.
     pub fn host_builder(&self) -> crate::HostBuilder {
         let config = self.runtime_config();
@@ -136,6 +146,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .event_sink(events)
             .build()
             .await?;
+        let _metrics = args.runtime.serve_metrics(&host).await?;
         let charm = host.load_charm(&wasm)?;
         if !args.json {
             let source = if charm.from_cache() { "from cache" } else { "compiled" };

@@ -238,7 +238,9 @@ impl HookRuntime {
             unit.reporter().hook_started(hook);
         }
         let start = Instant::now();
-        let result = self.run_in_sandbox(charm, unit, hook, deadline).await;
+        // What the host logs while the hook runs (wasmtime, WASI, host functions) names it.
+        let span = tracing::debug_span!("hook", unit = %unit.name(), hook = %hook);
+        let result = tracing::Instrument::instrument(self.run_in_sandbox(charm, unit, hook, deadline), span).await;
         HookOutcome { hook, result, elapsed: start.elapsed() }
     }
 
