@@ -131,6 +131,52 @@ fn elect_hands_over_to_the_named_unit_and_step_down_to_any() {
     assert_eq!(agents.tool(&["elect", "db/9"]).status.code(), Some(1), "no agent runs for db/9");
 }
 
+/// A port nothing listens on now (the agent binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Three agent processes, each serving its unit's metrics: after `elect`, scraped over HTTP,
+/// exactly one of them reports leading, the elected unit; the history says how the tenure
+/// before it ended.
+#[test]
+fn after_elect_exactly_one_agent_reports_leading_in_its_metrics() {
+    let mut agents = Agents::new();
+    let units = ["db/0", "db/1", "db/2"];
+    let mut urls = Vec::new();
+    for unit in units {
+        let addr = format!("127.0.0.1:{}", free_port());
+        agents.start_with("example-charms/shared-settings", unit, &["--metrics-addr", &addr]);
+        urls.push(format!("http://{addr}/metrics"));
+    }
+    wait_for("a leader", || units.iter().any(|u| agents.is_leader(u) == Some(true)));
+    let first = *units.iter().find(|u| agents.is_leader(u) == Some(true)).unwrap();
+    let target = if first == "db/2" { "db/1" } else { "db/2" };
+    let out = agents.tool(&["elect", target]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Each scrape reads one process; wait until every one answers and the old leader's
+    // guarantee is gone from its own.
+    let leading = || -> Option<Vec<String>> {
+        let mut leading = Vec::new();
+        for url in &urls {
+            let text = support::metrics::scrape_blocking(url).ok()?;
+            let series = support::metrics::series_by_unit(&text, "charm_host_unit_leader");
+            if series.len() != 1 || !text.lines().any(|l| l == "charm_host_units 1") {
+                return None;
+            }
+            leading.extend(series.into_iter().filter(|(_, v)| *v == 1.0).map(|(u, _)| u));
+        }
+        Some(leading)
+    };
+    wait_for("the handover in the metrics", || leading().is_some_and(|l| l.contains(&target.to_owned())));
+    assert_eq!(leading().unwrap(), [target], "exactly one unit reports leading");
+    let history: serde_json::Value = serde_json::from_str(&stdout(&agents.tool(&["history", "--json"]))).unwrap();
+    let tenures = history["tenures"].as_array().unwrap();
+    assert_eq!((tenures[0]["unit"].as_str(), tenures[0]["how"].as_str()), (Some(target), None), "{history}");
+    assert_eq!((tenures[1]["unit"].as_str(), tenures[1]["how"].as_str()), (Some(first), Some("handover")), "{history}");
+    assert!(tenures[0]["gap_before_seconds"].as_f64().is_some(), "the leaderless gap of the handover: {history}");
+}
+
 /// A leader-only service that appends `UNIT NANOS` to `file` every 20 ms while it runs.
 fn ticker(unit: &str, file: &Path) -> String {
     format!("singleton=while true; do echo {unit} $(date +%s%N) >> {}; sleep 0.02; done", file.display())

@@ -1,15 +1,16 @@
 //! Black-box tests of the `charm-host` binary: they run it as a user would and read only
 //! what it prints.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host/ has a parent").to_owned()
-}
+mod support;
+
+use support::metrics::{scrape, series_by_unit};
+use support::workspace;
 
 fn charm_host(args: &[&str], cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_charm-host"))
@@ -215,24 +216,10 @@ fn the_json_stream_never_shows_two_leaders() {
     assert!(tenures >= 2, "handovers happened: {tenures} tenures");
 }
 
-/// The value of each series of metric `name` in a scrape, by its `unit` label.
-fn series_by_unit(scrape: &str, name: &str) -> Vec<(String, f64)> {
-    scrape
-        .lines()
-        .filter_map(|line| line.strip_prefix(name)?.strip_prefix('{'))
-        .filter_map(|rest| {
-            let (labels, value) = rest.split_once("} ")?;
-            let unit = labels.split(',').find_map(|l| l.strip_prefix("unit=\""))?.trim_end_matches('"');
-            Some((unit.to_owned(), value.trim().parse().ok()?))
-        })
-        .collect()
-}
-
 /// `run --metrics-addr` serves Prometheus metrics over HTTP: scraped with a real client on
 /// loopback, exactly one unit reports leading after a directed handover, the new leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_exactly_one_leader_after_a_handover() {
-    use http_body_util::BodyExt as _;
     use std::io::BufRead as _;
 
     let cache = tempfile::tempdir().unwrap();
@@ -255,16 +242,9 @@ async fn metrics_show_exactly_one_leader_after_a_handover() {
             break;
         }
     }
-    let url: hyper::Uri = url.expect("the run says where its metrics are").parse().unwrap();
-    assert_eq!(url.host(), Some("127.0.0.1"));
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<http_body_util::Empty<hyper::body::Bytes>>();
-    let scrape = || async {
-        let response = client.get(url.clone()).await.expect("the metrics answer");
-        assert_eq!(response.status(), 200);
-        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-        assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
-        String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
-    };
+    let url = url.expect("the run says where its metrics are");
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let scrape = || async { scrape(&url).await.expect("the metrics answer") };
     // Wait for the handover to show: db/2 leads at a later term, its leader-elected run
     // (each scrape is an event we wait for; up to a minute on a loaded machine).
     let mut text = String::new();

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod metrics;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};
