@@ -1,8 +1,9 @@
 //! What a running unit reports to whoever embeds the host: hooks run, leadership changes,
-//! log lines and status changes.
+//! log lines, status changes and crashes, each with when it happened and the unit's term.
 //!
-//! Invariants: events of one unit are emitted in the order they happened; a sink must not
-//! block for long, since it is called from the unit's own task.
+//! Invariants: events of one unit are emitted in the order they happened, each stamped by
+//! the unit's reporter (one place) with its store clock's wall time and the term the unit
+//! leads at; a sink must not block for long, since it is called from the unit's own task.
 
 use std::time::{Duration, SystemTime};
 

@@ -9,6 +9,7 @@
 //! | `P/reserved/APP`        | the unit a directed handover is for    | the reservation's     |
 //! | `P/pins/APP`            | JSON array of pinning entities, sorted | none                  |
 //! | `P/settings/APP`        | `{"version":N,"values":{K:V,...}}`     | none                  |
+//! | `P/history/APP/TERM`, `P/ended/APP/TERM` | a tenure's start and end (see `history.rs`) | none |
 //!
 //! A settings key is put only by a write that changes the bucket, and never deleted, so etcd's
 //! own count of its puts (`version` of the key) is the settings version: the watch and the

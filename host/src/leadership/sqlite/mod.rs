@@ -11,7 +11,8 @@
 //!   in another boot, every held lease is given its full duration again from now: nobody is
 //!   granted a lease a holder may still believe valid.
 //! - A lease's row outlives its tenure (with no holder), so terms only go up across
-//!   restarts. Settings and their version change in the same transaction.
+//!   restarts. Settings and their version change in the same transaction; the history's
+//!   `tenures` rows (`history.rs`) change in the claim's and the revoke's.
 //! - Durability: WAL journal; with [`Durability::Full`] (the default) every commit is
 //!   fsynced before the call returns, so an acknowledged write survives power loss too.
 //! - Other processes' changes reach this process's watchers at once (inotify on the
