@@ -149,7 +149,10 @@ fn after_elect_exactly_one_agent_reports_leading_in_its_metrics() {
         agents.start_with("example-charms/shared-settings", unit, &["--metrics-addr", &addr]);
         urls.push(format!("http://{addr}/metrics"));
     }
-    wait_for("a leader", || units.iter().any(|u| agents.is_leader(u) == Some(true)));
+    wait_for("every agent answering, one leading", || {
+        let answers: Vec<Option<bool>> = units.iter().map(|u| agents.is_leader(u)).collect();
+        answers.iter().all(Option::is_some) && answers.contains(&Some(true))
+    });
     let first = *units.iter().find(|u| agents.is_leader(u) == Some(true)).unwrap();
     let target = if first == "db/2" { "db/1" } else { "db/2" };
     let out = agents.tool(&["elect", target]);

@@ -28,7 +28,8 @@
 //! without a tenure, `renew` for an extension) and `lease_claim_failures_total` (`app`,
 //! `unit`, `kind`: the store failed or did not answer; a refusal is not a failure).
 //!
-//! Invariants: a scrape reads only memory (no store calls, no locks held across an await),
+//! Invariants: a scrape reads only memory (no store calls, no locks held across an await:
+//! the settings version comes from a receiver each agent subscribed when it started),
 //! so it answers however slow the store is; recording a hook or a claim is a few atomic
 //! operations on the unit's task. The HTTP server answers `GET /metrics` only, serves at
 //! most [`MAX_CONNECTIONS`] connections at once and gives each [`CONNECTION_DEADLINE`].
@@ -192,9 +193,11 @@ impl Metrics {
     /// Counts `unit`'s agent as running until the returned guard is dropped (when the agent
     /// ends, stopped or killed).
     pub(crate) fn agent_running(&self, unit: &Arc<Unit>) -> AgentRunning {
+        // Subscribed here, on the agent's task: a scrape only reads the receiver.
+        let settings = unit.store().watch_settings(unit.name().app());
         let mut units = self.units.lock();
-        let entry = units.entry(unit.name().clone()).or_insert_with(|| (Weak::new(), 0));
-        *entry = (Arc::downgrade(unit), entry.1.saturating_add(1));
+        let count = units.get(unit.name()).map_or(0, |running| running.agents);
+        units.insert(unit.name().clone(), Running { unit: Arc::downgrade(unit), agents: count.saturating_add(1), settings });
         AgentRunning { units: Arc::downgrade(&self.units), unit: unit.name().clone() }
     }
 }
@@ -210,22 +213,31 @@ impl Drop for AgentRunning {
     fn drop(&mut self) {
         let Some(units) = self.units.upgrade() else { return };
         let mut units = units.lock();
-        if let Some((_, count)) = units.get_mut(&self.unit) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
+        if let Some(running) = units.get_mut(&self.unit) {
+            running.agents = running.agents.saturating_sub(1);
+            if running.agents == 0 {
                 units.remove(&self.unit);
             }
         }
     }
 }
 
-/// The units whose agents run, with how many agents run each (a restarted unit's old agent
-/// may still be ending); read at each scrape.
+/// The units whose agents run; read at each scrape.
 #[derive(Debug, Default)]
-struct RunningUnits(Mutex<BTreeMap<UnitName, (Weak<Unit>, u32)>>);
+struct RunningUnits(Mutex<BTreeMap<UnitName, Running>>);
+
+/// A unit whose agent runs.
+#[derive(Debug)]
+struct Running {
+    unit: Weak<Unit>,
+    /// How many of its agents run (a restarted unit's old agent may still be ending).
+    agents: u32,
+    /// Its application's settings version, as the store last announced it.
+    settings: tokio::sync::watch::Receiver<u64>,
+}
 
 impl RunningUnits {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<UnitName, (Weak<Unit>, u32)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<UnitName, Running>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -278,7 +290,8 @@ fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) ->
 
 impl Collector for RunningUnits {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let units: Vec<Arc<Unit>> = self.lock().values().filter_map(|(unit, _)| unit.upgrade()).collect();
+        let (units, settings): (Vec<Arc<Unit>>, Vec<u64>) =
+            self.lock().values().filter_map(|running| Some((running.unit.upgrade()?, *running.settings.borrow()))).unzip();
         let readings: Vec<UnitReading> = units.iter().map(|unit| UnitReading::of(unit)).collect();
         let per_unit = |value: fn(&UnitReading) -> i64| readings.iter().map(move |r| (r.labels.clone(), value(r)));
         gauges(&mut encoder, "unit_leader", "1 while the unit holds leadership guaranteed for the window", None, per_unit(|r| r.leader))?;
@@ -288,9 +301,10 @@ impl Collector for RunningUnits {
         gauges(&mut encoder, "unit_leader_services_running", "Leader-only services running", None, per_unit(|r| r.leader_services))?;
         gauges(&mut encoder, "unit_store_healthy", "1 while the unit's claims reach the store", None, per_unit(|r| r.store_healthy))?;
         let mut versions: BTreeMap<String, i64> = BTreeMap::new();
-        for unit in &units {
-            let version = *unit.store().watch_settings(unit.name().app()).borrow();
-            versions.insert(unit.name().app().to_string(), i64::try_from(version).unwrap_or(i64::MAX));
+        for (unit, version) in units.iter().zip(settings) {
+            let version = i64::try_from(version).unwrap_or(i64::MAX);
+            let seen = versions.entry(unit.name().app().to_string()).or_insert(version);
+            *seen = (*seen).max(version);
         }
         let versions = versions.into_iter().map(|(app, version)| (AppLabels { app }, version));
         gauges(&mut encoder, "leader_settings_version", "The version of the leader settings, as last seen", None, versions)?;
@@ -305,7 +319,10 @@ impl Collector for RunningUnits {
 /// closed after [`CONNECTION_DEADLINE`].
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    // Owned here: dropping this future (the task's abort) ends every connection with it.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -317,7 +334,7 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
             }
         };
         let metrics = metrics.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _slot = slot;
             let service = hyper::service::service_fn(move |request| {
                 let answer = answer(&metrics, &request);

@@ -144,7 +144,14 @@ impl ApplicationReport {
         let lease = store.lease(app).await?;
         let pins = store.pins().await?.remove(app).unwrap_or_default();
         let settings = store.read_settings(app).await?;
-        let latest_tenure = store.history(Some(app), 1).await?.pop();
+        // The history explains the lease; a history that cannot be read does not hide it.
+        let latest_tenure = match store.history(Some(app), 1).await {
+            Ok(mut latest) => latest.pop(),
+            Err(err) => {
+                tracing::warn!(%app, "cannot read the leadership history: {err}");
+                None
+            }
+        };
         for unit in &mut units {
             unit.leader = lease.as_ref().is_some_and(|l| l.holder == unit.unit);
         }

@@ -57,7 +57,7 @@ async fn the_server_expires_a_lease_and_the_next_holder_gets_a_higher_term() {
     let ends: Vec<_> = history.iter().map(|t| (t.term, t.unit.to_string(), t.how)).collect();
     assert_eq!(ends, [(2, "a/1".into(), None), (1, "a/0".into(), Some(TenureEnd::Expired))]);
     assert!(history[1].ended.is_some_and(|ended| ended <= history[0].started), "{history:?}");
-    store.mark_lost_renewals(&unit("a/0"), 1).await.unwrap();
+    assert_eq!(store.mark_lost_renewals(&unit("a/0"), 1).await.unwrap(), charm_host::leadership::LostRenewals::Marked);
     assert_eq!(store.history(Some(&app("a")), 1).await.unwrap().len(), 1, "at most the limit");
     let how = store.history(Some(&app("a")), 10).await.unwrap()[1].how;
     assert_eq!(how, Some(TenureEnd::LostRenewals), "its holder said its renewals failed");

@@ -14,7 +14,7 @@ use support::{app_name as app, group, unit_name as unit};
 use charm_host::leadership::etcd::{EtcdOptions, EtcdStore};
 use charm_host::leadership::sqlite::SqliteOptions;
 use charm_host::leadership::{
-    Clock, HISTORY_LIMIT, LeaseError, LeadershipStore, LeadershipToken, ManualClock, MemoryStore, Release, TenureEnd, SqliteStore, StoreFailure, WriteError,
+    Clock, HISTORY_LIMIT, LeaseError, LostRenewals, LeadershipStore, LeadershipToken, ManualClock, MemoryStore, Release, TenureEnd, SqliteStore, StoreFailure, WriteError,
     wait_until_released,
 };
 use charm_host::names::UnitName;
@@ -125,8 +125,9 @@ async fn the_history_records_each_tenure_and_how_it_ended(s: Subject) {
         assert!(older.started <= ended && ended <= newer.started, "{history:?}");
     }
     // Lost renewals rewrite only an expiry.
-    s.store.mark_lost_renewals(&unit("a/0"), 1).await.unwrap();
-    s.store.mark_lost_renewals(&unit("a/2"), 3).await.unwrap();
+    assert_eq!(s.store.mark_lost_renewals(&unit("a/0"), 1).await.unwrap(), LostRenewals::NotApplicable, "it stepped down");
+    assert_eq!(s.store.mark_lost_renewals(&unit("a/2"), 3).await.unwrap(), LostRenewals::StillOpen);
+    assert_eq!(s.store.mark_lost_renewals(&unit("a/0"), 3).await.unwrap(), LostRenewals::NotApplicable, "not its tenure");
     assert_eq!(ends(&s, "a").await, expected);
     // Every application, newest first in each, at most the limit of each.
     let latest: Vec<_> = s.store.history(None, 1).await.unwrap().into_iter().map(|t| (t.unit.to_string(), t.term)).collect();
@@ -159,9 +160,9 @@ async fn an_expired_tenure_ends_at_its_expiry(s: Subject) {
     assert_eq!(history[1].ended, Some(s.clock.wall_time(expires)), "at its expiry, on the wall");
     assert_eq!(history[0].started, s.clock.wall_time(s.clock.now()));
     assert_eq!(history[0].started.duration_since(history[1].ended.unwrap()).unwrap(), SECOND, "the gap without a leader");
-    s.store.mark_lost_renewals(&unit("a/1"), 1).await.unwrap();
+    assert_eq!(s.store.mark_lost_renewals(&unit("a/1"), 1).await.unwrap(), LostRenewals::NotApplicable);
     assert_eq!(ends(&s, "a").await[1].2, Some(TenureEnd::Expired), "only its holder says why");
-    s.store.mark_lost_renewals(&unit("a/0"), 1).await.unwrap();
+    assert_eq!(s.store.mark_lost_renewals(&unit("a/0"), 1).await.unwrap(), LostRenewals::Marked);
     assert_eq!(ends(&s, "a").await[1].2, Some(TenureEnd::LostRenewals));
     // The same unit after its own expiry: a new tenure, the old one expired.
     s.clock.advance(LEASE + SECOND);
@@ -437,6 +438,11 @@ async fn sqlite_keeps_terms_leases_and_settings_across_reopening() {
     // full duration from now (here the manual clock even stands still).
     let store = open("boot-2");
     assert!(matches!(store.claim(&unit("a/0"), LEASE).await, Err(LeaseError::Denied { .. })));
+    // Its holder died with the old boot: the history ends its tenure when the reboot is
+    // seen, not when the lease kept for safety runs out.
+    let rebooted_at = clock.wall_time(clock.now());
+    let history = store.history(Some(&app("a")), 10).await.unwrap();
+    assert_eq!((history[0].term, history[0].how, history[0].ended), (2, Some(TenureEnd::Expired), Some(rebooted_at)));
     clock.advance(LEASE - Duration::from_nanos(1));
     assert!(store.lease(&app("a")).await.unwrap().is_some());
     clock.advance(Duration::from_nanos(1));

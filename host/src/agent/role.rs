@@ -23,7 +23,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::events::LogLevel;
-use crate::leadership::{Clock, LeaseError, Release, Timestamp, wait_until_released};
+use crate::leadership::{Clock, LeaseError, LostRenewals, Release, Timestamp, wait_until_released};
 use crate::names::UnitName;
 use crate::services::ServiceSupervisor;
 use crate::timing;
@@ -212,12 +212,12 @@ impl ClaimLoop {
                 std::mem::replace(health, now.clone()) != now
             });
             self.failures = if refresh == Refresh::Failed { self.failures.saturating_add(1) } else { 0 };
-            if let (Role::Leader(term), Refresh::Minion) = (*self.roles.borrow(), refresh) {
-                // The lease ran out under a unit that still ran (its renewals came too late).
-                self.lost_term = Some(term);
-            }
-            if refresh != Refresh::Failed {
-                self.report_lost_renewals().await;
+            match (*self.roles.borrow(), refresh) {
+                // The lease ran out under a unit that still ran (its renewals came too late):
+                // another unit holds it now, or this one again at a new term.
+                (Role::Leader(term), Refresh::Minion) => self.lost_term = Some(term),
+                (Role::Leader(term), Refresh::Leader { term: now, .. }) if now != term => self.lost_term = Some(term),
+                _ => {}
             }
             let role = match refresh {
                 Refresh::Leader { term, .. } => Role::Leader(term),
@@ -228,6 +228,9 @@ impl ClaimLoop {
                 },
             };
             self.publish(role).await;
+            if refresh != Refresh::Failed {
+                self.report_lost_renewals(retry_interval).await;
+            }
             let ended = match role {
                 Role::Leader(_) => self.lead(refresh, retry_interval).await,
                 Role::Minion | Role::Unknown => self.follow(retry_interval).await,
@@ -240,12 +243,20 @@ impl ClaimLoop {
         self.release(self.revoke_after_deposed.unwrap_or(Release::Stop)).await;
     }
 
-    /// Tells the history that the tenure lost to failed renewals was lost so (once: a
-    /// failure is retried at the next answered claim).
-    async fn report_lost_renewals(&mut self) {
+    /// Tells the history that the tenure lost to failed renewals was lost so, within
+    /// `within` (the claim loop waits no longer). Tried again at the next answered claim
+    /// while that tenure is still open in the store or the store fails.
+    async fn report_lost_renewals(&mut self, within: std::time::Duration) {
         let Some(term) = self.lost_term else { return };
-        match self.tracker.store().mark_lost_renewals(self.tracker.unit(), term).await {
-            Ok(()) => self.lost_term = None,
+        let store = self.tracker.store().clone();
+        let deadline = self.clock.sleep_until(self.clock.now() + within);
+        let marked = tokio::select! {
+            marked = store.mark_lost_renewals(self.tracker.unit(), term) => marked,
+            () = deadline => return,
+        };
+        match marked {
+            Ok(LostRenewals::StillOpen) => {}
+            Ok(_) => self.lost_term = None,
             Err(err) => tracing::debug!(unit = %self.tracker.unit(), term, "cannot record the lost renewals yet: {err}"),
         }
     }
@@ -402,19 +413,20 @@ impl ClaimLoop {
     }
 
     /// Publishes `role`; on losing leadership, first stops the leader-only services. The
-    /// event goes out before the role, so it precedes every hook the new role causes.
+    /// event goes out first (the guarantee is already given up, so the services' last
+    /// lines carry no term) and the role after, so it precedes every hook the role causes.
     async fn publish(&self, role: Role) {
         let current = *self.roles.borrow();
         if current == role {
             return;
         }
-        if matches!(current, Role::Leader(_)) && !matches!(role, Role::Leader(_)) {
-            self.services.stop_leader_only(timing::leader_services_stop(self.tracker.window())).await;
-        }
         self.reporter.report_leadership(match role {
             Role::Leader(term) => Some(term),
             _ => None,
         });
+        if matches!(current, Role::Leader(_)) && !matches!(role, Role::Leader(_)) {
+            self.services.stop_leader_only(timing::leader_services_stop(self.tracker.window())).await;
+        }
         self.roles.send_replace(role);
     }
 

@@ -35,9 +35,9 @@ pub trait Clock: Send + Sync + 'static {
         let now = self.now();
         let wall = SystemTime::now();
         if at <= now {
-            wall.checked_sub(now.saturating_since(at)).unwrap_or(UNIX_EPOCH)
+            wall.checked_sub(now.saturating_since(at)).unwrap_or(UNIX_EPOCH).max(UNIX_EPOCH)
         } else {
-            wall.checked_add(at.saturating_since(now)).unwrap_or(wall)
+            wall.checked_add(at.saturating_since(now)).unwrap_or(wall).max(UNIX_EPOCH)
         }
     }
 }

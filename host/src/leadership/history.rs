@@ -82,6 +82,20 @@ impl TenureEnd {
     }
 }
 
+/// What [`LeadershipStore::mark_lost_renewals`](super::LeadershipStore::mark_lost_renewals)
+/// found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostRenewals {
+    /// The tenure had ended as an expiry: it now reads [`TenureEnd::LostRenewals`].
+    Marked,
+    /// The tenure is still open in the store (its lease has not passed to anyone yet): ask
+    /// again later.
+    StillOpen,
+    /// Nothing to mark: the tenure ended otherwise, was not the unit's, or is not (any more)
+    /// in the history.
+    NotApplicable,
+}
+
 impl From<Release> for TenureEnd {
     fn from(release: Release) -> Self {
         match release {
@@ -127,9 +141,14 @@ impl Tenure {
     }
 
     /// Records that the expiry that ended it was a loss of renewals (nothing else changes).
-    pub(crate) fn mark_lost_renewals(&mut self) {
-        if self.how == Some(TenureEnd::Expired) {
-            self.how = Some(TenureEnd::LostRenewals);
+    pub(crate) fn mark_lost_renewals(&mut self) -> LostRenewals {
+        match self.how {
+            None => LostRenewals::StillOpen,
+            Some(TenureEnd::Expired) => {
+                self.how = Some(TenureEnd::LostRenewals);
+                LostRenewals::Marked
+            }
+            Some(_) => LostRenewals::NotApplicable,
         }
     }
 
@@ -225,13 +244,14 @@ mod tests {
         let at = |s| UNIX_EPOCH + Duration::from_secs(s);
         let mut tenure = Tenure::started(unit, 7, at(100));
         assert_eq!(tenure.duration(at(130)), Duration::from_secs(30), "open: so far");
-        tenure.mark_lost_renewals();
+        assert_eq!(tenure.mark_lost_renewals(), LostRenewals::StillOpen);
         assert_eq!(tenure.how, None, "an open tenure is not marked");
         tenure.end(at(160), TenureEnd::Expired);
         tenure.end(at(170), TenureEnd::Stop);
         assert_eq!((tenure.ended, tenure.how), (Some(at(160)), Some(TenureEnd::Expired)), "the first end stays");
-        tenure.mark_lost_renewals();
+        assert_eq!(tenure.mark_lost_renewals(), LostRenewals::Marked);
         assert_eq!(tenure.how, Some(TenureEnd::LostRenewals));
+        assert_eq!(tenure.mark_lost_renewals(), LostRenewals::NotApplicable);
         let json = serde_json::to_value(&tenure).unwrap();
         assert_eq!(json["started"], "1970-01-01T00:01:40.000Z");
         assert_eq!(json["how"], "lost-renewals");

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::history::{self, Release, Tenure, TenureEnd};
+use super::history::{self, LostRenewals, Release, Tenure, TenureEnd};
 use super::rules::{self, LeaseRecord};
 use super::watchers::Watchers;
 use super::{Claim, Clock, Lease, LeaseError, LeadershipStore, MonotonicClock, Timestamp, WriteError, validate_entity};
@@ -132,11 +132,10 @@ impl LeadershipStore for MemoryStore {
         Ok(names.into_iter().flat_map(|name| apps[name].history.iter().rev().take(limit).cloned()).collect())
     }
 
-    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<(), LeaseError> {
-        if let Some(tenure) = self.lock().get_mut(unit.app()).and_then(|app| app.tenure(term)).filter(|t| t.unit == *unit) {
-            tenure.mark_lost_renewals();
-        }
-        Ok(())
+    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<LostRenewals, LeaseError> {
+        let mut apps = self.lock();
+        let tenure = apps.get_mut(unit.app()).and_then(|app| app.tenure(term)).filter(|t| t.unit == *unit);
+        Ok(tenure.map_or(LostRenewals::NotApplicable, Tenure::mark_lost_renewals))
     }
 
     async fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {

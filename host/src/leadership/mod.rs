@@ -68,7 +68,7 @@ use crate::settings::{InvalidSettings, SettingsSnapshot};
 pub use async_trait::async_trait;
 pub use clock::{BootClock, Clock, MANUAL_WALL_START, ManualClock, MonotonicClock, Timestamp};
 pub use etcd::EtcdStore;
-pub use history::{HISTORY_LIMIT, Release, Tenure, TenureEnd};
+pub use history::{HISTORY_LIMIT, LostRenewals, Release, Tenure, TenureEnd};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 pub use waiting::{LeadershipToken, wait_for_lease, wait_until_released};
@@ -262,9 +262,10 @@ pub trait LeadershipStore: Send + Sync + 'static {
 
     /// `unit`'s agent ran through the end of its tenure at `term` but could not renew it: if
     /// that tenure's history entry ended as [`TenureEnd::Expired`], it now reads
-    /// [`TenureEnd::LostRenewals`]. Nothing else changes; a tenure still open or ended
-    /// otherwise is left as it is.
-    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<(), LeaseError>;
+    /// [`TenureEnd::LostRenewals`]. Nothing else changes; a tenure still open
+    /// ([`LostRenewals::StillOpen`]: ask again once it has passed) or ended otherwise is left
+    /// as it is.
+    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<LostRenewals, LeaseError>;
 
     /// Reserves the next grant of `unit`'s application lease for `unit` alone, for `duration`
     /// or until it is granted, whichever comes first; the current holder keeps its lease

@@ -14,7 +14,10 @@
 //!   extension keeps it;
 //! - **no stale write**: a fenced write is applied exactly when the model says the writer's
 //!   term holds the lease;
-//! - **no lost write**: the store's bucket and version equal the model's, across reopenings.
+//! - **no lost write**: the store's bucket and version equal the model's, across reopenings;
+//! - **a true history** (at each listing): the store's tenures are the model's grants, newest
+//!   first, each ended before the next began, a revoked one as given up and one a later
+//!   grant replaced without a revoke as expired.
 //!
 //! A failure names its seed, so `run_schedule` with that seed replays it step by step.
 //!
@@ -220,6 +223,9 @@ struct ModelApp {
     pins: BTreeSet<String>,
     settings: Settings,
     version: u64,
+    /// Every tenure granted, oldest first: its term, its unit, and whether its holder gave
+    /// it up (`None`: a revoke the store may have found already expired).
+    granted: Vec<(u64, UnitName, Option<bool>)>,
 }
 
 impl ModelApp {
@@ -476,6 +482,7 @@ impl Sim<'_> {
                 model.last_term = claim.term;
                 let ends = Ends { lo: claim.valid_until, hi: after + duration + slack };
                 model.holder = Some(Tenure { unit: unit.clone(), term: claim.term, ends, ttl: duration });
+                model.granted.push((claim.term, unit.clone(), Some(false)));
                 self.units[i].belief = Some(claim);
                 self.stats.grants += 1;
             }
@@ -494,9 +501,12 @@ impl Sim<'_> {
         let model = self.apps.get_mut(unit.app()).ok_or("unknown app")?;
         let held = model.holds(before, after).map(|(t, alive)| (t.unit.clone(), alive));
         match (held, result) {
-            (Some((holder, Alive::Yes | Alive::Unsure)), Ok(())) if holder == unit => {
+            (Some((holder, alive @ (Alive::Yes | Alive::Unsure))), Ok(())) if holder == unit => {
                 model.holder = None;
                 self.units[i].belief = None;
+                if let Some(last) = model.granted.last_mut() {
+                    last.2 = if alive == Alive::Yes { Some(true) } else { None };
+                }
             }
             (Some((holder, Alive::Yes | Alive::Unsure)), Err(LeaseError::NotHeld { .. })) if holder != unit => {}
             (None | Some((_, Alive::No)), Ok(())) => self.units[i].belief = None,
@@ -504,6 +514,9 @@ impl Sim<'_> {
                 // The store had it expired already.
                 model.holder = None;
                 self.units[i].belief = None;
+                if let Some(last) = model.granted.last_mut() {
+                    last.2 = None;
+                }
             }
             (expected, got) => return Err(format!("revoke by {unit}: model holder {expected:?}, store said {got:?}")),
         }
@@ -646,6 +659,39 @@ impl Sim<'_> {
             .collect();
         if pins != expected {
             return Err(format!("pins() = {pins:?}, model {expected:?}"));
+        }
+        self.check_history().await
+    }
+
+    /// The store's history of each application against the model's grants.
+    async fn check_history(&self) -> Result<(), String> {
+        for (app, model) in &self.apps {
+            let history = self.store.history(Some(app), usize::MAX).await.map_err(|e| e.to_string())?;
+            let kept = model.granted.len().min(super::HISTORY_LIMIT as usize);
+            let listed: Vec<(u64, &UnitName)> = history.iter().map(|t| (t.term, &t.unit)).collect();
+            let granted: Vec<(u64, &UnitName)> = model.granted.iter().rev().take(kept).map(|(term, unit, _)| (*term, unit)).collect();
+            if listed != granted {
+                return Err(format!("history of {app} lists {listed:?}, the model granted {granted:?}"));
+            }
+            for (index, (tenure, (_, _, revoked))) in history.iter().zip(model.granted.iter().rev()).enumerate() {
+                let newest = index == 0;
+                let fine = match (revoked, tenure.how) {
+                    (Some(true), Some(super::TenureEnd::StepDown)) => true,
+                    (Some(false), None) => newest,
+                    (Some(false), Some(super::TenureEnd::Expired)) => !newest,
+                    (None, Some(super::TenureEnd::StepDown | super::TenureEnd::Expired)) => true,
+                    (None, None) => newest,
+                    _ => false,
+                };
+                if !fine || tenure.how.is_some() != tenure.ended.is_some() {
+                    return Err(format!("history of {app}: term {} ended {:?} ({revoked:?} in the model)", tenure.term, tenure.how));
+                }
+            }
+            for pair in history.windows(2) {
+                if pair[1].ended.is_none_or(|ended| ended > pair[0].started || ended < pair[1].started) {
+                    return Err(format!("history of {app}: term {} does not end between its start and term {}'s", pair[1].term, pair[0].term));
+                }
+            }
         }
         Ok(())
     }

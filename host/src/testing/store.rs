@@ -107,7 +107,7 @@ impl LeadershipStore for UnitStore {
         self.lease_reachable()?;
         self.inner.history(app, limit).await
     }
-    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<(), LeaseError> {
+    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<crate::leadership::LostRenewals, LeaseError> {
         self.lease_reachable()?;
         self.inner.mark_lost_renewals(unit, term).await
     }

@@ -223,7 +223,7 @@ impl LeadershipStore for FaultyStore {
     async fn history(&self, app: Option<&AppName>, limit: usize) -> Result<Vec<Tenure>, LeaseError> {
         self.inner.history(app, limit).await
     }
-    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<(), LeaseError> {
+    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<charm_host::leadership::LostRenewals, LeaseError> {
         self.inner.mark_lost_renewals(unit, term).await
     }
     async fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {

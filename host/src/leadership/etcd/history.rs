@@ -16,12 +16,12 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use etcd_client::{DeleteOptions, GetOptions, TxnOp, TxnOpResponse};
+use etcd_client::{DeleteOptions, GetOptions, SortOrder, SortTarget, TxnOp, TxnOpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::keys::{self, Layout};
 use crate::leadership::StoreError;
-use crate::leadership::history::{self, Release, Tenure, TenureEnd};
+use crate::leadership::history::{self, LostRenewals, Release, Tenure, TenureEnd};
 use crate::names::{AppName, UnitName};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -84,23 +84,40 @@ pub(super) fn tenure_keys(layout: &Layout, unit: &UnitName, term: u64) -> [Strin
     [started_key(layout, unit.app(), term), ended_key(layout, unit.app(), term)]
 }
 
-/// The put that marks the tenure read as `[start, end]` (see [`tenure_keys`]) as lost by
-/// its renewals, if it was `unit`'s and ended as an expiry; `None` if it is not.
-pub(super) fn lost_renewals(unit: &UnitName, start: Option<&[u8]>, ended: Option<(&[u8], &[u8])>) -> Result<Option<TxnOp>, StoreError> {
-    let (Some(start), Some((key, value))) = (start, ended) else { return Ok(None) };
-    let started: Started = keys::decode(key, start)?;
+/// What marking the tenure read as `[start, end]` (see [`tenure_keys`]) as lost by its
+/// renewals takes: the put, if it was `unit`'s and ended as an expiry; else why not.
+pub(super) fn lost_renewals(
+    unit: &UnitName,
+    start: Option<(&[u8], &[u8])>,
+    ended: Option<(&[u8], &[u8])>,
+) -> Result<Result<TxnOp, LostRenewals>, StoreError> {
+    let Some((start_key, start)) = start else { return Ok(Err(LostRenewals::NotApplicable)) };
+    let started: Started = keys::decode(start_key, start)?;
+    if started.unit != unit.as_str() {
+        return Ok(Err(LostRenewals::NotApplicable));
+    }
+    let Some((key, value)) = ended else { return Ok(Err(LostRenewals::StillOpen)) };
     let mut ended: Ended = keys::decode(key, value)?;
-    if started.unit != unit.as_str() || ended.how != TenureEnd::Expired.name() {
-        return Ok(None);
+    if ended.how != TenureEnd::Expired.name() {
+        return Ok(Err(LostRenewals::NotApplicable));
     }
     ended.how = TenureEnd::LostRenewals.name().to_owned();
-    Ok(Some(TxnOp::put(key.to_vec(), keys::encode(&ended), None)))
+    Ok(Ok(TxnOp::put(key.to_vec(), keys::encode(&ended), None)))
 }
 
 /// The two range reads of a history listing of `app` (or every application), to send in
-/// one transaction so that both are read at one revision.
-pub(super) fn reads(layout: &Layout, app: Option<&AppName>) -> [TxnOp; 2] {
-    ["history", "ended"].map(|what| TxnOp::get(range(layout, what, app), Some(GetOptions::new().with_prefix())))
+/// one transaction so that both are read at one revision. For one application, only its
+/// newest `limit` starts and ends: every tenure but the newest has ended, so those ends
+/// cover those starts.
+pub(super) fn reads(layout: &Layout, app: Option<&AppName>, limit: usize) -> [TxnOp; 2] {
+    ["history", "ended"].map(|what| {
+        let options = GetOptions::new().with_prefix();
+        let options = match app {
+            Some(_) => options.with_sort(SortTarget::Key, SortOrder::Descend).with_limit(i64::try_from(limit).unwrap_or(i64::MAX)),
+            None => options,
+        };
+        TxnOp::get(range(layout, what, app), Some(options))
+    })
 }
 
 /// The tenures the answers to [`reads`] hold: newest first within each application
@@ -124,7 +141,10 @@ pub(super) fn tenures(layout: &Layout, answers: &[TxnOpResponse], limit: usize) 
         ended.insert(parse("ended", kv.key())?, (history::from_unix_nanos(value.ended_unix_ns), how));
     }
     let mut by_app: BTreeMap<AppName, Vec<Tenure>> = BTreeMap::new();
-    for kv in starts.kvs() {
+    let mut starts: Vec<&etcd_client::KeyValue> = starts.kvs().iter().collect();
+    // Oldest first, however they were read.
+    starts.sort_by(|a, b| a.key().cmp(b.key()));
+    for kv in starts {
         let (app, term) = parse("history", kv.key())?;
         let value: Started = keys::decode(kv.key(), kv.value())?;
         let unit = UnitName::new(&value.unit).map_err(|e| keys::corrupt(kv.key(), e))?;

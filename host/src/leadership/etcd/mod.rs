@@ -821,24 +821,26 @@ impl LeadershipStore for EtcdStore {
     }
 
     async fn history(&self, app: Option<&AppName>, limit: usize) -> Result<Vec<Tenure>, LeaseError> {
-        let response = self.txn(Txn::new().and_then(history::reads(&self.layout, app))).await.map_err(LeaseError::Store)?;
+        let response = self.txn(Txn::new().and_then(history::reads(&self.layout, app, limit))).await.map_err(LeaseError::Store)?;
         history::tenures(&self.layout, response.op_responses().as_slice(), limit).map_err(LeaseError::Store)
     }
 
     /// One read of the tenure's start and end, then a transaction guarded by the end's mod
     /// revision (retried if another writer changed it meanwhile).
-    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<(), LeaseError> {
+    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<super::LostRenewals, LeaseError> {
         let keys = history::tenure_keys(&self.layout, unit, term);
         for _ in 0..CONTENTION_RETRIES {
             let [start, end] = <[Read; 2]>::try_from(self.read(&keys).await.map_err(LeaseError::Store)?)
                 .map_err(|_| LeaseError::Store(StoreError::failed("etcd answered a read with too few results")))?;
+            let started = start.value.as_deref().map(|value| (keys[0].as_bytes(), value));
             let ended = end.value.as_deref().map(|value| (keys[1].as_bytes(), value));
-            let Some(put) = history::lost_renewals(unit, start.value.as_deref(), ended).map_err(LeaseError::Store)? else {
-                return Ok(());
+            let put = match history::lost_renewals(unit, started, ended).map_err(LeaseError::Store)? {
+                Ok(put) => put,
+                Err(nothing) => return Ok(nothing),
             };
             let txn = Txn::new().when([Compare::mod_revision(keys[1].as_str(), CompareOp::Equal, end.mod_revision)]).and_then([put]);
             if self.txn(txn).await.map_err(LeaseError::Store)?.succeeded() {
-                return Ok(());
+                return Ok(super::LostRenewals::Marked);
             }
         }
         Err(LeaseError::Store(StoreError::busy(format!("the history of {} kept changing; try again", unit.app()))))

@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{app_from_db, unit_from_db};
-use crate::leadership::history::{self, Grant, Release, Tenure, TenureEnd};
+use crate::leadership::history::{self, Grant, LostRenewals, Release, Tenure, TenureEnd};
 use crate::leadership::{LeaseError, StoreError};
 use crate::names::{AppName, UnitName};
 
@@ -54,14 +54,33 @@ fn end(tx: &Transaction<'_>, app: &str, term: u64, at_unix_ns: i64, how: TenureE
 }
 
 /// See [`crate::leadership::LeadershipStore::mark_lost_renewals`].
-pub(super) fn mark_lost_renewals(tx: &Transaction<'_>, unit: &UnitName, term: u64) -> rusqlite::Result<()> {
-    tx.prepare_cached("UPDATE tenures SET how = ?4 WHERE app = ?1 AND term = ?2 AND unit = ?3 AND how = ?5")?.execute(params![
-        unit.app().as_str(),
-        term_db(term),
-        unit.as_str(),
-        TenureEnd::LostRenewals.name(),
-        TenureEnd::Expired.name()
-    ])?;
+pub(super) fn mark_lost_renewals(tx: &Transaction<'_>, unit: &UnitName, term: u64) -> rusqlite::Result<LostRenewals> {
+    let key = params![unit.app().as_str(), term_db(term), unit.as_str()];
+    let how: Option<Option<String>> = tx
+        .prepare_cached("SELECT how FROM tenures WHERE app = ?1 AND term = ?2 AND unit = ?3")?
+        .query_row(key, |r| r.get(0))
+        .optional()?;
+    match how {
+        Some(None) => Ok(LostRenewals::StillOpen),
+        Some(Some(how)) if how == TenureEnd::Expired.name() => {
+            tx.prepare_cached("UPDATE tenures SET how = ?4 WHERE app = ?1 AND term = ?2 AND unit = ?3")?
+                .execute(params![unit.app().as_str(), term_db(term), unit.as_str(), TenureEnd::LostRenewals.name()])?;
+            Ok(LostRenewals::Marked)
+        }
+        _ => Ok(LostRenewals::NotApplicable),
+    }
+}
+
+/// Ends every open tenure of a held lease as expired at `at_unix_ns`, when the file is
+/// opened in a new boot: every process of the old boot is gone, so its holders are (the
+/// lease itself still keeps everyone out for a full duration, as the module says).
+pub(super) fn end_at_reboot(tx: &Transaction<'_>, at_unix_ns: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE tenures SET ended_unix_ns = MAX(?1, started_unix_ns), how = ?2
+         WHERE how IS NULL AND EXISTS (SELECT 1 FROM leases WHERE leases.app = tenures.app
+             AND leases.term = tenures.term AND leases.holder IS NOT NULL)",
+        params![at_unix_ns, TenureEnd::Expired.name()],
+    )?;
     Ok(())
 }
 

@@ -279,7 +279,7 @@ impl SqliteFile {
             }
         }
         tx.commit().map_err(sqlite)?;
-        adopt_boot(&mut conn, &boot_id, clock.now()).map_err(sqlite)?;
+        adopt_boot(&mut conn, &boot_id, clock.now(), clock.wall_time(clock.now())).map_err(sqlite)?;
         let shared = Arc::new(Shared { conn: Mutex::new(conn), watchers: Watchers::default() });
         Ok(Self { clock, shared, path: path.to_owned(), options, poller: std::sync::Once::new(), foreign_boot: false })
     }
@@ -418,11 +418,12 @@ fn use_wal(conn: &Connection, patience: Duration) -> rusqlite::Result<()> {
 
 /// Makes the file's expiries mean something on this boot: after a reboot, every held lease
 /// runs for its full duration from now.
-fn adopt_boot(conn: &mut Connection, boot_id: &str, now: Timestamp) -> rusqlite::Result<()> {
+fn adopt_boot(conn: &mut Connection, boot_id: &str, now: Timestamp, wall_now: std::time::SystemTime) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let recorded: Option<String> =
         tx.query_row("SELECT value FROM meta WHERE key = 'boot_id'", [], |r| r.get(0)).optional()?;
     if recorded.as_deref() != Some(boot_id) {
+        history::end_at_reboot(&tx, crate::leadership::history::unix_nanos(wall_now))?;
         tx.execute("UPDATE leases SET expires_ns = ?1 + duration_ns WHERE holder IS NOT NULL", [ns(now)])?;
         tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('boot_id', ?1)", [boot_id])?;
     }
@@ -598,7 +599,7 @@ impl LeadershipStore for SqliteStore {
         self.blocking(move |file| history::read(&file.conn(), app.as_ref(), limit)).await
     }
 
-    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<(), LeaseError> {
+    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<super::LostRenewals, LeaseError> {
         let unit = unit.clone();
         self.blocking(move |file| file.write_tx(|tx| history::mark_lost_renewals(tx, &unit, term).map_err(LeaseError::from))).await
     }
