@@ -269,7 +269,7 @@ async fn metrics_show_exactly_one_leader_after_a_handover() {
     let left = series_by_unit(&text, "charm_host_unit_guarantee_remaining_seconds");
     assert!(left.iter().any(|(u, s)| u == "db/2" && *s > 0.0), "{left:?}");
     assert!(text.contains(r#"hook="leader-deposed",outcome="ok"} 1"#), "the old leader was deposed:\n{text}");
-    for line in ["charm_host_units 3", "charm_host_store_healthy 1", r#"charm_host_leader_settings_version{app="db"} 1"#] {
+    for line in ["charm_host_units 3", "charm_host_store_healthy 1", r#"charm_host_unit_leader_settings_version{app="db",unit="db/2"} 1"#] {
         assert!(text.lines().any(|l| l == line), "{line}:\n{text}");
     }
     assert!(text.lines().any(|l| l.starts_with(r#"charm_host_lease_claim_duration_seconds_count{app="db",kind="claim"}"#)), "{text}");

@@ -17,10 +17,11 @@
 //! - `unit_term`: the term it holds, 0 while it holds none;
 //! - `unit_guarantee_remaining_seconds`: how long its guarantee has left (0 without one);
 //! - `unit_leader_services_running`: its leader-only services running;
-//! - `unit_store_healthy`: 1 while its claims reach the store, 0 while they fail.
+//! - `unit_store_healthy`: 1 while its claims reach the store, 0 while they fail;
+//! - `unit_leader_settings_version`: the version of its application's leader settings, as
+//!   it last saw it.
 //!
-//! Per application (`app`): `leader_settings_version`, as this process last saw it. Per
-//! process: `units` (agents running) and `store_healthy` (1 while no unit's claims fail).
+//! Per process: `units` (agents running) and `store_healthy` (1 while no unit's claims fail).
 //!
 //! Counted as they happen: `hooks_total` (`app`, `unit`, `hook`, `outcome` = `ok` or
 //! `error`), `hook_duration_seconds` (histogram; `app`, `hook`), `lease_claim_duration_seconds`
@@ -95,11 +96,6 @@ struct ClaimFailureLabels {
 struct UnitLabels {
     app: String,
     unit: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AppLabels {
-    app: String,
 }
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -300,14 +296,8 @@ impl Collector for RunningUnits {
         gauges(&mut encoder, "unit_guarantee_remaining", "How long the unit's leadership guarantee has left", Some(&MetricUnit::Seconds), left)?;
         gauges(&mut encoder, "unit_leader_services_running", "Leader-only services running", None, per_unit(|r| r.leader_services))?;
         gauges(&mut encoder, "unit_store_healthy", "1 while the unit's claims reach the store", None, per_unit(|r| r.store_healthy))?;
-        let mut versions: BTreeMap<String, i64> = BTreeMap::new();
-        for (unit, version) in units.iter().zip(settings) {
-            let version = i64::try_from(version).unwrap_or(i64::MAX);
-            let seen = versions.entry(unit.name().app().to_string()).or_insert(version);
-            *seen = (*seen).max(version);
-        }
-        let versions = versions.into_iter().map(|(app, version)| (AppLabels { app }, version));
-        gauges(&mut encoder, "leader_settings_version", "The version of the leader settings, as last seen", None, versions)?;
+        let versions = readings.iter().zip(settings).map(|(r, version)| (r.labels.clone(), i64::try_from(version).unwrap_or(i64::MAX)));
+        gauges(&mut encoder, "unit_leader_settings_version", "The version of the leader settings, as the unit last saw it", None, versions)?;
         gauge(&mut encoder, "units", "Unit agents running in this process", readings.len() as i64)?;
         let healthy = i64::from(readings.iter().all(|r| r.store_healthy == 1));
         gauge(&mut encoder, "store_healthy", "1 while no unit's claims fail", healthy)

@@ -315,7 +315,7 @@ impl Unit {
     /// it): its services die with it (their parent-death signal), and a
     /// [`EventKind::Crashed`] event says so, with the term it held.
     pub(crate) fn agent_killed(&self) {
-        tracing::warn!(unit = %self.name, "agent killed: its lease is left to expire");
+        tracing::info!(unit = %self.name, "agent killed: its lease is left to expire");
         self.services.kill_all();
         self.reporter.report(EventKind::Crashed);
     }
