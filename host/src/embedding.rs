@@ -134,6 +134,8 @@ pub struct HostBuilder {
     service_grace: Duration,
     sink: Option<Arc<dyn EventSink>>,
     event_capacity: usize,
+    /// The retry timing asked for, checked by [`Self::build`].
+    hook_backoff: Option<(Duration, Duration)>,
 }
 
 impl Default for HostBuilder {
@@ -148,6 +150,7 @@ impl Default for HostBuilder {
             service_grace: timing::DEFAULT_SERVICE_GRACE,
             sink: None,
             event_capacity: DEFAULT_EVENT_CAPACITY,
+            hook_backoff: None,
         }
     }
 }
@@ -190,9 +193,10 @@ impl HostBuilder {
         self
     }
 
-    /// Retry timing of failed hooks (default 1 s doubling to 60 s).
+    /// Retry timing of failed hooks (default 1 s doubling to 60 s; see [`Backoff::new`]
+    /// for what is accepted, checked by [`Self::build`]).
     pub fn hook_backoff(mut self, base: Duration, cap: Duration) -> Self {
-        self.agent.backoff = Backoff { base, cap };
+        self.hook_backoff = Some((base, cap));
         self
     }
 
@@ -267,6 +271,10 @@ impl HostBuilder {
         if self.event_capacity == 0 {
             return Err(HostError::Invalid("the event capacity must be at least 1".into()));
         }
+        let mut agent = self.agent;
+        if let Some((base, cap)) = self.hook_backoff {
+            agent.backoff = Backoff::new(base, cap).map_err(|e| HostError::Invalid(e.to_string()))?;
+        }
         let (state, temporary) = match &self.state_dir {
             Some(dir) => (StateDir::new(dir), None),
             None => {
@@ -294,7 +302,7 @@ impl HostBuilder {
         let units = UnitSettings {
             guarantee_window: self.guarantee_window,
             services: (self.services, self.service_grace),
-            agent: self.agent.with_metrics(metrics.clone()),
+            agent: agent.with_metrics(metrics.clone()),
         };
         Ok(Host { runtime, store, state, _temporary: temporary, events, units, metrics })
     }

@@ -76,7 +76,7 @@ impl Agents {
         let base = self.dir.path().join(name.as_str().replace('/', "-"));
         let unit = Arc::new(Unit::new(name, base.join("data"), tracker, self.events.clone()).unwrap());
         let config = AgentConfig::default()
-            .with_backoff(Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(4) })
+            .with_backoff(Backoff::new(Duration::from_secs(1), Duration::from_secs(4)).unwrap())
             .with_state_file(base.join("agent.json"))
             .with_stop_grace(Duration::from_secs(1));
         let (commands, receiver) = mpsc::channel(4);

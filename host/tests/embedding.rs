@@ -58,6 +58,11 @@ async fn out_of_range_settings_are_refused_at_build() {
     assert!(err.to_string().contains("the guarantee window must be between"), "{err}");
     let err = Host::builder().event_capacity(0).build().await.expect_err("no room for events");
     assert!(matches!(err, HostError::Invalid(_)), "{err}");
+    // A failing hook must not retry in a loop.
+    let err = Host::builder().hook_backoff(Duration::ZERO, Duration::from_secs(1)).build().await.expect_err("a zero first delay");
+    assert!(matches!(&err, HostError::Invalid(m) if m.contains("the first delay must be at least 10ms")), "{err}");
+    let host = Host::builder().hook_backoff(Duration::from_millis(10), Duration::from_millis(10)).build().await;
+    assert!(host.is_ok(), "the shortest accepted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

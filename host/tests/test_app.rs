@@ -182,6 +182,15 @@ fn guests_read_virtual_clocks_and_seeded_randomness() {
 }
 
 #[test]
+fn a_backoff_that_would_retry_in_a_loop_is_refused() {
+    let charm = concat!(env!("CARGO_MANIFEST_DIR"), "/../example-charms/shared-settings");
+    let Err(err) = TestApp::builder(charm).hook_backoff(Duration::ZERO, Duration::from_secs(1)).build() else {
+        panic!("a zero first delay was accepted")
+    };
+    assert!(err.to_string().contains("the first delay must be at least"), "{err}");
+}
+
+#[test]
 fn a_failing_hook_is_retried_after_1_s_then_2_s_of_virtual_time() {
     let mut app = probe(1, 0, "fail boom");
     app.settle();

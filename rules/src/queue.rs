@@ -32,13 +32,13 @@ pub struct LocalState {
     pub settings_version_seen: Option<u64>,
 }
 
-/// Retry timing for failed hooks.
+/// Retry timing for failed hooks: a first delay of at least [`Backoff::MIN_BASE`] (a
+/// failing hook never retries in a loop), doubling up to a cap no shorter than it. Only
+/// [`Backoff::new`] makes one, so every path gets the rule checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
-    /// Delay before the first retry.
-    pub base: Duration,
-    /// Longest delay between retries.
-    pub cap: Duration,
+    base: Duration,
+    cap: Duration,
 }
 
 impl Default for Backoff {
@@ -47,7 +47,51 @@ impl Default for Backoff {
     }
 }
 
+/// Why a retry timing was refused: see [`Backoff`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidBackoff {
+    /// The first delay asked for.
+    pub base: Duration,
+    /// The cap asked for.
+    pub cap: Duration,
+}
+
+impl std::fmt::Display for InvalidBackoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "hook retry backoff {:?} up to {:?}: the first delay must be at least {:?} and the cap no shorter than it",
+            self.base,
+            self.cap,
+            Backoff::MIN_BASE
+        )
+    }
+}
+
+impl std::error::Error for InvalidBackoff {}
+
 impl Backoff {
+    /// The shortest first delay accepted.
+    pub const MIN_BASE: Duration = Duration::from_millis(10);
+
+    /// Retries after `base`, doubling up to `cap`.
+    pub fn new(base: Duration, cap: Duration) -> Result<Self, InvalidBackoff> {
+        if base < Self::MIN_BASE || cap < base {
+            return Err(InvalidBackoff { base, cap });
+        }
+        Ok(Self { base, cap })
+    }
+
+    /// The delay before the first retry.
+    pub fn base(&self) -> Duration {
+        self.base
+    }
+
+    /// The longest delay between retries.
+    pub fn cap(&self) -> Duration {
+        self.cap
+    }
+
     /// The delay before retry number `attempt` (1 for the first retry).
     pub fn delay(&self, attempt: u32) -> Duration {
         crate::time::backoff(self.base, self.cap, attempt)
@@ -345,7 +389,9 @@ mod tests {
 
     #[test]
     fn failed_hooks_retry_with_capped_backoff() {
-        let backoff = Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(4) };
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(4)).unwrap();
+        assert!(Backoff::new(Duration::ZERO, Duration::from_secs(4)).is_err(), "a zero first delay would retry in a loop");
+        assert!(Backoff::new(Duration::from_secs(2), Duration::from_secs(1)).is_err(), "a cap below the first delay");
         let mut q = HookQueue::new(LocalState::default(), backoff);
         q.on_settings(0);
         q.on_minion();

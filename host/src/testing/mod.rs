@@ -139,7 +139,8 @@ pub struct TestAppBuilder {
     app: String,
     units: u32,
     window: Duration,
-    backoff: Backoff,
+    /// The retry timing asked for (first delay, cap), checked by `build`.
+    backoff: (Duration, Duration),
     hook_deadline: Duration,
     seed: u64,
     services: Vec<ServiceConfig>,
@@ -187,9 +188,10 @@ impl TestAppBuilder {
         self
     }
 
-    /// Retry timing of failed hooks (default 1 s doubling to 60 s, as in production).
+    /// Retry timing of failed hooks (default 1 s doubling to 60 s, as in production;
+    /// checked by [`Self::build`] as [`Backoff::new`] checks it).
     pub fn hook_backoff(mut self, base: Duration, cap: Duration) -> Self {
-        self.backoff = Backoff { base, cap };
+        self.backoff = (base, cap);
         self
     }
 
@@ -207,6 +209,7 @@ impl TestAppBuilder {
             return Err(TestAppError::Step("an application needs at least one unit".into()));
         }
         crate::timing::GUARANTEE_WINDOW.check(self.window).map_err(|e| setup(&e))?;
+        let backoff = Backoff::new(self.backoff.0, self.backoff.1).map_err(|e| setup(&e))?;
         let app = AppName::new(&self.app)?;
         let runtime = IdleRuntime::new().map_err(|e| setup(&e))?;
         let charm_failed = |reason: String| TestAppError::Charm { path: self.charm.clone(), reason };
@@ -243,7 +246,7 @@ impl TestAppBuilder {
             dir,
             app,
             window: self.window,
-            backoff: self.backoff,
+            backoff,
             hook_deadline: self.hook_deadline,
             services: self.services,
             units,
@@ -315,7 +318,7 @@ impl TestApp {
             app: "app".into(),
             units: 3,
             window: crate::timing::DEFAULT_GUARANTEE_WINDOW,
-            backoff: Backoff::default(),
+            backoff: (Backoff::default().base(), Backoff::default().cap()),
             hook_deadline: crate::timing::DEFAULT_HOOK_DEADLINE,
             seed: 0,
             services: Vec::new(),
