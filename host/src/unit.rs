@@ -146,7 +146,7 @@ impl UnitReporter {
     /// Reports `kind` as happening to this unit now, under the term it leads at.
     pub fn report(&self, kind: EventKind) {
         let term = Some(self.term.load(Ordering::Acquire)).filter(|t| *t != 0);
-        let at = self.clock.wall_time(self.clock.now());
+        let at = self.clock.wall_now();
         self.events.emit(Event::new(at, self.name.clone(), term, kind));
     }
 

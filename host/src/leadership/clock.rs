@@ -40,6 +40,12 @@ pub trait Clock: Send + Sync + 'static {
             wall.checked_add(at.saturating_since(now)).unwrap_or(wall).max(UNIX_EPOCH)
         }
     }
+
+    /// The wall-clock time now: [`Self::wall_time`] of [`Self::now`] (the machine's clocks
+    /// read only the realtime clock for it).
+    fn wall_now(&self) -> SystemTime {
+        self.wall_time(self.now())
+    }
 }
 
 /// The wall time a [`ManualClock`] reads at the instant it was created:
@@ -51,6 +57,10 @@ pub const MANUAL_WALL_START: Duration = Duration::from_secs(1_767_225_600);
 pub struct MonotonicClock;
 
 impl Clock for MonotonicClock {
+    fn wall_now(&self) -> SystemTime {
+        SystemTime::now().max(UNIX_EPOCH)
+    }
+
     fn now(&self) -> Timestamp {
         let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
         Timestamp::from_nanos((ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64))
@@ -74,6 +84,10 @@ pub struct BootClock;
 const BOOT_SLEEP_CHUNK: Duration = Duration::from_secs(1);
 
 impl Clock for BootClock {
+    fn wall_now(&self) -> SystemTime {
+        SystemTime::now().max(UNIX_EPOCH)
+    }
+
     fn now(&self) -> Timestamp {
         let ts = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
         Timestamp::from_nanos((ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64))

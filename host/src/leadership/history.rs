@@ -177,7 +177,7 @@ pub(crate) fn on_grant(previous: Option<&LeaseRecord>, granted: &LeaseRecord, cl
         return None;
     }
     let expired = previous.filter(|p| p.holder.is_some()).map(|p| (p.term, clock.wall_time(p.expires)));
-    let started = Tenure::started(unit, granted.term, clock.wall_time(clock.now()));
+    let started = Tenure::started(unit, granted.term, clock.wall_now());
     Some(Grant { expired, started, oldest_kept: oldest_kept(granted.term) })
 }
 

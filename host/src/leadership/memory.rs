@@ -114,7 +114,7 @@ impl LeadershipStore for MemoryStore {
         let mut apps = self.lock();
         let Some(app) = apps.get_mut(unit.app()) else { return Ok(()) };
         if let Some(record) = rules::revoke(app.lease.as_ref(), app.pinned(), unit, self.clock.now())? {
-            let at = self.clock.wall_time(self.clock.now());
+            let at = self.clock.wall_now();
             if let Some(tenure) = app.tenure(record.term) {
                 tenure.end(at, why.into());
             }

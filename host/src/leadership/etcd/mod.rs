@@ -488,7 +488,7 @@ impl EtcdStore {
             TxnOp::put(term_key.as_str(), keys::encode(&TermValue::new(unit, term, ttl)), None),
             TxnOp::delete(reserved_key.as_str(), None),
         ];
-        ops.extend(history::on_grant(&self.layout, unit, term, self.clock.wall_time(self.clock.now()), expired));
+        ops.extend(history::on_grant(&self.layout, unit, term, self.clock.wall_now(), expired));
         // The guards on the term and released keys (the tenure before, and how it ended) make
         // the history's account of it part of what the transaction checks.
         let txn = Txn::new()
@@ -803,7 +803,7 @@ impl LeadershipStore for EtcdStore {
                         .and_then([
                             TxnOp::delete(lease_key.as_str(), None),
                             TxnOp::put(released_key.as_str(), value.term.to_string(), None),
-                            history::on_revoke(&self.layout, unit, value.term, self.clock.wall_time(self.clock.now()), why),
+                            history::on_revoke(&self.layout, unit, value.term, self.clock.wall_now(), why),
                         ]);
                     if self.txn(txn).await.map_err(LeaseError::Store)?.succeeded() {
                         // Bound to nothing now (a pinned key was detached from it).

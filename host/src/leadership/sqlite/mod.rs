@@ -279,7 +279,7 @@ impl SqliteFile {
             }
         }
         tx.commit().map_err(sqlite)?;
-        adopt_boot(&mut conn, &boot_id, clock.now(), clock.wall_time(clock.now())).map_err(sqlite)?;
+        adopt_boot(&mut conn, &boot_id, clock.now(), clock.wall_now()).map_err(sqlite)?;
         let shared = Arc::new(Shared { conn: Mutex::new(conn), watchers: Watchers::default() });
         Ok(Self { clock, shared, path: path.to_owned(), options, poller: std::sync::Once::new(), foreign_boot: false })
     }
@@ -698,7 +698,7 @@ impl SqliteFile {
                 return Ok::<_, LeaseError>(false);
             };
             write_lease(tx, unit.app(), &new, Duration::ZERO)?;
-            let at = crate::leadership::history::unix_nanos(self.clock.wall_time(self.clock.now()));
+            let at = crate::leadership::history::unix_nanos(self.clock.wall_now());
             history::record_revoke(tx, unit, new.term, at, why)?;
             bump_lease_generation(tx)?;
             Ok(true)
