@@ -112,6 +112,20 @@ impl Agents {
         panic!("{unit} ran only {:?}", self.hooks_of(unit));
     }
 
+    /// Waits (real time, up to 10 s) until `unit`'s state record says it saw settings
+    /// `version`.
+    async fn wait_recorded_version(&self, unit: &str, version: u64) {
+        let path = self.dir.path().join(unit.replace('/', "-")).join("agent.json");
+        for _ in 0..2000 {
+            let recorded = agent::load_json::<agent::LocalState>(&path).ok().flatten().and_then(|s| s.settings_version_seen);
+            if recorded >= Some(version) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("{unit} never recorded settings version {version}");
+    }
+
     /// Advances the manual clock in steps, letting the agents react after each.
     async fn advance(&self, total: Duration, step: Duration) {
         let mut done = Duration::ZERO;
@@ -204,6 +218,9 @@ async fn restarts_remember_install_leadership_and_settings_seen() {
     let minion = agents.start("app/1");
     agents.settle("app/0", 2).await;
     agents.settle("app/1", 2).await;
+    // The settings version a minion saw is written behind: let its record land first.
+    agents.clock.advance(Duration::from_secs(1));
+    agents.wait_recorded_version("app/1", 0).await;
     // Crash both agents (no stop sequence, the lease is left in place).
     leader.task.abort();
     minion.task.abort();

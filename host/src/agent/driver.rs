@@ -7,7 +7,8 @@
 //!   source, answered once the new role is published, so no hook runs on a stale role.
 //! - Commands come before news: a stop wins over anything that would queue more hooks, and
 //!   a stop that arrives during a hook gives the hook the stop grace, then interrupts it.
-//! - After every hook the local state and status are recorded ([`Records`]).
+//! - After every hook the local state and status are recorded ([`Records`]); what need not
+//!   survive a crash is written behind, by its due time and at the stop.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +84,9 @@ impl HookDriver {
                 }
                 continue;
             }
+            if self.records.write_due().is_some_and(|due| due <= clock.now()) {
+                self.records.write_behind(&unit);
+            }
             for dropped in self.queue.take_dropped() {
                 unit.log(LogLevel::Info, format!("dropped stale {} (term {:?})", dropped.hook, dropped.term));
             }
@@ -95,8 +99,9 @@ impl HookDriver {
                         let hook = self.runtime.run_hook(&self.charm, &unit, queued.hook);
                         run_until_stopped(hook, &unit, queued.hook, &mut commands, &mut pending, self.stop_grace).await
                     };
-                    self.queue.finished(queued, outcome.result.is_ok(), clock.now(), Some(version));
-                    self.records.save_local(self.queue.local_state(), &unit);
+                    let now = clock.now();
+                    self.queue.finished(queued, outcome.result.is_ok(), now, Some(version));
+                    self.records.save_local(self.queue.local_state(), &unit, now).await;
                     self.records.save_status(&unit);
                     if queued.hook == HookKind::LeaderDeposed {
                         roles.deposed().await;
@@ -107,6 +112,8 @@ impl HookDriver {
                 Next::WaitUntil(at) => Some(at),
                 Next::Idle => None,
             };
+            // Whichever comes first: the queue's next retry or the state written behind.
+            let wait_until = wait_until.into_iter().chain(self.records.write_due()).min();
             if acted_on != Role::Unknown {
                 unit.reporter().mark_settled();
             }
@@ -127,6 +134,7 @@ impl HookDriver {
                 () = retry => {}
             }
         }
+        self.records.write_behind(&unit);
         unit.services().stop_all().await;
         roles.finish().await;
         self.records.save_status(&unit);

@@ -6,8 +6,9 @@
 //! a reader takes the newest slot whose digest matches; and no file is created after the
 //! first two writes (creating files is what made per-hook persistence slow). Changes that
 //! must survive power loss too (install done, a tenure's `leader-elected` done) are fsynced;
-//! a newer settings version seen is not, since losing it costs one more
-//! `leader-settings-changed`, which the at-least-once promise allows.
+//! a newer settings version seen is not (and the agent writes it behind, see
+//! [`super::records`]), since losing it costs one more `leader-settings-changed`, which the
+//! at-least-once promise allows.
 
 use std::path::{Path, PathBuf};
 
@@ -79,7 +80,7 @@ pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, LocalSta
 /// writes, a write opens an existing file (no inode is created), writes and truncates it
 /// (plus an fsync when durable). Files are not kept open, so ten thousand units need no
 /// more file descriptors than one.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RecordWriter {
     path: PathBuf,
     next_seq: u64,
@@ -132,15 +133,10 @@ pub fn load(path: &Path) -> Result<LocalState, LocalStateError> {
     Ok(load_json(path)?.unwrap_or_default())
 }
 
-/// Writes `state` if it differs from `previous`, durably when what changed must survive
-/// power loss; returns whether it wrote.
-pub fn save(writer: &mut RecordWriter, state: &LocalState, previous: &LocalState) -> Result<bool, LocalStateError> {
-    if state == previous {
-        return Ok(false);
-    }
-    let durable = state.installed != previous.installed || state.last_elected_term != previous.last_elected_term;
-    writer.write(state, durable)?;
-    Ok(true)
+/// True if what changed from `previous` to `state` must survive power loss (install done, a
+/// tenure's `leader-elected` done): such a change is written at once and fsynced.
+pub fn must_be_durable(state: &LocalState, previous: &LocalState) -> bool {
+    state.installed != previous.installed || state.last_elected_term != previous.last_elected_term
 }
 
 #[cfg(test)]

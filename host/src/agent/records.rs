@@ -1,15 +1,20 @@
 //! What a unit agent keeps on disk, and the checks it makes before it starts: its local
 //! state (what it has been told, across restarts) and its status (for `charm-host status`).
 //!
-//! Invariants: a record is written only when it changed; a failed write leaves the last good
-//! record in place and is retried after the next hook; an agent never starts on a store that
-//! remembers less than the unit does (see [`AgentError::StoreBehind`]).
+//! Invariants: a record is written only when it changed; a change that must survive power
+//! loss is written (and fsynced) before the next hook, any other change within
+//! [`WRITE_BEHIND`] and at the agent's stop, so a burst of hooks writes it once, off the
+//! hooks' path; a failed write leaves the last good record in place and is retried after the
+//! next hook; an agent never starts on a store that remembers less than the unit does (see
+//! [`AgentError::StoreBehind`]).
+
+use std::time::Duration;
 
 use super::local_state::{self, LocalStateError, RecordWriter};
 use super::queue::LocalState;
 use super::{AgentConfig, AgentError};
 use crate::events::LogLevel;
-use crate::leadership::WriteError;
+use crate::leadership::{Timestamp, WriteError};
 use crate::timing;
 use crate::unit::{Unit, UnitStatus};
 
@@ -49,10 +54,22 @@ async fn check_store_remembers(unit: &Unit, local: &mut LocalState, accept_new_s
     Ok(())
 }
 
+fn could_not_record(unit: &Unit, err: &dyn std::fmt::Display) {
+    unit.log(LogLevel::Warning, format!("could not record the unit's state (will retry): {err}"));
+}
+
+/// How long a change of the local state that need not survive a crash (a newer settings
+/// version seen) may wait to be written. Losing it costs one more `leader-settings-changed`,
+/// which the at-least-once promise allows; writing it after every hook made a settings
+/// change to a thousand units wait for a thousand file writes.
+pub(super) const WRITE_BEHIND: Duration = Duration::from_secs(1);
+
 /// The unit's local state and status as last written, and their writers.
 pub(super) struct Records {
     state: Option<RecordWriter>,
     saved: LocalState,
+    /// A newer state than `saved` that need not survive a crash, and when it is due.
+    behind: Option<(LocalState, Timestamp)>,
     status: Option<RecordWriter>,
     saved_status: Option<UnitStatus>,
 }
@@ -62,21 +79,68 @@ impl Records {
         Ok(Self {
             state: config.state_file.as_deref().map(RecordWriter::open).transpose()?,
             saved: local.clone(),
+            behind: None,
             status: config.status_file.as_deref().map(RecordWriter::open).transpose()?,
             saved_status: None,
         })
     }
 
-    /// Writes the local state if it changed (durably when it must survive power loss). A
-    /// full or failing disk must not kill the unit: the state stays in memory and the write
-    /// is retried after the next hook (at worst a restart repeats a hook, which the
-    /// at-least-once promise allows).
-    pub(super) fn save_local(&mut self, state: &LocalState, unit: &Unit) {
+    /// Records the local state after a hook, as of `now` on the unit's clock: at once (and
+    /// durably, on a blocking thread: a thousand units starting at once fsync side by side
+    /// instead of one after another on the async workers) if what changed must survive power
+    /// loss, else by [`Self::write_due`]. A full or failing disk must not kill the unit: the
+    /// state stays in memory and the write is retried after the next hook (at worst a
+    /// restart repeats a hook, which the at-least-once promise allows).
+    pub(super) async fn save_local(&mut self, state: &LocalState, unit: &Unit, now: Timestamp) {
+        if self.state.is_none() || *state == self.saved {
+            self.behind = None;
+        } else if local_state::must_be_durable(state, &self.saved) {
+            self.write_durably(state.clone(), unit).await;
+        } else {
+            let due = self.behind.as_ref().map_or_else(|| now + WRITE_BEHIND, |(_, due)| *due);
+            self.behind = Some((state.clone(), due));
+        }
+    }
+
+    /// When the state written behind is due, if there is one.
+    pub(super) fn write_due(&self) -> Option<Timestamp> {
+        self.behind.as_ref().map(|(_, due)| *due)
+    }
+
+    /// Writes the state written behind now, if there is one (when due, and at the stop).
+    pub(super) fn write_behind(&mut self, unit: &Unit) {
+        if let Some((state, _)) = self.behind.take() {
+            self.write_local(state, false, unit);
+        }
+    }
+
+    fn write_local(&mut self, state: LocalState, durable: bool, unit: &Unit) {
+        self.behind = None;
         let Some(writer) = &mut self.state else { return };
-        match local_state::save(writer, state, &self.saved) {
-            Ok(true) => self.saved = state.clone(),
-            Ok(false) => {}
-            Err(err) => unit.log(LogLevel::Warning, format!("could not record the unit's state (will retry): {err}")),
+        match writer.write(&state, durable) {
+            Ok(()) => self.saved = state,
+            Err(err) => could_not_record(unit, &err),
+        }
+    }
+
+    async fn write_durably(&mut self, state: LocalState, unit: &Unit) {
+        // A unit whose clocks a test decides keeps its I/O on the calling thread (as its
+        // hooks do, see `GuestEnvironment`): the test's runtime then sees it busy, not idle.
+        if unit.guest_environment().is_some() {
+            return self.write_local(state, true, unit);
+        }
+        self.behind = None;
+        let Some(writer) = &self.state else { return };
+        // The writer moves on (to the other slot) only if the write succeeded.
+        let mut next = writer.clone();
+        let record = state.clone();
+        match tokio::task::spawn_blocking(move || next.write(&record, true).map(|()| next)).await {
+            Ok(Ok(next)) => {
+                self.state = Some(next);
+                self.saved = state;
+            }
+            Ok(Err(err)) => could_not_record(unit, &err),
+            Err(err) => could_not_record(unit, &err),
         }
     }
 
@@ -91,5 +155,50 @@ impl Records {
             Ok(()) => self.saved_status = Some(status),
             Err(err) => unit.log(LogLevel::Warning, format!("could not record the unit's status: {err}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::events::RecordingSink;
+    use crate::leadership::{LeadershipStore, MemoryStore};
+    use crate::names::UnitName;
+    use crate::tracker::LeadershipTracker;
+
+    #[tokio::test]
+    async fn a_settings_version_is_written_behind_and_an_install_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = UnitName::new("app/0").unwrap();
+        let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
+        let tracker = LeadershipTracker::new(name.clone(), store, Duration::from_secs(30));
+        let unit = Unit::new(name, dir.path().join("data"), tracker, Arc::new(RecordingSink::new())).unwrap();
+        let path = dir.path().join("agent.json");
+        let config = AgentConfig::default().with_state_file(path.clone());
+        let mut records = Records::open(&config, &LocalState::default()).unwrap();
+        let at = |secs: u64| Timestamp::from_nanos(secs * 1_000_000_000);
+
+        let installed = LocalState { installed: true, ..LocalState::default() };
+        records.save_local(&installed, &unit, at(1)).await;
+        assert_eq!(local_state::load(&path).unwrap(), installed, "install done is written at once");
+        assert_eq!(records.write_due(), None);
+
+        let seen = |version| LocalState { settings_version_seen: Some(version), ..installed.clone() };
+        records.save_local(&seen(1), &unit, at(2)).await;
+        records.save_local(&seen(2), &unit, at(2) + Duration::from_millis(500)).await;
+        assert_eq!(local_state::load(&path).unwrap(), installed, "a settings version waits");
+        assert_eq!(records.write_due(), Some(at(2) + WRITE_BEHIND), "due a while after the first change, not the last");
+        records.write_behind(&unit);
+        assert_eq!(local_state::load(&path).unwrap(), seen(2));
+        assert_eq!(records.write_due(), None);
+
+        // A durable change takes what waited with it.
+        records.save_local(&seen(3), &unit, at(4)).await;
+        let elected = LocalState { last_elected_term: Some(7), ..seen(3) };
+        records.save_local(&elected, &unit, at(4)).await;
+        assert_eq!(local_state::load(&path).unwrap(), elected);
+        assert_eq!(records.write_due(), None);
     }
 }

@@ -46,6 +46,7 @@ pub(crate) struct CallRecorder {
 
 impl CallRecorder {
     /// Records `call` with `answer` (both formatted only when there is a log).
+    #[inline]
     pub(crate) fn note<T: std::fmt::Debug>(&self, call: impl FnOnce() -> String, answer: &T) {
         if let Some(log) = &self.log {
             log.push(HostCall { hook: self.hook, call: call(), answer: format!("{answer:?}") });

@@ -170,7 +170,7 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
         for units in if quick { vec![10, 100] } else { vec![10, 100, 1000] } {
             let time = ms(fan_out(&bench, units, if quick { 3 } else { 7 }).await?);
             let figure = Figure::new(format!("fan-out: leader-set -> {} minions ran leader-settings-changed", units - 1), time, "ms");
-            figures.push(if units == 1000 { figure.target("<= 100 ms", time <= 100.0) } else { figure });
+            figures.push(if units == 1000 { figure.target("<= 20 ms", time <= 20.0) } else { figure });
         }
         Ok(figures)
     })

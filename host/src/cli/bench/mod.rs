@@ -5,6 +5,7 @@
 
 mod agents;
 mod calls;
+mod cold_start;
 mod etcd;
 mod lease;
 mod memory;
@@ -15,20 +16,21 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::BenchArgs;
 
 /// One measured figure.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Figure {
     /// What was measured.
     pub name: String,
-    /// The measurement.
+    /// The measurement (`null` in JSON for a skipped row: see `skipped`).
+    #[serde(deserialize_with = "value_or_nan")]
     pub value: f64,
     /// Its unit (`us`, `ns`, `ms`, `ops/s`, `KiB`, ...).
-    pub unit: &'static str,
+    pub unit: String,
     /// The baseline measured in the same run, in the same unit, if there is one.
     pub baseline: Option<f64>,
     /// How many times better than the baseline (baseline / value, or value / baseline for
@@ -38,11 +40,24 @@ pub struct Figure {
     pub target: Option<String>,
     /// Whether the target is met, if there is one.
     pub met: Option<bool>,
+    /// Why the figure could not be measured on this machine, for a skipped row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// A figure's value: a number, or `null` (a skipped row's) read back as NaN.
+fn value_or_nan<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 impl Figure {
-    fn new(name: impl Into<String>, value: f64, unit: &'static str) -> Self {
-        Self { name: name.into(), value, unit, baseline: None, ratio: None, target: None, met: None }
+    fn new(name: impl Into<String>, value: f64, unit: &str) -> Self {
+        Self { name: name.into(), value, unit: unit.to_owned(), baseline: None, ratio: None, target: None, met: None, skipped: None }
+    }
+
+    /// A row for a figure this machine cannot measure, saying why.
+    fn skipped(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { skipped: Some(reason.into()), ..Self::new(name, f64::NAN, "") }
     }
 
     /// Adds a baseline where smaller is better (times, sizes).
@@ -92,7 +107,7 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 type Measure = fn(bool) -> anyhow::Result<Vec<Figure>>;
 
 /// The sections measured in this process, in order: name (for `--only`), what it measures,
-/// and how. `memory` comes last, apart (see [`bench`]).
+/// and how. [`SECTIONS_IN_CHILD`] come last, apart (see [`bench`]).
 const SECTIONS: [(&str, &str, Measure); 6] = [
     ("calls", "hook dispatch and host calls", calls::figures),
     ("lease", "the lease engine", lease::figures),
@@ -102,8 +117,14 @@ const SECTIONS: [(&str, &str, Measure); 6] = [
     ("agents", "handovers and fan-out", agents::figures),
 ];
 
+/// The sections measured last, each in a process of its own (see [`bench`]).
+const SECTIONS_IN_CHILD: [(&str, &str, Measure); 2] = [
+    ("cold-start", "the cold start of ten thousand units", cold_start::figures),
+    ("memory", "memory per idle unit", memory::figures),
+];
+
 /// Every section name `--only` accepts.
-pub const SECTION_NAMES: [&str; 7] = ["calls", "lease", "renewals", "etcd", "processes", "agents", "memory"];
+pub const SECTION_NAMES: [&str; 8] = ["calls", "lease", "renewals", "etcd", "processes", "agents", "cold-start", "memory"];
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let quick = args.quick;
@@ -120,15 +141,17 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             figures.extend(measure(quick)?);
         }
     }
-    if wanted("memory") {
-        progress("memory per idle unit");
-        if args.only == ["memory"] {
-            figures.extend(memory::figures(quick)?);
-        } else {
-            // In a process of its own, and last: resident-set growth must not include what
-            // other sections left behind, and the kernel's clean-up after ten thousand
-            // units must not slow the other sections.
-            figures.extend(memory_in_child(quick)?);
+    for (section, what, measure) in SECTIONS_IN_CHILD {
+        if wanted(section) {
+            progress(what);
+            if args.only == [section] {
+                figures.extend(measure(quick)?);
+            } else {
+                // In a process of its own, and last: peak and resident-set figures must not
+                // include what other sections left behind, and the kernel's clean-up after
+                // ten thousand units must not slow the other sections.
+                figures.extend(section_in_child(section, quick)?);
+            }
         }
     }
     if args.json {
@@ -142,32 +165,21 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs the memory section in a fresh `charm-host-bench bench --only memory --json`.
-fn memory_in_child(quick: bool) -> anyhow::Result<Vec<Figure>> {
+/// Runs `section` in a fresh `charm-host-bench bench --only SECTION --json`.
+fn section_in_child(section: &str, quick: bool) -> anyhow::Result<Vec<Figure>> {
     let mut command = std::process::Command::new(std::env::current_exe()?);
-    command.args(["bench", "--only", "memory", "--json"]);
+    command.args(["bench", "--only", section, "--json"]);
     if quick {
         command.arg("--quick");
     }
     let output = command.output()?;
-    anyhow::ensure!(output.status.success(), "the memory measurement failed: {}", String::from_utf8_lossy(&output.stderr));
+    anyhow::ensure!(output.status.success(), "the {section} measurement failed: {}", String::from_utf8_lossy(&output.stderr));
     #[derive(serde::Deserialize)]
     struct Report {
-        figures: Vec<ChildFigure>,
-    }
-    #[derive(serde::Deserialize)]
-    struct ChildFigure {
-        name: String,
-        value: f64,
-        target: Option<String>,
-        met: Option<bool>,
+        figures: Vec<Figure>,
     }
     let report: Report = serde_json::from_slice(&output.stdout)?;
-    Ok(report
-        .figures
-        .into_iter()
-        .map(|f| Figure { name: f.name, value: f.value, unit: "KiB", baseline: None, ratio: None, target: f.target, met: f.met })
-        .collect())
+    Ok(report.figures)
 }
 
 fn number(value: f64) -> String {
@@ -184,6 +196,10 @@ fn table(figures: &[Figure]) -> String {
     let width = figures.iter().map(|f| f.name.len()).max().unwrap_or(10);
     let mut out = format!("{:<width$}  {:>14}  {:>14}  {:>8}  {:<24} {}\n", "figure", "value", "baseline", "ratio", "target", "met");
     for f in figures {
+        if let Some(reason) = &f.skipped {
+            out.push_str(&format!("{:<width$}  skipped: {reason}\n", f.name));
+            continue;
+        }
         let value = format!("{} {}", number(f.value), f.unit);
         let baseline = f.baseline.map(|b| format!("{} {}", number(b), f.unit)).unwrap_or_default();
         let ratio = f.ratio.map(|r| format!("{}x", number(r))).unwrap_or_default();
@@ -205,7 +221,7 @@ fn table(figures: &[Figure]) -> String {
 mod tests {
     #[test]
     fn every_section_can_be_picked_by_name() {
-        let names: Vec<&str> = super::SECTIONS.iter().map(|(name, _, _)| *name).chain(["memory"]).collect();
+        let names: Vec<&str> = super::SECTIONS.iter().chain(&super::SECTIONS_IN_CHILD).map(|(name, _, _)| *name).collect();
         assert_eq!(names, super::SECTION_NAMES);
     }
 }
