@@ -16,7 +16,7 @@ use crate::hooks::{HookKind, HookOutcome};
 use crate::leadership::{Clock, LeadershipStore, WriteError};
 use crate::names::UnitName;
 use crate::capabilities::call_log::HostCallLog;
-use crate::runtime::GuestEnvironment;
+use crate::runtime::{GuestEnvironment, HeldPreopen};
 use crate::services::{ServiceConfig, ServiceStatus, ServiceSupervisor};
 use crate::tracker::LeadershipTracker;
 
@@ -195,6 +195,8 @@ pub struct Unit {
     guest_environment: Option<GuestEnvironment>,
     /// Where its hooks' host calls are recorded, when a test asks.
     call_log: Option<Arc<HostCallLog>>,
+    /// Its data directory as its hooks' preopen, once opened (see `runtime::sandbox`).
+    preopen: std::sync::OnceLock<HeldPreopen>,
 }
 
 impl std::fmt::Debug for Unit {
@@ -215,7 +217,7 @@ impl Unit {
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(&data_dir)?;
         let reporter = Arc::new(UnitReporter::new(name.clone(), events, tracker.store().clock().clone()));
         let services = Arc::new(ServiceSupervisor::new(reporter.clone(), Vec::new(), Duration::ZERO));
-        Ok(Self { name, data_dir, tracker: Arc::new(tracker), services, reporter, guest_environment: None, call_log: None })
+        Ok(Self { name, data_dir, tracker: Arc::new(tracker), services, reporter, guest_environment: None, call_log: None, preopen: std::sync::OnceLock::new() })
     }
 
     /// Gives the unit's sandboxes `environment`'s clocks and seeded randomness instead of the
@@ -239,6 +241,11 @@ impl Unit {
     /// The clocks and randomness its sandboxes get, when not the machine's.
     pub(crate) fn guest_environment(&self) -> Option<&GuestEnvironment> {
         self.guest_environment.as_ref()
+    }
+
+    /// Its data directory's handle as its hooks' preopen, once a hook opened and kept it.
+    pub(crate) fn preopen(&self) -> &std::sync::OnceLock<HeldPreopen> {
+        &self.preopen
     }
 
     /// Gives the unit the services the operator configured; a stop waits `grace` before

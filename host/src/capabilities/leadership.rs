@@ -47,7 +47,12 @@ impl Host for LeadershipView {
     }
 
     async fn leader_get(&mut self, key: String) -> Result<Option<String>, LeadershipError> {
-        let answer = self.snapshot().await.map(|s| s.get(&key).cloned());
+        // Every read but a hook's first answers from the snapshot without awaiting; the first
+        // read's store call is boxed, so the future of every call stays small.
+        let answer = match &self.snapshot {
+            Some(snapshot) => Ok(snapshot.get(&key).cloned()),
+            None => Box::pin(self.snapshot()).await.map(|s| s.get(&key).cloned()),
+        };
         self.calls.note(|| format!("leader-get {key:?}"), &answer);
         answer
     }

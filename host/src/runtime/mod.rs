@@ -35,7 +35,7 @@ use crate::unit::Unit;
 pub use cache::CompiledCache;
 pub use guest_env::GuestEnvironment;
 pub use loader::{Charm, LoadError};
-pub(crate) use sandbox::HookState;
+pub(crate) use sandbox::{HeldPreopen, HookState};
 
 /// The guest seed of unit `unit` of an application seeded with `seed`.
 pub(crate) fn guest_seed(seed: u64, unit: u64) -> u64 {

@@ -5,15 +5,22 @@
 //! exactly one preopened directory, the unit's data directory (read-write, as `/`); stdout
 //! and stderr are line-buffered into the unit's log. The snapshot, once taken, changes only
 //! by this hook's own successful `leader-set`.
+//!
+//! The data directory's handle is opened once per unit and shared by its hooks (each hook
+//! gets its own descriptor of it in its own table; reading a directory opens it anew, so no
+//! position is shared) while the process holds fewer such handles than a quarter of its
+//! descriptor limit ([`PreopenBudget`]); past that, a hook opens its own and closes it.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Trap};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::filesystem::WasiFilesystemCtx;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use crate::events::LogLevel;
@@ -57,14 +64,14 @@ impl HookState {
             .stderr(UnitLog { reporter: reporter.clone(), level: LogLevel::Warning, tail: Some(stderr_tail.clone()) })
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .preopened_dir(unit.data_dir(), GUEST_DATA_DIR, FsPerms::ReadWrite)
-            .map_err(|e| std::io::Error::other(format!("cannot open {}: {e}", unit.data_dir().display())))?;
+            .allow_ip_name_lookup(false);
+        let mut wasi = builder.build();
+        *wasi.filesystem() = data_dir_preopen(unit)?;
         Ok(Self {
             context: ContextView { reporter: reporter.clone(), hook, calls: calls.clone() },
             leadership: LeadershipView { tracker: unit.tracker().clone(), snapshot: None, calls: calls.clone() },
             services: ServicesView { supervisor: unit.services().clone(), tracker: unit.tracker().clone(), calls },
-            wasi: builder.build(),
+            wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter { cap: memory_cap, refused: None },
             stderr_tail,
@@ -104,6 +111,62 @@ impl HookState {
         };
         HookError::Trap(reason)
     }
+}
+
+/// A unit's data directory opened as the sandbox's one preopen, kept by the unit for its
+/// hooks; it counts against the [`PreopenBudget`] until the unit is dropped.
+pub(crate) struct HeldPreopen {
+    filesystem: WasiFilesystemCtx,
+}
+
+impl Drop for HeldPreopen {
+    fn drop(&mut self) {
+        PREOPENS_HELD.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How many units of this process keep their data directory open.
+static PREOPENS_HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// At most a quarter of the process's descriptor limit is held by units' data directories,
+/// so that ten thousand units under a small limit leave room for everything else (they
+/// then open theirs per hook).
+struct PreopenBudget;
+
+impl PreopenBudget {
+    fn limit() -> usize {
+        static LIMIT: OnceLock<usize> = OnceLock::new();
+        *LIMIT.get_or_init(|| {
+            let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+            usize::try_from(soft / 4).unwrap_or(usize::MAX)
+        })
+    }
+
+    /// Takes a place in the budget, if there is one left.
+    fn take() -> bool {
+        PREOPENS_HELD.fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| (held < Self::limit()).then_some(held + 1)).is_ok()
+    }
+}
+
+/// The unit's data directory as a preopen: the unit's kept handle, or a new one (kept for
+/// the unit's next hooks if the budget allows).
+fn data_dir_preopen(unit: &Unit) -> std::io::Result<WasiFilesystemCtx> {
+    if let Some(held) = unit.preopen().get() {
+        return Ok(held.filesystem.clone());
+    }
+    let mut builder = WasiCtx::builder();
+    // The blocking mode the unit's hooks use (see `GuestEnvironment::apply`).
+    builder
+        .allow_blocking_current_thread(unit.guest_environment().is_some())
+        .preopened_dir(unit.data_dir(), GUEST_DATA_DIR, FsPerms::ReadWrite)
+        .map_err(|e| std::io::Error::other(format!("cannot open {}: {e}", unit.data_dir().display())))?;
+    let filesystem = builder.build().filesystem().clone();
+    if PreopenBudget::take() {
+        // A racing hook of the same unit may have kept one first: this one is then dropped
+        // (and gives its place back).
+        let _ = unit.preopen().set(HeldPreopen { filesystem: filesystem.clone() });
+    }
+    Ok(filesystem)
 }
 
 /// The panic message in a Rust panic report: the lines after `panicked at FILE:LINE:COL:`.
