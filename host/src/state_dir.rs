@@ -78,6 +78,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateDirError + '_ {
     move |source| StateDirError::Io { path: path.to_owned(), source }
 }
 
+/// Creates `path` and its missing parents, each 0700 whatever the umask (a unit's data
+/// directory: the charm keeps its secrets there).
+pub fn create_private_dirs(path: &Path) -> std::io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
 /// Creates `path` (0700) if missing and checks it: a directory (a link only for the root),
 /// owned by this user, not writable by others; tightened to 0700 if it was readable by them.
 fn private_dir(path: &Path, follow: bool) -> Result<(), StateDirError> {

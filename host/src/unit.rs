@@ -213,8 +213,7 @@ impl Unit {
         tracker: LeadershipTracker,
         events: Arc<dyn EventSink>,
     ) -> std::io::Result<Self> {
-        // Private whatever the umask: the charm keeps its secrets here.
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700).create(&data_dir)?;
+        crate::state_dir::create_private_dirs(&data_dir)?;
         let reporter = Arc::new(UnitReporter::new(name.clone(), events, tracker.store().clock().clone()));
         let services = Arc::new(ServiceSupervisor::new(reporter.clone(), Vec::new(), Duration::ZERO));
         Ok(Self { name, data_dir, tracker: Arc::new(tracker), services, reporter, guest_environment: None, call_log: None, preopen: std::sync::OnceLock::new() })

@@ -19,11 +19,12 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::agent::RecordWriter;
+use crate::agent::{LocalState, RecordWriter};
 use crate::events::{Event, EventKind, EventSink, WorkloadStatus};
 use crate::leadership::MemoryStore;
 use crate::names::{AppName, UnitName};
-use crate::state_dir::StateDir;
+use crate::state_dir::{StateDir, create_private_dirs};
+use crate::unit::UnitStatus;
 
 use super::calls::HookBench;
 use super::{Figure, fixture, percentile};
@@ -94,21 +95,22 @@ impl EventSink for Settled {
 fn files_alone(state: &StateDir, units: u32, threads: u32) -> anyhow::Result<Duration> {
     let app = AppName::new("floor")?;
     let threads = threads.max(1);
-    let record = serde_json::json!({ "installed": true, "settings_version_seen": 1 });
+    // The records as an active unit has them.
+    let local = LocalState { installed: true, settings_version_seen: Some(1), ..LocalState::default() };
+    let active = UnitStatus { workload: WorkloadStatus::Active, message: "member of cluster-0123abcd".into(), ..UnitStatus::default() };
     let start = Instant::now();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|first| {
-                let (app, record) = (&app, &record);
+                let (app, local, active) = (&app, &local, &active);
                 scope.spawn(move || -> anyhow::Result<()> {
                     for number in (first..units).step_by(threads as usize) {
                         let unit = UnitName::from_parts(app.clone(), number);
-                        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-                            .create(state.data_dir(&unit))?;
-                        RecordWriter::open(&state.agent_state(&unit))?.write(record, false)?;
+                        create_private_dirs(&state.data_dir(&unit))?;
+                        RecordWriter::open(&state.agent_state(&unit))?.write(local, false)?;
                         let mut status = RecordWriter::open(&state.status_file(&unit))?;
-                        status.write(record, false)?;
-                        status.write(record, false)?;
+                        status.write(active, false)?;
+                        status.write(active, false)?;
                     }
                     Ok(())
                 })
