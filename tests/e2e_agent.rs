@@ -110,6 +110,36 @@ fn sigkill_of_the_leader_hands_over_only_after_expiry() {
     assert!(!agents.hooks("db/0").contains(&"leader-deposed".to_owned()), "a killed agent runs nothing");
 }
 
+/// An agent killed (SIGKILL) and started again in the same state directory on the same
+/// boot: the unit's lock, free again, proves its old incarnation gone, so the new one ends
+/// that tenure at once and leads at a new term (`leader-elected` again), instead of waiting
+/// for the lease to run out; the history says how the old tenure ended.
+#[test]
+fn a_killed_leader_restarted_in_its_state_directory_takes_over_at_once_at_a_new_term() {
+    let mut agents = Agents::new();
+    // A long window: the old lease (twice the window) outlasts any slowness of the machine.
+    agents.start_with("example-charms/shared-settings", "db/0", &["--guarantee-window", "30s"]);
+    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    agents.start_with("example-charms/shared-settings", "db/1", &["--guarantee-window", "30s"]);
+    agents.wait_leader("db/1", false, Duration::from_secs(60));
+    let old = current_lease()(&agents);
+    agents.signal("db/0", "KILL");
+    agents.children.retain(|(unit, _)| unit != "db/0");
+    agents.start_with("example-charms/shared-settings", "db/0", &["--guarantee-window", "30s"]);
+    agents.wait_leader("db/0", true, Duration::from_secs(60));
+    assert!(MonotonicClock.now() < old.expires, "the restarted unit waited for its own old lease");
+    let new = current_lease()(&agents);
+    assert_eq!((new.holder.as_str(), new.term), ("db/0", old.term + 1), "a new tenure");
+    assert_ne!(new.incarnation, old.incarnation);
+    wait_for("the new incarnation's leader-elected", || agents.hooks("db/0").contains(&"leader-elected".to_owned()));
+    let history = agents.tool(&["history", "--json"]);
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).expect("history --json");
+    let tenures = history["tenures"].as_array().expect("tenures");
+    let previous = tenures.iter().find(|t| t["term"] == old.term).unwrap_or_else(|| panic!("{history}"));
+    assert_eq!(previous["how"], "restarted", "{previous}");
+    assert!(!agents.hooks("db/1").contains(&"leader-elected".to_owned()), "nobody else led meanwhile");
+}
+
 #[test]
 fn elect_hands_over_to_the_named_unit_and_step_down_to_any() {
     let mut agents = Agents::leader();

@@ -61,6 +61,13 @@ impl Machines {
     /// A three-member cluster and `units` agents of `db`, each reaching etcd through
     /// proxies if `proxied`.
     fn start(units: usize, proxied: bool) -> Self {
+        let names: Vec<String> = (0..units).map(|n| format!("db/{n}")).collect();
+        Self::start_units(&names, proxied)
+    }
+
+    /// A three-member cluster and one agent per name in `units` (a name may repeat: the same
+    /// unit on two machines), each reaching etcd through proxies if `proxied`.
+    fn start_units(units: &[String], proxied: bool) -> Self {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let etcd = EtcdCluster::start(3);
         let mut all = Self {
@@ -71,15 +78,20 @@ impl Machines {
             acknowledged: Vec::new(),
             _turn: turn,
         };
-        for n in 0..units {
-            let unit = format!("db/{n}");
-            let proxies =
-                if proxied { all.etcd.members.iter().map(|m| Proxy::start(m.client_port)).collect() } else { Vec::new() };
-            let log = all.logs.path().join(format!("db-{n}.log"));
-            all.machines.push(Machine { unit, state: tempfile::tempdir().unwrap(), log, child: None, proxies });
-            all.launch(n);
+        for unit in units {
+            all.add(unit, proxied);
         }
         all
+    }
+
+    /// One more machine running an agent of `unit`; its index.
+    fn add(&mut self, unit: &str, proxied: bool) -> usize {
+        let n = self.machines.len();
+        let proxies = if proxied { self.etcd.members.iter().map(|m| Proxy::start(m.client_port)).collect() } else { Vec::new() };
+        let log = self.logs.path().join(format!("machine-{n}.log"));
+        self.machines.push(Machine { unit: unit.to_owned(), state: tempfile::tempdir().unwrap(), log, child: None, proxies });
+        self.launch(n);
+        n
     }
 
     fn url(&self, n: usize) -> String {
@@ -130,6 +142,27 @@ impl Machines {
         leader.unwrap()
     }
 
+    /// Samples `is-leader` on every machine of `among`, a round every 50 ms, until `done`
+    /// (asked after each round) says enough; fails if two answer True in one round.
+    fn never_two_leaders(&self, among: &[usize], mut done: impl FnMut(&Self, usize) -> bool) {
+        let limit = std::time::Instant::now() + Duration::from_secs(120);
+        for round in 0.. {
+            let leaders: Vec<usize> = among.iter().copied().filter(|&n| self.is_leader(n) == Some(true)).collect();
+            let units: Vec<&str> = leaders.iter().map(|&n| self.machines[n].unit.as_str()).collect();
+            assert!(leaders.len() <= 1, "round {round}: machines {leaders:?} ({units:?}) all answered is-leader True");
+            if done(self, round) {
+                return;
+            }
+            assert!(std::time::Instant::now() < limit, "still waiting after {round} rounds");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether machine `n`'s agent logged a line containing `text`.
+    fn logged(&self, n: usize, text: &str) -> bool {
+        json_lines(&self.machines[n].log).iter().any(|e| e["message"].as_str().is_some_and(|m| m.contains(text)))
+    }
+
     fn signal(&mut self, n: usize, signal: &str) {
         let child = self.machines[n].child.as_mut().unwrap();
         let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
@@ -163,8 +196,8 @@ impl Machines {
     /// write is in the store.
     fn check(&self) -> Vec<Tenure> {
         let mut tenures: Vec<Tenure> = Vec::new();
-        for machine in &self.machines {
-            tenures.extend(read_tenures(machine));
+        for (n, machine) in self.machines.iter().enumerate() {
+            tenures.extend(read_tenures(n, machine));
         }
         tenures.sort_by_key(|t| t.from_ns);
         for pair in tenures.windows(2) {
@@ -172,7 +205,7 @@ impl Machines {
             assert!(a.end_ns() <= b.from_ns, "{} believed it led (term {}) until {} but {} believed it (term {}) from {}", a.unit, a.term, a.end_ns(), b.unit, b.term, b.from_ns);
             // A unit that deposed itself may find its own tenure still live (etcd gives every
             // lease its full TTL again at each etcd leader change) and lead again at that term.
-            assert!(b.term > a.term || (b.term == a.term && b.unit == a.unit), "terms must rise: {a:?} then {b:?}");
+            assert!(b.term > a.term || (b.term == a.term && b.machine == a.machine), "terms must rise: {a:?} then {b:?}");
         }
         let status = Command::new(BIN)
             .args(["status", "--json", "--store", &self.etcd.url()])
@@ -194,6 +227,8 @@ impl Machines {
 #[derive(Debug, Clone)]
 struct Tenure {
     unit: String,
+    /// The machine whose agent believed it (two may run the same unit).
+    machine: usize,
     record: charm_host::tenure_record::Tenure,
 }
 
@@ -206,12 +241,12 @@ impl std::ops::Deref for Tenure {
 }
 
 /// One agent's tenure record (see `charm_host::tenure_record`).
-fn read_tenures(machine: &Machine) -> Vec<Tenure> {
+fn read_tenures(n: usize, machine: &Machine) -> Vec<Tenure> {
     let unit = machine.unit.as_str();
     let number = unit.rsplit('/').next().unwrap();
     let path = machine.state.path().join(format!("units/db-{number}/tenures.jsonl"));
     let records = charm_host::tenure_record::read(&path).unwrap_or_else(|e| panic!("{e}"));
-    records.into_iter().map(|record| Tenure { unit: unit.to_owned(), record }).collect()
+    records.into_iter().map(|record| Tenure { unit: unit.to_owned(), machine: n, record }).collect()
 }
 
 /// The last tenure of `unit` in `tenures`.
@@ -295,6 +330,39 @@ fn a_leader_cut_off_from_etcd_deposes_itself_before_another_leads() {
         String::from_utf8_lossy(&m.tool(leader, &["leader-get", "while-cut"]).stdout).trim() == next.to_string()
     });
     m.check();
+}
+
+/// A unit started on a second machine while it runs on the first (a machine re-provisioned
+/// while the old one was thought dead, a cloned VM): the copy is another incarnation of the
+/// unit, which waits for the first one's tenure to end, and says so. `is-leader` is sampled
+/// on every machine throughout: never two True in one round.
+#[test]
+fn the_same_unit_on_a_second_machine_never_leads_beside_the_first() {
+    let mut m = Machines::start_units(&["db/0".into(), "db/1".into()], false);
+    let leader = m.wait_one_leader(&[0, 1]);
+    let other = 1 - leader;
+    let unit = m.machines[leader].unit.clone();
+    let copy = m.add(&unit, false);
+    let all = [0, 1, copy];
+    m.never_two_leaders(&all, |m, _| m.logged(copy, "is also running elsewhere"));
+    // Two more windows of renewals by both copies: still one leader, the first.
+    m.never_two_leaders(&all, |_, round| round >= 80);
+    assert_eq!(m.is_leader(leader), Some(true));
+    assert_eq!(m.is_leader(copy), Some(false));
+    assert!(!m.write(copy, "from-the-copy"), "the copy cannot write under the first one's tenure");
+    assert!(m.write(leader, "from-the-first"));
+    let status = m.tool(copy, &["is-leader", "--format", "json"]);
+    assert_eq!(String::from_utf8_lossy(&status.stdout).trim(), "false");
+    // The first machine dies: the copy, or the other unit, leads only once its lease ran out,
+    // at a new term.
+    m.signal(leader, "KILL");
+    let rest = [other, copy];
+    m.never_two_leaders(&rest, |m, _| rest.iter().any(|&n| m.is_leader(n) == Some(true)));
+    let tenures = m.check();
+    let first = tenures.iter().rev().find(|t| t.machine == leader).expect("the first machine led");
+    let next = tenures.iter().find(|t| t.machine != leader).expect("another machine leads");
+    assert!(next.term > first.term, "a new tenure: {first:?} then {next:?}");
+    assert!(next.from_ns >= first.until_ns + WINDOW_NS, "not before the dead machine's lease ran out");
 }
 
 /// The etcd member that leads the cluster, by asking each member.

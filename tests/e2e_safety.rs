@@ -462,3 +462,52 @@ fn a_kill_9_storm_never_runs_the_singleton_on_two_units() {
     }
     assert_eq!(runs.len(), rounds + 1, "services ran at once: runs {runs:?}");
 }
+
+/// Plays a unit's agent on its socket: answers each of `answers` to one connection, in turn.
+fn stand_in_agent(state: &Path, unit_dir: &str, answers: Vec<String>) -> std::thread::JoinHandle<()> {
+    let dir = state.join("units").join(unit_dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(dir.join("agent.sock")).unwrap();
+    std::thread::spawn(move || {
+        for answer in answers {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(&stream), &mut request).unwrap();
+            stream.write_all(answer.as_bytes()).unwrap();
+            stream.write_all(b"\n").unwrap();
+        }
+    })
+}
+
+/// The machine's boot-time clock, in nanoseconds, as agents and tools read it.
+fn boot_ns() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// An `is-leader` answer holds only until the instant the agent sent with it: a client that
+/// gets it later (it, or the agent, was paused between the answer and its use) prints
+/// nothing and exits as for unknown, never `True`.
+#[test]
+fn an_is_leader_answer_that_arrives_too_late_is_not_printed() {
+    let state = tempfile::tempdir().unwrap();
+    let now = boot_ns();
+    let answers = vec![
+        format!(r#"{{"leader-until":{{"until_ns":{}}}}}"#, now + 3_600_000_000_000),
+        format!(r#"{{"leader-until":{{"until_ns":{}}}}}"#, now),
+        r#"{"leader":true}"#.to_owned(),
+        r#"{"leader":false}"#.to_owned(),
+    ];
+    let agent = stand_in_agent(state.path(), "db-0", answers);
+    let is_leader = || Command::new(BIN).args(["is-leader", "--unit", "db/0", "--state"]).arg(state.path()).output().unwrap();
+    let fresh = is_leader();
+    assert_eq!((fresh.status.code(), stdout(&fresh)), (Some(0), "True\n".to_owned()), "{}", stderr(&fresh));
+    let late = is_leader();
+    assert_eq!((late.status.code(), stdout(&late)), (Some(1), String::new()), "a late answer is unknown");
+    assert!(stderr(&late).contains("arrived after the instant it held until"), "{}", stderr(&late));
+    let undated = is_leader();
+    assert_eq!((undated.status.code(), stdout(&undated)), (Some(1), String::new()), "an answer without its deadline");
+    let minion = is_leader();
+    assert_eq!((minion.status.code(), stdout(&minion)), (Some(0), "False\n".to_owned()));
+    agent.join().unwrap();
+}

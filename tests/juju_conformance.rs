@@ -188,7 +188,7 @@ mod lease_manager {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use charm_host::leadership::{
+    use charm_host::leadership::{Claimant, 
         LeaseError, LeadershipStore, LeadershipToken, ManualClock, MemoryStore, Release, wait_until_released,
     };
     use charm_host::names::{AppName, UnitName};
@@ -204,6 +204,18 @@ mod lease_manager {
         UnitName::new(name).unwrap()
     }
 
+    /// The one agent of `name` in this test process (the same incarnation every time).
+    fn claimant(name: &str) -> Claimant {
+        static AGENTS: std::sync::Mutex<Vec<Claimant>> = std::sync::Mutex::new(Vec::new());
+        let mut agents = AGENTS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(agent) = agents.iter().find(|c| c.unit().as_str() == name) {
+            return agent.clone();
+        }
+        let agent = Claimant::fresh(unit(name));
+        agents.push(agent.clone());
+        agent
+    }
+
     fn redis() -> AppName {
         AppName::new("redis").unwrap()
     }
@@ -213,13 +225,13 @@ mod lease_manager {
     #[tokio::test]
     async fn claims_grant_extend_and_deny() {
         let (clock, store) = store();
-        let first = store.claim(&unit("redis/0"), MINUTE).await.unwrap();
+        let first = store.claim(&claimant("redis/0"), MINUTE).await.unwrap();
         clock.advance(Duration::from_secs(10));
-        let extended = store.claim(&unit("redis/0"), MINUTE).await.unwrap();
+        let extended = store.claim(&claimant("redis/0"), MINUTE).await.unwrap();
         assert_eq!(extended.term, first.term, "an extension, not a new tenure");
         assert!(extended.valid_until > first.valid_until);
         let before = store.lease(&redis()).await.unwrap();
-        assert!(matches!(store.claim(&unit("redis/1"), MINUTE).await, Err(LeaseError::Denied { .. })));
+        assert!(matches!(store.claim(&claimant("redis/1"), MINUTE).await, Err(LeaseError::Denied { .. })));
         assert_eq!(store.lease(&redis()).await.unwrap(), before, "a denied claim writes nothing");
     }
 
@@ -229,7 +241,7 @@ mod lease_manager {
         let (_, store) = store();
         let absent = LeadershipToken::new(store.clone(), unit("redis/0")).await.unwrap();
         assert!(matches!(absent.check().await, Err(LeaseError::NotHeld { .. })), "no lease: not held");
-        store.claim(&unit("redis/0"), MINUTE).await.unwrap();
+        store.claim(&claimant("redis/0"), MINUTE).await.unwrap();
         let holder = LeadershipToken::new(store.clone(), unit("redis/0")).await.unwrap();
         holder.check().await.unwrap();
         let other = LeadershipToken::new(store.clone(), unit("redis/99")).await.unwrap();
@@ -241,11 +253,11 @@ mod lease_manager {
     #[tokio::test]
     async fn revokes() {
         let (_, store) = store();
-        store.revoke(&unit("redis/0"), Release::StepDown).await.unwrap();
-        store.claim(&unit("redis/0"), MINUTE).await.unwrap();
-        assert!(matches!(store.revoke(&unit("redis/1"), Release::StepDown).await, Err(LeaseError::NotHeld { .. })));
+        store.revoke(&claimant("redis/0"), Release::StepDown).await.unwrap();
+        store.claim(&claimant("redis/0"), MINUTE).await.unwrap();
+        assert!(matches!(store.revoke(&claimant("redis/1"), Release::StepDown).await, Err(LeaseError::NotHeld { .. })));
         assert!(store.lease(&redis()).await.unwrap().is_some(), "a refused revoke changes nothing");
-        store.revoke(&unit("redis/0"), Release::StepDown).await.unwrap();
+        store.revoke(&claimant("redis/0"), Release::StepDown).await.unwrap();
         assert_eq!(store.lease(&redis()).await.unwrap(), None);
     }
 
@@ -254,7 +266,7 @@ mod lease_manager {
     #[tokio::test]
     async fn pins_and_leases_are_listed() {
         let (_, store) = store();
-        store.claim(&unit("redis/0"), MINUTE).await.unwrap();
+        store.claim(&claimant("redis/0"), MINUTE).await.unwrap();
         store.pin(&redis(), "machine-0").await.unwrap();
         store.pin(&redis(), "machine-0").await.unwrap();
         assert_eq!(store.pins().await.unwrap().get(&redis()).cloned(), Some(vec!["machine-0".to_owned()]));
@@ -269,7 +281,7 @@ mod lease_manager {
     async fn waits_until_released() {
         let (clock, store) = store();
         wait_until_released(store.as_ref(), &redis(), std::future::pending()).await.unwrap();
-        store.claim(&unit("redis/0"), MINUTE).await.unwrap();
+        store.claim(&claimant("redis/0"), MINUTE).await.unwrap();
         let waiters: Vec<_> = (0..3)
             .map(|_| {
                 let store = store.clone();
@@ -280,7 +292,7 @@ mod lease_manager {
         for waiter in waiters {
             tokio::time::timeout(Duration::from_secs(20), waiter).await.unwrap().unwrap().unwrap();
         }
-        store.claim(&unit("redis/1"), MINUTE).await.unwrap();
+        store.claim(&claimant("redis/1"), MINUTE).await.unwrap();
         let cancelled = wait_until_released(store.as_ref(), &redis(), async {}).await;
         assert_eq!(cancelled, Err(LeaseError::Cancelled));
     }
@@ -291,7 +303,7 @@ mod lease_manager {
     async fn bad_names_and_durations_are_refused() {
         let (_, store) = store();
         assert!(UnitName::new("INVALID").is_err() && AppName::new("INVALID").is_err());
-        assert!(matches!(store.claim(&unit("redis/0"), Duration::from_millis(10)).await, Err(LeaseError::InvalidDuration(_))));
+        assert!(matches!(store.claim(&claimant("redis/0"), Duration::from_millis(10)).await, Err(LeaseError::InvalidDuration(_))));
         assert!(matches!(store.pin(&redis(), "").await, Err(LeaseError::InvalidEntity(_))));
     }
 }

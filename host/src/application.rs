@@ -1,7 +1,9 @@
 //! Runs the units of one application in this process, each with its own
 //! [`agent`](crate::agent), sharing one store, one runtime and one compiled charm.
 //!
-//! Invariants: every unit's agent runs on its own task; [`RunningApplication::stop`] stops
+//! Invariants: every unit's agent runs on its own task and holds its unit's lock in the
+//! state directory while it runs (as `charm-host agent` does: the same application started
+//! twice, in this process or another, is refused); [`RunningApplication::stop`] stops
 //! them all gracefully (minions first, then the leader: deposed, stop, revoke) and waits
 //! for them; a unit that is
 //! [`killed`](RunningApplication::kill) stops at once without giving up its lease, like a
@@ -14,16 +16,15 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::agent::{self, AgentCommand, AgentConfig, AgentError, LocalState};
+use crate::agent::{self, AgentCommand, AgentConfig, AgentError, AgentLock, LocalState};
 use crate::events::EventSink;
 use crate::leadership::LeadershipStore;
 use crate::names::{AppName, UnitName};
 use crate::report::{AgentState, UnitReport};
 use crate::runtime::{Charm, HookRuntime};
 use crate::services::ServiceConfig;
-use crate::state_dir::StateDir;
+use crate::state_dir::{StateDir, StateDirError};
 use crate::timing;
-use crate::tracker::LeadershipTracker;
 use crate::unit::Unit;
 
 /// How one application's units are set up: [`ApplicationConfig::new`] with the defaults,
@@ -60,6 +61,14 @@ pub enum ApplicationError {
     /// The configuration is unusable.
     #[error("invalid application configuration: {0}")]
     Config(String),
+    /// A unit's directories could not be prepared, or its lock taken: another agent runs it.
+    #[error("{unit} cannot start: {source}")]
+    StateDir {
+        /// The unit.
+        unit: UnitName,
+        /// Why.
+        source: Box<StateDirError>,
+    },
     /// No running unit has that name.
     #[error("no running unit {0}")]
     NoSuchUnit(UnitName),
@@ -117,9 +126,9 @@ pub struct Application {
     charm: Charm,
     units: Vec<Arc<Unit>>,
     config: ApplicationConfig,
-    /// Each unit's local state as its preflight (in [`Application::new`]) returned it, until
-    /// [`Application::start`] hands it to the unit's agent.
-    checked: std::sync::Mutex<Vec<Option<LocalState>>>,
+    /// Each unit's lock and local state as its preflight (in [`Application::new`]) returned
+    /// it, until [`Application::start`] hands them to the unit's agent.
+    checked: std::sync::Mutex<Vec<Option<(AgentLock, LocalState)>>>,
 }
 
 impl Application {
@@ -134,21 +143,24 @@ impl Application {
         timing::GUARANTEE_WINDOW.check(config.guarantee_window).map_err(|e| ApplicationError::Config(e.to_string()))?;
         timing::STOP_GRACE.check(config.agent.stop_grace).map_err(|e| ApplicationError::Config(e.to_string()))?;
         timing::SERVICE_GRACE.check(config.services.1).map_err(|e| ApplicationError::Config(e.to_string()))?;
-        let units: Vec<Arc<Unit>> = (0..config.units)
-            .map(|number| {
-                let name = UnitName::from_parts(config.app.clone(), number);
-                let tracker = LeadershipTracker::new(name.clone(), store.clone(), config.guarantee_window);
-                Unit::new(name.clone(), config.state_dir.data_dir(&name), tracker, events.clone())
-                    .map(|unit| Arc::new(unit.with_services(config.services.0.clone(), config.services.1)))
-                    .map_err(|source| ApplicationError::DataDir { unit: name, source })
-            })
-            .collect::<Result<_, _>>()?;
+        let mut units = Vec::new();
+        let mut locks = Vec::new();
+        for number in 0..config.units {
+            let name = UnitName::from_parts(config.app.clone(), number);
+            let state_dir = |source| ApplicationError::StateDir { unit: name.clone(), source: Box::new(source) };
+            let mut lock = AgentLock::take(&config.state_dir, &name).map_err(state_dir)?;
+            let tracker = lock.tracker(name.clone(), store.clone(), config.guarantee_window).map_err(state_dir)?;
+            let unit = Unit::new(name.clone(), config.state_dir.data_dir(&name), tracker, events.clone())
+                .map_err(|source| ApplicationError::DataDir { unit: name.clone(), source })?;
+            units.push(Arc::new(unit.with_services(config.services.0.clone(), config.services.1)));
+            locks.push(lock);
+        }
         let mut checked = Vec::with_capacity(units.len());
-        for unit in &units {
+        for (unit, lock) in units.iter().zip(locks) {
             let local = agent::preflight(unit, &config.agent_config(unit.name()))
                 .await
                 .map_err(|source| ApplicationError::Agent { unit: unit.name().clone(), source: Box::new(source) })?;
-            checked.push(Some(local));
+            checked.push(Some((lock, local)));
         }
         Ok(Self { runtime, charm, units, config: config.clone(), checked: std::sync::Mutex::new(checked) })
     }
@@ -168,21 +180,33 @@ impl Application {
         &self.units
     }
 
-    /// Starts every unit's agent (a second start checks each unit again).
-    pub fn start(&self) -> RunningApplication {
+    /// Starts every unit's agent. A second start (once the first one's agents ended) takes
+    /// each unit's lock and checks it again; it fails while an agent of a unit still runs.
+    pub fn start(&self) -> Result<RunningApplication, ApplicationError> {
         let mut checked = std::mem::take(&mut *self.checked.lock().unwrap_or_else(|p| p.into_inner()));
-        checked.resize(self.units.len(), None);
-        let agents = self
-            .units
-            .iter()
-            .zip(checked)
-            .map(|(unit, checked)| {
+        checked.resize_with(self.units.len(), || None);
+        let mut starts = Vec::with_capacity(self.units.len());
+        for (unit, checked) in self.units.iter().zip(checked) {
+            let (lock, checked) = match checked {
+                Some((lock, local)) => (lock, Some(local)),
+                None => {
+                    let lock = AgentLock::take(&self.config.state_dir, unit.name())
+                        .map_err(|source| ApplicationError::StateDir { unit: unit.name().clone(), source: Box::new(source) })?;
+                    (lock, None)
+                }
+            };
+            starts.push((unit, lock, checked));
+        }
+        let agents = starts
+            .into_iter()
+            .map(|(unit, lock, checked)| {
                 let (commands, receiver) = mpsc::channel(8);
                 let config = self.config.agent_config(unit.name());
                 let task = tokio::spawn(agent::run_checked_unit(
                     self.runtime.clone(),
                     self.charm.clone(),
                     unit.clone(),
+                    lock,
                     config,
                     checked,
                     receiver,
@@ -190,7 +214,7 @@ impl Application {
                 (unit.name().clone(), RunningAgent { unit: unit.clone(), commands, task })
             })
             .collect();
-        RunningApplication { agents, ended: HashMap::new() }
+        Ok(RunningApplication { agents, ended: HashMap::new() })
     }
 }
 

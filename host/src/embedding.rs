@@ -37,7 +37,6 @@ use crate::services::ServiceConfig;
 use crate::state_dir::{StateDir, StateDirError};
 use crate::tenure_record::TenureRecord;
 use crate::timing::{self, DEFAULT_GUARANTEE_WINDOW, InvalidDuration};
-use crate::tracker::LeadershipTracker;
 use crate::unit::{Unit, UnitStatus};
 
 /// Events kept for a subscriber that has not read them yet, unless set otherwise.
@@ -472,7 +471,7 @@ impl Host {
         let config = self.application_config(app.clone(), units);
         let events: Arc<dyn EventSink> = self.events.clone();
         let application = Application::new(self.runtime.clone(), charm.clone(), self.store.clone(), events, &config).await?;
-        let running = application.start();
+        let running = application.start()?;
         Ok(ApplicationHandle { app, application, running, store: self.store.clone() })
     }
 
@@ -482,9 +481,9 @@ impl Host {
     /// other tools work against it).
     pub async fn start_agent(&self, unit: UnitName, charm: &Charm) -> Result<AgentHandle, HostError> {
         check_runtime()?;
-        self.state.prepare_unit(&unit)?;
-        let lock = self.state.lock_unit(&unit)?;
-        let tracker = LeadershipTracker::new(unit.clone(), self.store.clone(), self.units.guarantee_window)
+        let mut lock = agent::AgentLock::take(&self.state, &unit)?;
+        let tracker = lock
+            .tracker(unit.clone(), self.store.clone(), self.units.guarantee_window)?
             .with_record(TenureRecord::new(self.state.tenure_record(&unit)));
         let events: Arc<dyn EventSink> = self.events.clone();
         let agent_unit = Unit::new(unit.clone(), self.state.data_dir(&unit), tracker, events)
@@ -502,11 +501,9 @@ impl Host {
         let (commands, receiver) = mpsc::channel(8);
         let tools = AbortOnDrop(tokio::spawn(hook_tools::serve(listener, agent_unit.clone(), commands.clone())));
         // The agent holds the unit's lock for as long as it runs, handle or not.
-        let run = agent::run_checked_unit(self.runtime.clone(), charm.clone(), agent_unit.clone(), config, Some(checked), receiver);
-        let task = tokio::spawn(async move {
-            let _lock = lock;
-            run.await
-        });
+        let run =
+            agent::run_checked_unit(self.runtime.clone(), charm.clone(), agent_unit.clone(), lock, config, Some(checked), receiver);
+        let task = tokio::spawn(run);
         Ok(AgentHandle { unit: agent_unit, commands, task, _tools: tools, socket })
     }
 }

@@ -32,7 +32,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::agent::AgentCommand;
 use crate::events::LogLevel;
-use crate::leadership::{Clock, MonotonicClock, Timestamp, WriteError};
+use crate::leadership::{BootClock, Clock, MonotonicClock, Timestamp, WriteError};
 use crate::tracker::LeadershipUnknown;
 use crate::unit::Unit;
 
@@ -122,8 +122,18 @@ pub enum ToolErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ToolResponse {
-    /// The answer to `is-leader`.
+    /// The answer to `is-leader`: `false`. (A true answer is [`Self::LeaderUntil`]; an agent
+    /// never sends `Leader(true)`, and a client takes one as unknown.)
     Leader(bool),
+    /// The answer to `is-leader`: true until `until_ns`, an instant of the machine's
+    /// boot-time clock (`CLOCK_BOOTTIME`, which client and agent both read and which keeps
+    /// counting through a suspend). A client that reads it at or after that instant (it was
+    /// paused, or the agent was, between the answer and its use) must not print true: see
+    /// [`Self::leadership`].
+    LeaderUntil {
+        /// The instant, in nanoseconds of `CLOCK_BOOTTIME`.
+        until_ns: u64,
+    },
     /// The answer to `leader-get` with a key.
     Value(Option<String>),
     /// The answer to `leader-get` without a key, sorted by key.
@@ -137,6 +147,23 @@ pub enum ToolResponse {
         /// A message for people.
         message: String,
     },
+}
+
+impl ToolResponse {
+    /// What an `is-leader` answer says now (`now`: the boot-time clock as the caller uses
+    /// the answer): true only before its deadline; `Err` with why it cannot be trusted, or
+    /// for an answer to another request.
+    pub fn leadership(&self, now: Timestamp) -> Result<bool, String> {
+        match self {
+            ToolResponse::LeaderUntil { until_ns } if now.as_nanos() < *until_ns => Ok(true),
+            ToolResponse::LeaderUntil { .. } => {
+                Err("the agent's answer arrived after the instant it held until (was this process or the agent paused?)".into())
+            }
+            ToolResponse::Leader(false) => Ok(false),
+            ToolResponse::Leader(true) => Err("the agent did not say until when its answer holds (is it an older version?)".into()),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
 }
 
 /// Why a client call failed before an answer arrived.
@@ -183,6 +210,18 @@ impl UnitTools {
         self.unit.tracker().is_leader()
     }
 
+    /// [`Self::is_leader`] with the instant a true answer holds until, on the machine's
+    /// boot-time clock ([`BootClock`]): `Some(until)` while the unit leads with the window
+    /// ahead. A caller that acts on it after `until` must act as a minion.
+    pub fn leader_until(&self) -> Result<Option<Timestamp>, LeadershipUnknown> {
+        let tracker = self.unit.tracker();
+        // The boot clock first: the time left is measured after it, so `until` is never late.
+        let boot_now = BootClock.now();
+        let Some(until) = tracker.leader_until()? else { return Ok(None) };
+        let left = until.saturating_since(tracker.store().clock().now());
+        Ok((!left.is_zero()).then(|| boot_now + left))
+    }
+
     /// `leader-get KEY`.
     pub async fn leader_get(&self, key: &str) -> Result<Option<String>, WriteError> {
         Ok(self.unit.store().read_settings(self.unit.name().app()).await?.values.get(key).cloned())
@@ -217,8 +256,9 @@ pub async fn answer(
     let error = |kind, message: String| ToolResponse::Error { kind, message };
     let tools = UnitTools::new(unit.clone());
     match request {
-        ToolRequest::IsLeader => match tools.is_leader() {
-            Ok(leader) => ToolResponse::Leader(leader),
+        ToolRequest::IsLeader => match tools.leader_until() {
+            Ok(Some(until)) => ToolResponse::LeaderUntil { until_ns: until.as_nanos() },
+            Ok(None) => ToolResponse::Leader(false),
             Err(err) => error(ToolErrorKind::Unknown, err.to_string()),
         },
         ToolRequest::LeaderGet { key: Some(key) } => match tools.leader_get(&key).await {

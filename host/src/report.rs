@@ -97,6 +97,10 @@ pub struct UnitReport {
     pub error: Option<String>,
     /// Why it cannot verify its leadership, while its agent runs.
     pub leadership_error: Option<String>,
+    /// Why it waits although it could lead (another incarnation of it holds the lease),
+    /// while its agent runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leadership_wait: Option<String>,
     /// Its services.
     pub services: Vec<ServiceStatus>,
 }
@@ -132,6 +136,7 @@ impl UnitReport {
             message: status.as_ref().map(|s| s.message.clone()),
             last_hook: status.as_ref().and_then(|s| s.last_hook),
             error: status.as_ref().and_then(|s| s.last_error.clone()),
+            leadership_wait: status.as_ref().and_then(|s| s.leadership_wait.clone()).filter(|_| up),
             leadership_error: status.and_then(|s| s.leadership_error).filter(|_| up),
             services,
         }
@@ -203,6 +208,9 @@ impl ApplicationReport {
             }
             if let Some(error) = &unit.leadership_error {
                 let _ = write!(notes, " [leadership unknown: {}]", for_terminal(error));
+            }
+            if let Some(wait) = &unit.leadership_wait {
+                let _ = write!(notes, " [{}]", for_terminal(wait));
             }
             for service in &unit.services {
                 let _ = match (service.running, service.pid) {

@@ -17,13 +17,19 @@
 //! - **Links are not followed** inside it: record files are opened with `O_NOFOLLOW`, and
 //!   a directory below the root that is a link is refused.
 //! - **One agent per unit.** An agent holds an exclusive `flock` on its unit's lock file
-//!   for its whole life; the kernel drops it when the process dies, however it dies.
+//!   for its whole life; the kernel drops it when the process dies, however it dies. Every
+//!   path that starts a unit takes it (`charm-host agent` and `run`, [`crate::Host`]'s
+//!   agents and applications, `TestApp`), also a second start in the same process. The
+//!   lock is the proof a restarted agent needs to end its unit's previous tenure at once
+//!   ([`crate::leadership::Origin::proves_gone`]); it sees only this directory, so the same
+//!   unit started elsewhere is kept out by its incarnation instead.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{Read as _, Seek as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
+use crate::leadership::{Incarnation, Origin};
 use crate::names::UnitName;
 
 /// Why a state directory cannot be used.
@@ -63,7 +69,14 @@ pub enum StateDirError {
         path: PathBuf,
     },
     /// Another agent runs the unit.
-    #[error("another agent already runs {unit}{} (it holds {path})", pid.map(|p| format!(" as pid {p}")).unwrap_or_default())]
+    #[error(
+        "{}",
+        match pid {
+            Some(pid) if *pid == std::process::id() => format!("{unit} already runs in this process (its agent holds {})", path.display()),
+            Some(pid) => format!("another agent already runs {unit} as pid {pid} (it holds {})", path.display()),
+            None => format!("another agent already runs {unit} (it holds {})", path.display()),
+        }
+    )]
     Locked {
         /// The unit.
         unit: UnitName,
@@ -132,6 +145,18 @@ pub fn read_private_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
 #[derive(Debug)]
 pub struct UnitLock {
     _file: File,
+    root: PathBuf,
+}
+
+impl UnitLock {
+    /// A new incarnation of the unit, at this process in this state directory: the only
+    /// incarnation whose origin names a state directory, so the only kind that can prove a
+    /// previous incarnation of the unit gone (see
+    /// [`Origin::proves_gone`](crate::leadership::Origin::proves_gone)).
+    pub fn incarnation(&self) -> Result<Incarnation, StateDirError> {
+        let origin = Origin::this_process().in_state_dir(&self.root).map_err(io(&self.root))?;
+        Ok(Incarnation::new(origin))
+    }
 }
 
 /// Paths inside one state directory.
@@ -222,7 +247,7 @@ impl StateDir {
         }
         let pid = std::process::id().to_string();
         file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(pid.as_bytes())).map_err(io(&path))?;
-        Ok(UnitLock { _file: file })
+        Ok(UnitLock { _file: file, root: self.root.clone() })
     }
 
     /// Every unit that has a directory here, sorted.

@@ -10,6 +10,13 @@
 //! change the claim ([`LeadershipTracker::refresh`], [`LeadershipTracker::abandon`],
 //! [`LeadershipTracker::release`]); hook sandboxes, hook tools and status read it.
 //!
+//! **One incarnation.** The tracker claims as its unit in one [`Incarnation`]: it never
+//! extends, writes under or revokes a tenure of another incarnation of its unit. It ends
+//! such a tenure early only when the other incarnation's [`Origin`] proves it gone
+//! ([`Origin::proves_gone`]: this tracker's origin names the state directory whose unit lock
+//! its agent holds, and the other ran there, on this boot); otherwise it waits it out, and
+//! says so ([`LeadershipTracker::waiting_for`]).
+//!
 //! Non-guarantees: the tracker does not tell *which* unit leads, and it does not wait for a
 //! released lease; it learns of one on its next [`LeadershipTracker::refresh`].
 
@@ -17,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::leadership::{Claim, LeaseError, LeadershipStore, Release, Timestamp, WriteError};
+use crate::leadership::{Claim, Claimant, Incarnation, LeaseError, LeadershipStore, Origin, Release, Timestamp, WriteError};
 use crate::metrics::Metrics;
 use crate::tenure_record::TenureRecord;
 use crate::names::UnitName;
@@ -50,11 +57,14 @@ pub enum Refresh {
 struct TrackerState {
     claim: Option<Claim>,
     last_error: Option<String>,
+    /// Why the unit waits although it could otherwise lead: another incarnation of it holds
+    /// the lease.
+    waiting_for: Option<String>,
 }
 
 /// Claims leadership for one unit and keeps track of the guarantee it holds.
 pub struct LeadershipTracker {
-    unit: UnitName,
+    claimant: Claimant,
     store: Arc<dyn LeadershipStore>,
     window: Duration,
     state: Mutex<TrackerState>,
@@ -70,15 +80,28 @@ pub struct LeadershipTracker {
 
 impl std::fmt::Debug for LeadershipTracker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LeadershipTracker").field("unit", &self.unit).field("window", &self.window).finish()
+        f.debug_struct("LeadershipTracker").field("claimant", &self.claimant).field("window", &self.window).finish()
     }
 }
 
 impl LeadershipTracker {
-    /// A tracker for `unit` promising `window` of leadership whenever it answers true.
+    /// A tracker for `unit`, in a new incarnation of this process with no state directory
+    /// (see [`Self::in_incarnation`]), promising `window` of leadership whenever it answers
+    /// true.
     pub fn new(unit: UnitName, store: Arc<dyn LeadershipStore>, window: Duration) -> Self {
+        Self::for_claimant(Claimant::fresh(unit), store, window)
+    }
+
+    /// A tracker for `unit` in `incarnation` (an agent's, made from the unit's lock: see
+    /// [`crate::state_dir::UnitLock::incarnation`]).
+    pub fn in_incarnation(unit: UnitName, incarnation: Incarnation, store: Arc<dyn LeadershipStore>, window: Duration) -> Self {
+        Self::for_claimant(Claimant::new(unit, incarnation), store, window)
+    }
+
+    /// A tracker claiming as `claimant` (the unit in one incarnation).
+    pub fn for_claimant(claimant: Claimant, store: Arc<dyn LeadershipStore>, window: Duration) -> Self {
         Self {
-            unit,
+            claimant,
             store,
             window,
             state: Mutex::new(TrackerState::default()),
@@ -96,7 +119,18 @@ impl LeadershipTracker {
 
     /// The unit this tracker claims for.
     pub fn unit(&self) -> &UnitName {
-        &self.unit
+        self.claimant.unit()
+    }
+
+    /// The unit and incarnation this tracker claims as.
+    pub fn claimant(&self) -> &Claimant {
+        &self.claimant
+    }
+
+    /// Why the unit waits for a tenure of another incarnation of itself to end, while it
+    /// does (`None` otherwise): "db/0 is also running elsewhere (pid …), …".
+    pub fn waiting_for(&self) -> Option<String> {
+        self.lock().waiting_for.clone()
     }
 
     /// The guarantee window.
@@ -157,11 +191,20 @@ impl LeadershipTracker {
     pub async fn refresh(&self) -> Refresh {
         // Measured only with metrics: without, a claim costs no extra lock or clock read.
         let measure = self.metrics.get().map(|metrics| (metrics, self.lock().claim.is_some(), std::time::Instant::now()));
-        let result = self.store.claim(&self.unit, self.claim_duration()).await;
+        let mut result = self.store.claim(&self.claimant, self.claim_duration()).await;
+        if let Err(LeaseError::OtherIncarnation { holder: Some(former), origin: Some(origin), .. }) = &result
+            && origin.proves_gone(&self.claimant.incarnation().origin)
+        {
+            result = self.take_over(*former, (**origin).clone()).await;
+        }
         if let Some((metrics, renewal, started)) = measure {
-            metrics.observe_claim(&self.unit, renewal, &result, started.elapsed());
+            metrics.observe_claim(self.claimant.unit(), renewal, &result, started.elapsed());
         }
         let mut state = self.lock();
+        state.waiting_for = match &result {
+            Err(waiting @ LeaseError::OtherIncarnation { .. }) => Some(waiting.to_string()),
+            _ => None,
+        };
         match result {
             Ok(claim) => {
                 let new_term = state.claim.is_none_or(|c| c.term != claim.term);
@@ -169,7 +212,7 @@ impl LeadershipTracker {
                 state.last_error = None;
                 Refresh::Leader { term: claim.term, new_term }
             }
-            Err(LeaseError::Denied { .. } | LeaseError::Reserved { .. }) => {
+            Err(LeaseError::Denied { .. } | LeaseError::Reserved { .. } | LeaseError::OtherIncarnation { .. }) => {
                 self.set_claim(&mut state, None);
                 state.last_error = None;
                 Refresh::Minion
@@ -179,6 +222,22 @@ impl LeadershipTracker {
                 Refresh::Failed
             }
         }
+    }
+
+    /// Ends the tenure of this unit's former incarnation `former` (at `origin`, which proves
+    /// it gone: see [`Origin::proves_gone`]) and claims afresh: a new term.
+    async fn take_over(&self, former: crate::leadership::IncarnationId, origin: Origin) -> Result<Claim, LeaseError> {
+        let previous = self.claimant.former(former, origin);
+        tracing::info!(
+            unit = %self.claimant.unit(),
+            "the lease is held by this unit's previous agent ({}), which is gone: ending its tenure",
+            previous.incarnation().origin
+        );
+        match self.store.revoke(&previous, Release::Restarted).await {
+            Ok(()) | Err(LeaseError::NotHeld { .. }) => {}
+            Err(err) => return Err(err),
+        }
+        self.store.claim(&self.claimant, self.claim_duration()).await
     }
 
     /// [`Self::refresh`], given up at the current guarantee deadline (if one is ahead) if
@@ -206,6 +265,20 @@ impl LeadershipTracker {
         match &self.lock().last_error {
             Some(err) => Err(LeadershipUnknown::StoreFailed(err.clone())),
             None => Ok(false),
+        }
+    }
+
+    /// [`Self::is_leader`] with the instant (store clock) until which a true answer holds:
+    /// `Some(deadline)` while this unit leads with the window ahead, `None` while it does not.
+    /// Read off one clock reading, so the answer and its deadline agree.
+    pub fn leader_until(&self) -> Result<Option<Timestamp>, LeadershipUnknown> {
+        let until = self.guaranteed_until.load(Ordering::Acquire);
+        if until != 0 && self.store.clock().now().as_nanos() <= until {
+            return Ok(Some(Timestamp::from_nanos(until)));
+        }
+        match &self.lock().last_error {
+            Some(err) => Err(LeadershipUnknown::StoreFailed(err.clone())),
+            None => Ok(None),
         }
     }
 
@@ -241,10 +314,11 @@ impl LeadershipTracker {
     /// applied only if the store decides it before then. Without a held term:
     /// [`WriteError::NotLeader`] with term 0 (no real term is 0).
     pub async fn leader_set_by(&self, group: &[(String, String)], apply_by: Option<Timestamp>) -> Result<(), WriteError> {
-        let not_leader = || WriteError::NotLeader { app: self.unit.app().clone(), unit: self.unit.clone(), term: 0 };
+        let unit = self.claimant.unit();
+        let not_leader = || WriteError::NotLeader { app: unit.app().clone(), unit: unit.clone(), term: 0 };
         let term = self.held_term().ok_or_else(not_leader)?;
         if !group.is_empty() {
-            self.store.write_settings_by(&self.unit, term, group, apply_by).await?;
+            self.store.write_settings_by(&self.claimant, term, group, apply_by).await?;
         }
         Ok(())
     }
@@ -253,7 +327,7 @@ impl LeadershipTracker {
     /// the lease is revoked.
     pub async fn release(&self, why: Release) -> Result<(), LeaseError> {
         self.abandon();
-        match self.store.revoke(&self.unit, why).await {
+        match self.store.revoke(&self.claimant, why).await {
             Err(LeaseError::NotHeld { .. }) => Ok(()),
             other => other,
         }

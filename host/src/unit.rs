@@ -38,6 +38,10 @@ pub struct UnitStatus {
     /// was read; `is-leader` answers "unknown" meanwhile.
     #[serde(default)]
     pub leadership_error: Option<String>,
+    /// Why the unit waits although it could lead: another incarnation of it (the same unit
+    /// started elsewhere) holds the lease, as of when the status was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leadership_wait: Option<String>,
 }
 
 impl Default for UnitStatus {
@@ -49,6 +53,7 @@ impl Default for UnitStatus {
             last_error: None,
             services: Vec::new(),
             leadership_error: None,
+            leadership_wait: None,
         }
     }
 }
@@ -296,6 +301,7 @@ impl Unit {
         let mut status = self.reporter.recorded_status();
         status.services = self.services.statuses();
         status.leadership_error = self.tracker.store_error();
+        status.leadership_wait = self.tracker.waiting_for();
         status
     }
 

@@ -11,6 +11,7 @@ use charm_host::hooks::HookKind;
 use charm_host::leadership::{Clock, LeadershipStore, ManualClock, MemoryStore, Release};
 use charm_host::names::UnitName;
 use charm_host::runtime::{Charm, HookRuntime};
+use charm_host::state_dir::StateDir;
 use charm_host::tracker::LeadershipTracker;
 use charm_host::unit::Unit;
 use support::*;
@@ -45,7 +46,7 @@ impl Agents {
     /// `app/0` (claimed for it first, so it leads) to `app/{count-1}`, each started and past
     /// its first two hooks.
     async fn start_settled(&self, count: u32) -> Vec<Running> {
-        self.store.claim(&UnitName::new("app/0").unwrap(), Duration::from_secs(20)).await.unwrap();
+        self.store.claim(&claimant("app/0"), Duration::from_secs(20)).await.unwrap();
         let units: Vec<Running> = (0..count).map(|n| self.start(&format!("app/{n}"))).collect();
         for n in 0..count {
             self.settle(&format!("app/{n}"), 2).await;
@@ -72,7 +73,10 @@ impl Agents {
     /// Starts `name` on `runtime` (for limits other than the test runtime's).
     fn start_on(&self, name: &str, runtime: Arc<HookRuntime>, charm: Charm) -> Running {
         let name = UnitName::new(name).unwrap();
-        let tracker = LeadershipTracker::new(name.clone(), self.store.clone(), WINDOW);
+        // The unit's lock, as every agent holds it; the test's one agent of the unit (the
+        // incarnation `claimant` names: a restart here is the same agent coming back).
+        let lock = agent::AgentLock::take(&StateDir::new(self.dir.path()), &name).unwrap();
+        let tracker = LeadershipTracker::for_claimant(claimant(name.as_str()), self.store.clone(), WINDOW);
         let base = self.dir.path().join(name.as_str().replace('/', "-"));
         let unit = Arc::new(Unit::new(name, base.join("data"), tracker, self.events.clone()).unwrap());
         let config = AgentConfig::default()
@@ -80,7 +84,7 @@ impl Agents {
             .with_state_file(base.join("agent.json"))
             .with_stop_grace(Duration::from_secs(1));
         let (commands, receiver) = mpsc::channel(4);
-        let task = tokio::spawn(agent::run_unit(runtime, charm, unit.clone(), config, receiver));
+        let task = tokio::spawn(agent::run_unit(runtime, charm, unit.clone(), lock, config, receiver));
         Running { unit, commands, task }
     }
 
@@ -143,7 +147,7 @@ use HookKind::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_two_unit_application_runs_hooks_in_order() {
     let agents = Agents::new(|s| s);
-    agents.store.claim(&UnitName::new("app/0").unwrap(), Duration::from_secs(20)).await.unwrap();
+    agents.store.claim(&claimant("app/0"), Duration::from_secs(20)).await.unwrap();
     let leader = agents.start("app/0");
     let minion = agents.start("app/1");
     agents.settle("app/0", 2).await;
@@ -163,7 +167,7 @@ async fn fresh_two_unit_application_runs_hooks_in_order() {
 async fn a_leader_that_cannot_renew_is_deposed_before_its_successor_is_elected() {
     let (agents, faulty) = Agents::faulty();
     let app0 = UnitName::new("app/0").unwrap();
-    agents.store.claim(&app0, Duration::from_secs(20)).await.unwrap();
+    agents.store.claim(&claimant("app/0"), Duration::from_secs(20)).await.unwrap();
     let _leader = agents.start("app/0");
     let _minion = agents.start("app/1");
     agents.settle("app/0", 2).await;
@@ -195,7 +199,7 @@ async fn a_leader_that_cannot_renew_is_deposed_before_its_successor_is_elected()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_down_hands_over_at_once() {
     let agents = Agents::new(|s| s);
-    agents.store.claim(&UnitName::new("app/0").unwrap(), Duration::from_secs(20)).await.unwrap();
+    agents.store.claim(&claimant("app/0"), Duration::from_secs(20)).await.unwrap();
     let leader = agents.start("app/0");
     let _minion = agents.start("app/1");
     agents.settle("app/0", 2).await;
@@ -212,8 +216,7 @@ async fn step_down_hands_over_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_remember_install_leadership_and_settings_seen() {
     let agents = Agents::new(|s| s);
-    let app0 = UnitName::new("app/0").unwrap();
-    let term = agents.store.claim(&app0, Duration::from_secs(20)).await.unwrap().term;
+    let term = agents.store.claim(&claimant("app/0"), Duration::from_secs(20)).await.unwrap().term;
     let leader = agents.start("app/0");
     let minion = agents.start("app/1");
     agents.settle("app/0", 2).await;
@@ -240,7 +243,7 @@ async fn restarts_remember_install_leadership_and_settings_seen() {
     // Settings change while the minion is down: one leader-settings-changed on restart.
     minion.task.abort();
     let _ = minion.task.await;
-    agents.store.write_settings(&app0, term, &[("k".into(), "v".into())]).await.unwrap();
+    agents.store.write_settings(&claimant("app/0"), term, &[("k".into(), "v".into())]).await.unwrap();
     let _minion = agents.start("app/1");
     agents.settle("app/1", 3).await;
     assert_eq!(agents.hooks_of("app/1"), [Install, LeaderSettingsChanged, LeaderSettingsChanged]);
@@ -423,7 +426,7 @@ async fn a_stop_interrupts_a_runaway_hook_after_the_stop_grace() {
         .unwrap(),
     );
     let app0 = UnitName::new("app/0").unwrap();
-    agents.store.claim(&app0, Duration::from_secs(20)).await.unwrap();
+    agents.store.claim(&claimant("app/0"), Duration::from_secs(20)).await.unwrap();
     let base = agents.dir.path().join("app-0/data");
     std::fs::create_dir_all(&base).unwrap();
     for hook in ["leader-elected", "leader-deposed", "stop"] {
@@ -460,8 +463,8 @@ async fn an_agent_refuses_a_store_that_forgot_its_terms() {
     let agents = Agents::new(|s| s);
     let app0 = UnitName::new("app/0").unwrap();
     for _ in 0..3 {
-        agents.store.claim(&app0, Duration::from_secs(20)).await.unwrap();
-        agents.store.revoke(&app0, Release::StepDown).await.unwrap();
+        agents.store.claim(&claimant("app/0"), Duration::from_secs(20)).await.unwrap();
+        agents.store.revoke(&claimant("app/0"), Release::StepDown).await.unwrap();
     }
     let first = agents.start("app/0");
     agents.settle("app/0", 2).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use charm_host::application::{Application, ApplicationConfig};
 use charm_host::events::{EventKind, RecordingSink};
 use charm_host::hooks::HookKind;
-use charm_host::names::{AppName, UnitName};
+use charm_host::names::AppName;
 use support::*;
 
 fn hooks_of(events: &RecordingSink, unit: &str) -> Vec<HookKind> {
@@ -25,21 +25,22 @@ fn hooks_of(events: &RecordingSink, unit: &str) -> Vec<HookKind> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_changes_coalesce_into_one_more_minion_hook() {
     let Fixture { dir, store, events, runtime, charm } = Fixture::new();
-    let leader_name = UnitName::new("app/0").unwrap();
-    // app/0 holds the lease before the units start, so it is the leader.
-    let term = store.claim(&leader_name, Duration::from_secs(60)).await.unwrap().term;
     let config = ApplicationConfig::new(AppName::new("app").unwrap(), 2, charm_host::state_dir::StateDir::new(dir.path()))
         .with_guarantee_window(Duration::from_secs(30));
     let app = Arc::new(Application::new(runtime, charm, store.clone(), events.clone(), &config).await.unwrap());
+    // app/0 (its agent's incarnation) holds the lease before the units start, so it is the
+    // leader; the test writes as that agent.
+    let leader = app.units()[0].tracker().claimant().clone();
+    let term = store.claim(&leader, Duration::from_secs(60)).await.unwrap().term;
     let minion = app.units()[1].clone();
     script(&minion, &["pause"]);
-    let mut running = app.start();
+    let mut running = app.start().unwrap();
 
     wait_paused(&minion).await; // install
     resume(&minion).await;
     wait_paused(&minion).await; // first leader-settings-changed, as a new minion
     for i in 0..3 {
-        store.write_settings(&leader_name, term, &[("n".into(), i.to_string())]).await.unwrap();
+        store.write_settings(&leader, term, &[("n".into(), i.to_string())]).await.unwrap();
     }
     resume(&minion).await;
     wait_paused(&minion).await; // exactly one more, for the three writes
@@ -50,7 +51,7 @@ async fn settings_changes_coalesce_into_one_more_minion_hook() {
     assert!(!minion.data_dir().join("paused").exists(), "no further hook");
 
     // A change while the minion is idle wakes it once too.
-    store.write_settings(&leader_name, term, &[("n".into(), "idle".into())]).await.unwrap();
+    store.write_settings(&leader, term, &[("n".into(), "idle".into())]).await.unwrap();
     wait_paused(&minion).await;
     let settled = *minion.settled().borrow();
     resume(&minion).await;

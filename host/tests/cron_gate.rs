@@ -70,7 +70,7 @@ async fn only_one_live_unit_runs_maintenance_through_a_stop_and_a_crash() {
     let config =
         ApplicationConfig::new(app.clone(), 3, StateDir::new(dir.path())).with_guarantee_window(Duration::from_millis(500));
     let application = Application::new(runtime, charm, store.clone(), watcher.clone(), &config).await.unwrap();
-    let mut running = application.start();
+    let mut running = application.start().unwrap();
 
     // Waits until a unit other than `dead` leads and exactly its file says IS_LEADER=1.
     let settle = |dead: Vec<UnitName>| {

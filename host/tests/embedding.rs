@@ -146,7 +146,7 @@ async fn a_handover_while_the_leader_installs_does_not_wait_for_its_lease_to_exp
     }
     // Nobody of the application may lead until every unit is inside its install: then the
     // leader's tenure begins and ends while its driver runs a hook, and never reaches it.
-    let placeholder = UnitName::from_parts(app_name.clone(), 99);
+    let placeholder = charm_host::leadership::Claimant::fresh(UnitName::from_parts(app_name.clone(), 99));
     host.store().claim(&placeholder, Duration::from_secs(60)).await.unwrap();
     let charm = host.load_charm(support::charm_wasm("tests/charms/probe")).expect("probe loads");
     let app = host.start_application(app_name, &charm, 3).await.expect("started");
@@ -169,4 +169,36 @@ async fn a_handover_while_the_leader_installs_does_not_wait_for_its_lease_to_exp
     let term = app.elect(&successor, Duration::from_secs(20)).await.expect("the successor leads well before the old lease expires");
     assert_eq!(term, 3, "the placeholder's term, the leader's, then the successor's");
     app.stop().await;
+}
+
+/// The same unit twice through the library: every path that starts a unit takes its lock,
+/// so a second start of an application (or of one of its units as an agent) in the same
+/// process is refused, saying so, while the first keeps leading alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_unit_started_twice_in_one_process_is_refused() {
+    let state = tempfile::tempdir().unwrap();
+    let host = Host::builder().state_dir(state.path()).sqlite_store().build().await.unwrap();
+    let charm = host.load_charm(support::charm_wasm("example-charms/shared-settings")).expect("charm loads");
+    let app = AppName::new("dup").unwrap();
+    let first = host.start_application(app.clone(), &charm, 1).await.expect("the first start");
+    let leader = first.wait_for_leader().await.unwrap();
+    for second in [
+        host.start_application(app.clone(), &charm, 2).await.map(|_| ()),
+        host.start_agent(UnitName::new("dup/0").unwrap(), &charm).await.map(|_| ()),
+    ] {
+        let err = second.expect_err("a second copy of dup/0 in the same process");
+        assert!(err.to_string().contains("dup/0 already runs in this process"), "{err}");
+    }
+    // Nothing of the refused starts runs: one incarnation leads, at its first term.
+    let lease = first.leader().await.unwrap().expect("still led");
+    assert_eq!((lease.holder, lease.term), (leader, 1));
+    assert!(first.tools(&UnitName::new("dup/0").unwrap()).unwrap().is_leader().unwrap());
+    // A second Host on the same state directory (as another process would be) is refused too.
+    let other = Host::builder().state_dir(state.path()).sqlite_store().build().await.unwrap();
+    let err = other.start_application(app.clone(), &charm, 1).await.map(|_| ()).expect_err("a second host");
+    assert!(err.to_string().contains("dup/0 already runs"), "{err}");
+    first.stop().await;
+    // Once stopped, the unit can start again.
+    let again = other.start_application(app, &charm, 1).await.expect("a start after the stop");
+    again.stop().await;
 }

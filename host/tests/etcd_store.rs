@@ -9,7 +9,7 @@
 mod etcd;
 mod support;
 
-use support::{app_name as app, group, unit_name as unit};
+use support::{app_name as app, claimant, group, other_incarnation, unit_name as unit};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,16 +42,16 @@ async fn the_server_expires_a_lease_and_the_next_holder_gets_a_higher_term() {
     let cluster = EtcdCluster::start(1);
     let store = connect(&cluster).await;
     let before = store.clock().now();
-    let claim = store.claim(&unit("a/0"), SHORT).await.unwrap();
+    let claim = store.claim(&claimant("a/0"), SHORT).await.unwrap();
     let after = store.clock().now();
     assert_eq!(claim.term, 1);
     assert!(claim.valid_until >= before + SHORT && claim.valid_until <= after + SHORT, "valid from the start of the call");
-    assert!(matches!(store.claim(&unit("a/1"), SHORT).await, Err(LeaseError::Denied { .. })));
-    let extended = store.claim(&unit("a/0"), SHORT).await.unwrap();
+    assert!(matches!(store.claim(&claimant("a/1"), SHORT).await, Err(LeaseError::Denied { .. })));
+    let extended = store.claim(&claimant("a/0"), SHORT).await.unwrap();
     assert_eq!(extended.term, 1, "an extension keeps the term");
     until_free(&store, &app("a")).await;
     assert!(store.clock().now() >= extended.valid_until, "never expired before the holder's guarantee ended");
-    assert_eq!(store.claim(&unit("a/1"), SHORT).await.unwrap().term, 2);
+    assert_eq!(store.claim(&claimant("a/1"), SHORT).await.unwrap().term, 2);
     // The history says the first tenure ran out, before the second began.
     let history = store.history(Some(&app("a")), 10).await.unwrap();
     let ends: Vec<_> = history.iter().map(|t| (t.term, t.unit.to_string(), t.how)).collect();
@@ -62,15 +62,15 @@ async fn the_server_expires_a_lease_and_the_next_holder_gets_a_higher_term() {
     let how = store.history(Some(&app("a")), 10).await.unwrap()[1].how;
     assert_eq!(how, Some(TenureEnd::LostRenewals), "its holder said its renewals failed");
     // A longer duration moves the tenure to a new etcd lease, same term.
-    assert_eq!(store.claim(&unit("a/1"), LONG).await.unwrap().term, 2);
+    assert_eq!(store.claim(&claimant("a/1"), LONG).await.unwrap().term, 2);
     tokio::time::sleep(2 * SHORT).await;
     assert_eq!(store.lease(&app("a")).await.unwrap().map(|l| l.term), Some(2), "held on the longer lease");
     // A shorter one never shortens what the longer claim promised: neither through this
     // store, which renews the lease it remembers, nor through one that reads the tenure first.
-    let promised = store.claim(&unit("a/1"), SHORT).await.unwrap();
+    let promised = store.claim(&claimant("a/1"), SHORT).await.unwrap();
     assert!(promised.valid_until >= store.clock().now() + (LONG - SHORT), "the promise stays the longer one");
     let reading = connect(&cluster).await;
-    let promised = reading.claim(&unit("a/1"), SHORT).await.unwrap();
+    let promised = reading.claim(&claimant("a/1"), SHORT).await.unwrap();
     assert!(promised.valid_until >= store.clock().now() + (LONG - SHORT), "read first, the promise stays the longer one");
     tokio::time::sleep(3 * SHORT).await;
     assert_eq!(store.lease(&app("a")).await.unwrap().map(|l| l.term), Some(2), "still held after the short duration");
@@ -80,22 +80,22 @@ async fn the_server_expires_a_lease_and_the_next_holder_gets_a_higher_term() {
 async fn writes_are_fenced_by_the_tenure_that_wrote() {
     let cluster = EtcdCluster::start(1);
     let store = connect(&cluster).await;
-    let old = store.claim(&unit("a/0"), SHORT).await.unwrap();
-    let written = store.write_settings(&unit("a/0"), old.term, &group(&[("k", "1"), ("j", "x")])).await.unwrap();
+    let old = store.claim(&claimant("a/0"), SHORT).await.unwrap();
+    let written = store.write_settings(&claimant("a/0"), old.term, &group(&[("k", "1"), ("j", "x")])).await.unwrap();
     assert_eq!(written.version, 1);
     until_free(&store, &app("a")).await;
-    let expired = store.write_settings(&unit("a/0"), old.term, &group(&[("k", "2")])).await;
+    let expired = store.write_settings(&claimant("a/0"), old.term, &group(&[("k", "2")])).await;
     assert!(matches!(expired, Err(WriteError::NotLeader { .. })), "an expired tenure may not write: {expired:?}");
-    let new = store.claim(&unit("a/1"), LONG).await.unwrap();
-    let stale = store.write_settings(&unit("a/0"), old.term, &group(&[("k", "2")])).await;
+    let new = store.claim(&claimant("a/1"), LONG).await.unwrap();
+    let stale = store.write_settings(&claimant("a/0"), old.term, &group(&[("k", "2")])).await;
     assert!(matches!(stale, Err(WriteError::NotLeader { term: 1, .. })));
-    let wrong_unit = store.write_settings(&unit("a/0"), new.term, &group(&[("k", "2")])).await;
+    let wrong_unit = store.write_settings(&claimant("a/0"), new.term, &group(&[("k", "2")])).await;
     assert!(matches!(wrong_unit, Err(WriteError::NotLeader { .. })));
-    let snap = store.write_settings(&unit("a/1"), new.term, &group(&[("k", "2"), ("j", "")])).await.unwrap();
+    let snap = store.write_settings(&claimant("a/1"), new.term, &group(&[("k", "2"), ("j", "")])).await.unwrap();
     assert_eq!((snap.version, (*snap.values).clone()), (2, [("k".to_string(), "2".to_string())].into()));
-    let noop = store.write_settings(&unit("a/1"), new.term, &group(&[("k", "2")])).await.unwrap();
+    let noop = store.write_settings(&claimant("a/1"), new.term, &group(&[("k", "2")])).await.unwrap();
     assert_eq!(noop.version, 2, "a write that changes nothing keeps the version");
-    let invalid = store.write_settings(&unit("a/1"), new.term, &group(&[("k", "3"), ("bad key", "v")])).await;
+    let invalid = store.write_settings(&claimant("a/1"), new.term, &group(&[("k", "3"), ("bad key", "v")])).await;
     assert!(matches!(invalid, Err(WriteError::Invalid(_))));
     assert_eq!(store.read_settings(&app("a")).await.unwrap(), snap, "nothing of an invalid group is written");
 }
@@ -104,38 +104,38 @@ async fn writes_are_fenced_by_the_tenure_that_wrote() {
 async fn a_reservation_directs_the_next_grant_until_it_lapses() {
     let cluster = EtcdCluster::start(1);
     let store = connect(&cluster).await;
-    store.claim(&unit("a/0"), LONG).await.unwrap();
+    store.claim(&claimant("a/0"), LONG).await.unwrap();
     store.reserve(&unit("a/2"), LONG).await.unwrap();
     assert_eq!(store.reservation(&app("a")).await.unwrap(), Some(unit("a/2")));
-    store.revoke(&unit("a/0"), Release::StepDown).await.unwrap();
-    assert!(matches!(store.claim(&unit("a/1"), LONG).await, Err(LeaseError::Reserved { .. })));
-    assert_eq!(store.claim(&unit("a/2"), LONG).await.unwrap().term, 2);
+    store.revoke(&claimant("a/0"), Release::StepDown).await.unwrap();
+    assert!(matches!(store.claim(&claimant("a/1"), LONG).await, Err(LeaseError::Reserved { .. })));
+    assert_eq!(store.claim(&claimant("a/2"), LONG).await.unwrap().term, 2);
     assert_eq!(store.reservation(&app("a")).await.unwrap(), None, "granted once, the reservation is spent");
-    store.revoke(&unit("a/2"), Release::StepDown).await.unwrap();
+    store.revoke(&claimant("a/2"), Release::StepDown).await.unwrap();
     store.reserve(&unit("a/2"), SHORT).await.unwrap();
-    assert!(matches!(store.claim(&unit("a/1"), LONG).await, Err(LeaseError::Reserved { .. })));
+    assert!(matches!(store.claim(&claimant("a/1"), LONG).await, Err(LeaseError::Reserved { .. })));
     for _ in 0..2000 {
         if store.reservation(&app("a")).await.unwrap().is_none() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(store.claim(&unit("a/1"), LONG).await.unwrap().term, 3, "an unused reservation lapses");
+    assert_eq!(store.claim(&claimant("a/1"), LONG).await.unwrap().term, 3, "an unused reservation lapses");
 }
 
 #[tokio::test]
 async fn a_pin_stops_expiry_and_the_last_unpin_gives_a_fresh_ttl() {
     let cluster = EtcdCluster::start(1);
     let store = connect(&cluster).await;
-    store.claim(&unit("a/0"), SHORT).await.unwrap();
+    store.claim(&claimant("a/0"), SHORT).await.unwrap();
     store.pin(&app("a"), "upgrade").await.unwrap();
     store.pin(&app("a"), "backup").await.unwrap();
     store.pin(&app("a"), "backup").await.unwrap();
     assert_eq!(store.pins().await.unwrap()[&app("a")], ["backup", "upgrade"]);
     tokio::time::sleep(3 * SHORT).await;
-    assert!(matches!(store.claim(&unit("a/1"), SHORT).await, Err(LeaseError::Denied { .. })), "pinned: no expiry");
+    assert!(matches!(store.claim(&claimant("a/1"), SHORT).await, Err(LeaseError::Denied { .. })), "pinned: no expiry");
     assert!(store.lease(&app("a")).await.unwrap().unwrap().pinned);
-    assert_eq!(store.claim(&unit("a/0"), SHORT).await.unwrap().term, 1, "the holder extends while pinned");
+    assert_eq!(store.claim(&claimant("a/0"), SHORT).await.unwrap().term, 1, "the holder extends while pinned");
     store.unpin(&app("a"), "upgrade").await.unwrap();
     tokio::time::sleep(2 * SHORT).await;
     assert!(store.lease(&app("a")).await.unwrap().is_some(), "one pin left");
@@ -145,14 +145,14 @@ async fn a_pin_stops_expiry_and_the_last_unpin_gives_a_fresh_ttl() {
     assert!(store.pins().await.unwrap().is_empty());
     until_free(&store, &app("a")).await;
     assert!(store.clock().now() >= unpinned + SHORT, "expiry resumes a whole TTL after the last unpin");
-    assert_eq!(store.claim(&unit("a/1"), SHORT).await.unwrap().term, 2);
+    assert_eq!(store.claim(&claimant("a/1"), SHORT).await.unwrap().term, 2);
 }
 
 #[tokio::test]
 async fn waiters_and_tokens_see_a_lease_expire() {
     let cluster = EtcdCluster::start(1);
     let store = connect(&cluster).await;
-    let claim = store.claim(&unit("a/0"), SHORT).await.unwrap();
+    let claim = store.claim(&claimant("a/0"), SHORT).await.unwrap();
     let token = LeadershipToken::new(store.clone(), unit("a/0")).await.unwrap();
     token.check().await.unwrap();
     let waiting = store.clone();
@@ -167,17 +167,17 @@ async fn terms_and_settings_survive_a_restart_of_etcd() {
     let mut cluster = EtcdCluster::start(1);
     {
         let store = connect(&cluster).await;
-        let claim = store.claim(&unit("a/0"), LONG).await.unwrap();
-        store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).await.unwrap();
-        store.revoke(&unit("a/0"), Release::StepDown).await.unwrap();
-        assert_eq!(store.claim(&unit("a/1"), LONG).await.unwrap().term, 2);
-        store.revoke(&unit("a/1"), Release::StepDown).await.unwrap();
+        let claim = store.claim(&claimant("a/0"), LONG).await.unwrap();
+        store.write_settings(&claimant("a/0"), claim.term, &group(&[("k", "v")])).await.unwrap();
+        store.revoke(&claimant("a/0"), Release::StepDown).await.unwrap();
+        assert_eq!(store.claim(&claimant("a/1"), LONG).await.unwrap().term, 2);
+        store.revoke(&claimant("a/1"), Release::StepDown).await.unwrap();
     }
     cluster.restart(0);
     cluster.wait_healthy();
     let store = connect(&cluster).await;
     assert_eq!(store.last_term(&app("a")).await.unwrap(), 2);
-    assert_eq!(store.claim(&unit("a/0"), LONG).await.unwrap().term, 3, "terms only go up across a restart");
+    assert_eq!(store.claim(&claimant("a/0"), LONG).await.unwrap().term, 3, "terms only go up across a restart");
     let settings = store.read_settings(&app("a")).await.unwrap();
     assert_eq!((settings.version, settings.values.get("k").cloned()), (1, Some("v".to_string())));
     // The watch sees the store's versions from connect on.
@@ -190,12 +190,12 @@ async fn a_dead_etcd_makes_calls_fail_within_the_request_timeout() {
     let mut options = EtcdOptions::from_url(&cluster.url()).unwrap();
     options.request_timeout = Duration::from_millis(500);
     let store = EtcdStore::connect(&options).await.unwrap();
-    let claim = store.claim(&unit("a/0"), LONG).await.unwrap();
+    let claim = store.claim(&claimant("a/0"), LONG).await.unwrap();
     cluster.kill(0);
     let started = std::time::Instant::now();
-    let renewal = store.claim(&unit("a/0"), LONG).await;
+    let renewal = store.claim(&claimant("a/0"), LONG).await;
     assert!(matches!(&renewal, Err(LeaseError::Store(e)) if e.kind() == StoreFailure::Unreachable), "{renewal:?}");
-    let write = store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).await;
+    let write = store.write_settings(&claimant("a/0"), claim.term, &group(&[("k", "v")])).await;
     assert!(matches!(&write, Err(WriteError::Store(e)) if e.kind() == StoreFailure::Unreachable), "{write:?}");
     // Bounded, not hung: generous for a loaded machine, far below any guarantee window.
     assert!(started.elapsed() < Duration::from_secs(20), "store calls hung for {:?}", started.elapsed());
@@ -248,19 +248,19 @@ async fn writes_from_two_processes_never_lose_each_other() {
     // wrote it, and that memory is stale once the other writes.
     let cluster = EtcdCluster::start(1);
     let (a, b) = (connect(&cluster).await, connect(&cluster).await);
-    let first = a.claim(&unit("a/0"), LONG).await.unwrap();
-    a.write_settings(&unit("a/0"), first.term, &group(&[("from-a", "1")])).await.unwrap();
-    a.revoke(&unit("a/0"), Release::StepDown).await.unwrap();
-    let second = b.claim(&unit("a/1"), LONG).await.unwrap();
-    b.write_settings(&unit("a/1"), second.term, &group(&[("from-b", "2")])).await.unwrap();
-    b.revoke(&unit("a/1"), Release::StepDown).await.unwrap();
-    let third = a.claim(&unit("a/0"), LONG).await.unwrap();
-    let after = a.write_settings(&unit("a/0"), third.term, &group(&[("from-a", "3")])).await.unwrap();
+    let first = a.claim(&claimant("a/0"), LONG).await.unwrap();
+    a.write_settings(&claimant("a/0"), first.term, &group(&[("from-a", "1")])).await.unwrap();
+    a.revoke(&claimant("a/0"), Release::StepDown).await.unwrap();
+    let second = b.claim(&claimant("a/1"), LONG).await.unwrap();
+    b.write_settings(&claimant("a/1"), second.term, &group(&[("from-b", "2")])).await.unwrap();
+    b.revoke(&claimant("a/1"), Release::StepDown).await.unwrap();
+    let third = a.claim(&claimant("a/0"), LONG).await.unwrap();
+    let after = a.write_settings(&claimant("a/0"), third.term, &group(&[("from-a", "3")])).await.unwrap();
     assert_eq!(after.version, 3);
     assert_eq!(after.values.get("from-b").map(String::as_str), Some("2"), "b's write survives a's stale memory");
     assert_eq!(b.read_settings(&app("a")).await.unwrap(), after);
     // A write under the first, long gone tenure is refused even though a remembered it.
-    let stale = a.write_settings(&unit("a/0"), first.term, &group(&[("late", "x")])).await;
+    let stale = a.write_settings(&claimant("a/0"), first.term, &group(&[("late", "x")])).await;
     assert!(matches!(stale, Err(WriteError::NotLeader { .. })), "{stale:?}");
 }
 
@@ -279,7 +279,7 @@ async fn tls_with_a_client_certificate_and_then_a_user_and_password() {
     assert!(EtcdStore::connect(&options).await.is_err(), "the server asks for a client certificate");
     options.tls = Some(EtcdTls::new(Some(certs.path("ca.pem")), Some((certs.path("client.pem"), certs.path("client.key")))));
     let store = EtcdStore::connect(&options).await.unwrap();
-    assert_eq!(store.claim(&unit("a/0"), LONG).await.unwrap().term, 1);
+    assert_eq!(store.claim(&claimant("a/0"), LONG).await.unwrap().term, 1);
 
     // Authentication on: a user is needed, and its password checked.
     let tls = etcd_client::TlsOptions::new()
@@ -307,15 +307,15 @@ async fn another_process_hears_of_settings_and_lease_changes_through_the_watch()
     let (writer, watcher) = (connect(&cluster).await, connect(&cluster).await);
     let mut settings = watcher.watch_settings(&app("a"));
     let mut leases = watcher.watch_leases();
-    let claim = writer.claim(&unit("a/0"), LONG).await.unwrap();
+    let claim = writer.claim(&claimant("a/0"), LONG).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), leases.changed()).await.unwrap().unwrap();
-    writer.write_settings(&unit("a/0"), claim.term, &group(&[("k", "1")])).await.unwrap();
-    writer.write_settings(&unit("a/0"), claim.term, &group(&[("k", "2")])).await.unwrap();
+    writer.write_settings(&claimant("a/0"), claim.term, &group(&[("k", "1")])).await.unwrap();
+    writer.write_settings(&claimant("a/0"), claim.term, &group(&[("k", "2")])).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), settings.wait_for(|v| *v == 2)).await.unwrap().unwrap();
     // Another application's writes are not this watcher's business, and its watch still works.
-    let other = writer.claim(&unit("b/0"), LONG).await.unwrap();
-    writer.write_settings(&unit("b/0"), other.term, &group(&[("k", "1")])).await.unwrap();
-    writer.write_settings(&unit("a/0"), claim.term, &group(&[("k", "3")])).await.unwrap();
+    let other = writer.claim(&claimant("b/0"), LONG).await.unwrap();
+    writer.write_settings(&claimant("b/0"), other.term, &group(&[("k", "1")])).await.unwrap();
+    writer.write_settings(&claimant("a/0"), claim.term, &group(&[("k", "3")])).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), settings.wait_for(|v| *v == 3)).await.unwrap().unwrap();
     // A watcher that subscribes later starts from the version it can see.
     let late = connect(&cluster).await;
@@ -336,28 +336,33 @@ async fn a_lease_revoked_behind_its_holders_back_keeps_others_out_until_the_hold
     const TTL: Duration = Duration::from_secs(4);
     let cluster = EtcdCluster::start(1);
     let (holding, claiming) = (connect(&cluster).await, connect(&cluster).await);
-    holding.claim(&unit("r/0"), TTL).await.unwrap();
-    let counted_on = holding.claim(&unit("r/0"), TTL).await.unwrap().valid_until;
+    holding.claim(&claimant("r/0"), TTL).await.unwrap();
+    let counted_on = holding.claim(&claimant("r/0"), TTL).await.unwrap().valid_until;
     revoke_behind_the_holders_back(&cluster, "r").await;
     // The key is gone, but the other process does not take the lease (nor report it free)
     // while the holder may still count on its last renewal.
-    assert!(matches!(claiming.claim(&unit("r/1"), TTL).await, Err(LeaseError::Denied { holder, .. }) if holder == unit("r/0")));
+    assert!(matches!(claiming.claim(&claimant("r/1"), TTL).await, Err(LeaseError::Denied { holder, .. }) if holder == unit("r/0")));
     let lease = claiming.lease(&app("r")).await.unwrap().expect("still reported held");
     assert_eq!((lease.holder, lease.term), (unit("r/0"), 1));
     wait_until_released(claiming.as_ref(), &app("r"), std::future::pending()).await.unwrap();
-    let claim = claiming.claim(&unit("r/1"), TTL).await.unwrap();
+    let claim = claiming.claim(&claimant("r/1"), TTL).await.unwrap();
     assert!(claiming.clock().now() >= counted_on, "granted only once the holder's guarantee ran out");
     assert_eq!(claim.term, 2);
     // Nor does the holder keep counting on it: its next renewal finds the tenure gone.
-    assert!(matches!(holding.claim(&unit("r/0"), TTL).await, Err(LeaseError::Denied { .. })));
+    assert!(matches!(holding.claim(&claimant("r/0"), TTL).await, Err(LeaseError::Denied { .. })));
 
-    // The holder itself may claim again at once: nobody else counted on the tenure.
-    holding.claim(&unit("s/0"), TTL).await.unwrap();
+    // The holder itself may claim again at once: nobody else counted on the tenure. Another
+    // incarnation of the same unit (started elsewhere) may not: the holder still counts on it.
+    holding.claim(&claimant("s/0"), TTL).await.unwrap();
     revoke_behind_the_holders_back(&cluster, "s").await;
-    assert_eq!(holding.claim(&unit("s/0"), TTL).await.unwrap().term, 2);
-    assert!(matches!(claiming.claim(&unit("s/1"), TTL).await, Err(LeaseError::Denied { .. })));
+    assert!(matches!(
+        claiming.claim(&other_incarnation("s/0"), TTL).await,
+        Err(LeaseError::OtherIncarnation { holder: Some(holder), .. }) if holder == claimant("s/0").id()
+    ));
+    assert_eq!(holding.claim(&claimant("s/0"), TTL).await.unwrap().term, 2);
+    assert!(matches!(claiming.claim(&claimant("s/1"), TTL).await, Err(LeaseError::Denied { .. })));
 
     // A tenure given up by its holder passes at once.
-    holding.revoke(&unit("s/0"), Release::StepDown).await.unwrap();
-    assert_eq!(claiming.claim(&unit("s/1"), TTL).await.unwrap().term, 3, "no wait after a release");
+    holding.revoke(&claimant("s/0"), Release::StepDown).await.unwrap();
+    assert_eq!(claiming.claim(&claimant("s/1"), TTL).await.unwrap().term, 3, "no wait after a release");
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use charm_host::leadership::{Clock, LeaseError, LeadershipStore, Release, MonotonicClock, SqliteStore, Timestamp, WriteError};
+use charm_host::leadership::{Claimant, Clock, LeaseError, LeadershipStore, Release, MonotonicClock, SqliteStore, Timestamp, WriteError};
 use charm_host::names::{AppName, UnitName};
 
 const WORKERS: u32 = 3;
@@ -122,12 +122,12 @@ async fn lease_worker() {
 /// is descheduled past its 1 s lease finds its renewal denied or its write fenced: its
 /// tenure ends there, as a real holder's would.
 async fn contend(unit: &str, db: &str) {
-    let unit = UnitName::new(unit).unwrap();
+    let unit = Claimant::fresh(UnitName::new(unit).unwrap());
     let store = SqliteStore::open(Path::new(db)).unwrap();
     let clock = MonotonicClock;
     let end = clock.now() + RUN_FOR;
     let mut seq = 0u64;
-    let mut rng = unit.number() as u64 * 7919 + 17;
+    let mut rng = unit.unit().number() as u64 * 7919 + 17;
     let mut next = move || {
         rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (rng >> 33) % 100
@@ -146,7 +146,7 @@ async fn contend(unit: &str, db: &str) {
         let hold_until = from + Duration::from_millis(50 + next() * 3);
         while clock.now() < hold_until {
             seq += 1;
-            let value = format!("{unit}:{}:{seq}", claim.term);
+            let value = format!("{}:{}:{seq}", unit.unit(), claim.term);
             match store.write_settings(&unit, claim.term, &[("last".into(), value)]).await {
                 Ok(snapshot) => println!("WROTE {}", snapshot.version),
                 Err(WriteError::NotLeader { .. }) => break,
@@ -160,7 +160,7 @@ async fn contend(unit: &str, db: &str) {
             }
         }
         let until = clock.now().min(valid_until);
-        println!("TENURE {unit} {} {} {}", claim.term, from.as_nanos(), until.as_nanos());
+        println!("TENURE {} {} {} {}", unit.unit(), claim.term, from.as_nanos(), until.as_nanos());
         match store.revoke(&unit, Release::StepDown).await {
             Ok(()) | Err(LeaseError::NotHeld { .. }) => {}
             Err(err) => panic!("revoke failed: {err}"),

@@ -9,7 +9,7 @@ use std::time::Duration;
 mod etcd;
 mod support;
 
-use support::{app_name as app, group, unit_name as unit};
+use support::{app_name as app, claimant, group, other_incarnation, unit_name as unit};
 
 use charm_host::leadership::etcd::{EtcdOptions, EtcdStore};
 use charm_host::leadership::sqlite::SqliteOptions;
@@ -79,6 +79,7 @@ macro_rules! for_each_store_and_etcd {
 }
 
 for_each_store_and_etcd!(
+    another_incarnation_of_a_unit_is_kept_out,
     revoke_by_holder_other_and_nobody,
     a_cancelled_wait_ends_at_once,
     bad_arguments_get_clear_errors,
@@ -97,6 +98,7 @@ for_each_store!(
     writes_are_fenced_by_term,
     a_reservation_directs_the_next_grant,
     an_expired_tenure_ends_at_its_expiry,
+    another_incarnation_waits_the_tenure_out,
 );
 
 /// Each tenure's (term, unit, how it ended), newest first.
@@ -107,14 +109,14 @@ async fn ends(s: &Subject, app_name: &str) -> Vec<(u64, String, Option<TenureEnd
 
 async fn the_history_records_each_tenure_and_how_it_ended(s: Subject) {
     assert_eq!(s.store.history(None, 10).await.unwrap(), [], "nothing yet");
-    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
-    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
-    s.store.revoke(&unit("a/0"), Release::StepDown).await.unwrap();
-    s.store.claim(&unit("a/1"), LEASE).await.unwrap();
-    s.store.revoke(&unit("a/1"), Release::Handover).await.unwrap();
-    s.store.revoke(&unit("a/1"), Release::Stop).await.unwrap(); // nothing held: no change
-    s.store.claim(&unit("a/2"), LEASE).await.unwrap();
-    s.store.claim(&unit("b/0"), LEASE).await.unwrap();
+    s.store.claim(&claimant("a/0"), LEASE).await.unwrap();
+    s.store.claim(&claimant("a/0"), LEASE).await.unwrap();
+    s.store.revoke(&claimant("a/0"), Release::StepDown).await.unwrap();
+    s.store.claim(&claimant("a/1"), LEASE).await.unwrap();
+    s.store.revoke(&claimant("a/1"), Release::Handover).await.unwrap();
+    s.store.revoke(&claimant("a/1"), Release::Stop).await.unwrap(); // nothing held: no change
+    s.store.claim(&claimant("a/2"), LEASE).await.unwrap();
+    s.store.claim(&claimant("b/0"), LEASE).await.unwrap();
     let expected = [(3, "a/2".to_owned(), None), (2, "a/1".into(), Some(TenureEnd::Handover)), (1, "a/0".into(), Some(TenureEnd::StepDown))];
     assert_eq!(ends(&s, "a").await, expected, "an extension is no new tenure");
     // Times run forward: each tenure ends no earlier than it started, and before the next.
@@ -132,14 +134,14 @@ async fn the_history_records_each_tenure_and_how_it_ended(s: Subject) {
     // Every application, newest first in each, at most the limit of each.
     let latest: Vec<_> = s.store.history(None, 1).await.unwrap().into_iter().map(|t| (t.unit.to_string(), t.term)).collect();
     assert_eq!(latest, [("a/2".to_owned(), 3), ("b/0".to_owned(), 1)]);
-    s.store.revoke(&unit("a/2"), Release::Stop).await.unwrap();
+    s.store.revoke(&claimant("a/2"), Release::Stop).await.unwrap();
     assert_eq!(ends(&s, "a").await[0], (3, "a/2".to_owned(), Some(TenureEnd::Stop)));
 }
 
 async fn the_history_keeps_the_latest_tenures(s: Subject) {
     let extra = 3;
     for n in 0..HISTORY_LIMIT + extra {
-        let unit = unit(&format!("a/{}", n % 2));
+        let unit = claimant(&format!("a/{}", n % 2));
         s.store.claim(&unit, LEASE).await.unwrap();
         s.store.revoke(&unit, Release::StepDown).await.unwrap();
     }
@@ -150,11 +152,11 @@ async fn the_history_keeps_the_latest_tenures(s: Subject) {
 }
 
 async fn an_expired_tenure_ends_at_its_expiry(s: Subject) {
-    let claim = s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    let claim = s.store.claim(&claimant("a/0"), LEASE).await.unwrap();
     let expires = s.store.lease(&app("a")).await.unwrap().unwrap().expires;
     assert!(expires >= claim.valid_until);
     s.clock.advance(LEASE + SECOND);
-    s.store.claim(&unit("a/1"), LEASE).await.unwrap();
+    s.store.claim(&claimant("a/1"), LEASE).await.unwrap();
     let history = s.store.history(Some(&app("a")), 10).await.unwrap();
     assert_eq!(history[1].how, Some(TenureEnd::Expired));
     assert_eq!(history[1].ended, Some(s.clock.wall_time(expires)), "at its expiry, on the wall");
@@ -166,103 +168,148 @@ async fn an_expired_tenure_ends_at_its_expiry(s: Subject) {
     assert_eq!(ends(&s, "a").await[1].2, Some(TenureEnd::LostRenewals));
     // The same unit after its own expiry: a new tenure, the old one expired.
     s.clock.advance(LEASE + SECOND);
-    s.store.claim(&unit("a/1"), LEASE).await.unwrap();
+    s.store.claim(&claimant("a/1"), LEASE).await.unwrap();
     assert_eq!(ends(&s, "a").await[..2], [(3, "a/1".to_owned(), None), (2, "a/1".to_owned(), Some(TenureEnd::Expired))]);
 }
 
 async fn a_reservation_directs_the_next_grant(s: Subject) {
-    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    s.store.claim(&claimant("a/0"), LEASE).await.unwrap();
     s.store.reserve(&unit("a/2"), 2 * LEASE).await.unwrap();
-    assert_eq!(s.store.claim(&unit("a/0"), LEASE).await.unwrap().term, 1, "the holder keeps extending");
-    s.store.revoke(&unit("a/0"), Release::StepDown).await.unwrap();
-    match s.store.claim(&unit("a/1"), LEASE).await {
+    assert_eq!(s.store.claim(&claimant("a/0"), LEASE).await.unwrap().term, 1, "the holder keeps extending");
+    s.store.revoke(&claimant("a/0"), Release::StepDown).await.unwrap();
+    match s.store.claim(&claimant("a/1"), LEASE).await {
         Err(LeaseError::Reserved { unit: reserved, .. }) => assert_eq!(reserved, unit("a/2")),
         other => panic!("a free lease reserved for a/2 went to a/1: {other:?}"),
     }
-    assert!(matches!(s.store.claim(&unit("a/0"), LEASE).await, Err(LeaseError::Reserved { .. })), "nor back to a/0");
-    assert_eq!(s.store.claim(&unit("a/2"), LEASE).await.unwrap().term, 2);
-    s.store.revoke(&unit("a/2"), Release::StepDown).await.unwrap();
-    assert_eq!(s.store.claim(&unit("a/1"), LEASE).await.unwrap().term, 3, "granted once, the reservation is spent");
+    assert!(matches!(s.store.claim(&claimant("a/0"), LEASE).await, Err(LeaseError::Reserved { .. })), "nor back to a/0");
+    assert_eq!(s.store.claim(&claimant("a/2"), LEASE).await.unwrap().term, 2);
+    s.store.revoke(&claimant("a/2"), Release::StepDown).await.unwrap();
+    assert_eq!(s.store.claim(&claimant("a/1"), LEASE).await.unwrap().term, 3, "granted once, the reservation is spent");
     // An unused reservation lapses.
-    s.store.revoke(&unit("a/1"), Release::StepDown).await.unwrap();
+    s.store.revoke(&claimant("a/1"), Release::StepDown).await.unwrap();
     s.store.reserve(&unit("a/2"), LEASE).await.unwrap();
     s.clock.advance(LEASE);
-    assert_eq!(s.store.claim(&unit("a/1"), LEASE).await.unwrap().term, 4);
+    assert_eq!(s.store.claim(&claimant("a/1"), LEASE).await.unwrap().term, 4);
     assert!(matches!(s.store.reserve(&unit("a/2"), Duration::ZERO).await, Err(LeaseError::InvalidDuration(_))));
 }
 
 async fn claim_extend_and_deny(s: Subject) {
     let start = s.clock.now();
-    let claim = s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    let claim = s.store.claim(&claimant("a/0"), LEASE).await.unwrap();
     assert_eq!(claim.term, 1);
     assert_eq!(claim.valid_until, start + LEASE, "valid from the start of the call");
-    match s.store.claim(&unit("a/1"), LEASE).await {
+    match s.store.claim(&claimant("a/1"), LEASE).await {
         Err(LeaseError::Denied { holder, .. }) => assert_eq!(holder, unit("a/0")),
         other => panic!("expected a denial, got {other:?}"),
     }
     s.clock.advance(5 * SECOND);
-    let extended = s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    let extended = s.store.claim(&claimant("a/0"), LEASE).await.unwrap();
     assert_eq!(extended.term, 1, "an extension keeps the term");
     assert_eq!(s.store.lease(&app("a")).await.unwrap().unwrap().expires, start + 15 * SECOND);
     // A shorter extension never shortens what was promised.
-    s.store.claim(&unit("a/0"), SECOND).await.unwrap();
+    s.store.claim(&claimant("a/0"), SECOND).await.unwrap();
     assert_eq!(s.store.lease(&app("a")).await.unwrap().unwrap().expires, start + 15 * SECOND);
     // Applications are independent.
-    assert_eq!(s.store.claim(&unit("b/7"), LEASE).await.unwrap().term, 1);
+    assert_eq!(s.store.claim(&claimant("b/7"), LEASE).await.unwrap().term, 1);
 }
 
 async fn expiry_is_exact(s: Subject) {
-    let claim = s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    let claim = s.store.claim(&claimant("a/0"), LEASE).await.unwrap();
     s.clock.advance(LEASE - Duration::from_nanos(1));
-    assert!(matches!(s.store.claim(&unit("a/1"), LEASE).await, Err(LeaseError::Denied { .. })), "1 ns before expiry");
+    assert!(matches!(s.store.claim(&claimant("a/1"), LEASE).await, Err(LeaseError::Denied { .. })), "1 ns before expiry");
     assert!(s.store.lease(&app("a")).await.unwrap().is_some());
     s.clock.advance(Duration::from_nanos(1));
     assert_eq!(s.clock.now(), claim.valid_until);
     assert!(s.store.lease(&app("a")).await.unwrap().is_none(), "expired at exactly valid_until");
-    let next = s.store.claim(&unit("a/1"), LEASE).await.unwrap();
+    let next = s.store.claim(&claimant("a/1"), LEASE).await.unwrap();
     assert_eq!(next.term, 2, "a new holder gets a higher term");
     // The old holder coming back is a new tenure too.
     s.clock.advance(LEASE);
-    assert_eq!(s.store.claim(&unit("a/0"), LEASE).await.unwrap().term, 3);
+    assert_eq!(s.store.claim(&claimant("a/0"), LEASE).await.unwrap().term, 3);
+}
+
+/// The same unit started a second time (elsewhere, or again in this process): its other
+/// incarnation neither extends, writes under nor gives up the tenure of the first.
+async fn another_incarnation_of_a_unit_is_kept_out(s: Subject) {
+    let first = claimant("a/0");
+    let second = other_incarnation("a/0");
+    let term = s.store.claim(&first, LEASE).await.unwrap().term;
+    match s.store.claim(&second, LEASE).await {
+        Err(LeaseError::OtherIncarnation { unit: held_by, holder, origin }) => {
+            assert_eq!((held_by, holder), (unit("a/0"), Some(first.id())));
+            assert_eq!(origin.as_deref(), Some(&first.incarnation().origin), "it says where the holder runs");
+        }
+        other => panic!("a second incarnation of a/0 was not refused: {other:?}"),
+    }
+    let lease = s.store.lease(&app("a")).await.unwrap().unwrap();
+    assert_eq!((lease.holder, lease.term, lease.incarnation), (unit("a/0"), term, Some(first.id())));
+    assert!(
+        matches!(s.store.write_settings(&second, term, &group(&[("k", "v")])).await, Err(WriteError::NotLeader { .. })),
+        "the same unit and term, but not the incarnation that holds it: fenced"
+    );
+    assert!(matches!(s.store.revoke(&second, Release::StepDown).await, Err(LeaseError::NotHeld { .. })));
+    assert_eq!(s.store.claim(&first, LEASE).await.unwrap().term, term, "the holder still extends");
+    s.store.write_settings(&first, term, &group(&[("k", "v")])).await.unwrap();
+    s.store.revoke(&first, Release::Stop).await.unwrap();
+    let next = s.store.claim(&second, LEASE).await.unwrap();
+    assert_eq!(next.term, term + 1, "once given up, a new tenure for the other incarnation");
+    assert!(matches!(s.store.claim(&first, LEASE).await, Err(LeaseError::OtherIncarnation { .. })), "and now the first waits");
+    assert!(matches!(s.store.write_settings(&first, term, &group(&[("k", "w")])).await, Err(WriteError::NotLeader { .. })));
+    assert_eq!(s.store.read_settings(&app("a")).await.unwrap().values.get("k").map(String::as_str), Some("v"));
+}
+
+/// A new incarnation that finds its unit's tenure held by another waits until it runs out,
+/// like any other unit: no shortcut for the same name.
+async fn another_incarnation_waits_the_tenure_out(s: Subject) {
+    let first = claimant("a/0");
+    let second = other_incarnation("a/0");
+    let claim = s.store.claim(&first, LEASE).await.unwrap();
+    s.clock.advance(LEASE - SECOND);
+    assert!(matches!(s.store.claim(&second, LEASE).await, Err(LeaseError::OtherIncarnation { .. })), "a second before expiry");
+    s.clock.advance(SECOND);
+    assert!(s.clock.now() >= claim.valid_until);
+    let next = s.store.claim(&second, LEASE).await.unwrap();
+    assert_eq!(next.term, claim.term + 1, "a new tenure, not the old one extended");
+    assert_eq!(ends(&s, "a").await[1].2, Some(TenureEnd::Expired));
 }
 
 async fn revoke_by_holder_other_and_nobody(s: Subject) {
-    s.store.revoke(&unit("a/0"), Release::StepDown).await.unwrap(); // no lease at all: ok
-    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
-    match s.store.revoke(&unit("a/1"), Release::StepDown).await {
+    s.store.revoke(&claimant("a/0"), Release::StepDown).await.unwrap(); // no lease at all: ok
+    s.store.claim(&claimant("a/0"), LEASE).await.unwrap();
+    match s.store.revoke(&claimant("a/1"), Release::StepDown).await {
         Err(LeaseError::NotHeld { unit: u, .. }) => assert_eq!(u, unit("a/1")),
         other => panic!("another unit's revoke must fail: {other:?}"),
     }
     assert!(s.store.lease(&app("a")).await.unwrap().is_some(), "a failed revoke changes nothing");
-    s.store.revoke(&unit("a/0"), Release::StepDown).await.unwrap();
+    s.store.revoke(&claimant("a/0"), Release::StepDown).await.unwrap();
     assert!(s.store.lease(&app("a")).await.unwrap().is_none());
-    s.store.revoke(&unit("a/0"), Release::StepDown).await.unwrap(); // again: nobody holds it, ok
-    assert_eq!(s.store.claim(&unit("a/1"), LEASE).await.unwrap().term, 2, "granted at once, next term");
+    s.store.revoke(&claimant("a/0"), Release::StepDown).await.unwrap(); // again: nobody holds it, ok
+    assert_eq!(s.store.claim(&claimant("a/1"), LEASE).await.unwrap().term, 2, "granted at once, next term");
 }
 
 async fn pins_stop_expiry_until_the_last_unpin(s: Subject) {
     for order in [["upgrade", "backup"], ["backup", "upgrade"]] {
-        let holder = unit("a/0");
+        let holder = claimant("a/0");
         s.store.claim(&holder, LEASE).await.unwrap();
         s.store.pin(&app("a"), "upgrade").await.unwrap();
         s.store.pin(&app("a"), "backup").await.unwrap();
         s.store.pin(&app("a"), "backup").await.unwrap(); // idempotent
         s.clock.advance(Duration::from_secs(3600));
-        assert!(matches!(s.store.claim(&unit("a/1"), LEASE).await, Err(LeaseError::Denied { .. })), "pinned: no expiry");
+        assert!(matches!(s.store.claim(&claimant("a/1"), LEASE).await, Err(LeaseError::Denied { .. })), "pinned: no expiry");
         assert!(s.store.lease(&app("a")).await.unwrap().unwrap().pinned);
         s.store.unpin(&app("a"), order[0]).await.unwrap();
         assert!(s.store.lease(&app("a")).await.unwrap().is_some(), "one pin left");
         s.store.unpin(&app("a"), order[1]).await.unwrap();
         s.store.unpin(&app("a"), order[1]).await.unwrap(); // idempotent
         assert!(s.store.lease(&app("a")).await.unwrap().is_none(), "expiry resumes after the last unpin");
-        s.store.claim(&unit("a/1"), LEASE).await.unwrap();
-        s.store.revoke(&unit("a/1"), Release::StepDown).await.unwrap();
+        s.store.claim(&claimant("a/1"), LEASE).await.unwrap();
+        s.store.revoke(&claimant("a/1"), Release::StepDown).await.unwrap();
     }
 }
 
 async fn pins_and_leaders_are_listed(s: Subject) {
-    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
-    s.store.claim(&unit("b/3"), 2 * LEASE).await.unwrap();
+    s.store.claim(&claimant("a/0"), LEASE).await.unwrap();
+    s.store.claim(&claimant("b/3"), 2 * LEASE).await.unwrap();
     s.store.pin(&app("b"), "upgrade").await.unwrap();
     s.store.pin(&app("c"), "z").await.unwrap();
     s.store.pin(&app("c"), "a").await.unwrap();
@@ -302,7 +349,7 @@ async fn waiters_are_released_on_expiry_and_on_revoke(s: Subject) {
     // No leader: the wait ends at once.
     wait_until_released(s.store.as_ref(), &app("a"), std::future::pending()).await.unwrap();
 
-    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    s.store.claim(&claimant("a/0"), LEASE).await.unwrap();
     let started = s.clock.sleeps_started();
     let on_expiry = waiters(3);
     // Each waiter read the lease and went to sleep until its expiry.
@@ -310,7 +357,7 @@ async fn waiters_are_released_on_expiry_and_on_revoke(s: Subject) {
     assert!(on_expiry.iter().all(|w| !w.is_finished()));
     let started = s.clock.sleeps_started();
     s.clock.advance(LEASE / 2);
-    s.store.claim(&unit("a/0"), LEASE).await.unwrap(); // extended: waiters keep waiting
+    s.store.claim(&claimant("a/0"), LEASE).await.unwrap(); // extended: waiters keep waiting
     s.clock.advance(LEASE / 2);
     // Each waiter read the extended lease and slept again: woken by the store's notice of
     // the extension (where it gives one) or at the old expiry, whichever came first.
@@ -321,18 +368,18 @@ async fn waiters_are_released_on_expiry_and_on_revoke(s: Subject) {
         tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
     }
 
-    s.store.claim(&unit("a/1"), LEASE).await.unwrap();
+    s.store.claim(&claimant("a/1"), LEASE).await.unwrap();
     let started = s.clock.sleeps_started();
     let on_revoke = waiters(3);
     asleep(&s.clock, started + 3, 3).await;
-    s.store.revoke(&unit("a/1"), Release::StepDown).await.unwrap();
+    s.store.revoke(&claimant("a/1"), Release::StepDown).await.unwrap();
     for waiter in on_revoke {
         tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap().unwrap();
     }
 }
 
 async fn a_cancelled_wait_ends_at_once(s: Subject) {
-    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    s.store.claim(&claimant("a/0"), LEASE).await.unwrap();
     let (cancel, cancelled) = tokio::sync::oneshot::channel::<()>();
     let store = s.store.clone();
     let waiter = tokio::spawn(async move {
@@ -349,7 +396,7 @@ async fn a_cancelled_wait_ends_at_once(s: Subject) {
 }
 
 async fn tokens_fail_once_the_lease_moves(s: Subject) {
-    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    s.store.claim(&claimant("a/0"), LEASE).await.unwrap();
     let token = LeadershipToken::new(s.store.clone(), unit("a/0")).await.unwrap();
     let minion_token = LeadershipToken::new(s.store.clone(), unit("a/1")).await.unwrap();
     assert_eq!(token.term(), Some(1));
@@ -357,42 +404,42 @@ async fn tokens_fail_once_the_lease_moves(s: Subject) {
     assert!(minion_token.check().await.is_err());
     s.clock.advance(LEASE);
     assert!(token.check().await.is_err(), "expired");
-    s.store.claim(&unit("a/1"), LEASE).await.unwrap();
+    s.store.claim(&claimant("a/1"), LEASE).await.unwrap();
     assert!(token.check().await.is_err(), "moved");
-    s.store.revoke(&unit("a/1"), Release::StepDown).await.unwrap();
-    s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    s.store.revoke(&claimant("a/1"), Release::StepDown).await.unwrap();
+    s.store.claim(&claimant("a/0"), LEASE).await.unwrap();
     assert!(token.check().await.is_err(), "back with the same unit, but a later term");
 }
 
 async fn writes_are_fenced_by_term(s: Subject) {
-    let old = s.store.claim(&unit("a/0"), LEASE).await.unwrap();
-    let snap = s.store.write_settings(&unit("a/0"), old.term, &group(&[("k", "1"), ("j", "x")])).await.unwrap();
+    let old = s.store.claim(&claimant("a/0"), LEASE).await.unwrap();
+    let snap = s.store.write_settings(&claimant("a/0"), old.term, &group(&[("k", "1"), ("j", "x")])).await.unwrap();
     assert_eq!(snap.version, 1);
     s.clock.advance(LEASE);
-    let expired = s.store.write_settings(&unit("a/0"), old.term, &group(&[("k", "2")])).await;
+    let expired = s.store.write_settings(&claimant("a/0"), old.term, &group(&[("k", "2")])).await;
     assert!(matches!(expired, Err(WriteError::NotLeader { .. })), "an expired term may not write");
-    let new = s.store.claim(&unit("a/1"), LEASE).await.unwrap();
-    let stale = s.store.write_settings(&unit("a/0"), old.term, &group(&[("k", "2")])).await;
+    let new = s.store.claim(&claimant("a/1"), LEASE).await.unwrap();
+    let stale = s.store.write_settings(&claimant("a/0"), old.term, &group(&[("k", "2")])).await;
     assert!(matches!(stale, Err(WriteError::NotLeader { term: 1, .. })), "stale term");
-    let wrong_unit = s.store.write_settings(&unit("a/0"), new.term, &group(&[("k", "2")])).await;
+    let wrong_unit = s.store.write_settings(&claimant("a/0"), new.term, &group(&[("k", "2")])).await;
     assert!(matches!(wrong_unit, Err(WriteError::NotLeader { .. })), "current term, wrong unit");
-    let snap = s.store.write_settings(&unit("a/1"), new.term, &group(&[("k", "2"), ("j", "")])).await.unwrap();
+    let snap = s.store.write_settings(&claimant("a/1"), new.term, &group(&[("k", "2"), ("j", "")])).await.unwrap();
     assert_eq!(snap.version, 2);
     assert_eq!(*snap.values, [("k".to_string(), "2".to_string())].into());
-    let noop = s.store.write_settings(&unit("a/1"), new.term, &group(&[("k", "2")])).await.unwrap();
+    let noop = s.store.write_settings(&claimant("a/1"), new.term, &group(&[("k", "2")])).await.unwrap();
     assert_eq!(noop.version, 2, "a write that changes nothing keeps the version");
-    let invalid = s.store.write_settings(&unit("a/1"), new.term, &group(&[("k", "3"), ("bad key", "v")])).await;
+    let invalid = s.store.write_settings(&claimant("a/1"), new.term, &group(&[("k", "3"), ("bad key", "v")])).await;
     assert!(matches!(invalid, Err(WriteError::Invalid(_))));
     assert_eq!(s.store.read_settings(&app("a")).await.unwrap(), snap, "nothing of an invalid group is written");
 }
 
 async fn bad_arguments_get_clear_errors(s: Subject) {
     for bad in [Duration::ZERO, Duration::from_millis(999), Duration::from_secs(301)] {
-        let err = s.store.claim(&unit("a/0"), bad).await.unwrap_err();
+        let err = s.store.claim(&claimant("a/0"), bad).await.unwrap_err();
         assert_eq!(err, LeaseError::InvalidDuration(bad));
         assert!(err.to_string().contains("1s to 5min"));
     }
-    assert!(s.store.claim(&unit("a/0"), Duration::from_secs(300)).await.is_ok());
+    assert!(s.store.claim(&claimant("a/0"), Duration::from_secs(300)).await.is_ok());
     for bad in ["", "tab\there", &"e".repeat(257)] {
         assert!(matches!(s.store.pin(&app("a"), bad).await, Err(LeaseError::InvalidEntity(_))));
         assert!(matches!(s.store.unpin(&app("a"), bad).await, Err(LeaseError::InvalidEntity(_))));
@@ -404,9 +451,9 @@ async fn bad_arguments_get_clear_errors(s: Subject) {
 async fn watchers_hear_of_changes(s: Subject) {
     let mut leases = s.store.watch_leases();
     let mut settings = s.store.watch_settings(&app("a"));
-    let claim = s.store.claim(&unit("a/0"), LEASE).await.unwrap();
+    let claim = s.store.claim(&claimant("a/0"), LEASE).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), leases.changed()).await.unwrap().unwrap();
-    s.store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).await.unwrap();
+    s.store.write_settings(&claimant("a/0"), claim.term, &group(&[("k", "v")])).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), settings.changed()).await.unwrap().unwrap();
     assert_eq!(*settings.borrow_and_update(), 1);
 }
@@ -422,22 +469,22 @@ async fn sqlite_keeps_terms_leases_and_settings_across_reopening() {
         Arc::new(SqliteStore::open_with(&path, clock.clone(), sqlite_options(boot)).unwrap())
     };
     let store = open("boot-1");
-    let claim = store.claim(&unit("a/0"), LEASE).await.unwrap();
-    store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).await.unwrap();
+    let claim = store.claim(&claimant("a/0"), LEASE).await.unwrap();
+    store.write_settings(&claimant("a/0"), claim.term, &group(&[("k", "v")])).await.unwrap();
     drop(store);
 
     // Same boot: the holder may still believe in its lease, so nobody else gets it.
     let store = open("boot-1");
-    assert!(matches!(store.claim(&unit("a/1"), LEASE).await, Err(LeaseError::Denied { .. })));
+    assert!(matches!(store.claim(&claimant("a/1"), LEASE).await, Err(LeaseError::Denied { .. })));
     assert_eq!(store.read_settings(&app("a")).await.unwrap().values.get("k").map(String::as_str), Some("v"));
     clock.advance(LEASE);
-    assert_eq!(store.claim(&unit("a/1"), LEASE).await.unwrap().term, 2);
+    assert_eq!(store.claim(&claimant("a/1"), LEASE).await.unwrap().term, 2);
     drop(store);
 
     // A reboot: readings of the old boot's clock mean nothing, so the lease is kept for a
     // full duration from now (here the manual clock even stands still).
     let store = open("boot-2");
-    assert!(matches!(store.claim(&unit("a/0"), LEASE).await, Err(LeaseError::Denied { .. })));
+    assert!(matches!(store.claim(&claimant("a/0"), LEASE).await, Err(LeaseError::Denied { .. })));
     // Its holder died with the old boot: the history ends its tenure when the reboot is
     // seen, not when the lease kept for safety runs out.
     let rebooted_at = clock.wall_time(clock.now());
@@ -446,7 +493,7 @@ async fn sqlite_keeps_terms_leases_and_settings_across_reopening() {
     clock.advance(LEASE - Duration::from_nanos(1));
     assert!(store.lease(&app("a")).await.unwrap().is_some());
     clock.advance(Duration::from_nanos(1));
-    assert_eq!(store.claim(&unit("a/0"), LEASE).await.unwrap().term, 3, "terms keep rising across restarts");
+    assert_eq!(store.claim(&claimant("a/0"), LEASE).await.unwrap().term, 3, "terms keep rising across restarts");
     assert_eq!(store.read_settings(&app("a")).await.unwrap().version, 1);
 }
 
@@ -459,7 +506,7 @@ async fn sqlite_failures_say_what_kind_they_are() {
     // Another process holds the write lock past the busy timeout: busy, and nothing lost.
     let mut other = rusqlite::Connection::open(&path).unwrap();
     let lock = other.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive).unwrap();
-    match store.claim(&unit("a/0"), LEASE).await {
+    match store.claim(&claimant("a/0"), LEASE).await {
         Err(LeaseError::Store(err)) => {
             assert_eq!(err.kind(), StoreFailure::Busy, "{err}");
             assert!(err.cause().is_some_and(|c| c.is::<rusqlite::Error>()), "the cause is kept: {err}");
@@ -467,7 +514,7 @@ async fn sqlite_failures_say_what_kind_they_are() {
         other => panic!("expected a busy store, got {other:?}"),
     }
     drop(lock);
-    assert_eq!(store.claim(&unit("a/0"), LEASE).await.unwrap().term, 1, "claims once the lock is free");
+    assert_eq!(store.claim(&claimant("a/0"), LEASE).await.unwrap().term, 1, "claims once the lock is free");
 }
 
 #[tokio::test]
@@ -488,31 +535,38 @@ async fn sqlite_upgrades_a_version_1_file_keeping_its_leases_and_settings() {
     let path = dir.path().join("state.db");
     let clock = Arc::new(ManualClock::default());
     let store = SqliteStore::open_with(&path, clock.clone(), sqlite_options("boot-1")).unwrap();
-    let claim = store.claim(&unit("a/0"), LEASE).await.unwrap();
-    store.write_settings(&unit("a/0"), claim.term, &group(&[("k", "v")])).await.unwrap();
+    let claim = store.claim(&claimant("a/0"), LEASE).await.unwrap();
+    store.write_settings(&claimant("a/0"), claim.term, &group(&[("k", "v")])).await.unwrap();
     drop(store);
-    // Turn the file back into version 1, which had no reservations and no history.
+    // Turn the file back into version 1, which had no reservations, no history and no
+    // incarnations.
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
         "DROP TABLE tenures;
          ALTER TABLE leases DROP COLUMN reserved_for;
          ALTER TABLE leases DROP COLUMN reserved_until_ns;
+         ALTER TABLE leases DROP COLUMN incarnation;
+         ALTER TABLE leases DROP COLUMN origin;
          UPDATE meta SET value = 1 WHERE key = 'schema';",
     )
     .unwrap();
     drop(conn);
 
     let store = SqliteStore::open_with(&path, clock.clone(), sqlite_options("boot-1")).unwrap();
-    assert_eq!(store.lease(&app("a")).await.unwrap().unwrap().term, claim.term, "the lease survives the upgrade");
+    let lease = store.lease(&app("a")).await.unwrap().unwrap();
+    assert_eq!((lease.term, lease.incarnation), (claim.term, None), "the lease survives the upgrade, of no incarnation");
     assert_eq!(store.read_settings(&app("a")).await.unwrap().values.get("k").map(String::as_str), Some("v"));
-    store.reserve(&unit("a/2"), LEASE).await.unwrap();
-    store.revoke(&unit("a/0"), Release::StepDown).await.unwrap();
-    assert!(matches!(store.claim(&unit("a/1"), LEASE).await, Err(LeaseError::Reserved { .. })), "reservations work after it");
-    store.claim(&unit("a/2"), LEASE).await.unwrap();
+    // Which agent held it is not known: no incarnation extends or gives it up; it runs out.
+    assert!(matches!(store.claim(&claimant("a/0"), LEASE).await, Err(LeaseError::OtherIncarnation { holder: None, .. })));
+    assert!(matches!(store.revoke(&claimant("a/0"), Release::StepDown).await, Err(LeaseError::NotHeld { .. })));
+    store.reserve(&unit("a/2"), 2 * LEASE).await.unwrap();
+    clock.advance(LEASE);
+    assert!(matches!(store.claim(&claimant("a/1"), LEASE).await, Err(LeaseError::Reserved { .. })), "reservations work after it");
+    store.claim(&claimant("a/2"), LEASE).await.unwrap();
     let history: Vec<_> = store.history(None, 10).await.unwrap().into_iter().map(|t| (t.unit.to_string(), t.term)).collect();
     assert_eq!(history, [("a/2".to_owned(), 2)], "the history starts with the upgrade");
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }

@@ -62,7 +62,9 @@ use tokio::sync::mpsc;
 use crate::metrics::Metrics;
 use crate::names::UnitName;
 use crate::runtime::{Charm, HookRuntime};
+use crate::state_dir::{StateDir, StateDirError, UnitLock};
 use crate::timing::InvalidDuration;
+use crate::tracker::LeadershipTracker;
 use crate::unit::Unit;
 
 #[allow(unused_imports)]
@@ -186,17 +188,70 @@ pub enum AgentCommand {
     Stop,
 }
 
-/// Runs one unit until it is stopped with [`AgentCommand::Stop`] (or `commands` closes,
-/// which is taken as a stop). Returns when the stop sequence is done and leadership is
-/// given up.
+/// A unit's lock held by its agent: taken before the agent's tracker exists (the tracker's
+/// incarnation is made from it), and held for as long as the agent runs. However the agent
+/// ends (a stop, an error, its task aborted or dropped), dropping this first makes the
+/// unit's tracker stop answering as leader, and only then frees the lock: a next agent that
+/// takes the lock can trust that nothing of this one still leads
+/// ([`crate::leadership::Origin::proves_gone`]).
+pub struct AgentLock {
+    lock: UnitLock,
+    tracker: Option<Arc<LeadershipTracker>>,
+}
+
+impl AgentLock {
+    /// Prepares `unit`'s directories in `state` and takes its lock (see
+    /// [`StateDir::lock_unit`]); refused while any agent runs the unit, in this process too.
+    pub fn take(state: &StateDir, unit: &crate::names::UnitName) -> Result<Self, StateDirError> {
+        state.prepare_unit(unit)?;
+        Ok(Self { lock: state.lock_unit(unit)?, tracker: None })
+    }
+
+    /// A tracker for the unit in a new incarnation made from this lock, which it abandons
+    /// (stops answering as leader) before the lock is freed.
+    pub fn tracker(
+        &mut self,
+        unit: crate::names::UnitName,
+        store: Arc<dyn crate::leadership::LeadershipStore>,
+        window: Duration,
+    ) -> Result<LeadershipTracker, StateDirError> {
+        Ok(LeadershipTracker::in_incarnation(unit, self.lock.incarnation()?, store, window))
+    }
+
+    /// Ties the lock to the tracker the unit's agent runs with (see [`Self::tracker`]).
+    pub fn holding(mut self, tracker: &Arc<LeadershipTracker>) -> Self {
+        self.tracker = Some(tracker.clone());
+        self
+    }
+}
+
+impl Drop for AgentLock {
+    fn drop(&mut self) {
+        if let Some(tracker) = &self.tracker {
+            tracker.abandon();
+        }
+        // `lock` is dropped (freed) after this.
+    }
+}
+
+impl std::fmt::Debug for AgentLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentLock").field("lock", &self.lock).finish_non_exhaustive()
+    }
+}
+
+/// Runs one unit, holding its `lock`, until it is stopped with [`AgentCommand::Stop`] (or
+/// `commands` closes, which is taken as a stop). Returns when the stop sequence is done and
+/// leadership is given up.
 pub async fn run_unit(
     runtime: Arc<HookRuntime>,
     charm: Charm,
     unit: Arc<Unit>,
+    lock: AgentLock,
     config: AgentConfig,
     commands: mpsc::Receiver<AgentCommand>,
 ) -> Result<(), AgentError> {
-    run_checked_unit(runtime, charm, unit, config, None, commands).await
+    run_checked_unit(runtime, charm, unit, lock, config, None, commands).await
 }
 
 /// [`run_unit`] for a unit whose [`preflight`] already ran and returned `checked` (`None`:
@@ -205,10 +260,13 @@ pub(crate) async fn run_checked_unit(
     runtime: Arc<HookRuntime>,
     charm: Charm,
     unit: Arc<Unit>,
+    lock: AgentLock,
     config: AgentConfig,
     checked: Option<LocalState>,
     commands: mpsc::Receiver<AgentCommand>,
 ) -> Result<(), AgentError> {
+    // Held to the end of this future, however it ends; abandons the tracker first.
+    let _lock = lock.holding(unit.tracker());
     let local = match checked {
         Some(local) => local,
         None => preflight(&unit, &config).await?,

@@ -81,7 +81,8 @@ impl Drop for AbortOnDrop {
 pub(super) struct RoleSource {
     /// The unit's role, as last published.
     pub(super) roles: watch::Receiver<Role>,
-    /// Why claims fail, while they do.
+    /// Why claims fail, or why the unit waits for another incarnation of itself, while it
+    /// does.
     pub(super) health: watch::Receiver<Option<String>>,
     requests: mpsc::Sender<Request>,
     task: AbortOnDrop,
@@ -207,10 +208,14 @@ impl ClaimLoop {
             }
             let refresh = self.tracker.refresh_in_time().await;
             let tracker = &self.tracker;
-            self.health.send_if_modified(|health| {
-                let now = tracker.store_error();
+            let waiting = tracker.waiting_for();
+            let changed = self.health.send_if_modified(|health| {
+                let now = tracker.store_error().or_else(|| waiting.clone());
                 std::mem::replace(health, now.clone()) != now
             });
+            if changed && let Some(waiting) = waiting {
+                self.reporter.log(LogLevel::Warning, waiting);
+            }
             self.failures = if refresh == Refresh::Failed { self.failures.saturating_add(1) } else { 0 };
             match (*self.roles.borrow(), refresh) {
                 // The lease ran out under a unit that still ran (its renewals came too late):

@@ -120,17 +120,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let services = args.services.configs()?;
     let wasm = charm_wasm(&args.charm)?;
     let data_root = data_root(args.state.as_deref())?;
-    // Under --state, each unit's agent lock, as `charm-host agent` holds it: no agent may
-    // run one of these units meanwhile.
-    let mut _locks = Vec::new();
-    if let Some(dir) = &args.state {
-        let state = StateDir::new(dir);
-        for number in 0..args.units {
-            let unit = UnitName::from_parts(app.clone(), number);
-            state.prepare_unit(&unit)?;
-            _locks.push(state.lock_unit(&unit)?);
-        }
-    }
+    // Each unit's agent lock is taken as the application starts (`Host::start_application`),
+    // as `charm-host agent` holds it: no agent may run one of these units meanwhile.
     let events: Arc<dyn EventSink> = if args.json { Arc::new(JsonLog::new()) } else { Arc::new(HumanLog::new()) };
     // Poll timers and I/O more often than tokio's default, so that a guest spinning until its
     // deadline (it yields at every epoch tick) delays its neighbours' timers as little as possible.

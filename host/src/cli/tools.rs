@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::leadership::{BootClock, Clock as _};
 use crate::hook_tools::{self, ToolCallError, ToolErrorKind, ToolRequest, ToolResponse};
 use crate::names::UnitName;
 use crate::state_dir::StateDir;
@@ -156,8 +157,11 @@ pub fn is_leader(target: ToolArgs, output: OutputArgs, args: Vec<String>) -> Exi
         return fail(USAGE, format!("unrecognized args: {}", quoted_list(&args)));
     }
     match ask(&target, ToolRequest::IsLeader, "leadership status unknown: ") {
-        Ok(ToolResponse::Leader(leader)) => print(&output, format, &Value::Bool(leader)),
-        Ok(other) => fail(1, format!("unexpected answer {other:?}")),
+        // Judged as late as possible: right before it is printed.
+        Ok(answer) => match answer.leadership(BootClock.now()) {
+            Ok(leader) => print(&output, format, &Value::Bool(leader)),
+            Err(message) => fail(1, format!("leadership status unknown: {message}")),
+        },
         Err((code, message)) => fail(code, message),
     }
 }

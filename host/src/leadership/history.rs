@@ -43,6 +43,9 @@ pub enum Release {
     Stop,
     /// It stepped down for the unit the lease was reserved for (`charm-host elect`).
     Handover,
+    /// Its agent died without giving it up, and the unit's next agent, started in the same
+    /// state directory on the same boot (so certain that it was gone), ended it.
+    Restarted,
 }
 
 /// How a tenure ended.
@@ -55,6 +58,9 @@ pub enum TenureEnd {
     Stop,
     /// A directed handover: the holder stepped down for the reserved unit.
     Handover,
+    /// The holder's agent died, and the unit's next agent on the same machine and state
+    /// directory ended the tenure at its start.
+    Restarted,
     /// The lease ran out without being given up: its holder crashed (or was cut off and has
     /// not come back to say so).
     Expired,
@@ -64,13 +70,14 @@ pub enum TenureEnd {
 }
 
 impl TenureEnd {
-    /// Its name, as the history prints it: `step-down`, `stop`, `handover`, `expired`,
-    /// `lost-renewals`.
+    /// Its name, as the history prints it: `step-down`, `stop`, `handover`, `restarted`,
+    /// `expired`, `lost-renewals`.
     pub fn name(self) -> &'static str {
         match self {
             TenureEnd::StepDown => "step-down",
             TenureEnd::Stop => "stop",
             TenureEnd::Handover => "handover",
+            TenureEnd::Restarted => "restarted",
             TenureEnd::Expired => "expired",
             TenureEnd::LostRenewals => "lost-renewals",
         }
@@ -78,7 +85,9 @@ impl TenureEnd {
 
     /// The end a name stands for (as [`Self::name`] gives it).
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::StepDown, Self::Stop, Self::Handover, Self::Expired, Self::LostRenewals].into_iter().find(|end| end.name() == name)
+        [Self::StepDown, Self::Stop, Self::Handover, Self::Restarted, Self::Expired, Self::LostRenewals]
+            .into_iter()
+            .find(|end| end.name() == name)
     }
 }
 
@@ -102,6 +111,7 @@ impl From<Release> for TenureEnd {
             Release::StepDown => TenureEnd::StepDown,
             Release::Stop => TenureEnd::Stop,
             Release::Handover => TenureEnd::Handover,
+            Release::Restarted => TenureEnd::Restarted,
         }
     }
 }

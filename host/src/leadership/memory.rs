@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::history::{self, LostRenewals, Release, Tenure, TenureEnd};
 use super::rules::{self, LeaseRecord};
 use super::watchers::Watchers;
-use super::{Claim, Clock, Lease, LeaseError, LeadershipStore, MonotonicClock, Timestamp, WriteError, validate_entity};
+use super::{Claim, Claimant, Clock, Lease, LeaseError, LeadershipStore, MonotonicClock, Timestamp, WriteError, validate_entity};
 use crate::names::{AppName, UnitName};
 use crate::settings::{Settings, SettingsSnapshot, SettingsWrite};
 
@@ -95,11 +95,11 @@ impl LeadershipStore for MemoryStore {
         &self.clock
     }
 
-    async fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
+    async fn claim(&self, claimant: &Claimant, duration: Duration) -> Result<Claim, LeaseError> {
         let start = self.clock.now();
         let mut apps = self.lock();
-        let app = apps.entry(unit.app().clone()).or_default();
-        let (claim, record) = rules::claim(app.lease.as_ref(), app.pinned(), unit, duration, start, self.clock.now())?;
+        let app = apps.entry(claimant.unit().app().clone()).or_default();
+        let (claim, record) = rules::claim(app.lease.as_ref(), app.pinned(), claimant, duration, start, self.clock.now())?;
         let new_holder = app.lease.as_ref().is_none_or(|r| r.term != record.term);
         let previous = app.lease.replace(record.clone());
         app.record_grant(previous.as_ref(), &record, self.clock.as_ref());
@@ -110,10 +110,10 @@ impl LeadershipStore for MemoryStore {
         Ok(claim)
     }
 
-    async fn revoke(&self, unit: &UnitName, why: Release) -> Result<(), LeaseError> {
+    async fn revoke(&self, claimant: &Claimant, why: Release) -> Result<(), LeaseError> {
         let mut apps = self.lock();
-        let Some(app) = apps.get_mut(unit.app()) else { return Ok(()) };
-        if let Some(record) = rules::revoke(app.lease.as_ref(), app.pinned(), unit, self.clock.now())? {
+        let Some(app) = apps.get_mut(claimant.unit().app()) else { return Ok(()) };
+        if let Some(record) = rules::revoke(app.lease.as_ref(), app.pinned(), claimant, self.clock.now())? {
             let at = self.clock.wall_now();
             if let Some(tenure) = app.tenure(record.term) {
                 tenure.end(at, why.into());
@@ -207,14 +207,14 @@ impl LeadershipStore for MemoryStore {
 
     async fn write_settings_by(
         &self,
-        writer: &UnitName,
+        writer: &Claimant,
         term: u64,
         group: &[(String, String)],
         apply_by: Option<Timestamp>,
     ) -> Result<SettingsSnapshot, WriteError> {
         super::check_apply_by(apply_by)?;
         let mut apps = self.lock();
-        let app = apps.entry(writer.app().clone()).or_default();
+        let app = apps.entry(writer.unit().app().clone()).or_default();
         rules::check_fence(app.lease.as_ref(), app.pinned(), writer, term, self.clock.now())?;
         let write = SettingsWrite::validate(group, &app.settings.values)?;
         if write.is_noop_on(&app.settings.values) {
@@ -225,7 +225,7 @@ impl LeadershipStore for MemoryStore {
         app.settings = SettingsSnapshot { version: app.settings.version + 1, values: Arc::new(values) };
         let snapshot = app.settings.clone();
         drop(apps);
-        self.watchers.settings_changed(writer.app(), snapshot.version);
+        self.watchers.settings_changed(writer.unit().app(), snapshot.version);
         Ok(snapshot)
     }
 

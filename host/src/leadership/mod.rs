@@ -47,6 +47,7 @@
 pub mod clock;
 pub mod etcd;
 pub mod history;
+pub mod incarnation;
 pub mod memory;
 #[cfg(feature = "simulation")]
 pub mod simulation;
@@ -69,6 +70,7 @@ pub use async_trait::async_trait;
 pub use clock::{BootClock, Clock, MANUAL_WALL_START, ManualClock, MonotonicClock, Timestamp};
 pub use etcd::EtcdStore;
 pub use history::{HISTORY_LIMIT, LostRenewals, Release, Tenure, TenureEnd};
+pub use incarnation::{Claimant, Incarnation, IncarnationId, Origin};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 pub use waiting::{LeadershipToken, wait_for_lease, wait_until_released};
@@ -97,6 +99,11 @@ pub struct Lease {
     pub expires: Timestamp,
     /// True while at least one entity pins it.
     pub pinned: bool,
+    /// The incarnation of the holder that was granted this tenure (`None` in a lease
+    /// written before incarnations: no incarnation extends it).
+    pub incarnation: Option<IncarnationId>,
+    /// Where that incarnation runs, as it said.
+    pub origin: Option<Origin>,
 }
 
 /// Why a lease operation did not succeed.
@@ -110,6 +117,21 @@ pub enum LeaseError {
         app: AppName,
         /// The unit holding the lease.
         holder: UnitName,
+    },
+    /// The lease is held by the same unit in another incarnation: the unit also runs
+    /// elsewhere (or ran there, until its tenure ends).
+    #[error(
+        "{unit} is also running elsewhere ({}), which holds the leadership of {}: waiting for its tenure to end",
+        origin.as_ref().map_or_else(|| "an agent from before incarnations".to_owned(), |o| o.to_string()),
+        unit.app()
+    )]
+    OtherIncarnation {
+        /// The unit.
+        unit: UnitName,
+        /// The incarnation holding the lease (`None`: from before incarnations).
+        holder: Option<IncarnationId>,
+        /// Where it runs, as it said.
+        origin: Option<Box<Origin>>,
     },
     /// The unit asked to give up a lease another unit holds.
     #[error("{unit} does not hold the leadership of {app}")]
@@ -248,13 +270,15 @@ pub trait LeadershipStore: Send + Sync + 'static {
     /// The clock that decides expiry.
     fn clock(&self) -> &Arc<dyn Clock>;
 
-    /// Claims or extends the lease of `unit`'s application for `duration`.
-    async fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError>;
+    /// Claims or extends the lease of the claimant's application for `duration`: extended
+    /// only for the incarnation it was granted to (another incarnation of the same unit is
+    /// [`LeaseError::OtherIncarnation`]).
+    async fn claim(&self, claimant: &Claimant, duration: Duration) -> Result<Claim, LeaseError>;
 
-    /// Gives up `unit`'s lease: ok if it held it or nobody does; [`LeaseError::NotHeld`] if
-    /// another unit holds it. The tenure's [history](history) entry ends, `why`, in the same
-    /// atomic step.
-    async fn revoke(&self, unit: &UnitName, why: Release) -> Result<(), LeaseError>;
+    /// Gives up the claimant's lease: ok if its incarnation held it or nobody does;
+    /// [`LeaseError::NotHeld`] if another unit or incarnation holds it. The tenure's
+    /// [history](history) entry ends, `why`, in the same atomic step.
+    async fn revoke(&self, claimant: &Claimant, why: Release) -> Result<(), LeaseError>;
 
     /// The tenures of `app` (of every application without one), newest first within each
     /// application (applications by name), at most `limit` of each; see [`history`].
@@ -298,12 +322,12 @@ pub trait LeadershipStore: Send + Sync + 'static {
     /// The contents of `app`'s settings bucket.
     async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError>;
 
-    /// Validates and applies `group` to the writer's application bucket if `term` still
-    /// holds its lease, atomically; returns the bucket after the write. A group that
-    /// changes nothing leaves the version as it was.
+    /// Validates and applies `group` to the writer's application bucket if the writer's
+    /// incarnation still holds its lease at `term`, atomically; returns the bucket after
+    /// the write. A group that changes nothing leaves the version as it was.
     async fn write_settings(
         &self,
-        writer: &UnitName,
+        writer: &Claimant,
         term: u64,
         group: &[(String, String)],
     ) -> Result<SettingsSnapshot, WriteError> {
@@ -315,7 +339,7 @@ pub trait LeadershipStore: Send + Sync + 'static {
     /// waiting then). Stores that may wait for a lock check after they have it.
     async fn write_settings_by(
         &self,
-        writer: &UnitName,
+        writer: &Claimant,
         term: u64,
         group: &[(String, String)],
         apply_by: Option<Timestamp>,

@@ -3,13 +3,15 @@
 //! A schedule is a random but reproducible (by seed) sequence of claims, renewals,
 //! revokes, reservations, pins, fenced writes, clock advances (some to an exact expiry, some far past
 //! every expiry), unit pauses
-//! longer than a lease, unit restarts, and store reopenings, over several applications and
-//! units. Each simulated unit keeps what a tracker would: its last granted claim.
+//! longer than a lease, unit restarts (each a new incarnation), a unit started a second
+//! time elsewhere while it runs (a clone: the same unit name in another incarnation), and
+//! store reopenings, over several applications and units. Each simulated agent keeps what
+//! a tracker would: its incarnation and its last granted claim.
 //!
 //! After every step the checker asserts:
-//! - **at most one holder**: no two units of an application believe, at the same instant,
-//!   that they hold a valid claim; and the store's view of every lease matches a reference
-//!   model written independently of the stores;
+//! - **at most one holder**: no two agents of an application (two incarnations of one unit
+//!   included) believe, at the same instant, that they hold a valid claim; and the store's
+//!   view of every lease matches a reference model written independently of the stores;
 //! - **terms strictly increase**: a new tenure's term is above every earlier one, an
 //!   extension keeps it;
 //! - **no stale write**: a fenced write is applied exactly when the model says the writer's
@@ -37,7 +39,7 @@ use std::time::Duration;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-use super::{Claim, Clock, LeaseError, LeadershipStore, ManualClock, Timestamp, WriteError};
+use super::{Claim, Claimant, Clock, IncarnationId, LeaseError, LeadershipStore, ManualClock, Timestamp, WriteError};
 use crate::names::{AppName, UnitName};
 use crate::settings::Settings;
 
@@ -208,6 +210,8 @@ impl Ends {
 #[derive(Debug, Clone)]
 struct Tenure {
     unit: UnitName,
+    /// The incarnation it was granted to.
+    incarnation: IncarnationId,
     term: u64,
     ends: Ends,
     /// The TTL the store's lease runs with (etcd: restarted whole by the last unpin).
@@ -253,6 +257,8 @@ impl ModelApp {
 
 struct SimUnit {
     name: UnitName,
+    /// Its current incarnation (a restart makes a new one).
+    claimant: Claimant,
     belief: Option<Claim>,
     paused_until_step: u32,
 }
@@ -279,7 +285,8 @@ pub async fn run_schedule<'a>(seed: u64, config: &SimConfig, open: &'a mut OpenS
     for a in 0..config.apps {
         let app = AppName::new(&format!("app{a}")).map_err(|e| failure(seed, 0, e.to_string(), &[]))?;
         for n in 0..config.units_per_app {
-            units.push(SimUnit { name: UnitName::from_parts(app.clone(), n), belief: None, paused_until_step: 0 });
+            let name = UnitName::from_parts(app.clone(), n);
+            units.push(SimUnit { claimant: Claimant::fresh(name.clone()), name, belief: None, paused_until_step: 0 });
         }
         apps.insert(app, ModelApp::default());
     }
@@ -399,11 +406,24 @@ impl Sim<'_> {
                 }
                 Ok(())
             }
-            90..94 => {
+            90..93 => {
                 let i = self.rng.random_range(0..self.units.len());
                 self.units[i].belief = None;
                 self.units[i].paused_until_step = 0;
-                self.note(format!("restart {}", self.units[i].name));
+                self.units[i].claimant = Claimant::fresh(self.units[i].name.clone());
+                self.note(format!("restart {} as {}", self.units[i].name, self.units[i].claimant.id().short()));
+                Ok(())
+            }
+            93..94 => {
+                // The same unit started again elsewhere while it runs (a cloned VM): a second
+                // agent of the unit, in its own incarnation, alongside the first.
+                let limit = 2 * (self.config.apps * self.config.units_per_app) as usize;
+                if self.units.len() < limit {
+                    let name = self.units[self.rng.random_range(0..self.units.len())].name.clone();
+                    let claimant = Claimant::fresh(name.clone());
+                    self.note(format!("clone {name} as {}", claimant.id().short()));
+                    self.units.push(SimUnit { name, claimant, belief: None, paused_until_step: 0 });
+                }
                 Ok(())
             }
             94..97 => {
@@ -420,10 +440,11 @@ impl Sim<'_> {
         let Some(i) = self.pick_active_unit() else { return Ok(()) };
         let duration = self.duration();
         let unit = self.units[i].name.clone();
+        let claimant = self.units[i].claimant.clone();
         let before = self.now();
-        let result = self.store.claim(&unit, duration).await;
+        let result = self.store.claim(&claimant, duration).await;
         let after = self.now();
-        self.note(format!("claim {unit} {duration:?} -> {result:?}"));
+        self.note(format!("claim {claimant} {duration:?} -> {result:?}"));
         let slack = self.slack();
         let (manual, rules) = (self.config.timing == SimTiming::Manual, self.config.rules);
         let model = self.apps.get_mut(unit.app()).ok_or("unknown app")?;
@@ -436,7 +457,17 @@ impl Sim<'_> {
                 }
                 self.stats.denials += 1;
             }
-            (Some((tenure, Alive::Yes | Alive::Unsure)), Ok(claim)) if tenure.unit == unit && claim.term == tenure.term => {
+            (Some((tenure, Alive::Yes | Alive::Unsure)), Err(LeaseError::OtherIncarnation { holder, .. }))
+                if tenure.unit == unit && tenure.incarnation != claimant.id() =>
+            {
+                if holder != Some(tenure.incarnation) {
+                    return Err(format!("refusal names incarnation {holder:?}, the model's holder is {:?}", tenure.incarnation));
+                }
+                self.stats.denials += 1;
+            }
+            (Some((tenure, Alive::Yes | Alive::Unsure)), Ok(claim))
+                if tenure.unit == unit && tenure.incarnation == claimant.id() && claim.term == tenure.term =>
+            {
                 // An extension: it never shortens what was promised. etcd renews the
                 // tenure's lease (whole TTL, at least the duration asked).
                 let ttl = if rules == StoreRules::Etcd { duration.max(tenure.ttl) } else { duration };
@@ -481,7 +512,7 @@ impl Sim<'_> {
                 model.reserved = None;
                 model.last_term = claim.term;
                 let ends = Ends { lo: claim.valid_until, hi: after + duration + slack };
-                model.holder = Some(Tenure { unit: unit.clone(), term: claim.term, ends, ttl: duration });
+                model.holder = Some(Tenure { unit: unit.clone(), incarnation: claimant.id(), term: claim.term, ends, ttl: duration });
                 model.granted.push((claim.term, unit.clone(), Some(false)));
                 self.units[i].belief = Some(claim);
                 self.stats.grants += 1;
@@ -494,12 +525,14 @@ impl Sim<'_> {
     async fn revoke(&mut self) -> Result<(), String> {
         let Some(i) = self.pick_active_unit() else { return Ok(()) };
         let unit = self.units[i].name.clone();
+        let claimant = self.units[i].claimant.clone();
         let before = self.now();
-        let result = self.store.revoke(&unit, super::Release::StepDown).await;
+        let result = self.store.revoke(&claimant, super::Release::StepDown).await;
         let after = self.now();
-        self.note(format!("revoke {unit} -> {result:?}"));
+        self.note(format!("revoke {claimant} -> {result:?}"));
         let model = self.apps.get_mut(unit.app()).ok_or("unknown app")?;
-        let held = model.holds(before, after).map(|(t, alive)| (t.unit.clone(), alive));
+        let held = model.holds(before, after).map(|(t, alive)| ((t.unit.clone(), t.incarnation), alive));
+        let unit = (unit, claimant.id());
         match (held, result) {
             (Some((holder, alive @ (Alive::Yes | Alive::Unsure))), Ok(())) if holder == unit => {
                 model.holder = None;
@@ -518,7 +551,7 @@ impl Sim<'_> {
                     last.2 = None;
                 }
             }
-            (expected, got) => return Err(format!("revoke by {unit}: model holder {expected:?}, store said {got:?}")),
+            (expected, got) => return Err(format!("revoke by {claimant}: model holder {expected:?}, store said {got:?}")),
         }
         Ok(())
     }
@@ -544,12 +577,13 @@ impl Sim<'_> {
             group.push(("bad key".into(), "x".into()));
         }
         let before = self.now();
-        let result = self.store.write_settings(&unit, term, &group).await;
+        let claimant = self.units[i].claimant.clone();
+        let result = self.store.write_settings(&claimant, term, &group).await;
         let after = self.now();
-        self.note(format!("write {unit} term {term} {group:?} -> {:?}", result.as_ref().map(|s| s.version)));
+        self.note(format!("write {claimant} term {term} {group:?} -> {:?}", result.as_ref().map(|s| s.version)));
         let model = self.apps.get_mut(unit.app()).ok_or("unknown app")?;
         let holds = match model.holds(before, after) {
-            Some((t, alive)) if t.unit == unit && t.term == term => alive,
+            Some((t, alive)) if t.unit == unit && t.incarnation == claimant.id() && t.term == term => alive,
             _ => Alive::No,
         };
         match (holds, invalid, result) {
@@ -575,7 +609,7 @@ impl Sim<'_> {
                 self.stats.writes_applied += 1;
             }
             (holds, invalid, got) => {
-                return Err(format!("write by {unit} at term {term}: model says holds={holds:?} invalid={invalid}, store said {got:?}"))
+                return Err(format!("write by {claimant} at term {term}: model says holds={holds:?} invalid={invalid}, store said {got:?}"))
             }
         }
         Ok(())
@@ -706,13 +740,14 @@ impl Sim<'_> {
                 .filter(|u| u.name.app() == app && u.belief.is_some_and(|c| c.valid_until > before))
                 .collect();
             if believers.len() > 1 {
-                let names: Vec<&UnitName> = believers.iter().map(|u| &u.name).collect();
+                let names: Vec<String> = believers.iter().map(|u| u.claimant.to_string()).collect();
                 return Err(format!("two leaders of {app} at once: {names:?}"));
             }
             if let Some(believer) = believers.first() {
                 // A belief never outlasts the tenure it came from.
                 match model.holds(before, before) {
-                    Some((tenure, Alive::Yes | Alive::Unsure)) if tenure.unit == believer.name => {}
+                    Some((tenure, Alive::Yes | Alive::Unsure))
+                        if tenure.unit == believer.name && tenure.incarnation == believer.claimant.id() => {}
                     other => return Err(format!("{} believes it leads {app}, model {other:?}", believer.name)),
                 }
             }

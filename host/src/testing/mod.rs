@@ -67,7 +67,6 @@ use crate::names::{AppName, NameError, UnitName};
 use crate::runtime::{Charm, GuestEnvironment, HookRuntime, RuntimeConfig};
 use crate::services::{ServiceConfig, ServiceStatus};
 use crate::settings::Settings;
-use crate::tracker::LeadershipTracker;
 use crate::unit::{Unit, UnitStatus};
 use idle::IdleRuntime;
 pub use crate::capabilities::call_log::{HostCall, HostCallLog};
@@ -618,8 +617,15 @@ impl TestApp {
 
     /// Unit `i`'s data directory.
     pub fn data_dir(&self, i: usize) -> PathBuf {
-        let name = self.units.get(i).map_or_else(|| format!("unit-{i}"), |u| u.name.as_str().replace('/', "-"));
-        self.dir.path().join(name).join("data")
+        match self.units.get(i) {
+            Some(unit) => self.state_dir().data_dir(&unit.name),
+            None => self.dir.path().join(format!("unit-{i}")).join("data"),
+        }
+    }
+
+    /// The units' state directory (one per machine: every unit of a `TestApp` runs on one).
+    fn state_dir(&self) -> crate::state_dir::StateDir {
+        crate::state_dir::StateDir::new(self.dir.path())
     }
 
     // ----- internals -----
@@ -679,11 +685,14 @@ impl TestApp {
 
     fn start_agent(&mut self, i: usize) -> Result<(), TestAppError> {
         let setup = |e: &dyn std::fmt::Display| TestAppError::Setup(e.to_string());
-        let base = self.dir.path().join(self.unit(i)?.name.as_str().replace('/', "-"));
+        let state = self.state_dir();
         let test_unit = self.unit(i)?;
-        let tracker = LeadershipTracker::new(test_unit.name.clone(), test_unit.view.clone(), self.window);
+        let base = state.unit_dir(&test_unit.name);
+        // As `charm-host agent` does: the unit's lock, and a new incarnation made from it.
+        let mut lock = agent::AgentLock::take(&state, &test_unit.name).map_err(|e| TestAppError::Step(e.to_string()))?;
+        let tracker = lock.tracker(test_unit.name.clone(), test_unit.view.clone(), self.window).map_err(|e| setup(&e))?;
         let events: Arc<dyn EventSink> = self.timeline.clone();
-        let unit = Unit::new(test_unit.name.clone(), base.join("data"), tracker, events).map_err(|e| setup(&e))?;
+        let unit = Unit::new(test_unit.name.clone(), state.data_dir(&test_unit.name), tracker, events).map_err(|e| setup(&e))?;
         let unit = Arc::new(
             unit.with_guest_environment(test_unit.guest.clone())
                 .with_simulated_services(self.services.clone())
@@ -697,7 +706,7 @@ impl TestApp {
             .block_on(agent::preflight(&unit, &config))
             .map_err(|e| TestAppError::Step(format!("{}'s agent cannot start: {e}", unit.name())))?;
         let (commands, receiver) = mpsc::channel(8);
-        let run = agent::run_checked_unit(self.hooks.clone(), self.charm.clone(), unit.clone(), config, Some(checked), receiver);
+        let run = agent::run_checked_unit(self.hooks.clone(), self.charm.clone(), unit.clone(), lock, config, Some(checked), receiver);
         let task = self.runtime.handle().spawn(run);
         let test_unit = self.unit_mut(i)?;
         test_unit.last = Some(unit.clone());

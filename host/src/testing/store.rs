@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::leadership::{
-    Claim, Clock, Lease, LeaseError, LeadershipStore, Release, StoreError, StoreFailure, Tenure, Timestamp, WriteError,
+    Claim, Claimant, Clock, Lease, LeaseError, LeadershipStore, Release, StoreError, StoreFailure, Tenure, Timestamp, WriteError,
 };
 use crate::names::{AppName, UnitName};
 use crate::settings::SettingsSnapshot;
@@ -95,11 +95,11 @@ impl LeadershipStore for UnitStore {
     fn clock(&self) -> &Arc<dyn Clock> {
         self.inner.clock()
     }
-    async fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
+    async fn claim(&self, unit: &Claimant, duration: Duration) -> Result<Claim, LeaseError> {
         self.lease_reachable()?;
         self.inner.claim(unit, duration).await
     }
-    async fn revoke(&self, unit: &UnitName, why: Release) -> Result<(), LeaseError> {
+    async fn revoke(&self, unit: &Claimant, why: Release) -> Result<(), LeaseError> {
         self.lease_reachable()?;
         self.inner.revoke(unit, why).await
     }
@@ -149,17 +149,17 @@ impl LeadershipStore for UnitStore {
     }
     async fn write_settings_by(
         &self,
-        writer: &UnitName,
+        writer: &Claimant,
         term: u64,
         group: &[(String, String)],
         apply_by: Option<Timestamp>,
     ) -> Result<SettingsSnapshot, WriteError> {
         self.reachable().map_err(WriteError::Store)?;
         // The in-memory store answers at once: nothing else runs between these two calls.
-        let lease_before = self.inner.lease(writer.app()).await.ok().flatten();
+        let lease_before = self.inner.lease(writer.unit().app()).await.ok().flatten();
         let snapshot = self.inner.write_settings_by(writer, term, group, apply_by).await?;
         self.ledger.record(AcknowledgedWrite {
-            writer: writer.clone(),
+            writer: writer.unit().clone(),
             term,
             group: group.to_vec(),
             version: snapshot.version,

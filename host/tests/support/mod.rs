@@ -10,7 +10,7 @@ use std::time::Duration;
 use charm_host::charm_build::build_charm;
 use charm_host::events::RecordingSink;
 use charm_host::hooks::{HookKind, HookOutcome};
-use charm_host::leadership::{LeadershipStore, MemoryStore};
+use charm_host::leadership::{Claimant, LeadershipStore, MemoryStore};
 use charm_host::names::UnitName;
 use charm_host::runtime::{Charm, HookRuntime, RuntimeConfig};
 use charm_host::tracker::LeadershipTracker;
@@ -115,6 +115,26 @@ pub fn unit_name(name: &str) -> UnitName {
     UnitName::new(name).unwrap()
 }
 
+/// One agent of the unit `name` in this test process: the same incarnation every time it
+/// is asked for by name (a test's `claimant("a/0")` twice is one agent claiming twice). A
+/// second agent of the unit is [`other_incarnation`].
+pub fn claimant(name: &str) -> Claimant {
+    static AGENTS: OnceLock<Mutex<Vec<Claimant>>> = OnceLock::new();
+    let mut agents = AGENTS.get_or_init(|| Mutex::new(Vec::new())).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(agent) = agents.iter().find(|c| c.unit().as_str() == name) {
+        return agent.clone();
+    }
+    let agent = Claimant::fresh(unit_name(name));
+    agents.push(agent.clone());
+    agent
+}
+
+/// Another agent of the unit `name` (a new incarnation each call): the unit started again
+/// elsewhere.
+pub fn other_incarnation(name: &str) -> Claimant {
+    Claimant::fresh(unit_name(name))
+}
+
 /// An application name that must be valid.
 pub fn app_name(name: &str) -> charm_host::names::AppName {
     charm_host::names::AppName::new(name).unwrap()
@@ -207,17 +227,18 @@ impl LeadershipStore for FaultyStore {
     fn clock(&self) -> &Arc<dyn Clock> {
         self.inner.clock()
     }
-    async fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
+    async fn claim(&self, claimant: &Claimant, duration: Duration) -> Result<Claim, LeaseError> {
         self.claims.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let unit = claimant.unit();
         if self.failing.lock().unwrap().contains(unit) {
             return Err(LeaseError::Store(StoreError::new(StoreFailure::Unreachable, "injected failure")));
         }
         if self.hanging.lock().unwrap().contains(unit) {
             std::future::pending::<()>().await;
         }
-        self.inner.claim(unit, duration).await
+        self.inner.claim(claimant, duration).await
     }
-    async fn revoke(&self, unit: &UnitName, why: Release) -> Result<(), LeaseError> {
+    async fn revoke(&self, unit: &Claimant, why: Release) -> Result<(), LeaseError> {
         self.inner.revoke(unit, why).await
     }
     async fn history(&self, app: Option<&AppName>, limit: usize) -> Result<Vec<Tenure>, LeaseError> {
@@ -255,7 +276,7 @@ impl LeadershipStore for FaultyStore {
     }
     async fn write_settings_by(
         &self,
-        writer: &UnitName,
+        writer: &Claimant,
         term: u64,
         group: &[(String, String)],
         apply_by: Option<charm_host::leadership::Timestamp>,

@@ -86,7 +86,7 @@ impl Bench {
         let events = Arc::new(HookStarts::default());
         let config = ApplicationConfig::new(self.app.clone(), units, StateDir::new(dir)).with_guarantee_window(window);
         let app = Application::new(self.runtime.clone(), self.charm.clone(), store.clone(), events.clone(), &config).await?;
-        let running = app.start();
+        let running = app.start()?;
         Ok((app, running, events, store))
     }
 }
@@ -127,15 +127,18 @@ async fn handover(bench: &Bench, window: Duration, action: &str) -> anyhow::Resu
 /// has finished its hook.
 async fn fan_out(bench: &Bench, units: u32, rounds: u32) -> anyhow::Result<Duration> {
     let dir = tempfile::tempdir()?;
-    let (_app, mut running, events, store) = bench.start(units, Duration::from_secs(30), dir.path()).await?;
+    let (app, mut running, events, store) = bench.start(units, Duration::from_secs(30), dir.path()).await?;
     let minions = units as usize - 1;
     wait_for(|| events.settings_changed() >= minions, Duration::from_secs(300)).await?;
     let lease = store.lease(&bench.app).await?.ok_or_else(|| anyhow::anyhow!("no leader"))?;
+    // Written as the leader's agent: the store fences by its incarnation.
+    let leader = app.units().iter().find(|u| *u.name() == lease.holder).ok_or_else(|| anyhow::anyhow!("no leading unit"))?;
+    let writer = leader.tracker().claimant().clone();
     let mut samples = Vec::new();
     for round in 0..rounds {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let start = events.set_mark();
-        store.write_settings(&lease.holder, lease.term, &[("fan-out".into(), round.to_string())]).await?;
+        store.write_settings(&writer, lease.term, &[("fan-out".into(), round.to_string())]).await?;
         wait_for(|| events.settings_changed() >= minions, Duration::from_secs(300)).await?;
         samples.push(start.elapsed());
     }

@@ -43,7 +43,7 @@ impl HookBench {
         let unit = Arc::new(Unit::new(name.clone(), data.path().join("bench-0"), tracker, Arc::new(RecordingSink::new()))?);
         tokio.block_on(unit.tracker().refresh());
         let term = unit.tracker().held_term().ok_or_else(|| anyhow::anyhow!("the bench unit did not become leader"))?;
-        tokio.block_on(store.write_settings(&name, term, &[(KEY.into(), VALUE.into())]))?;
+        tokio.block_on(store.write_settings(unit.tracker().claimant(), term, &[(KEY.into(), VALUE.into())]))?;
         Ok(Self { tokio, runtime, unit, _data: data })
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::leadership::etcd::{EtcdOptions, EtcdStore};
-use crate::leadership::LeadershipStore as _;
+use crate::leadership::{Claimant, LeadershipStore as _};
 use crate::names::{AppName, UnitName};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 
@@ -55,13 +55,13 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
         // etcd lease the store grants ahead for the next one has had time to arrive.
         let mut grants = Vec::new();
         for i in 0..n {
-            let unit = UnitName::from_parts(AppName::new(&format!("grant{i}"))?, 0);
+            let unit = Claimant::fresh(UnitName::from_parts(AppName::new(&format!("grant{i}"))?, 0));
             tokio::time::sleep(Duration::from_millis(20)).await;
             let start = Instant::now();
             store.claim(&unit, Duration::from_secs(60)).await?;
             grants.push(start.elapsed());
         }
-        let writer = UnitName::new("writer/0")?;
+        let writer = Claimant::fresh(UnitName::new("writer/0")?);
         let term = store.claim(&writer, Duration::from_secs(60)).await?.term;
         let mut extensions = Vec::new();
         let mut writes = Vec::new();
@@ -114,7 +114,7 @@ async fn throughput(
     const CALLERS: u32 = 32;
     let mut leaders = Vec::new();
     for i in 0..CALLERS {
-        let unit = UnitName::from_parts(AppName::new(&format!("busy{i}"))?, 0);
+        let unit = Claimant::fresh(UnitName::from_parts(AppName::new(&format!("busy{i}"))?, 0));
         let term = store.claim(&unit, Duration::from_secs(60)).await?.term;
         leaders.push((unit, term));
     }
@@ -168,7 +168,7 @@ async fn throughput(
 /// Requests per second the server handles for one unit renewing its lease as an agent does
 /// (every renew interval, here half of a 2 s window), read off etcd's own metrics.
 async fn renewal_traffic(store: &EtcdStore, cluster: &server::EtcdCluster, seconds: u64) -> anyhow::Result<Figure> {
-    let unit = UnitName::new("renewer/0")?;
+    let unit = Claimant::fresh(UnitName::new("renewer/0")?);
     let window = Duration::from_secs(2);
     store.claim(&unit, window * 2).await?;
     // Past the claim's own traffic (the spare lease it grants for the next new tenure).

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::leadership::simulation::{SimConfig, run_schedule};
 use crate::leadership::sqlite::{Durability, SqliteOptions};
-use crate::leadership::{LeadershipStore, ManualClock, Release, MemoryStore, MonotonicClock, SqliteStore};
+use crate::leadership::{Claimant, LeadershipStore, ManualClock, Release, MemoryStore, MonotonicClock, SqliteStore};
 use crate::names::{AppName, UnitName};
 
 use super::Figure;
@@ -25,7 +25,7 @@ fn rate(n: u64, mut op: impl FnMut(u64) -> anyhow::Result<()>) -> anyhow::Result
 /// 100 applications: operations per second over the mix.
 async fn claim_extend_check(store: &dyn LeadershipStore, n: u64) -> anyhow::Result<f64> {
     let apps: Vec<AppName> = (0..100).map(|i| AppName::new(&format!("app{i}"))).collect::<Result<_, _>>()?;
-    let units: Vec<UnitName> = apps.iter().map(|a| UnitName::from_parts(a.clone(), 0)).collect();
+    let units: Vec<Claimant> = apps.iter().map(|a| Claimant::fresh(UnitName::from_parts(a.clone(), 0))).collect();
     let start = Instant::now();
     for i in 0..n as usize {
         let (app, unit) = (&apps[i % 100], &units[i % 100]);
@@ -38,7 +38,7 @@ async fn claim_extend_check(store: &dyn LeadershipStore, n: u64) -> anyhow::Resu
 }
 
 async fn fenced_writes(store: &dyn LeadershipStore, n: u64) -> anyhow::Result<f64> {
-    let unit = UnitName::new("writer/0")?;
+    let unit = Claimant::fresh(UnitName::new("writer/0")?);
     let term = store.claim(&unit, LEASE).await?.term;
     let start = Instant::now();
     for i in 0..n {

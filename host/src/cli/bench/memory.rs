@@ -48,7 +48,7 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
         let per_unit = tokio.block_on(async {
             let before = rss_kib()?;
             let app = Application::new(runtime.clone(), charm.clone(), store, hooks.clone(), &config).await?;
-            let mut running = app.start();
+            let mut running = app.start()?;
             // Every unit runs install and one leadership hook; then it idles.
             let start = Instant::now();
             while hooks.0.load(std::sync::atomic::Ordering::Relaxed) < 2 * units as usize {

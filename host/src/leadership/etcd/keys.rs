@@ -2,9 +2,9 @@
 //!
 //! | key                     | value                                  | etcd lease            |
 //! |-------------------------|----------------------------------------|-----------------------|
-//! | `P/meta`                | `{"store":"charm-host","schema":1}`    | none                  |
-//! | `P/lease/APP`           | `{"holder":UNIT,"term":N,"ttl":SECS,"lease":ID}` | the tenure's (`ID`), unless pinned |
-//! | `P/term/APP`            | `{"term":N,"holder":UNIT,"ttl":SECS}`: the last tenure granted | none (never deleted)  |
+//! | `P/meta`                | `{"store":"charm-host","schema":2}`    | none                  |
+//! | `P/lease/APP`           | `{"holder":UNIT,"term":N,"ttl":SECS,"lease":ID,"incarnation":HEX,"origin":{...}}` | the tenure's (`ID`), unless pinned |
+//! | `P/term/APP`            | `{"term":N,"holder":UNIT,"ttl":SECS,"incarnation":HEX}`: the last tenure granted | none (never deleted)  |
 //! | `P/released/APP`        | the last term its holder gave up, in decimal | none (never deleted)  |
 //! | `P/reserved/APP`        | the unit a directed handover is for    | the reservation's     |
 //! | `P/pins/APP`            | JSON array of pinning entities, sorted | none                  |
@@ -24,12 +24,19 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::leadership::StoreError;
+use crate::leadership::{Claimant, IncarnationId, Origin, StoreError};
 use crate::names::{AppName, UnitName};
 use crate::settings::Settings;
 
 /// The value of `P/meta`: what tells a charm-host store from other data under a prefix.
-pub(super) const META: &str = r#"{"store":"charm-host","schema":1}"#;
+/// Schema 2 added incarnations to the lease and term keys: an agent of schema 1 ignores
+/// them, and would extend another incarnation's tenure of its unit as its own, so it must
+/// refuse such a prefix; it does (it accepts only its own meta value, byte for byte).
+pub(super) const META: &str = r#"{"store":"charm-host","schema":2}"#;
+
+/// The meta value of a prefix from before incarnations: taken over (raised to [`META`]) by
+/// the first agent that connects.
+pub(super) const META_SCHEMA_1: &str = r#"{"store":"charm-host","schema":1}"#;
 
 /// The kinds of key of one application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,11 +119,30 @@ pub(super) struct LeaseValue {
     /// is detached from it, and the last unpin binds the key to it again if it still lives.
     #[serde(default)]
     pub lease: i64,
+    /// The incarnation the tenure was granted to (`None` from before incarnations: no
+    /// incarnation extends it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<IncarnationId>,
+    /// Where it runs, as it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 impl LeaseValue {
-    pub fn new(holder: &UnitName, term: u64, ttl: i64, lease: i64) -> Self {
-        Self { holder: holder.to_string(), term, ttl, lease }
+    pub fn new(holder: &Claimant, term: u64, ttl: i64, lease: i64) -> Self {
+        Self {
+            holder: holder.unit().to_string(),
+            term,
+            ttl,
+            lease,
+            incarnation: Some(holder.id()),
+            origin: Some(holder.incarnation().origin.clone()),
+        }
+    }
+
+    /// Whether this is `claimant`'s own tenure (its unit, in its incarnation).
+    pub fn held_by(&self, claimant: &Claimant) -> bool {
+        self.holder == claimant.unit().as_str() && self.incarnation == Some(claimant.id())
     }
 
     /// The holder, checked.
@@ -137,17 +163,25 @@ pub(super) struct TermValue {
     /// The longest TTL of the tenure's etcd leases, in seconds; `None` as for `holder`.
     #[serde(default)]
     pub ttl: Option<i64>,
+    /// The holder's incarnation; `None` from before incarnations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<IncarnationId>,
 }
 
 impl TermValue {
-    pub fn new(holder: &UnitName, term: u64, ttl: i64) -> Self {
-        Self { term, holder: Some(holder.to_string()), ttl: Some(ttl) }
+    pub fn new(holder: &Claimant, term: u64, ttl: i64) -> Self {
+        Self { term, holder: Some(holder.unit().to_string()), ttl: Some(ttl), incarnation: Some(holder.id()) }
+    }
+
+    /// The term key a grant of `lease` writes with it.
+    pub fn of_lease(lease: &LeaseValue) -> Self {
+        Self { term: lease.term, holder: Some(lease.holder.clone()), ttl: Some(lease.ttl), incarnation: lease.incarnation }
     }
 
     /// A term key's value: JSON, or (as first written) the bare term in decimal.
     pub fn decode(key: &[u8], value: &[u8]) -> Result<Self, StoreError> {
         match decode_number(key, value) {
-            Ok(term) => Ok(Self { term, holder: None, ttl: None }),
+            Ok(term) => Ok(Self { term, holder: None, ttl: None, incarnation: None }),
             Err(_) => decode(key, value),
         }
     }

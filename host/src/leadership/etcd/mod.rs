@@ -79,7 +79,7 @@ use tokio::sync::watch as channel;
 use self::keys::{Kind, Layout, LeaseValue, SettingsValue, TermValue};
 use super::watchers::Watchers;
 use super::{
-    BootClock, Claim, Clock, Lease, LeaseError, LeadershipStore, Release, StoreError, StoreFailure, Tenure, Timestamp, WriteError,
+    BootClock, Claim, Claimant, Clock, IncarnationId, Lease, LeaseError, LeadershipStore, Release, StoreError, StoreFailure, Tenure, Timestamp, WriteError,
     validate_duration, validate_entity,
 };
 use crate::names::{AppName, UnitName};
@@ -133,8 +133,8 @@ const SPARE_FRESH: u32 = 20;
 /// guard checks.
 #[derive(Debug, Default)]
 struct Hints {
-    /// Each unit's tenure as last granted or seen here.
-    tenures: BTreeMap<UnitName, TenureHint>,
+    /// Each incarnation's tenure as last granted or seen here.
+    tenures: BTreeMap<(UnitName, IncarnationId), TenureHint>,
     /// Each bucket this process last wrote or read: its mod revision and contents.
     buckets: BTreeMap<AppName, (i64, SettingsValue)>,
 }
@@ -205,6 +205,7 @@ struct AppLease {
 #[derive(Debug, Clone)]
 struct Vacancy {
     holder: UnitName,
+    incarnation: Option<IncarnationId>,
     term: u64,
     /// When nobody can count on it any more (this host's clock).
     until: Timestamp,
@@ -466,11 +467,12 @@ impl EtcdStore {
     /// else one is granted now.
     async fn grant_tenure(
         &self,
-        unit: &UnitName,
+        claimant: &Claimant,
         state: &AppLease,
         duration: Duration,
         granted: Option<(Timestamp, i64, i64)>,
     ) -> Result<Option<Claim>, LeaseError> {
+        let unit = claimant.unit();
         let app = unit.app();
         let term = self.last_tenure(app, &state.term).map_err(LeaseError::Store)?.map_or(0, |last| last.term);
         let term = term.checked_add(1).ok_or_else(|| LeaseError::Store(StoreError::failed("the term counter is exhausted")))?;
@@ -484,8 +486,8 @@ impl EtcdStore {
         let bound = if pinned { None } else { Some(PutOptions::new().with_lease(id)) };
         let expired = self.expired_tenure(app, state).map_err(LeaseError::Store)?;
         let mut ops = vec![
-            TxnOp::put(lease_key.as_str(), keys::encode(&LeaseValue::new(unit, term, ttl, if pinned { 0 } else { id })), bound),
-            TxnOp::put(term_key.as_str(), keys::encode(&TermValue::new(unit, term, ttl)), None),
+            TxnOp::put(lease_key.as_str(), keys::encode(&LeaseValue::new(claimant, term, ttl, if pinned { 0 } else { id })), bound),
+            TxnOp::put(term_key.as_str(), keys::encode(&TermValue::new(claimant, term, ttl)), None),
             TxnOp::delete(reserved_key.as_str(), None),
         ];
         ops.extend(history::on_grant(&self.layout, unit, term, self.clock.wall_now(), expired));
@@ -511,24 +513,25 @@ impl EtcdStore {
         self.refill_spare(ttl_seconds(duration));
         // The key was created by this transaction: its create revision is the response's.
         let created = response.header().map_or(0, |h| h.revision());
-        self.remember_tenure(unit, TenureHint { term, created, renew: (!pinned).then_some((id, ttl)) });
+        self.remember_tenure(claimant, TenureHint { term, created, renew: (!pinned).then_some((id, ttl)) });
         self.watchers.leases_changed();
         let held_for = if pinned { duration } else { Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) };
         Ok(Some(Claim { term, valid_until: start + held_for }))
     }
 
-    /// Extends `unit`'s own tenure; `Ok(None)` if it ended meanwhile (read again).
+    /// Extends the claimant's own tenure; `Ok(None)` if it ended meanwhile (read again).
     async fn extend_tenure(
         &self,
-        unit: &UnitName,
+        claimant: &Claimant,
         state: &AppLease,
         lease: &LeaseValue,
         duration: Duration,
     ) -> Result<Option<Claim>, LeaseError> {
+        let unit = claimant.unit();
         let start = self.clock.now();
         let created = state.lease.create_revision;
         let renew = (state.lease.lease != 0).then_some((state.lease.lease, lease.ttl));
-        self.remember_tenure(unit, TenureHint { term: lease.term, created, renew });
+        self.remember_tenure(claimant, TenureHint { term: lease.term, created, renew });
         if state.lease.lease == 0 {
             // Pinned when read: nothing can expire the key until it is unpinned, after the
             // read, and the unpin gives it a whole TTL from then (and is a put of the key
@@ -558,15 +561,15 @@ impl EtcdStore {
             .and_then([
                 TxnOp::put(
                     lease_key.as_str(),
-                    keys::encode(&LeaseValue::new(unit, lease.term, granted, id)),
+                    keys::encode(&LeaseValue::new(claimant, lease.term, granted, id)),
                     Some(PutOptions::new().with_lease(id)),
                 ),
-                TxnOp::put(term_key.as_str(), keys::encode(&TermValue::new(unit, lease.term, granted)), None),
+                TxnOp::put(term_key.as_str(), keys::encode(&TermValue::new(claimant, lease.term, granted)), None),
             ]);
         let applied = self.txn(txn).await.map_err(LeaseError::Store)?.succeeded();
         self.discard(if applied { state.lease.lease } else { id }).await;
         if applied {
-            self.remember_tenure(unit, TenureHint { term: lease.term, created, renew: Some((id, granted)) });
+            self.remember_tenure(claimant, TenureHint { term: lease.term, created, renew: Some((id, granted)) });
         }
         Ok(applied.then(|| Claim { term: lease.term, valid_until: start + secs(granted) }))
     }
@@ -627,13 +630,14 @@ impl EtcdStore {
     /// renewal, so it can count on nothing past the TTL from any instant at which this
     /// process had seen the tenure's last put: the watch's last sighting, once it has seen
     /// the key deleted, and else the instant the state was read (the key gone by then). Its
-    /// own holder, and any unit after a term key from before this rule, are kept out by
-    /// nothing.
-    fn vacancy(&self, app: &AppName, state: &AppLease, claimant: Option<&UnitName>) -> Result<Option<Vacancy>, StoreError> {
+    /// own holder (the same incarnation), and any unit after a term key from before this
+    /// rule, are kept out by nothing.
+    fn vacancy(&self, app: &AppName, state: &AppLease, claimant: Option<&Claimant>) -> Result<Option<Vacancy>, StoreError> {
         let Some(last) = self.last_tenure(app, &state.term)? else { return Ok(None) };
         let released = self.released_term(app, state)?;
         let (Some(holder), Some(ttl)) = (&last.holder, last.ttl) else { return Ok(None) };
-        if released >= last.term || claimant.is_some_and(|c| c.as_str() == holder) {
+        let own = |c: &Claimant| c.unit().as_str() == holder && last.incarnation == Some(c.id());
+        if released >= last.term || claimant.is_some_and(own) {
             return Ok(None);
         }
         let holder = UnitName::new(holder).map_err(|e| keys::corrupt(self.layout.key(Kind::Term, app).as_bytes(), e))?;
@@ -647,8 +651,13 @@ impl EtcdStore {
             _ => state.read_at,
         };
         let until = since + secs(ttl);
-        Ok((self.clock.now() < until).then_some(Vacancy { holder, term: last.term, until }))
+        Ok((self.clock.now() < until).then_some(Vacancy { holder, incarnation: last.incarnation, term: last.term, until }))
     }
+}
+
+/// Where the hints keep a claimant's tenure: its unit and incarnation.
+fn hint_key(claimant: &Claimant) -> (UnitName, IncarnationId) {
+    (claimant.unit().clone(), claimant.id())
 }
 
 /// A duration as whole etcd TTL seconds, rounded up (a claim never gets less than asked).
@@ -690,6 +699,14 @@ async fn claim_prefix(client: &mut Client, layout: &Layout, deadline: Duration) 
         return Ok(());
     }
     let value = get.kvs().first().map(|kv| kv.value().to_vec()).unwrap_or_default();
+    if value == keys::META_SCHEMA_1.as_bytes() {
+        // From before incarnations: raised, so that agents of schema 1 refuse it from now on.
+        let raise = Txn::new()
+            .when([Compare::value(meta.as_str(), CompareOp::Equal, keys::META_SCHEMA_1)])
+            .and_then([TxnOp::put(meta.as_str(), keys::META, None)]);
+        within(deadline, client.txn(raise)).await.map_err(timed)?.map_err(failed)?;
+        return Box::pin(claim_prefix(client, layout, deadline)).await;
+    }
     if value != keys::META.as_bytes() {
         return Err(PrefixProblem::Foreign(format!(
             "holds a store this program cannot read (meta {})",
@@ -709,17 +726,18 @@ impl LeadershipStore for EtcdStore {
     /// (`renew`): once the key is proven standing after the keep-alive, nobody else
     /// can hold the application until at least `start + TTL` (see the module's rule for
     /// tenures that end behind their holder's back).
-    async fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
+    async fn claim(&self, claimant: &Claimant, duration: Duration) -> Result<Claim, LeaseError> {
         validate_duration(duration)?;
+        let unit = claimant.unit();
         let app = unit.app();
-        if let Some(TenureHint { term, created, renew: Some((lease, ttl)) }) = self.tenure_hint(unit)
+        if let Some(TenureHint { term, created, renew: Some((lease, ttl)) }) = self.tenure_hint(claimant)
             && ttl_seconds(duration) <= ttl
         {
             let start = self.clock.now();
             if self.renew(app, created, lease).await.map_err(LeaseError::Store)? {
                 return Ok(Claim { term, valid_until: start + secs(ttl) });
             }
-            self.forget_tenure(unit);
+            self.forget_tenure(claimant);
         }
         for attempt in 0..CONTENTION_RETRIES {
             // When the watch saw no lease key, the read and the grant a new tenure needs go
@@ -761,18 +779,26 @@ impl LeadershipStore for EtcdStore {
             }
             let claimed = match value? {
                 Some((_, holder)) if holder != *unit => return Err(LeaseError::Denied { app: app.clone(), holder }),
-                Some((lease, _)) => self.extend_tenure(unit, &state, &lease, duration).await?,
+                Some((lease, holder)) if !lease.held_by(claimant) => {
+                    let origin = lease.origin.map(Box::new);
+                    return Err(LeaseError::OtherIncarnation { unit: holder, holder: lease.incarnation, origin });
+                }
+                Some((lease, _)) => self.extend_tenure(claimant, &state, &lease, duration).await?,
                 None => {
                     if let Some(reserved) = reserved_for_another {
                         return Err(LeaseError::Reserved { app: app.clone(), unit: reserved? });
                     }
-                    if let Some(vacancy) = self.vacancy(app, &state, Some(unit)).map_err(LeaseError::Store)? {
+                    if let Some(vacancy) = self.vacancy(app, &state, Some(claimant)).map_err(LeaseError::Store)? {
                         if let Some((_, id, _)) = granted {
                             self.discard(id).await;
                         }
+                        if vacancy.holder == *unit {
+                            let (unit, holder) = (vacancy.holder, vacancy.incarnation);
+                            return Err(LeaseError::OtherIncarnation { unit, holder, origin: None });
+                        }
                         return Err(LeaseError::Denied { app: app.clone(), holder: vacancy.holder });
                     }
-                    self.grant_tenure(unit, &state, duration, granted).await?
+                    self.grant_tenure(claimant, &state, duration, granted).await?
                 }
             };
             if let Some(claim) = claimed {
@@ -786,18 +812,19 @@ impl LeadershipStore for EtcdStore {
     /// guarded by the tenure, deletes the key and records the term as released, so that the
     /// next claimant need not wait for the holder's last renewal to run out (see
     /// `vacancy`); the tenure's etcd lease is revoked after.
-    async fn revoke(&self, unit: &UnitName, why: Release) -> Result<(), LeaseError> {
+    async fn revoke(&self, claimant: &Claimant, why: Release) -> Result<(), LeaseError> {
+        let unit = claimant.unit();
         let app = unit.app();
         let (lease_key, released_key) = (self.layout.key(Kind::Lease, app), self.layout.key(Kind::Released, app));
         for _ in 0..CONTENTION_RETRIES {
             let state = self.read_lease_state(app).await?;
             match self.lease_value(app, &state.lease).map_err(LeaseError::Store)? {
                 None => return Ok(()),
-                Some((_, holder)) if holder != *unit => {
+                Some((value, _)) if !value.held_by(claimant) => {
                     return Err(LeaseError::NotHeld { app: app.clone(), unit: unit.clone() });
                 }
                 Some((value, _)) => {
-                    self.forget_tenure(unit);
+                    self.forget_tenure(claimant);
                     let txn = Txn::new()
                         .when([Compare::create_revision(lease_key.as_str(), CompareOp::Equal, state.lease.create_revision)])
                         .and_then([
@@ -892,7 +919,14 @@ impl LeadershipStore for EtcdStore {
         let state = self.read_lease_state(app).await?;
         let Some((value, holder)) = self.lease_value(app, &state.lease).map_err(LeaseError::Store)? else {
             let vacancy = self.vacancy(app, &state, None).map_err(LeaseError::Store)?;
-            return Ok(vacancy.map(|v| Lease { holder: v.holder, term: v.term, expires: v.until, pinned: false }));
+            return Ok(vacancy.map(|v| Lease {
+                holder: v.holder,
+                term: v.term,
+                expires: v.until,
+                pinned: false,
+                incarnation: v.incarnation,
+                origin: None,
+            }));
         };
         let pinned = !self.pins_of(app, &state.pins).map_err(LeaseError::Store)?.is_empty();
         let now = self.clock.now();
@@ -908,11 +942,12 @@ impl LeadershipStore for EtcdStore {
                 // Expired, its key not yet deleted: once it is, the vacancy rule holds others
                 // out for the TTL from the last renewal seen; until the watch has seen the
                 // deletion, from now.
-                return Ok(Some(Lease { holder, term: value.term, expires: state.read_at + secs(value.ttl), pinned }));
+                let expires = state.read_at + secs(value.ttl);
+                return Ok(Some(Lease { holder, term: value.term, expires, pinned, incarnation: value.incarnation, origin: value.origin }));
             }
             now + secs(left.ttl()) + Duration::from_secs(1)
         };
-        Ok(Some(Lease { holder, term: value.term, expires, pinned }))
+        Ok(Some(Lease { holder, term: value.term, expires, pinned, incarnation: value.incarnation, origin: value.origin }))
     }
 
     async fn last_term(&self, app: &AppName) -> Result<u64, LeaseError> {
@@ -940,12 +975,12 @@ impl LeadershipStore for EtcdStore {
 
     async fn write_settings_by(
         &self,
-        writer: &UnitName,
+        writer: &Claimant,
         term: u64,
         group: &[(String, String)],
         apply_by: Option<Timestamp>,
     ) -> Result<SettingsSnapshot, WriteError> {
-        let app = writer.app();
+        let app = writer.unit().app();
         // One round trip when this process knows the writer's tenure and the bucket: the
         // guard proves both still hold, and a stale hint only fails it. Anything the hint
         // cannot decide for sure (an invalid or empty change) is decided on a fresh read.
@@ -958,14 +993,14 @@ impl LeadershipStore for EtcdStore {
                 return Ok(done);
             }
         }
-        let not_leader = || WriteError::NotLeader { app: app.clone(), unit: writer.clone(), term };
+        let not_leader = || WriteError::NotLeader { app: app.clone(), unit: writer.unit().clone(), term };
         let (lease_key, settings_key) = (self.layout.key(Kind::Lease, app), self.layout.key(Kind::Settings, app));
         for _ in 0..CONTENTION_RETRIES {
             super::check_apply_by(apply_by)?;
             let reads = self.read(&[lease_key.clone(), settings_key.clone()]).await.map_err(WriteError::Store)?;
             let [lease, settings] = <[Read; 2]>::try_from(reads).map_err(|_| WriteError::Store(StoreError::failed("etcd answered oddly")))?;
             let renew = match self.lease_value(app, &lease).map_err(WriteError::Store)? {
-                Some((value, holder)) if holder == *writer && value.term == term => {
+                Some((value, _)) if value.held_by(writer) && value.term == term => {
                     (lease.lease != 0).then_some((lease.lease, value.ttl))
                 }
                 _ => return Err(not_leader()),
@@ -982,7 +1017,7 @@ impl LeadershipStore for EtcdStore {
             }
             // The lease or the bucket moved: read again (a lost lease then says so).
         }
-        Err(WriteError::Store(StoreError::busy(format!("the settings of {app} kept changing while {writer} wrote; try again"))))
+        Err(WriteError::Store(StoreError::busy(format!("the settings of {app} kept changing while {} wrote; try again", writer.unit()))))
     }
 
     fn watch_settings(&self, app: &AppName) -> channel::Receiver<u64> {
@@ -1064,22 +1099,22 @@ impl EtcdStore {
 
     /// The writer's tenure (create revision of its lease key) and the bucket (mod revision
     /// and contents) as this process last saw them, if it knows both.
-    fn write_hints(&self, writer: &UnitName, term: u64) -> Option<(i64, (i64, SettingsValue))> {
+    fn write_hints(&self, writer: &Claimant, term: u64) -> Option<(i64, (i64, SettingsValue))> {
         let hints = self.hints.lock().unwrap_or_else(|p| p.into_inner());
-        let created = hints.tenures.get(writer).filter(|t| t.term == term)?.created;
-        Some((created, hints.buckets.get(writer.app())?.clone()))
+        let created = hints.tenures.get(&hint_key(writer)).filter(|t| t.term == term)?.created;
+        Some((created, hints.buckets.get(writer.unit().app())?.clone()))
     }
 
-    fn tenure_hint(&self, unit: &UnitName) -> Option<TenureHint> {
-        self.hints.lock().unwrap_or_else(|p| p.into_inner()).tenures.get(unit).copied()
+    fn tenure_hint(&self, claimant: &Claimant) -> Option<TenureHint> {
+        self.hints.lock().unwrap_or_else(|p| p.into_inner()).tenures.get(&hint_key(claimant)).copied()
     }
 
-    fn remember_tenure(&self, unit: &UnitName, hint: TenureHint) {
-        self.hints.lock().unwrap_or_else(|p| p.into_inner()).tenures.insert(unit.clone(), hint);
+    fn remember_tenure(&self, claimant: &Claimant, hint: TenureHint) {
+        self.hints.lock().unwrap_or_else(|p| p.into_inner()).tenures.insert(hint_key(claimant), hint);
     }
 
-    fn forget_tenure(&self, unit: &UnitName) {
-        self.hints.lock().unwrap_or_else(|p| p.into_inner()).tenures.remove(unit);
+    fn forget_tenure(&self, claimant: &Claimant) {
+        self.hints.lock().unwrap_or_else(|p| p.into_inner()).tenures.remove(&hint_key(claimant));
     }
 
     fn remember_bucket(&self, app: &AppName, modified: i64, bucket: &SettingsValue) {

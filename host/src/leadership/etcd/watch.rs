@@ -207,9 +207,9 @@ pub(super) async fn run(
                                 // A new tenure's key and its term key were put by one
                                 // transaction: the term key's mod revision is the key's.
                                 if kv.version() == 1
-                                    && let (Ok(holder), Some(slot)) = (value.holder(kv.key()), mirrored(Kind::Term))
+                                    && let (Ok(_), Some(slot)) = (value.holder(kv.key()), mirrored(Kind::Term))
                                 {
-                                    let term = keys::encode(&keys::TermValue::new(&holder, value.term, value.ttl));
+                                    let term = keys::encode(&keys::TermValue::of_lease(&value));
                                     seen.keys.insert((app.clone(), slot), (kv.mod_revision(), term));
                                 }
                                 seen.tenures.insert(app.clone(), SeenTenure { term: value.term, at, ended: false });

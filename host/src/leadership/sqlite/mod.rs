@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use super::rules::{self, LeaseRecord, Reservation};
 use super::watchers::Watchers;
 use super::{
-    Claim, Clock, Lease, LeaseError, LeadershipStore, MonotonicClock, Release, StoreError, StoreFailure, Tenure, Timestamp,
+    Claim, Claimant, Clock, IncarnationId, Lease, LeaseError, LeadershipStore, MonotonicClock, Release, StoreError, StoreFailure, Tenure, Timestamp,
     WriteError, validate_entity,
 };
 use crate::names::{AppName, UnitName};
@@ -147,8 +147,10 @@ fn create_private(path: &Path) -> std::io::Result<()> {
 
 mod history;
 
-/// 2 added reservations for directed handovers; 3, the leadership history (`tenures`).
-const SCHEMA_VERSION: i64 = 3;
+/// 2 added reservations for directed handovers; 3, the leadership history (`tenures`); 4,
+/// the holder's incarnation (an agent of version 3 would extend another incarnation's
+/// tenure as its own, so it must refuse the file: it does, as a newer schema).
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value ANY NOT NULL) WITHOUT ROWID;
@@ -159,7 +161,9 @@ CREATE TABLE IF NOT EXISTS leases (
     expires_ns INTEGER NOT NULL,
     duration_ns INTEGER NOT NULL,
     reserved_for TEXT,
-    reserved_until_ns INTEGER NOT NULL DEFAULT 0
+    reserved_until_ns INTEGER NOT NULL DEFAULT 0,
+    incarnation TEXT,
+    origin TEXT
 );
 CREATE TABLE IF NOT EXISTS pins (app TEXT NOT NULL, entity TEXT NOT NULL, PRIMARY KEY (app, entity)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS settings (
@@ -184,6 +188,8 @@ struct SqliteFile {
     /// Opened read-only on a file whose expiries belong to another boot (see
     /// [`SqliteStore::open_read_only`]).
     foreign_boot: bool,
+    /// Opened read-only on a file from before incarnations (schema 2 or 3).
+    legacy_leases: bool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -270,6 +276,17 @@ impl SqliteFile {
             tx.execute_batch("UPDATE meta SET value = 3 WHERE key = 'schema';").map_err(sqlite)?;
             found = Some(3);
         }
+        if found == Some(3) {
+            // Leases held before read as held by no incarnation: nobody extends them, they
+            // run out.
+            tx.execute_batch(
+                "ALTER TABLE leases ADD COLUMN incarnation TEXT;
+                 ALTER TABLE leases ADD COLUMN origin TEXT;
+                 UPDATE meta SET value = 4 WHERE key = 'schema';",
+            )
+            .map_err(sqlite)?;
+            found = Some(4);
+        }
         match found {
             Some(SCHEMA_VERSION) => {}
             Some(found) => return Err(OpenError::Schema { path: path.to_owned(), found }),
@@ -281,7 +298,7 @@ impl SqliteFile {
         tx.commit().map_err(sqlite)?;
         adopt_boot(&mut conn, &boot_id, clock.now(), clock.wall_now()).map_err(sqlite)?;
         let shared = Arc::new(Shared { conn: Mutex::new(conn), watchers: Watchers::default() });
-        Ok(Self { clock, shared, path: path.to_owned(), options, poller: std::sync::Once::new(), foreign_boot: false })
+        Ok(Self { clock, shared, path: path.to_owned(), options, poller: std::sync::Once::new(), foreign_boot: false, legacy_leases: false })
     }
 
     /// See [`SqliteStore::open_read_only`].
@@ -293,6 +310,7 @@ impl SqliteFile {
         if missing {
             return Err(OpenError::Empty { path: path.to_owned() });
         }
+        let mut legacy_leases = false;
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
         conn.busy_timeout(options.busy_timeout).map_err(sqlite)?;
@@ -303,8 +321,10 @@ impl SqliteFile {
             Err(err) => return Err(sqlite(err)),
         };
         match schema {
-            // A file from before the history reads with none.
-            Some(SCHEMA_VERSION | 2) => {}
+            Some(SCHEMA_VERSION) => {}
+            // A file from before the history reads with none, and from before incarnations
+            // with no incarnations; `status` only reads.
+            Some(2 | 3) => legacy_leases = true,
             Some(found) => return Err(OpenError::Schema { path: path.to_owned(), found }),
             None => return Err(OpenError::Empty { path: path.to_owned() }),
         }
@@ -318,6 +338,7 @@ impl SqliteFile {
             options,
             poller: std::sync::Once::new(),
             foreign_boot: recorded.as_deref() != Some(boot_id.as_str()),
+            legacy_leases,
         })
     }
 
@@ -430,22 +451,37 @@ fn adopt_boot(conn: &mut Connection, boot_id: &str, now: Timestamp, wall_now: st
     tx.commit()
 }
 
-fn read_lease(tx: &Transaction<'_>, app: &AppName) -> rusqlite::Result<(Option<LeaseRecord>, bool)> {
+impl SqliteFile {
+    /// `app`'s lease record and whether it is pinned.
+    fn read_lease(&self, tx: &Transaction<'_>, app: &AppName) -> rusqlite::Result<(Option<LeaseRecord>, bool)> {
+        read_lease(tx, app, self.legacy_leases)
+    }
+}
+
+/// `app`'s lease record and whether it is pinned; `legacy`: a file from before incarnations.
+fn read_lease(tx: &Transaction<'_>, app: &AppName, legacy: bool) -> rusqlite::Result<(Option<LeaseRecord>, bool)> {
+    let sql = if legacy {
+        "SELECT holder, term, expires_ns, reserved_for, reserved_until_ns, NULL, NULL FROM leases WHERE app = ?1"
+    } else {
+        "SELECT holder, term, expires_ns, reserved_for, reserved_until_ns, incarnation, origin FROM leases WHERE app = ?1"
+    };
     let record = tx
-        .prepare_cached("SELECT holder, term, expires_ns, reserved_for, reserved_until_ns FROM leases WHERE app = ?1")?
+        .prepare_cached(sql)?
         .query_row([app.as_str()], |r| {
             Ok((
-                r.get::<_, Option<String>>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, i64>(4)?,
+                (r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?),
+                (r.get::<_, Option<String>>(3)?, r.get::<_, i64>(4)?),
+                (r.get::<_, Option<String>>(5)?, r.get::<_, Option<String>>(6)?),
             ))
         })
         .optional()?;
     let record = match record {
-        Some((holder, term, expires, reserved_for, reserved_until)) => Some(LeaseRecord {
+        Some(((holder, term, expires), (reserved_for, reserved_until), (incarnation, origin))) => Some(LeaseRecord {
             holder: holder.map(unit_from_db).transpose()?,
+            incarnation: incarnation.map(|text| {
+                IncarnationId::parse(&text).ok_or_else(|| corrupt_column("incarnation", "not an incarnation id"))
+            }).transpose()?,
+            origin: origin.map(|text| serde_json::from_str(&text).map_err(|e| corrupt_column("origin", e))).transpose()?,
             term: u64::try_from(term).unwrap_or(0),
             expires: ts(expires),
             reserved: reserved_for
@@ -461,14 +497,20 @@ fn read_lease(tx: &Transaction<'_>, app: &AppName) -> rusqlite::Result<(Option<L
     Ok((record, pinned))
 }
 
+/// A column whose value this program cannot read.
+fn corrupt_column(column: &str, what: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, format!("leases.{column}: {what}").into())
+}
+
 fn write_lease(tx: &Transaction<'_>, app: &AppName, record: &LeaseRecord, duration: Duration) -> rusqlite::Result<()> {
     let duration_ns = i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX);
+    let origin = record.origin.as_ref().map(|o| serde_json::to_string(o).unwrap_or_default());
     tx.prepare_cached(
-        "INSERT INTO leases (app, holder, term, expires_ns, duration_ns, reserved_for, reserved_until_ns)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO leases (app, holder, term, expires_ns, duration_ns, reserved_for, reserved_until_ns, incarnation, origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (app) DO UPDATE SET holder = ?2, term = ?3, expires_ns = ?4,
              duration_ns = CASE WHEN ?5 > 0 THEN ?5 ELSE duration_ns END,
-             reserved_for = ?6, reserved_until_ns = ?7",
+             reserved_for = ?6, reserved_until_ns = ?7, incarnation = ?8, origin = ?9",
     )?
     .execute(params![
         app.as_str(),
@@ -478,6 +520,8 @@ fn write_lease(tx: &Transaction<'_>, app: &AppName, record: &LeaseRecord, durati
         duration_ns,
         record.reserved.as_ref().map(|r| r.unit.as_str()),
         record.reserved.as_ref().map_or(0, |r| ns(r.until)),
+        record.incarnation.map(|id| id.to_string()),
+        origin,
     ])?;
     Ok(())
 }
@@ -584,14 +628,14 @@ impl LeadershipStore for SqliteStore {
         &self.file.clock
     }
 
-    async fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
-        let unit = unit.clone();
-        self.blocking(move |file| file.claim(&unit, duration)).await
+    async fn claim(&self, claimant: &Claimant, duration: Duration) -> Result<Claim, LeaseError> {
+        let claimant = claimant.clone();
+        self.blocking(move |file| file.claim(&claimant, duration)).await
     }
 
-    async fn revoke(&self, unit: &UnitName, why: Release) -> Result<(), LeaseError> {
-        let unit = unit.clone();
-        self.blocking(move |file| file.revoke(&unit, why)).await
+    async fn revoke(&self, claimant: &Claimant, why: Release) -> Result<(), LeaseError> {
+        let claimant = claimant.clone();
+        self.blocking(move |file| file.revoke(&claimant, why)).await
     }
 
     async fn history(&self, app: Option<&AppName>, limit: usize) -> Result<Vec<Tenure>, LeaseError> {
@@ -649,7 +693,7 @@ impl LeadershipStore for SqliteStore {
 
     async fn write_settings_by(
         &self,
-        writer: &UnitName,
+        writer: &Claimant,
         term: u64,
         group: &[(String, String)],
         apply_by: Option<Timestamp>,
@@ -669,12 +713,13 @@ impl LeadershipStore for SqliteStore {
 
 /// The blocking operations, one per method of [`LeadershipStore`].
 impl SqliteFile {
-    fn claim(&self, unit: &UnitName, duration: Duration) -> Result<Claim, LeaseError> {
+    fn claim(&self, claimant: &Claimant, duration: Duration) -> Result<Claim, LeaseError> {
         super::validate_duration(duration)?;
         let start = self.clock.now();
+        let unit = claimant.unit();
         let (claim, new_holder) = self.write_tx(|tx| {
-            let (record, pinned) = read_lease(tx, unit.app())?;
-            let (claim, new) = rules::claim(record.as_ref(), pinned, unit, duration, start, self.clock.now())?;
+            let (record, pinned) = self.read_lease(tx, unit.app())?;
+            let (claim, new) = rules::claim(record.as_ref(), pinned, claimant, duration, start, self.clock.now())?;
             let new_holder = record.as_ref().is_none_or(|r| r.term != new.term);
             write_lease(tx, unit.app(), &new, duration)?;
             if let Some(grant) = crate::leadership::history::on_grant(record.as_ref(), &new, self.clock.as_ref()) {
@@ -691,10 +736,11 @@ impl SqliteFile {
         Ok(claim)
     }
 
-    fn revoke(&self, unit: &UnitName, why: Release) -> Result<(), LeaseError> {
+    fn revoke(&self, claimant: &Claimant, why: Release) -> Result<(), LeaseError> {
+        let unit = claimant.unit();
         let changed = self.write_tx(|tx| {
-            let (record, pinned) = read_lease(tx, unit.app())?;
-            let Some(new) = rules::revoke(record.as_ref(), pinned, unit, self.clock.now())? else {
+            let (record, pinned) = self.read_lease(tx, unit.app())?;
+            let Some(new) = rules::revoke(record.as_ref(), pinned, claimant, self.clock.now())? else {
                 return Ok::<_, LeaseError>(false);
             };
             write_lease(tx, unit.app(), &new, Duration::ZERO)?;
@@ -713,7 +759,7 @@ impl SqliteFile {
         super::validate_duration(duration)?;
         let until = self.clock.now() + duration;
         self.write_tx(|tx| {
-            let (record, _) = read_lease(tx, unit.app())?;
+            let (record, _) = self.read_lease(tx, unit.app())?;
             write_lease(tx, unit.app(), &rules::reserve(record.as_ref(), unit, until), Duration::ZERO)?;
             bump_lease_generation(tx)?;
             Ok::<_, LeaseError>(())
@@ -725,7 +771,7 @@ impl SqliteFile {
     fn reservation(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError> {
         let now = self.clock.now();
         self.read_tx(|tx| {
-            let (record, _) = read_lease(tx, app)?;
+            let (record, _) = self.read_lease(tx, app)?;
             Ok(record.and_then(|r| r.reserved).filter(|r| r.until > now).map(|r| r.unit))
         })
     }
@@ -754,7 +800,7 @@ impl SqliteFile {
     fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError> {
         let now = self.clock.now();
         self.read_tx(|tx| {
-            let (mut record, pinned) = read_lease(tx, app)?;
+            let (mut record, pinned) = self.read_lease(tx, app)?;
             if self.foreign_boot
                 && let Some(record) = record.as_mut().filter(|r| r.holder.is_some())
             {
@@ -795,16 +841,16 @@ impl SqliteFile {
 
     fn write_settings_by(
         &self,
-        writer: &UnitName,
+        writer: &Claimant,
         term: u64,
         group: &[(String, String)],
         apply_by: Option<Timestamp>,
     ) -> Result<SettingsSnapshot, WriteError> {
-        let app = writer.app();
+        let app = writer.unit().app();
         let (snapshot, changed) = self.write_tx(|tx| {
             // Decided with the write lock held: waiting for it may have taken a while.
             super::check_apply_by(apply_by)?;
-            let (record, pinned) = read_lease(tx, app)?;
+            let (record, pinned) = self.read_lease(tx, app)?;
             rules::check_fence(record.as_ref(), pinned, writer, term, self.clock.now())?;
             let current = read_bucket(tx, app)?;
             let write = SettingsWrite::validate(group, &current.values)?;
