@@ -511,3 +511,50 @@ fn an_is_leader_answer_that_arrives_too_late_is_not_printed() {
     assert_eq!((minion.status.code(), stdout(&minion)), (Some(0), "False\n".to_owned()));
     agent.join().unwrap();
 }
+
+/// Samples `is-leader` on every unit of `units`, a round every 50 ms, until `done` (asked
+/// after each round) says enough; fails if two answer True in one round.
+fn never_two_leaders(agents: &Agents, units: &[&str], mut done: impl FnMut(&Agents, usize) -> bool) {
+    let limit = std::time::Instant::now() + Duration::from_secs(120);
+    for round in 0.. {
+        let leaders: Vec<&str> = units.iter().copied().filter(|u| agents.is_leader(u) == Some(true)).collect();
+        assert!(leaders.len() <= 1, "round {round}: {leaders:?} all answered is-leader True");
+        if done(agents, round) {
+            return;
+        }
+        assert!(std::time::Instant::now() < limit, "still waiting after {round} rounds");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn logged(agents: &Agents, unit: &str, text: &str) -> bool {
+    agents.log(unit).iter().any(|e| e["message"].as_str().is_some_and(|m| m.contains(text)))
+}
+
+/// `state.db` deleted under running agents: they find out at their next claim and stop
+/// deciding anything on it (the leader is deposed at once and `is-leader` answers unknown);
+/// a unit that joins does not create a fresh store where units ran unless told to, and then
+/// grants nothing until every lease of the lost store has run out. `is-leader` is sampled on
+/// every unit throughout: never two True in one round.
+#[test]
+fn a_store_deleted_under_running_agents_never_gives_two_leaders() {
+    let mut agents = Agents::leader_and_minion();
+    let db = agents.state.path().join("state.db");
+    std::fs::remove_file(&db).unwrap();
+    let units = ["db/0", "db/1", "db/2"];
+    never_two_leaders(&agents, &units, |a, _| logged(a, "db/0", "was deleted"));
+    wait_for("db/0's leader-deposed", || agents.hooks("db/0").contains(&"leader-deposed".to_owned()));
+    assert_eq!(agents.is_leader("db/0"), None, "a lost store: unknown, not False");
+    // A newcomer refuses to make a new store under them, and creates nothing.
+    let out = agents.agent_command("example-charms/shared-settings", "db/2", &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("holds no leadership store, but units ran"), "{}", stderr(&out));
+    assert!(!db.exists(), "nothing was created");
+    // Told to, it makes one, and leads only once every lease of the lost store ran out.
+    agents.start_with("example-charms/shared-settings", "db/2", &["--accept-new-store"]);
+    never_two_leaders(&agents, &units, |a, _| a.is_leader("db/2") == Some(true));
+    assert!(logged(&agents, "db/2", "no unit leads for"), "it said why it waited");
+    assert_eq!(agents.is_leader("db/0"), None, "the old agents decide nothing on the new store");
+    let status = agents.tool(&["status"]);
+    assert!(stdout(&status).contains("was deleted"), "{}", stdout(&status));
+}

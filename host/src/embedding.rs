@@ -287,7 +287,11 @@ impl HostBuilder {
         state.prepare()?;
         let store: Arc<dyn LeadershipStore> = match self.store {
             StoreChoice::Memory => Arc::new(MemoryStore::new()),
-            StoreChoice::Sqlite => Arc::new(SqliteStore::open(&state.store())?),
+            StoreChoice::Sqlite => {
+                let new_store = state.new_store(agent.accept_new_store, timing::claim_duration(self.guarantee_window));
+                let options = crate::leadership::sqlite::SqliteOptions { new_store, ..Default::default() };
+                Arc::new(SqliteStore::open_with(&state.store(), Arc::new(crate::leadership::MonotonicClock), options)?)
+            }
             StoreChoice::Etcd(options) => {
                 let options = options.with_deadlines_within(timing::store_request_timeout(self.guarantee_window));
                 Arc::new(EtcdStore::connect(&options).await?)

@@ -24,7 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::leadership::{Claim, Claimant, Incarnation, LeaseError, LeadershipStore, Origin, Release, Timestamp, WriteError};
+use crate::leadership::{
+    Claim, Claimant, Incarnation, LeaseError, LeadershipStore, Origin, Release, StoreFailure, Timestamp, WriteError,
+};
 use crate::metrics::Metrics;
 use crate::tenure_record::TenureRecord;
 use crate::names::UnitName;
@@ -51,6 +53,10 @@ pub enum Refresh {
     Minion,
     /// The engine failed; the previous claim (if any) still counts until it runs out.
     Failed,
+    /// The store is not the one this unit started with any more (deleted, replaced, or put
+    /// back to an older copy: [`StoreFailure::Replaced`]): the claim was given up at once,
+    /// and `is-leader` answers unknown from now on.
+    StoreLost,
 }
 
 #[derive(Debug, Default)]
@@ -58,8 +64,13 @@ struct TrackerState {
     claim: Option<Claim>,
     last_error: Option<String>,
     /// Why the unit waits although it could otherwise lead: another incarnation of it holds
-    /// the lease.
+    /// the lease, or the store is too new to grant one yet.
     waiting_for: Option<String>,
+    /// When a claim is worth trying again, for a refusal that a released lease does not end
+    /// (a store too new to grant).
+    retry_at: Option<Timestamp>,
+    /// The store was lost: no claim counts any more.
+    store_lost: bool,
 }
 
 /// Claims leadership for one unit and keeps track of the guarantee it holds.
@@ -127,10 +138,22 @@ impl LeadershipTracker {
         &self.claimant
     }
 
-    /// Why the unit waits for a tenure of another incarnation of itself to end, while it
-    /// does (`None` otherwise): "db/0 is also running elsewhere (pid …), …".
+    /// Why the unit waits for a tenure of another incarnation of itself to end (or for a
+    /// new store to grant), while it does (`None` otherwise): "db/0 is also running
+    /// elsewhere (pid …), …".
     pub fn waiting_for(&self) -> Option<String> {
         self.lock().waiting_for.clone()
+    }
+
+    /// When a claim is worth trying again after a refusal that no release of the lease
+    /// ends (a store too new to grant), if the last claim was refused so.
+    pub fn retry_at(&self) -> Option<Timestamp> {
+        self.lock().retry_at
+    }
+
+    /// Whether the store this unit started with was lost (see [`Refresh::StoreLost`]).
+    pub fn store_lost(&self) -> bool {
+        self.lock().store_lost
     }
 
     /// The guarantee window.
@@ -201,8 +224,15 @@ impl LeadershipTracker {
             metrics.observe_claim(self.claimant.unit(), renewal, &result, started.elapsed());
         }
         let mut state = self.lock();
+        if state.store_lost {
+            return Refresh::StoreLost;
+        }
         state.waiting_for = match &result {
-            Err(waiting @ LeaseError::OtherIncarnation { .. }) => Some(waiting.to_string()),
+            Err(waiting @ (LeaseError::OtherIncarnation { .. } | LeaseError::NewStore { .. })) => Some(waiting.to_string()),
+            _ => None,
+        };
+        state.retry_at = match &result {
+            Err(LeaseError::NewStore { left, .. }) => Some(self.store.clock().now() + *left),
             _ => None,
         };
         match result {
@@ -212,10 +242,23 @@ impl LeadershipTracker {
                 state.last_error = None;
                 Refresh::Leader { term: claim.term, new_term }
             }
-            Err(LeaseError::Denied { .. } | LeaseError::Reserved { .. } | LeaseError::OtherIncarnation { .. }) => {
+            Err(
+                LeaseError::Denied { .. }
+                | LeaseError::Reserved { .. }
+                | LeaseError::OtherIncarnation { .. }
+                | LeaseError::NewStore { .. },
+            ) => {
                 self.set_claim(&mut state, None);
                 state.last_error = None;
                 Refresh::Minion
+            }
+            Err(LeaseError::Store(err)) if err.kind() == StoreFailure::Replaced => {
+                // Whatever this unit held was decided on a store that is gone: not a moment
+                // longer (a newcomer on the store now in its place may be granted the lease).
+                self.set_claim(&mut state, None);
+                state.last_error = Some(err.to_string());
+                state.store_lost = true;
+                Refresh::StoreLost
             }
             Err(err) => {
                 state.last_error = Some(err.to_string());

@@ -570,3 +570,76 @@ async fn sqlite_upgrades_a_version_1_file_keeping_its_leases_and_settings() {
     let version: i64 = conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).unwrap();
     assert_eq!(version, 4);
 }
+
+/// Whether `result` failed because the store is no longer the one opened.
+fn replaced<T: std::fmt::Debug>(result: Result<T, LeaseError>) -> bool {
+    matches!(&result, Err(LeaseError::Store(e)) if e.kind() == StoreFailure::Replaced)
+}
+
+/// A SQLite file deleted, renamed over, or overwritten in place with an older copy under a
+/// process that has it open: its next decision says so, and decides nothing.
+#[tokio::test]
+async fn sqlite_refuses_to_decide_on_a_file_deleted_replaced_or_rolled_back() {
+    let clock = Arc::new(ManualClock::default());
+    let open = |path: &std::path::Path| SqliteStore::open_with(path, clock.clone(), sqlite_options("boot-1")).unwrap();
+    // Deleted: the process keeps the unlinked file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = open(&path);
+    store.claim(&claimant("a/0"), LEASE).await.unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(replaced(store.claim(&claimant("a/0"), LEASE).await), "a renewal on a deleted file");
+    assert!(replaced(store.lease(&app("a")).await), "a read too");
+    // Another file renamed over it (an old copy put back with `mv`).
+    let path = dir.path().join("state2.db");
+    let store = open(&path);
+    store.claim(&claimant("a/0"), LEASE).await.unwrap();
+    std::fs::copy(&path, dir.path().join("copy.db")).unwrap();
+    std::fs::rename(dir.path().join("copy.db"), &path).unwrap();
+    assert!(replaced(store.claim(&claimant("a/0"), LEASE).await), "a file renamed over it");
+    // An older copy written over it in place (`cp`: the same inode), once checkpointed.
+    let path = dir.path().join("state3.db");
+    let store = open(&path);
+    store.claim(&claimant("a/0"), LEASE).await.unwrap();
+    let checkpoint = |path: &std::path::Path| {
+        rusqlite::Connection::open(path).unwrap().query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap()
+    };
+    checkpoint(&path);
+    let old = std::fs::read(&path).unwrap();
+    for _ in 0..3 {
+        store.claim(&claimant("a/0"), LEASE).await.unwrap();
+    }
+    checkpoint(&path);
+    std::fs::write(&path, &old).unwrap();
+    assert!(replaced(store.claim(&claimant("a/0"), LEASE).await), "a file gone back in time");
+    let lost = store.write_settings(&claimant("a/0"), 1, &group(&[("k", "v")])).await;
+    assert!(matches!(&lost, Err(WriteError::Store(e)) if e.kind() == StoreFailure::Replaced), "{lost:?}");
+}
+
+/// Where units ran, a missing store is not made anew unless accepted, and then it grants
+/// nothing until every lease of the lost store ran out.
+#[tokio::test]
+async fn sqlite_creates_a_store_after_a_loss_only_when_told_and_then_waits() {
+    use charm_host::leadership::sqlite::{NewStore, OpenError};
+    let clock = Arc::new(ManualClock::default());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let options = |new_store| SqliteOptions { new_store, ..sqlite_options("boot-1") };
+    let refused = SqliteStore::open_with(&path, clock.clone(), options(NewStore::Refuse)).unwrap_err();
+    assert!(matches!(refused, OpenError::Lost { .. }), "{refused}");
+    assert!(!path.exists(), "nothing was created");
+    let wait = 2 * LEASE;
+    let store = SqliteStore::open_with(&path, clock.clone(), options(NewStore::CreateAfterLoss { wait })).unwrap();
+    match store.claim(&claimant("a/0"), LEASE).await {
+        Err(LeaseError::NewStore { left, .. }) => assert_eq!(left, wait),
+        other => panic!("a new store after a loss granted at once: {other:?}"),
+    }
+    clock.advance(wait - SECOND);
+    assert!(matches!(store.claim(&claimant("a/0"), LEASE).await, Err(LeaseError::NewStore { .. })));
+    clock.advance(SECOND);
+    assert_eq!(store.claim(&claimant("a/0"), LEASE).await.unwrap().term, 1);
+    // Opened again (by another agent), it is the same store: no new wait, the same id.
+    let again = SqliteStore::open_with(&path, clock.clone(), options(NewStore::Refuse)).unwrap();
+    assert_eq!(again.store_id(), store.store_id());
+    assert!(store.store_id().is_some_and(|id| id.len() == 32));
+}

@@ -216,6 +216,18 @@ impl ClaimLoop {
             if changed && let Some(waiting) = waiting {
                 self.reporter.log(LogLevel::Warning, waiting);
             }
+            if refresh == Refresh::StoreLost {
+                // The store is gone (deleted, replaced, put back to an older copy): the tracker
+                // gave up the claim already; the role follows at once (`leader-deposed` for a
+                // leader), and nothing more is claimed from a store that is not this one.
+                if let Role::Leader(term) = *self.roles.borrow() {
+                    self.lost_term = Some(term);
+                }
+                self.reporter.log(LogLevel::Error, self.tracker.store_error().unwrap_or_default());
+                self.publish(Role::Minion).await;
+                self.hold_off = Some(HoldOff { until: None, ends_on_reservation: false });
+                continue;
+            }
             self.failures = if refresh == Refresh::Failed { self.failures.saturating_add(1) } else { 0 };
             match (*self.roles.borrow(), refresh) {
                 // The lease ran out under a unit that still ran (its renewals came too late):
@@ -227,6 +239,7 @@ impl ClaimLoop {
             let role = match refresh {
                 Refresh::Leader { term, .. } => Role::Leader(term),
                 Refresh::Minion => Role::Minion,
+                Refresh::StoreLost => Role::Minion,
                 Refresh::Failed => match *self.roles.borrow() {
                     Role::Leader(term) if self.tracker.guarantee_deadline().is_some_and(|d| self.clock.now() < d) => Role::Leader(term),
                     _ => Role::Minion,
@@ -312,6 +325,10 @@ impl ClaimLoop {
         if self.failures > 0 {
             let delay = timing::backoff(retry_interval, self.tracker.renew_interval(), self.failures);
             return self.pause(self.clock.now() + delay, false).await;
+        }
+        // A refusal no release ends (a store too new to grant): wait until it may grant.
+        if let Some(at) = self.tracker.retry_at() {
+            return self.pause(at.max(self.clock.now() + retry_interval), false).await;
         }
         // While the lease is reserved for another unit, this unit's claims are refused until
         // that unit claims it (a change of the lease) or the reservation ends (unannounced):

@@ -20,7 +20,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(7).build()?;
     tokio.block_on(async {
         state.prepare()?;
-        let opened = args.store.open(&state, args.runtime.guarantee_window).await?;
+        let opened = args.store.open(&state, args.runtime.guarantee_window, args.runtime.accept_new_store).await?;
         tracing::info!(unit = %args.unit, "leadership store: {}", opened.description);
         let host = args
             .runtime

@@ -38,7 +38,7 @@ pub async fn elect(args: ElectArgs) -> anyhow::Result<ExitCode> {
     ask(&unit, ToolRequest::IsLeader)
         .await
         .with_context(|| format!("{unit} must be running to be elected, or the handover would stall"))?;
-    let store = args.store.open(&state, crate::timing::DEFAULT_GUARANTEE_WINDOW).await?.store;
+    let store = args.store.open(&state, crate::timing::DEFAULT_GUARANTEE_WINDOW, false).await?.store;
     let start = Instant::now();
     // The leader's agent, wherever it runs, sees the reservation and steps down for UNIT.
     if let Requested::AlreadyLeads { term } = handover::request(store.as_ref(), &unit, args.within).await? {

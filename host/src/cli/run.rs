@@ -93,7 +93,7 @@ async fn open_store(args: &RunArgs, data: &DataRoot) -> anyhow::Result<Arc<dyn L
     if args.store.store.is_none() && args.state.is_none() {
         return Ok(Arc::new(MemoryStore::new()));
     }
-    Ok(args.store.open(&StateDir::new(data.path()), args.runtime.guarantee_window).await?.store)
+    Ok(args.store.open(&StateDir::new(data.path()), args.runtime.guarantee_window, args.runtime.accept_new_store).await?.store)
 }
 
 /// The state directory of a run.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use crate::leadership::etcd::{EtcdOptions, EtcdStore, EtcdTls};
-use crate::leadership::sqlite::OpenError;
-use crate::leadership::{LeadershipStore, SqliteStore};
+use crate::leadership::sqlite::{OpenError, SqliteOptions};
+use crate::leadership::{LeadershipStore, MonotonicClock, SqliteStore};
 use crate::state_dir::StateDir;
 use clap::Args;
 
@@ -82,15 +82,18 @@ impl StoreArgs {
     }
 
     /// Opens the store for units promising `guarantee_window`: etcd if `--store` is set
-    /// (inside a tokio runtime), else the SQLite file in `state`, created if missing. etcd
+    /// (inside a tokio runtime), else the SQLite file in `state`, created if missing (where
+    /// units ran before, only if `accept_new_store`: see [`StateDir::new_store`]). etcd
     /// requests time out within half the renew interval (a quarter of the window), so a hung
     /// renewal is retried before the guarantee runs out.
-    pub async fn open(&self, state: &StateDir, guarantee_window: Duration) -> anyhow::Result<OpenedStore> {
+    pub async fn open(&self, state: &StateDir, guarantee_window: Duration, accept_new_store: bool) -> anyhow::Result<OpenedStore> {
         match self.etcd(crate::timing::store_request_timeout(guarantee_window))? {
             Some(options) => Self::open_etcd(&options).await,
             None => {
-                let path = state.store();
-                Ok(OpenedStore::sqlite(SqliteStore::open(&path)?))
+                let new_store = state.new_store(accept_new_store, crate::timing::claim_duration(guarantee_window));
+                let options = SqliteOptions { new_store, ..SqliteOptions::default() };
+                let store = SqliteStore::open_with(&state.store(), Arc::new(MonotonicClock), options)?;
+                Ok(OpenedStore::sqlite(store))
             }
         }
     }

@@ -99,7 +99,7 @@ impl LeadershipStore for MemoryStore {
         let start = self.clock.now();
         let mut apps = self.lock();
         let app = apps.entry(claimant.unit().app().clone()).or_default();
-        let (claim, record) = rules::claim(app.lease.as_ref(), app.pinned(), claimant, duration, start, self.clock.now())?;
+        let (claim, record) = rules::claim(app.lease.as_ref(), app.pinned(), claimant, duration, (start, self.clock.now()), None)?;
         let new_holder = app.lease.as_ref().is_none_or(|r| r.term != record.term);
         let previous = app.lease.replace(record.clone());
         app.record_grant(previous.as_ref(), &record, self.clock.as_ref());

@@ -158,6 +158,15 @@ pub enum LeaseError {
     /// A wait was cancelled by its caller.
     #[error("waiting for leadership to be released was cancelled")]
     Cancelled,
+    /// The store was created where a lost store's agents may still count on the leases it
+    /// granted: it grants no tenure until they have run out.
+    #[error("the leadership store of {app} is new where a lost store may still be counted on: no unit leads for {left:?} more")]
+    NewStore {
+        /// The application.
+        app: AppName,
+        /// How long until a tenure may be granted.
+        left: Duration,
+    },
     /// The store could not be reached or failed; see [`StoreError::kind`].
     #[error("leadership store failed: {0}")]
     Store(StoreError),
@@ -177,6 +186,10 @@ pub enum StoreFailure {
     Corrupt,
     /// The store refused or failed for another reason.
     Failed,
+    /// The store is no longer the one this process started with: deleted, replaced by
+    /// another, or put back to an older copy (its id, file or history says so). Nothing
+    /// more is decided on it; retrying does not help until the agents are restarted.
+    Replaced,
 }
 
 /// A store's failure: its kind, a message that includes the cause, and the cause itself
@@ -187,6 +200,18 @@ pub struct StoreError {
     kind: StoreFailure,
     message: String,
     cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl From<StoreError> for LeaseError {
+    fn from(err: StoreError) -> Self {
+        LeaseError::Store(err)
+    }
+}
+
+impl From<StoreError> for WriteError {
+    fn from(err: StoreError) -> Self {
+        WriteError::Store(err)
+    }
 }
 
 impl StoreError {

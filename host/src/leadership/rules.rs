@@ -59,14 +59,15 @@ pub(crate) fn refusal(lease: Lease, claimant: &Claimant) -> LeaseError {
 
 /// Decides a claim by `claimant` for `duration` made at `start`, judged at `now`; returns
 /// the claim and the record to store, or why it is denied. Only the incarnation a tenure
-/// was granted to extends it.
+/// was granted to extends it; no new tenure is granted before `grants_from` (a store new
+/// where a lost one may still be counted on).
 pub(crate) fn claim(
     record: Option<&LeaseRecord>,
     pinned: bool,
     claimant: &Claimant,
     duration: Duration,
-    start: super::Timestamp,
-    now: super::Timestamp,
+    (start, now): (super::Timestamp, super::Timestamp),
+    grants_from: Option<super::Timestamp>,
 ) -> Result<(Claim, LeaseRecord), LeaseError> {
     super::validate_duration(duration)?;
     let unit = claimant.unit();
@@ -90,6 +91,9 @@ pub(crate) fn claim(
             let reservation = record.and_then(|r| r.reserved.as_ref()).filter(|r| r.until > now);
             if let Some(reservation) = reservation.filter(|r| &r.unit != unit) {
                 return Err(LeaseError::Reserved { app: unit.app().clone(), unit: reservation.unit.clone() });
+            }
+            if let Some(from) = grants_from.filter(|from| *from > now) {
+                return Err(LeaseError::NewStore { app: unit.app().clone(), left: from.saturating_since(now) });
             }
             let term = record
                 .map_or(0, |r| r.term)

@@ -15,6 +15,10 @@
 //!   `tenures` rows (`history.rs`) change in the claim's and the revoke's.
 //! - Durability: WAL journal; with [`Durability::Full`] (the default) every commit is
 //!   fsynced before the call returns, so an acknowledged write survives power loss too.
+//! - Every transaction first checks that it still talks to the store it opened (the same
+//!   file, id and no older generation) and every write raises the generation
+//!   (`identity.rs`); a file lost under running agents is [`StoreFailure::Replaced`] for
+//!   them, never silently another store.
 //! - Other processes' changes reach this process's watchers at once (inotify on the
 //!   database's directory wakes the poller at each commit), and within one poll interval
 //!   at the latest.
@@ -57,6 +61,8 @@ pub struct SqliteOptions {
     pub boot_id: Option<String>,
     /// How long to wait for another process's write lock before failing.
     pub busy_timeout: Duration,
+    /// What to do if the file holds no store yet.
+    pub new_store: NewStore,
 }
 
 impl Default for SqliteOptions {
@@ -66,6 +72,7 @@ impl Default for SqliteOptions {
             poll_interval: Duration::from_millis(20),
             boot_id: None,
             busy_timeout: Duration::from_secs(10),
+            new_store: NewStore::Create,
         }
     }
 }
@@ -107,6 +114,17 @@ pub enum OpenError {
         /// The database file.
         path: PathBuf,
     },
+    /// There is no store, but units ran with one here: it was deleted or replaced, maybe
+    /// under agents that still run ([`NewStore::Refuse`]).
+    #[error(
+        "{path} holds no leadership store, but units ran in this state directory before: it was deleted or moved, \
+         maybe under agents that still run. Restore it, or start with --accept-new-store (terms start again, and no \
+         unit leads until every lease of the lost store has run out)"
+    )]
+    Lost {
+        /// The database file.
+        path: PathBuf,
+    },
 }
 
 fn current_boot_id(options: &SqliteOptions) -> Result<String, OpenError> {
@@ -117,12 +135,12 @@ fn current_boot_id(options: &SqliteOptions) -> Result<String, OpenError> {
 }
 
 /// Creates the database file 0600 if it is missing (never through a link), and makes an
-/// existing one and its WAL files private if this user owns them.
-fn create_private(path: &Path) -> std::io::Result<()> {
+/// existing one and its WAL files private if this user owns them. True if it created it.
+fn create_private(path: &Path) -> std::io::Result<bool> {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let created = crate::state_dir::open_private_file(path, std::fs::OpenOptions::new().write(true).create_new(true));
     match created {
-        Ok(_) => return Ok(()),
+        Ok(_) => return Ok(true),
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(err) => return Err(err),
     }
@@ -142,10 +160,14 @@ fn create_private(path: &Path) -> std::io::Result<()> {
             std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 mod history;
+mod identity;
+
+pub use identity::NewStore;
+use identity::StoreIdentity;
 
 /// 2 added reservations for directed handovers; 3, the leadership history (`tenures`); 4,
 /// the holder's incarnation (an agent of version 3 would extend another incarnation's
@@ -190,6 +212,8 @@ struct SqliteFile {
     foreign_boot: bool,
     /// Opened read-only on a file from before incarnations (schema 2 or 3).
     legacy_leases: bool,
+    /// The store this process opened, checked in every transaction (`None` read-only).
+    identity: Option<StoreIdentity>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -204,6 +228,8 @@ impl std::fmt::Debug for SqliteStore {
 fn store_error(err: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
     let kind = match &err {
+        // Writing a file that was renamed or deleted under this connection.
+        rusqlite::Error::SqliteFailure(failure, _) if failure.extended_code == 1032 => StoreFailure::Replaced,
         rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
             ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreFailure::Busy,
             ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreFailure::Corrupt,
@@ -252,7 +278,22 @@ impl SqliteFile {
     fn open_with(path: &Path, clock: Arc<dyn Clock>, options: SqliteOptions) -> Result<Self, OpenError> {
         let boot_id = current_boot_id(&options)?;
         let sqlite = |source| OpenError::Sqlite { path: path.to_owned(), source };
-        create_private(path).map_err(|source| OpenError::File { path: path.to_owned(), source })?;
+        let created = create_private(path).map_err(|source| OpenError::File { path: path.to_owned(), source })?;
+        if created {
+            if options.new_store == NewStore::Refuse {
+                let _ = std::fs::remove_file(path);
+                return Err(OpenError::Lost { path: path.to_owned() });
+            }
+            // A store created after a loss must not take over the lost file's journal (its
+            // agents may still have it open: they keep theirs, the new store gets its own).
+            // Only then: a racing opener of a fresh file may have made the journal already.
+            let after_loss = matches!(options.new_store, NewStore::CreateAfterLoss { .. });
+            for suffix in ["-wal", "-shm"].into_iter().filter(|_| after_loss) {
+                let mut journal = path.as_os_str().to_owned();
+                journal.push(suffix);
+                let _ = std::fs::remove_file(PathBuf::from(journal));
+            }
+        }
         let mut conn = open_connection(path, &options).map_err(sqlite)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
         tx.execute_batch(SCHEMA).map_err(sqlite)?;
@@ -293,12 +334,27 @@ impl SqliteFile {
             None => {
                 tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])
                     .map_err(sqlite)?;
+                let grants_from = match options.new_store {
+                    NewStore::CreateAfterLoss { wait } => Some(clock.now() + wait),
+                    NewStore::Create | NewStore::Refuse => None,
+                };
+                StoreIdentity::create(&tx, grants_from).map_err(sqlite)?;
             }
         }
+        let identity = StoreIdentity::read(&tx, path)?;
         tx.commit().map_err(sqlite)?;
         adopt_boot(&mut conn, &boot_id, clock.now(), clock.wall_now()).map_err(sqlite)?;
         let shared = Arc::new(Shared { conn: Mutex::new(conn), watchers: Watchers::default() });
-        Ok(Self { clock, shared, path: path.to_owned(), options, poller: std::sync::Once::new(), foreign_boot: false, legacy_leases: false })
+        Ok(Self {
+            clock,
+            shared,
+            path: path.to_owned(),
+            options,
+            poller: std::sync::Once::new(),
+            foreign_boot: false,
+            legacy_leases: false,
+            identity: Some(identity),
+        })
     }
 
     /// See [`SqliteStore::open_read_only`].
@@ -339,6 +395,7 @@ impl SqliteFile {
             poller: std::sync::Once::new(),
             foreign_boot: recorded.as_deref() != Some(boot_id.as_str()),
             legacy_leases,
+            identity: None,
         })
     }
 
@@ -361,22 +418,33 @@ impl SqliteFile {
         self.shared.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` in one transaction, committed only if `f` succeeds (rolled back otherwise).
-    fn transaction<T, E: From<rusqlite::Error>>(
+    /// Runs `f` in one transaction, committed only if `f` succeeds (rolled back otherwise),
+    /// after checking that the file is still the store this process opened; a write
+    /// transaction raises the store's generation.
+    fn transaction<T, E: From<rusqlite::Error> + From<StoreError>>(
         &self,
         behavior: TransactionBehavior,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(behavior)?;
+        let checked = match &self.identity {
+            Some(identity) => Some(identity.check(&tx)?),
+            None => None,
+        };
         let value = f(&tx)?;
+        if matches!(behavior, TransactionBehavior::Immediate)
+            && let (Some(identity), Some(generation)) = (&self.identity, checked)
+        {
+            identity.raise(&tx, generation)?;
+        }
         tx.commit()?;
         Ok(value)
     }
 
     /// A `BEGIN IMMEDIATE` transaction: it takes the write lock first, so its reads and
     /// writes are one atomic decision across threads and processes.
-    fn write_tx<T, E: From<rusqlite::Error>>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
+    fn write_tx<T, E: From<rusqlite::Error> + From<StoreError>>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
         self.transaction(TransactionBehavior::Immediate, f)
     }
 
@@ -397,7 +465,7 @@ impl SqliteFile {
     }
 
     /// A read transaction: it sees a single committed state.
-    fn read_tx<T, E: From<rusqlite::Error>>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
+    fn read_tx<T, E: From<rusqlite::Error> + From<StoreError>>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
         self.transaction(TransactionBehavior::Deferred, f)
     }
 }
@@ -444,6 +512,10 @@ fn adopt_boot(conn: &mut Connection, boot_id: &str, now: Timestamp, wall_now: st
     let recorded: Option<String> =
         tx.query_row("SELECT value FROM meta WHERE key = 'boot_id'", [], |r| r.get(0)).optional()?;
     if recorded.as_deref() != Some(boot_id) {
+        if recorded.is_some() {
+            // Readings of another boot's clock; nobody of that boot runs now.
+            identity::forget_grants_from(&tx)?;
+        }
         history::end_at_reboot(&tx, crate::leadership::history::unix_nanos(wall_now))?;
         tx.execute("UPDATE leases SET expires_ns = ?1 + duration_ns WHERE holder IS NOT NULL", [ns(now)])?;
         tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('boot_id', ?1)", [boot_id])?;
@@ -600,6 +672,11 @@ impl SqliteStore {
         Ok(Self { file: Arc::new(SqliteFile::open_read_only(path)?) })
     }
 
+    /// The store's id, made when it was created (`None` opened read-only).
+    pub fn store_id(&self) -> Option<&str> {
+        self.file.identity.as_ref().map(StoreIdentity::id)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.file.path
@@ -719,7 +796,9 @@ impl SqliteFile {
         let unit = claimant.unit();
         let (claim, new_holder) = self.write_tx(|tx| {
             let (record, pinned) = self.read_lease(tx, unit.app())?;
-            let (claim, new) = rules::claim(record.as_ref(), pinned, claimant, duration, start, self.clock.now())?;
+            let now = self.clock.now();
+            let grants_from = identity::grants_from(tx, now)?;
+            let (claim, new) = rules::claim(record.as_ref(), pinned, claimant, duration, (start, now), grants_from)?;
             let new_holder = record.as_ref().is_none_or(|r| r.term != new.term);
             write_lease(tx, unit.app(), &new, duration)?;
             if let Some(grant) = crate::leadership::history::on_grant(record.as_ref(), &new, self.clock.as_ref()) {

@@ -1,0 +1,162 @@
+//! Which store a [`super::SqliteStore`] talks to, checked in every transaction.
+//!
+//! A file can be lost under running agents in ways SQLite itself does not refuse: deleted
+//! (`rm state.db`: the agents keep the unlinked file, a newcomer creates a fresh one),
+//! replaced (`mv backup state.db`), or overwritten in place with an older copy (`cp`).
+//! Each would let a newcomer be granted a lease an agent of the old file still counts on,
+//! or let terms go backwards.
+//!
+//! Invariants:
+//! - **An identity made at creation.** A new store gets a random id (`meta.store_id`) and
+//!   its creation instant; a store from before identities gets its id when first opened.
+//! - **Every transaction checks it**, first, inside the transaction: the path still names
+//!   the file this connection opened (same device and inode: not deleted, renamed or
+//!   replaced), the file holds the id read at open, and its generation (`meta.generation`)
+//!   is not below the highest this process has seen. Any of these failing is
+//!   [`StoreFailure::Replaced`]: nothing is decided on that file any more.
+//! - **Every write raises the generation** in its own transaction (a renewal too), so an
+//!   older copy written back in place reads as going back in time.
+//! - **A store created where units ran before grants nothing at first**: opened with
+//!   [`NewStore::Refuse`] it is not created at all; with [`NewStore::CreateAfterLoss`] no
+//!   new tenure is granted until `wait` after its creation (`meta.grants_from_ns`), by
+//!   which time every lease of the lost store has run out. (On a new boot nobody of the old
+//!   one runs: the wait is dropped with the other readings of the old boot's clock.)
+//!
+//! Non-guarantees: a newcomer opening an older copy put in place while no agent of the
+//! store runs cannot tell it from the real one (no agent is left to be fooled, and the
+//! agents' own records refuse a store that remembers less than they do). A path whose
+//! identity changes between `open` and the first `stat` (microseconds) is caught by
+//! SQLite's own refusal to write a moved file (`SQLITE_READONLY_DBMOVED`).
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use crate::leadership::{IncarnationId, StoreError, StoreFailure, Timestamp};
+
+/// What opening a file that holds no store yet does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NewStore {
+    /// Creates it; a tenure may be granted at once (no store was here before).
+    #[default]
+    Create,
+    /// Creates it, but grants no new tenure until `wait` (store clock) after its creation:
+    /// agents of a store that was here and was lost may still count on leases it granted,
+    /// for at most their claim duration, which `wait` must cover.
+    CreateAfterLoss {
+        /// How long no tenure is granted.
+        wait: Duration,
+    },
+    /// Refuses to create it ([`super::OpenError::Lost`]): units ran here, so a store was
+    /// here and was lost.
+    Refuse,
+}
+
+/// The file and store a connection was opened on, and the newest generation seen.
+#[derive(Debug)]
+pub(super) struct StoreIdentity {
+    path: PathBuf,
+    device: u64,
+    inode: u64,
+    id: String,
+    seen: AtomicI64,
+}
+
+/// A store failure saying the file is no longer the store this process opened.
+pub(super) fn replaced(path: &Path, what: impl std::fmt::Display) -> StoreError {
+    StoreError::new(
+        StoreFailure::Replaced,
+        format!(
+            "the leadership store {} {what}: nothing more is decided on it (restart the agents once the store is \
+             restored, or with --accept-new-store to start anew)",
+            path.display()
+        ),
+    )
+}
+
+impl StoreIdentity {
+    /// Makes the store's identity in a new file (`tx` created its schema just now), with
+    /// `grants_from` the first instant a tenure may be granted (`None`: at once).
+    pub(super) fn create(tx: &Transaction<'_>, grants_from: Option<Timestamp>) -> rusqlite::Result<()> {
+        tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)", [IncarnationId::random().to_string()])?;
+        if let Some(from) = grants_from {
+            let from = i64::try_from(from.as_nanos()).unwrap_or(i64::MAX);
+            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('grants_from_ns', ?1)", [from])?;
+        }
+        Ok(())
+    }
+
+    /// Reads the identity of the store `tx` has open at `path` (giving a store from before
+    /// identities its id now).
+    pub(super) fn read(tx: &Transaction<'_>, path: &Path) -> Result<Self, super::OpenError> {
+        let sqlite = |source| super::OpenError::Sqlite { path: path.to_owned(), source };
+        tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)", [IncarnationId::random().to_string()])
+            .map_err(sqlite)?;
+        let id: String = tx.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| r.get(0)).map_err(sqlite)?;
+        let generation = generation(tx).map_err(sqlite)?;
+        let meta = std::fs::metadata(path).map_err(|source| super::OpenError::File { path: path.to_owned(), source })?;
+        Ok(Self { path: path.to_owned(), device: meta.dev(), inode: meta.ino(), id, seen: AtomicI64::new(generation) })
+    }
+
+    /// The store's id.
+    pub(super) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Checks, inside `tx`, that it is still the store this process opened (see the module
+    /// docs); returns its generation.
+    pub(super) fn check(&self, tx: &Transaction<'_>) -> Result<i64, StoreError> {
+        match std::fs::metadata(&self.path) {
+            Ok(meta) if (meta.dev(), meta.ino()) == (self.device, self.inode) => {}
+            Ok(_) => return Err(replaced(&self.path, "was replaced by another file (renamed over, or deleted and created anew)")),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(replaced(&self.path, "was deleted")),
+            Err(err) => return Err(StoreError::caused_by(StoreFailure::Unreachable, "the leadership store's file", err)),
+        }
+        let sqlite = |e| StoreError::caused_by(StoreFailure::Failed, "SQLite", e);
+        let id: Option<String> =
+            tx.prepare_cached("SELECT value FROM meta WHERE key = 'store_id'").map_err(sqlite)?.query_row([], |r| r.get(0)).optional().map_err(sqlite)?;
+        if id.as_deref() != Some(self.id.as_str()) {
+            let found = id.unwrap_or_else(|| "none".into());
+            return Err(replaced(&self.path, format_args!("now holds another store (id {found}; this process opened {})", self.id)));
+        }
+        let generation = generation(tx).map_err(sqlite)?;
+        let seen = self.seen.load(Ordering::Acquire);
+        if generation < seen {
+            return Err(replaced(
+                &self.path,
+                format_args!("went back in time (generation {generation}, this process saw {seen}): an older copy was put in its place"),
+            ));
+        }
+        self.seen.fetch_max(generation, Ordering::AcqRel);
+        Ok(generation)
+    }
+
+    /// Raises the generation in `tx` (a write), past `checked` as [`Self::check`] read it.
+    pub(super) fn raise(&self, tx: &Transaction<'_>, checked: i64) -> rusqlite::Result<()> {
+        let next = checked.saturating_add(1);
+        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', ?1)")?.execute(params![next])?;
+        self.seen.fetch_max(next, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// The store's generation (0 before its first write).
+fn generation(tx: &Transaction<'_>) -> rusqlite::Result<i64> {
+    Ok(tx.prepare_cached("SELECT value FROM meta WHERE key = 'generation'")?.query_row([], |r| r.get(0)).optional()?.unwrap_or(0))
+}
+
+/// The first instant (store clock) a new tenure may be granted in `tx`'s store, if it is
+/// still ahead of `now`.
+pub(super) fn grants_from(tx: &Transaction<'_>, now: Timestamp) -> rusqlite::Result<Option<Timestamp>> {
+    let from: Option<i64> = tx.prepare_cached("SELECT value FROM meta WHERE key = 'grants_from_ns'")?.query_row([], |r| r.get(0)).optional()?;
+    Ok(from.map(|ns| Timestamp::from_nanos(u64::try_from(ns).unwrap_or(0))).filter(|from| *from > now))
+}
+
+/// Drops the wait of a store created after a loss (its instant belongs to a past boot).
+pub(super) fn forget_grants_from(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM meta WHERE key = 'grants_from_ns'", [])?;
+    Ok(())
+}
