@@ -365,6 +365,29 @@ fn the_same_unit_on_a_second_machine_never_leads_beside_the_first() {
     assert!(next.from_ns >= first.until_ns + WINDOW_NS, "not before the dead machine's lease ran out");
 }
 
+/// The etcd prefix wiped (a range delete of everything under it) while agents run: their
+/// next transaction fails its guard on the store's identity, so they stop deciding on it at
+/// once (the leader is deposed, `is-leader` answers unknown); a unit that joins makes a new
+/// store there, which grants nothing until every lease of the lost one ran out. `is-leader`
+/// is sampled on every unit throughout: never two True in one round.
+#[test]
+fn a_prefix_wiped_under_running_agents_never_gives_two_leaders() {
+    let mut m = Machines::start(2, false);
+    let leader = m.wait_one_leader(&[0, 1]);
+    let endpoint = format!("127.0.0.1:{}", m.etcd.members[0].client_port);
+    support::block_on(async {
+        let mut client = etcd_client::Client::connect([endpoint], None).await.unwrap();
+        client.delete("/test/", Some(etcd_client::DeleteOptions::new().with_prefix())).await.unwrap();
+    });
+    m.never_two_leaders(&[0, 1], |m, _| m.logged(leader, "was wiped"));
+    assert_eq!(m.is_leader(leader), None, "a lost store: unknown, not False");
+    wait_for("the old leader's leader-deposed", || m.hooks(leader).contains(&"leader-deposed".to_owned()));
+    let newcomer = m.add("db/2", false);
+    m.never_two_leaders(&[0, 1, newcomer], |m, _| m.is_leader(newcomer) == Some(true));
+    assert!(m.logged(newcomer, "no unit leads for"), "the new store made it wait, and it said so");
+    assert_eq!(m.is_leader(1 - leader), None, "the old agents decide nothing on the new store");
+}
+
 /// The etcd member that leads the cluster, by asking each member.
 fn etcd_leader(cluster: &EtcdCluster, running: &[usize]) -> usize {
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -480,8 +503,9 @@ fn bad_store_urls_and_unreachable_clusters_get_clear_errors() {
 fn run_shares_one_application_through_etcd() {
     let etcd = EtcdCluster::start(1);
     let cache = tempfile::tempdir().unwrap();
+    // A new store grants its first lease one claim duration (4 s here) after it was made.
     let out = Command::new(BIN)
-        .args(["run", "example-charms/shared-settings", "--units", "3", "--for", "3s", "--json", "--guarantee-window", "2s"])
+        .args(["run", "example-charms/shared-settings", "--units", "3", "--for", "8s", "--json", "--guarantee-window", "2s"])
         .args(["--store", &etcd.url()])
         .arg("--cache-dir")
         .arg(cache.path())

@@ -205,8 +205,9 @@ fn an_agent_refuses_a_lost_store_unless_told_to_accept_it() {
     }
     let out = agents.agent_command("example-charms/shared-settings", "db/0", &[]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("remembers term 1, but the store's is 0"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("holds no leadership store, but units ran"), "{}", stderr(&out));
     assert!(stderr(&out).contains("--accept-new-store"), "{}", stderr(&out));
+    assert!(!agents.state.path().join("state.db").exists(), "no store was made");
 
     agents.start_with("example-charms/shared-settings", "db/0", &["--accept-new-store"]);
     agents.wait_leader("db/0", true, Duration::from_secs(60));

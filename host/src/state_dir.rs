@@ -250,13 +250,15 @@ impl StateDir {
         Ok(UnitLock { _file: file, root: self.root.clone() })
     }
 
-    /// How the SQLite store here may be created if it is missing: at once where no unit
-    /// ran; where units ran (so a store was here and was lost, maybe under agents that
-    /// still run), not at all unless `accept` (`--accept-new-store`), and then granting no
-    /// tenure for `claim_duration` (every lease of the lost store has run out by then).
+    /// How the SQLite store here may be created if it is missing: at once where no agent
+    /// ran; where one ran (a unit's lock file is there: a store was here and was lost,
+    /// maybe under agents that still run), not at all unless `accept`
+    /// (`--accept-new-store`), and then granting no tenure for `claim_duration` (every
+    /// lease of the lost store has run out by then).
     pub fn new_store(&self, accept: bool, claim_duration: std::time::Duration) -> crate::leadership::sqlite::NewStore {
         use crate::leadership::sqlite::NewStore;
-        let units_ran = self.units().map_or(true, |units| !units.is_empty());
+        // An agent ran for a unit once it took the unit's lock (the file stays after it).
+        let units_ran = self.units().map_or(true, |units| units.iter().any(|unit| self.lock_file(unit).exists()));
         match (units_ran, accept) {
             (false, _) => NewStore::Create,
             (true, true) => NewStore::CreateAfterLoss { wait: claim_duration },

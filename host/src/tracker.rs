@@ -71,6 +71,9 @@ struct TrackerState {
     retry_at: Option<Timestamp>,
     /// The store was lost: no claim counts any more.
     store_lost: bool,
+    /// The term of a tenure this unit stopped counting on without giving it up (it could
+    /// not renew in time): never resumed, even if the store still has it.
+    abandoned: Option<u64>,
 }
 
 /// Claims leadership for one unit and keeps track of the guarantee it holds.
@@ -223,6 +226,22 @@ impl LeadershipTracker {
         if let Some((metrics, renewal, started)) = measure {
             metrics.observe_claim(self.claimant.unit(), renewal, &result, started.elapsed());
         }
+        let resumed = {
+            let state = self.lock();
+            matches!(&result, Ok(claim) if state.claim.is_none() && state.abandoned == Some(claim.term))
+        };
+        if resumed {
+            // The store extended a tenure this unit had stopped counting on (etcd gives every
+            // lease its whole TTL again after a leader change): it is over for this unit, so
+            // it ends now, in the history too, and leading again is a new term.
+            let ended = self.store.revoke(&self.claimant, Release::LostRenewals).await;
+            let mut state = self.lock();
+            state.last_error = None;
+            if ended.is_ok() {
+                state.abandoned = None;
+            }
+            return Refresh::Minion;
+        }
         let mut state = self.lock();
         if state.store_lost {
             return Refresh::StoreLost;
@@ -236,6 +255,13 @@ impl LeadershipTracker {
             _ => None,
         };
         match result {
+            // Answered too late to guarantee anything (a slow store): it does not count, and
+            // the claim it extended (if any) runs out as it would have.
+            Ok(claim) if claim.valid_until.saturating_since(self.store.clock().now()) <= self.window => {
+                self.set_claim(&mut state, None);
+                state.last_error = Some("the store answered the claim after its guarantee had already lapsed".into());
+                Refresh::Failed
+            }
             Ok(claim) => {
                 let new_term = state.claim.is_none_or(|c| c.term != claim.term);
                 self.set_claim(&mut state, Some(claim));
@@ -348,7 +374,11 @@ impl LeadershipTracker {
     /// every other unit out until it expires. Returns the claim it had.
     pub fn abandon(&self) -> Option<Claim> {
         let mut state = self.lock();
-        self.set_claim(&mut state, None)
+        let had = self.set_claim(&mut state, None);
+        if let Some(claim) = had {
+            state.abandoned = Some(claim.term);
+        }
+        had
     }
 
     /// Writes a group of leader settings under the term this unit holds (the store refuses
@@ -370,10 +400,14 @@ impl LeadershipTracker {
     /// the lease is revoked.
     pub async fn release(&self, why: Release) -> Result<(), LeaseError> {
         self.abandon();
-        match self.store.revoke(&self.claimant, why).await {
+        let released = match self.store.revoke(&self.claimant, why).await {
             Err(LeaseError::NotHeld { .. }) => Ok(()),
             other => other,
+        };
+        if released.is_ok() {
+            self.lock().abandoned = None;
         }
+        released
     }
 }
 

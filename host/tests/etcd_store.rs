@@ -23,7 +23,7 @@ const SHORT: Duration = Duration::from_secs(1);
 const LONG: Duration = Duration::from_secs(60);
 
 async fn connect(cluster: &EtcdCluster) -> Arc<EtcdStore> {
-    Arc::new(EtcdStore::connect(&EtcdOptions::from_url(&cluster.url()).unwrap()).await.unwrap())
+    Arc::new(EtcdStore::connect(&support::unused_prefix(EtcdOptions::from_url(&cluster.url()).unwrap())).await.unwrap())
 }
 
 /// Polls (up to 20 s) until `app` has no leader: the server expired or revoked it.
@@ -187,7 +187,7 @@ async fn terms_and_settings_survive_a_restart_of_etcd() {
 #[tokio::test]
 async fn a_dead_etcd_makes_calls_fail_within_the_request_timeout() {
     let mut cluster = EtcdCluster::start(1);
-    let mut options = EtcdOptions::from_url(&cluster.url()).unwrap();
+    let mut options = support::unused_prefix(EtcdOptions::from_url(&cluster.url()).unwrap());
     options.request_timeout = Duration::from_millis(500);
     let store = EtcdStore::connect(&options).await.unwrap();
     let claim = store.claim(&claimant("a/0"), LONG).await.unwrap();
@@ -205,7 +205,7 @@ async fn a_dead_etcd_makes_calls_fail_within_the_request_timeout() {
 async fn bad_connections_get_clear_errors() {
     // Nothing listens on a port just freed.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut options = EtcdOptions::from_url(&format!("etcd://127.0.0.1:{port}")).unwrap();
+    let mut options = support::unused_prefix(EtcdOptions::from_url(&format!("etcd://127.0.0.1:{port}")).unwrap());
     options.connect_timeout = Duration::from_millis(500);
     options.request_timeout = Duration::from_millis(500);
     match EtcdStore::connect(&options).await {
@@ -215,7 +215,7 @@ async fn bad_connections_get_clear_errors() {
 
     let cluster = EtcdCluster::start(1);
     // A prefix holding someone else's keys is refused, and left as it was.
-    let mut options = EtcdOptions::from_url(&cluster.url_with_prefix("theirs")).unwrap();
+    let mut options = support::unused_prefix(EtcdOptions::from_url(&cluster.url_with_prefix("theirs")).unwrap());
     let mut client = etcd_client_for(&cluster).await;
     client.put("/theirs/config", "x", None).await.unwrap();
     match EtcdStore::connect(&options).await {
@@ -268,7 +268,7 @@ async fn writes_from_two_processes_never_lose_each_other() {
 async fn tls_with_a_client_certificate_and_then_a_user_and_password() {
     let certs = etcd::TestCertificates::generate();
     let cluster = EtcdCluster::start_tls(&certs);
-    let mut options = EtcdOptions::from_url(&cluster.url()).unwrap();
+    let mut options = support::unused_prefix(EtcdOptions::from_url(&cluster.url()).unwrap());
     options.connect_timeout = Duration::from_secs(1);
     options.request_timeout = Duration::from_secs(1);
     assert!(matches!(EtcdStore::connect(&options).await, Err(ConnectError::Unreachable { .. })), "plain text is refused");

@@ -87,7 +87,9 @@ async fn etcd_store_survives_real_time_schedules() {
     let mut total = SimStats::default();
     for seed in first..first + count {
         // A prefix of its own per schedule: each starts from an empty store.
-        let options = EtcdOptions::from_url(&cluster.url_with_prefix(&format!("sim-{seed}"))).unwrap();
+        // A prefix of a cluster this test started: no agent ever used it.
+        let mut options = EtcdOptions::from_url(&cluster.url_with_prefix(&format!("sim-{seed}"))).unwrap();
+        options.unused_prefix = true;
         let store: Arc<dyn LeadershipStore> = Arc::new(EtcdStore::connect(&options).await.unwrap());
         let mut open = |_: &Arc<ManualClock>| store.clone();
         total += run_schedule(seed, &config, &mut open).await.unwrap_or_else(|failure| {

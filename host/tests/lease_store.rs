@@ -50,7 +50,7 @@ fn sqlite() -> Subject {
 
 async fn real_etcd() -> Subject {
     let cluster = etcd::EtcdCluster::start(1);
-    let store = EtcdStore::connect(&EtcdOptions::from_url(&cluster.url()).unwrap()).await.unwrap();
+    let store = EtcdStore::connect(&support::unused_prefix(EtcdOptions::from_url(&cluster.url()).unwrap())).await.unwrap();
     Subject { store: Arc::new(store), clock: Arc::new(ManualClock::default()), _dir: None, _etcd: Some(cluster) }
 }
 

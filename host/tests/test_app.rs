@@ -313,3 +313,45 @@ fn every_host_call_is_recorded_with_its_answer() {
     assert!(minion_calls.iter().any(|c| c.call == "is-leader" && c.answer == "Ok(false)"), "{minion_calls:?}");
     assert!(minion_calls.iter().any(|c| c.call.starts_with("status-set active")), "{minion_calls:?}");
 }
+
+/// "My unit was cloned": a copy of the leader's unit started on another machine is another
+/// incarnation of it. It never leads while the first one's tenure lasts (the invariants,
+/// checked at every step, include one leader at a time across both copies), and leads at a
+/// new term only once the first one crashed and its lease ran out.
+#[test]
+fn a_copy_of_the_leaders_unit_started_elsewhere_waits_for_its_tenure_to_end() {
+    let mut app = shared_settings();
+    app.settle();
+    let first = app.leader().unwrap();
+    let copy = app.start_copy(first).unwrap();
+    app.advance(Duration::from_secs(120));
+    assert_eq!(app.leader(), Some(first), "the first one keeps renewing its tenure");
+    assert!(!app.believes_it_leads(copy));
+    let waiting = app.status(copy).and_then(|s| s.leadership_wait).unwrap_or_default();
+    assert!(waiting.contains("is also running elsewhere"), "the copy says why it waits: {waiting:?}");
+    let settings = app.settings();
+    app.crash(first).unwrap();
+    app.advance(Duration::from_secs(120));
+    let next = app.leader().expect("a leader after the lease ran out");
+    assert_ne!(next, first);
+    assert_eq!(app.term(), Some(2), "a new tenure");
+    assert_eq!(app.settings(), settings, "the settings survive");
+}
+
+/// A unit's agent that crashed and starts again on its own machine (the same state
+/// directory) is a new incarnation that can prove the old one gone: it leads again at
+/// once, at a new term, instead of waiting for its old lease.
+#[test]
+fn a_crashed_leader_restarted_on_its_machine_takes_over_at_once_at_a_new_term() {
+    let mut app = shared_settings();
+    app.settle();
+    let first = app.leader().unwrap();
+    let crashed_at = app.elapsed();
+    app.crash(first).unwrap();
+    app.restart(first).unwrap();
+    assert_eq!(app.leader(), Some(first));
+    assert_eq!(app.term(), Some(2));
+    assert_eq!(app.elapsed(), crashed_at, "no wait for the old lease");
+    assert_eq!(app.history()[1].how, Some(TenureEnd::Restarted));
+    assert_eq!(app.hooks(first).iter().filter(|h| **h == LeaderElected).count(), 2, "leader-elected again");
+}

@@ -46,6 +46,9 @@ pub enum Release {
     /// Its agent died without giving it up, and the unit's next agent, started in the same
     /// state directory on the same boot (so certain that it was gone), ended it.
     Restarted,
+    /// It could not renew in time and deposed itself; it gave the tenure up once it reached
+    /// the store again (which had kept it).
+    LostRenewals,
 }
 
 /// How a tenure ended.
@@ -112,6 +115,7 @@ impl From<Release> for TenureEnd {
             Release::Stop => TenureEnd::Stop,
             Release::Handover => TenureEnd::Handover,
             Release::Restarted => TenureEnd::Restarted,
+            Release::LostRenewals => TenureEnd::LostRenewals,
         }
     }
 }

@@ -231,7 +231,7 @@ impl TestAppBuilder {
                 let view = Arc::new(UnitStore::new(store.clone(), ledger.clone()));
                 let seed = crate::runtime::guest_seed(self.seed, u64::from(n));
                 let guest = GuestEnvironment::new(clock.clone(), WALL_CLOCK_START, seed);
-                TestUnit { name, view, guest, calls: Arc::default(), agent: None, last: None }
+                TestUnit { name, view, guest, calls: Arc::default(), agent: None, last: None, machine: None }
             })
             .collect();
         Ok(TestApp {
@@ -275,6 +275,9 @@ struct TestUnit {
     /// The unit of its latest agent, kept after a crash: a frozen agent's tracker still
     /// believes what it believed.
     last: Option<Arc<Unit>>,
+    /// The state directory of its machine, for a copy of a unit started elsewhere
+    /// ([`TestApp::start_copy`]); `None`: the application's.
+    machine: Option<PathBuf>,
 }
 
 /// A user invariant: a name and a check that says what is wrong.
@@ -431,6 +434,37 @@ impl TestApp {
         self.start_agent(i)?;
         self.settle();
         Ok(())
+    }
+
+    /// Starts a second agent of unit `i` on another machine (its own state directory, a
+    /// copy of the unit's data directory): what a cloned or restored VM, or a machine
+    /// re-provisioned while the old one still runs, does. It is another incarnation of the
+    /// unit, so it must not lead while the first one's tenure lasts. Returns its index: it
+    /// takes part in every step and invariant like any other unit (its name is the
+    /// unit's).
+    pub fn start_copy(&mut self, i: usize) -> Result<usize, TestAppError> {
+        self.settle();
+        let setup = |e: &dyn std::fmt::Display| TestAppError::Setup(e.to_string());
+        let original = self.unit(i)?;
+        let index = self.units.len();
+        let machine = self.dir.path().join("machines").join(index.to_string());
+        crate::state_dir::create_private_dirs(&machine).map_err(|e| setup(&e))?;
+        let state = crate::state_dir::StateDir::new(&machine);
+        state.prepare_unit(&original.name).map_err(|e| setup(&e))?;
+        copy_dir(&self.state_dir().data_dir(&original.name), &state.data_dir(&original.name)).map_err(|e| setup(&e))?;
+        let copy = TestUnit {
+            name: original.name.clone(),
+            view: Arc::new(UnitStore::new(self.store.clone(), self.ledger.clone())),
+            guest: original.guest.clone(),
+            calls: Arc::default(),
+            agent: None,
+            last: None,
+            machine: Some(machine),
+        };
+        self.units.push(copy);
+        self.start_agent(index)?;
+        self.settle();
+        Ok(index)
     }
 
     /// Unit `i` can no longer reach the store: its claims, reads and writes fail.
@@ -623,7 +657,8 @@ impl TestApp {
         }
     }
 
-    /// The units' state directory (one per machine: every unit of a `TestApp` runs on one).
+    /// The units' state directory (one per machine: every unit of a `TestApp` runs on one,
+    /// but for copies started elsewhere).
     fn state_dir(&self) -> crate::state_dir::StateDir {
         crate::state_dir::StateDir::new(self.dir.path())
     }
@@ -667,7 +702,9 @@ impl TestApp {
         let store = self.store.clone();
         let app = self.app.clone();
         let lease = self.runtime.block_on(async move { store.lease(&app).await }).ok().flatten()?;
-        let index = self.units.iter().position(|u| u.name == lease.holder)?;
+        // The unit whose agent's incarnation holds it (a unit's copies share its name).
+        let holds = |u: &TestUnit| u.last.as_ref().is_some_and(|unit| Some(unit.tracker().claimant().id()) == lease.incarnation);
+        let index = self.units.iter().position(holds).or_else(|| self.units.iter().position(|u| u.name == lease.holder))?;
         Some((index, lease.term))
     }
 
@@ -685,8 +722,8 @@ impl TestApp {
 
     fn start_agent(&mut self, i: usize) -> Result<(), TestAppError> {
         let setup = |e: &dyn std::fmt::Display| TestAppError::Setup(e.to_string());
-        let state = self.state_dir();
         let test_unit = self.unit(i)?;
+        let state = test_unit.machine.as_ref().map_or_else(|| self.state_dir(), crate::state_dir::StateDir::new);
         let base = state.unit_dir(&test_unit.name);
         // As `charm-host agent` does: the unit's lock, and a new incarnation made from it.
         let mut lock = agent::AgentLock::take(&state, &test_unit.name).map_err(|e| TestAppError::Step(e.to_string()))?;
@@ -756,4 +793,19 @@ impl Drop for TestApp {
             }
         }
     }
+}
+
+/// Copies the files of directory `from` into `to` (created if missing), recursively.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    crate::state_dir::create_private_dirs(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }

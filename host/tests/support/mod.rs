@@ -300,3 +300,10 @@ pub async fn wait_settled(unit: &Unit, after: u64) {
         .unwrap_or_else(|_| panic!("{} never settled", unit.name()))
         .unwrap();
 }
+
+/// `options` for a prefix of a cluster the test just started: no agent ever used it, so a
+/// store created there grants at once (see `EtcdOptions::unused_prefix`).
+pub fn unused_prefix(mut options: charm_host::leadership::etcd::EtcdOptions) -> charm_host::leadership::etcd::EtcdOptions {
+    options.unused_prefix = true;
+    options
+}

@@ -22,7 +22,9 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
     let n = if quick { 50 } else { 500 };
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     tokio.block_on(async {
-        let store = Arc::new(EtcdStore::connect(&EtcdOptions::from_url(&cluster.url())?).await?);
+        let mut options = EtcdOptions::from_url(&cluster.url())?;
+        options.unused_prefix = true; // a cluster the bench just started
+        let store = Arc::new(EtcdStore::connect(&options).await?);
         let endpoint = format!("127.0.0.1:{}", cluster.members[0].client_port);
         let mut client = etcd_client::Client::connect([endpoint], None).await?;
         // The baseline: one guarded put in a transaction, as a fenced write is at best.

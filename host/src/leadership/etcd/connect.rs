@@ -26,6 +26,10 @@ pub struct EtcdOptions {
     pub user: Option<(String, String)>,
     /// Connect to a server with a known lease-safety bug, with a warning, instead of refusing.
     pub allow_unsafe_server: bool,
+    /// The prefix is known never to have been used by agents (a cluster the caller just
+    /// made): a store created there grants at once, instead of one claim duration after its
+    /// creation (which covers a prefix wiped under running agents: see `identity.rs`).
+    pub unused_prefix: bool,
 }
 
 /// TLS material, as PEM files.
@@ -127,6 +131,7 @@ impl EtcdOptions {
             tls: None,
             user: None,
             allow_unsafe_server: false,
+            unused_prefix: false,
         })
     }
 

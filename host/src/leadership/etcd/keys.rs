@@ -3,6 +3,8 @@
 //! | key                     | value                                  | etcd lease            |
 //! |-------------------------|----------------------------------------|-----------------------|
 //! | `P/meta`                | `{"store":"charm-host","schema":2}`    | none                  |
+//! | `P/id`                  | `{"id":HEX,"created_unix_ns":N}`: the store's identity | none (never deleted) |
+//! | `P/genesis`             | empty, while the store is new          | one of `identity::GENESIS_TTL` |
 //! | `P/lease/APP`           | `{"holder":UNIT,"term":N,"ttl":SECS,"lease":ID,"incarnation":HEX,"origin":{...}}` | the tenure's (`ID`), unless pinned |
 //! | `P/term/APP`            | `{"term":N,"holder":UNIT,"ttl":SECS,"incarnation":HEX}`: the last tenure granted | none (never deleted)  |
 //! | `P/released/APP`        | the last term its holder gave up, in decimal | none (never deleted)  |
@@ -83,6 +85,16 @@ impl Layout {
 
     pub fn meta(&self) -> String {
         format!("{}/meta", self.prefix)
+    }
+
+    /// The store's identity (see `identity.rs`).
+    pub fn id(&self) -> String {
+        format!("{}/id", self.prefix)
+    }
+
+    /// Present while the store is new (see `identity.rs`).
+    pub fn genesis(&self) -> String {
+        format!("{}/genesis", self.prefix)
     }
 
     /// Everything under the prefix (for the watch).

@@ -66,6 +66,7 @@
 
 mod connect;
 mod history;
+mod identity;
 mod keys;
 mod watch;
 
@@ -76,6 +77,7 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::watch as channel;
 
+use self::identity::{PrefixProblem, StoreIdentity};
 use self::keys::{Kind, Layout, LeaseValue, SettingsValue, TermValue};
 use super::watchers::Watchers;
 use super::{
@@ -111,6 +113,8 @@ pub struct EtcdStore {
     loaded_at: i64,
     /// The settings watch of each application this process watches.
     settings_watches: Mutex<BTreeMap<AppName, tokio::task::JoinHandle<()>>>,
+    /// The store found at connect, checked in every transaction.
+    identity: StoreIdentity,
 }
 
 /// An etcd lease granted ahead of the next new tenure, so that claiming a free lease is one
@@ -287,13 +291,15 @@ impl EtcdStore {
         }
         let layout = Layout::new(&options.prefix);
         let prefix_error = |reason: String| ConnectError::Prefix { prefix: options.prefix.clone(), reason };
-        claim_prefix(&mut client, &layout, deadline).await.map_err(|e| match e {
-            PrefixProblem::Foreign(reason) => prefix_error(reason),
-            PrefixProblem::Failed(reason) => unreachable(reason),
-        })?;
+        let clock: Arc<dyn Clock> = Arc::new(BootClock);
+        let identity = StoreIdentity::establish(&mut client, &layout, deadline, clock.as_ref(), options.unused_prefix)
+            .await
+            .map_err(|e| match e {
+                PrefixProblem::Foreign(reason) => prefix_error(reason),
+                PrefixProblem::Failed(reason) => unreachable(reason),
+            })?;
         let watchers = Arc::new(Watchers::default());
         let seen = Arc::new(Mutex::new(watch::Seen::default()));
-        let clock: Arc<dyn Clock> = Arc::new(BootClock);
         let from = watch::load(&mut client, &layout, &seen, clock.as_ref(), deadline).await.map_err(unreachable)?;
         let watched = watch::Watched::Leases;
         let watch =
@@ -312,7 +318,13 @@ impl EtcdStore {
             spare: Arc::new(Mutex::new(None)),
             loaded_at: from,
             settings_watches: Mutex::new(BTreeMap::new()),
+            identity,
         })
+    }
+
+    /// The store's id, made when it was created.
+    pub fn store_id(&self) -> &str {
+        self.identity.id()
     }
 
     /// The version the server reported at connect.
@@ -333,15 +345,29 @@ impl EtcdStore {
         within(self.request_timeout, call).await?.map_err(etcd_failed)
     }
 
+    /// Runs a transaction built with [`Self::when`] (its guards include the store's
+    /// identity): an answer from another cluster or an older revision, or a failed guard
+    /// that turns out to be the identity's, is [`StoreFailure::Replaced`].
     async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, StoreError> {
         let mut client = self.client.clone();
-        self.request(client.txn(txn)).await
+        let floor = self.identity.floor();
+        let response = self.request(client.txn(txn)).await?;
+        self.identity.check_header(response.header(), floor)?;
+        if !response.succeeded() {
+            self.identity.confirm(&mut client, self.request_timeout).await?;
+        }
+        Ok(response)
+    }
+
+    /// A transaction guarded by `compares` and by the store's identity.
+    fn when(&self, compares: impl IntoIterator<Item = Compare>) -> Txn {
+        Txn::new().when(self.identity.guard(compares))
     }
 
     /// Reads `keys` in one transaction: one revision, linearizable.
     async fn read(&self, keys: &[String]) -> Result<Vec<Read>, StoreError> {
         let ops: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
-        let response = self.txn(Txn::new().and_then(ops)).await?;
+        let response = self.txn(self.when([]).and_then(ops)).await?;
         let mut reads = Vec::new();
         for op in response.op_responses() {
             let TxnOpResponse::Get(get) = op else { return Err(StoreError::failed("etcd answered a read with something else")) };
@@ -493,8 +519,7 @@ impl EtcdStore {
         ops.extend(history::on_grant(&self.layout, unit, term, self.clock.wall_now(), expired));
         // The guards on the term and released keys (the tenure before, and how it ended) make
         // the history's account of it part of what the transaction checks.
-        let txn = Txn::new()
-            .when([
+        let txn = self.when([
                 Compare::create_revision(lease_key.as_str(), CompareOp::Equal, 0),
                 Compare::mod_revision(term_key.as_str(), CompareOp::Equal, state.term.mod_revision),
                 Compare::mod_revision(self.layout.key(Kind::Released, app), CompareOp::Equal, state.released.mod_revision),
@@ -553,8 +578,7 @@ impl EtcdStore {
         // shortened.
         let (id, granted) = self.grant(ttl).await.map_err(LeaseError::Store)?;
         let (lease_key, term_key) = (self.layout.key(Kind::Lease, unit.app()), self.layout.key(Kind::Term, unit.app()));
-        let txn = Txn::new()
-            .when([
+        let txn = self.when([
                 Compare::create_revision(lease_key.as_str(), CompareOp::Equal, created),
                 Compare::mod_revision(lease_key.as_str(), CompareOp::Equal, state.lease.mod_revision),
             ])
@@ -588,8 +612,7 @@ impl EtcdStore {
             return Ok(false);
         }
         let key = self.layout.key(Kind::Lease, app);
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, created), Compare::lease(key.as_str(), CompareOp::Equal, id)])
+        let txn = self.when([Compare::create_revision(key.as_str(), CompareOp::Equal, created), Compare::lease(key.as_str(), CompareOp::Equal, id)])
             .and_then([TxnOp::put(key.as_str(), Vec::new(), Some(PutOptions::new().with_ignore_value().with_ignore_lease()))]);
         Ok(self.txn(txn).await?.succeeded())
     }
@@ -668,52 +691,6 @@ fn ttl_seconds(duration: Duration) -> i64 {
 
 fn secs(ttl: i64) -> Duration {
     Duration::from_secs(u64::try_from(ttl).unwrap_or(0))
-}
-
-enum PrefixProblem {
-    Foreign(String),
-    Failed(StoreError),
-}
-
-/// Makes sure the prefix is a charm-host store, marking an empty one as ours.
-async fn claim_prefix(client: &mut Client, layout: &Layout, deadline: Duration) -> Result<(), PrefixProblem> {
-    let failed = |e: etcd_client::Error| PrefixProblem::Failed(etcd_failed(e));
-    let timed = PrefixProblem::Failed;
-    let meta = layout.meta();
-    let txn = Txn::new()
-        .when([Compare::create_revision(meta.as_str(), CompareOp::Equal, 0)])
-        .and_then([TxnOp::get(layout.all(), Some(GetOptions::new().with_prefix().with_keys_only().with_limit(1)))])
-        .or_else([TxnOp::get(meta.as_str(), None)]);
-    let response = within(deadline, client.txn(txn)).await.map_err(timed)?.map_err(failed)?;
-    let first = response.op_responses().into_iter().next();
-    let Some(TxnOpResponse::Get(get)) = first else { return Err(PrefixProblem::Failed(StoreError::failed("etcd answered oddly"))) };
-    if response.succeeded() {
-        // No meta key: an empty prefix becomes ours; one holding other data is refused.
-        if !get.kvs().is_empty() {
-            return Err(PrefixProblem::Foreign("holds keys that are not a charm-host store's (no meta key)".into()));
-        }
-        let create = Txn::new()
-            .when([Compare::create_revision(meta.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(meta.as_str(), keys::META, None)]);
-        within(deadline, client.txn(create)).await.map_err(timed)?.map_err(failed)?;
-        return Ok(());
-    }
-    let value = get.kvs().first().map(|kv| kv.value().to_vec()).unwrap_or_default();
-    if value == keys::META_SCHEMA_1.as_bytes() {
-        // From before incarnations: raised, so that agents of schema 1 refuse it from now on.
-        let raise = Txn::new()
-            .when([Compare::value(meta.as_str(), CompareOp::Equal, keys::META_SCHEMA_1)])
-            .and_then([TxnOp::put(meta.as_str(), keys::META, None)]);
-        within(deadline, client.txn(raise)).await.map_err(timed)?.map_err(failed)?;
-        return Box::pin(claim_prefix(client, layout, deadline)).await;
-    }
-    if value != keys::META.as_bytes() {
-        return Err(PrefixProblem::Foreign(format!(
-            "holds a store this program cannot read (meta {})",
-            String::from_utf8_lossy(&value)
-        )));
-    }
-    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -798,6 +775,12 @@ impl LeadershipStore for EtcdStore {
                         }
                         return Err(LeaseError::Denied { app: app.clone(), holder: vacancy.holder });
                     }
+                    if let Some(left) = self.identity.too_new(duration, self.clock.now()) {
+                        if let Some((_, id, _)) = granted {
+                            self.discard(id).await;
+                        }
+                        return Err(LeaseError::NewStore { app: app.clone(), left });
+                    }
                     self.grant_tenure(claimant, &state, duration, granted).await?
                 }
             };
@@ -825,8 +808,7 @@ impl LeadershipStore for EtcdStore {
                 }
                 Some((value, _)) => {
                     self.forget_tenure(claimant);
-                    let txn = Txn::new()
-                        .when([Compare::create_revision(lease_key.as_str(), CompareOp::Equal, state.lease.create_revision)])
+                    let txn = self.when([Compare::create_revision(lease_key.as_str(), CompareOp::Equal, state.lease.create_revision)])
                         .and_then([
                             TxnOp::delete(lease_key.as_str(), None),
                             TxnOp::put(released_key.as_str(), value.term.to_string(), None),
@@ -848,7 +830,7 @@ impl LeadershipStore for EtcdStore {
     }
 
     async fn history(&self, app: Option<&AppName>, limit: usize) -> Result<Vec<Tenure>, LeaseError> {
-        let response = self.txn(Txn::new().and_then(history::reads(&self.layout, app, limit))).await.map_err(LeaseError::Store)?;
+        let response = self.txn(self.when([]).and_then(history::reads(&self.layout, app, limit))).await.map_err(LeaseError::Store)?;
         history::tenures(&self.layout, response.op_responses().as_slice(), limit).map_err(LeaseError::Store)
     }
 
@@ -865,7 +847,7 @@ impl LeadershipStore for EtcdStore {
                 Ok(put) => put,
                 Err(nothing) => return Ok(nothing),
             };
-            let txn = Txn::new().when([Compare::mod_revision(keys[1].as_str(), CompareOp::Equal, end.mod_revision)]).and_then([put]);
+            let txn = self.when([Compare::mod_revision(keys[1].as_str(), CompareOp::Equal, end.mod_revision)]).and_then([put]);
             if self.txn(txn).await.map_err(LeaseError::Store)?.succeeded() {
                 return Ok(super::LostRenewals::Marked);
             }
@@ -877,7 +859,7 @@ impl LeadershipStore for EtcdStore {
         validate_duration(duration)?;
         let (id, _) = self.grant(ttl_seconds(duration)).await.map_err(LeaseError::Store)?;
         let key = self.layout.key(Kind::Reserved, unit.app());
-        let put = Txn::new().and_then([TxnOp::put(key, unit.as_str(), Some(PutOptions::new().with_lease(id)))]);
+        let put = self.when([]).and_then([TxnOp::put(key, unit.as_str(), Some(PutOptions::new().with_lease(id)))]);
         self.txn(put).await.map_err(LeaseError::Store)?;
         Ok(())
     }
@@ -1070,8 +1052,7 @@ impl EtcdStore {
         let (lease_key, settings_key) = (self.layout.key(Kind::Lease, app), self.layout.key(Kind::Settings, app));
         let mut next = SettingsValue { version: current.version + 1, values: current.values };
         write.apply_to(&mut next.values);
-        let txn = Txn::new()
-            .when([
+        let txn = self.when([
                 Compare::create_revision(lease_key.as_str(), CompareOp::Equal, created),
                 Compare::mod_revision(settings_key.as_str(), CompareOp::Equal, modified),
             ])
@@ -1137,7 +1118,9 @@ impl EtcdStore {
     /// Every key of `kind`, with the application it belongs to.
     async fn list(&self, kind: Kind) -> Result<Vec<(AppName, Read)>, StoreError> {
         let mut client = self.client.clone();
+        let floor = self.identity.floor();
         let got = self.request(client.get(self.layout.range(kind), Some(GetOptions::new().with_prefix()))).await?;
+        self.identity.check_header(got.header(), floor)?;
         Ok(got
             .kvs()
             .iter()
@@ -1189,8 +1172,7 @@ impl EtcdStore {
                     ops.push(TxnOp::put(lease_key.as_str(), keys::encode(&value), Some(PutOptions::new().with_lease(id))));
                 }
             }
-            let txn = Txn::new()
-                .when([
+            let txn = self.when([
                     Compare::mod_revision(pins_key.as_str(), CompareOp::Equal, state.pins.mod_revision),
                     Compare::mod_revision(lease_key.as_str(), CompareOp::Equal, state.lease.mod_revision),
                 ])

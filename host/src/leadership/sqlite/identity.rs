@@ -134,12 +134,18 @@ impl StoreIdentity {
         Ok(generation)
     }
 
-    /// Raises the generation in `tx` (a write), past `checked` as [`Self::check`] read it.
-    pub(super) fn raise(&self, tx: &Transaction<'_>, checked: i64) -> rusqlite::Result<()> {
+    /// Raises the generation in `tx` (a write), past `checked` as [`Self::check`] read it;
+    /// returns the new one, for [`Self::committed`] once the transaction commits.
+    pub(super) fn raise(&self, tx: &Transaction<'_>, checked: i64) -> rusqlite::Result<i64> {
         let next = checked.saturating_add(1);
         tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', ?1)")?.execute(params![next])?;
-        self.seen.fetch_max(next, Ordering::AcqRel);
-        Ok(())
+        Ok(next)
+    }
+
+    /// The transaction that raised the generation to `generation` committed: it is seen.
+    /// (Not before: a commit that fails, on a full disk say, leaves the file where it was.)
+    pub(super) fn committed(&self, generation: i64) {
+        self.seen.fetch_max(generation, Ordering::AcqRel);
     }
 }
 

@@ -433,12 +433,16 @@ impl SqliteFile {
             None => None,
         };
         let value = f(&tx)?;
-        if matches!(behavior, TransactionBehavior::Immediate)
-            && let (Some(identity), Some(generation)) = (&self.identity, checked)
-        {
-            identity.raise(&tx, generation)?;
-        }
+        let raised = match (&self.identity, checked) {
+            (Some(identity), Some(generation)) if matches!(behavior, TransactionBehavior::Immediate) => {
+                Some((identity, identity.raise(&tx, generation)?))
+            }
+            _ => None,
+        };
         tx.commit()?;
+        if let Some((identity, generation)) = raised {
+            identity.committed(generation);
+        }
         Ok(value)
     }
 
