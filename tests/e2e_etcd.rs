@@ -388,6 +388,38 @@ fn a_prefix_wiped_under_running_agents_never_gives_two_leaders() {
     assert_eq!(m.is_leader(1 - leader), None, "the old agents decide nothing on the new store");
 }
 
+/// The whole etcd cluster down long enough for the leader to depose itself, then back on its
+/// data: etcd gives every lease its whole TTL again, so the old tenure is still in the store.
+/// The deposed unit does not resume it: it ends it (the history says `lost-renewals`), and
+/// whoever leads next does so at a new term, with `leader-elected`.
+#[test]
+fn a_leader_deposed_by_an_etcd_outage_does_not_resume_its_old_tenure() {
+    let mut m = Machines::start(2, false);
+    let leader = m.wait_one_leader(&[0, 1]);
+    let elected = |m: &Machines, n: usize| m.hooks(n).iter().filter(|h| *h == "leader-elected").count();
+    let elected_before = elected(&m, 0) + elected(&m, 1);
+    for i in 0..3 {
+        m.etcd.kill(i);
+    }
+    wait_for("the leader's leader-deposed", || m.hooks(leader).contains(&"leader-deposed".to_owned()));
+    for i in 0..3 {
+        m.etcd.restart(i);
+    }
+    m.etcd.wait_healthy();
+    m.never_two_leaders(&[0, 1], |m, _| [0, 1].iter().any(|&n| m.is_leader(n) == Some(true)));
+    let next = m.wait_one_leader(&[0, 1]);
+    wait_for("leader-elected for the new tenure", || elected(&m, 0) + elected(&m, 1) > elected_before);
+    let hooks = m.hooks(next);
+    let last_leadership = hooks.iter().rev().find(|h| *h == "leader-elected" || *h == "leader-deposed");
+    assert_eq!(last_leadership.map(String::as_str), Some("leader-elected"), "{next}: {hooks:?}");
+    let out = Command::new(BIN).args(["history", "--json", "--store", &m.etcd.url()]).output().unwrap();
+    let history: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tenures = history["tenures"].as_array().unwrap();
+    assert!(tenures.len() >= 2 && tenures[1]["how"].is_string(), "the deposed tenure ended: {history}");
+    assert!(tenures[0]["term"].as_u64() > tenures[1]["term"].as_u64(), "{history}");
+    m.check();
+}
+
 /// The etcd member that leads the cluster, by asking each member.
 fn etcd_leader(cluster: &EtcdCluster, running: &[usize]) -> usize {
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -16,7 +16,9 @@
 //!   accept, and the socket file is 0600.
 //! - **Bounded.** At most [`ServerLimits::max_connections`] connections at once (a new one
 //!   evicts the oldest that is still sending its request), a request must arrive within
-//!   [`ServerLimits::read_deadline`], and buffered request bytes beyond a small allowance
+//!   [`ServerLimits::read_deadline`] and its answer be taken within
+//!   [`ServerLimits::write_deadline`] (a client that never reads cannot hold a connection
+//!   slot), and buffered request bytes beyond a small allowance
 //!   per connection come from one shared budget, so abuse of the socket costs bounded
 //!   memory and file descriptors while real tools, which send at once, are answered.
 
@@ -57,6 +59,8 @@ pub struct ServerLimits {
     pub max_connections: usize,
     /// How long a connection has to send its whole request.
     pub read_deadline: Duration,
+    /// How long a connection has to take its whole answer.
+    pub write_deadline: Duration,
     /// Request bytes each connection may buffer without drawing on the shared budget.
     pub free_bytes_per_connection: usize,
     /// Request bytes beyond the free allowance, across all connections.
@@ -68,6 +72,7 @@ impl Default for ServerLimits {
         Self {
             max_connections: 128,
             read_deadline: Duration::from_secs(2),
+            write_deadline: Duration::from_secs(2),
             free_bytes_per_connection: 16 * 1024,
             shared_bytes: 8 * 1024 * 1024,
         }
@@ -116,6 +121,9 @@ pub enum ToolErrorKind {
     Unknown,
     /// The request's arguments were rejected.
     Invalid,
+    /// A `leader-set` was sent to the store and not answered: it may or may not have been
+    /// applied.
+    OutcomeUnknown,
 }
 
 /// A unit agent's answer.
@@ -273,6 +281,7 @@ pub async fn answer(
             Ok(()) => ToolResponse::Done,
             Err(WriteError::NotLeader { .. }) => error(ToolErrorKind::NotLeader, "not the leader".into()),
             Err(WriteError::Invalid(reason)) => error(ToolErrorKind::Invalid, reason.to_string()),
+            Err(err @ WriteError::OutcomeUnknown(_)) => error(ToolErrorKind::OutcomeUnknown, err.to_string()),
             Err(err @ (WriteError::Store(_) | WriteError::TooLate)) => error(ToolErrorKind::Unknown, err.to_string()),
         },
         ToolRequest::StepDown => {
@@ -514,8 +523,12 @@ async fn serve_one(
         Err(err @ (ReadError::TooLong | ReadError::Busy)) => ToolResponse::Error { kind: ToolErrorKind::Unknown, message: err.to_string() },
         Err(err) => return Err(std::io::Error::other(err.to_string())),
     };
-    stream.write_all(&json_line(&response)?).await?;
-    stream.shutdown().await
+    let answer = json_line(&response)?;
+    let written = tokio::time::timeout(limits.write_deadline, async {
+        stream.write_all(&answer).await?;
+        stream.shutdown().await
+    });
+    written.await.map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the client did not take its answer in time"))?
 }
 
 /// The instant a request sent now with `timeout` must be applied by: the timeout less a

@@ -14,6 +14,8 @@
 //!   hold secrets); a directory this user owns but left open to others is tightened.
 //! - **Not another user's.** A state directory owned by another user, or writable by
 //!   group or others, is refused: whoever controls it could plant links or files.
+//! - **On a local filesystem.** One on NFS, CIFS, 9p and the like is refused: file locks
+//!   there (SQLite's, and the units') do not keep agents on two machines apart.
 //! - **Links are not followed** inside it: record files are opened with `O_NOFOLLOW`, and
 //!   a directory below the root that is a link is refused.
 //! - **One agent per unit.** An agent holds an exclusive `flock` on its unit's lock file
@@ -61,6 +63,18 @@ pub enum StateDirError {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+    },
+    /// It is on a network filesystem, where SQLite's locks and the unit locks do not hold
+    /// across machines.
+    #[error(
+        "{path} is on a network filesystem ({kind}): file locks there do not keep agents on two machines apart. \
+         Keep the state directory on a local disk (and share leadership across machines with --store etcd://...)"
+    )]
+    NetworkFilesystem {
+        /// The directory.
+        path: PathBuf,
+        /// Which filesystem.
+        kind: &'static str,
     },
     /// A directory of the layout is a link or not a directory.
     #[error("{path} is a symbolic link or not a directory: refusing to follow it")]
@@ -121,6 +135,28 @@ fn private_dir(path: &Path, follow: bool) -> Result<(), StateDirError> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io(path))?;
     }
     Ok(())
+}
+
+/// Refuses a directory on a network filesystem: SQLite's locking breaks there (SQLite's own
+/// FAQ), and a unit's lock would not see an agent on another machine.
+fn local_filesystem(path: &Path) -> Result<(), StateDirError> {
+    const NETWORK: [(i64, &str); 8] = [
+        (0x6969, "NFS"),
+        (0xFF53_4D42, "CIFS"),
+        (0xFE53_4D42, "SMB2"),
+        (0x517B, "SMB"),
+        (0x0102_1997, "9p"),
+        (0x5346_414F, "AFS"),
+        (0x00C3_6400, "Ceph"),
+        (0x0116_1970, "GFS2"),
+    ];
+    let stat = rustix::fs::statfs(path).map_err(|e| StateDirError::Io { path: path.to_owned(), source: e.into() })?;
+    #[allow(clippy::unnecessary_cast)] // the field's type differs between libcs
+    let kind = stat.f_type as i64;
+    match NETWORK.iter().find(|(magic, _)| *magic == kind) {
+        Some((_, name)) => Err(StateDirError::NetworkFilesystem { path: path.to_owned(), kind: name }),
+        None => Ok(()),
+    }
 }
 
 /// Opens a file of the state directory for writing: created 0600, never through a link.
@@ -216,10 +252,11 @@ impl StateDir {
         self.unit_dir(unit).join("agent.lock")
     }
 
-    /// Creates the state directory if missing and checks that it is private (see the
-    /// module docs).
+    /// Creates the state directory if missing and checks that it is private and on a local
+    /// filesystem (see the module docs).
     pub fn prepare(&self) -> Result<(), StateDirError> {
-        private_dir(&self.root, true)
+        private_dir(&self.root, true)?;
+        local_filesystem(&self.root)
     }
 
     /// [`Self::prepare`], then the same for `unit`'s directories.

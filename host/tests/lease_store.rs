@@ -479,11 +479,13 @@ async fn sqlite_keeps_terms_leases_and_settings_across_reopening() {
     assert_eq!(store.read_settings(&app("a")).await.unwrap().values.get("k").map(String::as_str), Some("v"));
     clock.advance(LEASE);
     assert_eq!(store.claim(&claimant("a/1"), LEASE).await.unwrap().term, 2);
+    store.reserve(&unit("a/2"), 10 * LEASE).await.unwrap();
     drop(store);
 
     // A reboot: readings of the old boot's clock mean nothing, so the lease is kept for a
     // full duration from now (here the manual clock even stands still).
     let store = open("boot-2");
+    assert_eq!(store.reservation(&app("a")).await.unwrap(), None, "a reservation does not outlive a reboot");
     assert!(matches!(store.claim(&claimant("a/0"), LEASE).await, Err(LeaseError::Denied { .. })));
     // Its holder died with the old boot: the history ends its tenure when the reboot is
     // seen, not when the lease kept for safety runs out.

@@ -80,6 +80,7 @@ impl LeadershipView {
             WriteError::Invalid(reason) => LeadershipError::Invalid(reason.to_string()),
             WriteError::Store(reason) => LeadershipError::Unknown(reason.to_string()),
             too_late @ WriteError::TooLate => LeadershipError::Unknown(too_late.to_string()),
+            unknown @ WriteError::OutcomeUnknown(_) => LeadershipError::Unknown(unknown.to_string()),
         })?;
         if let Some(snapshot) = &mut self.snapshot
             && !settings.is_empty()

@@ -352,6 +352,10 @@ pub struct UsageError(pub String);
 /// The exit code for usage errors, as clap's and Juju's.
 pub const USAGE_EXIT: u8 = 2;
 
+/// The exit code of a `leader-set` whose outcome is unknown: sent, and not answered in
+/// time, so it may or may not have been applied (Juju has no such code).
+pub const OUTCOME_UNKNOWN_EXIT: u8 = 3;
+
 /// Runs `work` to completion on a runtime of the calling thread (for commands that make a
 /// few store or agent calls and end).
 pub fn block_on<F: std::future::Future>(work: F) -> anyhow::Result<F::Output> {

@@ -17,6 +17,7 @@ use crate::names::UnitName;
 use crate::state_dir::StateDir;
 
 use super::USAGE_EXIT as USAGE;
+use super::OUTCOME_UNKNOWN_EXIT;
 use super::{OutputArgs, ToolArgs};
 
 /// Reports an error as Juju's tools do, and returns the exit code.
@@ -46,18 +47,35 @@ pub(super) async fn ask_agent(
     let socket = state.socket(unit);
     match hook_tools::call(&socket, request, timeout).await {
         Ok(answer) => Ok(answer),
-        Err(ToolCallError::Timeout(_)) => anyhow::bail!("{unit}'s agent did not answer within {timeout:?} (is it frozen?)"),
+        Err(ToolCallError::Timeout(_)) => Err(AgentTimeout { unit: unit.clone(), timeout }.into()),
         Err(err) => Err(err.into()),
     }
 }
 
+/// An agent that did not answer in time: a request it read may still be applied, up to its
+/// deadline (it is never applied after).
+#[derive(Debug, thiserror::Error)]
+#[error("{unit}'s agent did not answer within {timeout:?} (is it frozen?)")]
+struct AgentTimeout {
+    unit: UnitName,
+    timeout: Duration,
+}
+
 /// Sends `request` to the target unit's agent. A refusal becomes `Err((code, message))`,
 /// `what` prefixing the agent's own message as Juju's tools word it.
+/// A `leader-set` that was sent and not answered (its outcome is unknown) exits
+/// [`OUTCOME_UNKNOWN_EXIT`], never 1: 1 says nothing was written.
 fn ask(target: &ToolArgs, request: ToolRequest, what: &str) -> Result<ToolResponse, (u8, String)> {
+    let write = matches!(request, ToolRequest::LeaderSet { .. });
     match call_agent(&StateDir::new(&target.state), &target.unit, &request, target.timeout) {
         Ok(ToolResponse::Error { kind: ToolErrorKind::NotLeader, message }) => Err((1, format!("{what}cannot write settings: {message}"))),
+        Ok(ToolResponse::Error { kind: ToolErrorKind::OutcomeUnknown, message }) => Err((OUTCOME_UNKNOWN_EXIT, format!("{what}{message}"))),
         Ok(ToolResponse::Error { message, .. }) => Err((1, format!("{what}{message}"))),
         Ok(response) => Ok(response),
+        Err(err) if write && err.downcast_ref::<AgentTimeout>().is_some() => Err((
+            OUTCOME_UNKNOWN_EXIT,
+            format!("{what}{err}: the write may or may not have been applied (read the settings to find out)"),
+        )),
         Err(err) => Err((1, err.to_string())),
     }
 }

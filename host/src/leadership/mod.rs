@@ -262,7 +262,8 @@ impl PartialEq for StoreError {
 
 impl Eq for StoreError {}
 
-/// Why a fenced settings write was refused. Nothing was written.
+/// Why a fenced settings write did not succeed: refused (nothing was written), or sent with
+/// no answer ([`WriteError::OutcomeUnknown`]: it may have been).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WriteError {
@@ -283,9 +284,14 @@ pub enum WriteError {
     /// given up waiting): nothing was written.
     #[error("the write's deadline passed before it could be applied; nothing was written")]
     TooLate,
-    /// The store could not be reached or failed; see [`StoreError::kind`].
+    /// The store could not be reached or failed, before the write was sent or with a
+    /// definite refusal (nothing was written); see [`StoreError::kind`].
     #[error("leadership store failed: {0}")]
     Store(StoreError),
+    /// The write was sent, and no answer came (a timeout, a connection lost): it may or
+    /// may not have been applied. Read the settings to find out.
+    #[error("the write may or may not have been applied ({0}): read the settings to find out")]
+    OutcomeUnknown(String),
 }
 
 /// Leases, pins and leader settings for every application it serves. See the module docs

@@ -1063,12 +1063,16 @@ impl EtcdStore {
                 let left = by.saturating_since(super::MonotonicClock.now());
                 match tokio::time::timeout(left, self.txn(txn)).await {
                     Ok(result) => result,
-                    Err(_) => return Err(WriteError::TooLate),
+                    // Sent, but not answered by its deadline: the server may apply it yet.
+                    Err(_) => return Err(WriteError::OutcomeUnknown("the store did not answer before the caller gave up".into())),
                 }
             }
             None => self.txn(txn).await,
         };
-        let response = sent.map_err(WriteError::Store)?;
+        let response = sent.map_err(|err| match err.kind() {
+            StoreFailure::Unreachable => WriteError::OutcomeUnknown(err.to_string()),
+            _ => WriteError::Store(err),
+        })?;
         if !response.succeeded() {
             return Ok(None);
         }

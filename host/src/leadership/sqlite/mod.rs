@@ -9,7 +9,8 @@
 //! - Expiries are stored as readings of the store clock (`CLOCK_MONOTONIC`, the same for
 //!   every process on the machine) with the machine's boot id. On opening a file last used
 //!   in another boot, every held lease is given its full duration again from now: nobody is
-//!   granted a lease a holder may still believe valid.
+//!   granted a lease a holder may still believe valid; reservations (directed handovers)
+//!   of the old boot are dropped.
 //! - A lease's row outlives its tenure (with no holder), so terms only go up across
 //!   restarts. Settings and their version change in the same transaction; the history's
 //!   `tenures` rows (`history.rs`) change in the claim's and the revoke's.
@@ -519,6 +520,8 @@ fn adopt_boot(conn: &mut Connection, boot_id: &str, now: Timestamp, wall_now: st
         if recorded.is_some() {
             // Readings of another boot's clock; nobody of that boot runs now.
             identity::forget_grants_from(&tx)?;
+            // A directed handover asked for before the reboot is not this boot's to honour.
+            tx.execute("UPDATE leases SET reserved_for = NULL, reserved_until_ns = 0", [])?;
         }
         history::end_at_reboot(&tx, crate::leadership::history::unix_nanos(wall_now))?;
         tx.execute("UPDATE leases SET expires_ns = ?1 + duration_ns WHERE holder IS NOT NULL", [ns(now)])?;
