@@ -10,8 +10,8 @@ mod etcd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use charm_host::leadership::simulation::{SimConfig, SimStats, run_schedule};
-use charm_host::leadership::sqlite::{Durability, SqliteOptions};
+use charm_host::leadership::simulation::{SimConfig, SimStats, run_schedule, run_schedule_with_wipes};
+use charm_host::leadership::sqlite::{Durability, NewStore, SqliteOptions};
 use charm_host::leadership::etcd::{EtcdOptions, EtcdStore};
 use charm_host::leadership::{LeadershipStore, ManualClock, MemoryStore, SqliteStore};
 
@@ -48,6 +48,36 @@ async fn memory_store_survives_random_schedules() {
     }
     report("memory", count, total, start.elapsed());
     assert!(total.grants > 0 && total.denials > 0 && total.writes_applied > 0 && total.writes_fenced > 0);
+}
+
+/// The SQLite file deleted under the running units now and then, and a new one made in its
+/// place (as `--accept-new-store` does): claims the lost file granted stand until they run
+/// out, and the new store grants nothing before, so no two units ever believe they lead.
+#[tokio::test]
+async fn sqlite_store_survives_losing_its_file_under_running_units() {
+    let (first, count) = schedules(300);
+    let config = SimConfig::default();
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let mut total = SimStats::default();
+    for seed in first..first + count {
+        let path = dir.path().join(format!("wiped-{seed}.db"));
+        let options = SqliteOptions { durability: Durability::Normal, boot_id: Some("sim".into()), ..SqliteOptions::default() };
+        let mut open = |clock: &Arc<ManualClock>| -> Arc<dyn LeadershipStore> {
+            Arc::new(SqliteStore::open_with(&path, clock.clone(), options.clone()).expect("open the store"))
+        };
+        let mut wipe = |clock: &Arc<ManualClock>, wait: Duration| -> Arc<dyn LeadershipStore> {
+            std::fs::remove_file(&path).expect("delete the store");
+            let options = SqliteOptions { new_store: NewStore::CreateAfterLoss { wait }, ..options.clone() };
+            Arc::new(SqliteStore::open_with(&path, clock.clone(), options).expect("make a new store"))
+        };
+        total += run_schedule_with_wipes(seed, &config, &mut open, &mut wipe).await.unwrap_or_else(|failure| {
+            panic!("{failure}\nreplay: LEASE_SIM_SEED={seed} LEASE_SIM_SCHEDULES=1 cargo test --test lease_simulator losing")
+        });
+        let _ = std::fs::remove_file(&path);
+    }
+    report("sqlite, lost under the units", count, total, start.elapsed());
+    assert!(total.wipes > 0 && total.grants > 0 && total.denials > 0);
 }
 
 #[tokio::test]

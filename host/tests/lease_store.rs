@@ -645,3 +645,32 @@ async fn sqlite_creates_a_store_after_a_loss_only_when_told_and_then_waits() {
     assert_eq!(again.store_id(), store.store_id());
     assert!(store.store_id().is_some_and(|id| id.len() == 32));
 }
+
+/// An agent still holding a deleted SQLite file must not, as it goes, destroy the journal of
+/// the store made in its place: SQLite deletes `-wal` by path when the last connection to a
+/// file closes, but not for a file that was moved or deleted, and the new store has a journal
+/// of its own. What the new store committed survives the old one's exit.
+#[tokio::test]
+async fn a_lost_sqlite_store_going_away_leaves_the_new_stores_journal_alone() {
+    use charm_host::leadership::sqlite::NewStore;
+    let clock = Arc::new(ManualClock::default());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let old = SqliteStore::open_with(&path, clock.clone(), sqlite_options("boot-1")).unwrap();
+    old.claim(&claimant("a/0"), LEASE).await.unwrap();
+    old.watch_leases(); // its poller has a connection too
+    std::fs::remove_file(&path).unwrap();
+    let options = SqliteOptions { new_store: NewStore::CreateAfterLoss { wait: LEASE }, ..sqlite_options("boot-1") };
+    let new = SqliteStore::open_with(&path, clock.clone(), options).unwrap();
+    clock.advance(LEASE);
+    let term = new.claim(&claimant("a/1"), LEASE).await.unwrap().term;
+    new.write_settings(&claimant("a/1"), term, &group(&[("k", "new")])).await.unwrap();
+    assert!(replaced(old.claim(&claimant("a/0"), LEASE).await), "the old agent finds out");
+    drop(old);
+    tokio::time::sleep(Duration::from_millis(100)).await; // its poller ends within a poll
+    // Another agent opens the new store while its first agent still runs.
+    let reopened = SqliteStore::open_with(&path, clock.clone(), sqlite_options("boot-1")).unwrap();
+    assert_eq!(reopened.read_settings(&app("a")).await.unwrap().values.get("k").map(String::as_str), Some("new"));
+    assert_eq!(reopened.last_term(&app("a")).await.unwrap(), term);
+    drop(new);
+}

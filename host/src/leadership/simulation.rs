@@ -5,13 +5,16 @@
 //! every expiry), unit pauses
 //! longer than a lease, unit restarts (each a new incarnation), a unit started a second
 //! time elsewhere while it runs (a clone: the same unit name in another incarnation), and
-//! store reopenings, over several applications and units. Each simulated agent keeps what
-//! a tracker would: its incarnation and its last granted claim.
+//! store reopenings, and (with [`run_schedule_with_wipes`]) the store lost under the running
+//! units and a new one made in its place, over several applications and units. Each
+//! simulated agent keeps what a tracker would: its incarnation and its last granted claim,
+//! which a lost store does not take away (its agent counts on it until it runs out).
 //!
 //! After every step the checker asserts:
 //! - **at most one holder**: no two agents of an application (two incarnations of one unit
-//!   included) believe, at the same instant, that they hold a valid claim; and the store's
-//!   view of every lease matches a reference model written independently of the stores;
+//!   included, and claims granted by a store since lost) believe, at the same instant, that
+//!   they hold a valid claim; and the store's view of every lease matches a reference model
+//!   written independently of the stores;
 //! - **terms strictly increase**: a new tenure's term is above every earlier one, an
 //!   extension keeps it;
 //! - **no stale write**: a fenced write is applied exactly when the model says the writer's
@@ -128,6 +131,8 @@ pub struct SimStats {
     pub writes_fenced: u64,
     /// Store reopenings.
     pub reopenings: u64,
+    /// Stores lost under the units (and made anew).
+    pub wipes: u64,
 }
 
 impl std::ops::AddAssign for SimStats {
@@ -138,6 +143,7 @@ impl std::ops::AddAssign for SimStats {
         self.writes_applied += o.writes_applied;
         self.writes_fenced += o.writes_fenced;
         self.reopenings += o.reopenings;
+        self.wipes += o.wipes;
     }
 }
 
@@ -172,6 +178,11 @@ impl std::error::Error for SimFailure {}
 /// acknowledged change (an in-memory one may hand out the same instance again). A store
 /// on its own clock ignores the manual one.
 pub type OpenStore<'a> = dyn FnMut(&Arc<ManualClock>) -> Arc<dyn LeadershipStore> + 'a;
+
+/// Loses the store under the running units (deleted, or wiped) and makes a new one in its
+/// place that grants no tenure for the given wait: what an agent's store does after a loss
+/// (see the SQLite store's `NewStore::CreateAfterLoss`).
+pub type WipeStore<'a> = dyn FnMut(&Arc<ManualClock>, Duration) -> Arc<dyn LeadershipStore> + 'a;
 
 const KEYS: [&str; 4] = ["a", "b", "c", "d"];
 const ENTITIES: [&str; 2] = ["upgrade", "backup"];
@@ -260,6 +271,8 @@ struct SimUnit {
     /// Its current incarnation (a restart makes a new one).
     claimant: Claimant,
     belief: Option<Claim>,
+    /// Which store (counted in wipes) granted its belief.
+    belief_store: u32,
     paused_until_step: u32,
 }
 
@@ -269,6 +282,10 @@ struct Sim<'a> {
     config: SimConfig,
     store: Arc<dyn LeadershipStore>,
     open: &'a mut OpenStore<'a>,
+    wipe: Option<&'a mut WipeStore<'a>>,
+    /// How many times the store was lost, and when the current one may first grant.
+    wipes: u32,
+    grants_from: Timestamp,
     apps: BTreeMap<AppName, ModelApp>,
     units: Vec<SimUnit>,
     trace: Vec<String>,
@@ -278,6 +295,26 @@ struct Sim<'a> {
 
 /// Runs one schedule against the store `open` returns; see the module docs.
 pub async fn run_schedule<'a>(seed: u64, config: &SimConfig, open: &'a mut OpenStore<'a>) -> Result<SimStats, SimFailure> {
+    run(seed, config, open, None).await
+}
+
+/// [`run_schedule`], with the store also lost under the units now and then: `wipe` makes the
+/// new one.
+pub async fn run_schedule_with_wipes<'a>(
+    seed: u64,
+    config: &SimConfig,
+    open: &'a mut OpenStore<'a>,
+    wipe: &'a mut WipeStore<'a>,
+) -> Result<SimStats, SimFailure> {
+    run(seed, config, open, Some(wipe)).await
+}
+
+async fn run<'a>(
+    seed: u64,
+    config: &SimConfig,
+    open: &'a mut OpenStore<'a>,
+    wipe: Option<&'a mut WipeStore<'a>>,
+) -> Result<SimStats, SimFailure> {
     let clock = Arc::new(ManualClock::default());
     let store = open(&clock);
     let mut apps = BTreeMap::new();
@@ -286,7 +323,7 @@ pub async fn run_schedule<'a>(seed: u64, config: &SimConfig, open: &'a mut OpenS
         let app = AppName::new(&format!("app{a}")).map_err(|e| failure(seed, 0, e.to_string(), &[]))?;
         for n in 0..config.units_per_app {
             let name = UnitName::from_parts(app.clone(), n);
-            units.push(SimUnit { claimant: Claimant::fresh(name.clone()), name, belief: None, paused_until_step: 0 });
+            units.push(SimUnit { claimant: Claimant::fresh(name.clone()), name, belief: None, belief_store: 0, paused_until_step: 0 });
         }
         apps.insert(app, ModelApp::default());
     }
@@ -299,6 +336,9 @@ pub async fn run_schedule<'a>(seed: u64, config: &SimConfig, open: &'a mut OpenS
         config: config.clone(),
         store,
         open,
+        wipe,
+        wipes: 0,
+        grants_from: Timestamp::from_nanos(0),
         apps,
         units,
         trace: Vec::new(),
@@ -422,7 +462,7 @@ impl Sim<'_> {
                     let name = self.units[self.rng.random_range(0..self.units.len())].name.clone();
                     let claimant = Claimant::fresh(name.clone());
                     self.note(format!("clone {name} as {}", claimant.id().short()));
-                    self.units.push(SimUnit { name, claimant, belief: None, paused_until_step: 0 });
+                    self.units.push(SimUnit { name, claimant, belief: None, belief_store: 0, paused_until_step: 0 });
                 }
                 Ok(())
             }
@@ -432,8 +472,28 @@ impl Sim<'_> {
                 self.note("reopen store".into());
                 Ok(())
             }
+            97 if self.wipe.is_some() => {
+                self.lose_store();
+                Ok(())
+            }
             _ => self.check_listings().await,
         }
+    }
+
+    /// The store is lost under the units, and a new one made in its place, which grants
+    /// nothing until every claim the lost one granted has run out: the units' beliefs stand
+    /// (their agents count on them), the model starts over.
+    fn lose_store(&mut self) {
+        let Some(wipe) = self.wipe.as_mut() else { return };
+        let longest = Duration::from_secs(self.config.durations_s.iter().copied().max().unwrap_or(0));
+        self.store = wipe(&self.clock, longest);
+        self.wipes += 1;
+        self.grants_from = self.now() + longest;
+        for model in self.apps.values_mut() {
+            *model = ModelApp::default();
+        }
+        self.stats.wipes += 1;
+        self.note(format!("store lost; the new one grants from +{longest:?}"));
     }
 
     async fn claim(&mut self) -> Result<(), String> {
@@ -450,7 +510,11 @@ impl Sim<'_> {
         let model = self.apps.get_mut(unit.app()).ok_or("unknown app")?;
         let held = model.holds(before, after).map(|(t, alive)| (t.clone(), alive));
         let reserved = model.reservation(before, after).map(|(u, alive)| (u.clone(), alive));
+        let (grants_from, store) = (self.grants_from, self.wipes);
         match (held, result) {
+            (None | Some((_, Alive::No | Alive::Unsure)), Err(LeaseError::NewStore { .. })) if before < grants_from => {
+                self.stats.denials += 1;
+            }
             (Some((tenure, Alive::Yes | Alive::Unsure)), Err(LeaseError::Denied { holder, .. })) if tenure.unit != unit => {
                 if holder != tenure.unit {
                     return Err(format!("denial names {holder}, the model's holder is {}", tenure.unit));
@@ -482,6 +546,7 @@ impl Sim<'_> {
                     held.ttl = ttl;
                 }
                 self.units[i].belief = Some(claim);
+                self.units[i].belief_store = store;
                 self.stats.extensions += 1;
             }
             (None | Some((_, Alive::No | Alive::Unsure)), Err(LeaseError::Reserved { unit: reported, .. })) => {
@@ -499,6 +564,9 @@ impl Sim<'_> {
                 if claim.term <= model.last_term {
                     return Err(format!("new tenure of {unit} got term {} after term {}", claim.term, model.last_term));
                 }
+                if before < grants_from {
+                    return Err(format!("{unit} was granted a tenure by a new store before every lost claim ran out"));
+                }
                 // On a real clock a store may promise a little less than asked (etcd counts a
                 // lease granted ahead from its grant), never more than it can keep.
                 let valid = if manual {
@@ -515,6 +583,7 @@ impl Sim<'_> {
                 model.holder = Some(Tenure { unit: unit.clone(), incarnation: claimant.id(), term: claim.term, ends, ttl: duration });
                 model.granted.push((claim.term, unit.clone(), Some(false)));
                 self.units[i].belief = Some(claim);
+                self.units[i].belief_store = store;
                 self.stats.grants += 1;
             }
             (expected, got) => return Err(format!("claim by {unit}: model holder {expected:?}, store said {got:?}")),
@@ -743,8 +812,9 @@ impl Sim<'_> {
                 let names: Vec<String> = believers.iter().map(|u| u.claimant.to_string()).collect();
                 return Err(format!("two leaders of {app} at once: {names:?}"));
             }
-            if let Some(believer) = believers.first() {
-                // A belief never outlasts the tenure it came from.
+            if let Some(believer) = believers.first().filter(|b| b.belief_store == self.wipes) {
+                // A belief never outlasts the tenure it came from (a lost store's are beyond
+                // the model: they only must not overlap).
                 match model.holds(before, before) {
                     Some((tenure, Alive::Yes | Alive::Unsure))
                         if tenure.unit == believer.name && tenure.incarnation == believer.claimant.id() => {}
