@@ -237,6 +237,39 @@ fn durations_are_checked_before_anything_is_created() {
     assert!(stderr(&out).contains("between 500ms and 2m 30s"), "the accepted range is given: {}", stderr(&out));
 }
 
+/// A start that fails after it created something (the state directory, its store, the
+/// unit's directory) removes it again: nothing is left behind, so the next start is not taken
+/// for a unit that ran (and refused a new store).
+#[test]
+fn a_failed_start_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"not a component").unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = busy.local_addr().unwrap().to_string();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    let garbage = garbage.to_str().unwrap();
+    let cases: [&[&str]; 5] = [
+        &["agent", garbage, "--unit", "db/0", "--state", state],
+        &["agent", "example-charms/shared-settings", "--unit", "db/0", "--state", state, "--metrics-addr", &busy],
+        &["agent", "example-charms/shared-settings", "--unit", "db/0", "--state", state, "--memory-cap-mib", "1"],
+        &["run", garbage, "--state", state, "--for", "1s"],
+        &["run", "example-charms/shared-settings", "--state", state, "--for", "1s", "--metrics-addr", &busy],
+    ];
+    for args in cases {
+        let out = Command::new(BIN).args(args).current_dir(workspace()).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(!Path::new(state).exists(), "{args:?} left {state} behind");
+    }
+    // And where a state directory exists, only what the start created goes.
+    std::fs::create_dir(state).unwrap();
+    let out = Command::new(BIN).args(cases[0]).current_dir(workspace()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(Path::new(state).is_dir(), "the operator's directory stays");
+    assert_eq!(std::fs::read_dir(state).unwrap().count(), 0, "nothing is left in it");
+}
+
 #[test]
 fn status_changes_nothing_and_survives_a_closed_pipe() {
     let dir = tempfile::tempdir().unwrap();

@@ -520,7 +520,8 @@ async fn serve_one(
                 Err(err) => ToolResponse::Error { kind: ToolErrorKind::Invalid, message: format!("bad request: {err}") },
             }
         }
-        Err(err @ (ReadError::TooLong | ReadError::Busy)) => ToolResponse::Error { kind: ToolErrorKind::Unknown, message: err.to_string() },
+        Err(err @ ReadError::TooLong) => ToolResponse::Error { kind: ToolErrorKind::Invalid, message: err.to_string() },
+        Err(err @ ReadError::Busy) => ToolResponse::Error { kind: ToolErrorKind::Unknown, message: err.to_string() },
         Err(err) => return Err(std::io::Error::other(err.to_string())),
     };
     let answer = json_line(&response)?;

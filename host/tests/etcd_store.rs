@@ -224,6 +224,16 @@ async fn bad_connections_get_clear_errors() {
     }
     assert_eq!(client.get("/theirs/meta", None).await.unwrap().kvs().len(), 0, "nothing written");
 
+    // A store inside another store's prefix is refused: the outer one would read its keys.
+    let outer = support::unused_prefix(EtcdOptions::from_url(&cluster.url_with_prefix("p9")).unwrap());
+    EtcdStore::connect(&outer).await.unwrap();
+    let nested = support::unused_prefix(EtcdOptions::from_url(&cluster.url_with_prefix("p9/lease")).unwrap());
+    match EtcdStore::connect(&nested).await {
+        Err(err @ ConnectError::Prefix { .. }) => assert!(err.to_string().contains("inside the charm-host store at /p9"), "{err}"),
+        other => panic!("expected a prefix error, got {other:?}"),
+    }
+    assert_eq!(client.get("/p9/lease/meta", None).await.unwrap().kvs().len(), 0, "nothing written");
+
     // A CA file that is not a certificate.
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("ca.pem");

@@ -101,7 +101,8 @@ impl UnitName {
     pub fn new(name: &str) -> Result<Self, NameError> {
         let fail = |reason| NameError::Unit { name: name.to_owned(), reason };
         let (app, number) = name.split_once('/').ok_or_else(|| fail("missing '/'"))?;
-        let app = AppName::new(app).map_err(|_| fail("bad application part"))?;
+        // A bad application part says what is wrong with it (too long, a bad character...).
+        let app = AppName::new(app)?;
         let valid_digits = !number.is_empty()
             && number.chars().all(|c| c.is_ascii_digit())
             && (number == "0" || !number.starts_with('0'));

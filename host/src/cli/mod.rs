@@ -17,6 +17,7 @@ mod bench;
 mod history;
 mod operator;
 mod output;
+mod provisional;
 mod run;
 mod status;
 mod store;

@@ -119,6 +119,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     actions.sort_by_key(|(at, _)| *at);
     let services = args.services.configs()?;
     let wasm = charm_wasm(&args.charm)?;
+    // What the start creates under --state is removed again if it fails.
+    let units: Vec<UnitName> = (0..args.units).map(|n| UnitName::from_parts(app.clone(), n)).collect();
+    let provisional = args.state.as_deref().map(|dir| super::provisional::Provisional::before(dir, &units));
     let data_root = data_root(args.state.as_deref())?;
     // Each unit's agent lock is taken as the application starts (`Host::start_application`),
     // as `charm-host agent` holds it: no agent may run one of these units meanwhile.
@@ -127,24 +130,36 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // deadline (it yields at every epoch tick) delays its neighbours' timers as little as possible.
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(7).build()?;
     let report = tokio.block_on(async {
-        let store = open_store(&args, &data_root).await?;
-        let host = args
-            .runtime
-            .host_builder()
-            .state_dir(data_root.path())
-            .store(store)
-            .services(services, args.services.service_grace)
-            .event_sink(events)
-            .build()
-            .await?;
-        let _metrics = args.runtime.serve_metrics(&host).await?;
-        let charm = host.load_charm(&wasm)?;
-        if !args.json {
-            let source = if charm.from_cache() { "from cache" } else { "compiled" };
-            eprintln!("loaded {} ({source} in {:.1?}); starting {} units of {app}", wasm.display(), charm.load_time(), args.units);
-        }
+        let started = async {
+            let store = open_store(&args, &data_root).await?;
+            let host = args
+                .runtime
+                .host_builder()
+                .state_dir(data_root.path())
+                .store(store)
+                .services(services, args.services.service_grace)
+                .event_sink(events)
+                .build()
+                .await?;
+            let metrics = args.runtime.serve_metrics(&host).await?;
+            let charm = host.load_charm(&wasm)?;
+            if !args.json {
+                let source = if charm.from_cache() { "from cache" } else { "compiled" };
+                eprintln!("loaded {} ({source} in {:.1?}); starting {} units of {app}", wasm.display(), charm.load_time(), args.units);
+            }
+            let application = host.start_application(app.clone(), &charm, args.units).await?;
+            anyhow::Ok((host, metrics, application))
+        };
+        let (host, _metrics, mut application) = match started.await {
+            Ok(started) => started,
+            Err(err) => {
+                if let Some(provisional) = provisional {
+                    provisional.undo();
+                }
+                return Err(err);
+            }
+        };
         let start = tokio::time::Instant::now();
-        let mut application = host.start_application(app.clone(), &charm, args.units).await?;
         let until_end = async {
             match args.run_for {
                 Some(duration) => tokio::time::sleep_until(start + duration).await,

@@ -115,6 +115,11 @@ impl EtcdOptions {
                 Ok(port) if port > 0 => {}
                 _ => return Err(fail(&format!("{endpoint:?} has no valid port (1 to 65535)"))),
             }
+            // An IPv6 address in brackets, whole; anything else as the client will read it.
+            let bracketed = host.starts_with('[') == host.ends_with(']') && host.matches('[').count() <= 1;
+            if !bracketed || format!("http://{endpoint}").parse::<hyper::Uri>().is_err() {
+                return Err(fail(&format!("{endpoint:?} is not a valid HOST:PORT (an IPv6 address goes in brackets: [::1]:2379)")));
+            }
             endpoints.push(endpoint.to_owned());
         }
         let segments: Vec<&str> = prefix[1..].split('/').collect();
@@ -236,10 +241,13 @@ mod tests {
             ("etcd://a:1/", "prefix"),
             ("etcd://a:1/x//y", "prefix"),
             ("etcd://a:1/x y", "prefix"),
+            ("etcd://[::1", "HOST:PORT"),
+            ("etcd://::1:2379", "HOST:PORT"),
         ] {
             let err = EtcdOptions::from_url(url).unwrap_err().to_string();
             assert!(err.contains(says), "{url}: {err}");
         }
+        assert_eq!(EtcdOptions::from_url("etcd://[::1]:2379/p").unwrap().endpoints, ["[::1]:2379"]);
     }
 
     #[test]

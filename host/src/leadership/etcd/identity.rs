@@ -81,6 +81,13 @@ impl StoreIdentity {
     ) -> Result<Self, PrefixProblem> {
         let failed = |e: etcd_client::Error| PrefixProblem::Failed(etcd_failed(e));
         let meta = layout.meta();
+        // A store inside another store's prefix would be read by it as its own keys.
+        for outer in layout.enclosing() {
+            let got = within(deadline, client.get(Layout::new(&outer).meta(), None)).await.map_err(PrefixProblem::Failed)?.map_err(failed)?;
+            if !got.kvs().is_empty() {
+                return Err(PrefixProblem::Foreign(format!("lies inside the charm-host store at {outer}: choose a prefix beside it")));
+            }
+        }
         for _ in 0..4 {
             let txn = Txn::new()
                 .when([Compare::create_revision(meta.as_str(), CompareOp::Equal, 0)])

@@ -83,6 +83,17 @@ impl Layout {
         &self.prefix
     }
 
+    /// The prefixes this one lies inside: `/a` and `/a/b` for `/a/b/c`.
+    pub fn enclosing(&self) -> Vec<String> {
+        let mut outer = Vec::new();
+        for (i, c) in self.prefix.char_indices().skip(1) {
+            if c == '/' {
+                outer.push(self.prefix[..i].to_owned());
+            }
+        }
+        outer
+    }
+
     pub fn meta(&self) -> String {
         format!("{}/meta", self.prefix)
     }
@@ -239,5 +250,11 @@ mod tests {
         assert_eq!(layout.parse(b"/ch/meta"), None);
         assert_eq!(layout.parse(b"/other/lease/db"), None);
         assert_eq!(layout.parse(b"/ch/lease/Not-An-App"), None);
+    }
+
+    #[test]
+    fn a_prefix_knows_the_prefixes_it_lies_inside() {
+        assert_eq!(Layout::new("/a/b/c").enclosing(), ["/a", "/a/b"]);
+        assert!(Layout::new("/top").enclosing().is_empty());
     }
 }

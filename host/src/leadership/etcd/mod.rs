@@ -215,6 +215,38 @@ struct Vacancy {
     until: Timestamp,
 }
 
+/// The version of every member of the cluster `client` reaches, each asked on its own
+/// client URL; a member that cannot be asked is left out, with a warning (a member down is
+/// ordinary; the one answering was checked already).
+async fn member_versions(client: &mut Client, options: &etcd_client::ConnectOptions, deadline: Duration) -> Vec<(String, String)> {
+    let members = match within(deadline, client.member_list()).await {
+        Ok(Ok(members)) => members,
+        Ok(Err(err)) => {
+            tracing::warn!("cannot list the etcd cluster's members to check their versions: {}", etcd_failed(err));
+            return Vec::new();
+        }
+        Err(err) => {
+            tracing::warn!("cannot list the etcd cluster's members to check their versions: {err}");
+            return Vec::new();
+        }
+    };
+    let mut versions = Vec::new();
+    for member in members.members() {
+        let name = if member.name().is_empty() { format!("{:x}", member.id()) } else { member.name().to_owned() };
+        let Some(url) = member.client_urls().first() else { continue };
+        let asked = async {
+            let mut one = Client::connect([url.as_str()], Some(options.clone())).await?;
+            one.status().await
+        };
+        match within(deadline, asked).await {
+            Ok(Ok(status)) => versions.push((name, status.version().to_owned())),
+            Ok(Err(err)) => tracing::warn!(member = %name, "cannot ask an etcd member its version: {}", etcd_failed(err)),
+            Err(err) => tracing::warn!(member = %name, "cannot ask an etcd member its version: {err}"),
+        }
+    }
+    versions
+}
+
 /// Runs one etcd call within `deadline`; the outer error says it did not answer in time,
 /// the inner result is etcd's own.
 async fn within<T>(
@@ -279,15 +311,22 @@ impl EtcdStore {
         let unreachable = |reason: StoreError| ConnectError::Unreachable { endpoints: endpoints.clone(), reason: reason.to_string() };
         let client_options = options.client_options()?;
         let deadline = options.connect_timeout + options.request_timeout;
-        let connected = within(deadline, Client::connect(&options.endpoints, Some(client_options))).await;
+        let connected = within(deadline, Client::connect(&options.endpoints, Some(client_options.clone()))).await;
         let mut client = connected.map_err(unreachable)?.map_err(|err| unreachable(etcd_failed(err)))?;
         let status = within(deadline, client.status()).await.map_err(unreachable)?.map_err(|err| unreachable(etcd_failed(err)))?;
         let server_version = status.version().to_owned();
-        if let Err(problem) = check_server_version(&server_version) {
-            if !options.allow_unsafe_server {
-                return Err(ConnectError::UnsafeServer(problem));
+        // Every member, not only the one that answered: in a rolling upgrade (or with one
+        // member left behind) the versions differ, and any member may serve a renewal.
+        let mut versions = vec![(String::from("the member answering"), server_version.clone())];
+        versions.extend(member_versions(&mut client, &client_options, deadline).await);
+        for (member, version) in &versions {
+            if let Err(problem) = check_server_version(version) {
+                let problem = format!("{problem} (member {member})");
+                if !options.allow_unsafe_server {
+                    return Err(ConnectError::UnsafeServer(problem));
+                }
+                tracing::warn!("{problem}; connecting anyway, as asked");
             }
-            tracing::warn!("{problem}; connecting anyway, as asked");
         }
         let layout = Layout::new(&options.prefix);
         let prefix_error = |reason: String| ConnectError::Prefix { prefix: options.prefix.clone(), reason };

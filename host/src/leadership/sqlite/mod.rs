@@ -295,6 +295,8 @@ impl SqliteFile {
                 let _ = std::fs::remove_file(PathBuf::from(journal));
             }
         }
+        // SQLite says "unable to open database file" for any reason: the OS says which.
+        std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(|source| OpenError::File { path: path.to_owned(), source })?;
         let mut conn = open_connection(path, &options).map_err(sqlite)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
         tx.execute_batch(SCHEMA).map_err(sqlite)?;
