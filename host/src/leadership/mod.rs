@@ -103,7 +103,7 @@ pub struct Lease {
     /// written before incarnations: no incarnation extends it).
     pub incarnation: Option<IncarnationId>,
     /// Where that incarnation runs, as it said.
-    pub origin: Option<Origin>,
+    pub origin: Option<Arc<Origin>>,
 }
 
 /// Why a lease operation did not succeed.
@@ -131,7 +131,7 @@ pub enum LeaseError {
         /// The incarnation holding the lease (`None`: from before incarnations).
         holder: Option<IncarnationId>,
         /// Where it runs, as it said.
-        origin: Option<Box<Origin>>,
+        origin: Option<Arc<Origin>>,
     },
     /// The unit asked to give up a lease another unit holds.
     #[error("{unit} does not hold the leadership of {app}")]

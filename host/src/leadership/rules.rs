@@ -15,7 +15,7 @@ pub(crate) struct LeaseRecord {
     /// The holder's incarnation (`None` in a record from before incarnations).
     pub incarnation: Option<IncarnationId>,
     /// Where that incarnation runs, as it said.
-    pub origin: Option<Origin>,
+    pub origin: Option<std::sync::Arc<Origin>>,
     pub term: u64,
     pub expires: super::Timestamp,
     pub reserved: Option<Reservation>,
@@ -51,7 +51,7 @@ pub(crate) fn held_by(lease: &Lease, claimant: &Claimant) -> bool {
 /// Why `claimant` may not have `lease`, which another unit or incarnation holds.
 pub(crate) fn refusal(lease: Lease, claimant: &Claimant) -> LeaseError {
     if &lease.holder == claimant.unit() {
-        LeaseError::OtherIncarnation { unit: lease.holder, holder: lease.incarnation, origin: lease.origin.map(Box::new) }
+        LeaseError::OtherIncarnation { unit: lease.holder, holder: lease.incarnation, origin: lease.origin }
     } else {
         LeaseError::Denied { app: claimant.unit().app().clone(), holder: lease.holder }
     }
@@ -102,7 +102,7 @@ pub(crate) fn claim(
             let record = LeaseRecord {
                 holder: Some(unit.clone()),
                 incarnation: Some(claimant.id()),
-                origin: Some(claimant.incarnation().origin.clone()),
+                origin: Some(std::sync::Arc::new(claimant.incarnation().origin.clone())),
                 term,
                 expires: valid_until,
                 reserved: None,

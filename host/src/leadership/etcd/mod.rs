@@ -796,7 +796,7 @@ impl LeadershipStore for EtcdStore {
             let claimed = match value? {
                 Some((_, holder)) if holder != *unit => return Err(LeaseError::Denied { app: app.clone(), holder }),
                 Some((lease, holder)) if !lease.held_by(claimant) => {
-                    let origin = lease.origin.map(Box::new);
+                    let origin = lease.origin.map(Arc::new);
                     return Err(LeaseError::OtherIncarnation { unit: holder, holder: lease.incarnation, origin });
                 }
                 Some((lease, _)) => self.extend_tenure(claimant, &state, &lease, duration).await?,
@@ -964,11 +964,13 @@ impl LeadershipStore for EtcdStore {
                 // out for the TTL from the last renewal seen; until the watch has seen the
                 // deletion, from now.
                 let expires = state.read_at + secs(value.ttl);
-                return Ok(Some(Lease { holder, term: value.term, expires, pinned, incarnation: value.incarnation, origin: value.origin }));
+                let origin = value.origin.map(Arc::new);
+                return Ok(Some(Lease { holder, term: value.term, expires, pinned, incarnation: value.incarnation, origin }));
             }
             now + secs(left.ttl()) + Duration::from_secs(1)
         };
-        Ok(Some(Lease { holder, term: value.term, expires, pinned, incarnation: value.incarnation, origin: value.origin }))
+        let origin = value.origin.map(Arc::new);
+        Ok(Some(Lease { holder, term: value.term, expires, pinned, incarnation: value.incarnation, origin }))
     }
 
     async fn last_term(&self, app: &AppName) -> Result<u64, LeaseError> {

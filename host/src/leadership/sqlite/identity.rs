@@ -116,13 +116,21 @@ impl StoreIdentity {
             Err(err) => return Err(StoreError::caused_by(StoreFailure::Unreachable, "the leadership store's file", err)),
         }
         let sqlite = |e| StoreError::caused_by(StoreFailure::Failed, "SQLite", e);
-        let id: Option<String> =
-            tx.prepare_cached("SELECT value FROM meta WHERE key = 'store_id'").map_err(sqlite)?.query_row([], |r| r.get(0)).optional().map_err(sqlite)?;
+        // One read for both: the id (text) and the generation (a number; 0 before any write).
+        let (mut id, mut generation) = (None::<String>, 0_i64);
+        let mut statement =
+            tx.prepare_cached("SELECT key, value FROM meta WHERE key IN ('store_id', 'generation')").map_err(sqlite)?;
+        let mut rows = statement.query([]).map_err(sqlite)?;
+        while let Some(row) = rows.next().map_err(sqlite)? {
+            match row.get_ref(0).map_err(sqlite)?.as_str().unwrap_or_default() {
+                "store_id" => id = row.get(1).ok(),
+                _ => generation = row.get(1).unwrap_or(0),
+            }
+        }
         if id.as_deref() != Some(self.id.as_str()) {
             let found = id.unwrap_or_else(|| "none".into());
             return Err(replaced(&self.path, format_args!("now holds another store (id {found}; this process opened {})", self.id)));
         }
-        let generation = generation(tx).map_err(sqlite)?;
         let seen = self.seen.load(Ordering::Acquire);
         if generation < seen {
             return Err(replaced(

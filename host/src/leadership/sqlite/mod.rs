@@ -562,7 +562,9 @@ fn read_lease(tx: &Transaction<'_>, app: &AppName, legacy: bool) -> rusqlite::Re
             incarnation: incarnation.map(|text| {
                 IncarnationId::parse(&text).ok_or_else(|| corrupt_column("incarnation", "not an incarnation id"))
             }).transpose()?,
-            origin: origin.map(|text| serde_json::from_str(&text).map_err(|e| corrupt_column("origin", e))).transpose()?,
+            origin: origin
+                .map(|text| serde_json::from_str(&text).map(Arc::new).map_err(|e| corrupt_column("origin", e)))
+                .transpose()?,
             term: u64::try_from(term).unwrap_or(0),
             expires: ts(expires),
             reserved: reserved_for
@@ -585,7 +587,7 @@ fn corrupt_column(column: &str, what: impl std::fmt::Display) -> rusqlite::Error
 
 fn write_lease(tx: &Transaction<'_>, app: &AppName, record: &LeaseRecord, duration: Duration) -> rusqlite::Result<()> {
     let duration_ns = i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX);
-    let origin = record.origin.as_ref().map(|o| serde_json::to_string(o).unwrap_or_default());
+    let origin = record.origin.as_ref().map(|o| serde_json::to_string(o.as_ref()).unwrap_or_default());
     tx.prepare_cached(
         "INSERT INTO leases (app, holder, term, expires_ns, duration_ns, reserved_for, reserved_until_ns, incarnation, origin)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
