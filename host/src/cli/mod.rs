@@ -368,6 +368,7 @@ const JUJU_TOOLS: [&str; 3] = ["is-leader", "leader-get", "leader-set"];
 
 /// Runs `charm-host` with the process's arguments and returns its exit code.
 pub fn run() -> ExitCode {
+    raise_open_file_limit();
     let args = match Cli::try_parse() {
         Ok(args) => args,
         Err(err) => {
@@ -429,5 +430,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Elect(args) => block_on(operator::elect(args))?,
         #[cfg(feature = "bench")]
         Command::Bench(args) => bench::bench(args),
+    }
+}
+
+/// Raises this process's soft limit of open files to its hard limit, as Go programs do at
+/// start: every unit's agent holds its lock file open for its life, so `run --units 10000`
+/// needs more descriptors than the usual soft limit of 1024. A limit that cannot be raised
+/// is left as it is (an agent that runs out says so when it starts).
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if let Err(err) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!("could not raise the open-file limit: {err}");
+        }
     }
 }

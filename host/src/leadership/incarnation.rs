@@ -105,10 +105,15 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// This process, on this boot of this machine, with no state directory.
+    /// This process, on this boot of this machine, with no state directory (read once per
+    /// process: 10,000 units start without 10,000 reads of the boot id).
     pub fn this_process() -> Self {
-        let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
-        Self { host, pid: std::process::id(), boot_id: boot_id().unwrap_or_default(), state_dir: None }
+        static THIS: std::sync::OnceLock<Origin> = std::sync::OnceLock::new();
+        THIS.get_or_init(|| {
+            let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+            Self { host, pid: std::process::id(), boot_id: boot_id().unwrap_or_default(), state_dir: None }
+        })
+        .clone()
     }
 
     /// With the state directory `dir` (its device and inode, `DEV:INO`).
