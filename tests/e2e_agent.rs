@@ -83,14 +83,20 @@ fn current_lease() -> impl Fn(&Agents) -> charm_host::leadership::Lease {
     }
 }
 
-#[test]
-fn sigterm_of_the_leader_hands_over_before_the_lease_would_expire() {
+/// `db/0` leading and `db/1` a minion, with a 30 s window: the old lease (twice the window)
+/// outlasts any slowness of the machine.
+fn leader_and_minion_with_a_long_window() -> Agents {
     let mut agents = Agents::new();
-    // A long window: the old lease (twice the window) outlasts any slowness of the machine.
     agents.start_with("example-charms/shared-settings", "db/0", &["--guarantee-window", "30s"]);
     agents.wait_leader("db/0", true, Duration::from_secs(60));
     agents.start_with("example-charms/shared-settings", "db/1", &["--guarantee-window", "30s"]);
     agents.wait_leader("db/1", false, Duration::from_secs(60));
+    agents
+}
+
+#[test]
+fn sigterm_of_the_leader_hands_over_before_the_lease_would_expire() {
+    let mut agents = leader_and_minion_with_a_long_window();
     let old = current_lease()(&agents);
     agents.signal("db/0", "TERM");
     agents.wait_leader("db/1", true, Duration::from_secs(60));
@@ -116,12 +122,7 @@ fn sigkill_of_the_leader_hands_over_only_after_expiry() {
 /// for the lease to run out; the history says how the old tenure ended.
 #[test]
 fn a_killed_leader_restarted_in_its_state_directory_takes_over_at_once_at_a_new_term() {
-    let mut agents = Agents::new();
-    // A long window: the old lease (twice the window) outlasts any slowness of the machine.
-    agents.start_with("example-charms/shared-settings", "db/0", &["--guarantee-window", "30s"]);
-    agents.wait_leader("db/0", true, Duration::from_secs(60));
-    agents.start_with("example-charms/shared-settings", "db/1", &["--guarantee-window", "30s"]);
-    agents.wait_leader("db/1", false, Duration::from_secs(60));
+    let mut agents = leader_and_minion_with_a_long_window();
     let old = current_lease()(&agents);
     agents.signal("db/0", "KILL");
     agents.children.retain(|(unit, _)| unit != "db/0");

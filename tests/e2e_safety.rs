@@ -593,3 +593,19 @@ fn a_store_deleted_under_running_agents_never_gives_two_leaders() {
     let status = agents.tool(&["status"]);
     assert!(stdout(&status).contains("was deleted"), "{}", stdout(&status));
 }
+
+/// An error names its cause once, however many layers pass it on.
+#[test]
+fn an_error_names_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let looped = dir.path().join("loop");
+    std::os::unix::fs::symlink(&looped, &looped).unwrap();
+    let out = Command::new(BIN)
+        .args(["agent", "example-charms/shared-settings", "--unit", "db/0", "--state"])
+        .arg(&looped)
+        .current_dir(workspace())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(stderr(&out).matches("Too many levels of symbolic links").count(), 1, "{}", stderr(&out));
+}

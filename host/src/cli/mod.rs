@@ -396,7 +396,7 @@ pub fn run() -> ExitCode {
     match dispatch(args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_chain(&err));
             if err.downcast_ref::<UsageError>().is_some() { ExitCode::from(USAGE_EXIT) } else { ExitCode::FAILURE }
         }
     }
@@ -446,4 +446,19 @@ fn raise_open_file_limit() {
             tracing::debug!("could not raise the open-file limit: {err}");
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: many errors name their cause in
+/// their own message already ("path: Permission denied"), so a cause whose text is there is
+/// not repeated.
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
