@@ -1,7 +1,8 @@
 //! The invariants a [`TestApp`] checks after every step.
 //!
 //! - **One leader**: at most one unit's tracker vouches for leadership (`is-leader` true),
-//!   counting units whose agent crashed (a frozen agent still believes what it believed).
+//!   copies of a unit started elsewhere counted apart. (A crashed agent's process is gone:
+//!   it vouches for nothing, and its lease is left to expire.)
 //! - **Terms only rise**: the lease's term is never lower than one seen before.
 //! - **No stale-term write**: every write the store acknowledged was made by the unit that
 //!   held the lease, under that lease's term, just before it (a second look at the store's

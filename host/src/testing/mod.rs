@@ -17,7 +17,7 @@
 //! let first = app.leader().expect("a leader");
 //! let settings = app.settings();
 //!
-//! app.crash(first); // frozen: its lease is left to expire
+//! app.crash(first); // its process dies: its lease is left to expire
 //! app.advance(Duration::from_secs(120)); // two lease durations, renewals included
 //! let next = app.leader().expect("a successor");
 //! assert_ne!(next, first);
@@ -272,8 +272,7 @@ struct TestUnit {
     /// Every host call its hooks made, across restarts.
     calls: Arc<HostCallLog>,
     agent: Option<RunningAgent>,
-    /// The unit of its latest agent, kept after a crash: a frozen agent's tracker still
-    /// believes what it believed.
+    /// The unit of its latest agent, kept after a crash (its status and services).
     last: Option<Arc<Unit>>,
     /// The state directory of its machine, for a copy of a unit started elsewhere
     /// ([`TestApp::start_copy`]); `None`: the application's.
@@ -626,8 +625,8 @@ impl TestApp {
         self.units.get(i)?.agent.as_ref().map(|agent| agent.unit.status())
     }
 
-    /// True while unit `i`'s tracker would answer `is-leader` true (after a crash, the
-    /// frozen agent's: it believes what it believed until its guarantee runs out).
+    /// True while unit `i`'s tracker would answer `is-leader` true (after a crash, never:
+    /// the agent's process is gone, and its unit's lock gave its tracker up as it went).
     pub fn believes_it_leads(&self, i: usize) -> bool {
         self.units.get(i).and_then(|u| u.last.as_ref()).is_some_and(|unit| unit.tracker().is_leader() == Ok(true))
     }
