@@ -147,10 +147,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 let source = if charm.from_cache() { "from cache" } else { "compiled" };
                 eprintln!("loaded {} ({source} in {:.1?}); starting {} units of {app}", wasm.display(), charm.load_time(), args.units);
             }
+            let start = tokio::time::Instant::now();
             let application = host.start_application(app.clone(), &charm, args.units).await?;
-            anyhow::Ok((host, metrics, application))
+            anyhow::Ok((host, metrics, application, start))
         };
-        let (host, _metrics, mut application) = match started.await {
+        let (host, _metrics, mut application, start) = match started.await {
             Ok(started) => started,
             Err(err) => {
                 if let Some(provisional) = provisional {
@@ -159,7 +160,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 return Err(err);
             }
         };
-        let start = tokio::time::Instant::now();
         let until_end = async {
             match args.run_for {
                 Some(duration) => tokio::time::sleep_until(start + duration).await,
