@@ -289,7 +289,11 @@ impl HostBuilder {
             StoreChoice::Memory => Arc::new(MemoryStore::new()),
             StoreChoice::Sqlite => {
                 let new_store = state.new_store(agent.accept_new_store, timing::claim_duration(self.guarantee_window));
-                let options = crate::leadership::sqlite::SqliteOptions { new_store, ..Default::default() };
+                let options = crate::leadership::sqlite::SqliteOptions {
+                    new_store,
+                    accept_other_machine: agent.accept_new_store,
+                    ..Default::default()
+                };
                 Arc::new(SqliteStore::open_with(&state.store(), Arc::new(crate::leadership::MonotonicClock), options)?)
             }
             StoreChoice::Etcd(options) => {

@@ -674,3 +674,29 @@ async fn a_lost_sqlite_store_going_away_leaves_the_new_stores_journal_alone() {
     assert_eq!(reopened.last_term(&app("a")).await.unwrap(), term);
     drop(new);
 }
+
+/// A state directory belongs to one machine: a file last used by another machine (shared
+/// storage, a disk moved under running agents) is refused, unless accepted as moved for good.
+#[tokio::test]
+async fn sqlite_refuses_a_file_another_machine_used() {
+    use charm_host::leadership::sqlite::OpenError;
+    let clock = Arc::new(ManualClock::default());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let on = |machine: &str, accept: bool| SqliteOptions {
+        machine_id: Some(machine.into()),
+        accept_other_machine: accept,
+        ..sqlite_options("boot-1")
+    };
+    let first = SqliteStore::open_with(&path, clock.clone(), on("machine-a", false)).unwrap();
+    first.claim(&claimant("a/0"), LEASE).await.unwrap();
+    drop(first);
+    match SqliteStore::open_with(&path, clock.clone(), on("machine-b", false)) {
+        Err(err @ OpenError::OtherMachine { .. }) => assert!(err.to_string().contains("machine-a"), "{err}"),
+        other => panic!("another machine's file was opened: {other:?}"),
+    }
+    let moved = SqliteStore::open_with(&path, clock.clone(), on("machine-b", true)).unwrap();
+    assert!(moved.lease(&app("a")).await.unwrap().is_some(), "accepted: the same store");
+    drop(moved);
+    assert!(SqliteStore::open_with(&path, clock.clone(), on("machine-b", false)).is_ok(), "now this machine's");
+}

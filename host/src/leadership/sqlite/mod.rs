@@ -10,7 +10,8 @@
 //!   every process on the machine) with the machine's boot id. On opening a file last used
 //!   in another boot, every held lease is given its full duration again from now: nobody is
 //!   granted a lease a holder may still believe valid; reservations (directed handovers)
-//!   of the old boot are dropped.
+//!   of the old boot are dropped. A file last used by another machine (another machine id)
+//!   is refused: a state directory belongs to one machine.
 //! - A lease's row outlives its tenure (with no holder), so terms only go up across
 //!   restarts. Settings and their version change in the same transaction; the history's
 //!   `tenures` rows (`history.rs`) change in the claim's and the revoke's.
@@ -64,6 +65,11 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// What to do if the file holds no store yet.
     pub new_store: NewStore,
+    /// The machine's id; `None` reads `/etc/machine-id` (an empty one skips the check).
+    pub machine_id: Option<String>,
+    /// Open a file last used by another machine (its boot of another machine id) instead of
+    /// refusing it ([`OpenError::OtherMachine`]): it was moved here for good.
+    pub accept_other_machine: bool,
 }
 
 impl Default for SqliteOptions {
@@ -74,6 +80,8 @@ impl Default for SqliteOptions {
             boot_id: None,
             busy_timeout: Duration::from_secs(10),
             new_store: NewStore::Create,
+            machine_id: None,
+            accept_other_machine: false,
         }
     }
 }
@@ -125,6 +133,21 @@ pub enum OpenError {
     Lost {
         /// The database file.
         path: PathBuf,
+    },
+    /// The file was last used by another machine: a state directory belongs to one machine
+    /// (shared storage would mix their clocks and their locks).
+    #[error(
+        "{path} was last used by another machine (machine id {recorded}; this one is {ours}): a state directory \
+         belongs to one machine; to share leadership across machines use --store etcd://... If the directory was \
+         moved here for good, start once with --accept-new-store"
+    )]
+    OtherMachine {
+        /// The database file.
+        path: PathBuf,
+        /// The machine id the file records.
+        recorded: String,
+        /// This machine's.
+        ours: String,
     },
 }
 
@@ -346,7 +369,11 @@ impl SqliteFile {
         }
         let identity = StoreIdentity::read(&tx, path)?;
         tx.commit().map_err(sqlite)?;
-        adopt_boot(&mut conn, &boot_id, clock.now(), clock.wall_now()).map_err(sqlite)?;
+        let machine = current_machine_id(&options);
+        let other = adopt_boot(&mut conn, &boot_id, &machine, options.accept_other_machine, clock.now(), clock.wall_now()).map_err(sqlite)?;
+        if let Some(recorded) = other {
+            return Err(OpenError::OtherMachine { path: path.to_owned(), recorded, ours: machine });
+        }
         let shared = Arc::new(Shared { conn: Mutex::new(conn), watchers: Watchers::default() });
         Ok(Self {
             clock,
@@ -514,8 +541,33 @@ fn use_wal(conn: &Connection, patience: Duration) -> rusqlite::Result<()> {
 
 /// Makes the file's expiries mean something on this boot: after a reboot, every held lease
 /// runs for its full duration from now.
-fn adopt_boot(conn: &mut Connection, boot_id: &str, now: Timestamp, wall_now: std::time::SystemTime) -> rusqlite::Result<()> {
+/// The machine's id (`/etc/machine-id`), empty if it cannot be read.
+fn current_machine_id(options: &SqliteOptions) -> String {
+    options.machine_id.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/machine-id").map(|id| id.trim().to_owned()).unwrap_or_default()
+    })
+}
+
+/// Makes the file's expiries mean something on this boot (see `adopt_boot`'s callers), and
+/// records this machine: `Ok(Some(recorded))` if the file was last used by another machine
+/// (and `accept_other` is not set), changing nothing.
+fn adopt_boot(
+    conn: &mut Connection,
+    boot_id: &str,
+    machine: &str,
+    accept_other: bool,
+    now: Timestamp,
+    wall_now: std::time::SystemTime,
+) -> rusqlite::Result<Option<String>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let recorded_machine: Option<String> =
+        tx.query_row("SELECT value FROM meta WHERE key = 'machine_id'", [], |r| r.get(0)).optional()?;
+    if let Some(recorded) = recorded_machine.filter(|m| !m.is_empty() && !machine.is_empty() && m != machine && !accept_other) {
+        return Ok(Some(recorded));
+    }
+    if !machine.is_empty() {
+        tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('machine_id', ?1)", [machine])?;
+    }
     let recorded: Option<String> =
         tx.query_row("SELECT value FROM meta WHERE key = 'boot_id'", [], |r| r.get(0)).optional()?;
     if recorded.as_deref() != Some(boot_id) {
@@ -529,7 +581,8 @@ fn adopt_boot(conn: &mut Connection, boot_id: &str, now: Timestamp, wall_now: st
         tx.execute("UPDATE leases SET expires_ns = ?1 + duration_ns WHERE holder IS NOT NULL", [ns(now)])?;
         tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('boot_id', ?1)", [boot_id])?;
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(None)
 }
 
 impl SqliteFile {
