@@ -609,3 +609,26 @@ fn an_error_names_its_cause_once() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(stderr(&out).matches("Too many levels of symbolic links").count(), 1, "{}", stderr(&out));
 }
+
+/// An older copy of `state.db` put back under running agents (`mv backup state.db`): they
+/// find out at their next claim (the path names another file) and stop deciding on it, the
+/// leader deposed at once; a unit restarted meanwhile opens the restored copy and may lead
+/// from it, but never beside the old leader. `is-leader` is sampled on every unit
+/// throughout: never two True in one round.
+#[test]
+fn an_older_copy_of_the_store_put_back_never_gives_two_leaders() {
+    let mut agents = Agents::leader_and_minion();
+    let db = agents.state.path().join("state.db");
+    let backup = agents.state.path().join("backup.db");
+    std::fs::copy(&db, &backup).unwrap();
+    // Renewals go on past the copy, then the copy is put back.
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::rename(&backup, &db).unwrap();
+    agents.signal("db/1", "KILL");
+    agents.children.retain(|(unit, _)| unit != "db/1");
+    agents.start("example-charms/shared-settings", "db/1");
+    let units = ["db/0", "db/1"];
+    never_two_leaders(&agents, &units, |a, _| logged(a, "db/0", "was replaced by another file"));
+    assert_eq!(agents.is_leader("db/0"), None, "the old leader answers unknown");
+    never_two_leaders(&agents, &units, |a, _| a.is_leader("db/1") == Some(true));
+}
