@@ -65,11 +65,20 @@ impl Machines {
         Self::start_units(&names, proxied)
     }
 
+    /// `units` agents of `db` on a cluster of one member (whose data a test may put back).
+    fn start_on_one_member(units: usize) -> Self {
+        let names: Vec<String> = (0..units).map(|n| format!("db/{n}")).collect();
+        Self::launch_all(EtcdCluster::start(1), &names, false)
+    }
+
     /// A three-member cluster and one agent per name in `units` (a name may repeat: the same
     /// unit on two machines), each reaching etcd through proxies if `proxied`.
     fn start_units(units: &[String], proxied: bool) -> Self {
+        Self::launch_all(EtcdCluster::start(3), units, proxied)
+    }
+
+    fn launch_all(etcd: EtcdCluster, units: &[String], proxied: bool) -> Self {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let etcd = EtcdCluster::start(3);
         let mut all = Self {
             etcd,
             cache: tempfile::tempdir().unwrap(),
@@ -418,6 +427,34 @@ fn a_leader_deposed_by_an_etcd_outage_does_not_resume_its_old_tenure() {
     assert!(tenures.len() >= 2 && tenures[1]["how"].is_string(), "the deposed tenure ended: {history}");
     assert!(tenures[0]["term"].as_u64() > tenures[1]["term"].as_u64(), "{history}");
     m.check();
+}
+
+/// The cluster put back to an older copy of its data while agents run (a restore of an
+/// older backup of the member's data directory: the same cluster, its revisions rewound):
+/// every agent's next answer comes at a revision below one it saw, so it stops deciding on
+/// that store at once (the leader is deposed, `is-leader` answers unknown). `is-leader` is
+/// sampled on every unit throughout: never two True in one round.
+#[test]
+fn a_cluster_put_back_to_older_data_never_gives_two_leaders() {
+    let mut m = Machines::start_on_one_member(2);
+    let leader = m.wait_one_leader(&[0, 1]);
+    let (data, backup) = (m.etcd.data_dir(0), m.logs.path().join("etcd-backup"));
+    m.etcd.signal(0, "STOP");
+    let copied = Command::new("cp").arg("-a").arg(&data).arg(&backup).status().unwrap();
+    m.etcd.signal(0, "CONT");
+    assert!(copied.success());
+    // Renewals and a write move the revision on, past the copy.
+    assert!(m.write(leader, "after-the-copy"));
+    m.never_two_leaders(&[0, 1], |_, round| round >= 20);
+    m.etcd.kill(0);
+    std::fs::remove_dir_all(&data).unwrap();
+    assert!(Command::new("mv").arg(&backup).arg(&data).status().unwrap().success());
+    m.etcd.restart(0);
+    m.etcd.wait_healthy();
+    m.never_two_leaders(&[0, 1], |m, _| m.logged(leader, "went back in time"));
+    assert_eq!(m.is_leader(leader), None, "an older store: unknown, not False");
+    wait_for("the old leader's leader-deposed", || m.hooks(leader).contains(&"leader-deposed".to_owned()));
+    m.acknowledged.clear(); // the restore lost them: that is what a restore does
 }
 
 /// The etcd member that leads the cluster, by asking each member.
