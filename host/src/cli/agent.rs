@@ -19,34 +19,18 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let events: Arc<dyn EventSink> = if args.json { Arc::new(JsonLog::new()) } else { Arc::new(HumanLog::new()) };
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(7).build()?;
     // What the start creates is removed again if it fails: a refused start leaves nothing.
-    let provisional = super::provisional::Provisional::before(&args.state, std::slice::from_ref(&args.unit));
+    let provisional = super::provisional::Provisional::before(Some(&args.state), std::slice::from_ref(&args.unit));
     tokio.block_on(async {
         let started = async {
             state.prepare()?;
             let opened = args.store.open(&state, args.runtime.guarantee_window, args.runtime.accept_new_store).await?;
             tracing::info!(unit = %args.unit, "leadership store: {}", opened.description);
-            let host = args
-                .runtime
-                .host_builder()
-                .state_dir(&args.state)
-                .store(opened.store)
-                .services(services, args.services.service_grace)
-                .event_sink(events)
-                .build()
-                .await?;
-            let metrics = args.runtime.serve_metrics(&host).await?;
-            let charm = host.load_charm(&wasm)?;
+            let (host, metrics, charm) = args.runtime.start_host(&args.state, opened.store, (services, args.services.service_grace), events, &wasm).await?;
             let agent = host.start_agent(args.unit.clone(), &charm).await?;
             agent.stop_on_signals()?;
             anyhow::Ok((host, metrics, agent))
         };
-        let (_host, _metrics, agent) = match started.await {
-            Ok(started) => started,
-            Err(err) => {
-                provisional.undo();
-                return Err(err);
-            }
-        };
+        let (_host, _metrics, agent) = provisional.kept_if(started.await)?;
         agent.wait().await?;
         Ok(ExitCode::SUCCESS)
     })

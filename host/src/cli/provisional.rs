@@ -14,17 +14,28 @@ pub struct Provisional {
 }
 
 impl Provisional {
-    /// Notes which of `dir`, its store and the directories of `units` do not exist yet.
-    pub fn before(dir: &Path, units: &[UnitName]) -> Self {
+    /// Notes which of `dir`, its store and the directories of `units` do not exist yet
+    /// (nothing without a `dir`: a temporary one goes anyway).
+    pub fn before(dir: Option<&Path>, units: &[UnitName]) -> Self {
+        let Some(dir) = dir else { return Self { created: Vec::new() } };
         let state = StateDir::new(dir);
         let mut candidates = vec![dir.to_owned(), state.store()];
         candidates.extend(units.iter().map(|unit| state.unit_dir(unit)));
         Self { created: candidates.into_iter().filter(|path| std::fs::symlink_metadata(path).is_err()).collect() }
     }
 
+    /// `started`, the outcome of the start: what it created stays if it succeeded, and is
+    /// removed if it failed.
+    pub fn kept_if<T>(self, started: anyhow::Result<T>) -> anyhow::Result<T> {
+        if started.is_err() {
+            self.undo();
+        }
+        started
+    }
+
     /// The start failed: removes what it created (a store with its journal, unit
     /// directories, the state directory), most specific first.
-    pub fn undo(self) {
+    fn undo(self) {
         for path in self.created.iter().rev() {
             let Ok(meta) = std::fs::symlink_metadata(path) else { continue };
             if meta.is_dir() {

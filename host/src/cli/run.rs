@@ -29,6 +29,29 @@ impl RuntimeArgs {
         Ok(Some(crate::metrics::ServeTask::spawn(listener, host.metrics().clone())))
     }
 
+    /// What `agent` and `run` start from: the host with these flags' settings on
+    /// `state_dir` and `store`, its metrics served (if asked), and the charm at `wasm` loaded.
+    pub async fn start_host(
+        &self,
+        state_dir: &Path,
+        store: Arc<dyn LeadershipStore>,
+        (services, grace): (Vec<crate::services::ServiceConfig>, std::time::Duration),
+        events: Arc<dyn EventSink>,
+        wasm: &Path,
+    ) -> anyhow::Result<(Host, Option<crate::metrics::ServeTask>, crate::Charm)> {
+        let host = self
+            .host_builder()
+            .state_dir(state_dir)
+            .store(store)
+            .services(services, grace)
+            .event_sink(events)
+            .build()
+            .await?;
+        let metrics = self.serve_metrics(&host).await?;
+        let charm = host.load_charm(wasm)?;
+        Ok((host, metrics, charm))
+    }
+
     /// A host builder with these flags' settings.
     pub fn host_builder(&self) -> crate::HostBuilder {
         let config = self.runtime_config();
@@ -121,7 +144,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let wasm = charm_wasm(&args.charm)?;
     // What the start creates under --state is removed again if it fails.
     let units: Vec<UnitName> = (0..args.units).map(|n| UnitName::from_parts(app.clone(), n)).collect();
-    let provisional = args.state.as_deref().map(|dir| super::provisional::Provisional::before(dir, &units));
+    let provisional = super::provisional::Provisional::before(args.state.as_deref(), &units);
     let data_root = data_root(args.state.as_deref())?;
     // Each unit's agent lock is taken as the application starts (`Host::start_application`),
     // as `charm-host agent` holds it: no agent may run one of these units meanwhile.
@@ -132,17 +155,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let report = tokio.block_on(async {
         let started = async {
             let store = open_store(&args, &data_root).await?;
-            let host = args
-                .runtime
-                .host_builder()
-                .state_dir(data_root.path())
-                .store(store)
-                .services(services, args.services.service_grace)
-                .event_sink(events)
-                .build()
-                .await?;
-            let metrics = args.runtime.serve_metrics(&host).await?;
-            let charm = host.load_charm(&wasm)?;
+            let (host, metrics, charm) = args.runtime.start_host(data_root.path(), store, (services, args.services.service_grace), events, &wasm).await?;
             if !args.json {
                 let source = if charm.from_cache() { "from cache" } else { "compiled" };
                 eprintln!("loaded {} ({source} in {:.1?}); starting {} units of {app}", wasm.display(), charm.load_time(), args.units);
@@ -151,15 +164,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let application = host.start_application(app.clone(), &charm, args.units).await?;
             anyhow::Ok((host, metrics, application, start))
         };
-        let (host, _metrics, mut application, start) = match started.await {
-            Ok(started) => started,
-            Err(err) => {
-                if let Some(provisional) = provisional {
-                    provisional.undo();
-                }
-                return Err(err);
-            }
-        };
+        let (host, _metrics, mut application, start) = provisional.kept_if(started.await)?;
         let until_end = async {
             match args.run_for {
                 Some(duration) => tokio::time::sleep_until(start + duration).await,
