@@ -78,19 +78,8 @@ pub(super) fn replaced(path: &Path, what: impl std::fmt::Display) -> StoreError 
 }
 
 impl StoreIdentity {
-    /// Makes the store's identity in a new file (`tx` created its schema just now), with
-    /// `grants_from` the first instant a tenure may be granted (`None`: at once).
-    pub(super) fn create(tx: &Transaction<'_>, grants_from: Option<Timestamp>) -> rusqlite::Result<()> {
-        tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)", [IncarnationId::random().to_string()])?;
-        if let Some(from) = grants_from {
-            let from = i64::try_from(from.as_nanos()).unwrap_or(i64::MAX);
-            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('grants_from_ns', ?1)", [from])?;
-        }
-        Ok(())
-    }
-
-    /// Reads the identity of the store `tx` has open at `path` (giving a store from before
-    /// identities its id now).
+    /// Reads the identity of the store `tx` has open at `path`, making its id if it has none
+    /// (a new store, or one from before identities).
     pub(super) fn read(tx: &Transaction<'_>, path: &Path) -> Result<Self, super::OpenError> {
         let sqlite = |source| super::OpenError::Sqlite { path: path.to_owned(), source };
         tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)", [IncarnationId::random().to_string()])
@@ -160,6 +149,13 @@ impl StoreIdentity {
 /// The store's generation (0 before its first write).
 fn generation(tx: &Transaction<'_>) -> rusqlite::Result<i64> {
     Ok(tx.prepare_cached("SELECT value FROM meta WHERE key = 'generation'")?.query_row([], |r| r.get(0)).optional()?.unwrap_or(0))
+}
+
+/// A new store (`tx` created its schema just now) grants no tenure before `from`.
+pub(super) fn grant_nothing_before(tx: &Transaction<'_>, from: Timestamp) -> rusqlite::Result<()> {
+    let from = i64::try_from(from.as_nanos()).unwrap_or(i64::MAX);
+    tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('grants_from_ns', ?1)", [from])?;
+    Ok(())
 }
 
 /// The first instant (store clock) a new tenure may be granted in `tx`'s store, if it is

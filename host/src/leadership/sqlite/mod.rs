@@ -360,11 +360,9 @@ impl SqliteFile {
             None => {
                 tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION])
                     .map_err(sqlite)?;
-                let grants_from = match options.new_store {
-                    NewStore::CreateAfterLoss { wait } => Some(clock.now() + wait),
-                    NewStore::Create | NewStore::Refuse => None,
-                };
-                StoreIdentity::create(&tx, grants_from).map_err(sqlite)?;
+                if let NewStore::CreateAfterLoss { wait } = options.new_store {
+                    identity::grant_nothing_before(&tx, clock.now() + wait).map_err(sqlite)?;
+                }
             }
         }
         let identity = StoreIdentity::read(&tx, path)?;
@@ -458,15 +456,11 @@ impl SqliteFile {
     ) -> Result<T, E> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(behavior)?;
-        let checked = match &self.identity {
-            Some(identity) => Some(identity.check(&tx)?),
-            None => None,
-        };
+        let write = matches!(behavior, TransactionBehavior::Immediate);
+        let checked = self.identity.as_ref().map(|identity| identity.check(&tx).map(|generation| (identity, generation))).transpose()?;
         let value = f(&tx)?;
-        let raised = match (&self.identity, checked) {
-            (Some(identity), Some(generation)) if matches!(behavior, TransactionBehavior::Immediate) => {
-                Some((identity, identity.raise(&tx, generation)?))
-            }
+        let raised = match checked {
+            Some((identity, generation)) if write => Some((identity, identity.raise(&tx, generation)?)),
             _ => None,
         };
         tx.commit()?;
@@ -562,10 +556,10 @@ fn adopt_boot(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let recorded_machine: Option<String> =
         tx.query_row("SELECT value FROM meta WHERE key = 'machine_id'", [], |r| r.get(0)).optional()?;
-    if let Some(recorded) = recorded_machine.filter(|m| !m.is_empty() && !machine.is_empty() && m != machine && !accept_other) {
-        return Ok(Some(recorded));
-    }
-    if !machine.is_empty() {
+    if !machine.is_empty() && recorded_machine.as_deref() != Some(machine) {
+        if let Some(recorded) = recorded_machine.filter(|m| !m.is_empty() && !accept_other) {
+            return Ok(Some(recorded));
+        }
         tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('machine_id', ?1)", [machine])?;
     }
     let recorded: Option<String> =
@@ -586,51 +580,47 @@ fn adopt_boot(
 }
 
 impl SqliteFile {
-    /// `app`'s lease record and whether it is pinned.
+    /// `app`'s lease record and whether it is pinned (a file from before incarnations, opened
+    /// read-only, has no incarnation columns).
     fn read_lease(&self, tx: &Transaction<'_>, app: &AppName) -> rusqlite::Result<(Option<LeaseRecord>, bool)> {
-        read_lease(tx, app, self.legacy_leases)
+        let sql = if self.legacy_leases {
+            "SELECT holder, term, expires_ns, reserved_for, reserved_until_ns, NULL, NULL FROM leases WHERE app = ?1"
+        } else {
+            "SELECT holder, term, expires_ns, reserved_for, reserved_until_ns, incarnation, origin FROM leases WHERE app = ?1"
+        };
+        let record = tx
+            .prepare_cached(sql)?
+            .query_row([app.as_str()], |r| {
+                Ok((
+                    (r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?),
+                    (r.get::<_, Option<String>>(3)?, r.get::<_, i64>(4)?),
+                    (r.get::<_, Option<String>>(5)?, r.get::<_, Option<String>>(6)?),
+                ))
+            })
+            .optional()?;
+        let record = match record {
+            Some(((holder, term, expires), (reserved_for, reserved_until), (incarnation, origin))) => Some(LeaseRecord {
+                holder: holder.map(unit_from_db).transpose()?,
+                incarnation: incarnation.map(|text| {
+                    IncarnationId::parse(&text).ok_or_else(|| corrupt_column("incarnation", "not an incarnation id"))
+                }).transpose()?,
+                origin: origin
+                    .map(|text| serde_json::from_str(&text).map(Arc::new).map_err(|e| corrupt_column("origin", e)))
+                    .transpose()?,
+                term: u64::try_from(term).unwrap_or(0),
+                expires: ts(expires),
+                reserved: reserved_for
+                    .map(unit_from_db)
+                    .transpose()?
+                    .map(|unit| Reservation { unit, until: ts(reserved_until) }),
+            }),
+            None => None,
+        };
+        let pinned = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM pins WHERE app = ?1)")?
+            .query_row([app.as_str()], |r| r.get(0))?;
+        Ok((record, pinned))
     }
-}
-
-/// `app`'s lease record and whether it is pinned; `legacy`: a file from before incarnations.
-fn read_lease(tx: &Transaction<'_>, app: &AppName, legacy: bool) -> rusqlite::Result<(Option<LeaseRecord>, bool)> {
-    let sql = if legacy {
-        "SELECT holder, term, expires_ns, reserved_for, reserved_until_ns, NULL, NULL FROM leases WHERE app = ?1"
-    } else {
-        "SELECT holder, term, expires_ns, reserved_for, reserved_until_ns, incarnation, origin FROM leases WHERE app = ?1"
-    };
-    let record = tx
-        .prepare_cached(sql)?
-        .query_row([app.as_str()], |r| {
-            Ok((
-                (r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?),
-                (r.get::<_, Option<String>>(3)?, r.get::<_, i64>(4)?),
-                (r.get::<_, Option<String>>(5)?, r.get::<_, Option<String>>(6)?),
-            ))
-        })
-        .optional()?;
-    let record = match record {
-        Some(((holder, term, expires), (reserved_for, reserved_until), (incarnation, origin))) => Some(LeaseRecord {
-            holder: holder.map(unit_from_db).transpose()?,
-            incarnation: incarnation.map(|text| {
-                IncarnationId::parse(&text).ok_or_else(|| corrupt_column("incarnation", "not an incarnation id"))
-            }).transpose()?,
-            origin: origin
-                .map(|text| serde_json::from_str(&text).map(Arc::new).map_err(|e| corrupt_column("origin", e)))
-                .transpose()?,
-            term: u64::try_from(term).unwrap_or(0),
-            expires: ts(expires),
-            reserved: reserved_for
-                .map(unit_from_db)
-                .transpose()?
-                .map(|unit| Reservation { unit, until: ts(reserved_until) }),
-        }),
-        None => None,
-    };
-    let pinned = tx
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM pins WHERE app = ?1)")?
-        .query_row([app.as_str()], |r| r.get(0))?;
-    Ok((record, pinned))
 }
 
 /// A column whose value this program cannot read.
