@@ -612,9 +612,12 @@ fn an_error_names_its_cause_once() {
 
 /// An older copy of `state.db` put back under running agents (`mv backup state.db`): they
 /// find out at their next claim (the path names another file) and stop deciding on it, the
-/// leader deposed at once; a unit restarted meanwhile opens the restored copy and may lead
-/// from it, but never beside the old leader. `is-leader` is sampled on every unit
-/// throughout: never two True in one round.
+/// leader deposed at once. A unit restarted meanwhile refuses the copy (agents of the
+/// original may still run, and the original's write-ahead log beside it would be mixed
+/// into it); told to accept it, it still refuses while that log lies there; with the old
+/// agents stopped and the log moved away, it adopts the copy and leads once every lease of
+/// the original has run out. `is-leader` is sampled on every unit throughout: never two
+/// True in one round.
 #[test]
 fn an_older_copy_of_the_store_put_back_never_gives_two_leaders() {
     let mut agents = Agents::leader_and_minion();
@@ -626,9 +629,27 @@ fn an_older_copy_of_the_store_put_back_never_gives_two_leaders() {
     std::fs::rename(&backup, &db).unwrap();
     agents.signal("db/1", "KILL");
     agents.children.retain(|(unit, _)| unit != "db/1");
-    agents.start("example-charms/shared-settings", "db/1");
     let units = ["db/0", "db/1"];
+    let refused = |extra: &[&str], text: &str| {
+        let out = agents.agent_command("example-charms/shared-settings", "db/1", extra).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains(text), "{}", stderr(&out));
+    };
+    refused(&[], "is a copy of the leadership store's file");
     never_two_leaders(&agents, &units, |a, _| logged(a, "db/0", "was replaced by another file"));
     assert_eq!(agents.is_leader("db/0"), None, "the old leader answers unknown");
+    refused(&["--accept-new-store"], "write-ahead log");
+    // As the refusal says: stop the old agents, move the old file's log away, accept the copy.
+    agents.signal("db/0", "TERM");
+    let index = agents.children.iter().position(|(unit, _)| unit == "db/0").unwrap();
+    let (_, mut old) = agents.children.remove(index);
+    old.wait().unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(agents.state.path().join(format!("state.db{suffix}")));
+    }
+    agents.start_with("example-charms/shared-settings", "db/1", &["--accept-new-store"]);
     never_two_leaders(&agents, &units, |a, _| a.is_leader("db/1") == Some(true));
+    assert!(logged(&agents, "db/1", "no unit leads for"), "it said why it waited");
+    let got = agents.tool(&["leader-get", "--unit", "db/1", "after-the-copy"]);
+    assert_eq!((got.status.code(), stdout(&got).as_str()), (Some(0), ""), "the copy holds what it held when it was taken");
 }

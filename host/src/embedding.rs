@@ -240,7 +240,10 @@ impl HostBuilder {
     }
 
     /// Start even on a store that remembers less than a unit does (it was lost or
-    /// replaced); see [`AgentError::StoreBehind`].
+    /// replaced; see [`AgentError::StoreBehind`]), and on SQLite create the file where units
+    /// ran before or adopt a copy of it (see
+    /// [`SqliteOptions::accept_moved`](crate::leadership::sqlite::SqliteOptions::accept_moved)):
+    /// no tenure is then granted for one claim duration.
     pub fn accept_new_store(mut self, accept: bool) -> Self {
         self.agent.accept_new_store = accept;
         self
@@ -291,7 +294,7 @@ impl HostBuilder {
                 let new_store = state.new_store(agent.accept_new_store, timing::claim_duration(self.guarantee_window));
                 let options = crate::leadership::sqlite::SqliteOptions {
                     new_store,
-                    accept_other_machine: agent.accept_new_store,
+                    accept_moved: agent.accept_new_store.then(|| timing::claim_duration(self.guarantee_window)),
                     ..Default::default()
                 };
                 Arc::new(SqliteStore::open_with(&state.store(), Arc::new(crate::leadership::MonotonicClock), options)?)

@@ -683,7 +683,7 @@ async fn sqlite_refuses_a_file_another_machine_used() {
     let path = dir.path().join("state.db");
     let on = |machine: &str, accept: bool| SqliteOptions {
         machine_id: Some(machine.into()),
-        accept_other_machine: accept,
+        accept_moved: accept.then_some(LEASE),
         ..sqlite_options("boot-1")
     };
     let first = SqliteStore::open_with(&path, clock.clone(), on("machine-a", false)).unwrap();
@@ -697,4 +697,52 @@ async fn sqlite_refuses_a_file_another_machine_used() {
     assert!(moved.lease(&app("a")).await.unwrap().is_some(), "accepted: the same store");
     drop(moved);
     assert!(SqliteStore::open_with(&path, clock.clone(), on("machine-b", false)).is_ok(), "now this machine's");
+}
+
+/// A copy of the store's file put in its place (a restored backup) is refused: agents of
+/// the original may still run, counting on leases the copy does not show. A rename keeps
+/// the file. Accepted, the copy is adopted and grants no new tenure for the wait given, and
+/// is refused even then while a write-ahead log (most likely the original's) lies beside it.
+#[tokio::test]
+async fn sqlite_refuses_a_copy_of_its_file_unless_accepted() {
+    use charm_host::leadership::sqlite::OpenError;
+    let clock = Arc::new(ManualClock::default());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let open = |accept: Option<Duration>| {
+        SqliteStore::open_with(&path, clock.clone(), SqliteOptions { accept_moved: accept, ..sqlite_options("boot-1") })
+    };
+    let first = open(None).unwrap();
+    first.claim(&claimant("a/0"), LEASE).await.unwrap();
+    drop(first);
+    let aside = dir.path().join("aside.db");
+    std::fs::rename(&path, &aside).unwrap();
+    std::fs::rename(&aside, &path).unwrap();
+    drop(open(None).expect("renamed away and back: the same file"));
+
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&path, &copy).unwrap();
+    std::fs::rename(&copy, &path).unwrap();
+    match open(None) {
+        Err(err @ OpenError::Copy { .. }) => assert!(err.to_string().contains("--accept-new-store"), "{err}"),
+        other => panic!("a copy was opened as the store: {other:?}"),
+    }
+    let log = dir.path().join("state.db-wal");
+    std::fs::write(&log, b"the original's log").unwrap();
+    match open(Some(2 * LEASE)) {
+        Err(err @ OpenError::CopyBesideLog { .. }) => assert!(err.to_string().contains("state.db-wal"), "{err}"),
+        other => panic!("a copy beside a write-ahead log was adopted: {other:?}"),
+    }
+    std::fs::remove_file(&log).unwrap();
+    let adopted = open(Some(2 * LEASE)).unwrap();
+    assert_eq!(adopted.lease(&app("a")).await.unwrap().map(|l| l.holder), Some(unit("a/0")), "what the copy held");
+    clock.advance(LEASE + Duration::from_secs(1));
+    match adopted.claim(&claimant("a/1"), LEASE).await {
+        Err(LeaseError::NewStore { .. }) => {}
+        other => panic!("an adopted copy granted a tenure before its wait ended: {other:?}"),
+    }
+    clock.advance(LEASE);
+    adopted.claim(&claimant("a/1"), LEASE).await.expect("granted once the wait is over");
+    drop(adopted);
+    drop(open(None).expect("adopted: now the store's own file"));
 }

@@ -298,8 +298,10 @@ pub struct RuntimeArgs {
     /// stop's own hooks (`leader-deposed`, `stop`) get at most this long each.
     #[arg(long, default_value = shown(timing::DEFAULT_STOP_GRACE), value_parser = |s: &str| timing::parse(s, &timing::STOP_GRACE))]
     pub stop_grace: Duration,
-    /// Start even if the state directory's store remembers lower terms or settings versions
-    /// than a unit does (it was lost or replaced); terms then start again.
+    /// Start on a store that was lost, replaced or moved: create `state.db` where units ran
+    /// before, adopt a copy of it (a restored backup) or one another machine used, or one
+    /// that remembers lower terms or settings versions than a unit does. Terms may start
+    /// again; a store created or adopted so grants no tenure for one claim duration.
     #[arg(long)]
     pub accept_new_store: bool,
     /// Largest memory one hook instance may use, in MiB.

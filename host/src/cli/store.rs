@@ -91,7 +91,8 @@ impl StoreArgs {
             Some(options) => Self::open_etcd(&options).await,
             None => {
                 let new_store = state.new_store(accept_new_store, crate::timing::claim_duration(guarantee_window));
-                let options = SqliteOptions { new_store, accept_other_machine: accept_new_store, ..SqliteOptions::default() };
+                let accept_moved = accept_new_store.then(|| crate::timing::claim_duration(guarantee_window));
+                let options = SqliteOptions { new_store, accept_moved, ..SqliteOptions::default() };
                 let store = SqliteStore::open_with(&state.store(), Arc::new(MonotonicClock), options)?;
                 Ok(OpenedStore::sqlite(store))
             }

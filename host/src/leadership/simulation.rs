@@ -6,7 +6,8 @@
 //! longer than a lease, unit restarts (each a new incarnation), a unit started a second
 //! time elsewhere while it runs (a clone: the same unit name in another incarnation), and
 //! store reopenings, and (with [`run_schedule_with_wipes`]) the store lost under the running
-//! units and a new one made in its place, over several applications and units. Each
+//! units and a new one made in its place, or (with [`run_schedule_with_rollbacks`]) an older
+//! copy of it put back under them, over several applications and units. Each
 //! simulated agent keeps what a tracker would: its incarnation and its last granted claim,
 //! which a lost store does not take away (its agent counts on it until it runs out).
 //!
@@ -22,7 +23,13 @@
 //! - **no lost write**: the store's bucket and version equal the model's, across reopenings;
 //! - **a true history** (at each listing): the store's tenures are the model's grants, newest
 //!   first, each ended before the next began, a revoked one as given up and one a later
-//!   grant replaced without a revoke as expired.
+//!   grant replaced without a revoke as expired;
+//! - **an older copy is never decided on by a unit that saw more** (rollbacks): once a copy
+//!   taken earlier is put back after the store moved on, every claim, renewal, revoke, fenced
+//!   write and read through the running units' store is refused as
+//!   [`StoreFailure::Replaced`](super::StoreFailure::Replaced); the units give their claims up
+//!   (as the tracker does) and are restarted on the copy, which must then hold exactly what the
+//!   model held when the copy was taken, and go on from there.
 //!
 //! A failure names its seed, so `run_schedule` with that seed replays it step by step.
 //!
@@ -133,6 +140,8 @@ pub struct SimStats {
     pub reopenings: u64,
     /// Stores lost under the units (and made anew).
     pub wipes: u64,
+    /// Older copies put back under the units.
+    pub rollbacks: u64,
 }
 
 impl std::ops::AddAssign for SimStats {
@@ -144,6 +153,7 @@ impl std::ops::AddAssign for SimStats {
         self.writes_fenced += o.writes_fenced;
         self.reopenings += o.reopenings;
         self.wipes += o.wipes;
+        self.rollbacks += o.rollbacks;
     }
 }
 
@@ -183,6 +193,19 @@ pub type OpenStore<'a> = dyn FnMut(&Arc<ManualClock>) -> Arc<dyn LeadershipStore
 /// place that grants no tenure for the given wait: what an agent's store does after a loss
 /// (see the SQLite store's `NewStore::CreateAfterLoss`).
 pub type WipeStore<'a> = dyn FnMut(&Arc<ManualClock>, Duration) -> Arc<dyn LeadershipStore> + 'a;
+
+/// An operator's copies of the store: taken now and then while the units run, and put back
+/// in place of the store (`cp state.db backup`, later `mv backup state.db` or `cp backup
+/// state.db`) under them.
+pub trait StoreCopies {
+    /// Takes a copy of the store as it is now, in place of any earlier copy.
+    fn take(&mut self) -> Result<(), String>;
+    /// Puts the last copy back in place of the store; the copy is kept.
+    fn put_back(&mut self) -> Result<(), String>;
+    /// Opens the store put back, for units restarted on it once the old ones are gone (as
+    /// an operator does, accepting the copy): it must grant no new tenure for `wait`.
+    fn open_put_back(&mut self, clock: &Arc<ManualClock>, wait: Duration) -> Result<Arc<dyn LeadershipStore>, String>;
+}
 
 const KEYS: [&str; 4] = ["a", "b", "c", "d"];
 const ENTITIES: [&str; 2] = ["upgrade", "backup"];
@@ -230,7 +253,7 @@ struct Tenure {
 }
 
 /// The reference model of one application.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct ModelApp {
     holder: Option<Tenure>,
     reserved: Option<(UnitName, Ends)>,
@@ -286,6 +309,11 @@ struct Sim<'a> {
     /// How many times the store was lost, and when the current one may first grant.
     wipes: u32,
     grants_from: Timestamp,
+    copies: Option<&'a mut dyn StoreCopies>,
+    /// The model as it was when the last copy was taken, and the progress count then.
+    copy: Option<(BTreeMap<AppName, ModelApp>, u64)>,
+    /// Changes the store surely wrote (grants, extensions, applied writes) so far.
+    progress: u64,
     apps: BTreeMap<AppName, ModelApp>,
     units: Vec<SimUnit>,
     trace: Vec<String>,
@@ -295,7 +323,7 @@ struct Sim<'a> {
 
 /// Runs one schedule against the store `open` returns; see the module docs.
 pub async fn run_schedule<'a>(seed: u64, config: &SimConfig, open: &'a mut OpenStore<'a>) -> Result<SimStats, SimFailure> {
-    run(seed, config, open, None).await
+    run(seed, config, open, Faults { wipe: None, copies: None }).await
 }
 
 /// [`run_schedule`], with the store also lost under the units now and then: `wipe` makes the
@@ -306,15 +334,27 @@ pub async fn run_schedule_with_wipes<'a>(
     open: &'a mut OpenStore<'a>,
     wipe: &'a mut WipeStore<'a>,
 ) -> Result<SimStats, SimFailure> {
-    run(seed, config, open, Some(wipe)).await
+    run(seed, config, open, Faults { wipe: Some(wipe), copies: None }).await
 }
 
-async fn run<'a>(
+/// [`run_schedule`], with copies of the store taken now and then and put back under the
+/// units; `open` must open what was put back.
+pub async fn run_schedule_with_rollbacks<'a>(
     seed: u64,
     config: &SimConfig,
     open: &'a mut OpenStore<'a>,
-    wipe: Option<&'a mut WipeStore<'a>>,
+    copies: &'a mut dyn StoreCopies,
 ) -> Result<SimStats, SimFailure> {
+    run(seed, config, open, Faults { wipe: None, copies: Some(copies) }).await
+}
+
+/// The faults a schedule may inject beyond those every store gets.
+struct Faults<'a> {
+    wipe: Option<&'a mut WipeStore<'a>>,
+    copies: Option<&'a mut dyn StoreCopies>,
+}
+
+async fn run<'a>(seed: u64, config: &SimConfig, open: &'a mut OpenStore<'a>, faults: Faults<'a>) -> Result<SimStats, SimFailure> {
     let clock = Arc::new(ManualClock::default());
     let store = open(&clock);
     let mut apps = BTreeMap::new();
@@ -336,9 +376,12 @@ async fn run<'a>(
         config: config.clone(),
         store,
         open,
-        wipe,
+        wipe: faults.wipe,
         wipes: 0,
         grants_from: Timestamp::from_nanos(0),
+        copies: faults.copies,
+        copy: None,
+        progress: 0,
         apps,
         units,
         trace: Vec::new(),
@@ -476,6 +519,7 @@ impl Sim<'_> {
                 self.lose_store();
                 Ok(())
             }
+            97..99 if self.copies.is_some() => self.take_or_put_back_copy().await,
             _ => self.check_listings().await,
         }
     }
@@ -492,8 +536,71 @@ impl Sim<'_> {
         for model in self.apps.values_mut() {
             *model = ModelApp::default();
         }
+        self.copy = None;
         self.stats.wipes += 1;
         self.note(format!("store lost; the new one grants from +{longest:?}"));
+    }
+
+    /// Takes a copy of the store, or puts the last one back under the units once the store
+    /// has moved on past it (see the module docs).
+    async fn take_or_put_back_copy(&mut self) -> Result<(), String> {
+        let Some(copies) = self.copies.as_mut() else { return Ok(()) };
+        let moved_on = self.copy.as_ref().is_some_and(|(_, progress)| *progress < self.progress);
+        if !moved_on || self.rng.random_bool(0.3) {
+            copies.take()?;
+            self.copy = Some((self.apps.clone(), self.progress));
+            self.note("copy the store".into());
+            return Ok(());
+        }
+        copies.put_back()?;
+        self.note("put the older copy back under the units".into());
+        // Whatever a running unit asks of the store now, it is refused as replaced.
+        let duration = self.duration();
+        let apps: Vec<AppName> = self.apps.keys().cloned().collect();
+        for i in 0..self.units.len() {
+            let claimant = self.units[i].claimant.clone();
+            let term = self.units[i].belief.map_or(1, |claim| claim.term);
+            let claim = self.store.claim(&claimant, duration).await;
+            let write = self.store.write_settings(&claimant, term, &[("a".into(), "rolled".into())]).await;
+            let revoke = self.store.revoke(&claimant, super::Release::StepDown).await;
+            let replaced = |e: Option<&super::StoreError>| e.is_some_and(|e| e.kind() == super::StoreFailure::Replaced);
+            let claim_refused = replaced(match &claim { Err(LeaseError::Store(e)) => Some(e), _ => None });
+            let write_refused = replaced(match &write { Err(WriteError::Store(e)) => Some(e), _ => None });
+            let revoke_refused = replaced(match &revoke { Err(LeaseError::Store(e)) => Some(e), _ => None });
+            if !(claim_refused && write_refused && revoke_refused) {
+                return Err(format!(
+                    "{claimant} on the store an older copy was put back under: claim {claim:?}, write {:?}, revoke {revoke:?}",
+                    write.map(|s| s.version)
+                ));
+            }
+        }
+        for app in &apps {
+            let lease = self.store.lease(app).await;
+            if !matches!(&lease, Err(LeaseError::Store(e)) if e.kind() == super::StoreFailure::Replaced) {
+                return Err(format!("reading {app}'s lease from the store an older copy was put back under: {lease:?}"));
+            }
+        }
+        // The units gave their claims up (the tracker does, at once) and are restarted on the copy.
+        for unit in &mut self.units {
+            unit.belief = None;
+            unit.paused_until_step = 0;
+            unit.claimant = Claimant::fresh(unit.name.clone());
+        }
+        // Their old processes exit (closing the store they had) before the new ones open it;
+        // the copy's leases may be older than what the old units counted on, so it grants
+        // nothing until all of that has run out.
+        self.store = Arc::new(super::MemoryStore::with_clock(self.clock.clone()));
+        let longest = Duration::from_secs(self.config.durations_s.iter().copied().max().unwrap_or(0));
+        let Some(copies) = self.copies.as_mut() else { return Ok(()) };
+        self.store = copies.open_put_back(&self.clock, longest)?;
+        self.grants_from = self.now() + longest;
+        if let Some((apps, progress)) = &self.copy {
+            self.apps = apps.clone();
+            self.progress = *progress;
+        }
+        self.stats.rollbacks += 1;
+        self.note("every unit gave up and was restarted on the copy".into());
+        Ok(())
     }
 
     async fn claim(&mut self) -> Result<(), String> {
@@ -548,6 +655,7 @@ impl Sim<'_> {
                 self.units[i].belief = Some(claim);
                 self.units[i].belief_store = store;
                 self.stats.extensions += 1;
+                self.progress += 1;
             }
             (None | Some((_, Alive::No | Alive::Unsure)), Err(LeaseError::Reserved { unit: reported, .. })) => {
                 match reserved {
@@ -585,6 +693,7 @@ impl Sim<'_> {
                 self.units[i].belief = Some(claim);
                 self.units[i].belief_store = store;
                 self.stats.grants += 1;
+                self.progress += 1;
             }
             (expected, got) => return Err(format!("claim by {unit}: model holder {expected:?}, store said {got:?}")),
         }
@@ -676,6 +785,7 @@ impl Sim<'_> {
                         snapshot.version, snapshot.values, model.version, model.settings));
                 }
                 self.stats.writes_applied += 1;
+                self.progress += 1;
             }
             (holds, invalid, got) => {
                 return Err(format!("write by {claimant} at term {term}: model says holds={holds:?} invalid={invalid}, store said {got:?}"))

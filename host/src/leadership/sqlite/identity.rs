@@ -22,9 +22,22 @@
 //!   which time every lease of the lost store has run out. (On a new boot nobody of the old
 //!   one runs: the wait is dropped with the other readings of the old boot's clock.)
 //!
-//! Non-guarantees: a newcomer opening an older copy put in place while no agent of the
-//! store runs cannot tell it from the real one (no agent is left to be fooled, and the
-//! agents' own records refuse a store that remembers less than they do). A path whose
+//! - **A copy is not the store's file.** The store records the file it was made in (inode,
+//!   birth time). A copy of it put in its place (`mv backup state.db`, a state directory
+//!   copied to another disk) is refused at open ([`super::OpenError::Copy`]): agents of the
+//!   original may still run elsewhere, and the write-ahead log beside it may be the
+//!   original's, which SQLite would apply to the copy. Accepted
+//!   ([`super::SqliteOptions::accept_moved`]), it is adopted, granting no new tenure for a
+//!   claim duration, and never while a write-ahead log lies beside it. Until the file is
+//!   known to be the store's own, a connection closes without checkpointing.
+//!
+//! Non-guarantees: an older copy written over the file in place (`cp backup state.db`, same
+//! inode) while no agent of the store runs cannot be told from the real one (no agent is
+//! left to be fooled, and the agents' own records refuse a store that remembers less than
+//! they do). Written in place under running agents, it is found when SQLite first reads
+//! the copy's pages: until its write-ahead log is checkpointed and restarted, SQLite goes on
+//! reading the newer pages the log holds (a copy written over a live file is not a restore
+//! SQLite supports; stop the agents first). A path whose
 //! identity changes between `open` and the first `stat` (microseconds) is caught by
 //! SQLite's own refusal to write a moved file (`SQLITE_READONLY_DBMOVED`).
 
@@ -63,6 +76,8 @@ pub(super) struct StoreIdentity {
     inode: u64,
     id: String,
     seen: AtomicI64,
+    /// This open adopted a copy of the store's file (and set its wait).
+    adopted_copy: bool,
 }
 
 /// A store failure saying the file is no longer the store this process opened.
@@ -79,15 +94,49 @@ pub(super) fn replaced(path: &Path, what: impl std::fmt::Display) -> StoreError 
 
 impl StoreIdentity {
     /// Reads the identity of the store `tx` has open at `path`, making its id if it has none
-    /// (a new store, or one from before identities).
-    pub(super) fn read(tx: &Transaction<'_>, path: &Path) -> Result<Self, super::OpenError> {
+    /// (a new store, or one from before identities). A copy of the store's file is refused,
+    /// or with `accept_copy` adopted as the store's file, granting no new tenure for that
+    /// long from `now`; a copy beside a write-ahead log is refused either way.
+    pub(super) fn read(
+        tx: &Transaction<'_>,
+        path: &Path,
+        accept_copy: Option<Duration>,
+        now: Timestamp,
+    ) -> Result<Self, super::OpenError> {
         let sqlite = |source| super::OpenError::Sqlite { path: path.to_owned(), source };
         tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)", [IncarnationId::random().to_string()])
             .map_err(sqlite)?;
         let id: String = tx.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| r.get(0)).map_err(sqlite)?;
         let generation = generation(tx).map_err(sqlite)?;
         let meta = std::fs::metadata(path).map_err(|source| super::OpenError::File { path: path.to_owned(), source })?;
-        Ok(Self { path: path.to_owned(), device: meta.dev(), inode: meta.ino(), id, seen: AtomicI64::new(generation) })
+        let actual = file_tag(&meta);
+        let recorded: Option<String> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'file'", [], |r| r.get(0)).optional().map_err(sqlite)?;
+        let mut adopted_copy = false;
+        match (recorded, accept_copy) {
+            (Some(recorded), _) if recorded == actual => {}
+            (Some(recorded), None) => return Err(super::OpenError::Copy { path: path.to_owned(), recorded, actual }),
+            (Some(_), Some(wait)) => {
+                let mut log = path.as_os_str().to_owned();
+                log.push("-wal");
+                let log = PathBuf::from(log);
+                if std::fs::metadata(&log).is_ok_and(|m| m.len() > 0) {
+                    return Err(super::OpenError::CopyBesideLog { path: path.to_owned(), log });
+                }
+                grant_nothing_before(tx, now + wait).map_err(sqlite)?;
+                tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('file', ?1)", [&actual]).map_err(sqlite)?;
+                adopted_copy = true;
+            }
+            (None, _) => {
+                tx.execute("INSERT INTO meta (key, value) VALUES ('file', ?1)", [&actual]).map_err(sqlite)?;
+            }
+        }
+        Ok(Self { path: path.to_owned(), device: meta.dev(), inode: meta.ino(), id, seen: AtomicI64::new(generation), adopted_copy })
+    }
+
+    /// Whether this open adopted a copy of the store's file (its wait is this boot's).
+    pub(super) fn adopted_copy(&self) -> bool {
+        self.adopted_copy
     }
 
     /// The store's id.
@@ -143,6 +192,19 @@ impl StoreIdentity {
     /// (Not before: a commit that fails, on a full disk say, leaves the file where it was.)
     pub(super) fn committed(&self, generation: i64) {
         self.seen.fetch_max(generation, Ordering::AcqRel);
+    }
+}
+
+/// The file a store lives in, as recorded inside it: its inode and, where the filesystem
+/// keeps one, its birth time. A copy (`cp`, `VACUUM INTO`, a restored backup, a state
+/// directory copied to another disk) is another file carrying its original's record; a
+/// rename within the filesystem keeps the file. (Not the device number: a volume's may
+/// change at a reboot.)
+fn file_tag(meta: &std::fs::Metadata) -> String {
+    let born = meta.created().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    match born {
+        Some(born) => format!("inode {} born {}.{:09}", meta.ino(), born.as_secs(), born.subsec_nanos()),
+        None => format!("inode {}", meta.ino()),
     }
 }
 

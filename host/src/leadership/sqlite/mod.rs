@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::watch;
 
@@ -67,9 +68,13 @@ pub struct SqliteOptions {
     pub new_store: NewStore,
     /// The machine's id; `None` reads `/etc/machine-id` (an empty one skips the check).
     pub machine_id: Option<String>,
-    /// Open a file last used by another machine (its boot of another machine id) instead of
-    /// refusing it ([`OpenError::OtherMachine`]): it was moved here for good.
-    pub accept_other_machine: bool,
+    /// Open a file brought here from elsewhere instead of refusing it: one last used by
+    /// another machine ([`OpenError::OtherMachine`]: it was moved here for good), or a copy of
+    /// its store's file put in its place ([`OpenError::Copy`]: a restored backup, a state
+    /// directory copied here), which then grants no new tenure for the given wait (agents of
+    /// the original may still run, counting on leases the copy does not show; the wait must
+    /// cover their claim duration). `None` refuses both.
+    pub accept_moved: Option<Duration>,
 }
 
 impl Default for SqliteOptions {
@@ -81,7 +86,7 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(10),
             new_store: NewStore::Create,
             machine_id: None,
-            accept_other_machine: false,
+            accept_moved: None,
         }
     }
 }
@@ -133,6 +138,37 @@ pub enum OpenError {
     Lost {
         /// The database file.
         path: PathBuf,
+    },
+    /// The file is a copy of its store's file, not the file itself (see
+    /// [`SqliteOptions::accept_moved`]).
+    #[error(
+        "{path} is a copy of the leadership store's file, not the file itself (it was made as file {recorded}, this \
+         is {actual}): a restored backup, or a state directory copied here. Agents of the original may still run \
+         elsewhere, counting on leases this copy does not show. Once none does, start with --accept-new-store (no \
+         unit leads until every lease the original granted has run out)"
+    )]
+    Copy {
+        /// The database file.
+        path: PathBuf,
+        /// The file the store was made in (inode and birth time).
+        recorded: String,
+        /// This file.
+        actual: String,
+    },
+    /// A copy of the store's file was to be adopted, but a write-ahead log lies beside it,
+    /// which SQLite would apply to the copy.
+    #[error(
+        "{path} is a copy of the leadership store's file, and the write-ahead log {log} beside it most likely \
+         belongs to the file it replaced: SQLite would apply it to the copy and mix the two. Stop every agent of \
+         this store, move {log} and {path}-shm out of the way (unless they were copied together with {path}), and \
+         start again with --accept-new-store",
+        log = log.display()
+    )]
+    CopyBesideLog {
+        /// The database file.
+        path: PathBuf,
+        /// Its write-ahead log.
+        log: PathBuf,
     },
     /// The file was last used by another machine: a state directory belongs to one machine
     /// (shared storage would mix their clocks and their locks).
@@ -321,6 +357,9 @@ impl SqliteFile {
         // SQLite says "unable to open database file" for any reason: the OS says which.
         std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(|source| OpenError::File { path: path.to_owned(), source })?;
         let mut conn = open_connection(path, &options).map_err(sqlite)?;
+        // Until the file is known to be the store's own, closing must not checkpoint: the
+        // write-ahead log may belong to another file (see `identity.rs`).
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map_err(sqlite)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
         tx.execute_batch(SCHEMA).map_err(sqlite)?;
         tx.execute_batch(history::SCHEMA).map_err(sqlite)?;
@@ -365,10 +404,13 @@ impl SqliteFile {
                 }
             }
         }
-        let identity = StoreIdentity::read(&tx, path)?;
+        let identity = StoreIdentity::read(&tx, path, options.accept_moved, clock.now())?;
         tx.commit().map_err(sqlite)?;
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, false).map_err(sqlite)?;
         let machine = current_machine_id(&options);
-        let other = adopt_boot(&mut conn, &boot_id, &machine, options.accept_other_machine, clock.now(), clock.wall_now()).map_err(sqlite)?;
+        let accept_other = options.accept_moved.is_some();
+        let boot = Boot { id: &boot_id, machine: &machine, accept_other, keep_wait: identity.adopted_copy() };
+        let other = adopt_boot(&mut conn, &boot, clock.now(), clock.wall_now()).map_err(sqlite)?;
         if let Some(recorded) = other {
             return Err(OpenError::OtherMachine { path: path.to_owned(), recorded, ours: machine });
         }
@@ -542,17 +584,21 @@ fn current_machine_id(options: &SqliteOptions) -> String {
     })
 }
 
+/// The boot and machine a store is opened on.
+struct Boot<'a> {
+    id: &'a str,
+    machine: &'a str,
+    /// Open a file another machine used last.
+    accept_other: bool,
+    /// Keep the wait before new tenures: this open set it (a copy adopted), on this boot.
+    keep_wait: bool,
+}
+
 /// Makes the file's expiries mean something on this boot (see `adopt_boot`'s callers), and
 /// records this machine: `Ok(Some(recorded))` if the file was last used by another machine
 /// (and `accept_other` is not set), changing nothing.
-fn adopt_boot(
-    conn: &mut Connection,
-    boot_id: &str,
-    machine: &str,
-    accept_other: bool,
-    now: Timestamp,
-    wall_now: std::time::SystemTime,
-) -> rusqlite::Result<Option<String>> {
+fn adopt_boot(conn: &mut Connection, boot: &Boot<'_>, now: Timestamp, wall_now: std::time::SystemTime) -> rusqlite::Result<Option<String>> {
+    let Boot { id: boot_id, machine, accept_other, keep_wait } = *boot;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let recorded_machine: Option<String> =
         tx.query_row("SELECT value FROM meta WHERE key = 'machine_id'", [], |r| r.get(0)).optional()?;
@@ -567,7 +613,9 @@ fn adopt_boot(
     if recorded.as_deref() != Some(boot_id) {
         if recorded.is_some() {
             // Readings of another boot's clock; nobody of that boot runs now.
-            identity::forget_grants_from(&tx)?;
+            if !keep_wait {
+                identity::forget_grants_from(&tx)?;
+            }
             // A directed handover asked for before the reboot is not this boot's to honour.
             tx.execute("UPDATE leases SET reserved_for = NULL, reserved_until_ns = 0", [])?;
         }
