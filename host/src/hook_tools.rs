@@ -220,12 +220,14 @@ impl UnitTools {
 
     /// [`Self::is_leader`] with the instant a true answer holds until, on the machine's
     /// boot-time clock ([`BootClock`]): `Some(until)` while the unit leads with the window
-    /// ahead. A caller that acts on it after `until` must act as a minion.
+    /// ahead, at most [`ANSWER_HOLD`](crate::tracker::ANSWER_HOLD) from now (a graceful
+    /// release of the lease waits for it). A caller that acts on it after `until` must act
+    /// as a minion.
     pub fn leader_until(&self) -> Result<Option<Timestamp>, LeadershipUnknown> {
         let tracker = self.unit.tracker();
         // The boot clock first: the time left is measured after it, so `until` is never late.
         let boot_now = BootClock.now();
-        let Some(until) = tracker.leader_until()? else { return Ok(None) };
+        let Some(until) = tracker.answer_until()? else { return Ok(None) };
         let left = until.saturating_since(tracker.store().clock().now());
         Ok((!left.is_zero()).then(|| boot_now + left))
     }

@@ -17,6 +17,11 @@
 //! its agent holds, and the other ran there, on this boot); otherwise it waits it out, and
 //! says so ([`LeadershipTracker::waiting_for`]).
 //!
+//! **Answers given away are honoured.** A `true` answer handed to someone who uses it
+//! later (a hook tool's client: [`LeadershipTracker::answer_until`]) holds for at most
+//! [`ANSWER_HOLD`], and a release of the lease waits until every such answer has run out:
+//! none is used after the lease could pass to another unit.
+//!
 //! Non-guarantees: the tracker does not tell *which* unit leads, and it does not wait for a
 //! released lease; it learns of one on its next [`LeadershipTracker::refresh`].
 
@@ -76,6 +81,11 @@ struct TrackerState {
     abandoned: Option<u64>,
 }
 
+/// How long a `true` answer given to a hook tool's client holds at most (see
+/// [`LeadershipTracker::answer_until`]): a client that has not used it by then treats it as
+/// unknown, and a graceful release waits at most this long for the answers it gave.
+pub const ANSWER_HOLD: Duration = Duration::from_secs(1);
+
 /// Claims leadership for one unit and keeps track of the guarantee it holds.
 pub struct LeadershipTracker {
     claimant: Claimant,
@@ -86,6 +96,9 @@ pub struct LeadershipTracker {
     /// copy of what `state` implies, changed only under its lock, so that `is_leader`
     /// (called from hooks, possibly in tight loops) answers without taking the lock.
     guaranteed_until: AtomicU64,
+    /// The latest instant (clock nanoseconds) a `true` answer given by [`Self::answer_until`]
+    /// may still be used at: a release waits for it before the revoke.
+    answered_until: AtomicU64,
     /// Where the tenures this unit believed in are recorded, if anywhere.
     record: Option<TenureRecord>,
     /// Where its claims are measured, once its agent runs with metrics.
@@ -120,6 +133,7 @@ impl LeadershipTracker {
             window,
             state: Mutex::new(TrackerState::default()),
             guaranteed_until: AtomicU64::new(0),
+            answered_until: AtomicU64::new(0),
             record: None,
             metrics: std::sync::OnceLock::new(),
         }
@@ -204,7 +218,8 @@ impl LeadershipTracker {
                 }
             }
         }
-        self.guaranteed_until.store(deadline, Ordering::Release);
+        // SeqCst: ordered against `answered_until` (see `answer_until` and `release`).
+        self.guaranteed_until.store(deadline, Ordering::SeqCst);
         std::mem::replace(&mut state.claim, claim)
     }
 
@@ -363,6 +378,26 @@ impl LeadershipTracker {
         self.lock().claim.filter(|c| c.valid_until > now).map(|c| c.term)
     }
 
+    /// [`Self::leader_until`] for an answer given to someone else (a hook tool's client),
+    /// who uses it later: a `true` answer holds for at most [`ANSWER_HOLD`], and a release
+    /// of the lease ([`Self::release`]) waits until every such answer has run out, so that
+    /// none is used after the lease could pass to another unit.
+    pub fn answer_until(&self) -> Result<Option<Timestamp>, LeadershipUnknown> {
+        let now = self.store.clock().now();
+        let hold = (now + ANSWER_HOLD).as_nanos();
+        // Recorded before the claim is read, and `release` clears the claim before it reads
+        // this (all SeqCst): either this answer sees no claim, or the release sees the answer.
+        self.answered_until.fetch_max(hold, Ordering::SeqCst);
+        let until = self.guaranteed_until.load(Ordering::SeqCst);
+        if until != 0 && now.as_nanos() <= until {
+            return Ok(Some(Timestamp::from_nanos(until.min(hold))));
+        }
+        match &self.lock().last_error {
+            Some(err) => Err(LeadershipUnknown::StoreFailed(err.clone())),
+            None => Ok(None),
+        }
+    }
+
     /// The instant after which this unit can no longer guarantee the window: the end of
     /// its claim minus the window. `None` without a claim.
     pub fn guarantee_deadline(&self) -> Option<super::leadership::Timestamp> {
@@ -397,9 +432,14 @@ impl LeadershipTracker {
     }
 
     /// Gives up leadership now, if held, `why` (for the history): the guarantee ends before
-    /// the lease is revoked.
+    /// the lease is revoked, and the revoke waits until no `true` answer given to a client
+    /// ([`Self::answer_until`]) can still be used (at most [`ANSWER_HOLD`]).
     pub async fn release(&self, why: Release) -> Result<(), LeaseError> {
         self.abandon();
+        let answered = Timestamp::from_nanos(self.answered_until.load(Ordering::SeqCst));
+        if answered > self.store.clock().now() {
+            self.store.clock().sleep_until(answered).await;
+        }
         let released = match self.store.revoke(&self.claimant, why).await {
             Err(LeaseError::NotHeld { .. }) => Ok(()),
             other => other,
@@ -414,7 +454,35 @@ impl LeadershipTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::leadership::MemoryStore;
+    use crate::leadership::{Clock, ManualClock, MemoryStore};
+
+    /// A `true` answer handed to a client is still usable for up to [`ANSWER_HOLD`]: a
+    /// step-down must not let the lease pass before it has run out (found by the model
+    /// checker: the client of an answer given just before a step-down acted on `True` while
+    /// the successor already led).
+    #[tokio::test]
+    async fn a_release_waits_until_the_answers_it_gave_have_run_out() {
+        let clock = Arc::new(ManualClock::default());
+        let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::with_clock(clock.clone()));
+        let window = Duration::from_secs(30);
+        let leader = Arc::new(LeadershipTracker::new(UnitName::new("app/0").unwrap(), store.clone(), window));
+        let successor = LeadershipTracker::new(UnitName::new("app/1").unwrap(), store, window);
+        assert!(matches!(leader.refresh().await, Refresh::Leader { .. }));
+        let until = leader.answer_until().unwrap().expect("the leader answers true");
+        assert_eq!(until, clock.now() + ANSWER_HOLD, "a true answer holds for ANSWER_HOLD at most");
+        let release = tokio::spawn({
+            let leader = leader.clone();
+            async move { leader.release(Release::StepDown).await }
+        });
+        while clock.sleepers() == 0 && !release.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(leader.answer_until().unwrap(), None, "given up at once: no new true answer");
+        assert_eq!(successor.refresh().await, Refresh::Minion, "the lease has not passed while the answer holds");
+        clock.advance_to(until);
+        release.await.unwrap().unwrap();
+        assert!(matches!(successor.refresh().await, Refresh::Leader { .. }), "then it passes");
+    }
 
     #[tokio::test]
     async fn leader_and_minion() {
