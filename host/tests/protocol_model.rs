@@ -1,0 +1,350 @@
+//! The real stores held to the protocol model (`model/`): seeded random walks of the model
+//! drive a real store step by step (each agent incarnation a real `Claimant` with the store
+//! handle it opened, time a manual clock, the operator's faults done to the real file), and
+//! every decision the real store makes, and its lease after every step, is checked against
+//! the model's. A divergence fails with its seed and the walk so far.
+//!
+//! `PROTOCOL_WALKS` sets how many walks each scenario runs (default 300 in memory, 60 on
+//! SQLite; raise it for a soak), `PROTOCOL_SEED` the first seed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use charm_host::leadership::sqlite::{Durability, NewStore, SqliteOptions};
+use charm_host::leadership::{
+    Claimant, Clock, LeaseError, LeadershipStore, ManualClock, MemoryStore, Release, SqliteStore, StoreFailure, WriteError,
+};
+use charm_host::names::{AppName, UnitName};
+use leadership_model::model::{self, Action, Life, Reply, Request, State};
+use leadership_model::{LeadershipModel, Mutation, Protocol, Scenario, StoreFault, Third};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use stateright::Model;
+
+/// One tick of the model in real (manual) time.
+const TICK: Duration = Duration::from_secs(1);
+/// The model's lease in real time.
+const LEASE: Duration = Duration::from_secs(model::LEASE as u64);
+const STEPS: usize = 150;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}")))
+}
+
+fn app() -> AppName {
+    AppName::new("a").unwrap()
+}
+
+fn unit(number: u8) -> UnitName {
+    UnitName::from_parts(app(), u32::from(number))
+}
+
+/// Where the real store lives, and what the operator can do to it.
+trait Backend {
+    /// Opens the store as it is now (an agent starting).
+    fn open(&mut self, clock: &Arc<ManualClock>) -> Arc<dyn LeadershipStore>;
+    /// Wipes it and makes a new one that grants nothing for `wait`.
+    fn wipe(&mut self, _clock: &Arc<ManualClock>, _wait: Duration) -> Arc<dyn LeadershipStore> {
+        unimplemented!("this backend has no wipe")
+    }
+    /// Takes a copy.
+    fn take_copy(&mut self) {
+        unimplemented!("this backend has no copies")
+    }
+    /// Puts the copy back and opens it as an operator does (accepting it, with `wait`).
+    fn put_back(&mut self, _clock: &Arc<ManualClock>, _wait: Duration) -> Arc<dyn LeadershipStore> {
+        unimplemented!("this backend has no copies")
+    }
+}
+
+/// One memory store for the whole walk.
+struct Memory(Option<Arc<dyn LeadershipStore>>);
+
+impl Backend for Memory {
+    fn open(&mut self, clock: &Arc<ManualClock>) -> Arc<dyn LeadershipStore> {
+        self.0.get_or_insert_with(|| Arc::new(MemoryStore::with_clock(clock.clone()))).clone()
+    }
+}
+
+/// A SQLite file, wiped by deleting it and copied with `VACUUM INTO`, put back by a rename.
+struct Sqlite {
+    path: PathBuf,
+    copy: PathBuf,
+    options: SqliteOptions,
+}
+
+impl Sqlite {
+    fn new(dir: &std::path::Path, seed: u64) -> Self {
+        let options = SqliteOptions { durability: Durability::Normal, boot_id: Some("model".into()), ..SqliteOptions::default() };
+        Self { path: dir.join(format!("walk-{seed}.db")), copy: dir.join(format!("copy-{seed}.db")), options }
+    }
+}
+
+impl Backend for Sqlite {
+    fn open(&mut self, clock: &Arc<ManualClock>) -> Arc<dyn LeadershipStore> {
+        Arc::new(SqliteStore::open_with(&self.path, clock.clone(), self.options.clone()).expect("open the store"))
+    }
+
+    fn wipe(&mut self, clock: &Arc<ManualClock>, wait: Duration) -> Arc<dyn LeadershipStore> {
+        std::fs::remove_file(&self.path).expect("delete the store");
+        let options = SqliteOptions { new_store: NewStore::CreateAfterLoss { wait }, ..self.options.clone() };
+        Arc::new(SqliteStore::open_with(&self.path, clock.clone(), options).expect("make a new store"))
+    }
+
+    fn take_copy(&mut self) {
+        let _ = std::fs::remove_file(&self.copy);
+        let connection = rusqlite::Connection::open(&self.path).expect("open for a copy");
+        connection.execute("VACUUM INTO ?1", [self.copy.to_string_lossy()]).expect("copy the store");
+    }
+
+    fn put_back(&mut self, clock: &Arc<ManualClock>, wait: Duration) -> Arc<dyn LeadershipStore> {
+        std::fs::rename(&self.copy, &self.path).expect("put the copy back");
+        // The old agents' write-ahead log is the original's: moved away, as the refusal says.
+        for suffix in ["-wal", "-shm"] {
+            let mut log = self.path.clone().into_os_string();
+            log.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(log));
+        }
+        let options = SqliteOptions { accept_moved: Some(wait), ..self.options.clone() };
+        Arc::new(SqliteStore::open_with(&self.path, clock.clone(), options).unwrap_or_else(|err| panic!("accepting the copy: {err}")))
+    }
+}
+
+/// The real side of a walk: a store handle and a claimant per incarnation.
+struct Real {
+    clock: Arc<ManualClock>,
+    backend: Box<dyn Backend>,
+    /// What an agent starting now opens.
+    current: Arc<dyn LeadershipStore>,
+    stores: Vec<Option<Arc<dyn LeadershipStore>>>,
+    claimants: Vec<Claimant>,
+    /// Writes so far: each writes a value of its own, so each raises the version.
+    writes: u64,
+}
+
+/// A real store's answer in the model's terms (the parts the model decides).
+fn claim_reply(result: Result<charm_host::leadership::Claim, LeaseError>) -> Result<Reply, String> {
+    match result {
+        Ok(claim) => Ok(Reply::Granted { term: claim.term as u8, age: 0 }),
+        Err(LeaseError::Denied { .. } | LeaseError::OtherIncarnation { .. } | LeaseError::NewStore { .. }) => Ok(Reply::Denied),
+        Err(LeaseError::Store(err)) if err.kind() == StoreFailure::Replaced => Ok(Reply::Replaced),
+        Err(other) => Err(format!("claim failed: {other}")),
+    }
+}
+
+/// Whether two replies agree on what the store decided (a grant's age is the agent's).
+fn same(model: Reply, real: Reply) -> bool {
+    match (model, real) {
+        (Reply::Granted { term: a, .. }, Reply::Granted { term: b, .. }) => a == b,
+        (a, b) => a == b,
+    }
+}
+
+impl Real {
+    fn new(mut backend: Box<dyn Backend>, state: &State) -> Self {
+        let clock = Arc::new(ManualClock::default());
+        let current = backend.open(&clock);
+        let stores = state.agents.iter().map(|a| (a.life == Life::Running).then(|| current.clone())).collect();
+        let claimants = state.agents.iter().map(|a| Claimant::fresh(unit(a.unit))).collect();
+        Self { clock, backend, current, stores, claimants, writes: 0 }
+    }
+
+    /// Does `action` to the real store; the store's decision, if it made one.
+    async fn step(&mut self, before: &State, action: Action) -> Result<Option<Reply>, String> {
+        let wait = LEASE;
+        match action {
+            Action::Tick => self.clock.advance(TICK),
+            Action::Start(i) => {
+                self.stores[i] = Some(self.current.clone());
+                self.claimants[i] = Claimant::fresh(unit(before.agents[i].unit));
+            }
+            Action::Wipe => self.current = self.backend.wipe(&self.clock, wait),
+            Action::TakeCopy => self.backend.take_copy(),
+            Action::PutBack => self.current = self.backend.put_back(&self.clock, wait),
+            Action::Apply(i) => {
+                let store = self.stores[i].clone().ok_or("an agent that never started sent a request")?;
+                let claimant = &self.claimants[i];
+                let reply = match before.agents[i].request.ok_or("no request to apply")? {
+                    Request::Claim { .. } => claim_reply(store.claim(claimant, LEASE).await)?,
+                    Request::Write { term } => {
+                        self.writes += 1;
+                        let value = format!("v{}", self.writes);
+                        match store.write_settings(claimant, u64::from(term), &[("k".into(), value)]).await {
+                            Ok(snapshot) => Reply::Written { version: snapshot.version as u8 },
+                            Err(WriteError::NotLeader { .. }) => Reply::Fenced,
+                            Err(WriteError::Store(err)) if err.kind() == StoreFailure::Replaced => Reply::Replaced,
+                            Err(other) => return Err(format!("write failed: {other}")),
+                        }
+                    }
+                    Request::Revoke { .. } => match store.revoke(claimant, Release::StepDown).await {
+                        Ok(()) | Err(LeaseError::NotHeld { .. }) => Reply::Revoked,
+                        Err(LeaseError::Store(err)) if err.kind() == StoreFailure::Replaced => Reply::Replaced,
+                        Err(other) => return Err(format!("revoke failed: {other}")),
+                    },
+                };
+                return Ok(Some(reply));
+            }
+            // The agents' and clients' own steps: nothing reaches the store.
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    /// The current store's live lease, in the model's terms: (unit, incarnation, term).
+    async fn lease(&self) -> Result<Option<(u8, u8, u8)>, String> {
+        let lease = self.current.lease(&app()).await.map_err(|e| format!("reading the lease: {e}"))?;
+        let Some(lease) = lease.filter(|l| l.expires > self.clock.now()) else { return Ok(None) };
+        let incarnation = self.claimants.iter().position(|c| Some(c.id()) == lease.incarnation).ok_or("a lease of no incarnation")?;
+        Ok(Some((lease.holder.number() as u8, incarnation as u8, lease.term as u8)))
+    }
+}
+
+/// The model's live lease: (unit, incarnation, term).
+fn model_lease(state: &State) -> Option<(u8, u8, u8)> {
+    let store = &state.store;
+    store.holder.filter(|_| store.left > 0).map(|(unit, incarnation)| (unit, incarnation, store.term))
+}
+
+/// What the walks did, so a test can tell they reached what it is about.
+#[derive(Debug, Default)]
+struct Seen {
+    grants: u64,
+    denials: u64,
+    writes: u64,
+    fenced: u64,
+    replaced: u64,
+    faults: u64,
+}
+
+impl Seen {
+    fn count(&mut self, reply: Reply) {
+        match reply {
+            Reply::Granted { .. } => self.grants += 1,
+            Reply::Denied => self.denials += 1,
+            Reply::Written { .. } => self.writes += 1,
+            Reply::Fenced => self.fenced += 1,
+            Reply::Replaced => self.replaced += 1,
+            Reply::Revoked => {}
+        }
+    }
+}
+
+async fn walk(model: &LeadershipModel, seed: u64, backend: Box<dyn Backend>, seen: &mut Seen) -> Result<(), String> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut state = model.init_states().remove(0);
+    let mut real = Real::new(backend, &state);
+    let mut trail = Vec::new();
+    let mut actions = Vec::new();
+    for _ in 0..STEPS {
+        actions.clear();
+        model.actions(&state, &mut actions);
+        let action = actions[rng.random_range(0..actions.len())];
+        let Some(next) = model.next_state(&state, action) else { continue };
+        if !model.within_boundary(&next) {
+            break;
+        }
+        trail.push(model.format_action(&action));
+        let diverged = |what: String, trail: &[String]| format!("seed {seed}: {what}\nafter:\n  {}", trail.join("\n  "));
+        let decided = real.step(&state, action).await.map_err(|e| diverged(e, &trail))?;
+        if matches!(action, Action::Wipe | Action::PutBack) {
+            seen.faults += 1;
+        }
+        if let Some(reply) = decided {
+            seen.count(reply);
+        }
+        if let (Some(real_reply), Action::Apply(i)) = (decided, action) {
+            // The model keeps the reply only for a running agent; its decision is the same.
+            let expected = next.agents[i].reply.or_else(|| decided_by_model(model, &state, i));
+            if let Some(expected) = expected
+                && !same(expected, real_reply)
+            {
+                return Err(diverged(format!("the store answered {real_reply:?}, the model {expected:?}"), &trail));
+            }
+        }
+        let (real_lease, expected) = (real.lease().await.map_err(|e| diverged(e, &trail))?, model_lease(&next));
+        if real_lease != expected {
+            return Err(diverged(format!("the store's lease is {real_lease:?}, the model's {expected:?}"), &trail));
+        }
+        state = next;
+    }
+    Ok(())
+}
+
+/// The model's decision for agent `i`'s request, as if the agent were running.
+fn decided_by_model(model: &LeadershipModel, state: &State, i: usize) -> Option<Reply> {
+    let mut running = state.clone();
+    running.agents[i].life = Life::Running;
+    model.next_state(&running, Action::Apply(i))?.agents[i].reply
+}
+
+fn walks(default: u64) -> std::ops::Range<u64> {
+    let first = env_u64("PROTOCOL_SEED").unwrap_or(1);
+    first..first + env_u64("PROTOCOL_WALKS").unwrap_or(default)
+}
+
+fn scenario(name: &'static str, edit: impl FnOnce(&mut Scenario)) -> LeadershipModel {
+    let mut scenario = Scenario::base(name);
+    edit(&mut scenario);
+    LeadershipModel::new(Protocol::current(), scenario)
+}
+
+fn report(outcome: Result<(), String>) {
+    if let Err(divergence) = outcome {
+        panic!("{divergence}\nreplay: PROTOCOL_SEED=<seed> PROTOCOL_WALKS=1 cargo test --test protocol_model");
+    }
+}
+
+#[tokio::test]
+async fn the_memory_store_follows_the_model() {
+    let mut seen = Seen::default();
+    for model in [scenario("two units", |_| {}), scenario("a clone", |s| s.third = Some(Third::Clone))] {
+        for seed in walks(300) {
+            report(walk(&model, seed, Box::new(Memory(None)), &mut seen).await);
+        }
+    }
+    eprintln!("{seen:?}");
+    assert!(seen.grants > 0 && seen.denials > 0 && seen.writes > 0 && seen.fenced > 0, "{seen:?}");
+}
+
+/// The check can fail: against a model whose lease rule differs from the store's (a new
+/// tenure keeps the old term), the walks find a step where they disagree.
+#[tokio::test]
+async fn a_store_that_differs_from_the_model_is_caught() {
+    let model = scenario("two units", |_| {}).with_mutation(Mutation::TermNotRaised);
+    let mut seen = Seen::default();
+    for seed in walks(300) {
+        if let Err(divergence) = walk(&model, seed, Box::new(Memory(None)), &mut seen).await {
+            eprintln!("{divergence}");
+            return;
+        }
+    }
+    panic!("no walk told a store that raises terms from a model that does not");
+}
+
+#[tokio::test]
+async fn the_sqlite_store_follows_the_model_through_wipes_and_rollbacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = [
+        scenario("two units", |_| {}),
+        scenario("a clone", |s| s.third = Some(Third::Clone)),
+        scenario("wiped", |s| {
+            s.fault = Some(StoreFault::Wipe);
+            s.third = Some(Third::Newcomer);
+        }),
+        scenario("rolled back", |s| {
+            s.fault = Some(StoreFault::RollBack);
+            s.third = Some(Third::Newcomer);
+        }),
+    ];
+    let mut seen = Seen::default();
+    for (index, model) in models.iter().enumerate() {
+        let dir = dir.path().join(index.to_string());
+        std::fs::create_dir(&dir).unwrap();
+        for seed in walks(60) {
+            report(walk(model, seed, Box::new(Sqlite::new(&dir, seed)), &mut seen).await);
+        }
+    }
+    eprintln!("{seen:?}");
+    assert!(seen.grants > 0 && seen.writes > 0 && seen.faults > 0 && seen.replaced > 0, "{seen:?}");
+}
