@@ -36,7 +36,7 @@
 //! (beliefs *and* answers in use); terms only go up; writes are fenced; leader-deposed
 //! before another leads (leader-only services never on two units); no acknowledged write
 //! silently lost; a deposed tenure is never resumed; and, in the fair schedules
-//! ([`Scenario::fair`]), a unit leads again within a lease and a renewal after a crash.
+//! ([`Scenario::fair`]), a unit leads again within a lease after a crash.
 //!
 //! # Bounds
 //! Time is counted in ticks and kept relative (every deadline as the ticks left to it), so

@@ -145,6 +145,14 @@ fn services_that_outlive_their_agent_run_beside_the_restarted_unit() {
     assert_breaks(&LeadershipModel::new(weakened, restart), model::DEPOSED_BEFORE_ANOTHER_LEADS);
 }
 
+/// The liveness bound is tight: one tick less, and a crash leaves no leader that long.
+#[test]
+fn a_unit_leads_again_no_sooner_than_a_lease_after_a_crash() {
+    let mut sooner = Scenario::fair("fair schedules, a/0 crashes, one tick less");
+    sooner.recovery = model::RECOVERY - 1;
+    assert_breaks(&LeadershipModel::new(Protocol::current(), sooner), model::LEADS_AGAIN_AFTER_A_CRASH);
+}
+
 #[test]
 fn every_broken_lease_rule_is_caught() {
     for mutation in Mutation::ALL {
