@@ -22,8 +22,10 @@
 //!   started: a clone elsewhere, or the crashed unit restarted on its machine.
 //! - **The store**, one application's lease record: holder (unit and incarnation), term,
 //!   expiry on the store's clock, the last term granted, the settings version, the store's
-//!   identity and generation. Each request is decided in one atomic step, the rules of
-//!   `host/src/leadership/rules.rs`.
+//!   identity. Each request is decided in one atomic step, the rules of
+//!   `host/src/leadership/rules.rs`; on etcd's rules ([`Scenario::etcd`]) the server ends
+//!   an expired lease when its sweep comes round, and a leader change of etcd gives every
+//!   lease a whole TTL again.
 //! - **The network**: a request may be lost, delayed (time passes while it is in flight),
 //!   or applied with its reply lost; a reply may arrive after its guarantee has lapsed.
 //! - **Hook-tool clients** asking `is-leader`: the answer is computed at one instant and

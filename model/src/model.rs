@@ -32,6 +32,8 @@ pub const WINDOW_MAX: Time = LEASE;
 /// [`Safeguard::ReleaseWaitsForAnswers`] (a tick is longer than the product's hold: the
 /// model's is the worse case).
 pub const ANSWER_HOLD: Time = 1;
+/// How late etcd's server may end an expired lease.
+pub const ETCD_SLACK: Time = 2;
 /// Terms granted at most (states past it are not explored).
 pub const MAX_TERM: u8 = 3;
 /// Settings versions written at most (states past it are not explored).
@@ -184,6 +186,10 @@ pub struct Scenario {
     /// Fair schedules: nothing is lost, every request is decided and answered within its
     /// tick, and every agent claims when it may (for liveness).
     pub fair: bool,
+    /// etcd's rules: the server ends an expired lease when its sweep comes round (up to
+    /// [`ETCD_SLACK`] ticks late), and an etcd leader change gives every lease a whole TTL
+    /// again (once per run).
+    pub etcd: bool,
     /// In fair schedules, the ticks after a crash by which a unit must lead again
     /// ([`RECOVERY`]; a test sets one less to show the bound is tight).
     pub recovery: Time,
@@ -192,12 +198,12 @@ pub struct Scenario {
 impl Scenario {
     /// Two units, lossy network, writes, a step-down now and then.
     pub fn base(name: &'static str) -> Self {
-        Self { name, minion: true, third: None, fault: None, lossy: true, crash: false, clients: false, writes: true, fair: false, recovery: RECOVERY }
+        Self { name, minion: true, third: None, fault: None, lossy: true, crash: false, clients: false, writes: true, fair: false, etcd: false, recovery: RECOVERY }
     }
 
     /// Fair schedules with a crash, for liveness.
     pub fn fair(name: &'static str) -> Self {
-        Self { name, minion: true, third: None, fault: None, lossy: false, crash: true, clients: false, writes: false, fair: true, recovery: RECOVERY }
+        Self { name, minion: true, third: None, fault: None, lossy: false, crash: true, clients: false, writes: false, fair: true, etcd: false, recovery: RECOVERY }
     }
 }
 
@@ -219,11 +225,13 @@ pub struct Store {
     /// Ticks before a new tenure may be granted (a store made or restored under running
     /// agents waits one claim duration).
     pub wait: Time,
+    /// etcd: ticks the expired lease has waited for the server's sweep.
+    pub overdue: Time,
 }
 
 impl Store {
     fn new(id: u8, wait: Time) -> Self {
-        Self { id, holder: None, term: 0, left: 0, last_term: 0, version: 0, wait }
+        Self { id, holder: None, term: 0, left: 0, last_term: 0, version: 0, wait, overdue: 0 }
     }
 }
 
@@ -368,6 +376,8 @@ pub struct Ghost {
     pub since_crash: Option<Time>,
     /// The operator's fault happened.
     pub faulted: bool,
+    /// etcd changed leaders.
+    pub etcd_leader_changed: bool,
 }
 
 /// The whole system at one instant (which instant is not part of it: see the module docs).
@@ -418,6 +428,10 @@ pub enum Action {
     TakeCopy,
     /// The operator puts the copy back.
     PutBack,
+    /// etcd's server ends the expired lease.
+    Sweep,
+    /// etcd elects a new leader, which gives every lease a whole TTL.
+    EtcdLeaderChange,
 }
 
 /// The protocol under `scenario`'s bounds, possibly with a broken lease rule.
@@ -492,10 +506,10 @@ impl LeadershipModel {
         })
     }
 
-    /// Whether the lease is live, by the store's rules.
+    /// Whether the lease is live, by the store's rules (on etcd: until the server's sweep).
     fn live(&self, store: &Store) -> bool {
         let early = Time::from(self.mutated(Mutation::ExpiryOneTickEarly));
-        store.holder.is_some() && store.left > early
+        store.holder.is_some() && (store.left > early || self.scenario.etcd)
     }
 
     /// Whether the lease is held by agent `i`, as the store tells holders apart.
@@ -618,12 +632,18 @@ impl LeadershipModel {
                 actions.push(Action::Claim(i));
             }
         }
+        if self.scenario.etcd && state.store.holder.is_some() && state.store.left == 0 {
+            actions.push(Action::Sweep);
+        }
     }
 
     /// Real time passes one tick.
     fn tick(&self, state: &mut State) {
         state.using = 0;
         let store = &mut state.store;
+        if self.scenario.etcd && store.holder.is_some() && store.left == 0 {
+            store.overdue += 1;
+        }
         store.left = store.left.saturating_sub(1);
         store.wait = store.wait.saturating_sub(1);
         if let Some(copy) = state.copy.as_mut() {
@@ -674,7 +694,17 @@ impl Model for LeadershipModel {
                 return;
             }
         }
-        actions.push(Action::Tick);
+        let sweep_due = scenario.etcd && state.store.holder.is_some() && state.store.left == 0;
+        if sweep_due {
+            actions.push(Action::Sweep);
+        }
+        // The sweep comes round within its slack: time does not pass beyond it.
+        if !(sweep_due && state.store.overdue >= ETCD_SLACK) {
+            actions.push(Action::Tick);
+        }
+        if scenario.etcd && !state.ghost.etcd_leader_changed {
+            actions.push(Action::EtcdLeaderChange);
+        }
         for (i, agent) in state.agents.iter().enumerate() {
             if agent.idle() && !scenario.fair {
                 actions.push(Action::Claim(i));
@@ -813,6 +843,17 @@ impl Model for LeadershipModel {
                 }
                 state.ghost = Ghost { granted: copy.last_term, written: 0, faulted: true, ..state.ghost };
                 state.store = copy;
+            }
+            Action::Sweep => {
+                state.store.holder = None;
+                state.store.overdue = 0;
+            }
+            Action::EtcdLeaderChange => {
+                if state.store.holder.is_some() {
+                    state.store.left = LEASE;
+                    state.store.overdue = 0;
+                }
+                state.ghost.etcd_leader_changed = true;
             }
         }
         Some(state)

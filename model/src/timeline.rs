@@ -25,6 +25,8 @@ pub fn describe(action: &Action) -> String {
         Action::Wipe => "the operator wipes the store; a new one is made".into(),
         Action::TakeCopy => "the operator takes a copy of the store".into(),
         Action::PutBack => "the operator puts the copy back".into(),
+        Action::Sweep => "etcd's server ends the expired lease".into(),
+        Action::EtcdLeaderChange => "etcd elects a new leader: every lease gets a whole TTL again".into(),
     }
 }
 

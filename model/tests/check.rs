@@ -25,7 +25,21 @@ fn scenarios() -> Vec<Scenario> {
         }),
         wipe(),
         rollback(),
+        scenario("two units on etcd's rules", |s| s.etcd = true),
+        scenario("the store wiped on etcd's rules, a newcomer joins", |s| {
+            *s = wipe();
+            s.name = "the store wiped on etcd's rules, a newcomer joins";
+            s.etcd = true;
+        }),
         Scenario::fair("fair schedules, a/0 crashes"),
+        {
+            let mut fair = Scenario::fair("fair schedules on etcd's rules, a/0 crashes");
+            fair.etcd = true;
+            // The sweep may come late, and an etcd leader change while the dead holder's
+            // lease runs gives it a whole TTL again.
+            fair.recovery = model::RECOVERY + model::LEASE + model::ETCD_SLACK;
+            fair
+        },
     ]
 }
 
