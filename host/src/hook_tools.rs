@@ -220,7 +220,7 @@ impl UnitTools {
 
     /// [`Self::is_leader`] with the instant a true answer holds until, on the machine's
     /// boot-time clock ([`BootClock`]): `Some(until)` while the unit leads with the window
-    /// ahead, at most [`ANSWER_HOLD`](crate::tracker::ANSWER_HOLD) from now (a graceful
+    /// ahead, at most a second from now (the tracker's `ANSWER_HOLD`; a graceful
     /// release of the lease waits for it). A caller that acts on it after `until` must act
     /// as a minion.
     pub fn leader_until(&self) -> Result<Option<Timestamp>, LeadershipUnknown> {
