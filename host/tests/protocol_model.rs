@@ -2,7 +2,10 @@
 //! drive a real store step by step (each agent incarnation a real `Claimant` with the store
 //! handle it opened, time a manual clock, the operator's faults done to the real file), and
 //! every decision the real store makes, and its lease after every step, is checked against
-//! the model's. A divergence fails with its seed and the walk so far.
+//! the model's. The real tracker is walked the same way (`tracker_walk`): what each
+//! incarnation's tracker believes, and the terms it writes under, against the model's
+//! agents. A divergence fails with its seed and the walk so far; a model that differs from
+//! the real code in one rule (a lease rule, a safeguard) is told apart (two tests).
 //!
 //! `PROTOCOL_WALKS` sets how many walks each scenario runs (default 300 in memory, 60 on
 //! SQLite; raise it for a soak), `PROTOCOL_SEED` the first seed.
@@ -347,4 +350,147 @@ async fn the_sqlite_store_follows_the_model_through_wipes_and_rollbacks() {
     }
     eprintln!("{seen:?}");
     assert!(seen.grants > 0 && seen.writes > 0 && seen.faults > 0 && seen.replaced > 0, "{seen:?}");
+}
+
+/// The real tracker of each incarnation on one memory store, driven by a walk whose claims,
+/// step-downs and writes are answered at once (the tracker's `refresh` is a claim and its
+/// answer in one call): what each tracker believes, and the terms it writes under, must be
+/// what the model's agents believe; the role source's part (giving up a claim at its
+/// guarantee deadline) is done as the model's agents do it.
+async fn tracker_walk(model: &LeadershipModel, seed: u64, seen: &mut Seen) -> Result<(), String> {
+    use charm_host::tracker::{LeadershipTracker, Refresh};
+    let window = TICK * u32::from(model::WINDOW);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut state = model.init_states().remove(0);
+    let clock = Arc::new(ManualClock::default());
+    let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::with_clock(clock.clone()));
+    let tracker = |unit: u8| Some(LeadershipTracker::for_claimant(Claimant::fresh(self::unit(unit)), store.clone(), window));
+    let mut trackers: Vec<Option<LeadershipTracker>> =
+        state.agents.iter().map(|a| if a.life == Life::Running { tracker(a.unit) } else { None }).collect();
+    let mut trail = Vec::new();
+    let mut actions = Vec::new();
+    for _ in 0..STEPS {
+        actions.clear();
+        model.actions(&state, &mut actions);
+        let action = actions[rng.random_range(0..actions.len())];
+        // The request and its answer at once, as `refresh`, `release` and `leader_set` do.
+        let mut steps = vec![action];
+        if let Action::Claim(i) | Action::StepDown(i) | Action::Write(i) = action {
+            steps.extend([Action::Apply(i), Action::Deliver(i, model::WINDOW)]);
+        }
+        let mut next = state.clone();
+        for step in &steps {
+            next = model.next_state(&next, *step).ok_or("a step the model refused")?;
+            // A reply that was a revoke of a resumed tenure: the tracker sends it at once too.
+            if let (Action::Deliver(i, _), Some(Request::Revoke { .. })) = (step, next.agents.get(step_agent(*step)).and_then(|a| a.request)) {
+                next = model.next_state(&next, Action::Apply(*i)).ok_or("the revoke was refused")?;
+                next = model.next_state(&next, Action::Deliver(*i, model::WINDOW)).unwrap_or(next);
+            }
+        }
+        if !model.within_boundary(&next) {
+            break;
+        }
+        trail.push(model.format_action(&action));
+        let diverged = |what: String, trail: &[String]| format!("seed {seed}: {what}\nafter:\n  {}", trail.join("\n  "));
+        match action {
+            Action::Tick => {
+                clock.advance(TICK);
+                for (i, (before, after)) in state.agents.iter().zip(&next.agents).enumerate() {
+                    // The role source gives the claim up at its guarantee deadline.
+                    if before.belief.is_some()
+                        && after.belief.is_none()
+                        && after.life == Life::Running
+                        && let Some(tracker) = &trackers[i]
+                    {
+                        tracker.abandon();
+                    }
+                }
+            }
+            Action::Claim(i) => {
+                let tracker = trackers[i].as_ref().ok_or("no tracker")?;
+                let refresh = tracker.refresh().await;
+                let reply = match refresh {
+                    Refresh::Leader { term, .. } => Reply::Granted { term: term as u8, age: 0 },
+                    Refresh::Minion => Reply::Denied,
+                    other => return Err(diverged(format!("refresh: {other:?}"), &trail)),
+                };
+                seen.count(reply);
+            }
+            Action::StepDown(i) => {
+                let tracker = trackers[i].as_ref().ok_or("no tracker")?;
+                tracker.release(Release::StepDown).await.map_err(|e| diverged(format!("release: {e}"), &trail))?;
+            }
+            Action::Write(i) => {
+                let tracker = trackers[i].as_ref().ok_or("no tracker")?;
+                let written = tracker.leader_set_by(&[("k".into(), format!("v{}", trail.len()))], None).await;
+                let expected = matches!(next.agents[i].acked, v if v > state.agents[i].acked);
+                if written.is_ok() != expected {
+                    return Err(diverged(format!("leader-set: {written:?}, the model wrote: {expected}"), &trail));
+                }
+                seen.count(if expected { Reply::Written { version: 0 } } else { Reply::Fenced });
+            }
+            Action::Crash(i) => trackers[i] = None,
+            Action::Start(i) => trackers[i] = tracker(next.agents[i].unit),
+            _ => {}
+        }
+        for (i, agent) in next.agents.iter().enumerate() {
+            let Some(tracker) = &trackers[i] else { continue };
+            let at_deadline = tracker.guarantee_deadline().is_some_and(|d| d == clock.now());
+            let leads = tracker.is_leader() == Ok(true);
+            if !at_deadline && leads != agent.leads() {
+                return Err(diverged(format!("#{i}: the tracker says leader={leads}, the model {}", agent.leads()), &trail));
+            }
+            if agent.leads() && tracker.held_term() != agent.belief.map(|b| u64::from(b.term)) {
+                return Err(diverged(format!("#{i}: the tracker holds {:?}, the model {:?}", tracker.held_term(), agent.belief), &trail));
+            }
+        }
+        state = next;
+    }
+    Ok(())
+}
+
+fn step_agent(action: Action) -> usize {
+    match action {
+        Action::Deliver(i, _) | Action::Apply(i) | Action::Claim(i) => i,
+        _ => usize::MAX,
+    }
+}
+
+#[tokio::test]
+async fn the_tracker_follows_the_model() {
+    let mut seen = Seen::default();
+    for model in [
+        scenario("two units, no loss", |s| s.lossy = false),
+        scenario("a clone, no loss", |s| {
+            s.lossy = false;
+            s.minion = false;
+            s.third = Some(Third::Clone);
+        }),
+    ] {
+        for seed in walks(300) {
+            report(tracker_walk(&model, seed, &mut seen).await);
+        }
+    }
+    eprintln!("{seen:?}");
+    assert!(seen.grants > 0 && seen.denials > 0 && seen.writes > 0, "{seen:?}");
+}
+
+/// The walk tells the real tracker from one without a safeguard: against a model whose agents
+/// resume a tenure they were deposed from, the real tracker (which gives it up) diverges.
+#[tokio::test]
+async fn the_tracker_gives_up_a_tenure_it_was_deposed_from() {
+    let weakened = Protocol::current().without(leadership_model::Safeguard::FreshTermAfterDepose);
+    let model = LeadershipModel::new(weakened, {
+        let mut scenario = Scenario::base("two units, no loss");
+        scenario.lossy = false;
+        scenario
+    });
+    let mut seen = Seen::default();
+    for seed in walks(300) {
+        if let Err(divergence) = tracker_walk(&model, seed, &mut seen).await {
+            eprintln!("{divergence}");
+            return;
+        }
+    }
+    panic!("no walk told the real tracker from one that resumes a deposed tenure");
 }
