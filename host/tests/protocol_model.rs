@@ -153,7 +153,9 @@ struct Real {
 fn claim_reply(result: Result<charm_host::leadership::Claim, LeaseError>) -> Result<Reply, String> {
     match result {
         Ok(claim) => Ok(Reply::Granted { term: claim.term as u8, age: 0 }),
-        Err(LeaseError::Denied { .. } | LeaseError::OtherIncarnation { .. } | LeaseError::NewStore { .. }) => Ok(Reply::Denied),
+        Err(LeaseError::Denied { .. } | LeaseError::OtherIncarnation { .. } | LeaseError::NewStore { .. } | LeaseError::Reserved { .. }) => {
+            Ok(Reply::Denied)
+        }
         Err(LeaseError::Store(err)) if err.kind() == StoreFailure::Replaced => Ok(Reply::Replaced),
         Err(other) => Err(format!("claim failed: {other}")),
     }
@@ -189,6 +191,9 @@ impl Real {
             Action::Wipe => self.current = self.backend.wipe(&self.clock, wait),
             Action::TakeCopy => self.backend.take_copy(),
             Action::PutBack => self.current = self.backend.put_back(&self.clock, wait),
+            Action::Pin => self.current.pin(&app(), "upgrade").await.map_err(|e| format!("pin: {e}"))?,
+            Action::Unpin => self.current.unpin(&app(), "upgrade").await.map_err(|e| format!("unpin: {e}"))?,
+            Action::Elect(number) => self.current.reserve(&unit(number), LEASE).await.map_err(|e| format!("reserve: {e}"))?,
             Action::Apply(i) => {
                 let store = self.stores[i].clone().ok_or("an agent that never started sent a request")?;
                 let claimant = &self.claimants[i];
@@ -223,7 +228,7 @@ impl Real {
         let lease = self.current.lease(&app()).await.map_err(|e| format!("reading the lease: {e}"))?;
         // On etcd a lease lasts until the server ends it (the model's sweep), past its promise.
         let real_time = self.backend.real_time();
-        let Some(lease) = lease.filter(|l| real_time || l.expires > self.clock.now()) else { return Ok(None) };
+        let Some(lease) = lease.filter(|l| real_time || l.pinned || l.expires > self.clock.now()) else { return Ok(None) };
         let incarnation = self.claimants.iter().position(|c| Some(c.id()) == lease.incarnation).ok_or("a lease of no incarnation")?;
         Ok(Some((lease.holder.number() as u8, incarnation as u8, lease.term as u8)))
     }
@@ -232,7 +237,8 @@ impl Real {
 /// The model's live lease: (unit, incarnation, term).
 fn model_lease(model: &LeadershipModel, state: &State) -> Option<(u8, u8, u8)> {
     let store = &state.store;
-    store.holder.filter(|_| store.left > 0 || model.scenario.etcd).map(|(unit, incarnation)| (unit, incarnation, store.term))
+    let live = store.left > 0 || store.pinned || model.scenario.etcd;
+    store.holder.filter(|_| live).map(|(unit, incarnation)| (unit, incarnation, store.term))
 }
 
 /// What the walks did, so a test can tell they reached what it is about.
@@ -345,7 +351,12 @@ fn report(outcome: Result<(), String>) {
 #[tokio::test]
 async fn the_memory_store_follows_the_model() {
     let mut seen = Seen::default();
-    for model in [scenario("two units", |_| {}), scenario("a clone", |s| s.third = Some(Third::Clone))] {
+    let models = [
+        scenario("two units", |_| {}),
+        scenario("a clone", |s| s.third = Some(Third::Clone)),
+        scenario("the operator pins and elects", |s| s.operator = true),
+    ];
+    for model in models {
         for seed in walks(300) {
             report(walk(&model, seed, Box::new(Memory(None)), &mut seen).await);
         }
@@ -375,6 +386,7 @@ async fn the_sqlite_store_follows_the_model_through_wipes_and_rollbacks() {
     let models = [
         scenario("two units", |_| {}),
         scenario("a clone", |s| s.third = Some(Third::Clone)),
+        scenario("the operator pins and elects", |s| s.operator = true),
         scenario("wiped", |s| {
             s.fault = Some(StoreFault::Wipe);
             s.third = Some(Third::Newcomer);
@@ -548,7 +560,10 @@ mod etcd;
 async fn the_etcd_store_follows_the_model() {
     use charm_host::leadership::etcd::{EtcdOptions, EtcdStore};
     let cluster = etcd::EtcdCluster::start(1);
-    let model = scenario("two units on etcd's rules", |s| s.etcd = true);
+    let model = scenario("two units on etcd's rules, the operator pins and elects", |s| {
+        s.etcd = true;
+        s.operator = true;
+    });
     let mut seen = Seen::default();
     for seed in walks(2) {
         let mut options = EtcdOptions::from_url(&cluster.url_with_prefix(&format!("walk-{seed}"))).unwrap();

@@ -30,7 +30,9 @@
 //!   or applied with its reply lost; a reply may arrive after its guarantee has lapsed.
 //! - **Hook-tool clients** asking `is-leader`: the answer is computed at one instant and
 //!   used at a later one (a process paused between the two).
-//! - **The operator**: the store wiped, or a copy taken and put back later (rolled back).
+//! - **The operator**: the lease pinned and unpinned, the leadership directed to a unit
+//!   (`elect`: a reservation), the store wiped, or a copy taken and put back later (rolled
+//!   back).
 //!
 //! # Properties ([`model::PROPERTIES`])
 //! Each is named after the guarantee it checks (`host/src/leadership/mod.rs`,

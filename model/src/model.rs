@@ -186,6 +186,8 @@ pub struct Scenario {
     /// Fair schedules: nothing is lost, every request is decided and answered within its
     /// tick, and every agent claims when it may (for liveness).
     pub fair: bool,
+    /// The operator pins and unpins the lease and directs handovers.
+    pub operator: bool,
     /// etcd's rules: the server ends an expired lease when its sweep comes round (up to
     /// [`ETCD_SLACK`] ticks late), and an etcd leader change gives every lease a whole TTL
     /// again (once per run).
@@ -198,12 +200,12 @@ pub struct Scenario {
 impl Scenario {
     /// Two units, lossy network, writes, a step-down now and then.
     pub fn base(name: &'static str) -> Self {
-        Self { name, minion: true, third: None, fault: None, lossy: true, crash: false, clients: false, writes: true, fair: false, etcd: false, recovery: RECOVERY }
+        Self { name, minion: true, third: None, fault: None, lossy: true, crash: false, clients: false, writes: true, fair: false, operator: false, etcd: false, recovery: RECOVERY }
     }
 
     /// Fair schedules with a crash, for liveness.
     pub fn fair(name: &'static str) -> Self {
-        Self { name, minion: true, third: None, fault: None, lossy: false, crash: true, clients: false, writes: false, fair: true, etcd: false, recovery: RECOVERY }
+        Self { name, minion: true, third: None, fault: None, lossy: false, crash: true, clients: false, writes: false, fair: true, operator: false, etcd: false, recovery: RECOVERY }
     }
 }
 
@@ -227,11 +229,15 @@ pub struct Store {
     pub wait: Time,
     /// etcd: ticks the expired lease has waited for the server's sweep.
     pub overdue: Time,
+    /// Pinned (by the operator, during an upgrade): the lease does not expire.
+    pub pinned: bool,
+    /// A directed handover: a free lease goes to this unit only, for the ticks left.
+    pub reserved: Option<(u8, Time)>,
 }
 
 impl Store {
     fn new(id: u8, wait: Time) -> Self {
-        Self { id, holder: None, term: 0, left: 0, last_term: 0, version: 0, wait, overdue: 0 }
+        Self { id, holder: None, term: 0, left: 0, last_term: 0, version: 0, wait, overdue: 0, pinned: false, reserved: None }
     }
 }
 
@@ -432,6 +438,12 @@ pub enum Action {
     Sweep,
     /// etcd elects a new leader, which gives every lease a whole TTL.
     EtcdLeaderChange,
+    /// The operator pins the lease (an upgrade).
+    Pin,
+    /// The operator removes the pin.
+    Unpin,
+    /// The operator directs the leadership to a unit (`elect`): a reservation for it.
+    Elect(u8),
 }
 
 /// The protocol under `scenario`'s bounds, possibly with a broken lease rule.
@@ -506,10 +518,11 @@ impl LeadershipModel {
         })
     }
 
-    /// Whether the lease is live, by the store's rules (on etcd: until the server's sweep).
+    /// Whether the lease is live, by the store's rules (on etcd: until the server's sweep;
+    /// pinned: until unpinned).
     fn live(&self, store: &Store) -> bool {
         let early = Time::from(self.mutated(Mutation::ExpiryOneTickEarly));
-        store.holder.is_some() && (store.left > early || self.scenario.etcd)
+        store.holder.is_some() && (store.left > early || self.scenario.etcd || store.pinned)
     }
 
     /// Whether the lease is held by agent `i`, as the store tells holders apart.
@@ -551,6 +564,7 @@ impl LeadershipModel {
             }
             Request::Claim { .. } if live && !(self.has(Safeguard::Incarnations) && self.predecessor_gone(state, i)) => Reply::Denied,
             Request::Claim { .. } if state.store.wait > 0 => Reply::Denied,
+            Request::Claim { .. } if state.store.reserved.is_some_and(|(unit, _)| unit != state.agents[i].unit) => Reply::Denied,
             Request::Claim { age } => {
                 let store = &mut state.store;
                 let term = if self.mutated(Mutation::TermNotRaised) { store.last_term.max(1) } else { store.last_term + 1 };
@@ -558,7 +572,7 @@ impl LeadershipModel {
                     state.ghost.term_went_back = true;
                 }
                 state.ghost.granted = state.ghost.granted.max(term);
-                *store = Store { holder, term, left: LEASE, last_term: term, ..store.clone() };
+                *store = Store { holder, term, left: LEASE, last_term: term, reserved: None, ..store.clone() };
                 Reply::Granted { term, age }
             }
             Request::Write { term } => {
@@ -632,7 +646,7 @@ impl LeadershipModel {
                 actions.push(Action::Claim(i));
             }
         }
-        if self.scenario.etcd && state.store.holder.is_some() && state.store.left == 0 {
+        if self.scenario.etcd && state.store.holder.is_some() && state.store.left == 0 && !state.store.pinned {
             actions.push(Action::Sweep);
         }
     }
@@ -641,9 +655,10 @@ impl LeadershipModel {
     fn tick(&self, state: &mut State) {
         state.using = 0;
         let store = &mut state.store;
-        if self.scenario.etcd && store.holder.is_some() && store.left == 0 {
+        if self.scenario.etcd && store.holder.is_some() && store.left == 0 && !store.pinned {
             store.overdue += 1;
         }
+        store.reserved = store.reserved.and_then(|(unit, left)| (left > 1).then(|| (unit, left - 1)));
         store.left = store.left.saturating_sub(1);
         store.wait = store.wait.saturating_sub(1);
         if let Some(copy) = state.copy.as_mut() {
@@ -694,7 +709,7 @@ impl Model for LeadershipModel {
                 return;
             }
         }
-        let sweep_due = scenario.etcd && state.store.holder.is_some() && state.store.left == 0;
+        let sweep_due = scenario.etcd && state.store.holder.is_some() && state.store.left == 0 && !state.store.pinned;
         if sweep_due {
             actions.push(Action::Sweep);
         }
@@ -704,6 +719,12 @@ impl Model for LeadershipModel {
         }
         if scenario.etcd && !state.ghost.etcd_leader_changed {
             actions.push(Action::EtcdLeaderChange);
+        }
+        if scenario.operator {
+            actions.push(if state.store.pinned { Action::Unpin } else { Action::Pin });
+            if state.store.reserved.is_none() {
+                actions.extend(state.agents.iter().filter(|a| a.life == Life::Running).map(|a| Action::Elect(a.unit)));
+            }
         }
         for (i, agent) in state.agents.iter().enumerate() {
             if agent.idle() && !scenario.fair {
@@ -848,6 +869,23 @@ impl Model for LeadershipModel {
                 state.store.holder = None;
                 state.store.overdue = 0;
             }
+            Action::Pin => {
+                let store = &mut state.store;
+                // etcd: a pin cannot revive a lease the server ended (or that ran out).
+                if !(self.scenario.etcd && store.left == 0) {
+                    store.pinned = true;
+                }
+            }
+            Action::Unpin => {
+                let store = &mut state.store;
+                store.pinned = false;
+                if self.scenario.etcd && store.holder.is_some() {
+                    // etcd: the last unpin gives the lease a whole TTL.
+                    store.left = LEASE;
+                    store.overdue = 0;
+                }
+            }
+            Action::Elect(unit) => state.store.reserved = Some((unit, LEASE)),
             Action::EtcdLeaderChange => {
                 if state.store.holder.is_some() {
                     state.store.left = LEASE;

@@ -27,6 +27,9 @@ pub fn describe(action: &Action) -> String {
         Action::PutBack => "the operator puts the copy back".into(),
         Action::Sweep => "etcd's server ends the expired lease".into(),
         Action::EtcdLeaderChange => "etcd elects a new leader: every lease gets a whole TTL again".into(),
+        Action::Pin => "the operator pins the lease".into(),
+        Action::Unpin => "the operator unpins the lease".into(),
+        Action::Elect(unit) => format!("the operator elects a/{unit}: the lease is reserved for it"),
     }
 }
 
@@ -59,6 +62,12 @@ fn agents(state: &State) -> String {
     let store = &state.store;
     let holder = store.holder.map_or("none".to_owned(), |(unit, inc)| format!("a/{unit} (#{inc})"));
     let _ = write!(line, "  | store {}: holder {holder} term {} expires in {} v{}", store.id, store.term, store.left, store.version);
+    if store.pinned {
+        line.push_str(" pinned");
+    }
+    if let Some((unit, left)) = store.reserved {
+        let _ = write!(line, " reserved for a/{unit} ({left} ticks)");
+    }
     line
 }
 

@@ -26,6 +26,17 @@ fn scenarios() -> Vec<Scenario> {
         wipe(),
         rollback(),
         scenario("two units on etcd's rules", |s| s.etcd = true),
+        // Pins and reservations are about who may hold the lease: without writes, which
+        // the other scenarios check, to keep the state space to a few million.
+        scenario("two units, the operator pins and elects", |s| {
+            s.operator = true;
+            s.writes = false;
+        }),
+        scenario("two units on etcd's rules, the operator pins and elects", |s| {
+            s.operator = true;
+            s.etcd = true;
+            s.writes = false;
+        }),
         scenario("the store wiped on etcd's rules, a newcomer joins", |s| {
             *s = wipe();
             s.name = "the store wiped on etcd's rules, a newcomer joins";
