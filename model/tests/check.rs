@@ -129,15 +129,19 @@ fn without_store_identity_a_wiped_store_gives_two_leaders() {
 
 #[test]
 fn without_store_identity_a_rolled_back_store_loses_writes_and_terms() {
-    let weakened = LeadershipModel::new(Protocol::current().without(Safeguard::StoreIdentity), rollback());
-    assert_breaks(&weakened, model::NO_ACKNOWLEDGED_WRITE_LOST);
-    assert_breaks(&weakened, model::TERMS_ONLY_GO_UP);
+    for protocol in [Protocol::before_incarnations(), Protocol::current().without(Safeguard::StoreIdentity)] {
+        let weakened = LeadershipModel::new(protocol, rollback());
+        assert_breaks(&weakened, model::NO_ACKNOWLEDGED_WRITE_LOST);
+        assert_breaks(&weakened, model::TERMS_ONLY_GO_UP);
+    }
 }
 
 #[test]
 fn without_a_fresh_term_a_deposed_tenure_is_resumed() {
     let lossy = Scenario::base("two units, lossy network");
-    assert_breaks(&LeadershipModel::new(Protocol::current().without(Safeguard::FreshTermAfterDepose), lossy), model::DEPOSED_TENURE_NEVER_RESUMED);
+    for protocol in [Protocol::before_incarnations(), Protocol::current().without(Safeguard::FreshTermAfterDepose)] {
+        assert_breaks(&LeadershipModel::new(protocol, lossy.clone()), model::DEPOSED_TENURE_NEVER_RESUMED);
+    }
 }
 
 #[test]
