@@ -26,6 +26,12 @@ fn schedules(default: u64) -> (u64, u64) {
     (env_u64("LEASE_SIM_SEED").unwrap_or(1), env_u64("LEASE_SIM_SCHEDULES").unwrap_or(default))
 }
 
+/// A simulated unit's SQLite store: a process restart, which NORMAL already survives, is
+/// all a reopening models (FULL's fsyncs would only slow the simulator down).
+fn sim_options() -> SqliteOptions {
+    SqliteOptions { durability: Durability::Normal, boot_id: Some("sim".into()), ..SqliteOptions::default() }
+}
+
 fn report(store: &str, count: u64, stats: SimStats, elapsed: Duration) {
     eprintln!(
         "{store}: {count} schedules in {elapsed:.2?} ({:.0} schedules/s): {stats:?}",
@@ -65,7 +71,7 @@ async fn sqlite_store_survives_losing_its_file_under_running_units() {
     let mut total = SimStats::default();
     for seed in first..first + count {
         let path = dir.path().join(format!("wiped-{seed}.db"));
-        let options = SqliteOptions { durability: Durability::Normal, boot_id: Some("sim".into()), ..SqliteOptions::default() };
+        let options = sim_options();
         let mut open = |clock: &Arc<ManualClock>| -> Arc<dyn LeadershipStore> {
             Arc::new(SqliteStore::open_with(&path, clock.clone(), options.clone()).expect("open the store"))
         };
@@ -90,7 +96,6 @@ async fn sqlite_store_survives_losing_its_file_under_running_units() {
 struct FileCopies {
     path: PathBuf,
     copy: PathBuf,
-    put_back: u32,
     options: SqliteOptions,
 }
 
@@ -103,7 +108,6 @@ impl StoreCopies for FileCopies {
     }
 
     fn put_back(&mut self) -> Result<(), String> {
-        self.put_back += 1;
         let renamed = self.copy.with_extension("renamed");
         std::fs::copy(&self.copy, &renamed).map_err(|e| e.to_string())?;
         std::fs::rename(&renamed, &self.path).map_err(|e| e.to_string())?;
@@ -143,12 +147,12 @@ async fn sqlite_store_put_back_to_an_older_copy_under_running_units() {
     let mut total = SimStats::default();
     for seed in first..first + count {
         let path = dir.path().join(format!("rolled-{seed}.db"));
-        let options = SqliteOptions { durability: Durability::Normal, boot_id: Some("sim".into()), ..SqliteOptions::default() };
+        let options = sim_options();
         let mut open = |clock: &Arc<ManualClock>| -> Arc<dyn LeadershipStore> {
             Arc::new(SqliteStore::open_with(&path, clock.clone(), options.clone()).expect("open the store"))
         };
         let copy = dir.path().join(format!("copy-{seed}.db"));
-        let mut copies = FileCopies { path: path.clone(), copy, put_back: 0, options: options.clone() };
+        let mut copies = FileCopies { path: path.clone(), copy, options: options.clone() };
         total += run_schedule_with_rollbacks(seed, &config, &mut open, &mut copies).await.unwrap_or_else(|failure| {
             panic!("{failure}\nreplay: LEASE_SIM_SEED={seed} LEASE_SIM_SCHEDULES=1 cargo test --test lease_simulator older_copy")
         });
@@ -166,13 +170,7 @@ async fn sqlite_store_survives_random_schedules_and_reopenings() {
     let mut total = SimStats::default();
     for seed in first..first + count {
         let path = dir.path().join(format!("sim-{seed}.db"));
-        let options = SqliteOptions {
-            // Reopening models a process restart, which NORMAL already survives; FULL's
-            // fsyncs would only slow the simulator down.
-            durability: Durability::Normal,
-            boot_id: Some("sim".into()),
-            ..SqliteOptions::default()
-        };
+        let options = sim_options();
         let mut open = |clock: &Arc<ManualClock>| -> Arc<dyn LeadershipStore> {
             Arc::new(SqliteStore::open_with(&path, clock.clone(), options.clone()).expect("open the store"))
         };
