@@ -28,9 +28,14 @@ fn hook_tools_answer_in_every_format_with_juju_exit_codes() {
     assert_eq!(stdout(&tool(&["leader-get", "--unit", "db/1", "eq"])), "a=b\n", "split at the first '='");
     assert_eq!(stdout(&tool(&["leader-get", "--unit", "db/1", "missing"])), "", "nothing when absent");
     assert_eq!(stdout(&tool(&["leader-get", "--unit", "db/1", "--format", "json", "missing"])), "null\n");
-    assert_eq!(stdout(&tool(&["leader-get", "--unit", "db/1", "--format", "yaml", "missing"])), "", "yaml prints nothing for nil, as Juju's");
+    assert_eq!(
+        stdout(&tool(&["leader-get", "--unit", "db/1", "--format", "yaml", "missing"])),
+        "",
+        "yaml prints nothing for nil, as Juju's"
+    );
     assert_eq!(stdout(&tool(&["leader-get", "--unit", "db/1", "--format", "json", "greeting"])), "\"hello world\"\n");
-    let all: serde_json::Value = serde_json::from_str(&stdout(&tool(&["leader-get", "--unit", "db/1", "--format", "json", "-"]))).unwrap();
+    let all: serde_json::Value =
+        serde_json::from_str(&stdout(&tool(&["leader-get", "--unit", "db/1", "--format", "json", "-"]))).unwrap();
     assert_eq!(all["greeting"], "hello world");
     assert!(all["cluster-id"].as_str().unwrap().starts_with("cluster-"));
     let yaml = stdout(&tool(&["leader-get", "--unit", "db/1"]));
@@ -49,8 +54,16 @@ fn hook_tools_answer_in_every_format_with_juju_exit_codes() {
         args.extend_from_slice(bad);
         assert_eq!(tool(&args).status.code(), Some(2), "{bad:?}");
     }
-    assert_eq!(tool(&["leader-set", "--unit", "db/0", "bad key=1"]).status.code(), Some(1), "the store refuses the key");
-    assert_eq!(tool(&["leader-set", "--unit", "db/0"]).status.code(), Some(0), "no pairs: a write that changes nothing");
+    assert_eq!(
+        tool(&["leader-set", "--unit", "db/0", "bad key=1"]).status.code(),
+        Some(1),
+        "the store refuses the key"
+    );
+    assert_eq!(
+        tool(&["leader-set", "--unit", "db/0"]).status.code(),
+        Some(0),
+        "no pairs: a write that changes nothing"
+    );
     assert_eq!(tool(&["is-leader", "--unit", "db/9"]).status.code(), Some(1), "no agent runs for db/9");
 
     let status: serde_json::Value = serde_json::from_str(&stdout(&tool(&["status", "--json"]))).unwrap();

@@ -96,9 +96,16 @@ impl Machines {
     /// One more machine running an agent of `unit`; its index.
     fn add(&mut self, unit: &str, proxied: bool) -> usize {
         let n = self.machines.len();
-        let proxies = if proxied { self.etcd.members.iter().map(|m| Proxy::start(m.client_port)).collect() } else { Vec::new() };
+        let proxies =
+            if proxied { self.etcd.members.iter().map(|m| Proxy::start(m.client_port)).collect() } else { Vec::new() };
         let log = self.logs.path().join(format!("machine-{n}.log"));
-        self.machines.push(Machine { unit: unit.to_owned(), state: tempfile::tempdir().unwrap(), log, child: None, proxies });
+        self.machines.push(Machine {
+            unit: unit.to_owned(),
+            state: tempfile::tempdir().unwrap(),
+            log,
+            child: None,
+            proxies,
+        });
         self.launch(n);
         n
     }
@@ -133,7 +140,13 @@ impl Machines {
 
     fn tool(&self, n: usize, args: &[&str]) -> Output {
         let machine = &self.machines[n];
-        Command::new(BIN).args(args).args(["--unit", &machine.unit]).arg("--state").arg(machine.state.path()).output().unwrap()
+        Command::new(BIN)
+            .args(args)
+            .args(["--unit", &machine.unit])
+            .arg("--state")
+            .arg(machine.state.path())
+            .output()
+            .unwrap()
     }
 
     fn is_leader(&self, n: usize) -> Option<bool> {
@@ -211,10 +224,22 @@ impl Machines {
         tenures.sort_by_key(|t| t.from_ns);
         for pair in tenures.windows(2) {
             let (a, b) = (&pair[0], &pair[1]);
-            assert!(a.end_ns() <= b.from_ns, "{} believed it led (term {}) until {} but {} believed it (term {}) from {}", a.unit, a.term, a.end_ns(), b.unit, b.term, b.from_ns);
+            assert!(
+                a.end_ns() <= b.from_ns,
+                "{} believed it led (term {}) until {} but {} believed it (term {}) from {}",
+                a.unit,
+                a.term,
+                a.end_ns(),
+                b.unit,
+                b.term,
+                b.from_ns
+            );
             // A unit that deposed itself may find its own tenure still live (etcd gives every
             // lease its full TTL again at each etcd leader change) and lead again at that term.
-            assert!(b.term > a.term || (b.term == a.term && b.machine == a.machine), "terms must rise: {a:?} then {b:?}");
+            assert!(
+                b.term > a.term || (b.term == a.term && b.machine == a.machine),
+                "terms must rise: {a:?} then {b:?}"
+            );
         }
         let status = Command::new(BIN)
             .args(["status", "--json", "--store", &self.etcd.url()])
@@ -224,7 +249,8 @@ impl Machines {
             .unwrap();
         assert!(status.status.success(), "status failed: {}", String::from_utf8_lossy(&status.stderr));
         let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-        let app = report["applications"].as_array().unwrap().iter().find(|a| a["application"] == "db").cloned().unwrap();
+        let app =
+            report["applications"].as_array().unwrap().iter().find(|a| a["application"] == "db").cloned().unwrap();
         for key in &self.acknowledged {
             assert!(app["settings"].get(key).is_some(), "the acknowledged write {key} is lost: {}", app["settings"]);
         }
@@ -574,7 +600,17 @@ fn run_shares_one_application_through_etcd() {
     let cache = tempfile::tempdir().unwrap();
     // A new store grants its first lease one claim duration (4 s here) after it was made.
     let out = Command::new(BIN)
-        .args(["run", "example-charms/shared-settings", "--units", "3", "--for", "8s", "--json", "--guarantee-window", "2s"])
+        .args([
+            "run",
+            "example-charms/shared-settings",
+            "--units",
+            "3",
+            "--for",
+            "8s",
+            "--json",
+            "--guarantee-window",
+            "2s",
+        ])
         .args(["--store", &etcd.url()])
         .arg("--cache-dir")
         .arg(cache.path())
@@ -584,12 +620,16 @@ fn run_shares_one_application_through_etcd() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let elected: Vec<&serde_json::Value> = lines.iter().filter(|e| e["type"] == "leadership" && e["leader"] == true).collect();
+    let elected: Vec<&serde_json::Value> =
+        lines.iter().filter(|e| e["type"] == "leadership" && e["leader"] == true).collect();
     assert_eq!(elected.len(), 1, "one unit led: {elected:?}");
     let last = lines.last().unwrap();
     assert_eq!(last["type"], "status");
     assert!(last["leader"].is_null(), "the leader gave its lease up at the stop: {last}");
-    assert!(last["units"].as_array().unwrap().iter().all(|u| u["agent"] == "stopped"), "each unit ended stopped: {last}");
+    assert!(
+        last["units"].as_array().unwrap().iter().all(|u| u["agent"] == "stopped"),
+        "each unit ended stopped: {last}"
+    );
     assert!(last["settings"]["cluster-id"].is_string(), "the leader's settings are in etcd: {last}");
     // The tenure is in etcd's history, ended by the stop.
     let out = Command::new(BIN).args(["history", "--json", "--store", &etcd.url()]).output().unwrap();
@@ -598,5 +638,9 @@ fn run_shares_one_application_through_etcd() {
     let tenures = history["tenures"].as_array().unwrap();
     assert_eq!(tenures.len(), 1, "{history}");
     assert_eq!(tenures[0]["unit"], elected[0]["unit"]);
-    assert_eq!((&tenures[0]["term"], &tenures[0]["how"]), (&elected[0]["term"], &serde_json::json!("stop")), "{history}");
+    assert_eq!(
+        (&tenures[0]["term"], &tenures[0]["how"]),
+        (&elected[0]["term"], &serde_json::json!("stop")),
+        "{history}"
+    );
 }

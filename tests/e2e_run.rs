@@ -24,16 +24,14 @@ fn charm_host(args: &[&str], cache: &Path) -> Output {
 
 fn json_lines(output: &Output) -> Vec<Value> {
     let stdout = String::from_utf8_lossy(&output.stdout);
-    stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
-        .collect()
+    stdout.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))).collect()
 }
 
 #[test]
 fn shared_settings_demo_elects_one_leader_and_shares_one_cluster_id() {
     let cache = tempfile::tempdir().unwrap();
-    let output = charm_host(&["run", "example-charms/shared-settings", "--units", "3", "--for", "2s", "--json"], cache.path());
+    let output =
+        charm_host(&["run", "example-charms/shared-settings", "--units", "3", "--for", "2s", "--json"], cache.path());
     assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
     let lines = json_lines(&output);
 
@@ -62,7 +60,8 @@ fn shared_settings_demo_elects_one_leader_and_shares_one_cluster_id() {
         assert!(at.ends_with('Z') && humantime::parse_rfc3339(at).is_ok(), "{line}");
         assert!(line.get("term").is_some(), "{line}");
     }
-    let leader_hooks: Vec<&Value> = lines.iter().filter(|l| l["type"] == "hook" && l["unit"] == leader.as_str()).collect();
+    let leader_hooks: Vec<&Value> =
+        lines.iter().filter(|l| l["type"] == "hook" && l["unit"] == leader.as_str()).collect();
     let elected_hook = leader_hooks.iter().find(|l| l["hook"] == "leader-elected").unwrap();
     assert_eq!(&elected_hook["term"], term, "{elected_hook}");
     assert!(lines.iter().filter(|l| l["type"] == "hook" && l["unit"] != leader.as_str()).all(|l| l["term"].is_null()));
@@ -93,7 +92,19 @@ fn shared_settings_demo_elects_one_leader_and_shares_one_cluster_id() {
 fn a_killed_leader_appears_as_a_crash_and_ends_crashed() {
     let cache = tempfile::tempdir().unwrap();
     let output = charm_host(
-        &["run", "example-charms/shared-settings", "--units", "2", "--for", "2s", "--json", "--app", "db", "--kill", "db/0@1s"],
+        &[
+            "run",
+            "example-charms/shared-settings",
+            "--units",
+            "2",
+            "--for",
+            "2s",
+            "--json",
+            "--app",
+            "db",
+            "--kill",
+            "db/0@1s",
+        ],
         cache.path(),
     );
     assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
@@ -103,10 +114,17 @@ fn a_killed_leader_appears_as_a_crash_and_ends_crashed() {
     assert_eq!(crashes[0]["unit"], "db/0");
     let led = lines.iter().any(|l| l["type"] == "leadership" && l["unit"] == "db/0" && l["leader"] == true);
     assert_eq!(!crashes[0]["term"].is_null(), led, "the term it held, if it led: {:?}", crashes[0]);
-    assert!(!lines.iter().skip_while(|l| l["type"] != "crashed").any(|l| l["unit"] == "db/0" && l["type"] == "hook"), "no hook after");
+    assert!(
+        !lines.iter().skip_while(|l| l["type"] != "crashed").any(|l| l["unit"] == "db/0" && l["type"] == "hook"),
+        "no hook after"
+    );
     let status = lines.last().unwrap();
-    let agents: Vec<(&str, &str)> =
-        status["units"].as_array().unwrap().iter().map(|u| (u["unit"].as_str().unwrap(), u["agent"].as_str().unwrap())).collect();
+    let agents: Vec<(&str, &str)> = status["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["unit"].as_str().unwrap(), u["agent"].as_str().unwrap()))
+        .collect();
     assert_eq!(agents, [("db/0", "crashed"), ("db/1", "stopped")]);
     if led {
         assert_eq!(status["leader"], "db/0", "a crashed leader's lease is left to expire (30 s): {status}");
@@ -116,12 +134,18 @@ fn a_killed_leader_appears_as_a_crash_and_ends_crashed() {
 #[test]
 fn readable_output_ends_with_a_status_table() {
     let cache = tempfile::tempdir().unwrap();
-    let output = charm_host(&["run", "example-charms/shared-settings", "--units", "2", "--for", "1s", "--app", "db"], cache.path());
+    let output = charm_host(
+        &["run", "example-charms/shared-settings", "--units", "2", "--for", "1s", "--app", "db"],
+        cache.path(),
+    );
     assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("db/0") && stdout.contains("is now the leader"), "{stdout}");
     assert!(stdout.contains("UNIT") && stdout.contains("cluster-id = cluster-"), "{stdout}");
-    assert!(stdout.contains("leader - (last: db/") && stdout.contains(", term 1, ended 20") && stdout.contains(" by stop)"), "{stdout}");
+    assert!(
+        stdout.contains("leader - (last: db/") && stdout.contains(", term 1, ended 20") && stdout.contains(" by stop)"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -166,17 +190,25 @@ fn state_dir_keeps_settings_and_raises_the_term_across_runs() {
     assert!(state.path().join("state.db").is_file());
     // The history in the state directory: one tenure per run, each given up at its stop,
     // the second at a higher term.
-    let history_of = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_charm-host")).arg("history").args(args).output().unwrap();
+    let history_of =
+        |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_charm-host")).arg("history").args(args).output().unwrap();
     let output = history_of(&["--state", state_arg, "--json"]);
     assert!(output.status.success(), "stderr: {}", String::from_utf8_lossy(&output.stderr));
     let history: Value = serde_json::from_slice(&output.stdout).unwrap();
     let tenures = history["tenures"].as_array().unwrap();
-    let terms: Vec<(u64, &str)> = tenures.iter().map(|t| (t["term"].as_u64().unwrap(), t["how"].as_str().unwrap())).collect();
+    let terms: Vec<(u64, &str)> =
+        tenures.iter().map(|t| (t["term"].as_u64().unwrap(), t["how"].as_str().unwrap())).collect();
     assert_eq!(terms, [(2, "stop"), (1, "stop")], "newest first: {history}");
-    assert!(tenures[0]["gap_before_seconds"].as_f64().is_some_and(|gap| gap >= 0.0), "the gap between the runs: {history}");
+    assert!(
+        tenures[0]["gap_before_seconds"].as_f64().is_some_and(|gap| gap >= 0.0),
+        "the gap between the runs: {history}"
+    );
     let output = history_of(&["--state", state_arg, "--app", "shared-settings"]);
     let table = String::from_utf8_lossy(&output.stdout);
-    assert!(table.contains("application shared-settings") && table.contains("GAP BEFORE") && table.contains(" stop "), "{table}");
+    assert!(
+        table.contains("application shared-settings") && table.contains("GAP BEFORE") && table.contains(" stop "),
+        "{table}"
+    );
 }
 
 /// `run --json` through step-downs and directed handovers: every `leader: false` of the old
@@ -187,8 +219,25 @@ fn the_json_stream_never_shows_two_leaders() {
     let cache = tempfile::tempdir().unwrap();
     let output = charm_host(
         &[
-            "run", "example-charms/shared-settings", "--units", "4", "--for", "5s", "--json", "--app", "db",
-            "--guarantee-window", "1s", "--step-down", "1s", "--elect", "db/3@2s", "--step-down", "3s", "--elect", "db/0@4s",
+            "run",
+            "example-charms/shared-settings",
+            "--units",
+            "4",
+            "--for",
+            "5s",
+            "--json",
+            "--app",
+            "db",
+            "--guarantee-window",
+            "1s",
+            "--step-down",
+            "1s",
+            "--elect",
+            "db/3@2s",
+            "--step-down",
+            "3s",
+            "--elect",
+            "db/0@4s",
         ],
         cache.path(),
     );
@@ -226,7 +275,17 @@ async fn metrics_show_exactly_one_leader_after_a_handover() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_charm-host"))
         .args(["run", "example-charms/shared-settings", "--units", "3", "--app", "db", "--for", "120s", "--json"])
         // Two handovers, so that db/2 ends leading at a later term whoever led first.
-        .args(["--guarantee-window", "2s", "--elect", "db/0@1s", "--elect", "db/2@2s", "--metrics-addr", "127.0.0.1:0", "--cache-dir"])
+        .args([
+            "--guarantee-window",
+            "2s",
+            "--elect",
+            "db/0@1s",
+            "--elect",
+            "db/2@2s",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--cache-dir",
+        ])
         .arg(cache.path())
         .current_dir(workspace())
         .stdout(std::process::Stdio::null())
@@ -250,7 +309,9 @@ async fn metrics_show_exactly_one_leader_after_a_handover() {
     let mut text = String::new();
     for _ in 0..600 {
         text = scrape().await;
-        let elected = text.lines().any(|l| l.starts_with(r#"charm_host_hooks_total{app="db",unit="db/2",hook="leader-elected",outcome="ok"}"#));
+        let elected = text.lines().any(|l| {
+            l.starts_with(r#"charm_host_hooks_total{app="db",unit="db/2",hook="leader-elected",outcome="ok"}"#)
+        });
         let later = series_by_unit(&text, "charm_host_unit_term").iter().any(|(u, t)| u == "db/2" && *t >= 2.0);
         if elected && later {
             break;
@@ -269,10 +330,17 @@ async fn metrics_show_exactly_one_leader_after_a_handover() {
     let left = series_by_unit(&text, "charm_host_unit_guarantee_remaining_seconds");
     assert!(left.iter().any(|(u, s)| u == "db/2" && *s > 0.0), "{left:?}");
     assert!(text.contains(r#"hook="leader-deposed",outcome="ok"} 1"#), "the old leader was deposed:\n{text}");
-    for line in ["charm_host_units 3", "charm_host_store_healthy 1", r#"charm_host_unit_leader_settings_version{app="db",unit="db/2"} 1"#] {
+    for line in [
+        "charm_host_units 3",
+        "charm_host_store_healthy 1",
+        r#"charm_host_unit_leader_settings_version{app="db",unit="db/2"} 1"#,
+    ] {
         assert!(text.lines().any(|l| l == line), "{line}:\n{text}");
     }
-    assert!(text.lines().any(|l| l.starts_with(r#"charm_host_lease_claim_duration_seconds_count{app="db",kind="claim"}"#)), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with(r#"charm_host_lease_claim_duration_seconds_count{app="db",kind="claim"}"#)),
+        "{text}"
+    );
 }
 
 /// `--log-format json`: the host's own log (stderr) is one JSON object per line, with the
@@ -282,7 +350,18 @@ fn the_host_log_is_json_lines_with_unit_and_hook_fields() {
     let cache = tempfile::tempdir().unwrap();
     let run = |format: &str| {
         Command::new(env!("CARGO_BIN_EXE_charm-host"))
-            .args(["run", "example-charms/shared-settings", "--units", "2", "--for", "1s", "--app", "db", "--log-format", format])
+            .args([
+                "run",
+                "example-charms/shared-settings",
+                "--units",
+                "2",
+                "--for",
+                "1s",
+                "--app",
+                "db",
+                "--log-format",
+                format,
+            ])
             .arg("--cache-dir")
             .arg(cache.path())
             .env("CHARM_HOST_LOG", "info")
@@ -293,8 +372,10 @@ fn the_host_log_is_json_lines_with_unit_and_hook_fields() {
     let output = run("json");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let lines: Vec<Value> = stderr.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
-    let installs: Vec<&Value> = lines.iter().filter(|l| l["message"] == "hook finished" && l["hook"] == "install").collect();
+    let lines: Vec<Value> =
+        stderr.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let installs: Vec<&Value> =
+        lines.iter().filter(|l| l["message"] == "hook finished" && l["hook"] == "install").collect();
     let units: Vec<&str> = installs.iter().map(|l| l["unit"].as_str().unwrap()).collect();
     assert_eq!(units.len(), 2, "{stderr}");
     assert!(units.contains(&"db/0") && units.contains(&"db/1"), "{units:?}");
@@ -303,5 +384,8 @@ fn the_host_log_is_json_lines_with_unit_and_hook_fields() {
 
     let output = run("text");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.lines().any(|l| l.contains("hook finished") && l.contains("unit=db/0") && l.contains("hook=install")), "{stderr}");
+    assert!(
+        stderr.lines().any(|l| l.contains("hook finished") && l.contains("unit=db/0") && l.contains("hook=install")),
+        "{stderr}"
+    );
 }

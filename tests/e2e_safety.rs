@@ -26,7 +26,6 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-
 #[test]
 fn a_second_agent_for_a_unit_is_refused_even_without_its_socket() {
     let mut agents = Agents::leader();
@@ -45,7 +44,10 @@ fn the_state_directory_is_private_whatever_the_umask() {
     let mut agents = Agents::new();
     let mut command = Command::new("sh");
     let agent = agents.agent_command("example-charms/shared-settings", "db/0", &[]);
-    let args: Vec<String> = std::iter::once(agent.get_program()).chain(agent.get_args()).map(|a| a.to_string_lossy().into_owned()).collect();
+    let args: Vec<String> = std::iter::once(agent.get_program())
+        .chain(agent.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     command.arg("-c").arg("umask 000; exec \"$@\"").arg("sh").args(&args).current_dir(workspace());
     agents.spawn("db/0", command);
     agents.wait_leader("db/0", true, Duration::from_secs(60));
@@ -54,7 +56,15 @@ fn the_state_directory_is_private_whatever_the_umask() {
     for dir in ["", "units", "units/db-0", "units/db-0/data"] {
         assert_eq!(mode(&root.join(dir)), 0o700, "{dir}/");
     }
-    for file in ["state.db", "state.db-wal", "state.db-shm", "units/db-0/agent.0", "units/db-0/status.0", "units/db-0/agent.lock", "units/db-0/agent.sock"] {
+    for file in [
+        "state.db",
+        "state.db-wal",
+        "state.db-shm",
+        "units/db-0/agent.0",
+        "units/db-0/status.0",
+        "units/db-0/agent.lock",
+        "units/db-0/agent.sock",
+    ] {
         let path = root.join(file);
         if path.exists() {
             assert_eq!(mode(&path) & 0o077, 0, "{file} is open to others: {:o}", mode(&path));
@@ -86,7 +96,11 @@ fn a_state_directory_another_user_controls_is_refused() {
             .unwrap();
         assert_eq!(out.status.code(), Some(1));
         assert!(stderr(&out).contains(expected), "{}", stderr(&out));
-        assert!(!dir.join("units").exists() && !dir.join("state.db").exists(), "nothing was created in {}", dir.display());
+        assert!(
+            !dir.join("units").exists() && !dir.join("state.db").exists(),
+            "nothing was created in {}",
+            dir.display()
+        );
     }
 }
 
@@ -117,8 +131,13 @@ fn the_socket_answers_only_its_own_user() {
         std::fs::set_permissions(root.join(dir), std::fs::Permissions::from_mode(0o711)).unwrap();
     }
     std::fs::set_permissions(root.join("units/db-0/agent.sock"), std::fs::Permissions::from_mode(0o666)).unwrap();
-    for tool in [&["is-leader", "--unit", "db/0"][..], &["leader-set", "--unit", "db/0", "stolen=yes"], &["step-down", "--unit", "db/0"]] {
-        let out = Command::new(BIN).args(tool).args(["--state", agents.state()]).uid(NOBODY).gid(NOBODY).output().unwrap();
+    for tool in [
+        &["is-leader", "--unit", "db/0"][..],
+        &["leader-set", "--unit", "db/0", "stolen=yes"],
+        &["step-down", "--unit", "db/0"],
+    ] {
+        let out =
+            Command::new(BIN).args(tool).args(["--state", agents.state()]).uid(NOBODY).gid(NOBODY).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{tool:?}: {}", stderr(&out));
         assert!(stderr(&out).contains("permission denied: uid 65534"), "{tool:?}: {}", stderr(&out));
     }
@@ -139,7 +158,10 @@ fn a_request_whose_caller_gave_up_is_never_applied() {
     assert!(stderr(&out).contains("may or may not have been applied"), "{}", stderr(&out));
     assert!(Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
     wait_for("the agent reports the dropped request", || {
-        agents.log("db/0").iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("dropped leader-set request")))
+        agents
+            .log("db/0")
+            .iter()
+            .any(|l| l["message"].as_str().is_some_and(|m| m.contains("dropped leader-set request")))
     });
     assert_eq!(stdout(&agents.tool(&["leader-get", "--unit", "db/0", "late"])), "", "never applied");
     // Requests sent now are served as usual.
@@ -287,7 +309,12 @@ fn status_changes_nothing_and_survives_a_closed_pipe() {
     // stdout is a pipe whose reader is gone: the write fails with EPIPE.
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let out = Command::new(BIN).args(["status", "--state", agents.state()]).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["status", "--state", agents.state()])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(std::fs::read(agents.state.path().join("state.db")).unwrap(), before, "status changed the store");
@@ -330,7 +357,20 @@ fn a_run_stops_a_runaway_hook_after_the_stop_grace() {
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("script-leader-elected"), "spin").unwrap();
     let out = Command::new(BIN)
-        .args(["run", "tests/charms/probe", "--units", "1", "--for", "1s", "--json", "--hook-deadline", "1h", "--stop-grace", "1s", "--state"])
+        .args([
+            "run",
+            "tests/charms/probe",
+            "--units",
+            "1",
+            "--for",
+            "1s",
+            "--json",
+            "--hook-deadline",
+            "1h",
+            "--stop-grace",
+            "1s",
+            "--state",
+        ])
         .arg(dir.path())
         .current_dir(workspace())
         .output()
@@ -338,7 +378,8 @@ fn a_run_stops_a_runaway_hook_after_the_stop_grace() {
     assert!(out.status.success(), "{}", stderr(&out));
     let lines: Vec<serde_json::Value> =
         String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let elected = lines.iter().find(|l| l["type"] == "hook" && l["hook"] == "leader-elected").expect("leader-elected reported");
+    let elected =
+        lines.iter().find(|l| l["type"] == "hook" && l["hook"] == "leader-elected").expect("leader-elected reported");
     assert!(elected["error"].as_str().unwrap().starts_with("interrupted"), "{elected}");
     let hooks: Vec<&str> = lines.iter().filter(|l| l["type"] == "hook").map(|l| l["hook"].as_str().unwrap()).collect();
     assert_eq!(hooks, ["install", "leader-elected", "leader-deposed", "stop"]);
@@ -362,7 +403,10 @@ struct SmallDisk {
 impl SmallDisk {
     fn mount(size: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let status = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"]).arg(dir.path()).status();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir.path())
+            .status();
         assert!(status.is_ok_and(|s| s.success()), "cannot mount a tmpfs (tests run as root)");
         Self { dir }
     }
@@ -459,8 +503,13 @@ fn a_kill_9_storm_never_runs_the_singleton_on_two_units() {
     let mut agents = Agents::new();
     let file = agents.logs.path().join("service.log");
     let start = |agents: &mut Agents, unit: &str| {
-        let service = format!("singleton=while true; do echo {unit} $(date +%s%N) >> {}; sleep 0.01; done", file.display());
-        agents.start_with("example-charms/singleton-service", unit, &["--leader-service", &service, "--guarantee-window", "1s"]);
+        let service =
+            format!("singleton=while true; do echo {unit} $(date +%s%N) >> {}; sleep 0.01; done", file.display());
+        agents.start_with(
+            "example-charms/singleton-service",
+            unit,
+            &["--leader-service", &service, "--guarantee-window", "1s"],
+        );
     };
     let units = ["db/0", "db/1", "db/2"];
     for unit in units {
@@ -468,7 +517,10 @@ fn a_kill_9_storm_never_runs_the_singleton_on_two_units() {
     }
     let last_ticker = || {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
-        text.lines().filter_map(|l| l.split_once(' ')).max_by_key(|(_, t)| t.trim().parse::<u128>().unwrap_or(0)).map(|(u, _)| u.to_owned())
+        text.lines()
+            .filter_map(|l| l.split_once(' '))
+            .max_by_key(|(_, t)| t.trim().parse::<u128>().unwrap_or(0))
+            .map(|(u, _)| u.to_owned())
     };
     let leader = |agents: &Agents| units.iter().find(|u| agents.is_leader(u) == Some(true)).map(|u| u.to_string());
     let rounds = 6;
@@ -484,10 +536,13 @@ fn a_kill_9_storm_never_runs_the_singleton_on_two_units() {
         wait_for("a successor", || leader(&agents).is_some_and(|l| l != current));
         start(&mut agents, &current);
     }
-    wait_for("the last successor's service runs", || leader(&agents).is_some_and(|l| last_ticker().as_ref() == Some(&l)));
+    wait_for("the last successor's service runs", || {
+        leader(&agents).is_some_and(|l| last_ticker().as_ref() == Some(&l))
+    });
     // One run of ticks per tenure: two services at once would interleave into more runs.
     let text = std::fs::read_to_string(&file).unwrap();
-    let mut ticks: Vec<(u128, &str)> = text.lines().filter_map(|l| l.split_once(' ').map(|(u, t)| (t.trim().parse().unwrap_or(0), u))).collect();
+    let mut ticks: Vec<(u128, &str)> =
+        text.lines().filter_map(|l| l.split_once(' ').map(|(u, t)| (t.trim().parse().unwrap_or(0), u))).collect();
     ticks.sort();
     let mut runs: Vec<&str> = Vec::new();
     for (_, unit) in ticks {
@@ -534,7 +589,8 @@ fn an_is_leader_answer_that_arrives_too_late_is_not_printed() {
         r#"{"leader":false}"#.to_owned(),
     ];
     let agent = stand_in_agent(state.path(), "db-0", answers);
-    let is_leader = || Command::new(BIN).args(["is-leader", "--unit", "db/0", "--state"]).arg(state.path()).output().unwrap();
+    let is_leader =
+        || Command::new(BIN).args(["is-leader", "--unit", "db/0", "--state"]).arg(state.path()).output().unwrap();
     let fresh = is_leader();
     assert_eq!((fresh.status.code(), stdout(&fresh)), (Some(0), "True\n".to_owned()), "{}", stderr(&fresh));
     let late = is_leader();
@@ -651,5 +707,9 @@ fn an_older_copy_of_the_store_put_back_never_gives_two_leaders() {
     never_two_leaders(&agents, &units, |a, _| a.is_leader("db/1") == Some(true));
     assert!(logged(&agents, "db/1", "no unit leads for"), "it said why it waited");
     let got = agents.tool(&["leader-get", "--unit", "db/1", "after-the-copy"]);
-    assert_eq!((got.status.code(), stdout(&got).as_str()), (Some(0), ""), "the copy holds what it held when it was taken");
+    assert_eq!(
+        (got.status.code(), stdout(&got).as_str()),
+        (Some(0), ""),
+        "the copy holds what it held when it was taken"
+    );
 }

@@ -38,7 +38,9 @@ fn is_leader_as_juju_tests_it() {
     let agents = application();
     assert_eq!(run(&agents, "is-leader", "db/0", &[]), ok("True\n"));
     assert_eq!(run(&agents, "is-leader", "db/1", &[]), ok("False\n"));
-    for (format, leader, minion) in [("smart", "True\n", "False\n"), ("yaml", "true\n", "false\n"), ("json", "true\n", "false\n")] {
+    for (format, leader, minion) in
+        [("smart", "True\n", "False\n"), ("yaml", "true\n", "false\n"), ("json", "true\n", "false\n")]
+    {
         assert_eq!(run(&agents, "is-leader", "db/0", &["--format", format]), ok(leader), "{format}");
         assert_eq!(run(&agents, "is-leader", "db/1", &["--format", format]), ok(minion), "{format}");
     }
@@ -63,7 +65,11 @@ fn leader_get_as_juju_tests_it() {
         }
         assert_eq!(run(&agents, "leader-get", unit, &["--format", "json", "unknown"]), ok("null\n"));
         assert_eq!(run(&agents, "leader-get", unit, &["--format", "json", "key"]), ok("\"value\"\n"));
-        assert_eq!(run(&agents, "leader-get", unit, &["--format", "yaml", "unknown"]), ok(""), "yaml prints nothing for nil");
+        assert_eq!(
+            run(&agents, "leader-get", unit, &["--format", "yaml", "unknown"]),
+            ok(""),
+            "yaml prints nothing for nil"
+        );
         assert_eq!(run(&agents, "leader-get", unit, &["--format", "yaml", "key"]), ok("value\n"));
         // All settings, with no key or `-`: a YAML map in smart and yaml, an object in json.
         for all in [&[][..], &["-"]] {
@@ -78,7 +84,11 @@ fn leader_get_as_juju_tests_it() {
         }
     }
     assert_eq!(run(&agents, "leader-get", "db/1", &["x=x"]), error(2, "invalid key \"x=x\""));
-    assert_eq!(run(&agents, "leader-get", "db/1", &["x=y", "extra"]), error(2, "invalid key \"x=y\""), "the key is checked first");
+    assert_eq!(
+        run(&agents, "leader-get", "db/1", &["x=y", "extra"]),
+        error(2, "invalid key \"x=y\""),
+        "the key is checked first"
+    );
     assert_eq!(run(&agents, "leader-get", "db/1", &["a", "b"]), error(2, "unrecognized args: [\"b\"]"));
     assert_eq!(
         run(&agents, "leader-get", "db/1", &["--format", "bad"]),
@@ -95,11 +105,20 @@ fn output_files_as_juju_writes_them() {
     let agents = application();
     let dir = tempfile::tempdir().unwrap();
     let tool = |args: &[&str]| {
-        std::process::Command::new(BIN).args(args).args(["--state", agents.state()]).current_dir(dir.path()).output().unwrap()
+        std::process::Command::new(BIN)
+            .args(args)
+            .args(["--state", agents.state()])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
     };
     let out = tool(&["is-leader", "--unit", "db/0", "--output", "leader"]);
     assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), ""));
-    assert_eq!(std::fs::read_to_string(dir.path().join("leader")).unwrap(), "True\n", "relative to the current directory");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("leader")).unwrap(),
+        "True\n",
+        "relative to the current directory"
+    );
     let out = tool(&["leader-get", "--unit", "db/1", "-o", "value", "--format", "json", "key"]);
     assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), ""));
     assert_eq!(std::fs::read_to_string(dir.path().join("value")).unwrap(), "\"value\"\n");
@@ -130,7 +149,10 @@ fn leader_set_as_juju_tests_it() {
     assert_eq!(run(&agents, "leader-set", "db/1", &[]), error(1, refused), "an empty write by a minion too");
     assert_eq!(run(&agents, "leader-get", "db/1", &["foo"]), ok("bar\n"));
     // juju/cmd: leader-set has no output options.
-    assert_eq!(run(&agents, "leader-set", "db/0", &["--format", "json", "a=b"]), error(2, "option provided but not defined: --format"));
+    assert_eq!(
+        run(&agents, "leader-set", "db/0", &["--format", "json", "a=b"]),
+        error(2, "option provided but not defined: --format")
+    );
 }
 
 /// juju/utils `keyvalues/keyvalues_test.go`, with empty values allowed as `leader-set`
@@ -138,14 +160,18 @@ fn leader_set_as_juju_tests_it() {
 #[test]
 fn key_value_arguments_parse_as_juju_s_keyvalues() {
     let parse = |args: &[&str]| parse_leader_set_args(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
-    let group = |pairs: &[(&str, &str)]| Ok(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>());
+    let group =
+        |pairs: &[(&str, &str)]| Ok(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>());
     assert_eq!(parse(&["key=value"]), group(&[("key", "value")]));
     assert_eq!(parse(&[]), group(&[]));
     assert_eq!(parse(&["key"]), Err(ArgsError::NotAPair("key".into())));
     assert_eq!(parse(&["=value"]).unwrap_err().to_string(), "expected \"key=value\", got \"=value\"");
     assert_eq!(parse(&["="]).unwrap_err().to_string(), "expected \"key=value\", got \"=\"");
     assert_eq!(parse(&["key=value", "key=value"]).unwrap_err().to_string(), "key \"key\" specified more than once");
-    assert_eq!(parse(&["key=value", "key2=value", "key3=value"]), group(&[("key", "value"), ("key2", "value"), ("key3", "value")]));
+    assert_eq!(
+        parse(&["key=value", "key2=value", "key3=value"]),
+        group(&[("key", "value"), ("key2", "value"), ("key3", "value")])
+    );
     assert_eq!(parse(&["key="]), group(&[("key", "")]));
     assert_eq!(parse(&["key=value\n", "key2\t=\tvalue2"]), group(&[("key", "value"), ("key2", "value2")]));
     assert_eq!(parse(&["key =value", "key\t=\tvalue2"]), Err(ArgsError::Duplicate("key".into())));
@@ -188,8 +214,8 @@ mod lease_manager {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use charm_host::leadership::{Claimant, 
-        LeaseError, LeadershipStore, LeadershipToken, ManualClock, MemoryStore, Release, wait_until_released,
+    use charm_host::leadership::{
+        Claimant, LeadershipStore, LeadershipToken, LeaseError, ManualClock, MemoryStore, Release, wait_until_released,
     };
     use charm_host::names::{AppName, UnitName};
 
@@ -303,7 +329,10 @@ mod lease_manager {
     async fn bad_names_and_durations_are_refused() {
         let (_, store) = store();
         assert!(UnitName::new("INVALID").is_err() && AppName::new("INVALID").is_err());
-        assert!(matches!(store.claim(&claimant("redis/0"), Duration::from_millis(10)).await, Err(LeaseError::InvalidDuration(_))));
+        assert!(matches!(
+            store.claim(&claimant("redis/0"), Duration::from_millis(10)).await,
+            Err(LeaseError::InvalidDuration(_))
+        ));
         assert!(matches!(store.pin(&redis(), "").await, Err(LeaseError::InvalidEntity(_))));
     }
 }

@@ -200,7 +200,7 @@ macro_rules! export_charm {
                     $crate::__finish(<$charm as $crate::Charm>::stop())
                 }
             }
-            $crate::bindings::__export_charm_world!(CharmSdkExport with_types_in $crate::bindings);
+    $crate::bindings::__export_charm_world!(CharmSdkExport with_types_in $crate::bindings);
         };
     };
 }
@@ -294,7 +294,9 @@ pub mod services {
     impl From<wit::ServiceError> for Error {
         fn from(err: wit::ServiceError) -> Self {
             match err {
-                wit::ServiceError::UnknownService(name) => Error::Service(format!("no service named {name:?} is configured")),
+                wit::ServiceError::UnknownService(name) => {
+                    Error::Service(format!("no service named {name:?} is configured"))
+                }
                 wit::ServiceError::NotLeader => Error::NotLeader,
                 wit::ServiceError::Failed(reason) => Error::Service(reason),
             }

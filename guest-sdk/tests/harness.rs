@@ -167,7 +167,8 @@ fn the_data_directory_is_the_units_own() {
     struct Files;
     impl Charm for Files {
         fn install() -> Result<()> {
-            std::fs::write(charm_sdk::data_dir().join("installed"), charm_sdk::unit_name()).map_err(|e| e.to_string())?;
+            std::fs::write(charm_sdk::data_dir().join("installed"), charm_sdk::unit_name())
+                .map_err(|e| e.to_string())?;
             Ok(())
         }
     }
@@ -222,8 +223,9 @@ fn a_queued_leader_elected_is_dropped_once_leadership_moved() {
 
 #[test]
 fn a_stopping_leader_runs_deposed_then_stop() {
-    let mut app =
-        App::<Scripted>::new("db", 2).with_service("daemon", true).with_settings([("script", "if-leader\nstart daemon")]);
+    let mut app = App::<Scripted>::new("db", 2)
+        .with_service("daemon", true)
+        .with_settings([("script", "if-leader\nstart daemon")]);
     app.elect(1);
     app.settle();
     assert!(app.unit(1).service("daemon").is_some_and(|s| s.running));

@@ -14,7 +14,9 @@ use charm_host::{AppName, EventKind, HookKind, Host, UnitName};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let charm_path = std::env::args().nth(1).unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../example-charms/shared-settings").into());
+    let charm_path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../example-charms/shared-settings").into());
 
     // A host with an in-memory store and a temporary state directory; a short guarantee
     // window so that the handover below is quick to watch.
@@ -25,9 +27,13 @@ async fn main() -> anyhow::Result<()> {
         while let Some(event) = events.next().await {
             let (at, unit) = (event.at_rfc3339(), &event.unit);
             match event.kind {
-                EventKind::Leadership { leader: true } => println!("{at} {unit}: leads (term {})", event.term.unwrap_or_default()),
+                EventKind::Leadership { leader: true } => {
+                    println!("{at} {unit}: leads (term {})", event.term.unwrap_or_default())
+                }
                 EventKind::Leadership { leader: false } => println!("{at} {unit}: minion"),
-                EventKind::Hook { hook, result, .. } => println!("{at} {unit}: {hook} {}", if result.is_ok() { "ok" } else { "failed" }),
+                EventKind::Hook { hook, result, .. } => {
+                    println!("{at} {unit}: {hook} {}", if result.is_ok() { "ok" } else { "failed" })
+                }
                 EventKind::Log { message, .. } => println!("{at} {unit}: log: {message}"),
                 _ => {}
             }

@@ -22,7 +22,9 @@ pub enum BuildError {
     #[error("cannot run cargo: {0}")]
     Cargo(String),
     /// The build failed; cargo's output is included.
-    #[error("building {dir} for {CHARM_TARGET} failed (is the target installed? `rustup target add {CHARM_TARGET}`):\n{output}")]
+    #[error(
+        "building {dir} for {CHARM_TARGET} failed (is the target installed? `rustup target add {CHARM_TARGET}`):\n{output}"
+    )]
     Failed {
         /// The crate.
         dir: PathBuf,
@@ -58,10 +60,7 @@ pub fn build_charm(dir: &Path) -> Result<PathBuf, BuildError> {
         let output = String::from_utf8_lossy(&output.stderr).into_owned();
         return Err(BuildError::Failed { dir: dir.to_owned(), output });
     }
-    let artifact = target_dir
-        .join(CHARM_TARGET)
-        .join("release")
-        .join(format!("{}.wasm", package.replace('-', "_")));
+    let artifact = target_dir.join(CHARM_TARGET).join("release").join(format!("{}.wasm", package.replace('-', "_")));
     if !artifact.is_file() {
         return Err(BuildError::NoArtifact { dir: dir.to_owned(), artifact });
     }
@@ -71,7 +70,9 @@ pub fn build_charm(dir: &Path) -> Result<PathBuf, BuildError> {
 /// A `cargo` command without the flags of a build that may be running us.
 fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "CARGO_BUILD_RUSTFLAGS"] {
+    for var in
+        ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "CARGO_BUILD_RUSTFLAGS"]
+    {
         command.env_remove(var);
     }
     command
@@ -79,7 +80,8 @@ fn cargo() -> Command {
 
 /// The package name from `[package] name = "..."`.
 fn package_name(manifest: &Path) -> Result<String, BuildError> {
-    let text = std::fs::read_to_string(manifest).map_err(|e| BuildError::Cargo(format!("{}: {e}", manifest.display())))?;
+    let text =
+        std::fs::read_to_string(manifest).map_err(|e| BuildError::Cargo(format!("{}: {e}", manifest.display())))?;
     let mut in_package = false;
     for line in text.lines().map(str::trim) {
         if line.starts_with('[') {

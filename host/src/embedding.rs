@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
-use crate::report::{ApplicationReport, ReportError};
 use crate::agent::{self, AgentCommand, AgentConfig, AgentError, Backoff};
 use crate::application::{Application, ApplicationConfig, ApplicationError, RunningApplication};
 use crate::events::{Event, EventSink};
@@ -29,9 +28,10 @@ use crate::handover::{self, HandoverError};
 use crate::hook_tools::{self, UnitTools};
 use crate::leadership::etcd::{ConnectError, EtcdOptions, EtcdStore};
 use crate::leadership::sqlite::OpenError;
-use crate::leadership::{Lease, LeaseError, LeadershipStore, MemoryStore, SqliteStore, wait_for_lease};
+use crate::leadership::{LeadershipStore, Lease, LeaseError, MemoryStore, SqliteStore, wait_for_lease};
 use crate::metrics::Metrics;
 use crate::names::{AppName, UnitName};
+use crate::report::{ApplicationReport, ReportError};
 use crate::runtime::{Charm, HookRuntime, LoadError, RuntimeConfig, RuntimeError};
 use crate::services::ServiceConfig;
 use crate::state_dir::{StateDir, StateDirError};
@@ -474,14 +474,20 @@ impl Host {
 
     /// Starts `units` units of `app` (numbered from 0) in this process, sharing this host's
     /// store, runtime and `charm`.
-    pub async fn start_application(&self, app: AppName, charm: &Charm, units: u32) -> Result<ApplicationHandle, HostError> {
+    pub async fn start_application(
+        &self,
+        app: AppName,
+        charm: &Charm,
+        units: u32,
+    ) -> Result<ApplicationHandle, HostError> {
         check_runtime()?;
         if units == 0 {
             return Err(HostError::Invalid("an application needs at least one unit".into()));
         }
         let config = self.application_config(app.clone(), units);
         let events: Arc<dyn EventSink> = self.events.clone();
-        let application = Application::new(self.runtime.clone(), charm.clone(), self.store.clone(), events, &config).await?;
+        let application =
+            Application::new(self.runtime.clone(), charm.clone(), self.store.clone(), events, &config).await?;
         let running = application.start()?;
         Ok(ApplicationHandle { app, application, running, store: self.store.clone() })
     }
@@ -512,8 +518,15 @@ impl Host {
         let (commands, receiver) = mpsc::channel(8);
         let tools = AbortOnDrop(tokio::spawn(hook_tools::serve(listener, agent_unit.clone(), commands.clone())));
         // The agent holds the unit's lock for as long as it runs, handle or not.
-        let run =
-            agent::run_checked_unit(self.runtime.clone(), charm.clone(), agent_unit.clone(), lock, config, Some(checked), receiver);
+        let run = agent::run_checked_unit(
+            self.runtime.clone(),
+            charm.clone(),
+            agent_unit.clone(),
+            lock,
+            config,
+            Some(checked),
+            receiver,
+        );
         let task = tokio::spawn(run);
         Ok(AgentHandle { unit: agent_unit, commands, task, _tools: tools, socket })
     }
@@ -564,7 +577,9 @@ impl ApplicationHandle {
     /// Waits until some unit leads, and returns it.
     pub async fn wait_for_leader(&self) -> Result<UnitName, HostError> {
         let lease = wait_for_lease(self.store.as_ref(), &self.app, None, |_| true).await?;
-        lease.map(|l| l.holder).ok_or_else(|| HostError::Store(LeaseError::Store(crate::leadership::StoreError::failed("the wait for a leader ended"))))
+        lease.map(|l| l.holder).ok_or_else(|| {
+            HostError::Store(LeaseError::Store(crate::leadership::StoreError::failed("the wait for a leader ended")))
+        })
     }
 
     /// The application as `charm-host status` shows it: leader, term, pins, settings and
@@ -588,7 +603,10 @@ impl ApplicationHandle {
     /// The current leader steps down (`leader-deposed`, then revoke); another unit is
     /// elected. Returns the unit that stepped down.
     pub async fn step_down(&self) -> Result<UnitName, HostError> {
-        let leader = self.leader().await?.ok_or_else(|| HostError::Invalid(format!("{} has no leader to step down", self.app)))?;
+        let leader = self
+            .leader()
+            .await?
+            .ok_or_else(|| HostError::Invalid(format!("{} has no leader to step down", self.app)))?;
         self.running.command(&leader.holder, AgentCommand::StepDown).await?;
         Ok(leader.holder)
     }
@@ -673,7 +691,8 @@ impl AgentHandle {
     /// (SIGKILL stays a crash, after which the unit's lease expires).
     pub fn stop_on_signals(&self) -> Result<(), HostError> {
         use tokio::signal::unix::{SignalKind, signal};
-        let listen = |kind| signal(kind).map_err(|source| HostError::Io { what: "listening for signals".into(), source });
+        let listen =
+            |kind| signal(kind).map_err(|source| HostError::Io { what: "listening for signals".into(), source });
         let (mut terminate, mut interrupt) = (listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?);
         let commands = self.commands.clone();
         tokio::spawn(async move {

@@ -149,12 +149,16 @@ impl Event {
                 let ms = (elapsed.as_secs_f64() * 1e5).round() / 1e2;
                 match result {
                     Ok(()) => json!({"type": "hook", "hook": hook.name(), "outcome": "ok", "ms": ms}),
-                    Err(err) => json!({"type": "hook", "hook": hook.name(), "outcome": "error", "error": err.to_string(), "ms": ms}),
+                    Err(err) => {
+                        json!({"type": "hook", "hook": hook.name(), "outcome": "error", "error": err.to_string(), "ms": ms})
+                    }
                 }
             }
             EventKind::Leadership { leader } => json!({"type": "leadership", "leader": leader}),
             EventKind::Log { level, message } => json!({"type": "log", "level": level.name(), "message": message}),
-            EventKind::Status { status, message } => json!({"type": "workload-status", "status": status.name(), "message": message}),
+            EventKind::Status { status, message } => {
+                json!({"type": "workload-status", "status": status.name(), "message": message})
+            }
             EventKind::Crashed => json!({"type": "crashed"}),
         };
         if let Some(object) = value.as_object_mut() {
@@ -181,7 +185,9 @@ impl EventSink for TracingSink {
         let Event { unit, term, kind, .. } = event;
         match kind {
             EventKind::HookStarted { hook } => tracing::debug!(%unit, %hook, ?term, "hook started"),
-            EventKind::Hook { hook, result: Ok(()), elapsed } => tracing::info!(%unit, %hook, ?term, ?elapsed, "hook ok"),
+            EventKind::Hook { hook, result: Ok(()), elapsed } => {
+                tracing::info!(%unit, %hook, ?term, ?elapsed, "hook ok")
+            }
             EventKind::Hook { hook, result: Err(err), elapsed } => {
                 tracing::warn!(%unit, %hook, ?term, ?elapsed, error = %err, "hook failed")
             }

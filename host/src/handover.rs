@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use crate::leadership::{LeaseError, LeadershipStore, wait_for_lease};
+use crate::leadership::{LeadershipStore, LeaseError, wait_for_lease};
 use crate::names::UnitName;
 use crate::timing;
 
@@ -56,7 +56,11 @@ pub enum HandoverError {
 
 /// Reserves the lease of `unit`'s application for `unit`, for `within`, unless it already
 /// leads; returns without waiting for the handover.
-pub async fn request(store: &dyn LeadershipStore, unit: &UnitName, within: Duration) -> Result<Requested, HandoverError> {
+pub async fn request(
+    store: &dyn LeadershipStore,
+    unit: &UnitName,
+    within: Duration,
+) -> Result<Requested, HandoverError> {
     timing::RESERVATION.check(within)?;
     let failed = |source| HandoverError::Store { unit: unit.clone(), source: Box::new(source) };
     if let Some(lease) = store.lease(unit.app()).await.map_err(failed)?.filter(|l| l.holder == *unit) {
@@ -68,7 +72,11 @@ pub async fn request(store: &dyn LeadershipStore, unit: &UnitName, within: Durat
 
 /// Waits until `unit` holds its application's lease, for at most `within` (store clock);
 /// returns its term.
-pub async fn wait_until_leads(store: &dyn LeadershipStore, unit: &UnitName, within: Duration) -> Result<u64, HandoverError> {
+pub async fn wait_until_leads(
+    store: &dyn LeadershipStore,
+    unit: &UnitName,
+    within: Duration,
+) -> Result<u64, HandoverError> {
     let deadline = store.clock().now() + within;
     let failed = |source| HandoverError::Store { unit: unit.clone(), source: Box::new(source) };
     match wait_for_lease(store, unit.app(), Some(deadline), |lease| lease.holder == *unit).await.map_err(failed)? {

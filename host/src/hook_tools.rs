@@ -164,11 +164,14 @@ impl ToolResponse {
     pub fn leadership(&self, now: Timestamp) -> Result<bool, String> {
         match self {
             ToolResponse::LeaderUntil { until_ns } if now.as_nanos() < *until_ns => Ok(true),
-            ToolResponse::LeaderUntil { .. } => {
-                Err("the agent's answer arrived after the instant it held until (was this process or the agent paused?)".into())
-            }
+            ToolResponse::LeaderUntil { .. } => Err(
+                "the agent's answer arrived after the instant it held until (was this process or the agent paused?)"
+                    .into(),
+            ),
             ToolResponse::Leader(false) => Ok(false),
-            ToolResponse::Leader(true) => Err("the agent did not say until when its answer holds (is it an older version?)".into()),
+            ToolResponse::Leader(true) => {
+                Err("the agent did not say until when its answer holds (is it an older version?)".into())
+            }
             other => Err(format!("unexpected answer {other:?}")),
         }
     }
@@ -250,7 +253,11 @@ impl UnitTools {
     }
 
     /// [`Self::leader_set`], applied only if the store decides it before `apply_by`.
-    pub async fn leader_set_by(&self, group: &[(String, String)], apply_by: Option<Timestamp>) -> Result<(), WriteError> {
+    pub async fn leader_set_by(
+        &self,
+        group: &[(String, String)],
+        apply_by: Option<Timestamp>,
+    ) -> Result<(), WriteError> {
         self.unit.tracker().leader_set_by(group, apply_by).await
     }
 }
@@ -292,8 +299,12 @@ pub async fn answer(
             }
             match agent.try_send(AgentCommand::StepDown) {
                 Ok(()) => ToolResponse::Done,
-                Err(mpsc::error::TrySendError::Full(_)) => error(ToolErrorKind::Unknown, "the agent is busy with other commands".into()),
-                Err(mpsc::error::TrySendError::Closed(_)) => error(ToolErrorKind::Unknown, "the agent is stopping".into()),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    error(ToolErrorKind::Unknown, "the agent is busy with other commands".into())
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    error(ToolErrorKind::Unknown, "the agent is stopping".into())
+                }
             }
         }
     }
@@ -346,7 +357,12 @@ fn lock(connections: &Mutex<Connections>) -> std::sync::MutexGuard<'_, Connectio
 }
 
 /// [`serve`] with explicit limits.
-pub async fn serve_with(listener: UnixListener, unit: Arc<Unit>, agent: mpsc::Sender<AgentCommand>, limits: ServerLimits) {
+pub async fn serve_with(
+    listener: UnixListener,
+    unit: Arc<Unit>,
+    agent: mpsc::Sender<AgentCommand>,
+    limits: ServerLimits,
+) {
     let me = rustix::process::geteuid().as_raw();
     let budget = Arc::new(Semaphore::new(limits.shared_bytes));
     let connections = Arc::new(Mutex::new(Connections::default()));
@@ -472,7 +488,9 @@ async fn read_request<'b>(
     let mut permit: Option<tokio::sync::SemaphorePermit<'b>> = None;
     let mut chunk = [0u8; 8192];
     loop {
-        let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await.map_err(|_| ReadError::Slow(limits.read_deadline))??;
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut chunk))
+            .await
+            .map_err(|_| ReadError::Slow(limits.read_deadline))??;
         let data = &chunk[..read];
         let end = data.iter().position(|&b| b == b'\n');
         let take = end.map_or(read, |i| i + 1);
@@ -514,12 +532,20 @@ async fn serve_one(
                     let apply_by = call.apply_by_ns.map(Timestamp::from_nanos);
                     if apply_by.is_some_and(|by| MonotonicClock.now() >= by) {
                         // Its caller has given up: drop it unanswered, never apply it.
-                        unit.log(LogLevel::Warning, format!("hook tools: dropped {} request: its caller gave up waiting before it was read", call.request.name()));
+                        unit.log(
+                            LogLevel::Warning,
+                            format!(
+                                "hook tools: dropped {} request: its caller gave up waiting before it was read",
+                                call.request.name()
+                            ),
+                        );
                         return Ok(());
                     }
                     answer(unit, agent, call.request, apply_by).await
                 }
-                Err(err) => ToolResponse::Error { kind: ToolErrorKind::Invalid, message: format!("bad request: {err}") },
+                Err(err) => {
+                    ToolResponse::Error { kind: ToolErrorKind::Invalid, message: format!("bad request: {err}") }
+                }
             }
         }
         Err(err @ ReadError::TooLong) => ToolResponse::Error { kind: ToolErrorKind::Invalid, message: err.to_string() },
@@ -531,7 +557,9 @@ async fn serve_one(
         stream.write_all(&answer).await?;
         stream.shutdown().await
     });
-    written.await.map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the client did not take its answer in time"))?
+    written
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the client did not take its answer in time"))?
 }
 
 /// The instant a request sent now with `timeout` must be applied by: the timeout less a
@@ -622,7 +650,8 @@ mod tests {
             Just(ToolRequest::IsLeader),
             Just(ToolRequest::StepDown),
             proptest::option::of(".{0,40}").prop_map(|key| ToolRequest::LeaderGet { key }),
-            proptest::collection::vec((".{0,20}", ".{0,40}"), 0..6).prop_map(|settings| ToolRequest::LeaderSet { settings }),
+            proptest::collection::vec((".{0,20}", ".{0,40}"), 0..6)
+                .prop_map(|settings| ToolRequest::LeaderSet { settings }),
         ]
     }
 

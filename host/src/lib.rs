@@ -115,7 +115,9 @@ internal_mod!(unit);
 
 pub use agent::{AgentCommand, AgentError};
 pub use application::ApplicationError;
-pub use embedding::{AgentHandle, ApplicationHandle, DEFAULT_EVENT_CAPACITY, EventStream, Host, HostBuilder, HostError};
+pub use embedding::{
+    AgentHandle, ApplicationHandle, DEFAULT_EVENT_CAPACITY, EventStream, Host, HostBuilder, HostError,
+};
 pub use events::{Event, EventKind, EventSink};
 pub use hook_tools::UnitTools;
 pub use hooks::HookKind;

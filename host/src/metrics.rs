@@ -41,11 +41,11 @@ use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit as MetricUnit};
 
 use crate::events::{Event, EventKind};
@@ -148,7 +148,11 @@ impl Metrics {
             claim_duration.clone(),
         );
         let claim_failures = Family::<ClaimFailureLabels, Counter>::default();
-        registry.register("lease_claim_failures", "Lease claims or renewals the store failed or did not answer", claim_failures.clone());
+        registry.register(
+            "lease_claim_failures",
+            "Lease claims or renewals the store failed or did not answer",
+            claim_failures.clone(),
+        );
         let units = Arc::new(RunningUnits::default());
         registry.register_collector(Box::new(units.clone()));
         Self { registry, hooks, hook_duration, claim_duration, claim_failures, units }
@@ -169,20 +173,37 @@ impl Metrics {
         let EventKind::Hook { hook, result, elapsed } = &event.kind else { return };
         let app = event.unit.app().to_string();
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        let labels = HookLabels { app: app.clone(), unit: event.unit.to_string(), hook: hook.name().into(), outcome: outcome.into() };
+        let labels = HookLabels {
+            app: app.clone(),
+            unit: event.unit.to_string(),
+            hook: hook.name().into(),
+            outcome: outcome.into(),
+        };
         self.hooks.get_or_create(&labels).inc();
-        self.hook_duration.get_or_create(&HookKindLabels { app, hook: hook.name().into() }).observe(elapsed.as_secs_f64());
+        self.hook_duration
+            .get_or_create(&HookKindLabels { app, hook: hook.name().into() })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Records one claim of `unit` (`renewal`: it held a tenure) that took `elapsed`.
-    pub(crate) fn observe_claim<T>(&self, unit: &UnitName, renewal: bool, result: &Result<T, LeaseError>, elapsed: Duration) {
+    pub(crate) fn observe_claim<T>(
+        &self,
+        unit: &UnitName,
+        renewal: bool,
+        result: &Result<T, LeaseError>,
+        elapsed: Duration,
+    ) {
         let kind = if renewal { "renew" } else { "claim" };
         let app = unit.app().to_string();
-        self.claim_duration.get_or_create(&ClaimLabels { app: app.clone(), kind: kind.into() }).observe(elapsed.as_secs_f64());
+        self.claim_duration
+            .get_or_create(&ClaimLabels { app: app.clone(), kind: kind.into() })
+            .observe(elapsed.as_secs_f64());
         if let Err(err) = result
             && !matches!(err, LeaseError::Denied { .. } | LeaseError::Reserved { .. })
         {
-            self.claim_failures.get_or_create(&ClaimFailureLabels { app, unit: unit.to_string(), kind: kind.into() }).inc();
+            self.claim_failures
+                .get_or_create(&ClaimFailureLabels { app, unit: unit.to_string(), kind: kind.into() })
+                .inc();
         }
     }
 
@@ -193,7 +214,10 @@ impl Metrics {
         let settings = unit.store().watch_settings(unit.name().app());
         let mut units = self.units.lock();
         let count = units.get(unit.name()).map_or(0, |running| running.agents);
-        units.insert(unit.name().clone(), Running { unit: Arc::downgrade(unit), agents: count.saturating_add(1), settings });
+        units.insert(
+            unit.name().clone(),
+            Running { unit: Arc::downgrade(unit), agents: count.saturating_add(1), settings },
+        );
         AgentRunning { units: Arc::downgrade(&self.units), unit: unit.name().clone() }
     }
 }
@@ -252,7 +276,8 @@ impl UnitReading {
     fn of(unit: &Unit) -> Self {
         let tracker = unit.tracker();
         let now = tracker.store().clock().now();
-        let guarantee_left = tracker.guarantee_deadline().map_or(Duration::ZERO, |deadline| deadline.saturating_since(now));
+        let guarantee_left =
+            tracker.guarantee_deadline().map_or(Duration::ZERO, |deadline| deadline.saturating_since(now));
         Self {
             labels: UnitLabels { app: unit.name().app().to_string(), unit: unit.name().to_string() },
             leader: i64::from(tracker.is_leader() == Ok(true)),
@@ -286,18 +311,54 @@ fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) ->
 
 impl Collector for RunningUnits {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (units, settings): (Vec<Arc<Unit>>, Vec<u64>) =
-            self.lock().values().filter_map(|running| Some((running.unit.upgrade()?, *running.settings.borrow()))).unzip();
+        let (units, settings): (Vec<Arc<Unit>>, Vec<u64>) = self
+            .lock()
+            .values()
+            .filter_map(|running| Some((running.unit.upgrade()?, *running.settings.borrow())))
+            .unzip();
         let readings: Vec<UnitReading> = units.iter().map(|unit| UnitReading::of(unit)).collect();
         let per_unit = |value: fn(&UnitReading) -> i64| readings.iter().map(move |r| (r.labels.clone(), value(r)));
-        gauges(&mut encoder, "unit_leader", "1 while the unit holds leadership guaranteed for the window", None, per_unit(|r| r.leader))?;
+        gauges(
+            &mut encoder,
+            "unit_leader",
+            "1 while the unit holds leadership guaranteed for the window",
+            None,
+            per_unit(|r| r.leader),
+        )?;
         gauges(&mut encoder, "unit_term", "The term the unit holds (0: none)", None, per_unit(|r| r.term))?;
         let left = readings.iter().map(|r| (r.labels.clone(), r.guarantee_left));
-        gauges(&mut encoder, "unit_guarantee_remaining", "How long the unit's leadership guarantee has left", Some(&MetricUnit::Seconds), left)?;
-        gauges(&mut encoder, "unit_leader_services_running", "Leader-only services running", None, per_unit(|r| r.leader_services))?;
-        gauges(&mut encoder, "unit_store_healthy", "1 while the unit's claims reach the store", None, per_unit(|r| r.store_healthy))?;
-        let versions = readings.iter().zip(settings).map(|(r, version)| (r.labels.clone(), i64::try_from(version).unwrap_or(i64::MAX)));
-        gauges(&mut encoder, "unit_leader_settings_version", "The version of the leader settings, as the unit last saw it", None, versions)?;
+        gauges(
+            &mut encoder,
+            "unit_guarantee_remaining",
+            "How long the unit's leadership guarantee has left",
+            Some(&MetricUnit::Seconds),
+            left,
+        )?;
+        gauges(
+            &mut encoder,
+            "unit_leader_services_running",
+            "Leader-only services running",
+            None,
+            per_unit(|r| r.leader_services),
+        )?;
+        gauges(
+            &mut encoder,
+            "unit_store_healthy",
+            "1 while the unit's claims reach the store",
+            None,
+            per_unit(|r| r.store_healthy),
+        )?;
+        let versions = readings
+            .iter()
+            .zip(settings)
+            .map(|(r, version)| (r.labels.clone(), i64::try_from(version).unwrap_or(i64::MAX)));
+        gauges(
+            &mut encoder,
+            "unit_leader_settings_version",
+            "The version of the leader settings, as the unit last saw it",
+            None,
+            versions,
+        )?;
         gauge(&mut encoder, "units", "Unit agents running in this process", readings.len() as i64)?;
         let healthy = i64::from(readings.iter().all(|r| r.store_healthy == 1));
         gauge(&mut encoder, "store_healthy", "1 while no unit's claims fail", healthy)
@@ -330,7 +391,8 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
                 let answer = answer(&metrics, &request);
                 async move { Ok::<_, std::convert::Infallible>(answer) }
             });
-            let connection = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             match tokio::time::timeout(CONNECTION_DEADLINE, connection).await {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => tracing::debug!("metrics: connection failed: {err}"),
@@ -389,8 +451,18 @@ mod tests {
         let at = std::time::SystemTime::now();
         let hook = EventKind::Hook { hook: HookKind::Install, result: Ok(()), elapsed: Duration::from_millis(3) };
         metrics.observe(&Event::new(at, unit.clone(), None, hook));
-        metrics.observe_claim::<()>(&unit, true, &Err(LeaseError::Store(StoreError::unreachable("down"))), Duration::from_millis(1));
-        metrics.observe_claim::<()>(&unit, false, &Err(LeaseError::Denied { app: unit.app().clone(), holder: unit.clone() }), Duration::ZERO);
+        metrics.observe_claim::<()>(
+            &unit,
+            true,
+            &Err(LeaseError::Store(StoreError::unreachable("down"))),
+            Duration::from_millis(1),
+        );
+        metrics.observe_claim::<()>(
+            &unit,
+            false,
+            &Err(LeaseError::Denied { app: unit.app().clone(), holder: unit.clone() }),
+            Duration::ZERO,
+        );
         let text = metrics.encode();
         for line in [
             r#"charm_host_hooks_total{app="db",unit="db/0",hook="install",outcome="ok"} 1"#,
@@ -402,7 +474,10 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
         }
-        assert!(!text.contains(r#"failures_total{app="db",unit="db/0",kind="claim"}"#), "a refusal is no failure:\n{text}");
+        assert!(
+            !text.contains(r#"failures_total{app="db",unit="db/0",kind="claim"}"#),
+            "a refusal is no failure:\n{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -11,9 +11,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hooks::HookKind;
-use crate::leadership::{LeaseError, LeadershipStore, Tenure, WriteError};
 use crate::events::WorkloadStatus;
+use crate::hooks::HookKind;
+use crate::leadership::{LeadershipStore, LeaseError, Tenure, WriteError};
 use crate::names::{AppName, UnitName};
 use crate::services::ServiceStatus;
 use crate::settings::Settings;
@@ -145,7 +145,11 @@ impl UnitReport {
 
 impl ApplicationReport {
     /// Reads `app`'s lease, pins and settings from `store`, around `units`.
-    pub async fn collect(app: &AppName, store: &dyn LeadershipStore, mut units: Vec<UnitReport>) -> Result<Self, ReportError> {
+    pub async fn collect(
+        app: &AppName,
+        store: &dyn LeadershipStore,
+        mut units: Vec<UnitReport>,
+    ) -> Result<Self, ReportError> {
         let lease = store.lease(app).await?;
         let pins = store.pins().await?.remove(app).unwrap_or_default();
         let settings = store.read_settings(app).await?;
@@ -188,11 +192,19 @@ impl ApplicationReport {
     /// the settings. Text from charms has its control characters escaped.
     pub fn to_table(&self) -> String {
         let shown = |text: Option<&str>| text.map_or_else(|| "-".to_owned(), |t| for_terminal(t).into_owned());
-        let pins = if self.pins.is_empty() { "none".to_owned() } else { self.pins.iter().map(|p| for_terminal(p)).collect::<Vec<_>>().join(", ") };
+        let pins = if self.pins.is_empty() {
+            "none".to_owned()
+        } else {
+            self.pins.iter().map(|p| for_terminal(p)).collect::<Vec<_>>().join(", ")
+        };
         let time = |at| humantime::format_rfc3339_millis(at).to_string();
         let leader = match (&self.leader, self.term, &self.latest_tenure) {
-            (Some(leader), Some(term), Some(t)) if t.term == term => format!("{leader} (term {term}, since {})", time(t.started)),
-            (Some(leader), term, _) => format!("{leader} (term {})", term.map_or_else(|| "-".to_owned(), |t| t.to_string())),
+            (Some(leader), Some(term), Some(t)) if t.term == term => {
+                format!("{leader} (term {term}, since {})", time(t.started))
+            }
+            (Some(leader), term, _) => {
+                format!("{leader} (term {})", term.map_or_else(|| "-".to_owned(), |t| t.to_string()))
+            }
             (None, _, Some(Tenure { unit, term, ended: Some(ended), how: Some(how), .. })) => {
                 format!("- (last: {unit}, term {term}, ended {} by {})", time(*ended), how.name())
             }
@@ -200,7 +212,11 @@ impl ApplicationReport {
         };
         let mut out = format!("application {}: leader {leader}, pins: {pins}\n", self.application);
         let width = self.units.iter().map(|u| u.unit.as_str().len()).max().unwrap_or(0).max(16);
-        let _ = writeln!(out, "  {:<width$} {:<8} {:<7} {:<12} {:<26} MESSAGE", "UNIT", "AGENT", "LEADER", "STATUS", "LAST HOOK");
+        let _ = writeln!(
+            out,
+            "  {:<width$} {:<8} {:<7} {:<12} {:<26} MESSAGE",
+            "UNIT", "AGENT", "LEADER", "STATUS", "LAST HOOK"
+        );
         for unit in &self.units {
             let mut notes = String::new();
             if let Some(error) = &unit.error {
@@ -276,7 +292,10 @@ mod tests {
             settings_version: 2,
             settings: Settings::from([("k".to_owned(), "v".to_owned())]),
             units: vec![
-                UnitReport { leader: true, ..UnitReport::new(unit("app/0"), Some(status.clone()), AgentState::Running) },
+                UnitReport {
+                    leader: true,
+                    ..UnitReport::new(unit("app/0"), Some(status.clone()), AgentState::Running)
+                },
                 UnitReport::new(unit("app/1"), Some(status), AgentState::Down),
             ],
         }

@@ -26,8 +26,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::watch;
 
 use crate::events::LogLevel;
-use crate::unit::UnitReporter;
 use crate::names::UnitName;
+use crate::unit::UnitReporter;
 
 /// One service the operator allows a unit's charm to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -338,7 +338,11 @@ mod tests {
     use crate::leadership::MonotonicClock;
 
     fn reporter() -> Arc<UnitReporter> {
-        Arc::new(UnitReporter::new(UnitName::new("app/0").unwrap(), Arc::new(RecordingSink::new()), Arc::new(MonotonicClock)))
+        Arc::new(UnitReporter::new(
+            UnitName::new("app/0").unwrap(),
+            Arc::new(RecordingSink::new()),
+            Arc::new(MonotonicClock),
+        ))
     }
 
     fn supervisor(configs: Vec<ServiceConfig>) -> ServiceSupervisor {
@@ -379,7 +383,10 @@ mod tests {
             .iter()
             .map(|n| {
                 let file = dir.path().join(n);
-                let spec = format!("{n}=trap '' TERM; while true; do date +%s%N > {}.tmp; mv {0}.tmp {0}; sleep 0.02; done", file.display());
+                let spec = format!(
+                    "{n}=trap '' TERM; while true; do date +%s%N > {}.tmp; mv {0}.tmp {0}; sleep 0.02; done",
+                    file.display()
+                );
                 ServiceConfig::parse(&spec, true).unwrap()
             })
             .collect();
@@ -405,7 +412,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_service_ignoring_sigterm_is_killed_after_the_grace_period() {
-        let s = supervisor(vec![ServiceConfig::parse("stubborn=trap '' TERM; while true; do sleep 0.05; done", false).unwrap()]);
+        let s = supervisor(vec![
+            ServiceConfig::parse("stubborn=trap '' TERM; while true; do sleep 0.05; done", false).unwrap(),
+        ]);
         s.start("stubborn", || true).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let start = std::time::Instant::now();

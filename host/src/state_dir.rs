@@ -47,7 +47,9 @@ pub enum StateDirError {
         source: std::io::Error,
     },
     /// Another user owns it.
-    #[error("{path} is owned by uid {owner}, not by this user (uid {me}): refusing a state directory another user controls")]
+    #[error(
+        "{path} is owned by uid {owner}, not by this user (uid {me}): refusing a state directory another user controls"
+    )]
     ForeignOwner {
         /// The directory.
         path: PathBuf,
@@ -166,11 +168,12 @@ pub fn open_private_file(path: &Path, options: &mut OpenOptions) -> std::io::Res
 
 /// Reads a file of the state directory, never through a link; `None` if it does not exist.
 pub fn read_private_file(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    let mut file = match OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(err),
-    };
+    let mut file =
+        match OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err),
+        };
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
     Ok(Some(bytes))
@@ -272,7 +275,8 @@ impl StateDir {
     /// [`Self::prepare_unit`] first.
     pub fn lock_unit(&self, unit: &UnitName) -> Result<UnitLock, StateDirError> {
         let path = self.lock_file(unit);
-        let mut file = open_private_file(&path, OpenOptions::new().read(true).write(true).create(true)).map_err(io(&path))?;
+        let mut file =
+            open_private_file(&path, OpenOptions::new().read(true).write(true).create(true)).map_err(io(&path))?;
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => {
@@ -283,7 +287,10 @@ impl StateDir {
             Err(err) => return Err(StateDirError::Io { path, source: err.into() }),
         }
         let pid = std::process::id().to_string();
-        file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(pid.as_bytes())).map_err(io(&path))?;
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(pid.as_bytes()))
+            .map_err(io(&path))?;
         Ok(UnitLock { _file: file, root: self.root.clone() })
     }
 

@@ -54,7 +54,8 @@ pub const GUARANTEE_WINDOW: DurationRange =
     range("the guarantee window", Duration::from_millis(500), Duration::from_secs(150));
 
 /// How long one hook may run (`--hook-deadline`).
-pub const HOOK_DEADLINE: DurationRange = range("the hook deadline", Duration::from_millis(100), Duration::from_secs(3600));
+pub const HOOK_DEADLINE: DurationRange =
+    range("the hook deadline", Duration::from_millis(100), Duration::from_secs(3600));
 
 /// How long a hook already running when a stop is asked may go on before it is
 /// interrupted; the stop sequence's own hooks get at most this much each (`--stop-grace`).

@@ -121,7 +121,8 @@ impl Agents {
     async fn wait_recorded_version(&self, unit: &str, version: u64) {
         let path = self.dir.path().join(unit.replace('/', "-")).join("agent.json");
         for _ in 0..2000 {
-            let recorded = agent::load_json::<agent::LocalState>(&path).ok().flatten().and_then(|s| s.settings_version_seen);
+            let recorded =
+                agent::load_json::<agent::LocalState>(&path).ok().flatten().and_then(|s| s.settings_version_seen);
             if recorded >= Some(version) {
                 return;
             }
@@ -187,7 +188,8 @@ async fn a_leader_that_cannot_renew_is_deposed_before_its_successor_is_elected()
 
     agents.advance(WINDOW, Duration::from_secs(1)).await;
     agents.settle("app/1", 3).await;
-    let order: Vec<_> = agents.hooks().into_iter().filter(|(_, h)| matches!(h, LeaderDeposed | LeaderElected)).collect();
+    let order: Vec<_> =
+        agents.hooks().into_iter().filter(|(_, h)| matches!(h, LeaderDeposed | LeaderElected)).collect();
     assert_eq!(
         order,
         [("app/0".into(), LeaderElected), ("app/0".into(), LeaderDeposed), ("app/1".into(), LeaderElected)],
@@ -273,7 +275,6 @@ async fn a_failing_hook_is_retried_with_backoff_and_shows_its_error() {
     assert_eq!(agents.hooks_of("app/0")[..4], [Install, Install, Install, LeaderElected]);
     assert_eq!(running.unit.status().last_error, None, "the error clears once it succeeds");
 }
-
 
 /// Waits (real time, up to 20 s) until `check` holds.
 async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -404,7 +405,9 @@ async fn the_event_stream_never_shows_two_leaders_across_handovers() {
                 leaders.push(unit.clone());
             }
             "leader=false" => leaders.retain(|l| l != unit),
-            "leader-deposed" => assert!(!leaders.contains(unit), "{unit} ran leader-deposed before leader=false: {stream:#?}"),
+            "leader-deposed" => {
+                assert!(!leaders.contains(unit), "{unit} ran leader-deposed before leader=false: {stream:#?}")
+            }
             _ => {}
         }
     }
@@ -451,7 +454,12 @@ async fn a_stop_interrupts_a_runaway_hook_after_the_stop_grace() {
     let grace = Duration::from_secs(1);
     assert_eq!(
         results,
-        [(Install, Ok(())), (LeaderElected, Err(Interrupted(grace))), (LeaderDeposed, Err(Deadline(grace))), (Stop, Err(Deadline(grace)))]
+        [
+            (Install, Ok(())),
+            (LeaderElected, Err(Interrupted(grace))),
+            (LeaderDeposed, Err(Deadline(grace))),
+            (Stop, Err(Deadline(grace)))
+        ]
     );
     assert!(agents.store.lease(app0.app()).await.unwrap().is_none(), "leadership was given up");
 }
@@ -499,6 +507,10 @@ async fn elect_ends_the_hold_off_of_a_unit_that_stepped_down() {
     // elect app/0: reserve, then the leader steps down. No clock movement.
     agents.store.reserve(&app0, Duration::from_secs(60)).await.unwrap();
     running.commands.send(AgentCommand::StepDown).await.unwrap();
-    wait_for("app/0 leads again", async || agents.store.lease(&app).await.unwrap().is_some_and(|l| l.holder == app0)).await;
-    wait_for("its leader-elected", async || agents.hooks_of("app/0").iter().filter(|h| **h == LeaderElected).count() == 2).await;
+    wait_for("app/0 leads again", async || agents.store.lease(&app).await.unwrap().is_some_and(|l| l.holder == app0))
+        .await;
+    wait_for("its leader-elected", async || {
+        agents.hooks_of("app/0").iter().filter(|h| **h == LeaderElected).count() == 2
+    })
+    .await;
 }

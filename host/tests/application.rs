@@ -25,8 +25,9 @@ fn hooks_of(events: &RecordingSink, unit: &str) -> Vec<HookKind> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_changes_coalesce_into_one_more_minion_hook() {
     let Fixture { dir, store, events, runtime, charm } = Fixture::new();
-    let config = ApplicationConfig::new(AppName::new("app").unwrap(), 2, charm_host::state_dir::StateDir::new(dir.path()))
-        .with_guarantee_window(Duration::from_secs(30));
+    let config =
+        ApplicationConfig::new(AppName::new("app").unwrap(), 2, charm_host::state_dir::StateDir::new(dir.path()))
+            .with_guarantee_window(Duration::from_secs(30));
     let app = Arc::new(Application::new(runtime, charm, store.clone(), events.clone(), &config).await.unwrap());
     // app/0 (its agent's incarnation) holds the lease before the units start, so it is the
     // leader; the test writes as that agent.
@@ -61,7 +62,13 @@ async fn settings_changes_coalesce_into_one_more_minion_hook() {
     running.stop().await;
 
     use HookKind::*;
-    assert_eq!(hooks_of(&events, "app/1"), [Install, LeaderSettingsChanged, LeaderSettingsChanged, LeaderSettingsChanged, Stop]);
-    assert_eq!(hooks_of(&events, "app/0"), [Install, LeaderElected, LeaderDeposed, Stop], "the leader is not told of writes");
+    assert_eq!(
+        hooks_of(&events, "app/1"),
+        [Install, LeaderSettingsChanged, LeaderSettingsChanged, LeaderSettingsChanged, Stop]
+    );
+    assert_eq!(
+        hooks_of(&events, "app/0"),
+        [Install, LeaderElected, LeaderDeposed, Stop],
+        "the leader is not told of writes"
+    );
 }
-

@@ -45,7 +45,10 @@ impl EventSink for CrontabWatcher {
             let unit = &event.unit;
             let leaders = self.leaders_in_files();
             if leaders.len() > 1 {
-                self.violations.lock().unwrap().push(format!("after {hook} on {unit}: {leaders:?} all say IS_LEADER=1"));
+                self.violations
+                    .lock()
+                    .unwrap()
+                    .push(format!("after {hook} on {unit}: {leaders:?} all say IS_LEADER=1"));
             }
             self.leaders_seen.lock().unwrap().push((unit.clone(), hook, leaders));
         }
@@ -67,8 +70,8 @@ async fn only_one_live_unit_runs_maintenance_through_a_stop_and_a_crash() {
         leaders_seen: Mutex::new(Vec::new()),
     });
     let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
-    let config =
-        ApplicationConfig::new(app.clone(), 3, StateDir::new(dir.path())).with_guarantee_window(Duration::from_millis(500));
+    let config = ApplicationConfig::new(app.clone(), 3, StateDir::new(dir.path()))
+        .with_guarantee_window(Duration::from_millis(500));
     let application = Application::new(runtime, charm, store.clone(), watcher.clone(), &config).await.unwrap();
     let mut running = application.start().unwrap();
 
@@ -110,7 +113,13 @@ async fn only_one_live_unit_runs_maintenance_through_a_stop_and_a_crash() {
 
     assert!(watcher.violations.lock().unwrap().is_empty(), "{:?}", watcher.violations.lock().unwrap());
     let seen = watcher.leaders_seen.lock().unwrap();
-    assert!(seen.iter().any(|(u, h, _)| *u == first && *h == HookKind::LeaderDeposed), "the stopped leader was deposed");
-    let content = std::fs::read_to_string(StateDir::new(dir.path()).data_dir(&first).join("etc/cron.d/web-maintenance")).unwrap();
-    assert!(content.contains("IS_LEADER=0\n") && content.contains("[ \"$IS_LEADER\" = 1 ] && /usr/local/bin/maintenance"));
+    assert!(
+        seen.iter().any(|(u, h, _)| *u == first && *h == HookKind::LeaderDeposed),
+        "the stopped leader was deposed"
+    );
+    let content =
+        std::fs::read_to_string(StateDir::new(dir.path()).data_dir(&first).join("etc/cron.d/web-maintenance")).unwrap();
+    assert!(
+        content.contains("IS_LEADER=0\n") && content.contains("[ \"$IS_LEADER\" = 1 ] && /usr/local/bin/maintenance")
+    );
 }

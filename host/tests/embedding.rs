@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use charm_host::{AppName, Event, EventKind, EventStream, Host, HostError, HookKind, UnitName};
+use charm_host::{AppName, Event, EventKind, EventStream, HookKind, Host, HostError, UnitName};
 
 /// The position of the first event matching `wanted`, if any.
 fn position(events: &[Event], wanted: impl Fn(&Event) -> bool) -> Option<usize> {
@@ -59,7 +59,11 @@ async fn out_of_range_settings_are_refused_at_build() {
     let err = Host::builder().event_capacity(0).build().await.expect_err("no room for events");
     assert!(matches!(err, HostError::Invalid(_)), "{err}");
     // A failing hook must not retry in a loop.
-    let err = Host::builder().hook_backoff(Duration::ZERO, Duration::from_secs(1)).build().await.expect_err("a zero first delay");
+    let err = Host::builder()
+        .hook_backoff(Duration::ZERO, Duration::from_secs(1))
+        .build()
+        .await
+        .expect_err("a zero first delay");
     assert!(matches!(&err, HostError::Invalid(m) if m.contains("the first delay must be at least 10ms")), "{err}");
     let host = Host::builder().hook_backoff(Duration::from_millis(10), Duration::from_millis(10)).build().await;
     assert!(host.is_ok(), "the shortest accepted");
@@ -76,7 +80,8 @@ async fn an_embedded_application_leads_hands_over_and_stops() {
     let leader = app.wait_for_leader().await.expect("a leader");
     // Told it leads (so it owes a leader-deposed when it gives up); its guarantee shows
     // through its hook tools.
-    let elected = |e: &Event| e.unit == leader && matches!(e.kind, EventKind::Hook { hook: HookKind::LeaderElected, .. });
+    let elected =
+        |e: &Event| e.unit == leader && matches!(e.kind, EventKind::Hook { hook: HookKind::LeaderElected, .. });
     wait_for_event(&mut waits, "the leader's leader-elected", elected).await;
     let tools = app.tools(&leader).expect("a unit of the app");
     assert_eq!(tools.is_leader(), Ok(true));
@@ -105,8 +110,10 @@ async fn an_embedded_application_leads_hands_over_and_stops() {
     }
     assert_eq!(events.missed(), 0);
     // The old leader's leader-deposed finished before the successor led.
-    let deposed = position(&seen, |e| e.unit == leader && matches!(e.kind, EventKind::Hook { hook: HookKind::LeaderDeposed, .. }))
-        .unwrap_or_else(|| panic!("the old leader {leader} was deposed: {}", summary(&seen)));
+    let deposed = position(&seen, |e| {
+        e.unit == leader && matches!(e.kind, EventKind::Hook { hook: HookKind::LeaderDeposed, .. })
+    })
+    .unwrap_or_else(|| panic!("the old leader {leader} was deposed: {}", summary(&seen)));
     let elected = position(&seen, |e| e.unit == successor && e.kind == EventKind::Leadership { leader: true })
         .expect("the successor led");
     assert!(deposed < elected, "deposed at {deposed}, successor led at {elected}: {}", summary(&seen));
@@ -166,7 +173,10 @@ async fn a_handover_while_the_leader_installs_does_not_wait_for_its_lease_to_exp
         std::fs::remove_file(state.data_dir(unit).join("script")).unwrap();
         support::resume_in(&state.data_dir(unit)).await;
     }
-    let term = app.elect(&successor, Duration::from_secs(20)).await.expect("the successor leads well before the old lease expires");
+    let term = app
+        .elect(&successor, Duration::from_secs(20))
+        .await
+        .expect("the successor leads well before the old lease expires");
     assert_eq!(term, 3, "the placeholder's term, the leader's, then the successor's");
     app.stop().await;
 }

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use charm_host::leadership::etcd::{ConnectError, EtcdOptions, EtcdStore, EtcdTls};
-use charm_host::leadership::{LeaseError, LeadershipStore, Release, TenureEnd, LeadershipToken, StoreFailure, WriteError, wait_until_released};
+use charm_host::leadership::{
+    LeadershipStore, LeadershipToken, LeaseError, Release, StoreFailure, TenureEnd, WriteError, wait_until_released,
+};
 use charm_host::names::AppName;
 use etcd::EtcdCluster;
 
@@ -45,7 +47,10 @@ async fn the_server_expires_a_lease_and_the_next_holder_gets_a_higher_term() {
     let claim = store.claim(&claimant("a/0"), SHORT).await.unwrap();
     let after = store.clock().now();
     assert_eq!(claim.term, 1);
-    assert!(claim.valid_until >= before + SHORT && claim.valid_until <= after + SHORT, "valid from the start of the call");
+    assert!(
+        claim.valid_until >= before + SHORT && claim.valid_until <= after + SHORT,
+        "valid from the start of the call"
+    );
     assert!(matches!(store.claim(&claimant("a/1"), SHORT).await, Err(LeaseError::Denied { .. })));
     let extended = store.claim(&claimant("a/0"), SHORT).await.unwrap();
     assert_eq!(extended.term, 1, "an extension keeps the term");
@@ -71,7 +76,10 @@ async fn the_server_expires_a_lease_and_the_next_holder_gets_a_higher_term() {
     assert!(promised.valid_until >= store.clock().now() + (LONG - SHORT), "the promise stays the longer one");
     let reading = connect(&cluster).await;
     let promised = reading.claim(&claimant("a/1"), SHORT).await.unwrap();
-    assert!(promised.valid_until >= store.clock().now() + (LONG - SHORT), "read first, the promise stays the longer one");
+    assert!(
+        promised.valid_until >= store.clock().now() + (LONG - SHORT),
+        "read first, the promise stays the longer one"
+    );
     tokio::time::sleep(3 * SHORT).await;
     assert_eq!(store.lease(&app("a")).await.unwrap().map(|l| l.term), Some(2), "still held after the short duration");
 }
@@ -156,7 +164,8 @@ async fn waiters_and_tokens_see_a_lease_expire() {
     let token = LeadershipToken::new(store.clone(), unit("a/0")).await.unwrap();
     token.check().await.unwrap();
     let waiting = store.clone();
-    let waiter = tokio::spawn(async move { wait_until_released(waiting.as_ref(), &app("a"), std::future::pending()).await });
+    let waiter =
+        tokio::spawn(async move { wait_until_released(waiting.as_ref(), &app("a"), std::future::pending()).await });
     tokio::time::timeout(Duration::from_secs(20), waiter).await.unwrap().unwrap().unwrap();
     assert!(store.clock().now() >= claim.valid_until, "released only after the guarantee");
     assert!(token.check().await.is_err(), "expired");
@@ -229,7 +238,9 @@ async fn bad_connections_get_clear_errors() {
     EtcdStore::connect(&outer).await.unwrap();
     let nested = support::unused_prefix(EtcdOptions::from_url(&cluster.url_with_prefix("p9/lease")).unwrap());
     match EtcdStore::connect(&nested).await {
-        Err(err @ ConnectError::Prefix { .. }) => assert!(err.to_string().contains("inside the charm-host store at /p9"), "{err}"),
+        Err(err @ ConnectError::Prefix { .. }) => {
+            assert!(err.to_string().contains("inside the charm-host store at /p9"), "{err}")
+        }
         other => panic!("expected a prefix error, got {other:?}"),
     }
     assert_eq!(client.get("/p9/lease/meta", None).await.unwrap().kvs().len(), 0, "nothing written");
@@ -281,13 +292,20 @@ async fn tls_with_a_client_certificate_and_then_a_user_and_password() {
     let mut options = support::unused_prefix(EtcdOptions::from_url(&cluster.url()).unwrap());
     options.connect_timeout = Duration::from_secs(1);
     options.request_timeout = Duration::from_secs(1);
-    assert!(matches!(EtcdStore::connect(&options).await, Err(ConnectError::Unreachable { .. })), "plain text is refused");
+    assert!(
+        matches!(EtcdStore::connect(&options).await, Err(ConnectError::Unreachable { .. })),
+        "plain text is refused"
+    );
     // The server's certificate is checked against the CA given, not the system's roots.
     options.tls = Some(EtcdTls::new(None, Some((certs.path("client.pem"), certs.path("client.key")))));
-    assert!(matches!(EtcdStore::connect(&options).await, Err(ConnectError::Unreachable { .. })), "an unknown CA is refused");
+    assert!(
+        matches!(EtcdStore::connect(&options).await, Err(ConnectError::Unreachable { .. })),
+        "an unknown CA is refused"
+    );
     options.tls = Some(EtcdTls::new(Some(certs.path("ca.pem")), None));
     assert!(EtcdStore::connect(&options).await.is_err(), "the server asks for a client certificate");
-    options.tls = Some(EtcdTls::new(Some(certs.path("ca.pem")), Some((certs.path("client.pem"), certs.path("client.key")))));
+    options.tls =
+        Some(EtcdTls::new(Some(certs.path("ca.pem")), Some((certs.path("client.pem"), certs.path("client.key")))));
     let store = EtcdStore::connect(&options).await.unwrap();
     assert_eq!(store.claim(&claimant("a/0"), LONG).await.unwrap().term, 1);
 
@@ -299,7 +317,8 @@ async fn tls_with_a_client_certificate_and_then_a_user_and_password() {
             std::fs::read(certs.path("client.key")).unwrap(),
         ));
     let endpoint = format!("127.0.0.1:{}", cluster.members[0].client_port);
-    let mut admin = etcd_client::Client::connect([endpoint], Some(etcd_client::ConnectOptions::new().with_tls(tls))).await.unwrap();
+    let mut admin =
+        etcd_client::Client::connect([endpoint], Some(etcd_client::ConnectOptions::new().with_tls(tls))).await.unwrap();
     admin.user_add("root", "s3cret", None).await.unwrap();
     admin.user_grant_role("root", "root").await.unwrap();
     admin.auth_enable().await.unwrap();
@@ -351,7 +370,9 @@ async fn a_lease_revoked_behind_its_holders_back_keeps_others_out_until_the_hold
     revoke_behind_the_holders_back(&cluster, "r").await;
     // The key is gone, but the other process does not take the lease (nor report it free)
     // while the holder may still count on its last renewal.
-    assert!(matches!(claiming.claim(&claimant("r/1"), TTL).await, Err(LeaseError::Denied { holder, .. }) if holder == unit("r/0")));
+    assert!(
+        matches!(claiming.claim(&claimant("r/1"), TTL).await, Err(LeaseError::Denied { holder, .. }) if holder == unit("r/0"))
+    );
     let lease = claiming.lease(&app("r")).await.unwrap().expect("still reported held");
     assert_eq!((lease.holder, lease.term), (unit("r/0"), 1));
     wait_until_released(claiming.as_ref(), &app("r"), std::future::pending()).await.unwrap();

@@ -2,7 +2,6 @@
 
 mod support;
 
-
 use charm_host::hooks::HookKind;
 use charm_host::settings::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use support::*;

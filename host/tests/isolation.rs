@@ -82,7 +82,8 @@ async fn stdout_stderr_and_log_reach_the_unit_log() {
     let unit = f.unit("app/0");
     script(&unit, &["print to stdout", "eprint to stderr", "status blocked need a relation"]);
     f.run(&unit, HookKind::Install).await.result.unwrap();
-    let logs: Vec<(LogLevel, String)> = f.events
+    let logs: Vec<(LogLevel, String)> = f
+        .events
         .events()
         .into_iter()
         .filter_map(|e| match e.kind {

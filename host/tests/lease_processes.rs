@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use charm_host::leadership::{Claimant, Clock, LeaseError, LeadershipStore, Release, MonotonicClock, SqliteStore, Timestamp, WriteError};
+use charm_host::leadership::{
+    Claimant, Clock, LeadershipStore, LeaseError, MonotonicClock, Release, SqliteStore, Timestamp, WriteError,
+};
 use charm_host::names::{AppName, UnitName};
 
 const WORKERS: u32 = 3;
@@ -38,9 +40,12 @@ async fn processes_sharing_one_file_never_lead_at_once_and_lose_no_write() {
             let line = ["TENURE", "WROTE"].iter().find_map(|m| line.find(m).map(|i| &line[i..])).unwrap_or("");
             let fields: Vec<&str> = line.split_whitespace().collect();
             match fields.as_slice() {
-                ["TENURE", unit, term, from, until] => {
-                    tenures.push((unit.to_string(), term.parse().unwrap(), from.parse().unwrap(), until.parse().unwrap()))
-                }
+                ["TENURE", unit, term, from, until] => tenures.push((
+                    unit.to_string(),
+                    term.parse().unwrap(),
+                    from.parse().unwrap(),
+                    until.parse().unwrap(),
+                )),
                 ["WROTE", version] => writes.push(version.parse().unwrap()),
                 _ => {}
             }
@@ -64,7 +69,9 @@ async fn processes_sharing_one_file_never_lead_at_once_and_lose_no_write() {
 /// This test binary, run again as a worker doing `mode`.
 fn worker(mode: &str) -> Command {
     let mut command = Command::new(std::env::current_exe().unwrap());
-    command.args(["--exact", "lease_worker", "--ignored", "--nocapture", "--test-threads=1"]).env("LEASE_WORKER_MODE", mode);
+    command
+        .args(["--exact", "lease_worker", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("LEASE_WORKER_MODE", mode);
     command
 }
 
@@ -89,7 +96,11 @@ async fn processes_creating_one_store_together_all_open_it() {
             .collect();
         for child in children {
             let output = child.wait_with_output().unwrap();
-            assert!(output.status.success(), "round {round}: a worker could not open the new store: {}", String::from_utf8_lossy(&output.stdout));
+            assert!(
+                output.status.success(),
+                "round {round}: a worker could not open the new store: {}",
+                String::from_utf8_lossy(&output.stdout)
+            );
         }
         let store = SqliteStore::open(&db).unwrap();
         assert_eq!(store.last_term(&AppName::new("app").unwrap()).await.unwrap(), 0);

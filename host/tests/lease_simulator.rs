@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use charm_host::leadership::etcd::{EtcdOptions, EtcdStore};
 use charm_host::leadership::simulation::{
     SimConfig, SimStats, StoreCopies, run_schedule, run_schedule_with_rollbacks, run_schedule_with_wipes,
 };
 use charm_host::leadership::sqlite::{Durability, NewStore, OpenError, SqliteOptions};
-use charm_host::leadership::etcd::{EtcdOptions, EtcdStore};
 use charm_host::leadership::{LeadershipStore, ManualClock, MemoryStore, SqliteStore};
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -103,7 +103,9 @@ impl StoreCopies for FileCopies {
     fn take(&mut self) -> Result<(), String> {
         let _ = std::fs::remove_file(&self.copy);
         let connection = rusqlite::Connection::open(&self.path).map_err(|e| e.to_string())?;
-        connection.execute("VACUUM INTO ?1", [self.copy.to_string_lossy()]).map_err(|e| format!("copy the store: {e}"))?;
+        connection
+            .execute("VACUUM INTO ?1", [self.copy.to_string_lossy()])
+            .map_err(|e| format!("copy the store: {e}"))?;
         Ok(())
     }
 
@@ -130,7 +132,9 @@ impl StoreCopies for FileCopies {
             Err(err) => return Err(format!("accepting the copy: {err}")),
             Ok(store) => return Ok(Arc::new(store)),
         }
-        SqliteStore::open_with(&self.path, clock.clone(), accepting).map(|s| Arc::new(s) as _).map_err(|e| e.to_string())
+        SqliteStore::open_with(&self.path, clock.clone(), accepting)
+            .map(|s| Arc::new(s) as _)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -198,7 +202,9 @@ async fn etcd_store_survives_real_time_schedules() {
         let store: Arc<dyn LeadershipStore> = Arc::new(EtcdStore::connect(&options).await.unwrap());
         let mut open = |_: &Arc<ManualClock>| store.clone();
         total += run_schedule(seed, &config, &mut open).await.unwrap_or_else(|failure| {
-            panic!("{failure}\nreplay: LEASE_SIM_SEED={seed} LEASE_SIM_SCHEDULES=1 cargo test --test lease_simulator etcd")
+            panic!(
+                "{failure}\nreplay: LEASE_SIM_SEED={seed} LEASE_SIM_SCHEDULES=1 cargo test --test lease_simulator etcd"
+            )
         });
     }
     report("etcd", count, total, start.elapsed());

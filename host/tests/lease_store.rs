@@ -14,8 +14,8 @@ use support::{app_name as app, claimant, group, other_incarnation, unit_name as 
 use charm_host::leadership::etcd::{EtcdOptions, EtcdStore};
 use charm_host::leadership::sqlite::SqliteOptions;
 use charm_host::leadership::{
-    Clock, HISTORY_LIMIT, LeaseError, LostRenewals, LeadershipStore, LeadershipToken, ManualClock, MemoryStore, Release, TenureEnd, SqliteStore, StoreFailure, WriteError,
-    wait_until_released,
+    Clock, HISTORY_LIMIT, LeadershipStore, LeadershipToken, LeaseError, LostRenewals, ManualClock, MemoryStore,
+    Release, SqliteStore, StoreFailure, TenureEnd, WriteError, wait_until_released,
 };
 use charm_host::names::UnitName;
 
@@ -50,7 +50,8 @@ fn sqlite() -> Subject {
 
 async fn real_etcd() -> Subject {
     let cluster = etcd::EtcdCluster::start(1);
-    let store = EtcdStore::connect(&support::unused_prefix(EtcdOptions::from_url(&cluster.url()).unwrap())).await.unwrap();
+    let store =
+        EtcdStore::connect(&support::unused_prefix(EtcdOptions::from_url(&cluster.url()).unwrap())).await.unwrap();
     Subject { store: Arc::new(store), clock: Arc::new(ManualClock::default()), _dir: None, _etcd: Some(cluster) }
 }
 
@@ -117,7 +118,11 @@ async fn the_history_records_each_tenure_and_how_it_ended(s: Subject) {
     s.store.revoke(&claimant("a/1"), Release::Stop).await.unwrap(); // nothing held: no change
     s.store.claim(&claimant("a/2"), LEASE).await.unwrap();
     s.store.claim(&claimant("b/0"), LEASE).await.unwrap();
-    let expected = [(3, "a/2".to_owned(), None), (2, "a/1".into(), Some(TenureEnd::Handover)), (1, "a/0".into(), Some(TenureEnd::StepDown))];
+    let expected = [
+        (3, "a/2".to_owned(), None),
+        (2, "a/1".into(), Some(TenureEnd::Handover)),
+        (1, "a/0".into(), Some(TenureEnd::StepDown)),
+    ];
     assert_eq!(ends(&s, "a").await, expected, "an extension is no new tenure");
     // Times run forward: each tenure ends no earlier than it started, and before the next.
     let history = s.store.history(Some(&app("a")), 100).await.unwrap();
@@ -127,12 +132,21 @@ async fn the_history_records_each_tenure_and_how_it_ended(s: Subject) {
         assert!(older.started <= ended && ended <= newer.started, "{history:?}");
     }
     // Lost renewals rewrite only an expiry.
-    assert_eq!(s.store.mark_lost_renewals(&unit("a/0"), 1).await.unwrap(), LostRenewals::NotApplicable, "it stepped down");
+    assert_eq!(
+        s.store.mark_lost_renewals(&unit("a/0"), 1).await.unwrap(),
+        LostRenewals::NotApplicable,
+        "it stepped down"
+    );
     assert_eq!(s.store.mark_lost_renewals(&unit("a/2"), 3).await.unwrap(), LostRenewals::StillOpen);
-    assert_eq!(s.store.mark_lost_renewals(&unit("a/0"), 3).await.unwrap(), LostRenewals::NotApplicable, "not its tenure");
+    assert_eq!(
+        s.store.mark_lost_renewals(&unit("a/0"), 3).await.unwrap(),
+        LostRenewals::NotApplicable,
+        "not its tenure"
+    );
     assert_eq!(ends(&s, "a").await, expected);
     // Every application, newest first in each, at most the limit of each.
-    let latest: Vec<_> = s.store.history(None, 1).await.unwrap().into_iter().map(|t| (t.unit.to_string(), t.term)).collect();
+    let latest: Vec<_> =
+        s.store.history(None, 1).await.unwrap().into_iter().map(|t| (t.unit.to_string(), t.term)).collect();
     assert_eq!(latest, [("a/2".to_owned(), 3), ("b/0".to_owned(), 1)]);
     s.store.revoke(&claimant("a/2"), Release::Stop).await.unwrap();
     assert_eq!(ends(&s, "a").await[0], (3, "a/2".to_owned(), Some(TenureEnd::Stop)));
@@ -161,7 +175,11 @@ async fn an_expired_tenure_ends_at_its_expiry(s: Subject) {
     assert_eq!(history[1].how, Some(TenureEnd::Expired));
     assert_eq!(history[1].ended, Some(s.clock.wall_time(expires)), "at its expiry, on the wall");
     assert_eq!(history[0].started, s.clock.wall_time(s.clock.now()));
-    assert_eq!(history[0].started.duration_since(history[1].ended.unwrap()).unwrap(), SECOND, "the gap without a leader");
+    assert_eq!(
+        history[0].started.duration_since(history[1].ended.unwrap()).unwrap(),
+        SECOND,
+        "the gap without a leader"
+    );
     assert_eq!(s.store.mark_lost_renewals(&unit("a/1"), 1).await.unwrap(), LostRenewals::NotApplicable);
     assert_eq!(ends(&s, "a").await[1].2, Some(TenureEnd::Expired), "only its holder says why");
     assert_eq!(s.store.mark_lost_renewals(&unit("a/0"), 1).await.unwrap(), LostRenewals::Marked);
@@ -169,7 +187,10 @@ async fn an_expired_tenure_ends_at_its_expiry(s: Subject) {
     // The same unit after its own expiry: a new tenure, the old one expired.
     s.clock.advance(LEASE + SECOND);
     s.store.claim(&claimant("a/1"), LEASE).await.unwrap();
-    assert_eq!(ends(&s, "a").await[..2], [(3, "a/1".to_owned(), None), (2, "a/1".to_owned(), Some(TenureEnd::Expired))]);
+    assert_eq!(
+        ends(&s, "a").await[..2],
+        [(3, "a/1".to_owned(), None), (2, "a/1".to_owned(), Some(TenureEnd::Expired))]
+    );
 }
 
 async fn a_reservation_directs_the_next_grant(s: Subject) {
@@ -181,7 +202,10 @@ async fn a_reservation_directs_the_next_grant(s: Subject) {
         Err(LeaseError::Reserved { unit: reserved, .. }) => assert_eq!(reserved, unit("a/2")),
         other => panic!("a free lease reserved for a/2 went to a/1: {other:?}"),
     }
-    assert!(matches!(s.store.claim(&claimant("a/0"), LEASE).await, Err(LeaseError::Reserved { .. })), "nor back to a/0");
+    assert!(
+        matches!(s.store.claim(&claimant("a/0"), LEASE).await, Err(LeaseError::Reserved { .. })),
+        "nor back to a/0"
+    );
     assert_eq!(s.store.claim(&claimant("a/2"), LEASE).await.unwrap().term, 2);
     s.store.revoke(&claimant("a/2"), Release::StepDown).await.unwrap();
     assert_eq!(s.store.claim(&claimant("a/1"), LEASE).await.unwrap().term, 3, "granted once, the reservation is spent");
@@ -216,7 +240,10 @@ async fn claim_extend_and_deny(s: Subject) {
 async fn expiry_is_exact(s: Subject) {
     let claim = s.store.claim(&claimant("a/0"), LEASE).await.unwrap();
     s.clock.advance(LEASE - Duration::from_nanos(1));
-    assert!(matches!(s.store.claim(&claimant("a/1"), LEASE).await, Err(LeaseError::Denied { .. })), "1 ns before expiry");
+    assert!(
+        matches!(s.store.claim(&claimant("a/1"), LEASE).await, Err(LeaseError::Denied { .. })),
+        "1 ns before expiry"
+    );
     assert!(s.store.lease(&app("a")).await.unwrap().is_some());
     s.clock.advance(Duration::from_nanos(1));
     assert_eq!(s.clock.now(), claim.valid_until);
@@ -253,8 +280,14 @@ async fn another_incarnation_of_a_unit_is_kept_out(s: Subject) {
     s.store.revoke(&first, Release::Stop).await.unwrap();
     let next = s.store.claim(&second, LEASE).await.unwrap();
     assert_eq!(next.term, term + 1, "once given up, a new tenure for the other incarnation");
-    assert!(matches!(s.store.claim(&first, LEASE).await, Err(LeaseError::OtherIncarnation { .. })), "and now the first waits");
-    assert!(matches!(s.store.write_settings(&first, term, &group(&[("k", "w")])).await, Err(WriteError::NotLeader { .. })));
+    assert!(
+        matches!(s.store.claim(&first, LEASE).await, Err(LeaseError::OtherIncarnation { .. })),
+        "and now the first waits"
+    );
+    assert!(matches!(
+        s.store.write_settings(&first, term, &group(&[("k", "w")])).await,
+        Err(WriteError::NotLeader { .. })
+    ));
     assert_eq!(s.store.read_settings(&app("a")).await.unwrap().values.get("k").map(String::as_str), Some("v"));
 }
 
@@ -265,7 +298,10 @@ async fn another_incarnation_waits_the_tenure_out(s: Subject) {
     let second = other_incarnation("a/0");
     let claim = s.store.claim(&first, LEASE).await.unwrap();
     s.clock.advance(LEASE - SECOND);
-    assert!(matches!(s.store.claim(&second, LEASE).await, Err(LeaseError::OtherIncarnation { .. })), "a second before expiry");
+    assert!(
+        matches!(s.store.claim(&second, LEASE).await, Err(LeaseError::OtherIncarnation { .. })),
+        "a second before expiry"
+    );
     s.clock.advance(SECOND);
     assert!(s.clock.now() >= claim.valid_until);
     let next = s.store.claim(&second, LEASE).await.unwrap();
@@ -295,7 +331,10 @@ async fn pins_stop_expiry_until_the_last_unpin(s: Subject) {
         s.store.pin(&app("a"), "backup").await.unwrap();
         s.store.pin(&app("a"), "backup").await.unwrap(); // idempotent
         s.clock.advance(Duration::from_secs(3600));
-        assert!(matches!(s.store.claim(&claimant("a/1"), LEASE).await, Err(LeaseError::Denied { .. })), "pinned: no expiry");
+        assert!(
+            matches!(s.store.claim(&claimant("a/1"), LEASE).await, Err(LeaseError::Denied { .. })),
+            "pinned: no expiry"
+        );
         assert!(s.store.lease(&app("a")).await.unwrap().unwrap().pinned);
         s.store.unpin(&app("a"), order[0]).await.unwrap();
         assert!(s.store.lease(&app("a")).await.unwrap().is_some(), "one pin left");
@@ -342,7 +381,9 @@ async fn waiters_are_released_on_expiry_and_on_revoke(s: Subject) {
         (0..n)
             .map(|_| {
                 let store = s.store.clone();
-                tokio::spawn(async move { wait_until_released(store.as_ref(), &app("a"), std::future::pending()).await })
+                tokio::spawn(
+                    async move { wait_until_released(store.as_ref(), &app("a"), std::future::pending()).await },
+                )
             })
             .collect::<Vec<_>>()
     };
@@ -556,16 +597,27 @@ async fn sqlite_upgrades_a_version_1_file_keeping_its_leases_and_settings() {
 
     let store = SqliteStore::open_with(&path, clock.clone(), sqlite_options("boot-1")).unwrap();
     let lease = store.lease(&app("a")).await.unwrap().unwrap();
-    assert_eq!((lease.term, lease.incarnation), (claim.term, None), "the lease survives the upgrade, of no incarnation");
+    assert_eq!(
+        (lease.term, lease.incarnation),
+        (claim.term, None),
+        "the lease survives the upgrade, of no incarnation"
+    );
     assert_eq!(store.read_settings(&app("a")).await.unwrap().values.get("k").map(String::as_str), Some("v"));
     // Which agent held it is not known: no incarnation extends or gives it up; it runs out.
-    assert!(matches!(store.claim(&claimant("a/0"), LEASE).await, Err(LeaseError::OtherIncarnation { holder: None, .. })));
+    assert!(matches!(
+        store.claim(&claimant("a/0"), LEASE).await,
+        Err(LeaseError::OtherIncarnation { holder: None, .. })
+    ));
     assert!(matches!(store.revoke(&claimant("a/0"), Release::StepDown).await, Err(LeaseError::NotHeld { .. })));
     store.reserve(&unit("a/2"), 2 * LEASE).await.unwrap();
     clock.advance(LEASE);
-    assert!(matches!(store.claim(&claimant("a/1"), LEASE).await, Err(LeaseError::Reserved { .. })), "reservations work after it");
+    assert!(
+        matches!(store.claim(&claimant("a/1"), LEASE).await, Err(LeaseError::Reserved { .. })),
+        "reservations work after it"
+    );
     store.claim(&claimant("a/2"), LEASE).await.unwrap();
-    let history: Vec<_> = store.history(None, 10).await.unwrap().into_iter().map(|t| (t.unit.to_string(), t.term)).collect();
+    let history: Vec<_> =
+        store.history(None, 10).await.unwrap().into_iter().map(|t| (t.unit.to_string(), t.term)).collect();
     assert_eq!(history, [("a/2".to_owned(), 2)], "the history starts with the upgrade");
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();

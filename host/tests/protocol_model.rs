@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use charm_host::leadership::sqlite::{Durability, NewStore, SqliteOptions};
 use charm_host::leadership::{
-    Claimant, Clock, LeaseError, LeadershipStore, ManualClock, MemoryStore, Release, SqliteStore, StoreFailure, WriteError,
+    Claimant, Clock, LeadershipStore, LeaseError, ManualClock, MemoryStore, Release, SqliteStore, StoreFailure,
+    WriteError,
 };
 use charm_host::names::{AppName, UnitName};
 use leadership_model::model::{self, Action, Life, Reply, Request, State};
@@ -102,7 +103,8 @@ struct Sqlite {
 
 impl Sqlite {
     fn new(dir: &std::path::Path, seed: u64) -> Self {
-        let options = SqliteOptions { durability: Durability::Normal, boot_id: Some("model".into()), ..SqliteOptions::default() };
+        let options =
+            SqliteOptions { durability: Durability::Normal, boot_id: Some("model".into()), ..SqliteOptions::default() };
         Self { path: dir.join(format!("walk-{seed}.db")), copy: dir.join(format!("copy-{seed}.db")), options }
     }
 }
@@ -133,7 +135,10 @@ impl Backend for Sqlite {
             let _ = std::fs::remove_file(PathBuf::from(log));
         }
         let options = SqliteOptions { accept_moved: Some(wait), ..self.options.clone() };
-        Arc::new(SqliteStore::open_with(&self.path, clock.clone(), options).unwrap_or_else(|err| panic!("accepting the copy: {err}")))
+        Arc::new(
+            SqliteStore::open_with(&self.path, clock.clone(), options)
+                .unwrap_or_else(|err| panic!("accepting the copy: {err}")),
+        )
     }
 }
 
@@ -153,9 +158,12 @@ struct Real {
 fn claim_reply(result: Result<charm_host::leadership::Claim, LeaseError>) -> Result<Reply, String> {
     match result {
         Ok(claim) => Ok(Reply::Granted { term: claim.term as u8, age: 0 }),
-        Err(LeaseError::Denied { .. } | LeaseError::OtherIncarnation { .. } | LeaseError::NewStore { .. } | LeaseError::Reserved { .. }) => {
-            Ok(Reply::Denied)
-        }
+        Err(
+            LeaseError::Denied { .. }
+            | LeaseError::OtherIncarnation { .. }
+            | LeaseError::NewStore { .. }
+            | LeaseError::Reserved { .. },
+        ) => Ok(Reply::Denied),
         Err(LeaseError::Store(err)) if err.kind() == StoreFailure::Replaced => Ok(Reply::Replaced),
         Err(other) => Err(format!("claim failed: {other}")),
     }
@@ -193,7 +201,9 @@ impl Real {
             Action::PutBack => self.current = self.backend.put_back(&self.clock, wait),
             Action::Pin => self.current.pin(&app(), "upgrade").await.map_err(|e| format!("pin: {e}"))?,
             Action::Unpin => self.current.unpin(&app(), "upgrade").await.map_err(|e| format!("unpin: {e}"))?,
-            Action::Elect(number) => self.current.reserve(&unit(number), LEASE).await.map_err(|e| format!("reserve: {e}"))?,
+            Action::Elect(number) => {
+                self.current.reserve(&unit(number), LEASE).await.map_err(|e| format!("reserve: {e}"))?
+            }
             Action::Apply(i) => {
                 let store = self.stores[i].clone().ok_or("an agent that never started sent a request")?;
                 let claimant = &self.claimants[i];
@@ -228,8 +238,11 @@ impl Real {
         let lease = self.current.lease(&app()).await.map_err(|e| format!("reading the lease: {e}"))?;
         // On etcd a lease lasts until the server ends it (the model's sweep), past its promise.
         let real_time = self.backend.real_time();
-        let Some(lease) = lease.filter(|l| real_time || l.pinned || l.expires > self.clock.now()) else { return Ok(None) };
-        let incarnation = self.claimants.iter().position(|c| Some(c.id()) == lease.incarnation).ok_or("a lease of no incarnation")?;
+        let Some(lease) = lease.filter(|l| real_time || l.pinned || l.expires > self.clock.now()) else {
+            return Ok(None);
+        };
+        let incarnation =
+            self.claimants.iter().position(|c| Some(c.id()) == lease.incarnation).ok_or("a lease of no incarnation")?;
         Ok(Some((lease.holder.number() as u8, incarnation as u8, lease.term as u8)))
     }
 }
@@ -283,7 +296,8 @@ async fn walk(model: &LeadershipModel, seed: u64, backend: Box<dyn Backend>, see
             break;
         }
         trail.push(model.format_action(&action));
-        let diverged = |what: String, trail: &[String]| format!("seed {seed}: {what}\nafter:\n  {}", trail.join("\n  "));
+        let diverged =
+            |what: String, trail: &[String]| format!("seed {seed}: {what}\nafter:\n  {}", trail.join("\n  "));
         let decided = real.step(&state, action).await.map_err(|e| diverged(e, &trail))?;
         if matches!(action, Action::Wipe | Action::PutBack) {
             seen.faults += 1;
@@ -301,11 +315,19 @@ async fn walk(model: &LeadershipModel, seed: u64, backend: Box<dyn Backend>, see
                 && !same(expected, real_reply)
             {
                 // On etcd, the server may have ended the expired lease just before it decided.
-                let swept = model.next_state(&state, Action::Sweep).filter(|_| model.scenario.etcd && state.store.left == 0);
-                let after_sweep = swept.as_ref().and_then(|swept| Some((model.next_state(swept, action)?, decided_by_model(model, swept, i)?)));
+                let swept =
+                    model.next_state(&state, Action::Sweep).filter(|_| model.scenario.etcd && state.store.left == 0);
+                let after_sweep = swept
+                    .as_ref()
+                    .and_then(|swept| Some((model.next_state(swept, action)?, decided_by_model(model, swept, i)?)));
                 match after_sweep {
                     Some((swept_next, reply)) if same(reply, real_reply) => next = swept_next,
-                    _ => return Err(diverged(format!("the store answered {real_reply:?}, the model {expected:?}"), &trail)),
+                    _ => {
+                        return Err(diverged(
+                            format!("the store answered {real_reply:?}, the model {expected:?}"),
+                            &trail,
+                        ));
+                    }
                 }
             }
         }
@@ -420,7 +442,8 @@ async fn tracker_walk(model: &LeadershipModel, seed: u64, seen: &mut Seen) -> Re
     let mut state = model.init_states().remove(0);
     let clock = Arc::new(ManualClock::default());
     let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::with_clock(clock.clone()));
-    let tracker = |unit: u8| Some(LeadershipTracker::for_claimant(Claimant::fresh(self::unit(unit)), store.clone(), window));
+    let tracker =
+        |unit: u8| Some(LeadershipTracker::for_claimant(Claimant::fresh(self::unit(unit)), store.clone(), window));
     let mut trackers: Vec<Option<LeadershipTracker>> =
         state.agents.iter().map(|a| if a.life == Life::Running { tracker(a.unit) } else { None }).collect();
     let mut trail = Vec::new();
@@ -438,7 +461,9 @@ async fn tracker_walk(model: &LeadershipModel, seed: u64, seen: &mut Seen) -> Re
         for step in &steps {
             next = model.next_state(&next, *step).ok_or("a step the model refused")?;
             // A reply that was a revoke of a resumed tenure: the tracker sends it at once too.
-            if let (Action::Deliver(i, _), Some(Request::Revoke { .. })) = (step, next.agents.get(step_agent(*step)).and_then(|a| a.request)) {
+            if let (Action::Deliver(i, _), Some(Request::Revoke { .. })) =
+                (step, next.agents.get(step_agent(*step)).and_then(|a| a.request))
+            {
                 next = model.next_state(&next, Action::Apply(*i)).ok_or("the revoke was refused")?;
                 next = model.next_state(&next, Action::Deliver(*i, model::WINDOW)).unwrap_or(next);
             }
@@ -447,7 +472,8 @@ async fn tracker_walk(model: &LeadershipModel, seed: u64, seen: &mut Seen) -> Re
             break;
         }
         trail.push(model.format_action(&action));
-        let diverged = |what: String, trail: &[String]| format!("seed {seed}: {what}\nafter:\n  {}", trail.join("\n  "));
+        let diverged =
+            |what: String, trail: &[String]| format!("seed {seed}: {what}\nafter:\n  {}", trail.join("\n  "));
         match action {
             Action::Tick => {
                 clock.advance(TICK);
@@ -494,10 +520,16 @@ async fn tracker_walk(model: &LeadershipModel, seed: u64, seen: &mut Seen) -> Re
             let at_deadline = tracker.guarantee_deadline().is_some_and(|d| d == clock.now());
             let leads = tracker.is_leader() == Ok(true);
             if !at_deadline && leads != agent.leads() {
-                return Err(diverged(format!("#{i}: the tracker says leader={leads}, the model {}", agent.leads()), &trail));
+                return Err(diverged(
+                    format!("#{i}: the tracker says leader={leads}, the model {}", agent.leads()),
+                    &trail,
+                ));
             }
             if agent.leads() && tracker.held_term() != agent.belief.map(|b| u64::from(b.term)) {
-                return Err(diverged(format!("#{i}: the tracker holds {:?}, the model {:?}", tracker.held_term(), agent.belief), &trail));
+                return Err(diverged(
+                    format!("#{i}: the tracker holds {:?}, the model {:?}", tracker.held_term(), agent.belief),
+                    &trail,
+                ));
             }
         }
         state = next;

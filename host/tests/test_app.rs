@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use charm_host::HookKind::*;
 use charm_host::EventKind;
+use charm_host::HookKind::*;
 use charm_host::events::WorkloadStatus;
 use charm_host::leadership::TenureEnd;
 use charm_host::testing::TestApp;
@@ -50,9 +50,16 @@ fn the_leader_crashes_and_the_successor_keeps_the_settings_across_two_expiries()
     // The history tells both crashes apart from the tenure still running; the timeline has
     // each crash, with the term the unit held.
     let history: Vec<_> = app.history().iter().map(|t| (t.unit.number() as usize, t.term, t.how)).collect();
-    assert_eq!(history, [(third, 3, None), (second, 2, Some(TenureEnd::Expired)), (first, 1, Some(TenureEnd::Expired))]);
-    let crashes: Vec<_> =
-        app.timeline().iter().filter(|e| e.event.kind == EventKind::Crashed).map(|e| (e.event.unit.number() as usize, e.event.term)).collect();
+    assert_eq!(
+        history,
+        [(third, 3, None), (second, 2, Some(TenureEnd::Expired)), (first, 1, Some(TenureEnd::Expired))]
+    );
+    let crashes: Vec<_> = app
+        .timeline()
+        .iter()
+        .filter(|e| e.event.kind == EventKind::Crashed)
+        .map(|e| (e.event.unit.number() as usize, e.event.term))
+        .collect();
     assert_eq!(crashes, [(first, Some(1)), (second, Some(2))]);
     assert!(app.elapsed() >= Duration::from_secs(240));
 
@@ -113,7 +120,10 @@ fn directed_handover_and_step_down() {
     let history = app.history();
     let ends: Vec<_> = history.iter().map(|t| (t.unit.number() as usize, t.how)).collect();
     assert_eq!(ends, [(next, None), (target, Some(TenureEnd::StepDown)), (first, Some(TenureEnd::Handover))]);
-    assert!(history.windows(2).all(|w| w[1].ended.is_some_and(|ended| ended <= w[0].started)), "one leader at a time: {history:?}");
+    assert!(
+        history.windows(2).all(|w| w[1].ended.is_some_and(|ended| ended <= w[0].started)),
+        "one leader at a time: {history:?}"
+    );
 }
 
 #[test]
@@ -128,9 +138,16 @@ fn the_timeline_is_json_lines_with_virtual_time() {
     assert!(lines.iter().any(|l| l["type"] == "hook" && l["hook"] == "leader-settings-changed" && l["at_ms"] == 1000));
     // Each event has its wall time (virtual: from 2026-01-01T00:00:00Z) and the unit's term.
     let elected = lines.iter().find(|l| l["type"] == "hook" && l["hook"] == "leader-elected").unwrap();
-    assert_eq!((&elected["at"], &elected["term"]), (&serde_json::json!("2026-01-01T00:00:00.000Z"), &serde_json::json!(1)));
+    assert_eq!(
+        (&elected["at"], &elected["term"]),
+        (&serde_json::json!("2026-01-01T00:00:00.000Z"), &serde_json::json!(1))
+    );
     let changed = lines.iter().find(|l| l["hook"] == "leader-settings-changed" && l["at_ms"] == 1000).unwrap();
-    assert_eq!((&changed["at"], &changed["term"]), (&serde_json::json!("2026-01-01T00:00:01.000Z"), &serde_json::Value::Null), "a minion");
+    assert_eq!(
+        (&changed["at"], &changed["term"]),
+        (&serde_json::json!("2026-01-01T00:00:01.000Z"), &serde_json::Value::Null),
+        "a minion"
+    );
     assert_eq!(app.settings()["extra"], "1");
 }
 
@@ -244,7 +261,8 @@ fn a_failing_exploration_names_its_seed_and_the_replay_command() {
     assert!(message.contains("replay: CHARM_TEST_SEED="), "{message}");
     assert!(message.contains("--exact a_failing_exploration_names_its_seed_and_the_replay_command"), "{message}");
     // The seed printed replays the same failure.
-    let seed: u64 = message.split("seed ").nth(1).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).unwrap();
+    let seed: u64 =
+        message.split("seed ").nth(1).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).unwrap();
     let steps = charm_host::testing::explore::schedule(seed, 3, 40);
     let mut app = builder.clone().build().unwrap();
     let failed_at = steps.iter().position(|step| {
@@ -284,7 +302,12 @@ fn a_hook_that_sleeps_past_its_deadline_overruns_it_in_virtual_time() {
     assert_eq!(app.hook_results(0).len(), 1, "the retry sleeps");
     app.advance(Duration::from_secs(30));
     assert!(matches!(app.hook_results(0).get(1), Some((Install, Ok(())))), "{:?}", app.hook_results(0));
-    let at: Vec<u128> = app.timeline().iter().filter(|e| matches!(e.event.kind, charm_host::EventKind::Hook { .. })).map(|e| e.at.as_millis()).collect();
+    let at: Vec<u128> = app
+        .timeline()
+        .iter()
+        .filter(|e| matches!(e.event.kind, charm_host::EventKind::Hook { .. }))
+        .map(|e| e.at.as_millis())
+        .collect();
     assert_eq!(at[..2], [60_000, 91_000], "the deadline at 60 s; the retry from 61 s slept 30 s");
     let line = results_line(&app, "time -> ");
     assert_eq!(line, format!("time -> {}", charm_host::testing::WALL_CLOCK_START.as_secs() + 91));

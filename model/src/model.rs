@@ -200,12 +200,38 @@ pub struct Scenario {
 impl Scenario {
     /// Two units, lossy network, writes, a step-down now and then.
     pub fn base(name: &'static str) -> Self {
-        Self { name, minion: true, third: None, fault: None, lossy: true, crash: false, clients: false, writes: true, fair: false, operator: false, etcd: false, recovery: RECOVERY }
+        Self {
+            name,
+            minion: true,
+            third: None,
+            fault: None,
+            lossy: true,
+            crash: false,
+            clients: false,
+            writes: true,
+            fair: false,
+            operator: false,
+            etcd: false,
+            recovery: RECOVERY,
+        }
     }
 
     /// Fair schedules with a crash, for liveness.
     pub fn fair(name: &'static str) -> Self {
-        Self { name, minion: true, third: None, fault: None, lossy: false, crash: true, clients: false, writes: false, fair: true, operator: false, etcd: false, recovery: RECOVERY }
+        Self {
+            name,
+            minion: true,
+            third: None,
+            fault: None,
+            lossy: false,
+            crash: true,
+            clients: false,
+            writes: false,
+            fair: true,
+            operator: false,
+            etcd: false,
+            recovery: RECOVERY,
+        }
     }
 }
 
@@ -237,7 +263,18 @@ pub struct Store {
 
 impl Store {
     fn new(id: u8, wait: Time) -> Self {
-        Self { id, holder: None, term: 0, left: 0, last_term: 0, version: 0, wait, overdue: 0, pinned: false, reserved: None }
+        Self {
+            id,
+            holder: None,
+            term: 0,
+            left: 0,
+            last_term: 0,
+            version: 0,
+            wait,
+            overdue: 0,
+            pinned: false,
+            reserved: None,
+        }
     }
 }
 
@@ -529,7 +566,9 @@ impl LeadershipModel {
     fn held_by(&self, state: &State, i: usize) -> bool {
         let agent = &state.agents[i];
         match state.store.holder {
-            Some((unit, incarnation)) if unit == agent.unit => !self.has(Safeguard::Incarnations) || incarnation == i as u8,
+            Some((unit, incarnation)) if unit == agent.unit => {
+                !self.has(Safeguard::Incarnations) || incarnation == i as u8
+            }
             _ => false,
         }
     }
@@ -540,7 +579,10 @@ impl LeadershipModel {
         let Some((unit, incarnation)) = state.store.holder else { return false };
         let agent = &state.agents[i];
         let holder = &state.agents[usize::from(incarnation)];
-        unit == agent.unit && usize::from(incarnation) != i && holder.machine == agent.machine && holder.life == Life::Crashed
+        unit == agent.unit
+            && usize::from(incarnation) != i
+            && holder.machine == agent.machine
+            && holder.life == Life::Crashed
     }
 
     /// The store decides agent `i`'s request, in one atomic step.
@@ -562,12 +604,19 @@ impl LeadershipModel {
                 state.store.holder = holder;
                 Reply::Granted { term: state.store.term, age }
             }
-            Request::Claim { .. } if live && !(self.has(Safeguard::Incarnations) && self.predecessor_gone(state, i)) => Reply::Denied,
+            Request::Claim { .. }
+                if live && !(self.has(Safeguard::Incarnations) && self.predecessor_gone(state, i)) =>
+            {
+                Reply::Denied
+            }
             Request::Claim { .. } if state.store.wait > 0 => Reply::Denied,
-            Request::Claim { .. } if state.store.reserved.is_some_and(|(unit, _)| unit != state.agents[i].unit) => Reply::Denied,
+            Request::Claim { .. } if state.store.reserved.is_some_and(|(unit, _)| unit != state.agents[i].unit) => {
+                Reply::Denied
+            }
             Request::Claim { age } => {
                 let store = &mut state.store;
-                let term = if self.mutated(Mutation::TermNotRaised) { store.last_term.max(1) } else { store.last_term + 1 };
+                let term =
+                    if self.mutated(Mutation::TermNotRaised) { store.last_term.max(1) } else { store.last_term + 1 };
                 if term <= state.ghost.granted {
                     state.ghost.term_went_back = true;
                 }
@@ -908,7 +957,9 @@ impl Model for LeadershipModel {
             }),
             Property::always(TERMS_ONLY_GO_UP, |_, s: &State| !s.ghost.term_went_back),
             Property::always(WRITES_ARE_FENCED, |_, s: &State| !s.ghost.stale_write),
-            Property::always(DEPOSED_BEFORE_ANOTHER_LEADS, |_, s: &State| s.agents.iter().filter(|a| a.services).count() <= 1),
+            Property::always(DEPOSED_BEFORE_ANOTHER_LEADS, |_, s: &State| {
+                s.agents.iter().filter(|a| a.services).count() <= 1
+            }),
             Property::always(NO_ACKNOWLEDGED_WRITE_LOST, |_, s: &State| !s.ghost.lost_write),
             Property::always(DEPOSED_TENURE_NEVER_RESUMED, |_, s: &State| {
                 s.agents.iter().all(|a| a.belief.is_none_or(|b| b.term != a.deposed))
@@ -937,7 +988,13 @@ impl fmt::Display for Scenario {
         if let Some(fault) = self.fault {
             write!(f, "; store fault: {fault:?}")?;
         }
-        for (on, what) in [(self.lossy, "lossy"), (self.crash, "crash"), (self.clients, "clients"), (self.writes, "writes"), (self.fair, "fair")] {
+        for (on, what) in [
+            (self.lossy, "lossy"),
+            (self.crash, "crash"),
+            (self.clients, "clients"),
+            (self.writes, "writes"),
+            (self.fair, "fair"),
+        ] {
             if on {
                 write!(f, "; {what}")?;
             }

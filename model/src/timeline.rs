@@ -17,7 +17,9 @@ pub fn describe(action: &Action) -> String {
         Action::Apply(i) => format!("the store decides {}'s request", who(i)),
         Action::LoseRequest(i) => format!("the network loses {}'s request", who(i)),
         Action::LoseReply(i) => format!("the reply to {} is lost (or it gave up waiting)", who(i)),
-        Action::Deliver(i, window) => format!("{} hears the store's reply (its window lasts {window} ticks of real time)", who(i)),
+        Action::Deliver(i, window) => {
+            format!("{} hears the store's reply (its window lasts {window} ticks of real time)", who(i))
+        }
         Action::Ask(i) => format!("a client asks {} is-leader", who(i)),
         Action::Use(i) => format!("{}'s answer reaches the client, which acts on it", who(i)),
         Action::Crash(i) => format!("{} is killed (SIGKILL)", who(i)),
@@ -61,7 +63,11 @@ fn agents(state: &State) -> String {
     }
     let store = &state.store;
     let holder = store.holder.map_or("none".to_owned(), |(unit, inc)| format!("a/{unit} (#{inc})"));
-    let _ = write!(line, "  | store {}: holder {holder} term {} expires in {} v{}", store.id, store.term, store.left, store.version);
+    let _ = write!(
+        line,
+        "  | store {}: holder {holder} term {} expires in {} v{}",
+        store.id, store.term, store.left, store.version
+    );
     if store.pinned {
         line.push_str(" pinned");
     }
@@ -73,7 +79,11 @@ fn agents(state: &State) -> String {
 
 /// The path as a timeline.
 pub fn timeline(model: &LeadershipModel, path: &Path<State, Action>) -> String {
-    let mut out = format!("{} under {}\n", if model.protocol == crate::Protocol::current() { "the current protocol" } else { "a weakened protocol" }, model.scenario);
+    let mut out = format!(
+        "{} under {}\n",
+        if model.protocol == crate::Protocol::current() { "the current protocol" } else { "a weakened protocol" },
+        model.scenario
+    );
     if let Some(mutation) = model.mutation {
         let _ = writeln!(out, "with the lease rule broken: {mutation:?}");
     }

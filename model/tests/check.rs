@@ -102,7 +102,11 @@ fn assert_breaks(model: &LeadershipModel, property: &'static str) {
     let broken = check(model, HasDiscoveries::AnyOf([property].into_iter().collect()));
     match broken.iter().find(|(name, _)| *name == property) {
         Some((_, timeline)) => eprintln!("counterexample for \"{property}\":\n{timeline}"),
-        None => panic!("no counterexample for \"{property}\" under {} (broken: {:?})", model.scenario, broken.iter().map(|b| b.0).collect::<Vec<_>>()),
+        None => panic!(
+            "no counterexample for \"{property}\" under {} (broken: {:?})",
+            model.scenario,
+            broken.iter().map(|b| b.0).collect::<Vec<_>>()
+        ),
     }
 }
 
@@ -117,14 +121,20 @@ fn the_current_protocol_keeps_every_property() {
 fn before_incarnations_a_clone_leads_beside_its_original() {
     let clone = clone();
     assert_breaks(&LeadershipModel::new(Protocol::before_incarnations(), clone.clone()), model::AT_MOST_ONE_LEADER);
-    assert_breaks(&LeadershipModel::new(Protocol::current().without(Safeguard::Incarnations), clone), model::AT_MOST_ONE_LEADER);
+    assert_breaks(
+        &LeadershipModel::new(Protocol::current().without(Safeguard::Incarnations), clone),
+        model::AT_MOST_ONE_LEADER,
+    );
 }
 
 #[test]
 fn without_store_identity_a_wiped_store_gives_two_leaders() {
     let wipe = wipe();
     assert_breaks(&LeadershipModel::new(Protocol::before_incarnations(), wipe.clone()), model::AT_MOST_ONE_LEADER);
-    assert_breaks(&LeadershipModel::new(Protocol::current().without(Safeguard::StoreIdentity), wipe), model::AT_MOST_ONE_LEADER);
+    assert_breaks(
+        &LeadershipModel::new(Protocol::current().without(Safeguard::StoreIdentity), wipe),
+        model::AT_MOST_ONE_LEADER,
+    );
 }
 
 #[test]
@@ -147,13 +157,19 @@ fn without_a_fresh_term_a_deposed_tenure_is_resumed() {
 #[test]
 fn a_late_claim_answer_that_counts_runs_services_on_two_units() {
     let lossy = Scenario::base("two units, lossy network");
-    assert_breaks(&LeadershipModel::new(Protocol::current().without(Safeguard::LateClaimsIgnored), lossy), model::DEPOSED_BEFORE_ANOTHER_LEADS);
+    assert_breaks(
+        &LeadershipModel::new(Protocol::current().without(Safeguard::LateClaimsIgnored), lossy),
+        model::DEPOSED_BEFORE_ANOTHER_LEADS,
+    );
 }
 
 #[test]
 fn an_answer_without_its_deadline_is_used_stale() {
     let clients = scenario("two units, clients", |s| s.clients = true);
-    assert_breaks(&LeadershipModel::new(Protocol::current().without(Safeguard::AnswersCarryDeadline), clients), model::AT_MOST_ONE_LEADER);
+    assert_breaks(
+        &LeadershipModel::new(Protocol::current().without(Safeguard::AnswersCarryDeadline), clients),
+        model::AT_MOST_ONE_LEADER,
+    );
 }
 
 #[test]
@@ -185,8 +201,11 @@ fn a_unit_leads_again_no_sooner_than_a_lease_after_a_crash() {
 #[test]
 fn every_broken_lease_rule_is_caught() {
     for mutation in Mutation::ALL {
-        let model = LeadershipModel::new(Protocol::current(), scenario("two units, lossy network, clients", |s| s.clients = true))
-            .with_mutation(mutation);
+        let model = LeadershipModel::new(
+            Protocol::current(),
+            scenario("two units, lossy network, clients", |s| s.clients = true),
+        )
+        .with_mutation(mutation);
         let broken = check(&model, HasDiscoveries::AnyFailures);
         let Some((name, timeline)) = broken.first() else { panic!("the broken rule {mutation:?} went unnoticed") };
         eprintln!("{mutation:?} breaks \"{name}\":\n{timeline}");

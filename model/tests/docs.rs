@@ -7,7 +7,8 @@ use leadership_model::model::PROPERTIES;
 #[test]
 fn the_protocol_page_names_every_property_and_safeguard() {
     let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/protocol.md")).unwrap();
-    let mut missing: Vec<String> = PROPERTIES.iter().filter(|name| !page.contains(&format!("`{name}`"))).map(|n| n.to_string()).collect();
+    let mut missing: Vec<String> =
+        PROPERTIES.iter().filter(|name| !page.contains(&format!("`{name}`"))).map(|n| n.to_string()).collect();
     for safeguard in Safeguard::ALL {
         let name = format!("`{safeguard:?}`");
         if !page.contains(&name) {

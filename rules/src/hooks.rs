@@ -51,10 +51,7 @@ impl fmt::Display for HookKind {
 impl FromStr for HookKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        HookKind::ALL
-            .into_iter()
-            .find(|h| h.name() == s)
-            .ok_or_else(|| format!("unknown hook {s:?}"))
+        HookKind::ALL.into_iter().find(|h| h.name() == s).ok_or_else(|| format!("unknown hook {s:?}"))
     }
 }
 

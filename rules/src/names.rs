@@ -157,8 +157,20 @@ mod tests {
 
     #[test]
     fn rejects_malformed_names() {
-        for bad in ["", "app", "app/", "/0", "App/0", "app/01", "app/-1", "app/x", "1app/0",
-            "app-/0", "app/0/1", "app/99999999999"] {
+        for bad in [
+            "",
+            "app",
+            "app/",
+            "/0",
+            "App/0",
+            "app/01",
+            "app/-1",
+            "app/x",
+            "1app/0",
+            "app-/0",
+            "app/0/1",
+            "app/99999999999",
+        ] {
             assert!(UnitName::new(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(AppName::new(&"a".repeat(64)).is_err());

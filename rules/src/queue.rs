@@ -201,7 +201,8 @@ impl HookQueue {
             self.settings = true;
         } else if !was_known {
             // First news after (re)start: tell the minion unless it saw these settings before.
-            self.settings = self.settings_version.is_none() || self.settings_version != self.local.settings_version_seen;
+            self.settings =
+                self.settings_version.is_none() || self.settings_version != self.local.settings_version_seen;
         }
     }
 
@@ -390,7 +391,10 @@ mod tests {
     #[test]
     fn failed_hooks_retry_with_capped_backoff() {
         let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(4)).unwrap();
-        assert!(Backoff::new(Duration::ZERO, Duration::from_secs(4)).is_err(), "a zero first delay would retry in a loop");
+        assert!(
+            Backoff::new(Duration::ZERO, Duration::from_secs(4)).is_err(),
+            "a zero first delay would retry in a loop"
+        );
         assert!(Backoff::new(Duration::from_secs(2), Duration::from_secs(1)).is_err(), "a cap below the first delay");
         let mut q = HookQueue::new(LocalState::default(), backoff);
         q.on_settings(0);

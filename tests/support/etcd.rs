@@ -34,19 +34,61 @@ impl TestCertificates {
     pub fn generate() -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
         let run = |args: &[&str]| {
-            let out = Command::new("openssl").args(args).current_dir(dir.path()).output().expect("openssl (scripts/setup installs it)");
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("openssl (scripts/setup installs it)");
             assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         };
-        run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca"]);
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-ca",
+        ]);
         for (name, ext) in [
             ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"),
             ("client", "extendedKeyUsage=clientAuth\n"),
         ] {
             std::fs::write(dir.path().join(format!("{name}.ext")), ext).unwrap();
-            run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr"), "-subj", &format!("/CN={name}")]);
             run(&[
-                "x509", "-req", "-in", &format!("{name}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", &format!("{name}.pem"), "-days", "2", "-extfile", &format!("{name}.ext"),
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
             ]);
         }
         Self { dir }
@@ -128,7 +170,11 @@ impl EtcdCluster {
     }
 
     fn initial_cluster(&self) -> String {
-        self.members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port)).collect::<Vec<_>>().join(",")
+        self.members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     fn spawn(&mut self, i: usize, state: &str) {
@@ -156,7 +202,12 @@ impl EtcdCluster {
             .args(["--initial-cluster", &initial, "--initial-cluster-state", state])
             .args(["--initial-cluster-token", &self.token])
             .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
-            .args(["--logger", "zap", "--log-level", &std::env::var("TEST_ETCD_LOG_LEVEL").unwrap_or_else(|_| "error".into())])
+            .args([
+                "--logger",
+                "zap",
+                "--log-level",
+                &std::env::var("TEST_ETCD_LOG_LEVEL").unwrap_or_else(|_| "error".into()),
+            ])
             .stdout(Stdio::null())
             .stderr(member_log(&self.dir, &self.token, &member.name))
             .spawn()
@@ -203,7 +254,11 @@ impl EtcdCluster {
 
     /// Waits (up to 30 s) until every running member is healthy.
     pub fn wait_healthy(&self) {
-        assert!(self.healthy_within(Duration::from_secs(30)), "etcd did not become healthy within 30 s:\n{}", self.logs());
+        assert!(
+            self.healthy_within(Duration::from_secs(30)),
+            "etcd did not become healthy within 30 s:\n{}",
+            self.logs()
+        );
     }
 
     /// Whether every running member is healthy within `limit`.
@@ -227,7 +282,11 @@ impl EtcdCluster {
             .iter()
             .map(|m| {
                 let log = std::fs::read_to_string(self.dir.path().join(format!("{}.log", m.name))).unwrap_or_default();
-                format!("--- {}\n{}", m.name, log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"))
+                format!(
+                    "--- {}\n{}",
+                    m.name,
+                    log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
             })
             .collect::<Vec<_>>()
             .join("\n")

@@ -9,13 +9,14 @@ use http_body_util::BodyExt as _;
 /// OpenMetrics text format; an error says what went wrong.
 pub async fn scrape(url: &str) -> Result<String, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-    let client =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<http_body_util::Empty<hyper::body::Bytes>>();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<hyper::body::Bytes>>();
     let response = client.get(uri).await.map_err(|e| format!("{url}: {e}"))?;
     if response.status() != 200 {
         return Err(format!("{url}: {}", response.status()));
     }
-    let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     if !content_type.starts_with("application/openmetrics-text") {
         return Err(format!("{url}: content type {content_type}"));
     }

@@ -175,7 +175,6 @@ pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-
 /// Waits (up to a minute) for `check`.
 pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     for _ in 0..3000 {

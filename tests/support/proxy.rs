@@ -25,18 +25,30 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port for the proxy");
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
-        let (cut, epoch, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (cut, epoch, stop) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
         let (c, e, s) = (cut.clone(), epoch.clone(), stop.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((client, _)) => {
                         let _ = client.set_nonblocking(false);
-                        let upstream = if c.load(Ordering::Relaxed) { None } else { TcpStream::connect(("127.0.0.1", target)).ok() };
+                        let upstream = if c.load(Ordering::Relaxed) {
+                            None
+                        } else {
+                            TcpStream::connect(("127.0.0.1", target)).ok()
+                        };
                         let born = e.load(Ordering::Relaxed);
                         match upstream {
                             Some(server) => {
-                                pipe(client.try_clone().unwrap(), server.try_clone().unwrap(), c.clone(), e.clone(), s.clone(), born);
+                                pipe(
+                                    client.try_clone().unwrap(),
+                                    server.try_clone().unwrap(),
+                                    c.clone(),
+                                    e.clone(),
+                                    s.clone(),
+                                    born,
+                                );
                                 pipe(server, client, c.clone(), e.clone(), s.clone(), born);
                             }
                             // Accepted while cut: a black hole until healed.
@@ -72,7 +84,14 @@ impl Drop for Proxy {
 
 /// Copies `from` to `to` on a thread until either ends, dropping bytes while cut and
 /// closing both once the epoch moves past a cut the connection lived through.
-fn pipe(mut from: TcpStream, mut to: TcpStream, cut: Arc<AtomicBool>, epoch: Arc<AtomicU64>, stop: Arc<AtomicBool>, born: u64) {
+fn pipe(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    cut: Arc<AtomicBool>,
+    epoch: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    born: u64,
+) {
     let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];

@@ -70,6 +70,5 @@ impl Charm for CronGate {
 
 charm_sdk::export_charm!(CronGate);
 
-
 #[cfg(test)]
 mod tests;

@@ -372,7 +372,12 @@ impl UnitState {
 }
 
 fn status_of(name: &str, service: &Service) -> ServiceStatus {
-    ServiceStatus { name: name.to_owned(), running: service.pid.is_some(), pid: service.pid, leader_only: service.leader_only }
+    ServiceStatus {
+        name: name.to_owned(),
+        running: service.pid.is_some(),
+        pid: service.pid,
+        leader_only: service.leader_only,
+    }
 }
 
 fn text(reply: Result<Reply>) -> String {

@@ -31,7 +31,8 @@ impl LeadershipView {
     async fn snapshot(&mut self) -> Result<&Settings, LeadershipError> {
         if self.snapshot.is_none() {
             let app = self.tracker.unit().app();
-            let current = self.tracker.store().read_settings(app).await.map_err(|e| LeadershipError::Unknown(e.to_string()))?;
+            let current =
+                self.tracker.store().read_settings(app).await.map_err(|e| LeadershipError::Unknown(e.to_string()))?;
             // Shared with the store's copy until this hook's own write changes it.
             self.snapshot = Some(current.values);
         }
@@ -41,7 +42,9 @@ impl LeadershipView {
 
 impl Host for LeadershipView {
     fn is_leader(&mut self) -> Result<bool, LeadershipError> {
-        let ask = |tracker: &LeadershipTracker| tracker.is_leader().map_err(|LeadershipUnknown::StoreFailed(e)| LeadershipError::Unknown(e));
+        let ask = |tracker: &LeadershipTracker| {
+            tracker.is_leader().map_err(|LeadershipUnknown::StoreFailed(e)| LeadershipError::Unknown(e))
+        };
         let answer = ask(&self.tracker);
         self.calls.note(|| "is-leader".into(), &answer);
         // True only if it still holds as the call returns (the process may have been paused

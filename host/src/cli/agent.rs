@@ -25,7 +25,10 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             state.prepare()?;
             let opened = args.store.open(&state, args.runtime.guarantee_window, args.runtime.accept_new_store).await?;
             tracing::info!(unit = %args.unit, "leadership store: {}", opened.description);
-            let (host, metrics, charm) = args.runtime.start_host(&args.state, opened.store, (services, args.services.service_grace), events, &wasm).await?;
+            let (host, metrics, charm) = args
+                .runtime
+                .start_host(&args.state, opened.store, (services, args.services.service_grace), events, &wasm)
+                .await?;
             let agent = host.start_agent(args.unit.clone(), &charm).await?;
             agent.stop_on_signals()?;
             anyhow::Ok((host, metrics, agent))

@@ -38,7 +38,8 @@ fn gaps(tenures: &[Tenure]) -> Vec<Option<f64>> {
 }
 
 pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
-    let app = args.app.as_deref().map(AppName::new).transpose().map_err(|e| super::UsageError(format!("--app: {e}")))?;
+    let app =
+        args.app.as_deref().map(AppName::new).transpose().map_err(|e| super::UsageError(format!("--app: {e}")))?;
     let opened = args.store.open_read_only(args.state.as_deref()).await?;
     let tenures = opened.store.history(app.as_ref(), args.limit as usize).await?;
     let now = SystemTime::now();
@@ -53,7 +54,11 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         let mut shown = Vec::new();
         for (_, tenures) in &by_app {
             for (tenure, gap) in tenures.iter().zip(gaps(tenures)) {
-                shown.push(Shown { tenure, lasted_seconds: tenure.duration(now).as_secs_f64(), gap_before_seconds: gap });
+                shown.push(Shown {
+                    tenure,
+                    lasted_seconds: tenure.duration(now).as_secs_f64(),
+                    gap_before_seconds: gap,
+                });
             }
         }
         outln!("{}", serde_json::json!({"store": opened.description, "tenures": shown}));
@@ -63,12 +68,22 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     if by_app.is_empty() {
         outln!("no tenures recorded{}", app.map(|a| format!(" for {a}")).unwrap_or_default());
     }
-    let time = |at: Option<SystemTime>| at.map_or_else(|| "-".to_owned(), |at| humantime::format_rfc3339_millis(at).to_string());
+    let time = |at: Option<SystemTime>| {
+        at.map_or_else(|| "-".to_owned(), |at| humantime::format_rfc3339_millis(at).to_string())
+    };
     let seconds = |s: f64| format!("{s:.3}s");
     for (app, tenures) in &by_app {
         outln!("application {app}: latest {} tenures (at most {HISTORY_LIMIT} are kept)", tenures.len());
         let width = tenures.iter().map(|t| t.unit.as_str().len()).max().unwrap_or(0).max(8);
-        outln!("  {:>6} {:<width$} {:<24} {:<24} {:>10} {:<14} GAP BEFORE", "TERM", "UNIT", "STARTED", "ENDED", "LASTED", "HOW");
+        outln!(
+            "  {:>6} {:<width$} {:<24} {:<24} {:>10} {:<14} GAP BEFORE",
+            "TERM",
+            "UNIT",
+            "STARTED",
+            "ENDED",
+            "LASTED",
+            "HOW"
+        );
         for (tenure, gap) in tenures.iter().zip(gaps(tenures)) {
             outln!(
                 "  {:>6} {:<width$} {:<24} {:<24} {:>10} {:<14} {}",
@@ -101,7 +116,12 @@ mod tests {
             how: ended.map(|_| TenureEnd::Handover),
             ..Tenure::started(UnitName::new(unit).unwrap(), term, at(started))
         };
-        let newest_first = [tenure("db/1", 3, 5_250, None), tenure("db/0", 2, 1_000, Some(5_000)), tenure("db/2", 1, 0, None)];
-        assert_eq!(gaps(&newest_first), [Some(0.25), None, None], "after an open one, or for the oldest, no gap is known");
+        let newest_first =
+            [tenure("db/1", 3, 5_250, None), tenure("db/0", 2, 1_000, Some(5_000)), tenure("db/2", 1, 0, None)];
+        assert_eq!(
+            gaps(&newest_first),
+            [Some(0.25), None, None],
+            "after an open one, or for the oldest, no gap is known"
+        );
     }
 }

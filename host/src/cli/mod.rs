@@ -375,7 +375,8 @@ pub fn run() -> ExitCode {
         Ok(args) => args,
         Err(err) => {
             let tool = std::env::args().nth(1).filter(|a| JUJU_TOOLS.contains(&a.as_str()));
-            let shown = matches!(err.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion);
+            let shown =
+                matches!(err.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion);
             match tool {
                 Some(_) if !shown => {
                     eprintln!("ERROR {}", juju_usage_message(&err));

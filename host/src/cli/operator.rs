@@ -6,11 +6,11 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use crate::handover::{self, HandoverError, Requested};
 use crate::hook_tools::ToolRequest;
 use crate::names::UnitName;
 use crate::state_dir::StateDir;
+use anyhow::Context as _;
 
 use super::ElectArgs;
 use super::ToolArgs;

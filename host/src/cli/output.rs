@@ -57,7 +57,9 @@ impl EventSink for HumanLog {
                 Some(term) => format!("{t:8.3}s {unit:<12} is a minion (gave up term {term})"),
                 None => format!("{t:8.3}s {unit:<12} is a minion"),
             },
-            EventKind::Log { level, message } => format!("{t:8.3}s {unit:<12} {}: {}", level.name(), for_terminal(&message)),
+            EventKind::Log { level, message } => {
+                format!("{t:8.3}s {unit:<12} {}: {}", level.name(), for_terminal(&message))
+            }
             EventKind::Status { status, message } => {
                 format!("{t:8.3}s {unit:<12} status {}: {}", status.name(), for_terminal(&message))
             }

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use crate::charm_build::build_charm;
 use crate::events::EventSink;
 use crate::leadership::{LeadershipStore, MemoryStore};
@@ -14,6 +13,7 @@ use crate::names::{AppName, UnitName};
 use crate::runtime::RuntimeConfig;
 use crate::state_dir::StateDir;
 use crate::{ApplicationHandle, Host};
+use anyhow::Context as _;
 
 use super::output::{HumanLog, JsonLog};
 use super::{RunArgs, RuntimeArgs, UnitAt, UsageError};
@@ -23,7 +23,8 @@ impl RuntimeArgs {
     /// dropped; says where on stderr.
     pub async fn serve_metrics(&self, host: &Host) -> anyhow::Result<Option<crate::metrics::ServeTask>> {
         let Some(addr) = &self.metrics_addr else { return Ok(None) };
-        let listener = tokio::net::TcpListener::bind(addr.as_str()).await.with_context(|| format!("--metrics-addr {addr}"))?;
+        let listener =
+            tokio::net::TcpListener::bind(addr.as_str()).await.with_context(|| format!("--metrics-addr {addr}"))?;
         let bound = listener.local_addr().with_context(|| format!("--metrics-addr {addr}"))?;
         eprintln!("metrics: http://{bound}/metrics");
         Ok(Some(crate::metrics::ServeTask::spawn(listener, host.metrics().clone())))
@@ -105,7 +106,10 @@ pub fn data_root(dir: Option<&Path>) -> anyhow::Result<DataRoot> {
             Ok(DataRoot::Kept(dir.to_owned()))
         }
         None => {
-            let tmp = tempfile::Builder::new().prefix("charm-host-run-").tempdir().context("creating unit data directories")?;
+            let tmp = tempfile::Builder::new()
+                .prefix("charm-host-run-")
+                .tempdir()
+                .context("creating unit data directories")?;
             Ok(DataRoot::Temporary(tmp))
         }
     }
@@ -116,7 +120,11 @@ async fn open_store(args: &RunArgs, data: &DataRoot) -> anyhow::Result<Arc<dyn L
     if args.store.store.is_none() && args.state.is_none() {
         return Ok(Arc::new(MemoryStore::new()));
     }
-    Ok(args.store.open(&StateDir::new(data.path()), args.runtime.guarantee_window, args.runtime.accept_new_store).await?.store)
+    Ok(args
+        .store
+        .open(&StateDir::new(data.path()), args.runtime.guarantee_window, args.runtime.accept_new_store)
+        .await?
+        .store)
 }
 
 /// The state directory of a run.
@@ -155,10 +163,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let report = tokio.block_on(async {
         let started = async {
             let store = open_store(&args, &data_root).await?;
-            let (host, metrics, charm) = args.runtime.start_host(data_root.path(), store, (services, args.services.service_grace), events, &wasm).await?;
+            let (host, metrics, charm) = args
+                .runtime
+                .start_host(data_root.path(), store, (services, args.services.service_grace), events, &wasm)
+                .await?;
             if !args.json {
                 let source = if charm.from_cache() { "from cache" } else { "compiled" };
-                eprintln!("loaded {} ({source} in {:.1?}); starting {} units of {app}", wasm.display(), charm.load_time(), args.units);
+                eprintln!(
+                    "loaded {} ({source} in {:.1?}); starting {} units of {app}",
+                    wasm.display(),
+                    charm.load_time(),
+                    args.units
+                );
             }
             let start = tokio::time::Instant::now();
             let application = host.start_application(app.clone(), &charm, args.units).await?;
@@ -220,11 +236,14 @@ impl RunArgs {
                 if unit.number() >= self.units {
                     return Err(UsageError(format!("{flag} {unit}: there are only {} units", self.units)));
                 }
-                actions.push((*at, match flag {
-                    "--kill" => RunAction::Kill(unit.clone()),
-                    "--stop" => RunAction::Stop(unit.clone()),
-                    _ => RunAction::Elect(unit.clone()),
-                }));
+                actions.push((
+                    *at,
+                    match flag {
+                        "--kill" => RunAction::Kill(unit.clone()),
+                        "--stop" => RunAction::Stop(unit.clone()),
+                        _ => RunAction::Elect(unit.clone()),
+                    },
+                ));
             }
         }
         actions.extend(self.step_down.iter().map(|at| (*at, RunAction::StepDown)));

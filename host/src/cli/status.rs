@@ -6,16 +6,16 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use crate::hook_tools;
 use crate::names::{AppName, UnitName};
-use crate::state_dir::StateDir;
 use crate::report::{AgentState, ApplicationReport, StoreReport, UnitReport};
+use crate::state_dir::StateDir;
 use crate::unit::UnitStatus;
+use anyhow::Context as _;
 
 use super::StatusArgs;
-use super::store::OpenedStore;
 use super::output::for_terminal;
+use super::store::OpenedStore;
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let state = StateDir::new(&args.state);
@@ -33,7 +33,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let mut reports = Vec::new();
         for (unit, status) in units {
             // A unit whose agent does not answer is down: its recorded status may be stale.
-            let up = super::tools::ask_agent(&state, &unit, &hook_tools::ToolRequest::IsLeader, Duration::from_secs(1)).await.is_ok();
+            let up = super::tools::ask_agent(&state, &unit, &hook_tools::ToolRequest::IsLeader, Duration::from_secs(1))
+                .await
+                .is_ok();
             reports.push(UnitReport::new(unit, status, if up { AgentState::Running } else { AgentState::Down }));
         }
         applications.push(ApplicationReport::collect(&app, store.as_ref(), reports).await?);

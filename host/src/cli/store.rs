@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use crate::leadership::etcd::{EtcdOptions, EtcdStore, EtcdTls};
 use crate::leadership::sqlite::{OpenError, SqliteOptions};
 use crate::leadership::{LeadershipStore, MonotonicClock, SqliteStore};
 use crate::state_dir::StateDir;
+use anyhow::Context as _;
 use clap::Args;
 
 use super::UsageError;
@@ -70,7 +70,8 @@ impl StoreArgs {
             options.tls = Some(EtcdTls::new(self.etcd_ca.clone(), identity));
         }
         if let (Some(user), Some(file)) = (&self.etcd_user, &self.etcd_password_file) {
-            let text = std::fs::read_to_string(file).with_context(|| format!("reading --etcd-password-file {}", file.display()))?;
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading --etcd-password-file {}", file.display()))?;
             let password = text.lines().next().unwrap_or_default().to_owned();
             if password.is_empty() {
                 return Err(UsageError(format!("--etcd-password-file {} is empty", file.display())).into());
@@ -86,7 +87,12 @@ impl StoreArgs {
     /// units ran before, only if `accept_new_store`: see [`StateDir::new_store`]). etcd
     /// requests time out within half the renew interval (a quarter of the window), so a hung
     /// renewal is retried before the guarantee runs out.
-    pub async fn open(&self, state: &StateDir, guarantee_window: Duration, accept_new_store: bool) -> anyhow::Result<OpenedStore> {
+    pub async fn open(
+        &self,
+        state: &StateDir,
+        guarantee_window: Duration,
+        accept_new_store: bool,
+    ) -> anyhow::Result<OpenedStore> {
         match self.etcd(crate::timing::store_request_timeout(guarantee_window))? {
             Some(options) => Self::open_etcd(&options).await,
             None => {

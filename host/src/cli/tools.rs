@@ -11,13 +11,13 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::leadership::{BootClock, Clock as _};
 use crate::hook_tools::{self, ToolCallError, ToolErrorKind, ToolRequest, ToolResponse};
+use crate::leadership::{BootClock, Clock as _};
 use crate::names::UnitName;
 use crate::state_dir::StateDir;
 
-use super::USAGE_EXIT as USAGE;
 use super::OUTCOME_UNKNOWN_EXIT;
+use super::USAGE_EXIT as USAGE;
 use super::{OutputArgs, ToolArgs};
 
 /// Reports an error as Juju's tools do, and returns the exit code.
@@ -68,8 +68,12 @@ struct AgentTimeout {
 fn ask(target: &ToolArgs, request: ToolRequest, what: &str) -> Result<ToolResponse, (u8, String)> {
     let write = matches!(request, ToolRequest::LeaderSet { .. });
     match call_agent(&StateDir::new(&target.state), &target.unit, &request, target.timeout) {
-        Ok(ToolResponse::Error { kind: ToolErrorKind::NotLeader, message }) => Err((1, format!("{what}cannot write settings: {message}"))),
-        Ok(ToolResponse::Error { kind: ToolErrorKind::OutcomeUnknown, message }) => Err((OUTCOME_UNKNOWN_EXIT, format!("{what}{message}"))),
+        Ok(ToolResponse::Error { kind: ToolErrorKind::NotLeader, message }) => {
+            Err((1, format!("{what}cannot write settings: {message}")))
+        }
+        Ok(ToolResponse::Error { kind: ToolErrorKind::OutcomeUnknown, message }) => {
+            Err((OUTCOME_UNKNOWN_EXIT, format!("{what}{message}")))
+        }
         Ok(ToolResponse::Error { message, .. }) => Err((1, format!("{what}{message}"))),
         Ok(response) => Ok(response),
         Err(err) if write && err.downcast_ref::<AgentTimeout>().is_some() => Err((
@@ -127,7 +131,8 @@ impl Format {
             (Format::Yaml, Value::Text(Some(text))) => line(yaml_scalar(text)),
             (Format::Json, Value::Text(text)) => line(serde_json::json!(text).to_string()),
             (Format::Json, Value::Map(map)) => {
-                let object: serde_json::Map<String, serde_json::Value> = map.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+                let object: serde_json::Map<String, serde_json::Value> =
+                    map.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
                 line(serde_json::Value::Object(object).to_string())
             }
             (Format::Smart | Format::Yaml, Value::Map(map)) if map.is_empty() => line("{}".into()),
@@ -264,6 +269,9 @@ mod tests {
         assert_eq!(Format::Smart.render(&Value::Bool(true)), "True\n");
         assert_eq!(Format::Yaml.render(&Value::Bool(false)), "false\n");
         assert_eq!(quoted_list(&["b".into(), "c".into()]), "[\"b\" \"c\"]");
-        assert_eq!(Format::parse("bad"), Err("invalid value \"bad\" for option --format: unknown format \"bad\"".into()));
+        assert_eq!(
+            Format::parse("bad"),
+            Err("invalid value \"bad\" for option --format: unknown format \"bad\"".into())
+        );
     }
 }

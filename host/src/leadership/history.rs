@@ -270,7 +270,9 @@ mod tests {
         assert_eq!(json["started"], "1970-01-01T00:01:40.000Z");
         assert_eq!(json["how"], "lost-renewals");
         assert_eq!(serde_json::from_value::<Tenure>(json).unwrap(), tenure);
-        for end in [TenureEnd::StepDown, TenureEnd::Stop, TenureEnd::Handover, TenureEnd::Expired, TenureEnd::LostRenewals] {
+        for end in
+            [TenureEnd::StepDown, TenureEnd::Stop, TenureEnd::Handover, TenureEnd::Expired, TenureEnd::LostRenewals]
+        {
             assert_eq!(TenureEnd::from_name(end.name()), Some(end));
             assert_eq!(serde_json::to_value(end).unwrap(), end.name());
         }

@@ -54,7 +54,8 @@ impl IncarnationId {
 
     /// The id written as 32 hex digits (as [`fmt::Display`] does) read back.
     pub fn parse(text: &str) -> Option<Self> {
-        let value = (text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit())).then(|| u128::from_str_radix(text, 16).ok());
+        let value = (text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u128::from_str_radix(text, 16).ok());
         value.flatten().map(|v| Self(v.to_be_bytes()))
     }
 

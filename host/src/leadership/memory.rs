@@ -13,7 +13,9 @@ use tokio::sync::watch;
 use super::history::{self, LostRenewals, Release, Tenure, TenureEnd};
 use super::rules::{self, LeaseRecord};
 use super::watchers::Watchers;
-use super::{Claim, Claimant, Clock, Lease, LeaseError, LeadershipStore, MonotonicClock, Timestamp, WriteError, validate_entity};
+use super::{
+    Claim, Claimant, Clock, LeadershipStore, Lease, LeaseError, MonotonicClock, Timestamp, WriteError, validate_entity,
+};
 use crate::names::{AppName, UnitName};
 use crate::settings::{Settings, SettingsSnapshot, SettingsWrite};
 
@@ -99,7 +101,8 @@ impl LeadershipStore for MemoryStore {
         let start = self.clock.now();
         let mut apps = self.lock();
         let app = apps.entry(claimant.unit().app().clone()).or_default();
-        let (claim, record) = rules::claim(app.lease.as_ref(), app.pinned(), claimant, duration, (start, self.clock.now()), None)?;
+        let (claim, record) =
+            rules::claim(app.lease.as_ref(), app.pinned(), claimant, duration, (start, self.clock.now()), None)?;
         let new_holder = app.lease.as_ref().is_none_or(|r| r.term != record.term);
         let previous = app.lease.replace(record.clone());
         app.record_grant(previous.as_ref(), &record, self.clock.as_ref());

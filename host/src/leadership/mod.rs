@@ -49,10 +49,10 @@ pub mod etcd;
 pub mod history;
 pub mod incarnation;
 pub mod memory;
+mod rules;
 #[cfg(feature = "simulation")]
 pub mod simulation;
 pub mod sqlite;
-mod rules;
 mod waiting;
 mod watchers;
 
@@ -76,8 +76,7 @@ pub use sqlite::SqliteStore;
 pub use waiting::{LeadershipToken, wait_for_lease, wait_until_released};
 
 /// Accepted lease durations.
-pub const LEASE_DURATION_RANGE: std::ops::RangeInclusive<Duration> =
-    Duration::from_secs(1)..=Duration::from_secs(300);
+pub const LEASE_DURATION_RANGE: std::ops::RangeInclusive<Duration> = Duration::from_secs(1)..=Duration::from_secs(300);
 
 /// A granted or extended claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +159,9 @@ pub enum LeaseError {
     Cancelled,
     /// The store was created where a lost store's agents may still count on the leases it
     /// granted: it grants no tenure until they have run out.
-    #[error("the leadership store of {app} is new where a lost store may still be counted on: no unit leads for {left:?} more")]
+    #[error(
+        "the leadership store of {app} is new where a lost store may still be counted on: no unit leads for {left:?} more"
+    )]
     NewStore {
         /// The application.
         app: AppName,

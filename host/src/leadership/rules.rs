@@ -130,7 +130,14 @@ pub(crate) fn revoke(
     match record.and_then(|r| r.live(pinned, now)) {
         Some(lease) if held_by(&lease, claimant) => {
             let reserved = record.and_then(|r| r.reserved.clone());
-            Ok(Some(LeaseRecord { holder: None, incarnation: None, origin: None, term: lease.term, expires: now, reserved }))
+            Ok(Some(LeaseRecord {
+                holder: None,
+                incarnation: None,
+                origin: None,
+                term: lease.term,
+                expires: now,
+                reserved,
+            }))
         }
         Some(_) => Err(LeaseError::NotHeld { app: claimant.unit().app().clone(), unit: claimant.unit().clone() }),
         None => Ok(None),

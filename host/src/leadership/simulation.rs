@@ -49,7 +49,7 @@ use std::time::Duration;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-use super::{Claim, Claimant, Clock, IncarnationId, LeaseError, LeadershipStore, ManualClock, Timestamp, WriteError};
+use super::{Claim, Claimant, Clock, IncarnationId, LeadershipStore, LeaseError, ManualClock, Timestamp, WriteError};
 use crate::names::{AppName, UnitName};
 use crate::settings::Settings;
 
@@ -322,7 +322,11 @@ struct Sim<'a> {
 }
 
 /// Runs one schedule against the store `open` returns; see the module docs.
-pub async fn run_schedule<'a>(seed: u64, config: &SimConfig, open: &'a mut OpenStore<'a>) -> Result<SimStats, SimFailure> {
+pub async fn run_schedule<'a>(
+    seed: u64,
+    config: &SimConfig,
+    open: &'a mut OpenStore<'a>,
+) -> Result<SimStats, SimFailure> {
     run(seed, config, open, Faults { wipe: None, copies: None }).await
 }
 
@@ -354,7 +358,12 @@ struct Faults<'a> {
     copies: Option<&'a mut dyn StoreCopies>,
 }
 
-async fn run<'a>(seed: u64, config: &SimConfig, open: &'a mut OpenStore<'a>, faults: Faults<'a>) -> Result<SimStats, SimFailure> {
+async fn run<'a>(
+    seed: u64,
+    config: &SimConfig,
+    open: &'a mut OpenStore<'a>,
+    faults: Faults<'a>,
+) -> Result<SimStats, SimFailure> {
     let clock = Arc::new(ManualClock::default());
     let store = open(&clock);
     let mut apps = BTreeMap::new();
@@ -363,7 +372,13 @@ async fn run<'a>(seed: u64, config: &SimConfig, open: &'a mut OpenStore<'a>, fau
         let app = AppName::new(&format!("app{a}")).map_err(|e| failure(seed, 0, e.to_string(), &[]))?;
         for n in 0..config.units_per_app {
             let name = UnitName::from_parts(app.clone(), n);
-            units.push(SimUnit { claimant: Claimant::fresh(name.clone()), name, belief: None, belief_store: 0, paused_until_step: 0 });
+            units.push(SimUnit {
+                claimant: Claimant::fresh(name.clone()),
+                name,
+                belief: None,
+                belief_store: 0,
+                paused_until_step: 0,
+            });
         }
         apps.insert(app, ModelApp::default());
     }
@@ -460,7 +475,8 @@ impl Sim<'_> {
             70..75 => {
                 // To the exact instant some unit's claim runs out: the expiry boundary.
                 let now = self.now();
-                let ends: Vec<_> = self.units.iter().filter_map(|u| u.belief).map(|c| c.valid_until).filter(|&t| t > now).collect();
+                let ends: Vec<_> =
+                    self.units.iter().filter_map(|u| u.belief).map(|c| c.valid_until).filter(|&t| t > now).collect();
                 if !ends.is_empty() {
                     let end = ends[self.rng.random_range(0..ends.len())];
                     self.advance(end.saturating_since(now)).await;
@@ -564,9 +580,18 @@ impl Sim<'_> {
             let write = self.store.write_settings(&claimant, term, &[("a".into(), "rolled".into())]).await;
             let revoke = self.store.revoke(&claimant, super::Release::StepDown).await;
             let replaced = |e: Option<&super::StoreError>| e.is_some_and(|e| e.kind() == super::StoreFailure::Replaced);
-            let claim_refused = replaced(match &claim { Err(LeaseError::Store(e)) => Some(e), _ => None });
-            let write_refused = replaced(match &write { Err(WriteError::Store(e)) => Some(e), _ => None });
-            let revoke_refused = replaced(match &revoke { Err(LeaseError::Store(e)) => Some(e), _ => None });
+            let claim_refused = replaced(match &claim {
+                Err(LeaseError::Store(e)) => Some(e),
+                _ => None,
+            });
+            let write_refused = replaced(match &write {
+                Err(WriteError::Store(e)) => Some(e),
+                _ => None,
+            });
+            let revoke_refused = replaced(match &revoke {
+                Err(LeaseError::Store(e)) => Some(e),
+                _ => None,
+            });
             if !(claim_refused && write_refused && revoke_refused) {
                 return Err(format!(
                     "{claimant} on the store an older copy was put back under: claim {claim:?}, write {:?}, revoke {revoke:?}",
@@ -577,7 +602,9 @@ impl Sim<'_> {
         for app in &apps {
             let lease = self.store.lease(app).await;
             if !matches!(&lease, Err(LeaseError::Store(e)) if e.kind() == super::StoreFailure::Replaced) {
-                return Err(format!("reading {app}'s lease from the store an older copy was put back under: {lease:?}"));
+                return Err(format!(
+                    "reading {app}'s lease from the store an older copy was put back under: {lease:?}"
+                ));
             }
         }
         // The units gave their claims up (the tracker does, at once) and are restarted on the copy.
@@ -622,7 +649,9 @@ impl Sim<'_> {
             (None | Some((_, Alive::No | Alive::Unsure)), Err(LeaseError::NewStore { .. })) if before < grants_from => {
                 self.stats.denials += 1;
             }
-            (Some((tenure, Alive::Yes | Alive::Unsure)), Err(LeaseError::Denied { holder, .. })) if tenure.unit != unit => {
+            (Some((tenure, Alive::Yes | Alive::Unsure)), Err(LeaseError::Denied { holder, .. }))
+                if tenure.unit != unit =>
+            {
                 if holder != tenure.unit {
                     return Err(format!("denial names {holder}, the model's holder is {}", tenure.unit));
                 }
@@ -632,7 +661,10 @@ impl Sim<'_> {
                 if tenure.unit == unit && tenure.incarnation != claimant.id() =>
             {
                 if holder != Some(tenure.incarnation) {
-                    return Err(format!("refusal names incarnation {holder:?}, the model's holder is {:?}", tenure.incarnation));
+                    return Err(format!(
+                        "refusal names incarnation {holder:?}, the model's holder is {:?}",
+                        tenure.incarnation
+                    ));
                 }
                 self.stats.denials += 1;
             }
@@ -644,12 +676,17 @@ impl Sim<'_> {
                 let ttl = if rules == StoreRules::Etcd { duration.max(tenure.ttl) } else { duration };
                 let promised = if manual { before + duration } else { before + duration.min(ttl) };
                 if claim.valid_until < promised || claim.valid_until > after + ttl {
-                    return Err(format!("extension valid until {:?}, expected {promised:?}..{:?}", claim.valid_until, after + ttl));
+                    return Err(format!(
+                        "extension valid until {:?}, expected {promised:?}..{:?}",
+                        claim.valid_until,
+                        after + ttl
+                    ));
                 }
                 if let Some(held) = model.holder.as_mut() {
                     // The store's promise is the model's lower bound: a store that promised
                     // more than its lease holds is caught granting it to another too early.
-                    held.ends = Ends { lo: held.ends.lo.max(claim.valid_until), hi: held.ends.hi.max(after + ttl + slack) };
+                    held.ends =
+                        Ends { lo: held.ends.lo.max(claim.valid_until), hi: held.ends.hi.max(after + ttl + slack) };
                     held.ttl = ttl;
                 }
                 self.units[i].belief = Some(claim);
@@ -659,8 +696,12 @@ impl Sim<'_> {
             }
             (None | Some((_, Alive::No | Alive::Unsure)), Err(LeaseError::Reserved { unit: reported, .. })) => {
                 match reserved {
-                    Some((reserved, Alive::Yes | Alive::Unsure)) if reserved == reported && reserved != unit => self.stats.denials += 1,
-                    other => return Err(format!("claim by {unit} refused as reserved for {reported}, model {other:?}")),
+                    Some((reserved, Alive::Yes | Alive::Unsure)) if reserved == reported && reserved != unit => {
+                        self.stats.denials += 1
+                    }
+                    other => {
+                        return Err(format!("claim by {unit} refused as reserved for {reported}, model {other:?}"));
+                    }
                 }
             }
             (None | Some((_, Alive::No | Alive::Unsure)), Ok(claim)) => {
@@ -683,12 +724,22 @@ impl Sim<'_> {
                     claim.valid_until >= before + duration.mul_f64(0.9) && claim.valid_until <= after + duration
                 };
                 if !valid {
-                    return Err(format!("claim valid until {:?}, expected from {:?}", claim.valid_until, before + duration));
+                    return Err(format!(
+                        "claim valid until {:?}, expected from {:?}",
+                        claim.valid_until,
+                        before + duration
+                    ));
                 }
                 model.reserved = None;
                 model.last_term = claim.term;
                 let ends = Ends { lo: claim.valid_until, hi: after + duration + slack };
-                model.holder = Some(Tenure { unit: unit.clone(), incarnation: claimant.id(), term: claim.term, ends, ttl: duration });
+                model.holder = Some(Tenure {
+                    unit: unit.clone(),
+                    incarnation: claimant.id(),
+                    term: claim.term,
+                    ends,
+                    ttl: duration,
+                });
                 model.granted.push((claim.term, unit.clone(), Some(false)));
                 self.units[i].belief = Some(claim);
                 self.units[i].belief_store = store;
@@ -729,7 +780,9 @@ impl Sim<'_> {
                     last.2 = None;
                 }
             }
-            (expected, got) => return Err(format!("revoke by {claimant}: model holder {expected:?}, store said {got:?}")),
+            (expected, got) => {
+                return Err(format!("revoke by {claimant}: model holder {expected:?}, store said {got:?}"));
+            }
         }
         Ok(())
     }
@@ -746,7 +799,11 @@ impl Sim<'_> {
         let mut group: Vec<(String, String)> = Vec::new();
         for key in KEYS {
             if self.rng.random_bool(0.4) {
-                let value = if self.rng.random_bool(0.2) { String::new() } else { format!("v{}", self.rng.random_range(0..5u8)) };
+                let value = if self.rng.random_bool(0.2) {
+                    String::new()
+                } else {
+                    format!("v{}", self.rng.random_range(0..5u8))
+                };
                 group.push((key.to_owned(), value));
             }
         }
@@ -781,14 +838,18 @@ impl Sim<'_> {
                     model.settings = after;
                 }
                 if snapshot.version != model.version || *snapshot.values != model.settings {
-                    return Err(format!("write returned v{} {:?}, model has v{} {:?}",
-                        snapshot.version, snapshot.values, model.version, model.settings));
+                    return Err(format!(
+                        "write returned v{} {:?}, model has v{} {:?}",
+                        snapshot.version, snapshot.values, model.version, model.settings
+                    ));
                 }
                 self.stats.writes_applied += 1;
                 self.progress += 1;
             }
             (holds, invalid, got) => {
-                return Err(format!("write by {claimant} at term {term}: model says holds={holds:?} invalid={invalid}, store said {got:?}"))
+                return Err(format!(
+                    "write by {claimant} at term {term}: model says holds={holds:?} invalid={invalid}, store said {got:?}"
+                ));
             }
         }
         Ok(())
@@ -821,7 +882,11 @@ impl Sim<'_> {
         result.map_err(|e| format!("pin/unpin failed: {e}"))?;
         let slack = self.slack();
         let rules = self.config.rules;
-        let observed = if rules == StoreRules::Etcd && pin { Some(self.store.lease(&app).await.map_err(|e| e.to_string())?) } else { None };
+        let observed = if rules == StoreRules::Etcd && pin {
+            Some(self.store.lease(&app).await.map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
         let model = self.apps.get_mut(&app).ok_or("unknown app")?;
         let was_pinned = !model.pins.is_empty();
         if pin {
@@ -831,7 +896,8 @@ impl Sim<'_> {
                 // etcd: the pin kept the tenure if it was still live then, else it is gone.
                 let alive = model.holds(before, after).map(|(t, alive)| (t.unit.clone(), t.term, alive));
                 match (alive, observed) {
-                    (Some((unit, term, Alive::Yes | Alive::Unsure)), Some(lease)) if lease.holder == unit && lease.term == term => {}
+                    (Some((unit, term, Alive::Yes | Alive::Unsure)), Some(lease))
+                        if lease.holder == unit && lease.term == term => {}
                     (Some((_, _, Alive::No | Alive::Unsure)), None) | (None, None) => model.holder = None,
                     (expected, got) => return Err(format!("after a pin of {app}: model {expected:?}, store {got:?}")),
                 }
@@ -839,7 +905,9 @@ impl Sim<'_> {
             model.pins.insert(entity.to_owned());
         } else {
             model.pins.remove(entity);
-            if rules == StoreRules::Etcd && was_pinned && model.pins.is_empty()
+            if rules == StoreRules::Etcd
+                && was_pinned
+                && model.pins.is_empty()
                 && let Some(tenure) = model.holder.as_mut()
             {
                 // etcd: the last unpin gives the tenure a whole TTL from now.
@@ -882,7 +950,8 @@ impl Sim<'_> {
             let history = self.store.history(Some(app), usize::MAX).await.map_err(|e| e.to_string())?;
             let kept = model.granted.len().min(super::HISTORY_LIMIT as usize);
             let listed: Vec<(u64, &UnitName)> = history.iter().map(|t| (t.term, &t.unit)).collect();
-            let granted: Vec<(u64, &UnitName)> = model.granted.iter().rev().take(kept).map(|(term, unit, _)| (*term, unit)).collect();
+            let granted: Vec<(u64, &UnitName)> =
+                model.granted.iter().rev().take(kept).map(|(term, unit, _)| (*term, unit)).collect();
             if listed != granted {
                 return Err(format!("history of {app} lists {listed:?}, the model granted {granted:?}"));
             }
@@ -897,12 +966,18 @@ impl Sim<'_> {
                     _ => false,
                 };
                 if !fine || tenure.how.is_some() != tenure.ended.is_some() {
-                    return Err(format!("history of {app}: term {} ended {:?} ({revoked:?} in the model)", tenure.term, tenure.how));
+                    return Err(format!(
+                        "history of {app}: term {} ended {:?} ({revoked:?} in the model)",
+                        tenure.term, tenure.how
+                    ));
                 }
             }
             for pair in history.windows(2) {
                 if pair[1].ended.is_none_or(|ended| ended > pair[0].started || ended < pair[1].started) {
-                    return Err(format!("history of {app}: term {} does not end between its start and term {}'s", pair[1].term, pair[0].term));
+                    return Err(format!(
+                        "history of {app}: term {} does not end between its start and term {}'s",
+                        pair[1].term, pair[0].term
+                    ));
                 }
             }
         }
@@ -942,11 +1017,12 @@ impl Sim<'_> {
             }
             let settings = self.store.read_settings(app).await.map_err(|e| e.to_string())?;
             if settings.version != model.version || *settings.values != model.settings {
-                return Err(format!("store settings of {app} are v{} {:?}, model v{} {:?} (a lost or stray write)",
-                    settings.version, settings.values, model.version, model.settings));
+                return Err(format!(
+                    "store settings of {app} are v{} {:?}, model v{} {:?} (a lost or stray write)",
+                    settings.version, settings.values, model.version, model.settings
+                ));
             }
         }
         Ok(())
     }
 }
-

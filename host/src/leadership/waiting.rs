@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use super::{Lease, LeaseError, LeadershipStore, StoreError, Timestamp};
+use super::{LeadershipStore, Lease, LeaseError, StoreError, Timestamp};
 use crate::names::{AppName, UnitName};
 
 /// Completes once `app` has no leader (released, revoked or expired), or fails with
@@ -20,11 +20,8 @@ pub async fn wait_until_released(
     loop {
         changes.borrow_and_update();
         let Some(lease) = store.lease(app).await? else { return Ok(()) };
-        let expiry = if lease.pinned {
-            Box::pin(std::future::pending())
-        } else {
-            store.clock().sleep_until(lease.expires)
-        };
+        let expiry =
+            if lease.pinned { Box::pin(std::future::pending()) } else { store.clock().sleep_until(lease.expires) };
         tokio::select! {
             biased;
             () = &mut cancel => return Err(LeaseError::Cancelled),

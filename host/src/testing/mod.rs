@@ -60,6 +60,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::agent::{self, AgentCommand, AgentConfig, Backoff};
+pub use crate::capabilities::call_log::{HostCall, HostCallLog};
 use crate::events::{Event, EventKind, EventSink, LogLevel, WorkloadStatus};
 use crate::hooks::{HookError, HookKind};
 use crate::leadership::{Clock, LeadershipStore, ManualClock, MemoryStore, Tenure, Timestamp};
@@ -68,9 +69,8 @@ use crate::runtime::{Charm, GuestEnvironment, HookRuntime, RuntimeConfig};
 use crate::services::{ServiceConfig, ServiceStatus};
 use crate::settings::Settings;
 use crate::unit::{Unit, UnitStatus};
-use idle::IdleRuntime;
-pub use crate::capabilities::call_log::{HostCall, HostCallLog};
 pub use explore::Step;
+use idle::IdleRuntime;
 pub use store::AcknowledgedWrite;
 use store::{Ledger, UnitStore};
 
@@ -223,7 +223,8 @@ impl TestAppBuilder {
         let clock = Arc::new(ManualClock::default());
         let dir = tempfile::Builder::new().prefix("charm-test-app-").tempdir().map_err(|e| setup(&e))?;
         let timeline = Arc::new(Timeline { clock: clock.clone(), start: clock.now(), events: Mutex::default() });
-        let store: Arc<dyn LeadershipStore> = runtime.block_on(async { Arc::new(MemoryStore::with_clock(clock.clone())) });
+        let store: Arc<dyn LeadershipStore> =
+            runtime.block_on(async { Arc::new(MemoryStore::with_clock(clock.clone())) });
         let ledger = Arc::new(Ledger::default());
         let units = (0..self.units)
             .map(|n| {
@@ -702,8 +703,11 @@ impl TestApp {
         let app = self.app.clone();
         let lease = self.runtime.block_on(async move { store.lease(&app).await }).ok().flatten()?;
         // The unit whose agent's incarnation holds it (a unit's copies share its name).
-        let holds = |u: &TestUnit| u.last.as_ref().is_some_and(|unit| Some(unit.tracker().claimant().id()) == lease.incarnation);
-        let index = self.units.iter().position(holds).or_else(|| self.units.iter().position(|u| u.name == lease.holder))?;
+        let holds = |u: &TestUnit| {
+            u.last.as_ref().is_some_and(|unit| Some(unit.tracker().claimant().id()) == lease.incarnation)
+        };
+        let index =
+            self.units.iter().position(holds).or_else(|| self.units.iter().position(|u| u.name == lease.holder))?;
         Some((index, lease.term))
     }
 
@@ -725,10 +729,13 @@ impl TestApp {
         let state = test_unit.machine.as_ref().map_or_else(|| self.state_dir(), crate::state_dir::StateDir::new);
         let base = state.unit_dir(&test_unit.name);
         // As `charm-host agent` does: the unit's lock, and a new incarnation made from it.
-        let mut lock = agent::AgentLock::take(&state, &test_unit.name).map_err(|e| TestAppError::Step(e.to_string()))?;
-        let tracker = lock.tracker(test_unit.name.clone(), test_unit.view.clone(), self.window).map_err(|e| setup(&e))?;
+        let mut lock =
+            agent::AgentLock::take(&state, &test_unit.name).map_err(|e| TestAppError::Step(e.to_string()))?;
+        let tracker =
+            lock.tracker(test_unit.name.clone(), test_unit.view.clone(), self.window).map_err(|e| setup(&e))?;
         let events: Arc<dyn EventSink> = self.timeline.clone();
-        let unit = Unit::new(test_unit.name.clone(), state.data_dir(&test_unit.name), tracker, events).map_err(|e| setup(&e))?;
+        let unit = Unit::new(test_unit.name.clone(), state.data_dir(&test_unit.name), tracker, events)
+            .map_err(|e| setup(&e))?;
         let unit = Arc::new(
             unit.with_guest_environment(test_unit.guest.clone())
                 .with_simulated_services(self.services.clone())
@@ -742,7 +749,15 @@ impl TestApp {
             .block_on(agent::preflight(&unit, &config))
             .map_err(|e| TestAppError::Step(format!("{}'s agent cannot start: {e}", unit.name())))?;
         let (commands, receiver) = mpsc::channel(8);
-        let run = agent::run_checked_unit(self.hooks.clone(), self.charm.clone(), unit.clone(), lock, config, Some(checked), receiver);
+        let run = agent::run_checked_unit(
+            self.hooks.clone(),
+            self.charm.clone(),
+            unit.clone(),
+            lock,
+            config,
+            Some(checked),
+            receiver,
+        );
         let task = self.runtime.handle().spawn(run);
         let test_unit = self.unit_mut(i)?;
         test_unit.last = Some(unit.clone());

@@ -16,7 +16,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::leadership::{
-    Claim, Claimant, Clock, Lease, LeaseError, LeadershipStore, Release, StoreError, StoreFailure, Tenure, Timestamp, WriteError,
+    Claim, Claimant, Clock, LeadershipStore, Lease, LeaseError, Release, StoreError, StoreFailure, Tenure, Timestamp,
+    WriteError,
 };
 use crate::names::{AppName, UnitName};
 use crate::settings::SettingsSnapshot;
@@ -107,7 +108,11 @@ impl LeadershipStore for UnitStore {
         self.lease_reachable()?;
         self.inner.history(app, limit).await
     }
-    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<crate::leadership::LostRenewals, LeaseError> {
+    async fn mark_lost_renewals(
+        &self,
+        unit: &UnitName,
+        term: u64,
+    ) -> Result<crate::leadership::LostRenewals, LeaseError> {
         self.lease_reachable()?;
         self.inner.mark_lost_renewals(unit, term).await
     }

@@ -193,7 +193,12 @@ pub struct FaultyStore {
 
 impl FaultyStore {
     pub fn new(inner: Arc<dyn LeadershipStore>) -> Arc<Self> {
-        Arc::new(Self { inner, failing: Mutex::new(Vec::new()), hanging: Mutex::new(Vec::new()), claims: Default::default() })
+        Arc::new(Self {
+            inner,
+            failing: Mutex::new(Vec::new()),
+            hanging: Mutex::new(Vec::new()),
+            claims: Default::default(),
+        })
     }
 
     /// Makes `unit`'s claims fail from now on.
@@ -244,7 +249,11 @@ impl LeadershipStore for FaultyStore {
     async fn history(&self, app: Option<&AppName>, limit: usize) -> Result<Vec<Tenure>, LeaseError> {
         self.inner.history(app, limit).await
     }
-    async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<charm_host::leadership::LostRenewals, LeaseError> {
+    async fn mark_lost_renewals(
+        &self,
+        unit: &UnitName,
+        term: u64,
+    ) -> Result<charm_host::leadership::LostRenewals, LeaseError> {
         self.inner.mark_lost_renewals(unit, term).await
     }
     async fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {
@@ -303,7 +312,9 @@ pub async fn wait_settled(unit: &Unit, after: u64) {
 
 /// `options` for a prefix of a cluster the test just started: no agent ever used it, so a
 /// store created there grants at once (see `EtcdOptions::unused_prefix`).
-pub fn unused_prefix(mut options: charm_host::leadership::etcd::EtcdOptions) -> charm_host::leadership::etcd::EtcdOptions {
+pub fn unused_prefix(
+    mut options: charm_host::leadership::etcd::EtcdOptions,
+) -> charm_host::leadership::etcd::EtcdOptions {
     options.unused_prefix = true;
     options
 }

@@ -81,11 +81,17 @@ struct Bench {
 }
 
 impl Bench {
-    async fn start(&self, units: u32, window: Duration, dir: &std::path::Path) -> anyhow::Result<(Application, RunningApplication, Arc<HookStarts>, Arc<dyn LeadershipStore>)> {
+    async fn start(
+        &self,
+        units: u32,
+        window: Duration,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<(Application, RunningApplication, Arc<HookStarts>, Arc<dyn LeadershipStore>)> {
         let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
         let events = Arc::new(HookStarts::default());
         let config = ApplicationConfig::new(self.app.clone(), units, StateDir::new(dir)).with_guarantee_window(window);
-        let app = Application::new(self.runtime.clone(), self.charm.clone(), store.clone(), events.clone(), &config).await?;
+        let app =
+            Application::new(self.runtime.clone(), self.charm.clone(), store.clone(), events.clone(), &config).await?;
         let running = app.start()?;
         Ok((app, running, events, store))
     }
@@ -132,7 +138,8 @@ async fn fan_out(bench: &Bench, units: u32, rounds: u32) -> anyhow::Result<Durat
     wait_for(|| events.settings_changed() >= minions, Duration::from_secs(300)).await?;
     let lease = store.lease(&bench.app).await?.ok_or_else(|| anyhow::anyhow!("no leader"))?;
     // Written as the leader's agent: the store fences by its incarnation.
-    let leader = app.units().iter().find(|u| *u.name() == lease.holder).ok_or_else(|| anyhow::anyhow!("no leading unit"))?;
+    let leader =
+        app.units().iter().find(|u| *u.name() == lease.holder).ok_or_else(|| anyhow::anyhow!("no leading unit"))?;
     let writer = leader.tracker().claimant().clone();
     let mut samples = Vec::new();
     for round in 0..rounds {
@@ -172,7 +179,11 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
         }
         for units in if quick { vec![10, 100] } else { vec![10, 100, 1000] } {
             let time = ms(fan_out(&bench, units, if quick { 3 } else { 7 }).await?);
-            let figure = Figure::new(format!("fan-out: leader-set -> {} minions ran leader-settings-changed", units - 1), time, "ms");
+            let figure = Figure::new(
+                format!("fan-out: leader-set -> {} minions ran leader-settings-changed", units - 1),
+                time,
+                "ms",
+            );
             figures.push(if units == 1000 { figure.target("<= 20 ms", time <= 20.0) } else { figure });
         }
         Ok(figures)

@@ -12,8 +12,8 @@ use crate::names::UnitName;
 use crate::runtime::{Charm, HookRuntime, RuntimeConfig};
 use crate::tracker::LeadershipTracker;
 use crate::unit::Unit;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::Store;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::{Figure, fixture, median, percentile};
@@ -40,7 +40,8 @@ impl HookBench {
         let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
         let name = UnitName::new("bench/0")?;
         let tracker = LeadershipTracker::new(name.clone(), store.clone(), Duration::from_secs(30));
-        let unit = Arc::new(Unit::new(name.clone(), data.path().join("bench-0"), tracker, Arc::new(RecordingSink::new()))?);
+        let unit =
+            Arc::new(Unit::new(name.clone(), data.path().join("bench-0"), tracker, Arc::new(RecordingSink::new()))?);
         tokio.block_on(unit.tracker().refresh());
         let term = unit.tracker().held_term().ok_or_else(|| anyhow::anyhow!("the bench unit did not become leader"))?;
         tokio.block_on(store.write_settings(unit.tracker().claimant(), term, &[(KEY.into(), VALUE.into())]))?;
@@ -110,7 +111,8 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
     let per_call = |command: &str| -> anyhow::Result<f64> {
         let time = |count: u32| -> anyhow::Result<Duration> {
             std::fs::write(unit.data_dir().join("script"), command.replace("{n}", &count.to_string()))?;
-            let mut samples = (0..5).map(|_| bench.run(&probe_charm, HookKind::Install)).collect::<anyhow::Result<Vec<_>>>()?;
+            let mut samples =
+                (0..5).map(|_| bench.run(&probe_charm, HookKind::Install)).collect::<anyhow::Result<Vec<_>>>()?;
             Ok(median(&mut samples))
         };
         let (none, many) = (time(0)?, time(calls)?);
@@ -133,11 +135,16 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
             .target("<= 1.3x its floor", within(leader_get, floor.get)),
     );
     // No string to lower: against the empty call.
-    figures.push(Figure::new("leader-get of an absent key (no string returned), per call", leader_get_absent, "ns").against(floor.noop));
+    figures.push(
+        Figure::new("leader-get of an absent key (no string returned), per call", leader_get_absent, "ns")
+            .against(floor.noop),
+    );
 
     // A charm's start: cached compiled code against a cold compile.
     let cache = tempfile::tempdir()?;
-    let cached_runtime = |dir: &std::path::Path| HookRuntime::new(RuntimeConfig { cache_dir: Some(dir.to_owned()), ..RuntimeConfig::default() });
+    let cached_runtime = |dir: &std::path::Path| {
+        HookRuntime::new(RuntimeConfig { cache_dir: Some(dir.to_owned()), ..RuntimeConfig::default() })
+    };
     let mut cold = Vec::new();
     for i in 0..3 {
         cold.push(cached_runtime(&cache.path().join(format!("cold-{i}")))?.load_charm(&shared)?.load_time());
@@ -153,7 +160,11 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let (warm, cold) = (ms(median(&mut warm)), ms(median(&mut cold)));
-    figures.push(Figure::new("charm start from the compiled-code cache", warm, "ms").against(cold).target("<= 5 ms", warm <= 5.0));
+    figures.push(
+        Figure::new("charm start from the compiled-code cache", warm, "ms")
+            .against(cold)
+            .target("<= 5 ms", warm <= 5.0),
+    );
     Ok(figures)
 }
 
@@ -162,7 +173,13 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
 /// `ops` package; a skipped row saying why where it does not.
 fn ops_hook_start(dispatch_us: f64, quick: bool) -> anyhow::Result<Figure> {
     const NAME: &str = "hook dispatch p50, against an ops charm's hook start (python3 -c 'import ops')";
-    let import_ops = || std::process::Command::new("python3").args(["-c", "import ops"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status();
+    let import_ops = || {
+        std::process::Command::new("python3")
+            .args(["-c", "import ops"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+    };
     match import_ops() {
         Ok(status) if status.success() => {}
         Ok(_) => return Ok(Figure::skipped(NAME, "python3 has no `ops` package (`pip install ops` to measure it)")),
@@ -226,7 +243,12 @@ struct Floor {
 }
 
 impl Floor {
-    fn measure(runtime: &HookRuntime, wasm: &std::path::Path, calls: u32, tokio: &tokio::runtime::Runtime) -> anyhow::Result<Self> {
+    fn measure(
+        runtime: &HookRuntime,
+        wasm: &std::path::Path,
+        calls: u32,
+        tokio: &tokio::runtime::Runtime,
+    ) -> anyhow::Result<Self> {
         let engine = runtime.engine();
         let component = Component::from_file(engine, wasm).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut linker: Linker<FloorState> = Linker::new(engine);
@@ -239,7 +261,8 @@ impl Floor {
         let time = |function: &str, count: u32| -> anyhow::Result<Duration> {
             let mut samples = Vec::new();
             for _ in 0..5 {
-                let state = FloorState { wasi: WasiCtx::builder().build(), table: ResourceTable::new(), value: VALUE.into() };
+                let state =
+                    FloorState { wasi: WasiCtx::builder().build(), table: ResourceTable::new(), value: VALUE.into() };
                 let mut store = Store::new(engine, state);
                 store.epoch_deadline_async_yield_and_update(1);
                 let start = Instant::now();

@@ -97,7 +97,11 @@ fn files_alone(state: &StateDir, units: u32, threads: u32) -> anyhow::Result<Dur
     let threads = threads.max(1);
     // The records as an active unit has them.
     let local = LocalState { installed: true, settings_version_seen: Some(1), ..LocalState::default() };
-    let active = UnitStatus { workload: WorkloadStatus::Active, message: "member of cluster-0123abcd".into(), ..UnitStatus::default() };
+    let active = UnitStatus {
+        workload: WorkloadStatus::Active,
+        message: "member of cluster-0123abcd".into(),
+        ..UnitStatus::default()
+    };
     let start = Instant::now();
     std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
@@ -116,7 +120,9 @@ fn files_alone(state: &StateDir, units: u32, threads: u32) -> anyhow::Result<Dur
                 })
             })
             .collect();
-        workers.into_iter().try_for_each(|worker| worker.join().map_err(|_| anyhow::anyhow!("a floor thread panicked"))?)
+        workers
+            .into_iter()
+            .try_for_each(|worker| worker.join().map_err(|_| anyhow::anyhow!("a floor thread panicked"))?)
     })?;
     Ok(start.elapsed())
 }
@@ -162,7 +168,10 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
         let _application = host.start_application(AppName::new("crowd")?, &charm, units).await?;
         let limit = Duration::from_secs(600);
         while settled.at().is_none() {
-            anyhow::ensure!(start.elapsed() < limit, "{units} units were not all active with one leader after {limit:?}");
+            anyhow::ensure!(
+                start.elapsed() < limit,
+                "{units} units were not all active with one leader after {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let at = settled.at().unwrap_or_else(Instant::now);
@@ -185,7 +194,11 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
         Figure::new(format!("cold start: {units} units to all active with one leader"), time, "ms")
             .against(ms(hooks_alone))
             .target(format!("<= 3x 2 hooks x units x dispatch / {cores} cores ({target:.0} ms)"), time <= target),
-        Figure::new(format!("cold start: their directories and records alone (a bare loop on {cores} cores, no fsync)"), ms(files), "ms"),
+        Figure::new(
+            format!("cold start: their directories and records alone (a bare loop on {cores} cores, no fsync)"),
+            ms(files),
+            "ms",
+        ),
         Figure::new(format!("cold start: peak resident memory, {units} units"), mib, "MiB")
             .target(format!("<= 64 KiB x units + 128 MiB ({peak_target:.0} MiB)"), mib <= peak_target),
     ])

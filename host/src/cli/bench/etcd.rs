@@ -84,9 +84,13 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
         ] {
             let (value, baseline) = (ms(median(&mut samples)), ms(baseline));
             figures.push(
-                Figure::new(format!("etcd store: {name}, p50 (against a bare etcd-client {bare_name}, same conditions)"), value, "ms")
-                    .against(baseline)
-                    .target(format!("<= 1.3x the bare {bare_name}"), value <= 1.3 * baseline),
+                Figure::new(
+                    format!("etcd store: {name}, p50 (against a bare etcd-client {bare_name}, same conditions)"),
+                    value,
+                    "ms",
+                )
+                .against(baseline)
+                .target(format!("<= 1.3x the bare {bare_name}"), value <= 1.3 * baseline),
             );
         }
         let run_for = if quick { Duration::from_millis(500) } else { Duration::from_secs(2) };
@@ -100,7 +104,11 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
 async fn bare_renewal(client: &mut etcd_client::Client, lease: i64, i: u64) -> anyhow::Result<()> {
     client.lease_keep_alive(lease).await?;
     let key = format!("/bench/renewed{}", i % 32);
-    let txn = Txn::new().when([Compare::mod_revision(key.as_str(), CompareOp::Greater, -1)]).and_then([TxnOp::put(key.as_str(), "", None)]);
+    let txn = Txn::new().when([Compare::mod_revision(key.as_str(), CompareOp::Greater, -1)]).and_then([TxnOp::put(
+        key.as_str(),
+        "",
+        None,
+    )]);
     client.txn(txn).await?;
     Ok(())
 }
@@ -160,9 +168,15 @@ async fn throughput(
     Ok([("extensions", rates[2], rates[1], "keep-alives + txns"), ("fenced writes", rates[3], rates[0], "txns")]
         .into_iter()
         .map(|(name, value, bare, bare_name)| {
-            Figure::new(format!("etcd store: {name} by {CALLERS} concurrent units (against bare {bare_name} by as many callers)"), value, "ops/s")
-                .against_rate(bare)
-                .target(format!(">= the bare {bare_name}' rate / 1.3"), value >= bare / 1.3)
+            Figure::new(
+                format!(
+                    "etcd store: {name} by {CALLERS} concurrent units (against bare {bare_name} by as many callers)"
+                ),
+                value,
+                "ops/s",
+            )
+            .against_rate(bare)
+            .target(format!(">= the bare {bare_name}' rate / 1.3"), value >= bare / 1.3)
         })
         .collect())
 }
@@ -183,5 +197,9 @@ async fn renewal_traffic(store: &EtcdStore, cluster: &server::EtcdCluster, secon
     }
     let handled = cluster.handled_requests(0)?.saturating_sub(before);
     let per_second = handled as f64 / start.elapsed().as_secs_f64();
-    Ok(Figure::new("etcd store: renewal traffic of one held lease (2 s window, renewed every 1 s)", per_second, "requests/s"))
+    Ok(Figure::new(
+        "etcd store: renewal traffic of one held lease (2 s window, renewed every 1 s)",
+        per_second,
+        "requests/s",
+    ))
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::leadership::simulation::{SimConfig, run_schedule};
 use crate::leadership::sqlite::{Durability, SqliteOptions};
-use crate::leadership::{Claimant, LeadershipStore, ManualClock, Release, MemoryStore, MonotonicClock, SqliteStore};
+use crate::leadership::{Claimant, LeadershipStore, ManualClock, MemoryStore, MonotonicClock, Release, SqliteStore};
 use crate::names::{AppName, UnitName};
 
 use super::Figure;
@@ -53,11 +53,13 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
     let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let memory = tokio.block_on(claim_extend_check(&MemoryStore::new(), 50_000 * scale))?;
     let mut figures = vec![
-        Figure::new("lease engine, memory: claim+extend+check", memory, "ops/s").target(">= 1000000 ops/s", memory >= 1e6),
+        Figure::new("lease engine, memory: claim+extend+check", memory, "ops/s")
+            .target(">= 1000000 ops/s", memory >= 1e6),
     ];
     for durability in [Durability::Full, Durability::Normal] {
         let options = SqliteOptions { durability, ..SqliteOptions::default() };
-        let store = SqliteStore::open_with(&dir.path().join(format!("{durability:?}.db")), Arc::new(MonotonicClock), options)?;
+        let store =
+            SqliteStore::open_with(&dir.path().join(format!("{durability:?}.db")), Arc::new(MonotonicClock), options)?;
         let n = if durability == Durability::Full { 100 * scale } else { 1000 * scale };
         let mix = tokio.block_on(claim_extend_check(&store, n))?;
         let writes = tokio.block_on(fenced_writes(&store, 4 * n))?;
@@ -69,7 +71,9 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
     let schedules = 100 * scale;
     let sim = rate(schedules, |seed| {
         let mut store: Option<Arc<dyn LeadershipStore>> = None;
-        let mut open = |clock: &Arc<ManualClock>| store.get_or_insert_with(|| Arc::new(MemoryStore::with_clock(clock.clone()))).clone();
+        let mut open = |clock: &Arc<ManualClock>| {
+            store.get_or_insert_with(|| Arc::new(MemoryStore::with_clock(clock.clone()))).clone()
+        };
         tokio.block_on(run_schedule(seed, &config, &mut open)).map(|_| ()).map_err(anyhow::Error::from)
     })?;
     figures.push(Figure::new(format!("simulator, memory store ({}-step schedules)", config.steps), sim, "schedules/s"));

@@ -29,7 +29,8 @@ impl EventSink for HookCount {
 /// This process's resident set, in KiB.
 fn rss_kib() -> anyhow::Result<f64> {
     let statm = std::fs::read_to_string("/proc/self/statm")?;
-    let pages: f64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).ok_or_else(|| anyhow::anyhow!("bad statm"))?;
+    let pages: f64 =
+        statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).ok_or_else(|| anyhow::anyhow!("bad statm"))?;
     Ok(pages * rustix::param::page_size() as f64 / 1024.0)
 }
 
@@ -40,7 +41,9 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut figures = Vec::new();
     let warm_up = RuntimeConfig::default().max_concurrent_hooks * 2;
-    for (index, units) in [warm_up].into_iter().chain(if quick { vec![100u32, 1000] } else { vec![1000, 10_000] }).enumerate() {
+    for (index, units) in
+        [warm_up].into_iter().chain(if quick { vec![100u32, 1000] } else { vec![1000, 10_000] }).enumerate()
+    {
         let dir = tempfile::tempdir()?;
         let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
         let hooks = Arc::new(HookCount::default());
@@ -62,7 +65,10 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
             Ok::<_, anyhow::Error>((after - before) / f64::from(units))
         })?;
         if index > 0 {
-            figures.push(Figure::new(format!("host memory per idle unit, {units} units"), per_unit, "KiB").target("<= 64 KiB", per_unit <= 64.0));
+            figures.push(
+                Figure::new(format!("host memory per idle unit, {units} units"), per_unit, "KiB")
+                    .target("<= 64 KiB", per_unit <= 64.0),
+            );
         }
     }
     Ok(figures)

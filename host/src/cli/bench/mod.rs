@@ -52,7 +52,16 @@ fn value_or_nan<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64
 
 impl Figure {
     fn new(name: impl Into<String>, value: f64, unit: &str) -> Self {
-        Self { name: name.into(), value, unit: unit.to_owned(), baseline: None, ratio: None, target: None, met: None, skipped: None }
+        Self {
+            name: name.into(),
+            value,
+            unit: unit.to_owned(),
+            baseline: None,
+            ratio: None,
+            target: None,
+            met: None,
+            skipped: None,
+        }
     }
 
     /// A row for a figure this machine cannot measure, saying why.
@@ -124,7 +133,8 @@ const SECTIONS_IN_CHILD: [(&str, &str, Measure); 2] = [
 ];
 
 /// Every section name `--only` accepts.
-pub const SECTION_NAMES: [&str; 8] = ["calls", "lease", "renewals", "etcd", "processes", "agents", "cold-start", "memory"];
+pub const SECTION_NAMES: [&str; 8] =
+    ["calls", "lease", "renewals", "etcd", "processes", "agents", "cold-start", "memory"];
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let quick = args.quick;
@@ -173,7 +183,11 @@ fn section_in_child(section: &str, quick: bool) -> anyhow::Result<Vec<Figure>> {
         command.arg("--quick");
     }
     let output = command.output()?;
-    anyhow::ensure!(output.status.success(), "the {section} measurement failed: {}", String::from_utf8_lossy(&output.stderr));
+    anyhow::ensure!(
+        output.status.success(),
+        "the {section} measurement failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     #[derive(serde::Deserialize)]
     struct Report {
         figures: Vec<Figure>,
@@ -194,7 +208,10 @@ fn number(value: f64) -> String {
 
 fn table(figures: &[Figure]) -> String {
     let width = figures.iter().map(|f| f.name.len()).max().unwrap_or(10);
-    let mut out = format!("{:<width$}  {:>14}  {:>14}  {:>8}  {:<24} {}\n", "figure", "value", "baseline", "ratio", "target", "met");
+    let mut out = format!(
+        "{:<width$}  {:>14}  {:>14}  {:>8}  {:<24} {}\n",
+        "figure", "value", "baseline", "ratio", "target", "met"
+    );
     for f in figures {
         if let Some(reason) = &f.skipped {
             out.push_str(&format!("{:<width$}  skipped: {reason}\n", f.name));
@@ -221,7 +238,8 @@ fn table(figures: &[Figure]) -> String {
 mod tests {
     #[test]
     fn every_section_can_be_picked_by_name() {
-        let names: Vec<&str> = super::SECTIONS.iter().chain(&super::SECTIONS_IN_CHILD).map(|(name, _, _)| *name).collect();
+        let names: Vec<&str> =
+            super::SECTIONS.iter().chain(&super::SECTIONS_IN_CHILD).map(|(name, _, _)| *name).collect();
         assert_eq!(names, super::SECTION_NAMES);
     }
 }

@@ -89,7 +89,13 @@ impl Pair {
 
 /// The gap of one handover: from the leader's end (graceful) or from the kill (crash) to
 /// the successor's start.
-fn handover(wasm: &Path, cache: &Path, store: Option<&str>, clock: &dyn Clock, signal: &str) -> anyhow::Result<Duration> {
+fn handover(
+    wasm: &Path,
+    cache: &Path,
+    store: Option<&str>,
+    clock: &dyn Clock,
+    signal: &str,
+) -> anyhow::Result<Duration> {
     let pair = Pair::start(wasm, cache, store)?;
     let killed_at = clock.now();
     pair.signal(0, signal)?;
@@ -117,18 +123,28 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
         (Some(url.as_str()), &BootClock as &dyn Clock, "etcd, agents on separate state directories"),
         (None, &MonotonicClock as &dyn Clock, "SQLite, agents on one state directory"),
     ] {
-        let mut graceful = (0..rounds).map(|_| handover(&wasm, cache.path(), store, clock, "TERM")).collect::<anyhow::Result<Vec<_>>>()?;
+        let mut graceful = (0..rounds)
+            .map(|_| handover(&wasm, cache.path(), store, clock, "TERM"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let value = ms(median(&mut graceful));
         figures.push(
             Figure::new(format!("graceful handover between agent processes ({name}): leaderless gap"), value, "ms")
                 .against(lease)
                 .target("a few ms (<= 10 ms)", value <= 10.0),
         );
-        let mut crash = (0..rounds.min(3)).map(|_| handover(&wasm, cache.path(), store, clock, "KILL")).collect::<anyhow::Result<Vec<_>>>()?;
+        let mut crash = (0..rounds.min(3))
+            .map(|_| handover(&wasm, cache.path(), store, clock, "KILL"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let value = ms(median(&mut crash));
         figures.push(
-            Figure::new(format!("crash handover between agent processes ({name}): SIGKILL to successor leading, lease {lease:.0} ms"), value, "ms")
-                .target("<= lease + 1 s", value <= lease + 1000.0),
+            Figure::new(
+                format!(
+                    "crash handover between agent processes ({name}): SIGKILL to successor leading, lease {lease:.0} ms"
+                ),
+                value,
+                "ms",
+            )
+            .target("<= lease + 1 s", value <= lease + 1000.0),
         );
     }
     Ok(figures)

@@ -104,7 +104,10 @@ async fn renewal_latencies(idle: &[Arc<LeadershipTracker>], how_long: Duration) 
                     let start = Instant::now();
                     let refresh = tracker.refresh().await;
                     latencies.push(start.elapsed());
-                    anyhow::ensure!(matches!(refresh, Refresh::Leader { .. }), "an idle leader lost its lease: {refresh:?}");
+                    anyhow::ensure!(
+                        matches!(refresh, Refresh::Leader { .. }),
+                        "an idle leader lost its lease: {refresh:?}"
+                    );
                 }
                 Ok(latencies)
             })

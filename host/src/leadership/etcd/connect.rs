@@ -118,7 +118,9 @@ impl EtcdOptions {
             // An IPv6 address in brackets, whole; anything else as the client will read it.
             let bracketed = host.starts_with('[') == host.ends_with(']') && host.matches('[').count() <= 1;
             if !bracketed || format!("http://{endpoint}").parse::<hyper::Uri>().is_err() {
-                return Err(fail(&format!("{endpoint:?} is not a valid HOST:PORT (an IPv6 address goes in brackets: [::1]:2379)")));
+                return Err(fail(&format!(
+                    "{endpoint:?} is not a valid HOST:PORT (an IPv6 address goes in brackets: [::1]:2379)"
+                )));
             }
             endpoints.push(endpoint.to_owned());
         }
@@ -126,7 +128,9 @@ impl EtcdOptions {
         let segment_ok =
             |s: &&str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
         if !segments.iter().all(segment_ok) {
-            return Err(fail("the prefix must be segments of letters, digits, '.', '_' and '-', with no empty segment"));
+            return Err(fail(
+                "the prefix must be segments of letters, digits, '.', '_' and '-', with no empty segment",
+            ));
         }
         Ok(Self {
             endpoints,

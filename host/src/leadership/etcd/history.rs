@@ -55,7 +55,13 @@ fn range(layout: &Layout, what: &str, app: Option<&AppName>) -> String {
 /// The operations a grant of `unit`'s tenure at `term` adds to its transaction, at wall
 /// time `now`: the start, the end of the tenure before it if that one ran out
 /// (`expired`: its term and end), and the pruning.
-pub(super) fn on_grant(layout: &Layout, unit: &UnitName, term: u64, now: SystemTime, expired: Option<(u64, SystemTime)>) -> Vec<TxnOp> {
+pub(super) fn on_grant(
+    layout: &Layout,
+    unit: &UnitName,
+    term: u64,
+    now: SystemTime,
+    expired: Option<(u64, SystemTime)>,
+) -> Vec<TxnOp> {
     let app = unit.app();
     let started = Started { unit: unit.to_string(), started_unix_ns: history::unix_nanos(now) };
     let mut ops = vec![TxnOp::put(started_key(layout, app, term), keys::encode(&started), None)];
@@ -63,7 +69,10 @@ pub(super) fn on_grant(layout: &Layout, unit: &UnitName, term: u64, now: SystemT
         ops.push(end(layout, app, previous, at, TenureEnd::Expired));
     }
     let oldest = history::oldest_kept(term);
-    for (first, below) in [(started_key(layout, app, 0), started_key(layout, app, oldest)), (ended_key(layout, app, 0), ended_key(layout, app, oldest))] {
+    for (first, below) in [
+        (started_key(layout, app, 0), started_key(layout, app, oldest)),
+        (ended_key(layout, app, 0), ended_key(layout, app, oldest)),
+    ] {
         ops.push(TxnOp::delete(first, Some(DeleteOptions::new().with_range(below))));
     }
     ops
@@ -113,7 +122,9 @@ pub(super) fn reads(layout: &Layout, app: Option<&AppName>, limit: usize) -> [Tx
     ["history", "ended"].map(|what| {
         let options = GetOptions::new().with_prefix();
         let options = match app {
-            Some(_) => options.with_sort(SortTarget::Key, SortOrder::Descend).with_limit(i64::try_from(limit).unwrap_or(i64::MAX)),
+            Some(_) => options
+                .with_sort(SortTarget::Key, SortOrder::Descend)
+                .with_limit(i64::try_from(limit).unwrap_or(i64::MAX)),
             None => options,
         };
         TxnOp::get(range(layout, what, app), Some(options))
@@ -128,16 +139,21 @@ pub(super) fn tenures(layout: &Layout, answers: &[TxnOpResponse], limit: usize) 
     };
     let parse = |what: &str, key: &[u8]| -> Result<(AppName, u64), StoreError> {
         let text = std::str::from_utf8(key).ok();
-        let rest = text.and_then(|k| k.strip_prefix(layout.prefix())).and_then(|k| k.strip_prefix('/')).and_then(|k| k.strip_prefix(what));
-        let parsed = rest.and_then(|k| k.strip_prefix('/')).and_then(|k| k.split_once('/')).and_then(|(app, term)| {
-            Some((AppName::new(app).ok()?, term.parse::<u64>().ok()?))
-        });
+        let rest = text
+            .and_then(|k| k.strip_prefix(layout.prefix()))
+            .and_then(|k| k.strip_prefix('/'))
+            .and_then(|k| k.strip_prefix(what));
+        let parsed = rest
+            .and_then(|k| k.strip_prefix('/'))
+            .and_then(|k| k.split_once('/'))
+            .and_then(|(app, term)| Some((AppName::new(app).ok()?, term.parse::<u64>().ok()?)));
         parsed.ok_or_else(|| keys::corrupt(key, "not a history key"))
     };
     let mut ended = BTreeMap::new();
     for kv in ends.kvs() {
         let value: Ended = keys::decode(kv.key(), kv.value())?;
-        let how = TenureEnd::from_name(&value.how).ok_or_else(|| keys::corrupt(kv.key(), format!("unknown end {:?}", value.how)))?;
+        let how = TenureEnd::from_name(&value.how)
+            .ok_or_else(|| keys::corrupt(kv.key(), format!("unknown end {:?}", value.how)))?;
         ended.insert(parse("ended", kv.key())?, (history::from_unix_nanos(value.ended_unix_ns), how));
     }
     let mut by_app: BTreeMap<AppName, Vec<Tenure>> = BTreeMap::new();

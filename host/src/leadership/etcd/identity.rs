@@ -83,15 +83,23 @@ impl StoreIdentity {
         let meta = layout.meta();
         // A store inside another store's prefix would be read by it as its own keys.
         for outer in layout.enclosing() {
-            let got = within(deadline, client.get(Layout::new(&outer).meta(), None)).await.map_err(PrefixProblem::Failed)?.map_err(failed)?;
+            let got = within(deadline, client.get(Layout::new(&outer).meta(), None))
+                .await
+                .map_err(PrefixProblem::Failed)?
+                .map_err(failed)?;
             if !got.kvs().is_empty() {
-                return Err(PrefixProblem::Foreign(format!("lies inside the charm-host store at {outer}: choose a prefix beside it")));
+                return Err(PrefixProblem::Foreign(format!(
+                    "lies inside the charm-host store at {outer}: choose a prefix beside it"
+                )));
             }
         }
         for _ in 0..4 {
             let txn = Txn::new()
                 .when([Compare::create_revision(meta.as_str(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::get(layout.all(), Some(GetOptions::new().with_prefix().with_keys_only().with_limit(1)))])
+                .and_then([TxnOp::get(
+                    layout.all(),
+                    Some(GetOptions::new().with_prefix().with_keys_only().with_limit(1)),
+                )])
                 .or_else([TxnOp::get(meta.as_str(), None)]);
             let response = within(deadline, client.txn(txn)).await.map_err(PrefixProblem::Failed)?.map_err(failed)?;
             let first = response.op_responses().into_iter().next();
@@ -101,7 +109,9 @@ impl StoreIdentity {
             if response.succeeded() {
                 // No meta key: an empty prefix becomes ours; one holding other data is refused.
                 if !get.kvs().is_empty() {
-                    return Err(PrefixProblem::Foreign("holds keys that are not a charm-host store's (no meta key)".into()));
+                    return Err(PrefixProblem::Foreign(
+                        "holds keys that are not a charm-host store's (no meta key)".into(),
+                    ));
                 }
                 create(client, layout, deadline, unused).await?;
                 continue;
@@ -127,12 +137,20 @@ impl StoreIdentity {
     }
 
     /// Reads the identity of a charm-host prefix, giving one from before identities its id.
-    async fn read(client: &mut Client, layout: &Layout, deadline: Duration, clock: &dyn Clock) -> Result<Self, PrefixProblem> {
+    async fn read(
+        client: &mut Client,
+        layout: &Layout,
+        deadline: Duration,
+        clock: &dyn Clock,
+    ) -> Result<Self, PrefixProblem> {
         let failed = |e: etcd_client::Error| PrefixProblem::Failed(etcd_failed(e));
         let id_key = layout.id();
         let absent = Compare::create_revision(id_key.as_str(), CompareOp::Equal, 0);
         let put = TxnOp::put(id_key.as_str(), id_value(), None);
-        within(deadline, client.txn(Txn::new().when([absent]).and_then([put]))).await.map_err(PrefixProblem::Failed)?.map_err(failed)?;
+        within(deadline, client.txn(Txn::new().when([absent]).and_then([put])))
+            .await
+            .map_err(PrefixProblem::Failed)?
+            .map_err(failed)?;
         let txn = Txn::new().and_then([TxnOp::get(id_key.as_str(), None), TxnOp::get(layout.genesis(), None)]);
         let response = within(deadline, client.txn(txn)).await.map_err(PrefixProblem::Failed)?.map_err(failed)?;
         let header = response.header().cloned();
@@ -143,13 +161,17 @@ impl StoreIdentity {
         let (Some(id), Some(genesis)) = (gets.next(), gets.next()) else {
             return Err(PrefixProblem::Failed(StoreError::failed("etcd answered oddly")));
         };
-        let Some(kv) = id.kvs().first() else { return Err(PrefixProblem::Failed(StoreError::busy("the store's id vanished"))) };
+        let Some(kv) = id.kvs().first() else {
+            return Err(PrefixProblem::Failed(StoreError::busy("the store's id vanished")));
+        };
         let value: IdValue = keys::decode(kv.key(), kv.value()).map_err(PrefixProblem::Failed)?;
         let born = match genesis.kvs().first().map(|kv| kv.lease()).filter(|lease| *lease != 0) {
             Some(lease) => born_at(client, lease, deadline, clock).await?,
             None => None,
         };
-        let Some(header) = header else { return Err(PrefixProblem::Failed(StoreError::failed("etcd answered without a header"))) };
+        let Some(header) = header else {
+            return Err(PrefixProblem::Failed(StoreError::failed("etcd answered without a header")));
+        };
         Ok(Self {
             id: value.id,
             id_key,
@@ -210,7 +232,10 @@ impl StoreIdentity {
             Some(kv) => {
                 let found: Option<IdValue> = keys::decode(kv.key(), kv.value()).ok();
                 let found = found.map_or_else(|| "unreadable".to_owned(), |v| v.id);
-                Err(replaced(format_args!("holds another store now (id {found}; this process connected to {})", self.id)))
+                Err(replaced(format_args!(
+                    "holds another store now (id {found}; this process connected to {})",
+                    self.id
+                )))
             }
             None => Err(replaced("was wiped (its id key is gone)")),
         }
@@ -244,7 +269,8 @@ async fn create(client: &mut Client, layout: &Layout, deadline: Duration, unused
     let mut genesis = None;
     if !unused {
         let ttl = i64::try_from(GENESIS_TTL.as_secs()).unwrap_or(i64::MAX);
-        let granted = within(deadline, client.lease_grant(ttl, None)).await.map_err(PrefixProblem::Failed)?.map_err(failed)?;
+        let granted =
+            within(deadline, client.lease_grant(ttl, None)).await.map_err(PrefixProblem::Failed)?.map_err(failed)?;
         genesis = Some(granted.id());
         ops.push(TxnOp::put(layout.genesis(), "", Some(PutOptions::new().with_lease(granted.id()))));
     }
@@ -260,9 +286,17 @@ async fn create(client: &mut Client, layout: &Layout, deadline: Duration, unused
 /// When (this host's clock) the store whose genesis lease is `lease` was born, at the
 /// latest: its age read off the lease's TTL on the server, rounded down, counted back from
 /// after the answer. `None` once the genesis lease is gone (the store is old).
-async fn born_at(client: &mut Client, lease: i64, deadline: Duration, clock: &dyn Clock) -> Result<Option<Timestamp>, PrefixProblem> {
+async fn born_at(
+    client: &mut Client,
+    lease: i64,
+    deadline: Duration,
+    clock: &dyn Clock,
+) -> Result<Option<Timestamp>, PrefixProblem> {
     let failed = |e: etcd_client::Error| PrefixProblem::Failed(etcd_failed(e));
-    let answer = within(deadline, client.lease_time_to_live(lease, None)).await.map_err(PrefixProblem::Failed)?.map_err(failed)?;
+    let answer = within(deadline, client.lease_time_to_live(lease, None))
+        .await
+        .map_err(PrefixProblem::Failed)?
+        .map_err(failed)?;
     let after = clock.now();
     if answer.ttl() < 0 {
         return Ok(None);

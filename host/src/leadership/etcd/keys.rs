@@ -198,7 +198,12 @@ impl TermValue {
 
     /// The term key a grant of `lease` writes with it.
     pub fn of_lease(lease: &LeaseValue) -> Self {
-        Self { term: lease.term, holder: Some(lease.holder.clone()), ttl: Some(lease.ttl), incarnation: lease.incarnation }
+        Self {
+            term: lease.term,
+            holder: Some(lease.holder.clone()),
+            ttl: Some(lease.ttl),
+            incarnation: lease.incarnation,
+        }
     }
 
     /// A term key's value: JSON, or (as first written) the bare term in decimal.
@@ -220,7 +225,10 @@ pub(super) struct SettingsValue {
 /// Why a stored value could not be read: the data under the prefix is not what this
 /// program wrote.
 pub(super) fn corrupt(key: &[u8], what: impl std::fmt::Display) -> StoreError {
-    StoreError::corrupt(format!("etcd key {} holds a value this program cannot read: {what}", String::from_utf8_lossy(key)))
+    StoreError::corrupt(format!(
+        "etcd key {} holds a value this program cannot read: {what}",
+        String::from_utf8_lossy(key)
+    ))
 }
 
 pub(super) fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {

@@ -81,8 +81,8 @@ use self::identity::{PrefixProblem, StoreIdentity};
 use self::keys::{Kind, Layout, LeaseValue, SettingsValue, TermValue};
 use super::watchers::Watchers;
 use super::{
-    BootClock, Claim, Claimant, Clock, IncarnationId, Lease, LeaseError, LeadershipStore, Release, StoreError, StoreFailure, Tenure, Timestamp, WriteError,
-    validate_duration, validate_entity,
+    BootClock, Claim, Claimant, Clock, IncarnationId, LeadershipStore, Lease, LeaseError, Release, StoreError,
+    StoreFailure, Tenure, Timestamp, WriteError, validate_duration, validate_entity,
 };
 use crate::names::{AppName, UnitName};
 use crate::settings::{SettingsSnapshot, SettingsWrite};
@@ -218,7 +218,11 @@ struct Vacancy {
 /// The version of every member of the cluster `client` reaches, each asked on its own
 /// client URL; a member that cannot be asked is left out, with a warning (a member down is
 /// ordinary; the one answering was checked already).
-async fn member_versions(client: &mut Client, options: &etcd_client::ConnectOptions, deadline: Duration) -> Vec<(String, String)> {
+async fn member_versions(
+    client: &mut Client,
+    options: &etcd_client::ConnectOptions,
+    deadline: Duration,
+) -> Vec<(String, String)> {
     let members = match within(deadline, client.member_list()).await {
         Ok(Ok(members)) => members,
         Ok(Err(err)) => {
@@ -240,7 +244,9 @@ async fn member_versions(client: &mut Client, options: &etcd_client::ConnectOpti
         };
         match within(deadline, asked).await {
             Ok(Ok(status)) => versions.push((name, status.version().to_owned())),
-            Ok(Err(err)) => tracing::warn!(member = %name, "cannot ask an etcd member its version: {}", etcd_failed(err)),
+            Ok(Err(err)) => {
+                tracing::warn!(member = %name, "cannot ask an etcd member its version: {}", etcd_failed(err))
+            }
             Err(err) => tracing::warn!(member = %name, "cannot ask an etcd member its version: {err}"),
         }
     }
@@ -253,7 +259,9 @@ async fn within<T>(
     deadline: Duration,
     call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
 ) -> Result<Result<T, etcd_client::Error>, StoreError> {
-    tokio::time::timeout(deadline, call).await.map_err(|_| StoreError::unreachable(format!("etcd did not answer within {deadline:?}")))
+    tokio::time::timeout(deadline, call)
+        .await
+        .map_err(|_| StoreError::unreachable(format!("etcd did not answer within {deadline:?}")))
 }
 
 /// True for etcd's answer about a lease it does not have (expired or revoked).
@@ -267,7 +275,11 @@ async fn revoke_quietly(mut client: Client, id: i64, deadline: Duration) {
     match within(deadline, client.lease_revoke(id)).await {
         Ok(Ok(_)) => {}
         Ok(Err(err)) if lease_not_found(&err) => {}
-        Ok(Err(err)) => tracing::debug!(lease = id, "could not revoke an unused etcd lease (it expires by itself): {}", etcd_failed(err)),
+        Ok(Err(err)) => tracing::debug!(
+            lease = id,
+            "could not revoke an unused etcd lease (it expires by itself): {}",
+            etcd_failed(err)
+        ),
         Err(err) => tracing::debug!(lease = id, "could not revoke an unused etcd lease (it expires by itself): {err}"),
     }
 }
@@ -308,12 +320,16 @@ impl EtcdStore {
     /// has no leader. Must be called inside a tokio runtime, which runs the watch.
     pub async fn connect(options: &EtcdOptions) -> Result<Self, ConnectError> {
         let endpoints = options.endpoint_list();
-        let unreachable = |reason: StoreError| ConnectError::Unreachable { endpoints: endpoints.clone(), reason: reason.to_string() };
+        let unreachable =
+            |reason: StoreError| ConnectError::Unreachable { endpoints: endpoints.clone(), reason: reason.to_string() };
         let client_options = options.client_options()?;
         let deadline = options.connect_timeout + options.request_timeout;
         let connected = within(deadline, Client::connect(&options.endpoints, Some(client_options.clone()))).await;
         let mut client = connected.map_err(unreachable)?.map_err(|err| unreachable(etcd_failed(err)))?;
-        let status = within(deadline, client.status()).await.map_err(unreachable)?.map_err(|err| unreachable(etcd_failed(err)))?;
+        let status = within(deadline, client.status())
+            .await
+            .map_err(unreachable)?
+            .map_err(|err| unreachable(etcd_failed(err)))?;
         let server_version = status.version().to_owned();
         // Every member, not only the one that answered: in a rolling upgrade (or with one
         // member left behind) the versions differ, and any member may serve a renewal.
@@ -341,8 +357,15 @@ impl EtcdStore {
         let seen = Arc::new(Mutex::new(watch::Seen::default()));
         let from = watch::load(&mut client, &layout, &seen, clock.as_ref(), deadline).await.map_err(unreachable)?;
         let watched = watch::Watched::Leases;
-        let watch =
-            tokio::spawn(watch::run(client.clone(), layout.clone(), watched, watchers.clone(), seen.clone(), clock.clone(), from + 1));
+        let watch = tokio::spawn(watch::run(
+            client.clone(),
+            layout.clone(),
+            watched,
+            watchers.clone(),
+            seen.clone(),
+            clock.clone(),
+            from + 1,
+        ));
         Ok(Self {
             client,
             layout,
@@ -409,7 +432,9 @@ impl EtcdStore {
         let response = self.txn(self.when([]).and_then(ops)).await?;
         let mut reads = Vec::new();
         for op in response.op_responses() {
-            let TxnOpResponse::Get(get) = op else { return Err(StoreError::failed("etcd answered a read with something else")) };
+            let TxnOpResponse::Get(get) = op else {
+                return Err(StoreError::failed("etcd answered a read with something else"));
+            };
             reads.push(get.kvs().first().map_or_else(Read::default, Read::of));
         }
         if reads.len() != keys.len() {
@@ -419,12 +444,21 @@ impl EtcdStore {
     }
 
     async fn read_lease_state(&self, app: &AppName) -> Result<AppLease, LeaseError> {
-        let keys = [Kind::Lease, Kind::Term, Kind::Released, Kind::Reserved, Kind::Pins].map(|k| self.layout.key(k, app));
+        let keys =
+            [Kind::Lease, Kind::Term, Kind::Released, Kind::Reserved, Kind::Pins].map(|k| self.layout.key(k, app));
         let asked_at = self.clock.now();
         let mut reads = self.read(&keys).await.map_err(LeaseError::Store)?.into_iter();
         let read_at = self.clock.now();
         let mut next = || reads.next().unwrap_or_default();
-        Ok(AppLease { lease: next(), term: next(), released: next(), reserved: next(), pins: next(), asked_at, read_at })
+        Ok(AppLease {
+            lease: next(),
+            term: next(),
+            released: next(),
+            reserved: next(),
+            pins: next(),
+            asked_at,
+            read_at,
+        })
     }
 
     fn lease_value(&self, app: &AppName, read: &Read) -> Result<Option<(LeaseValue, UnitName)>, StoreError> {
@@ -504,7 +538,8 @@ impl EtcdStore {
 
     /// Grants a spare lease of `ttl` in the background for the next new tenure.
     fn refill_spare(&self, ttl: i64) {
-        let (mut client, slot, clock, timeout) = (self.client.clone(), self.spare.clone(), self.clock.clone(), self.request_timeout);
+        let (mut client, slot, clock, timeout) =
+            (self.client.clone(), self.spare.clone(), self.clock.clone(), self.request_timeout);
         tokio::spawn(async move {
             let start = clock.now();
             let Ok(Ok(granted)) = within(timeout, client.lease_grant(ttl, None)).await else { return };
@@ -540,7 +575,9 @@ impl EtcdStore {
         let unit = claimant.unit();
         let app = unit.app();
         let term = self.last_tenure(app, &state.term).map_err(LeaseError::Store)?.map_or(0, |last| last.term);
-        let term = term.checked_add(1).ok_or_else(|| LeaseError::Store(StoreError::failed("the term counter is exhausted")))?;
+        let term = term
+            .checked_add(1)
+            .ok_or_else(|| LeaseError::Store(StoreError::failed("the term counter is exhausted")))?;
         let pinned = !self.pins_of(app, &state.pins).map_err(LeaseError::Store)?.is_empty();
         let (start, id, ttl) = match granted {
             Some(granted) => granted,
@@ -551,17 +588,26 @@ impl EtcdStore {
         let bound = if pinned { None } else { Some(PutOptions::new().with_lease(id)) };
         let expired = self.expired_tenure(app, state).map_err(LeaseError::Store)?;
         let mut ops = vec![
-            TxnOp::put(lease_key.as_str(), keys::encode(&LeaseValue::new(claimant, term, ttl, if pinned { 0 } else { id })), bound),
+            TxnOp::put(
+                lease_key.as_str(),
+                keys::encode(&LeaseValue::new(claimant, term, ttl, if pinned { 0 } else { id })),
+                bound,
+            ),
             TxnOp::put(term_key.as_str(), keys::encode(&TermValue::new(claimant, term, ttl)), None),
             TxnOp::delete(reserved_key.as_str(), None),
         ];
         ops.extend(history::on_grant(&self.layout, unit, term, self.clock.wall_now(), expired));
         // The guards on the term and released keys (the tenure before, and how it ended) make
         // the history's account of it part of what the transaction checks.
-        let txn = self.when([
+        let txn = self
+            .when([
                 Compare::create_revision(lease_key.as_str(), CompareOp::Equal, 0),
                 Compare::mod_revision(term_key.as_str(), CompareOp::Equal, state.term.mod_revision),
-                Compare::mod_revision(self.layout.key(Kind::Released, app), CompareOp::Equal, state.released.mod_revision),
+                Compare::mod_revision(
+                    self.layout.key(Kind::Released, app),
+                    CompareOp::Equal,
+                    state.released.mod_revision,
+                ),
                 Compare::mod_revision(reserved_key.as_str(), CompareOp::Equal, state.reserved.mod_revision),
                 Compare::mod_revision(self.layout.key(Kind::Pins, app), CompareOp::Equal, state.pins.mod_revision),
             ])
@@ -617,7 +663,8 @@ impl EtcdStore {
         // shortened.
         let (id, granted) = self.grant(ttl).await.map_err(LeaseError::Store)?;
         let (lease_key, term_key) = (self.layout.key(Kind::Lease, unit.app()), self.layout.key(Kind::Term, unit.app()));
-        let txn = self.when([
+        let txn = self
+            .when([
                 Compare::create_revision(lease_key.as_str(), CompareOp::Equal, created),
                 Compare::mod_revision(lease_key.as_str(), CompareOp::Equal, state.lease.mod_revision),
             ])
@@ -651,8 +698,16 @@ impl EtcdStore {
             return Ok(false);
         }
         let key = self.layout.key(Kind::Lease, app);
-        let txn = self.when([Compare::create_revision(key.as_str(), CompareOp::Equal, created), Compare::lease(key.as_str(), CompareOp::Equal, id)])
-            .and_then([TxnOp::put(key.as_str(), Vec::new(), Some(PutOptions::new().with_ignore_value().with_ignore_lease()))]);
+        let txn = self
+            .when([
+                Compare::create_revision(key.as_str(), CompareOp::Equal, created),
+                Compare::lease(key.as_str(), CompareOp::Equal, id),
+            ])
+            .and_then([TxnOp::put(
+                key.as_str(),
+                Vec::new(),
+                Some(PutOptions::new().with_ignore_value().with_ignore_lease()),
+            )]);
         Ok(self.txn(txn).await?.succeeded())
     }
 
@@ -664,7 +719,11 @@ impl EtcdStore {
 
     /// The tenure before a grant on `state` if it ran out (its holder never gave it up):
     /// its term and end, the instant this process saw its key deleted or else found it gone.
-    fn expired_tenure(&self, app: &AppName, state: &AppLease) -> Result<Option<(u64, std::time::SystemTime)>, StoreError> {
+    fn expired_tenure(
+        &self,
+        app: &AppName,
+        state: &AppLease,
+    ) -> Result<Option<(u64, std::time::SystemTime)>, StoreError> {
         let Some(last) = self.last_tenure(app, &state.term)? else { return Ok(None) };
         if self.released_term(app, state)? >= last.term {
             return Ok(None);
@@ -694,7 +753,12 @@ impl EtcdStore {
     /// the key deleted, and else the instant the state was read (the key gone by then). Its
     /// own holder (the same incarnation), and any unit after a term key from before this
     /// rule, are kept out by nothing.
-    fn vacancy(&self, app: &AppName, state: &AppLease, claimant: Option<&Claimant>) -> Result<Option<Vacancy>, StoreError> {
+    fn vacancy(
+        &self,
+        app: &AppName,
+        state: &AppLease,
+        claimant: Option<&Claimant>,
+    ) -> Result<Option<Vacancy>, StoreError> {
         let Some(last) = self.last_tenure(app, &state.term)? else { return Ok(None) };
         let released = self.released_term(app, state)?;
         let (Some(holder), Some(ttl)) = (&last.holder, last.ttl) else { return Ok(None) };
@@ -702,7 +766,8 @@ impl EtcdStore {
         if released >= last.term || claimant.is_some_and(own) {
             return Ok(None);
         }
-        let holder = UnitName::new(holder).map_err(|e| keys::corrupt(self.layout.key(Kind::Term, app).as_bytes(), e))?;
+        let holder =
+            UnitName::new(holder).map_err(|e| keys::corrupt(self.layout.key(Kind::Term, app).as_bytes(), e))?;
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).tenures.get(app).copied();
         let since = match seen {
             // The watch has seen a later tenure since `state` was taken (a mirrored state the
@@ -713,7 +778,12 @@ impl EtcdStore {
             _ => state.read_at,
         };
         let until = since + secs(ttl);
-        Ok((self.clock.now() < until).then_some(Vacancy { holder, incarnation: last.incarnation, term: last.term, until }))
+        Ok((self.clock.now() < until).then_some(Vacancy {
+            holder,
+            incarnation: last.incarnation,
+            term: last.term,
+            until,
+        }))
     }
 }
 
@@ -827,7 +897,9 @@ impl LeadershipStore for EtcdStore {
                 return Ok(claim);
             }
         }
-        Err(LeaseError::Store(StoreError::busy(format!("the lease of {app} kept changing while {unit} claimed it; try again"))))
+        Err(LeaseError::Store(StoreError::busy(format!(
+            "the lease of {app} kept changing while {unit} claimed it; try again"
+        ))))
     }
 
     /// The holder gives its tenure up (having stopped counting on it): one transaction,
@@ -847,7 +919,12 @@ impl LeadershipStore for EtcdStore {
                 }
                 Some((value, _)) => {
                     self.forget_tenure(claimant);
-                    let txn = self.when([Compare::create_revision(lease_key.as_str(), CompareOp::Equal, state.lease.create_revision)])
+                    let txn = self
+                        .when([Compare::create_revision(
+                            lease_key.as_str(),
+                            CompareOp::Equal,
+                            state.lease.create_revision,
+                        )])
                         .and_then([
                             TxnOp::delete(lease_key.as_str(), None),
                             TxnOp::put(released_key.as_str(), value.term.to_string(), None),
@@ -865,11 +942,16 @@ impl LeadershipStore for EtcdStore {
                 }
             }
         }
-        Err(LeaseError::Store(StoreError::busy(format!("the lease of {app} kept changing while {unit} gave it up; try again"))))
+        Err(LeaseError::Store(StoreError::busy(format!(
+            "the lease of {app} kept changing while {unit} gave it up; try again"
+        ))))
     }
 
     async fn history(&self, app: Option<&AppName>, limit: usize) -> Result<Vec<Tenure>, LeaseError> {
-        let response = self.txn(self.when([]).and_then(history::reads(&self.layout, app, limit))).await.map_err(LeaseError::Store)?;
+        let response = self
+            .txn(self.when([]).and_then(history::reads(&self.layout, app, limit)))
+            .await
+            .map_err(LeaseError::Store)?;
         history::tenures(&self.layout, response.op_responses().as_slice(), limit).map_err(LeaseError::Store)
     }
 
@@ -886,7 +968,9 @@ impl LeadershipStore for EtcdStore {
                 Ok(put) => put,
                 Err(nothing) => return Ok(nothing),
             };
-            let txn = self.when([Compare::mod_revision(keys[1].as_str(), CompareOp::Equal, end.mod_revision)]).and_then([put]);
+            let txn = self
+                .when([Compare::mod_revision(keys[1].as_str(), CompareOp::Equal, end.mod_revision)])
+                .and_then([put]);
             if self.txn(txn).await.map_err(LeaseError::Store)?.succeeded() {
                 return Ok(super::LostRenewals::Marked);
             }
@@ -906,9 +990,11 @@ impl LeadershipStore for EtcdStore {
     async fn reservation(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError> {
         let read = self.read(&[self.layout.key(Kind::Reserved, app)]).await.map_err(LeaseError::Store)?;
         match read.into_iter().next().and_then(|r| r.value) {
-            Some(value) => Ok(Some(UnitName::new(&String::from_utf8_lossy(&value)).map_err(|e| {
-                LeaseError::Store(keys::corrupt(self.layout.key(Kind::Reserved, app).as_bytes(), e))
-            })?)),
+            Some(value) => {
+                Ok(Some(UnitName::new(&String::from_utf8_lossy(&value)).map_err(|e| {
+                    LeaseError::Store(keys::corrupt(self.layout.key(Kind::Reserved, app).as_bytes(), e))
+                })?))
+            }
             None => Ok(None),
         }
     }
@@ -958,14 +1044,22 @@ impl LeadershipStore for EtcdStore {
             // a reading of this host's clock, rounded up: an estimate for waiting and
             // display that is not before the real expiry. Nothing is decided by it.
             let mut client = self.client.clone();
-            let left = self.request(client.lease_time_to_live(state.lease.lease, None)).await.map_err(LeaseError::Store)?;
+            let left =
+                self.request(client.lease_time_to_live(state.lease.lease, None)).await.map_err(LeaseError::Store)?;
             if left.ttl() < 0 {
                 // Expired, its key not yet deleted: once it is, the vacancy rule holds others
                 // out for the TTL from the last renewal seen; until the watch has seen the
                 // deletion, from now.
                 let expires = state.read_at + secs(value.ttl);
                 let origin = value.origin.map(Arc::new);
-                return Ok(Some(Lease { holder, term: value.term, expires, pinned, incarnation: value.incarnation, origin }));
+                return Ok(Some(Lease {
+                    holder,
+                    term: value.term,
+                    expires,
+                    pinned,
+                    incarnation: value.incarnation,
+                    origin,
+                }));
             }
             now + secs(left.ttl()) + Duration::from_secs(1)
         };
@@ -1021,7 +1115,8 @@ impl LeadershipStore for EtcdStore {
         for _ in 0..CONTENTION_RETRIES {
             super::check_apply_by(apply_by)?;
             let reads = self.read(&[lease_key.clone(), settings_key.clone()]).await.map_err(WriteError::Store)?;
-            let [lease, settings] = <[Read; 2]>::try_from(reads).map_err(|_| WriteError::Store(StoreError::failed("etcd answered oddly")))?;
+            let [lease, settings] = <[Read; 2]>::try_from(reads)
+                .map_err(|_| WriteError::Store(StoreError::failed("etcd answered oddly")))?;
             let renew = match self.lease_value(app, &lease).map_err(WriteError::Store)? {
                 Some((value, _)) if value.held_by(writer) && value.term == term => {
                     (lease.lease != 0).then_some((lease.lease, value.ttl))
@@ -1035,12 +1130,17 @@ impl LeadershipStore for EtcdStore {
                 self.remember_bucket(app, settings.mod_revision, &current);
                 return Ok(current.into());
             }
-            if let Some(done) = self.send_write(app, &write, lease.create_revision, settings.mod_revision, current, apply_by).await? {
+            if let Some(done) =
+                self.send_write(app, &write, lease.create_revision, settings.mod_revision, current, apply_by).await?
+            {
                 return Ok(done);
             }
             // The lease or the bucket moved: read again (a lost lease then says so).
         }
-        Err(WriteError::Store(StoreError::busy(format!("the settings of {app} kept changing while {} wrote; try again", writer.unit()))))
+        Err(WriteError::Store(StoreError::busy(format!(
+            "the settings of {app} kept changing while {} wrote; try again",
+            writer.unit()
+        ))))
     }
 
     fn watch_settings(&self, app: &AppName) -> channel::Receiver<u64> {
@@ -1052,10 +1152,13 @@ impl LeadershipStore for EtcdStore {
                     let watched = watch::Watched::Settings(app.clone());
                     let (client, layout, watchers, seen) =
                         (self.client.clone(), self.layout.clone(), self.watchers.clone(), self.seen.clone());
-                    let run = watch::run(client, layout, watched, watchers, seen, self.clock.clone(), self.loaded_at + 1);
+                    let run =
+                        watch::run(client, layout, watched, watchers, seen, self.clock.clone(), self.loaded_at + 1);
                     watches.insert(app.clone(), tokio.spawn(run));
                 }
-                Err(_) => tracing::warn!(%app, "watch_settings outside a tokio runtime: other processes' writes go unnoticed"),
+                Err(_) => {
+                    tracing::warn!(%app, "watch_settings outside a tokio runtime: other processes' writes go unnoticed")
+                }
             }
         }
         drop(watches);
@@ -1093,7 +1196,8 @@ impl EtcdStore {
         let (lease_key, settings_key) = (self.layout.key(Kind::Lease, app), self.layout.key(Kind::Settings, app));
         let mut next = SettingsValue { version: current.version + 1, values: current.values };
         write.apply_to(&mut next.values);
-        let txn = self.when([
+        let txn = self
+            .when([
                 Compare::create_revision(lease_key.as_str(), CompareOp::Equal, created),
                 Compare::mod_revision(settings_key.as_str(), CompareOp::Equal, modified),
             ])
@@ -1105,7 +1209,11 @@ impl EtcdStore {
                 match tokio::time::timeout(left, self.txn(txn)).await {
                     Ok(result) => result,
                     // Sent, but not answered by its deadline: the server may apply it yet.
-                    Err(_) => return Err(WriteError::OutcomeUnknown("the store did not answer before the caller gave up".into())),
+                    Err(_) => {
+                        return Err(WriteError::OutcomeUnknown(
+                            "the store did not answer before the caller gave up".into(),
+                        ));
+                    }
                 }
             }
             None => self.txn(txn).await,
@@ -1214,10 +1322,15 @@ impl EtcdStore {
                         fresh = Some(id);
                         (id, LeaseValue { lease: id, ..value })
                     };
-                    ops.push(TxnOp::put(lease_key.as_str(), keys::encode(&value), Some(PutOptions::new().with_lease(id))));
+                    ops.push(TxnOp::put(
+                        lease_key.as_str(),
+                        keys::encode(&value),
+                        Some(PutOptions::new().with_lease(id)),
+                    ));
                 }
             }
-            let txn = self.when([
+            let txn = self
+                .when([
                     Compare::mod_revision(pins_key.as_str(), CompareOp::Equal, state.pins.mod_revision),
                     Compare::mod_revision(lease_key.as_str(), CompareOp::Equal, state.lease.mod_revision),
                 ])

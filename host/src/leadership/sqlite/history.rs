@@ -35,12 +35,19 @@ pub(super) fn record_grant(tx: &Transaction<'_>, grant: &Grant) -> rusqlite::Res
         "INSERT OR REPLACE INTO tenures (app, term, unit, started_unix_ns, ended_unix_ns, how) VALUES (?1, ?2, ?3, ?4, NULL, NULL)",
     )?
     .execute(params![app, term_db(grant.started.term), grant.started.unit.as_str(), history::unix_nanos(grant.started.started)])?;
-    tx.prepare_cached("DELETE FROM tenures WHERE app = ?1 AND term < ?2")?.execute(params![app, term_db(grant.oldest_kept)])?;
+    tx.prepare_cached("DELETE FROM tenures WHERE app = ?1 AND term < ?2")?
+        .execute(params![app, term_db(grant.oldest_kept)])?;
     Ok(())
 }
 
 /// Ends `unit`'s tenure at `term`, given up `why` at `at_unix_ns`, in the revoke's transaction.
-pub(super) fn record_revoke(tx: &Transaction<'_>, unit: &UnitName, term: u64, at_unix_ns: i64, why: Release) -> rusqlite::Result<()> {
+pub(super) fn record_revoke(
+    tx: &Transaction<'_>,
+    unit: &UnitName,
+    term: u64,
+    at_unix_ns: i64,
+    why: Release,
+) -> rusqlite::Result<()> {
     end(tx, unit.app().as_str(), term, at_unix_ns, why.into())
 }
 
@@ -87,8 +94,9 @@ pub(super) fn end_at_reboot(tx: &Transaction<'_>, at_unix_ns: i64) -> rusqlite::
 /// The tenures of `app` (or every application), newest first in each, at most `limit` of
 /// each; none in a file from before the history (schema 2, opened read-only).
 pub(super) fn read(conn: &Connection, app: Option<&AppName>, limit: usize) -> Result<Vec<Tenure>, LeaseError> {
-    let exists: Option<i64> =
-        conn.query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tenures'", [], |r| r.get(0)).optional()?;
+    let exists: Option<i64> = conn
+        .query_row("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tenures'", [], |r| r.get(0))
+        .optional()?;
     if exists.is_none() {
         return Ok(Vec::new());
     }
@@ -115,7 +123,9 @@ pub(super) fn read(conn: &Connection, app: Option<&AppName>, limit: usize) -> Re
         let how = match how {
             None => None,
             Some(name) => Some(TenureEnd::from_name(&name).ok_or_else(|| {
-                LeaseError::Store(StoreError::corrupt(format!("SQLite: tenure {app} term {term} ended in an unknown way: {name:?}")))
+                LeaseError::Store(StoreError::corrupt(format!(
+                    "SQLite: tenure {app} term {term} ended in an unknown way: {name:?}"
+                )))
             })?),
         };
         tenures.push(Tenure {

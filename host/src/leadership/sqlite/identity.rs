@@ -104,11 +104,16 @@ impl StoreIdentity {
         now: Timestamp,
     ) -> Result<Self, super::OpenError> {
         let sqlite = |source| super::OpenError::Sqlite { path: path.to_owned(), source };
-        tx.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)", [IncarnationId::random().to_string()])
-            .map_err(sqlite)?;
-        let id: String = tx.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| r.get(0)).map_err(sqlite)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)",
+            [IncarnationId::random().to_string()],
+        )
+        .map_err(sqlite)?;
+        let id: String =
+            tx.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| r.get(0)).map_err(sqlite)?;
         let generation = generation(tx).map_err(sqlite)?;
-        let meta = std::fs::metadata(path).map_err(|source| super::OpenError::File { path: path.to_owned(), source })?;
+        let meta =
+            std::fs::metadata(path).map_err(|source| super::OpenError::File { path: path.to_owned(), source })?;
         let actual = file_tag(&meta);
         let recorded: Option<String> =
             tx.query_row("SELECT value FROM meta WHERE key = 'file'", [], |r| r.get(0)).optional().map_err(sqlite)?;
@@ -124,14 +129,22 @@ impl StoreIdentity {
                     return Err(super::OpenError::CopyBesideLog { path: path.to_owned(), log });
                 }
                 grant_nothing_before(tx, now + wait).map_err(sqlite)?;
-                tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('file', ?1)", [&actual]).map_err(sqlite)?;
+                tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('file', ?1)", [&actual])
+                    .map_err(sqlite)?;
                 adopted_copy = true;
             }
             (None, _) => {
                 tx.execute("INSERT INTO meta (key, value) VALUES ('file', ?1)", [&actual]).map_err(sqlite)?;
             }
         }
-        Ok(Self { path: path.to_owned(), device: meta.dev(), inode: meta.ino(), id, seen: AtomicI64::new(generation), adopted_copy })
+        Ok(Self {
+            path: path.to_owned(),
+            device: meta.dev(),
+            inode: meta.ino(),
+            id,
+            seen: AtomicI64::new(generation),
+            adopted_copy,
+        })
     }
 
     /// Whether this open adopted a copy of the store's file (its wait is this boot's).
@@ -149,9 +162,16 @@ impl StoreIdentity {
     pub(super) fn check(&self, tx: &Transaction<'_>) -> Result<i64, StoreError> {
         match std::fs::metadata(&self.path) {
             Ok(meta) if (meta.dev(), meta.ino()) == (self.device, self.inode) => {}
-            Ok(_) => return Err(replaced(&self.path, "was replaced by another file (renamed over, or deleted and created anew)")),
+            Ok(_) => {
+                return Err(replaced(
+                    &self.path,
+                    "was replaced by another file (renamed over, or deleted and created anew)",
+                ));
+            }
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Err(replaced(&self.path, "was deleted")),
-            Err(err) => return Err(StoreError::caused_by(StoreFailure::Unreachable, "the leadership store's file", err)),
+            Err(err) => {
+                return Err(StoreError::caused_by(StoreFailure::Unreachable, "the leadership store's file", err));
+            }
         }
         let sqlite = |e| StoreError::caused_by(StoreFailure::Failed, "SQLite", e);
         // One read for both: the id (text) and the generation (a number; 0 before any write).
@@ -167,13 +187,18 @@ impl StoreIdentity {
         }
         if id.as_deref() != Some(self.id.as_str()) {
             let found = id.unwrap_or_else(|| "none".into());
-            return Err(replaced(&self.path, format_args!("now holds another store (id {found}; this process opened {})", self.id)));
+            return Err(replaced(
+                &self.path,
+                format_args!("now holds another store (id {found}; this process opened {})", self.id),
+            ));
         }
         let seen = self.seen.load(Ordering::Acquire);
         if generation < seen {
             return Err(replaced(
                 &self.path,
-                format_args!("went back in time (generation {generation}, this process saw {seen}): an older copy was put in its place"),
+                format_args!(
+                    "went back in time (generation {generation}, this process saw {seen}): an older copy was put in its place"
+                ),
             ));
         }
         self.seen.fetch_max(generation, Ordering::AcqRel);
@@ -184,7 +209,8 @@ impl StoreIdentity {
     /// returns the new one, for [`Self::committed`] once the transaction commits.
     pub(super) fn raise(&self, tx: &Transaction<'_>, checked: i64) -> rusqlite::Result<i64> {
         let next = checked.saturating_add(1);
-        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', ?1)")?.execute(params![next])?;
+        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('generation', ?1)")?
+            .execute(params![next])?;
         Ok(next)
     }
 
@@ -210,7 +236,11 @@ fn file_tag(meta: &std::fs::Metadata) -> String {
 
 /// The store's generation (0 before its first write).
 fn generation(tx: &Transaction<'_>) -> rusqlite::Result<i64> {
-    Ok(tx.prepare_cached("SELECT value FROM meta WHERE key = 'generation'")?.query_row([], |r| r.get(0)).optional()?.unwrap_or(0))
+    Ok(tx
+        .prepare_cached("SELECT value FROM meta WHERE key = 'generation'")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
 }
 
 /// A new store (`tx` created its schema just now) grants no tenure before `from`.
@@ -223,7 +253,10 @@ pub(super) fn grant_nothing_before(tx: &Transaction<'_>, from: Timestamp) -> rus
 /// The first instant (store clock) a new tenure may be granted in `tx`'s store, if it is
 /// still ahead of `now`.
 pub(super) fn grants_from(tx: &Transaction<'_>, now: Timestamp) -> rusqlite::Result<Option<Timestamp>> {
-    let from: Option<i64> = tx.prepare_cached("SELECT value FROM meta WHERE key = 'grants_from_ns'")?.query_row([], |r| r.get(0)).optional()?;
+    let from: Option<i64> = tx
+        .prepare_cached("SELECT value FROM meta WHERE key = 'grants_from_ns'")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
     Ok(from.map(|ns| Timestamp::from_nanos(u64::try_from(ns).unwrap_or(0))).filter(|from| *from > now))
 }
 

@@ -37,8 +37,8 @@ use tokio::sync::watch;
 use super::rules::{self, LeaseRecord, Reservation};
 use super::watchers::Watchers;
 use super::{
-    Claim, Claimant, Clock, IncarnationId, Lease, LeaseError, LeadershipStore, MonotonicClock, Release, StoreError, StoreFailure, Tenure, Timestamp,
-    WriteError, validate_entity,
+    Claim, Claimant, Clock, IncarnationId, LeadershipStore, Lease, LeaseError, MonotonicClock, Release, StoreError,
+    StoreFailure, Tenure, Timestamp, WriteError, validate_entity,
 };
 use crate::names::{AppName, UnitName};
 use crate::settings::{Settings, SettingsSnapshot, SettingsWrite};
@@ -190,7 +190,9 @@ pub enum OpenError {
 fn current_boot_id(options: &SqliteOptions) -> Result<String, OpenError> {
     match options.boot_id.clone() {
         Some(id) => Ok(id),
-        None => std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_owned()).map_err(OpenError::BootId),
+        None => std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_owned())
+            .map_err(OpenError::BootId),
     }
 }
 
@@ -325,11 +327,13 @@ fn ts(nanos: i64) -> Timestamp {
 }
 
 fn unit_from_db(text: String) -> rusqlite::Result<UnitName> {
-    UnitName::new(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    UnitName::new(&text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 fn app_from_db(text: String) -> rusqlite::Result<AppName> {
-    AppName::new(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    AppName::new(&text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 impl SqliteFile {
@@ -355,7 +359,11 @@ impl SqliteFile {
             }
         }
         // SQLite says "unable to open database file" for any reason: the OS says which.
-        std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(|source| OpenError::File { path: path.to_owned(), source })?;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|source| OpenError::File { path: path.to_owned(), source })?;
         let mut conn = open_connection(path, &options).map_err(sqlite)?;
         // Until the file is known to be the store's own, closing must not checkpoint: the
         // write-ahead log may belong to another file (see `identity.rs`).
@@ -363,10 +371,8 @@ impl SqliteFile {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
         tx.execute_batch(SCHEMA).map_err(sqlite)?;
         tx.execute_batch(history::SCHEMA).map_err(sqlite)?;
-        let found: Option<i64> = tx
-            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
-            .optional()
-            .map_err(sqlite)?;
+        let found: Option<i64> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).optional().map_err(sqlite)?;
         let mut found = found;
         if found == Some(1) {
             tx.execute_batch(
@@ -440,7 +446,8 @@ impl SqliteFile {
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
         conn.busy_timeout(options.busy_timeout).map_err(sqlite)?;
-        let schema: Option<i64> = match conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)) {
+        let schema: Option<i64> = match conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+        {
             Ok(version) => Some(version),
             Err(rusqlite::Error::QueryReturnedNoRows) => None,
             Err(rusqlite::Error::SqliteFailure(_, Some(message))) if message.contains("no such table") => None,
@@ -454,8 +461,10 @@ impl SqliteFile {
             Some(found) => return Err(OpenError::Schema { path: path.to_owned(), found }),
             None => return Err(OpenError::Empty { path: path.to_owned() }),
         }
-        let recorded: Option<String> =
-            conn.query_row("SELECT value FROM meta WHERE key = 'boot_id'", [], |r| r.get(0)).optional().map_err(sqlite)?;
+        let recorded: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'boot_id'", [], |r| r.get(0))
+            .optional()
+            .map_err(sqlite)?;
         let shared = Arc::new(Shared { conn: Mutex::new(conn), watchers: Watchers::default() });
         Ok(Self {
             clock: Arc::new(MonotonicClock),
@@ -499,7 +508,11 @@ impl SqliteFile {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(behavior)?;
         let write = matches!(behavior, TransactionBehavior::Immediate);
-        let checked = self.identity.as_ref().map(|identity| identity.check(&tx).map(|generation| (identity, generation))).transpose()?;
+        let checked = self
+            .identity
+            .as_ref()
+            .map(|identity| identity.check(&tx).map(|generation| (identity, generation)))
+            .transpose()?;
         let value = f(&tx)?;
         let raised = match checked {
             Some((identity, generation)) if write => Some((identity, identity.raise(&tx, generation)?)),
@@ -514,7 +527,10 @@ impl SqliteFile {
 
     /// A `BEGIN IMMEDIATE` transaction: it takes the write lock first, so its reads and
     /// writes are one atomic decision across threads and processes.
-    fn write_tx<T, E: From<rusqlite::Error> + From<StoreError>>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
+    fn write_tx<T, E: From<rusqlite::Error> + From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         self.transaction(TransactionBehavior::Immediate, f)
     }
 
@@ -535,7 +551,10 @@ impl SqliteFile {
     }
 
     /// A read transaction: it sees a single committed state.
-    fn read_tx<T, E: From<rusqlite::Error> + From<StoreError>>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T, E>) -> Result<T, E> {
+    fn read_tx<T, E: From<rusqlite::Error> + From<StoreError>>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
         self.transaction(TransactionBehavior::Deferred, f)
     }
 }
@@ -559,9 +578,9 @@ fn use_wal(conn: &Connection, patience: Duration) -> rusqlite::Result<()> {
     let started = std::time::Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
-        let result = conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
-            .and_then(|mode| if mode.eq_ignore_ascii_case("wal") { Ok(()) } else { conn.pragma_update(None, "journal_mode", "WAL") });
+        let result = conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0)).and_then(|mode| {
+            if mode.eq_ignore_ascii_case("wal") { Ok(()) } else { conn.pragma_update(None, "journal_mode", "WAL") }
+        });
         match result {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
@@ -597,7 +616,12 @@ struct Boot<'a> {
 /// Makes the file's expiries mean something on this boot (see `adopt_boot`'s callers), and
 /// records this machine: `Ok(Some(recorded))` if the file was last used by another machine
 /// (and `accept_other` is not set), changing nothing.
-fn adopt_boot(conn: &mut Connection, boot: &Boot<'_>, now: Timestamp, wall_now: std::time::SystemTime) -> rusqlite::Result<Option<String>> {
+fn adopt_boot(
+    conn: &mut Connection,
+    boot: &Boot<'_>,
+    now: Timestamp,
+    wall_now: std::time::SystemTime,
+) -> rusqlite::Result<Option<String>> {
     let Boot { id: boot_id, machine, accept_other, keep_wait } = *boot;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let recorded_machine: Option<String> =
@@ -647,21 +671,26 @@ impl SqliteFile {
             })
             .optional()?;
         let record = match record {
-            Some(((holder, term, expires), (reserved_for, reserved_until), (incarnation, origin))) => Some(LeaseRecord {
-                holder: holder.map(unit_from_db).transpose()?,
-                incarnation: incarnation.map(|text| {
-                    IncarnationId::parse(&text).ok_or_else(|| corrupt_column("incarnation", "not an incarnation id"))
-                }).transpose()?,
-                origin: origin
-                    .map(|text| serde_json::from_str(&text).map(Arc::new).map_err(|e| corrupt_column("origin", e)))
-                    .transpose()?,
-                term: u64::try_from(term).unwrap_or(0),
-                expires: ts(expires),
-                reserved: reserved_for
-                    .map(unit_from_db)
-                    .transpose()?
-                    .map(|unit| Reservation { unit, until: ts(reserved_until) }),
-            }),
+            Some(((holder, term, expires), (reserved_for, reserved_until), (incarnation, origin))) => {
+                Some(LeaseRecord {
+                    holder: holder.map(unit_from_db).transpose()?,
+                    incarnation: incarnation
+                        .map(|text| {
+                            IncarnationId::parse(&text)
+                                .ok_or_else(|| corrupt_column("incarnation", "not an incarnation id"))
+                        })
+                        .transpose()?,
+                    origin: origin
+                        .map(|text| serde_json::from_str(&text).map(Arc::new).map_err(|e| corrupt_column("origin", e)))
+                        .transpose()?,
+                    term: u64::try_from(term).unwrap_or(0),
+                    expires: ts(expires),
+                    reserved: reserved_for
+                        .map(unit_from_db)
+                        .transpose()?
+                        .map(|unit| Reservation { unit, until: ts(reserved_until) }),
+                })
+            }
             None => None,
         };
         let pinned = tx
@@ -824,7 +853,10 @@ impl LeadershipStore for SqliteStore {
 
     async fn mark_lost_renewals(&self, unit: &UnitName, term: u64) -> Result<super::LostRenewals, LeaseError> {
         let unit = unit.clone();
-        self.blocking(move |file| file.write_tx(|tx| history::mark_lost_renewals(tx, &unit, term).map_err(LeaseError::from))).await
+        self.blocking(move |file| {
+            file.write_tx(|tx| history::mark_lost_renewals(tx, &unit, term).map_err(LeaseError::from))
+        })
+        .await
     }
 
     async fn reserve(&self, unit: &UnitName, duration: Duration) -> Result<(), LeaseError> {
@@ -997,8 +1029,10 @@ impl SqliteFile {
 
     fn last_term(&self, app: &AppName) -> Result<u64, LeaseError> {
         self.read_tx(|tx| {
-            let term: Option<i64> =
-                tx.prepare_cached("SELECT term FROM leases WHERE app = ?1")?.query_row([app.as_str()], |r| r.get(0)).optional()?;
+            let term: Option<i64> = tx
+                .prepare_cached("SELECT term FROM leases WHERE app = ?1")?
+                .query_row([app.as_str()], |r| r.get(0))
+                .optional()?;
             Ok(term.map_or(0, |t| u64::try_from(t).unwrap_or(0)))
         })
     }
@@ -1113,7 +1147,12 @@ impl CommitSignal {
 
 /// Watches the file for other processes' commits and tells this process's watchers.
 /// The thread ends within one interval of the store being dropped.
-fn start_poller(conn: Connection, signal: CommitSignal, interval: Duration, shared: Weak<Shared>) -> std::io::Result<()> {
+fn start_poller(
+    conn: Connection,
+    signal: CommitSignal,
+    interval: Duration,
+    shared: Weak<Shared>,
+) -> std::io::Result<()> {
     std::thread::Builder::new().name("sqlite-store-poller".into()).spawn(move || {
         let mut last_data_version: i64 = -1;
         let mut last_generation: i64 = 0;

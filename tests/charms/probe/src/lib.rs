@@ -55,7 +55,8 @@ fn run_command(line: &str) -> Result<String> {
         "call-get" => {
             let (n, key) = rest.split_once(' ').ok_or("call-get takes a count and a key")?;
             let n: u32 = n.parse().map_err(|_| "call-get takes a count")?;
-            let found = (0..n).filter(|_| std::hint::black_box(charm_sdk::leader_get(key)).is_ok_and(|v| v.is_some())).count();
+            let found =
+                (0..n).filter(|_| std::hint::black_box(charm_sdk::leader_get(key)).is_ok_and(|v| v.is_some())).count();
             format!("{found} of {n}")
         }
         "service-start" => format!("{:?}", charm_sdk::services::start(rest)),
