@@ -342,21 +342,15 @@ impl LeadershipTracker {
 
     /// True only if this unit holds leadership guaranteed for the whole window from now.
     pub fn is_leader(&self) -> Result<bool, LeadershipUnknown> {
-        let until = self.guaranteed_until.load(Ordering::Acquire);
-        if until != 0 && self.store.clock().now().as_nanos() <= until {
-            return Ok(true);
-        }
-        match &self.lock().last_error {
-            Some(err) => Err(LeadershipUnknown::StoreFailed(err.clone())),
-            None => Ok(false),
-        }
+        self.leader_until().map(|until| until.is_some())
     }
 
     /// [`Self::is_leader`] with the instant (store clock) until which a true answer holds:
     /// `Some(deadline)` while this unit leads with the window ahead, `None` while it does not.
     /// Read off one clock reading, so the answer and its deadline agree.
     pub fn leader_until(&self) -> Result<Option<Timestamp>, LeadershipUnknown> {
-        let until = self.guaranteed_until.load(Ordering::Acquire);
+        // SeqCst: ordered against `answered_until` (see `answer_until` and `release`).
+        let until = self.guaranteed_until.load(Ordering::SeqCst);
         if until != 0 && self.store.clock().now().as_nanos() <= until {
             return Ok(Some(Timestamp::from_nanos(until)));
         }
@@ -383,19 +377,11 @@ impl LeadershipTracker {
     /// of the lease ([`Self::release`]) waits until every such answer has run out, so that
     /// none is used after the lease could pass to another unit.
     pub fn answer_until(&self) -> Result<Option<Timestamp>, LeadershipUnknown> {
-        let now = self.store.clock().now();
-        let hold = (now + ANSWER_HOLD).as_nanos();
+        let hold = self.store.clock().now() + ANSWER_HOLD;
         // Recorded before the claim is read, and `release` clears the claim before it reads
         // this (all SeqCst): either this answer sees no claim, or the release sees the answer.
-        self.answered_until.fetch_max(hold, Ordering::SeqCst);
-        let until = self.guaranteed_until.load(Ordering::SeqCst);
-        if until != 0 && now.as_nanos() <= until {
-            return Ok(Some(Timestamp::from_nanos(until.min(hold))));
-        }
-        match &self.lock().last_error {
-            Some(err) => Err(LeadershipUnknown::StoreFailed(err.clone())),
-            None => Ok(None),
-        }
+        self.answered_until.fetch_max(hold.as_nanos(), Ordering::SeqCst);
+        Ok(self.leader_until()?.map(|until| until.min(hold)))
     }
 
     /// The instant after which this unit can no longer guarantee the window: the end of
