@@ -6,8 +6,9 @@
 
 #[path = "../../tests/support/etcd.rs"]
 mod etcd;
+#[path = "support/sqlite_copy.rs"]
+mod sqlite_copy;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +16,9 @@ use charm_host::leadership::etcd::{EtcdOptions, EtcdStore};
 use charm_host::leadership::simulation::{
     SimConfig, SimStats, StoreCopies, run_schedule, run_schedule_with_rollbacks, run_schedule_with_wipes,
 };
-use charm_host::leadership::sqlite::{Durability, NewStore, OpenError, SqliteOptions};
+use charm_host::leadership::sqlite::{Durability, NewStore, SqliteOptions};
 use charm_host::leadership::{LeadershipStore, ManualClock, MemoryStore, SqliteStore};
+use sqlite_copy::SqliteCopy;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name} must be a number, not {v:?}")))
@@ -89,52 +91,17 @@ async fn sqlite_store_survives_losing_its_file_under_running_units() {
     assert!(total.wipes > 0 && total.grants > 0 && total.denials > 0);
 }
 
-/// An operator's copies of a SQLite store: taken with SQLite's own `VACUUM INTO` (a
-/// consistent copy of a live store), put back by renaming a copy over the file (`mv backup
-/// state.db`). (Written over a live file in place, `cp backup state.db`, a copy is found
-/// only once SQLite reads its pages: see the SQLite store's `identity.rs`.)
-struct FileCopies {
-    path: PathBuf,
-    copy: PathBuf,
-    options: SqliteOptions,
-}
-
-impl StoreCopies for FileCopies {
+impl StoreCopies for SqliteCopy {
     fn take(&mut self) -> Result<(), String> {
-        let _ = std::fs::remove_file(&self.copy);
-        let connection = rusqlite::Connection::open(&self.path).map_err(|e| e.to_string())?;
-        connection
-            .execute("VACUUM INTO ?1", [self.copy.to_string_lossy()])
-            .map_err(|e| format!("copy the store: {e}"))?;
-        Ok(())
+        SqliteCopy::take(self)
     }
 
     fn put_back(&mut self) -> Result<(), String> {
-        let renamed = self.copy.with_extension("renamed");
-        std::fs::copy(&self.copy, &renamed).map_err(|e| e.to_string())?;
-        std::fs::rename(&renamed, &self.path).map_err(|e| e.to_string())?;
-        Ok(())
+        SqliteCopy::put_back(self)
     }
 
-    /// As an operator told by the refusals: the copy is refused, then refused for the old
-    /// file's write-ahead log beside it; with the log moved away, it is accepted.
     fn open_put_back(&mut self, clock: &Arc<ManualClock>, wait: Duration) -> Result<Arc<dyn LeadershipStore>, String> {
-        match SqliteStore::open_with(&self.path, clock.clone(), self.options.clone()) {
-            Err(OpenError::Copy { .. }) => {}
-            other => return Err(format!("a copy put back was not refused: {other:?}")),
-        }
-        let accepting = SqliteOptions { accept_moved: Some(wait), ..self.options.clone() };
-        match SqliteStore::open_with(&self.path, clock.clone(), accepting.clone()) {
-            Err(OpenError::CopyBesideLog { log, .. }) => {
-                std::fs::remove_file(&log).map_err(|e| e.to_string())?;
-                let _ = std::fs::remove_file(self.path.with_extension("db-shm"));
-            }
-            Err(err) => return Err(format!("accepting the copy: {err}")),
-            Ok(store) => return Ok(Arc::new(store)),
-        }
-        SqliteStore::open_with(&self.path, clock.clone(), accepting)
-            .map(|s| Arc::new(s) as _)
-            .map_err(|e| e.to_string())
+        Ok(Arc::new(self.adopt(clock, wait)?))
     }
 }
 
@@ -156,7 +123,7 @@ async fn sqlite_store_put_back_to_an_older_copy_under_running_units() {
             Arc::new(SqliteStore::open_with(&path, clock.clone(), options.clone()).expect("open the store"))
         };
         let copy = dir.path().join(format!("copy-{seed}.db"));
-        let mut copies = FileCopies { path: path.clone(), copy, options: options.clone() };
+        let mut copies = SqliteCopy { path: path.clone(), copy, options: options.clone() };
         total += run_schedule_with_rollbacks(seed, &config, &mut open, &mut copies).await.unwrap_or_else(|failure| {
             panic!("{failure}\nreplay: LEASE_SIM_SEED={seed} LEASE_SIM_SCHEDULES=1 cargo test --test lease_simulator older_copy")
         });

@@ -13,7 +13,9 @@
 //! `PROTOCOL_WALKS` sets how many walks each scenario runs (default 300 in memory, 60 on
 //! SQLite, 2 on etcd; raise it for a soak), `PROTOCOL_SEED` the first seed.
 
-use std::path::PathBuf;
+#[path = "support/sqlite_copy.rs"]
+mod sqlite_copy;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +29,7 @@ use leadership_model::model::{self, Action, Life, Reply, Request, State};
 use leadership_model::{LeadershipModel, Mutation, Protocol, Scenario, StoreFault, Third};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
+use sqlite_copy::SqliteCopy;
 use stateright::Model;
 
 /// One tick of the model in real (manual) time.
@@ -94,51 +97,40 @@ impl Backend for Etcd {
     }
 }
 
-/// A SQLite file, wiped by deleting it and copied with `VACUUM INTO`, put back by a rename.
-struct Sqlite {
-    path: PathBuf,
-    copy: PathBuf,
-    options: SqliteOptions,
-}
+/// A SQLite file, wiped by deleting it, and copied and put back as an operator does
+/// ([`SqliteCopy`]).
+struct Sqlite(SqliteCopy);
 
 impl Sqlite {
     fn new(dir: &std::path::Path, seed: u64) -> Self {
         let options =
             SqliteOptions { durability: Durability::Normal, boot_id: Some("model".into()), ..SqliteOptions::default() };
-        Self { path: dir.join(format!("walk-{seed}.db")), copy: dir.join(format!("copy-{seed}.db")), options }
+        Self(SqliteCopy {
+            path: dir.join(format!("walk-{seed}.db")),
+            copy: dir.join(format!("copy-{seed}.db")),
+            options,
+        })
     }
 }
 
 impl Backend for Sqlite {
     fn open(&mut self, clock: &Arc<ManualClock>) -> Arc<dyn LeadershipStore> {
-        Arc::new(SqliteStore::open_with(&self.path, clock.clone(), self.options.clone()).expect("open the store"))
+        Arc::new(SqliteStore::open_with(&self.0.path, clock.clone(), self.0.options.clone()).expect("open the store"))
     }
 
     fn wipe(&mut self, clock: &Arc<ManualClock>, wait: Duration) -> Arc<dyn LeadershipStore> {
-        std::fs::remove_file(&self.path).expect("delete the store");
-        let options = SqliteOptions { new_store: NewStore::CreateAfterLoss { wait }, ..self.options.clone() };
-        Arc::new(SqliteStore::open_with(&self.path, clock.clone(), options).expect("make a new store"))
+        std::fs::remove_file(&self.0.path).expect("delete the store");
+        let options = SqliteOptions { new_store: NewStore::CreateAfterLoss { wait }, ..self.0.options.clone() };
+        Arc::new(SqliteStore::open_with(&self.0.path, clock.clone(), options).expect("make a new store"))
     }
 
     fn take_copy(&mut self) {
-        let _ = std::fs::remove_file(&self.copy);
-        let connection = rusqlite::Connection::open(&self.path).expect("open for a copy");
-        connection.execute("VACUUM INTO ?1", [self.copy.to_string_lossy()]).expect("copy the store");
+        self.0.take().expect("copy the store");
     }
 
     fn put_back(&mut self, clock: &Arc<ManualClock>, wait: Duration) -> Arc<dyn LeadershipStore> {
-        std::fs::rename(&self.copy, &self.path).expect("put the copy back");
-        // The old agents' write-ahead log is the original's: moved away, as the refusal says.
-        for suffix in ["-wal", "-shm"] {
-            let mut log = self.path.clone().into_os_string();
-            log.push(suffix);
-            let _ = std::fs::remove_file(PathBuf::from(log));
-        }
-        let options = SqliteOptions { accept_moved: Some(wait), ..self.options.clone() };
-        Arc::new(
-            SqliteStore::open_with(&self.path, clock.clone(), options)
-                .unwrap_or_else(|err| panic!("accepting the copy: {err}")),
-        )
+        self.0.put_back().expect("put the copy back");
+        Arc::new(self.0.adopt(clock, wait).expect("adopt the copy"))
     }
 }
 
