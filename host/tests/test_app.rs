@@ -13,6 +13,12 @@ fn shared_settings() -> TestApp {
     TestApp::builder(charm).app_name("db").units(3).build().expect("the charm builds and loads")
 }
 
+/// When each hook of the app ran, in milliseconds of virtual time.
+fn hook_times_ms(app: &TestApp) -> Vec<u128> {
+    let hooks = app.timeline().into_iter().filter(|e| matches!(e.event.kind, EventKind::Hook { .. }));
+    hooks.map(|e| e.at.as_millis()).collect()
+}
+
 #[test]
 fn nothing_runs_until_the_first_step() {
     let mut app = shared_settings();
@@ -220,12 +226,7 @@ fn a_failing_hook_is_retried_after_1_s_then_2_s_of_virtual_time() {
     assert_eq!(app.hooks(0).len(), 2);
     app.advance(Duration::from_millis(1));
     assert_eq!(app.hooks(0).len(), 3, "then after 2 s");
-    let at: Vec<u128> = app
-        .timeline()
-        .iter()
-        .filter(|e| matches!(e.event.kind, charm_host::EventKind::Hook { .. }))
-        .map(|e| e.at.as_millis())
-        .collect();
+    let at = hook_times_ms(&app);
     assert_eq!(at, [0, 1000, 3000]);
 }
 
@@ -302,12 +303,7 @@ fn a_hook_that_sleeps_past_its_deadline_overruns_it_in_virtual_time() {
     assert_eq!(app.hook_results(0).len(), 1, "the retry sleeps");
     app.advance(Duration::from_secs(30));
     assert!(matches!(app.hook_results(0).get(1), Some((Install, Ok(())))), "{:?}", app.hook_results(0));
-    let at: Vec<u128> = app
-        .timeline()
-        .iter()
-        .filter(|e| matches!(e.event.kind, charm_host::EventKind::Hook { .. }))
-        .map(|e| e.at.as_millis())
-        .collect();
+    let at = hook_times_ms(&app);
     assert_eq!(at[..2], [60_000, 91_000], "the deadline at 60 s; the retry from 61 s slept 30 s");
     let line = results_line(&app, "time -> ");
     assert_eq!(line, format!("time -> {}", charm_host::testing::WALL_CLOCK_START.as_secs() + 91));
