@@ -122,9 +122,7 @@ impl StoreIdentity {
             (Some(recorded), _) if recorded == actual => {}
             (Some(recorded), None) => return Err(super::OpenError::Copy { path: path.to_owned(), recorded, actual }),
             (Some(_), Some(wait)) => {
-                let mut log = path.as_os_str().to_owned();
-                log.push("-wal");
-                let log = PathBuf::from(log);
+                let log = super::beside(path, "-wal");
                 if std::fs::metadata(&log).is_ok_and(|m| m.len() > 0) {
                     return Err(super::OpenError::CopyBesideLog { path: path.to_owned(), log });
                 }

@@ -196,6 +196,14 @@ fn current_boot_id(options: &SqliteOptions) -> Result<String, OpenError> {
     }
 }
 
+/// The file SQLite keeps beside the database at `path` under its name and `suffix`
+/// (`-wal`: the write-ahead log, `-shm`: its index).
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
 /// Creates the database file 0600 if it is missing (never through a link), and makes an
 /// existing one and its WAL files private if this user owns them. True if it created it.
 fn create_private(path: &Path) -> std::io::Result<bool> {
@@ -211,9 +219,7 @@ fn create_private(path: &Path) -> std::io::Result<bool> {
     }
     let me = rustix::process::geteuid().as_raw();
     for suffix in ["", "-wal", "-shm"] {
-        let mut name = path.as_os_str().to_owned();
-        name.push(suffix);
-        let file = PathBuf::from(name);
+        let file = beside(path, suffix);
         if let Ok(meta) = std::fs::symlink_metadata(&file)
             && meta.is_file()
             && meta.uid() == me
@@ -353,9 +359,7 @@ impl SqliteFile {
             // Only then: a racing opener of a fresh file may have made the journal already.
             let after_loss = matches!(options.new_store, NewStore::CreateAfterLoss { .. });
             for suffix in ["-wal", "-shm"].into_iter().filter(|_| after_loss) {
-                let mut journal = path.as_os_str().to_owned();
-                journal.push(suffix);
-                let _ = std::fs::remove_file(PathBuf::from(journal));
+                let _ = std::fs::remove_file(beside(path, suffix));
             }
         }
         // SQLite says "unable to open database file" for any reason: the OS says which.
