@@ -966,10 +966,13 @@ impl Model for LeadershipModel {
             }),
             Property::always(LEADS_AGAIN_AFTER_A_CRASH, |m: &LeadershipModel, s: &State| {
                 let overdue = m.scenario.fair && !s.ghost.faulted && s.ghost.since_crash == Some(m.scenario.recovery);
+                if !overdue || s.agents.iter().any(Agent::leads) {
+                    return true;
+                }
                 // Judged once the tick's steps are done (a grant is heard within its tick).
                 let mut pending = Vec::new();
                 m.urgent(s, &mut pending);
-                !overdue || !pending.is_empty() || s.agents.iter().any(Agent::leads)
+                !pending.is_empty()
             }),
         ]
     }
