@@ -7,7 +7,7 @@
 
 mod support;
 
-use charm_host::hook_tools::{ArgsError, parse_leader_set_args};
+use charm_host::cli_args::{ArgsError, parse_leader_set_args};
 use support::*;
 
 /// Runs a hook tool against `unit`'s agent: (exit code, stdout, stderr).
@@ -436,12 +436,12 @@ mod tracker {
         assert!(matches!(leader.refresh().await, Refresh::Leader { new_term: true, .. }));
         let lease = store.lease(&"led-service".parse().unwrap()).await.unwrap().unwrap();
         assert_eq!(lease.expires, claimed_at + 2 * WINDOW, "claims are for twice the guarantee");
-        assert_eq!(leader.is_leader(), Ok(true));
+        assert_eq!(leader.handle().is_leader(), Ok(true));
         assert_eq!(other.refresh().await, Refresh::Minion, "denied: a minion");
-        assert_eq!(other.is_leader(), Ok(false));
+        assert_eq!(other.handle().is_leader(), Ok(false));
         // Without renewals the guarantee ends a window before the lease does.
         clock.advance(WINDOW + Duration::from_secs(1));
-        assert_eq!(leader.is_leader(), Ok(false));
+        assert_eq!(leader.handle().is_leader(), Ok(false));
         assert_eq!(other.refresh().await, Refresh::Minion, "the lease still keeps the other unit out");
     }
 }

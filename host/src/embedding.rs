@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::task::AbortOnDropHandle;
 
-use crate::agent::{self, AgentCommand, AgentConfig, AgentError, Backoff};
+use crate::agent::{AgentCommand, AgentConfig, AgentEnded, AgentError, Backoff, RunningAgent, SpawnError};
 use crate::application::{Application, ApplicationConfig, ApplicationError, RunningApplication};
 use crate::events::{Event, EventSink};
 use crate::handover::{self, HandoverError};
@@ -33,9 +34,8 @@ use crate::metrics::Metrics;
 use crate::names::{AppName, UnitName};
 use crate::report::{ApplicationReport, ReportError};
 use crate::runtime::{Charm, HookRuntime, LoadError, RuntimeConfig, RuntimeError};
-use crate::services::ServiceConfig;
+use crate::services::{ServiceConfig, ServicesConfig};
 use crate::state_dir::{StateDir, StateDirError};
-use crate::tenure_record::TenureRecord;
 use crate::timing::{self, DEFAULT_GUARANTEE_WINDOW, InvalidDuration};
 use crate::unit::{Unit, UnitStatus};
 
@@ -85,9 +85,15 @@ pub enum HostError {
     /// An application could not be set up or commanded.
     #[error(transparent)]
     Application(#[from] ApplicationError),
-    /// A unit's agent could not start.
+    /// A unit's agent could not be prepared (its lock, its directories, its checks at start).
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    /// A unit's agent could not go on.
     #[error(transparent)]
     Agent(#[from] AgentError),
+    /// A unit's agent ended other than by its stop (it panicked, or was killed).
+    #[error("the agent's task ended abnormally: {0}")]
+    AgentEnded(AgentEnded),
     /// A directed handover failed.
     #[error(transparent)]
     Handover(#[from] HandoverError),
@@ -129,8 +135,8 @@ pub struct HostBuilder {
     state_dir: Option<PathBuf>,
     guarantee_window: Duration,
     agent: AgentConfig,
-    services: Vec<ServiceConfig>,
-    service_grace: Duration,
+    /// The services asked for, checked by [`Self::build`].
+    services: (Vec<ServiceConfig>, Duration),
     sink: Option<Arc<dyn EventSink>>,
     event_capacity: usize,
     /// The retry timing asked for, checked by [`Self::build`].
@@ -145,8 +151,7 @@ impl Default for HostBuilder {
             state_dir: None,
             guarantee_window: DEFAULT_GUARANTEE_WINDOW,
             agent: AgentConfig::default(),
-            services: Vec::new(),
-            service_grace: timing::DEFAULT_SERVICE_GRACE,
+            services: (Vec::new(), timing::DEFAULT_SERVICE_GRACE),
             sink: None,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             hook_backoff: None,
@@ -202,8 +207,7 @@ impl HostBuilder {
     /// The services every unit's charm may start, and how long a stopping one gets between
     /// SIGTERM and SIGKILL (default: none).
     pub fn services(mut self, services: Vec<ServiceConfig>, grace: Duration) -> Self {
-        self.services = services;
-        self.service_grace = grace;
+        self.services = (services, grace);
         self
     }
 
@@ -269,7 +273,8 @@ impl HostBuilder {
         check_runtime()?;
         timing::GUARANTEE_WINDOW.check(self.guarantee_window)?;
         timing::STOP_GRACE.check(self.agent.stop_grace)?;
-        timing::SERVICE_GRACE.check(self.service_grace)?;
+        let (services, service_grace) = self.services;
+        let services = ServicesConfig::new(services, service_grace)?;
         if self.event_capacity == 0 {
             return Err(HostError::Invalid("the event capacity must be at least 1".into()));
         }
@@ -291,7 +296,11 @@ impl HostBuilder {
         let store: Arc<dyn LeadershipStore> = match self.store {
             StoreChoice::Memory => Arc::new(MemoryStore::new()),
             StoreChoice::Sqlite => {
-                let new_store = state.new_store(agent.accept_new_store, timing::claim_duration(self.guarantee_window));
+                let new_store = crate::leadership::sqlite::NewStore::where_units(
+                    state.any_unit_ran(),
+                    agent.accept_new_store,
+                    timing::claim_duration(self.guarantee_window),
+                );
                 let options = crate::leadership::sqlite::SqliteOptions {
                     new_store,
                     accept_moved: agent.accept_new_store.then(|| timing::claim_duration(self.guarantee_window)),
@@ -309,12 +318,12 @@ impl HostBuilder {
         let (broadcast, _) = broadcast::channel(self.event_capacity);
         let metrics = Arc::new(Metrics::new());
         let events = Arc::new(EventHub { sink: self.sink, broadcast, metrics: metrics.clone() });
-        let units = UnitSettings {
+        let unit_defaults = UnitDefaults {
             guarantee_window: self.guarantee_window,
-            services: (self.services, self.service_grace),
+            services,
             agent: agent.with_metrics(metrics.clone()),
         };
-        Ok(Host { runtime, store, state, _temporary: temporary, events, units, metrics })
+        Ok(Host { runtime, store, state, _temporary: temporary, events, unit_defaults, metrics })
     }
 }
 
@@ -400,14 +409,14 @@ pub struct Host {
     state: StateDir,
     _temporary: Option<tempfile::TempDir>,
     events: Arc<EventHub>,
-    units: UnitSettings,
+    unit_defaults: UnitDefaults,
     metrics: Arc<Metrics>,
 }
 
-/// What every unit of a host is set up with.
-struct UnitSettings {
+/// What every unit of a host is set up with, checked by [`HostBuilder::build`].
+struct UnitDefaults {
     guarantee_window: Duration,
-    services: (Vec<ServiceConfig>, Duration),
+    services: ServicesConfig,
     agent: AgentConfig,
 }
 
@@ -465,11 +474,11 @@ impl Host {
 
     /// The configuration of `units` units of `app` on this host.
     fn application_config(&self, app: AppName, units: u32) -> ApplicationConfig {
-        let (services, grace) = self.units.services.clone();
+        let defaults = &self.unit_defaults;
         ApplicationConfig::new(app, units, self.state.clone())
-            .with_guarantee_window(self.units.guarantee_window)
-            .with_services(services, grace)
-            .with_agent(self.units.agent.clone())
+            .with_guarantee_window(defaults.guarantee_window)
+            .with_services(defaults.services.clone())
+            .with_agent(defaults.agent.clone())
     }
 
     /// Starts `units` units of `app` (numbered from 0) in this process, sharing this host's
@@ -498,46 +507,20 @@ impl Host {
     /// other tools work against it).
     pub async fn start_agent(&self, unit: UnitName, charm: &Charm) -> Result<AgentHandle, HostError> {
         check_runtime()?;
-        let mut lock = agent::AgentLock::take(&self.state, &unit)?;
-        let tracker = lock
-            .tracker(unit.clone(), self.store.clone(), self.units.guarantee_window)?
-            .with_record(TenureRecord::new(self.state.tenure_record(&unit)));
+        let number = unit.number();
         let events: Arc<dyn EventSink> = self.events.clone();
-        let agent_unit = Unit::new(unit.clone(), self.state.data_dir(&unit), tracker, events)
-            .map_err(|source| HostError::Io { what: format!("creating the data directory of {unit}"), source })?
-            .with_services(self.units.services.0.clone(), self.units.services.1);
-        let agent_unit = Arc::new(agent_unit);
-        let config = self.application_config(unit.app().clone(), 1).agent_config(&unit);
+        let config = self.application_config(unit.app().clone(), 1);
         // Checked before anything is served, so a refused start leaves no socket behind.
-        let checked = agent::preflight(&agent_unit, &config).await?;
+        let prepared = config.unit_spec(number, self.store.clone(), events).recording_tenures().prepare().await?;
         // The lock proves no other agent uses the socket: a leftover one is ours to replace.
         let socket = self.state.socket(&unit);
         let _ = std::fs::remove_file(&socket);
         let listener = hook_tools::listen(&socket)
             .map_err(|source| HostError::Io { what: format!("listening on {}", socket.display()), source })?;
-        let (commands, receiver) = mpsc::channel(8);
-        let tools = AbortOnDrop(tokio::spawn(hook_tools::serve(listener, agent_unit.clone(), commands.clone())));
         // The agent holds the unit's lock for as long as it runs, handle or not.
-        let run = agent::run_checked_unit(
-            self.runtime.clone(),
-            charm.clone(),
-            agent_unit.clone(),
-            lock,
-            config,
-            Some(checked),
-            receiver,
-        );
-        let task = tokio::spawn(run);
-        Ok(AgentHandle { unit: agent_unit, commands, task, _tools: tools, socket })
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+        let agent = prepared.start(self.runtime.clone(), charm.clone());
+        let tools = hook_tools::serve(listener, UnitTools::new(agent.unit().clone()), agent.commands().clone());
+        Ok(AgentHandle { agent, _tools: AbortOnDropHandle::new(tokio::spawn(tools)), socket })
     }
 }
 
@@ -645,27 +628,25 @@ impl ApplicationHandle {
 
 /// One unit's agent; see [`Host::start_agent`].
 pub struct AgentHandle {
-    unit: Arc<Unit>,
-    commands: mpsc::Sender<AgentCommand>,
-    task: tokio::task::JoinHandle<Result<(), AgentError>>,
-    _tools: AbortOnDrop,
+    agent: RunningAgent,
+    _tools: AbortOnDropHandle<()>,
     socket: PathBuf,
 }
 
 impl AgentHandle {
     /// The unit.
     pub fn unit(&self) -> &UnitName {
-        self.unit.name()
+        self.agent.unit().name()
     }
 
     /// The unit's status as its agent last recorded it.
     pub fn status(&self) -> UnitStatus {
-        self.unit.status()
+        self.agent.unit().status()
     }
 
     /// The unit's hook tools (see [`ApplicationHandle::tools`]).
     pub fn tools(&self) -> UnitTools {
-        UnitTools::new(self.unit.clone())
+        UnitTools::new(self.agent.unit().clone())
     }
 
     /// The path of the unit's hook-tool socket.
@@ -675,16 +656,17 @@ impl AgentHandle {
 
     /// The unit, if it leads, steps down (`leader-deposed`, then revoke).
     pub async fn step_down(&self) -> Result<(), HostError> {
-        self.commands
-            .send(AgentCommand::StepDown)
-            .await
-            .map_err(|_| HostError::Application(ApplicationError::NoSuchUnit(self.unit.name().clone())))
+        if self.agent.command(AgentCommand::StepDown).await {
+            Ok(())
+        } else {
+            Err(HostError::Application(ApplicationError::NoSuchUnit(self.unit().clone())))
+        }
     }
 
     /// A sender of commands to the agent, for code that stops it from elsewhere (a signal
     /// handler, say): sending [`AgentCommand::Stop`] begins the graceful stop.
     pub fn commands(&self) -> mpsc::Sender<AgentCommand> {
-        self.commands.clone()
+        self.agent.commands().clone()
     }
 
     /// Makes SIGTERM and SIGINT stop the agent gracefully, as `charm-host agent` does
@@ -694,7 +676,7 @@ impl AgentHandle {
         let listen =
             |kind| signal(kind).map_err(|source| HostError::Io { what: "listening for signals".into(), source });
         let (mut terminate, mut interrupt) = (listen(SignalKind::terminate())?, listen(SignalKind::interrupt())?);
-        let commands = self.commands.clone();
+        let commands = self.commands();
         tokio::spawn(async move {
             tokio::select! {
                 _ = terminate.recv() => {}
@@ -707,20 +689,21 @@ impl AgentHandle {
 
     /// Stops the unit gracefully (deposed if leader, stop, revoke) and waits for it.
     pub async fn stop(self) -> Result<(), HostError> {
-        let _ = self.commands.send(AgentCommand::Stop).await;
+        self.agent.command(AgentCommand::Stop).await;
         self.wait().await
     }
 
     /// Waits until the agent ends (after a stop sent through [`Self::commands`]), then
     /// removes its socket.
     pub async fn wait(self) -> Result<(), HostError> {
-        let Self { task, socket, _tools, .. } = self;
-        let result = task.await;
+        let Self { agent, socket, _tools } = self;
+        let result = agent.wait().await;
         drop(_tools);
         let _ = std::fs::remove_file(&socket);
         match result {
-            Ok(outcome) => Ok(outcome?),
-            Err(err) => Err(HostError::Invalid(format!("the agent's task ended abnormally: {err}"))),
+            Ok(()) => Ok(()),
+            Err(AgentEnded::Failed(err)) => Err(HostError::Agent(err)),
+            Err(other) => Err(HostError::AgentEnded(other)),
         }
     }
 }

@@ -49,18 +49,35 @@
 //! Data flows one way:
 //!
 //! ```text
-//! LeadershipStore ──► role source ──► hook driver ──► HookRuntime
-//!  (leases, terms,     (owns the       (hook order:    (fresh sandbox
-//!   fenced settings)    tracker)        install, ...)    per hook)
-//!        ▲                                                   │
-//!        └──── capabilities: is-leader, leader-get, leader-set ◄┘
+//! LeadershipStore ──► claim loop ──► hook driver ──► HookRuntime
+//!  (leases, terms,     (owns the      (hook order:    (fresh sandbox
+//!   fenced settings)    tracker)       install, ...)    per hook)
+//!        ▲                                                 │
+//!        └── capabilities: is-leader, leader-get, leader-set ◄┘
+//!            (through the unit's read-only LeadershipHandle)
+//! ```
+//!
+//! One factory builds every unit ([`agent::spawn`]: spec, prepared agent, running agent),
+//! for [`Host`], applications, `TestApp`, the bench and the tests. Modules import each
+//! other one way, without a circle (checked by `cargo test -p charm-host --test imports`,
+//! which prints the floors with `-- --nocapture`), from the ground up:
+//!
+//! ```text
+//! vocabulary      names, hooks, settings, timing, events, state_dir, bindings (the WIT contract)
+//! engine          leadership (stores, rules, clocks), handover
+//! one unit        reporter → services, tenure_record → tracker → unit
+//! running hooks   capabilities → runtime
+//! the agent       agent (spawn, role = claim loop, driver, records), metrics, report
+//! hosting         application, hook_tools, testing → embedding → cli
 //! ```
 //!
 //! - [`leadership`]: the store boundary and its in-memory, SQLite and etcd stores.
 //! - [`handover`]: directed handover (reserve, then the leader steps down).
 //! - [`report`]: the status of an application as operators see it (one schema for `status`
 //!   and `run`).
-//! - [`hook_tools`]: `is-leader`, `leader-get`, `leader-set` for scripts, over a socket.
+//! - [`hook_tools`]: `is-leader`, `leader-get`, `leader-set` for scripts, over a socket
+//!   (protocol, server, client).
+//! - [`reporter`]: where a unit's status and events go.
 //! - [`events`], [`hooks`], [`names`], [`settings`], [`services`], [`timing`]: the shared
 //!   vocabulary and the rules every path checks.
 //! - [`charm_build`]: builds a charm crate for `wasm32-wasip2`; [`state_dir`]: the layout of
@@ -68,8 +85,8 @@
 //! - `testing` (feature `testing`): `TestApp`, a charm's real component on N agents in
 //!   virtual time, for charm authors' tests (see `docs/testing.md`).
 //! - Internal (public with the `internals` feature, for this repository's tests): `agent`
-//!   (role source, hook driver, hook queue, records), `application`, `tracker`, `unit`,
-//!   `tenure_record`, `runtime`, and the lease simulator.
+//!   (the unit factory, role source, hook driver, hook queue, records), `application`,
+//!   `tracker`, `unit`, `tenure_record`, `runtime`, and the lease simulator.
 
 #![warn(missing_docs)]
 
@@ -89,10 +106,14 @@ macro_rules! internal_mod {
 
 internal_mod!(agent);
 internal_mod!(application);
+mod bindings;
 mod capabilities;
 pub mod charm_build;
 #[cfg(feature = "cli")]
 mod cli;
+/// Command-line arguments that follow Juju's rules (feature `cli`).
+#[cfg(feature = "cli")]
+pub use cli::args as cli_args;
 mod embedding;
 pub mod events;
 pub mod handover;
@@ -102,6 +123,7 @@ pub mod leadership;
 pub mod metrics;
 pub mod names;
 pub mod report;
+pub mod reporter;
 internal_mod!(runtime);
 pub mod services;
 pub mod settings;

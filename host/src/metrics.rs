@@ -49,7 +49,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit as MetricUnit};
 
 use crate::events::{Event, EventKind};
-use crate::leadership::LeaseError;
 use crate::names::UnitName;
 use crate::unit::Unit;
 
@@ -185,22 +184,16 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Records one claim of `unit` (`renewal`: it held a tenure) that took `elapsed`.
-    pub(crate) fn observe_claim<T>(
-        &self,
-        unit: &UnitName,
-        renewal: bool,
-        result: &Result<T, LeaseError>,
-        elapsed: Duration,
-    ) {
+    /// Records one claim of `unit` (`renewal`: it held a tenure) that took `elapsed` and
+    /// `failed` (the store failed, was lost, or did not answer in time; a refusal because
+    /// another unit or incarnation holds the lease is not a failure).
+    pub(crate) fn observe_claim(&self, unit: &UnitName, renewal: bool, failed: bool, elapsed: Duration) {
         let kind = if renewal { "renew" } else { "claim" };
         let app = unit.app().to_string();
         self.claim_duration
             .get_or_create(&ClaimLabels { app: app.clone(), kind: kind.into() })
             .observe(elapsed.as_secs_f64());
-        if let Err(err) = result
-            && !matches!(err, LeaseError::Denied { .. } | LeaseError::Reserved { .. })
-        {
+        if failed {
             self.claim_failures
                 .get_or_create(&ClaimFailureLabels { app, unit: unit.to_string(), kind: kind.into() })
                 .inc();
@@ -211,7 +204,7 @@ impl Metrics {
     /// ends, stopped or killed).
     pub(crate) fn agent_running(&self, unit: &Arc<Unit>) -> AgentRunning {
         // Subscribed here, on the agent's task: a scrape only reads the receiver.
-        let settings = unit.store().watch_settings(unit.name().app());
+        let settings = unit.leadership().watch_settings();
         let mut units = self.units.lock();
         let count = units.get(unit.name()).map_or(0, |running| running.agents);
         units.insert(
@@ -274,17 +267,17 @@ struct UnitReading {
 
 impl UnitReading {
     fn of(unit: &Unit) -> Self {
-        let tracker = unit.tracker();
-        let now = tracker.store().clock().now();
+        let leadership = unit.leadership();
+        let now = leadership.clock().now();
         let guarantee_left =
-            tracker.guarantee_deadline().map_or(Duration::ZERO, |deadline| deadline.saturating_since(now));
+            leadership.guarantee_deadline().map_or(Duration::ZERO, |deadline| deadline.saturating_since(now));
         Self {
             labels: UnitLabels { app: unit.name().app().to_string(), unit: unit.name().to_string() },
-            leader: i64::from(tracker.is_leader() == Ok(true)),
-            term: tracker.held_term().map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)),
+            leader: i64::from(leadership.is_leader() == Ok(true)),
+            term: leadership.held_term().map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)),
             guarantee_left: guarantee_left.as_secs_f64(),
             leader_services: unit.services().statuses().iter().filter(|s| s.leader_only && s.running).count() as i64,
-            store_healthy: i64::from(tracker.store_error().is_none()),
+            store_healthy: i64::from(leadership.store_error().is_none()),
         }
     }
 }
@@ -442,7 +435,6 @@ fn answer<B>(metrics: &Metrics, request: &hyper::Request<B>) -> hyper::Response<
 mod tests {
     use super::*;
     use crate::hooks::HookKind;
-    use crate::leadership::StoreError;
 
     #[test]
     fn names_carry_the_prefix_and_their_unit() {
@@ -451,18 +443,8 @@ mod tests {
         let at = std::time::SystemTime::now();
         let hook = EventKind::Hook { hook: HookKind::Install, result: Ok(()), elapsed: Duration::from_millis(3) };
         metrics.observe(&Event::new(at, unit.clone(), None, hook));
-        metrics.observe_claim::<()>(
-            &unit,
-            true,
-            &Err(LeaseError::Store(StoreError::unreachable("down"))),
-            Duration::from_millis(1),
-        );
-        metrics.observe_claim::<()>(
-            &unit,
-            false,
-            &Err(LeaseError::Denied { app: unit.app().clone(), holder: unit.clone() }),
-            Duration::ZERO,
-        );
+        metrics.observe_claim(&unit, true, true, Duration::from_millis(1));
+        metrics.observe_claim(&unit, false, false, Duration::ZERO);
         let text = metrics.encode();
         for line in [
             r#"charm_host_hooks_total{app="db",unit="db/0",hook="install",outcome="ok"} 1"#,

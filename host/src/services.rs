@@ -27,7 +27,8 @@ use tokio::sync::watch;
 
 use crate::events::LogLevel;
 use crate::names::UnitName;
-use crate::unit::UnitReporter;
+use crate::reporter::UnitReporter;
+use crate::timing::{self, InvalidDuration};
 
 /// One service the operator allows a unit's charm to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +53,48 @@ impl ServiceConfig {
             return Err(format!("service {name} has an empty command"));
         }
         Ok(Self { name: name.to_owned(), command: command.to_owned(), leader_only })
+    }
+}
+
+/// The services a unit's charm may start, and how long a stopping one gets between SIGTERM
+/// and SIGKILL: checked once, when it is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicesConfig {
+    services: Vec<ServiceConfig>,
+    grace: Duration,
+    simulated: bool,
+}
+
+impl Default for ServicesConfig {
+    /// No services, the default grace.
+    fn default() -> Self {
+        Self { services: Vec::new(), grace: timing::DEFAULT_SERVICE_GRACE, simulated: false }
+    }
+}
+
+impl ServicesConfig {
+    /// `services`, each stopped with `grace` between SIGTERM and SIGKILL (checked against
+    /// [`timing::SERVICE_GRACE`]).
+    pub fn new(services: Vec<ServiceConfig>, grace: Duration) -> Result<Self, InvalidDuration> {
+        timing::SERVICE_GRACE.check(grace)?;
+        Ok(Self { services, grace, simulated: false })
+    }
+
+    /// The same services, simulated (see [`ServiceSupervisor::simulated`]), for tests in
+    /// virtual time.
+    pub fn simulated(mut self) -> Self {
+        self.simulated = true;
+        self
+    }
+
+    /// The services.
+    pub fn services(&self) -> &[ServiceConfig] {
+        &self.services
+    }
+
+    /// How long a stopping service gets between SIGTERM and SIGKILL.
+    pub fn grace(&self) -> Duration {
+        self.grace
     }
 }
 
@@ -120,6 +163,16 @@ impl ServiceSupervisor {
     /// started service gets a made-up pid and exits as soon as it is signalled.
     pub fn simulated(reporter: Arc<UnitReporter>, configs: Vec<ServiceConfig>, grace: Duration) -> Self {
         Self { simulated_pids: Some(std::sync::atomic::AtomicU32::new(10_000)), ..Self::new(reporter, configs, grace) }
+    }
+
+    /// The supervisor `config` describes, for the unit `reporter` reports on.
+    pub fn from_config(reporter: Arc<UnitReporter>, config: &ServicesConfig) -> Self {
+        let configs = config.services.clone();
+        if config.simulated {
+            Self::simulated(reporter, configs, config.grace)
+        } else {
+            Self::new(reporter, configs, config.grace)
+        }
     }
 
     /// Sends `signal` to the service whose process is `running`: a simulated one exits.

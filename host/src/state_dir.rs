@@ -31,7 +31,6 @@ use std::io::{Read as _, Seek as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use crate::leadership::{Incarnation, Origin};
 use crate::names::UnitName;
 
 /// Why a state directory cannot be used.
@@ -188,13 +187,9 @@ pub struct UnitLock {
 }
 
 impl UnitLock {
-    /// A new incarnation of the unit, at this process in this state directory: the only
-    /// incarnation whose origin names a state directory, so the only kind that can prove a
-    /// previous incarnation of the unit gone (see
-    /// [`Origin::proves_gone`](crate::leadership::Origin::proves_gone)).
-    pub fn incarnation(&self) -> Result<Incarnation, StateDirError> {
-        let origin = Origin::this_process().in_state_dir(&self.root).map_err(io(&self.root))?;
-        Ok(Incarnation::new(origin))
+    /// The state directory whose unit this lock is of.
+    pub fn state_dir(&self) -> &Path {
+        &self.root
     }
 }
 
@@ -294,20 +289,11 @@ impl StateDir {
         Ok(UnitLock { _file: file, root: self.root.clone() })
     }
 
-    /// How the SQLite store here may be created if it is missing: at once where no agent
-    /// ran; where one ran (a unit's lock file is there: a store was here and was lost,
-    /// maybe under agents that still run), not at all unless `accept`
-    /// (`--accept-new-store`), and then granting no tenure for `claim_duration` (every
-    /// lease of the lost store has run out by then).
-    pub fn new_store(&self, accept: bool, claim_duration: std::time::Duration) -> crate::leadership::sqlite::NewStore {
-        use crate::leadership::sqlite::NewStore;
-        // An agent ran for a unit once it took the unit's lock (the file stays after it).
-        let units_ran = self.units().map_or(true, |units| units.iter().any(|unit| self.lock_file(unit).exists()));
-        match (units_ran, accept) {
-            (false, _) => NewStore::Create,
-            (true, true) => NewStore::CreateAfterLoss { wait: claim_duration },
-            (true, false) => NewStore::Refuse,
-        }
+    /// Whether an agent ever ran a unit here: it took the unit's lock (the lock file stays
+    /// after it). True when the units cannot be listed (the safe answer: a store missing
+    /// here may then have been lost under running agents).
+    pub fn any_unit_ran(&self) -> bool {
+        self.units().map_or(true, |units| units.iter().any(|unit| self.lock_file(unit).exists()))
     }
 
     /// Every unit that has a directory here, sorted.

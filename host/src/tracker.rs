@@ -6,9 +6,14 @@
 //! never overestimates. When renewals fail, the answer turns false (or `Unknown`, if the
 //! store failed) no later than the window before the old claim runs out: fail safe.
 //!
-//! **One owner.** Only the unit's role source (the agent's claim loop) calls the methods that
-//! change the claim ([`LeadershipTracker::refresh`], [`LeadershipTracker::abandon`],
-//! [`LeadershipTracker::release`]); hook sandboxes, hook tools and status read it.
+//! **One owner, enforced by types.** A [`LeadershipTracker`] is not `Clone`: the one value
+//! is owned by the unit's claim loop (the agent's role source), and only it can claim,
+//! renew, give up or revoke ([`LeadershipTracker::refresh`], [`LeadershipTracker::abandon`],
+//! [`LeadershipTracker::release`]). Everything else (hook sandboxes, hook tools, status,
+//! metrics) holds a [`LeadershipHandle`]: it answers `is-leader`, tells the held term, reads
+//! the settings and writes them fenced by that term, and can change no claim. The one
+//! power the owner hands out is an [`AbandonOnDrop`], for the unit's lock: whoever frees
+//! the lock stops the unit answering as leader first.
 //!
 //! **One incarnation.** The tracker claims as its unit in one [`Incarnation`]: it never
 //! extends, writes under or revokes a tenure of another incarnation of its unit. It ends
@@ -30,11 +35,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::leadership::{
-    Claim, Claimant, Incarnation, LeaseError, LeadershipStore, Origin, Release, StoreFailure, Timestamp, WriteError,
+    Claim, Claimant, Clock, Incarnation, LeaseError, LeadershipStore, Origin, Release, StoreFailure, Timestamp,
+    WriteError,
 };
-use crate::metrics::Metrics;
-use crate::tenure_record::TenureRecord;
 use crate::names::UnitName;
+use crate::settings::SettingsSnapshot;
+use crate::tenure_record::TenureRecord;
 
 /// Why `is-leader` cannot answer: the unit's leadership cannot be verified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,8 +92,9 @@ struct TrackerState {
 /// unknown, and a graceful release waits at most this long for the answers it gave.
 pub const ANSWER_HOLD: Duration = Duration::from_secs(1);
 
-/// Claims leadership for one unit and keeps track of the guarantee it holds.
-pub struct LeadershipTracker {
+/// What a tracker and its handles share: the claim, its lock-free guarantee deadline, and
+/// the answers given away.
+struct Shared {
     claimant: Claimant,
     store: Arc<dyn LeadershipStore>,
     window: Duration,
@@ -96,104 +103,15 @@ pub struct LeadershipTracker {
     /// copy of what `state` implies, changed only under its lock, so that `is_leader`
     /// (called from hooks, possibly in tight loops) answers without taking the lock.
     guaranteed_until: AtomicU64,
-    /// The latest instant (clock nanoseconds) a `true` answer given by [`Self::answer_until`]
-    /// may still be used at: a release waits for it before the revoke.
+    /// The latest instant (clock nanoseconds) a `true` answer given by
+    /// [`LeadershipHandle::answer_until`] may still be used at: a release waits for it
+    /// before the revoke.
     answered_until: AtomicU64,
     /// Where the tenures this unit believed in are recorded, if anywhere.
     record: Option<TenureRecord>,
-    /// Where its claims are measured, once its agent runs with metrics.
-    metrics: std::sync::OnceLock<Arc<Metrics>>,
 }
 
-impl std::fmt::Debug for LeadershipTracker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LeadershipTracker").field("claimant", &self.claimant).field("window", &self.window).finish()
-    }
-}
-
-impl LeadershipTracker {
-    /// A tracker for `unit`, in a new incarnation of this process with no state directory
-    /// (see [`Self::in_incarnation`]), promising `window` of leadership whenever it answers
-    /// true.
-    pub fn new(unit: UnitName, store: Arc<dyn LeadershipStore>, window: Duration) -> Self {
-        Self::for_claimant(Claimant::fresh(unit), store, window)
-    }
-
-    /// A tracker for `unit` in `incarnation` (an agent's, made from the unit's lock: see
-    /// [`crate::state_dir::UnitLock::incarnation`]).
-    pub fn in_incarnation(unit: UnitName, incarnation: Incarnation, store: Arc<dyn LeadershipStore>, window: Duration) -> Self {
-        Self::for_claimant(Claimant::new(unit, incarnation), store, window)
-    }
-
-    /// A tracker claiming as `claimant` (the unit in one incarnation).
-    pub fn for_claimant(claimant: Claimant, store: Arc<dyn LeadershipStore>, window: Duration) -> Self {
-        Self {
-            claimant,
-            store,
-            window,
-            state: Mutex::new(TrackerState::default()),
-            guaranteed_until: AtomicU64::new(0),
-            answered_until: AtomicU64::new(0),
-            record: None,
-            metrics: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// Records every tenure this unit believes in (see [`TenureRecord`]).
-    pub fn with_record(mut self, record: TenureRecord) -> Self {
-        self.record = Some(record);
-        self
-    }
-
-    /// The unit this tracker claims for.
-    pub fn unit(&self) -> &UnitName {
-        self.claimant.unit()
-    }
-
-    /// The unit and incarnation this tracker claims as.
-    pub fn claimant(&self) -> &Claimant {
-        &self.claimant
-    }
-
-    /// Why the unit waits for a tenure of another incarnation of itself to end (or for a
-    /// new store to grant), while it does (`None` otherwise): "db/0 is also running
-    /// elsewhere (pid …), …".
-    pub fn waiting_for(&self) -> Option<String> {
-        self.lock().waiting_for.clone()
-    }
-
-    /// When a claim is worth trying again after a refusal that no release of the lease
-    /// ends (a store too new to grant), if the last claim was refused so.
-    pub fn retry_at(&self) -> Option<Timestamp> {
-        self.lock().retry_at
-    }
-
-    /// Whether the store this unit started with was lost (see [`Refresh::StoreLost`]).
-    pub fn store_lost(&self) -> bool {
-        self.lock().store_lost
-    }
-
-    /// The guarantee window.
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
-    /// How long each claim asks for: twice the window, so a renewal every
-    /// [`Self::renew_interval`] keeps the guarantee without a gap.
-    pub fn claim_duration(&self) -> Duration {
-        crate::timing::claim_duration(self.window)
-    }
-
-    /// How often to call [`Self::refresh`].
-    pub fn renew_interval(&self) -> Duration {
-        crate::timing::renew_interval(self.window)
-    }
-
-    /// The store this tracker claims from.
-    pub fn store(&self) -> &Arc<dyn LeadershipStore> {
-        &self.store
-    }
-
+impl Shared {
     fn lock(&self) -> MutexGuard<'_, TrackerState> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -202,7 +120,8 @@ impl LeadershipTracker {
     /// record hears of a start before `is-leader` can say so, and of an end before anyone
     /// can act on it (the caller revokes after this returns).
     fn set_claim(&self, state: &mut TrackerState, claim: Option<Claim>) -> Option<Claim> {
-        let deadline = claim.map_or(0, |c| c.valid_until.as_nanos().saturating_sub(self.window.as_nanos() as u64).max(1));
+        let window = u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX);
+        let deadline = claim.map_or(0, |c| c.valid_until.as_nanos().saturating_sub(window).max(1));
         if let Some(record) = &self.record {
             let now = self.store.clock().now();
             let until = Timestamp::from_nanos(deadline);
@@ -223,63 +142,179 @@ impl LeadershipTracker {
         std::mem::replace(&mut state.claim, claim)
     }
 
-    /// Measures every claim from now on in `metrics` (the first given is kept).
-    pub(crate) fn measure_claims(&self, metrics: Arc<Metrics>) {
-        let _ = self.metrics.set(metrics);
+    /// Stops answering as leader at once, without revoking the lease.
+    fn abandon(&self) -> Option<Claim> {
+        let mut state = self.lock();
+        let had = self.set_claim(&mut state, None);
+        if let Some(claim) = had {
+            state.abandoned = Some(claim.term);
+        }
+        had
+    }
+}
+
+/// Claims leadership for one unit and keeps track of the guarantee it holds: the one value
+/// that can claim, renew, give up and revoke (see the module docs). Everything else gets a
+/// [`LeadershipHandle`] from [`Self::handle`].
+pub struct LeadershipTracker {
+    handle: LeadershipHandle,
+}
+
+/// A unit's leadership as everything but its claim loop sees it: `is-leader`, the held
+/// term, the settings, and writes fenced by that term. Cheap to clone; it cannot claim,
+/// renew or give up (only the [`LeadershipTracker`] can).
+#[derive(Clone)]
+pub struct LeadershipHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for LeadershipTracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shared = &self.handle.shared;
+        f.debug_struct("LeadershipTracker").field("claimant", &shared.claimant).field("window", &shared.window).finish()
+    }
+}
+
+impl std::fmt::Debug for LeadershipHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeadershipHandle").field("claimant", &self.shared.claimant).finish()
+    }
+}
+
+/// Stops its unit answering as leader when dropped (see [`LeadershipTracker::abandon_on_drop`]).
+pub struct AbandonOnDrop {
+    shared: Arc<Shared>,
+}
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.shared.abandon();
+    }
+}
+
+impl std::fmt::Debug for AbandonOnDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AbandonOnDrop").field("claimant", &self.shared.claimant).finish()
+    }
+}
+
+impl LeadershipTracker {
+    /// A tracker for `unit`, in a new incarnation of this process with no state directory
+    /// (see [`Self::in_incarnation`]), promising `window` of leadership whenever it answers
+    /// true.
+    pub fn new(unit: UnitName, store: Arc<dyn LeadershipStore>, window: Duration) -> Self {
+        Self::for_claimant(Claimant::fresh(unit), store, window)
+    }
+
+    /// A tracker for `unit` in `incarnation` (an agent's, made from the unit's lock: see
+    /// [`crate::agent::AgentLock::incarnation`]).
+    pub fn in_incarnation(
+        unit: UnitName,
+        incarnation: Incarnation,
+        store: Arc<dyn LeadershipStore>,
+        window: Duration,
+    ) -> Self {
+        Self::for_claimant(Claimant::new(unit, incarnation), store, window)
+    }
+
+    /// A tracker claiming as `claimant` (the unit in one incarnation).
+    pub fn for_claimant(claimant: Claimant, store: Arc<dyn LeadershipStore>, window: Duration) -> Self {
+        Self::with_parts(claimant, store, window, None)
+    }
+
+    /// [`Self::for_claimant`], recording every tenure this unit believes in (see
+    /// [`TenureRecord`]) when `record` is given.
+    pub fn with_parts(
+        claimant: Claimant,
+        store: Arc<dyn LeadershipStore>,
+        window: Duration,
+        record: Option<TenureRecord>,
+    ) -> Self {
+        let shared = Shared {
+            claimant,
+            store,
+            window,
+            state: Mutex::new(TrackerState::default()),
+            guaranteed_until: AtomicU64::new(0),
+            answered_until: AtomicU64::new(0),
+            record,
+        };
+        Self { handle: LeadershipHandle { shared: Arc::new(shared) } }
+    }
+
+    /// The read handle every other part of the unit gets.
+    pub fn handle(&self) -> &LeadershipHandle {
+        &self.handle
+    }
+
+    /// A guard that stops the unit answering as leader when it is dropped, for whatever
+    /// must outlive no tenure of this tracker (the unit's lock: see
+    /// [`crate::agent::AgentLock`]).
+    pub fn abandon_on_drop(&self) -> AbandonOnDrop {
+        AbandonOnDrop { shared: self.shared().clone() }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
+    }
+
+    /// The store this tracker claims from: for the claim loop, which watches its leases and
+    /// reservations.
+    pub fn store(&self) -> &Arc<dyn LeadershipStore> {
+        &self.shared().store
     }
 
     /// Claims or renews the lease once and records the result.
     pub async fn refresh(&self) -> Refresh {
-        // Measured only with metrics: without, a claim costs no extra lock or clock read.
-        let measure = self.metrics.get().map(|metrics| (metrics, self.lock().claim.is_some(), std::time::Instant::now()));
-        let mut result = self.store.claim(&self.claimant, self.claim_duration()).await;
+        let shared = self.shared();
+        let claimant = &shared.claimant;
+        let mut result = shared.store.claim(claimant, self.handle.claim_duration()).await;
         if let Err(LeaseError::OtherIncarnation { holder: Some(former), origin: Some(origin), .. }) = &result
-            && origin.proves_gone(&self.claimant.incarnation().origin)
+            && origin.proves_gone(&claimant.incarnation().origin)
         {
             result = self.take_over(*former, (**origin).clone()).await;
         }
-        if let Some((metrics, renewal, started)) = measure {
-            metrics.observe_claim(self.claimant.unit(), renewal, &result, started.elapsed());
-        }
         let resumed = {
-            let state = self.lock();
+            let state = shared.lock();
             matches!(&result, Ok(claim) if state.claim.is_none() && state.abandoned == Some(claim.term))
         };
         if resumed {
             // The store extended a tenure this unit had stopped counting on (etcd gives every
             // lease its whole TTL again after a leader change): it is over for this unit, so
             // it ends now, in the history too, and leading again is a new term.
-            let ended = self.store.revoke(&self.claimant, Release::LostRenewals).await;
-            let mut state = self.lock();
+            let ended = shared.store.revoke(claimant, Release::LostRenewals).await;
+            let mut state = shared.lock();
             state.last_error = None;
             if ended.is_ok() {
                 state.abandoned = None;
             }
             return Refresh::Minion;
         }
-        let mut state = self.lock();
+        let mut state = shared.lock();
         if state.store_lost {
             return Refresh::StoreLost;
         }
         state.waiting_for = match &result {
-            Err(waiting @ (LeaseError::OtherIncarnation { .. } | LeaseError::NewStore { .. })) => Some(waiting.to_string()),
+            Err(waiting @ (LeaseError::OtherIncarnation { .. } | LeaseError::NewStore { .. })) => {
+                Some(waiting.to_string())
+            }
             _ => None,
         };
         state.retry_at = match &result {
-            Err(LeaseError::NewStore { left, .. }) => Some(self.store.clock().now() + *left),
+            Err(LeaseError::NewStore { left, .. }) => Some(shared.store.clock().now() + *left),
             _ => None,
         };
         match result {
             // Answered too late to guarantee anything (a slow store): it does not count, and
             // the claim it extended (if any) runs out as it would have.
-            Ok(claim) if claim.valid_until.saturating_since(self.store.clock().now()) <= self.window => {
-                self.set_claim(&mut state, None);
+            Ok(claim) if claim.valid_until.saturating_since(shared.store.clock().now()) <= shared.window => {
+                shared.set_claim(&mut state, None);
                 state.last_error = Some("the store answered the claim after its guarantee had already lapsed".into());
                 Refresh::Failed
             }
             Ok(claim) => {
                 let new_term = state.claim.is_none_or(|c| c.term != claim.term);
-                self.set_claim(&mut state, Some(claim));
+                shared.set_claim(&mut state, Some(claim));
                 state.last_error = None;
                 Refresh::Leader { term: claim.term, new_term }
             }
@@ -289,14 +324,14 @@ impl LeadershipTracker {
                 | LeaseError::OtherIncarnation { .. }
                 | LeaseError::NewStore { .. },
             ) => {
-                self.set_claim(&mut state, None);
+                shared.set_claim(&mut state, None);
                 state.last_error = None;
                 Refresh::Minion
             }
             Err(LeaseError::Store(err)) if err.kind() == StoreFailure::Replaced => {
                 // Whatever this unit held was decided on a store that is gone: not a moment
                 // longer (a newcomer on the store now in its place may be granted the lease).
-                self.set_claim(&mut state, None);
+                shared.set_claim(&mut state, None);
                 state.last_error = Some(err.to_string());
                 state.store_lost = true;
                 Refresh::StoreLost
@@ -311,33 +346,113 @@ impl LeadershipTracker {
     /// Ends the tenure of this unit's former incarnation `former` (at `origin`, which proves
     /// it gone: see [`Origin::proves_gone`]) and claims afresh: a new term.
     async fn take_over(&self, former: crate::leadership::IncarnationId, origin: Origin) -> Result<Claim, LeaseError> {
-        let previous = self.claimant.former(former, origin);
+        let shared = self.shared();
+        let previous = shared.claimant.former(former, origin);
         tracing::info!(
-            unit = %self.claimant.unit(),
+            unit = %shared.claimant.unit(),
             "the lease is held by this unit's previous agent ({}), which is gone: ending its tenure",
             previous.incarnation().origin
         );
-        match self.store.revoke(&previous, Release::Restarted).await {
+        match shared.store.revoke(&previous, Release::Restarted).await {
             Ok(()) | Err(LeaseError::NotHeld { .. }) => {}
             Err(err) => return Err(err),
         }
-        self.store.claim(&self.claimant, self.claim_duration()).await
+        shared.store.claim(&shared.claimant, self.handle.claim_duration()).await
     }
 
     /// [`Self::refresh`], given up at the current guarantee deadline (if one is ahead) if
-    /// the store has not answered by then: a leader whose renewal hangs deposes itself in time, while the
-    /// lease still keeps everyone else out. The store may or may not have applied a claim
-    /// given up this way; either way the unit no longer counts on it.
+    /// the store has not answered by then: a leader whose renewal hangs deposes itself in
+    /// time, while the lease still keeps everyone else out. The store may or may not have
+    /// applied a claim given up this way; either way the unit no longer counts on it.
     pub async fn refresh_in_time(&self) -> Refresh {
-        let clock = self.store.clock().clone();
-        let Some(deadline) = self.guarantee_deadline().filter(|d| clock.now() < *d) else { return self.refresh().await };
+        let clock = self.shared().store.clock().clone();
+        let Some(deadline) = self.handle.guarantee_deadline().filter(|d| clock.now() < *d) else {
+            return self.refresh().await;
+        };
         tokio::select! {
             refresh = self.refresh() => refresh,
             () = clock.sleep_until(deadline) => {
-                self.lock().last_error = Some("the store did not answer before the guarantee deadline".into());
+                self.shared().lock().last_error = Some("the store did not answer before the guarantee deadline".into());
                 Refresh::Failed
             }
         }
+    }
+
+    /// Stops answering as leader at once, without revoking the lease: the lease then keeps
+    /// every other unit out until it expires. Returns the claim it had.
+    pub fn abandon(&self) -> Option<Claim> {
+        self.shared().abandon()
+    }
+
+    /// Gives up leadership now, if held, `why` (for the history): the guarantee ends before
+    /// the lease is revoked, and the revoke waits until no `true` answer given to a client
+    /// ([`LeadershipHandle::answer_until`]) can still be used (at most [`ANSWER_HOLD`]).
+    pub async fn release(&self, why: Release) -> Result<(), LeaseError> {
+        let shared = self.shared();
+        shared.abandon();
+        let answered = Timestamp::from_nanos(shared.answered_until.load(Ordering::SeqCst));
+        if answered > shared.store.clock().now() {
+            shared.store.clock().sleep_until(answered).await;
+        }
+        let released = match shared.store.revoke(&shared.claimant, why).await {
+            Err(LeaseError::NotHeld { .. }) => Ok(()),
+            other => other,
+        };
+        if released.is_ok() {
+            shared.lock().abandoned = None;
+        }
+        released
+    }
+}
+
+impl LeadershipHandle {
+    /// The unit whose leadership this is.
+    pub fn unit(&self) -> &UnitName {
+        self.shared.claimant.unit()
+    }
+
+    /// The unit and incarnation its tracker claims as.
+    pub fn claimant(&self) -> &Claimant {
+        &self.shared.claimant
+    }
+
+    /// The store's clock, which every deadline of this unit's leadership is read on.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        self.shared.store.clock()
+    }
+
+    /// The guarantee window.
+    pub fn window(&self) -> Duration {
+        self.shared.window
+    }
+
+    /// How long each claim asks for: twice the window, so a renewal every
+    /// [`Self::renew_interval`] keeps the guarantee without a gap.
+    pub fn claim_duration(&self) -> Duration {
+        crate::timing::claim_duration(self.shared.window)
+    }
+
+    /// How often the claim loop renews.
+    pub fn renew_interval(&self) -> Duration {
+        crate::timing::renew_interval(self.shared.window)
+    }
+
+    /// Why the unit waits for a tenure of another incarnation of itself to end (or for a
+    /// new store to grant), while it does (`None` otherwise): "db/0 is also running
+    /// elsewhere (pid …), …".
+    pub fn waiting_for(&self) -> Option<String> {
+        self.shared.lock().waiting_for.clone()
+    }
+
+    /// When a claim is worth trying again after a refusal that no release of the lease
+    /// ends (a store too new to grant), if the last claim was refused so.
+    pub fn retry_at(&self) -> Option<Timestamp> {
+        self.shared.lock().retry_at
+    }
+
+    /// Whether the store this unit started with was lost (see [`Refresh::StoreLost`]).
+    pub fn store_lost(&self) -> bool {
+        self.shared.lock().store_lost
     }
 
     /// True only if this unit holds leadership guaranteed for the whole window from now.
@@ -350,11 +465,11 @@ impl LeadershipTracker {
     /// Read off one clock reading, so the answer and its deadline agree.
     pub fn leader_until(&self) -> Result<Option<Timestamp>, LeadershipUnknown> {
         // SeqCst: ordered against `answered_until` (see `answer_until` and `release`).
-        let until = self.guaranteed_until.load(Ordering::SeqCst);
-        if until != 0 && self.store.clock().now().as_nanos() <= until {
+        let until = self.shared.guaranteed_until.load(Ordering::SeqCst);
+        if until != 0 && self.clock().now().as_nanos() <= until {
             return Ok(Some(Timestamp::from_nanos(until)));
         }
-        match &self.lock().last_error {
+        match &self.shared.lock().last_error {
             Some(err) => Err(LeadershipUnknown::StoreFailed(err.clone())),
             None => Ok(None),
         }
@@ -362,44 +477,49 @@ impl LeadershipTracker {
 
     /// Why the last claim failed, while the store keeps failing (`None` once a claim succeeds).
     pub fn store_error(&self) -> Option<String> {
-        self.lock().last_error.clone()
+        self.shared.lock().last_error.clone()
     }
 
     /// The term of the claim this unit holds now, if it still holds one (however little of
     /// it is left): writes fenced by this term are refused by the engine once it lapses.
     pub fn held_term(&self) -> Option<u64> {
-        let now = self.store.clock().now();
-        self.lock().claim.filter(|c| c.valid_until > now).map(|c| c.term)
+        let now = self.clock().now();
+        self.shared.lock().claim.filter(|c| c.valid_until > now).map(|c| c.term)
     }
 
     /// [`Self::leader_until`] for an answer given to someone else (a hook tool's client),
     /// who uses it later: a `true` answer holds for at most [`ANSWER_HOLD`], and a release
-    /// of the lease ([`Self::release`]) waits until every such answer has run out, so that
-    /// none is used after the lease could pass to another unit.
+    /// of the lease ([`LeadershipTracker::release`]) waits until every such answer has run
+    /// out, so that none is used after the lease could pass to another unit.
     pub fn answer_until(&self) -> Result<Option<Timestamp>, LeadershipUnknown> {
-        let hold = self.store.clock().now() + ANSWER_HOLD;
+        let hold = self.clock().now() + ANSWER_HOLD;
         // Recorded before the claim is read, and `release` clears the claim before it reads
         // this (all SeqCst): either this answer sees no claim, or the release sees the answer.
-        self.answered_until.fetch_max(hold.as_nanos(), Ordering::SeqCst);
+        self.shared.answered_until.fetch_max(hold.as_nanos(), Ordering::SeqCst);
         Ok(self.leader_until()?.map(|until| until.min(hold)))
     }
 
     /// The instant after which this unit can no longer guarantee the window: the end of
     /// its claim minus the window. `None` without a claim.
-    pub fn guarantee_deadline(&self) -> Option<super::leadership::Timestamp> {
-        let deadline = self.guaranteed_until.load(Ordering::Acquire);
-        (deadline != 0).then(|| super::leadership::Timestamp::from_nanos(deadline))
+    pub fn guarantee_deadline(&self) -> Option<Timestamp> {
+        let deadline = self.shared.guaranteed_until.load(Ordering::Acquire);
+        (deadline != 0).then(|| Timestamp::from_nanos(deadline))
     }
 
-    /// Stops answering as leader at once, without revoking the lease: the lease then keeps
-    /// every other unit out until it expires. Returns the claim it had.
-    pub fn abandon(&self) -> Option<Claim> {
-        let mut state = self.lock();
-        let had = self.set_claim(&mut state, None);
-        if let Some(claim) = had {
-            state.abandoned = Some(claim.term);
-        }
-        had
+    /// The application's leader settings as the store has them now.
+    pub async fn read_settings(&self) -> Result<SettingsSnapshot, WriteError> {
+        self.shared.store.read_settings(self.unit().app()).await
+    }
+
+    /// A receiver that sees the application's settings version each time it changes.
+    pub fn watch_settings(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.store.watch_settings(self.unit().app())
+    }
+
+    /// The highest term ever granted for the application (see
+    /// [`LeadershipStore::last_term`]).
+    pub async fn last_term(&self) -> Result<u64, LeaseError> {
+        self.shared.store.last_term(self.unit().app()).await
     }
 
     /// Writes a group of leader settings under the term this unit holds (the store refuses
@@ -408,32 +528,13 @@ impl LeadershipTracker {
     /// applied only if the store decides it before then. Without a held term:
     /// [`WriteError::NotLeader`] with term 0 (no real term is 0).
     pub async fn leader_set_by(&self, group: &[(String, String)], apply_by: Option<Timestamp>) -> Result<(), WriteError> {
-        let unit = self.claimant.unit();
+        let unit = self.unit();
         let not_leader = || WriteError::NotLeader { app: unit.app().clone(), unit: unit.clone(), term: 0 };
         let term = self.held_term().ok_or_else(not_leader)?;
         if !group.is_empty() {
-            self.store.write_settings_by(&self.claimant, term, group, apply_by).await?;
+            self.shared.store.write_settings_by(&self.shared.claimant, term, group, apply_by).await?;
         }
         Ok(())
-    }
-
-    /// Gives up leadership now, if held, `why` (for the history): the guarantee ends before
-    /// the lease is revoked, and the revoke waits until no `true` answer given to a client
-    /// ([`Self::answer_until`]) can still be used (at most [`ANSWER_HOLD`]).
-    pub async fn release(&self, why: Release) -> Result<(), LeaseError> {
-        self.abandon();
-        let answered = Timestamp::from_nanos(self.answered_until.load(Ordering::SeqCst));
-        if answered > self.store.clock().now() {
-            self.store.clock().sleep_until(answered).await;
-        }
-        let released = match self.store.revoke(&self.claimant, why).await {
-            Err(LeaseError::NotHeld { .. }) => Ok(()),
-            other => other,
-        };
-        if released.is_ok() {
-            self.lock().abandoned = None;
-        }
-        released
     }
 }
 
@@ -454,7 +555,7 @@ mod tests {
         let leader = Arc::new(LeadershipTracker::new(UnitName::new("app/0").unwrap(), store.clone(), window));
         let successor = LeadershipTracker::new(UnitName::new("app/1").unwrap(), store, window);
         assert!(matches!(leader.refresh().await, Refresh::Leader { .. }));
-        let until = leader.answer_until().unwrap().expect("the leader answers true");
+        let until = leader.handle().answer_until().unwrap().expect("the leader answers true");
         assert_eq!(until, clock.now() + ANSWER_HOLD, "a true answer holds for ANSWER_HOLD at most");
         let release = tokio::spawn({
             let leader = leader.clone();
@@ -463,7 +564,7 @@ mod tests {
         while clock.sleepers() == 0 && !release.is_finished() {
             tokio::task::yield_now().await;
         }
-        assert_eq!(leader.answer_until().unwrap(), None, "given up at once: no new true answer");
+        assert_eq!(leader.handle().answer_until().unwrap(), None, "given up at once: no new true answer");
         assert_eq!(successor.refresh().await, Refresh::Minion, "the lease has not passed while the answer holds");
         clock.advance_to(until);
         release.await.unwrap().unwrap();
@@ -476,15 +577,15 @@ mod tests {
         let window = Duration::from_secs(30);
         let a = LeadershipTracker::new(UnitName::new("app/0").unwrap(), store.clone(), window);
         let b = LeadershipTracker::new(UnitName::new("app/1").unwrap(), store, window);
-        assert_eq!(a.is_leader(), Ok(false), "nothing claimed yet");
+        assert_eq!(a.handle().is_leader(), Ok(false), "nothing claimed yet");
         assert!(matches!(a.refresh().await, Refresh::Leader { new_term: true, .. }));
         assert!(matches!(a.refresh().await, Refresh::Leader { new_term: false, .. }));
         assert_eq!(b.refresh().await, Refresh::Minion);
-        assert_eq!(a.is_leader(), Ok(true));
-        assert_eq!(b.is_leader(), Ok(false));
-        assert!(a.held_term().is_some());
+        assert_eq!(a.handle().is_leader(), Ok(true));
+        assert_eq!(b.handle().is_leader(), Ok(false));
+        assert!(a.handle().held_term().is_some());
         a.release(Release::StepDown).await.unwrap();
-        assert_eq!(a.is_leader(), Ok(false));
+        assert_eq!(a.handle().is_leader(), Ok(false));
         assert!(matches!(b.refresh().await, Refresh::Leader { new_term: true, term: 2 }));
     }
 }

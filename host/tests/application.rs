@@ -31,7 +31,7 @@ async fn settings_changes_coalesce_into_one_more_minion_hook() {
     let app = Arc::new(Application::new(runtime, charm, store.clone(), events.clone(), &config).await.unwrap());
     // app/0 (its agent's incarnation) holds the lease before the units start, so it is the
     // leader; the test writes as that agent.
-    let leader = app.units()[0].tracker().claimant().clone();
+    let leader = app.units()[0].leadership().claimant().clone();
     let term = store.claim(&leader, Duration::from_secs(60)).await.unwrap().term;
     let minion = app.units()[1].clone();
     script(&minion, &["pause"]);

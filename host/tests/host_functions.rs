@@ -11,14 +11,14 @@ async fn is_leader_reflects_the_tracker_at_each_call() {
     let f = Fixture::new();
     let leader = f.unit("app/0");
     let minion = f.unit("app/1");
-    leader.tracker().refresh().await;
-    minion.tracker().refresh().await;
+    leader.tracker.refresh().await;
+    minion.tracker.refresh().await;
 
     script(&leader, &["is-leader", "pause", "is-leader"]);
     script(&minion, &["is-leader"]);
     let hook = f.spawn(&leader, HookKind::Install);
     wait_paused(&leader).await;
-    leader.tracker().release(charm_host::leadership::Release::StepDown).await.unwrap(); // leadership lost mid-hook
+    leader.tracker.release(charm_host::leadership::Release::StepDown).await.unwrap(); // leadership lost mid-hook
     resume(&leader).await;
     assert_eq!(hook.await.unwrap().result, Ok(()));
     assert_eq!(results(&leader), ["Ok(true)", "resumed", "Ok(false)"], "truth at the moment of each call");
@@ -32,7 +32,7 @@ async fn reads_come_from_one_snapshot_plus_own_writes() {
     let f = Fixture::new();
     let leader = f.unit("app/0");
     let minion = f.unit("app/1");
-    leader.tracker().refresh().await;
+    leader.tracker.refresh().await;
 
     script(&leader, &["set a=1 b=2"]);
     f.run(&leader, HookKind::LeaderElected).await.result.unwrap();
@@ -62,20 +62,20 @@ async fn reads_come_from_one_snapshot_plus_own_writes() {
 async fn leader_set_writes_through_before_returning() {
     let f = Fixture::new();
     let leader = f.unit("app/0");
-    leader.tracker().refresh().await;
-    let mut watch = f.store.watch_settings(leader.name().app());
+    leader.tracker.refresh().await;
+    let mut watch = f.store.watch_settings(leader.unit().name().app());
 
     script(&leader, &["set x=1 y=2", "pause", "fail the hook fails after writing"]);
     let hook = f.spawn(&leader, HookKind::Install);
     wait_paused(&leader).await;
-    let stored = f.store.read_settings(leader.name().app()).await.unwrap();
+    let stored = f.store.read_settings(leader.unit().name().app()).await.unwrap();
     assert_eq!(stored.values.get("x").map(String::as_str), Some("1"), "in the store mid-hook");
     assert!(watch.has_changed().unwrap(), "minions are notified mid-hook");
     watch.borrow_and_update();
     resume(&leader).await;
     let outcome = hook.await.unwrap();
     assert!(outcome.result.is_err());
-    let stored = f.store.read_settings(leader.name().app()).await.unwrap();
+    let stored = f.store.read_settings(leader.unit().name().app()).await.unwrap();
     assert_eq!(stored.values.len(), 2, "a failed hook keeps what leader-set wrote");
 
     // An empty group is a no-op for the leader; nothing changes and nobody is told.
@@ -90,19 +90,19 @@ async fn only_the_leader_may_write() {
     let f = Fixture::new();
     let leader = f.unit("app/0");
     let minion = f.unit("app/1");
-    leader.tracker().refresh().await;
-    minion.tracker().refresh().await;
+    leader.tracker.refresh().await;
+    minion.tracker.refresh().await;
     script(&minion, &["set a=1", "set-none"]);
     f.run(&minion, HookKind::Install).await.result.unwrap();
     assert_eq!(results(&minion), ["Err(NotLeader)", "Err(NotLeader)"]);
-    assert!(f.store.read_settings(minion.name().app()).await.unwrap().values.is_empty());
+    assert!(f.store.read_settings(minion.unit().name().app()).await.unwrap().values.is_empty());
 }
 
 #[tokio::test]
 async fn invalid_groups_write_nothing() {
     let f = Fixture::new();
     let leader = f.unit("app/0");
-    leader.tracker().refresh().await;
+    leader.tracker.refresh().await;
     let long_key = format!("set ok=1 {}=v", "k".repeat(MAX_KEY_BYTES + 1));
     let long_value = format!("set ok=1 big={}", "v".repeat(MAX_VALUE_BYTES + 1));
     let cases = [
@@ -119,7 +119,7 @@ async fn invalid_groups_write_nothing() {
         let results = results(&leader);
         assert!(results[0].starts_with("Err(Invalid(") && results[0].contains(reason), "{command:.40}: {results:?}");
         assert_eq!(results[1], "", "the hook's view is unchanged");
-        assert!(f.store.read_settings(leader.name().app()).await.unwrap().values.is_empty(), "nothing written");
+        assert!(f.store.read_settings(leader.unit().name().app()).await.unwrap().values.is_empty(), "nothing written");
     }
 
     // A bucket that would exceed 1 MiB: sixteen 64 KiB values in one group.
@@ -129,5 +129,5 @@ async fn invalid_groups_write_nothing() {
     script(&leader, &[&command]);
     f.run(&leader, HookKind::Install).await.result.unwrap();
     assert!(results(&leader)[0].contains("limit is 1048576"), "{:.80}", results(&leader)[0]);
-    assert!(f.store.read_settings(leader.name().app()).await.unwrap().values.is_empty());
+    assert!(f.store.read_settings(leader.unit().name().app()).await.unwrap().values.is_empty());
 }

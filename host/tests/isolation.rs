@@ -55,8 +55,8 @@ async fn a_charm_error_fails_the_hook_with_its_message() {
     script(&unit, &["fail database not ready"]);
     let outcome = f.run(&unit, HookKind::Stop).await;
     assert_eq!(outcome.result, Err(HookError::Charm("database not ready".into())));
-    assert_eq!(unit.status().last_error.as_deref(), Some("database not ready"));
-    assert_eq!(unit.status().last_hook, Some(HookKind::Stop));
+    assert_eq!(unit.unit().status().last_error.as_deref(), Some("database not ready"));
+    assert_eq!(unit.unit().status().last_hook, Some(HookKind::Stop));
 }
 
 #[tokio::test]
@@ -64,7 +64,7 @@ async fn the_sandbox_sees_only_the_unit_data_dir() {
     let f = Fixture::new();
     let unit = f.unit("app/0");
     std::fs::write(f.dir.path().join("outside"), "secret").unwrap();
-    std::fs::write(unit.data_dir().join("inside"), "mine").unwrap();
+    std::fs::write(unit.unit().data_dir().join("inside"), "mine").unwrap();
     script(&unit, &["read /etc/passwd", "read ../outside", "read /../outside", "read inside", "read /inside", "env"]);
     f.run(&unit, HookKind::Install).await.result.unwrap();
     let results = results(&unit);
@@ -93,5 +93,5 @@ async fn stdout_stderr_and_log_reach_the_unit_log() {
         .collect();
     assert!(logs.contains(&(LogLevel::Info, "to stdout".into())), "{logs:?}");
     assert!(logs.contains(&(LogLevel::Warning, "to stderr".into())), "{logs:?}");
-    assert_eq!(unit.status().message, "need a relation");
+    assert_eq!(unit.unit().status().message, "need a relation");
 }

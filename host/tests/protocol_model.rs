@@ -496,7 +496,7 @@ async fn tracker_walk(model: &LeadershipModel, seed: u64, seen: &mut Seen) -> Re
             }
             Action::Write(i) => {
                 let tracker = trackers[i].as_ref().ok_or("no tracker")?;
-                let written = tracker.leader_set_by(&[("k".into(), format!("v{}", trail.len()))], None).await;
+                let written = tracker.handle().leader_set_by(&[("k".into(), format!("v{}", trail.len()))], None).await;
                 let expected = matches!(next.agents[i].acked, v if v > state.agents[i].acked);
                 if written.is_ok() != expected {
                     return Err(diverged(format!("leader-set: {written:?}, the model wrote: {expected}"), &trail));
@@ -509,17 +509,17 @@ async fn tracker_walk(model: &LeadershipModel, seed: u64, seen: &mut Seen) -> Re
         }
         for (i, agent) in next.agents.iter().enumerate() {
             let Some(tracker) = &trackers[i] else { continue };
-            let at_deadline = tracker.guarantee_deadline().is_some_and(|d| d == clock.now());
-            let leads = tracker.is_leader() == Ok(true);
+            let at_deadline = tracker.handle().guarantee_deadline().is_some_and(|d| d == clock.now());
+            let leads = tracker.handle().is_leader() == Ok(true);
             if !at_deadline && leads != agent.leads() {
                 return Err(diverged(
                     format!("#{i}: the tracker says leader={leads}, the model {}", agent.leads()),
                     &trail,
                 ));
             }
-            if agent.leads() && tracker.held_term() != agent.belief.map(|b| u64::from(b.term)) {
+            if agent.leads() && tracker.handle().held_term() != agent.belief.map(|b| u64::from(b.term)) {
                 return Err(diverged(
-                    format!("#{i}: the tracker holds {:?}, the model {:?}", tracker.held_term(), agent.belief),
+                    format!("#{i}: the tracker holds {:?}, the model {:?}", tracker.handle().held_term(), agent.belief),
                     &trail,
                 ));
             }

@@ -978,8 +978,44 @@ impl Model for LeadershipModel {
     }
 
     fn format_action(&self, action: &Action) -> String {
-        crate::timeline::describe(action)
+        action.to_string()
     }
+}
+
+/// One step in words, for timelines.
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let words = match *self {
+            Action::Tick => "time passes one tick".into(),
+            Action::Claim(i) => format!("{} sends a claim", who(i)),
+            Action::Write(i) => format!("{} sends a fenced leader-set", who(i)),
+            Action::StepDown(i) => format!("{} steps down: leader-deposed, services stopped, revoke sent", who(i)),
+            Action::Apply(i) => format!("the store decides {}'s request", who(i)),
+            Action::LoseRequest(i) => format!("the network loses {}'s request", who(i)),
+            Action::LoseReply(i) => format!("the reply to {} is lost (or it gave up waiting)", who(i)),
+            Action::Deliver(i, window) => {
+                format!("{} hears the store's reply (its window lasts {window} ticks of real time)", who(i))
+            }
+            Action::Ask(i) => format!("a client asks {} is-leader", who(i)),
+            Action::Use(i) => format!("{}'s answer reaches the client, which acts on it", who(i)),
+            Action::Crash(i) => format!("{} is killed (SIGKILL)", who(i)),
+            Action::Start(i) => format!("{} starts", who(i)),
+            Action::Wipe => "the operator wipes the store; a new one is made".into(),
+            Action::TakeCopy => "the operator takes a copy of the store".into(),
+            Action::PutBack => "the operator puts the copy back".into(),
+            Action::Sweep => "etcd's server ends the expired lease".into(),
+            Action::EtcdLeaderChange => "etcd elects a new leader: every lease gets a whole TTL again".into(),
+            Action::Pin => "the operator pins the lease".into(),
+            Action::Unpin => "the operator unpins the lease".into(),
+            Action::Elect(unit) => format!("the operator elects a/{unit}: the lease is reserved for it"),
+        };
+        f.write_str(&words)
+    }
+}
+
+/// Incarnation `i`'s name in a timeline.
+fn who(i: usize) -> String {
+    format!("#{i}")
 }
 
 impl fmt::Display for Scenario {

@@ -22,14 +22,13 @@ use super::role::{Role, RoleSource};
 use crate::events::LogLevel;
 use crate::hooks::{HookError, HookKind, HookOutcome};
 use crate::leadership::{Clock, Timestamp};
-use crate::runtime::{Charm, HookRuntime};
+use crate::runtime::{Charm, HookRuntime, UnitSandbox};
 use crate::timing;
-use crate::unit::Unit;
 
 pub(super) struct HookDriver {
     pub(super) runtime: Arc<HookRuntime>,
     pub(super) charm: Charm,
-    pub(super) unit: Arc<Unit>,
+    pub(super) sandbox: UnitSandbox,
     pub(super) queue: HookQueue,
     pub(super) records: Records,
     pub(super) stop_grace: Duration,
@@ -39,10 +38,9 @@ impl HookDriver {
     /// Runs hooks until the stop sequence is done, then stops the unit's services and ends
     /// its role source (which gives up the lease).
     pub(super) async fn run(mut self, roles: RoleSource, mut commands: mpsc::Receiver<AgentCommand>) {
-        let unit = self.unit.clone();
-        let store = unit.store().clone();
-        let clock = store.clock().clone();
-        let mut settings = store.watch_settings(unit.name().app());
+        let unit = self.sandbox.unit().clone();
+        let clock = unit.leadership().clock().clone();
+        let mut settings = unit.leadership().watch_settings();
         self.queue.on_settings(*settings.borrow_and_update());
         let mut role_rx = roles.roles.clone();
         let mut health = roles.health.clone();
@@ -90,15 +88,18 @@ impl HookDriver {
             for dropped in self.queue.take_dropped() {
                 unit.log(LogLevel::Info, format!("dropped stale {} (term {:?})", dropped.hook, dropped.term));
             }
-            let wait_until = match self.queue.next(clock.now(), unit.tracker().held_term()) {
+            let wait_until = match self.queue.next(clock.now(), unit.leadership().held_term()) {
                 Next::Run(queued) => {
                     let version = *settings.borrow();
                     let outcome = if stopping {
-                        self.runtime.run_hook_within(&self.charm, &unit, queued.hook, self.stop_grace).await
+                        self.runtime.run_hook_within(&self.charm, &self.sandbox, queued.hook, self.stop_grace).await
                     } else {
-                        let hook = self.runtime.run_hook(&self.charm, &unit, queued.hook);
-                        run_until_stopped(hook, &unit, queued.hook, &mut commands, &mut pending, self.stop_grace).await
+                        let hook = self.runtime.run_hook(&self.charm, &self.sandbox, queued.hook);
+                        run_until_stopped(hook, queued.hook, &mut commands, &mut pending, self.stop_grace).await
                     };
+                    // Only the driver records a hook's outcome: in the status, the log and
+                    // the events.
+                    unit.reporter().record_hook(&outcome);
                     let now = clock.now();
                     self.queue.finished(queued, outcome.result.is_ok(), now, Some(version));
                     self.records.save_local(self.queue.local_state(), &unit, now).await;
@@ -146,7 +147,6 @@ impl HookDriver {
 /// every epoch tick, so it stops within one).
 async fn run_until_stopped(
     hook: impl std::future::Future<Output = HookOutcome>,
-    unit: &Unit,
     kind: HookKind,
     commands: &mut mpsc::Receiver<AgentCommand>,
     pending: &mut Option<AgentCommand>,
@@ -176,9 +176,7 @@ async fn run_until_stopped(
                 }
             }
             () = interrupt => {
-                let outcome = HookOutcome { hook: kind, result: Err(HookError::Interrupted(grace)), elapsed: started.elapsed() };
-                unit.reporter().record_hook(&outcome);
-                return outcome;
+                return HookOutcome { hook: kind, result: Err(HookError::Interrupted(grace)), elapsed: started.elapsed() };
             }
         }
     }

@@ -10,8 +10,11 @@
 //!  commands (step-down, stop) ──► hook driver
 //! ```
 //!
-//! - [`role`]: the one owner of the unit's tracker; it publishes roles.
-//! - [`driver`]: turns roles, settings versions and commands into hooks.
+//! - [`spawn`]: the one place a unit's agent is built (spec, prepared agent, running agent).
+//! - [`role`]: the claim loop, which alone owns the unit's tracker; it publishes roles and
+//!   measures claims.
+//! - [`driver`]: turns roles, settings versions and commands into hooks, runs them, and
+//!   alone records their outcomes.
 //! - [`records`]: the unit's local state and status on disk, and the checks at start.
 //! - [`queue`]: the hook order, as a pure state machine.
 //!
@@ -52,6 +55,7 @@ mod driver;
 mod local_state;
 mod records;
 mod role;
+pub mod spawn;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,13 +63,13 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::leadership::{Incarnation, Origin};
 use crate::metrics::Metrics;
 use crate::names::UnitName;
 use crate::runtime::{Charm, HookRuntime};
 use crate::state_dir::{StateDir, StateDirError, UnitLock};
 use crate::timing::InvalidDuration;
-use crate::tracker::LeadershipTracker;
-use crate::unit::Unit;
+use crate::tracker::{AbandonOnDrop, LeadershipTracker};
 
 #[allow(unused_imports)]
 pub use local_state::{LocalStateError, RecordWriter, load_json, save_json};
@@ -74,6 +78,7 @@ pub use charm_rules::queue;
 #[allow(unused_imports)]
 pub use queue::{Backoff, HookQueue, LocalState, Next, QueuedHook};
 pub use records::preflight;
+pub use spawn::{AgentEnded, BareUnit, PreparedAgent, RunningAgent, SpawnError, UnitSpec};
 
 /// How a unit agent behaves: the defaults, changed with the `with_` methods.
 #[derive(Debug, Clone)]
@@ -191,46 +196,37 @@ pub enum AgentCommand {
 /// A unit's lock held by its agent: taken before the agent's tracker exists (the tracker's
 /// incarnation is made from it), and held for as long as the agent runs. However the agent
 /// ends (a stop, an error, its task aborted or dropped), dropping this first makes the
-/// unit's tracker stop answering as leader, and only then frees the lock: a next agent that
-/// takes the lock can trust that nothing of this one still leads
+/// unit stop answering as leader, and only then frees the lock: a next agent that takes
+/// the lock can trust that nothing of this one still leads
 /// ([`crate::leadership::Origin::proves_gone`]).
 pub struct AgentLock {
+    /// Dropped before `lock` (fields drop in order).
+    abandon: Option<AbandonOnDrop>,
     lock: UnitLock,
-    tracker: Option<Arc<LeadershipTracker>>,
 }
 
 impl AgentLock {
     /// Prepares `unit`'s directories in `state` and takes its lock (see
     /// [`StateDir::lock_unit`]); refused while any agent runs the unit, in this process too.
-    pub fn take(state: &StateDir, unit: &crate::names::UnitName) -> Result<Self, StateDirError> {
+    pub fn take(state: &StateDir, unit: &UnitName) -> Result<Self, StateDirError> {
         state.prepare_unit(unit)?;
-        Ok(Self { lock: state.lock_unit(unit)?, tracker: None })
+        Ok(Self { abandon: None, lock: state.lock_unit(unit)? })
     }
 
-    /// A tracker for the unit in a new incarnation made from this lock, which it abandons
-    /// (stops answering as leader) before the lock is freed.
-    pub fn tracker(
-        &mut self,
-        unit: crate::names::UnitName,
-        store: Arc<dyn crate::leadership::LeadershipStore>,
-        window: Duration,
-    ) -> Result<LeadershipTracker, StateDirError> {
-        Ok(LeadershipTracker::in_incarnation(unit, self.lock.incarnation()?, store, window))
+    /// A new incarnation of the unit, at this process in the lock's state directory: the
+    /// only incarnation whose origin names a state directory, so the only kind that can
+    /// prove a previous incarnation of the unit gone (see
+    /// [`Origin::proves_gone`](crate::leadership::Origin::proves_gone)); only the holder of
+    /// the unit's lock makes one.
+    pub fn incarnation(&self) -> std::io::Result<Incarnation> {
+        Ok(Incarnation::new(Origin::this_process().in_state_dir(self.lock.state_dir())?))
     }
 
-    /// Ties the lock to the tracker the unit's agent runs with (see [`Self::tracker`]).
-    pub fn holding(mut self, tracker: &Arc<LeadershipTracker>) -> Self {
-        self.tracker = Some(tracker.clone());
+    /// Ties the lock to the tracker the unit's agent runs with: it stops answering as
+    /// leader before the lock is freed.
+    pub fn holding(mut self, tracker: &LeadershipTracker) -> Self {
+        self.abandon = Some(tracker.abandon_on_drop());
         self
-    }
-}
-
-impl Drop for AgentLock {
-    fn drop(&mut self) {
-        if let Some(tracker) = &self.tracker {
-            tracker.abandon();
-        }
-        // `lock` is dropped (freed) after this.
     }
 }
 
@@ -240,46 +236,25 @@ impl std::fmt::Debug for AgentLock {
     }
 }
 
-/// Runs one unit, holding its `lock`, until it is stopped with [`AgentCommand::Stop`] (or
-/// `commands` closes, which is taken as a stop). Returns when the stop sequence is done and
-/// leadership is given up.
-pub async fn run_unit(
+/// Runs one prepared unit (see [`spawn`]) until it is stopped with [`AgentCommand::Stop`]
+/// (or `commands` closes, which is taken as a stop). Returns when the stop sequence is done
+/// and leadership is given up.
+async fn run(
     runtime: Arc<HookRuntime>,
     charm: Charm,
-    unit: Arc<Unit>,
-    lock: AgentLock,
-    config: AgentConfig,
+    parts: spawn::AgentParts,
     commands: mpsc::Receiver<AgentCommand>,
 ) -> Result<(), AgentError> {
-    run_checked_unit(runtime, charm, unit, lock, config, None, commands).await
-}
-
-/// [`run_unit`] for a unit whose [`preflight`] already ran and returned `checked` (`None`:
-/// run it now).
-pub(crate) async fn run_checked_unit(
-    runtime: Arc<HookRuntime>,
-    charm: Charm,
-    unit: Arc<Unit>,
-    lock: AgentLock,
-    config: AgentConfig,
-    checked: Option<LocalState>,
-    commands: mpsc::Receiver<AgentCommand>,
-) -> Result<(), AgentError> {
+    let spawn::AgentParts { tracker, sandbox, lock, config, local } = parts;
     // Held to the end of this future, however it ends; abandons the tracker first.
-    let _lock = lock.holding(unit.tracker());
-    let local = match checked {
-        Some(local) => local,
-        None => preflight(&unit, &config).await?,
-    };
-    let records = records::Records::open(&config, &local)?;
+    let _lock = lock;
+    let unit = sandbox.unit().clone();
+    let records = records::Records::open(&config, &local, sandbox.guest_environment().is_some())?;
     // Counted while this future runs: a stop ends it, a kill drops it.
-    let _running = config.metrics.as_ref().map(|metrics| {
-        unit.tracker().measure_claims(metrics.clone());
-        metrics.agent_running(&unit)
-    });
-    let roles = role::RoleSource::start(unit.tracker().clone(), unit.services().clone(), unit.reporter().clone());
+    let _running = config.metrics.as_ref().map(|metrics| metrics.agent_running(&unit));
+    let roles = role::RoleSource::start(tracker, unit.services().clone(), unit.reporter().clone(), config.metrics);
     let queue = HookQueue::new(local, config.backoff);
-    let driver = driver::HookDriver { runtime, charm, unit, queue, records, stop_grace: config.stop_grace };
+    let driver = driver::HookDriver { runtime, charm, sandbox, queue, records, stop_grace: config.stop_grace };
     driver.run(roles, commands).await;
     Ok(())
 }

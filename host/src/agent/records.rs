@@ -14,16 +14,15 @@ use super::local_state::{self, LocalStateError, RecordWriter};
 use super::queue::LocalState;
 use super::{AgentConfig, AgentError};
 use crate::events::LogLevel;
-use crate::leadership::{Timestamp, WriteError};
+use crate::leadership::Timestamp;
 use crate::timing;
 use crate::unit::{Unit, UnitStatus};
 
-/// What [`super::run_unit`] checks before it starts anything: the durations, the unit's
-/// local state, and that the store remembers at least what the unit does. Returns the local
-/// state to start from.
+/// What an agent checks before it starts anything (see [`super::spawn`]): the stop grace,
+/// the unit's local state, and that the store remembers at least what the unit does.
+/// Returns the local state to start from.
 pub async fn preflight(unit: &Unit, config: &AgentConfig) -> Result<LocalState, AgentError> {
     timing::STOP_GRACE.check(config.stop_grace)?;
-    timing::GUARANTEE_WINDOW.check(unit.tracker().window())?;
     let mut local = match &config.state_file {
         Some(path) => local_state::load(path)?,
         None => LocalState::default(),
@@ -34,9 +33,9 @@ pub async fn preflight(unit: &Unit, config: &AgentConfig) -> Result<LocalState, 
 
 /// Checks that the store remembers at least what the unit does; see [`AgentError::StoreBehind`].
 async fn check_store_remembers(unit: &Unit, local: &mut LocalState, accept_new_store: bool) -> Result<(), AgentError> {
-    let app = unit.name().app();
-    let term = unit.store().last_term(app).await.map_err(|e| AgentError::Store(e.to_string()))?;
-    let version = unit.store().read_settings(app).await.map_err(|e: WriteError| AgentError::Store(e.to_string()))?.version;
+    let leadership = unit.leadership();
+    let term = leadership.last_term().await.map_err(|e| AgentError::Store(e.to_string()))?;
+    let version = leadership.read_settings().await.map_err(|e| AgentError::Store(e.to_string()))?.version;
     let checks = [("term", local.last_elected_term, term), ("leader settings version", local.settings_version_seen, version)];
     let Some((what, Some(remembered), found)) = checks.into_iter().find(|(_, mine, theirs)| mine.is_some_and(|m| m > *theirs))
     else {
@@ -72,16 +71,22 @@ pub(super) struct Records {
     behind: Option<(LocalState, Timestamp)>,
     status: Option<RecordWriter>,
     saved_status: Option<UnitStatus>,
+    /// Durable writes stay on the calling thread (a unit whose clocks a test decides, as its
+    /// hooks do, see `GuestEnvironment`: the test's runtime then sees it busy, not idle).
+    inline: bool,
 }
 
 impl Records {
-    pub(super) fn open(config: &AgentConfig, local: &LocalState) -> Result<Self, LocalStateError> {
+    /// The records `config` names, as of `local`; durable writes on the calling thread if
+    /// `inline`.
+    pub(super) fn open(config: &AgentConfig, local: &LocalState, inline: bool) -> Result<Self, LocalStateError> {
         Ok(Self {
             state: config.state_file.as_deref().map(RecordWriter::open).transpose()?,
             saved: local.clone(),
             behind: None,
             status: config.status_file.as_deref().map(RecordWriter::open).transpose()?,
             saved_status: None,
+            inline,
         })
     }
 
@@ -124,9 +129,7 @@ impl Records {
     }
 
     async fn write_durably(&mut self, state: LocalState, unit: &Unit) {
-        // A unit whose clocks a test decides keeps its I/O on the calling thread (as its
-        // hooks do, see `GuestEnvironment`): the test's runtime then sees it busy, not idle.
-        if unit.guest_environment().is_some() {
+        if self.inline {
             return self.write_local(state, true, unit);
         }
         self.behind = None;
@@ -166,6 +169,7 @@ mod tests {
     use crate::events::RecordingSink;
     use crate::leadership::{LeadershipStore, MemoryStore};
     use crate::names::UnitName;
+    use crate::services::ServicesConfig;
     use crate::tracker::LeadershipTracker;
 
     #[tokio::test]
@@ -174,10 +178,11 @@ mod tests {
         let name = UnitName::new("app/0").unwrap();
         let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
         let tracker = LeadershipTracker::new(name.clone(), store, Duration::from_secs(30));
-        let unit = Unit::new(name, dir.path().join("data"), tracker, Arc::new(RecordingSink::new())).unwrap();
+        let events = Arc::new(RecordingSink::new());
+        let unit = Unit::new(dir.path().join("data"), tracker.handle().clone(), events, &ServicesConfig::default()).unwrap();
         let path = dir.path().join("agent.json");
         let config = AgentConfig::default().with_state_file(path.clone());
-        let mut records = Records::open(&config, &LocalState::default()).unwrap();
+        let mut records = Records::open(&config, &LocalState::default(), false).unwrap();
         let at = |secs: u64| Timestamp::from_nanos(secs * 1_000_000_000);
 
         let installed = LocalState { installed: true, ..LocalState::default() };

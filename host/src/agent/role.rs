@@ -21,14 +21,16 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::events::LogLevel;
 use crate::leadership::{Clock, LeaseError, LostRenewals, Release, Timestamp, wait_until_released};
+use crate::metrics::Metrics;
 use crate::names::UnitName;
+use crate::reporter::UnitReporter;
 use crate::services::ServiceSupervisor;
 use crate::timing;
-use crate::tracker::{LeadershipTracker, Refresh};
-use crate::unit::UnitReporter;
+use crate::tracker::{LeadershipHandle, LeadershipTracker, Refresh};
 
 /// What the role source says the unit is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,16 +68,6 @@ enum Request {
     Deposed { reply: oneshot::Sender<()> },
 }
 
-/// Aborts a task when dropped: a driver that is dropped (a crash of the unit) takes its
-/// role source with it, without a revoke.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// The driver's side of a unit's role source: the roles it publishes, the health of its
 /// claims, and the requests the driver may make.
 pub(super) struct RoleSource {
@@ -85,12 +77,20 @@ pub(super) struct RoleSource {
     /// does.
     pub(super) health: watch::Receiver<Option<String>>,
     requests: mpsc::Sender<Request>,
-    task: AbortOnDrop,
+    /// Aborted when dropped: a driver that is dropped (a crash of the unit) takes its role
+    /// source with it, without a revoke.
+    task: AbortOnDropHandle<()>,
 }
 
 impl RoleSource {
-    /// Starts claiming for the unit whose `tracker` this takes over.
-    pub(super) fn start(tracker: Arc<LeadershipTracker>, services: Arc<ServiceSupervisor>, reporter: Arc<UnitReporter>) -> Self {
+    /// Starts claiming with `tracker` (which this owns from now on) for the unit whose
+    /// `services` and `reporter` these are, measuring each claim in `metrics` if given.
+    pub(super) fn start(
+        tracker: LeadershipTracker,
+        services: Arc<ServiceSupervisor>,
+        reporter: Arc<UnitReporter>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
         let (roles_tx, roles) = watch::channel(Role::Unknown);
         let (health_tx, health) = watch::channel(None);
         let (requests, requests_rx) = mpsc::channel(4);
@@ -98,9 +98,11 @@ impl RoleSource {
             clock: tracker.store().clock().clone(),
             leases: tracker.store().watch_leases(),
             leases_open: true,
+            leadership: tracker.handle().clone(),
             tracker,
             services,
             reporter,
+            metrics,
             roles: roles_tx,
             health: health_tx,
             requests: requests_rx,
@@ -109,7 +111,7 @@ impl RoleSource {
             lost_term: None,
             failures: 0,
         };
-        Self { roles, health, requests, task: AbortOnDrop(tokio::spawn(claims.run())) }
+        Self { roles, health, requests, task: AbortOnDropHandle::new(tokio::spawn(claims.run())) }
     }
 
     /// Gives up leadership if the unit leads, and makes no claim for one claim duration
@@ -145,7 +147,7 @@ impl RoleSource {
     pub(super) async fn finish(self) {
         let Self { requests, mut task, .. } = self;
         drop(requests);
-        let _ = (&mut task.0).await;
+        let _ = (&mut task).await;
     }
 }
 
@@ -166,9 +168,14 @@ enum Wake {
 }
 
 struct ClaimLoop {
-    tracker: Arc<LeadershipTracker>,
+    /// The unit's tracker: owned here alone.
+    tracker: LeadershipTracker,
+    /// Its read side, for what the loop reads of the claim.
+    leadership: LeadershipHandle,
     services: Arc<ServiceSupervisor>,
     reporter: Arc<UnitReporter>,
+    /// Where each claim is measured, if anywhere.
+    metrics: Option<Arc<Metrics>>,
     clock: Arc<dyn Clock>,
     roles: watch::Sender<Role>,
     health: watch::Sender<Option<String>>,
@@ -185,7 +192,7 @@ struct ClaimLoop {
 
 impl ClaimLoop {
     async fn run(mut self) {
-        let window = self.tracker.window();
+        let window = self.leadership.window();
         let retry_interval = timing::claim_retry_interval(window);
         loop {
             if let Some(hold_off) = self.hold_off {
@@ -199,18 +206,18 @@ impl ClaimLoop {
                     Wake::Request(Some(request)) => self.handle(request).await,
                     Wake::Time => self.hold_off = None,
                     Wake::Leases => {
-                        if self.reserved_for().await.as_ref() == Some(self.tracker.unit()) {
+                        if self.reserved_for().await.as_ref() == Some(self.leadership.unit()) {
                             self.hold_off = None;
                         }
                     }
                 }
                 continue;
             }
-            let refresh = self.tracker.refresh_in_time().await;
-            let tracker = &self.tracker;
-            let waiting = tracker.waiting_for();
+            let refresh = self.claim().await;
+            let leadership = &self.leadership;
+            let waiting = leadership.waiting_for();
             let changed = self.health.send_if_modified(|health| {
-                let now = tracker.store_error().or_else(|| waiting.clone());
+                let now = leadership.store_error().or_else(|| waiting.clone());
                 std::mem::replace(health, now.clone()) != now
             });
             if changed && let Some(waiting) = waiting {
@@ -223,7 +230,7 @@ impl ClaimLoop {
                 if let Role::Leader(term) = *self.roles.borrow() {
                     self.lost_term = Some(term);
                 }
-                self.reporter.log(LogLevel::Error, self.tracker.store_error().unwrap_or_default());
+                self.reporter.log(LogLevel::Error, self.leadership.store_error().unwrap_or_default());
                 self.publish(Role::Minion).await;
                 self.hold_off = Some(HoldOff { until: None, ends_on_reservation: false });
                 continue;
@@ -241,7 +248,7 @@ impl ClaimLoop {
                 Refresh::Minion => Role::Minion,
                 Refresh::StoreLost => Role::Minion,
                 Refresh::Failed => match *self.roles.borrow() {
-                    Role::Leader(term) if self.tracker.guarantee_deadline().is_some_and(|d| self.clock.now() < d) => Role::Leader(term),
+                    Role::Leader(term) if self.leadership.guarantee_deadline().is_some_and(|d| self.clock.now() < d) => Role::Leader(term),
                     _ => Role::Minion,
                 },
             };
@@ -261,6 +268,18 @@ impl ClaimLoop {
         self.release(self.revoke_after_deposed.unwrap_or(Release::Stop)).await;
     }
 
+    /// Claims or renews once (given up at the guarantee deadline), measured if the agent
+    /// runs with metrics.
+    async fn claim(&self) -> Refresh {
+        let Some(metrics) = &self.metrics else { return self.tracker.refresh_in_time().await };
+        let renewal = self.leadership.guarantee_deadline().is_some();
+        let started = std::time::Instant::now();
+        let refresh = self.tracker.refresh_in_time().await;
+        let failed = matches!(refresh, Refresh::Failed | Refresh::StoreLost);
+        metrics.observe_claim(self.leadership.unit(), renewal, failed, started.elapsed());
+        refresh
+    }
+
     /// Tells the history that the tenure lost to failed renewals was lost so, within
     /// `within` (the claim loop waits no longer). Tried again at the next answered claim
     /// while that tenure is still open in the store or the store fails.
@@ -269,13 +288,13 @@ impl ClaimLoop {
         let store = self.tracker.store().clone();
         let deadline = self.clock.sleep_until(self.clock.now() + within);
         let marked = tokio::select! {
-            marked = store.mark_lost_renewals(self.tracker.unit(), term) => marked,
+            marked = store.mark_lost_renewals(self.leadership.unit(), term) => marked,
             () = deadline => return,
         };
         match marked {
             Ok(LostRenewals::StillOpen) => {}
             Ok(_) => self.lost_term = None,
-            Err(err) => tracing::debug!(unit = %self.tracker.unit(), term, "cannot record the lost renewals yet: {err}"),
+            Err(err) => tracing::debug!(unit = %self.leadership.unit(), term, "cannot record the lost renewals yet: {err}"),
         }
     }
 
@@ -283,8 +302,8 @@ impl ClaimLoop {
     /// another unit; deposes the unit at its guarantee deadline if renewals failed until
     /// then. True if the driver is gone.
     async fn lead(&mut self, refresh: Refresh, retry_interval: std::time::Duration) -> bool {
-        let Some(deadline) = self.tracker.guarantee_deadline() else { return false };
-        let next_try = if refresh == Refresh::Failed { retry_interval } else { self.tracker.renew_interval() };
+        let Some(deadline) = self.leadership.guarantee_deadline() else { return false };
+        let next_try = if refresh == Refresh::Failed { retry_interval } else { self.leadership.renew_interval() };
         let wake = (self.clock.now() + next_try).min(deadline);
         loop {
             match self.wait(Some(wake), true).await {
@@ -297,7 +316,7 @@ impl ClaimLoop {
                 }
                 Wake::Time => break,
                 Wake::Leases => {
-                    if self.reserved_for().await.is_some_and(|other| other != *self.tracker.unit()) {
+                    if self.reserved_for().await.is_some_and(|other| other != *self.leadership.unit()) {
                         self.reporter.log(LogLevel::Info, "the lease is reserved for another unit: stepping down for it".into());
                         self.give_up(GiveUp::Handover).await;
                         return false;
@@ -323,11 +342,11 @@ impl ClaimLoop {
         // A failing store is retried with a backoff, never in a loop: waiting for a
         // release would end at once when nobody holds the lease.
         if self.failures > 0 {
-            let delay = timing::backoff(retry_interval, self.tracker.renew_interval(), self.failures);
+            let delay = timing::backoff(retry_interval, self.leadership.renew_interval(), self.failures);
             return self.pause(self.clock.now() + delay, false).await;
         }
         // A refusal no release ends (a store too new to grant): wait until it may grant.
-        if let Some(at) = self.tracker.retry_at() {
+        if let Some(at) = self.leadership.retry_at() {
             return self.pause(at.max(self.clock.now() + retry_interval), false).await;
         }
         // While the lease is reserved for another unit, this unit's claims are refused until
@@ -335,10 +354,10 @@ impl ClaimLoop {
         // wait for either, instead of claiming again at once, in a loop. (Marked seen first,
         // so a change during the look at the reservation still ends the wait.)
         self.leases.borrow_and_update();
-        if self.reserved_for().await.is_some_and(|other| other != *self.tracker.unit()) {
+        if self.reserved_for().await.is_some_and(|other| other != *self.leadership.unit()) {
             return self.pause(self.clock.now() + retry_interval, true).await;
         }
-        let retry = self.clock.sleep_until(self.clock.now() + self.tracker.renew_interval());
+        let retry = self.clock.sleep_until(self.clock.now() + self.leadership.renew_interval());
         let store = self.tracker.store().clone();
         let released = tokio::select! {
             request = self.requests.recv() => match request {
@@ -348,7 +367,7 @@ impl ClaimLoop {
                     return false;
                 }
             },
-            released = wait_until_released(store.as_ref(), self.tracker.unit().app(), retry) => released,
+            released = wait_until_released(store.as_ref(), self.leadership.unit().app(), retry) => released,
         };
         if let Err(err) = released
             && err != LeaseError::Cancelled
@@ -393,7 +412,7 @@ impl ClaimLoop {
 
     /// The unit the lease is reserved for, if the store says so.
     async fn reserved_for(&self) -> Option<UnitName> {
-        self.tracker.store().reservation(self.tracker.unit().app()).await.ok().flatten()
+        self.tracker.store().reservation(self.leadership.unit().app()).await.ok().flatten()
     }
 
     async fn handle(&mut self, request: Request) {
@@ -420,7 +439,7 @@ impl ClaimLoop {
         let hold_off = match why {
             GiveUp::StepDown | GiveUp::Handover if !leading => return,
             GiveUp::StepDown | GiveUp::Handover => {
-                HoldOff { until: Some(self.clock.now() + self.tracker.claim_duration()), ends_on_reservation: true }
+                HoldOff { until: Some(self.clock.now() + self.leadership.claim_duration()), ends_on_reservation: true }
             }
             GiveUp::Stop => HoldOff { until: None, ends_on_reservation: false },
         };
@@ -447,7 +466,7 @@ impl ClaimLoop {
             _ => None,
         });
         if matches!(current, Role::Leader(_)) && !matches!(role, Role::Leader(_)) {
-            self.services.stop_leader_only(timing::leader_services_stop(self.tracker.window())).await;
+            self.services.stop_leader_only(timing::leader_services_stop(self.leadership.window())).await;
         }
         self.roles.send_replace(role);
     }

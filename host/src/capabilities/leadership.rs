@@ -2,7 +2,7 @@
 //! write-through `leader-set`.
 //!
 //! Invariants:
-//! - `is-leader` asks the unit's tracker at the moment of the call, so it can change
+//! - `is-leader` asks the unit's leadership handle at the moment of the call, so it can change
 //!   mid-hook in either direction, and never answers true past the guarantee.
 //! - Reads come from one snapshot, taken at the hook's first read and kept for the hook;
 //!   only this hook's own successful `leader-set` changes it.
@@ -11,17 +11,17 @@
 
 use std::sync::Arc;
 
+use crate::bindings::leadership::{Host, LeadershipError};
 use crate::leadership::WriteError;
-use crate::runtime::bindings::leadership::{Host, LeadershipError};
 use crate::settings::{Settings, SettingsWrite};
-use crate::tracker::{LeadershipTracker, LeadershipUnknown};
+use crate::tracker::{LeadershipHandle, LeadershipUnknown};
 
 use super::CallRecorder;
 
-/// What `juju:charm/leadership` sees: the unit's tracker (it never changes the claim) and
-/// the hook's settings snapshot.
+/// What `juju:charm/leadership` sees: the unit's leadership handle (which cannot change
+/// the claim) and the hook's settings snapshot.
 pub(crate) struct LeadershipView {
-    pub(crate) tracker: Arc<LeadershipTracker>,
+    pub(crate) leadership: LeadershipHandle,
     pub(crate) snapshot: Option<Arc<Settings>>,
     pub(crate) calls: CallRecorder,
 }
@@ -30,9 +30,7 @@ impl LeadershipView {
     /// The hook's snapshot, taken now if this is the first read.
     async fn snapshot(&mut self) -> Result<&Settings, LeadershipError> {
         if self.snapshot.is_none() {
-            let app = self.tracker.unit().app();
-            let current =
-                self.tracker.store().read_settings(app).await.map_err(|e| LeadershipError::Unknown(e.to_string()))?;
+            let current = self.leadership.read_settings().await.map_err(|e| LeadershipError::Unknown(e.to_string()))?;
             // Shared with the store's copy until this hook's own write changes it.
             self.snapshot = Some(current.values);
         }
@@ -42,14 +40,14 @@ impl LeadershipView {
 
 impl Host for LeadershipView {
     fn is_leader(&mut self) -> Result<bool, LeadershipError> {
-        let ask = |tracker: &LeadershipTracker| {
-            tracker.is_leader().map_err(|LeadershipUnknown::StoreFailed(e)| LeadershipError::Unknown(e))
+        let ask = |leadership: &LeadershipHandle| {
+            leadership.is_leader().map_err(|LeadershipUnknown::StoreFailed(e)| LeadershipError::Unknown(e))
         };
-        let answer = ask(&self.tracker);
+        let answer = ask(&self.leadership);
         self.calls.note(|| "is-leader".into(), &answer);
         // True only if it still holds as the call returns (the process may have been paused
         // since the clock was read): the guarantee is read off the clock once more, last.
-        if matches!(answer, Ok(true)) { ask(&self.tracker) } else { answer }
+        if matches!(answer, Ok(true)) { ask(&self.leadership) } else { answer }
     }
 
     async fn leader_get(&mut self, key: String) -> Result<Option<String>, LeadershipError> {
@@ -78,7 +76,7 @@ impl Host for LeadershipView {
 
 impl LeadershipView {
     async fn write(&mut self, settings: &[(String, String)]) -> Result<(), LeadershipError> {
-        self.tracker.leader_set_by(settings, None).await.map_err(|err| match err {
+        self.leadership.leader_set_by(settings, None).await.map_err(|err| match err {
             WriteError::NotLeader { .. } => LeadershipError::NotLeader,
             WriteError::Invalid(reason) => LeadershipError::Invalid(reason.to_string()),
             WriteError::Store(reason) => LeadershipError::Unknown(reason.to_string()),

@@ -4,11 +4,12 @@
 //! [`HookState`](crate::runtime::HookState) and handed to the linker per interface.
 //!
 //! - [`context`]: the unit's name, the hook's name, logging and `status-set`; it sees the
-//!   unit's [`UnitReporter`](crate::unit::UnitReporter) only.
+//!   unit's [`UnitReporter`](crate::reporter::UnitReporter) only.
 //! - [`leadership`]: `is-leader`, `leader-get` and `leader-set`; it sees the unit's
-//!   tracker (read-only) and the hook's settings snapshot.
-//! - [`services`]: the configured services; it sees the unit's supervisor, and the tracker
-//!   to check leadership for leader-only services.
+//!   [`LeadershipHandle`](crate::tracker::LeadershipHandle) (which cannot change the claim)
+//!   and the hook's settings snapshot.
+//! - [`services`]: the configured services; it sees the unit's supervisor, and the
+//!   leadership handle to check leadership for leader-only services.
 //! - [`call_log`]: each view records its calls with their answers when a test asks.
 
 pub mod call_log;
@@ -16,7 +17,7 @@ pub(crate) mod context;
 pub(crate) mod leadership;
 pub(crate) mod services;
 
-pub(crate) use call_log::CallRecorder;
+pub(crate) use call_log::{CallRecorder, HostCallLog};
 pub(crate) use context::ContextView;
 pub(crate) use leadership::LeadershipView;
 pub(crate) use services::ServicesView;

@@ -1,22 +1,22 @@
 //! `juju:charm/services`: start, stop and inspect the services the operator configured.
 //!
 //! Invariants: a charm can name only configured services; a leader-only service starts only
-//! while the unit's tracker guarantees leadership at the moment of the call; stopping returns
+//! while the unit's leadership is guaranteed leadership at the moment of the call; stopping returns
 //! at once (SIGTERM now, SIGKILL after the grace period).
 
 use std::sync::Arc;
 
-use crate::runtime::bindings::services::{Host, ServiceError, ServiceStatus};
+use crate::bindings::services::{Host, ServiceError, ServiceStatus};
 use crate::services::{ServiceError as SupervisorError, ServiceSupervisor};
-use crate::tracker::LeadershipTracker;
+use crate::tracker::LeadershipHandle;
 
 use super::CallRecorder;
 
-/// What `juju:charm/services` sees: the unit's supervisor, and its tracker to check
-/// leadership when a leader-only service is started.
+/// What `juju:charm/services` sees: the unit's supervisor, and its leadership to check
+/// when a leader-only service is started.
 pub(crate) struct ServicesView {
     pub(crate) supervisor: Arc<ServiceSupervisor>,
-    pub(crate) tracker: Arc<LeadershipTracker>,
+    pub(crate) leadership: LeadershipHandle,
     pub(crate) calls: CallRecorder,
 }
 
@@ -30,8 +30,8 @@ fn convert(err: SupervisorError) -> ServiceError {
 
 impl Host for ServicesView {
     fn start(&mut self, name: String) -> Result<(), ServiceError> {
-        let tracker = &self.tracker;
-        let answer = self.supervisor.start(&name, || tracker.is_leader() == Ok(true)).map_err(convert);
+        let leadership = &self.leadership;
+        let answer = self.supervisor.start(&name, || leadership.is_leader() == Ok(true)).map_err(convert);
         self.calls.note(|| format!("services.start {name:?}"), &answer);
         answer
     }

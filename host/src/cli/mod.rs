@@ -12,6 +12,7 @@ macro_rules! out {
 }
 
 mod agent;
+pub mod args;
 #[cfg(feature = "bench")]
 mod bench;
 mod history;

@@ -96,7 +96,11 @@ impl StoreArgs {
         match self.etcd(crate::timing::store_request_timeout(guarantee_window))? {
             Some(options) => Self::open_etcd(&options).await,
             None => {
-                let new_store = state.new_store(accept_new_store, crate::timing::claim_duration(guarantee_window));
+                let new_store = crate::leadership::sqlite::NewStore::where_units(
+                    state.any_unit_ran(),
+                    accept_new_store,
+                    crate::timing::claim_duration(guarantee_window),
+                );
                 let accept_moved = accept_new_store.then(|| crate::timing::claim_duration(guarantee_window));
                 let options = SqliteOptions { new_store, accept_moved, ..SqliteOptions::default() };
                 let store = SqliteStore::open_with(&state.store(), Arc::new(MonotonicClock), options)?;

@@ -215,7 +215,7 @@ pub fn leader_get(target: ToolArgs, output: OutputArgs, args: Vec<String>) -> Ex
 /// `leader-set K=V...`: one atomic group (parsed as Juju's `keyvalues`); an empty value
 /// deletes its key; no pairs at all is a write that changes nothing.
 pub fn leader_set(target: ToolArgs, pairs: Vec<String>) -> ExitCode {
-    let settings = match hook_tools::parse_leader_set_args(&pairs) {
+    let settings = match super::args::parse_leader_set_args(&pairs) {
         Ok(settings) => settings,
         Err(err) => return fail(USAGE, err),
     };

@@ -13,7 +13,6 @@
 //!   spinning guest yields at every epoch tick, but it still keeps its worker busy until its
 //!   deadline.
 
-pub(crate) mod bindings;
 mod cache;
 mod guest_clock;
 mod guest_env;
@@ -28,14 +27,15 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
+use crate::bindings;
 use crate::capabilities::{ContextView, LeadershipView, ServicesView};
 use crate::hooks::{HookError, HookKind, HookOutcome};
-use crate::unit::Unit;
 
 pub use cache::CompiledCache;
 pub use guest_env::GuestEnvironment;
 pub use loader::{Charm, LoadError};
-pub(crate) use sandbox::{HeldPreopen, HookState};
+pub(crate) use sandbox::HookState;
+pub use sandbox::UnitSandbox;
 
 /// The guest seed of unit `unit` of an application seeded with `seed`.
 pub(crate) fn guest_seed(seed: u64, unit: u64) -> u64 {
@@ -204,18 +204,23 @@ impl HookRuntime {
         &self.engine
     }
 
-    /// Runs `hook` of `charm` for `unit` in a fresh sandbox, records the outcome in the
-    /// unit's status and events, and returns it.
-    pub async fn run_hook(&self, charm: &Charm, unit: &Unit, hook: HookKind) -> HookOutcome {
-        self.run_hook_within(charm, unit, hook, self.config.hook_deadline).await
+    /// Runs `hook` of `charm` for `sandbox`'s unit in a fresh sandbox and returns its
+    /// outcome. The hook's start is reported once it has an instance slot; recording its
+    /// outcome is its caller's (the hook driver's).
+    pub async fn run_hook(&self, charm: &Charm, sandbox: &UnitSandbox, hook: HookKind) -> HookOutcome {
+        self.run_within(charm, sandbox, hook, self.config.hook_deadline, true).await
     }
 
-    /// Runs a hook like [`Self::run_hook`], stopping it after `deadline` if that comes before
-    /// the configured hook deadline (a stopping unit's hooks get only its stop grace).
-    pub async fn run_hook_within(&self, charm: &Charm, unit: &Unit, hook: HookKind, deadline: Duration) -> HookOutcome {
-        let outcome = self.run_within(charm, unit, hook, deadline.min(self.config.hook_deadline), true).await;
-        unit.reporter().record_hook(&outcome);
-        outcome
+    /// [`Self::run_hook`], stopping the hook after `deadline` if that comes before the
+    /// configured hook deadline (a stopping unit's hooks get only its stop grace).
+    pub async fn run_hook_within(
+        &self,
+        charm: &Charm,
+        sandbox: &UnitSandbox,
+        hook: HookKind,
+        deadline: Duration,
+    ) -> HookOutcome {
+        self.run_within(charm, sandbox, hook, deadline, true).await
     }
 
     /// How many hooks run now (each holds one of the runtime's instance slots).
@@ -223,29 +228,44 @@ impl HookRuntime {
         (self.config.max_concurrent_hooks as usize).saturating_sub(self.slots.available_permits())
     }
 
-    /// Runs a hook like [`Self::run_hook`] without recording it anywhere.
-    pub async fn run_hook_quietly(&self, charm: &Charm, unit: &Unit, hook: HookKind) -> HookOutcome {
-        self.run_within(charm, unit, hook, self.config.hook_deadline, false).await
+    /// Runs a hook like [`Self::run_hook`] with the configured deadline, reporting nothing.
+    pub async fn run_hook_quietly(&self, charm: &Charm, sandbox: &UnitSandbox, hook: HookKind) -> HookOutcome {
+        self.run_within(charm, sandbox, hook, self.config.hook_deadline, false).await
     }
 
     /// Runs `hook` once it has an instance slot, reporting its start (`announce`) then.
-    async fn run_within(&self, charm: &Charm, unit: &Unit, hook: HookKind, deadline: Duration, announce: bool) -> HookOutcome {
+    async fn run_within(
+        &self,
+        charm: &Charm,
+        sandbox: &UnitSandbox,
+        hook: HookKind,
+        deadline: Duration,
+        announce: bool,
+    ) -> HookOutcome {
+        let deadline = deadline.min(self.config.hook_deadline);
         let Ok(_slot) = self.slots.acquire().await else {
             let result = Err(HookError::Setup("the runtime is shutting down".into()));
             return HookOutcome { hook, result, elapsed: Duration::ZERO };
         };
+        let unit = sandbox.unit();
         if announce {
             unit.reporter().hook_started(hook);
         }
         let start = Instant::now();
         // What the host logs while the hook runs (wasmtime, WASI, host functions) names it.
         let span = tracing::debug_span!("hook", unit = %unit.name(), hook = %hook);
-        let result = tracing::Instrument::instrument(self.run_in_sandbox(charm, unit, hook, deadline), span).await;
+        let result = tracing::Instrument::instrument(self.run_in_sandbox(charm, sandbox, hook, deadline), span).await;
         HookOutcome { hook, result, elapsed: start.elapsed() }
     }
 
-    async fn run_in_sandbox(&self, charm: &Charm, unit: &Unit, hook: HookKind, deadline: Duration) -> Result<(), HookError> {
-        let state = HookState::new(unit, hook, self.config.memory_cap)
+    async fn run_in_sandbox(
+        &self,
+        charm: &Charm,
+        sandbox: &UnitSandbox,
+        hook: HookKind,
+        deadline: Duration,
+    ) -> Result<(), HookError> {
+        let state = HookState::new(sandbox, hook, self.config.memory_cap)
             .map_err(|e| HookError::Setup(e.to_string()))?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state.limiter());
@@ -270,7 +290,7 @@ impl HookRuntime {
         // The deadline in real time, and on the guest's clock when a test decides it (a hook
         // that sleeps past it in virtual time overruns it there).
         let virtual_deadline = async {
-            match unit.guest_environment() {
+            match sandbox.guest_environment() {
                 Some(environment) => {
                     let clock = environment.clock();
                     clock.sleep_until(clock.now() + deadline).await;

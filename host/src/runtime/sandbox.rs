@@ -23,17 +23,68 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::filesystem::WasiFilesystemCtx;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
+use super::guest_env::GuestEnvironment;
+use crate::capabilities::{CallRecorder, ContextView, HostCallLog, LeadershipView, ServicesView};
 use crate::events::LogLevel;
 use crate::hooks::{HookError, HookKind};
-use crate::capabilities::{CallRecorder, ContextView, LeadershipView, ServicesView};
-use crate::unit::{Unit, UnitReporter};
-use super::GuestEnvironment;
+use crate::reporter::UnitReporter;
+use crate::unit::Unit;
 
 /// Where the unit's data directory appears inside the sandbox.
 pub const GUEST_DATA_DIR: &str = "/";
 
 /// How much of a hook's last stderr output is kept to explain a trap.
 const STDERR_TAIL_BYTES: usize = 2048;
+
+/// One unit as the runtime runs its hooks: the unit, and what its sandboxes are made with
+/// beyond it (the runtime's per-unit part): the clocks and randomness a test decides, the
+/// log of host calls a test reads, and the data directory handle its hooks share.
+pub struct UnitSandbox {
+    unit: Arc<Unit>,
+    /// Clocks and randomness for its sandboxes when a test decides them (`None`: the
+    /// machine's).
+    guest: Option<GuestEnvironment>,
+    /// Where its hooks' host calls are recorded, when a test asks.
+    calls: Option<Arc<HostCallLog>>,
+    /// Its data directory as its hooks' preopen, once opened (see [`data_dir_preopen`]).
+    preopen: OnceLock<HeldPreopen>,
+}
+
+impl std::fmt::Debug for UnitSandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnitSandbox").field("unit", self.unit.name()).finish_non_exhaustive()
+    }
+}
+
+impl UnitSandbox {
+    /// `unit`'s hooks, in sandboxes with the machine's clocks and randomness.
+    pub fn new(unit: Arc<Unit>) -> Self {
+        Self { unit, guest: None, calls: None, preopen: OnceLock::new() }
+    }
+
+    /// Gives the unit's sandboxes `environment`'s clocks and seeded randomness instead of
+    /// the machine's (for tests in virtual time).
+    pub fn with_guest_environment(mut self, environment: Option<GuestEnvironment>) -> Self {
+        self.guest = environment;
+        self
+    }
+
+    /// Records every host call of its hooks, with its answer, in `log` (for tests).
+    pub fn with_call_log(mut self, log: Option<Arc<HostCallLog>>) -> Self {
+        self.calls = log;
+        self
+    }
+
+    /// The unit.
+    pub fn unit(&self) -> &Arc<Unit> {
+        &self.unit
+    }
+
+    /// The clocks and randomness its sandboxes get, when not the machine's.
+    pub(crate) fn guest_environment(&self) -> Option<&GuestEnvironment> {
+        self.guest.as_ref()
+    }
+}
 
 /// Everything a hook's store holds.
 pub(crate) struct HookState {
@@ -49,16 +100,17 @@ pub(crate) struct HookState {
 }
 
 impl HookState {
-    /// A fresh sandbox for running `hook` of `unit`.
-    pub(crate) fn new(unit: &Unit, hook: HookKind, memory_cap: usize) -> std::io::Result<Self> {
+    /// A fresh sandbox for running `hook` of `sandbox`'s unit.
+    pub(crate) fn new(sandbox: &UnitSandbox, hook: HookKind, memory_cap: usize) -> std::io::Result<Self> {
+        let unit = &sandbox.unit;
         let stderr_tail = Arc::new(Mutex::new(String::new()));
         let reporter = unit.reporter();
         let mut builder = WasiCtx::builder();
         // First: the preopened directory takes the blocking mode set before it.
-        if let Some(environment) = unit.guest_environment() {
+        if let Some(environment) = &sandbox.guest {
             environment.apply(&mut builder);
         }
-        let calls = CallRecorder { hook, log: unit.call_log().cloned() };
+        let calls = CallRecorder { hook, log: sandbox.calls.clone() };
         builder
             .stdout(UnitLog { reporter: reporter.clone(), level: LogLevel::Info, tail: None })
             .stderr(UnitLog { reporter: reporter.clone(), level: LogLevel::Warning, tail: Some(stderr_tail.clone()) })
@@ -66,16 +118,20 @@ impl HookState {
             .allow_udp(false)
             .allow_ip_name_lookup(false);
         let mut wasi = builder.build();
-        *wasi.filesystem() = data_dir_preopen(unit)?;
+        *wasi.filesystem() = data_dir_preopen(sandbox)?;
         Ok(Self {
             context: ContextView { reporter: reporter.clone(), hook, calls: calls.clone() },
-            leadership: LeadershipView { tracker: unit.tracker().clone(), snapshot: None, calls: calls.clone() },
-            services: ServicesView { supervisor: unit.services().clone(), tracker: unit.tracker().clone(), calls },
+            leadership: LeadershipView { leadership: unit.leadership().clone(), snapshot: None, calls: calls.clone() },
+            services: ServicesView {
+                supervisor: unit.services().clone(),
+                leadership: unit.leadership().clone(),
+                calls,
+            },
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryLimiter { cap: memory_cap, refused: None },
             stderr_tail,
-            guest: unit.guest_environment().cloned(),
+            guest: sandbox.guest.clone(),
         })
     }
 
@@ -113,9 +169,10 @@ impl HookState {
     }
 }
 
-/// A unit's data directory opened as the sandbox's one preopen, kept by the unit for its
-/// hooks; it counts against the [`PreopenBudget`] until the unit is dropped.
-pub(crate) struct HeldPreopen {
+/// A unit's data directory opened as the sandbox's one preopen, kept by its
+/// [`UnitSandbox`] for its hooks; it counts against the [`PreopenBudget`] until that is
+/// dropped.
+struct HeldPreopen {
     filesystem: WasiFilesystemCtx,
 }
 
@@ -150,21 +207,22 @@ impl PreopenBudget {
 
 /// The unit's data directory as a preopen: the unit's kept handle, or a new one (kept for
 /// the unit's next hooks if the budget allows).
-fn data_dir_preopen(unit: &Unit) -> std::io::Result<WasiFilesystemCtx> {
-    if let Some(held) = unit.preopen().get() {
+fn data_dir_preopen(sandbox: &UnitSandbox) -> std::io::Result<WasiFilesystemCtx> {
+    let unit = &sandbox.unit;
+    if let Some(held) = sandbox.preopen.get() {
         return Ok(held.filesystem.clone());
     }
     let mut builder = WasiCtx::builder();
     // The blocking mode the unit's hooks use (see `GuestEnvironment::apply`).
     builder
-        .allow_blocking_current_thread(unit.guest_environment().is_some())
+        .allow_blocking_current_thread(sandbox.guest.is_some())
         .preopened_dir(unit.data_dir(), GUEST_DATA_DIR, FsPerms::ReadWrite)
         .map_err(|e| std::io::Error::other(format!("cannot open {}: {e}", unit.data_dir().display())))?;
     let filesystem = builder.build().filesystem().clone();
     if PreopenBudget::take() {
         // A racing hook of the same unit may have kept one first: this one is then dropped
         // (and gives its place back).
-        let _ = unit.preopen().set(HeldPreopen { filesystem: filesystem.clone() });
+        let _ = sandbox.preopen.set(HeldPreopen { filesystem: filesystem.clone() });
     }
     Ok(filesystem)
 }

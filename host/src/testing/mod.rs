@@ -57,16 +57,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
-use crate::agent::{self, AgentCommand, AgentConfig, Backoff};
+use crate::agent::{AgentCommand, AgentConfig, Backoff, RunningAgent, UnitSpec};
 pub use crate::capabilities::call_log::{HostCall, HostCallLog};
 use crate::events::{Event, EventKind, EventSink, LogLevel, WorkloadStatus};
 use crate::hooks::{HookError, HookKind};
 use crate::leadership::{Clock, LeadershipStore, ManualClock, MemoryStore, Tenure, Timestamp};
 use crate::names::{AppName, NameError, UnitName};
 use crate::runtime::{Charm, GuestEnvironment, HookRuntime, RuntimeConfig};
-use crate::services::{ServiceConfig, ServiceStatus};
+use crate::services::{ServiceConfig, ServiceStatus, ServicesConfig};
 use crate::settings::Settings;
 use crate::unit::{Unit, UnitStatus};
 pub use explore::Step;
@@ -248,20 +246,13 @@ impl TestAppBuilder {
             window: self.window,
             backoff,
             hook_deadline: self.hook_deadline,
-            services: self.services,
+            services: ServicesConfig::new(self.services, Duration::ZERO).map_err(|e| setup(&e))?.simulated(),
             units,
             started: false,
             checks: invariants::Checks::default(),
             user_invariants: Vec::new(),
         })
     }
-}
-
-/// A running agent of a test unit.
-struct RunningAgent {
-    unit: Arc<Unit>,
-    commands: mpsc::Sender<AgentCommand>,
-    task: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
 }
 
 /// One unit of the test application.
@@ -298,7 +289,7 @@ pub struct TestApp {
     window: Duration,
     backoff: Backoff,
     hook_deadline: Duration,
-    services: Vec<ServiceConfig>,
+    services: ServicesConfig,
     units: Vec<TestUnit>,
     started: bool,
     checks: invariants::Checks,
@@ -370,7 +361,7 @@ impl TestApp {
     /// crashed leader's lease must expire first: [`Self::advance`]).
     pub fn elect(&mut self, i: usize) -> Result<u64, TestAppError> {
         self.settle();
-        let unit = self.running(i)?.unit.name().clone();
+        let unit = self.running(i)?.unit().name().clone();
         // Long enough for a crashed leader's lease to run out, within the allowed range.
         let within = (self.window * 4).clamp(crate::timing::RESERVATION.min, crate::timing::RESERVATION.max);
         let store = self.store.clone();
@@ -399,14 +390,13 @@ impl TestApp {
         self.settle();
         self.running(i)?;
         let Some(agent) = self.unit_mut(i)?.agent.take() else { return Ok(()) };
-        let name = agent.unit.name().clone();
-        let sent = self.runtime.block_on(agent.commands.send(AgentCommand::Stop));
-        let ended = self.runtime.block_on(agent.task);
+        let name = agent.unit().name().clone();
+        let sent = self.runtime.block_on(agent.command(AgentCommand::Stop));
+        let ended = self.runtime.block_on(agent.wait());
         self.settle();
         match (sent, ended) {
-            (Ok(()), Ok(Ok(()))) => Ok(()),
-            (Err(_), _) => Err(TestAppError::Step(format!("{name}'s agent had already ended"))),
-            (_, Ok(Err(e))) => Err(TestAppError::Step(format!("{name}'s agent ended with an error: {e}"))),
+            (true, Ok(())) => Ok(()),
+            (false, _) => Err(TestAppError::Step(format!("{name}'s agent had already ended"))),
             (_, Err(e)) => Err(TestAppError::Step(format!("{name}'s agent did not stop: {e}"))),
         }
     }
@@ -416,8 +406,7 @@ impl TestApp {
     pub fn crash(&mut self, i: usize) -> Result<(), TestAppError> {
         self.settle();
         if let Some(agent) = self.unit_mut(i)?.agent.take() {
-            agent.task.abort();
-            agent.unit.agent_killed();
+            agent.kill();
         }
         self.settle();
         Ok(())
@@ -490,7 +479,7 @@ impl TestApp {
         self.settle();
         let group: Vec<(String, String)> = group.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
         let leader = self.leader().ok_or_else(|| TestAppError::Step("no unit leads".into()))?;
-        let unit = self.running(leader)?.unit.clone();
+        let unit = self.running(leader)?.unit().clone();
         self.runtime.block_on(unit.leader_set(&group)).map_err(|e| TestAppError::Step(e.to_string()))?;
         self.settle();
         Ok(())
@@ -623,13 +612,13 @@ impl TestApp {
 
     /// Unit `i`'s status as its agent last recorded it (`None` while its agent is down).
     pub fn status(&self, i: usize) -> Option<UnitStatus> {
-        self.units.get(i)?.agent.as_ref().map(|agent| agent.unit.status())
+        self.units.get(i)?.agent.as_ref().map(|agent| agent.unit().status())
     }
 
     /// True while unit `i`'s tracker would answer `is-leader` true (after a crash, never:
     /// the agent's process is gone, and its unit's lock gave its tracker up as it went).
     pub fn believes_it_leads(&self, i: usize) -> bool {
-        self.units.get(i).and_then(|u| u.last.as_ref()).is_some_and(|unit| unit.tracker().is_leader() == Ok(true))
+        self.units.get(i).and_then(|u| u.last.as_ref()).is_some_and(|unit| unit.leadership().is_leader() == Ok(true))
     }
 
     /// Every host call unit `i`'s hooks made (`is-leader`, `leader-get`, `status-set`, ...),
@@ -693,7 +682,7 @@ impl TestApp {
     }
 
     fn command(&mut self, i: usize, command: AgentCommand) -> Result<(), TestAppError> {
-        let commands = self.running(i)?.commands.clone();
+        let commands = self.running(i)?.commands().clone();
         self.runtime.block_on(commands.send(command)).map_err(|_| TestAppError::Step("the agent has ended".into()))
     }
 
@@ -704,7 +693,7 @@ impl TestApp {
         let lease = self.runtime.block_on(async move { store.lease(&app).await }).ok().flatten()?;
         // The unit whose agent's incarnation holds it (a unit's copies share its name).
         let holds = |u: &TestUnit| {
-            u.last.as_ref().is_some_and(|unit| Some(unit.tracker().claimant().id()) == lease.incarnation)
+            u.last.as_ref().is_some_and(|unit| Some(unit.leadership().claimant().id()) == lease.incarnation)
         };
         let index =
             self.units.iter().position(holds).or_else(|| self.units.iter().position(|u| u.name == lease.holder))?;
@@ -724,44 +713,23 @@ impl TestApp {
     }
 
     fn start_agent(&mut self, i: usize) -> Result<(), TestAppError> {
-        let setup = |e: &dyn std::fmt::Display| TestAppError::Setup(e.to_string());
         let test_unit = self.unit(i)?;
         let state = test_unit.machine.as_ref().map_or_else(|| self.state_dir(), crate::state_dir::StateDir::new);
-        let base = state.unit_dir(&test_unit.name);
-        // As `charm-host agent` does: the unit's lock, and a new incarnation made from it.
-        let mut lock =
-            agent::AgentLock::take(&state, &test_unit.name).map_err(|e| TestAppError::Step(e.to_string()))?;
-        let tracker =
-            lock.tracker(test_unit.name.clone(), test_unit.view.clone(), self.window).map_err(|e| setup(&e))?;
+        // As `charm-host agent` does: the unit's lock, a new incarnation made from it, and
+        // the agent's checks at start first (an agent that cannot start, its store
+        // unreachable say, is a refused step, not an agent that dies).
         let events: Arc<dyn EventSink> = self.timeline.clone();
-        let unit = Unit::new(test_unit.name.clone(), state.data_dir(&test_unit.name), tracker, events)
-            .map_err(|e| setup(&e))?;
-        let unit = Arc::new(
-            unit.with_guest_environment(test_unit.guest.clone())
-                .with_simulated_services(self.services.clone())
-                .with_call_log(test_unit.calls.clone()),
-        );
-        let config = AgentConfig::default().with_backoff(self.backoff).with_state_file(base.join("agent.json"));
-        // The agent's checks at start, first: an agent that cannot start (its store cannot be
-        // reached, say) is a refused step, not an agent that dies.
-        let checked = self
-            .runtime
-            .block_on(agent::preflight(&unit, &config))
-            .map_err(|e| TestAppError::Step(format!("{}'s agent cannot start: {e}", unit.name())))?;
-        let (commands, receiver) = mpsc::channel(8);
-        let run = agent::run_checked_unit(
-            self.hooks.clone(),
-            self.charm.clone(),
-            unit.clone(),
-            lock,
-            config,
-            Some(checked),
-            receiver,
-        );
-        let task = self.runtime.handle().spawn(run);
+        let spec = UnitSpec::new(test_unit.name.clone(), state, test_unit.view.clone(), events)
+            .with_window(self.window)
+            .with_services(self.services.clone())
+            .with_agent(AgentConfig::default().with_backoff(self.backoff))
+            .with_guest_environment(test_unit.guest.clone())
+            .with_call_log(test_unit.calls.clone());
+        let prepared = self.runtime.block_on(spec.prepare()).map_err(|e| TestAppError::Step(e.to_string()))?;
+        let agent = prepared.start_on(self.runtime.handle(), self.hooks.clone(), self.charm.clone());
         let test_unit = self.unit_mut(i)?;
-        test_unit.last = Some(unit.clone());
-        test_unit.agent = Some(RunningAgent { unit, commands, task });
+        test_unit.last = Some(agent.unit().clone());
+        test_unit.agent = Some(agent);
         Ok(())
     }
 
@@ -772,13 +740,12 @@ impl TestApp {
         // Agents end only when stopped (or crashed) by the test: one that ended by itself
         // failed, and its unit would otherwise just go quiet.
         for unit in &mut self.units {
-            if unit.agent.as_ref().is_some_and(|a| a.task.is_finished())
+            if unit.agent.as_ref().is_some_and(RunningAgent::is_finished)
                 && let Some(agent) = unit.agent.take()
             {
-                let outcome = match self.runtime.block_on(agent.task) {
-                    Ok(Ok(())) => "ended without being stopped".to_owned(),
-                    Ok(Err(e)) => format!("failed: {e}"),
-                    Err(e) => format!("panicked: {e}"),
+                let outcome = match self.runtime.block_on(agent.wait()) {
+                    Ok(()) => "ended without being stopped".to_owned(),
+                    Err(e) => e.to_string(),
                 };
                 failures.push(format!("{}'s agent {outcome}", unit.name));
             }
@@ -803,7 +770,7 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         for unit in &mut self.units {
             if let Some(agent) = unit.agent.take() {
-                agent.task.abort();
+                agent.kill();
             }
         }
     }

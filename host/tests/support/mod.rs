@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use charm_host::agent::{BareUnit, UnitSpec};
 use charm_host::charm_build::build_charm;
 use charm_host::events::RecordingSink;
 use charm_host::hooks::{HookKind, HookOutcome};
 use charm_host::leadership::{Claimant, LeadershipStore, MemoryStore};
 use charm_host::names::UnitName;
 use charm_host::runtime::{Charm, HookRuntime, RuntimeConfig};
-use charm_host::tracker::LeadershipTracker;
+use charm_host::state_dir::StateDir;
 use charm_host::unit::Unit;
 
 /// The workspace root.
@@ -49,12 +50,34 @@ pub fn probe(runtime: &HookRuntime) -> Charm {
     runtime.load_charm(&charm_wasm("tests/charms/probe")).expect("probe loads")
 }
 
-/// A unit of `name` whose data directory lives under `root`.
-pub fn unit(root: &Path, name: &str, store: &Arc<dyn LeadershipStore>, events: &Arc<RecordingSink>) -> Arc<Unit> {
+/// A unit of `name` without an agent (the test claims with its tracker and runs its hooks),
+/// its directories in the state directory `root`.
+pub fn unit(root: &Path, name: &str, store: &Arc<dyn LeadershipStore>, events: &Arc<RecordingSink>) -> Arc<BareUnit> {
     let name = UnitName::new(name).expect("valid unit name");
-    let tracker = LeadershipTracker::new(name.clone(), store.clone(), Duration::from_secs(30));
-    let data_dir = root.join(name.as_str().replace('/', "-"));
-    Arc::new(Unit::new(name, data_dir, tracker, events.clone()).expect("unit"))
+    Arc::new(UnitSpec::new(name, StateDir::new(root), store.clone(), events.clone()).bare().expect("unit"))
+}
+
+/// Something that is (or has) a unit: the helpers below take either.
+pub trait HasUnit {
+    fn as_unit(&self) -> &Unit;
+}
+
+impl HasUnit for Unit {
+    fn as_unit(&self) -> &Unit {
+        self
+    }
+}
+
+impl HasUnit for BareUnit {
+    fn as_unit(&self) -> &Unit {
+        self.unit()
+    }
+}
+
+impl<T: HasUnit + ?Sized> HasUnit for Arc<T> {
+    fn as_unit(&self) -> &Unit {
+        (**self).as_unit()
+    }
 }
 
 /// An in-memory store.
@@ -63,13 +86,15 @@ pub fn store() -> Arc<dyn LeadershipStore> {
 }
 
 /// Writes the probe's script for the unit's next hook and clears old results.
-pub fn script(unit: &Unit, lines: &[&str]) {
+pub fn script(unit: &impl HasUnit, lines: &[&str]) {
+    let unit = unit.as_unit();
     std::fs::write(unit.data_dir().join("script"), lines.join("\n")).expect("write script");
     let _ = std::fs::remove_file(unit.data_dir().join("results"));
 }
 
 /// The probe's result lines (the part after ` -> `).
-pub fn results(unit: &Unit) -> Vec<String> {
+pub fn results(unit: &impl HasUnit) -> Vec<String> {
+    let unit = unit.as_unit();
     std::fs::read_to_string(unit.data_dir().join("results"))
         .unwrap_or_default()
         .lines()
@@ -78,8 +103,8 @@ pub fn results(unit: &Unit) -> Vec<String> {
 }
 
 /// Waits (up to 10 s) for the probe to create `/paused`.
-pub async fn wait_paused(unit: &Unit) {
-    wait_paused_in(unit.data_dir()).await
+pub async fn wait_paused(unit: &impl HasUnit) {
+    wait_paused_in(unit.as_unit().data_dir()).await
 }
 
 /// [`wait_paused`] for the probe whose data directory is `data_dir`.
@@ -94,8 +119,8 @@ pub async fn wait_paused_in(data_dir: &Path) {
 }
 
 /// Lets a paused probe go on, and waits (up to 10 s) until it has.
-pub async fn resume(unit: &Unit) {
-    resume_in(unit.data_dir()).await
+pub async fn resume(unit: &impl HasUnit) {
+    resume_in(unit.as_unit().data_dir()).await
 }
 
 /// [`resume`] for the probe whose data directory is `data_dir`.
@@ -163,21 +188,29 @@ impl Fixture {
         Self { dir, store: store(), events: Arc::new(RecordingSink::new()), runtime, charm }
     }
 
-    /// A unit of this fixture's store, with its data directory under the fixture's root.
-    pub fn unit(&self, name: &str) -> Arc<Unit> {
+    /// A unit of this fixture's store, its directories under the fixture's root.
+    pub fn unit(&self, name: &str) -> Arc<BareUnit> {
         unit(self.dir.path(), name, &self.store, &self.events)
     }
 
-    /// Runs a hook of the probe to completion.
-    pub async fn run(&self, unit: &Arc<Unit>, hook: HookKind) -> HookOutcome {
-        self.runtime.run_hook(&self.charm, unit, hook).await
+    /// Runs a hook of the probe to completion, and records its outcome as an agent does.
+    pub async fn run(&self, unit: &Arc<BareUnit>, hook: HookKind) -> HookOutcome {
+        run_recorded(&self.runtime, &self.charm, unit, hook).await
     }
 
-    /// Starts a hook of the probe in the background.
-    pub fn spawn(&self, unit: &Arc<Unit>, hook: HookKind) -> tokio::task::JoinHandle<HookOutcome> {
+    /// Starts a hook of the probe in the background ([`Self::run`]).
+    pub fn spawn(&self, unit: &Arc<BareUnit>, hook: HookKind) -> tokio::task::JoinHandle<HookOutcome> {
         let (runtime, charm, unit) = (self.runtime.clone(), self.charm.clone(), unit.clone());
-        tokio::spawn(async move { runtime.run_hook(&charm, &unit, hook).await })
+        tokio::spawn(async move { run_recorded(&runtime, &charm, &unit, hook).await })
     }
+}
+
+/// Runs `hook` of `charm` for `unit` and records its outcome in the unit's status and
+/// events, as the unit's agent would.
+async fn run_recorded(runtime: &HookRuntime, charm: &Charm, unit: &BareUnit, hook: HookKind) -> HookOutcome {
+    let outcome = runtime.run_hook(charm, &unit.sandbox, hook).await;
+    unit.unit().reporter().record_hook(&outcome);
+    outcome
 }
 
 /// A store that passes everything through, except that claims by the units in `failing`
@@ -302,7 +335,8 @@ impl LeadershipStore for FaultyStore {
 
 /// Waits (real time, up to 20 s) until `unit`'s agent has settled more than `after` times
 /// (see [`Unit::settled`]).
-pub async fn wait_settled(unit: &Unit, after: u64) {
+pub async fn wait_settled(unit: &impl HasUnit, after: u64) {
+    let unit = unit.as_unit();
     let mut settled = unit.settled();
     tokio::time::timeout(Duration::from_secs(20), settled.wait_for(|count| *count > after))
         .await

@@ -140,7 +140,7 @@ async fn fan_out(bench: &Bench, units: u32, rounds: u32) -> anyhow::Result<Durat
     // Written as the leader's agent: the store fences by its incarnation.
     let leader =
         app.units().iter().find(|u| *u.name() == lease.holder).ok_or_else(|| anyhow::anyhow!("no leading unit"))?;
-    let writer = leader.tracker().claimant().clone();
+    let writer = leader.leadership().claimant().clone();
     let mut samples = Vec::new();
     for round in 0..rounds {
         tokio::time::sleep(Duration::from_millis(100)).await;

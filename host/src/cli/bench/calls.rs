@@ -5,13 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::agent::{BareUnit, UnitSpec};
 use crate::events::RecordingSink;
 use crate::hooks::HookKind;
 use crate::leadership::{LeadershipStore, MemoryStore};
 use crate::names::UnitName;
 use crate::runtime::{Charm, HookRuntime, RuntimeConfig};
-use crate::tracker::LeadershipTracker;
-use crate::unit::Unit;
+use crate::state_dir::StateDir;
 use wasmtime::Store;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -27,7 +27,7 @@ const VALUE: &str = "value";
 pub(super) struct HookBench {
     pub(super) tokio: tokio::runtime::Runtime,
     pub(super) runtime: HookRuntime,
-    pub(super) unit: Arc<Unit>,
+    pub(super) unit: BareUnit,
     _data: tempfile::TempDir,
 }
 
@@ -39,19 +39,19 @@ impl HookBench {
         let runtime = HookRuntime::new(RuntimeConfig { cache_dir: None, ..RuntimeConfig::default() })?;
         let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
         let name = UnitName::new("bench/0")?;
-        let tracker = LeadershipTracker::new(name.clone(), store.clone(), Duration::from_secs(30));
-        let unit =
-            Arc::new(Unit::new(name.clone(), data.path().join("bench-0"), tracker, Arc::new(RecordingSink::new()))?);
-        tokio.block_on(unit.tracker().refresh());
-        let term = unit.tracker().held_term().ok_or_else(|| anyhow::anyhow!("the bench unit did not become leader"))?;
-        tokio.block_on(store.write_settings(unit.tracker().claimant(), term, &[(KEY.into(), VALUE.into())]))?;
+        let events = Arc::new(RecordingSink::new());
+        let unit = UnitSpec::new(name, StateDir::new(data.path()), store.clone(), events).bare()?;
+        tokio.block_on(unit.tracker.refresh());
+        let leadership = unit.tracker.handle();
+        let term = leadership.held_term().ok_or_else(|| anyhow::anyhow!("the bench unit did not become leader"))?;
+        tokio.block_on(store.write_settings(leadership.claimant(), term, &[(KEY.into(), VALUE.into())]))?;
         Ok(Self { tokio, runtime, unit, _data: data })
     }
 
     /// Runs `hook` of `charm` once: how long until its outcome was known.
     pub(super) fn run(&self, charm: &Charm, hook: HookKind) -> anyhow::Result<Duration> {
         let start = Instant::now();
-        let outcome = self.tokio.block_on(self.runtime.run_hook_quietly(charm, &self.unit, hook));
+        let outcome = self.tokio.block_on(self.runtime.run_hook_quietly(charm, &self.unit.sandbox, hook));
         let elapsed = start.elapsed();
         outcome.result.map_err(|e| anyhow::anyhow!("{hook} failed: {e}"))?;
         Ok(elapsed)
@@ -66,7 +66,7 @@ impl HookBench {
             let mut samples = Vec::with_capacity(n);
             for i in 0..n + 50 {
                 let start = Instant::now();
-                let outcome = self.runtime.run_hook_quietly(&charm, &self.unit, HookKind::Stop).await;
+                let outcome = self.runtime.run_hook_quietly(&charm, &self.unit.sandbox, HookKind::Stop).await;
                 let elapsed = start.elapsed();
                 outcome.result.map_err(|e| anyhow::anyhow!("stop failed: {e}"))?;
                 if i >= 50 {
@@ -110,7 +110,7 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
     let calls: u32 = if quick { 20_000 } else { 500_000 };
     let per_call = |command: &str| -> anyhow::Result<f64> {
         let time = |count: u32| -> anyhow::Result<Duration> {
-            std::fs::write(unit.data_dir().join("script"), command.replace("{n}", &count.to_string()))?;
+            std::fs::write(unit.unit().data_dir().join("script"), command.replace("{n}", &count.to_string()))?;
             let mut samples =
                 (0..5).map(|_| bench.run(&probe_charm, HookKind::Install)).collect::<anyhow::Result<Vec<_>>>()?;
             Ok(median(&mut samples))

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::agent::UnitSpec;
 use crate::events::RecordingSink;
 use crate::hooks::HookKind;
 use crate::leadership::sqlite::{Durability, SqliteOptions};
 use crate::leadership::{LeadershipStore, MonotonicClock, SqliteStore};
 use crate::names::{AppName, UnitName};
 use crate::runtime::{HookRuntime, RuntimeConfig};
+use crate::state_dir::StateDir;
 use crate::tracker::{LeadershipTracker, Refresh};
-use crate::unit::Unit;
 
 use super::{Figure, fixture, percentile};
 
@@ -46,11 +47,12 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
             idle.push(tracker);
         }
         let name = UnitName::new("storm/0")?;
-        let tracker = LeadershipTracker::new(name.clone(), store.clone(), window);
-        let stormer = Arc::new(Unit::new(name, dir.path().join("storm-0"), tracker, Arc::new(RecordingSink::new()))?);
-        anyhow::ensure!(matches!(stormer.tracker().refresh().await, Refresh::Leader { .. }), "the storm unit did not lead");
+        let events = Arc::new(RecordingSink::new());
+        let storm_unit = UnitSpec::new(name, StateDir::new(dir.path()), store.clone(), events).with_window(window).bare()?;
+        anyhow::ensure!(matches!(storm_unit.tracker.refresh().await, Refresh::Leader { .. }), "the storm unit did not lead");
+        let stormer = Arc::new(storm_unit.sandbox);
         let script: String = (0..SETS_PER_HOOK).map(|i| format!("set key{}=value{i}\n", i % 8)).collect();
-        std::fs::write(stormer.data_dir().join("script"), script)?;
+        std::fs::write(stormer.unit().data_dir().join("script"), script)?;
 
         let quiet = renewal_latencies(&idle, measure_for).await?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -59,7 +61,7 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
             let (stop, hooks, runtime, charm, stormer) = (stop.clone(), hooks.clone(), runtime.clone(), charm.clone(), stormer.clone());
             async move {
                 while !stop.load(Ordering::Relaxed) {
-                    let _ = std::fs::remove_file(stormer.data_dir().join("results"));
+                    let _ = std::fs::remove_file(stormer.unit().data_dir().join("results"));
                     runtime.run_hook_quietly(&charm, &stormer, HookKind::LeaderElected).await.result?;
                     hooks.fetch_add(1, Ordering::Relaxed);
                 }

@@ -68,6 +68,20 @@ pub enum NewStore {
     Refuse,
 }
 
+impl NewStore {
+    /// How a missing store may be created: at once where no agent ran (`units_ran` false);
+    /// where one ran (a store was there and was lost, maybe under agents that still run),
+    /// not at all unless `accept` (`--accept-new-store`), and then granting no tenure for
+    /// `claim_duration` (every lease of the lost store has run out by then).
+    pub fn where_units(units_ran: bool, accept: bool, claim_duration: std::time::Duration) -> Self {
+        match (units_ran, accept) {
+            (false, _) => NewStore::Create,
+            (true, true) => NewStore::CreateAfterLoss { wait: claim_duration },
+            (true, false) => NewStore::Refuse,
+        }
+    }
+}
+
 /// The file and store a connection was opened on, and the newest generation seen.
 #[derive(Debug)]
 pub(super) struct StoreIdentity {

@@ -1,4 +1,5 @@
-//! Host-side bindings generated from `wit/charm.wit`.
+//! Host-side bindings generated from `wit/charm.wit`: the contract as Rust types, for the
+//! runtime (the hooks a charm exports) and the capabilities (the functions it imports).
 
 wasmtime::component::bindgen!({
     world: "charm",
