@@ -264,11 +264,11 @@ struct Tenure {
     unit: String,
     /// The machine whose agent believed it (two may run the same unit).
     machine: usize,
-    record: charm_host::tenure_record::Tenure,
+    record: charm_host::tenure_record::Belief,
 }
 
 impl std::ops::Deref for Tenure {
-    type Target = charm_host::tenure_record::Tenure;
+    type Target = charm_host::tenure_record::Belief;
 
     fn deref(&self) -> &Self::Target {
         &self.record

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use crate::agent::{AgentCommand, AgentConfig, AgentEnded, PreparedAgent, RunningAgent, SpawnError, UnitSpec};
 use crate::events::EventSink;
@@ -22,7 +21,7 @@ use crate::report::{AgentState, UnitReport};
 use crate::runtime::{Charm, HookRuntime};
 use crate::services::ServicesConfig;
 use crate::state_dir::StateDir;
-use crate::timing;
+use crate::timing::GuaranteeWindow;
 use crate::unit::Unit;
 
 /// How one application's units are set up: [`ApplicationConfig::new`] with the defaults,
@@ -35,7 +34,7 @@ pub struct ApplicationConfig {
     /// How many units to run, numbered from 0.
     pub units: u32,
     /// The `is-leader` guarantee window.
-    pub guarantee_window: Duration,
+    pub guarantee_window: GuaranteeWindow,
     /// Where units keep their data, agent state and status.
     pub state_dir: StateDir,
     /// The services every unit's charm may start.
@@ -48,9 +47,6 @@ pub struct ApplicationConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApplicationError {
-    /// The configuration is unusable.
-    #[error("invalid application configuration: {0}")]
-    Config(String),
     /// A unit's agent could not be prepared (its lock is held by another agent, its
     /// directories cannot be made, or its checks at start failed).
     #[error(transparent)]
@@ -70,7 +66,7 @@ impl ApplicationConfig {
         Self {
             app,
             units,
-            guarantee_window: timing::DEFAULT_GUARANTEE_WINDOW,
+            guarantee_window: GuaranteeWindow::default(),
             state_dir,
             services: ServicesConfig::default(),
             agent: AgentConfig::default(),
@@ -78,7 +74,7 @@ impl ApplicationConfig {
     }
 
     /// With this guarantee window.
-    pub fn with_guarantee_window(mut self, window: Duration) -> Self {
+    pub fn with_guarantee_window(mut self, window: GuaranteeWindow) -> Self {
         self.guarantee_window = window;
         self
     }
@@ -124,8 +120,6 @@ impl Application {
         events: Arc<dyn EventSink>,
         config: &ApplicationConfig,
     ) -> Result<Self, ApplicationError> {
-        timing::GUARANTEE_WINDOW.check(config.guarantee_window).map_err(|e| ApplicationError::Config(e.to_string()))?;
-        timing::STOP_GRACE.check(config.agent.stop_grace).map_err(|e| ApplicationError::Config(e.to_string()))?;
         let mut prepared = Vec::new();
         for number in 0..config.units {
             let spec = config.unit_spec(number, store.clone(), events.clone());

@@ -36,7 +36,7 @@ use crate::report::{ApplicationReport, ReportError};
 use crate::runtime::{Charm, HookRuntime, LoadError, RuntimeConfig, RuntimeError};
 use crate::services::{ServiceConfig, ServicesConfig};
 use crate::state_dir::{StateDir, StateDirError};
-use crate::timing::{self, DEFAULT_GUARANTEE_WINDOW, InvalidDuration};
+use crate::timing::{self, DEFAULT_GUARANTEE_WINDOW, GuaranteeWindow, InvalidDuration, StopGrace};
 use crate::unit::{Unit, UnitStatus};
 
 /// Events kept for a subscriber that has not read them yet, unless set otherwise.
@@ -134,9 +134,12 @@ pub struct HostBuilder {
     store: StoreChoice,
     state_dir: Option<PathBuf>,
     guarantee_window: Duration,
+    /// The stop grace asked for, checked by [`Self::build`].
+    stop_grace: Duration,
     agent: AgentConfig,
-    /// The services asked for, checked by [`Self::build`].
-    services: (Vec<ServiceConfig>, Duration),
+    services: Vec<ServiceConfig>,
+    /// The service grace asked for, checked by [`Self::build`].
+    service_grace: Duration,
     sink: Option<Arc<dyn EventSink>>,
     event_capacity: usize,
     /// The retry timing asked for, checked by [`Self::build`].
@@ -150,8 +153,10 @@ impl Default for HostBuilder {
             store: StoreChoice::Memory,
             state_dir: None,
             guarantee_window: DEFAULT_GUARANTEE_WINDOW,
+            stop_grace: timing::DEFAULT_STOP_GRACE,
             agent: AgentConfig::default(),
-            services: (Vec::new(), timing::DEFAULT_SERVICE_GRACE),
+            services: Vec::new(),
+            service_grace: timing::DEFAULT_SERVICE_GRACE,
             sink: None,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             hook_backoff: None,
@@ -193,7 +198,7 @@ impl HostBuilder {
 
     /// On a stop, how long a running hook may go on before it is interrupted (default 3 s).
     pub fn stop_grace(mut self, grace: Duration) -> Self {
-        self.agent.stop_grace = grace;
+        self.stop_grace = grace;
         self
     }
 
@@ -207,7 +212,8 @@ impl HostBuilder {
     /// The services every unit's charm may start, and how long a stopping one gets between
     /// SIGTERM and SIGKILL (default: none).
     pub fn services(mut self, services: Vec<ServiceConfig>, grace: Duration) -> Self {
-        self.services = (services, grace);
+        self.services = services;
+        self.service_grace = grace;
         self
     }
 
@@ -271,14 +277,13 @@ impl HostBuilder {
     /// inside a multi-threaded tokio runtime.
     pub async fn build(self) -> Result<Host, HostError> {
         check_runtime()?;
-        timing::GUARANTEE_WINDOW.check(self.guarantee_window)?;
-        timing::STOP_GRACE.check(self.agent.stop_grace)?;
-        let (services, service_grace) = self.services;
-        let services = ServicesConfig::new(services, service_grace)?;
+        let window = GuaranteeWindow::new(self.guarantee_window)?;
+        let stop_grace = StopGrace::new(self.stop_grace)?;
+        let services = ServicesConfig::new(self.services, self.service_grace)?;
         if self.event_capacity == 0 {
             return Err(HostError::Invalid("the event capacity must be at least 1".into()));
         }
-        let mut agent = self.agent;
+        let mut agent = self.agent.with_stop_grace(stop_grace);
         if let Some((base, cap)) = self.hook_backoff {
             agent.backoff = Backoff::new(base, cap).map_err(|e| HostError::Invalid(e.to_string()))?;
         }
@@ -318,11 +323,8 @@ impl HostBuilder {
         let (broadcast, _) = broadcast::channel(self.event_capacity);
         let metrics = Arc::new(Metrics::new());
         let events = Arc::new(EventHub { sink: self.sink, broadcast, metrics: metrics.clone() });
-        let unit_defaults = UnitDefaults {
-            guarantee_window: self.guarantee_window,
-            services,
-            agent: agent.with_metrics(metrics.clone()),
-        };
+        let unit_defaults =
+            UnitDefaults { guarantee_window: window, services, agent: agent.with_metrics(metrics.clone()) };
         Ok(Host { runtime, store, state, _temporary: temporary, events, unit_defaults, metrics })
     }
 }
@@ -415,7 +417,7 @@ pub struct Host {
 
 /// What every unit of a host is set up with, checked by [`HostBuilder::build`].
 struct UnitDefaults {
-    guarantee_window: Duration,
+    guarantee_window: GuaranteeWindow,
     services: ServicesConfig,
     agent: AgentConfig,
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::WorkloadStatus;
 use crate::hooks::HookKind;
-use crate::leadership::{LeadershipStore, LeaseError, Tenure, WriteError};
+use crate::leadership::{LeadershipStore, LeaseError, StoreError, Tenure};
 use crate::names::{AppName, UnitName};
 use crate::services::ServiceStatus;
 use crate::settings::Settings;
@@ -113,8 +113,8 @@ pub enum ReportError {
     #[error(transparent)]
     Lease(#[from] LeaseError),
     /// The settings could not be read.
-    #[error(transparent)]
-    Settings(#[from] WriteError),
+    #[error("cannot read the leader settings: {0}")]
+    Settings(#[from] StoreError),
 }
 
 impl UnitReport {

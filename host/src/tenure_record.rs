@@ -14,7 +14,7 @@
 //!
 //! Lines: `{"term":N,"from_ns":T,"until_ns":D}` (start), `{"term":N,"until_ns":D}` (renewal),
 //! `{"term":N,"ended_ns":T}` (end).
-//! [`read`] merges them back into one [`Tenure`] per term.
+//! [`read`] merges them back into one [`Belief`] per term.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -23,9 +23,10 @@ use std::sync::Mutex;
 
 use crate::leadership::Timestamp;
 
-/// One tenure as a record tells it; times are store-clock nanoseconds.
+/// One tenure as the unit believed in it, as its record tells it (not the store's
+/// [`Tenure`](crate::leadership::Tenure)); times are store-clock nanoseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tenure {
+pub struct Belief {
     /// Its term.
     pub term: u64,
     /// When the unit began to believe it led.
@@ -36,7 +37,7 @@ pub struct Tenure {
     pub ended_ns: Option<u64>,
 }
 
-impl Tenure {
+impl Belief {
     /// When the belief ended: its recorded end, or (after a crash) its last guarantee,
     /// whichever comes first.
     pub fn end_ns(&self) -> u64 {
@@ -79,19 +80,19 @@ struct Line {
 
 /// The tenures recorded at `path` (not its rotated `.1`), in the order they started: none
 /// if there is no file yet. A last line without its newline is being written, and skipped.
-pub fn read(path: &Path) -> Result<Vec<Tenure>, ReadError> {
+pub fn read(path: &Path) -> Result<Vec<Belief>, ReadError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => return Err(ReadError::Io { path: path.to_owned(), source }),
     };
     let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-    let mut tenures: Vec<Tenure> = Vec::new();
+    let mut tenures: Vec<Belief> = Vec::new();
     for (index, text) in complete.lines().enumerate() {
         let malformed = || ReadError::Malformed { path: path.to_owned(), number: index + 1, line: text.to_owned() };
         let line: Line = serde_json::from_str(text).map_err(|_| malformed())?;
         match (line.from_ns, line.until_ns) {
-            (Some(from_ns), Some(until_ns)) => tenures.push(Tenure { term: line.term, from_ns, until_ns, ended_ns: line.ended_ns }),
+            (Some(from_ns), Some(until_ns)) => tenures.push(Belief { term: line.term, from_ns, until_ns, ended_ns: line.ended_ns }),
             _ => {
                 let tenure = tenures.iter_mut().rev().find(|t| t.term == line.term).ok_or_else(malformed)?;
                 if let Some(until) = line.until_ns {
@@ -183,8 +184,8 @@ mod tests {
         record.renewed(3, at(30));
         record.ended(3, at(25));
         record.started(5, at(40), at(50));
-        let first = Tenure { term: 3, from_ns: 10, until_ns: 30, ended_ns: Some(25) };
-        let crashed = Tenure { term: 5, from_ns: 40, until_ns: 50, ended_ns: None };
+        let first = Belief { term: 3, from_ns: 10, until_ns: 30, ended_ns: Some(25) };
+        let crashed = Belief { term: 5, from_ns: 40, until_ns: 50, ended_ns: None };
         assert_eq!(read(&path).unwrap(), [first.clone(), crashed.clone()]);
         assert_eq!((first.end_ns(), crashed.end_ns()), (25, 50));
 

@@ -49,6 +49,50 @@ const fn range(name: &'static str, min: Duration, max: Duration) -> DurationRang
     DurationRange { name, min, max }
 }
 
+/// A duration checked against its range when it is made (the only way to make one), so
+/// whatever takes one needs no check of its own: a setting is checked once, where its
+/// configuration is built.
+macro_rules! checked_duration {
+    ($(#[$doc:meta])* $name:ident, $range:ident, $default:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(Duration);
+
+        impl $name {
+            #[doc = concat!("`value`, if it lies in [`", stringify!($range), "`].")]
+            pub fn new(value: Duration) -> Result<Self, InvalidDuration> {
+                $range.check(value).map(Self)
+            }
+
+            /// The duration.
+            pub fn get(self) -> Duration {
+                self.0
+            }
+        }
+
+        impl Default for $name {
+            #[doc = concat!("[`", stringify!($default), "`].")]
+            fn default() -> Self {
+                Self($default)
+            }
+        }
+    };
+}
+
+checked_duration!(
+    /// A guarantee window, checked against [`GUARANTEE_WINDOW`].
+    GuaranteeWindow,
+    GUARANTEE_WINDOW,
+    DEFAULT_GUARANTEE_WINDOW
+);
+
+checked_duration!(
+    /// A stop grace, checked against [`STOP_GRACE`].
+    StopGrace,
+    STOP_GRACE,
+    DEFAULT_STOP_GRACE
+);
+
 /// `is-leader` promises at least this much leadership ahead (`--guarantee-window`).
 pub const GUARANTEE_WINDOW: DurationRange =
     range("the guarantee window", Duration::from_millis(500), Duration::from_secs(150));

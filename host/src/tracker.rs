@@ -35,8 +35,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::leadership::{
-    Claim, Claimant, Clock, Incarnation, LeaseError, LeadershipStore, Origin, Release, StoreFailure, Timestamp,
-    WriteError,
+    Claim, Claimant, Clock, Incarnation, LeaseError, LeadershipStore, LostRenewals, Origin, Release, StoreError,
+    StoreFailure, Timestamp, WriteError,
 };
 use crate::names::UnitName;
 use crate::settings::SettingsSnapshot;
@@ -258,10 +258,28 @@ impl LeadershipTracker {
         &self.handle.shared
     }
 
-    /// The store this tracker claims from: for the claim loop, which watches its leases and
-    /// reservations.
-    pub fn store(&self) -> &Arc<dyn LeadershipStore> {
-        &self.shared().store
+    /// A receiver that sees a counter move each time any lease changes hands, is pinned or
+    /// reserved (see [`LeadershipStore::watch_leases`]).
+    pub fn watch_leases(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared().store.watch_leases()
+    }
+
+    /// The unit the application's lease is reserved for, while the store says one is
+    /// (`None` too when the store cannot say).
+    pub async fn reserved_for(&self) -> Option<UnitName> {
+        self.shared().store.reservation(self.handle.unit().app()).await.ok().flatten()
+    }
+
+    /// Waits until nobody holds the application's lease, or `cancel` ends the wait
+    /// ([`LeaseError::Cancelled`]); see [`crate::leadership::wait_until_released`].
+    pub async fn wait_until_released(&self, cancel: impl Future<Output = ()>) -> Result<(), LeaseError> {
+        crate::leadership::wait_until_released(self.shared().store.as_ref(), self.handle.unit().app(), cancel).await
+    }
+
+    /// Tells the store's history that this unit's tenure at `term` ended because its
+    /// renewals failed (see [`LeadershipStore::mark_lost_renewals`]).
+    pub async fn mark_lost_renewals(&self, term: u64) -> Result<LostRenewals, LeaseError> {
+        self.shared().store.mark_lost_renewals(self.handle.unit(), term).await
     }
 
     /// Claims or renews the lease once and records the result.
@@ -507,7 +525,7 @@ impl LeadershipHandle {
     }
 
     /// The application's leader settings as the store has them now.
-    pub async fn read_settings(&self) -> Result<SettingsSnapshot, WriteError> {
+    pub async fn read_settings(&self) -> Result<SettingsSnapshot, StoreError> {
         self.shared.store.read_settings(self.unit().app()).await
     }
 

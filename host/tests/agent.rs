@@ -12,6 +12,7 @@ use charm_host::leadership::{Clock, LeadershipStore, ManualClock, MemoryStore, R
 use charm_host::names::UnitName;
 use charm_host::runtime::{Charm, HookRuntime};
 use charm_host::state_dir::StateDir;
+use charm_host::timing::{GuaranteeWindow, StopGrace};
 use support::*;
 
 const WINDOW: Duration = Duration::from_secs(10);
@@ -81,9 +82,9 @@ impl Agents {
         let name = UnitName::new(name).unwrap();
         let config = AgentConfig::default()
             .with_backoff(Backoff::new(Duration::from_secs(1), Duration::from_secs(4)).unwrap())
-            .with_stop_grace(Duration::from_secs(1));
+            .with_stop_grace(StopGrace::new(Duration::from_secs(1)).unwrap());
         let spec = UnitSpec::new(name.clone(), StateDir::new(self.dir.path()), self.store.clone(), self.events.clone())
-            .with_window(WINDOW)
+            .with_window(GuaranteeWindow::new(WINDOW).unwrap())
             .with_agent(config)
             .claiming_as(claimant(name.as_str()));
         Ok(spec.prepare().await?.start(runtime, charm))

@@ -59,7 +59,6 @@ pub mod spawn;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -68,7 +67,7 @@ use crate::metrics::Metrics;
 use crate::names::UnitName;
 use crate::runtime::{Charm, HookRuntime};
 use crate::state_dir::{StateDir, StateDirError, UnitLock};
-use crate::timing::InvalidDuration;
+use crate::timing::StopGrace;
 use crate::tracker::{AbandonOnDrop, LeadershipTracker};
 
 #[allow(unused_imports)]
@@ -81,7 +80,7 @@ pub use records::preflight;
 pub use spawn::{AgentEnded, BareUnit, PreparedAgent, RunningAgent, SpawnError, UnitSpec};
 
 /// How a unit agent behaves: the defaults, changed with the `with_` methods.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct AgentConfig {
     /// Retry timing for failed hooks.
@@ -91,8 +90,8 @@ pub struct AgentConfig {
     /// Where the unit's status is written after every hook, for `charm-host status`.
     pub status_file: Option<PathBuf>,
     /// On a stop, how long a hook already running may go on before it is interrupted; the
-    /// stop's own hooks get at most this long each. See [`timing::STOP_GRACE`].
-    pub stop_grace: Duration,
+    /// stop's own hooks get at most this long each.
+    pub stop_grace: StopGrace,
     /// Start even on a store that remembers less than this unit does (it was lost or
     /// replaced): the unit then forgets the terms and settings versions it remembered.
     pub accept_new_store: bool,
@@ -120,8 +119,8 @@ impl AgentConfig {
         self
     }
 
-    /// With this stop grace (see [`crate::timing::STOP_GRACE`]).
-    pub fn with_stop_grace(mut self, grace: Duration) -> Self {
+    /// With this stop grace.
+    pub fn with_stop_grace(mut self, grace: StopGrace) -> Self {
         self.stop_grace = grace;
         self
     }
@@ -139,19 +138,6 @@ impl AgentConfig {
     }
 }
 
-impl Default for AgentConfig {
-    fn default() -> Self {
-        Self {
-            backoff: Backoff::default(),
-            state_file: None,
-            status_file: None,
-            stop_grace: crate::timing::DEFAULT_STOP_GRACE,
-            accept_new_store: false,
-            metrics: None,
-        }
-    }
-}
-
 /// Why an agent could not start or could not go on.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -159,9 +145,6 @@ pub enum AgentError {
     /// The unit's local state could not be read or written.
     #[error(transparent)]
     LocalState(#[from] LocalStateError),
-    /// A duration is out of its range.
-    #[error(transparent)]
-    Config(#[from] InvalidDuration),
     /// The store remembers less than the unit: it was lost or replaced.
     #[error(
         "{unit} remembers {what} {remembered}, but the store's is {found}: the leadership store was lost or \
@@ -254,7 +237,7 @@ async fn run(
     let _running = config.metrics.as_ref().map(|metrics| metrics.agent_running(&unit));
     let roles = role::RoleSource::start(tracker, unit.services().clone(), unit.reporter().clone(), config.metrics);
     let queue = HookQueue::new(local, config.backoff);
-    let driver = driver::HookDriver { runtime, charm, sandbox, queue, records, stop_grace: config.stop_grace };
+    let driver = driver::HookDriver { runtime, charm, sandbox, queue, records, stop_grace: config.stop_grace.get() };
     driver.run(roles, commands).await;
     Ok(())
 }

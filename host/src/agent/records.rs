@@ -15,14 +15,12 @@ use super::queue::LocalState;
 use super::{AgentConfig, AgentError};
 use crate::events::LogLevel;
 use crate::leadership::Timestamp;
-use crate::timing;
 use crate::unit::{Unit, UnitStatus};
 
-/// What an agent checks before it starts anything (see [`super::spawn`]): the stop grace,
-/// the unit's local state, and that the store remembers at least what the unit does.
-/// Returns the local state to start from.
+/// What an agent checks before it starts anything (see [`super::spawn`]): the unit's local
+/// state, and that the store remembers at least what the unit does. Returns the local state
+/// to start from.
 pub async fn preflight(unit: &Unit, config: &AgentConfig) -> Result<LocalState, AgentError> {
-    timing::STOP_GRACE.check(config.stop_grace)?;
     let mut local = match &config.state_file {
         Some(path) => local_state::load(path)?,
         None => LocalState::default(),

@@ -24,9 +24,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::events::LogLevel;
-use crate::leadership::{Clock, LeaseError, LostRenewals, Release, Timestamp, wait_until_released};
+use crate::leadership::{Clock, LeaseError, LostRenewals, Release, Timestamp};
 use crate::metrics::Metrics;
-use crate::names::UnitName;
 use crate::reporter::UnitReporter;
 use crate::services::ServiceSupervisor;
 use crate::timing;
@@ -95,8 +94,8 @@ impl RoleSource {
         let (health_tx, health) = watch::channel(None);
         let (requests, requests_rx) = mpsc::channel(4);
         let claims = ClaimLoop {
-            clock: tracker.store().clock().clone(),
-            leases: tracker.store().watch_leases(),
+            clock: tracker.handle().clock().clone(),
+            leases: tracker.watch_leases(),
             leases_open: true,
             leadership: tracker.handle().clone(),
             tracker,
@@ -206,7 +205,7 @@ impl ClaimLoop {
                     Wake::Request(Some(request)) => self.handle(request).await,
                     Wake::Time => self.hold_off = None,
                     Wake::Leases => {
-                        if self.reserved_for().await.as_ref() == Some(self.leadership.unit()) {
+                        if self.tracker.reserved_for().await.as_ref() == Some(self.leadership.unit()) {
                             self.hold_off = None;
                         }
                     }
@@ -285,10 +284,9 @@ impl ClaimLoop {
     /// while that tenure is still open in the store or the store fails.
     async fn report_lost_renewals(&mut self, within: std::time::Duration) {
         let Some(term) = self.lost_term else { return };
-        let store = self.tracker.store().clone();
         let deadline = self.clock.sleep_until(self.clock.now() + within);
         let marked = tokio::select! {
-            marked = store.mark_lost_renewals(self.leadership.unit(), term) => marked,
+            marked = self.tracker.mark_lost_renewals(term) => marked,
             () = deadline => return,
         };
         match marked {
@@ -316,7 +314,7 @@ impl ClaimLoop {
                 }
                 Wake::Time => break,
                 Wake::Leases => {
-                    if self.reserved_for().await.is_some_and(|other| other != *self.leadership.unit()) {
+                    if self.tracker.reserved_for().await.is_some_and(|other| other != *self.leadership.unit()) {
                         self.reporter.log(LogLevel::Info, "the lease is reserved for another unit: stepping down for it".into());
                         self.give_up(GiveUp::Handover).await;
                         return false;
@@ -354,11 +352,10 @@ impl ClaimLoop {
         // wait for either, instead of claiming again at once, in a loop. (Marked seen first,
         // so a change during the look at the reservation still ends the wait.)
         self.leases.borrow_and_update();
-        if self.reserved_for().await.is_some_and(|other| other != *self.leadership.unit()) {
+        if self.tracker.reserved_for().await.is_some_and(|other| other != *self.leadership.unit()) {
             return self.pause(self.clock.now() + retry_interval, true).await;
         }
         let retry = self.clock.sleep_until(self.clock.now() + self.leadership.renew_interval());
-        let store = self.tracker.store().clone();
         let released = tokio::select! {
             request = self.requests.recv() => match request {
                 None => return true,
@@ -367,7 +364,7 @@ impl ClaimLoop {
                     return false;
                 }
             },
-            released = wait_until_released(store.as_ref(), self.leadership.unit().app(), retry) => released,
+            released = self.tracker.wait_until_released(retry) => released,
         };
         if let Err(err) = released
             && err != LeaseError::Cancelled
@@ -408,11 +405,6 @@ impl ClaimLoop {
             }
             Wake::Time | Wake::Leases => false,
         }
-    }
-
-    /// The unit the lease is reserved for, if the store says so.
-    async fn reserved_for(&self) -> Option<UnitName> {
-        self.tracker.store().reservation(self.leadership.unit().app()).await.ok().flatten()
     }
 
     async fn handle(&mut self, request: Request) {

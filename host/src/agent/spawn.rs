@@ -22,8 +22,6 @@
 //!   is served or a task spawned.
 
 use std::sync::Arc;
-use std::time::Duration;
-
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -36,6 +34,7 @@ use crate::runtime::{Charm, GuestEnvironment, HookRuntime, UnitSandbox};
 use crate::services::ServicesConfig;
 use crate::state_dir::{StateDir, StateDirError};
 use crate::tenure_record::TenureRecord;
+use crate::timing::GuaranteeWindow;
 use crate::tracker::LeadershipTracker;
 use crate::unit::Unit;
 
@@ -49,7 +48,7 @@ pub struct UnitSpec {
     state: StateDir,
     store: Arc<dyn LeadershipStore>,
     events: Arc<dyn EventSink>,
-    window: Duration,
+    window: GuaranteeWindow,
     services: ServicesConfig,
     agent: AgentConfig,
     record_tenures: bool,
@@ -115,7 +114,7 @@ impl UnitSpec {
             state,
             store,
             events,
-            window: crate::timing::DEFAULT_GUARANTEE_WINDOW,
+            window: GuaranteeWindow::default(),
             services: ServicesConfig::default(),
             agent: AgentConfig::default(),
             record_tenures: false,
@@ -125,9 +124,8 @@ impl UnitSpec {
         }
     }
 
-    /// With this guarantee window (checked where the configuration was built:
-    /// [`crate::HostBuilder::build`], the application and test harness builders).
-    pub fn with_window(mut self, window: Duration) -> Self {
+    /// With this guarantee window.
+    pub fn with_window(mut self, window: GuaranteeWindow) -> Self {
         self.window = window;
         self
     }
@@ -185,7 +183,7 @@ impl UnitSpec {
         let Self { name, state, store, events, window, services, record_tenures, guest, calls, claimant, .. } = self;
         let claimant = claimant.unwrap_or_else(|| Claimant::fresh(name.clone()));
         let record = record_tenures.then(|| TenureRecord::new(state.tenure_record(&name)));
-        let tracker = LeadershipTracker::with_parts(claimant, store, window, record);
+        let tracker = LeadershipTracker::with_parts(claimant, store, window.get(), record);
         let unit = Unit::new(state.data_dir(&name), tracker.handle().clone(), events, &services)
             .map_err(|source| SpawnError::DataDir { unit: name, source })?;
         let sandbox = UnitSandbox::new(Arc::new(unit)).with_guest_environment(guest).with_call_log(calls);
@@ -209,7 +207,7 @@ impl UnitSpec {
             }
         };
         let record = record_tenures.then(|| TenureRecord::new(state.tenure_record(&name)));
-        let tracker = LeadershipTracker::with_parts(claimant, store, window, record);
+        let tracker = LeadershipTracker::with_parts(claimant, store, window.get(), record);
         let lock = lock.holding(&tracker);
         let unit = Unit::new(state.data_dir(&name), tracker.handle().clone(), events, &services)
             .map_err(|source| SpawnError::DataDir { unit: name.clone(), source })?;

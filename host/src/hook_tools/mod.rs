@@ -43,7 +43,7 @@ pub use server::{ServerLimits, listen, serve, serve_with};
 
 use crate::agent::AgentCommand;
 use crate::events::LogLevel;
-use crate::leadership::{BootClock, Clock, Timestamp, WriteError};
+use crate::leadership::{BootClock, Clock, StoreError, Timestamp, WriteError};
 use crate::names::UnitName;
 use crate::tracker::LeadershipUnknown;
 use crate::unit::Unit;
@@ -97,12 +97,12 @@ impl UnitTools {
     }
 
     /// `leader-get KEY`.
-    pub async fn leader_get(&self, key: &str) -> Result<Option<String>, WriteError> {
+    pub async fn leader_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self.unit.leadership().read_settings().await?.values.get(key).cloned())
     }
 
     /// `leader-get` of every setting, sorted by key.
-    pub async fn leader_get_all(&self) -> Result<Vec<(String, String)>, WriteError> {
+    pub async fn leader_get_all(&self) -> Result<Vec<(String, String)>, StoreError> {
         let snapshot = self.unit.leadership().read_settings().await?;
         Ok(snapshot.values.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }

@@ -14,7 +14,8 @@ use super::history::{self, LostRenewals, Release, Tenure, TenureEnd};
 use super::rules::{self, LeaseRecord};
 use super::watchers::Watchers;
 use super::{
-    Claim, Claimant, Clock, LeadershipStore, Lease, LeaseError, MonotonicClock, Timestamp, WriteError, validate_entity,
+    Claim, Claimant, Clock, LeadershipStore, Lease, LeaseError, MonotonicClock, StoreError, Timestamp, WriteError,
+    validate_entity,
 };
 use crate::names::{AppName, UnitName};
 use crate::settings::{Settings, SettingsSnapshot, SettingsWrite};
@@ -204,7 +205,7 @@ impl LeadershipStore for MemoryStore {
             .collect())
     }
 
-    async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError> {
+    async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, StoreError> {
         Ok(self.lock().get(app).map(|a| a.settings.clone()).unwrap_or_default())
     }
 

@@ -352,7 +352,7 @@ pub trait LeadershipStore: Send + Sync + 'static {
     async fn leaders(&self) -> Result<BTreeMap<AppName, UnitName>, LeaseError>;
 
     /// The contents of `app`'s settings bucket.
-    async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError>;
+    async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, StoreError>;
 
     /// Validates and applies `group` to the writer's application bucket if the writer's
     /// incarnation still holds its lease at `term`, atomically; returns the bucket after

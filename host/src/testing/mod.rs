@@ -205,7 +205,7 @@ impl TestAppBuilder {
         if self.units == 0 {
             return Err(TestAppError::Step("an application needs at least one unit".into()));
         }
-        crate::timing::GUARANTEE_WINDOW.check(self.window).map_err(|e| setup(&e))?;
+        let window = crate::timing::GuaranteeWindow::new(self.window).map_err(|e| setup(&e))?;
         let backoff = Backoff::new(self.backoff.0, self.backoff.1).map_err(|e| setup(&e))?;
         let app = AppName::new(&self.app)?;
         let runtime = IdleRuntime::new().map_err(|e| setup(&e))?;
@@ -243,7 +243,7 @@ impl TestAppBuilder {
             timeline,
             dir,
             app,
-            window: self.window,
+            window,
             backoff,
             hook_deadline: self.hook_deadline,
             services: ServicesConfig::new(self.services, Duration::ZERO).map_err(|e| setup(&e))?.simulated(),
@@ -286,7 +286,7 @@ pub struct TestApp {
     timeline: Arc<Timeline>,
     dir: tempfile::TempDir,
     app: AppName,
-    window: Duration,
+    window: crate::timing::GuaranteeWindow,
     backoff: Backoff,
     hook_deadline: Duration,
     services: ServicesConfig,
@@ -363,7 +363,7 @@ impl TestApp {
         self.settle();
         let unit = self.running(i)?.unit().name().clone();
         // Long enough for a crashed leader's lease to run out, within the allowed range.
-        let within = (self.window * 4).clamp(crate::timing::RESERVATION.min, crate::timing::RESERVATION.max);
+        let within = (self.window.get() * 4).clamp(crate::timing::RESERVATION.min, crate::timing::RESERVATION.max);
         let store = self.store.clone();
         self.runtime
             .block_on(async { crate::handover::request(store.as_ref(), &unit, within).await })

@@ -148,8 +148,8 @@ impl LeadershipStore for UnitStore {
         self.lease_reachable()?;
         self.inner.leaders().await
     }
-    async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError> {
-        self.reachable().map_err(WriteError::Store)?;
+    async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, StoreError> {
+        self.reachable()?;
         self.inner.read_settings(app).await
     }
     async fn write_settings_by(

@@ -313,7 +313,7 @@ impl LeadershipStore for FaultyStore {
     async fn leaders(&self) -> Result<std::collections::BTreeMap<AppName, UnitName>, LeaseError> {
         self.inner.leaders().await
     }
-    async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError> {
+    async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, charm_host::leadership::StoreError> {
         self.inner.read_settings(app).await
     }
     async fn write_settings_by(

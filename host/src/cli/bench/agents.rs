@@ -12,6 +12,7 @@ use crate::leadership::{LeadershipStore, MemoryStore};
 use crate::names::{AppName, UnitName};
 use crate::runtime::{Charm, HookRuntime, RuntimeConfig};
 use crate::state_dir::StateDir;
+use crate::timing::GuaranteeWindow;
 
 use super::{Figure, fixture, median};
 
@@ -89,7 +90,8 @@ impl Bench {
     ) -> anyhow::Result<(Application, RunningApplication, Arc<HookStarts>, Arc<dyn LeadershipStore>)> {
         let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
         let events = Arc::new(HookStarts::default());
-        let config = ApplicationConfig::new(self.app.clone(), units, StateDir::new(dir)).with_guarantee_window(window);
+        let config = ApplicationConfig::new(self.app.clone(), units, StateDir::new(dir))
+            .with_guarantee_window(GuaranteeWindow::new(window)?);
         let app =
             Application::new(self.runtime.clone(), self.charm.clone(), store.clone(), events.clone(), &config).await?;
         let running = app.start()?;

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::leadership::{BootClock, Clock, MonotonicClock, Timestamp};
-use crate::tenure_record::{self, Tenure};
+use crate::tenure_record::{self, Belief};
 
 use super::etcd::server::EtcdCluster;
 use super::{Figure, fixture, median};
@@ -32,7 +32,7 @@ impl Drop for Pair {
 }
 
 /// The tenures `path` records so far (a record being written reads as what it has).
-fn tenures(path: &Path) -> Vec<Tenure> {
+fn tenures(path: &Path) -> Vec<Belief> {
     tenure_record::read(path).unwrap_or_default()
 }
 

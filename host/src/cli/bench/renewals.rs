@@ -15,6 +15,7 @@ use crate::leadership::{LeadershipStore, MonotonicClock, SqliteStore};
 use crate::names::{AppName, UnitName};
 use crate::runtime::{HookRuntime, RuntimeConfig};
 use crate::state_dir::StateDir;
+use crate::timing::GuaranteeWindow;
 use crate::tracker::{LeadershipTracker, Refresh};
 
 use super::{Figure, fixture, percentile};
@@ -48,7 +49,7 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
         }
         let name = UnitName::new("storm/0")?;
         let events = Arc::new(RecordingSink::new());
-        let storm_unit = UnitSpec::new(name, StateDir::new(dir.path()), store.clone(), events).with_window(window).bare()?;
+        let storm_unit = UnitSpec::new(name, StateDir::new(dir.path()), store.clone(), events).with_window(GuaranteeWindow::new(window)?).bare()?;
         anyhow::ensure!(matches!(storm_unit.tracker.refresh().await, Refresh::Leader { .. }), "the storm unit did not lead");
         let stormer = Arc::new(storm_unit.sandbox);
         let script: String = (0..SETS_PER_HOOK).map(|i| format!("set key{}=value{i}\n", i % 8)).collect();

@@ -1083,11 +1083,11 @@ impl LeadershipStore for EtcdStore {
         Ok(leaders)
     }
 
-    async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError> {
+    async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, StoreError> {
         let key = self.layout.key(Kind::Settings, app);
-        let read = self.read(std::slice::from_ref(&key)).await.map_err(WriteError::Store)?;
+        let read = self.read(std::slice::from_ref(&key)).await?;
         let read = read.into_iter().next().unwrap_or_default();
-        Ok(self.settings_value(&key, &read).map_err(WriteError::Store)?.into())
+        Ok(self.settings_value(&key, &read)?.into())
     }
 
     async fn write_settings_by(

@@ -318,6 +318,12 @@ impl From<rusqlite::Error> for LeaseError {
     }
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        store_error(err)
+    }
+}
+
 impl From<rusqlite::Error> for WriteError {
     fn from(err: rusqlite::Error) -> Self {
         WriteError::Store(store_error(err))
@@ -777,6 +783,12 @@ impl Unfinished for LeaseError {
     }
 }
 
+impl Unfinished for StoreError {
+    fn unfinished(reason: String) -> Self {
+        StoreError::failed(reason)
+    }
+}
+
 impl Unfinished for WriteError {
     fn unfinished(reason: String) -> Self {
         WriteError::Store(StoreError::failed(reason))
@@ -901,7 +913,7 @@ impl LeadershipStore for SqliteStore {
         self.blocking(SqliteFile::leaders).await
     }
 
-    async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError> {
+    async fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, StoreError> {
         let app = app.clone();
         self.blocking(move |file| file.read_settings(&app)).await
     }
@@ -1054,7 +1066,7 @@ impl SqliteFile {
         })
     }
 
-    fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, WriteError> {
+    fn read_settings(&self, app: &AppName) -> Result<SettingsSnapshot, StoreError> {
         self.read_tx(|tx| Ok(read_bucket(tx, app)?))
     }
 
