@@ -22,6 +22,7 @@
 //!   per connection come from one shared budget, so abuse of the socket costs bounded
 //!   memory and file descriptors while real tools, which send at once, are answered.
 //!
+//! Parts:
 //! - [`protocol`]: the requests and answers, one line of JSON each.
 //! - [`server`]: the socket server ([`serve`]).
 //! - [`client`]: what a tool sends ([`call`]).

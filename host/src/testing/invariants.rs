@@ -33,7 +33,7 @@ impl Checks {
         if vouching.len() > 1 {
             failures.push(format!("one leader: {} all vouch for leadership", vouching.join(", ")));
         }
-        for service in app.services.services().iter().filter(|s| s.leader_only) {
+        for service in app.setup.services.services().iter().filter(|s| s.leader_only) {
             let running: Vec<String> = (0..app.len())
                 .filter(|&i| app.service(i, &service.name).is_some_and(|s| s.running))
                 .map(|i| app.units[i].name.to_string())
@@ -49,7 +49,7 @@ impl Checks {
             self.highest_term = self.highest_term.max(term);
         }
         // Only the writes since the last step: each is checked once, as it is applied.
-        let writes = app.ledger.writes_since(self.writes_seen);
+        let writes = app.world.ledger.writes_since(self.writes_seen);
         for write in &writes {
             let fenced = write.lease_before.as_ref().is_some_and(|l| l.holder == write.writer && l.term == write.term);
             if !fenced {

@@ -51,6 +51,7 @@
 pub mod explore;
 mod idle;
 pub mod invariants;
+mod observe;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -59,14 +60,12 @@ use std::time::Duration;
 
 use crate::agent::{AgentCommand, AgentConfig, Backoff, RunningAgent, UnitSpec};
 pub use crate::capabilities::call_log::{HostCall, HostCallLog};
-use crate::events::{Event, EventKind, EventSink, LogLevel, WorkloadStatus};
-use crate::hooks::{HookError, HookKind};
-use crate::leadership::{Clock, LeadershipStore, ManualClock, MemoryStore, Tenure, Timestamp};
+use crate::events::{Event, EventKind, EventSink};
+use crate::leadership::{Clock, LeadershipStore, ManualClock, MemoryStore, Timestamp};
 use crate::names::{AppName, NameError, UnitName};
 use crate::runtime::{Charm, GuestEnvironment, HookRuntime, RuntimeConfig};
-use crate::services::{ServiceConfig, ServiceStatus, ServicesConfig};
-use crate::settings::Settings;
-use crate::unit::{Unit, UnitStatus};
+use crate::services::{ServiceConfig, ServicesConfig};
+use crate::unit::Unit;
 pub use explore::Step;
 use idle::IdleRuntime;
 pub use store::AcknowledgedWrite;
@@ -233,20 +232,10 @@ impl TestAppBuilder {
                 TestUnit { name, view, guest, calls: Arc::default(), agent: None, last: None, machine: None }
             })
             .collect();
+        let services = ServicesConfig::new(self.services, Duration::ZERO).map_err(|e| setup(&e))?.simulated();
         Ok(TestApp {
-            runtime,
-            hooks,
-            charm,
-            clock,
-            store,
-            ledger,
-            timeline,
-            dir,
-            app,
-            window,
-            backoff,
-            hook_deadline: self.hook_deadline,
-            services: ServicesConfig::new(self.services, Duration::ZERO).map_err(|e| setup(&e))?.simulated(),
+            world: World { runtime, hooks, charm, clock, store, ledger, timeline, dir },
+            setup: UnitSetup { app, window, backoff, hook_deadline: self.hook_deadline, services },
             units,
             started: false,
             checks: invariants::Checks::default(),
@@ -277,6 +266,19 @@ type UserInvariant = (String, Box<dyn Fn(&TestApp) -> Result<(), String>>);
 /// N units of one application running a real charm on the real host, in virtual time.
 /// See the [module docs](self).
 pub struct TestApp {
+    world: World,
+    setup: UnitSetup,
+    units: Vec<TestUnit>,
+    /// Whether the agents were started (at the first step).
+    started: bool,
+    checks: invariants::Checks,
+    user_invariants: Vec<UserInvariant>,
+}
+
+/// What every unit of a test application shares: the runtime it runs on, the charm, the
+/// virtual clock, the store (and the ledger of what it acknowledged), the timeline, and
+/// the directory its machines live in.
+struct World {
     runtime: IdleRuntime,
     hooks: Arc<HookRuntime>,
     charm: Charm,
@@ -285,20 +287,20 @@ pub struct TestApp {
     ledger: Arc<Ledger>,
     timeline: Arc<Timeline>,
     dir: tempfile::TempDir,
+}
+
+/// How every unit of a test application is set up, checked when it was built.
+struct UnitSetup {
     app: AppName,
     window: crate::timing::GuaranteeWindow,
     backoff: Backoff,
     hook_deadline: Duration,
     services: ServicesConfig,
-    units: Vec<TestUnit>,
-    started: bool,
-    checks: invariants::Checks,
-    user_invariants: Vec<UserInvariant>,
 }
 
 impl std::fmt::Debug for TestApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestApp").field("app", &self.app).field("units", &self.units.len()).finish()
+        f.debug_struct("TestApp").field("app", &self.setup.app).field("units", &self.units.len()).finish()
     }
 }
 
@@ -324,14 +326,14 @@ impl TestApp {
     /// at the first step), then checks the invariants.
     pub fn settle(&mut self) {
         self.ensure_started();
-        let hooks = self.hooks.clone();
+        let hooks = self.world.hooks.clone();
         let guests: Vec<GuestEnvironment> = self.units.iter().map(|u| u.guest.clone()).collect();
         // Busy while a hook runs that is not just waiting for the clock to move (a guest's
         // sleep or timeout in virtual time).
         let busy = || hooks.hooks_running() > guests.iter().map(GuestEnvironment::waiting_on_clock).sum::<usize>();
         // A hook may run up to its (real-time) deadline; anything longer is a busy loop.
-        let patience = self.hook_deadline.saturating_add(SETTLE_SLACK);
-        if let Err(waited) = self.runtime.wait_idle(busy, patience) {
+        let patience = self.setup.hook_deadline.saturating_add(SETTLE_SLACK);
+        if let Err(waited) = self.world.runtime.wait_idle(busy, patience) {
             panic!(
                 "TestApp: still busy after {waited:?} of real time at {:?} of virtual time (a loop that never \
                  waits for the clock?); timeline:\n{}",
@@ -346,12 +348,12 @@ impl TestApp {
     /// retries), each time letting everything due run and checking the invariants.
     pub fn advance(&mut self, by: Duration) {
         self.settle();
-        let target = self.clock.now() + by;
-        while let Some(next) = self.clock.next_deadline().filter(|at| *at <= target) {
-            self.clock.advance_to(next);
+        let target = self.world.clock.now() + by;
+        while let Some(next) = self.world.clock.next_deadline().filter(|at| *at <= target) {
+            self.world.clock.advance_to(next);
             self.settle();
         }
-        self.clock.advance_to(target);
+        self.world.clock.advance_to(target);
         self.settle();
     }
 
@@ -363,9 +365,11 @@ impl TestApp {
         self.settle();
         let unit = self.running(i)?.unit().name().clone();
         // Long enough for a crashed leader's lease to run out, within the allowed range.
-        let within = (self.window.get() * 4).clamp(crate::timing::RESERVATION.min, crate::timing::RESERVATION.max);
-        let store = self.store.clone();
-        self.runtime
+        let within =
+            (self.setup.window.get() * 4).clamp(crate::timing::RESERVATION.min, crate::timing::RESERVATION.max);
+        let store = self.world.store.clone();
+        self.world
+            .runtime
             .block_on(async { crate::handover::request(store.as_ref(), &unit, within).await })
             .map_err(|e| TestAppError::Step(e.to_string()))?;
         self.settle();
@@ -391,8 +395,8 @@ impl TestApp {
         self.running(i)?;
         let Some(agent) = self.unit_mut(i)?.agent.take() else { return Ok(()) };
         let name = agent.unit().name().clone();
-        let sent = self.runtime.block_on(agent.command(AgentCommand::Stop));
-        let ended = self.runtime.block_on(agent.wait());
+        let sent = self.world.runtime.block_on(agent.command(AgentCommand::Stop));
+        let ended = self.world.runtime.block_on(agent.wait());
         self.settle();
         match (sent, ended) {
             (true, Ok(())) => Ok(()),
@@ -436,14 +440,14 @@ impl TestApp {
         let setup = |e: &dyn std::fmt::Display| TestAppError::Setup(e.to_string());
         let original = self.unit(i)?;
         let index = self.units.len();
-        let machine = self.dir.path().join("machines").join(index.to_string());
+        let machine = self.world.dir.path().join("machines").join(index.to_string());
         crate::state_dir::create_private_dirs(&machine).map_err(|e| setup(&e))?;
         let state = crate::state_dir::StateDir::new(&machine);
         state.prepare_unit(&original.name).map_err(|e| setup(&e))?;
         copy_dir(&self.state_dir().data_dir(&original.name), &state.data_dir(&original.name)).map_err(|e| setup(&e))?;
         let copy = TestUnit {
             name: original.name.clone(),
-            view: Arc::new(UnitStore::new(self.store.clone(), self.ledger.clone())),
+            view: Arc::new(UnitStore::new(self.world.store.clone(), self.world.ledger.clone())),
             guest: original.guest.clone(),
             calls: Arc::default(),
             agent: None,
@@ -480,7 +484,7 @@ impl TestApp {
         let group: Vec<(String, String)> = group.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
         let leader = self.leader().ok_or_else(|| TestAppError::Step("no unit leads".into()))?;
         let unit = self.running(leader)?.unit().clone();
-        self.runtime.block_on(unit.leader_set(&group)).map_err(|e| TestAppError::Step(e.to_string()))?;
+        self.world.runtime.block_on(unit.leader_set(&group)).map_err(|e| TestAppError::Step(e.to_string()))?;
         self.settle();
         Ok(())
     }
@@ -489,167 +493,6 @@ impl TestApp {
     pub fn invariant(&mut self, name: &str, check: impl Fn(&TestApp) -> Result<(), String> + 'static) {
         self.user_invariants.push((name.to_owned(), Box::new(check)));
         self.check_invariants();
-    }
-
-    // ----- observations -----
-
-    /// How many units the application has.
-    pub fn len(&self) -> usize {
-        self.units.len()
-    }
-
-    /// False: an application has at least one unit.
-    pub fn is_empty(&self) -> bool {
-        self.units.is_empty()
-    }
-
-    /// The unit that holds the lease now, if any (it may have crashed).
-    pub fn leader(&self) -> Option<usize> {
-        self.lease().map(|(leader, _)| leader)
-    }
-
-    /// The term of the current lease, if one is held.
-    pub fn term(&self) -> Option<u64> {
-        self.lease().map(|(_, term)| term)
-    }
-
-    /// Virtual time since the application was built.
-    pub fn elapsed(&self) -> Duration {
-        self.clock.now().saturating_since(self.timeline.start)
-    }
-
-    /// The application's settings now.
-    pub fn settings(&self) -> Settings {
-        let store = self.store.clone();
-        let app = self.app.clone();
-        self.runtime
-            .block_on(async move { store.read_settings(&app).await })
-            .map(|snapshot| (*snapshot.values).clone())
-            .unwrap_or_default()
-    }
-
-    /// The application's tenures as the store's history records them, newest first (times
-    /// on the virtual wall clock, from [`WALL_CLOCK_START`]).
-    pub fn history(&self) -> Vec<Tenure> {
-        let store = self.store.clone();
-        let app = self.app.clone();
-        self.runtime.block_on(async move { store.history(Some(&app), usize::MAX).await }).unwrap_or_default()
-    }
-
-    /// Every event so far, in order, with its virtual time.
-    pub fn timeline(&self) -> Vec<TimedEvent> {
-        self.timeline.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// The timeline as JSON Lines: the objects `charm-host run --json` prints, with `at_ms`.
-    pub fn timeline_json(&self) -> String {
-        self.timeline().iter().map(|e| format!("{}\n", e.to_json())).collect()
-    }
-
-    /// The hooks unit `i` finished, in order.
-    pub fn hooks(&self, i: usize) -> Vec<HookKind> {
-        self.hook_results(i).into_iter().map(|(hook, _)| hook).collect()
-    }
-
-    /// The hooks unit `i` finished, in order, with how each ended.
-    pub fn hook_results(&self, i: usize) -> Vec<(HookKind, Result<(), HookError>)> {
-        self.unit_events(i, |event| match event {
-            EventKind::Hook { hook, result, .. } => Some((hook, result)),
-            _ => None,
-        })
-    }
-
-    /// Asserts that unit `a`'s latest `first` hook had finished before unit `b`'s first
-    /// `then` hook since it began started: e.g. `(0, LeaderDeposed)` before
-    /// `(2, LeaderElected)`, the old leader's deposed hook over before the new leader's
-    /// elected hook began.
-    ///
-    /// # Panics
-    /// If either never ran or they ran in another order, with the timeline.
-    #[track_caller]
-    pub fn assert_finished_before_started(&self, a: usize, first: HookKind, b: usize, then: HookKind) {
-        let timeline = self.timeline();
-        let (name_a, name_b) = (self.unit_name(a), self.unit_name(b));
-        let is = |e: &TimedEvent, unit: &UnitName, hook: HookKind, started: bool| {
-            e.event.unit == *unit
-                && match &e.event.kind {
-                    EventKind::HookStarted { hook: h } => started && *h == hook,
-                    EventKind::Hook { hook: h, .. } => !started && *h == hook,
-                    _ => false,
-                }
-        };
-        let last = |unit: &UnitName, hook, started| timeline.iter().rposition(|e| is(e, unit, hook, started));
-        let next = |after: usize, unit: &UnitName, hook, started| {
-            timeline.iter().skip(after + 1).position(|e| is(e, unit, hook, started)).map(|p| p + after + 1)
-        };
-        // a's latest run of `first`, and the first start of b's `then` after it began.
-        let started = last(&name_a, first, true);
-        let finished = started.and_then(|s| next(s, &name_a, first, false));
-        let began = started.and_then(|s| next(s, &name_b, then, true));
-        let in_order = matches!((finished, began), (Some(finished), Some(began)) if finished < began);
-        assert!(
-            in_order,
-            "expected {name_a}'s {first} to finish before {name_b}'s {then} started; timeline:\n{}",
-            self.timeline_json()
-        );
-    }
-
-    /// The statuses unit `i`'s hooks set, in order.
-    pub fn statuses(&self, i: usize) -> Vec<(WorkloadStatus, String)> {
-        self.unit_events(i, |event| match event {
-            EventKind::Status { status, message } => Some((status, message)),
-            _ => None,
-        })
-    }
-
-    /// The lines unit `i` logged, in order.
-    pub fn logs(&self, i: usize) -> Vec<(LogLevel, String)> {
-        self.unit_events(i, |event| match event {
-            EventKind::Log { level, message } => Some((level, message)),
-            _ => None,
-        })
-    }
-
-    /// Unit `i`'s status as its agent last recorded it (`None` while its agent is down).
-    pub fn status(&self, i: usize) -> Option<UnitStatus> {
-        self.units.get(i)?.agent.as_ref().map(|agent| agent.unit().status())
-    }
-
-    /// True while unit `i`'s tracker would answer `is-leader` true (after a crash, never:
-    /// the agent's process is gone, and its unit's lock gave its tracker up as it went).
-    pub fn believes_it_leads(&self, i: usize) -> bool {
-        self.units.get(i).and_then(|u| u.last.as_ref()).is_some_and(|unit| unit.leadership().is_leader() == Ok(true))
-    }
-
-    /// Every host call unit `i`'s hooks made (`is-leader`, `leader-get`, `status-set`, ...),
-    /// in order, each with the hook that made it and its answer.
-    pub fn calls(&self, i: usize) -> Vec<HostCall> {
-        self.units.get(i).map(|u| u.calls.calls()).unwrap_or_default()
-    }
-
-    /// A configured service of unit `i`, as its supervisor sees it now (`None` if no such
-    /// service is configured or the unit never ran).
-    pub fn service(&self, i: usize, name: &str) -> Option<ServiceStatus> {
-        self.units.get(i)?.last.as_ref()?.services().status(name).ok()
-    }
-
-    /// Every write the store acknowledged, in order.
-    pub fn acknowledged_writes(&self) -> Vec<AcknowledgedWrite> {
-        self.ledger.writes()
-    }
-
-    /// Unit `i`'s data directory.
-    pub fn data_dir(&self, i: usize) -> PathBuf {
-        match self.units.get(i) {
-            Some(unit) => self.state_dir().data_dir(&unit.name),
-            None => self.dir.path().join(format!("unit-{i}")).join("data"),
-        }
-    }
-
-    /// The units' state directory (one per machine: every unit of a `TestApp` runs on one,
-    /// but for copies started elsewhere).
-    fn state_dir(&self) -> crate::state_dir::StateDir {
-        crate::state_dir::StateDir::new(self.dir.path())
     }
 
     // ----- internals -----
@@ -683,14 +526,17 @@ impl TestApp {
 
     fn command(&mut self, i: usize, command: AgentCommand) -> Result<(), TestAppError> {
         let commands = self.running(i)?.commands().clone();
-        self.runtime.block_on(commands.send(command)).map_err(|_| TestAppError::Step("the agent has ended".into()))
+        self.world
+            .runtime
+            .block_on(commands.send(command))
+            .map_err(|_| TestAppError::Step("the agent has ended".into()))
     }
 
     /// The lease as (unit index, term).
     fn lease(&self) -> Option<(usize, u64)> {
-        let store = self.store.clone();
-        let app = self.app.clone();
-        let lease = self.runtime.block_on(async move { store.lease(&app).await }).ok().flatten()?;
+        let store = self.world.store.clone();
+        let app = self.setup.app.clone();
+        let lease = self.world.runtime.block_on(async move { store.lease(&app).await }).ok().flatten()?;
         // The unit whose agent's incarnation holds it (a unit's copies share its name).
         let holds = |u: &TestUnit| {
             u.last.as_ref().is_some_and(|unit| Some(unit.leadership().claimant().id()) == lease.incarnation)
@@ -718,15 +564,15 @@ impl TestApp {
         // As `charm-host agent` does: the unit's lock, a new incarnation made from it, and
         // the agent's checks at start first (an agent that cannot start, its store
         // unreachable say, is a refused step, not an agent that dies).
-        let events: Arc<dyn EventSink> = self.timeline.clone();
+        let events: Arc<dyn EventSink> = self.world.timeline.clone();
         let spec = UnitSpec::new(test_unit.name.clone(), state, test_unit.view.clone(), events)
-            .with_window(self.window)
-            .with_services(self.services.clone())
-            .with_agent(AgentConfig::default().with_backoff(self.backoff))
+            .with_window(self.setup.window)
+            .with_services(self.setup.services.clone())
+            .with_agent(AgentConfig::default().with_backoff(self.setup.backoff))
             .with_guest_environment(test_unit.guest.clone())
             .with_call_log(test_unit.calls.clone());
-        let prepared = self.runtime.block_on(spec.prepare()).map_err(|e| TestAppError::Step(e.to_string()))?;
-        let agent = prepared.start_on(self.runtime.handle(), self.hooks.clone(), self.charm.clone());
+        let prepared = self.world.runtime.block_on(spec.prepare()).map_err(|e| TestAppError::Step(e.to_string()))?;
+        let agent = prepared.start_on(self.world.runtime.handle(), self.world.hooks.clone(), self.world.charm.clone());
         let test_unit = self.unit_mut(i)?;
         test_unit.last = Some(agent.unit().clone());
         test_unit.agent = Some(agent);
@@ -743,7 +589,7 @@ impl TestApp {
             if unit.agent.as_ref().is_some_and(RunningAgent::is_finished)
                 && let Some(agent) = unit.agent.take()
             {
-                let outcome = match self.runtime.block_on(agent.wait()) {
+                let outcome = match self.world.runtime.block_on(agent.wait()) {
                     Ok(()) => "ended without being stopped".to_owned(),
                     Err(e) => e.to_string(),
                 };
