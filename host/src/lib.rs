@@ -63,10 +63,10 @@
 //! which prints the floors with `-- --nocapture`), from the ground up:
 //!
 //! ```text
-//! vocabulary      names, hooks, settings, timing, events, state_dir, bindings (the WIT contract)
+//! vocabulary      names, hooks, settings, timing, events, state_dir
 //! engine          leadership (stores, rules, clocks), handover
 //! one unit        reporter → services, tenure_record → tracker → unit
-//! running hooks   capabilities → runtime
+//! running hooks   runtime::bindings (the WIT contract) ← capabilities ← runtime
 //! the agent       agent (spawn, role = claim loop, driver, records), metrics, report
 //! hosting         application, hook_tools, testing → embedding → cli
 //! ```
@@ -106,7 +106,6 @@ macro_rules! internal_mod {
 
 internal_mod!(agent);
 internal_mod!(application);
-mod bindings;
 mod capabilities;
 pub mod charm_build;
 #[cfg(feature = "cli")]

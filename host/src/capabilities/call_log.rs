@@ -25,7 +25,8 @@ pub struct HostCallLog {
 }
 
 impl HostCallLog {
-    /// A copy of every call so far.
+    /// A copy of every call so far (what `TestApp::calls` reads).
+    #[cfg(feature = "testing")]
     pub fn calls(&self) -> Vec<HostCall> {
         self.calls.lock().map(|c| c.clone()).unwrap_or_default()
     }

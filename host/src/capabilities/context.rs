@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use crate::bindings::context::{self, Host};
 use crate::events::{LogLevel, WorkloadStatus};
 use crate::hooks::HookKind;
 use crate::reporter::UnitReporter;
+use crate::runtime::bindings::context::{self, Host};
 
 use super::CallRecorder;
 

@@ -11,8 +11,8 @@
 
 use std::sync::Arc;
 
-use crate::bindings::leadership::{Host, LeadershipError};
 use crate::leadership::WriteError;
+use crate::runtime::bindings::leadership::{Host, LeadershipError};
 use crate::settings::{Settings, SettingsWrite};
 use crate::tracker::{LeadershipHandle, LeadershipUnknown};
 

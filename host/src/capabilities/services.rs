@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::bindings::services::{Host, ServiceError, ServiceStatus};
+use crate::runtime::bindings::services::{Host, ServiceError, ServiceStatus};
 use crate::services::{ServiceError as SupervisorError, ServiceSupervisor};
 use crate::tracker::LeadershipHandle;
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
-use crate::bindings::CharmPre;
+use super::bindings::CharmPre;
 use super::cache::sha256_hex;
 use super::{HookRuntime, HookState};
 use crate::hooks::HookKind;

@@ -13,6 +13,7 @@
 //!   spinning guest yields at every epoch tick, but it still keeps its worker busy until its
 //!   deadline.
 
+pub(crate) mod bindings;
 mod cache;
 mod guest_clock;
 mod guest_env;
@@ -27,7 +28,6 @@ use tokio::sync::Semaphore;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
-use crate::bindings;
 use crate::capabilities::{ContextView, LeadershipView, ServicesView};
 use crate::hooks::{HookError, HookKind, HookOutcome};
 

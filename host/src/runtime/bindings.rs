@@ -1,5 +1,7 @@
 //! Host-side bindings generated from `wit/charm.wit`: the contract as Rust types, for the
 //! runtime (the hooks a charm exports) and the capabilities (the functions it imports).
+//! Kept in the runtime's module: its async import trampolines are compiled beside the
+//! runtime's code (at the crate root, `leader-get` measured about 8% slower per call).
 
 wasmtime::component::bindgen!({
     world: "charm",
