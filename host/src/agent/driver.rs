@@ -28,7 +28,7 @@ use crate::timing;
 pub(super) struct HookDriver {
     pub(super) runtime: Arc<HookRuntime>,
     pub(super) charm: Charm,
-    pub(super) sandbox: UnitSandbox,
+    pub(super) sandbox: Arc<UnitSandbox>,
     pub(super) queue: HookQueue,
     pub(super) records: Records,
     pub(super) stop_grace: Duration,

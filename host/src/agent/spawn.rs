@@ -216,7 +216,7 @@ impl UnitSpec {
         let local = preflight(&unit, &config)
             .await
             .map_err(|source| SpawnError::Agent { unit: name, source: Box::new(source) })?;
-        let sandbox = UnitSandbox::new(unit.clone()).with_guest_environment(guest).with_call_log(calls);
+        let sandbox = Arc::new(UnitSandbox::new(unit.clone()).with_guest_environment(guest).with_call_log(calls));
         Ok(PreparedAgent { unit, parts: AgentParts { tracker, sandbox, lock, config, local } })
     }
 }
@@ -241,7 +241,8 @@ impl BareUnit {
 /// sandbox, its lock, its configuration and the local state its checks returned.
 pub(super) struct AgentParts {
     pub(super) tracker: LeadershipTracker,
-    pub(super) sandbox: UnitSandbox,
+    /// Behind an `Arc`: ten thousand agents' futures stay small (it holds the kept preopen).
+    pub(super) sandbox: Arc<UnitSandbox>,
     pub(super) lock: AgentLock,
     pub(super) config: AgentConfig,
     pub(super) local: LocalState,
