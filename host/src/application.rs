@@ -13,19 +13,17 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::agent::{AgentCommand, AgentConfig, AgentEnded, PreparedAgent, RunningAgent, SpawnError, UnitSpec};
+use crate::agent::{AgentCommand, AgentEnded, PreparedAgent, RunningAgent, SpawnError, UnitSetup, UnitSpec};
 use crate::events::EventSink;
 use crate::leadership::LeadershipStore;
 use crate::names::{AppName, UnitName};
 use crate::report::{AgentState, UnitReport};
 use crate::runtime::{Charm, HookRuntime};
-use crate::services::ServicesConfig;
 use crate::state_dir::StateDir;
-use crate::timing::GuaranteeWindow;
 use crate::unit::Unit;
 
-/// How one application's units are set up: [`ApplicationConfig::new`] with the defaults,
-/// changed with the `with_` methods.
+/// One application's units: [`ApplicationConfig::new`] with the default set-up, changed
+/// with [`ApplicationConfig::with_setup`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ApplicationConfig {
@@ -33,14 +31,10 @@ pub struct ApplicationConfig {
     pub app: AppName,
     /// How many units to run, numbered from 0.
     pub units: u32,
-    /// The `is-leader` guarantee window.
-    pub guarantee_window: GuaranteeWindow,
     /// Where units keep their data, agent state and status.
     pub state_dir: StateDir,
-    /// The services every unit's charm may start.
-    pub services: ServicesConfig,
-    /// How each unit's agent behaves (its record files are the state directory's).
-    pub agent: AgentConfig,
+    /// How every unit is set up.
+    pub setup: UnitSetup,
 }
 
 /// Why an application could not be set up or controlled.
@@ -60,43 +54,22 @@ pub enum ApplicationError {
 }
 
 impl ApplicationConfig {
-    /// `units` units of `app` keeping their state under `state_dir`, with the default
-    /// guarantee window, no services, and agents as [`AgentConfig::default`] sets them up.
+    /// `units` units of `app` keeping their state under `state_dir`, set up as
+    /// [`UnitSetup::default`] says.
     pub fn new(app: AppName, units: u32, state_dir: StateDir) -> Self {
-        Self {
-            app,
-            units,
-            guarantee_window: GuaranteeWindow::default(),
-            state_dir,
-            services: ServicesConfig::default(),
-            agent: AgentConfig::default(),
-        }
+        Self { app, units, state_dir, setup: UnitSetup::default() }
     }
 
-    /// With this guarantee window.
-    pub fn with_guarantee_window(mut self, window: GuaranteeWindow) -> Self {
-        self.guarantee_window = window;
-        self
-    }
-
-    /// With these services.
-    pub fn with_services(mut self, services: ServicesConfig) -> Self {
-        self.services = services;
-        self
-    }
-
-    /// With agents set up so (their record files are the state directory's).
-    pub fn with_agent(mut self, agent: AgentConfig) -> Self {
-        self.agent = agent;
+    /// With every unit set up so.
+    pub fn with_setup(mut self, setup: UnitSetup) -> Self {
+        self.setup = setup;
         self
     }
 
     /// What unit `number`'s agent is made from.
     pub fn unit_spec(&self, number: u32, store: Arc<dyn LeadershipStore>, events: Arc<dyn EventSink>) -> UnitSpec {
         UnitSpec::new(UnitName::from_parts(self.app.clone(), number), self.state_dir.clone(), store, events)
-            .with_window(self.guarantee_window)
-            .with_services(self.services.clone())
-            .with_agent(self.agent.clone())
+            .with_setup(self.setup.clone())
     }
 }
 

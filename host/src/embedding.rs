@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::agent::{AgentCommand, AgentConfig, AgentEnded, AgentError, Backoff, RunningAgent, SpawnError};
+use crate::agent::{AgentCommand, AgentConfig, AgentEnded, AgentError, Backoff, RunningAgent, SpawnError, UnitSetup};
 use crate::application::{Application, ApplicationConfig, ApplicationError, RunningApplication};
 use crate::events::{Event, EventSink};
 use crate::handover::{self, HandoverError};
@@ -323,8 +323,7 @@ impl HostBuilder {
         let (broadcast, _) = broadcast::channel(self.event_capacity);
         let metrics = Arc::new(Metrics::new());
         let events = Arc::new(EventHub { sink: self.sink, broadcast, metrics: metrics.clone() });
-        let unit_defaults =
-            UnitDefaults { guarantee_window: window, services, agent: agent.with_metrics(metrics.clone()) };
+        let unit_defaults = UnitSetup { window, services, agent: agent.with_metrics(metrics.clone()) };
         Ok(Host { runtime, store, state, _temporary: temporary, events, unit_defaults, metrics })
     }
 }
@@ -411,15 +410,9 @@ pub struct Host {
     state: StateDir,
     _temporary: Option<tempfile::TempDir>,
     events: Arc<EventHub>,
-    unit_defaults: UnitDefaults,
+    /// How every unit of this host is set up, checked by [`HostBuilder::build`].
+    unit_defaults: UnitSetup,
     metrics: Arc<Metrics>,
-}
-
-/// What every unit of a host is set up with, checked by [`HostBuilder::build`].
-struct UnitDefaults {
-    guarantee_window: GuaranteeWindow,
-    services: ServicesConfig,
-    agent: AgentConfig,
 }
 
 impl std::fmt::Debug for Host {
@@ -476,11 +469,7 @@ impl Host {
 
     /// The configuration of `units` units of `app` on this host.
     fn application_config(&self, app: AppName, units: u32) -> ApplicationConfig {
-        let defaults = &self.unit_defaults;
-        ApplicationConfig::new(app, units, self.state.clone())
-            .with_guarantee_window(defaults.guarantee_window)
-            .with_services(defaults.services.clone())
-            .with_agent(defaults.agent.clone())
+        ApplicationConfig::new(app, units, self.state.clone()).with_setup(self.unit_defaults.clone())
     }
 
     /// Starts `units` units of `app` (numbered from 0) in this process, sharing this host's

@@ -85,6 +85,9 @@ struct TrackerState {
     /// The term of a tenure this unit stopped counting on without giving it up (it could
     /// not renew in time): never resumed, even if the store still has it.
     abandoned: Option<u64>,
+    /// The unit's lock was freed ([`AbandonOnDrop`]): no claim counts any more, even one
+    /// the store answers after (a claim loop not yet stopped must not lead again).
+    retired: bool,
 }
 
 /// How long a `true` answer given to a hook tool's client holds at most (see
@@ -188,6 +191,7 @@ pub struct AbandonOnDrop {
 
 impl Drop for AbandonOnDrop {
     fn drop(&mut self) {
+        self.shared.lock().retired = true;
         self.shared.abandon();
     }
 }
@@ -247,9 +251,10 @@ impl LeadershipTracker {
         &self.handle
     }
 
-    /// A guard that stops the unit answering as leader when it is dropped, for whatever
-    /// must outlive no tenure of this tracker (the unit's lock: see
-    /// [`crate::agent::AgentLock`]).
+    /// A guard that stops the unit answering as leader when it is dropped, for good (a claim
+    /// answered later counts for nothing), for whatever must outlive no tenure of this
+    /// tracker (the unit's lock: see [`crate::agent::AgentLock`]). The claim loop may still
+    /// be running then (its task is aborted, not yet stopped).
     pub fn abandon_on_drop(&self) -> AbandonOnDrop {
         AbandonOnDrop { shared: self.shared().clone() }
     }
@@ -311,6 +316,9 @@ impl LeadershipTracker {
         let mut state = shared.lock();
         if state.store_lost {
             return Refresh::StoreLost;
+        }
+        if state.retired {
+            return Refresh::Minion;
         }
         state.waiting_for = match &result {
             Err(waiting @ (LeaseError::OtherIncarnation { .. } | LeaseError::NewStore { .. })) => {
@@ -587,6 +595,19 @@ mod tests {
         clock.advance_to(until);
         release.await.unwrap().unwrap();
         assert!(matches!(successor.refresh().await, Refresh::Leader { .. }), "then it passes");
+    }
+
+    /// The unit's lock is freed while its claim loop still runs (its task aborted, not yet
+    /// stopped, with a first claim in flight): whatever the store answers then, the unit
+    /// does not lead, so nothing of it leads once the lock is free.
+    #[tokio::test]
+    async fn a_claim_answered_after_the_lock_was_freed_counts_for_nothing() {
+        let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
+        let tracker = LeadershipTracker::new(UnitName::new("app/0").unwrap(), store, Duration::from_secs(30));
+        drop(tracker.abandon_on_drop());
+        assert_eq!(tracker.refresh().await, Refresh::Minion, "the claim was answered after the lock was freed");
+        assert_eq!(tracker.handle().is_leader(), Ok(false));
+        assert_eq!(tracker.handle().held_term(), None);
     }
 
     #[tokio::test]

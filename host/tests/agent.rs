@@ -5,7 +5,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use charm_host::agent::{self, AgentCommand, AgentConfig, Backoff, RunningAgent, SpawnError, UnitSpec};
+use charm_host::agent::{self, AgentCommand, AgentConfig, Backoff, RunningAgent, SpawnError, UnitSetup, UnitSpec};
 use charm_host::events::{Event, EventKind, RecordingSink};
 use charm_host::hooks::HookKind;
 use charm_host::leadership::{Clock, LeadershipStore, ManualClock, MemoryStore, Release};
@@ -84,8 +84,7 @@ impl Agents {
             .with_backoff(Backoff::new(Duration::from_secs(1), Duration::from_secs(4)).unwrap())
             .with_stop_grace(StopGrace::new(Duration::from_secs(1)).unwrap());
         let spec = UnitSpec::new(name.clone(), StateDir::new(self.dir.path()), self.store.clone(), self.events.clone())
-            .with_window(GuaranteeWindow::new(WINDOW).unwrap())
-            .with_agent(config)
+            .with_setup(UnitSetup::default().with_window(GuaranteeWindow::new(WINDOW).unwrap()).with_agent(config))
             .claiming_as(claimant(name.as_str()));
         Ok(spec.prepare().await?.start(runtime, charm))
     }

@@ -27,7 +27,10 @@ async fn settings_changes_coalesce_into_one_more_minion_hook() {
     let Fixture { dir, store, events, runtime, charm } = Fixture::new();
     let config =
         ApplicationConfig::new(AppName::new("app").unwrap(), 2, charm_host::state_dir::StateDir::new(dir.path()))
-            .with_guarantee_window(charm_host::timing::GuaranteeWindow::new(Duration::from_secs(30)).unwrap());
+            .with_setup(
+                charm_host::agent::UnitSetup::default()
+                    .with_window(charm_host::timing::GuaranteeWindow::new(Duration::from_secs(30)).unwrap()),
+            );
     let app = Arc::new(Application::new(runtime, charm, store.clone(), events.clone(), &config).await.unwrap());
     // app/0 (its agent's incarnation) holds the lease before the units start, so it is the
     // leader; the test writes as that agent.

@@ -70,8 +70,10 @@ async fn only_one_live_unit_runs_maintenance_through_a_stop_and_a_crash() {
         leaders_seen: Mutex::new(Vec::new()),
     });
     let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
-    let config = ApplicationConfig::new(app.clone(), 3, StateDir::new(dir.path()))
-        .with_guarantee_window(charm_host::timing::GuaranteeWindow::new(Duration::from_millis(500)).unwrap());
+    let config = ApplicationConfig::new(app.clone(), 3, StateDir::new(dir.path())).with_setup(
+        charm_host::agent::UnitSetup::default()
+            .with_window(charm_host::timing::GuaranteeWindow::new(Duration::from_millis(500)).unwrap()),
+    );
     let application = Application::new(runtime, charm, store.clone(), watcher.clone(), &config).await.unwrap();
     let mut running = application.start().unwrap();
 

@@ -77,7 +77,7 @@ pub use charm_rules::queue;
 #[allow(unused_imports)]
 pub use queue::{Backoff, HookQueue, LocalState, Next, QueuedHook};
 pub use records::preflight;
-pub use spawn::{AgentEnded, BareUnit, PreparedAgent, RunningAgent, SpawnError, UnitSpec};
+pub use spawn::{AgentEnded, BareUnit, PreparedAgent, RunningAgent, SpawnError, UnitSetup, UnitSpec};
 
 /// How a unit agent behaves: the defaults, changed with the `with_` methods.
 #[derive(Debug, Clone, Default)]

@@ -41,6 +41,39 @@ use crate::unit::Unit;
 /// Commands an agent may have waiting before it takes them.
 const COMMAND_QUEUE: usize = 8;
 
+/// How a unit is set up, whichever code runs it (a [`crate::Host`], an application, the
+/// test harness): its guarantee window, its services and its agent, each checked when it
+/// was made. The defaults, changed with the `with_` methods.
+#[derive(Debug, Clone, Default)]
+pub struct UnitSetup {
+    /// The `is-leader` guarantee window.
+    pub window: GuaranteeWindow,
+    /// The services its charm may start.
+    pub services: ServicesConfig,
+    /// How its agent behaves (its record files are its state directory's).
+    pub agent: AgentConfig,
+}
+
+impl UnitSetup {
+    /// With this guarantee window.
+    pub fn with_window(mut self, window: GuaranteeWindow) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// With these services.
+    pub fn with_services(mut self, services: ServicesConfig) -> Self {
+        self.services = services;
+        self
+    }
+
+    /// With the agent set up so.
+    pub fn with_agent(mut self, agent: AgentConfig) -> Self {
+        self.agent = agent;
+        self
+    }
+}
+
 /// What one unit's agent is made from: see the [module docs](self).
 #[must_use]
 pub struct UnitSpec {
@@ -48,9 +81,7 @@ pub struct UnitSpec {
     state: StateDir,
     store: Arc<dyn LeadershipStore>,
     events: Arc<dyn EventSink>,
-    window: GuaranteeWindow,
-    services: ServicesConfig,
-    agent: AgentConfig,
+    setup: UnitSetup,
     record_tenures: bool,
     guest: Option<GuestEnvironment>,
     calls: Option<Arc<HostCallLog>>,
@@ -106,17 +137,14 @@ impl SpawnError {
 
 impl UnitSpec {
     /// The unit `name`, its directories, lock and records in `state`, leading through
-    /// `store`, reporting to `events`; with the default guarantee window, no services, and
-    /// an agent as [`AgentConfig::default`] sets it up.
+    /// `store`, reporting to `events`, set up as [`UnitSetup::default`] says.
     pub fn new(name: UnitName, state: StateDir, store: Arc<dyn LeadershipStore>, events: Arc<dyn EventSink>) -> Self {
         Self {
             name,
             state,
             store,
             events,
-            window: GuaranteeWindow::default(),
-            services: ServicesConfig::default(),
-            agent: AgentConfig::default(),
+            setup: UnitSetup::default(),
             record_tenures: false,
             guest: None,
             calls: None,
@@ -124,22 +152,10 @@ impl UnitSpec {
         }
     }
 
-    /// With this guarantee window.
-    pub fn with_window(mut self, window: GuaranteeWindow) -> Self {
-        self.window = window;
-        self
-    }
-
-    /// With these services.
-    pub fn with_services(mut self, services: ServicesConfig) -> Self {
-        self.services = services;
-        self
-    }
-
-    /// With the agent set up so; its local state and status files are the state
-    /// directory's (see [`StateDir::agent_state`] and [`StateDir::status_file`]).
-    pub fn with_agent(mut self, agent: AgentConfig) -> Self {
-        self.agent = agent;
+    /// Set up so; its agent's local state and status files are the state directory's (see
+    /// [`StateDir::agent_state`] and [`StateDir::status_file`]).
+    pub fn with_setup(mut self, setup: UnitSetup) -> Self {
+        self.setup = setup;
         self
     }
 
@@ -180,7 +196,8 @@ impl UnitSpec {
     /// the claimant given), no checks run, and the caller owns its tracker (to claim with)
     /// and its sandbox (to run hooks in).
     pub fn bare(self) -> Result<BareUnit, SpawnError> {
-        let Self { name, state, store, events, window, services, record_tenures, guest, calls, claimant, .. } = self;
+        let Self { name, state, store, events, setup, record_tenures, guest, calls, claimant } = self;
+        let UnitSetup { window, services, .. } = setup;
         let claimant = claimant.unwrap_or_else(|| Claimant::fresh(name.clone()));
         let record = record_tenures.then(|| TenureRecord::new(state.tenure_record(&name)));
         let tracker = LeadershipTracker::with_parts(claimant, store, window.get(), record);
@@ -193,7 +210,8 @@ impl UnitSpec {
     /// Takes the unit's lock, makes its tracker, unit and sandbox, and runs the agent's
     /// checks at start. Nothing runs until [`PreparedAgent::start`].
     pub async fn prepare(self) -> Result<PreparedAgent, SpawnError> {
-        let Self { name, state, store, events, window, services, agent, record_tenures, guest, calls, claimant } = self;
+        let Self { name, state, store, events, setup, record_tenures, guest, calls, claimant } = self;
+        let UnitSetup { window, services, agent } = setup;
         let state_dir = |source| SpawnError::StateDir { unit: name.clone(), source: Box::new(source) };
         let lock = AgentLock::take(&state, &name).map_err(state_dir)?;
         let claimant = match claimant {

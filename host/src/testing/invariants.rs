@@ -33,7 +33,7 @@ impl Checks {
         if vouching.len() > 1 {
             failures.push(format!("one leader: {} all vouch for leadership", vouching.join(", ")));
         }
-        for service in app.setup.services.services().iter().filter(|s| s.leader_only) {
+        for service in app.setup.unit.services.services().iter().filter(|s| s.leader_only) {
             let running: Vec<String> = (0..app.len())
                 .filter(|&i| app.service(i, &service.name).is_some_and(|s| s.running))
                 .map(|i| app.units[i].name.to_string())

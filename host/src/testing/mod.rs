@@ -58,7 +58,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::agent::{AgentCommand, AgentConfig, Backoff, RunningAgent, UnitSpec};
+use crate::agent::{AgentCommand, AgentConfig, Backoff, RunningAgent, UnitSetup, UnitSpec};
 pub use crate::capabilities::call_log::{HostCall, HostCallLog};
 use crate::events::{Event, EventKind, EventSink};
 use crate::leadership::{Clock, LeadershipStore, ManualClock, MemoryStore, Timestamp};
@@ -233,9 +233,10 @@ impl TestAppBuilder {
             })
             .collect();
         let services = ServicesConfig::new(self.services, Duration::ZERO).map_err(|e| setup(&e))?.simulated();
+        let unit = UnitSetup { window, services, agent: AgentConfig::default().with_backoff(backoff) };
         Ok(TestApp {
             world: World { runtime, hooks, charm, clock, store, ledger, timeline, dir },
-            setup: UnitSetup { app, window, backoff, hook_deadline: self.hook_deadline, services },
+            setup: Setup { app, hook_deadline: self.hook_deadline, unit },
             units,
             started: false,
             checks: invariants::Checks::default(),
@@ -267,7 +268,7 @@ type UserInvariant = (String, Box<dyn Fn(&TestApp) -> Result<(), String>>);
 /// See the [module docs](self).
 pub struct TestApp {
     world: World,
-    setup: UnitSetup,
+    setup: Setup,
     units: Vec<TestUnit>,
     /// Whether the agents were started (at the first step).
     started: bool,
@@ -289,13 +290,11 @@ struct World {
     dir: tempfile::TempDir,
 }
 
-/// How every unit of a test application is set up, checked when it was built.
-struct UnitSetup {
+/// The application and how every unit of it is set up, checked when it was built.
+struct Setup {
     app: AppName,
-    window: crate::timing::GuaranteeWindow,
-    backoff: Backoff,
     hook_deadline: Duration,
-    services: ServicesConfig,
+    unit: UnitSetup,
 }
 
 impl std::fmt::Debug for TestApp {
@@ -366,7 +365,7 @@ impl TestApp {
         let unit = self.running(i)?.unit().name().clone();
         // Long enough for a crashed leader's lease to run out, within the allowed range.
         let within =
-            (self.setup.window.get() * 4).clamp(crate::timing::RESERVATION.min, crate::timing::RESERVATION.max);
+            (self.setup.unit.window.get() * 4).clamp(crate::timing::RESERVATION.min, crate::timing::RESERVATION.max);
         let store = self.world.store.clone();
         self.world
             .runtime
@@ -566,9 +565,7 @@ impl TestApp {
         // unreachable say, is a refused step, not an agent that dies).
         let events: Arc<dyn EventSink> = self.world.timeline.clone();
         let spec = UnitSpec::new(test_unit.name.clone(), state, test_unit.view.clone(), events)
-            .with_window(self.setup.window)
-            .with_services(self.setup.services.clone())
-            .with_agent(AgentConfig::default().with_backoff(self.setup.backoff))
+            .with_setup(self.setup.unit.clone())
             .with_guest_environment(test_unit.guest.clone())
             .with_call_log(test_unit.calls.clone());
         let prepared = self.world.runtime.block_on(spec.prepare()).map_err(|e| TestAppError::Step(e.to_string()))?;

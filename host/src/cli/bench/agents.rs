@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::agent::AgentCommand;
+use crate::agent::{AgentCommand, UnitSetup};
 use crate::application::{Application, ApplicationConfig, RunningApplication};
 use crate::events::{Event, EventKind, EventSink};
 use crate::hooks::HookKind;
@@ -91,7 +91,7 @@ impl Bench {
         let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
         let events = Arc::new(HookStarts::default());
         let config = ApplicationConfig::new(self.app.clone(), units, StateDir::new(dir))
-            .with_guarantee_window(GuaranteeWindow::new(window)?);
+            .with_setup(UnitSetup::default().with_window(GuaranteeWindow::new(window)?));
         let app =
             Application::new(self.runtime.clone(), self.charm.clone(), store.clone(), events.clone(), &config).await?;
         let running = app.start()?;

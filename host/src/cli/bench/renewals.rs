@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::agent::UnitSpec;
+use crate::agent::{UnitSetup, UnitSpec};
 use crate::events::RecordingSink;
 use crate::hooks::HookKind;
 use crate::leadership::sqlite::{Durability, SqliteOptions};
@@ -49,7 +49,8 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
         }
         let name = UnitName::new("storm/0")?;
         let events = Arc::new(RecordingSink::new());
-        let storm_unit = UnitSpec::new(name, StateDir::new(dir.path()), store.clone(), events).with_window(GuaranteeWindow::new(window)?).bare()?;
+        let storm_unit = UnitSpec::new(name, StateDir::new(dir.path()), store.clone(), events).with_setup(UnitSetup::default().with_window(GuaranteeWindow::new(window)?))
+            .bare()?;
         anyhow::ensure!(matches!(storm_unit.tracker.refresh().await, Refresh::Leader { .. }), "the storm unit did not lead");
         let stormer = Arc::new(storm_unit.sandbox);
         let script: String = (0..SETS_PER_HOOK).map(|i| format!("set key{}=value{i}\n", i % 8)).collect();
