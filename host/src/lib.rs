@@ -57,7 +57,7 @@
 //!            (through the unit's read-only LeadershipHandle)
 //! ```
 //!
-//! One factory builds every unit ([`agent::spawn`]: spec, prepared agent, running agent),
+//! One factory builds every unit (`agent::spawn`: spec, prepared agent, running agent),
 //! for [`Host`], applications, `TestApp`, the bench and the tests. Modules import each
 //! other one way, without a circle (checked by `cargo test -p charm-host --test imports`,
 //! which prints the floors with `-- --nocapture`), from the ground up:
@@ -134,7 +134,7 @@ pub mod timing;
 internal_mod!(tracker);
 internal_mod!(unit);
 
-pub use agent::{AgentCommand, AgentError};
+pub use agent::{AgentCommand, AgentEnded, AgentError, SpawnError};
 pub use application::ApplicationError;
 pub use embedding::{
     AgentHandle, ApplicationHandle, DEFAULT_EVENT_CAPACITY, EventStream, Host, HostBuilder, HostError,

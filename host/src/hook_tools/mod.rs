@@ -27,7 +27,7 @@
 //! - [`server`]: the socket server ([`serve`]).
 //! - [`client`]: what a tool sends ([`call`]).
 //! - [`UnitTools`]: the same tools as library calls, which the server answers with. Their
-//!   reads and writes are the unit's [`LeadershipHandle`](crate::tracker::LeadershipHandle)'s,
+//!   reads and writes are the unit's leadership handle's (`tracker::LeadershipHandle`),
 //!   as the guest's `leadership` capability's are.
 
 pub mod client;

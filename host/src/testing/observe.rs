@@ -52,7 +52,7 @@ impl TestApp {
     }
 
     /// The application's tenures as the store's history records them, newest first (times
-    /// on the virtual wall clock, from [`WALL_CLOCK_START`]).
+    /// on the virtual wall clock, from [`WALL_CLOCK_START`](super::WALL_CLOCK_START)).
     pub fn history(&self) -> Vec<Tenure> {
         let store = self.world.store.clone();
         let app = self.setup.app.clone();
