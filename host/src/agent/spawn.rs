@@ -196,46 +196,51 @@ impl UnitSpec {
     /// the claimant given), no checks run, and the caller owns its tracker (to claim with)
     /// and its sandbox (to run hooks in).
     pub fn bare(self) -> Result<BareUnit, SpawnError> {
-        let Self { name, state, store, events, setup, record_tenures, guest, calls, claimant } = self;
-        let UnitSetup { window, services, .. } = setup;
-        let claimant = claimant.unwrap_or_else(|| Claimant::fresh(name.clone()));
-        let record = record_tenures.then(|| TenureRecord::new(state.tenure_record(&name)));
-        let tracker = LeadershipTracker::with_parts(claimant, store, window.get(), record);
-        let unit = Unit::new(state.data_dir(&name), tracker.handle().clone(), events, &services)
-            .map_err(|source| SpawnError::DataDir { unit: name, source })?;
-        let sandbox = UnitSandbox::new(Arc::new(unit)).with_guest_environment(guest).with_call_log(calls);
+        let claimant = self.claimant.clone().unwrap_or_else(|| Claimant::fresh(self.name.clone()));
+        let (tracker, unit) = self.tracker_and_unit(claimant)?;
+        let sandbox = UnitSandbox::new(unit).with_guest_environment(self.guest).with_call_log(self.calls);
         Ok(BareUnit { tracker, sandbox })
+    }
+
+    /// The unit's tracker, claiming as `claimant`, and the unit (its data directory made).
+    fn tracker_and_unit(&self, claimant: Claimant) -> Result<(LeadershipTracker, Arc<Unit>), SpawnError> {
+        let record = self.record_tenures.then(|| TenureRecord::new(self.state.tenure_record(&self.name)));
+        let tracker = LeadershipTracker::with_parts(claimant, self.store.clone(), self.setup.window.get(), record);
+        let unit = Unit::new(
+            self.state.data_dir(&self.name),
+            tracker.handle().clone(),
+            self.events.clone(),
+            &self.setup.services,
+        )
+        .map_err(|source| SpawnError::DataDir { unit: self.name.clone(), source })?;
+        Ok((tracker, Arc::new(unit)))
     }
 
     /// Takes the unit's lock, makes its tracker, unit and sandbox, and runs the agent's
     /// checks at start. Nothing runs until [`PreparedAgent::start`].
     pub async fn prepare(self) -> Result<PreparedAgent, SpawnError> {
-        let Self { name, state, store, events, setup, record_tenures, guest, calls, claimant } = self;
-        let UnitSetup { window, services, agent } = setup;
+        let (name, state) = (&self.name, &self.state);
         let state_dir = |source| SpawnError::StateDir { unit: name.clone(), source: Box::new(source) };
-        let lock = AgentLock::take(&state, &name).map_err(state_dir)?;
-        let claimant = match claimant {
-            Some(claimant) => claimant,
+        let lock = AgentLock::take(state, name).map_err(state_dir)?;
+        let claimant = match &self.claimant {
+            Some(claimant) => claimant.clone(),
             None => {
-                let incarnation = lock.incarnation().map_err(|source| StateDirError::Io {
-                    path: state.root().to_owned(),
-                    source,
-                });
+                let incarnation = lock
+                    .incarnation()
+                    .map_err(|source| StateDirError::Io { path: state.root().to_owned(), source });
                 Claimant::new(name.clone(), incarnation.map_err(state_dir)?)
             }
         };
-        let record = record_tenures.then(|| TenureRecord::new(state.tenure_record(&name)));
-        let tracker = LeadershipTracker::with_parts(claimant, store, window.get(), record);
+        let (tracker, unit) = self.tracker_and_unit(claimant)?;
         let lock = lock.holding(&tracker);
-        let unit = Unit::new(state.data_dir(&name), tracker.handle().clone(), events, &services)
-            .map_err(|source| SpawnError::DataDir { unit: name.clone(), source })?;
-        let unit = Arc::new(unit);
-        let config = agent.with_state_file(state.agent_state(&name)).with_status_file(state.status_file(&name));
+        let config =
+            self.setup.agent.with_state_file(state.agent_state(name)).with_status_file(state.status_file(name));
         let local = preflight(&unit, &config)
             .await
-            .map_err(|source| SpawnError::Agent { unit: name, source: Box::new(source) })?;
-        let sandbox = Arc::new(UnitSandbox::new(unit.clone()).with_guest_environment(guest).with_call_log(calls));
-        Ok(PreparedAgent { unit, parts: AgentParts { tracker, sandbox, lock, config, local } })
+            .map_err(|source| SpawnError::Agent { unit: self.name.clone(), source: Box::new(source) })?;
+        let sandbox = UnitSandbox::new(unit.clone()).with_guest_environment(self.guest).with_call_log(self.calls);
+        let parts = AgentParts { tracker, sandbox: Arc::new(sandbox), lock, config, local };
+        Ok(PreparedAgent { unit, parts })
     }
 }
 
