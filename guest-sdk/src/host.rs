@@ -43,6 +43,10 @@ mod component {
         Ok(leadership::is_leader()?)
     }
 
+    pub(crate) fn leader_term() -> Result<Option<u64>> {
+        Ok(leadership::leader_term()?)
+    }
+
     pub(crate) fn leader_get(key: &str) -> Result<Option<String>> {
         Ok(leadership::leader_get(key)?)
     }

@@ -218,6 +218,14 @@ pub fn is_leader() -> Result<bool> {
     host::is_leader()
 }
 
+/// The term of this unit's tenure while [`is_leader`] would answer true (`None`
+/// otherwise): a fencing token. Pass it with every write to an external system that must
+/// refuse a deposed leader's late writes; that system keeps the highest term it has seen
+/// and refuses any write carrying a lower one (terms only go up).
+pub fn leader_term() -> Result<Option<u64>> {
+    host::leader_term()
+}
+
 /// One leader setting from this hook's snapshot; `None` if the key is not set.
 pub fn leader_get(key: &str) -> Result<Option<String>> {
     host::leader_get(key)

@@ -29,6 +29,10 @@ fn perform() -> Result<()> {
                 let leader = charm_sdk::is_leader()?;
                 charm_sdk::log(LogLevel::Info, &format!("leader={leader}"));
             }
+            ("term", _) => {
+                let term = charm_sdk::leader_term()?;
+                charm_sdk::log(LogLevel::Info, &format!("term={term:?}"));
+            }
             ("start", name) => services::start(name)?,
             ("fail", why) => return Err(why.into()),
             (other, _) => return Err(format!("unknown action {other}").into()),
@@ -110,6 +114,28 @@ fn leadership_can_lapse_between_two_calls_of_one_hook() {
         ]
     );
     assert!(!unit.is_leader());
+}
+
+/// `leader-term` answers the tenure's term while the unit leads and none once leadership
+/// lapsed (both within one hook), none on a minion, and unknown on a minion that cannot
+/// reach the store.
+#[test]
+fn leader_term_is_the_fencing_token_while_the_unit_leads() {
+    let leader = scripted("db/0", "term\nterm").leader();
+    let term = leader.term();
+    assert!(term > 0, "a tenure has a term");
+    // Between the two calls (at the log line of the first), leadership lapses.
+    leader.before(CallKind::Log, Change::LoseLeadership);
+    let run = leader.run::<Scripted>(Hook::Install);
+    assert_eq!(run.logs, [(LogLevel::Info, format!("term=Some({term})")), (LogLevel::Info, "term=None".to_owned())]);
+    let answers: Vec<_> =
+        run.calls.iter().filter(|c| c.call.kind() == CallKind::LeaderTerm).map(|c| c.answer.clone()).collect();
+    assert_eq!(answers, [Ok(Reply::Term(Some(term))), Ok(Reply::Term(None))]);
+
+    let minion = scripted("db/1", "term");
+    assert_eq!(minion.run::<Scripted>(Hook::Install).logs, [(LogLevel::Info, "term=None".to_owned())]);
+    minion.change(Change::StoreUnreachable("timeout".into()));
+    assert_eq!(minion.run::<Scripted>(Hook::Install).result, Err(Error::Unknown("timeout".into())));
 }
 
 #[test]

@@ -501,6 +501,17 @@ impl LeadershipHandle {
         }
     }
 
+    /// The term of this unit's tenure while [`Self::is_leader`] would answer true (`None`
+    /// otherwise): a fencing token for the charm's own side effects. The guarantee is read
+    /// off the clock again after the term, so the term is never given once it lapsed.
+    pub fn leader_term(&self) -> Result<Option<u64>, LeadershipUnknown> {
+        if self.leader_until()?.is_none() {
+            return Ok(None);
+        }
+        let term = self.shared.lock().claim.map(|claim| claim.term);
+        Ok(term.filter(|_| matches!(self.leader_until(), Ok(Some(_)))))
+    }
+
     /// Why the last claim failed, while the store keeps failing (`None` once a claim succeeds).
     pub fn store_error(&self) -> Option<String> {
         self.shared.lock().last_error.clone()

@@ -27,6 +27,30 @@ async fn is_leader_reflects_the_tracker_at_each_call() {
     assert_eq!(results(&minion), ["Ok(false)"]);
 }
 
+/// `leader-term` is the fencing token: the lease's term while `is-leader` is true, none
+/// once leadership is given up (even mid-hook), none on a minion.
+#[tokio::test]
+async fn leader_term_is_the_lease_term_while_is_leader_is_true() {
+    let f = Fixture::new();
+    let leader = f.unit("app/0");
+    let minion = f.unit("app/1");
+    leader.tracker.refresh().await;
+    minion.tracker.refresh().await;
+    let term = f.store.lease(&app_name("app")).await.unwrap().expect("a lease").term;
+
+    script(&leader, &["term", "pause", "term"]);
+    script(&minion, &["term"]);
+    let hook = f.spawn(&leader, HookKind::Install);
+    wait_paused(&leader).await;
+    leader.tracker.release(charm_host::leadership::Release::StepDown).await.unwrap();
+    resume(&leader).await;
+    assert_eq!(hook.await.unwrap().result, Ok(()));
+    assert_eq!(results(&leader), [format!("Ok(Some({term}))"), "resumed".into(), "Ok(None)".into()]);
+
+    f.run(&minion, HookKind::Install).await.result.unwrap();
+    assert_eq!(results(&minion), ["Ok(None)"]);
+}
+
 #[tokio::test]
 async fn reads_come_from_one_snapshot_plus_own_writes() {
     let f = Fixture::new();

@@ -81,6 +81,10 @@ pub(crate) fn is_leader() -> Result<bool> {
     fallible(UnitState::is_leader)
 }
 
+pub(crate) fn leader_term() -> Result<Option<u64>> {
+    fallible(UnitState::leader_term)
+}
+
 pub(crate) fn leader_get(key: &str) -> Result<Option<String>> {
     fallible(|unit| unit.leader_get(key))
 }

@@ -98,6 +98,8 @@ pub enum Call {
     },
     /// `is-leader`.
     IsLeader,
+    /// `leader-term`.
+    LeaderTerm,
     /// `leader-get KEY`.
     LeaderGet {
         /// The key read.
@@ -143,6 +145,8 @@ pub enum CallKind {
     StatusSet,
     /// `is-leader`.
     IsLeader,
+    /// `leader-term`.
+    LeaderTerm,
     /// `leader-get KEY`.
     LeaderGet,
     /// `leader-get` of every key.
@@ -167,6 +171,7 @@ impl CallKind {
             CallKind::Log => "log",
             CallKind::StatusSet => "status-set",
             CallKind::IsLeader => "is-leader",
+            CallKind::LeaderTerm => "leader-term",
             CallKind::LeaderGet => "leader-get",
             CallKind::LeaderGetAll => "leader-get-all",
             CallKind::LeaderSet => "leader-set",
@@ -187,6 +192,7 @@ impl Call {
             Call::Log { .. } => CallKind::Log,
             Call::StatusSet { .. } => CallKind::StatusSet,
             Call::IsLeader => CallKind::IsLeader,
+            Call::LeaderTerm => CallKind::LeaderTerm,
             Call::LeaderGet { .. } => CallKind::LeaderGet,
             Call::LeaderGetAll => CallKind::LeaderGetAll,
             Call::LeaderSet { .. } => CallKind::LeaderSet,
@@ -207,6 +213,8 @@ pub enum Reply {
     Text(String),
     /// `is-leader`'s answer.
     Bool(bool),
+    /// `leader-term`'s answer.
+    Term(Option<u64>),
     /// `leader-get KEY`'s answer.
     Value(Option<String>),
     /// Every setting, sorted by key.

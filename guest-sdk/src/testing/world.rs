@@ -246,6 +246,18 @@ impl UnitState {
         Ok(matches!(reply, Reply::Bool(true)))
     }
 
+    pub(crate) fn leader_term(&mut self) -> Result<Option<u64>> {
+        let reply = self.answer(Call::LeaderTerm, |unit, _| match (unit.is_leading(), &unit.unreachable) {
+            (true, _) => Ok(Reply::Term(Some(unit.world.borrow().term))),
+            (false, Some(reason)) => Err(LeadershipError::Unknown(reason.clone()).into()),
+            (false, None) => Ok(Reply::Term(None)),
+        })?;
+        Ok(match reply {
+            Reply::Term(term) => term,
+            _ => None,
+        })
+    }
+
     /// The hook's snapshot, taken now if this is its first read.
     fn snapshot(&mut self, call: &Call) -> Result<&Settings> {
         if self.hook(call).snapshot.is_none() {

@@ -50,6 +50,13 @@ impl Host for LeadershipView {
         if matches!(answer, Ok(true)) { ask(&self.leadership) } else { answer }
     }
 
+    fn leader_term(&mut self) -> Result<Option<u64>, LeadershipError> {
+        let answer =
+            self.leadership.leader_term().map_err(|LeadershipUnknown::StoreFailed(e)| LeadershipError::Unknown(e));
+        self.calls.note(|| "leader-term".into(), &answer);
+        answer
+    }
+
     async fn leader_get(&mut self, key: String) -> Result<Option<String>, LeadershipError> {
         // Every read but a hook's first answers from the snapshot without awaiting; the first
         // read's store call is boxed, so the future of every call stays small.

@@ -35,6 +35,7 @@ fn run_command(line: &str) -> Result<String> {
     let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
     Ok(match command {
         "is-leader" => format!("{:?}", charm_sdk::is_leader()),
+        "term" => format!("{:?}", charm_sdk::leader_term()),
         "get" => format!("{:?}", charm_sdk::leader_get(rest)),
         "get-all" => match charm_sdk::leader_get_all() {
             Ok(all) => all.iter().fold(String::new(), |mut out, (k, v)| {
