@@ -21,6 +21,16 @@ fn hook_tools_answer_in_every_format_with_juju_exit_codes() {
     let out = tool(&["is-leader", "--unit", "db/1", "--format", "yaml"]);
     assert_eq!((out.status.code(), stdout(&out).trim()), (Some(0), "false"));
 
+    // The fencing token: the leader's term, a bare number; a minion is not the leader.
+    let term = current_lease()(&agents).term;
+    for format in ["smart", "json", "yaml"] {
+        let out = tool(&["leader-term", "--unit", "db/0", "--format", format]);
+        assert_eq!((out.status.code(), stdout(&out)), (Some(0), format!("{term}\n")), "{format}");
+    }
+    let out = tool(&["leader-term", "--unit", "db/1"]);
+    assert_eq!((out.status.code(), stdout(&out)), (Some(1), String::new()));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "ERROR db/1 is not the leader\n");
+
     let out = tool(&["leader-set", "--unit", "db/0", "greeting=hello world", "eq=a=b"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let out = tool(&["leader-get", "--unit", "db/1", "greeting"]);

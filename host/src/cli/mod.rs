@@ -72,6 +72,13 @@ enum Command {
         #[arg(hide = true)]
         args: Vec<String>,
     },
+    /// Print the term a unit leads at, its fencing token (not the leader: exit 1).
+    LeaderTerm {
+        #[command(flatten)]
+        target: ToolArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Read leader settings through a unit's agent: one KEY, or all with no key or `-`.
     LeaderGet {
         #[command(flatten)]
@@ -428,6 +435,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => block_on(status::status(args))?,
         Command::History(args) => block_on(history::history(args))?,
         Command::IsLeader { target, output, args } => Ok(tools::is_leader(target, output, args)),
+        Command::LeaderTerm { target, output } => Ok(tools::leader_term(target, output)),
         Command::LeaderGet { target, output, args } => Ok(tools::leader_get(target, output, args)),
         Command::LeaderSet { target, pairs } => Ok(tools::leader_set(target, pairs)),
         Command::StepDown(target) => Ok(operator::step_down(target)),

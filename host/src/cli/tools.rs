@@ -1,5 +1,6 @@
-//! `charm-host is-leader | leader-get | leader-set`: hook tools for scripts and cron jobs,
-//! answered by the unit's running agent without waiting behind its hooks.
+//! `charm-host is-leader | leader-term | leader-get | leader-set`: hook tools for scripts and
+//! cron jobs, answered by the unit's running agent without waiting behind its hooks
+//! (`leader-term` has no Juju equivalent).
 //!
 //! They behave as Juju's tools do (`docs/juju-compatibility.md` lists every rule and the
 //! few deliberate differences): output through Juju's `smart`, `yaml` and `json` formats or
@@ -104,6 +105,7 @@ enum Format {
 /// What a tool prints, before formatting.
 enum Value {
     Bool(bool),
+    Number(u64),
     Text(Option<String>),
     Map(Vec<(String, String)>),
 }
@@ -124,6 +126,7 @@ impl Format {
     fn render(self, value: &Value) -> String {
         let line = |text: String| if text.is_empty() { text } else { text + "\n" };
         match (self, value) {
+            (_, Value::Number(n)) => line(n.to_string()),
             (Format::Smart, Value::Bool(b)) => line(if *b { "True" } else { "False" }.into()),
             (Format::Json | Format::Yaml, Value::Bool(b)) => line(b.to_string()),
             (Format::Smart, Value::Text(text)) => line(text.clone().unwrap_or_default()),
@@ -183,6 +186,24 @@ pub fn is_leader(target: ToolArgs, output: OutputArgs, args: Vec<String>) -> Exi
         // Judged as late as possible: right before it is printed.
         Ok(answer) => match answer.leadership(BootClock.now()) {
             Ok(leader) => print(&output, format, &Value::Bool(leader)),
+            Err(message) => fail(1, format!("leadership status unknown: {message}")),
+        },
+        Err((code, message)) => fail(code, message),
+    }
+}
+
+/// `leader-term`: the term the unit leads at, its fencing token (a number in every format);
+/// a unit that does not lead is an error (exit 1), as is an answer that cannot be trusted.
+pub fn leader_term(target: ToolArgs, output: OutputArgs) -> ExitCode {
+    let format = match Format::parse(&output.format) {
+        Ok(format) => format,
+        Err(message) => return fail(USAGE, message),
+    };
+    match ask(&target, ToolRequest::IsLeader, "leadership status unknown: ") {
+        // Judged as late as possible: right before it is printed.
+        Ok(answer) => match answer.leader_term(BootClock.now()) {
+            Ok(Some(term)) => print(&output, format, &Value::Number(term)),
+            Ok(None) => fail(1, format!("{} is not the leader", target.unit)),
             Err(message) => fail(1, format!("leadership status unknown: {message}")),
         },
         Err((code, message)) => fail(code, message),
@@ -268,6 +289,9 @@ mod tests {
         assert_eq!(Format::Json.render(&Value::Text(Some("value".into()))), "\"value\"\n");
         assert_eq!(Format::Smart.render(&Value::Bool(true)), "True\n");
         assert_eq!(Format::Yaml.render(&Value::Bool(false)), "false\n");
+        for format in [Format::Smart, Format::Json, Format::Yaml] {
+            assert_eq!(format.render(&Value::Number(7)), "7\n", "a term is a bare number in every format");
+        }
         assert_eq!(quoted_list(&["b".into(), "c".into()]), "[\"b\" \"c\"]");
         assert_eq!(
             Format::parse("bad"),

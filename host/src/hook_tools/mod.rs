@@ -97,6 +97,12 @@ impl UnitTools {
         Ok((!left.is_zero()).then(|| boot_now + left))
     }
 
+    /// `leader-term`: the tenure's term while [`Self::is_leader`] is true (`None`
+    /// otherwise), a fencing token for writes to systems outside the host.
+    pub fn leader_term(&self) -> Result<Option<u64>, LeadershipUnknown> {
+        self.unit.leadership().leader_term()
+    }
+
     /// `leader-get KEY`.
     pub async fn leader_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self.unit.leadership().read_settings().await?.values.get(key).cloned())
@@ -135,7 +141,10 @@ pub async fn answer(
     let error = |kind, message: String| ToolResponse::Error { kind, message };
     match request {
         ToolRequest::IsLeader => match tools.leader_until() {
-            Ok(Some(until)) => ToolResponse::LeaderUntil { until_ns: until.as_nanos() },
+            // The term read after the deadline: a term is only given with a true answer.
+            Ok(Some(until)) => {
+                ToolResponse::LeaderUntil { until_ns: until.as_nanos(), term: tools.leader_term().ok().flatten() }
+            }
             Ok(None) => ToolResponse::Leader(false),
             Err(err) => error(ToolErrorKind::Unknown, err.to_string()),
         },

@@ -82,6 +82,9 @@ pub enum ToolResponse {
     LeaderUntil {
         /// The instant, in nanoseconds of `CLOCK_BOOTTIME`.
         until_ns: u64,
+        /// The tenure's term, the fencing token (`leader-term`); absent from an older agent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        term: Option<u64>,
     },
     /// The answer to `leader-get` with a key.
     Value(Option<String>),
@@ -104,7 +107,7 @@ impl ToolResponse {
     /// for an answer to another request.
     pub fn leadership(&self, now: Timestamp) -> Result<bool, String> {
         match self {
-            ToolResponse::LeaderUntil { until_ns } if now.as_nanos() < *until_ns => Ok(true),
+            ToolResponse::LeaderUntil { until_ns, .. } if now.as_nanos() < *until_ns => Ok(true),
             ToolResponse::LeaderUntil { .. } => Err(
                 "the agent's answer arrived after the instant it held until (was this process or the agent paused?)"
                     .into(),
@@ -114,6 +117,21 @@ impl ToolResponse {
                 Err("the agent did not say until when its answer holds (is it an older version?)".into())
             }
             other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+}
+
+impl ToolResponse {
+    /// What an `is-leader` answer says of the term now (`now` as for [`Self::leadership`]):
+    /// `Some(term)` while the unit leads, `None` while it does not; `Err` when the answer
+    /// cannot be trusted or says no term.
+    pub fn leader_term(&self, now: Timestamp) -> Result<Option<u64>, String> {
+        if !self.leadership(now)? {
+            return Ok(None);
+        }
+        match self {
+            ToolResponse::LeaderUntil { term: Some(term), .. } => Ok(Some(*term)),
+            _ => Err("the agent did not say its term (is it an older version?)".into()),
         }
     }
 }
@@ -129,6 +147,23 @@ pub(super) fn json_line(message: &impl Serialize) -> std::io::Result<Vec<u8>> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// An answer carries the term beside its deadline; an older agent's answer (no term)
+    /// still reads, as true for `is-leader` and as no term for `leader-term`.
+    #[test]
+    fn is_leader_answers_carry_the_term_and_read_without_it() {
+        let now = Timestamp::from_nanos(1_000);
+        let answer = ToolResponse::LeaderUntil { until_ns: 2_000, term: Some(7) };
+        let line = serde_json::to_string(&answer).unwrap();
+        assert_eq!(line, r#"{"leader-until":{"until_ns":2000,"term":7}}"#);
+        assert_eq!(serde_json::from_str::<ToolResponse>(&line).unwrap(), answer);
+        assert_eq!(answer.leader_term(now), Ok(Some(7)));
+        assert!(answer.leader_term(Timestamp::from_nanos(2_000)).is_err(), "a lapsed answer gives no term");
+        let older: ToolResponse = serde_json::from_str(r#"{"leader-until":{"until_ns":2000}}"#).unwrap();
+        assert_eq!(older.leadership(now), Ok(true));
+        assert!(older.leader_term(now).is_err(), "an older agent says no term");
+        assert_eq!(ToolResponse::Leader(false).leader_term(now), Ok(None));
+    }
 
     fn request() -> impl Strategy<Value = ToolRequest> {
         prop_oneof![
