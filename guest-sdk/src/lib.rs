@@ -35,7 +35,9 @@
 //! and guaranteed to stay so for the guarantee window (30 s by default), evaluated at each
 //! call; [`leader_get`] reads one snapshot for the whole hook, plus the leader's own
 //! writes; [`leader_set`] writes a whole group atomically, leader only, and is durable
-//! before it returns. Minions then get `leader-settings-changed`.
+//! before it returns. Minions then get `leader-settings-changed`. [`leader_term`] is the
+//! term of the unit's tenure while [`is_leader`] is true: a fencing token for writes to
+//! systems outside the host.
 //!
 //! [`services`] starts and stops the long-running services the operator configured for the
 //! unit, by name; a leader-only service runs only on the leader, and the host stops it
