@@ -117,8 +117,10 @@ impl Origin {
         .clone()
     }
 
-    /// With the state directory `dir` (its device and inode, `DEV:INO`).
-    pub fn in_state_dir(mut self, dir: &std::path::Path) -> std::io::Result<Self> {
+    /// With the state directory `dir` (its device and inode, `DEV:INO`). Crate-private: an
+    /// origin that names a state directory can prove a previous incarnation gone, so only
+    /// the holder of the unit's lock makes one ([`crate::agent::AgentLock`]'s incarnation).
+    pub(crate) fn in_state_dir(mut self, dir: &std::path::Path) -> std::io::Result<Self> {
         use std::os::unix::fs::MetadataExt as _;
         let meta = std::fs::metadata(dir)?;
         self.state_dir = Some(format!("{}:{}", meta.dev(), meta.ino()));
