@@ -15,8 +15,9 @@
 //! power the owner hands out is an [`AbandonOnDrop`], for the unit's lock: whoever frees
 //! the lock stops the unit answering as leader first.
 //!
-//! **One incarnation.** The tracker claims as its unit in one [`Incarnation`]: it never
-//! extends, writes under or revokes a tenure of another incarnation of its unit. It ends
+//! **One incarnation.** The tracker claims as its unit in one
+//! [`Incarnation`](crate::leadership::Incarnation): it never extends, writes under or
+//! revokes a tenure of another incarnation of its unit. It ends
 //! such a tenure early only when the other incarnation's [`Origin`] proves it gone
 //! ([`Origin::proves_gone`]: this tracker's origin names the state directory whose unit lock
 //! its agent holds, and the other ran there, on this boot); otherwise it waits it out, and
@@ -35,7 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::leadership::{
-    Claim, Claimant, Clock, Incarnation, LeaseError, LeadershipStore, LostRenewals, Origin, Release, StoreError,
+    Claim, Claimant, Clock, LeaseError, LeadershipStore, LostRenewals, Origin, Release, StoreError,
     StoreFailure, Timestamp, WriteError,
 };
 use crate::names::UnitName;
@@ -204,21 +205,10 @@ impl std::fmt::Debug for AbandonOnDrop {
 
 impl LeadershipTracker {
     /// A tracker for `unit`, in a new incarnation of this process with no state directory
-    /// (see [`Self::in_incarnation`]), promising `window` of leadership whenever it answers
-    /// true.
+    /// (an agent's is made from its unit's lock: see [`crate::agent::spawn`]), promising
+    /// `window` of leadership whenever it answers true.
     pub fn new(unit: UnitName, store: Arc<dyn LeadershipStore>, window: Duration) -> Self {
         Self::for_claimant(Claimant::fresh(unit), store, window)
-    }
-
-    /// A tracker for `unit` in `incarnation` (an agent's, made from the unit's lock: see
-    /// [`crate::agent::AgentLock::incarnation`]).
-    pub fn in_incarnation(
-        unit: UnitName,
-        incarnation: Incarnation,
-        store: Arc<dyn LeadershipStore>,
-        window: Duration,
-    ) -> Self {
-        Self::for_claimant(Claimant::new(unit, incarnation), store, window)
     }
 
     /// A tracker claiming as `claimant` (the unit in one incarnation).

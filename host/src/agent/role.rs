@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::reporter::UnitReporter;
 use crate::services::ServiceSupervisor;
 use crate::timing;
-use crate::tracker::{LeadershipHandle, LeadershipTracker, Refresh};
+use crate::tracker::{LeadershipTracker, Refresh};
 
 /// What the role source says the unit is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +97,6 @@ impl RoleSource {
             clock: tracker.handle().clock().clone(),
             leases: tracker.watch_leases(),
             leases_open: true,
-            leadership: tracker.handle().clone(),
             tracker,
             services,
             reporter,
@@ -167,10 +166,9 @@ enum Wake {
 }
 
 struct ClaimLoop {
-    /// The unit's tracker: owned here alone.
+    /// The unit's tracker: owned here alone (what the loop reads of the claim, through
+    /// its handle).
     tracker: LeadershipTracker,
-    /// Its read side, for what the loop reads of the claim.
-    leadership: LeadershipHandle,
     services: Arc<ServiceSupervisor>,
     reporter: Arc<UnitReporter>,
     /// Where each claim is measured, if anywhere.
@@ -191,7 +189,7 @@ struct ClaimLoop {
 
 impl ClaimLoop {
     async fn run(mut self) {
-        let window = self.leadership.window();
+        let window = self.tracker.handle().window();
         let retry_interval = timing::claim_retry_interval(window);
         loop {
             if let Some(hold_off) = self.hold_off {
@@ -205,7 +203,7 @@ impl ClaimLoop {
                     Wake::Request(Some(request)) => self.handle(request).await,
                     Wake::Time => self.hold_off = None,
                     Wake::Leases => {
-                        if self.tracker.reserved_for().await.as_ref() == Some(self.leadership.unit()) {
+                        if self.tracker.reserved_for().await.as_ref() == Some(self.tracker.handle().unit()) {
                             self.hold_off = None;
                         }
                     }
@@ -213,7 +211,7 @@ impl ClaimLoop {
                 continue;
             }
             let refresh = self.claim().await;
-            let leadership = &self.leadership;
+            let leadership = self.tracker.handle();
             let waiting = leadership.waiting_for();
             let changed = self.health.send_if_modified(|health| {
                 let now = leadership.store_error().or_else(|| waiting.clone());
@@ -229,7 +227,7 @@ impl ClaimLoop {
                 if let Role::Leader(term) = *self.roles.borrow() {
                     self.lost_term = Some(term);
                 }
-                self.reporter.log(LogLevel::Error, self.leadership.store_error().unwrap_or_default());
+                self.reporter.log(LogLevel::Error, self.tracker.handle().store_error().unwrap_or_default());
                 self.publish(Role::Minion).await;
                 self.hold_off = Some(HoldOff { until: None, ends_on_reservation: false });
                 continue;
@@ -247,7 +245,7 @@ impl ClaimLoop {
                 Refresh::Minion => Role::Minion,
                 Refresh::StoreLost => Role::Minion,
                 Refresh::Failed => match *self.roles.borrow() {
-                    Role::Leader(term) if self.leadership.guarantee_deadline().is_some_and(|d| self.clock.now() < d) => Role::Leader(term),
+                    Role::Leader(term) if self.tracker.handle().guarantee_deadline().is_some_and(|d| self.clock.now() < d) => Role::Leader(term),
                     _ => Role::Minion,
                 },
             };
@@ -271,11 +269,11 @@ impl ClaimLoop {
     /// runs with metrics.
     async fn claim(&self) -> Refresh {
         let Some(metrics) = &self.metrics else { return self.tracker.refresh_in_time().await };
-        let renewal = self.leadership.guarantee_deadline().is_some();
+        let renewal = self.tracker.handle().guarantee_deadline().is_some();
         let started = std::time::Instant::now();
         let refresh = self.tracker.refresh_in_time().await;
         let failed = matches!(refresh, Refresh::Failed | Refresh::StoreLost);
-        metrics.observe_claim(self.leadership.unit(), renewal, failed, started.elapsed());
+        metrics.observe_claim(self.tracker.handle().unit(), renewal, failed, started.elapsed());
         refresh
     }
 
@@ -292,7 +290,7 @@ impl ClaimLoop {
         match marked {
             Ok(LostRenewals::StillOpen) => {}
             Ok(_) => self.lost_term = None,
-            Err(err) => tracing::debug!(unit = %self.leadership.unit(), term, "cannot record the lost renewals yet: {err}"),
+            Err(err) => tracing::debug!(unit = %self.tracker.handle().unit(), term, "cannot record the lost renewals yet: {err}"),
         }
     }
 
@@ -300,8 +298,8 @@ impl ClaimLoop {
     /// another unit; deposes the unit at its guarantee deadline if renewals failed until
     /// then. True if the driver is gone.
     async fn lead(&mut self, refresh: Refresh, retry_interval: std::time::Duration) -> bool {
-        let Some(deadline) = self.leadership.guarantee_deadline() else { return false };
-        let next_try = if refresh == Refresh::Failed { retry_interval } else { self.leadership.renew_interval() };
+        let Some(deadline) = self.tracker.handle().guarantee_deadline() else { return false };
+        let next_try = if refresh == Refresh::Failed { retry_interval } else { self.tracker.handle().renew_interval() };
         let wake = (self.clock.now() + next_try).min(deadline);
         loop {
             match self.wait(Some(wake), true).await {
@@ -314,7 +312,7 @@ impl ClaimLoop {
                 }
                 Wake::Time => break,
                 Wake::Leases => {
-                    if self.tracker.reserved_for().await.is_some_and(|other| other != *self.leadership.unit()) {
+                    if self.tracker.reserved_for().await.is_some_and(|other| other != *self.tracker.handle().unit()) {
                         self.reporter.log(LogLevel::Info, "the lease is reserved for another unit: stepping down for it".into());
                         self.give_up(GiveUp::Handover).await;
                         return false;
@@ -340,11 +338,11 @@ impl ClaimLoop {
         // A failing store is retried with a backoff, never in a loop: waiting for a
         // release would end at once when nobody holds the lease.
         if self.failures > 0 {
-            let delay = timing::backoff(retry_interval, self.leadership.renew_interval(), self.failures);
+            let delay = timing::backoff(retry_interval, self.tracker.handle().renew_interval(), self.failures);
             return self.pause(self.clock.now() + delay, false).await;
         }
         // A refusal no release ends (a store too new to grant): wait until it may grant.
-        if let Some(at) = self.leadership.retry_at() {
+        if let Some(at) = self.tracker.handle().retry_at() {
             return self.pause(at.max(self.clock.now() + retry_interval), false).await;
         }
         // While the lease is reserved for another unit, this unit's claims are refused until
@@ -352,10 +350,10 @@ impl ClaimLoop {
         // wait for either, instead of claiming again at once, in a loop. (Marked seen first,
         // so a change during the look at the reservation still ends the wait.)
         self.leases.borrow_and_update();
-        if self.tracker.reserved_for().await.is_some_and(|other| other != *self.leadership.unit()) {
+        if self.tracker.reserved_for().await.is_some_and(|other| other != *self.tracker.handle().unit()) {
             return self.pause(self.clock.now() + retry_interval, true).await;
         }
-        let retry = self.clock.sleep_until(self.clock.now() + self.leadership.renew_interval());
+        let retry = self.clock.sleep_until(self.clock.now() + self.tracker.handle().renew_interval());
         let released = tokio::select! {
             request = self.requests.recv() => match request {
                 None => return true,
@@ -431,7 +429,7 @@ impl ClaimLoop {
         let hold_off = match why {
             GiveUp::StepDown | GiveUp::Handover if !leading => return,
             GiveUp::StepDown | GiveUp::Handover => {
-                HoldOff { until: Some(self.clock.now() + self.leadership.claim_duration()), ends_on_reservation: true }
+                HoldOff { until: Some(self.clock.now() + self.tracker.handle().claim_duration()), ends_on_reservation: true }
             }
             GiveUp::Stop => HoldOff { until: None, ends_on_reservation: false },
         };
@@ -458,7 +456,7 @@ impl ClaimLoop {
             _ => None,
         });
         if matches!(current, Role::Leader(_)) && !matches!(role, Role::Leader(_)) {
-            self.services.stop_leader_only(timing::leader_services_stop(self.leadership.window())).await;
+            self.services.stop_leader_only(timing::leader_services_stop(self.tracker.handle().window())).await;
         }
         self.roles.send_replace(role);
     }
