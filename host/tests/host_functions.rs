@@ -6,31 +6,11 @@ use charm_host::hooks::HookKind;
 use charm_host::settings::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use support::*;
 
+/// `is-leader`, and `leader-term` (the fencing token: the lease's term while `is-leader` is
+/// true), answer the truth at the moment of each call: both change when leadership is given
+/// up mid-hook; a minion gets false and no term.
 #[tokio::test]
-async fn is_leader_reflects_the_tracker_at_each_call() {
-    let f = Fixture::new();
-    let leader = f.unit("app/0");
-    let minion = f.unit("app/1");
-    leader.tracker.refresh().await;
-    minion.tracker.refresh().await;
-
-    script(&leader, &["is-leader", "pause", "is-leader"]);
-    script(&minion, &["is-leader"]);
-    let hook = f.spawn(&leader, HookKind::Install);
-    wait_paused(&leader).await;
-    leader.tracker.release(charm_host::leadership::Release::StepDown).await.unwrap(); // leadership lost mid-hook
-    resume(&leader).await;
-    assert_eq!(hook.await.unwrap().result, Ok(()));
-    assert_eq!(results(&leader), ["Ok(true)", "resumed", "Ok(false)"], "truth at the moment of each call");
-
-    f.run(&minion, HookKind::Install).await.result.unwrap();
-    assert_eq!(results(&minion), ["Ok(false)"]);
-}
-
-/// `leader-term` is the fencing token: the lease's term while `is-leader` is true, none
-/// once leadership is given up (even mid-hook), none on a minion.
-#[tokio::test]
-async fn leader_term_is_the_lease_term_while_is_leader_is_true() {
+async fn is_leader_and_leader_term_reflect_the_tracker_at_each_call() {
     let f = Fixture::new();
     let leader = f.unit("app/0");
     let minion = f.unit("app/1");
@@ -38,17 +18,21 @@ async fn leader_term_is_the_lease_term_while_is_leader_is_true() {
     minion.tracker.refresh().await;
     let term = f.store.lease(&app_name("app")).await.unwrap().expect("a lease").term;
 
-    script(&leader, &["term", "pause", "term"]);
-    script(&minion, &["term"]);
+    script(&leader, &["is-leader", "term", "pause", "is-leader", "term"]);
+    script(&minion, &["is-leader", "term"]);
     let hook = f.spawn(&leader, HookKind::Install);
     wait_paused(&leader).await;
-    leader.tracker.release(charm_host::leadership::Release::StepDown).await.unwrap();
+    leader.tracker.release(charm_host::leadership::Release::StepDown).await.unwrap(); // leadership lost mid-hook
     resume(&leader).await;
     assert_eq!(hook.await.unwrap().result, Ok(()));
-    assert_eq!(results(&leader), [format!("Ok(Some({term}))"), "resumed".into(), "Ok(None)".into()]);
+    assert_eq!(
+        results(&leader),
+        ["Ok(true)".to_owned(), format!("Ok(Some({term}))"), "resumed".into(), "Ok(false)".into(), "Ok(None)".into()],
+        "truth at the moment of each call"
+    );
 
     f.run(&minion, HookKind::Install).await.result.unwrap();
-    assert_eq!(results(&minion), ["Ok(None)"]);
+    assert_eq!(results(&minion), ["Ok(false)", "Ok(None)"]);
 }
 
 #[tokio::test]
