@@ -22,7 +22,9 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::agent::{AgentCommand, AgentConfig, AgentEnded, AgentError, Backoff, RunningAgent, SpawnError, UnitSetup};
+use crate::agent::{
+    AgentCommand, AgentConfig, AgentEnded, AgentError, Backoff, RunningAgent, SpawnError, UnitSetup, UnitSpec,
+};
 use crate::application::{Application, ApplicationConfig, ApplicationError, RunningApplication};
 use crate::events::{Event, EventSink};
 use crate::handover::{self, HandoverError};
@@ -498,11 +500,12 @@ impl Host {
     /// other tools work against it).
     pub async fn start_agent(&self, unit: UnitName, charm: &Charm) -> Result<AgentHandle, HostError> {
         check_runtime()?;
-        let number = unit.number();
         let events: Arc<dyn EventSink> = self.events.clone();
-        let config = self.application_config(unit.app().clone(), 1);
+        let spec = UnitSpec::new(unit.clone(), self.state.clone(), self.store.clone(), events)
+            .with_setup(self.unit_defaults.clone())
+            .recording_tenures();
         // Checked before anything is served, so a refused start leaves no socket behind.
-        let prepared = config.unit_spec(number, self.store.clone(), events).recording_tenures().prepare().await?;
+        let prepared = spec.prepare().await?;
         // The lock proves no other agent uses the socket: a leftover one is ours to replace.
         let socket = self.state.socket(&unit);
         let _ = std::fs::remove_file(&socket);

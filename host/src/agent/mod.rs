@@ -77,7 +77,10 @@ pub use charm_rules::queue;
 #[allow(unused_imports)]
 pub use queue::{Backoff, HookQueue, LocalState, Next, QueuedHook};
 pub use records::preflight;
-pub use spawn::{AgentEnded, BareUnit, PreparedAgent, RunningAgent, SpawnError, UnitSetup, UnitSpec};
+/// A unit without an agent, for the bench and this repository's tests.
+#[allow(unused_imports)]
+pub use spawn::BareUnit;
+pub use spawn::{AgentEnded, PreparedAgent, RunningAgent, SpawnError, UnitSetup, UnitSpec};
 
 /// How a unit agent behaves: the defaults, changed with the `with_` methods.
 #[derive(Debug, Clone, Default)]
