@@ -15,7 +15,7 @@ use charm_host::leadership::etcd::{EtcdOptions, EtcdStore};
 use charm_host::leadership::sqlite::SqliteOptions;
 use charm_host::leadership::{
     Clock, HISTORY_LIMIT, LeadershipStore, LeadershipToken, LeaseError, LostRenewals, ManualClock, MemoryStore,
-    Release, SqliteStore, StoreFailure, TenureEnd, WriteError, wait_until_released,
+    Release, SqliteStore, StoreFailure, TenureEnd, UnitDataChanges, UnitWriteError, WriteError, wait_until_released,
 };
 use charm_host::names::UnitName;
 
@@ -87,6 +87,8 @@ for_each_store_and_etcd!(
     watchers_hear_of_changes,
     the_history_records_each_tenure_and_how_it_ended,
     the_history_keeps_the_latest_tenures,
+    unit_data_is_written_only_by_the_incarnation_that_joined_last,
+    the_unit_data_feed_names_only_what_changed,
 );
 
 for_each_store!(
@@ -497,6 +499,93 @@ async fn watchers_hear_of_changes(s: Subject) {
     s.store.write_settings(&claimant("a/0"), claim.term, &group(&[("k", "v")])).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), settings.changed()).await.unwrap().unwrap();
     assert_eq!(*settings.borrow_and_update(), 1);
+}
+
+// Unit data and membership (see `leadership::unit_data`).
+
+async fn unit_data_is_written_only_by_the_incarnation_that_joined_last(s: Subject) {
+    let (first, second) = (other_incarnation("u/0"), other_incarnation("u/0"));
+    let refused = s.store.write_unit_data(&first, &group(&[("k", "v")]), None).await;
+    assert!(matches!(refused, Err(UnitWriteError::NotMember { .. })), "{refused:?}");
+    assert_eq!(s.store.read_unit_data(&unit("u/0")).await.unwrap(), None);
+    assert_eq!(s.store.join_unit(&first).await.unwrap().version, 0);
+    let data = s.store.write_unit_data(&first, &group(&[("addr", "10.0.0.1"), ("port", "80")]), None).await.unwrap();
+    assert_eq!((data.version, data.values.len()), (1, 2));
+    // A later start of the unit (or a copy on a cloned machine) joins: it keeps the data,
+    // and from then on the first incarnation's writes are refused.
+    assert_eq!(s.store.join_unit(&second).await.unwrap(), data);
+    let stale = s.store.write_unit_data(&first, &group(&[("addr", "stale")]), None).await.unwrap_err();
+    assert!(matches!(stale, UnitWriteError::OtherIncarnation { .. }), "{stale:?}");
+    assert!(stale.to_string().contains("later start"), "{stale}");
+    let data = s.store.write_unit_data(&second, &group(&[("addr", "10.0.0.2"), ("port", "")]), None).await.unwrap();
+    assert_eq!(data.version, 2);
+    assert_eq!(*data.values, [("addr".to_string(), "10.0.0.2".to_string())].into());
+    let noop = s.store.write_unit_data(&second, &group(&[("addr", "10.0.0.2")]), None).await.unwrap();
+    assert_eq!(noop.version, 2, "a write that changes nothing keeps the version");
+    let invalid = s.store.write_unit_data(&second, &group(&[("k", "1"), ("bad key", "v")]), None).await;
+    assert!(matches!(invalid, Err(UnitWriteError::Invalid(_))), "{invalid:?}");
+    let past = charm_host::leadership::MonotonicClock.now();
+    let late = s.store.write_unit_data(&second, &group(&[("k", "1")]), Some(past)).await;
+    assert!(matches!(late, Err(UnitWriteError::TooLate)), "{late:?}");
+    assert_eq!(s.store.read_unit_data(&unit("u/0")).await.unwrap(), Some(data), "nothing refused was written");
+    // Removed: the data goes, and no incarnation writes until one joins again.
+    assert!(s.store.remove_unit(&unit("u/0")).await.unwrap());
+    assert!(!s.store.remove_unit(&unit("u/0")).await.unwrap(), "removing a non-member changes nothing");
+    assert_eq!(s.store.read_unit_data(&unit("u/0")).await.unwrap(), None);
+    let removed = s.store.write_unit_data(&second, &group(&[("k", "1")]), None).await;
+    assert!(matches!(removed, Err(UnitWriteError::NotMember { .. })), "{removed:?}");
+    assert_eq!(s.store.join_unit(&second).await.unwrap().version, 0, "joined again, with no data");
+}
+
+/// Asks for `app`'s changes after `since` until `done` accepts them, waking on the store's
+/// unit-data watch (an etcd store answers from a mirror its watch keeps).
+async fn changes_once(
+    s: &Subject,
+    watch: &mut tokio::sync::watch::Receiver<u64>,
+    since: u64,
+    done: impl Fn(&UnitDataChanges) -> bool,
+) -> UnitDataChanges {
+    let app = app("u");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            watch.borrow_and_update();
+            let changes = s.store.unit_data_since(&app, since).await.unwrap();
+            if done(&changes) {
+                return changes;
+            }
+            watch.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the change was announced")
+}
+
+fn names(changes: &UnitDataChanges) -> Vec<(String, bool)> {
+    changes.units.iter().map(|(unit, data)| (unit.to_string(), data.is_some())).collect()
+}
+
+async fn the_unit_data_feed_names_only_what_changed(s: Subject) {
+    let mut watch = s.store.watch_unit_data(&app("u"));
+    let units: Vec<_> = (0..3).map(|n| other_incarnation(&format!("u/{n}"))).collect();
+    for unit in &units {
+        s.store.join_unit(unit).await.unwrap();
+    }
+    s.store.join_unit(&other_incarnation("other/0")).await.unwrap();
+    let all = changes_once(&s, &mut watch, 0, |c| c.units.len() == 3).await;
+    assert!(all.full, "a reader from nothing gets every member");
+    assert_eq!(names(&all), [("u/0".into(), true), ("u/1".into(), true), ("u/2".into(), true)]);
+    s.store.write_unit_data(&units[1], &group(&[("addr", "x")]), None).await.unwrap();
+    let one = changes_once(&s, &mut watch, all.revision, |c| !c.units.is_empty()).await;
+    assert!(!one.full && one.revision > all.revision, "{one:?}");
+    assert_eq!(names(&one), [("u/1".into(), true)], "only the unit that wrote");
+    assert_eq!(one.units[0].1.as_ref().unwrap().values.get("addr").map(String::as_str), Some("x"));
+    // A rejoin by a later start changes no data: nothing to announce.
+    s.store.join_unit(&other_incarnation("u/0")).await.unwrap();
+    s.store.remove_unit(&unit("u/2")).await.unwrap();
+    let removed = changes_once(&s, &mut watch, one.revision, |c| !c.units.is_empty()).await;
+    assert_eq!(names(&removed), [("u/2".into(), false)], "a removed unit is named, with no data");
+    let all = s.store.unit_data_since(&app("u"), 0).await.unwrap();
+    assert_eq!(names(&all), [("u/0".into(), true), ("u/1".into(), true)], "members only");
 }
 
 // SQLite only: what survives a restart of the process or of the machine.

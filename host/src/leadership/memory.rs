@@ -1,8 +1,8 @@
 //! An in-memory [`LeadershipStore`]: the fastest, for tests and for applications whose units
 //! all live in one process and need no state after it exits.
 //!
-//! Invariants: one mutex guards every application's lease record, pins and bucket, so each
-//! operation is a single critical section; the store clock is read inside it.
+//! Invariants: one mutex guards every application's lease record, pins, bucket and unit
+//! data, so each operation is a single critical section; the store clock is read inside it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::history::{self, LostRenewals, Release, Tenure, TenureEnd};
 use super::rules::{self, LeaseRecord};
+use super::unit_data::{self, Member, Owner, UnitBook, UnitData, UnitDataChanges, UnitDataStore, UnitWriteError};
 use super::watchers::Watchers;
 use super::{
     Claim, Claimant, Clock, LeadershipStore, Lease, LeaseError, MonotonicClock, StoreError, Timestamp, WriteError,
@@ -40,6 +41,8 @@ struct AppState {
     settings: SettingsSnapshot,
     /// Its tenures, oldest first (at most [`history::HISTORY_LIMIT`]).
     history: VecDeque<Tenure>,
+    /// Its members and their data; revisions count from 1.
+    units: UnitBook,
 }
 
 impl AppState {
@@ -239,5 +242,73 @@ impl LeadershipStore for MemoryStore {
 
     fn watch_leases(&self) -> watch::Receiver<u64> {
         self.watchers.leases()
+    }
+}
+
+#[async_trait::async_trait]
+impl UnitDataStore for MemoryStore {
+    async fn join_unit(&self, claimant: &Claimant) -> Result<UnitData, StoreError> {
+        let unit = claimant.unit();
+        let mut apps = self.lock();
+        let book = &mut apps.entry(unit.app().clone()).or_default().units;
+        let owner = Owner::of(claimant);
+        if let Some(member) = book.member(unit) {
+            let data = member.data.clone();
+            book.set_owner(unit, owner);
+            return Ok(data);
+        }
+        let revision = book.next_revision();
+        book.record(unit, Some(Member { owner: Some(owner), data: UnitData::default() }), revision);
+        drop(apps);
+        self.watchers.unit_data_changed(unit.app(), revision);
+        Ok(UnitData::default())
+    }
+
+    async fn write_unit_data(
+        &self,
+        writer: &Claimant,
+        group: &[(String, String)],
+        apply_by: Option<Timestamp>,
+    ) -> Result<UnitData, UnitWriteError> {
+        if super::check_apply_by(apply_by).is_err() {
+            return Err(UnitWriteError::TooLate);
+        }
+        let unit = writer.unit();
+        let mut apps = self.lock();
+        let book = &mut apps.entry(unit.app().clone()).or_default().units;
+        let member = book.member(unit);
+        unit_data::check_writer(member.and_then(|m| m.owner.as_ref()), writer)?;
+        let Some(member) = member.cloned() else { return Err(UnitWriteError::NotMember { unit: unit.clone() }) };
+        let Some(data) = unit_data::apply_group(&member.data, group)? else { return Ok(member.data) };
+        let revision = book.next_revision();
+        book.record(unit, Some(Member { data: data.clone(), ..member }), revision);
+        drop(apps);
+        self.watchers.unit_data_changed(unit.app(), revision);
+        Ok(data)
+    }
+
+    async fn read_unit_data(&self, unit: &UnitName) -> Result<Option<UnitData>, StoreError> {
+        Ok(self.lock().get(unit.app()).and_then(|a| a.units.member(unit)).map(|m| m.data.clone()))
+    }
+
+    async fn unit_data_since(&self, app: &AppName, since: u64) -> Result<UnitDataChanges, StoreError> {
+        Ok(self.lock().get(app).map_or_else(|| UnitBook::default().since(since), |a| a.units.since(since)))
+    }
+
+    async fn remove_unit(&self, unit: &UnitName) -> Result<bool, StoreError> {
+        let mut apps = self.lock();
+        let Some(book) = apps.get_mut(unit.app()).map(|a| &mut a.units) else { return Ok(false) };
+        if book.member(unit).is_none() {
+            return Ok(false);
+        }
+        let revision = book.next_revision();
+        book.record(unit, None, revision);
+        drop(apps);
+        self.watchers.unit_data_changed(unit.app(), revision);
+        Ok(true)
+    }
+
+    fn watch_unit_data(&self, app: &AppName) -> watch::Receiver<u64> {
+        self.watchers.unit_data(app, || self.lock().get(app).map_or(0, |a| a.units.revision()))
     }
 }

@@ -19,6 +19,7 @@
 //! - **Every tenure is in the history** ([`history`]): started by its grant, ended by its
 //!   revoke (with why) or found expired by the next grant, in the same atomic step; the
 //!   latest [`HISTORY_LIMIT`] tenures of each application are kept.
+//! - **Unit data has one writer**: each unit's latest incarnation; see [`unit_data`].
 //! - **Writes are fenced.** A settings write carries the writer's term and is applied only
 //!   if that term still holds the lease, checked atomically with the write; the whole group
 //!   is applied or none of it, and an acknowledged write is durable (per the store).
@@ -53,6 +54,7 @@ mod rules;
 #[cfg(feature = "simulation")]
 pub mod simulation;
 pub mod sqlite;
+pub mod unit_data;
 mod waiting;
 mod watchers;
 
@@ -73,6 +75,7 @@ pub use history::{HISTORY_LIMIT, LostRenewals, Release, Tenure, TenureEnd};
 pub use incarnation::{Claimant, Incarnation, IncarnationId, Origin};
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
+pub use unit_data::{UnitData, UnitDataChanges, UnitDataStore, UnitWriteError};
 pub use waiting::{LeadershipToken, wait_for_lease, wait_until_released};
 
 /// Accepted lease durations.
@@ -295,10 +298,10 @@ pub enum WriteError {
     OutcomeUnknown(String),
 }
 
-/// Leases, pins and leader settings for every application it serves. See the module docs
-/// for what every implementation guarantees.
+/// Leases, pins and leader settings for every application it serves, and its units' data
+/// ([`UnitDataStore`]). See the module docs for what every implementation guarantees.
 #[async_trait]
-pub trait LeadershipStore: Send + Sync + 'static {
+pub trait LeadershipStore: UnitDataStore {
     /// The clock that decides expiry.
     fn clock(&self) -> &Arc<dyn Clock>;
 

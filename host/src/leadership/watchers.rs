@@ -1,5 +1,5 @@
-//! Change notification shared by the stores: a settings-version channel per application
-//! and one counter for lease changes.
+//! Change notification shared by the stores: per application, a settings-version channel
+//! and a unit-data-revision channel, and one counter for lease changes.
 //!
 //! Invariant: a channel's value only grows, and it is updated after the change it
 //! announces is committed, so a woken watcher always reads the change (or a later one).
@@ -13,39 +13,47 @@ use crate::names::AppName;
 
 #[derive(Debug)]
 pub(crate) struct Watchers {
-    settings: Mutex<HashMap<AppName, watch::Sender<u64>>>,
+    settings: Counters,
+    unit_data: Counters,
     leases: watch::Sender<u64>,
 }
 
 impl Default for Watchers {
     fn default() -> Self {
-        Self { settings: Mutex::new(HashMap::new()), leases: watch::channel(0).0 }
+        Self { settings: Counters::default(), unit_data: Counters::default(), leases: watch::channel(0).0 }
     }
 }
 
 impl Watchers {
     /// A receiver of `app`'s settings version, starting from the version `read_current`
-    /// returns. It runs while no change can be announced, so a write that commits around
-    /// the subscription is either in that version or announced to the new receiver.
+    /// returns (see [`Counters::subscribe`]).
     pub fn settings(&self, app: &AppName, read_current: impl FnOnce() -> u64) -> watch::Receiver<u64> {
-        let mut map = self.settings.lock().unwrap_or_else(|p| p.into_inner());
-        let current = read_current();
-        let sender = map.entry(app.clone()).or_insert_with(|| watch::channel(current).0);
-        sender.send_if_modified(|v| raise(v, current));
-        sender.subscribe()
+        self.settings.subscribe(app, read_current)
     }
 
     /// Announces that `app`'s settings reached `version`.
     pub fn settings_changed(&self, app: &AppName, version: u64) {
-        let map = self.settings.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sender) = map.get(app) {
-            sender.send_if_modified(|v| raise(v, version));
-        }
+        self.settings.raise(app, version);
     }
 
-    /// The applications someone watches.
+    /// The applications whose settings someone watches.
     pub fn watched_apps(&self) -> Vec<AppName> {
-        self.settings.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+        self.settings.apps()
+    }
+
+    /// A receiver of `app`'s unit-data revision, starting from `read_current`'s.
+    pub fn unit_data(&self, app: &AppName, read_current: impl FnOnce() -> u64) -> watch::Receiver<u64> {
+        self.unit_data.subscribe(app, read_current)
+    }
+
+    /// Announces that `app`'s unit data reached `revision`.
+    pub fn unit_data_changed(&self, app: &AppName, revision: u64) {
+        self.unit_data.raise(app, revision);
+    }
+
+    /// The applications whose unit data someone watches.
+    pub fn watched_unit_data(&self) -> Vec<AppName> {
+        self.unit_data.apps()
     }
 
     /// A receiver of the lease-change counter.
@@ -56,6 +64,34 @@ impl Watchers {
     /// Announces that some lease changed hands or was pinned or unpinned.
     pub fn leases_changed(&self) {
         self.leases.send_modify(|n| *n += 1);
+    }
+}
+
+/// One growing counter per application.
+#[derive(Debug, Default)]
+struct Counters(Mutex<HashMap<AppName, watch::Sender<u64>>>);
+
+impl Counters {
+    /// A receiver of `app`'s counter, starting from the value `read_current` returns. It
+    /// runs while no change can be announced, so a change that commits around the
+    /// subscription is either in that value or announced to the new receiver.
+    fn subscribe(&self, app: &AppName, read_current: impl FnOnce() -> u64) -> watch::Receiver<u64> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let current = read_current();
+        let sender = map.entry(app.clone()).or_insert_with(|| watch::channel(current).0);
+        sender.send_if_modified(|v| raise(v, current));
+        sender.subscribe()
+    }
+
+    fn raise(&self, app: &AppName, to: u64) {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = map.get(app) {
+            sender.send_if_modified(|v| raise(v, to));
+        }
+    }
+
+    fn apps(&self) -> Vec<AppName> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::leadership::{
     Claim, Claimant, Clock, LeadershipStore, Lease, LeaseError, Release, StoreError, StoreFailure, Tenure, Timestamp,
-    WriteError,
+    UnitData, UnitDataChanges, UnitDataStore, UnitWriteError, WriteError,
 };
 use crate::names::{AppName, UnitName};
 use crate::settings::SettingsSnapshot;
@@ -177,5 +177,37 @@ impl LeadershipStore for UnitStore {
     }
     fn watch_leases(&self) -> watch::Receiver<u64> {
         self.inner.watch_leases()
+    }
+}
+
+#[async_trait]
+impl UnitDataStore for UnitStore {
+    async fn join_unit(&self, claimant: &Claimant) -> Result<UnitData, StoreError> {
+        self.reachable()?;
+        self.inner.join_unit(claimant).await
+    }
+    async fn write_unit_data(
+        &self,
+        writer: &Claimant,
+        group: &[(String, String)],
+        apply_by: Option<Timestamp>,
+    ) -> Result<UnitData, UnitWriteError> {
+        self.reachable()?;
+        self.inner.write_unit_data(writer, group, apply_by).await
+    }
+    async fn read_unit_data(&self, unit: &UnitName) -> Result<Option<UnitData>, StoreError> {
+        self.reachable()?;
+        self.inner.read_unit_data(unit).await
+    }
+    async fn unit_data_since(&self, app: &AppName, since: u64) -> Result<UnitDataChanges, StoreError> {
+        self.reachable()?;
+        self.inner.unit_data_since(app, since).await
+    }
+    async fn remove_unit(&self, unit: &UnitName) -> Result<bool, StoreError> {
+        self.reachable()?;
+        self.inner.remove_unit(unit).await
+    }
+    fn watch_unit_data(&self, app: &AppName) -> watch::Receiver<u64> {
+        self.inner.watch_unit_data(app)
     }
 }

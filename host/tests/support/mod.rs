@@ -333,6 +333,36 @@ impl LeadershipStore for FaultyStore {
     }
 }
 
+use charm_host::leadership::{UnitData, UnitDataChanges, UnitDataStore, UnitWriteError};
+
+/// Unit data passes through untouched.
+#[charm_host::leadership::async_trait]
+impl UnitDataStore for FaultyStore {
+    async fn join_unit(&self, claimant: &Claimant) -> Result<UnitData, StoreError> {
+        self.inner.join_unit(claimant).await
+    }
+    async fn write_unit_data(
+        &self,
+        writer: &Claimant,
+        group: &[(String, String)],
+        apply_by: Option<charm_host::leadership::Timestamp>,
+    ) -> Result<UnitData, UnitWriteError> {
+        self.inner.write_unit_data(writer, group, apply_by).await
+    }
+    async fn read_unit_data(&self, unit: &UnitName) -> Result<Option<UnitData>, StoreError> {
+        self.inner.read_unit_data(unit).await
+    }
+    async fn unit_data_since(&self, app: &AppName, since: u64) -> Result<UnitDataChanges, StoreError> {
+        self.inner.unit_data_since(app, since).await
+    }
+    async fn remove_unit(&self, unit: &UnitName) -> Result<bool, StoreError> {
+        self.inner.remove_unit(unit).await
+    }
+    fn watch_unit_data(&self, app: &AppName) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.watch_unit_data(app)
+    }
+}
+
 /// Waits (real time, up to 20 s) until `unit`'s agent has settled more than `after` times
 /// (see [`Unit::settled`]).
 pub async fn wait_settled(unit: &impl HasUnit, after: u64) {

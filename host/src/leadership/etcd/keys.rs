@@ -11,6 +11,7 @@
 //! | `P/reserved/APP`        | the unit a directed handover is for    | the reservation's     |
 //! | `P/pins/APP`            | JSON array of pinning entities, sorted | none                  |
 //! | `P/settings/APP`        | `{"version":N,"values":{K:V,...}}`     | none                  |
+//! | `P/units/APP/N`         | unit `APP/N`'s data and writer (see `unit_data.rs`) | none        |
 //! | `P/history/APP/TERM`, `P/ended/APP/TERM` | a tenure's start and end (see `history.rs`) | none |
 //!
 //! A settings key is put only by a write that changes the bucket, and never deleted, so etcd's

@@ -44,6 +44,8 @@
 //!   version) as one key, so the group is applied whole or not at all. etcd acknowledges
 //!   after the raft quorum has the entry on disk.
 //! - **Reads** are linearizable (etcd's default; never `serializable`).
+//! - **Unit data**: one key per member, written in transactions guarded by its mod
+//!   revision, read through a watched mirror (see `unit_data.rs`).
 //! - **Watches**: one of the lease, pins and reservation keys, and one per application whose
 //!   settings this process watches (from the revision read at connect); each resumes from
 //!   the last revision seen after a broken stream (member failover) and re-lists after
@@ -68,6 +70,7 @@ mod connect;
 mod history;
 mod identity;
 mod keys;
+mod unit_data;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -113,6 +116,8 @@ pub struct EtcdStore {
     loaded_at: i64,
     /// The settings watch of each application this process watches.
     settings_watches: Mutex<BTreeMap<AppName, tokio::task::JoinHandle<()>>>,
+    /// The unit-data mirror of each application this process watches (aborted on drop).
+    unit_mirrors: Mutex<BTreeMap<AppName, unit_data::Mirror>>,
     /// The store found at connect, checked in every transaction.
     identity: StoreIdentity,
 }
@@ -380,6 +385,7 @@ impl EtcdStore {
             spare: Arc::new(Mutex::new(None)),
             loaded_at: from,
             settings_watches: Mutex::new(BTreeMap::new()),
+            unit_mirrors: Mutex::new(BTreeMap::new()),
             identity,
         })
     }

@@ -233,6 +233,7 @@ fn create_private(path: &Path) -> std::io::Result<bool> {
 
 mod history;
 mod identity;
+mod unit_data;
 
 pub use identity::NewStore;
 use identity::StoreIdentity;
@@ -381,6 +382,7 @@ impl SqliteFile {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
         tx.execute_batch(SCHEMA).map_err(sqlite)?;
         tx.execute_batch(history::SCHEMA).map_err(sqlite)?;
+        tx.execute_batch(unit_data::SCHEMA).map_err(sqlite)?;
         let found: Option<i64> =
             tx.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).optional().map_err(sqlite)?;
         let mut found = found;
@@ -1196,6 +1198,9 @@ fn start_poller(
                     })
                     .unwrap_or(0);
                 shared.watchers.settings_changed(&app, u64::try_from(version).unwrap_or(0));
+            }
+            for app in shared.watchers.watched_unit_data() {
+                shared.watchers.unit_data_changed(&app, unit_data::current_revision(&conn, &app));
             }
         }
     })?;
