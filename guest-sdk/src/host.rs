@@ -59,6 +59,22 @@ mod component {
         Ok(leadership::leader_set(group)?)
     }
 
+    pub(crate) fn unit_set(group: &[(String, String)]) -> Result<()> {
+        Ok(leadership::unit_set(group)?)
+    }
+
+    pub(crate) fn unit_get(unit: &str, key: &str) -> Result<Option<String>> {
+        Ok(leadership::unit_get(unit, key)?)
+    }
+
+    pub(crate) fn unit_get_all(unit: &str) -> Result<Vec<(String, String)>> {
+        Ok(leadership::unit_get_all(unit)?)
+    }
+
+    pub(crate) fn units() -> Result<Vec<String>> {
+        Ok(leadership::units()?)
+    }
+
     pub(crate) fn service_start(name: &str) -> Result<()> {
         Ok(services::start(name)?)
     }

@@ -39,6 +39,10 @@
 //! term of the unit's tenure while [`is_leader`] is true: a fencing token for writes to
 //! systems outside the host.
 //!
+//! The other way, minions to the leader: every unit writes its own data with [`unit_set`];
+//! the leader reads every unit's with [`unit_get`] and [`units`], and hears of changes in
+//! [`Charm::unit_data_changed`], one hook for a burst, naming the units that changed.
+//!
 //! [`services`] starts and stops the long-running services the operator configured for the
 //! unit, by name; a leader-only service runs only on the leader, and the host stops it
 //! before the unit's leadership guarantee can lapse.
@@ -92,6 +96,10 @@ pub enum Error {
     Unknown(String),
     /// The host rejected the arguments (e.g. a key with `=`); nothing was written.
     Invalid(String),
+    /// This copy of the unit may no longer write its data ([`unit_set`]): a later start of
+    /// the unit took it over (the unit runs twice, or this copy is stale), or an operator
+    /// removed the unit. Nothing was written.
+    Stale(String),
     /// Settings the leader should provide are missing or not valid yet. The usual answer is
     /// to set a `waiting` status and succeed: `leader-settings-changed` follows once the
     /// leader writes them. See [`Error::is_waiting_for_leader`].
@@ -121,7 +129,8 @@ impl fmt::Display for Error {
         match self {
             Error::NotLeader => f.write_str("this unit is not the leader"),
             Error::Unknown(reason) => write!(f, "leadership cannot be verified: {reason}"),
-            Error::Invalid(reason) => write!(f, "invalid leader settings: {reason}"),
+            Error::Invalid(reason) => write!(f, "invalid arguments: {reason}"),
+            Error::Stale(reason) => write!(f, "this unit may no longer write its data: {reason}"),
             Error::WaitingForLeader(reason) => write!(f, "waiting for the leader: {reason}"),
             Error::Encoding(reason) => write!(f, "cannot encode or decode a setting: {reason}"),
             Error::Service(reason) => write!(f, "service: {reason}"),
@@ -138,6 +147,7 @@ impl From<leadership::LeadershipError> for Error {
             leadership::LeadershipError::NotLeader => Error::NotLeader,
             leadership::LeadershipError::Unknown(reason) => Error::Unknown(reason),
             leadership::LeadershipError::Invalid(reason) => Error::Invalid(reason),
+            leadership::LeadershipError::Stale(reason) => Error::Stale(reason),
         }
     }
 }
@@ -173,6 +183,15 @@ pub trait Charm {
     fn leader_deposed() -> Result<()> {
         Ok(())
     }
+    /// Runs on the leader only, at least once after other units' data or membership
+    /// change, a burst making one hook: `changed` names every other unit whose data
+    /// changed, or that joined or left, since the leader last ran this hook or
+    /// `leader-elected` (which sees everything). Read them with [`unit_get`], and who is
+    /// still a member with [`units`].
+    fn unit_data_changed(changed: Vec<String>) -> Result<()> {
+        let _ = changed;
+        Ok(())
+    }
     /// Runs when the unit is being removed.
     fn stop() -> Result<()> {
         Ok(())
@@ -198,6 +217,11 @@ macro_rules! export_charm {
                 fn leader_deposed() -> ::core::result::Result<(), $crate::__String> {
                     $crate::__finish(<$charm as $crate::Charm>::leader_deposed())
                 }
+                fn unit_data_changed(
+                    changed: $crate::__Vec<$crate::__String>,
+                ) -> ::core::result::Result<(), $crate::__String> {
+                    $crate::__finish(<$charm as $crate::Charm>::unit_data_changed(changed))
+                }
                 fn stop() -> ::core::result::Result<(), $crate::__String> {
                     $crate::__finish(<$charm as $crate::Charm>::stop())
                 }
@@ -209,6 +233,9 @@ macro_rules! export_charm {
 
 #[doc(hidden)]
 pub type __String = String;
+
+#[doc(hidden)]
+pub type __Vec<T> = Vec<T>;
 
 #[doc(hidden)]
 pub fn __finish(result: Result<()>) -> std::result::Result<(), String> {
@@ -260,6 +287,50 @@ pub fn leader_get_json<T: serde::de::DeserializeOwned>(key: &str) -> Result<Opti
 pub fn leader_set_json<T: serde::Serialize + ?Sized>(key: &str, value: &T) -> Result<()> {
     let text = serde_json::to_string(value).map_err(|e| Error::Encoding(format!("{key}: {e}")))?;
     leader_set([(key, text)])
+}
+
+/// Writes a group of this unit's own data atomically, with the rules of [`leader_set`]
+/// (an empty value deletes its key); any unit, leader or not. The leader then hears of it
+/// through [`Charm::unit_data_changed`]. Publish what the leader needs from this unit (its
+/// address, what it applied) here instead of through a peer relation.
+pub fn unit_set<K, V>(settings: impl IntoIterator<Item = (K, V)>) -> Result<()>
+where
+    K: Into<String>,
+    V: Into<String>,
+{
+    let group: Vec<(String, String)> = settings.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+    host::unit_set(&group)
+}
+
+/// One key of `unit`'s data from this hook's snapshot (`None` if unset, or if `unit` is
+/// not a member). Every unit reads its own; only the leader reads other units'
+/// ([`Error::NotLeader`] otherwise).
+pub fn unit_get(unit: &str, key: &str) -> Result<Option<String>> {
+    host::unit_get(unit, key)
+}
+
+/// All of `unit`'s data from this hook's snapshot (see [`unit_get`]).
+pub fn unit_get_all(unit: &str) -> Result<BTreeMap<String, String>> {
+    Ok(host::unit_get_all(unit)?.into_iter().collect())
+}
+
+/// The application's units as the host knows them now (joined, not removed), sorted;
+/// leader only. What the leader waits on when it gathers every unit's acknowledgement.
+pub fn units() -> Result<Vec<String>> {
+    host::units()
+}
+
+/// Reads a value of `unit`'s data written by [`unit_set_json`] and decodes it as `T`.
+pub fn unit_get_json<T: serde::de::DeserializeOwned>(unit: &str, key: &str) -> Result<Option<T>> {
+    unit_get(unit, key)?
+        .map(|text| serde_json::from_str(&text).map_err(|e| Error::Encoding(format!("{unit} {key}: {e}"))))
+        .transpose()
+}
+
+/// Writes `value` as JSON under `key` of this unit's data, atomically like [`unit_set`].
+pub fn unit_set_json<T: serde::Serialize + ?Sized>(key: &str, value: &T) -> Result<()> {
+    let text = serde_json::to_string(value).map_err(|e| Error::Encoding(format!("{key}: {e}")))?;
+    unit_set([(key, text)])
 }
 
 /// Severity of a log line.

@@ -268,3 +268,103 @@ fn a_stopping_leader_runs_deposed_then_stop() {
     assert!(app.unit(0).service("daemon").is_some_and(|s| s.running));
     assert!(runs.iter().all(|(_, run)| run.result.is_ok()));
 }
+
+/// Every unit publishes its address; the leader gathers every member's into one setting.
+struct Gatherer;
+
+impl Gatherer {
+    fn gather() -> Result<()> {
+        let mut addresses = Vec::new();
+        for unit in charm_sdk::units()? {
+            if let Some(address) = charm_sdk::unit_get(&unit, "address")? {
+                addresses.push(address);
+            }
+        }
+        charm_sdk::leader_set([("targets", addresses.join(","))])
+    }
+}
+
+impl Charm for Gatherer {
+    fn install() -> Result<()> {
+        let address = format!("10.0.0.{}", charm_sdk::unit_name().rsplit('/').next().unwrap_or("0"));
+        charm_sdk::unit_set([("address", address)])
+    }
+    fn leader_elected() -> Result<()> {
+        Self::gather()
+    }
+    fn unit_data_changed(changed: Vec<String>) -> Result<()> {
+        charm_sdk::log(LogLevel::Info, &format!("changed: {}", changed.join(" ")));
+        Self::gather()
+    }
+}
+
+#[test]
+fn the_leader_gathers_every_units_data_and_hears_of_a_burst_once() {
+    let mut app = App::<Gatherer>::new("gather", 4);
+    app.elect(0);
+    app.settle();
+    assert_eq!(app.settings()["targets"], "10.0.0.0,10.0.0.1,10.0.0.2,10.0.0.3");
+    // A burst of changes from three units: one hook, naming exactly them.
+    for i in 1..4 {
+        app.set_unit_data(i, [("address", format!("192.168.0.{i}"))]);
+    }
+    let ran = app.settle();
+    let changed: Vec<_> = ran.iter().filter(|(_, run)| run.hook == Hook::UnitDataChanged).collect();
+    assert_eq!(changed.len(), 1, "{ran:?}");
+    assert_eq!(changed[0].0, 0, "only the leader hears");
+    assert_eq!(changed[0].1.changed, ["gather/1", "gather/2", "gather/3"]);
+    assert_eq!(app.settings()["targets"], "10.0.0.0,192.168.0.1,192.168.0.2,192.168.0.3");
+    // A unit leaves: named, and no longer a member.
+    app.remove_unit(2);
+    let ran = app.settle();
+    let announced: Vec<_> =
+        ran.iter().filter(|(_, r)| r.hook == Hook::UnitDataChanged).map(|(_, r)| &r.changed).collect();
+    assert_eq!(announced, [&vec!["gather/2".to_owned()]]);
+    assert_eq!(app.settings()["targets"], "10.0.0.0,192.168.0.1,192.168.0.3");
+    assert_eq!(app.unit(0).units(), ["gather/0", "gather/1", "gather/3"]);
+    assert_eq!(app.hooks(2).last(), Some(&Hook::Stop), "a removed unit is stopped");
+}
+
+#[test]
+fn unit_data_reads_follow_the_hosts_rules() {
+    let unit = Unit::new("peer/1").with_unit_data("peer/0", [("address", "10.0.0.0")]);
+    unit.before(CallKind::UnitSet, Change::GainLeadership);
+    struct Reader;
+    impl Charm for Reader {
+        fn install() -> Result<()> {
+            // A minion reads its own data, never another unit's.
+            assert_eq!(charm_sdk::unit_get("peer/1", "address")?, None);
+            assert_eq!(charm_sdk::unit_get("peer/0", "address"), Err(Error::NotLeader));
+            assert_eq!(charm_sdk::units(), Err(Error::NotLeader));
+            assert!(matches!(charm_sdk::unit_get("other/0", "k"), Err(Error::Invalid(_))));
+            assert!(matches!(charm_sdk::unit_set([("bad key", "v")]), Err(Error::Invalid(_))));
+            charm_sdk::unit_set([("address", "10.0.0.1")])?; // leadership arrives just before
+            assert_eq!(charm_sdk::unit_get("peer/1", "address")?.as_deref(), Some("10.0.0.1"), "its own write");
+            assert_eq!(charm_sdk::unit_get("peer/0", "address")?.as_deref(), Some("10.0.0.0"));
+            assert_eq!(charm_sdk::units()?, ["peer/0", "peer/1"]);
+            Ok(())
+        }
+        fn unit_data_changed(changed: Vec<String>) -> Result<()> {
+            Err(format!("changed {changed:?}").into())
+        }
+    }
+    let run = unit.run::<Reader>(Hook::Install);
+    assert_eq!(run.result, Ok(()));
+    assert_eq!(run.unit_writes, [vec![("address".to_owned(), "10.0.0.1".to_owned())]]);
+    // What the leader has not heard of: peer/0 (joined and wrote), not its own unit.
+    let run = unit.run::<Reader>(Hook::UnitDataChanged);
+    assert_eq!(run.changed, ["peer/0"]);
+    let again = unit.run::<Reader>(Hook::UnitDataChanged);
+    assert_eq!(again.changed, ["peer/0"], "a failed hook's units are announced again");
+}
+
+#[test]
+fn a_removed_units_writes_are_stale() {
+    let mut app = App::<Gatherer>::new("gone", 2);
+    app.elect(0);
+    app.settle();
+    app.remove_unit(1);
+    let run = app.unit(1).run::<Gatherer>(Hook::Install);
+    assert!(matches!(run.result, Err(Error::Stale(_))), "{:?}", run.result);
+    assert_eq!(app.unit(0).unit_data("gone/1"), None);
+}

@@ -4,6 +4,44 @@ use std::time::Duration;
 
 pub use charm_rules::HookKind;
 
+use crate::names::UnitName;
+
+/// A hook to run, with its argument: the units a `unit-data-changed` announces. Every other
+/// hook takes none, and converts from its [`HookKind`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookCall {
+    kind: HookKind,
+    changed: Vec<UnitName>,
+}
+
+impl HookCall {
+    /// `unit-data-changed`, announcing `changed`.
+    pub fn unit_data_changed(changed: Vec<UnitName>) -> Self {
+        Self { kind: HookKind::UnitDataChanged, changed }
+    }
+
+    /// Which hook.
+    pub fn kind(&self) -> HookKind {
+        self.kind
+    }
+
+    /// The units a `unit-data-changed` announces (none for any other hook).
+    pub fn changed(&self) -> &[UnitName] {
+        &self.changed
+    }
+
+    /// The announced units, taken back (a failed hook gives them back to be announced).
+    pub fn into_changed(self) -> Vec<UnitName> {
+        self.changed
+    }
+}
+
+impl From<HookKind> for HookCall {
+    fn from(kind: HookKind) -> Self {
+        Self { kind, changed: Vec::new() }
+    }
+}
+
 /// Why a hook failed. The host and every other unit are unaffected by any of these.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -1,9 +1,10 @@
 //! `charm-host` runs WebAssembly charms and gives their units Juju-style application
 //! leadership: at most one leader per application at any time, on one machine or many;
 //! `is-leader` true only with the guarantee window ahead; leader settings written whole,
-//! fenced by the writer's term; hooks (`install`, `leader-elected`,
-//! `leader-settings-changed`, `leader-deposed`, `stop`) run at least once after the change
-//! they announce, each in a fresh sandbox.
+//! fenced by the writer's term; each unit's own data, gathered by the leader; hooks
+//! (`install`, `leader-elected`, `leader-settings-changed`, `leader-deposed`,
+//! `unit-data-changed`, `stop`) run at least once after the change they announce, each in
+//! a fresh sandbox.
 //!
 //! # Embedding it
 //!
@@ -65,7 +66,7 @@
 //! ```text
 //! vocabulary      names, hooks, settings, timing, events, state_dir
 //! engine          leadership (stores, rules, clocks), handover
-//! one unit        reporter → services, tenure_record → tracker → unit
+//! one unit        reporter → services, tenure_record → tracker → unit_data → unit
 //! running hooks   runtime::bindings (the WIT contract) ← capabilities ← runtime
 //! the agent       agent (spawn, role = claim loop, driver, records), metrics, report
 //! hosting         application, hook_tools, testing → embedding → cli
@@ -86,7 +87,7 @@
 //!   virtual time, for charm authors' tests (see `docs/testing.md`).
 //! - Internal (public with the `internals` feature, for this repository's tests): `agent`
 //!   (the unit factory, role source, hook driver, hook queue, records), `application`,
-//!   `tracker`, `unit`, `tenure_record`, `runtime`, and the lease simulator.
+//!   `tracker`, `unit`, `unit_data`, `tenure_record`, `runtime`, and the lease simulator.
 
 #![warn(missing_docs)]
 
@@ -133,6 +134,7 @@ pub mod testing;
 pub mod timing;
 internal_mod!(tracker);
 internal_mod!(unit);
+internal_mod!(unit_data);
 
 pub use agent::{AgentCommand, AgentEnded, AgentError, SpawnError};
 pub use application::ApplicationError;

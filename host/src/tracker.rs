@@ -533,6 +533,12 @@ impl LeadershipHandle {
         (deadline != 0).then(|| Timestamp::from_nanos(deadline))
     }
 
+    /// A new access to the unit's data, with a mirror of its own, in this unit's
+    /// incarnation: the unit makes one ([`crate::unit::Unit::unit_data`]).
+    pub(crate) fn open_unit_data(&self) -> crate::unit_data::UnitDataHandle {
+        crate::unit_data::UnitDataHandle::new(self.shared.claimant.clone(), self.shared.store.clone())
+    }
+
     /// The application's leader settings as the store has them now.
     pub async fn read_settings(&self) -> Result<SettingsSnapshot, StoreError> {
         self.shared.store.read_settings(self.unit().app()).await

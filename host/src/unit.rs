@@ -1,6 +1,6 @@
 //! A unit as the host sees it, split into the parts each layer needs: its identity and data
 //! directory, a [`LeadershipHandle`] (the claim itself is owned by its agent's claim loop),
-//! its [`ServiceSupervisor`], and its [`UnitReporter`] (reported status and events). A hook
+//! its [`UnitDataHandle`], its [`ServiceSupervisor`], and its [`UnitReporter`] (reported status and events). A hook
 //! sandbox gets one part per capability, never the whole unit; how its sandboxes are made
 //! (test clocks, call log) is the runtime's ([`crate::runtime::UnitSandbox`]).
 //!
@@ -17,6 +17,7 @@ use crate::names::UnitName;
 use crate::reporter::UnitReporter;
 use crate::services::{ServiceStatus, ServiceSupervisor, ServicesConfig};
 use crate::tracker::LeadershipHandle;
+use crate::unit_data::UnitDataHandle;
 
 /// A unit's reported state.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -60,6 +61,7 @@ impl Default for UnitStatus {
 pub struct Unit {
     data_dir: PathBuf,
     leadership: LeadershipHandle,
+    unit_data: UnitDataHandle,
     services: Arc<ServiceSupervisor>,
     reporter: Arc<UnitReporter>,
 }
@@ -83,7 +85,8 @@ impl Unit {
         let name = leadership.unit().clone();
         let reporter = Arc::new(UnitReporter::new(name, events, leadership.clock().clone()));
         let services = Arc::new(ServiceSupervisor::from_config(reporter.clone(), services));
-        Ok(Self { data_dir, leadership, services, reporter })
+        let unit_data = leadership.open_unit_data();
+        Ok(Self { data_dir, leadership, unit_data, services, reporter })
     }
 
     /// The unit's services.
@@ -105,6 +108,11 @@ impl Unit {
     /// held term, the settings and fenced writes.
     pub fn leadership(&self) -> &LeadershipHandle {
         &self.leadership
+    }
+
+    /// The unit's own data, and (while it leads) every unit's.
+    pub fn unit_data(&self) -> &UnitDataHandle {
+        &self.unit_data
     }
 
     /// Where the unit's status and events are reported.

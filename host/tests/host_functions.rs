@@ -2,7 +2,7 @@
 
 mod support;
 
-use charm_host::hooks::HookKind;
+use charm_host::hooks::{HookCall, HookKind};
 use charm_host::settings::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use support::*;
 
@@ -138,4 +138,86 @@ async fn invalid_groups_write_nothing() {
     f.run(&leader, HookKind::Install).await.result.unwrap();
     assert!(results(&leader)[0].contains("limit is 1048576"), "{:.80}", results(&leader)[0]);
     assert!(f.store.read_settings(leader.unit().name().app()).await.unwrap().values.is_empty());
+}
+
+/// Unit data through the component: a unit writes only its own; a minion reads only its
+/// own; the leader reads every member's from one snapshot (taken at its first read, plus
+/// its own writes), and a `unit-data-changed` gets the units it announces.
+#[tokio::test]
+async fn unit_data_is_written_by_each_unit_and_read_by_the_leader() {
+    let f = Fixture::new();
+    let leader = f.unit("app/0");
+    let minion = f.unit("app/1");
+    for unit in [&leader, &minion] {
+        unit.unit().unit_data().join().await.unwrap();
+    }
+    leader.tracker.refresh().await;
+    minion.tracker.refresh().await;
+
+    script(&minion, &["unit-set address=10.0.0.1", "unit-get app/1 address", "unit-get app/0 address", "units"]);
+    f.run(&minion, HookKind::Install).await.result.unwrap();
+    assert_eq!(results(&minion), ["Ok(())", "Ok(Some(\"10.0.0.1\"))", "Err(NotLeader)", "Err(NotLeader)"]);
+
+    script(
+        &leader,
+        &[
+            "units",
+            "unit-get app/1 address",
+            "pause",
+            "unit-get app/1 address",
+            "unit-set a=1",
+            "unit-get-all app/0",
+            "unit-get app/9 k",
+            "unit-get other/0 k",
+        ],
+    );
+    let hook = f.spawn(&leader, HookKind::LeaderElected);
+    wait_paused(&leader).await;
+    script(&minion, &["unit-set address=10.0.0.2"]);
+    f.run(&minion, HookKind::LeaderSettingsChanged).await.result.unwrap();
+    resume(&leader).await;
+    assert_eq!(hook.await.unwrap().result, Ok(()));
+    let seen = results(&leader);
+    assert_eq!(
+        seen[..7],
+        [
+            "Ok([\"app/0\", \"app/1\"])",
+            "Ok(Some(\"10.0.0.1\"))",
+            "resumed",
+            "Ok(Some(\"10.0.0.1\"))", // the hook's snapshot, not the later write
+            "Ok(())",
+            "Ok({\"a\": \"1\"})",
+            "Ok(None)",
+        ],
+        "{seen:?}"
+    );
+    assert!(seen[7].starts_with("Err(Invalid("), "another application's unit: {}", seen[7]);
+
+    // The leader's mirror names the minion's change; the hook gets it as its argument.
+    leader.unit().unit_data().refresh().await.unwrap();
+    let changed = leader.unit().unit_data().take_pending();
+    assert_eq!(changed.iter().map(ToString::to_string).collect::<Vec<_>>(), ["app/1"]);
+    script(&leader, &["changed", "unit-get app/1 address"]);
+    f.run(&leader, HookCall::unit_data_changed(changed)).await.result.unwrap();
+    assert_eq!(results(&leader), ["[\"app/1\"]", "Ok(Some(\"10.0.0.2\"))"]);
+}
+
+/// A unit's data belongs to the incarnation that joined last: a stale copy's `unit-set`
+/// fails as `stale`, and so does a removed unit's.
+#[tokio::test]
+async fn a_stale_or_removed_units_unit_set_fails_as_stale() {
+    let f = Fixture::new();
+    let unit = f.unit("app/0");
+    unit.unit().unit_data().join().await.unwrap();
+    let later = charm_host::leadership::Claimant::fresh(unit_name("app/0"));
+    f.store.join_unit(&later).await.unwrap();
+    script(&unit, &["unit-set k=v"]);
+    f.run(&unit, HookKind::Install).await.result.unwrap();
+    let result = results(&unit).join("");
+    assert!(result.starts_with("Err(Stale(") && result.contains("later start"), "{result}");
+    f.store.remove_unit(&unit_name("app/0")).await.unwrap();
+    script(&unit, &["unit-set k=v"]);
+    f.run(&unit, HookKind::Install).await.result.unwrap();
+    let result = results(&unit).join("");
+    assert!(result.starts_with("Err(Stale(") && result.contains("not a member"), "{result}");
 }

@@ -16,17 +16,20 @@ pub enum HookKind {
     LeaderSettingsChanged,
     /// The unit can no longer guarantee the leadership it had.
     LeaderDeposed,
+    /// The leader hears that other units' data or membership changed.
+    UnitDataChanged,
     /// The unit is being removed.
     Stop,
 }
 
 impl HookKind {
     /// Every hook, in the order the WIT interface lists them.
-    pub const ALL: [HookKind; 5] = [
+    pub const ALL: [HookKind; 6] = [
         HookKind::Install,
         HookKind::LeaderElected,
         HookKind::LeaderSettingsChanged,
         HookKind::LeaderDeposed,
+        HookKind::UnitDataChanged,
         HookKind::Stop,
     ];
 
@@ -37,6 +40,7 @@ impl HookKind {
             HookKind::LeaderElected => "leader-elected",
             HookKind::LeaderSettingsChanged => "leader-settings-changed",
             HookKind::LeaderDeposed => "leader-deposed",
+            HookKind::UnitDataChanged => "unit-data-changed",
             HookKind::Stop => "stop",
         }
     }

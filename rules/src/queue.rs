@@ -10,6 +10,10 @@
 //! - `leader-elected` runs once per tenure (term) that this unit has not yet been told of
 //!   (it survives restarts through [`LocalState`]); `leader-settings-changed` runs when the
 //!   unit becomes a minion and after settings change, any burst making one hook.
+//! - `unit-data-changed` runs only on the leader, after `leader-elected`, when told that
+//!   other units' data changed during its tenure ([`HookQueue::on_unit_data`]), any burst
+//!   making one hook; a new tenure forgets what was announced before (its `leader-elected`
+//!   sees everything). Which units changed is the caller's to keep.
 //! - Every leadership hook carries the term it was queued under; it is dropped, not run,
 //!   if that term is stale when it would start.
 //! - A failed hook stays queued and is retried after a capped exponential backoff; other
@@ -139,6 +143,8 @@ pub struct HookQueue {
     elected: Option<u64>,
     deposed: Option<u64>,
     settings: bool,
+    /// Other units' data changed during the current tenure, unannounced.
+    unit_data: bool,
     stop_requested: bool,
     stop_done: bool,
     retry: Option<Retry>,
@@ -159,6 +165,7 @@ impl HookQueue {
             elected: None,
             deposed: None,
             settings: false,
+            unit_data: false,
             stop_requested: false,
             stop_done: false,
             retry: None,
@@ -186,13 +193,30 @@ impl HookQueue {
         self.settings = false;
         if self.local.last_elected_term != Some(term) {
             self.elected = Some(term);
+            // `leader-elected` sees every unit's data: nothing before it is owed.
+            self.unit_data = false;
         }
+    }
+
+    /// Other units' data or membership changed: the leader hears of it in one
+    /// `unit-data-changed`, however many changes come before it runs. Ignored unless the
+    /// unit leads.
+    pub fn on_unit_data(&mut self) {
+        if self.leader.is_some() {
+            self.unit_data = true;
+        }
+    }
+
+    /// True while a `unit-data-changed` is owed.
+    pub fn unit_data_pending(&self) -> bool {
+        self.unit_data
     }
 
     /// The unit does not hold leadership (or cannot guarantee it any more).
     pub fn on_minion(&mut self) {
         let was_known = self.role_known;
         self.role_known = true;
+        self.unit_data = false;
         if let Some(term) = self.leader.take() {
             if self.elected.take().is_some() {
                 self.dropped.push(QueuedHook { hook: HookKind::LeaderElected, term: Some(term) });
@@ -253,6 +277,13 @@ impl HookQueue {
                 return self.next(now, held_term);
             }
             Some(QueuedHook { hook: HookKind::LeaderElected, term: Some(term) })
+        } else if let Some(term) = self.leader.filter(|_| self.unit_data) {
+            if held_term != Some(term) {
+                self.unit_data = false;
+                self.dropped.push(QueuedHook { hook: HookKind::UnitDataChanged, term: Some(term) });
+                return self.next(now, held_term);
+            }
+            Some(QueuedHook { hook: HookKind::UnitDataChanged, term: Some(term) })
         } else if self.settings && self.leader.is_none() && self.role_known {
             Some(QueuedHook { hook: HookKind::LeaderSettingsChanged, term: None })
         } else {
@@ -267,7 +298,12 @@ impl HookQueue {
                 // The hook covers everything announced so far; later news queues it again.
                 match queued.hook {
                     HookKind::LeaderSettingsChanged => self.settings = false,
-                    HookKind::LeaderElected => self.elected = None,
+                    // `leader-elected` sees every unit's data as of its start.
+                    HookKind::LeaderElected => {
+                        self.elected = None;
+                        self.unit_data = false;
+                    }
+                    HookKind::UnitDataChanged => self.unit_data = false,
                     HookKind::LeaderDeposed => self.deposed = None,
                     HookKind::Install | HookKind::Stop => {}
                 }
@@ -290,6 +326,8 @@ impl HookQueue {
                 HookKind::LeaderSettingsChanged => self.settings = true,
                 HookKind::LeaderElected => self.elected = self.elected.or(queued.term),
                 HookKind::LeaderDeposed => self.deposed = self.deposed.or(queued.term),
+                // Retried only within the tenure it was for.
+                HookKind::UnitDataChanged => self.unit_data |= self.leader.is_some() && self.leader == queued.term,
                 HookKind::Install | HookKind::Stop => {}
             }
             return;
@@ -410,6 +448,41 @@ mod tests {
         assert_eq!(waits, [1, 2, 4, 4, 4]);
         q.on_settings(1); // queued events are kept meanwhile
         assert_eq!(drain(&mut q, now, None), [Install, LeaderSettingsChanged]);
+    }
+
+    #[test]
+    fn unit_data_changes_reach_only_the_leader_once_per_burst_after_elected() {
+        let mut q = HookQueue::new(LocalState::default(), Backoff::default());
+        q.on_settings(0);
+        q.on_minion();
+        q.on_unit_data();
+        assert_eq!(drain(&mut q, at(0), None), [Install, LeaderSettingsChanged], "never on a minion");
+        q.on_unit_data(); // before the tenure, and before leader-elected starts: it sees them
+        q.on_leader(1);
+        q.on_unit_data();
+        assert_eq!(drain(&mut q, at(0), Some(1)), [LeaderElected]);
+        let mut q = HookQueue::new(LocalState { installed: true, ..LocalState::default() }, Backoff::default());
+        q.on_settings(0);
+        q.on_leader(2);
+        let Next::Run(elected) = q.next(at(0), Some(2)) else { panic!() };
+        q.on_unit_data(); // during leader-elected: announced after it
+        q.finished(elected, true, at(0), Some(0));
+        q.on_unit_data();
+        q.on_unit_data();
+        assert_eq!(drain(&mut q, at(0), Some(2)), [UnitDataChanged], "a burst is one hook");
+        // A failed one is retried; a lost tenure drops it.
+        q.on_unit_data();
+        assert_eq!(run(&mut q, at(0), Some(2), false, None), Some(UnitDataChanged));
+        assert!(q.unit_data_pending());
+        q.on_minion();
+        assert!(!q.unit_data_pending());
+        assert_eq!(drain(&mut q, at(100), None), [LeaderDeposed, LeaderSettingsChanged]);
+        // Stale when it would start: dropped.
+        q.on_leader(3);
+        assert_eq!(drain(&mut q, at(100), Some(3)), [LeaderElected]);
+        q.on_unit_data();
+        assert_eq!(drain(&mut q, at(100), None), []);
+        assert_eq!(q.take_dropped(), [QueuedHook { hook: UnitDataChanged, term: Some(3) }]);
     }
 
     #[test]

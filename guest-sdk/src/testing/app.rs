@@ -3,9 +3,10 @@
 //! Owns each unit's hook queue (the host's own `charm_rules::queue::HookQueue`), what each
 //! queue was last told, a virtual clock for retry backoff, and the history of hooks run.
 //!
-//! Invariants: nothing runs until [`App::settle`]; a queue hears of leadership and of the
-//! settings version before each round of hooks and after each hook (the settings version,
-//! then the unit's role: the queue's answer does not depend on the order); each round runs at most one hook per unit,
+//! Invariants: nothing runs until [`App::settle`]; a queue hears of leadership, of the
+//! settings version and (the leader's) of unit-data changes before each round of hooks and
+//! after each hook (the queue's answer does not depend on the order); each round runs at
+//! most one hook per unit,
 //! units owing a `leader-deposed` first, so an old leader's deposed hook runs before a
 //! new leader's elected one when both are due; time moves only by [`App::advance`].
 
@@ -167,6 +168,31 @@ impl<C: Charm> App<C> {
         }
     }
 
+    /// Unit `i` leaves the application for good (an operator's `remove-unit`): its data
+    /// and membership go now (the leader hears of it), and it is stopped gracefully.
+    pub fn remove_unit(&mut self, i: usize) {
+        let name = self.unit(i).name();
+        self.unit(i).world().borrow_mut().remove(&name);
+        self.stop(i);
+    }
+
+    /// Unit `i`'s own data changes now, as its `unit-set` of `data` would (validated the
+    /// same way): the leader hears of it.
+    ///
+    /// # Panics
+    /// If unit `i` is not a member or the data is not valid.
+    pub fn set_unit_data<K: Into<String>, V: Into<String>>(
+        &mut self,
+        i: usize,
+        data: impl IntoIterator<Item = (K, V)>,
+    ) {
+        let group: Vec<(String, String)> = data.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let name = self.unit(i).name();
+        if let Err(reason) = self.unit(i).world().borrow_mut().write_unit_data(&name, &group) {
+            panic!("charm_sdk::testing::App::set_unit_data: {reason}");
+        }
+    }
+
     /// Moves the virtual clock on: failed hooks whose retry falls due run at the next
     /// [`Self::settle`] (the host's backoff: 1 s, then 2 s, 4 s, ... up to 60 s).
     pub fn advance(&mut self, by: Duration) {
@@ -219,13 +245,16 @@ impl<C: Charm> App<C> {
         &self.dropped
     }
 
-    /// Tells every queue the settings version and its unit's role, where they changed.
+    /// Tells every queue the settings version and its unit's role, where they changed,
+    /// and the leader's that other units' data changed.
     fn tell(&mut self) {
-        let (leader, term, version) = match self.members.first() {
+        let (leader, term, version, unit_data) = match self.members.first() {
             Some(first) => {
                 let world = first.unit.world();
                 let world = world.borrow();
-                (world.leader, world.term, world.version)
+                let leader_name = world.leader.and_then(|l| self.members.get(l)).map(|m| m.unit.name());
+                let others_changed = world.pending.iter().any(|u| Some(u) != leader_name.as_ref());
+                (world.leader, world.term, world.version, others_changed)
             }
             None => return,
         };
@@ -241,6 +270,9 @@ impl<C: Charm> App<C> {
                     None => member.queue.on_minion(),
                 }
                 member.told_role = Some(role);
+            }
+            if unit_data && role.is_some() {
+                member.queue.on_unit_data();
             }
         }
     }

@@ -97,6 +97,22 @@ pub(crate) fn leader_set(group: &[(String, String)]) -> Result<()> {
     fallible(|unit| unit.leader_set(group))
 }
 
+pub(crate) fn unit_set(group: &[(String, String)]) -> Result<()> {
+    fallible(|unit| unit.unit_set(group))
+}
+
+pub(crate) fn unit_get(of: &str, key: &str) -> Result<Option<String>> {
+    fallible(|unit| unit.unit_get(of, key))
+}
+
+pub(crate) fn unit_get_all(of: &str) -> Result<Vec<(String, String)>> {
+    fallible(|unit| unit.unit_get_all(of))
+}
+
+pub(crate) fn units() -> Result<Vec<String>> {
+    fallible(UnitState::units)
+}
+
 pub(crate) fn service_start(name: &str) -> Result<()> {
     fallible(|unit| unit.service_start(name))
 }

@@ -39,8 +39,8 @@
 //! Two forms:
 //! - [`Unit`]: one unit; the test says which hook runs, scripts leadership and store
 //!   faults (also between two calls of one hook), and reads everything the hook did.
-//! - [`App`]: N units of one application sharing leadership and settings, each with the
-//!   host's own hook queue, so the test says what happens (`elect`, `depose`, `stop`,
+//! - [`App`]: N units of one application sharing leadership, settings and unit data, each
+//!   with the host's own hook queue, so the test says what happens (`elect`, `depose`, `stop`,
 //!   `advance`) and [`App::settle`] runs the hooks that follows, coalesced and ordered as
 //!   the host would.
 //!
@@ -112,6 +112,25 @@ pub enum Call {
         /// The group as given.
         settings: Vec<(String, String)>,
     },
+    /// `unit-set`, one group of the unit's own data.
+    UnitSet {
+        /// The group as given.
+        settings: Vec<(String, String)>,
+    },
+    /// `unit-get UNIT KEY`.
+    UnitGet {
+        /// The unit read.
+        unit: String,
+        /// The key read.
+        key: String,
+    },
+    /// `unit-get` of every key of a unit.
+    UnitGetAll {
+        /// The unit read.
+        unit: String,
+    },
+    /// `units`.
+    Units,
     /// `services.start`.
     ServiceStart {
         /// The service.
@@ -153,6 +172,14 @@ pub enum CallKind {
     LeaderGetAll,
     /// `leader-set`.
     LeaderSet,
+    /// `unit-set`.
+    UnitSet,
+    /// `unit-get UNIT KEY`.
+    UnitGet,
+    /// `unit-get` of every key of a unit.
+    UnitGetAll,
+    /// `units`.
+    Units,
     /// `services.start`.
     ServiceStart,
     /// `services.stop`.
@@ -175,6 +202,10 @@ impl CallKind {
             CallKind::LeaderGet => "leader-get",
             CallKind::LeaderGetAll => "leader-get-all",
             CallKind::LeaderSet => "leader-set",
+            CallKind::UnitSet => "unit-set",
+            CallKind::UnitGet => "unit-get",
+            CallKind::UnitGetAll => "unit-get-all",
+            CallKind::Units => "units",
             CallKind::ServiceStart => "services.start",
             CallKind::ServiceStop => "services.stop",
             CallKind::ServiceStatus => "services.status",
@@ -196,6 +227,10 @@ impl Call {
             Call::LeaderGet { .. } => CallKind::LeaderGet,
             Call::LeaderGetAll => CallKind::LeaderGetAll,
             Call::LeaderSet { .. } => CallKind::LeaderSet,
+            Call::UnitSet { .. } => CallKind::UnitSet,
+            Call::UnitGet { .. } => CallKind::UnitGet,
+            Call::UnitGetAll { .. } => CallKind::UnitGetAll,
+            Call::Units => CallKind::Units,
             Call::ServiceStart { .. } => CallKind::ServiceStart,
             Call::ServiceStop { .. } => CallKind::ServiceStop,
             Call::ServiceStatus { .. } => CallKind::ServiceStatus,
@@ -219,6 +254,8 @@ pub enum Reply {
     Value(Option<String>),
     /// Every setting, sorted by key.
     Settings(Vec<(String, String)>),
+    /// `units`'s answer, sorted.
+    Units(Vec<String>),
     /// A service's status.
     Service(ServiceStatus),
 }
@@ -267,6 +304,10 @@ pub struct HookRun {
     pub statuses: Vec<(WorkloadStatus, String)>,
     /// Each settings group the store accepted, as given.
     pub writes: Vec<Vec<(String, String)>>,
+    /// Each group of the unit's own data the store accepted, as given.
+    pub unit_writes: Vec<Vec<(String, String)>>,
+    /// The units a `unit-data-changed` announced (empty for any other hook).
+    pub changed: Vec<String>,
 }
 
 impl HookRun {
@@ -362,8 +403,12 @@ impl Unit {
     /// Runs `hook` of charm `C` on this unit, now, and returns what it did. (The unit's
     /// queue is not consulted: any hook runs when asked; [`App`] runs them as the host
     /// would.)
+    ///
+    /// A `leader-elected` forgets the unit-data changes not yet announced (it sees
+    /// everything); a `unit-data-changed` announces them (other units' changes since the
+    /// last one, see [`Self::with_unit_data`]) and, if it fails, keeps them for the next.
     pub fn run<C: Charm>(&self, hook: Hook) -> HookRun {
-        self.state.borrow_mut().begin(hook);
+        let changed = self.state.borrow_mut().begin(hook);
         let result = {
             let _installed = backend::install(self.state.clone());
             match hook {
@@ -371,10 +416,47 @@ impl Unit {
                 Hook::LeaderElected => C::leader_elected(),
                 Hook::LeaderSettingsChanged => C::leader_settings_changed(),
                 Hook::LeaderDeposed => C::leader_deposed(),
+                Hook::UnitDataChanged => C::unit_data_changed(changed),
                 Hook::Stop => C::stop(),
             }
         };
         self.state.borrow_mut().finish(hook, result)
+    }
+
+    /// Unit `name` of this application is a member with `data` (validated as a `unit-set`
+    /// would be), as if it had joined and written it: a change the leader has not heard of.
+    ///
+    /// # Panics
+    /// If `name` is not a unit of this unit's application, or the data is not valid.
+    pub fn with_unit_data<K: Into<String>, V: Into<String>>(
+        self,
+        name: &str,
+        data: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let group: Vec<(String, String)> = data.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let unit = match UnitName::new(name) {
+            Ok(unit) if unit.app() == self.state.borrow().name.app() => unit,
+            Ok(_) => panic!("charm_sdk::testing: {name} is not a unit of {}", self.state.borrow().name.app()),
+            Err(e) => panic!("charm_sdk::testing: {e}"),
+        };
+        let world = self.world();
+        let mut world = world.borrow_mut();
+        world.join(&unit.to_string());
+        if let Err(reason) = world.write_unit_data(&unit.to_string(), &group) {
+            panic!("charm_sdk::testing: invalid unit data for {name}: {reason}");
+        }
+        drop(world);
+        self
+    }
+
+    /// `unit`'s data now (not a hook's snapshot); `None` if it is not a member.
+    pub fn unit_data(&self, unit: &str) -> Option<Settings> {
+        self.world().borrow().members.get(unit).cloned()
+    }
+
+    /// The application's members now, sorted.
+    pub fn units(&self) -> Vec<String> {
+        self.world().borrow().members.keys().cloned().collect()
     }
 
     /// The unit's name.

@@ -1,7 +1,8 @@
 //! What the test units share and what each remembers, and how a host call is answered.
 //!
 //! Owns the application's leadership (who leads, at which term), its leader settings and
-//! their version, and each unit's services; and per unit its store reachability, seeded
+//! their version, its members and their unit data (with the changes the leader has not
+//! heard of), and each unit's services; and per unit its store reachability, seeded
 //! random stream, data directory, scripted changes and the record of the hook running.
 //!
 //! Invariants, the host's own where it has one:
@@ -15,11 +16,16 @@
 //! - `leader-set` refuses a minion first, then an unreachable store, then an invalid
 //!   group (validated by `charm_rules::settings`, against the bucket); a write that
 //!   changes nothing leaves the version alone, like the host's stores;
+//! - unit data follows the host's rules: a member writes only its own (a removed unit's
+//!   writes are `stale`), validated like settings; a unit reads its own, only the leader
+//!   reads others' and the members; a change by any unit is pending until a
+//!   `unit-data-changed` announces it (a leader's own changes are never announced to it),
+//!   and a `leader-elected` forgets what was pending;
 //! - a scripted change applies just before the call it was scripted for, so leadership
 //!   can move between two calls of one hook.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use charm_rules::names::UnitName;
@@ -49,6 +55,10 @@ pub(crate) struct World {
     pub(crate) version: u64,
     /// Each unit's configured services, by unit index.
     pub(crate) services: Vec<BTreeMap<String, Service>>,
+    /// The members and their data, by unit name.
+    pub(crate) members: BTreeMap<String, Settings>,
+    /// Units whose data or membership changed and no `unit-data-changed` announced yet.
+    pub(crate) pending: BTreeSet<String>,
     next_pid: u32,
 }
 
@@ -84,6 +94,40 @@ impl World {
         Ok(true)
     }
 
+    /// `unit` is a member (a change, if it was not one).
+    pub(crate) fn join(&mut self, unit: &str) {
+        if !self.members.contains_key(unit) {
+            self.members.insert(unit.to_owned(), Settings::new());
+            self.pending.insert(unit.to_owned());
+        }
+    }
+
+    /// `unit` leaves, with its data; true if it was a member.
+    pub(crate) fn remove(&mut self, unit: &str) -> bool {
+        let was = self.members.remove(unit).is_some();
+        if was {
+            self.pending.insert(unit.to_owned());
+        }
+        was
+    }
+
+    /// Validates and applies `group` to member `unit`'s data as the host's stores do;
+    /// `Ok(true)` if it changed it.
+    pub(crate) fn write_unit_data(
+        &mut self,
+        unit: &str,
+        group: &[(String, String)],
+    ) -> std::result::Result<bool, String> {
+        let Some(data) = self.members.get_mut(unit) else { return Err(format!("{unit} is not a member")) };
+        let write = SettingsWrite::validate(group, data).map_err(|e| e.to_string())?;
+        if write.is_noop_on(data) {
+            return Ok(false);
+        }
+        write.apply_to(data);
+        self.pending.insert(unit.to_owned());
+        Ok(true)
+    }
+
     pub(crate) fn add_unit(&mut self) -> usize {
         self.services.push(BTreeMap::new());
         self.services.len() - 1
@@ -100,10 +144,17 @@ impl World {
 struct HookInProgress {
     hook: Hook,
     snapshot: Option<Settings>,
+    /// Every member's data, taken at the leader's first read of another unit's.
+    units: Option<BTreeMap<String, Settings>>,
+    /// The unit's own data (`None` inside: not a member), taken at its first read.
+    own: Option<Option<Settings>>,
+    /// What a `unit-data-changed` announces.
+    changed: Vec<String>,
     calls: Vec<HostCall>,
     logs: Vec<(LogLevel, String)>,
     statuses: Vec<(WorkloadStatus, String)>,
     writes: Vec<Vec<(String, String)>>,
+    unit_writes: Vec<Vec<(String, String)>>,
 }
 
 /// One test unit.
@@ -125,6 +176,7 @@ pub(crate) struct UnitState {
 impl UnitState {
     pub(crate) fn new(name: UnitName, world: Rc<RefCell<World>>, seed: u64) -> Self {
         let index = world.borrow_mut().add_unit();
+        world.borrow_mut().join(&name.to_string());
         let data_dir = match tempfile::Builder::new().prefix("charm-sdk-unit-").tempdir() {
             Ok(dir) => dir,
             Err(e) => panic!("charm_sdk::testing: cannot create a data directory for {name}: {e}"),
@@ -169,22 +221,64 @@ impl UnitState {
         self.world.borrow().leader == Some(self.index)
     }
 
-    pub(crate) fn begin(&mut self, hook: Hook) {
+    /// Starts `hook`; returns the units it announces (a `unit-data-changed`: the pending
+    /// changes of other units, now its own).
+    pub(crate) fn begin(&mut self, hook: Hook) -> Vec<String> {
+        let me = self.name.to_string();
+        let changed = {
+            let mut world = self.world.borrow_mut();
+            match hook {
+                Hook::UnitDataChanged => std::mem::take(&mut world.pending).into_iter().filter(|u| *u != me).collect(),
+                Hook::LeaderElected => {
+                    world.pending.clear();
+                    Vec::new()
+                }
+                _ => Vec::new(),
+            }
+        };
         self.hook = Some(HookInProgress {
             hook,
             snapshot: None,
+            units: None,
+            own: None,
+            changed: changed.clone(),
             calls: Vec::new(),
             logs: Vec::new(),
             statuses: Vec::new(),
             writes: Vec::new(),
+            unit_writes: Vec::new(),
         });
+        changed
     }
 
     pub(crate) fn finish(&mut self, hook: Hook, result: Result<()>) -> HookRun {
         let done = self.hook.take();
-        let (calls, logs, statuses, writes) =
-            done.map_or_else(Default::default, |h| (h.calls, h.logs, h.statuses, h.writes));
-        HookRun { hook, result, calls, logs, statuses, writes }
+        let Some(done) = done else {
+            return HookRun {
+                hook,
+                result,
+                calls: Vec::new(),
+                logs: Vec::new(),
+                statuses: Vec::new(),
+                writes: Vec::new(),
+                unit_writes: Vec::new(),
+                changed: Vec::new(),
+            };
+        };
+        if result.is_err() {
+            // A failed hook announced nothing: its units are owed again.
+            self.world.borrow_mut().pending.extend(done.changed.iter().cloned());
+        }
+        HookRun {
+            hook,
+            result,
+            calls: done.calls,
+            logs: done.logs,
+            statuses: done.statuses,
+            writes: done.writes,
+            unit_writes: done.unit_writes,
+            changed: done.changed,
+        }
     }
 
     fn hook(&mut self, call: &Call) -> &mut HookInProgress {
@@ -313,6 +407,94 @@ impl UnitState {
             Ok(Reply::Done)
         })
         .map(|_| ())
+    }
+
+    pub(crate) fn unit_set(&mut self, group: &[(String, String)]) -> Result<()> {
+        self.answer(Call::UnitSet { settings: group.to_vec() }, |unit, call| {
+            if let Some(reason) = &unit.unreachable {
+                return Err(LeadershipError::Unknown(reason.clone()).into());
+            }
+            let me = unit.name.to_string();
+            let written = {
+                let mut world = unit.world.borrow_mut();
+                if !world.members.contains_key(&me) {
+                    let reason = format!("{me} is not a member of {} (removed)", unit.name.app());
+                    return Err(LeadershipError::Stale(reason).into());
+                }
+                world.write_unit_data(&me, group).map_err(|reason| Error::from(LeadershipError::Invalid(reason)))?;
+                world.members.get(&me).cloned()
+            };
+            let hook = unit.hook(call);
+            hook.unit_writes.push(group.to_vec());
+            hook.own = Some(written);
+            Ok(Reply::Done)
+        })
+        .map(|_| ())
+    }
+
+    /// `of`'s data from the hook's snapshot: this unit's own for anyone, another's (and
+    /// the members) for the leader only.
+    fn unit_data_of(&mut self, of: &str, call: &Call) -> Result<Option<Settings>> {
+        let unit = UnitName::new(of).map_err(|e| Error::from(LeadershipError::Invalid(e.to_string())))?;
+        if unit.app() != self.name.app() {
+            return Err(LeadershipError::Invalid(format!("{unit} is not a unit of {}", self.name.app())).into());
+        }
+        if unit != self.name {
+            return Ok(self.all_units(call)?.get(of).cloned());
+        }
+        if self.hook(call).own.is_none() {
+            if let Some(reason) = &self.unreachable {
+                return Err(LeadershipError::Unknown(reason.clone()).into());
+            }
+            let own = self.world.borrow().members.get(of).cloned();
+            self.hook(call).own = Some(own);
+        }
+        Ok(self.hook(call).own.clone().flatten())
+    }
+
+    fn all_units(&mut self, call: &Call) -> Result<&BTreeMap<String, Settings>> {
+        if !self.is_leading() {
+            return Err(LeadershipError::NotLeader.into());
+        }
+        if self.hook(call).units.is_none() {
+            if let Some(reason) = &self.unreachable {
+                return Err(LeadershipError::Unknown(reason.clone()).into());
+            }
+            let members = self.world.borrow().members.clone();
+            self.hook(call).units = Some(members);
+        }
+        Ok(self.hook(call).units.get_or_insert_default())
+    }
+
+    pub(crate) fn unit_get(&mut self, of: &str, key: &str) -> Result<Option<String>> {
+        let call = Call::UnitGet { unit: of.to_owned(), key: key.to_owned() };
+        let reply = self.answer(call, |unit, call| {
+            Ok(Reply::Value(unit.unit_data_of(of, call)?.and_then(|data| data.get(key).cloned())))
+        })?;
+        Ok(match reply {
+            Reply::Value(value) => value,
+            _ => None,
+        })
+    }
+
+    pub(crate) fn unit_get_all(&mut self, of: &str) -> Result<Vec<(String, String)>> {
+        let reply = self.answer(Call::UnitGetAll { unit: of.to_owned() }, |unit, call| {
+            let data = unit.unit_data_of(of, call)?.unwrap_or_default();
+            Ok(Reply::Settings(data.into_iter().collect()))
+        })?;
+        Ok(match reply {
+            Reply::Settings(all) => all,
+            _ => Vec::new(),
+        })
+    }
+
+    pub(crate) fn units(&mut self) -> Result<Vec<String>> {
+        let reply =
+            self.answer(Call::Units, |unit, call| Ok(Reply::Units(unit.all_units(call)?.keys().cloned().collect())))?;
+        Ok(match reply {
+            Reply::Units(units) => units,
+            _ => Vec::new(),
+        })
     }
 
     fn with_service<T>(&mut self, name: &str, f: impl FnOnce(&mut Service, bool, &mut World) -> T) -> Result<T> {

@@ -1,6 +1,7 @@
 //! The hook driver of one unit: it turns the roles its [`RoleSource`] publishes, the
-//! settings versions the store announces and the commands it is given into hooks, in the
-//! order its [`HookQueue`] decides, and runs them.
+//! settings versions the store announces, the unit-data changes it hears of while the unit
+//! leads and the commands it is given into hooks, in the order its [`HookQueue`] decides,
+//! and runs them.
 //!
 //! Invariants:
 //! - It never changes the unit's leadership: a step-down or a stop is a request to the role
@@ -9,6 +10,10 @@
 //!   a stop that arrives during a hook gives the hook the stop grace, then interrupts it.
 //! - After every hook the local state and status are recorded ([`Records`]); what need not
 //!   survive a crash is written behind, by its due time and at the stop.
+//! - Only a leader watches unit data ([`UnitDataWatch`]): it subscribes when the unit
+//!   becomes leader and drops the subscription when it stops leading, so a change wakes
+//!   only the leader's agent. The units a `unit-data-changed` announces are taken from the
+//!   mirror when it starts and given back if it fails.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +25,7 @@ use super::queue::{HookQueue, Next};
 use super::records::Records;
 use super::role::{Role, RoleSource};
 use crate::events::LogLevel;
-use crate::hooks::{HookError, HookKind, HookOutcome};
+use crate::hooks::{HookCall, HookError, HookKind, HookOutcome};
 use crate::leadership::{Clock, Timestamp};
 use crate::runtime::{Charm, HookRuntime, UnitSandbox};
 use crate::timing;
@@ -47,10 +52,12 @@ impl HookDriver {
         let mut acted_on = Role::Unknown;
         let mut stopping = false;
         let mut pending: Option<AgentCommand> = None;
+        let mut unit_data = UnitDataWatch::default();
         loop {
             let role = *role_rx.borrow_and_update();
             if role != acted_on {
                 acted_on = role;
+                unit_data.follow(role, &unit);
                 match role {
                     Role::Leader(term) => self.queue.on_leader(term),
                     Role::Minion => {
@@ -67,6 +74,10 @@ impl HookDriver {
             }
             if settings.has_changed().unwrap_or(false) {
                 self.queue.on_settings(*settings.borrow_and_update());
+            }
+            unit_data.refresh_if_stale(&unit, clock.now()).await;
+            if unit.unit_data().has_pending() {
+                self.queue.on_unit_data();
             }
             if let Some(command) = pending.take() {
                 // Answered once the role source has given up the guarantee (and stopped the
@@ -91,12 +102,25 @@ impl HookDriver {
             let wait_until = match self.queue.next(clock.now(), unit.leadership().held_term()) {
                 Next::Run(queued) => {
                     let version = *settings.borrow();
+                    let call = match queued.hook {
+                        HookKind::UnitDataChanged => HookCall::unit_data_changed(unit.unit_data().take_pending()),
+                        hook => {
+                            if hook == HookKind::LeaderElected {
+                                // It reads every unit's data: nothing before it is owed.
+                                unit.unit_data().clear_pending();
+                            }
+                            HookCall::from(hook)
+                        }
+                    };
                     let outcome = if stopping {
-                        self.runtime.run_hook_within(&self.charm, &self.sandbox, queued.hook, self.stop_grace).await
+                        self.runtime.run_hook_within(&self.charm, &self.sandbox, call.clone(), self.stop_grace).await
                     } else {
-                        let hook = self.runtime.run_hook(&self.charm, &self.sandbox, queued.hook);
+                        let hook = self.runtime.run_hook(&self.charm, &self.sandbox, call.clone());
                         run_until_stopped(hook, queued.hook, &mut commands, &mut pending, self.stop_grace).await
                     };
+                    if outcome.result.is_err() {
+                        unit.unit_data().restore_pending(call.into_changed());
+                    }
                     // Only the driver records a hook's outcome: in the status, the log and
                     // the events.
                     unit.reporter().record_hook(&outcome);
@@ -113,8 +137,9 @@ impl HookDriver {
                 Next::WaitUntil(at) => Some(at),
                 Next::Idle => None,
             };
-            // Whichever comes first: the queue's next retry or the state written behind.
-            let wait_until = wait_until.into_iter().chain(self.records.write_due()).min();
+            // Whichever comes first: the queue's next retry, the state written behind, or the
+            // unit-data refresh that failed tried again.
+            let wait_until = wait_until.into_iter().chain(self.records.write_due()).chain(unit_data.retry_at).min();
             if acted_on != Role::Unknown {
                 unit.reporter().mark_settled();
             }
@@ -132,6 +157,7 @@ impl HookDriver {
                 }
                 // The store started or stopped failing: the status says so.
                 _ = health.changed() => self.records.save_status(&unit),
+                () = unit_data.changed() => {}
                 () = retry => {}
             }
         }
@@ -139,6 +165,74 @@ impl HookDriver {
         unit.services().stop_all().await;
         roles.finish().await;
         self.records.save_status(&unit);
+    }
+}
+
+/// The leader's subscription to its application's unit data (none while not leading), and
+/// whether its mirror must be brought up to date.
+#[derive(Default)]
+struct UnitDataWatch {
+    watch: Option<tokio::sync::watch::Receiver<u64>>,
+    stale: bool,
+    /// When a refresh that failed is tried again.
+    retry_at: Option<Timestamp>,
+    failures: u32,
+}
+
+impl UnitDataWatch {
+    /// Subscribes when the unit becomes leader (and refreshes at once), drops the
+    /// subscription otherwise.
+    fn follow(&mut self, role: Role, unit: &crate::unit::Unit) {
+        match role {
+            Role::Leader(_) if self.watch.is_none() => {
+                self.watch = Some(unit.unit_data().watch());
+                self.stale = true;
+            }
+            Role::Leader(_) => {}
+            Role::Minion | Role::Unknown => *self = Self::default(),
+        }
+    }
+
+    /// Brings the mirror up to date if a change was announced (or a retry is due); a
+    /// failure is retried with a backoff, and nothing announced is lost meanwhile (the
+    /// mirror's revision did not move).
+    async fn refresh_if_stale(&mut self, unit: &crate::unit::Unit, now: Timestamp) {
+        if let Some(watch) = &mut self.watch
+            && watch.has_changed().unwrap_or(false)
+        {
+            watch.borrow_and_update();
+            self.stale = true;
+        }
+        if !self.stale || self.retry_at.is_some_and(|at| at > now) {
+            return;
+        }
+        match unit.unit_data().refresh().await {
+            Ok(()) => {
+                self.stale = false;
+                self.retry_at = None;
+                self.failures = 0;
+            }
+            Err(err) => {
+                self.failures = self.failures.saturating_add(1);
+                let pause = timing::backoff(Duration::from_millis(100), Duration::from_secs(5), self.failures);
+                self.retry_at = Some(now + pause);
+                unit.log(LogLevel::Warning, format!("could not read the units' data (will retry): {err}"));
+            }
+        }
+    }
+
+    /// Returns when a change is announced (never while not leading); the mirror is then
+    /// stale.
+    async fn changed(&mut self) {
+        match &mut self.watch {
+            Some(watch) => {
+                if watch.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                self.stale = true;
+            }
+            None => std::future::pending().await,
+        }
     }
 }
 

@@ -26,6 +26,8 @@ pub async fn preflight(unit: &Unit, config: &AgentConfig) -> Result<LocalState, 
         None => LocalState::default(),
     };
     check_store_remembers(unit, &mut local, config.accept_new_store).await?;
+    // A member from now on, and this incarnation its data's only writer.
+    unit.unit_data().join().await.map_err(|e| AgentError::Store(e.to_string()))?;
     Ok(local)
 }
 

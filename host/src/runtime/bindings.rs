@@ -13,6 +13,10 @@ wasmtime::component::bindgen!({
         "juju:charm/leadership.leader-get": async,
         "juju:charm/leadership.leader-get-all": async,
         "juju:charm/leadership.leader-set": async,
+        "juju:charm/leadership.unit-set": async,
+        "juju:charm/leadership.unit-get": async,
+        "juju:charm/leadership.unit-get-all": async,
+        "juju:charm/leadership.units": async,
     },
 });
 

@@ -29,7 +29,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use crate::capabilities::{ContextView, LeadershipView, ServicesView};
-use crate::hooks::{HookError, HookKind, HookOutcome};
+use crate::hooks::{HookCall, HookError, HookKind, HookOutcome};
 
 pub use cache::CompiledCache;
 pub use guest_env::GuestEnvironment;
@@ -207,8 +207,8 @@ impl HookRuntime {
     /// Runs `hook` of `charm` for `sandbox`'s unit in a fresh sandbox and returns its
     /// outcome. The hook's start is reported once it has an instance slot; recording its
     /// outcome is its caller's (the hook driver's).
-    pub async fn run_hook(&self, charm: &Charm, sandbox: &UnitSandbox, hook: HookKind) -> HookOutcome {
-        self.run_within(charm, sandbox, hook, self.config.hook_deadline, true).await
+    pub async fn run_hook(&self, charm: &Charm, sandbox: &UnitSandbox, hook: impl Into<HookCall>) -> HookOutcome {
+        self.run_within(charm, sandbox, hook.into(), self.config.hook_deadline, true).await
     }
 
     /// [`Self::run_hook`], stopping the hook after `deadline` if that comes before the
@@ -217,10 +217,10 @@ impl HookRuntime {
         &self,
         charm: &Charm,
         sandbox: &UnitSandbox,
-        hook: HookKind,
+        hook: impl Into<HookCall>,
         deadline: Duration,
     ) -> HookOutcome {
-        self.run_within(charm, sandbox, hook, deadline, true).await
+        self.run_within(charm, sandbox, hook.into(), deadline, true).await
     }
 
     /// How many hooks run now (each holds one of the runtime's instance slots).
@@ -229,8 +229,8 @@ impl HookRuntime {
     }
 
     /// Runs a hook like [`Self::run_hook`] with the configured deadline, reporting nothing.
-    pub async fn run_hook_quietly(&self, charm: &Charm, sandbox: &UnitSandbox, hook: HookKind) -> HookOutcome {
-        self.run_within(charm, sandbox, hook, self.config.hook_deadline, false).await
+    pub async fn run_hook_quietly(&self, charm: &Charm, sandbox: &UnitSandbox, hook: impl Into<HookCall>) -> HookOutcome {
+        self.run_within(charm, sandbox, hook.into(), self.config.hook_deadline, false).await
     }
 
     /// Runs `hook` once it has an instance slot, reporting its start (`announce`) then.
@@ -238,10 +238,11 @@ impl HookRuntime {
         &self,
         charm: &Charm,
         sandbox: &UnitSandbox,
-        hook: HookKind,
+        call: HookCall,
         deadline: Duration,
         announce: bool,
     ) -> HookOutcome {
+        let hook = call.kind();
         let deadline = deadline.min(self.config.hook_deadline);
         let Ok(_slot) = self.slots.acquire().await else {
             let result = Err(HookError::Setup("the runtime is shutting down".into()));
@@ -254,7 +255,7 @@ impl HookRuntime {
         let start = Instant::now();
         // What the host logs while the hook runs (wasmtime, WASI, host functions) names it.
         let span = tracing::debug_span!("hook", unit = %unit.name(), hook = %hook);
-        let result = tracing::Instrument::instrument(self.run_in_sandbox(charm, sandbox, hook, deadline), span).await;
+        let result = tracing::Instrument::instrument(self.run_in_sandbox(charm, sandbox, &call, deadline), span).await;
         HookOutcome { hook, result, elapsed: start.elapsed() }
     }
 
@@ -262,9 +263,10 @@ impl HookRuntime {
         &self,
         charm: &Charm,
         sandbox: &UnitSandbox,
-        hook: HookKind,
+        call: &HookCall,
         deadline: Duration,
     ) -> Result<(), HookError> {
+        let hook = call.kind();
         let state = HookState::new(sandbox, hook, self.config.memory_cap)
             .map_err(|e| HookError::Setup(e.to_string()))?;
         let mut store = Store::new(&self.engine, state);
@@ -283,6 +285,10 @@ impl HookRuntime {
                 HookKind::LeaderElected => hooks.call_leader_elected(&mut store).await,
                 HookKind::LeaderSettingsChanged => hooks.call_leader_settings_changed(&mut store).await,
                 HookKind::LeaderDeposed => hooks.call_leader_deposed(&mut store).await,
+                HookKind::UnitDataChanged => {
+                    let changed: Vec<String> = call.changed().iter().map(|u| u.to_string()).collect();
+                    hooks.call_unit_data_changed(&mut store, &changed).await
+                }
                 HookKind::Stop => hooks.call_stop(&mut store).await,
             };
             result.map_err(Failure::Wasm)

@@ -121,7 +121,7 @@ impl HookState {
         *wasi.filesystem() = data_dir_preopen(sandbox)?;
         Ok(Self {
             context: ContextView { reporter: reporter.clone(), hook, calls: calls.clone() },
-            leadership: LeadershipView { leadership: unit.leadership().clone(), snapshot: None, calls: calls.clone() },
+            leadership: LeadershipView::new(unit.leadership().clone(), unit.unit_data().clone(), calls.clone()),
             services: ServicesView {
                 supervisor: unit.services().clone(),
                 leadership: unit.leadership().clone(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use charm_host::agent::{BareUnit, UnitSpec};
 use charm_host::charm_build::build_charm;
 use charm_host::events::RecordingSink;
-use charm_host::hooks::{HookKind, HookOutcome};
+use charm_host::hooks::{HookCall, HookOutcome};
 use charm_host::leadership::{Claimant, LeadershipStore, MemoryStore};
 use charm_host::names::UnitName;
 use charm_host::runtime::{Charm, HookRuntime, RuntimeConfig};
@@ -194,20 +194,20 @@ impl Fixture {
     }
 
     /// Runs a hook of the probe to completion, and records its outcome as an agent does.
-    pub async fn run(&self, unit: &Arc<BareUnit>, hook: HookKind) -> HookOutcome {
-        run_recorded(&self.runtime, &self.charm, unit, hook).await
+    pub async fn run(&self, unit: &Arc<BareUnit>, hook: impl Into<HookCall>) -> HookOutcome {
+        run_recorded(&self.runtime, &self.charm, unit, hook.into()).await
     }
 
     /// Starts a hook of the probe in the background ([`Self::run`]).
-    pub fn spawn(&self, unit: &Arc<BareUnit>, hook: HookKind) -> tokio::task::JoinHandle<HookOutcome> {
-        let (runtime, charm, unit) = (self.runtime.clone(), self.charm.clone(), unit.clone());
+    pub fn spawn(&self, unit: &Arc<BareUnit>, hook: impl Into<HookCall>) -> tokio::task::JoinHandle<HookOutcome> {
+        let (runtime, charm, unit, hook) = (self.runtime.clone(), self.charm.clone(), unit.clone(), hook.into());
         tokio::spawn(async move { run_recorded(&runtime, &charm, &unit, hook).await })
     }
 }
 
 /// Runs `hook` of `charm` for `unit` and records its outcome in the unit's status and
 /// events, as the unit's agent would.
-async fn run_recorded(runtime: &HookRuntime, charm: &Charm, unit: &BareUnit, hook: HookKind) -> HookOutcome {
+async fn run_recorded(runtime: &HookRuntime, charm: &Charm, unit: &BareUnit, hook: HookCall) -> HookOutcome {
     let outcome = runtime.run_hook(charm, &unit.sandbox, hook).await;
     unit.unit().reporter().record_hook(&outcome);
     outcome

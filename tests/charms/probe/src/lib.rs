@@ -7,7 +7,9 @@
 //! wait for `/resume`, remove `/paused` then `/resume`), `spin`, `alloc MIB`, `panic MESSAGE`, `fail MESSAGE`,
 //! `sleep MS`, `read PATH`, `env`, `time` (wall-clock seconds), `random` (8 random bytes),
 //! `status STATUS MESSAGE`, `print TEXT`, `eprint TEXT`;
-//! `service-start NAME`, `service-stop NAME`; for benchmarks, `call-is-leader N` and
+//! `service-start NAME`, `service-stop NAME`; unit data: `unit-set K=V [K=V...]`,
+//! `unit-get UNIT KEY`, `unit-get-all UNIT`, `units`, `changed` (the units a
+//! `unit-data-changed` announces); for benchmarks, `call-is-leader N` and
 //! `call-get N KEY` call the host N times.
 
 use std::fmt::Write as _;
@@ -60,6 +62,17 @@ fn run_command(line: &str) -> Result<String> {
                 (0..n).filter(|_| std::hint::black_box(charm_sdk::leader_get(key)).is_ok_and(|v| v.is_some())).count();
             format!("{found} of {n}")
         }
+        "unit-set" => {
+            let group = rest.split(' ').map(|pair| pair.split_once('=').unwrap_or((pair, "")));
+            format!("{:?}", charm_sdk::unit_set(group))
+        }
+        "unit-get" => {
+            let (unit, key) = rest.split_once(' ').ok_or("unit-get takes a unit and a key")?;
+            format!("{:?}", charm_sdk::unit_get(unit, key))
+        }
+        "unit-get-all" => format!("{:?}", charm_sdk::unit_get_all(rest)),
+        "units" => format!("{:?}", charm_sdk::units()),
+        "changed" => format!("{:?}", CHANGED.with(|c| c.borrow().clone())),
         "service-start" => format!("{:?}", charm_sdk::services::start(rest)),
         "service-stop" => format!("{:?}", charm_sdk::services::stop(rest)),
         "set-none" => format!("{:?}", charm_sdk::leader_set(Vec::<(String, String)>::new())),
@@ -123,6 +136,11 @@ fn run_command(line: &str) -> Result<String> {
     })
 }
 
+thread_local! {
+    /// What the running `unit-data-changed` announces (empty in other hooks).
+    static CHANGED: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 struct Probe;
 
 impl Charm for Probe {
@@ -136,6 +154,10 @@ impl Charm for Probe {
         run_script()
     }
     fn leader_deposed() -> Result<()> {
+        run_script()
+    }
+    fn unit_data_changed(changed: Vec<String>) -> Result<()> {
+        CHANGED.with(|c| *c.borrow_mut() = changed);
         run_script()
     }
     fn stop() -> Result<()> {
