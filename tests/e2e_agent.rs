@@ -11,6 +11,51 @@ use charm_host::names::AppName;
 
 use support::*;
 
+/// `unit-set` and `unit-get` as Juju's peer-relation tools, through the agents: a unit
+/// writes its own data; only the leader reads another's; the leader hears of a change in
+/// `unit-data-changed`; `remove-unit` deletes a member's data (refused while its agent runs).
+#[test]
+fn unit_data_tools_follow_the_peer_relation_tools() {
+    let agents = Agents::leader_and_minion();
+    let tool = |args: &[&str]| agents.tool(args);
+    let err = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    let out = tool(&["unit-set", "--unit", "db/1", "address=10.0.0.1", "eq=a=b"]);
+    assert_eq!((out.status.code(), stdout(&out)), (Some(0), String::new()), "{}", err(&out));
+    assert_eq!(stdout(&tool(&["unit-get", "--unit", "db/1", "address"])), "10.0.0.1\n", "its own, without UNIT");
+    let out = tool(&["unit-get", "--unit", "db/1", "address", "db/0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(err(&out), "ERROR cannot read unit data: only the leader reads other units' data\n");
+    let all: serde_json::Value =
+        serde_json::from_str(&stdout(&tool(&["unit-get", "--unit", "db/0", "--format", "json", "-", "db/1"]))).unwrap();
+    assert_eq!(all, serde_json::json!({"address": "10.0.0.1", "eq": "a=b"}));
+    assert_eq!(stdout(&tool(&["unit-get", "--unit", "db/0", "missing", "db/1"])), "", "nothing when absent");
+    wait_for("the leader's unit-data-changed", || agents.hooks("db/0").iter().any(|h| h == "unit-data-changed"));
+    assert!(!agents.hooks("db/1").iter().any(|h| h == "unit-data-changed"), "never on a minion");
+
+    for bad in [
+        &["unit-set", "--unit", "db/1", "nonsense"][..],
+        &["unit-get", "--unit", "db/0", "k", "db/1", "x"],
+        &["unit-get", "--unit", "db/0", "k", "not-a-unit"],
+    ] {
+        assert_eq!(tool(bad).status.code(), Some(2), "{bad:?}");
+    }
+    assert_eq!(tool(&["unit-set", "--unit", "db/1", "bad key=1"]).status.code(), Some(1), "the store refuses the key");
+
+    // Removing a unit: refused while its agent answers, then done with --force.
+    let out = tool(&["remove-unit", "db/1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err(&out).contains("stop it first"), "{}", err(&out));
+    let out = tool(&["remove-unit", "db/1", "--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", err(&out));
+    let out = tool(&["unit-set", "--unit", "db/1", "a=b"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err(&out).contains("not a member"), "{}", err(&out));
+    assert_eq!(stdout(&tool(&["unit-get", "--unit", "db/0", "--format", "json", "-", "db/1"])), "{}\n");
+    let out = tool(&["remove-unit", "db/1", "--force"]);
+    assert_eq!(out.status.code(), Some(1), "no longer a member");
+}
+
 #[test]
 fn hook_tools_answer_in_every_format_with_juju_exit_codes() {
     let agents = Agents::leader_and_minion();

@@ -96,8 +96,29 @@ enum Command {
         /// KEY=VALUE pairs, written as one atomic group (none: a write that changes nothing).
         pairs: Vec<String>,
     },
+    /// Write the unit's own data through its agent: KEY=VALUE... (an empty value deletes).
+    UnitSet {
+        #[command(flatten)]
+        target: ToolArgs,
+        /// KEY=VALUE pairs, written as one atomic group.
+        pairs: Vec<String>,
+    },
+    /// Read a unit's data through an agent: KEY (or all, with none or `-`) of UNIT (the
+    /// agent's own unit without it; another unit's only through the leader's agent).
+    UnitGet {
+        #[command(flatten)]
+        target: ToolArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+        /// `[KEY|-] [UNIT]`, in the order of Juju's `relation-get`.
+        #[arg(value_name = "KEY UNIT")]
+        args: Vec<String>,
+    },
     /// Operator action: the unit, if leader, steps down and another unit is elected.
     StepDown(ToolArgs),
+    /// Operator action: UNIT leaves its application for good; its data is deleted and the
+    /// leader hears of it. Stop its agent first (a restarted agent joins again).
+    RemoveUnit(RemoveUnitArgs),
     /// Operator action: hand leadership to UNIT directly (no other unit leads in between).
     Elect(ElectArgs),
     /// Measure every performance figure against a baseline taken in the same run (only in
@@ -136,6 +157,23 @@ pub struct ElectArgs {
     /// How long the lease stays reserved for UNIT (and how long to wait for it).
     #[arg(long, default_value = shown(timing::DEFAULT_RESERVATION), value_parser = |s: &str| timing::parse(s, &timing::RESERVATION))]
     pub within: Duration,
+}
+
+/// Options for `charm-host remove-unit`.
+#[derive(Debug, Args)]
+pub struct RemoveUnitArgs {
+    /// The unit to remove, e.g. `app/2`.
+    #[arg(value_parser = unit_name)]
+    pub unit: UnitName,
+    /// The state directory the application's agents run on (UNIT's, with --store).
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+    #[command(flatten)]
+    pub store: store::StoreArgs,
+    /// Remove it even though its agent still answers in DIR: its writes of its data fail
+    /// from then on, until it is restarted (and joins again).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Options for `charm-host agent`.
@@ -437,9 +475,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::IsLeader { target, output, args } => Ok(tools::is_leader(target, output, args)),
         Command::LeaderTerm { target, output } => Ok(tools::leader_term(target, output)),
         Command::LeaderGet { target, output, args } => Ok(tools::leader_get(target, output, args)),
+        Command::UnitSet { target, pairs } => Ok(tools::unit_set(target, pairs)),
+        Command::UnitGet { target, output, args } => Ok(tools::unit_get(target, output, args)),
         Command::LeaderSet { target, pairs } => Ok(tools::leader_set(target, pairs)),
         Command::StepDown(target) => Ok(operator::step_down(target)),
         Command::Elect(args) => block_on(operator::elect(args))?,
+        Command::RemoveUnit(args) => block_on(operator::remove_unit(args))?,
         #[cfg(feature = "bench")]
         Command::Bench(args) => bench::bench(args),
     }

@@ -1,7 +1,8 @@
 //! Operator actions on a state directory's agents: `step-down` (the leader gives up; another
-//! unit is elected) and `elect UNIT` (a directed handover: the lease is reserved for UNIT;
+//! unit is elected), `elect UNIT` (a directed handover: the lease is reserved for UNIT;
 //! the leader's agent, on this machine or another, sees the reservation and steps down, so
-//! only UNIT can take it and no other unit leads between).
+//! only UNIT can take it and no other unit leads between) and `remove-unit UNIT` (the unit
+//! leaves for good: its membership and data go, and the leader hears of it).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -12,9 +13,9 @@ use crate::names::UnitName;
 use crate::state_dir::StateDir;
 use anyhow::Context as _;
 
-use super::ElectArgs;
 use super::ToolArgs;
 use super::tools::{act, ask_agent};
+use super::{ElectArgs, RemoveUnitArgs};
 
 /// How long `elect` waits for an agent to answer.
 const AGENT_TIMEOUT: Duration = crate::timing::DEFAULT_TOOL_TIMEOUT;
@@ -55,5 +56,33 @@ pub async fn elect(args: ElectArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
         Err(err) => Err(err.into()),
+    }
+}
+
+/// `remove-unit UNIT`: UNIT stops being a member of its application and its data is
+/// deleted, in one step; the leader hears of it. Refused while UNIT's agent answers in the
+/// state directory (without `--force`): a running agent would go on with writes that now
+/// fail, and a restart would make it a member again.
+pub async fn remove_unit(args: RemoveUnitArgs) -> anyhow::Result<ExitCode> {
+    let unit = args.unit.clone();
+    let state = StateDir::new(&args.state);
+    if args.store.store.is_none() {
+        anyhow::ensure!(state.store().is_file(), "{} holds no state (no state.db)", args.state.display());
+    }
+    let running = ask_agent(&state, &unit, &ToolRequest::IsLeader, AGENT_TIMEOUT).await.is_ok();
+    if running && !args.force {
+        eprintln!(
+            "error: {unit}'s agent is running in {}: stop it first (or give --force; a restarted agent joins again)",
+            args.state.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let store = args.store.open(&state, crate::timing::DEFAULT_GUARANTEE_WINDOW, false).await?.store;
+    if store.remove_unit(&unit).await.with_context(|| format!("cannot remove {unit}"))? {
+        outln!("removed {unit} from {}: its data is deleted, and the leader is told", unit.app());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: {unit} is not a member of {}", unit.app());
+        Ok(ExitCode::from(1))
     }
 }

@@ -1,6 +1,7 @@
-//! `charm-host is-leader | leader-term | leader-get | leader-set`: hook tools for scripts and
-//! cron jobs, answered by the unit's running agent without waiting behind its hooks
-//! (`leader-term` has no Juju equivalent).
+//! `charm-host is-leader | leader-term | leader-get | leader-set | unit-get | unit-set`: hook
+//! tools for scripts and cron jobs, answered by the unit's running agent without waiting
+//! behind its hooks (`leader-term` has no Juju equivalent; `unit-get` and `unit-set` follow
+//! Juju's `relation-get` and `relation-set` on a peer relation).
 //!
 //! They behave as Juju's tools do (`docs/juju-compatibility.md` lists every rule and the
 //! few deliberate differences): output through Juju's `smart`, `yaml` and `json` formats or
@@ -67,9 +68,10 @@ struct AgentTimeout {
 /// A `leader-set` that was sent and not answered (its outcome is unknown) exits
 /// [`OUTCOME_UNKNOWN_EXIT`], never 1: 1 says nothing was written.
 fn ask(target: &ToolArgs, request: ToolRequest, what: &str) -> Result<ToolResponse, (u8, String)> {
-    let write = matches!(request, ToolRequest::LeaderSet { .. });
+    let write = matches!(request, ToolRequest::LeaderSet { .. } | ToolRequest::UnitSet { .. });
+    let leader_set = matches!(request, ToolRequest::LeaderSet { .. });
     match call_agent(&StateDir::new(&target.state), &target.unit, &request, target.timeout) {
-        Ok(ToolResponse::Error { kind: ToolErrorKind::NotLeader, message }) => {
+        Ok(ToolResponse::Error { kind: ToolErrorKind::NotLeader, message }) if leader_set => {
             Err((1, format!("{what}cannot write settings: {message}")))
         }
         Ok(ToolResponse::Error { kind: ToolErrorKind::OutcomeUnknown, message }) => {
@@ -242,6 +244,52 @@ pub fn leader_set(target: ToolArgs, pairs: Vec<String>) -> ExitCode {
     };
     match ask(&target, ToolRequest::LeaderSet { settings }, "cannot write leadership settings: ") {
         Ok(ToolResponse::Done) => ExitCode::SUCCESS,
+        Ok(other) => fail(1, format!("unexpected answer {other:?}")),
+        Err((code, message)) => fail(code, message),
+    }
+}
+
+/// `unit-set K=V...`: one atomic group of the unit's own data (parsed as `leader-set`'s);
+/// an empty value deletes its key. Refused (exit 1) for a copy of the unit that may no
+/// longer write its data.
+pub fn unit_set(target: ToolArgs, pairs: Vec<String>) -> ExitCode {
+    let settings = match super::args::parse_leader_set_args(&pairs) {
+        Ok(settings) => settings,
+        Err(err) => return fail(USAGE, err),
+    };
+    match ask(&target, ToolRequest::UnitSet { settings }, "cannot write unit data: ") {
+        Ok(ToolResponse::Done) => ExitCode::SUCCESS,
+        Ok(other) => fail(1, format!("unexpected answer {other:?}")),
+        Err((code, message)) => fail(code, message),
+    }
+}
+
+/// `unit-get [KEY|-] [UNIT]` (the order of Juju's `relation-get`): one value of UNIT's
+/// data (the asking unit's own without UNIT), or all of it; another unit's only through
+/// the leader's agent.
+pub fn unit_get(target: ToolArgs, output: OutputArgs, args: Vec<String>) -> ExitCode {
+    let format = match Format::parse(&output.format) {
+        Ok(format) => format,
+        Err(message) => return fail(USAGE, message),
+    };
+    let key = match args.first() {
+        Some(key) if key.contains('=') => return fail(USAGE, format!("invalid key {key:?}")),
+        Some(key) if key != "-" => Some(key.clone()),
+        _ => None,
+    };
+    let unit = match args.get(1) {
+        Some(unit) => match unit.parse::<UnitName>() {
+            Ok(unit) => Some(unit.to_string()),
+            Err(err) => return fail(USAGE, format!("invalid unit {unit:?}: {err}")),
+        },
+        None => None,
+    };
+    if args.len() > 2 {
+        return fail(USAGE, format!("unrecognized args: {}", quoted_list(&args[2..])));
+    }
+    match ask(&target, ToolRequest::UnitGet { unit, key }, "cannot read unit data: ") {
+        Ok(ToolResponse::Value(value)) => print(&output, format, &Value::Text(value)),
+        Ok(ToolResponse::Settings(settings)) => print(&output, format, &Value::Map(settings)),
         Ok(other) => fail(1, format!("unexpected answer {other:?}")),
         Err((code, message)) => fail(code, message),
     }

@@ -1,12 +1,15 @@
-//! Hook tools for scripts and cron jobs: a unit agent answers `is-leader`, `leader-get` and
-//! `leader-set` (and the operator's `step-down`) on a local Unix socket, outside any hook.
+//! Hook tools for scripts and cron jobs: a unit agent answers `is-leader`, `leader-get`,
+//! `leader-set`, `unit-set` and `unit-get` (and the operator's `step-down`) on a local Unix
+//! socket, outside any hook.
 //!
 //! Invariants:
 //! - Requests are served on their own task, never behind a running hook, and store calls
 //!   run off the async workers; the answers are the store's latest (scripts have no hook
 //!   sandbox): `is-leader` is the tracker's guarantee at the moment of the call,
 //!   `leader-get` the committed settings, and `leader-set` a fenced write under the unit's
-//!   current term. One request and one response per connection, each a line of JSON.
+//!   current term; `unit-set` a write of the unit's own data under its incarnation, and
+//!   `unit-get` the committed data (another unit's only while the unit leads). One request
+//!   and one response per connection, each a line of JSON.
 //! - **Never applied after the caller gave up.** A request carries the instant (machine
 //!   monotonic clock) after which its caller stops waiting less a margin for the commit;
 //!   a request read after it is dropped unanswered, and a `leader-set` is written only if
@@ -44,7 +47,7 @@ pub use server::{ServerLimits, listen, serve, serve_with};
 
 use crate::agent::AgentCommand;
 use crate::events::LogLevel;
-use crate::leadership::{BootClock, Clock, StoreError, Timestamp, WriteError};
+use crate::leadership::{BootClock, Clock, StoreError, Timestamp, UnitWriteError, WriteError};
 use crate::names::UnitName;
 use crate::tracker::LeadershipUnknown;
 use crate::unit::Unit;
@@ -128,6 +131,49 @@ impl UnitTools {
     ) -> Result<(), WriteError> {
         self.unit.leadership().leader_set_by(group, apply_by).await
     }
+
+    /// `unit-set`: one group of the unit's own data, in the store before it returns,
+    /// applied only if the store decides it before `apply_by`.
+    pub async fn unit_set_by(
+        &self,
+        group: &[(String, String)],
+        apply_by: Option<Timestamp>,
+    ) -> Result<(), UnitWriteError> {
+        self.unit.unit_data().set_by(group, apply_by).await.map(|_| ())
+    }
+
+    /// `unit-get`: all of `unit`'s data as the store has it now (`None`: not a member); the
+    /// unit's own for anyone, another unit's only while this unit leads.
+    pub async fn unit_get(&self, unit: Option<&str>) -> Result<Option<crate::settings::Settings>, UnitReadError> {
+        let me = self.unit.name();
+        let unit = match unit {
+            None => me.clone(),
+            Some(text) => text.parse().map_err(|e: crate::names::NameError| UnitReadError::Invalid(e.to_string()))?,
+        };
+        if unit.app() != me.app() {
+            return Err(UnitReadError::Invalid(format!("{unit} is not a unit of {}", me.app())));
+        }
+        if &unit != me && !self.is_leader().map_err(|e| UnitReadError::Unknown(e.to_string()))? {
+            return Err(UnitReadError::NotLeader);
+        }
+        let data = self.unit.unit_data().read(&unit).await.map_err(|e| UnitReadError::Unknown(e.to_string()))?;
+        Ok(data.map(|d| (*d.values).clone()))
+    }
+}
+
+/// Why a `unit-get` was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnitReadError {
+    /// Another unit's data, asked of a unit that does not lead.
+    #[error("only the leader reads other units' data")]
+    NotLeader,
+    /// Leadership or the store could not be verified.
+    #[error("{0}")]
+    Unknown(String),
+    /// The unit named is not a valid unit of this application.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Answers one request with `tools`; operator actions go to the unit's agent through
@@ -162,6 +208,27 @@ pub async fn answer(
             Err(WriteError::Invalid(reason)) => error(ToolErrorKind::Invalid, reason.to_string()),
             Err(err @ WriteError::OutcomeUnknown(_)) => error(ToolErrorKind::OutcomeUnknown, err.to_string()),
             Err(err @ (WriteError::Store(_) | WriteError::TooLate)) => error(ToolErrorKind::Unknown, err.to_string()),
+        },
+        ToolRequest::UnitSet { settings } => match tools.unit_set_by(&settings, apply_by).await {
+            Ok(()) => ToolResponse::Done,
+            Err(UnitWriteError::Invalid(reason)) => error(ToolErrorKind::Invalid, reason.to_string()),
+            Err(err @ (UnitWriteError::NotMember { .. } | UnitWriteError::OtherIncarnation { .. })) => {
+                error(ToolErrorKind::Stale, err.to_string())
+            }
+            Err(err @ UnitWriteError::OutcomeUnknown(_)) => error(ToolErrorKind::OutcomeUnknown, err.to_string()),
+            Err(err) => error(ToolErrorKind::Unknown, err.to_string()),
+        },
+        ToolRequest::UnitGet { unit, key } => match tools.unit_get(unit.as_deref()).await {
+            Ok(data) => {
+                let data = data.unwrap_or_default();
+                match key {
+                    Some(key) => ToolResponse::Value(data.get(&key).cloned()),
+                    None => ToolResponse::Settings(data.into_iter().collect()),
+                }
+            }
+            Err(UnitReadError::NotLeader) => error(ToolErrorKind::NotLeader, UnitReadError::NotLeader.to_string()),
+            Err(UnitReadError::Invalid(reason)) => error(ToolErrorKind::Invalid, reason),
+            Err(UnitReadError::Unknown(reason)) => error(ToolErrorKind::Unknown, reason),
         },
         ToolRequest::StepDown => {
             if tools.unit.leadership().held_term().is_none() {

@@ -36,6 +36,20 @@ pub enum ToolRequest {
         /// The group; an empty value deletes its key.
         settings: Vec<(String, String)>,
     },
+    /// Write a group of the unit's own data.
+    UnitSet {
+        /// The group; an empty value deletes its key.
+        settings: Vec<(String, String)>,
+    },
+    /// One key (`key`) or all of a unit's data: the asking unit's own (`unit` absent or
+    /// itself), another unit's only on the leader.
+    UnitGet {
+        /// The unit whose data to read; absent: the asking unit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unit: Option<String>,
+        /// The key, or `None` for all of it.
+        key: Option<String>,
+    },
     /// Operator action: the unit, if leader, steps down (deposed hook, then revoke).
     StepDown,
 }
@@ -47,6 +61,8 @@ impl ToolRequest {
             ToolRequest::IsLeader => "is-leader",
             ToolRequest::LeaderGet { .. } => "leader-get",
             ToolRequest::LeaderSet { .. } => "leader-set",
+            ToolRequest::UnitSet { .. } => "unit-set",
+            ToolRequest::UnitGet { .. } => "unit-get",
             ToolRequest::StepDown => "step-down",
         }
     }
@@ -62,9 +78,12 @@ pub enum ToolErrorKind {
     Unknown,
     /// The request's arguments were rejected.
     Invalid,
-    /// A `leader-set` was sent to the store and not answered: it may or may not have been
+    /// A write was sent to the store and not answered: it may or may not have been
     /// applied.
     OutcomeUnknown,
+    /// A `unit-set` from a copy of the unit that may no longer write its data (a later
+    /// start of the unit joined, or the unit was removed).
+    Stale,
 }
 
 /// A unit agent's answer.
@@ -86,11 +105,11 @@ pub enum ToolResponse {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         term: Option<u64>,
     },
-    /// The answer to `leader-get` with a key.
+    /// The answer to `leader-get` or `unit-get` with a key.
     Value(Option<String>),
-    /// The answer to `leader-get` without a key, sorted by key.
+    /// The answer to `leader-get` or `unit-get` without a key, sorted by key.
     Settings(Vec<(String, String)>),
-    /// `leader-set` succeeded.
+    /// `leader-set` or `unit-set` succeeded.
     Done,
     /// The request failed.
     Error {
@@ -172,6 +191,10 @@ mod tests {
             proptest::option::of(".{0,40}").prop_map(|key| ToolRequest::LeaderGet { key }),
             proptest::collection::vec((".{0,20}", ".{0,40}"), 0..6)
                 .prop_map(|settings| ToolRequest::LeaderSet { settings }),
+            proptest::collection::vec((".{0,20}", ".{0,40}"), 0..6)
+                .prop_map(|settings| ToolRequest::UnitSet { settings }),
+            (proptest::option::of(".{0,20}"), proptest::option::of(".{0,40}"))
+                .prop_map(|(unit, key)| ToolRequest::UnitGet { unit, key }),
         ]
     }
 

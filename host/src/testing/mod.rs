@@ -51,6 +51,7 @@
 pub mod explore;
 mod idle;
 pub mod invariants;
+mod members;
 mod observe;
 mod store;
 
@@ -236,7 +237,7 @@ impl TestAppBuilder {
         let unit = UnitSetup { window, services, agent: AgentConfig::default().with_backoff(backoff) };
         Ok(TestApp {
             world: World { runtime, hooks, charm, clock, store, ledger, timeline, dir },
-            setup: Setup { app, hook_deadline: self.hook_deadline, unit },
+            setup: Setup { app, hook_deadline: self.hook_deadline, unit, seed: self.seed },
             units,
             started: false,
             checks: invariants::Checks::default(),
@@ -295,6 +296,8 @@ struct Setup {
     app: AppName,
     hook_deadline: Duration,
     unit: UnitSetup,
+    /// The seed of every unit's guest randomness.
+    seed: u64,
 }
 
 impl std::fmt::Debug for TestApp {
