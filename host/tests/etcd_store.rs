@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use charm_host::leadership::etcd::{ConnectError, EtcdOptions, EtcdStore, EtcdTls};
 use charm_host::leadership::{
-    LeadershipStore, LeadershipToken, LeaseError, Release, StoreFailure, TenureEnd, WriteError, wait_until_released,
+    LeadershipStore, LeadershipToken, LeaseError, Release, StoreFailure, TenureEnd, UnitDataStore, WriteError,
+    wait_until_released,
 };
 use charm_host::names::AppName;
 use etcd::EtcdCluster;
@@ -396,4 +397,38 @@ async fn a_lease_revoked_behind_its_holders_back_keeps_others_out_until_the_hold
     // A tenure given up by its holder passes at once.
     holding.revoke(&claimant("s/0"), Release::StepDown).await.unwrap();
     assert_eq!(claiming.claim(&claimant("s/1"), TTL).await.unwrap().term, 3, "no wait after a release");
+}
+
+/// A leader's process reads only what changed, from a mirror its watch keeps; a process
+/// that stops watching (it no longer leads) ends its mirror at the next change, and is then
+/// answered from a listing of the store: never from a stale mirror.
+#[tokio::test]
+async fn the_unit_data_mirror_lives_only_while_someone_watches() {
+    let cluster = EtcdCluster::start(1);
+    let writer = connect(&cluster).await;
+    let reader = EtcdStore::connect(&EtcdOptions::from_url(&cluster.url()).unwrap()).await.unwrap();
+    let unit0 = other_incarnation("u/0");
+    writer.join_unit(&unit0).await.unwrap();
+    let mut watch = reader.watch_unit_data(&app("u"));
+    let first = *tokio::time::timeout(Duration::from_secs(10), watch.wait_for(|r| *r > 0)).await.unwrap().unwrap();
+    let listed = reader.unit_data_since(&app("u"), 0).await.unwrap();
+    assert_eq!(listed.units.len(), 1, "listed at revision {first}");
+    writer.write_unit_data(&unit0, &group(&[("k", "1")]), None).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), watch.changed()).await.unwrap().unwrap();
+    let changes = reader.unit_data_since(&app("u"), listed.revision).await.unwrap();
+    assert!(!changes.full && changes.units.len() == 1, "from the mirror: only what changed ({changes:?})");
+    drop(watch);
+    // The next change ends the mirror; until the reader has seen it end, answers still
+    // come from it (and stay right).
+    writer.write_unit_data(&unit0, &group(&[("k", "2")]), None).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = reader.unit_data_since(&app("u"), changes.revision).await.unwrap();
+        if answer.full {
+            assert_eq!(answer.units[0].1.as_ref().unwrap().values.get("k").map(String::as_str), Some("2"));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the mirror outlived its last watcher");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -56,6 +56,11 @@ impl Watchers {
         self.unit_data.apps()
     }
 
+    /// Whether a receiver of `app`'s unit-data revision is still held.
+    pub fn unit_data_watched(&self, app: &AppName) -> bool {
+        self.unit_data.held(app)
+    }
+
     /// A receiver of the lease-change counter.
     pub fn leases(&self) -> watch::Receiver<u64> {
         self.leases.subscribe()
@@ -88,6 +93,10 @@ impl Counters {
         if let Some(sender) = map.get(app) {
             sender.send_if_modified(|v| raise(v, to));
         }
+    }
+
+    fn held(&self, app: &AppName) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(app).is_some_and(|s| s.receiver_count() > 0)
     }
 
     fn apps(&self) -> Vec<AppName> {

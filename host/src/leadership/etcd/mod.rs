@@ -117,7 +117,7 @@ pub struct EtcdStore {
     /// The settings watch of each application this process watches.
     settings_watches: Mutex<BTreeMap<AppName, tokio::task::JoinHandle<()>>>,
     /// The unit-data mirror of each application this process watches (aborted on drop).
-    unit_mirrors: Mutex<BTreeMap<AppName, unit_data::Mirror>>,
+    unit_mirrors: unit_data::Mirrors,
     /// The store found at connect, checked in every transaction.
     identity: StoreIdentity,
 }
@@ -385,7 +385,7 @@ impl EtcdStore {
             spare: Arc::new(Mutex::new(None)),
             loaded_at: from,
             settings_watches: Mutex::new(BTreeMap::new()),
-            unit_mirrors: Mutex::new(BTreeMap::new()),
+            unit_mirrors: unit_data::Mirrors::default(),
             identity,
         })
     }

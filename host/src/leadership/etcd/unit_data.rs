@@ -21,10 +21,13 @@
 //! the reader one bag, whatever the number of units; [`UnitDataStore::unit_data_since`]
 //! answers from the mirror ([`UnitBook`]). Without a mirror it lists the prefix (a full
 //! answer). The mirror trails the server by the watch's delay: a change is announced once
-//! it is in the mirror, never before.
+//! it is in the mirror, never before. A mirror lives while someone holds a receiver of
+//! [`UnitDataStore::watch_unit_data`] (only a leader's agent does): the first event after
+//! the last one is dropped ends it and its watch, both decided under the lock of the
+//! mirrors, so a process that stopped leading is not woken again.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, TxnOp, WatchOptions};
@@ -87,6 +90,9 @@ fn revision_u64(revision: i64) -> u64 {
     u64::try_from(revision).unwrap_or(0)
 }
 
+/// The mirror of each application this process watches.
+pub(super) type Mirrors = Arc<Mutex<BTreeMap<AppName, Mirror>>>;
+
 /// A watched application's mirror and the task that keeps it.
 pub(super) struct Mirror {
     book: Arc<Mutex<Option<UnitBook>>>,
@@ -124,9 +130,21 @@ async fn keep_mirror(
     layout: Layout,
     app: AppName,
     book: Arc<Mutex<Option<UnitBook>>>,
-    watchers: Arc<Watchers>,
+    (watchers, mirrors): (Arc<Watchers>, Weak<Mutex<BTreeMap<AppName, Mirror>>>),
     deadline: Duration,
 ) {
+    // Ends the mirror if nobody watches any more (decided under the mirrors' lock, which a
+    // new watcher subscribes under): true if it ended.
+    let unwatched = || {
+        let Some(mirrors) = mirrors.upgrade() else { return true };
+        let mut mirrors = mirrors.lock().unwrap_or_else(|p| p.into_inner());
+        if watchers.unit_data_watched(&app) {
+            return false;
+        }
+        // Dropping it aborts this task's handle; the task returns at once anyway.
+        mirrors.remove(&app);
+        true
+    };
     let mut failures: u32 = 0;
     let mut from: Option<i64> = None;
     loop {
@@ -195,6 +213,9 @@ async fn keep_mirror(
             }
             if let Some(revision) = applied {
                 watchers.unit_data_changed(&app, revision);
+            }
+            if unwatched() {
+                return;
             }
             if response.canceled() {
                 break;
@@ -367,7 +388,7 @@ impl UnitDataStore for EtcdStore {
                         self.layout.clone(),
                         app.clone(),
                         book.clone(),
-                        self.watchers.clone(),
+                        (self.watchers.clone(), Arc::downgrade(&self.unit_mirrors)),
                         self.request_timeout,
                     );
                     mirrors.insert(app.clone(), Mirror { book, task: tokio.spawn(keep) });
@@ -381,7 +402,9 @@ impl UnitDataStore for EtcdStore {
             .get(app)
             .and_then(|m| m.book.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(UnitBook::revision))
             .unwrap_or(0);
+        // Subscribed under the mirrors' lock: the mirror cannot end in between.
+        let receiver = self.watchers.unit_data(app, || current);
         drop(mirrors);
-        self.watchers.unit_data(app, || current)
+        receiver
     }
 }
