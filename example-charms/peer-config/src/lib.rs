@@ -60,9 +60,10 @@ impl Targets {
     }
 }
 
-/// The leader's half: the targets from every member's addresses, written (with a new
-/// version, in one group) when they differ from the shared ones.
-fn build_targets() -> Result<()> {
+/// The leader's half: the targets from every member's addresses; when they differ from
+/// the shared ones, rendered here first, then shared with a new version in one group
+/// (returned: they are rendered).
+fn build_targets() -> Result<Option<Targets>> {
     let mut lines = BTreeMap::new();
     for unit in charm_sdk::units()? {
         let addresses = charm_sdk::unit_get(&unit, ADDRESSES)?.unwrap_or_default();
@@ -72,20 +73,20 @@ fn build_targets() -> Result<()> {
     }
     let current = Targets::read()?;
     if current.as_ref().is_some_and(|c| c.lines == lines) {
-        return Ok(());
+        return Ok(None);
     }
-    let version = current.map_or(1, |c| c.version + 1);
-    charm_sdk::leader_set([(TARGETS, Targets::text(&lines)), (VERSION, version.to_string())])?;
-    charm_sdk::log(LogLevel::Info, &format!("targets version {version}: {} targets", lines.len()));
-    Ok(())
+    let targets = Targets { version: current.map_or(1, |c| c.version + 1), lines };
+    // The leader's own file first: once the targets are shared, every minion renders
+    // them at once and the leader's hook would wait its turn for the processors. If the
+    // write below fails (leadership lost), the hook fails and the file is rendered again.
+    render(&targets)?;
+    charm_sdk::leader_set([(TARGETS, Targets::text(&targets.lines)), (VERSION, targets.version.to_string())])?;
+    charm_sdk::log(LogLevel::Info, &format!("targets version {}: {} targets", targets.version, targets.lines.len()));
+    Ok(Some(targets))
 }
 
-/// Every unit's half: render the shared targets and acknowledge their version.
-fn render_and_acknowledge() -> Result<()> {
-    let Some(targets) = Targets::read()? else {
-        charm_sdk::status_set(WorkloadStatus::Waiting, "waiting for the leader's targets");
-        return Ok(());
-    };
+/// Writes `targets` to this unit's targets file, one group per unit.
+fn render(targets: &Targets) -> Result<()> {
     let mut by_unit: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (address, unit) in &targets.lines {
         by_unit.entry(unit).or_default().push(address);
@@ -96,7 +97,21 @@ fn render_and_acknowledge() -> Result<()> {
         .collect();
     let file = charm_sdk::data_dir().join(TARGETS_FILE);
     let text = serde_json::to_string_pretty(&groups).map_err(|e| Error::Failed(e.to_string()))?;
-    std::fs::write(&file, text).map_err(|e| Error::Failed(format!("cannot write {}: {e}", file.display())))?;
+    std::fs::write(&file, text).map_err(|e| Error::Failed(format!("cannot write {}: {e}", file.display())))
+}
+
+/// Every unit's half: render the shared targets and acknowledge their version.
+fn render_and_acknowledge() -> Result<()> {
+    let Some(targets) = Targets::read()? else {
+        charm_sdk::status_set(WorkloadStatus::Waiting, "waiting for the leader's targets");
+        return Ok(());
+    };
+    render(&targets)?;
+    acknowledge(&targets)
+}
+
+/// Says which version this unit rendered: in its unit data, and in its status.
+fn acknowledge(targets: &Targets) -> Result<()> {
     charm_sdk::unit_set([(APPLIED, targets.version.to_string())])?;
     charm_sdk::status_set(WorkloadStatus::Active, &format!("{} targets", targets.lines.len()));
     Ok(())
@@ -132,8 +147,10 @@ fn lead() -> Result<()> {
     if !charm_sdk::is_leader()? {
         return Ok(());
     }
-    build_targets()?;
-    render_and_acknowledge()?;
+    match build_targets()? {
+        Some(shared) => acknowledge(&shared)?,
+        None => render_and_acknowledge()?,
+    }
     report_progress()
 }
 

@@ -138,7 +138,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Measure only these sections (repeatable): calls, lease, renewals, etcd, processes,
-    /// agents, memory.
+    /// agents, unit-data, cold-start, memory.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(bench::SECTION_NAMES))]
     pub only: Vec<String>,
 }

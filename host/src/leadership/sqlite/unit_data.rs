@@ -182,10 +182,13 @@ impl SqliteFile {
     fn unit_data_since(&self, app: &AppName, since: u64) -> Result<UnitDataChanges, StoreError> {
         self.read_tx(|tx| {
             let full = since == 0;
+            // Found through the revision index, so only the changed rows are read (an
+            // `ORDER BY unit` would make SQLite walk every row of the application by its
+            // primary key instead); sorted here.
             let rows: Vec<(String, bool, i64)> = tx
                 .prepare_cached(
                     "SELECT unit, member, version FROM units
-                     WHERE app = ?1 AND revision > ?2 AND (member = 1 OR ?2 > 0) ORDER BY unit",
+                     WHERE app = ?1 AND revision > ?2 AND (member = 1 OR ?2 > 0)",
                 )?
                 .query_map(params![app.as_str(), u64_db(since)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<rusqlite::Result<_>>()?;
@@ -195,6 +198,7 @@ impl SqliteFile {
                 let data = if member { Some(read_data(tx, &unit, db_u64(version))?) } else { None };
                 units.push((unit, data));
             }
+            units.sort_by(|a, b| a.0.cmp(&b.0));
             Ok(UnitDataChanges { revision: revision(tx, app)?, full, units })
         })
     }
