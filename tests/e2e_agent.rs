@@ -54,6 +54,12 @@ fn unit_data_tools_follow_the_peer_relation_tools() {
     assert_eq!(stdout(&tool(&["unit-get", "--unit", "db/0", "--format", "json", "-", "db/1"])), "{}\n");
     let out = tool(&["remove-unit", "db/1", "--force"]);
     assert_eq!(out.status.code(), Some(1), "no longer a member");
+    let status: serde_json::Value = serde_json::from_str(&stdout(&tool(&["status", "--json"]))).unwrap();
+    let app = &status["applications"][0];
+    assert_eq!(app["members"], serde_json::json!(["db/0"]));
+    let db1 = app["units"].as_array().unwrap().iter().find(|u| u["unit"] == "db/1").unwrap();
+    assert_eq!(db1["member"], false, "{db1}");
+    assert!(stdout(&tool(&["status"])).contains("[removed: not a member]"));
 }
 
 #[test]

@@ -47,6 +47,10 @@ pub struct ApplicationReport {
     pub settings_version: u64,
     /// Its leader settings.
     pub settings: Settings,
+    /// Its members as the store knows them (joined, not removed), on any machine; empty
+    /// when the store has no unit data to read (a file from before it).
+    #[serde(default)]
+    pub members: Vec<UnitName>,
     /// Its units.
     pub units: Vec<UnitReport>,
 }
@@ -103,6 +107,13 @@ pub struct UnitReport {
     pub leadership_wait: Option<String>,
     /// Its services.
     pub services: Vec<ServiceStatus>,
+    /// Whether it is a member of its application (false: removed, its data deleted).
+    #[serde(default = "member_by_default")]
+    pub member: bool,
+}
+
+fn member_by_default() -> bool {
+    true
 }
 
 /// Why a report could not be read.
@@ -139,6 +150,7 @@ impl UnitReport {
             leadership_wait: status.as_ref().and_then(|s| s.leadership_wait.clone()).filter(|_| up),
             leadership_error: status.and_then(|s| s.leadership_error).filter(|_| up),
             services,
+            member: true,
         }
     }
 }
@@ -161,8 +173,17 @@ impl ApplicationReport {
                 None
             }
         };
+        // Membership explains the units; one that cannot be read does not hide the rest.
+        let members: Vec<UnitName> = match store.unit_data_since(app, 0).await {
+            Ok(changes) => changes.units.into_iter().map(|(unit, _)| unit).collect(),
+            Err(err) => {
+                tracing::warn!(%app, "cannot read the application's members: {err}");
+                Vec::new()
+            }
+        };
         for unit in &mut units {
             unit.leader = lease.as_ref().is_some_and(|l| l.holder == unit.unit);
+            unit.member = members.is_empty() || members.contains(&unit.unit);
         }
         Ok(Self {
             application: app.clone(),
@@ -172,6 +193,7 @@ impl ApplicationReport {
             pins,
             settings_version: settings.version,
             settings: (*settings.values).clone(),
+            members,
             units,
         })
     }
@@ -210,7 +232,11 @@ impl ApplicationReport {
             }
             (None, _, _) => "- (term -)".to_owned(),
         };
-        let mut out = format!("application {}: leader {leader}, pins: {pins}\n", self.application);
+        let mut out = format!(
+            "application {}: leader {leader}, pins: {pins}, members: {}\n",
+            self.application,
+            self.members.len()
+        );
         let width = self.units.iter().map(|u| u.unit.as_str().len()).max().unwrap_or(0).max(16);
         let _ = writeln!(
             out,
@@ -219,6 +245,9 @@ impl ApplicationReport {
         );
         for unit in &self.units {
             let mut notes = String::new();
+            if !unit.member {
+                notes.push_str(" [removed: not a member]");
+            }
             if let Some(error) = &unit.error {
                 let _ = write!(notes, " [failed: {}]", for_terminal(error));
             }
@@ -291,12 +320,13 @@ mod tests {
             pins: vec![],
             settings_version: 2,
             settings: Settings::from([("k".to_owned(), "v".to_owned())]),
+            members: vec![unit("app/0")],
             units: vec![
                 UnitReport {
                     leader: true,
                     ..UnitReport::new(unit("app/0"), Some(status.clone()), AgentState::Running)
                 },
-                UnitReport::new(unit("app/1"), Some(status), AgentState::Down),
+                UnitReport { member: false, ..UnitReport::new(unit("app/1"), Some(status), AgentState::Down) },
             ],
         }
     }
@@ -324,5 +354,6 @@ mod tests {
         assert!(!table.contains('\u{1b}'), "{table}");
         assert!(table.contains("[db running, pid 7]") && table.contains("[db stopped]"), "{table}");
         assert!(table.contains("leader app/0 (term 3, since 1970-01-01T00:00:00.000Z)"), "{table}");
+        assert!(table.contains("members: 1") && table.contains("[removed: not a member]"), "{table}");
     }
 }

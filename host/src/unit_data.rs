@@ -81,7 +81,9 @@ impl Mirror {
             }
         }
         self.pending.remove(me);
-        self.revision = changes.revision;
+        // A full answer is the store's word; an incremental one may come from a mirror
+        // that trails an earlier full answer (etcd), whose revision stays the floor.
+        self.revision = if changes.full { changes.revision } else { self.revision.max(changes.revision) };
         self.loaded = true;
     }
 }

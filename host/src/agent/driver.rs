@@ -75,10 +75,6 @@ impl HookDriver {
             if settings.has_changed().unwrap_or(false) {
                 self.queue.on_settings(*settings.borrow_and_update());
             }
-            unit_data.refresh_if_stale(&unit, clock.now()).await;
-            if unit.unit_data().has_pending() {
-                self.queue.on_unit_data();
-            }
             if let Some(command) = pending.take() {
                 // Answered once the role source has given up the guarantee (and stopped the
                 // leader-only services): the role read next says so, and `leader-deposed`
@@ -92,6 +88,11 @@ impl HookDriver {
                     }
                 }
                 continue;
+            }
+            // After the commands: a store call must not delay a stop.
+            unit_data.refresh_if_stale(&unit, clock.now()).await;
+            if unit.unit_data().has_pending() {
+                self.queue.on_unit_data();
             }
             if self.records.write_due().is_some_and(|due| due <= clock.now()) {
                 self.records.write_behind(&unit);

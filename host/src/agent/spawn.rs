@@ -194,7 +194,8 @@ impl UnitSpec {
     /// The unit without an agent, for benches and tests of the runtime and the host
     /// functions: no lock is taken (it claims as a fresh incarnation of this process, or as
     /// the claimant given), no checks run, and the caller owns its tracker (to claim with)
-    /// and its sandbox (to run hooks in).
+    /// and its sandbox (to run hooks in). It is not a member of its application until its
+    /// unit data joins (`unit().unit_data().join()`), which the agent's checks at start do.
     pub fn bare(self) -> Result<BareUnit, SpawnError> {
         let claimant = self.claimant.clone().unwrap_or_else(|| Claimant::fresh(self.name.clone()));
         let (tracker, unit) = self.tracker_and_unit(claimant)?;
