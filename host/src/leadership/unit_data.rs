@@ -12,13 +12,13 @@
 //!   joined earlier, is refused ([`UnitWriteError::OtherIncarnation`], naming where the
 //!   writer that joined last runs), and so is a unit that is not a member.
 //! - **Groups as for leader settings.** The same validation and limits
-//!   ([`SettingsWrite`](crate::settings::SettingsWrite)); a group is applied whole or not at
+//!   ([`crate::settings::SettingsWrite`]); a group is applied whole or not at
 //!   all; an acknowledged write is durable (per the store); a group that changes nothing
 //!   leaves the version as it was.
 //! - **A change feed.** A new member, a write that changes a bag and a removal each raise
 //!   the application's unit-data revision; [`UnitDataStore::unit_data_since`] names every
 //!   unit changed after a revision, so a reader that keeps a copy reads only what changed,
-//!   whatever the number of units ([`UnitBook`] keeps that index in memory).
+//!   whatever the number of units (an in-memory `UnitBook` keeps that index).
 //!
 //! Non-guarantees: which of two incarnations running at once joined last (the later join
 //! wins, and the other's writes fail saying so); how soon a watcher hears of a change.
