@@ -8,6 +8,9 @@
 //! - **Bounded.** A hook is stopped at its deadline (epoch interruption makes running wasm
 //!   yield; a timeout drops the call), its memory cannot grow past the cap, and at most
 //!   `max_concurrent_hooks` hooks hold a pooled instance slot at once; others wait.
+//! - **Leadership hooks first** ([`lane`]): a few slots are kept for hooks that carry a
+//!   unit's leadership, and other hooks give way to them (within a bounded budget), so a
+//!   leader stays responsive however many minion hooks its writes set off.
 //! - **Contained.** A guest error, trap, deadline or memory cap fails that hook only; the
 //!   host and other units carry on. Drive hooks from a multi-threaded tokio runtime: a
 //!   spinning guest yields at every epoch tick, but it still keeps its worker busy until its
@@ -17,6 +20,7 @@ pub(crate) mod bindings;
 mod cache;
 mod guest_clock;
 mod guest_env;
+mod lane;
 mod loader;
 mod sandbox;
 
@@ -24,7 +28,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
@@ -136,7 +139,7 @@ pub struct HookRuntime {
     linker: Linker<HookState>,
     config: RuntimeConfig,
     cache: Option<CompiledCache>,
-    slots: Semaphore,
+    slots: lane::HookSlots,
     _ticker: EpochTicker,
 }
 
@@ -190,7 +193,8 @@ impl HookRuntime {
 
         let cache = config.cache_dir.clone().map(|dir| CompiledCache::new(dir, &engine));
         let ticker = EpochTicker::start(engine.clone());
-        Ok(Self { engine, linker, cache, slots: Semaphore::new(slots as usize), config, _ticker: ticker })
+        let slots = lane::HookSlots::new(slots as usize);
+        Ok(Self { engine, linker, cache, slots, config, _ticker: ticker })
     }
 
     /// The configuration in force.
@@ -225,7 +229,7 @@ impl HookRuntime {
 
     /// How many hooks run now (each holds one of the runtime's instance slots).
     pub fn hooks_running(&self) -> usize {
-        (self.config.max_concurrent_hooks as usize).saturating_sub(self.slots.available_permits())
+        self.slots.in_use()
     }
 
     /// Runs a hook like [`Self::run_hook`] with the configured deadline, reporting nothing.
@@ -244,7 +248,8 @@ impl HookRuntime {
     ) -> HookOutcome {
         let hook = call.kind();
         let deadline = deadline.min(self.config.hook_deadline);
-        let Ok(_slot) = self.slots.acquire().await else {
+        let budget = lane::GiveWay::default();
+        let Ok(_slot) = self.slots.acquire(hook, &budget).await else {
             let result = Err(HookError::Setup("the runtime is shutting down".into()));
             return HookOutcome { hook, result, elapsed: Duration::ZERO };
         };
@@ -255,7 +260,7 @@ impl HookRuntime {
         let start = Instant::now();
         // What the host logs while the hook runs (wasmtime, WASI, host functions) names it.
         let span = tracing::debug_span!("hook", unit = %unit.name(), hook = %hook);
-        let result = tracing::Instrument::instrument(self.run_in_sandbox(charm, sandbox, &call, deadline), span).await;
+        let result = tracing::Instrument::instrument(self.run_in_sandbox(charm, sandbox, &call, deadline, budget), span).await;
         HookOutcome { hook, result, elapsed: start.elapsed() }
     }
 
@@ -265,13 +270,26 @@ impl HookRuntime {
         sandbox: &UnitSandbox,
         call: &HookCall,
         deadline: Duration,
+        budget: lane::GiveWay,
     ) -> Result<(), HookError> {
         let hook = call.kind();
         let state = HookState::new(sandbox, hook, self.config.memory_cap)
             .map_err(|e| HookError::Setup(e.to_string()))?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| state.limiter());
+        // Yield at every epoch tick; a hook that does not carry leadership pauses instead
+        // while one that does runs (see `lane`).
         store.epoch_deadline_async_yield_and_update(1);
+        if !lane::leads(hook) {
+            let lane = self.slots.lane().clone();
+            store.epoch_deadline_callback(move |_| {
+                if !budget.should_pause(&lane) {
+                    return Ok(wasmtime::UpdateDeadline::Yield(1));
+                }
+                let (lane, budget) = (lane.clone(), budget.clone());
+                Ok(wasmtime::UpdateDeadline::YieldCustom(1, Box::pin(async move { lane.give_way(&budget).await })))
+            });
+        }
 
         let call = async {
             let instance = charm

@@ -53,73 +53,101 @@ struct Burst {
     listed: Duration,
     /// Until the leader's settings (the targets shared with every unit) did.
     shared: Duration,
-    /// The leader's `unit-data-changed` hooks meanwhile.
+    /// The leader's `unit-data-changed` hooks meanwhile (the most of any round).
     hooks: usize,
     /// The publishes alone (the baseline).
     published: Duration,
 }
 
-/// 999 minions (or `units - 1`) publish new addresses at the same moment: see [`Burst`].
-async fn burst(runtime: Arc<HookRuntime>, charm: Charm, units: u32) -> anyhow::Result<Burst> {
+/// 999 minions (or `units - 1`) publish new addresses at the same moment, `rounds` times
+/// with the application quiet before each: the median of each time (see [`Burst`]), and
+/// the most hooks one burst took.
+async fn burst(runtime: Arc<HookRuntime>, charm: Charm, units: u32, rounds: u8) -> anyhow::Result<Burst> {
     let dir = tempfile::tempdir()?;
     let app = AppName::new("scrape")?;
     let store: Arc<dyn LeadershipStore> = Arc::new(MemoryStore::new());
     let events = Arc::new(LeaderHooks::default());
     let config = ApplicationConfig::new(app.clone(), units, StateDir::new(dir.path()))
         .with_setup(UnitSetup::default().with_window(GuaranteeWindow::new(Duration::from_secs(30))?));
-    let application = Application::new(runtime, charm, store.clone(), events.clone(), &config).await?;
+    let application = Application::new(runtime.clone(), charm, store.clone(), events.clone(), &config).await?;
     let mut running = application.start()?;
-    // Settled: every member applied the latest targets.
-    let settled = async || -> anyhow::Result<bool> {
-        let version = store.read_settings(&app).await?.values.get(VERSION).cloned();
-        let members = store.unit_data_since(&app, 0).await?.units;
-        Ok(version.is_some()
-            && members.len() == units as usize
-            && members.iter().all(|(_, d)| d.as_ref().and_then(|d| d.values.get(APPLIED).cloned()) == version))
+    // Quiet: every member applied the latest targets, and no hook has run for a while.
+    let quiet = async || -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let mut idle_since = None;
+        loop {
+            anyhow::ensure!(Instant::now() < deadline, "{units} peer-config units did not settle");
+            let version = store.read_settings(&app).await?.values.get(VERSION).cloned();
+            let members = store.unit_data_since(&app, 0).await?.units;
+            let applied = version.is_some()
+                && members.len() == units as usize
+                && members.iter().all(|(_, d)| d.as_ref().and_then(|d| d.values.get(APPLIED).cloned()) == version);
+            if applied && runtime.hooks_running() == 0 {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_millis(200) {
+                    return Ok(());
+                }
+            } else {
+                idle_since = None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     };
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while !settled().await? {
-        anyhow::ensure!(Instant::now() < deadline, "{units} peer-config units did not settle");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    quiet().await?;
     let leader = store.lease(&app).await?.ok_or_else(|| anyhow::anyhow!("no leader"))?.holder;
     *events.leader.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = Some(leader.clone());
     let minions: Vec<_> = application.units().iter().filter(|u| *u.name() != leader).cloned().collect();
     let leader_dir = application.units().iter().find(|u| *u.name() == leader).map(|u| u.data_dir().to_owned());
     let leader_file = leader_dir.ok_or_else(|| anyhow::anyhow!("no leading unit"))?.join("targets.json");
-    let marker = |unit: &UnitName| format!("192.0.{}.{}:9100", unit.number() / 256, unit.number() % 256);
-    events.counting.store(true, Ordering::SeqCst);
-    let start = Instant::now();
-    let publishes = minions.iter().map(|unit| {
-        let (unit, address) = (unit.clone(), marker(unit.name()));
-        tokio::spawn(async move { unit.unit_data().set_by(&[(ADDRESSES.into(), address)], None).await })
-    });
-    let publishes: Vec<_> = publishes.collect();
-    for publish in publishes {
-        publish.await??;
-    }
-    let published = start.elapsed();
-    let expected = minions.len();
-    let (mut listed, mut shared) = (None, None);
-    while listed.is_none() || shared.is_none() {
-        if listed.is_none() {
-            let file = std::fs::read_to_string(&leader_file).unwrap_or_default();
-            if file.matches("192.0.").count() == expected {
-                listed = Some(start.elapsed());
-            }
+    let (mut listed, mut shared, mut published, mut most_hooks) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for round in 1..=rounds {
+        let prefix = format!("192.{round}.");
+        let address = |unit: &UnitName| format!("{prefix}{}.{}:9100", unit.number() / 256, unit.number() % 256);
+        events.unit_data_changed.store(0, Ordering::SeqCst);
+        events.counting.store(true, Ordering::SeqCst);
+        let start = Instant::now();
+        let publishes: Vec<_> = minions
+            .iter()
+            .map(|unit| {
+                let (unit, address) = (unit.clone(), address(unit.name()));
+                tokio::spawn(async move { unit.unit_data().set_by(&[(ADDRESSES.into(), address)], None).await })
+            })
+            .collect();
+        for publish in publishes {
+            publish.await??;
         }
-        if shared.is_none() {
-            let targets = store.read_settings(&app).await?.values.get(TARGETS).cloned().unwrap_or_default();
-            if targets.matches("192.0.").count() == expected {
-                shared = Some(start.elapsed());
+        published.push(start.elapsed());
+        let expected = minions.len();
+        let (mut file_at, mut settings_at) = (None, None);
+        while file_at.is_none() || settings_at.is_none() {
+            if file_at.is_none() {
+                let file = std::fs::read_to_string(&leader_file).unwrap_or_default();
+                if file.matches(&prefix).count() == expected {
+                    file_at = Some(start.elapsed());
+                }
             }
+            if settings_at.is_none() {
+                let targets = store.read_settings(&app).await?.values.get(TARGETS).cloned().unwrap_or_default();
+                if targets.matches(&prefix).count() == expected {
+                    settings_at = Some(start.elapsed());
+                }
+            }
+            anyhow::ensure!(start.elapsed() < Duration::from_secs(300), "the leader never listed every minion");
+            tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(300), "the leader never listed every minion");
-        tokio::time::sleep(Duration::from_micros(200)).await;
+        events.counting.store(false, Ordering::SeqCst);
+        most_hooks = most_hooks.max(events.unit_data_changed.load(Ordering::SeqCst));
+        listed.extend(file_at);
+        shared.extend(settings_at);
+        quiet().await?;
     }
-    let hooks = events.unit_data_changed.load(Ordering::Relaxed);
     running.stop().await;
-    Ok(Burst { listed: listed.unwrap_or_default(), shared: shared.unwrap_or_default(), hooks, published })
+    Ok(Burst {
+        listed: median(&mut listed),
+        shared: median(&mut shared),
+        hooks: most_hooks,
+        published: median(&mut published),
+    })
 }
 
 /// A leader unit (bare: the bench runs its hooks) and `units - 1` other members, each with
@@ -227,7 +255,7 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
     tokio.block_on(async {
         let mut figures = Vec::new();
         let units = if quick { 100 } else { 1000 };
-        let burst = burst(runtime.clone(), peer_config, units).await?;
+        let burst = burst(runtime.clone(), peer_config, units, if quick { 1 } else { 5 }).await?;
         let minions = units - 1;
         figures.push(
             Figure::new(
