@@ -215,59 +215,45 @@ pub fn leader_term(target: ToolArgs, output: OutputArgs) -> ExitCode {
 /// `leader-get [KEY|-]`: one value (nothing when absent in smart and yaml, `null` in json),
 /// or every setting.
 pub fn leader_get(target: ToolArgs, output: OutputArgs, args: Vec<String>) -> ExitCode {
-    let format = match Format::parse(&output.format) {
-        Ok(format) => format,
-        Err(message) => return fail(USAGE, message),
-    };
-    let key = match args.first() {
-        Some(key) if key.contains('=') => return fail(USAGE, format!("invalid key {key:?}")),
-        Some(key) if key != "-" => Some(key.clone()),
-        _ => None,
-    };
-    if args.len() > 1 {
-        return fail(USAGE, format!("unrecognized args: {}", quoted_list(&args[1..])));
-    }
-    match ask(&target, ToolRequest::LeaderGet { key }, "cannot read leadership settings: ") {
-        Ok(ToolResponse::Value(value)) => print(&output, format, &Value::Text(value)),
-        Ok(ToolResponse::Settings(settings)) => print(&output, format, &Value::Map(settings)),
-        Ok(other) => fail(1, format!("unexpected answer {other:?}")),
-        Err((code, message)) => fail(code, message),
-    }
+    read(&target, &output, &args, 1, |key, _| ToolRequest::LeaderGet { key }, "cannot read leadership settings: ")
 }
 
 /// `leader-set K=V...`: one atomic group (parsed as Juju's `keyvalues`); an empty value
 /// deletes its key; no pairs at all is a write that changes nothing.
 pub fn leader_set(target: ToolArgs, pairs: Vec<String>) -> ExitCode {
-    let settings = match super::args::parse_leader_set_args(&pairs) {
-        Ok(settings) => settings,
-        Err(err) => return fail(USAGE, err),
-    };
-    match ask(&target, ToolRequest::LeaderSet { settings }, "cannot write leadership settings: ") {
-        Ok(ToolResponse::Done) => ExitCode::SUCCESS,
-        Ok(other) => fail(1, format!("unexpected answer {other:?}")),
-        Err((code, message)) => fail(code, message),
-    }
+    write(&target, &pairs, |settings| ToolRequest::LeaderSet { settings }, "cannot write leadership settings: ")
 }
 
 /// `unit-set K=V...`: one atomic group of the unit's own data (parsed as `leader-set`'s);
 /// an empty value deletes its key. Refused (exit 1) for a copy of the unit that may no
 /// longer write its data.
 pub fn unit_set(target: ToolArgs, pairs: Vec<String>) -> ExitCode {
-    let settings = match super::args::parse_leader_set_args(&pairs) {
-        Ok(settings) => settings,
-        Err(err) => return fail(USAGE, err),
-    };
-    match ask(&target, ToolRequest::UnitSet { settings }, "cannot write unit data: ") {
-        Ok(ToolResponse::Done) => ExitCode::SUCCESS,
-        Ok(other) => fail(1, format!("unexpected answer {other:?}")),
-        Err((code, message)) => fail(code, message),
-    }
+    write(&target, &pairs, |settings| ToolRequest::UnitSet { settings }, "cannot write unit data: ")
 }
 
 /// `unit-get [KEY|-] [UNIT]` (the order of Juju's `relation-get`): one value of UNIT's
 /// data (the asking unit's own without UNIT), or all of it; another unit's only through
 /// the leader's agent.
 pub fn unit_get(target: ToolArgs, output: OutputArgs, args: Vec<String>) -> ExitCode {
+    if let Some(unit) = args.get(1)
+        && let Err(err) = unit.parse::<UnitName>()
+    {
+        return fail(USAGE, format!("invalid unit {unit:?}: {err}"));
+    }
+    let request = |key, unit: Option<&String>| ToolRequest::UnitGet { unit: unit.cloned(), key };
+    read(&target, &output, &args, 2, request, "cannot read unit data: ")
+}
+
+/// A read tool: its KEY argument (`-` or none: every key), then up to `most - 1` more
+/// arguments `request` takes the first of; the answer printed in the output's format.
+fn read(
+    target: &ToolArgs,
+    output: &OutputArgs,
+    args: &[String],
+    most: usize,
+    request: impl FnOnce(Option<String>, Option<&String>) -> ToolRequest,
+    what: &str,
+) -> ExitCode {
     let format = match Format::parse(&output.format) {
         Ok(format) => format,
         Err(message) => return fail(USAGE, message),
@@ -277,19 +263,30 @@ pub fn unit_get(target: ToolArgs, output: OutputArgs, args: Vec<String>) -> Exit
         Some(key) if key != "-" => Some(key.clone()),
         _ => None,
     };
-    let unit = match args.get(1) {
-        Some(unit) => match unit.parse::<UnitName>() {
-            Ok(unit) => Some(unit.to_string()),
-            Err(err) => return fail(USAGE, format!("invalid unit {unit:?}: {err}")),
-        },
-        None => None,
-    };
-    if args.len() > 2 {
-        return fail(USAGE, format!("unrecognized args: {}", quoted_list(&args[2..])));
+    if args.len() > most {
+        return fail(USAGE, format!("unrecognized args: {}", quoted_list(&args[most..])));
     }
-    match ask(&target, ToolRequest::UnitGet { unit, key }, "cannot read unit data: ") {
-        Ok(ToolResponse::Value(value)) => print(&output, format, &Value::Text(value)),
-        Ok(ToolResponse::Settings(settings)) => print(&output, format, &Value::Map(settings)),
+    match ask(target, request(key, args.get(1)), what) {
+        Ok(ToolResponse::Value(value)) => print(output, format, &Value::Text(value)),
+        Ok(ToolResponse::Settings(settings)) => print(output, format, &Value::Map(settings)),
+        Ok(other) => fail(1, format!("unexpected answer {other:?}")),
+        Err((code, message)) => fail(code, message),
+    }
+}
+
+/// A write tool: KEY=VALUE pairs parsed as Juju's `keyvalues`, sent as one group.
+fn write(
+    target: &ToolArgs,
+    pairs: &[String],
+    request: impl FnOnce(Vec<(String, String)>) -> ToolRequest,
+    what: &str,
+) -> ExitCode {
+    let settings = match super::args::parse_leader_set_args(pairs) {
+        Ok(settings) => settings,
+        Err(err) => return fail(USAGE, err),
+    };
+    match ask(target, request(settings), what) {
+        Ok(ToolResponse::Done) => ExitCode::SUCCESS,
         Ok(other) => fail(1, format!("unexpected answer {other:?}")),
         Err((code, message)) => fail(code, message),
     }
