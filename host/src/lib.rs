@@ -55,7 +55,8 @@
 //!   fenced settings)    tracker)       install, ...)    per hook)
 //!        ▲                                                 │
 //!        └── capabilities: is-leader, leader-get, leader-set ◄┘
-//!            (through the unit's read-only LeadershipHandle)
+//!            unit-set, unit-get (the unit's read-only LeadershipHandle,
+//!            and its UnitDataHandle)
 //! ```
 //!
 //! One factory builds every unit (`agent::spawn`: spec, prepared agent, running agent),
