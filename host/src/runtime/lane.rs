@@ -40,10 +40,12 @@ pub(crate) struct HookSlots {
     lane: Arc<Lane>,
 }
 
-/// How many leadership hooks run, and a signal when none does.
+/// How many leadership hooks run, how many other hooks wait for them before they take a
+/// slot, and a signal when no leadership hook runs.
 #[derive(Debug, Default)]
 pub(crate) struct Lane {
     running: AtomicUsize,
+    waiting: AtomicUsize,
     clear: Notify,
 }
 
@@ -81,9 +83,11 @@ impl HookSlots {
         }
     }
 
-    /// How many slots are held.
+    /// How many hooks have started: they hold a slot, or wait for leadership hooks to
+    /// finish before they take one (a test harness that waits for hooks counts both).
     pub fn in_use(&self) -> usize {
-        self.total.saturating_sub(self.general.available_permits() + self.reserved.available_permits())
+        let held = self.total.saturating_sub(self.general.available_permits() + self.reserved.available_permits());
+        held + self.lane.waiting.load(Ordering::SeqCst)
     }
 
     /// The lane, for the hook's epoch callback.
@@ -104,7 +108,18 @@ impl HookSlots {
             self.lane.running.fetch_add(1, Ordering::SeqCst);
             return Ok(Slot { _permit: permit, lane: Some(&self.lane) });
         }
-        self.lane.give_way(budget).await;
+        {
+            // Counted while it waits, however the wait ends (a dropped request included).
+            struct Waiting<'a>(&'a AtomicUsize);
+            impl Drop for Waiting<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            self.lane.waiting.fetch_add(1, Ordering::SeqCst);
+            let _waiting = Waiting(&self.lane.waiting);
+            self.lane.give_way(budget).await;
+        }
         let permit = self.general.acquire().await.map_err(|_| Closed)?;
         Ok(Slot { _permit: permit, lane: None })
     }
@@ -186,10 +201,19 @@ mod tests {
         let waiting = slots.acquire(HookKind::LeaderSettingsChanged, &budget);
         tokio::pin!(waiting);
         assert!(tokio::time::timeout(Duration::from_millis(20), &mut waiting).await.is_err(), "it gave way");
+        assert_eq!(slots.in_use(), 8, "seven held and one waiting to start count as started");
         drop(leader);
         assert!(!slots.lane().busy());
         let slot = tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("it went on").unwrap();
+        assert_eq!(slots.in_use(), 7);
         drop(slot);
+        // A request dropped while it gives way is no longer counted.
+        let leader = slots.acquire(HookKind::LeaderDeposed, &GiveWay::default()).await.unwrap();
+        let stop_budget = GiveWay::default();
+        let dropped = slots.acquire(HookKind::Stop, &stop_budget);
+        assert!(tokio::time::timeout(Duration::from_millis(20), dropped).await.is_err());
+        assert_eq!(slots.in_use(), 7, "six minions and the leader");
+        drop(leader);
         assert!(budget.left().is_some_and(|left| left < GIVE_WAY_BUDGET), "it spent some of its budget");
     }
 
