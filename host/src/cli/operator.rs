@@ -31,10 +31,7 @@ pub fn step_down(target: ToolArgs) -> ExitCode {
 /// `elect UNIT`: reserve the lease for UNIT, make the leader step down, wait for UNIT to lead.
 pub async fn elect(args: ElectArgs) -> anyhow::Result<ExitCode> {
     let unit = args.unit.clone();
-    let state = StateDir::new(&args.state);
-    if args.store.store.is_none() {
-        anyhow::ensure!(state.store().is_file(), "{} holds no state (no state.db)", args.state.display());
-    }
+    let state = existing_state(&args.state, &args.store)?;
     let ask = async |unit: &UnitName, request| ask_agent(&state, unit, &request, AGENT_TIMEOUT).await;
     ask(&unit, ToolRequest::IsLeader)
         .await
@@ -65,10 +62,7 @@ pub async fn elect(args: ElectArgs) -> anyhow::Result<ExitCode> {
 /// fail, and a restart would make it a member again.
 pub async fn remove_unit(args: RemoveUnitArgs) -> anyhow::Result<ExitCode> {
     let unit = args.unit.clone();
-    let state = StateDir::new(&args.state);
-    if args.store.store.is_none() {
-        anyhow::ensure!(state.store().is_file(), "{} holds no state (no state.db)", args.state.display());
-    }
+    let state = existing_state(&args.state, &args.store)?;
     let running = ask_agent(&state, &unit, &ToolRequest::IsLeader, AGENT_TIMEOUT).await.is_ok();
     if running && !args.force {
         eprintln!(
@@ -85,4 +79,14 @@ pub async fn remove_unit(args: RemoveUnitArgs) -> anyhow::Result<ExitCode> {
         eprintln!("error: {unit} is not a member of {}", unit.app());
         Ok(ExitCode::from(1))
     }
+}
+
+/// The state directory an operator action works on: without `--store`, it must hold the
+/// SQLite store already (an action never creates one).
+fn existing_state(dir: &std::path::Path, store: &super::store::StoreArgs) -> anyhow::Result<StateDir> {
+    let state = StateDir::new(dir);
+    if store.store.is_none() {
+        anyhow::ensure!(state.store().is_file(), "{} holds no state (no state.db)", dir.display());
+    }
+    Ok(state)
 }
