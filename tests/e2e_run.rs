@@ -389,3 +389,67 @@ fn the_host_log_is_json_lines_with_unit_and_hook_fields() {
         "{stderr}"
     );
 }
+
+/// One `run` hosts several applications, and a second `run` on the same state directory
+/// hosts more units of the same applications (`--first-unit`): each application has one
+/// leader and one cluster id, every unit serves its hook tools while the runs last, and
+/// SIGTERM stops a run gracefully (every lease given up).
+#[test]
+fn several_applications_in_several_runs_share_one_store() {
+    let mut agents = support::Agents::new();
+    let state = agents.state().to_owned();
+    let run = |first: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_charm-host"));
+        command
+            .args(["run", "example-charms/shared-settings", "--apps", "3", "--units", "2", "--first-unit", first])
+            .args(["--json", "--guarantee-window", "2s", "--state", &state])
+            .current_dir(workspace());
+        command
+    };
+    agents.spawn("first", run("0"));
+    let apps = ["shared-settings-0", "shared-settings-1", "shared-settings-2"];
+    let cluster_of = |agents: &support::Agents, unit: &str| {
+        let out = agents.tool(&["leader-get", "--unit", unit, "cluster-id"]);
+        out.status.success().then(|| support::stdout(&out).trim().to_owned()).filter(|id| !id.is_empty())
+    };
+    support::wait_for("a cluster id in every application", || {
+        apps.iter().all(|app| cluster_of(&agents, &format!("{app}/1")).is_some())
+    });
+    agents.spawn("second", run("2"));
+    for app in apps {
+        let id = cluster_of(&agents, &format!("{app}/0")).unwrap();
+        support::wait_for("the second run's units to answer", || cluster_of(&agents, &format!("{app}/3")).is_some());
+        assert_eq!(cluster_of(&agents, &format!("{app}/3")), Some(id), "{app}: one cluster id in both runs");
+    }
+    for name in ["second", "first"] {
+        agents.signal(name, "TERM");
+        assert!(agents.wait_exit(name).success(), "{name} ends well after SIGTERM");
+    }
+    let mut elected = std::collections::BTreeMap::<String, usize>::new();
+    let mut statuses = Vec::new();
+    for name in ["first", "second"] {
+        for line in agents.log(name) {
+            if line["type"] == "leadership" && line["leader"] == true {
+                let unit = line["unit"].as_str().unwrap();
+                *elected.entry(unit.split('/').next().unwrap().to_owned()).or_default() += 1;
+            }
+            if line["type"] == "status" {
+                statuses.push(line);
+            }
+        }
+    }
+    for app in apps {
+        assert!(elected.get(app).is_some_and(|&n| n >= 1), "{app} had a leader: {elected:?}");
+    }
+    // One status line per application from each run, each unit stopped; the last run to
+    // stop gave every lease up.
+    assert_eq!(statuses.len(), 6, "{statuses:?}");
+    for status in &statuses {
+        for unit in status["units"].as_array().unwrap() {
+            assert_eq!(unit["agent"], "stopped", "{status}");
+        }
+    }
+    for status in &statuses[..3] {
+        assert!(status["leader"].is_null(), "{status}");
+    }
+}

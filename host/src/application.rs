@@ -29,8 +29,11 @@ use crate::unit::Unit;
 pub struct ApplicationConfig {
     /// The application's name.
     pub app: AppName,
-    /// How many units to run, numbered from 0.
+    /// How many units to run, numbered from [`Self::first_unit`].
     pub units: u32,
+    /// The number of the first unit (0 unless [`Self::from_unit`] says otherwise): a process
+    /// that runs some of an application's units over a shared store runs its own numbers.
+    pub first_unit: u32,
     /// Where units keep their data, agent state and status.
     pub state_dir: StateDir,
     /// How every unit is set up.
@@ -51,13 +54,37 @@ pub enum ApplicationError {
     /// The application's agents were started already.
     #[error("the units of {0} were started already")]
     AlreadyStarted(AppName),
+    /// Unit numbers past the largest a unit may have.
+    #[error("{units} units of {app} from number {first} go past the largest unit number")]
+    Numbering {
+        /// The application.
+        app: AppName,
+        /// The first unit's number.
+        first: u32,
+        /// How many units.
+        units: u32,
+    },
 }
 
 impl ApplicationConfig {
     /// `units` units of `app` keeping their state under `state_dir`, set up as
     /// [`UnitSetup::default`] says.
     pub fn new(app: AppName, units: u32, state_dir: StateDir) -> Self {
-        Self { app, units, state_dir, setup: UnitSetup::default() }
+        Self { app, units, first_unit: 0, state_dir, setup: UnitSetup::default() }
+    }
+
+    /// Numbered from `first` instead of 0.
+    pub fn from_unit(mut self, first: u32) -> Self {
+        self.first_unit = first;
+        self
+    }
+
+    /// The numbers of the units, or an error if the last would not fit in a `u32`.
+    pub fn unit_numbers(&self) -> Result<std::ops::Range<u32>, ApplicationError> {
+        match self.first_unit.checked_add(self.units) {
+            Some(end) => Ok(self.first_unit..end),
+            None => Err(ApplicationError::Numbering { app: self.app.clone(), first: self.first_unit, units: self.units }),
+        }
     }
 
     /// With every unit set up so.
@@ -94,7 +121,7 @@ impl Application {
         config: &ApplicationConfig,
     ) -> Result<Self, ApplicationError> {
         let mut prepared = Vec::new();
-        for number in 0..config.units {
+        for number in config.unit_numbers()? {
             let spec = config.unit_spec(number, store.clone(), events.clone());
             prepared.push(spec.prepare().await?);
         }
@@ -138,6 +165,11 @@ pub struct RunningApplication {
 }
 
 impl RunningApplication {
+    /// A sender of commands to `unit`'s agent, while it runs here.
+    pub fn commands(&self, unit: &UnitName) -> Option<tokio::sync::mpsc::Sender<AgentCommand>> {
+        self.agents.get(unit).map(|agent| agent.commands().clone())
+    }
+
     /// Sends `command` to `unit`'s agent.
     pub async fn command(&self, unit: &UnitName, command: AgentCommand) -> Result<(), ApplicationError> {
         let agent = self.agents.get(unit).ok_or_else(|| ApplicationError::NoSuchUnit(unit.clone()))?;

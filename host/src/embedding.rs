@@ -15,6 +15,7 @@
 //!   handover and graceful stop are methods; an [`AgentHandle`] also serves the unit's
 //!   hook-tool socket, so the CLI's tools work against an embedded agent.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -469,29 +470,59 @@ impl Host {
         Ok(handover::elect(self.store.as_ref(), unit, within).await?)
     }
 
-    /// The configuration of `units` units of `app` on this host.
-    fn application_config(&self, app: AppName, units: u32) -> ApplicationConfig {
-        ApplicationConfig::new(app, units, self.state.clone()).with_setup(self.unit_defaults.clone())
-    }
-
     /// Starts `units` units of `app` (numbered from 0) in this process, sharing this host's
-    /// store, runtime and `charm`.
+    /// store, runtime and `charm`; see [`Self::start_units`].
     pub async fn start_application(
         &self,
         app: AppName,
         charm: &Charm,
         units: u32,
     ) -> Result<ApplicationHandle, HostError> {
+        self.start_units(app, charm, 0, units).await
+    }
+
+    /// Starts `units` units of `app` numbered from `first` in this process, sharing this
+    /// host's store, runtime and `charm`: the other units of the application may run in
+    /// other processes or machines over the same store. Each unit holds its lock in the
+    /// state directory and serves its hook-tool socket there, as an agent does (the tools
+    /// and `charm-host status` work against them).
+    pub async fn start_units(
+        &self,
+        app: AppName,
+        charm: &Charm,
+        first: u32,
+        units: u32,
+    ) -> Result<ApplicationHandle, HostError> {
         check_runtime()?;
         if units == 0 {
             return Err(HostError::Invalid("an application needs at least one unit".into()));
         }
-        let config = self.application_config(app.clone(), units);
+        let config = ApplicationConfig::new(app.clone(), units, self.state.clone())
+            .from_unit(first)
+            .with_setup(self.unit_defaults.clone());
         let events: Arc<dyn EventSink> = self.events.clone();
         let application =
             Application::new(self.runtime.clone(), charm.clone(), self.store.clone(), events, &config).await?;
+        // Listening before the agents start, so that a refused socket leaves nothing running;
+        // the units' locks (taken above) prove that a leftover socket is ours to replace.
+        let mut listeners = Vec::new();
+        for unit in application.units() {
+            let socket = self.state.socket(unit.name());
+            let _ = std::fs::remove_file(&socket);
+            let listener = hook_tools::listen(&socket)
+                .map_err(|source| HostError::Io { what: format!("listening on {}", socket.display()), source })?;
+            listeners.push((unit.clone(), socket, listener));
+        }
         let running = application.start()?;
-        Ok(ApplicationHandle { app, application, running, store: self.store.clone() })
+        let tools = listeners
+            .into_iter()
+            .filter_map(|(unit, socket, listener)| {
+                let commands = running.commands(unit.name())?;
+                let serve = hook_tools::serve(listener, UnitTools::new(unit.clone()), commands);
+                Some((unit.name().clone(), ServedSocket { socket, _task: AbortOnDropHandle::new(tokio::spawn(serve)) }))
+            })
+            .collect();
+        Ok(ApplicationHandle { app, application, running, store: self.store.clone(), tools })
     }
 
     /// Starts one unit's agent, as `charm-host agent` does: it holds the unit's lock in the
@@ -525,6 +556,20 @@ pub struct ApplicationHandle {
     application: Application,
     running: RunningApplication,
     store: Arc<dyn LeadershipStore>,
+    /// Each running unit's hook-tool socket.
+    tools: HashMap<UnitName, ServedSocket>,
+}
+
+/// A unit's hook-tool socket, served until dropped (then removed).
+struct ServedSocket {
+    socket: PathBuf,
+    _task: AbortOnDropHandle<()>,
+}
+
+impl Drop for ServedSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+    }
 }
 
 impl ApplicationHandle {
@@ -597,17 +642,22 @@ impl ApplicationHandle {
 
     /// Stops `unit` gracefully (deposed if leader, stop, revoke) and waits for it.
     pub async fn stop_unit(&mut self, unit: &UnitName) -> Result<(), HostError> {
-        Ok(self.running.stop_unit(unit).await?)
+        self.running.stop_unit(unit).await?;
+        self.tools.remove(unit);
+        Ok(())
     }
 
     /// Kills `unit` at once, as a crash would: its lease is left to expire.
     pub fn kill_unit(&mut self, unit: &UnitName) -> Result<(), HostError> {
-        Ok(self.running.kill(unit)?)
+        self.running.kill(unit)?;
+        self.tools.remove(unit);
+        Ok(())
     }
 
     /// Stops every unit gracefully (minions first, then the leader) and waits for them.
     pub async fn stop(mut self) {
         self.running.stop().await;
+        self.tools.clear();
     }
 
     /// [`Self::stop`], then the application as it ended: each unit's agent
@@ -616,6 +666,7 @@ impl ApplicationHandle {
     /// has it then (none after a graceful stop; a killed leader's until it expires).
     pub async fn stop_and_report(mut self) -> Result<ApplicationReport, HostError> {
         self.running.stop().await;
+        self.tools.clear();
         self.report().await
     }
 }

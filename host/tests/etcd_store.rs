@@ -432,3 +432,25 @@ async fn the_unit_data_mirror_lives_only_while_someone_watches() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn renewals_of_a_held_lease_reuse_one_keep_alive_stream() {
+    let cluster = EtcdCluster::start(1);
+    let store = connect(&cluster).await;
+    let unit = claimant("renewing/0");
+    let keep_alive = |metric: &str| cluster.metric(0, metric, "grpc_method=\"LeaseKeepAlive\"").unwrap();
+    store.claim(&unit, Duration::from_secs(10)).await.unwrap();
+    let (streams, renewals) = (keep_alive("grpc_server_started_total"), keep_alive("grpc_server_msg_received_total"));
+    for _ in 0..20 {
+        store.claim(&unit, Duration::from_secs(10)).await.unwrap();
+    }
+    let opened = keep_alive("grpc_server_started_total") - streams;
+    let sent = keep_alive("grpc_server_msg_received_total") - renewals;
+    assert_eq!(sent, 20.0, "one keep-alive message per extension");
+    assert_eq!(opened, 1.0, "the extensions opened {opened} keep-alive streams; one serves them all");
+    // Given up: the stream goes with its lease, and the next tenure renews on a new one.
+    store.revoke(&unit, Release::StepDown).await.unwrap();
+    store.claim(&unit, Duration::from_secs(10)).await.unwrap();
+    store.claim(&unit, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(keep_alive("grpc_server_started_total") - streams, 2.0);
+}

@@ -240,16 +240,34 @@ impl EtcdCluster {
     /// How many gRPC requests member `i` has handled so far (etcd's own
     /// `grpc_server_handled_total`, summed).
     pub fn handled_requests(&self, i: usize) -> std::io::Result<u64> {
+        Ok(self.metric(i, "grpc_server_handled_total", "")? as u64)
+    }
+
+    /// The sum of member `i`'s metric `name` over its series whose labels contain `labels`
+    /// (`""` for all), read off its `/metrics`.
+    pub fn metric(&self, i: usize, name: &str, labels: &str) -> std::io::Result<f64> {
+        let text = self.metrics_text(i)?;
+        Ok(text
+            .lines()
+            .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+            .filter(|l| l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>())
+    }
+
+    /// Member `i`'s `/metrics` page.
+    pub fn metrics_text(&self, i: usize) -> std::io::Result<String> {
         let mut stream = TcpStream::connect(("127.0.0.1", self.members[i].metrics_port))?;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
         let mut text = String::new();
         stream.read_to_string(&mut text)?;
-        Ok(text
-            .lines()
-            .filter(|l| l.starts_with("grpc_server_handled_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64)
+        Ok(text)
+    }
+
+    /// Member `i`'s process id, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(Child::id)
     }
 
     /// Waits (up to 30 s) until every running member is healthy.

@@ -25,10 +25,11 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<ExitCode> {
             state.prepare()?;
             let opened = args.store.open(&state, args.runtime.guarantee_window, args.runtime.accept_new_store).await?;
             tracing::info!(unit = %args.unit, "leadership store: {}", opened.description);
-            let (host, metrics, charm) = args
+            let (host, metrics) = args
                 .runtime
-                .start_host(&args.state, opened.store, (services, args.services.service_grace), events, &wasm)
+                .start_host(&args.state, opened.store, (services, args.services.service_grace), events)
                 .await?;
+            let charm = host.load_charm(&wasm)?;
             let agent = host.start_agent(args.unit.clone(), &charm).await?;
             agent.stop_on_signals()?;
             anyhow::Ok((host, metrics, agent))

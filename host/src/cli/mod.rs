@@ -260,12 +260,22 @@ pub struct OutputArgs {
 /// Options for `charm-host run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The charm: a `.wasm` component, or a charm crate directory (built for wasm32-wasip2 first).
-    pub charm: PathBuf,
-    /// How many units to run.
+    /// The charm: a `.wasm` component, or a charm crate directory (built for wasm32-wasip2
+    /// first). Several charms run side by side, each as its own application(s).
+    #[arg(required = true, value_name = "CHARM")]
+    pub charms: Vec<PathBuf>,
+    /// How many units to run of each application.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub units: u32,
-    /// The application's name (default: the charm's file or crate name).
+    /// Run each charm as this many applications, named APP-0, APP-1, ...
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub apps: u32,
+    /// The number of this process's first unit of each application: with `--units 3
+    /// --first-unit 3`, units 3 to 5. For one application's units in several processes or
+    /// machines over one `--store`, each runs its own numbers.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub first_unit: u32,
+    /// The application's name (default: the charm's file or crate name); one charm only.
     #[arg(long)]
     pub app: Option<String>,
     /// Stop after this long (e.g. `5s`, `2m`); default: run until Ctrl-C.
@@ -283,7 +293,8 @@ pub struct RunArgs {
     /// Hand leadership to a unit at a time from the start, e.g. `app/2@5s` (repeatable).
     #[arg(long, value_name = "UNIT@TIME", value_parser = unit_at)]
     pub elect: Vec<UnitAt>,
-    /// Make the current leader step down at this time from the start (repeatable).
+    /// Make the current leader of every application step down at this time from the start,
+    /// where it runs in this process (repeatable).
     #[arg(long, value_name = "TIME", value_parser = |s: &str| timing::parse(s, &timing::RUN_TIME))]
     pub step_down: Vec<Duration>,
     /// Keep leases, terms, settings and unit data in DIR (a SQLite store) across runs;

@@ -1,6 +1,9 @@
-//! `charm-host run`: N units of one application in this process, sharing one in-memory
-//! leadership store, until `--for` elapses or Ctrl-C; then every unit is stopped and a
-//! status table (or a JSON status line) shows how each ended.
+//! `charm-host run`: N units of each of one or more applications in this process (one per
+//! charm, or `--apps N` per charm), sharing one leadership store (in memory, SQLite under
+//! `--state`, or etcd with `--store`: one connection, one watch per application), until
+//! `--for` elapses, Ctrl-C or SIGTERM; then every application stops at once and a status
+//! table (or a JSON status line per application) shows how each unit ended. `--first-unit`
+//! lets several runs share one application's units over one store.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,15 +34,14 @@ impl RuntimeArgs {
     }
 
     /// What `agent` and `run` start from: the host with these flags' settings on
-    /// `state_dir` and `store`, its metrics served (if asked), and the charm at `wasm` loaded.
+    /// `state_dir` and `store`, and its metrics served (if asked).
     pub async fn start_host(
         &self,
         state_dir: &Path,
         store: Arc<dyn LeadershipStore>,
         (services, grace): (Vec<crate::services::ServiceConfig>, std::time::Duration),
         events: Arc<dyn EventSink>,
-        wasm: &Path,
-    ) -> anyhow::Result<(Host, Option<crate::metrics::ServeTask>, crate::Charm)> {
+    ) -> anyhow::Result<(Host, Option<crate::metrics::ServeTask>)> {
         let host = self
             .host_builder()
             .state_dir(state_dir)
@@ -49,8 +51,7 @@ impl RuntimeArgs {
             .build()
             .await?;
         let metrics = self.serve_metrics(&host).await?;
-        let charm = host.load_charm(wasm)?;
-        Ok((host, metrics, charm))
+        Ok((host, metrics))
     }
 
     /// A host builder with these flags' settings.
@@ -88,14 +89,43 @@ pub fn charm_wasm(charm: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// The application name `--app` gives, or one derived from the charm's name.
-fn app_name(given: Option<&str>, charm: &Path) -> anyhow::Result<AppName> {
-    if let Some(name) = given {
-        return Ok(AppName::new(name)?);
-    }
+/// The name a charm's application gets when `--app` does not name it: the charm's file or
+/// crate name.
+fn derived_app_name(charm: &Path) -> anyhow::Result<AppName> {
     let stem = charm.file_stem().and_then(|s| s.to_str()).unwrap_or("app");
     let derived: String = stem.to_ascii_lowercase().replace('_', "-");
     AppName::new(&derived).or_else(|_| Ok(AppName::new("app")?))
+}
+
+/// The applications a run starts, each with the index of its charm in `charms`: one per
+/// charm, or `--apps N` per charm (named `NAME-0` to `NAME-(N-1)`).
+fn applications(args: &RunArgs) -> Result<Vec<(AppName, usize)>, UsageError> {
+    if args.app.is_some() && args.charms.len() > 1 {
+        return Err(UsageError(
+            "--app names the application of one charm; with several, each is named after its charm".into(),
+        ));
+    }
+    let mut apps: Vec<(AppName, usize)> = Vec::new();
+    for (index, charm) in args.charms.iter().enumerate() {
+        let base = match &args.app {
+            Some(name) => AppName::new(name).map_err(|e| UsageError(format!("--app: {e}")))?,
+            None => derived_app_name(charm).map_err(|e| UsageError(format!("{}: {e}", charm.display())))?,
+        };
+        for n in 0..args.apps {
+            let app = if args.apps == 1 {
+                base.clone()
+            } else {
+                AppName::new(&format!("{base}-{n}")).map_err(|e| UsageError(format!("--apps {}: {e}", args.apps)))?
+            };
+            if apps.iter().any(|(known, _)| *known == app) {
+                return Err(UsageError(format!(
+                    "two charms would run as application {app}: run them in separate runs, or rename one"
+                )));
+            }
+            apps.push((app, index));
+        }
+    }
+    Ok(apps)
 }
 
 /// Where a run keeps unit data: `dir`, or a temporary directory.
@@ -145,47 +175,64 @@ impl DataRoot {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let app = app_name(args.app.as_deref(), &args.charm).map_err(|e| UsageError(format!("--app: {e}")))?;
-    let mut actions = args.scheduled_actions(&app)?;
+    let apps = applications(&args)?;
+    let numbers = args.unit_numbers()?;
+    let mut actions = args.scheduled_actions(&apps)?;
     actions.sort_by_key(|(at, _)| *at);
     let services = args.services.configs()?;
-    let wasm = charm_wasm(&args.charm)?;
+    let wasms = args.charms.iter().map(|charm| charm_wasm(charm)).collect::<anyhow::Result<Vec<_>>>()?;
     // What the start creates under --state is removed again if it fails.
-    let units: Vec<UnitName> = (0..args.units).map(|n| UnitName::from_parts(app.clone(), n)).collect();
+    let units: Vec<UnitName> =
+        apps.iter().flat_map(|(app, _)| numbers.clone().map(|n| UnitName::from_parts(app.clone(), n))).collect();
     let provisional = super::provisional::Provisional::before(args.state.as_deref(), &units);
     let data_root = data_root(args.state.as_deref())?;
-    // Each unit's agent lock is taken as the application starts (`Host::start_application`),
-    // as `charm-host agent` holds it: no agent may run one of these units meanwhile.
+    // Each unit's agent lock is taken as the application starts (`Host::start_units`), as
+    // `charm-host agent` holds it: no agent may run one of these units meanwhile.
     let events: Arc<dyn EventSink> = if args.json { Arc::new(JsonLog::new()) } else { Arc::new(HumanLog::new()) };
     // Poll timers and I/O more often than tokio's default, so that a guest spinning until its
     // deadline (it yields at every epoch tick) delays its neighbours' timers as little as possible.
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().event_interval(7).build()?;
-    let report = tokio.block_on(async {
+    let reports = tokio.block_on(async {
         let started = async {
             let store = open_store(&args, &data_root).await?;
-            let (host, metrics, charm) = args
+            let (host, metrics) = args
                 .runtime
-                .start_host(data_root.path(), store, (services, args.services.service_grace), events, &wasm)
+                .start_host(data_root.path(), store, (services, args.services.service_grace), events)
                 .await?;
+            let mut charms = Vec::new();
+            for wasm in &wasms {
+                let charm = host.load_charm(wasm)?;
+                if !args.json {
+                    let source = if charm.from_cache() { "from cache" } else { "compiled" };
+                    eprintln!("loaded {} ({source} in {:.1?})", wasm.display(), charm.load_time());
+                }
+                charms.push(charm);
+            }
             if !args.json {
-                let source = if charm.from_cache() { "from cache" } else { "compiled" };
-                eprintln!(
-                    "loaded {} ({source} in {:.1?}); starting {} units of {app}",
-                    wasm.display(),
-                    charm.load_time(),
-                    args.units
-                );
+                let which = if numbers.start == 0 { String::new() } else { format!(" (from unit {})", numbers.start) };
+                match apps.as_slice() {
+                    [(app, _)] => eprintln!("starting {} units of {app}{which}", args.units),
+                    _ => eprintln!("starting {} units of each of {} applications{which}", args.units, apps.len()),
+                }
             }
             let start = tokio::time::Instant::now();
-            let application = host.start_application(app.clone(), &charm, args.units).await?;
-            anyhow::Ok((host, metrics, application, start))
+            let mut handles = Vec::new();
+            for (app, charm) in &apps {
+                handles.push(host.start_units(app.clone(), &charms[*charm], numbers.start, args.units).await?);
+            }
+            anyhow::Ok((host, metrics, handles, start))
         };
-        let (host, _metrics, mut application, start) = provisional.kept_if(started.await)?;
+        let (host, _metrics, mut handles, start) = provisional.kept_if(started.await)?;
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("listening for SIGTERM")?;
         let until_end = async {
             match args.run_for {
                 Some(duration) => tokio::time::sleep_until(start + duration).await,
                 None => {
-                    let _ = tokio::signal::ctrl_c().await;
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
             }
         };
@@ -195,18 +242,31 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 () = &mut until_end => break,
                 () = tokio::time::sleep_until(start + at) => {}
             }
-            if let Err(err) = perform(&mut application, &host, action.clone()).await {
+            if let Err(err) = perform(&mut handles, &host, action.clone()).await {
                 eprintln!("{action:?} at {at:?}: {err}");
             }
         }
         until_end.await;
-        // The final status is taken after the stop: it shows how each unit ended.
-        anyhow::Ok(application.stop_and_report().await?)
+        // Every application stops at once; the final status is taken after the stop: it
+        // shows how each unit ended.
+        let mut stopping = tokio::task::JoinSet::new();
+        for (order, handle) in handles.into_iter().enumerate() {
+            stopping.spawn(async move { (order, handle.stop_and_report().await) });
+        }
+        let mut reports = Vec::new();
+        while let Some(stopped) = stopping.join_next().await {
+            let (order, report) = stopped.context("stopping an application")?;
+            reports.push((order, report?));
+        }
+        reports.sort_by_key(|(order, _)| *order);
+        anyhow::Ok(reports.into_iter().map(|(_, report)| report).collect::<Vec<_>>())
     })?;
-    if args.json {
-        outln!("{}", report.to_json_line());
-    } else {
-        out!("\n{}", report.to_table());
+    for report in reports {
+        if args.json {
+            outln!("{}", report.to_json_line());
+        } else {
+            out!("\n{}", report.to_table());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -225,16 +285,44 @@ pub enum RunAction {
 }
 
 impl RunArgs {
+    /// The numbers of the units this run starts of each application.
+    fn unit_numbers(&self) -> Result<std::ops::Range<u32>, UsageError> {
+        match self.first_unit.checked_add(self.units) {
+            Some(end) => Ok(self.first_unit..end),
+            None => Err(UsageError(format!(
+                "--first-unit {} --units {}: unit numbers go past {}",
+                self.first_unit,
+                self.units,
+                u32::MAX
+            ))),
+        }
+    }
+
     /// The actions the flags schedule, with their times from the start of the run.
-    fn scheduled_actions(&self, app: &AppName) -> Result<Vec<(std::time::Duration, RunAction)>, UsageError> {
+    fn scheduled_actions(
+        &self,
+        apps: &[(AppName, usize)],
+    ) -> Result<Vec<(std::time::Duration, RunAction)>, UsageError> {
+        let numbers = self.unit_numbers()?;
         let mut actions = Vec::new();
         for (flag, list) in [("--kill", &self.kill), ("--stop", &self.stop), ("--elect", &self.elect)] {
             for UnitAt { unit, at } in list {
-                if unit.app() != app {
-                    return Err(UsageError(format!("{flag} {unit}@{at:?}: {unit} is not a unit of {app}")));
+                if !apps.iter().any(|(app, _)| app == unit.app()) {
+                    let names: Vec<&str> = apps.iter().map(|(app, _)| app.as_str()).take(5).collect();
+                    let more = if apps.len() > names.len() { ", ..." } else { "" };
+                    return Err(UsageError(format!(
+                        "{flag} {unit}@{at:?}: {} is not an application of this run ({}{more})",
+                        unit.app(),
+                        names.join(", ")
+                    )));
                 }
-                if unit.number() >= self.units {
-                    return Err(UsageError(format!("{flag} {unit}: there are only {} units", self.units)));
+                if !numbers.contains(&unit.number()) {
+                    return Err(UsageError(format!(
+                        "{flag} {unit}: this run has units {} to {} of {}",
+                        numbers.start,
+                        numbers.end - 1,
+                        unit.app()
+                    )));
                 }
                 actions.push((
                     *at,
@@ -251,12 +339,28 @@ impl RunArgs {
     }
 }
 
-async fn perform(application: &mut ApplicationHandle, host: &Host, action: RunAction) -> anyhow::Result<()> {
+async fn perform(handles: &mut [ApplicationHandle], host: &Host, action: RunAction) -> anyhow::Result<()> {
+    fn of<'a>(handles: &'a mut [ApplicationHandle], unit: &UnitName) -> anyhow::Result<&'a mut ApplicationHandle> {
+        handles
+            .iter_mut()
+            .find(|handle| handle.app() == unit.app())
+            .with_context(|| format!("{unit} does not run here"))
+    }
     match action {
-        RunAction::Kill(unit) => application.kill_unit(&unit)?,
-        RunAction::Stop(unit) => application.stop_unit(&unit).await?,
+        RunAction::Kill(unit) => of(handles, &unit)?.kill_unit(&unit)?,
+        RunAction::Stop(unit) => of(handles, &unit)?.stop_unit(&unit).await?,
         RunAction::StepDown => {
-            application.step_down().await?;
+            // Every application whose leader runs here; the others lead elsewhere.
+            let mut failed = Vec::new();
+            for handle in handles.iter() {
+                let Some(lease) = handle.leader().await? else { continue };
+                if handle.units().contains(&lease.holder) {
+                    if let Err(err) = handle.step_down().await {
+                        failed.push(format!("{}: {err}", handle.app()));
+                    }
+                }
+            }
+            anyhow::ensure!(failed.is_empty(), "{}", failed.join("; "));
         }
         RunAction::Elect(unit) => {
             // Not waited for: the run goes on while the leader steps down for the unit.

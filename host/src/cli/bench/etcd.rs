@@ -175,8 +175,8 @@ async fn throughput(
                 value,
                 "ops/s",
             )
-            .against_rate(bare)
-            .target(format!(">= the bare {bare_name}' rate / 1.3"), value >= bare / 1.3)
+            .against(bare)
+            .target(format!(">= 0.77x the bare {bare_name}' rate"), value >= bare / 1.3)
         })
         .collect())
 }

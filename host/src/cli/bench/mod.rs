@@ -34,8 +34,8 @@ pub struct Figure {
     pub unit: String,
     /// The baseline measured in the same run, in the same unit, if there is one.
     pub baseline: Option<f64>,
-    /// How many times better than the baseline (baseline / value, or value / baseline for
-    /// rates), if there is a baseline.
+    /// The value as a multiple of the baseline (value / baseline, for times, sizes and
+    /// rates alike), if there is a baseline: every target is written in this direction.
     pub ratio: Option<f64>,
     /// The target, in words.
     pub target: Option<String>,
@@ -70,15 +70,9 @@ impl Figure {
         Self { skipped: Some(reason.into()), ..Self::new(name, f64::NAN, "") }
     }
 
-    /// Adds a baseline where smaller is better (times, sizes).
+    /// Adds a baseline measured in the same run, in the same unit; the ratio is
+    /// value / baseline.
     fn against(mut self, baseline: f64) -> Self {
-        self.baseline = Some(baseline);
-        self.ratio = Some(baseline / self.value);
-        self
-    }
-
-    /// Adds a baseline where larger is better (rates).
-    fn against_rate(mut self, baseline: f64) -> Self {
         self.baseline = Some(baseline);
         self.ratio = Some(self.value / baseline);
         self
@@ -208,11 +202,21 @@ fn number(value: f64) -> String {
     }
 }
 
+/// A ratio with two significant digits at least (a hundredth of the baseline is not 0.00x).
+fn ratio_text(ratio: f64) -> String {
+    if ratio.is_finite() && ratio > 0.0 && ratio < 1.0 {
+        let decimals = (1.0 - ratio.log10().floor()).clamp(2.0, 6.0) as usize;
+        format!("{ratio:.decimals$}x")
+    } else {
+        format!("{}x", number(ratio))
+    }
+}
+
 fn table(figures: &[Figure]) -> String {
     let width = figures.iter().map(|f| f.name.len()).max().unwrap_or(10);
     let mut out = format!(
-        "{:<width$}  {:>14}  {:>14}  {:>8}  {:<24} {}\n",
-        "figure", "value", "baseline", "ratio", "target", "met"
+        "{:<width$}  {:>14}  {:>14}  {:>10}  {:<24} {}\n",
+        "figure", "value", "baseline", "value/base", "target", "met"
     );
     for f in figures {
         if let Some(reason) = &f.skipped {
@@ -221,14 +225,14 @@ fn table(figures: &[Figure]) -> String {
         }
         let value = format!("{} {}", number(f.value), f.unit);
         let baseline = f.baseline.map(|b| format!("{} {}", number(b), f.unit)).unwrap_or_default();
-        let ratio = f.ratio.map(|r| format!("{}x", number(r))).unwrap_or_default();
+        let ratio = f.ratio.map(ratio_text).unwrap_or_default();
         let met = match f.met {
             Some(true) => "yes",
             Some(false) => "NO",
             None => "",
         };
         out.push_str(&format!(
-            "{:<width$}  {value:>14}  {baseline:>14}  {ratio:>8}  {:<24} {met}\n",
+            "{:<width$}  {value:>14}  {baseline:>14}  {ratio:>10}  {:<24} {met}\n",
             f.name,
             f.target.as_deref().unwrap_or("")
         ));
@@ -238,6 +242,16 @@ fn table(figures: &[Figure]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_ratio_is_the_value_over_its_baseline_as_targets_are_written() {
+        // A call that costs twice its floor reads 2x, so "<= 1.3x its floor" reads as unmet.
+        let figure = super::Figure::new("call", 116.5, "ns").against(56.0);
+        assert!(figure.ratio.is_some_and(|r| r > 2.0 && r < 2.1));
+        assert_eq!(super::ratio_text(0.0042), "0.0042x");
+        assert_eq!(super::ratio_text(0.48), "0.48x");
+        assert_eq!(super::ratio_text(2.08), "2.08x");
+    }
+
     #[test]
     fn every_section_can_be_picked_by_name() {
         let names: Vec<&str> =

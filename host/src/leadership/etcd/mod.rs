@@ -52,7 +52,8 @@
 //!   compaction.
 //!
 //! **Few round trips, in the common case.** An extension is one keep-alive of the tenure's
-//! etcd lease (remembered from the grant) and one transaction. A fenced write is one transaction whose
+//! etcd lease (remembered from the grant), sent on that lease's stream (opened at its first
+//! renewal and kept: `keep_alive.rs`), and one transaction. A fenced write is one transaction whose
 //! guards use the tenure and bucket revisions this process last saw. A claim of a lease the
 //! watch saw free is one transaction guarded by the term, reservation and pins revisions the
 //! watch keeps, bound to a spare etcd lease granted ahead. Those are hints: a stale
@@ -69,6 +70,7 @@
 mod connect;
 mod history;
 mod identity;
+mod keep_alive;
 mod keys;
 mod unit_data;
 mod watch;
@@ -120,6 +122,8 @@ pub struct EtcdStore {
     unit_mirrors: unit_data::Mirrors,
     /// The store found at connect, checked in every transaction.
     identity: StoreIdentity,
+    /// The keep-alive stream of each etcd lease this process renews.
+    keep_alives: keep_alive::KeepAlives,
 }
 
 /// An etcd lease granted ahead of the next new tenure, so that claiming a free lease is one
@@ -387,6 +391,7 @@ impl EtcdStore {
             settings_watches: Mutex::new(BTreeMap::new()),
             unit_mirrors: unit_data::Mirrors::default(),
             identity,
+            keep_alives: keep_alive::KeepAlives::default(),
         })
     }
 
@@ -495,6 +500,7 @@ impl EtcdStore {
     /// Revokes an etcd lease that holds nothing any more (cleanup: failures only wait for
     /// its TTL).
     async fn discard(&self, id: i64) {
+        self.keep_alives.forget(id);
         revoke_quietly(self.client.clone(), id, self.request_timeout).await;
     }
 
@@ -557,13 +563,16 @@ impl EtcdStore {
         });
     }
 
-    /// Renews an etcd lease once: false if the server no longer has it.
+    /// Renews an etcd lease once, on its keep-alive stream: false if the server no longer
+    /// has it.
     async fn keep_alive(&self, id: i64) -> Result<bool, StoreError> {
-        let mut client = self.client.clone();
-        match within(self.request_timeout, client.lease_keep_alive(id)).await? {
-            Ok(_) => Ok(true),
-            Err(etcd_client::Error::LeaseKeepAliveError(_)) => Ok(false),
-            Err(err) if lease_not_found(&err) => Ok(false),
+        match within(self.request_timeout, self.keep_alives.renew(&self.client, id)).await? {
+            Ok(keep_alive::Renewal::Renewed) => Ok(true),
+            Ok(keep_alive::Renewal::Gone) => Ok(false),
+            Err(err) if lease_not_found(&err) => {
+                self.keep_alives.forget(id);
+                Ok(false)
+            }
             Err(err) => Err(etcd_failed(err)),
         }
     }
