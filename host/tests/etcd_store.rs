@@ -454,3 +454,37 @@ async fn renewals_of_a_held_lease_reuse_one_keep_alive_stream() {
     store.claim(&unit, Duration::from_secs(10)).await.unwrap();
     assert_eq!(keep_alive("grpc_server_started_total") - streams, 2.0);
 }
+
+/// Claims and extensions until `n` succeed one after another. A member lost while
+/// connected may fail a few calls until one of them makes the store set it aside; panics
+/// past 4 failures.
+async fn a_run_of_successes(store: &EtcdStore, unit: &charm_host::leadership::Claimant, n: usize) {
+    let mut run = 0;
+    let mut failures = Vec::new();
+    while run < n {
+        match store.claim(unit, Duration::from_secs(10)).await {
+            Ok(_) => run += 1,
+            Err(err) => {
+                run = 0;
+                failures.push(err.to_string());
+                assert!(failures.len() <= 4, "calls keep failing: {failures:?}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_member_of_three_down_costs_no_call_once_noticed() {
+    let mut cluster = EtcdCluster::start(3);
+    // Down before the store connects: the connect and every call succeed.
+    cluster.kill(2);
+    cluster.wait_healthy(); // the others have a leader
+    let store = connect(&cluster).await;
+    a_run_of_successes(&store, &claimant("down-a/0"), 30).await;
+    // Back, then another member lost while connected: once a call fails, the member is
+    // set aside and the calls after succeed.
+    cluster.restart(2);
+    cluster.wait_healthy();
+    cluster.kill(1);
+    a_run_of_successes(&store, &claimant("down-b/0"), 30).await;
+}

@@ -11,6 +11,7 @@ mod lease;
 mod memory;
 mod processes;
 mod renewals;
+mod scale;
 mod unit_data;
 
 use std::path::{Path, PathBuf};
@@ -112,7 +113,7 @@ type Measure = fn(bool) -> anyhow::Result<Vec<Figure>>;
 
 /// The sections measured in this process, in order: name (for `--only`), what it measures,
 /// and how. [`SECTIONS_IN_CHILD`] come last, apart (see [`bench`]).
-const SECTIONS: [(&str, &str, Measure); 7] = [
+const SECTIONS: [(&str, &str, Measure); 8] = [
     ("calls", "hook dispatch and host calls", calls::figures),
     ("lease", "the lease engine", lease::figures),
     ("renewals", "renewals during a leader-set storm", renewals::figures),
@@ -120,6 +121,7 @@ const SECTIONS: [(&str, &str, Measure); 7] = [
     ("processes", "handovers between agent processes", processes::figures),
     ("agents", "handovers and fan-out", agents::figures),
     ("unit-data", "unit data, minions to the leader", unit_data::figures),
+    ("scale", "many applications on one etcd cluster, and handover distributions", scale::figures),
 ];
 
 /// The sections measured last, each in a process of its own (see [`bench`]).
@@ -129,8 +131,8 @@ const SECTIONS_IN_CHILD: [(&str, &str, Measure); 2] = [
 ];
 
 /// Every section name `--only` accepts.
-pub const SECTION_NAMES: [&str; 9] =
-    ["calls", "lease", "renewals", "etcd", "processes", "agents", "unit-data", "cold-start", "memory"];
+pub const SECTION_NAMES: [&str; 10] =
+    ["calls", "lease", "renewals", "etcd", "processes", "agents", "unit-data", "scale", "cold-start", "memory"];
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let quick = args.quick;

@@ -68,6 +68,7 @@
 //! server had already accepted may still be applied, a margin before the caller gives up.
 
 mod connect;
+mod endpoints;
 mod history;
 mod identity;
 mod keep_alive;
@@ -124,6 +125,8 @@ pub struct EtcdStore {
     identity: StoreIdentity,
     /// The keep-alive stream of each etcd lease this process renews.
     keep_alives: keep_alive::KeepAlives,
+    /// Sets aside endpoints that stop answering, and takes them back.
+    watchdog: endpoints::Watchdog,
 }
 
 /// An etcd lease granted ahead of the next new tenure, so that claiming a free lease is one
@@ -333,7 +336,13 @@ impl EtcdStore {
             |reason: StoreError| ConnectError::Unreachable { endpoints: endpoints.clone(), reason: reason.to_string() };
         let client_options = options.client_options()?;
         let deadline = options.connect_timeout + options.request_timeout;
-        let connected = within(deadline, Client::connect(&options.endpoints, Some(client_options.clone()))).await;
+        // Only the members that answer (else a call to a dead one fails: `endpoints.rs`);
+        // all of them if none does, for the error that says so.
+        let answering = match endpoints::answering(&options.endpoints, options.connect_timeout).await {
+            none if none.is_empty() => options.endpoints.clone(),
+            some => some,
+        };
+        let connected = within(deadline, Client::connect(&answering, Some(client_options.clone()))).await;
         let mut client = connected.map_err(unreachable)?.map_err(|err| unreachable(etcd_failed(err)))?;
         let status = within(deadline, client.status())
             .await
@@ -375,6 +384,7 @@ impl EtcdStore {
             clock.clone(),
             from + 1,
         ));
+        let client_for_watchdog = client.clone();
         Ok(Self {
             client,
             layout,
@@ -392,6 +402,13 @@ impl EtcdStore {
             unit_mirrors: unit_data::Mirrors::default(),
             identity,
             keep_alives: keep_alive::KeepAlives::default(),
+            watchdog: endpoints::Watchdog::start(
+                client_for_watchdog,
+                options.endpoints.clone(),
+                answering,
+                options.tls.is_some(),
+                options.connect_timeout,
+            ),
         })
     }
 
@@ -415,7 +432,16 @@ impl EtcdStore {
         &self,
         call: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, StoreError> {
-        within(self.request_timeout, call).await?.map_err(etcd_failed)
+        let result = within(self.request_timeout, call).await.and_then(|answer| answer.map_err(etcd_failed));
+        self.noticed(result)
+    }
+
+    /// `result`, after telling the endpoint watchdog of an unreachable member.
+    fn noticed<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if result.as_ref().is_err_and(|err| err.kind() == StoreFailure::Unreachable) {
+            self.watchdog.suspect();
+        }
+        result
     }
 
     /// Runs a transaction built with [`Self::when`] (its guards include the store's
@@ -566,7 +592,8 @@ impl EtcdStore {
     /// Renews an etcd lease once, on its keep-alive stream: false if the server no longer
     /// has it.
     async fn keep_alive(&self, id: i64) -> Result<bool, StoreError> {
-        match within(self.request_timeout, self.keep_alives.renew(&self.client, id)).await? {
+        let renewal = within(self.request_timeout, self.keep_alives.renew(&self.client, id)).await;
+        let renewal = renewal.and_then(|answer| match answer {
             Ok(keep_alive::Renewal::Renewed) => Ok(true),
             Ok(keep_alive::Renewal::Gone) => Ok(false),
             Err(err) if lease_not_found(&err) => {
@@ -574,7 +601,8 @@ impl EtcdStore {
                 Ok(false)
             }
             Err(err) => Err(etcd_failed(err)),
-        }
+        });
+        self.noticed(renewal)
     }
 
     /// Grants `unit` a free lease; `Ok(None)` if the guard failed (someone changed the state).
