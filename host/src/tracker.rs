@@ -262,7 +262,7 @@ impl LeadershipTracker {
     /// The unit the application's lease is reserved for, while the store says one is
     /// (`None` too when the store cannot say).
     pub async fn reserved_for(&self) -> Option<UnitName> {
-        self.shared().store.reservation(self.handle.unit().app()).await.ok().flatten()
+        self.shared().store.lease_hint(self.handle.unit().app()).await.ok().and_then(|hint| hint.reserved_for)
     }
 
     /// Waits until nobody holds the application's lease, or `cancel` ends the wait

@@ -488,3 +488,36 @@ async fn one_member_of_three_down_costs_no_call_once_noticed() {
     cluster.kill(1);
     a_run_of_successes(&store, &claimant("down-b/0"), 30).await;
 }
+
+#[tokio::test]
+async fn a_minion_waits_on_the_watch_and_claims_once_the_crashed_holders_lease_expired() {
+    let cluster = EtcdCluster::start(1);
+    let (holder_store, minion_store) = (connect(&cluster).await, connect(&cluster).await);
+    let app = app("crashed");
+    holder_store.claim(&claimant("crashed/0"), SHORT).await.unwrap();
+    // The holder stops renewing, as a crashed one does. The minion's hint answers from its
+    // watch (no request) and its claims are refused until the lease expired.
+    let minion = claimant("crashed/1");
+    let requests = || cluster.metric(0, "grpc_server_msg_received_total", "grpc_method=\"Txn\"").unwrap();
+    let hint = minion_store.lease_hint(&app).await.unwrap();
+    assert_eq!(hint.lease.map(|l| l.holder), Some(unit("crashed/0")));
+    let before = requests();
+    for _ in 0..20 {
+        assert!(matches!(minion_store.claim(&minion, SHORT).await, Err(LeaseError::Denied { .. })));
+    }
+    // (Both stores' own background work may send a transaction meanwhile; 20 reads may not.)
+    let sent = requests() - before;
+    assert!(sent < 5.0, "refusals the watch can give cost no request: {sent} transactions for 20");
+    wait_until_released(minion_store.as_ref(), &app, std::future::pending()).await.unwrap();
+    let claimed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match minion_store.claim(&minion, SHORT).await {
+                Ok(claim) => return claim,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await
+    .expect("the minion claims the expired lease");
+    assert_eq!(claimed.term, 2);
+}

@@ -354,10 +354,10 @@ async fn perform(handles: &mut [ApplicationHandle], host: &Host, action: RunActi
             let mut failed = Vec::new();
             for handle in handles.iter() {
                 let Some(lease) = handle.leader().await? else { continue };
-                if handle.units().contains(&lease.holder) {
-                    if let Err(err) = handle.step_down().await {
-                        failed.push(format!("{}: {err}", handle.app()));
-                    }
+                if handle.units().contains(&lease.holder)
+                    && let Err(err) = handle.step_down().await
+                {
+                    failed.push(format!("{}: {err}", handle.app()));
                 }
             }
             anyhow::ensure!(failed.is_empty(), "{}", failed.join("; "));

@@ -108,6 +108,16 @@ pub struct Lease {
     pub origin: Option<Arc<Origin>>,
 }
 
+/// An application's lease and reservation as a process last saw them (see
+/// [`LeadershipStore::lease_hint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseHint {
+    /// The lease, if held (its `expires` an estimate not before the real expiry).
+    pub lease: Option<Lease>,
+    /// The unit the next grant is reserved for.
+    pub reserved_for: Option<UnitName>,
+}
+
 /// Why a lease operation did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -346,6 +356,16 @@ pub trait LeadershipStore: UnitDataStore {
 
     /// `app`'s lease, if it is held and unexpired (or pinned).
     async fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError>;
+
+    /// `app`'s lease and reservation as this process last saw them, for deciding when to
+    /// look again (a minion's wait for a vacancy): it may lag behind the store by a
+    /// watch's delay, so it is never a reason to act as leader, and a claim decides. The
+    /// default reads the store ([`Self::lease`], [`Self::reservation`]); a remote store
+    /// answers from its watch while the watch runs, so that a waiting minion costs the
+    /// store nothing.
+    async fn lease_hint(&self, app: &AppName) -> Result<LeaseHint, LeaseError> {
+        Ok(LeaseHint { lease: self.lease(app).await?, reserved_for: self.reservation(app).await? })
+    }
 
     /// The highest term ever granted for `app`, held or not (0 if it never had a leader):
     /// what an agent compares with the term it remembers, to notice a lost store.

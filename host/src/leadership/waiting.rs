@@ -19,9 +19,13 @@ pub async fn wait_until_released(
     tokio::pin!(cancel);
     loop {
         changes.borrow_and_update();
-        let Some(lease) = store.lease(app).await? else { return Ok(()) };
-        let expiry =
-            if lease.pinned { Box::pin(std::future::pending()) } else { store.clock().sleep_until(lease.expires) };
+        // As last seen: a claim decides, so a lagging answer only delays the next look.
+        let Some(lease) = store.lease_hint(app).await?.lease else { return Ok(()) };
+        // An expiry already past (an estimate, while the store has not yet deleted the
+        // lease) is looked at again a little later, not at once in a loop.
+        let now = store.clock().now();
+        let expires = if lease.expires > now { lease.expires } else { now + LOOK_AGAIN };
+        let expiry = if lease.pinned { Box::pin(std::future::pending()) } else { store.clock().sleep_until(expires) };
         tokio::select! {
             biased;
             () = &mut cancel => return Err(LeaseError::Cancelled),

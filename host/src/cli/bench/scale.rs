@@ -28,6 +28,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+
 use crate::leadership::LeadershipStore;
 use crate::leadership::etcd::{EtcdOptions, EtcdStore};
 use crate::names::{AppName, UnitName};
@@ -530,11 +532,12 @@ fn handovers(
         let mut samples = Vec::new();
         while samples.len() < wanted {
             fleet.wait_for_leaders()?;
-            samples.extend(match kind {
-                "crash (SIGKILL)" => fleet.stop_busiest("KILL")?,
-                "graceful (SIGTERM)" => fleet.stop_busiest("TERM")?,
-                _ => tokio.block_on(fleet.direct_everywhere(store))?,
-            });
+            let round = match kind {
+                "crash (SIGKILL)" => fleet.stop_busiest("KILL"),
+                "graceful (SIGTERM)" => fleet.stop_busiest("TERM"),
+                _ => tokio.block_on(fleet.direct_everywhere(store)),
+            };
+            samples.extend(round.with_context(|| format!("handovers on {condition}: {kind}"))?);
         }
         figures.extend(distribution(&format!("handover, {condition}: {kind}"), &mut samples, kind, lease));
         tracing::info!("{condition}: {kind}: {} samples", samples.len());

@@ -91,12 +91,6 @@ impl KeepAlives {
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
 
-    /// How many streams are open or being opened.
-    #[cfg(test)]
-    pub(super) fn open(&self) -> usize {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
     /// Lease `id`'s slot, made if it has none; slots idle past [`IDLE`] are closed.
     fn slot(&self, id: i64) -> Arc<tokio::sync::Mutex<Option<Open>>> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());

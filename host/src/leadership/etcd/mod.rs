@@ -87,8 +87,8 @@ use self::identity::{PrefixProblem, StoreIdentity};
 use self::keys::{Kind, Layout, LeaseValue, SettingsValue, TermValue};
 use super::watchers::Watchers;
 use super::{
-    BootClock, Claim, Claimant, Clock, IncarnationId, LeadershipStore, Lease, LeaseError, Release, StoreError,
-    StoreFailure, Tenure, Timestamp, WriteError, validate_duration, validate_entity,
+    BootClock, Claim, Claimant, Clock, IncarnationId, LeadershipStore, Lease, LeaseError, LeaseHint, Release,
+    StoreError, StoreFailure, Tenure, Timestamp, WriteError, validate_duration, validate_entity,
 };
 use crate::names::{AppName, UnitName};
 use crate::settings::{SettingsSnapshot, SettingsWrite};
@@ -544,23 +544,113 @@ impl EtcdStore {
     /// The lease state of `unit`'s application as the watch last saw it, if that says the
     /// lease is free and not reserved for another unit.
     fn mirrored_state(&self, unit: &UnitName) -> Option<AppLease> {
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let key = |kind| {
-            let slot = watch::mirrored(kind)?;
-            Some(seen.keys.get(&(unit.app().clone(), slot)).map_or_else(Read::default, |(revision, value)| Read {
-                value: Some(value.clone()),
-                create_revision: 0,
-                mod_revision: *revision,
-                lease: 0,
-            }))
-        };
-        let (term, released) = (key(Kind::Term)?, key(Kind::Released)?);
-        let (reserved, pins) = (key(Kind::Reserved)?, key(Kind::Pins)?);
-        if reserved.value.as_ref().is_some_and(|r| r.as_slice() != unit.as_str().as_bytes()) {
+        let (_, mut state) = self.state_seen(unit.app());
+        state.lease = Read::default();
+        if state.reserved.value.as_ref().is_some_and(|r| r.as_slice() != unit.as_str().as_bytes()) {
             return None;
         }
+        Some(state)
+    }
+
+    /// `app`'s lease state as the watch last saw it (the lease key, and the keys a claim
+    /// guards with), and whether the lease watch runs (else it may be far behind).
+    fn state_seen(&self, app: &AppName) -> (bool, AppLease) {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let key = |kind| {
+            let slot = watch::mirrored(kind);
+            slot.and_then(|slot| seen.keys.get(&(app.clone(), slot))).map_or_else(Read::default, |(revision, value)| {
+                Read { value: Some(value.clone()), create_revision: 0, mod_revision: *revision, lease: 0 }
+            })
+        };
+        let (term, released, reserved, pins) =
+            (key(Kind::Term), key(Kind::Released), key(Kind::Reserved), key(Kind::Pins));
+        let lease = seen.leases.get(app).cloned().unwrap_or_default();
         let now = self.clock.now();
-        Some(AppLease { lease: Read::default(), term, released, reserved, pins, asked_at: now, read_at: now })
+        (seen.live, AppLease { lease, term, released, reserved, pins, asked_at: now, read_at: now })
+    }
+
+    /// Puts this process's own change of `app`'s lease key (made at `revision`) into what
+    /// the watch keeps, so that this process's next claim sees it without waiting for the
+    /// watch to deliver it (the watch skips older events of the key).
+    fn saw_own_change(&self, app: &AppName, revision: i64, key: Option<Read>) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        // (Not `held`: a claim that finds it stale reads the store instead of guarding a
+        // grant with mirrored keys the change also moved.)
+        match key {
+            Some(key) => seen.leases.insert(app.clone(), key),
+            None => seen.leases.remove(app),
+        };
+        let floor = seen.lease_floors.entry(app.clone()).or_insert(0);
+        *floor = (*floor).max(revision);
+    }
+
+    /// The unit holding `app`'s lease as the running lease watch last saw it.
+    fn holder_seen(&self, app: &AppName) -> Option<UnitName> {
+        let (live, state) = self.state_seen(app);
+        let (_, holder) = self.lease_value(app, &state.lease).ok().flatten()?;
+        live.then_some(holder)
+    }
+
+    /// The unit a reservation key (as read) names.
+    fn reserved_unit(&self, app: &AppName, read: &Read) -> Result<Option<UnitName>, LeaseError> {
+        let Some(value) = &read.value else { return Ok(None) };
+        Ok(Some(
+            UnitName::new(&String::from_utf8_lossy(value))
+                .map_err(|e| LeaseError::Store(keys::corrupt(self.layout.key(Kind::Reserved, app).as_bytes(), e)))?,
+        ))
+    }
+
+    /// `app`'s lease in `state`. Its expiry is an estimate, not before the real one: with
+    /// `ask_server`, the server's remaining TTL; else the TTL from the last put of the key
+    /// the watch saw (a renewal's put follows its keep-alive).
+    async fn lease_in(&self, app: &AppName, state: &AppLease, ask_server: bool) -> Result<Option<Lease>, LeaseError> {
+        let Some((value, holder)) = self.lease_value(app, &state.lease).map_err(LeaseError::Store)? else {
+            let vacancy = self.vacancy(app, state, None).map_err(LeaseError::Store)?;
+            return Ok(vacancy.map(|v| Lease {
+                holder: v.holder,
+                term: v.term,
+                expires: v.until,
+                pinned: false,
+                incarnation: v.incarnation,
+                origin: None,
+            }));
+        };
+        let pinned = !self.pins_of(app, &state.pins).map_err(LeaseError::Store)?.is_empty();
+        let now = self.clock.now();
+        let expires = if state.lease.lease == 0 {
+            now + secs(value.ttl)
+        } else if !ask_server {
+            // The server expires a lease a little after its TTL (it checks twice a second):
+            // while the key stands past the estimate, a little later.
+            let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner()).tenures.get(app).copied();
+            let last_put = seen.filter(|seen| seen.term == value.term && !seen.ended).map_or(now, |seen| seen.at);
+            (last_put + secs(value.ttl)).max(now + Duration::from_millis(100))
+        } else {
+            // The server's remaining TTL (whole seconds, rounded down; -1 once it is gone) as
+            // a reading of this host's clock, rounded up: an estimate for waiting and
+            // display that is not before the real expiry. Nothing is decided by it.
+            let mut client = self.client.clone();
+            let left =
+                self.request(client.lease_time_to_live(state.lease.lease, None)).await.map_err(LeaseError::Store)?;
+            if left.ttl() < 0 {
+                // Expired, its key not yet deleted: once it is, the vacancy rule holds others
+                // out for the TTL from the last renewal seen; until the watch has seen the
+                // deletion, from now.
+                let expires = state.read_at + secs(value.ttl);
+                let origin = value.origin.map(Arc::new);
+                return Ok(Some(Lease {
+                    holder,
+                    term: value.term,
+                    expires,
+                    pinned,
+                    incarnation: value.incarnation,
+                    origin,
+                }));
+            }
+            now + secs(left.ttl()) + Duration::from_secs(1)
+        };
+        let origin = value.origin.map(Arc::new);
+        Ok(Some(Lease { holder, term: value.term, expires, pinned, incarnation: value.incarnation, origin }))
     }
 
     /// The spare lease, if it has `ttl` and is still fresh; a stale one is revoked.
@@ -667,6 +757,14 @@ impl EtcdStore {
         // The key was created by this transaction: its create revision is the response's.
         let created = response.header().map_or(0, |h| h.revision());
         self.remember_tenure(claimant, TenureHint { term, created, renew: (!pinned).then_some((id, ttl)) });
+        let value = keys::encode(&LeaseValue::new(claimant, term, ttl, if pinned { 0 } else { id }));
+        let key = Read {
+            value: Some(value),
+            create_revision: created,
+            mod_revision: created,
+            lease: if pinned { 0 } else { id },
+        };
+        self.saw_own_change(app, created, Some(key));
         self.watchers.leases_changed();
         let held_for = if pinned { duration } else { Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) };
         Ok(Some(Claim { term, valid_until: start + held_for }))
@@ -891,7 +989,15 @@ impl LeadershipStore for EtcdStore {
                         }
                     }
                 }
-                (false, None) => (self.read_lease_state(app).await?, None),
+                (false, None) => {
+                    // Held by another unit as the running watch saw it: refused without a
+                    // read, so a waiting minion's claims cost the store nothing. (A lagging
+                    // watch only delays a claim; nothing is granted on its word.)
+                    if let Some(holder) = self.holder_seen(app).filter(|holder| holder != unit) {
+                        return Err(LeaseError::Denied { app: app.clone(), holder });
+                    }
+                    (self.read_lease_state(app).await?, None)
+                }
             };
             let value = self.lease_value(app, &state.lease).map_err(LeaseError::Store);
             let reserved_for_another = match (&value, &state.reserved.value) {
@@ -973,7 +1079,9 @@ impl LeadershipStore for EtcdStore {
                             TxnOp::put(released_key.as_str(), value.term.to_string(), None),
                             history::on_revoke(&self.layout, unit, value.term, self.clock.wall_now(), why),
                         ]);
-                    if self.txn(txn).await.map_err(LeaseError::Store)?.succeeded() {
+                    let response = self.txn(txn).await.map_err(LeaseError::Store)?;
+                    if response.succeeded() {
+                        self.saw_own_change(app, response.header().map_or(0, |h| h.revision()), None);
                         // Bound to nothing now (a pinned key was detached from it).
                         let own = if state.lease.lease != 0 { state.lease.lease } else { value.lease };
                         if own != 0 {
@@ -1032,14 +1140,7 @@ impl LeadershipStore for EtcdStore {
 
     async fn reservation(&self, app: &AppName) -> Result<Option<UnitName>, LeaseError> {
         let read = self.read(&[self.layout.key(Kind::Reserved, app)]).await.map_err(LeaseError::Store)?;
-        match read.into_iter().next().and_then(|r| r.value) {
-            Some(value) => {
-                Ok(Some(UnitName::new(&String::from_utf8_lossy(&value)).map_err(|e| {
-                    LeaseError::Store(keys::corrupt(self.layout.key(Kind::Reserved, app).as_bytes(), e))
-                })?))
-            }
-            None => Ok(None),
-        }
+        self.reserved_unit(app, &read.into_iter().next().unwrap_or_default())
     }
 
     async fn pin(&self, app: &AppName, entity: &str) -> Result<(), LeaseError> {
@@ -1067,47 +1168,16 @@ impl LeadershipStore for EtcdStore {
     /// nobody can claim it but that holder (see `vacancy`).
     async fn lease(&self, app: &AppName) -> Result<Option<Lease>, LeaseError> {
         let state = self.read_lease_state(app).await?;
-        let Some((value, holder)) = self.lease_value(app, &state.lease).map_err(LeaseError::Store)? else {
-            let vacancy = self.vacancy(app, &state, None).map_err(LeaseError::Store)?;
-            return Ok(vacancy.map(|v| Lease {
-                holder: v.holder,
-                term: v.term,
-                expires: v.until,
-                pinned: false,
-                incarnation: v.incarnation,
-                origin: None,
-            }));
-        };
-        let pinned = !self.pins_of(app, &state.pins).map_err(LeaseError::Store)?.is_empty();
-        let now = self.clock.now();
-        let expires = if state.lease.lease == 0 {
-            now + secs(value.ttl)
-        } else {
-            // The server's remaining TTL (whole seconds, rounded down; -1 once it is gone) as
-            // a reading of this host's clock, rounded up: an estimate for waiting and
-            // display that is not before the real expiry. Nothing is decided by it.
-            let mut client = self.client.clone();
-            let left =
-                self.request(client.lease_time_to_live(state.lease.lease, None)).await.map_err(LeaseError::Store)?;
-            if left.ttl() < 0 {
-                // Expired, its key not yet deleted: once it is, the vacancy rule holds others
-                // out for the TTL from the last renewal seen; until the watch has seen the
-                // deletion, from now.
-                let expires = state.read_at + secs(value.ttl);
-                let origin = value.origin.map(Arc::new);
-                return Ok(Some(Lease {
-                    holder,
-                    term: value.term,
-                    expires,
-                    pinned,
-                    incarnation: value.incarnation,
-                    origin,
-                }));
-            }
-            now + secs(left.ttl()) + Duration::from_secs(1)
-        };
-        let origin = value.origin.map(Arc::new);
-        Ok(Some(Lease { holder, term: value.term, expires, pinned, incarnation: value.incarnation, origin }))
+        self.lease_in(app, &state, true).await
+    }
+
+    async fn lease_hint(&self, app: &AppName) -> Result<LeaseHint, LeaseError> {
+        let (live, state) = self.state_seen(app);
+        if !live {
+            return Ok(LeaseHint { lease: self.lease(app).await?, reserved_for: self.reservation(app).await? });
+        }
+        let lease = self.lease_in(app, &state, false).await?;
+        Ok(LeaseHint { lease, reserved_for: self.reserved_unit(app, &state.reserved)? })
     }
 
     async fn last_term(&self, app: &AppName) -> Result<u64, LeaseError> {

@@ -35,6 +35,16 @@ pub(super) fn raise_version(seen: &Mutex<Seen>, app: &AppName, version: u64) {
 pub(super) struct Seen {
     pub versions: BTreeMap<AppName, u64>,
     pub held: std::collections::BTreeSet<AppName>,
+    /// Each lease key as last seen (value, revisions, etcd lease): what a minion's wait
+    /// looks at instead of the store (see [`Seen::live`]).
+    pub leases: BTreeMap<AppName, super::Read>,
+    /// The revision of this process's own last change of each lease key, put into
+    /// [`Seen::leases`] when it was made: the watch's older events of the key are not.
+    pub lease_floors: BTreeMap<AppName, i64>,
+    /// True while the lease watch's stream runs (from its start until it breaks): then
+    /// every change of a lease, pins or reservation key reaches [`Seen`] a watch's delay
+    /// after it was made.
+    pub live: bool,
     /// The term, released, reservation and pins keys as last seen (mod revision, value):
     /// what a claim of a free lease guards its transaction with before reading anything.
     pub keys: BTreeMap<(AppName, u8), (i64, Vec<u8>)>,
@@ -87,6 +97,7 @@ pub(super) async fn load(
     // After the answer: every tenure listed (standing, or gone) was last put before this.
     let at = clock.now();
     let mut held = std::collections::BTreeSet::new();
+    let mut leases = BTreeMap::new();
     let mut mirror = BTreeMap::new();
     let mut tenures = BTreeMap::new();
     for op in got.op_responses() {
@@ -98,6 +109,7 @@ pub(super) async fn load(
                     if let Ok(value) = keys::decode::<keys::LeaseValue>(kv.key(), kv.value()) {
                         tenures.insert(app.clone(), SeenTenure { term: value.term, at, ended: false });
                     }
+                    leases.insert(app.clone(), super::Read::of(kv));
                     held.insert(app);
                 }
                 Some((kind @ Kind::Term, app)) => {
@@ -122,6 +134,7 @@ pub(super) async fn load(
     }
     let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
     seen.held = held;
+    seen.leases = leases;
     seen.keys = mirror;
     seen.tenures = tenures;
     Ok(got.header().map_or(0, |h| h.revision()))
@@ -179,6 +192,10 @@ pub(super) async fn run(
                 continue;
             }
         };
+        let leases = matches!(what, Watched::Leases);
+        if leases {
+            seen.lock().unwrap_or_else(|p| p.into_inner()).live = true;
+        }
         loop {
             let response = match stream.message().await {
                 Ok(Some(response)) => response,
@@ -202,6 +219,20 @@ pub(super) async fn run(
                     Some((Kind::Lease, app)) => {
                         let at = clock.now();
                         let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                        // A renewal puts the key again unchanged: the lease did not change
+                        // hands, so nobody is woken (only when it was last seen standing).
+                        let renewal = event.event_type() == EventType::Put
+                            && seen.leases.get(&app).is_some_and(|known| {
+                                known.create_revision == kv.create_revision()
+                                    && known.lease == kv.lease()
+                                    && known.value.as_deref() == Some(kv.value())
+                            });
+                        let newer = seen.lease_floors.get(&app).is_none_or(|floor| kv.mod_revision() > *floor);
+                        if newer && event.event_type() == EventType::Put {
+                            seen.leases.insert(app.clone(), super::Read::of(kv));
+                        } else if newer {
+                            seen.leases.remove(&app);
+                        }
                         if event.event_type() == EventType::Put {
                             if let Ok(value) = keys::decode::<keys::LeaseValue>(kv.key(), kv.value()) {
                                 // A new tenure's key and its term key were put by one
@@ -222,7 +253,9 @@ pub(super) async fn run(
                             seen.held.remove(&app);
                         }
                         drop(seen);
-                        watchers.leases_changed();
+                        if !renewal {
+                            watchers.leases_changed();
+                        }
                     }
                     Some((kind @ (Kind::Pins | Kind::Reserved | Kind::Released), app)) => {
                         if let Some(slot) = mirrored(kind) {
@@ -248,6 +281,9 @@ pub(super) async fn run(
             }
         }
         // The stream ended (a member went away, or the server cancelled the watch): resume.
+        if leases {
+            seen.lock().unwrap_or_else(|p| p.into_inner()).live = false;
+        }
         failures = failures.saturating_add(1);
     }
 }
