@@ -494,13 +494,19 @@ async fn a_minion_waits_on_the_watch_and_claims_once_the_crashed_holders_lease_e
     let cluster = EtcdCluster::start(1);
     let (holder_store, minion_store) = (connect(&cluster).await, connect(&cluster).await);
     let app = app("crashed");
-    holder_store.claim(&claimant("crashed/0"), SHORT).await.unwrap();
-    // The holder stops renewing, as a crashed one does. The minion's hint answers from its
-    // watch (no request) and its claims are refused until the lease expired.
+    let mut changes = minion_store.watch_leases();
+    holder_store.claim(&claimant("crashed/0"), Duration::from_secs(3)).await.unwrap();
+    // The holder stops renewing, as a crashed one does. Once the minion's watch has seen
+    // the grant, its hint answers from the watch (no request) and its claims are refused
+    // until the lease expired.
+    let holder_seen = async {
+        while minion_store.lease_hint(&app).await.unwrap().lease.map(|l| l.holder) != Some(unit("crashed/0")) {
+            changes.changed().await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), holder_seen).await.expect("the watch delivers the grant");
     let minion = claimant("crashed/1");
     let requests = || cluster.metric(0, "grpc_server_msg_received_total", "grpc_method=\"Txn\"").unwrap();
-    let hint = minion_store.lease_hint(&app).await.unwrap();
-    assert_eq!(hint.lease.map(|l| l.holder), Some(unit("crashed/0")));
     let before = requests();
     for _ in 0..20 {
         assert!(matches!(minion_store.claim(&minion, SHORT).await, Err(LeaseError::Denied { .. })));

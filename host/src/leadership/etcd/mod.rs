@@ -43,7 +43,13 @@
 //!   key's mod revision (nothing else changed the bucket); it puts the whole bucket (with its
 //!   version) as one key, so the group is applied whole or not at all. etcd acknowledges
 //!   after the raft quorum has the entry on disk.
-//! - **Reads** are linearizable (etcd's default; never `serializable`).
+//! - **Reads** are linearizable (etcd's default; never `serializable`). Two answers come
+//!   from the lease watch's copy instead, while the watch runs, so that a waiting minion
+//!   costs etcd nothing: [`LeadershipStore::lease_hint`] (when to look again) and the
+//!   refusal of a claim of a lease the copy shows held by another unit. Neither grants
+//!   anything: a lagging copy only delays a claim, which reads before it can succeed. A
+//!   renewal (its key put again unchanged) wakes no lease watcher.
+//! - **Endpoints**: calls go only to members that accept connections (`endpoints.rs`).
 //! - **Unit data**: one key per member, written in transactions guarded by its mod
 //!   revision, read through a watched mirror (see `unit_data.rs`).
 //! - **Watches**: one of the lease, pins and reservation keys, and one per application whose
