@@ -53,7 +53,7 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run N units of one application in this process and show what their hooks do.
+    /// Run N units of one or more applications in this process and show what their hooks do.
     Run(RunArgs),
     /// Run one unit as a long-lived agent on a shared state directory.
     Agent(AgentArgs),
