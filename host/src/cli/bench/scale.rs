@@ -405,6 +405,11 @@ fn size(quick: bool) -> anyhow::Result<(u32, u32)> {
                 .split_once('x')
                 .and_then(|(a, u)| Some((a.parse().ok()?, u.parse().ok()?)))
                 .ok_or_else(|| anyhow::anyhow!("CHARM_HOST_BENCH_SCALE={size}: expected APPSxUNITS, e.g. 300x10"))?;
+            // As `run --apps` and `--units` allow; a handover needs a second unit.
+            anyhow::ensure!(
+                (1..=10_000).contains(&apps) && (2..=100_000).contains(&units),
+                "CHARM_HOST_BENCH_SCALE={size}: 1 to 10,000 applications of 2 to 100,000 units"
+            );
             Ok((apps, units))
         }
         Err(_) if quick => Ok((4, 2)),
@@ -457,7 +462,8 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
             ),
     );
     let store = connect(url)?;
-    figures.extend(steady_state(&cluster, &fleet, &label, apps * units, quick)?);
+    let total = u64::from(apps) * u64::from(units);
+    figures.extend(steady_state(&cluster, &fleet, &label, total, quick)?);
     let (answered, applied) = tokio.block_on(fleet.leader_set_everywhere(1))?;
     figures.push(
         Figure::new(
@@ -467,7 +473,7 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
         )
         .against(ms(answered)),
     );
-    figures.extend(handovers(&tokio, &mut fleet, &store, &format!("etcd, loaded by {} units", apps * units), wanted)?);
+    figures.extend(handovers(&tokio, &mut fleet, &store, &format!("etcd, loaded by {total} units"), wanted)?);
     // One member down (not the one this bench's store happens to use: any of three).
     cluster.kill(2);
     figures.extend(handovers(&tokio, &mut fleet, &store, "etcd, loaded, one member of 3 down", wanted)?);
@@ -480,7 +486,7 @@ fn steady_state(
     cluster: &EtcdCluster,
     fleet: &Fleet,
     label: &str,
-    units: u32,
+    units: u64,
     quick: bool,
 ) -> anyhow::Result<Vec<Figure>> {
     // Past the start's hooks and claims: a few renewal intervals.
@@ -514,7 +520,7 @@ fn steady_state(
         .target("<= 1.1x: renewals only, by leaders", total / leaders <= 1.1 * renewal),
         Figure::new(format!("scale ({label}): etcd resident memory, 3 members"), etcd_rss as f64 / 1024.0, "MiB"),
         Figure::new(format!("scale ({label}): etcd database size (per member)"), db / 1024.0 / 1024.0, "MiB"),
-        Figure::new(format!("scale ({label}): agents' resident memory per unit"), agents / f64::from(units), "KiB"),
+        Figure::new(format!("scale ({label}): agents' resident memory per unit"), agents / units as f64, "KiB"),
     ])
 }
 
