@@ -418,6 +418,7 @@ fn size(quick: bool) -> anyhow::Result<(u32, u32)> {
 }
 
 pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
+    let (apps, units) = size(quick)?;
     let wasm = fixture("example-charms/shared-settings")?;
     let cache = tempfile::tempdir()?;
     let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -445,7 +446,6 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
     drop((fleet, store));
 
     // The loaded cluster.
-    let (apps, units) = size(quick)?;
     let processes = [5, 2, 1].into_iter().find(|p| units % p == 0).unwrap_or(1);
     let url = cluster.url_with_prefix("scale");
     let started = Instant::now();
