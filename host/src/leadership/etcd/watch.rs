@@ -227,13 +227,12 @@ pub(super) async fn run(
                                     && known.lease == kv.lease()
                                     && known.value.as_deref() == Some(kv.value())
                             });
+                        // Older than this process's own change of the key, already kept.
                         let newer = seen.lease_floors.get(&app).is_none_or(|floor| kv.mod_revision() > *floor);
-                        if newer && event.event_type() == EventType::Put {
-                            seen.leases.insert(app.clone(), super::Read::of(kv));
-                        } else if newer {
-                            seen.leases.remove(&app);
-                        }
                         if event.event_type() == EventType::Put {
+                            if newer {
+                                seen.leases.insert(app.clone(), super::Read::of(kv));
+                            }
                             if let Ok(value) = keys::decode::<keys::LeaseValue>(kv.key(), kv.value()) {
                                 // A new tenure's key and its term key were put by one
                                 // transaction: the term key's mod revision is the key's.
@@ -247,6 +246,9 @@ pub(super) async fn run(
                             }
                             seen.held.insert(app);
                         } else {
+                            if newer {
+                                seen.leases.remove(&app);
+                            }
                             if let Some(tenure) = seen.tenures.get_mut(&app) {
                                 tenure.ended = true;
                             }
