@@ -47,6 +47,17 @@ struct Machines {
 
 impl Drop for Machines {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What each agent logged, so a failure on CI says what the agents saw.
+            for machine in &self.machines {
+                let log = std::fs::read_to_string(&machine.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("--- {} ({}), last lines:", machine.unit, machine.log.display());
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
         for machine in &mut self.machines {
             if let Some(child) = &mut machine.child {
                 let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();

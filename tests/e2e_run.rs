@@ -453,3 +453,76 @@ fn several_applications_in_several_runs_share_one_store() {
         assert!(status["leader"].is_null(), "{status}");
     }
 }
+
+/// A charm author's first steps, as the README gives them: `charm-host new` (on this
+/// checkout, as `--sdk-path` does until the crates are published), `charm-host run` on the
+/// new crate, and `cargo test` in it, which runs its tests in both forms. The nested builds
+/// share this build's target directory (cargo holds no lock on it while tests run), so only
+/// what differs is compiled.
+#[test]
+fn a_new_charm_builds_runs_and_passes_its_own_tests() {
+    let dir = tempfile::tempdir().unwrap();
+    let charm = dir.path().join("first-charm");
+    let target = Path::new(support::BIN).parent().and_then(Path::parent).expect("the target directory").to_owned();
+    let new = |name: &str, dest: &Path| {
+        Command::new(support::BIN)
+            .args(["new", name, "--path"])
+            .arg(dest)
+            .arg("--sdk-path")
+            .arg(workspace())
+            .output()
+            .expect("charm-host runs")
+    };
+    let created = new("first-charm", &charm);
+    assert!(created.status.success(), "stderr: {}", String::from_utf8_lossy(&created.stderr));
+    assert!(support::stdout(&created).contains("created charm first-charm"), "{}", support::stdout(&created));
+    let lock = std::fs::read_to_string(charm.join("Cargo.lock")).unwrap();
+    assert_eq!(lock, std::fs::read_to_string(workspace().join("Cargo.lock")).unwrap(), "the versions tested here");
+    let manifest = std::fs::read_to_string(charm.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("[profile.dev.package.\"*\"]\nopt-level = 2"), "{manifest}");
+
+    // Nothing is overwritten, and a name that cannot name an application is refused.
+    let again = new("first-charm", &charm);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    assert_eq!(std::fs::read_to_string(charm.join("Cargo.lock")).unwrap(), lock);
+    let bad = new("First_Charm", &dir.path().join("bad"));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot name a charm"));
+    assert!(!dir.path().join("bad").exists());
+
+    // `run .` in the new crate: built into the target directory cargo would use, which says
+    // so, and three units share the leader's cluster id.
+    let cache = tempfile::tempdir().unwrap();
+    let run = Command::new(support::BIN)
+        .args(["run", ".", "--units", "3", "--for", "1s", "--json", "--cache-dir"])
+        .arg(cache.path())
+        .current_dir(&charm)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("charm-host runs");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "stderr: {stderr}");
+    let built = target.join("charm-build/wasm32-wasip2/release/first_charm.wasm");
+    assert!(stderr.contains("built . in ") && stderr.contains(&built.display().to_string()), "{stderr}");
+    let status = json_lines(&run).pop().expect("a status line");
+    assert_eq!(status["application"], "first-charm");
+    let cluster_id = status["settings"]["cluster-id"].as_str().expect("a cluster id");
+    for unit in status["units"].as_array().unwrap() {
+        assert_eq!(unit["message"], format!("member of {cluster_id}"), "{unit}");
+    }
+
+    // Its own tests, both forms, pass as created.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let test = Command::new(cargo)
+        .arg("test")
+        .current_dir(&charm)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .expect("cargo runs");
+    let out = support::stdout(&test);
+    assert!(test.status.success(), "stdout: {out}\nstderr: {}", String::from_utf8_lossy(&test.stderr));
+    assert!(out.contains("test result: ok. 3 passed"), "{out}");
+    assert!(out.contains("the_leader_crashes_and_its_successor_keeps_the_cluster_id ... ok"), "{out}");
+}

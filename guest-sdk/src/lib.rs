@@ -73,7 +73,7 @@ pub use wit_bindgen as __wit_bindgen;
 pub mod bindings {
     wit_bindgen::generate!({
         world: "charm",
-        path: "../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_charm_world",
         default_bindings_module: "charm_sdk::bindings",

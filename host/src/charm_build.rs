@@ -1,9 +1,10 @@
 //! Builds a charm crate into a `wasm32-wasip2` component with cargo.
 //!
-//! Invariants: the build uses its own target directory (`<workspace target>/charm-build`)
-//! so it never waits on the lock of a cargo that is running us; and it runs with none of
-//! the host build's flags (`CARGO_ENCODED_RUSTFLAGS`, `RUSTFLAGS`, `CARGO_BUILD_TARGET`,
-//! `CARGO_TARGET_DIR`), which would otherwise leak into the guest build.
+//! Invariants: the build uses its own target directory, `charm-build` inside the target
+//! directory cargo would use for the crate (`CARGO_TARGET_DIR` and cargo's configuration
+//! honoured), so it never waits on the lock of a cargo that is running us; and it runs with
+//! none of the host build's flags (`CARGO_ENCODED_RUSTFLAGS`, `RUSTFLAGS`,
+//! `CARGO_BUILD_TARGET`), which would otherwise leak into the guest build.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,23 +42,37 @@ pub enum BuildError {
     },
 }
 
+/// What a build shows while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing: cargo's output is kept for the error of a failed build.
+    Quiet,
+    /// Cargo's own messages and progress bar, on this process's stderr.
+    Shown,
+}
+
 /// Builds the crate in `dir` in release mode and returns the path of its `.wasm`.
-pub fn build_charm(dir: &Path) -> Result<PathBuf, BuildError> {
+pub fn build_charm(dir: &Path, progress: Progress) -> Result<PathBuf, BuildError> {
     let manifest = dir.join("Cargo.toml");
     if !manifest.is_file() {
         return Err(BuildError::NotACrate(dir.to_owned()));
     }
     let package = package_name(&manifest)?;
-    let target_dir = workspace_target_dir(&manifest)?.join("charm-build");
-    let output = cargo()
-        .args(["build", "--release", "--quiet", "--target", CHARM_TARGET, "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .output()
-        .map_err(|e| BuildError::Cargo(e.to_string()))?;
-    if !output.status.success() {
-        let output = String::from_utf8_lossy(&output.stderr).into_owned();
+    let target_dir = cargo_target_dir(&manifest)?.join("charm-build");
+    let mut build = cargo();
+    build.args(["build", "--release", "--target", CHARM_TARGET, "--manifest-path"]);
+    build.arg(&manifest).arg("--target-dir").arg(&target_dir);
+    let failure = match progress {
+        Progress::Quiet => {
+            let output = build.arg("--quiet").output().map_err(|e| BuildError::Cargo(e.to_string()))?;
+            (!output.status.success()).then(|| String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+        Progress::Shown => {
+            let status = build.status().map_err(|e| BuildError::Cargo(e.to_string()))?;
+            (!status.success()).then(|| "(cargo's messages are above)".to_owned())
+        }
+    };
+    if let Some(output) = failure {
         return Err(BuildError::Failed { dir: dir.to_owned(), output });
     }
     let artifact = target_dir.join(CHARM_TARGET).join("release").join(format!("{}.wasm", package.replace('-', "_")));
@@ -79,7 +94,7 @@ fn cargo() -> Command {
 }
 
 /// The package name from `[package] name = "..."`.
-fn package_name(manifest: &Path) -> Result<String, BuildError> {
+pub(crate) fn package_name(manifest: &Path) -> Result<String, BuildError> {
     let text =
         std::fs::read_to_string(manifest).map_err(|e| BuildError::Cargo(format!("{}: {e}", manifest.display())))?;
     let mut in_package = false;
@@ -95,17 +110,25 @@ fn package_name(manifest: &Path) -> Result<String, BuildError> {
     Err(BuildError::NotACrate(manifest.parent().unwrap_or(manifest).to_owned()))
 }
 
-/// The target directory of the workspace `manifest` belongs to.
-fn workspace_target_dir(manifest: &Path) -> Result<PathBuf, BuildError> {
-    let output = cargo()
-        .args(["locate-project", "--workspace", "--message-format", "plain", "--manifest-path"])
+/// The target directory cargo uses for `manifest`'s workspace: `CARGO_TARGET_DIR` or
+/// cargo's `build.target-dir` if set, else the workspace's `target`.
+fn cargo_target_dir(manifest: &Path) -> Result<PathBuf, BuildError> {
+    let mut metadata = cargo();
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        metadata.env("CARGO_TARGET_DIR", dir);
+    }
+    let output = metadata
+        .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
         .arg(manifest)
         .output()
         .map_err(|e| BuildError::Cargo(e.to_string()))?;
     if !output.status.success() {
         return Err(BuildError::Cargo(String::from_utf8_lossy(&output.stderr).into_owned()));
     }
-    let root_manifest = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-    let root = root_manifest.parent().map(Path::to_owned).unwrap_or_default();
-    Ok(root.join("target"))
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| BuildError::Cargo(format!("cargo metadata printed no JSON: {e}")))?;
+    let dir = metadata["target_directory"]
+        .as_str()
+        .ok_or_else(|| BuildError::Cargo("cargo metadata names no target_directory".into()))?;
+    Ok(PathBuf::from(dir))
 }

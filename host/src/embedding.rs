@@ -434,7 +434,11 @@ impl Host {
     /// `wasm32-wasip2` first, with `cargo`).
     pub fn load_charm(&self, path: impl AsRef<Path>) -> Result<Charm, HostError> {
         let path = path.as_ref();
-        let wasm = if path.is_dir() { crate::charm_build::build_charm(path)? } else { path.to_owned() };
+        let wasm = if path.is_dir() {
+            crate::charm_build::build_charm(path, crate::charm_build::Progress::Quiet)?
+        } else {
+            path.to_owned()
+        };
         Ok(self.runtime.load_charm(&wasm)?)
     }
 

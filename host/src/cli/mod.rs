@@ -16,6 +16,7 @@ pub mod args;
 #[cfg(feature = "bench")]
 mod bench;
 mod history;
+mod new;
 mod operator;
 mod output;
 mod provisional;
@@ -53,6 +54,8 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a charm crate to start from: it builds, runs with `run` and passes its tests.
+    New(new::NewArgs),
     /// Run N units of one or more applications in this process and show what their hooks do.
     Run(RunArgs),
     /// Run one unit as a long-lived agent on a shared state directory.
@@ -479,6 +482,7 @@ fn juju_usage_message(err: &clap::Error) -> String {
 /// Runs the parsed command; the exit code is the command's own.
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::New(args) => new::new(args),
         Command::Run(args) => run::run(args),
         Command::Agent(args) => agent::agent(args),
         Command::Status(args) => block_on(status::status(args))?,

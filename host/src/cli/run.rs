@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::charm_build::build_charm;
+use crate::charm_build::{CHARM_TARGET, Progress, build_charm};
 use crate::events::EventSink;
 use crate::leadership::{LeadershipStore, MemoryStore};
 use crate::names::{AppName, UnitName};
@@ -80,8 +80,11 @@ impl RuntimeArgs {
 /// Resolves CHARM to a `.wasm` file, building a crate directory first.
 pub fn charm_wasm(charm: &Path) -> anyhow::Result<PathBuf> {
     if charm.is_dir() {
-        eprintln!("building {} for wasm32-wasip2...", charm.display());
-        Ok(build_charm(charm)?)
+        eprintln!("building {} for {CHARM_TARGET} (the first build also compiles its dependencies)", charm.display());
+        let started = std::time::Instant::now();
+        let wasm = build_charm(charm, Progress::Shown)?;
+        eprintln!("built {} in {:.1} s: {}", charm.display(), started.elapsed().as_secs_f64(), wasm.display());
+        Ok(wasm)
     } else if charm.exists() {
         Ok(charm.to_owned())
     } else {
@@ -92,6 +95,8 @@ pub fn charm_wasm(charm: &Path) -> anyhow::Result<PathBuf> {
 /// The name a charm's application gets when `--app` does not name it: the charm's file or
 /// crate name.
 fn derived_app_name(charm: &Path) -> anyhow::Result<AppName> {
+    // `run .` is named after the directory, not `.`.
+    let charm = charm.canonicalize().unwrap_or_else(|_| charm.to_owned());
     let stem = charm.file_stem().and_then(|s| s.to_str()).unwrap_or("app");
     let derived: String = stem.to_ascii_lowercase().replace('_', "-");
     AppName::new(&derived).or_else(|_| Ok(AppName::new("app")?))

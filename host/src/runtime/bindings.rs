@@ -5,7 +5,7 @@
 
 wasmtime::component::bindgen!({
     world: "charm",
-    path: "../wit",
+    path: "wit",
     exports: { default: async },
     // The calls that reach the store are awaited, so a slow store holds only this hook;
     // `is-leader` answers from the tracker and stays a plain call.

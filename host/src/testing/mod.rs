@@ -211,7 +211,8 @@ impl TestAppBuilder {
         let runtime = IdleRuntime::new().map_err(|e| setup(&e))?;
         let charm_failed = |reason: String| TestAppError::Charm { path: self.charm.clone(), reason };
         let wasm = if self.charm.is_dir() {
-            crate::charm_build::build_charm(&self.charm).map_err(|e| charm_failed(e.to_string()))?
+            crate::charm_build::build_charm(&self.charm, crate::charm_build::Progress::Quiet)
+                .map_err(|e| charm_failed(e.to_string()))?
         } else {
             self.charm.clone()
         };

@@ -96,7 +96,7 @@ fn source_dir() -> PathBuf {
 fn fixture(crate_dir: &str) -> anyhow::Result<PathBuf> {
     let dir = source_dir().join(crate_dir);
     anyhow::ensure!(dir.is_dir(), "{} is missing: run `charm-host-bench bench` from a source checkout", dir.display());
-    Ok(crate::charm_build::build_charm(&dir)?)
+    Ok(crate::charm_build::build_charm(&dir, crate::charm_build::Progress::Quiet)?)
 }
 
 fn median(samples: &mut [Duration]) -> Duration {
