@@ -192,6 +192,13 @@ pub trait Charm {
         let _ = changed;
         Ok(())
     }
+    /// Runs on every unit, leader or not, once per period (5 minutes unless the operator
+    /// sets another, `--update-status-interval`): check the workload and report it with
+    /// [`status_set`]. It runs after any other queued hook; periods that pass meanwhile make
+    /// one hook, and a failed one is not retried before the next period.
+    fn update_status() -> Result<()> {
+        Ok(())
+    }
     /// Runs when the unit is being removed.
     fn stop() -> Result<()> {
         Ok(())
@@ -221,6 +228,9 @@ macro_rules! export_charm {
                     changed: $crate::__Vec<$crate::__String>,
                 ) -> ::core::result::Result<(), $crate::__String> {
                     $crate::__finish(<$charm as $crate::Charm>::unit_data_changed(changed))
+                }
+                fn update_status() -> ::core::result::Result<(), $crate::__String> {
+                    $crate::__finish(<$charm as $crate::Charm>::update_status())
                 }
                 fn stop() -> ::core::result::Result<(), $crate::__String> {
                     $crate::__finish(<$charm as $crate::Charm>::stop())
@@ -283,10 +293,23 @@ pub fn leader_get_json<T: serde::de::DeserializeOwned>(key: &str) -> Result<Opti
         .transpose()
 }
 
-/// Writes `value` as JSON under `key` (leader only), atomically like [`leader_set`].
+/// Writes `value` as JSON under `key` (leader only), atomically like [`leader_set`]. To
+/// write a JSON value with other keys in one group, encode it with [`to_json`]:
+///
+/// ```no_run
+/// # fn demo() -> charm_sdk::Result<()> {
+/// let targets = vec!["10.0.0.1:9100", "10.0.0.2:9100"];
+/// charm_sdk::leader_set([("targets", charm_sdk::to_json("targets", &targets)?), ("revision", "7".into())])
+/// # }
+/// ```
 pub fn leader_set_json<T: serde::Serialize + ?Sized>(key: &str, value: &T) -> Result<()> {
-    let text = serde_json::to_string(value).map_err(|e| Error::Encoding(format!("{key}: {e}")))?;
-    leader_set([(key, text)])
+    leader_set([(key, to_json(key, value)?)])
+}
+
+/// `value` as the JSON text [`leader_set_json`] and [`unit_set_json`] write under `key`
+/// (named in the error if it cannot be encoded), for a group that mixes it with other keys.
+pub fn to_json<T: serde::Serialize + ?Sized>(key: &str, value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::Encoding(format!("{key}: {e}")))
 }
 
 /// Writes a group of this unit's own data atomically, with the rules of [`leader_set`]
@@ -329,8 +352,7 @@ pub fn unit_get_json<T: serde::de::DeserializeOwned>(unit: &str, key: &str) -> R
 
 /// Writes `value` as JSON under `key` of this unit's data, atomically like [`unit_set`].
 pub fn unit_set_json<T: serde::Serialize + ?Sized>(key: &str, value: &T) -> Result<()> {
-    let text = serde_json::to_string(value).map_err(|e| Error::Encoding(format!("{key}: {e}")))?;
-    unit_set([(key, text)])
+    unit_set([(key, to_json(key, value)?)])
 }
 
 /// Severity of a log line.

@@ -368,3 +368,72 @@ fn a_removed_units_writes_are_stale() {
     assert!(matches!(run.result, Err(Error::Stale(_))), "{:?}", run.result);
     assert_eq!(app.unit(0).unit_data("gone/1"), None);
 }
+
+/// Writes a JSON value and a plain key as one group when elected, and shows what it read.
+struct Observer;
+
+impl Charm for Observer {
+    fn leader_elected() -> Result<()> {
+        let config = charm_sdk::to_json("config", &[1, 2])?;
+        charm_sdk::leader_set([("config", config), ("owner", charm_sdk::unit_name())])
+    }
+
+    fn leader_settings_changed() -> Result<()> {
+        let config: Option<Vec<u32>> = charm_sdk::leader_get_json("config")?;
+        let owner = charm_sdk::leader_get("owner")?;
+        charm_sdk::status_set(WorkloadStatus::Active, &format!("{config:?} from {owner:?}"));
+        Ok(())
+    }
+
+    fn update_status() -> Result<()> {
+        charm_sdk::status_set(WorkloadStatus::Active, "checked");
+        Ok(())
+    }
+}
+
+/// The hooks unit `i` ran among `runs`.
+fn hooks_of(runs: &[(usize, charm_sdk::testing::HookRun)], i: usize) -> Vec<Hook> {
+    runs.iter().filter(|(unit, _)| *unit == i).map(|(_, run)| run.hook).collect()
+}
+
+#[test]
+fn a_crashed_unit_runs_nothing_a_restarted_one_remembers_and_operators_write() {
+    let mut app = App::<Observer>::new("obs", 3);
+    app.elect(0);
+    let runs = app.settle();
+    // The JSON value and the other key came in one group: one write, one hook per minion.
+    assert_eq!(runs.iter().filter(|(_, run)| !run.writes.is_empty()).count(), 1);
+    assert_eq!(app.settings()["config"], "[1,2]");
+    assert_eq!(hooks_of(&runs, 1), [Hook::Install, Hook::LeaderSettingsChanged]);
+    assert_eq!(app.unit(1).status(), Some((WorkloadStatus::Active, "Some([1, 2]) from Some(\"obs/0\")".into())));
+
+    // The leader's agent dies: no leader-deposed, nobody leads until an election.
+    app.crash(0);
+    assert_eq!(app.leader(), None);
+    app.elect(1);
+    let runs = app.settle();
+    assert!(hooks_of(&runs, 0).is_empty(), "nothing runs on a crashed unit: {runs:?}");
+    assert_eq!(hooks_of(&runs, 1), [Hook::LeaderElected]);
+    assert_eq!(app.settings()["owner"], "obs/1");
+
+    // Back, it is installed already and hears only of what changed while it was down.
+    app.restart(0);
+    assert_eq!(hooks_of(&app.settle(), 0), [Hook::LeaderSettingsChanged]);
+
+    // An operator's write through the leader's tools: the minions hear of it.
+    app.set_settings([("owner", "operator")]);
+    let runs = app.settle();
+    assert_eq!((hooks_of(&runs, 0), hooks_of(&runs, 1)), (vec![Hook::LeaderSettingsChanged], vec![]));
+    assert_eq!(hooks_of(&runs, 2), [Hook::LeaderSettingsChanged]);
+
+    // update-status: now on request, and every 5 minutes of virtual time.
+    app.update_status();
+    let runs = app.settle();
+    assert!((0..3).all(|i| hooks_of(&runs, i) == [Hook::UpdateStatus]), "{runs:?}");
+    assert_eq!(app.unit(2).status(), Some((WorkloadStatus::Active, "checked".into())));
+    app.advance(Duration::from_secs(299));
+    assert!(app.settle().is_empty());
+    app.advance(Duration::from_secs(600));
+    let runs = app.settle();
+    assert!((0..3).all(|i| hooks_of(&runs, i) == [Hook::UpdateStatus]), "periods that passed make one: {runs:?}");
+}

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use charm_host::{AppName, EventKind, HookKind, Host, UnitName};
+use charm_host::{AppName, EventKind, HookKind, Host, LeadershipChange, UnitName};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -27,10 +27,13 @@ async fn main() -> anyhow::Result<()> {
         while let Some(event) = events.next().await {
             let (at, unit) = (event.at_rfc3339(), &event.unit);
             match event.kind {
-                EventKind::Leadership { leader: true } => {
+                EventKind::Leadership(LeadershipChange::Elected) => {
                     println!("{at} {unit}: leads (term {})", event.term.unwrap_or_default())
                 }
-                EventKind::Leadership { leader: false } => println!("{at} {unit}: minion"),
+                EventKind::Leadership(LeadershipChange::Deposed) => {
+                    println!("{at} {unit}: no longer leads (gave up term {})", event.term.unwrap_or_default())
+                }
+                EventKind::Leadership(LeadershipChange::Minion) => println!("{at} {unit}: minion"),
                 EventKind::Hook { hook, result, .. } => {
                     println!("{at} {unit}: {hook} {}", if result.is_ok() { "ok" } else { "failed" })
                 }

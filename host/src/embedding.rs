@@ -39,7 +39,9 @@ use crate::report::{ApplicationReport, ReportError};
 use crate::runtime::{Charm, HookRuntime, LoadError, RuntimeConfig, RuntimeError};
 use crate::services::{ServiceConfig, ServicesConfig};
 use crate::state_dir::{StateDir, StateDirError};
-use crate::timing::{self, DEFAULT_GUARANTEE_WINDOW, GuaranteeWindow, InvalidDuration, StopGrace};
+use crate::timing::{
+    self, DEFAULT_GUARANTEE_WINDOW, GuaranteeWindow, InvalidDuration, StopGrace, UpdateStatusInterval,
+};
 use crate::unit::{Unit, UnitStatus};
 
 /// Events kept for a subscriber that has not read them yet, unless set otherwise.
@@ -64,6 +66,30 @@ pub enum HostError {
     /// A setting is unusable.
     #[error("invalid host configuration: {0}")]
     Invalid(String),
+    /// Nobody leads the application (there is no leader to step down, say).
+    #[error("{app} has no leader to {what}")]
+    NoLeader {
+        /// The application.
+        app: AppName,
+        /// What needed one, e.g. "step down".
+        what: &'static str,
+    },
+    /// The unit is not a member of its application: no agent of it ever started, or it was
+    /// removed. Electing it would leave the application leaderless until the reservation
+    /// ran out.
+    #[error("{unit} is not a member of {}: no agent of it has started (or it was removed); refusing to elect it", unit.app())]
+    NotAMember {
+        /// The unit.
+        unit: UnitName,
+    },
+    /// A wait ran out.
+    #[error("{what} did not happen within {within:?}")]
+    TimedOut {
+        /// What was waited for.
+        what: String,
+        /// How long.
+        within: Duration,
+    },
     /// The wasm runtime could not be set up.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
@@ -139,6 +165,8 @@ pub struct HostBuilder {
     guarantee_window: Duration,
     /// The stop grace asked for, checked by [`Self::build`].
     stop_grace: Duration,
+    /// The `update-status` period asked for, checked by [`Self::build`].
+    update_status_interval: Duration,
     agent: AgentConfig,
     services: Vec<ServiceConfig>,
     /// The service grace asked for, checked by [`Self::build`].
@@ -157,6 +185,7 @@ impl Default for HostBuilder {
             state_dir: None,
             guarantee_window: DEFAULT_GUARANTEE_WINDOW,
             stop_grace: timing::DEFAULT_STOP_GRACE,
+            update_status_interval: timing::DEFAULT_UPDATE_STATUS_INTERVAL,
             agent: AgentConfig::default(),
             services: Vec::new(),
             service_grace: timing::DEFAULT_SERVICE_GRACE,
@@ -202,6 +231,13 @@ impl HostBuilder {
     /// On a stop, how long a running hook may go on before it is interrupted (default 3 s).
     pub fn stop_grace(mut self, grace: Duration) -> Self {
         self.stop_grace = grace;
+        self
+    }
+
+    /// How often `update-status` runs on every unit (default 5 minutes, as Juju; 1 s to a
+    /// day, checked by [`Self::build`]).
+    pub fn update_status_interval(mut self, interval: Duration) -> Self {
+        self.update_status_interval = interval;
         self
     }
 
@@ -286,7 +322,8 @@ impl HostBuilder {
         if self.event_capacity == 0 {
             return Err(HostError::Invalid("the event capacity must be at least 1".into()));
         }
-        let mut agent = self.agent.with_stop_grace(stop_grace);
+        let update_status_interval = UpdateStatusInterval::new(self.update_status_interval)?;
+        let mut agent = self.agent.with_stop_grace(stop_grace).with_update_status_interval(update_status_interval);
         if let Some((base, cap)) = self.hook_backoff {
             agent.backoff = Backoff::new(base, cap).map_err(|e| HostError::Invalid(e.to_string()))?;
         }
@@ -327,7 +364,16 @@ impl HostBuilder {
         let metrics = Arc::new(Metrics::new());
         let events = Arc::new(EventHub { sink: self.sink, broadcast, metrics: metrics.clone() });
         let unit_defaults = UnitSetup { window, services, agent: agent.with_metrics(metrics.clone()) };
-        Ok(Host { runtime, store, state, _temporary: temporary, events, unit_defaults, metrics })
+        Ok(Host {
+            runtime,
+            store,
+            state,
+            _temporary: temporary,
+            events,
+            unit_defaults,
+            metrics,
+            agents: std::sync::Mutex::default(),
+        })
     }
 }
 
@@ -416,6 +462,14 @@ pub struct Host {
     /// How every unit of this host is set up, checked by [`HostBuilder::build`].
     unit_defaults: UnitSetup,
     metrics: Arc<Metrics>,
+    /// Every agent this host started, for [`Host::stop`].
+    agents: std::sync::Mutex<Vec<StartedAgent>>,
+}
+
+/// An agent a [`Host`] started: its unit and where its commands go.
+struct StartedAgent {
+    unit: Arc<Unit>,
+    commands: mpsc::Sender<AgentCommand>,
 }
 
 impl std::fmt::Debug for Host {
@@ -469,9 +523,43 @@ impl Host {
     }
 
     /// A directed handover to `unit`, wherever its agent runs: waits (at most `within`)
-    /// until it leads, and returns its term.
+    /// until it leads, and returns its term. Refused, with nothing reserved, if `unit` is
+    /// not a member of its application (no agent of it ever started, or it was removed):
+    /// the leader would step down for a unit that never claims. (A member whose agent is
+    /// down cannot be told from the store: the handover then times out, and the application
+    /// is leaderless until the reservation runs out.)
     pub async fn elect(&self, unit: &UnitName, within: Duration) -> Result<u64, HostError> {
+        let member = self.store.read_unit_data(unit).await.map_err(|e| HostError::Store(e.into()))?;
+        if member.is_none() {
+            return Err(HostError::NotAMember { unit: unit.clone() });
+        }
         Ok(handover::elect(self.store.as_ref(), unit, within).await?)
+    }
+
+    /// Stops every agent this host started and still runs, gracefully, and waits for them:
+    /// minions first, then leaders (so a leader's revoke elects nobody about to stop), as
+    /// [`ApplicationHandle::stop`] does for one application. Handles of stopped agents
+    /// report them stopped. Dropping a `Host` stops nothing: call this first.
+    pub async fn stop(&self) {
+        let agents = std::mem::take(&mut *self.agents.lock().unwrap_or_else(|p| p.into_inner()));
+        let (leaders, minions): (Vec<_>, Vec<_>) =
+            agents.into_iter().partition(|agent| agent.unit.leadership().held_term().is_some());
+        for batch in [minions, leaders] {
+            for agent in &batch {
+                let _ = agent.commands.send(AgentCommand::Stop).await;
+            }
+            for agent in &batch {
+                // Closed once the agent's hook driver has ended (its stop sequence done).
+                agent.commands.closed().await;
+            }
+        }
+    }
+
+    /// Remembers agents started, for [`Self::stop`] (forgetting those that ended).
+    fn started(&self, agents: impl IntoIterator<Item = StartedAgent>) {
+        let mut started = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        started.retain(|agent| !agent.commands.is_closed());
+        started.extend(agents);
     }
 
     /// Starts `units` units of `app` (numbered from 0) in this process, sharing this host's
@@ -518,6 +606,12 @@ impl Host {
             listeners.push((unit.clone(), socket, listener));
         }
         let running = application.start()?;
+        self.started(
+            application
+                .units()
+                .iter()
+                .filter_map(|unit| Some(StartedAgent { unit: unit.clone(), commands: running.commands(unit.name())? })),
+        );
         let tools = listeners
             .into_iter()
             .filter_map(|(unit, socket, listener)| {
@@ -548,6 +642,7 @@ impl Host {
             .map_err(|source| HostError::Io { what: format!("listening on {}", socket.display()), source })?;
         // The agent holds the unit's lock for as long as it runs, handle or not.
         let agent = prepared.start(self.runtime.clone(), charm.clone());
+        self.started([StartedAgent { unit: agent.unit().clone(), commands: agent.commands().clone() }]);
         let tools = hook_tools::serve(listener, UnitTools::new(agent.unit().clone()), agent.commands().clone());
         Ok(AgentHandle { agent, _tools: AbortOnDropHandle::new(tokio::spawn(tools)), socket })
     }
@@ -627,14 +722,64 @@ impl ApplicationHandle {
     }
 
     /// The current leader steps down (`leader-deposed`, then revoke); another unit is
-    /// elected. Returns the unit that stepped down.
+    /// elected. Returns the unit that stepped down, once it was told (not once a successor
+    /// leads: see [`Self::step_down_and_wait`]).
     pub async fn step_down(&self) -> Result<UnitName, HostError> {
-        let leader = self
-            .leader()
-            .await?
-            .ok_or_else(|| HostError::Invalid(format!("{} has no leader to step down", self.app)))?;
+        Ok(self.begin_step_down().await?.holder)
+    }
+
+    /// The current leader steps down, as [`Self::step_down`], and this waits (at most
+    /// `within`, on the store's clock) until a successor leads, at a later term: returns it
+    /// and its term.
+    pub async fn step_down_and_wait(&self, within: Duration) -> Result<(UnitName, u64), HostError> {
+        let deadline = self.store.clock().now() + within;
+        let old = self.begin_step_down().await?;
+        match wait_for_lease(self.store.as_ref(), &self.app, Some(deadline), |lease| lease.term > old.term).await? {
+            Some(lease) => Ok((lease.holder, lease.term)),
+            None => Err(HostError::TimedOut { what: format!("a successor to {} in {}", old.holder, self.app), within }),
+        }
+    }
+
+    /// Tells the leader (one of this handle's units) to step down; its lease as it was.
+    async fn begin_step_down(&self) -> Result<Lease, HostError> {
+        let leader =
+            self.leader().await?.ok_or_else(|| HostError::NoLeader { app: self.app.clone(), what: "step down" })?;
         self.running.command(&leader.holder, AgentCommand::StepDown).await?;
-        Ok(leader.holder)
+        Ok(leader)
+    }
+
+    /// Waits (at most `within`) until the application has settled: a unit leads (a unit of
+    /// this handle knows it does), and every unit of this handle still running knows its
+    /// role and waits with nothing queued, the hooks for everything it has heard of run.
+    /// Returns the leader. News still on its way to an agent when this returns (a write an
+    /// instant before, say) may yet cause hooks.
+    pub async fn wait_settled(&self, within: Duration) -> Result<UnitName, HostError> {
+        let settled = async {
+            let units: Vec<&Arc<Unit>> =
+                self.application.units().iter().filter(|unit| self.running.is_running(unit.name())).collect();
+            let mut quiet: Vec<_> = units.iter().map(|unit| unit.reporter().quiet()).collect();
+            let mut leases = self.store.watch_leases();
+            loop {
+                leases.borrow_and_update();
+                if quiet.iter_mut().all(|q| *q.borrow_and_update())
+                    && let Some(lease) = self.store.lease(&self.app).await?
+                {
+                    let here = units.iter().find(|unit| *unit.name() == lease.holder);
+                    if here.is_none_or(|unit| unit.leadership().held_term() == Some(lease.term)) {
+                        return Ok(lease.holder);
+                    }
+                }
+                // Woken by a lease change, or looked at again shortly (agents' news).
+                tokio::select! {
+                    _ = leases.changed() => {}
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+        };
+        match tokio::time::timeout(within, settled).await {
+            Ok(result) => result,
+            Err(_) => Err(HostError::TimedOut { what: format!("{} settling", self.app), within }),
+        }
     }
 
     /// A directed handover to `unit`; waits (at most `within`) until it leads, and returns

@@ -95,12 +95,9 @@ pub enum EventKind {
         /// How long it took.
         elapsed: Duration,
     },
-    /// The unit became leader (`leader: true`, the event's term is the new tenure's) or
-    /// stopped being leader (the event's term is the one given up).
-    Leadership {
-        /// Whether it now holds leadership.
-        leader: bool,
-    },
+    /// The unit's role: it became leader, stopped being leader, or is a minion that lost
+    /// nothing (see [`LeadershipChange`]).
+    Leadership(LeadershipChange),
     /// The charm logged a line, or wrote one to stdout (info) or stderr (warning).
     Log {
         /// Its severity.
@@ -119,6 +116,35 @@ pub enum EventKind {
     /// `ApplicationHandle::kill_unit`): no hook ran, its lease is left to expire and its
     /// services died with it.
     Crashed,
+}
+
+/// How a unit's leadership changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeadershipChange {
+    /// It became leader; the event's term is the new tenure's.
+    Elected,
+    /// It stopped being leader; the event's term is the tenure given up.
+    Deposed,
+    /// It is a minion and gave nothing up: its first role since its agent started (a unit
+    /// that led before its agent restarted is `Deposed` only if this agent led). The
+    /// event's term is `None`.
+    Minion,
+}
+
+impl LeadershipChange {
+    /// Whether the unit leads after the change.
+    pub fn leads(self) -> bool {
+        self == LeadershipChange::Elected
+    }
+
+    /// The change as JSON Lines spell it: `elected`, `deposed` or `minion`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LeadershipChange::Elected => "elected",
+            LeadershipChange::Deposed => "deposed",
+            LeadershipChange::Minion => "minion",
+        }
+    }
 }
 
 impl Event {
@@ -154,7 +180,9 @@ impl Event {
                     }
                 }
             }
-            EventKind::Leadership { leader } => json!({"type": "leadership", "leader": leader}),
+            EventKind::Leadership(change) => {
+                json!({"type": "leadership", "leader": change.leads(), "change": change.name()})
+            }
             EventKind::Log { level, message } => json!({"type": "log", "level": level.name(), "message": message}),
             EventKind::Status { status, message } => {
                 json!({"type": "workload-status", "status": status.name(), "message": message})
@@ -191,7 +219,7 @@ impl EventSink for TracingSink {
             EventKind::Hook { hook, result: Err(err), elapsed } => {
                 tracing::warn!(%unit, %hook, ?term, ?elapsed, error = %err, "hook failed")
             }
-            EventKind::Leadership { leader } => tracing::info!(%unit, leader, ?term, "leadership"),
+            EventKind::Leadership(change) => tracing::info!(%unit, change = change.name(), ?term, "leadership"),
             EventKind::Log { level, message } => tracing::info!(%unit, level = level.name(), "{message}"),
             EventKind::Status { status, message } => tracing::info!(%unit, status = status.name(), "{message}"),
             EventKind::Crashed => tracing::warn!(%unit, ?term, "agent killed"),

@@ -142,11 +142,12 @@ pub use application::ApplicationError;
 pub use embedding::{
     AgentHandle, ApplicationHandle, DEFAULT_EVENT_CAPACITY, EventStream, Host, HostBuilder, HostError,
 };
-pub use events::{Event, EventKind, EventSink};
+pub use events::{Event, EventKind, EventSink, LeadershipChange, LogLevel, WorkloadStatus};
 pub use hook_tools::UnitTools;
 pub use hooks::HookKind;
 pub use names::{AppName, UnitName};
 pub use runtime::{Charm, LoadError, RuntimeConfig, RuntimeError};
+pub use services::ServiceStatus;
 pub use timing::DEFAULT_GUARANTEE_WINDOW;
 pub use tracker::LeadershipUnknown;
 pub use unit::UnitStatus;

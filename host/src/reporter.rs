@@ -5,11 +5,13 @@
 //!
 //! Invariants: the status is changed only by the charm (`status-set`) or by the hook driver
 //! recording a hook's outcome; every change is also an event, sent before the call returns.
+//! (When an agent starts, the workload status its unit last recorded is restored: not a
+//! change, so no event.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::events::{Event, EventKind, EventSink, LogLevel, WorkloadStatus};
+use crate::events::{Event, EventKind, EventSink, LeadershipChange, LogLevel, WorkloadStatus};
 use crate::hooks::{HookKind, HookOutcome};
 use crate::leadership::Clock;
 use crate::names::UnitName;
@@ -46,6 +48,8 @@ pub struct UnitReporter {
     /// The term the unit leads at, 0 while it does not (no real term is 0).
     term: AtomicU64,
     idle: tokio::sync::watch::Sender<u64>,
+    /// Whether its agent waits with nothing queued (see [`Self::quiet`]).
+    quiet: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for UnitReporter {
@@ -65,6 +69,7 @@ impl UnitReporter {
             clock,
             term: AtomicU64::new(0),
             idle: tokio::sync::watch::Sender::new(0),
+            quiet: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -95,6 +100,14 @@ impl UnitReporter {
             current.message.clone_from(&message);
         }
         self.report(EventKind::Status { status, message });
+    }
+
+    /// Restores the workload status the unit recorded before its agent restarted; no event
+    /// (nothing changed).
+    pub(crate) fn restore_workload_status(&self, status: WorkloadStatus, message: String) {
+        let mut current = self.lock_status();
+        current.workload = status;
+        current.message = message;
     }
 
     /// Reports that a hook starts.
@@ -140,14 +153,20 @@ impl UnitReporter {
             Some(term) => {
                 tracing::info!(%unit, term, "leads");
                 self.term.store(term, Ordering::Release);
-                self.report(EventKind::Leadership { leader: true });
+                self.report(EventKind::Leadership(LeadershipChange::Elected));
             }
             None => {
-                match self.term.load(Ordering::Acquire) {
-                    0 => tracing::debug!(%unit, "a minion"),
-                    given_up => tracing::info!(%unit, term = given_up, "no longer leads"),
-                }
-                self.report(EventKind::Leadership { leader: false });
+                let change = match self.term.load(Ordering::Acquire) {
+                    0 => {
+                        tracing::debug!(%unit, "a minion");
+                        LeadershipChange::Minion
+                    }
+                    given_up => {
+                        tracing::info!(%unit, term = given_up, "no longer leads");
+                        LeadershipChange::Deposed
+                    }
+                };
+                self.report(EventKind::Leadership(change));
                 self.term.store(0, Ordering::Release);
             }
         }
@@ -163,5 +182,18 @@ impl UnitReporter {
     /// Called by the agent each time it settles (see [`Self::settled`]).
     pub(crate) fn mark_settled(&self) {
         self.idle.send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    /// True while the unit's agent knows its role and waits with nothing queued: no hook
+    /// runs, none is due, no failed one waits for its retry. False from the moment news
+    /// wakes it (news still on its way to it does not count), and once it ended.
+    pub fn quiet(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.quiet.subscribe()
+    }
+
+    /// Called by the agent as it begins to wait (`quiet`: with nothing queued) and as it
+    /// wakes (see [`Self::quiet`]).
+    pub(crate) fn mark_quiet(&self, quiet: bool) {
+        self.quiet.send_if_modified(|was| std::mem::replace(was, quiet) != quiet);
     }
 }

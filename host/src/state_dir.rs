@@ -45,6 +45,14 @@ pub enum StateDirError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A directory of it could not be created (its parent is missing, say).
+    #[error("cannot create the state directory {path}: {source}")]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// Another user owns it.
     #[error(
         "{path} is owned by uid {owner}, not by this user (uid {me}): refusing a state directory another user controls"
@@ -118,7 +126,7 @@ fn private_dir(path: &Path, follow: bool) -> Result<(), StateDirError> {
     match DirBuilder::new().mode(0o700).create(path) {
         Ok(()) => {}
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(source) => return Err(StateDirError::Io { path: path.to_owned(), source }),
+        Err(source) => return Err(StateDirError::Create { path: path.to_owned(), source }),
     }
     let meta = if follow { std::fs::metadata(path) } else { std::fs::symlink_metadata(path) }.map_err(io(path))?;
     if !meta.is_dir() {

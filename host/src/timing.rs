@@ -93,6 +93,18 @@ checked_duration!(
     DEFAULT_STOP_GRACE
 );
 
+checked_duration!(
+    /// An `update-status` period, checked against [`UPDATE_STATUS_INTERVAL`].
+    UpdateStatusInterval,
+    UPDATE_STATUS_INTERVAL,
+    DEFAULT_UPDATE_STATUS_INTERVAL
+);
+
+/// How often `update-status` runs on each unit (`--update-status-interval`): from a second
+/// (demos and tests) to a day.
+pub const UPDATE_STATUS_INTERVAL: DurationRange =
+    range("the update-status interval", Duration::from_secs(1), Duration::from_secs(24 * 3600));
+
 /// `is-leader` promises at least this much leadership ahead (`--guarantee-window`).
 pub const GUARANTEE_WINDOW: DurationRange =
     range("the guarantee window", Duration::from_millis(500), Duration::from_secs(150));
@@ -113,6 +125,10 @@ pub const TOOL_TIMEOUT: DurationRange = range("the tool timeout", Duration::from
 
 // The defaults of the settings above, used by the library's configurations and by the CLI
 // alike (each lies in its range: see the tests).
+
+/// The default `update-status` period: Juju's, 5 minutes (one rule with the charm test
+/// harness, from `charm-rules`).
+pub const DEFAULT_UPDATE_STATUS_INTERVAL: Duration = charm_rules::queue::DEFAULT_UPDATE_STATUS_INTERVAL;
 
 /// The default guarantee window.
 pub const DEFAULT_GUARANTEE_WINDOW: Duration = Duration::from_secs(30);
@@ -197,6 +213,7 @@ mod tests {
             (GUARANTEE_WINDOW, DEFAULT_GUARANTEE_WINDOW),
             (HOOK_DEADLINE, DEFAULT_HOOK_DEADLINE),
             (STOP_GRACE, DEFAULT_STOP_GRACE),
+            (UPDATE_STATUS_INTERVAL, DEFAULT_UPDATE_STATUS_INTERVAL),
             (SERVICE_GRACE, DEFAULT_SERVICE_GRACE),
             (TOOL_TIMEOUT, DEFAULT_TOOL_TIMEOUT),
             (RESERVATION, DEFAULT_RESERVATION),

@@ -348,7 +348,7 @@ fn leadership_stream(events: &[Event]) -> Vec<(String, String)> {
     events
         .iter()
         .filter_map(|e| match &e.kind {
-            EventKind::Leadership { leader } => Some((e.unit.to_string(), format!("leader={leader}"))),
+            EventKind::Leadership(change) => Some((e.unit.to_string(), format!("leader={}", change.leads()))),
             EventKind::Hook { hook, .. } => Some((e.unit.to_string(), hook.to_string())),
             _ => None,
         })

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use charm_host::{AppName, Event, EventKind, EventStream, HookKind, Host, HostError, UnitName};
+use charm_host::{AppName, Event, EventKind, EventStream, HookKind, Host, HostError, LeadershipChange, UnitName};
 
 /// The position of the first event matching `wanted`, if any.
 fn position(events: &[Event], wanted: impl Fn(&Event) -> bool) -> Option<usize> {
@@ -36,7 +36,7 @@ fn summary(events: &[Event]) -> String {
         let (unit, term) = (&e.unit, e.term);
         match &e.kind {
             EventKind::Hook { hook, result, .. } => format!("{unit} hook {hook} {result:?}"),
-            EventKind::Leadership { leader } => format!("{unit} leader={leader} term={term:?}"),
+            EventKind::Leadership(change) => format!("{unit} leader={} term={term:?}", change.leads()),
             EventKind::Log { message, .. } => format!("{unit} log {message}"),
             EventKind::Status { status, .. } => format!("{unit} status {status:?}"),
             other => format!("{unit} {other:?}"),
@@ -114,8 +114,9 @@ async fn an_embedded_application_leads_hands_over_and_stops() {
         e.unit == leader && matches!(e.kind, EventKind::Hook { hook: HookKind::LeaderDeposed, .. })
     })
     .unwrap_or_else(|| panic!("the old leader {leader} was deposed: {}", summary(&seen)));
-    let elected = position(&seen, |e| e.unit == successor && e.kind == EventKind::Leadership { leader: true })
-        .expect("the successor led");
+    let elected =
+        position(&seen, |e| e.unit == successor && e.kind == EventKind::Leadership(LeadershipChange::Elected))
+            .expect("the successor led");
     assert!(deposed < elected, "deposed at {deposed}, successor led at {elected}: {}", summary(&seen));
     let stops = seen.iter().filter(|e| matches!(e.kind, EventKind::Hook { hook: HookKind::Stop, .. })).count();
     assert_eq!(stops, 3, "every unit ran stop");
@@ -166,7 +167,7 @@ async fn a_handover_while_the_leader_installs_does_not_wait_for_its_lease_to_exp
     // The leader gives up for the successor while its install is still paused: no
     // leader-deposed is owed, and the lease must be released rather than left to expire.
     charm_host::handover::request(host.store().as_ref(), &successor, Duration::from_secs(30)).await.unwrap();
-    let gave_up = |e: &Event| e.unit == leader && e.kind == EventKind::Leadership { leader: false };
+    let gave_up = |e: &Event| e.unit == leader && e.kind == EventKind::Leadership(LeadershipChange::Deposed);
     wait_for_event(&mut events, "the leader giving up", gave_up).await;
     for unit in &units {
         // Later hooks run straight through.
@@ -210,4 +211,112 @@ async fn the_same_unit_started_twice_in_one_process_is_refused() {
     // Once stopped, the unit can start again.
     let again = other.start_application(app, &charm, 1).await.expect("a start after the stop");
     again.stop().await;
+}
+
+/// What an embedder meets in a first afternoon: a step-down awaited to its successor, a
+/// wait until the application has settled, events that tell a minion's start from a lost
+/// tenure, errors that say what was being done, and one call that stops everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_down_waits_for_a_successor_settles_and_host_stop_stops_everything() {
+    let host = Host::builder().guarantee_window(Duration::from_secs(2)).cache_dir(None).build().await.expect("host");
+    let mut events = host.subscribe();
+    let charm = host.load_charm(support::charm_wasm("example-charms/shared-settings")).expect("charm loads");
+    let app = host.start_application(AppName::new("kv").unwrap(), &charm, 3).await.expect("started");
+    let lone = host.start_application(AppName::new("lone").unwrap(), &charm, 1).await.expect("started");
+
+    // Settled: one leads, and every unit ran its hooks (each shows the leader's cluster id).
+    let leader = app.wait_settled(Duration::from_secs(60)).await.expect("settles");
+    let cluster = app.tools(&leader).unwrap().leader_get("cluster-id").await.unwrap().expect("an id");
+    for unit in app.units() {
+        let status = app.status(&unit).unwrap();
+        assert_eq!(status.workload, charm_host::WorkloadStatus::Active, "{unit}: {status:?}");
+        assert_eq!(status.message, format!("member of {cluster}"), "{unit}");
+    }
+
+    // A step-down returns once a successor leads, at a later term.
+    let before = app.leader().await.unwrap().expect("led");
+    let (successor, term) = app.step_down_and_wait(Duration::from_secs(30)).await.expect("a successor");
+    assert_ne!(successor, leader);
+    assert!(term > before.term);
+    assert_eq!(app.wait_for_leader().await.unwrap(), successor, "no stale leader right after");
+
+    // Electing a unit no agent ever ran is refused, and reserves nothing.
+    let stranger = UnitName::new("kv/7").unwrap();
+    let err = host.elect(&stranger, Duration::from_secs(5)).await.expect_err("nobody runs kv/7");
+    assert!(matches!(err, HostError::NotAMember { .. }), "{err}");
+    assert!(err.to_string().contains("kv/7 is not a member of kv"), "{err}");
+    assert_eq!(app.leader().await.unwrap().map(|l| l.holder), Some(successor.clone()));
+
+    // One call stops every agent of the host, gracefully: the leases are given up.
+    host.stop().await;
+    for name in ["kv", "lone"] {
+        assert_eq!(host.leader(&AppName::new(name).unwrap()).await.unwrap(), None, "{name}'s lease revoked");
+    }
+    let report = app.report().await.unwrap();
+    assert!(report.units.iter().all(|u| u.agent != charm_host::report::AgentState::Running), "{report:?}");
+    let err = app.step_down().await.expect_err("nobody leads");
+    assert!(matches!(err, HostError::NoLeader { .. }), "{err}");
+    assert_eq!(err.to_string(), "kv has no leader to step down");
+    drop((app, lone, host));
+
+    // The minions' first role reads as a minion, the step-down as a tenure given up.
+    let mut seen = Vec::new();
+    while let Some(event) = events.next().await {
+        seen.push(event);
+    }
+    let changes = |unit: &UnitName| -> Vec<(LeadershipChange, Option<u64>)> {
+        seen.iter()
+            .filter(|e| e.unit == *unit)
+            .filter_map(|e| match e.kind {
+                EventKind::Leadership(change) => Some((change, e.term)),
+                _ => None,
+            })
+            .collect()
+    };
+    let first_of = |unit: &UnitName| changes(unit).first().copied();
+    assert_eq!(first_of(&leader), Some((LeadershipChange::Elected, Some(before.term))), "{}", summary(&seen));
+    assert!(changes(&leader).contains(&(LeadershipChange::Deposed, Some(before.term))), "{}", summary(&seen));
+    let minion = app_units_other_than(&leader, &successor);
+    assert_eq!(first_of(&minion), Some((LeadershipChange::Minion, None)), "{}", summary(&seen));
+}
+
+/// The third unit of `kv`: neither of the two given.
+fn app_units_other_than(a: &UnitName, b: &UnitName) -> UnitName {
+    (0..3).map(|n| UnitName::new(&format!("kv/{n}")).unwrap()).find(|u| u != a && u != b).expect("three units")
+}
+
+/// A minion whose agent restarts runs no hook (it saw the settings before): its workload
+/// status is the one its charm set before the restart, not `maintenance` with no message.
+/// And a state directory whose parent is missing is refused with what was being done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_minion_keeps_its_workload_status_and_a_missing_state_dir_is_named() {
+    let state = tempfile::tempdir().unwrap();
+    let missing = state.path().join("no/such/dir");
+    let err = Host::builder().state_dir(&missing).build().await.expect_err("its parent is missing");
+    let text = err.to_string();
+    assert!(text.contains("cannot create the state directory") && text.contains("no/such/dir"), "{text}");
+
+    let host = Host::builder().state_dir(state.path()).sqlite_store().build().await.unwrap();
+    let charm = host.load_charm(support::charm_wasm("example-charms/shared-settings")).expect("charm loads");
+    let app = host.start_application(AppName::new("kept").unwrap(), &charm, 2).await.expect("started");
+    let leader = app.wait_settled(Duration::from_secs(60)).await.expect("settles");
+    let minion = app.units().into_iter().find(|u| *u != leader).unwrap();
+    let before = app.status(&minion).unwrap();
+    assert_eq!(before.workload, charm_host::WorkloadStatus::Active, "{before:?}");
+    let mut app = app;
+    app.stop_unit(&minion).await.expect("the minion stops");
+
+    // The leader goes on leading: the restarted minion is a minion again, with nothing new
+    // to hear of, so no hook of it runs.
+    let mut events = host.subscribe();
+    let agent = host.start_agent(minion.clone(), &charm).await.expect("the minion again");
+    wait_for_event(&mut events, "the minion's role", |e| {
+        e.unit == minion && e.kind == EventKind::Leadership(LeadershipChange::Minion)
+    })
+    .await;
+    let after = agent.status();
+    assert_eq!((after.workload, &after.message), (before.workload, &before.message), "{after:?}");
+    assert_eq!(app.leader().await.unwrap().map(|l| l.holder), Some(leader));
+    host.stop().await;
+    drop((agent, app));
 }

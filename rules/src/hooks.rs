@@ -18,18 +18,21 @@ pub enum HookKind {
     LeaderDeposed,
     /// The leader hears that other units' data or membership changed.
     UnitDataChanged,
+    /// Periodic, on every unit: a chance to check the workload and report its status.
+    UpdateStatus,
     /// The unit is being removed.
     Stop,
 }
 
 impl HookKind {
     /// Every hook, in the order the WIT interface lists them.
-    pub const ALL: [HookKind; 6] = [
+    pub const ALL: [HookKind; 7] = [
         HookKind::Install,
         HookKind::LeaderElected,
         HookKind::LeaderSettingsChanged,
         HookKind::LeaderDeposed,
         HookKind::UnitDataChanged,
+        HookKind::UpdateStatus,
         HookKind::Stop,
     ];
 
@@ -41,6 +44,7 @@ impl HookKind {
             HookKind::LeaderSettingsChanged => "leader-settings-changed",
             HookKind::LeaderDeposed => "leader-deposed",
             HookKind::UnitDataChanged => "unit-data-changed",
+            HookKind::UpdateStatus => "update-status",
             HookKind::Stop => "stop",
         }
     }

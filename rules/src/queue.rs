@@ -16,6 +16,10 @@
 //!   sees everything). Which units changed is the caller's to keep.
 //! - Every leadership hook carries the term it was queued under; it is dropped, not run,
 //!   if that term is stale when it would start.
+//! - `update-status` runs on every unit once installed, when its period comes
+//!   ([`HookQueue::on_update_status`]), after everything else that is queued; periods that
+//!   pass while it waits or runs make one hook; a failed one is not retried (the next period
+//!   runs it again), and none runs once a stop is requested.
 //! - A failed hook stays queued and is retried after a capped exponential backoff; other
 //!   queued events are kept meanwhile. During a stop, nothing is retried.
 
@@ -23,6 +27,10 @@ use std::time::Duration;
 
 use crate::hooks::HookKind;
 use crate::time::Timestamp;
+
+/// How often `update-status` runs on each unit unless configured otherwise: Juju's
+/// default, 5 minutes.
+pub const DEFAULT_UPDATE_STATUS_INTERVAL: Duration = Duration::from_secs(300);
 
 /// What a unit remembers across restarts of its agent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -145,6 +153,8 @@ pub struct HookQueue {
     settings: bool,
     /// Other units' data changed during the current tenure, unannounced.
     unit_data: bool,
+    /// An `update-status` period came and its hook has not run yet.
+    update_status: bool,
     stop_requested: bool,
     stop_done: bool,
     retry: Option<Retry>,
@@ -166,6 +176,7 @@ impl HookQueue {
             deposed: None,
             settings: false,
             unit_data: false,
+            update_status: false,
             stop_requested: false,
             stop_done: false,
             retry: None,
@@ -230,6 +241,12 @@ impl HookQueue {
         }
     }
 
+    /// An `update-status` period came: one hook runs once nothing else is queued, however
+    /// many periods come before it starts.
+    pub fn on_update_status(&mut self) {
+        self.update_status = true;
+    }
+
     /// The leader settings reached `version`.
     pub fn on_settings(&mut self, version: u64) {
         let changed = self.settings_version.is_some_and(|v| v != version);
@@ -286,6 +303,8 @@ impl HookQueue {
             Some(QueuedHook { hook: HookKind::UnitDataChanged, term: Some(term) })
         } else if self.settings && self.leader.is_none() && self.role_known {
             Some(QueuedHook { hook: HookKind::LeaderSettingsChanged, term: None })
+        } else if self.update_status {
+            Some(QueuedHook { hook: HookKind::UpdateStatus, term: None })
         } else {
             None
         };
@@ -304,6 +323,7 @@ impl HookQueue {
                         self.unit_data = false;
                     }
                     HookKind::UnitDataChanged => self.unit_data = false,
+                    HookKind::UpdateStatus => self.update_status = false,
                     HookKind::LeaderDeposed => self.deposed = None,
                     HookKind::Install | HookKind::Stop => {}
                 }
@@ -315,7 +335,8 @@ impl HookQueue {
     /// Reports how the hook [`Self::next`] returned went. `settings_version` is the version
     /// announced when the hook started (what a `leader-settings-changed` saw).
     pub fn finished(&mut self, queued: QueuedHook, ok: bool, now: Timestamp, settings_version: Option<u64>) {
-        if ok || self.stop_requested {
+        // The next period is an `update-status`'s retry.
+        if ok || self.stop_requested || queued.hook == HookKind::UpdateStatus {
             if self.retry.is_some_and(|r| r.hook == queued.hook) {
                 self.retry = None;
             }
@@ -328,7 +349,8 @@ impl HookQueue {
                 HookKind::LeaderDeposed => self.deposed = self.deposed.or(queued.term),
                 // Retried only within the tenure it was for.
                 HookKind::UnitDataChanged => self.unit_data |= self.leader.is_some() && self.leader == queued.term,
-                HookKind::Install | HookKind::Stop => {}
+                // Not retried: handled above.
+                HookKind::UpdateStatus | HookKind::Install | HookKind::Stop => {}
             }
             return;
         }
@@ -381,6 +403,31 @@ mod tests {
         leader.on_settings(2);
         assert_eq!(drain(&mut minion, at(0), None), [LeaderSettingsChanged]);
         assert_eq!(drain(&mut leader, at(0), Some(1)), []);
+    }
+
+    #[test]
+    fn update_status_comes_last_coalesces_and_is_not_retried() {
+        let mut q = HookQueue::new(LocalState::default(), Backoff::default());
+        q.on_settings(0);
+        q.on_update_status(); // before install: waits for it
+        q.on_minion();
+        assert_eq!(drain(&mut q, at(0), None), [Install, LeaderSettingsChanged, UpdateStatus]);
+        // Periods that pass before it starts make one hook; news queued meanwhile goes first.
+        q.on_update_status();
+        q.on_update_status();
+        q.on_settings(1);
+        assert_eq!(drain(&mut q, at(1), None), [LeaderSettingsChanged, UpdateStatus]);
+        // A period that comes while it runs makes one more; a failure waits for the next period.
+        q.on_update_status();
+        let Next::Run(running) = q.next(at(2), None) else { panic!() };
+        q.on_update_status();
+        q.finished(running, false, at(2), Some(1));
+        assert_eq!(drain(&mut q, at(2), None), [UpdateStatus], "the period that came meanwhile, no retry");
+        assert_eq!(run(&mut q, at(3), None, false, Some(1)), None, "nothing owed after a failure");
+        // Not during a stop.
+        q.on_update_status();
+        q.on_stop();
+        assert_eq!(drain(&mut q, at(4), None), [Stop]);
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! elsewhere, and its job line runs the maintenance command only when `IS_LEADER` is 1,
 //! so whoever logs into any unit sees what runs where. The file is replaced atomically and
 //! only when its content changes.
+//!
+//! `update-status` (every 5 minutes by default) checks the file against leadership as it
+//! stands and rewrites it if it drifted: a file an operator edited or deleted, or one a
+//! leader wrote while it could not verify its leadership, is wrong for at most one period.
 
 use charm_sdk::{Charm, LogLevel, Result, WorkloadStatus};
 
@@ -65,6 +69,10 @@ impl Charm for CronGate {
 
     fn leader_deposed() -> Result<()> {
         write_crontab(false)
+    }
+
+    fn update_status() -> Result<()> {
+        write_crontab(leading())
     }
 }
 

@@ -1,7 +1,8 @@
 //! An application of N test units that runs its hooks as the host would.
 //!
 //! Owns each unit's hook queue (the host's own `charm_rules::queue::HookQueue`), what each
-//! queue was last told, a virtual clock for retry backoff, and the history of hooks run.
+//! queue was last told, a virtual clock for retry backoff and `update-status` periods, and
+//! the history of hooks run.
 //!
 //! Invariants: nothing runs until [`App::settle`]; a queue hears of leadership, of the
 //! settings version and (the leader's) of unit-data changes before each round of hooks and
@@ -14,7 +15,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use charm_rules::Timestamp;
-use charm_rules::queue::{Backoff, HookQueue, LocalState, Next};
+use charm_rules::queue::{Backoff, DEFAULT_UPDATE_STATUS_INTERVAL, HookQueue, LocalState, Next};
 use charm_rules::settings::Settings;
 
 use super::{Hook, HookRun, Unit, world};
@@ -64,6 +65,9 @@ struct Member {
 pub struct App<C> {
     members: Vec<Member>,
     now: Timestamp,
+    /// How often `update-status` comes, and when next.
+    update_status_interval: Duration,
+    next_update_status: Timestamp,
     history: Vec<(usize, HookRun)>,
     dropped: Vec<(usize, Hook, Option<u64>)>,
     charm: PhantomData<fn() -> C>,
@@ -89,7 +93,15 @@ impl<C: Charm> App<C> {
                 }
             })
             .collect();
-        Self { members, now: Timestamp::default(), history: Vec::new(), dropped: Vec::new(), charm: PhantomData }
+        Self {
+            members,
+            now: Timestamp::default(),
+            update_status_interval: DEFAULT_UPDATE_STATUS_INTERVAL,
+            next_update_status: Timestamp::default() + DEFAULT_UPDATE_STATUS_INTERVAL,
+            history: Vec::new(),
+            dropped: Vec::new(),
+            charm: PhantomData,
+        }
     }
 
     /// The settings start as `settings` (validated as a `leader-set` would be).
@@ -115,6 +127,18 @@ impl<C: Charm> App<C> {
         for (i, member) in self.members.iter().enumerate() {
             let _ = member.unit.clone().with_seed(seed.wrapping_add(i as u64));
         }
+        self
+    }
+
+    /// `update-status` comes every `interval` of virtual time ([`Self::advance`]) instead of
+    /// every 5 minutes, the first one `interval` after the start.
+    ///
+    /// # Panics
+    /// If `interval` is zero.
+    pub fn with_update_status_interval(mut self, interval: Duration) -> Self {
+        assert!(!interval.is_zero(), "charm_sdk::testing::App: an update-status interval must be longer than zero");
+        self.update_status_interval = interval;
+        self.next_update_status = self.now + interval;
         self
     }
 
@@ -168,6 +192,48 @@ impl<C: Charm> App<C> {
         }
     }
 
+    /// Unit `i`'s agent dies (a crash, a SIGKILL): no hook runs on it, not even
+    /// `leader-deposed`; if it led, nobody leads until [`Self::elect`] (on the host, until
+    /// its lease expires), and its leader-only services die with it. Bring it back with
+    /// [`Self::restart`].
+    pub fn crash(&mut self, i: usize) {
+        let world = self.unit(i).world();
+        let mut world = world.borrow_mut();
+        if world.leader == Some(i) {
+            world.set_leader(None);
+        }
+        drop(world);
+        if let Some(member) = self.members.get_mut(i) {
+            member.stopped = true;
+        }
+    }
+
+    /// Unit `i`'s agent starts again (after [`Self::crash`] or [`Self::stop`]), with what
+    /// the unit remembered (installed, the last term it ran `leader-elected` for, the
+    /// settings version it saw): a minion runs `leader-settings-changed` only if the
+    /// settings changed meanwhile, as on the host.
+    pub fn restart(&mut self, i: usize) {
+        if let Some(member) = self.members.get_mut(i) {
+            member.queue = HookQueue::new(member.queue.local_state().clone(), Backoff::default());
+            member.told_role = None;
+            member.told_version = None;
+            member.stopped = false;
+        }
+    }
+
+    /// An operator's `leader-set` through the leader's hook tools, now (validated as the
+    /// host validates it): the minions hear of it, the leader does not.
+    ///
+    /// # Panics
+    /// If nobody leads (the host's tool would refuse), or the group is not valid.
+    pub fn set_settings<K: Into<String>, V: Into<String>>(&mut self, settings: impl IntoIterator<Item = (K, V)>) {
+        assert!(self.leader().is_some(), "charm_sdk::testing::App::set_settings: nobody leads to write through");
+        let group: Vec<(String, String)> = settings.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        if let Err(reason) = self.unit(0).world().borrow_mut().write(&group) {
+            panic!("charm_sdk::testing::App::set_settings: {reason}");
+        }
+    }
+
     /// Unit `i` leaves the application for good (an operator's `remove-unit`): its data
     /// and membership go now (the leader hears of it), and it is stopped gracefully.
     pub fn remove_unit(&mut self, i: usize) {
@@ -194,9 +260,26 @@ impl<C: Charm> App<C> {
     }
 
     /// Moves the virtual clock on: failed hooks whose retry falls due run at the next
-    /// [`Self::settle`] (the host's backoff: 1 s, then 2 s, 4 s, ... up to 60 s).
+    /// [`Self::settle`] (the host's backoff: 1 s, then 2 s, 4 s, ... up to 60 s), and so
+    /// does one `update-status` on every unit if one or more of its periods passed (every
+    /// 5 minutes, or [`Self::with_update_status_interval`]).
     pub fn advance(&mut self, by: Duration) {
         self.now = self.now + by;
+        if self.now >= self.next_update_status {
+            self.update_status();
+            let behind = self.now.saturating_since(self.next_update_status).as_nanos();
+            let periods = behind / self.update_status_interval.as_nanos() + 1;
+            let ahead = self.update_status_interval.saturating_mul(u32::try_from(periods).unwrap_or(u32::MAX));
+            self.next_update_status = self.next_update_status + ahead;
+        }
+    }
+
+    /// An `update-status` period comes now on every unit not stopped: each runs one
+    /// `update-status` at the next [`Self::settle`], after anything else it has queued.
+    pub fn update_status(&mut self) {
+        for member in self.members.iter_mut().filter(|m| !m.stopped) {
+            member.queue.on_update_status();
+        }
     }
 
     /// Virtual time since the application was built.

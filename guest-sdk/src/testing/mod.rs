@@ -417,6 +417,7 @@ impl Unit {
                 Hook::LeaderSettingsChanged => C::leader_settings_changed(),
                 Hook::LeaderDeposed => C::leader_deposed(),
                 Hook::UnitDataChanged => C::unit_data_changed(changed),
+                Hook::UpdateStatus => C::update_status(),
                 Hook::Stop => C::stop(),
             }
         };

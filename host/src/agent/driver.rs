@@ -10,6 +10,9 @@
 //!   a stop that arrives during a hook gives the hook the stop grace, then interrupts it.
 //! - After every hook the local state and status are recorded ([`Records`]); what need not
 //!   survive a crash is written behind, by its due time and at the stop.
+//! - `update-status` comes every `update_status_interval` on the unit's clock, the first
+//!   one period after the driver starts; the queue coalesces periods and runs it after
+//!   anything else, one hook at a time, so it never overlaps itself.
 //! - Only a leader watches unit data ([`UnitDataWatch`]): it subscribes when the unit
 //!   becomes leader and drops the subscription when it stops leading, so a change wakes
 //!   only the leader's agent. The units a `unit-data-changed` announces are taken from the
@@ -37,6 +40,7 @@ pub(super) struct HookDriver {
     pub(super) queue: HookQueue,
     pub(super) records: Records,
     pub(super) stop_grace: Duration,
+    pub(super) update_status_interval: Duration,
 }
 
 impl HookDriver {
@@ -53,6 +57,7 @@ impl HookDriver {
         let mut stopping = false;
         let mut pending: Option<AgentCommand> = None;
         let mut unit_data = UnitDataWatch::default();
+        let mut next_update_status = clock.now() + self.update_status_interval;
         loop {
             let role = *role_rx.borrow_and_update();
             if role != acted_on {
@@ -97,6 +102,11 @@ impl HookDriver {
             if self.records.write_due().is_some_and(|due| due <= clock.now()) {
                 self.records.write_behind(&unit);
             }
+            let now = clock.now();
+            if now >= next_update_status {
+                self.queue.on_update_status();
+                next_update_status = now + self.update_status_interval;
+            }
             for dropped in self.queue.take_dropped() {
                 unit.log(LogLevel::Info, format!("dropped stale {} (term {:?})", dropped.hook, dropped.term));
             }
@@ -138,11 +148,18 @@ impl HookDriver {
                 Next::WaitUntil(at) => Some(at),
                 Next::Idle => None,
             };
-            // Whichever comes first: the queue's next retry, the state written behind, or the
-            // unit-data refresh that failed tried again.
-            let wait_until = wait_until.into_iter().chain(self.records.write_due()).chain(unit_data.retry_at).min();
+            let nothing_queued = wait_until.is_none();
+            // Whichever comes first: the queue's next retry, the state written behind, the
+            // unit-data refresh that failed tried again, or the next `update-status`.
+            let wait_until = wait_until
+                .into_iter()
+                .chain(self.records.write_due())
+                .chain(unit_data.retry_at)
+                .chain((!stopping).then_some(next_update_status))
+                .min();
             if acted_on != Role::Unknown {
                 unit.reporter().mark_settled();
+                unit.reporter().mark_quiet(nothing_queued && !stopping);
             }
             let retry = sleep_until_or_forever(clock.as_ref(), wait_until);
             // Commands first: a stop must win over news that would queue more hooks.
@@ -161,7 +178,9 @@ impl HookDriver {
                 () = unit_data.changed() => {}
                 () = retry => {}
             }
+            unit.reporter().mark_quiet(false);
         }
+        unit.reporter().mark_quiet(false);
         self.records.write_behind(&unit);
         unit.services().stop_all().await;
         roles.finish().await;

@@ -67,7 +67,7 @@ use crate::metrics::Metrics;
 use crate::names::UnitName;
 use crate::runtime::{Charm, HookRuntime};
 use crate::state_dir::{StateDir, StateDirError, UnitLock};
-use crate::timing::StopGrace;
+use crate::timing::{StopGrace, UpdateStatusInterval};
 use crate::tracker::{AbandonOnDrop, LeadershipTracker};
 
 #[allow(unused_imports)]
@@ -95,6 +95,9 @@ pub struct AgentConfig {
     /// On a stop, how long a hook already running may go on before it is interrupted; the
     /// stop's own hooks get at most this long each.
     pub stop_grace: StopGrace,
+    /// How often `update-status` runs (5 minutes by default), the first time one period
+    /// after the agent started.
+    pub update_status_interval: UpdateStatusInterval,
     /// Start even on a store that remembers less than this unit does (it was lost or
     /// replaced): the unit then forgets the terms and settings versions it remembered.
     pub accept_new_store: bool,
@@ -125,6 +128,12 @@ impl AgentConfig {
     /// With this stop grace.
     pub fn with_stop_grace(mut self, grace: StopGrace) -> Self {
         self.stop_grace = grace;
+        self
+    }
+
+    /// Running `update-status` every `interval`.
+    pub fn with_update_status_interval(mut self, interval: UpdateStatusInterval) -> Self {
+        self.update_status_interval = interval;
         self
     }
 
@@ -236,11 +245,24 @@ async fn run(
     let _lock = lock;
     let unit = sandbox.unit().clone();
     let records = records::Records::open(&config, &local, sandbox.guest_environment().is_some())?;
+    // The workload status the charm set before the agent restarted stands until it sets
+    // another (as Juju keeps it), rather than `maintenance` with no message.
+    if let Some(saved) = records::saved_status(&config) {
+        unit.reporter().restore_workload_status(saved.workload, saved.message);
+    }
     // Counted while this future runs: a stop ends it, a kill drops it.
     let _running = config.metrics.as_ref().map(|metrics| metrics.agent_running(&unit));
     let roles = role::RoleSource::start(tracker, unit.services().clone(), unit.reporter().clone(), config.metrics);
     let queue = HookQueue::new(local, config.backoff);
-    let driver = driver::HookDriver { runtime, charm, sandbox, queue, records, stop_grace: config.stop_grace.get() };
+    let driver = driver::HookDriver {
+        runtime,
+        charm,
+        sandbox,
+        queue,
+        records,
+        stop_grace: config.stop_grace.get(),
+        update_status_interval: config.update_status_interval.get(),
+    };
     driver.run(roles, commands).await;
     Ok(())
 }

@@ -63,6 +63,19 @@ fn could_not_record(unit: &Unit, err: &dyn std::fmt::Display) {
 /// change to a thousand units wait for a thousand file writes.
 pub(super) const WRITE_BEHIND: Duration = Duration::from_secs(1);
 
+/// The status the unit's agent last recorded in `config`'s status file, if it can be read
+/// (an unreadable one is only a status lost: the charm sets it again at its next hook).
+pub(super) fn saved_status(config: &AgentConfig) -> Option<UnitStatus> {
+    let path = config.status_file.as_deref()?;
+    match local_state::load_json::<UnitStatus>(path) {
+        Ok(status) => status,
+        Err(err) => {
+            tracing::warn!("could not read the unit's last status ({err}): it starts as maintenance");
+            None
+        }
+    }
+}
+
 /// The unit's local state and status as last written, and their writers.
 pub(super) struct Records {
     state: Option<RecordWriter>,

@@ -358,6 +358,9 @@ pub struct RuntimeArgs {
     /// stop's own hooks (`leader-deposed`, `stop`) get at most this long each.
     #[arg(long, default_value = shown(timing::DEFAULT_STOP_GRACE), value_parser = |s: &str| timing::parse(s, &timing::STOP_GRACE))]
     pub stop_grace: Duration,
+    /// How often every unit runs `update-status` (as Juju's `update-status-hook-interval`).
+    #[arg(long, default_value = shown(timing::DEFAULT_UPDATE_STATUS_INTERVAL), value_parser = |s: &str| timing::parse(s, &timing::UPDATE_STATUS_INTERVAL))]
+    pub update_status_interval: Duration,
     /// Start on a store that was lost, replaced or moved: create `state.db` where units ran
     /// before, adopt a copy of it (a restored backup) or one another machine used, or one
     /// that remembers lower terms or settings versions than a unit does. Terms may start

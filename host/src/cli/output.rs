@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-use crate::events::{Event, EventKind, EventSink};
+use crate::events::{Event, EventKind, EventSink, LeadershipChange};
 
 pub(crate) use crate::report::for_terminal;
 
@@ -50,13 +50,13 @@ impl EventSink for HumanLog {
                     for_terminal(&err.to_string())
                 ),
             },
-            EventKind::Leadership { leader: true } => {
+            EventKind::Leadership(LeadershipChange::Elected) => {
                 format!("{t:8.3}s {unit:<12} is now the leader (term {})", event.term.unwrap_or_default())
             }
-            EventKind::Leadership { leader: false } => match event.term {
-                Some(term) => format!("{t:8.3}s {unit:<12} is a minion (gave up term {term})"),
-                None => format!("{t:8.3}s {unit:<12} is a minion"),
-            },
+            EventKind::Leadership(LeadershipChange::Deposed) => {
+                format!("{t:8.3}s {unit:<12} is a minion (gave up term {})", event.term.unwrap_or_default())
+            }
+            EventKind::Leadership(LeadershipChange::Minion) => format!("{t:8.3}s {unit:<12} is a minion"),
             EventKind::Log { level, message } => {
                 format!("{t:8.3}s {unit:<12} {}: {}", level.name(), for_terminal(&message))
             }

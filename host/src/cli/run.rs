@@ -63,6 +63,7 @@ impl RuntimeArgs {
             .memory_cap(config.memory_cap)
             .cache_dir(config.cache_dir)
             .stop_grace(self.stop_grace)
+            .update_status_interval(self.update_status_interval)
             .accept_new_store(self.accept_new_store)
     }
 

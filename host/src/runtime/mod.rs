@@ -307,6 +307,7 @@ impl HookRuntime {
                     let changed: Vec<String> = call.changed().iter().map(|u| u.to_string()).collect();
                     hooks.call_unit_data_changed(&mut store, &changed).await
                 }
+                HookKind::UpdateStatus => hooks.call_update_status(&mut store).await,
                 HookKind::Stop => hooks.call_stop(&mut store).await,
             };
             result.map_err(Failure::Wasm)

@@ -139,6 +139,8 @@ pub struct TestAppBuilder {
     /// The retry timing asked for (first delay, cap), checked by `build`.
     backoff: (Duration, Duration),
     hook_deadline: Duration,
+    /// The `update-status` period asked for, checked by `build`.
+    update_status_interval: Duration,
     seed: u64,
     services: Vec<ServiceConfig>,
 }
@@ -199,6 +201,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// How often every unit runs `update-status` on the virtual clock (default 5 minutes,
+    /// as in production; 1 s to a day): `advance` crosses every period it spans.
+    pub fn update_status_interval(mut self, interval: Duration) -> Self {
+        self.update_status_interval = interval;
+        self
+    }
+
     /// Loads the charm and prepares the units; no agent runs until the first step.
     pub fn build(self) -> Result<TestApp, TestAppError> {
         let setup = |e: &dyn std::fmt::Display| TestAppError::Setup(e.to_string());
@@ -207,6 +216,8 @@ impl TestAppBuilder {
         }
         let window = crate::timing::GuaranteeWindow::new(self.window).map_err(|e| setup(&e))?;
         let backoff = Backoff::new(self.backoff.0, self.backoff.1).map_err(|e| setup(&e))?;
+        let update_status =
+            crate::timing::UpdateStatusInterval::new(self.update_status_interval).map_err(|e| setup(&e))?;
         let app = AppName::new(&self.app)?;
         let runtime = IdleRuntime::new().map_err(|e| setup(&e))?;
         let charm_failed = |reason: String| TestAppError::Charm { path: self.charm.clone(), reason };
@@ -235,7 +246,8 @@ impl TestAppBuilder {
             })
             .collect();
         let services = ServicesConfig::new(self.services, Duration::ZERO).map_err(|e| setup(&e))?.simulated();
-        let unit = UnitSetup { window, services, agent: AgentConfig::default().with_backoff(backoff) };
+        let agent = AgentConfig::default().with_backoff(backoff).with_update_status_interval(update_status);
+        let unit = UnitSetup { window, services, agent };
         Ok(TestApp {
             world: World { runtime, hooks, charm, clock, store, ledger, timeline, dir },
             setup: Setup { app, hook_deadline: self.hook_deadline, unit, seed: self.seed },
@@ -318,6 +330,7 @@ impl TestApp {
             window: crate::timing::DEFAULT_GUARANTEE_WINDOW,
             backoff: (Backoff::default().base(), Backoff::default().cap()),
             hook_deadline: crate::timing::DEFAULT_HOOK_DEADLINE,
+            update_status_interval: crate::timing::DEFAULT_UPDATE_STATUS_INTERVAL,
             seed: 0,
             services: Vec::new(),
         }

@@ -30,7 +30,8 @@ pub fn charm_wasm(crate_dir: &str) -> PathBuf {
     if let Some((_, path)) = built.iter().find(|(dir, _)| dir == crate_dir) {
         return path.clone();
     }
-    let path = build_charm(&workspace().join(crate_dir), charm_host::charm_build::Progress::Quiet).unwrap_or_else(|e| panic!("building {crate_dir}: {e}"));
+    let path = build_charm(&workspace().join(crate_dir), charm_host::charm_build::Progress::Quiet)
+        .unwrap_or_else(|e| panic!("building {crate_dir}: {e}"));
     built.push((crate_dir.to_owned(), path.clone()));
     path
 }

@@ -78,7 +78,7 @@ impl EventSink for Settled {
     fn emit(&self, event: Event) {
         match event.kind {
             EventKind::Status { status, .. } => self.active.set(&event.unit, status == WorkloadStatus::Active),
-            EventKind::Leadership { leader } => self.leading.set(&event.unit, leader),
+            EventKind::Leadership(change) => self.leading.set(&event.unit, change.leads()),
             _ => return,
         }
         if self.active.count() == self.units
