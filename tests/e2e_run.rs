@@ -526,3 +526,31 @@ fn a_new_charm_builds_runs_and_passes_its_own_tests() {
     assert!(out.contains("test result: ok. 3 passed"), "{out}");
     assert!(out.contains("the_leader_crashes_and_its_successor_keeps_the_cluster_id ... ok"), "{out}");
 }
+
+/// Shell completions and man pages come from the command's own definition: every command
+/// and option is there, the bash script parses, and `--out-dir` writes a page per command.
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    let run = |args: &[&str]| Command::new(support::BIN).args(args).output().expect("charm-host runs");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+        let script = support::stdout(&out);
+        for word in ["is-leader", "leader-set", "update-status-interval", "sdk-path"] {
+            assert!(script.contains(word), "{shell} completions lack {word}");
+        }
+        if shell == "bash" {
+            let mut check = Command::new("bash").arg("-n").stdin(std::process::Stdio::piped()).spawn().unwrap();
+            std::io::Write::write_all(check.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+            assert!(check.wait().unwrap().success(), "the bash script parses");
+        }
+    }
+    assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(2), "an unknown shell is a usage error");
+    let page = support::stdout(&run(&["man"]));
+    assert!(page.starts_with(".ie") && page.contains(".TH charm-host 1"), "{page}");
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(&["man", "--out-dir", dir.path().to_str().unwrap()]).status.success());
+    for page in ["charm-host.1", "charm-host-run.1", "charm-host-agent.1", "charm-host-new.1"] {
+        assert!(dir.path().join(page).is_file(), "{page} written");
+    }
+}

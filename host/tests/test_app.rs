@@ -84,7 +84,9 @@ fn renewals_keep_a_leader_through_an_hour() {
     app.advance(Duration::from_secs(3600));
     assert_eq!(app.leader(), Some(leader));
     assert_eq!(app.term(), term, "one tenure, renewed");
-    assert_eq!(app.hooks(leader), [Install, LeaderElected], "no hook ran without news");
+    let (periodic, news): (Vec<_>, Vec<_>) = app.hooks(leader).into_iter().partition(|h| *h == UpdateStatus);
+    assert_eq!(news, [Install, LeaderElected], "no other hook ran without news");
+    assert_eq!(periodic.len(), 12, "update-status every 5 minutes of the hour");
 }
 
 #[test]

@@ -15,6 +15,7 @@ mod agent;
 pub mod args;
 #[cfg(feature = "bench")]
 mod bench;
+mod completions;
 mod history;
 mod new;
 mod operator;
@@ -124,6 +125,11 @@ enum Command {
     RemoveUnit(RemoveUnitArgs),
     /// Operator action: hand leadership to UNIT directly (no other unit leads in between).
     Elect(ElectArgs),
+    /// Print a shell completion script: `charm-host completions bash > /etc/bash_completion.d/charm-host`.
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff): `charm-host man | man -l -`; `--out-dir DIR` writes one
+    /// per command.
+    Man(completions::ManArgs),
     /// Measure every performance figure against a baseline taken in the same run (only in
     /// `charm-host-bench`, built with the `bench` feature).
     #[cfg(feature = "bench")]
@@ -499,6 +505,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::StepDown(target) => Ok(operator::step_down(target)),
         Command::Elect(args) => block_on(operator::elect(args))?,
         Command::RemoveUnit(args) => block_on(operator::remove_unit(args))?,
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
         #[cfg(feature = "bench")]
         Command::Bench(args) => bench::bench(args),
     }
