@@ -73,7 +73,9 @@ pub fn new(args: NewArgs) -> anyhow::Result<std::process::ExitCode> {
     let files = render(&name, &source)?;
     write_crate(&dest, &files, &lock)?;
     let from = match &source {
-        Source::Registry => format!("charm-sdk {VERSION} from crates.io"),
+        Source::Registry => {
+            format!("charm-sdk {VERSION} from crates.io; to build on a checkout of charm-host instead: --sdk-path DIR")
+        }
         Source::Checkout { sdk, .. } => format!("charm-sdk from {}", sdk.display()),
     };
     outln!("created charm {name} in {} ({from})", dest.display());
