@@ -47,7 +47,8 @@ pub enum BuildError {
 pub enum Progress {
     /// Nothing: cargo's output is kept for the error of a failed build.
     Quiet,
-    /// Cargo's own messages and progress bar, on this process's stderr.
+    /// Cargo's own messages and progress bar, on this process's stderr (and nothing on
+    /// its stdout).
     Shown,
 }
 
@@ -68,7 +69,8 @@ pub fn build_charm(dir: &Path, progress: Progress) -> Result<PathBuf, BuildError
             (!output.status.success()).then(|| String::from_utf8_lossy(&output.stderr).into_owned())
         }
         Progress::Shown => {
-            let status = build.status().map_err(|e| BuildError::Cargo(e.to_string()))?;
+            // Its stdout joins stderr: a `run --json` keeps stdout for JSON.
+            let status = build.stdout(std::io::stderr()).status().map_err(|e| BuildError::Cargo(e.to_string()))?;
             (!status.success()).then(|| "(cargo's messages are above)".to_owned())
         }
     };
