@@ -146,20 +146,10 @@ fn render(name: &AppName, source: &Source) -> anyhow::Result<Vec<(&'static str, 
         .collect())
 }
 
-/// A path as a TOML basic string.
+/// A path as a TOML basic string: JSON's string escapes are all valid in TOML.
 fn toml_string(path: &Path) -> anyhow::Result<String> {
     let text = path.to_str().with_context(|| format!("{} is not UTF-8: Cargo.toml cannot name it", path.display()))?;
-    let mut quoted = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => quoted.push_str("\\\""),
-            '\\' => quoted.push_str("\\\\"),
-            c if c.is_control() => quoted.push_str(&format!("\\u{:04X}", u32::from(c))),
-            c => quoted.push(c),
-        }
-    }
-    quoted.push('"');
-    Ok(quoted)
+    Ok(serde_json::to_string(text)?)
 }
 
 /// The charm's Rust type: the name in upper camel case, ending in `Charm` (so it never
