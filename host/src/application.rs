@@ -177,9 +177,9 @@ impl RunningApplication {
     }
 
     /// Whether `unit`'s agent still runs (it was neither stopped nor killed, and has not
-    /// ended by itself).
+    /// ended by itself: its command channel, closed as it ends, still open).
     pub fn is_running(&self, unit: &UnitName) -> bool {
-        self.agents.get(unit).is_some_and(|agent| !agent.is_finished())
+        self.agents.get(unit).is_some_and(|agent| !agent.is_finished() && !agent.commands().is_closed())
     }
 
     /// Whether `unit`'s agent runs, or how it ended: [`AgentState::Stopped`] or
@@ -214,19 +214,7 @@ impl RunningApplication {
     /// parallel, then the leader, so that the leader's revoke does not elect a successor
     /// that is about to stop too.
     pub async fn stop(&mut self) {
-        let leaders: Vec<UnitName> = self
-            .agents
-            .iter()
-            .filter(|(_, agent)| agent.unit().leadership().held_term().is_some())
-            .map(|(name, _)| name.clone())
-            .collect();
-        let mut last = Vec::new();
-        for name in leaders {
-            if let Some(agent) = self.agents.remove(&name) {
-                last.push((name, agent));
-            }
-        }
-        for batch in [self.agents.drain().collect::<Vec<_>>(), last] {
+        for batch in minions_then_leaders(self.agents.drain(), |(_, agent)| agent.unit()) {
             for (_, agent) in &batch {
                 agent.command(AgentCommand::Stop).await;
             }
@@ -236,6 +224,14 @@ impl RunningApplication {
             }
         }
     }
+}
+
+/// `agents` in the order a graceful stop of many takes them: the minions, then the units
+/// that lead (so that a leader's revoke does not elect a successor about to stop too).
+pub(crate) fn minions_then_leaders<T>(agents: impl IntoIterator<Item = T>, unit: impl Fn(&T) -> &Unit) -> [Vec<T>; 2] {
+    let (leaders, minions): (Vec<T>, Vec<T>) =
+        agents.into_iter().partition(|agent| unit(agent).leadership().held_term().is_some());
+    [minions, leaders]
 }
 
 /// Logs how `unit`'s agent ended, if not by its stop.

@@ -542,9 +542,7 @@ impl Host {
     /// report them stopped. Dropping a `Host` stops nothing: call this first.
     pub async fn stop(&self) {
         let agents = std::mem::take(&mut *self.agents.lock().unwrap_or_else(|p| p.into_inner()));
-        let (leaders, minions): (Vec<_>, Vec<_>) =
-            agents.into_iter().partition(|agent| agent.unit.leadership().held_term().is_some());
-        for batch in [minions, leaders] {
+        for batch in crate::application::minions_then_leaders(agents, |agent| &agent.unit) {
             for agent in &batch {
                 let _ = agent.commands.send(AgentCommand::Stop).await;
             }

@@ -46,7 +46,7 @@ pub(super) struct HookDriver {
 impl HookDriver {
     /// Runs hooks until the stop sequence is done, then stops the unit's services and ends
     /// its role source (which gives up the lease).
-    pub(super) async fn run(mut self, roles: RoleSource, mut commands: mpsc::Receiver<AgentCommand>) {
+    pub(super) async fn run(mut self, roles: RoleSource, commands: &mut mpsc::Receiver<AgentCommand>) {
         let unit = self.sandbox.unit().clone();
         let clock = unit.leadership().clock().clone();
         let mut settings = unit.leadership().watch_settings();
@@ -127,7 +127,7 @@ impl HookDriver {
                         self.runtime.run_hook_within(&self.charm, &self.sandbox, call.clone(), self.stop_grace).await
                     } else {
                         let hook = self.runtime.run_hook(&self.charm, &self.sandbox, call.clone());
-                        run_until_stopped(hook, queued.hook, &mut commands, &mut pending, self.stop_grace).await
+                        run_until_stopped(hook, queued.hook, commands, &mut pending, self.stop_grace).await
                     };
                     if outcome.result.is_err() {
                         unit.unit_data().restore_pending(call.into_changed());

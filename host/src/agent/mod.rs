@@ -238,7 +238,7 @@ async fn run(
     runtime: Arc<HookRuntime>,
     charm: Charm,
     parts: spawn::AgentParts,
-    commands: mpsc::Receiver<AgentCommand>,
+    mut commands: mpsc::Receiver<AgentCommand>,
 ) -> Result<(), AgentError> {
     let spawn::AgentParts { tracker, sandbox, lock, config, local } = parts;
     // Held to the end of this future, however it ends; abandons the tracker first.
@@ -263,6 +263,10 @@ async fn run(
         stop_grace: config.stop_grace.get(),
         update_status_interval: config.update_status_interval.get(),
     };
-    driver.run(roles, commands).await;
+    driver.run(roles, &mut commands).await;
+    // The command channel closes last, once the lock is released: a sender that sees it
+    // closed (`Host::stop`) knows the agent is done with the unit.
+    drop((_running, _lock));
+    drop(commands);
     Ok(())
 }
