@@ -756,7 +756,7 @@ impl ApplicationHandle {
             let units: Vec<&Arc<Unit>> =
                 self.application.units().iter().filter(|unit| self.running.is_running(unit.name())).collect();
             let mut quiet: Vec<_> = units.iter().map(|unit| unit.reporter().quiet()).collect();
-            let mut leases = self.store.watch_leases();
+            let mut leases = self.store.watch_leases(&self.app);
             loop {
                 leases.borrow_and_update();
                 if quiet.iter_mut().all(|q| *q.borrow_and_update())

@@ -253,10 +253,10 @@ impl LeadershipTracker {
         &self.handle.shared
     }
 
-    /// A receiver that sees a counter move each time any lease changes hands, is pinned or
-    /// reserved (see [`LeadershipStore::watch_leases`]).
+    /// A receiver that sees a counter move each time the unit's application's lease changes
+    /// hands, is pinned or reserved (see [`LeadershipStore::watch_leases`]).
     pub fn watch_leases(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.shared().store.watch_leases()
+        self.shared().store.watch_leases(self.handle.unit().app())
     }
 
     /// The unit the application's lease is reserved for, while the store says one is

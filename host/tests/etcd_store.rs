@@ -336,7 +336,7 @@ async fn another_process_hears_of_settings_and_lease_changes_through_the_watch()
     let cluster = EtcdCluster::start(1);
     let (writer, watcher) = (connect(&cluster).await, connect(&cluster).await);
     let mut settings = watcher.watch_settings(&app("a"));
-    let mut leases = watcher.watch_leases();
+    let mut leases = watcher.watch_leases(&app("a"));
     let claim = writer.claim(&claimant("a/0"), LONG).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), leases.changed()).await.unwrap().unwrap();
     writer.write_settings(&claimant("a/0"), claim.term, &group(&[("k", "1")])).await.unwrap();
@@ -494,7 +494,7 @@ async fn a_minion_waits_on_the_watch_and_claims_once_the_crashed_holders_lease_e
     let cluster = EtcdCluster::start(1);
     let (holder_store, minion_store) = (connect(&cluster).await, connect(&cluster).await);
     let app = app("crashed");
-    let mut changes = minion_store.watch_leases();
+    let mut changes = minion_store.watch_leases(&app);
     holder_store.claim(&claimant("crashed/0"), Duration::from_secs(3)).await.unwrap();
     // The holder stops renewing, as a crashed one does. Once the minion's watch has seen
     // the grant, its hint answers from the watch (no request) and its claims are refused
@@ -526,4 +526,59 @@ async fn a_minion_waits_on_the_watch_and_claims_once_the_crashed_holders_lease_e
     .await
     .expect("the minion claims the expired lease");
     assert_eq!(claimed.term, 2);
+}
+
+/// Polls (up to 20 s) until member 0's gauge `name` reads `want`.
+async fn until_gauge(cluster: &EtcdCluster, name: &str, want: f64) {
+    let mut last = 0.0;
+    for _ in 0..400 {
+        last = cluster.metric(0, name, "").unwrap();
+        if last == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} stayed at {last}, not {want}");
+}
+
+#[tokio::test]
+async fn a_process_watches_only_the_applications_it_follows_on_one_stream() {
+    let cluster = EtcdCluster::start(1);
+    let (holder, follower) = (connect(&cluster).await, connect(&cluster).await);
+    // The follower follows `a` (as a waiting minion does), then `b` (its settings) while
+    // its stream is already open; the holder holds `c`.
+    let mut leases = follower.watch_leases(&app("a"));
+    until_gauge(&cluster, "etcd_debugging_mvcc_watcher_total", 5.0).await;
+    let mut settings = follower.watch_settings(&app("b"));
+    let c = holder.claim(&claimant("c/0"), LONG).await.unwrap();
+    // One stream per process, five keys per followed application.
+    until_gauge(&cluster, "etcd_debugging_mvcc_watcher_total", 15.0).await;
+    assert_eq!(cluster.metric(0, "etcd_debugging_mvcc_watch_stream_total", "").unwrap(), 2.0);
+    // `c`'s renewals reach its holder's watch only: none is sent to the follower.
+    let events = || cluster.metric(0, "etcd_debugging_mvcc_events_total", "").unwrap();
+    let before = events();
+    const RENEWALS: u32 = 20;
+    for _ in 0..RENEWALS {
+        assert_eq!(holder.claim(&claimant("c/0"), LONG).await.unwrap().term, c.term);
+    }
+    let sent = events() - before;
+    assert!(
+        sent >= f64::from(RENEWALS) && sent < 1.5 * f64::from(RENEWALS),
+        "{sent} events sent for {RENEWALS} renewals: the follower was sent another application's"
+    );
+    // What the follower follows still reaches it, on either application.
+    leases.borrow_and_update();
+    let a = holder.claim(&claimant("a/0"), LONG).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), leases.changed()).await.unwrap().unwrap();
+    let holder_seen = async {
+        while follower.lease_hint(&app("a")).await.unwrap().lease.map(|l| l.holder) != Some(unit("a/0")) {
+            leases.changed().await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), holder_seen).await.expect("the watch delivers a's grant");
+    let b = holder.claim(&claimant("b/0"), LONG).await.unwrap();
+    holder.write_settings(&claimant("b/0"), b.term, &group(&[("k", "1")])).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), settings.wait_for(|v| *v == 1)).await.unwrap().unwrap();
+    assert!(matches!(follower.claim(&claimant("a/1"), LONG).await, Err(LeaseError::Denied { .. })));
+    assert_eq!(a.term, 1);
 }

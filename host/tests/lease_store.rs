@@ -492,7 +492,7 @@ async fn bad_arguments_get_clear_errors(s: Subject) {
 }
 
 async fn watchers_hear_of_changes(s: Subject) {
-    let mut leases = s.store.watch_leases();
+    let mut leases = s.store.watch_leases(&app("a"));
     let mut settings = s.store.watch_settings(&app("a"));
     let claim = s.store.claim(&claimant("a/0"), LEASE).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), leases.changed()).await.unwrap().unwrap();

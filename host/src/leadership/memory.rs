@@ -240,7 +240,7 @@ impl LeadershipStore for MemoryStore {
         self.watchers.settings(app, || self.lock().get(app).map_or(0, |a| a.settings.version))
     }
 
-    fn watch_leases(&self) -> watch::Receiver<u64> {
+    fn watch_leases(&self, _app: &AppName) -> watch::Receiver<u64> {
         self.watchers.leases()
     }
 }

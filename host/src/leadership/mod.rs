@@ -403,9 +403,11 @@ pub trait LeadershipStore: UnitDataStore {
     /// A receiver that sees `app`'s settings version each time it changes.
     fn watch_settings(&self, app: &AppName) -> watch::Receiver<u64>;
 
-    /// A receiver that sees a counter move each time any lease changes hands, is pinned or
-    /// unpinned, or is reserved (not when one merely expires: sleep on the clock for that).
-    fn watch_leases(&self) -> watch::Receiver<u64>;
+    /// A receiver that sees a counter move each time `app`'s lease changes hands, is pinned
+    /// or unpinned, or is reserved (not when one merely expires: sleep on the clock for
+    /// that). It may also move for other applications' leases; a store that watches
+    /// applications one by one (etcd) starts watching `app` here.
+    fn watch_leases(&self, app: &AppName) -> watch::Receiver<u64>;
 }
 
 /// [`WriteError::TooLate`] once `apply_by` (machine monotonic clock) has passed.

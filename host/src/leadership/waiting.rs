@@ -15,7 +15,7 @@ pub async fn wait_until_released(
     app: &AppName,
     cancel: impl Future<Output = ()>,
 ) -> Result<(), LeaseError> {
-    let mut changes = store.watch_leases();
+    let mut changes = store.watch_leases(app);
     tokio::pin!(cancel);
     loop {
         changes.borrow_and_update();
@@ -47,7 +47,7 @@ pub async fn wait_for_lease(
     wanted: impl Fn(&Lease) -> bool,
 ) -> Result<Option<Lease>, LeaseError> {
     let clock = store.clock().clone();
-    let mut changes = store.watch_leases();
+    let mut changes = store.watch_leases(app);
     loop {
         changes.borrow_and_update();
         if let Some(lease) = store.lease(app).await?.filter(|l| wanted(l)) {

@@ -175,8 +175,8 @@ impl LeadershipStore for UnitStore {
     fn watch_settings(&self, app: &AppName) -> watch::Receiver<u64> {
         self.inner.watch_settings(app)
     }
-    fn watch_leases(&self) -> watch::Receiver<u64> {
-        self.inner.watch_leases()
+    fn watch_leases(&self, app: &AppName) -> watch::Receiver<u64> {
+        self.inner.watch_leases(app)
     }
 }
 

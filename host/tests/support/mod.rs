@@ -329,8 +329,8 @@ impl LeadershipStore for FaultyStore {
     fn watch_settings(&self, app: &AppName) -> tokio::sync::watch::Receiver<u64> {
         self.inner.watch_settings(app)
     }
-    fn watch_leases(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.watch_leases()
+    fn watch_leases(&self, app: &AppName) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.watch_leases(app)
     }
 }
 

@@ -52,10 +52,11 @@
 //! - **Endpoints**: calls go only to members that accept connections (`endpoints.rs`).
 //! - **Unit data**: one key per member, written in transactions guarded by its mod
 //!   revision, read through a watched mirror (see `unit_data.rs`).
-//! - **Watches**: one of the lease, pins and reservation keys, and one per application whose
-//!   settings this process watches (from the revision read at connect); each resumes from
-//!   the last revision seen after a broken stream (member failover) and re-lists after
-//!   compaction.
+//! - **Watches**: one stream per process, with a watch of each lease, released,
+//!   reservation, pins and settings key of every application the process follows (from
+//!   its first claim, wait or settings subscription: `watch.rs`), so another application's
+//!   renewals never reach it; each key resumes from the last revision seen after a broken
+//!   stream (member failover), and everything followed is read again after compaction.
 //!
 //! **Few round trips, in the common case.** An extension is one keep-alive of the tenure's
 //! etcd lease (remembered from the grant), sent on that lease's stream (opened at its first
@@ -117,14 +118,11 @@ pub struct EtcdStore {
     seen: Arc<Mutex<watch::Seen>>,
     server_version: String,
     endpoints: String,
-    watch: tokio::task::JoinHandle<()>,
+    /// The applications this process follows, and the watch of their keys.
+    follower: watch::Follower,
     hints: Mutex<Hints>,
     /// An etcd lease granted ahead for the next new tenure.
     spare: Arc<Mutex<Option<Spare>>>,
-    /// The revision the versions were read at on connect: where settings watches start.
-    loaded_at: i64,
-    /// The settings watch of each application this process watches.
-    settings_watches: Mutex<BTreeMap<AppName, tokio::task::JoinHandle<()>>>,
     /// The unit-data mirror of each application this process watches (aborted on drop).
     unit_mirrors: unit_data::Mirrors,
     /// The store found at connect, checked in every transaction.
@@ -159,15 +157,6 @@ struct Hints {
     tenures: BTreeMap<(UnitName, IncarnationId), TenureHint>,
     /// Each bucket this process last wrote or read: its mod revision and contents.
     buckets: BTreeMap<AppName, (i64, SettingsValue)>,
-}
-
-impl Drop for EtcdStore {
-    fn drop(&mut self) {
-        self.watch.abort();
-        for watch in self.settings_watches.lock().unwrap_or_else(|p| p.into_inner()).values() {
-            watch.abort();
-        }
-    }
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -379,17 +368,14 @@ impl EtcdStore {
             })?;
         let watchers = Arc::new(Watchers::default());
         let seen = Arc::new(Mutex::new(watch::Seen::default()));
-        let from = watch::load(&mut client, &layout, &seen, clock.as_ref(), deadline).await.map_err(unreachable)?;
-        let watched = watch::Watched::Leases;
-        let watch = tokio::spawn(watch::run(
-            client.clone(),
-            layout.clone(),
-            watched,
-            watchers.clone(),
-            seen.clone(),
-            clock.clone(),
-            from + 1,
-        ));
+        watch::read_versions(&mut client, &layout, &seen, deadline).await.map_err(unreachable)?;
+        let follower = watch::Follower::start(watch::Context {
+            client: client.clone(),
+            layout: layout.clone(),
+            watchers: watchers.clone(),
+            seen: seen.clone(),
+            clock: clock.clone(),
+        });
         let client_for_watchdog = client.clone();
         Ok(Self {
             client,
@@ -400,11 +386,9 @@ impl EtcdStore {
             seen,
             server_version,
             endpoints,
-            watch,
+            follower,
             hints: Mutex::new(Hints::default()),
             spare: Arc::new(Mutex::new(None)),
-            loaded_at: from,
-            settings_watches: Mutex::new(BTreeMap::new()),
             unit_mirrors: unit_data::Mirrors::default(),
             identity,
             keep_alives: keep_alive::KeepAlives::default(),
@@ -572,7 +556,7 @@ impl EtcdStore {
             (key(Kind::Term), key(Kind::Released), key(Kind::Reserved), key(Kind::Pins));
         let lease = seen.leases.get(app).cloned().unwrap_or_default();
         let now = self.clock.now();
-        (seen.live, AppLease { lease, term, released, reserved, pins, asked_at: now, read_at: now })
+        (seen.live.contains(app), AppLease { lease, term, released, reserved, pins, asked_at: now, read_at: now })
     }
 
     /// Puts this process's own change of `app`'s lease key (made at `revision`) into what
@@ -963,6 +947,7 @@ impl LeadershipStore for EtcdStore {
         validate_duration(duration)?;
         let unit = claimant.unit();
         let app = unit.app();
+        self.follower.follow(app);
         if let Some(TenureHint { term, created, renew: Some((lease, ttl)) }) = self.tenure_hint(claimant)
             && ttl_seconds(duration) <= ttl
         {
@@ -975,7 +960,10 @@ impl LeadershipStore for EtcdStore {
         for attempt in 0..CONTENTION_RETRIES {
             // When the watch saw no lease key, the read and the grant a new tenure needs go
             // out together (the grant is wasted, and revoked, if the read finds a holder).
-            let free = attempt == 0 && !self.seen.lock().unwrap_or_else(|p| p.into_inner()).held.contains(app);
+            let free = attempt == 0 && {
+                let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                seen.live.contains(app) && !seen.held.contains(app)
+            };
             // Free, and grantable to this unit as far as the watch knows: the transaction's
             // guards alone check that, with no read first (a failed guard reads next time).
             let mirrored = if free { self.mirrored_state(unit) } else { None };
@@ -1178,6 +1166,7 @@ impl LeadershipStore for EtcdStore {
     }
 
     async fn lease_hint(&self, app: &AppName) -> Result<LeaseHint, LeaseError> {
+        self.follower.follow(app);
         let (live, state) = self.state_seen(app);
         if !live {
             return Ok(LeaseHint { lease: self.lease(app).await?, reserved_for: self.reservation(app).await? });
@@ -1263,31 +1252,13 @@ impl LeadershipStore for EtcdStore {
     }
 
     fn watch_settings(&self, app: &AppName) -> channel::Receiver<u64> {
-        // Watched from the revision the versions were read at, so no write since is missed.
-        let mut watches = self.settings_watches.lock().unwrap_or_else(|p| p.into_inner());
-        if !watches.contains_key(app) {
-            match tokio::runtime::Handle::try_current() {
-                Ok(tokio) => {
-                    let watched = watch::Watched::Settings(app.clone());
-                    let (client, layout, watchers, seen) =
-                        (self.client.clone(), self.layout.clone(), self.watchers.clone(), self.seen.clone());
-                    let run =
-                        watch::run(client, layout, watched, watchers, seen, self.clock.clone(), self.loaded_at + 1);
-                    watches.insert(app.clone(), tokio.spawn(run));
-                }
-                Err(_) => {
-                    tracing::warn!(%app, "watch_settings outside a tokio runtime: other processes' writes go unnoticed")
-                }
-            }
-        }
-        drop(watches);
-        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let current = seen.versions.get(app).copied().unwrap_or(0);
-        drop(seen);
+        self.follower.follow(app);
+        let current = self.seen.lock().unwrap_or_else(|p| p.into_inner()).versions.get(app).copied().unwrap_or(0);
         self.watchers.settings(app, || current)
     }
 
-    fn watch_leases(&self) -> channel::Receiver<u64> {
+    fn watch_leases(&self, app: &AppName) -> channel::Receiver<u64> {
+        self.follower.follow(app);
         self.watchers.leases()
     }
 }

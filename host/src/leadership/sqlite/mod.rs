@@ -935,8 +935,8 @@ impl LeadershipStore for SqliteStore {
         self.file.watch_settings(app)
     }
 
-    fn watch_leases(&self) -> watch::Receiver<u64> {
-        self.file.watch_leases()
+    fn watch_leases(&self, app: &AppName) -> watch::Receiver<u64> {
+        self.file.watch_leases(app)
     }
 }
 
@@ -1118,7 +1118,7 @@ impl SqliteFile {
         self.shared.watchers.settings(app, || self.read_settings(app).map_or(0, |s| s.version))
     }
 
-    fn watch_leases(&self) -> watch::Receiver<u64> {
+    fn watch_leases(&self, _app: &AppName) -> watch::Receiver<u64> {
         self.ensure_poller();
         self.shared.watchers.leases()
     }
