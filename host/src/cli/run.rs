@@ -1,6 +1,6 @@
 //! `charm-host run`: N units of each of one or more applications in this process (one per
 //! charm, or `--apps N` per charm), sharing one leadership store (in memory, SQLite under
-//! `--state`, or etcd with `--store`: one connection, one watch per application), until
+//! `--state`, or etcd with `--store`: one connection, one watch stream for all), until
 //! `--for` elapses, Ctrl-C or SIGTERM; then every application stops at once and a status
 //! table (or a JSON status line per application) shows how each unit ended. `--first-unit`
 //! lets several runs share one application's units over one store.

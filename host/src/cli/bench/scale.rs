@@ -5,8 +5,9 @@
 //! directory and its share of every application's units (`--first-unit`), as on separate
 //! machines. Measured: the time from the start to one leader in every application; the
 //! steady state (the messages etcd's gRPC servers received per second, every method and
-//! member, in total and per leader; etcd's resident memory and database size; the agents'
-//! resident memory per unit); a `leader-set` in every application at once (through each
+//! member, in total and per leader; how many watch events etcd sends per put, against the
+//! processes that host each application, and the watch streams open; etcd's resident
+//! memory and database size; the agents' resident memory per unit); a `leader-set` in every application at once (through each
 //! leader's hook-tool socket) until every minion has run `leader-settings-changed`.
 //!
 //! Then handover distributions (p50, p99 and max; at least 50 samples each, 1 or more with
@@ -332,6 +333,12 @@ impl Fleet {
     fn rss_kib(&self) -> u64 {
         self.processes.iter().filter_map(|p| p.child.as_ref()).filter_map(|c| rss_kib(c.id())).sum()
     }
+
+    /// The open file descriptors of every running process.
+    fn open_files(&self) -> usize {
+        let count = |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
+        self.processes.iter().filter_map(|p| p.child.as_ref()).map(|c| count(c.id())).sum()
+    }
 }
 
 /// Each application's leader as `seen` tells: the last `leader: true` not followed by that
@@ -481,6 +488,13 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
     Ok(figures)
 }
 
+/// etcd's count of watch events it sent, of puts it applied, and its open watch streams and
+/// watches (gauges).
+const EVENTS: &str = "etcd_debugging_mvcc_events_total";
+const PUTS: &str = "etcd_mvcc_put_total";
+const STREAMS: &str = "etcd_debugging_mvcc_watch_stream_total";
+const WATCHERS: &str = "etcd_debugging_mvcc_watcher_total";
+
 /// Traffic, memory and database size while nothing happens but renewals.
 fn steady_state(
     cluster: &EtcdCluster,
@@ -493,10 +507,16 @@ fn steady_state(
     std::thread::sleep(WINDOW * 2);
     let span = if quick { Duration::from_secs(2) } else { Duration::from_secs(10) };
     let before = messages_by_method(cluster);
+    let (events_before, puts_before) = (cluster_metric(cluster, EVENTS, ""), cluster.metric(0, PUTS, "")?);
     let start = Instant::now();
     std::thread::sleep(span);
     let after = messages_by_method(cluster);
+    let (events_after, puts_after) = (cluster_metric(cluster, EVENTS, ""), cluster.metric(0, PUTS, "")?);
     let seconds = start.elapsed().as_secs_f64();
+    // Every member applies every put; each sends events to its own watchers.
+    let per_put = (events_after - events_before) / (puts_after - puts_before).max(1.0);
+    let hosts = fleet.processes.len() as f64;
+    let (streams, watchers) = (cluster_metric(cluster, STREAMS, ""), cluster_metric(cluster, WATCHERS, ""));
     let rate: BTreeMap<&str, f64> = after
         .iter()
         .map(|(method, n)| (method.as_str(), (n - before.get(method).copied().unwrap_or(0.0)) / seconds))
@@ -509,6 +529,7 @@ fn steady_state(
     let etcd_rss: u64 = (0..cluster.members.len()).filter_map(|i| cluster.pid(i)).filter_map(rss_kib).sum();
     let db = cluster_metric(cluster, "etcd_mvcc_db_total_size_in_bytes", "") / cluster.members.len() as f64;
     let agents = fleet.rss_kib() as f64;
+    let descriptors = fleet.open_files() as f64;
     Ok(vec![
         Figure::new(format!("scale ({label}): etcd requests/s at rest, total ({by_method})"), total, "msgs/s"),
         Figure::new(
@@ -518,9 +539,23 @@ fn steady_state(
         )
         .against(renewal)
         .target("<= 1.1x: renewals only, by leaders", total / leaders <= 1.1 * renewal),
+        Figure::new(
+            format!("scale ({label}): watch events sent per put at rest (against the processes hosting each application)"),
+            per_put,
+            "events",
+        )
+        .against(hosts)
+        .target("<= 1.1x: a renewal reaches only its application's processes", per_put <= 1.1 * hosts),
+        Figure::new(
+            format!("scale ({label}): watch streams open ({watchers:.0} watches; against the processes)"),
+            streams,
+            "streams",
+        )
+        .against(hosts),
         Figure::new(format!("scale ({label}): etcd resident memory, 3 members"), etcd_rss as f64 / 1024.0, "MiB"),
         Figure::new(format!("scale ({label}): etcd database size (per member)"), db / 1024.0 / 1024.0, "MiB"),
         Figure::new(format!("scale ({label}): agents' resident memory per unit"), agents / units as f64, "KiB"),
+        Figure::new(format!("scale ({label}): agents' open file descriptors per unit"), descriptors / units as f64, "fds"),
     ])
 }
 

@@ -22,8 +22,8 @@
 //! still reads (see [`TermValue::decode`]).
 //!
 //! Application names never contain `/` (see [`AppName`]), so each kind of key is one
-//! prefix range: listing leaders or pins reads one range, and one watch from `P/lease/` to
-//! the end of `P/reserved/` sees every lease, pin and reservation.
+//! prefix range: listing leaders or pins reads one range. A process watches the keys of
+//! the applications it follows one by one (`watch.rs`), not the ranges.
 
 use serde::{Deserialize, Serialize};
 

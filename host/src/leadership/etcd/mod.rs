@@ -44,7 +44,7 @@
 //!   version) as one key, so the group is applied whole or not at all. etcd acknowledges
 //!   after the raft quorum has the entry on disk.
 //! - **Reads** are linearizable (etcd's default; never `serializable`). Two answers come
-//!   from the lease watch's copy instead, while the watch runs, so that a waiting minion
+//!   from the watch's copy instead, while the application's watches run, so that a waiting minion
 //!   costs etcd nothing: [`LeadershipStore::lease_hint`] (when to look again) and the
 //!   refusal of a claim of a lease the copy shows held by another unit. Neither grants
 //!   anything: a lagging copy only delays a claim, which reads before it can succeed. A
@@ -543,7 +543,7 @@ impl EtcdStore {
     }
 
     /// `app`'s lease state as the watch last saw it (the lease key, and the keys a claim
-    /// guards with), and whether the lease watch runs (else it may be far behind).
+    /// guards with), and whether its watches run (else it may be far behind).
     fn state_seen(&self, app: &AppName) -> (bool, AppLease) {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let key = |kind| {
@@ -574,7 +574,7 @@ impl EtcdStore {
         *floor = (*floor).max(revision);
     }
 
-    /// The unit holding `app`'s lease as the running lease watch last saw it.
+    /// The unit holding `app`'s lease as its running watch last saw it.
     fn holder_seen(&self, app: &AppName) -> Option<UnitName> {
         let (live, state) = self.state_seen(app);
         let (_, holder) = self.lease_value(app, &state.lease).ok().flatten()?;
