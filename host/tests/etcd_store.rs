@@ -582,3 +582,30 @@ async fn a_process_watches_only_the_applications_it_follows_on_one_stream() {
     assert!(matches!(follower.claim(&claimant("a/1"), LONG).await, Err(LeaseError::Denied { .. })));
     assert_eq!(a.term, 1);
 }
+
+#[tokio::test]
+async fn a_process_following_many_applications_hears_every_ones_settings() {
+    let cluster = EtcdCluster::start(1);
+    let (writer, follower) = (connect(&cluster).await, connect(&cluster).await);
+    const APPS: usize = 100;
+    let apps: Vec<AppName> = (0..APPS).map(|n| app(&format!("many-{n}"))).collect();
+    let mut receivers = Vec::new();
+    for app in &apps {
+        // As a process of minions does: a settings subscription and a lease wait per application.
+        receivers.push(follower.watch_settings(app));
+        let _ = follower.lease_hint(app).await.unwrap();
+    }
+    let mut terms = Vec::new();
+    for app in &apps {
+        terms.push(writer.claim(&claimant(&format!("{app}/0")), LONG).await.unwrap().term);
+    }
+    for (app, term) in apps.iter().zip(&terms) {
+        writer.write_settings(&claimant(&format!("{app}/0")), *term, &group(&[("k", "1")])).await.unwrap();
+    }
+    for (app, receiver) in apps.iter().zip(&mut receivers) {
+        tokio::time::timeout(Duration::from_secs(20), receiver.wait_for(|v| *v == 1))
+            .await
+            .unwrap_or_else(|_| panic!("{app}'s write never reached the follower"))
+            .unwrap();
+    }
+}

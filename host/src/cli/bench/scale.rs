@@ -317,15 +317,20 @@ impl Fleet {
         let minions: BTreeSet<UnitName> =
             self.units().into_iter().filter(|unit| leaders.get(unit.app()) != Some(unit)).collect();
         let mut last = since;
-        self.wait("every minion's leader-settings-changed", |seen| {
+        let (mut missing, mut undone) = (Vec::new(), 0);
+        let waited = self.wait("every minion's leader-settings-changed", |seen| {
             let mut done = BTreeSet::new();
             for s in seen.iter().filter(|s| s.at > since && s.what == What::Hook("leader-settings-changed".into())) {
                 if minions.contains(&s.unit) && done.insert(&s.unit) {
                     last = last.max(s.at);
                 }
             }
+            undone = minions.len() - done.len();
+            missing = minions.iter().filter(|unit| !done.contains(unit)).take(10).cloned().collect();
             done.len() == minions.len()
-        })?;
+        });
+        waited
+            .with_context(|| format!("{undone} of {} minions never ran it, among them {missing:?}", minions.len()))?;
         Ok((answered, last - since))
     }
 

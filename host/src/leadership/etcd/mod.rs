@@ -1253,8 +1253,10 @@ impl LeadershipStore for EtcdStore {
 
     fn watch_settings(&self, app: &AppName) -> channel::Receiver<u64> {
         self.follower.follow(app);
-        let current = self.seen.lock().unwrap_or_else(|p| p.into_inner()).versions.get(app).copied().unwrap_or(0);
-        self.watchers.settings(app, || current)
+        // Read inside the subscription, so a version the watch raises meanwhile is either
+        // in it or announced to the new receiver.
+        let current = || self.seen.lock().unwrap_or_else(|p| p.into_inner()).versions.get(app).copied().unwrap_or(0);
+        self.watchers.settings(app, current)
     }
 
     fn watch_leases(&self, app: &AppName) -> channel::Receiver<u64> {

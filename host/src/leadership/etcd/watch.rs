@@ -15,14 +15,14 @@
 //! - The stream is reopened with a backoff; the task ends when the store is dropped (which
 //!   aborts it).
 //! - Bounded: one stream; five watches per followed application; each application is
-//!   asked for once (a set remembers which), so the request queue holds at most one entry
-//!   per application.
+//!   asked for once (a set remembers which), so the queue of applications holds at most one
+//!   entry per application, and the queue of watch requests five.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, GetOptions, TxnOp, WatchOptions, WatchStream};
+use etcd_client::{Client, EventType, GetOptions, TxnOp, WatchOptions, WatchResponseStream};
 use tokio::sync::mpsc;
 
 use super::keys::{self, Kind, Layout};
@@ -237,6 +237,42 @@ enum Ended {
     Compacted,
 }
 
+/// An open stream: its answers, read by the watch task, and a task of its own that sends
+/// the watch requests, so that reading never waits behind sending (etcd stops reading
+/// requests while its answers go unread) and sending never waits behind reading.
+struct Open {
+    responses: WatchResponseStream,
+    requests: mpsc::UnboundedSender<(String, WatchOptions)>,
+    sending: tokio::task::JoinHandle<()>,
+}
+
+impl Open {
+    fn new(mut sender: etcd_client::WatchRequestSender, responses: WatchResponseStream) -> Self {
+        let (requests, mut queued) = mpsc::unbounded_channel::<(String, WatchOptions)>();
+        let sending = tokio::spawn(async move {
+            while let Some((key, options)) = queued.recv().await {
+                if let Err(err) = sender.watch(key, Some(options)).await {
+                    // The stream is gone; its reader sees it end.
+                    tracing::debug!("etcd watch could not add a watch: {err}");
+                    return;
+                }
+            }
+        });
+        Self { responses, requests, sending }
+    }
+
+    /// Queues a watch request (sent in order; nothing if the stream is gone).
+    fn send(&self, watch: (String, WatchOptions)) {
+        let _ = self.requests.send(watch);
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.sending.abort();
+    }
+}
+
 /// What woke the watch task.
 enum Woke {
     Asked(Option<AppName>),
@@ -339,41 +375,38 @@ impl Watching {
 
     /// Opens a stream with the watches of every followed application; `None` if there is
     /// none or the stream could not be opened.
-    async fn open(&self) -> Option<WatchStream> {
+    async fn open(&self) -> Option<Open> {
         let apps: Vec<AppName> = self.next.keys().cloned().collect();
         let mut watches = apps.iter().flat_map(|app| self.watches_of(app));
         let (key, options) = watches.next()?;
         let mut client = self.context.client.clone();
-        let mut stream = match client.watch(key, Some(options)).await {
-            Ok(stream) => stream,
+        let (sender, responses) = match client.watch(key, Some(options)).await {
+            Ok(stream) => stream.split(),
             Err(err) => {
                 tracing::debug!("etcd watch could not start: {err}");
                 return None;
             }
         };
-        for (key, options) in watches {
-            if let Err(err) = stream.watch(key, Some(options)).await {
-                tracing::debug!("etcd watch could not start: {err}");
-                return None;
-            }
+        let open = Open::new(sender, responses);
+        for watch in watches {
+            open.send(watch);
         }
         self.seen().live.extend(apps);
-        Some(stream)
+        Some(open)
     }
 
     /// Adds the watches of the applications read since the stream opened.
-    async fn add(&mut self, stream: &mut WatchStream, apps: Vec<AppName>) -> Result<(), etcd_client::Error> {
+    fn add(&self, open: &Open, apps: Vec<AppName>) {
         for app in apps {
-            for (key, options) in self.watches_of(&app) {
-                stream.watch(key, Some(options)).await?;
+            for watch in self.watches_of(&app) {
+                open.send(watch);
             }
             self.seen().live.insert(app);
         }
-        Ok(())
     }
 
     /// Handles the stream's events, and the applications asked for meanwhile, until it ends.
-    async fn follow(&mut self, stream: &mut WatchStream, failures: &mut u32) -> Ended {
+    async fn follow(&mut self, open: &mut Open, failures: &mut u32) -> Ended {
         loop {
             let unread = !self.unread.is_empty();
             let read_again = async move {
@@ -385,7 +418,7 @@ impl Watching {
             let woke = tokio::select! {
                 asked = self.asked.recv() => Woke::Asked(asked),
                 () = read_again => Woke::ReadAgain,
-                message = stream.message() => Woke::Message(message),
+                message = open.responses.message() => Woke::Message(message),
             };
             let apps = match woke {
                 Woke::Asked(None) => return Ended::Closed,
@@ -409,10 +442,7 @@ impl Watching {
                 }
                 Woke::Message(Ok(None) | Err(_)) => return Ended::Broken,
             };
-            if let Err(err) = self.add(stream, apps).await {
-                tracing::debug!("etcd watch could not add a watch: {err}");
-                return Ended::Broken;
-            }
+            self.add(open, apps);
         }
     }
 
