@@ -112,7 +112,7 @@ impl LeadershipStore for MemoryStore {
         app.record_grant(previous.as_ref(), &record, self.clock.as_ref());
         drop(apps);
         if new_holder {
-            self.watchers.leases_changed();
+            self.watchers.leases_changed(claimant.unit().app());
         }
         Ok(claim)
     }
@@ -127,7 +127,7 @@ impl LeadershipStore for MemoryStore {
             }
             app.lease = Some(record);
             drop(apps);
-            self.watchers.leases_changed();
+            self.watchers.leases_changed(claimant.unit().app());
         }
         Ok(())
     }
@@ -152,7 +152,7 @@ impl LeadershipStore for MemoryStore {
         let app = apps.entry(unit.app().clone()).or_default();
         app.lease = Some(rules::reserve(app.lease.as_ref(), unit, until));
         drop(apps);
-        self.watchers.leases_changed();
+        self.watchers.leases_changed(unit.app());
         Ok(())
     }
 
@@ -167,7 +167,7 @@ impl LeadershipStore for MemoryStore {
         validate_entity(entity)?;
         let inserted = self.lock().entry(app.clone()).or_default().pins.insert(entity.to_owned());
         if inserted {
-            self.watchers.leases_changed();
+            self.watchers.leases_changed(app);
         }
         Ok(())
     }
@@ -176,7 +176,7 @@ impl LeadershipStore for MemoryStore {
         validate_entity(entity)?;
         let removed = self.lock().get_mut(app).is_some_and(|a| a.pins.remove(entity));
         if removed {
-            self.watchers.leases_changed();
+            self.watchers.leases_changed(app);
         }
         Ok(())
     }
@@ -240,8 +240,8 @@ impl LeadershipStore for MemoryStore {
         self.watchers.settings(app, || self.lock().get(app).map_or(0, |a| a.settings.version))
     }
 
-    fn watch_leases(&self, _app: &AppName) -> watch::Receiver<u64> {
-        self.watchers.leases()
+    fn watch_leases(&self, app: &AppName) -> watch::Receiver<u64> {
+        self.watchers.leases(app)
     }
 }
 

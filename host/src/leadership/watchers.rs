@@ -1,8 +1,9 @@
-//! Change notification shared by the stores: per application, a settings-version channel
-//! and a unit-data-revision channel, and one counter for lease changes.
+//! Change notification shared by the stores: per application, a settings-version channel,
+//! a unit-data-revision channel and a lease-change counter.
 //!
-//! Invariant: a channel's value only grows, and it is updated after the change it
-//! announces is committed, so a woken watcher always reads the change (or a later one).
+//! Invariant: a version's or revision's value only grows (a lease-change counter only
+//! moves), and it is updated after the change it announces is committed, so a woken
+//! watcher always reads the change (or a later one).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,17 +12,11 @@ use tokio::sync::watch;
 
 use crate::names::AppName;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct Watchers {
     settings: Counters,
     unit_data: Counters,
-    leases: watch::Sender<u64>,
-}
-
-impl Default for Watchers {
-    fn default() -> Self {
-        Self { settings: Counters::default(), unit_data: Counters::default(), leases: watch::channel(0).0 }
-    }
+    leases: Counters,
 }
 
 impl Watchers {
@@ -61,14 +56,19 @@ impl Watchers {
         self.unit_data.held(app)
     }
 
-    /// A receiver of the lease-change counter.
-    pub fn leases(&self) -> watch::Receiver<u64> {
-        self.leases.subscribe()
+    /// A receiver of `app`'s lease-change counter.
+    pub fn leases(&self, app: &AppName) -> watch::Receiver<u64> {
+        self.leases.subscribe(app, || 0)
     }
 
-    /// Announces that some lease changed hands or was pinned or unpinned.
-    pub fn leases_changed(&self) {
-        self.leases.send_modify(|n| *n += 1);
+    /// Announces that `app`'s lease changed hands, or was pinned, unpinned or reserved.
+    pub fn leases_changed(&self, app: &AppName) {
+        self.leases.bump(Some(app));
+    }
+
+    /// Announces that any lease may have changed (a store that cannot tell which).
+    pub fn all_leases_changed(&self) {
+        self.leases.bump(None);
     }
 }
 
@@ -92,6 +92,17 @@ impl Counters {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(sender) = map.get(app) {
             sender.send_if_modified(|v| raise(v, to));
+        }
+    }
+
+    /// Moves `app`'s counter (every application's with `None`), whatever its value: a
+    /// counter of changes, not a version (it wraps, and every move is announced).
+    fn bump(&self, app: Option<&AppName>) {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let bump = |sender: &watch::Sender<u64>| sender.send_modify(|n| *n = n.wrapping_add(1));
+        match app {
+            Some(app) => map.get(app).into_iter().for_each(bump),
+            None => map.values().for_each(bump),
         }
     }
 

@@ -268,10 +268,8 @@ impl Fleet {
         let restarted = Instant::now();
         self.spawn(p)?;
         let units: Vec<UnitName> = self.units().into_iter().filter(|unit| self.host_of(unit) == p).collect();
-        self.wait_until_up(&units, restarted).map_err(|e| {
-            let log = std::fs::read_to_string(self.processes[p].state.join(format!("run-{p}.log"))).unwrap_or_default();
-            e.context(format!("process {p} started again; its stderr:\n{log}"))
-        })?;
+        self.wait_until_up(&units, restarted)
+            .map_err(|e| e.context(format!("process {p} started again; {}", self.log_tail(p, 200))))?;
         std::thread::sleep(WINDOW);
         Ok(times)
     }
@@ -329,9 +327,20 @@ impl Fleet {
             missing = minions.iter().filter(|unit| !done.contains(unit)).take(10).cloned().collect();
             done.len() == minions.len()
         });
-        waited
-            .with_context(|| format!("{undone} of {} minions never ran it, among them {missing:?}", minions.len()))?;
+        waited.with_context(|| {
+            let logs: BTreeSet<usize> = missing.iter().map(|unit| self.host_of(unit)).collect();
+            let logs: Vec<String> = logs.into_iter().map(|p| self.log_tail(p, 40)).collect();
+            format!("{undone} of {} minions never ran it, among them {missing:?}\n{}", minions.len(), logs.join("\n"))
+        })?;
         Ok((answered, last - since))
+    }
+
+    /// The last `lines` lines process `p` wrote to its stderr.
+    fn log_tail(&self, p: usize, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.processes[p].state.join(format!("run-{p}.log"))).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!("process {p}'s stderr ends:\n{}", tail.join("\n"))
     }
 
     /// The resident memory of every running process, in KiB.
@@ -378,6 +387,20 @@ fn read_events(stdout: std::process::ChildStdout, seen: &Mutex<Vec<Seen>>) {
         };
         seen.lock().unwrap_or_else(|p| p.into_inner()).push(Seen { at, unit, what });
     }
+}
+
+/// The CPU time (user and system) `pids` have used so far, in seconds (those that ended
+/// count nothing).
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    let used = |pid: &u32| -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let (user, system): (f64, f64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+        Some((user + system) / ticks)
+    };
+    pids.iter().filter_map(used).sum()
 }
 
 /// A process's resident memory in KiB (`VmRSS`), if it runs.
@@ -513,11 +536,16 @@ fn steady_state(
     let span = if quick { Duration::from_secs(2) } else { Duration::from_secs(10) };
     let before = messages_by_method(cluster);
     let (events_before, puts_before) = (cluster_metric(cluster, EVENTS, ""), cluster.metric(0, PUTS, "")?);
+    let etcd_pids: Vec<u32> = (0..cluster.members.len()).filter_map(|i| cluster.pid(i)).collect();
+    let agent_pids: Vec<u32> = fleet.processes.iter().filter_map(|p| p.child.as_ref()).map(Child::id).collect();
+    let (etcd_cpu_before, agents_cpu_before) = (cpu_seconds(&etcd_pids), cpu_seconds(&agent_pids));
     let start = Instant::now();
     std::thread::sleep(span);
     let after = messages_by_method(cluster);
     let (events_after, puts_after) = (cluster_metric(cluster, EVENTS, ""), cluster.metric(0, PUTS, "")?);
     let seconds = start.elapsed().as_secs_f64();
+    let etcd_cpu = (cpu_seconds(&etcd_pids) - etcd_cpu_before) / seconds;
+    let agents_cpu = (cpu_seconds(&agent_pids) - agents_cpu_before) / seconds;
     // Every member applies every put; each sends events to its own watchers.
     let per_put = (events_after - events_before) / (puts_after - puts_before).max(1.0);
     let hosts = fleet.processes.len() as f64;
@@ -557,6 +585,8 @@ fn steady_state(
             "streams",
         )
         .against(hosts),
+        Figure::new(format!("scale ({label}): CPU at rest, etcd's 3 members (cores)"), etcd_cpu, "cores"),
+        Figure::new(format!("scale ({label}): CPU at rest, the agents (cores)"), agents_cpu, "cores"),
         Figure::new(format!("scale ({label}): etcd resident memory, 3 members"), etcd_rss as f64 / 1024.0, "MiB"),
         Figure::new(format!("scale ({label}): etcd database size (per member)"), db / 1024.0 / 1024.0, "MiB"),
         Figure::new(format!("scale ({label}): agents' resident memory per unit"), agents / units as f64, "KiB"),

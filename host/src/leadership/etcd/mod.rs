@@ -755,7 +755,7 @@ impl EtcdStore {
             lease: if pinned { 0 } else { id },
         };
         self.saw_own_change(app, created, Some(key));
-        self.watchers.leases_changed();
+        self.watchers.leases_changed(claimant.unit().app());
         let held_for = if pinned { duration } else { Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) };
         Ok(Some(Claim { term, valid_until: start + held_for }))
     }
@@ -967,6 +967,7 @@ impl LeadershipStore for EtcdStore {
             // Free, and grantable to this unit as far as the watch knows: the transaction's
             // guards alone check that, with no read first (a failed guard reads next time).
             let mirrored = if free { self.mirrored_state(unit) } else { None };
+            let from_watch = mirrored.is_some();
             let ttl = ttl_seconds(duration);
             let (state, mut granted) = match (free, mirrored) {
                 (_, Some(state)) => (state, Some(self.lease_for_tenure(ttl).await.map_err(LeaseError::Store)?)),
@@ -1020,6 +1021,12 @@ impl LeadershipStore for EtcdStore {
                     if let Some(vacancy) = self.vacancy(app, &state, Some(claimant)).map_err(LeaseError::Store)? {
                         if let Some((_, id, _)) = granted {
                             self.discard(id).await;
+                        }
+                        // The watch's copy may be between the events of one transaction
+                        // (each key is its own watch: a revoke's deletion seen, its release
+                        // not yet): a refusal is decided on a read, never on the copy.
+                        if from_watch {
+                            continue;
                         }
                         if vacancy.holder == *unit {
                             let (unit, holder) = (vacancy.holder, vacancy.incarnation);
@@ -1081,7 +1088,7 @@ impl LeadershipStore for EtcdStore {
                         if own != 0 {
                             self.discard(own).await;
                         }
-                        self.watchers.leases_changed();
+                        self.watchers.leases_changed(app);
                         return Ok(());
                     }
                 }
@@ -1261,7 +1268,7 @@ impl LeadershipStore for EtcdStore {
 
     fn watch_leases(&self, app: &AppName) -> channel::Receiver<u64> {
         self.follower.follow(app);
-        self.watchers.leases()
+        self.watchers.leases(app)
     }
 }
 
@@ -1429,7 +1436,7 @@ impl EtcdStore {
                 .and_then(ops);
             let applied = self.txn(txn).await.map_err(LeaseError::Store)?.succeeded();
             if applied {
-                self.watchers.leases_changed();
+                self.watchers.leases_changed(app);
                 return Ok(());
             }
             if let Some(id) = fresh {

@@ -38,6 +38,10 @@ const WATCHED: [Kind; 5] = [Kind::Lease, Kind::Released, Kind::Reserved, Kind::P
 /// compaction) may take.
 const READ_DEADLINE: Duration = Duration::from_secs(5);
 
+/// How long a stream may stay silent before it is asked for a progress report, and then
+/// before it is taken for dead.
+const SILENCE: Duration = Duration::from_secs(10);
+
 /// How soon an application whose keys could not be read is tried again.
 const READ_AGAIN: Duration = Duration::from_secs(1);
 
@@ -206,7 +210,7 @@ impl Follower {
     /// Starts the watch task (on the current tokio runtime), following nothing yet.
     pub fn start(context: Context) -> Self {
         let (requests, asked) = mpsc::unbounded_channel();
-        let watching = Watching { context, asked, next: BTreeMap::new(), unread: Vec::new() };
+        let watching = Watching { context, asked, next: BTreeMap::new(), unread: Vec::new(), read_again_at: None };
         Self { followed: Mutex::new(BTreeSet::new()), requests, task: tokio::spawn(watching.run()) }
     }
 
@@ -228,6 +232,7 @@ impl Drop for Follower {
 }
 
 /// Why a stream stopped being followed.
+#[derive(Debug)]
 enum Ended {
     /// The store was dropped: the task ends.
     Closed,
@@ -235,6 +240,8 @@ enum Ended {
     Broken,
     /// A watched revision was compacted away: read everything afresh, then resume.
     Compacted,
+    /// The stream answered nothing, not even a progress request.
+    Silent,
 }
 
 /// An open stream: its answers, read by the watch task, and a task of its own that sends
@@ -242,18 +249,30 @@ enum Ended {
 /// requests while its answers go unread) and sending never waits behind reading.
 struct Open {
     responses: WatchResponseStream,
-    requests: mpsc::UnboundedSender<(String, WatchOptions)>,
+    requests: mpsc::UnboundedSender<Request>,
     sending: tokio::task::JoinHandle<()>,
+}
+
+/// A request on an open stream.
+enum Request {
+    Watch(String, WatchOptions),
+    /// Asks the server to answer at once (a progress report): a stream that stays silent
+    /// after it is taken for dead.
+    Progress,
 }
 
 impl Open {
     fn new(mut sender: etcd_client::WatchRequestSender, responses: WatchResponseStream) -> Self {
-        let (requests, mut queued) = mpsc::unbounded_channel::<(String, WatchOptions)>();
+        let (requests, mut queued) = mpsc::unbounded_channel::<Request>();
         let sending = tokio::spawn(async move {
-            while let Some((key, options)) = queued.recv().await {
-                if let Err(err) = sender.watch(key, Some(options)).await {
+            while let Some(request) = queued.recv().await {
+                let sent = match request {
+                    Request::Watch(key, options) => sender.watch(key, Some(options)).await,
+                    Request::Progress => sender.request_progress().await,
+                };
+                if let Err(err) = sent {
                     // The stream is gone; its reader sees it end.
-                    tracing::debug!("etcd watch could not add a watch: {err}");
+                    tracing::debug!("etcd watch could not send a request: {err}");
                     return;
                 }
             }
@@ -261,9 +280,14 @@ impl Open {
         Self { responses, requests, sending }
     }
 
-    /// Queues a watch request (sent in order; nothing if the stream is gone).
-    fn send(&self, watch: (String, WatchOptions)) {
-        let _ = self.requests.send(watch);
+    /// Queues a watch (sent in order; nothing if the stream is gone).
+    fn send(&self, (key, options): (String, WatchOptions)) {
+        let _ = self.requests.send(Request::Watch(key, options));
+    }
+
+    /// Queues a progress request.
+    fn ask_progress(&self) {
+        let _ = self.requests.send(Request::Progress);
     }
 }
 
@@ -277,6 +301,8 @@ impl Drop for Open {
 enum Woke {
     Asked(Option<AppName>),
     ReadAgain,
+    /// Nothing heard for [`SILENCE`].
+    Silence,
     Message(Result<Option<etcd_client::WatchResponse>, etcd_client::Error>),
 }
 
@@ -289,6 +315,8 @@ struct Watching {
     next: BTreeMap<AppName, [i64; WATCHED.len()]>,
     /// Applications asked for whose keys could not be read yet.
     unread: Vec<AppName>,
+    /// When to try them again (a fixed instant: events arriving meanwhile do not put it off).
+    read_again_at: Option<tokio::time::Instant>,
 }
 
 impl Watching {
@@ -311,10 +339,11 @@ impl Watching {
                 continue;
             };
             let ended = self.follow(&mut stream, &mut failures).await;
+            tracing::debug!(applications = self.next.len(), "etcd watch stream ended: {ended:?}");
             self.seen().live.clear();
             match ended {
                 Ended::Closed => return,
-                Ended::Broken => {}
+                Ended::Broken | Ended::Silent => {}
                 Ended::Compacted => {
                     let apps: Vec<AppName> = self.next.keys().cloned().collect();
                     for app in apps {
@@ -322,7 +351,7 @@ impl Watching {
                             tracing::debug!(%app, "etcd watch could not read again after a compaction");
                         }
                     }
-                    self.context.watchers.leases_changed();
+                    self.context.watchers.all_leases_changed();
                 }
             }
             failures = failures.saturating_add(1);
@@ -344,22 +373,26 @@ impl Watching {
         if let Some(version) = version {
             self.context.watchers.settings_changed(app, version);
         }
-        self.context.watchers.leases_changed();
+        self.context.watchers.leases_changed(app);
         Ok(())
     }
 
-    /// Reads the applications asked for and not read yet; those that fail stay unread.
+    /// Reads the applications asked for and not read yet, until one fails: that one and the
+    /// rest stay unread, to be tried again [`READ_AGAIN`] later. Returns those read.
     async fn read_unread(&mut self) -> Vec<AppName> {
         let mut read = Vec::new();
-        for app in std::mem::take(&mut self.unread) {
-            match self.read(&app).await {
-                Ok(()) => read.push(app),
-                Err(err) => {
-                    tracing::debug!(%app, "etcd watch could not read the application's keys: {err}");
-                    self.unread.push(app);
-                }
+        let mut unread = std::mem::take(&mut self.unread).into_iter();
+        while let Some(app) = unread.next() {
+            if let Err(err) = self.read(&app).await {
+                tracing::debug!(%app, "etcd watch could not read the application's keys (trying again): {err}");
+                self.unread.push(app);
+                self.unread.extend(unread);
+                self.read_again_at = Some(tokio::time::Instant::now() + READ_AGAIN);
+                return read;
             }
+            read.push(app);
         }
+        self.read_again_at = None;
         read
     }
 
@@ -380,13 +413,18 @@ impl Watching {
         let mut watches = apps.iter().flat_map(|app| self.watches_of(app));
         let (key, options) = watches.next()?;
         let mut client = self.context.client.clone();
-        let (sender, responses) = match client.watch(key, Some(options)).await {
-            Ok(stream) => stream.split(),
+        let (sender, responses) = match super::within(READ_DEADLINE, client.watch(key, Some(options))).await {
+            Ok(Ok(stream)) => stream.split(),
+            Ok(Err(err)) => {
+                tracing::debug!("etcd watch could not start: {err}");
+                return None;
+            }
             Err(err) => {
                 tracing::debug!("etcd watch could not start: {err}");
                 return None;
             }
         };
+        tracing::debug!(applications = apps.len(), "etcd watch stream open");
         let open = Open::new(sender, responses);
         for watch in watches {
             open.send(watch);
@@ -405,20 +443,26 @@ impl Watching {
         }
     }
 
-    /// Handles the stream's events, and the applications asked for meanwhile, until it ends.
+    /// Handles the stream's events, and the applications asked for meanwhile, until it ends
+    /// (or stays silent [`SILENCE`] after a progress request: a stream that hangs is
+    /// reopened, not waited on forever).
     async fn follow(&mut self, open: &mut Open, failures: &mut u32) -> Ended {
+        let mut heard_at = tokio::time::Instant::now();
+        let mut asked_progress = false;
         loop {
-            let unread = !self.unread.is_empty();
+            let quiet_until = heard_at + SILENCE;
+            let read_again_at = self.read_again_at;
             let read_again = async move {
-                if !unread {
-                    std::future::pending::<()>().await;
+                match read_again_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
                 }
-                tokio::time::sleep(READ_AGAIN).await;
             };
             let woke = tokio::select! {
                 asked = self.asked.recv() => Woke::Asked(asked),
                 () = read_again => Woke::ReadAgain,
                 message = open.responses.message() => Woke::Message(message),
+                () = tokio::time::sleep_until(quiet_until) => Woke::Silence,
             };
             let apps = match woke {
                 Woke::Asked(None) => return Ended::Closed,
@@ -427,8 +471,17 @@ impl Watching {
                     self.read_unread().await
                 }
                 Woke::ReadAgain => self.read_unread().await,
+                Woke::Silence if asked_progress => return Ended::Silent,
+                Woke::Silence => {
+                    open.ask_progress();
+                    asked_progress = true;
+                    heard_at = tokio::time::Instant::now();
+                    continue;
+                }
                 Woke::Message(Ok(Some(response))) => {
                     *failures = 0;
+                    heard_at = tokio::time::Instant::now();
+                    asked_progress = false;
                     if response.compact_revision() > 0 {
                         return Ended::Compacted;
                     }
@@ -483,7 +536,7 @@ impl Watching {
                         }
                         seen.tenures.insert(app.clone(), SeenTenure { term: value.term, at, ended: false });
                     }
-                    seen.held.insert(app);
+                    seen.held.insert(app.clone());
                 } else {
                     if newer {
                         seen.leases.remove(&app);
@@ -495,19 +548,19 @@ impl Watching {
                 }
                 drop(seen);
                 if !renewal {
-                    watchers.leases_changed();
+                    watchers.leases_changed(&app);
                 }
             }
             Kind::Pins | Kind::Reserved | Kind::Released => {
                 if let Some(slot) = mirrored(kind) {
                     let mut seen = self.seen();
                     if event.event_type() == EventType::Put {
-                        seen.keys.insert((app, slot), (kv.mod_revision(), kv.value().to_vec()));
+                        seen.keys.insert((app.clone(), slot), (kv.mod_revision(), kv.value().to_vec()));
                     } else {
-                        seen.keys.remove(&(app, slot));
+                        seen.keys.remove(&(app.clone(), slot));
                     }
                 }
-                watchers.leases_changed();
+                watchers.leases_changed(&app);
             }
             Kind::Settings if event.event_type() == EventType::Put => {
                 let version = u64::try_from(kv.version()).unwrap_or(0);

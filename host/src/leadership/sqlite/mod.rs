@@ -557,7 +557,7 @@ impl SqliteFile {
             Ok::<_, LeaseError>(changed)
         })?;
         if changed {
-            self.shared.watchers.leases_changed();
+            self.shared.watchers.leases_changed(app);
         }
         Ok(())
     }
@@ -962,7 +962,7 @@ impl SqliteFile {
             Ok::<_, LeaseError>((claim, new_holder))
         })?;
         if new_holder {
-            self.shared.watchers.leases_changed();
+            self.shared.watchers.leases_changed(unit.app());
         }
         Ok(claim)
     }
@@ -981,7 +981,7 @@ impl SqliteFile {
             Ok(true)
         })?;
         if changed {
-            self.shared.watchers.leases_changed();
+            self.shared.watchers.leases_changed(unit.app());
         }
         Ok(())
     }
@@ -995,7 +995,7 @@ impl SqliteFile {
             bump_lease_generation(tx)?;
             Ok::<_, LeaseError>(())
         })?;
-        self.shared.watchers.leases_changed();
+        self.shared.watchers.leases_changed(unit.app());
         Ok(())
     }
 
@@ -1118,9 +1118,9 @@ impl SqliteFile {
         self.shared.watchers.settings(app, || self.read_settings(app).map_or(0, |s| s.version))
     }
 
-    fn watch_leases(&self, _app: &AppName) -> watch::Receiver<u64> {
+    fn watch_leases(&self, app: &AppName) -> watch::Receiver<u64> {
         self.ensure_poller();
-        self.shared.watchers.leases()
+        self.shared.watchers.leases(app)
     }
 }
 
@@ -1189,7 +1189,7 @@ fn start_poller(
                 .unwrap_or(0);
             if generation != last_generation {
                 last_generation = generation;
-                shared.watchers.leases_changed();
+                shared.watchers.all_leases_changed();
             }
             for app in shared.watchers.watched_apps() {
                 let version = conn
