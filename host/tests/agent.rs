@@ -512,3 +512,55 @@ async fn elect_ends_the_hold_off_of_a_unit_that_stepped_down() {
     })
     .await;
 }
+
+/// A store that does not answer an agent's checks at start is asked again (with a backoff,
+/// on the store's clock) instead of the agent failing to start; past the patience, the
+/// start fails and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_does_not_answer_at_start_is_asked_again() {
+    let (agents, faulty) = Agents::faulty();
+    let asked_again = |agents: &Agents| {
+        agents
+            .events
+            .events()
+            .into_iter()
+            .filter(
+                |e| matches!(&e.kind, EventKind::Log { message, .. } if message.contains("did not answer at start")),
+            )
+            .count()
+    };
+    faulty.failing_reads.store(2, std::sync::atomic::Ordering::SeqCst);
+    let starting = {
+        let (runtime, charm) = (agents.runtime.clone(), agents.charm.clone());
+        let agents = &agents;
+        async move { agents.try_start_on("app/0", runtime, charm).await }
+    };
+    let advancing = async {
+        for retries in 1..=2 {
+            wait_for("the agent to ask again", async || asked_again(&agents) >= retries).await;
+            agents.clock.advance(Duration::from_secs(5));
+        }
+    };
+    let (started, ()) = tokio::join!(starting, advancing);
+    let running = started.expect("started once the store answered");
+    agents.settle("app/0", 1).await;
+    assert_eq!(agents.hooks_of("app/0")[0], Install);
+    running.stop().await.unwrap();
+
+    // A store that never answers: the start gives up after the patience, saying why.
+    faulty.failing_reads.store(u32::MAX, std::sync::atomic::Ordering::SeqCst);
+    let before = asked_again(&agents);
+    let starting = agents.try_start_on("app/1", agents.runtime.clone(), agents.charm.clone());
+    let advancing = async {
+        wait_for("the agent to ask again", async || asked_again(&agents) > before).await;
+        // Past the agent's patience at start (`STORE_PATIENCE_AT_START`, 30 s).
+        agents.clock.advance(Duration::from_secs(30));
+    };
+    let (refused, ()) = tokio::join!(starting, advancing);
+    match refused {
+        Err(SpawnError::Agent { source, .. }) => {
+            assert!(source.to_string().contains("cannot read the leadership store at start"), "{source}")
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+}

@@ -6,7 +6,9 @@
 //! [`WRITE_BEHIND`] and at the agent's stop, so a burst of hooks writes it once, off the
 //! hooks' path; a failed write leaves the last good record in place and is retried after the
 //! next hook; an agent never starts on a store that remembers less than the unit does (see
-//! [`AgentError::StoreBehind`]).
+//! [`AgentError::StoreBehind`]); a store that does not answer at start is asked again, with
+//! a backoff, for [`STORE_PATIENCE_AT_START`] (a slow store under a crowd of starting
+//! units is ordinary, and one unit's refusal to start would stop every unit of a process).
 
 use std::time::Duration;
 
@@ -17,6 +19,9 @@ use crate::events::LogLevel;
 use crate::leadership::Timestamp;
 use crate::unit::{Unit, UnitStatus};
 
+/// How long an agent keeps asking a leadership store that does not answer at start.
+pub const STORE_PATIENCE_AT_START: Duration = Duration::from_secs(30);
+
 /// What an agent checks before it starts anything (see [`super::spawn`]): the unit's local
 /// state, and that the store remembers at least what the unit does. Returns the local state
 /// to start from.
@@ -25,10 +30,29 @@ pub async fn preflight(unit: &Unit, config: &AgentConfig) -> Result<LocalState, 
         Some(path) => local_state::load(path)?,
         None => LocalState::default(),
     };
-    check_store_remembers(unit, &mut local, config.accept_new_store).await?;
-    // A member from now on, and this incarnation its data's only writer.
+    let clock = unit.leadership().clock().clone();
+    let give_up_at = clock.now() + STORE_PATIENCE_AT_START;
+    let mut attempts: u32 = 0;
+    loop {
+        match store_checks(unit, &mut local, config.accept_new_store).await {
+            // Reads, and a join the same incarnation may repeat: safe to ask again.
+            Err(AgentError::Store(reason)) if clock.now() < give_up_at => {
+                attempts = attempts.saturating_add(1);
+                unit.log(LogLevel::Warning, format!("the leadership store did not answer at start ({reason}); asking again"));
+                let pause = crate::timing::backoff(Duration::from_millis(200), Duration::from_secs(5), attempts);
+                clock.sleep_until((clock.now() + pause).min(give_up_at)).await;
+            }
+            checked => return checked.map(|()| local),
+        }
+    }
+}
+
+/// The checks at start that ask the store: it remembers what the unit does, and the unit
+/// joins (a member from now on, and this incarnation its data's only writer).
+async fn store_checks(unit: &Unit, local: &mut LocalState, accept_new_store: bool) -> Result<(), AgentError> {
+    check_store_remembers(unit, local, accept_new_store).await?;
     unit.unit_data().join().await.map_err(|e| AgentError::Store(e.to_string()))?;
-    Ok(local)
+    Ok(())
 }
 
 /// Checks that the store remembers at least what the unit does; see [`AgentError::StoreBehind`].

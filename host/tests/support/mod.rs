@@ -223,6 +223,8 @@ pub struct FaultyStore {
     pub hanging: Mutex<Vec<UnitName>>,
     /// Every claim asked of this store, failed or not.
     pub claims: std::sync::atomic::AtomicU64,
+    /// How many of the next `last_term` reads fail as if the store were unreachable.
+    pub failing_reads: std::sync::atomic::AtomicU32,
 }
 
 impl FaultyStore {
@@ -232,6 +234,7 @@ impl FaultyStore {
             failing: Mutex::new(Vec::new()),
             hanging: Mutex::new(Vec::new()),
             claims: Default::default(),
+            failing_reads: Default::default(),
         })
     }
 
@@ -309,6 +312,14 @@ impl LeadershipStore for FaultyStore {
         self.inner.lease(app).await
     }
     async fn last_term(&self, app: &AppName) -> Result<u64, LeaseError> {
+        let fail = |n: u32| n.checked_sub(1);
+        if self
+            .failing_reads
+            .fetch_update(std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst, fail)
+            .is_ok()
+        {
+            return Err(LeaseError::Store(StoreError::new(StoreFailure::Unreachable, "injected failure")));
+        }
         self.inner.last_term(app).await
     }
     async fn leaders(&self) -> Result<std::collections::BTreeMap<AppName, UnitName>, LeaseError> {
