@@ -20,7 +20,9 @@
 //! successor's `leadership` event.
 //!
 //! `CHARM_HOST_BENCH_SCALE=APPSxUNITS` (e.g. `300x10`) changes the size of the loaded
-//! cluster, to find where this machine stops.
+//! cluster, to find where this machine stops: a step that fails at such a size ends the
+//! section with a row saying where and why (with the failing processes' stderr), after the
+//! figures measured until then. A process of the fleet that ended fails the section.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead as _;

@@ -4,7 +4,7 @@
 //! claims its lease, waits on it, or subscribes to its settings (or a caller waits on its
 //! lease changes), so a process hears of exactly the applications it hosts or asks about:
 //! another application's renewals never reach it, however many share the prefix (see
-//! `docs/scaling.md`).
+//! `docs/scaling.md`). (A leader's unit-data mirror has a watch of its own: `unit_data.rs`.)
 //!
 //! Invariants:
 //! - An application's keys are read at one revision before they are watched from the next,
