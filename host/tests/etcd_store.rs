@@ -391,11 +391,23 @@ async fn a_lease_revoked_behind_its_holders_back_keeps_others_out_until_the_hold
         claiming.claim(&other_incarnation("s/0"), TTL).await,
         Err(LeaseError::OtherIncarnation { holder: Some(holder), .. }) if holder == claimant("s/0").id()
     ));
-    assert_eq!(holding.claim(&claimant("s/0"), TTL).await.unwrap().term, 2);
+    let counted_on_s = holding.claim(&claimant("s/0"), TTL).await.unwrap();
+    assert_eq!(counted_on_s.term, 2);
+    let counted_on_s = counted_on_s.valid_until;
     assert!(matches!(claiming.claim(&claimant("s/1"), TTL).await, Err(LeaseError::Denied { .. })));
 
-    // A tenure given up by its holder passes at once.
+    // A tenure given up by its holder passes at once: as soon as the claiming process's
+    // watch has delivered the release (a copy a moment behind refuses as the old holder's,
+    // and a waiting minion is woken by the release), not a TTL later.
+    let mut changes = claiming.watch_leases(&app("s"));
     holding.revoke(&claimant("s/0"), Release::StepDown).await.unwrap();
+    let released = async {
+        while claiming.lease_hint(&app("s")).await.unwrap().lease.is_some() {
+            changes.changed().await.unwrap();
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), released).await.expect("the watch delivers the release");
+    assert!(claiming.clock().now() < counted_on_s, "seen free before the holder's last renewal ran out");
     assert_eq!(claiming.claim(&claimant("s/1"), TTL).await.unwrap().term, 3, "no wait after a release");
 }
 

@@ -104,6 +104,10 @@ pub struct AgentConfig {
     /// Where the unit's claims are measured and, while its agent runs, its state is read
     /// for scrapes (see [`crate::metrics`]).
     pub metrics: Option<Arc<Metrics>>,
+    /// Fail the start at once when the store does not answer the checks at start, instead
+    /// of asking again for 30 s: for a harness whose steps wait for a start on a clock only
+    /// they move (`TestApp`).
+    pub fail_fast_at_start: bool,
 }
 
 impl AgentConfig {
@@ -122,6 +126,13 @@ impl AgentConfig {
     /// Writing the unit's status to `file` after every hook.
     pub fn with_status_file(mut self, file: PathBuf) -> Self {
         self.status_file = Some(file);
+        self
+    }
+
+    /// Failing the start at once when the store does not answer (see
+    /// [`AgentConfig::fail_fast_at_start`]).
+    pub fn failing_fast_at_start(mut self) -> Self {
+        self.fail_fast_at_start = true;
         self
     }
 

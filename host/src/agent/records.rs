@@ -31,7 +31,8 @@ pub async fn preflight(unit: &Unit, config: &AgentConfig) -> Result<LocalState, 
         None => LocalState::default(),
     };
     let clock = unit.leadership().clock().clone();
-    let give_up_at = clock.now() + STORE_PATIENCE_AT_START;
+    let patience = if config.fail_fast_at_start { Duration::ZERO } else { STORE_PATIENCE_AT_START };
+    let give_up_at = clock.now() + patience;
     let mut attempts: u32 = 0;
     loop {
         match store_checks(unit, &mut local, config.accept_new_store).await {

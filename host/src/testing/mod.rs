@@ -246,7 +246,12 @@ impl TestAppBuilder {
             })
             .collect();
         let services = ServicesConfig::new(self.services, Duration::ZERO).map_err(|e| setup(&e))?.simulated();
-        let agent = AgentConfig::default().with_backoff(backoff).with_update_status_interval(update_status);
+        // A restart is one step that waits for the start on the virtual clock: a store that
+        // does not answer fails it at once, as a step, instead of waiting for time to move.
+        let agent = AgentConfig::default()
+            .with_backoff(backoff)
+            .with_update_status_interval(update_status)
+            .failing_fast_at_start();
         let unit = UnitSetup { window, services, agent };
         Ok(TestApp {
             world: World { runtime, hooks, charm, clock, store, ledger, timeline, dir },
