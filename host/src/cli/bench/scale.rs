@@ -6,9 +6,10 @@
 //! machines. Measured: the time from the start to one leader in every application; the
 //! steady state (the messages etcd's gRPC servers received per second, every method and
 //! member, in total and per leader; how many watch events etcd sends per put, against the
-//! processes that host each application, and the watch streams open; etcd's resident
-//! memory and database size; the agents' resident memory per unit); a `leader-set` in every application at once (through each
-//! leader's hook-tool socket) until every minion has run `leader-settings-changed`.
+//! processes that host each application, and the watch streams open; the CPU etcd and the
+//! agents use; etcd's resident memory and database size; the agents' resident memory and
+//! open file descriptors per unit); a `leader-set` in every application at once (through
+//! each leader's hook-tool socket) until every minion has run `leader-settings-changed`.
 //!
 //! Then handover distributions (p50, p99 and max; at least 50 samples each, 1 or more with
 //! `--quick`): a SIGKILL of a process (against the lease, which its successors must wait
