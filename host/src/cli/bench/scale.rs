@@ -486,14 +486,11 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
     drop(fleet);
 
     let mut cluster = EtcdCluster::start_durable(3);
-    let connect = |url: String| {
-        tokio.block_on(async move { anyhow::Ok(EtcdStore::connect(&EtcdOptions::from_url(&url)?).await?) })
-    };
     // A quiet etcd: the same small fleet.
     let url = cluster.url_with_prefix("quiet");
     let mut fleet = Fleet::start(&wasm, cache.path(), Some(url.clone()), small)?;
     fleet.wait_for_first_leaders()?;
-    let store = connect(url)?;
+    let store = connect(&tokio, url)?;
     figures.extend(handovers(&tokio, &mut fleet, &store, "etcd, quiet", wanted)?);
     drop((fleet, store));
 
@@ -519,6 +516,11 @@ pub fn figures(quick: bool) -> anyhow::Result<Vec<Figure>> {
     Ok(figures)
 }
 
+/// A store on `url`, connected on `tokio`.
+fn connect(tokio: &tokio::runtime::Runtime, url: String) -> anyhow::Result<EtcdStore> {
+    tokio.block_on(async move { anyhow::Ok(EtcdStore::connect(&EtcdOptions::from_url(&url)?).await?) })
+}
+
 /// The loaded cluster's figures, pushed onto `figures` as they are measured.
 fn loaded(
     tokio: &tokio::runtime::Runtime,
@@ -529,9 +531,6 @@ fn loaded(
     (quick, wanted): (bool, usize),
     figures: &mut Vec<Figure>,
 ) -> anyhow::Result<()> {
-    let connect = |url: String| {
-        tokio.block_on(async move { anyhow::Ok(EtcdStore::connect(&EtcdOptions::from_url(&url)?).await?) })
-    };
     let url = cluster.url_with_prefix("scale");
     let started = Instant::now();
     let mut fleet = Fleet::start(wasm, cache, Some(url.clone()), (apps, units, processes))?;
@@ -546,7 +545,7 @@ fn loaded(
                 ms(all_led) <= ms(crate::timing::claim_duration(WINDOW)) + 2000.0,
             ),
     );
-    let store = connect(url)?;
+    let store = connect(tokio, url)?;
     let total = u64::from(apps) * u64::from(units);
     figures.extend(steady_state(cluster, &fleet, label, total, quick)?);
     let (answered, applied) = tokio.block_on(fleet.leader_set_everywhere(1))?;

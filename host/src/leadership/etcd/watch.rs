@@ -413,12 +413,9 @@ impl Watching {
         let mut watches = apps.iter().flat_map(|app| self.watches_of(app));
         let (key, options) = watches.next()?;
         let mut client = self.context.client.clone();
-        let (sender, responses) = match super::within(READ_DEADLINE, client.watch(key, Some(options))).await {
-            Ok(Ok(stream)) => stream.split(),
-            Ok(Err(err)) => {
-                tracing::debug!("etcd watch could not start: {err}");
-                return None;
-            }
+        let opened = super::within(READ_DEADLINE, client.watch(key, Some(options))).await;
+        let (sender, responses) = match opened.and_then(|answer| answer.map_err(super::etcd_failed)) {
+            Ok(stream) => stream.split(),
             Err(err) => {
                 tracing::debug!("etcd watch could not start: {err}");
                 return None;
